@@ -1,0 +1,156 @@
+//! The validated configuration the data path runs on.
+//!
+//! Built once from Envoy wire types (`weft-xds`) by `TryFrom`-style conversions that check every
+//! cross-reference and value; past this module nothing re-parses strings or looks up names that
+//! might not exist. A conversion error carries the Envoy field path of the offending value.
+
+pub mod access_log;
+pub mod cluster;
+pub mod listener;
+pub mod route;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use weft_xds::core::Address;
+use weft_xds::Bootstrap;
+
+pub use cluster::ClusterConfig;
+pub use listener::ListenerConfig;
+
+/// A configuration value that cannot be used, with the Envoy field path that holds it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{path}: {message}")]
+pub struct ConfigError {
+    pub path: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError { path: path.into(), message: message.into() }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, ConfigError>;
+
+/// The whole validated proxy configuration.
+#[derive(Debug)]
+pub struct Config {
+    pub node_id: String,
+    pub node_cluster: String,
+    pub admin: Option<AdminConfig>,
+    pub listeners: Vec<Arc<ListenerConfig>>,
+    pub clusters: Vec<Arc<ClusterConfig>>,
+    /// The original bootstrap, as JSON, for `/config_dump`.
+    pub dump: serde_json::Value,
+}
+
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    pub address: SocketAddr,
+    pub access_log: Vec<access_log::AccessLogConfig>,
+}
+
+/// Overrides from the command line (`--service-node`, `--service-cluster`).
+#[derive(Debug, Clone, Default)]
+pub struct NodeOverrides {
+    pub id: Option<String>,
+    pub cluster: Option<String>,
+}
+
+impl Config {
+    /// Validates a bootstrap. `dump` is the bootstrap as JSON for `/config_dump`.
+    pub fn from_bootstrap(b: Bootstrap, overrides: &NodeOverrides, dump: serde_json::Value) -> Result<Config> {
+        let node = b.node.unwrap_or(weft_xds::core::Node {
+            id: None,
+            cluster: None,
+            metadata: None,
+            locality: None,
+            user_agent_name: None,
+        });
+        let node_id = overrides.id.clone().or(node.id).unwrap_or_default();
+        let node_cluster = overrides.cluster.clone().or(node.cluster).unwrap_or_default();
+
+        let admin = match b.admin {
+            Some(a) => {
+                let address = match a.address {
+                    Some(addr) => socket_addr(&addr, "admin.address")?,
+                    None => return Err(ConfigError::new("admin.address", "required when admin is set")),
+                };
+                let mut logs = Vec::new();
+                for (i, l) in a.access_log.iter().enumerate() {
+                    logs.push(access_log::AccessLogConfig::from_wire(l, &format!("admin.access_log[{i}]"))?);
+                }
+                Some(AdminConfig { address, access_log: logs })
+            }
+            None => None,
+        };
+
+        let mut clusters = Vec::new();
+        let mut by_name: HashMap<String, usize> = HashMap::new();
+        for (i, c) in b.static_resources.clusters.iter().enumerate() {
+            let path = format!("static_resources.clusters[{i}]");
+            let cfg = ClusterConfig::from_wire(c, &path)?;
+            if by_name.insert(cfg.name.clone(), i).is_some() {
+                return Err(ConfigError::new(format!("{path}.name"), format!("duplicate cluster name {:?}", cfg.name)));
+            }
+            clusters.push(Arc::new(cfg));
+        }
+        let cluster_names = listener::ClusterNames(&by_name);
+
+        let mut listeners: Vec<Arc<ListenerConfig>> = Vec::new();
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        for (i, l) in b.static_resources.listeners.iter().enumerate() {
+            let path = format!("static_resources.listeners[{i}]");
+            let cfg = ListenerConfig::from_wire(l, &path, &cluster_names, i)?;
+            if seen.insert(cfg.name.clone(), i).is_some() {
+                return Err(ConfigError::new(format!("{path}.name"), format!("duplicate listener name {:?}", cfg.name)));
+            }
+            if cfg.bind_to_port {
+                if let Some(other) = listeners.iter().find(|o| o.bind_to_port && o.address == cfg.address) {
+                    return Err(ConfigError::new(
+                        format!("{path}.address"),
+                        format!("{} is already used by listener {:?}", cfg.address, other.name),
+                    ));
+                }
+            }
+            listeners.push(Arc::new(cfg));
+        }
+
+        Ok(Config { node_id, node_cluster, admin, listeners, clusters, dump })
+    }
+}
+
+/// Resolves an Envoy `Address` that must be a literal IP socket address.
+pub fn socket_addr(a: &Address, path: &str) -> Result<SocketAddr> {
+    let sa = a
+        .socket_address
+        .as_ref()
+        .ok_or_else(|| ConfigError::new(path, "only socket_address is supported"))?;
+    let ip: IpAddr = sa.address.parse().map_err(|_| {
+        ConfigError::new(format!("{path}.socket_address.address"), format!("{:?} is not an IP address", sa.address))
+    })?;
+    let port = port_value(sa.port_value, &format!("{path}.socket_address.port_value"))?;
+    Ok(SocketAddr::new(ip, port))
+}
+
+pub fn port_value(p: Option<u32>, path: &str) -> Result<u16> {
+    let p = p.unwrap_or(0);
+    u16::try_from(p).map_err(|_| ConfigError::new(path, format!("port {p} is out of range (0-65535)")))
+}
+
+/// Compiles a RE2-style regex; Envoy anchors `safe_regex` matches on the whole value.
+pub fn full_regex(re: &str, path: &str) -> Result<regex::Regex> {
+    regex::Regex::new(&format!("^(?:{re})$"))
+        .map_err(|e| ConfigError::new(path, format!("invalid regex {re:?}: {}", first_line(&e.to_string()))))
+}
+
+pub fn plain_regex(re: &str, path: &str) -> Result<regex::Regex> {
+    regex::Regex::new(re).map_err(|e| ConfigError::new(path, format!("invalid regex {re:?}: {}", first_line(&e.to_string()))))
+}
+
+fn first_line(s: &str) -> String {
+    s.lines().filter(|l| !l.trim().is_empty()).last().unwrap_or(s).trim().to_string()
+}

@@ -1,0 +1,424 @@
+//! The HTTP connection manager: serves HTTP/1.1 and HTTP/2 (h2c) downstream, routes each
+//! request, runs the fault filter, and hands forwarding to the router.
+
+pub mod fault;
+pub mod info;
+pub mod local_reply;
+pub mod router;
+pub mod routing;
+pub mod upgrade;
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Instant, SystemTime};
+
+use bytes::Bytes;
+use http::header::{HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpStream;
+
+use crate::access_log::AccessLogger;
+use crate::body::{self, Body, BoxError};
+use crate::config::access_log::{Command, FormatContext};
+use crate::config::listener::{Codec, HttpConnectionManagerConfig, ServerHeader};
+use crate::config::route::{HeaderOps, RouteAction};
+use crate::drain::Drain;
+use crate::listener::ConnInfo;
+use crate::stats::HttpStats;
+use crate::upstream::ClusterManager;
+use info::{LogOnDrop, RequestInfo};
+use routing::RequestView;
+
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub static X_ENVOY_INTERNAL: HeaderName = HeaderName::from_static("x-envoy-internal");
+pub static X_ENVOY_ORIGINAL_PATH: HeaderName = HeaderName::from_static("x-envoy-original-path");
+
+/// One HTTP connection manager instance (a filter chain's `http_connection_manager`).
+pub struct Hcm {
+    pub cfg: Arc<HttpConnectionManagerConfig>,
+    pub stats: Arc<HttpStats>,
+    pub clusters: Arc<ClusterManager>,
+    pub loggers: Arc<Vec<Arc<AccessLogger>>>,
+}
+
+impl Hcm {
+    /// Serves one downstream connection until it closes or the drain completes.
+    pub async fn serve(self: Arc<Self>, stream: TcpStream, conn: Arc<ConnInfo>, drain: Drain) {
+        let _token = drain.token();
+        self.stats.downstream_cx_total.inc();
+        self.stats.downstream_cx_active.inc();
+        let hcm = self.clone();
+        let c2 = conn.clone();
+        let svc = service_fn(move |req: Request<Incoming>| {
+            let hcm = hcm.clone();
+            let conn = c2.clone();
+            async move { Ok::<_, Infallible>(hcm.handle(req, &conn).await) }
+        });
+        let io = TokioIo::new(stream);
+        match self.cfg.codec {
+            Codec::Auto => {
+                let mut b = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                self.tune_h2(b.http2());
+                b.http1().timer(hyper_util::rt::TokioTimer::new());
+                let conn = b.serve_connection_with_upgrades(io, svc);
+                tokio::pin!(conn);
+                tokio::select! {
+                    _ = conn.as_mut() => {}
+                    _ = drain.signaled() => {
+                        conn.as_mut().graceful_shutdown();
+                        let _ = conn.await;
+                    }
+                }
+            }
+            Codec::Http1 => {
+                let conn = hyper::server::conn::http1::Builder::new().serve_connection(io, svc).with_upgrades();
+                tokio::pin!(conn);
+                tokio::select! {
+                    _ = conn.as_mut() => {}
+                    _ = drain.signaled() => {
+                        conn.as_mut().graceful_shutdown();
+                        let _ = conn.await;
+                    }
+                }
+            }
+            Codec::Http2 => {
+                let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+                if let Some(n) = self.cfg.h2_max_concurrent_streams {
+                    b.max_concurrent_streams(n);
+                }
+                let conn = b.serve_connection(io, svc);
+                tokio::pin!(conn);
+                tokio::select! {
+                    _ = conn.as_mut() => {}
+                    _ = drain.signaled() => {
+                        conn.as_mut().graceful_shutdown();
+                        let _ = conn.await;
+                    }
+                }
+            }
+        }
+        self.stats.downstream_cx_active.dec();
+        self.stats.downstream_cx_destroy.inc();
+    }
+
+    fn tune_h2(&self, mut b: hyper_util::server::conn::auto::Http2Builder<'_, TokioExecutor>) {
+        if let Some(n) = self.cfg.h2_max_concurrent_streams {
+            b.max_concurrent_streams(n);
+        }
+        if let Some(n) = self.cfg.h2_initial_stream_window {
+            b.initial_stream_window_size(n);
+        }
+        if let Some(n) = self.cfg.h2_initial_connection_window {
+            b.initial_connection_window_size(n);
+        }
+    }
+
+    async fn handle(self: &Arc<Self>, req: Request<Incoming>, conn: &Arc<ConnInfo>) -> Response<Body> {
+        let stats = &self.stats;
+        stats.downstream_rq_total.inc();
+        stats.downstream_rq_active.inc();
+        let is_h2 = req.version() == http::Version::HTTP_2;
+        if is_h2 {
+            stats.downstream_rq_http2_total.inc();
+        } else {
+            stats.downstream_rq_http1_total.inc();
+        }
+        let started = Instant::now();
+        let start = SystemTime::now();
+        let (mut parts, body) = req.into_parts();
+        let grpc = parts.headers.get(http::header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+
+        self.edge_headers(&mut parts, conn);
+
+        let authority: String = parts
+            .uri
+            .authority()
+            .map(|a| a.as_str().to_string())
+            .or_else(|| parts.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()).map(str::to_string))
+            .unwrap_or_default();
+        let path_and_query = parts.uri.path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| "/".into());
+
+        let mut info = RequestInfo {
+            conn: conn.clone(),
+            start,
+            started,
+            protocol: if is_h2 { "HTTP/2" } else if parts.version == http::Version::HTTP_10 { "HTTP/1.0" } else { "HTTP/1.1" },
+            method: parts.method.clone(),
+            req_headers: if self.loggers.is_empty() { Default::default() } else { parts.headers.clone() },
+            path: path_and_query.clone(),
+            authority: authority.clone(),
+            resp_headers: Default::default(),
+            resp_trailers: Default::default(),
+            status: 0,
+            flags: Vec::new(),
+            details: "",
+            upstream_host: None,
+            upstream_cluster: None,
+            upstream_failure: None,
+            route_name: String::new(),
+            attempts: 0,
+            bytes_received: body_len(&parts.headers),
+            bytes_sent: 0,
+            first_byte: None,
+            last_rx: None,
+        };
+
+        let table = self.cfg.routes.clone();
+        let (path, query) = match path_and_query.split_once('?') {
+            Some((p, q)) => (p.to_string(), Some(q.to_string())),
+            None => (path_and_query.clone(), None),
+        };
+        let view = RequestView { parts: &parts, host: &authority, path: &path, query: query.as_deref(), scheme: "http" };
+        let vhost = routing::select_vhost(&table, &authority);
+        let route = vhost.and_then(|vh| routing::select_route(vh, &view));
+
+        let ctx = ReqFormat { parts: &parts, conn, start };
+        let resp = match (vhost, route) {
+            (Some(vh), Some(route)) => {
+                info.route_name = route.name.clone();
+                let mut r = match &route.action {
+                    RouteAction::Direct { status, body } => {
+                        stats.rq_direct_response.inc();
+                        info.details = "direct_response";
+                        let mut r = local_reply::build(*status, body.clone().unwrap_or_default(), false);
+                        if body.is_none() {
+                            r.headers_mut().remove(http::header::CONTENT_TYPE);
+                        }
+                        r
+                    }
+                    RouteAction::Redirect(rd) => {
+                        stats.rq_redirect.inc();
+                        info.details = "direct_response";
+                        router::redirect(rd, &route.matcher.path, &authority, &path, query.as_deref())
+                    }
+                    RouteAction::Forward(fwd) => {
+                        stats.rq_total.inc();
+                        let chosen = router::choose_cluster(&fwd.cluster, &parts.headers);
+                        match fault::apply(self, &parts, chosen.as_ref().map(|c| c.name.as_ref()), &mut info, grpc).await {
+                            Some(r) => r,
+                            None => router::forward(self, conn, &parts, body, route, vh, fwd, chosen, &mut info, grpc, &ctx).await,
+                        }
+                    }
+                };
+                apply_header_ops(r.headers_mut(), &route.response_headers, &ctx);
+                apply_header_ops(r.headers_mut(), &vh.response_headers, &ctx);
+                apply_header_ops(r.headers_mut(), &table.response_headers, &ctx);
+                r
+            }
+            _ => {
+                stats.no_route.inc();
+                info.flags.push("NR");
+                info.details = "route_not_found";
+                let mut r = local_reply::build(StatusCode::NOT_FOUND, Bytes::new(), grpc);
+                apply_header_ops(r.headers_mut(), &table.response_headers, &ctx);
+                r
+            }
+        };
+        let resp = self.finish(resp, &parts, &info);
+        self.complete(resp, info)
+    }
+
+    /// Headers Envoy sets on every response it sends downstream.
+    fn finish(&self, mut r: Response<Body>, parts: &http::request::Parts, _info: &RequestInfo) -> Response<Body> {
+        let h = r.headers_mut();
+        match self.cfg.server_header {
+            ServerHeader::Overwrite => {
+                h.insert(http::header::SERVER, self.cfg.server_name.clone());
+            }
+            ServerHeader::AppendIfAbsent => {
+                if !h.contains_key(http::header::SERVER) {
+                    h.insert(http::header::SERVER, self.cfg.server_name.clone());
+                }
+            }
+            ServerHeader::PassThrough => {}
+        }
+        if self.cfg.always_set_request_id_in_response {
+            if let Some(id) = parts.headers.get(&X_REQUEST_ID) {
+                h.insert(X_REQUEST_ID.clone(), id.clone());
+            }
+        }
+        r
+    }
+
+    fn complete(&self, mut r: Response<Body>, mut info: RequestInfo) -> Response<Body> {
+        let status = r.status().as_u16();
+        self.stats.codes.inc(status);
+        self.stats.downstream_rq_completed.inc();
+        self.stats.downstream_rq_active.dec();
+        if self.loggers.is_empty() {
+            return r;
+        }
+        info.status = status;
+        info.resp_headers = r.headers().clone();
+        info.first_byte = Some(info.started.elapsed());
+        let guard = LogOnDrop { info, loggers: self.loggers.clone() };
+        let b = std::mem::replace(r.body_mut(), body::empty());
+        *r.body_mut() = http_body_util::BodyExt::boxed_unsync(Logged { inner: b, guard: Some(guard) });
+        r
+    }
+
+    /// `x-forwarded-for`, `x-forwarded-proto`, `x-request-id` and internal-origin handling.
+    fn edge_headers(&self, parts: &mut http::request::Parts, conn: &ConnInfo) {
+        let h = &mut parts.headers;
+        let cfg = &self.cfg;
+        let client = routing::client_ip(conn.remote);
+        if cfg.use_remote_address {
+            if !cfg.skip_xff_append {
+                append_xff(h, &client.to_string());
+            }
+            let internal = match client {
+                std::net::IpAddr::V4(v4) => v4.is_private() || v4.is_loopback(),
+                std::net::IpAddr::V6(v6) => v6.is_loopback() || (v6.segments()[0] & 0xfe00) == 0xfc00,
+            };
+            if internal && !h.contains_key(&X_FORWARDED_FOR) {
+                h.insert(X_ENVOY_INTERNAL.clone(), HeaderValue::from_static("true"));
+            } else if internal {
+                h.insert(X_ENVOY_INTERNAL.clone(), HeaderValue::from_static("true"));
+            } else {
+                h.remove(&X_ENVOY_INTERNAL);
+            }
+            h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+        } else if !h.contains_key(&X_FORWARDED_PROTO) {
+            h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+        }
+        if cfg.generate_request_id {
+            let regenerate = match h.get(&X_REQUEST_ID) {
+                None => true,
+                Some(_) => cfg.use_remote_address && !cfg.preserve_external_request_id && !is_internal(client),
+            };
+            if regenerate {
+                let id = uuid::Uuid::new_v4();
+                let mut buf = [0u8; 36];
+                let s = id.hyphenated().encode_lower(&mut buf);
+                if let Ok(v) = HeaderValue::from_str(s) {
+                    h.insert(X_REQUEST_ID.clone(), v);
+                }
+            }
+        }
+    }
+}
+
+fn is_internal(ip: std::net::IpAddr) -> bool {
+    match ip {
+        std::net::IpAddr::V4(v4) => v4.is_private() || v4.is_loopback(),
+        std::net::IpAddr::V6(v6) => v6.is_loopback(),
+    }
+}
+
+fn append_xff(h: &mut http::HeaderMap, ip: &str) {
+    let v = match h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(prev) if !prev.is_empty() => format!("{prev},{ip}"),
+        _ => ip.to_string(),
+    };
+    if let Ok(v) = HeaderValue::from_str(&v) {
+        h.insert(X_FORWARDED_FOR.clone(), v);
+    }
+}
+
+fn body_len(h: &http::HeaderMap) -> u64 {
+    h.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|s| s.parse().ok()).unwrap_or(0)
+}
+
+/// Format context for header values rendered from the request being processed.
+pub struct ReqFormat<'a> {
+    pub parts: &'a http::request::Parts,
+    pub conn: &'a ConnInfo,
+    pub start: SystemTime,
+}
+
+impl FormatContext for ReqFormat<'_> {
+    fn value(&self, c: &Command) -> Option<String> {
+        match c {
+            Command::Req { main, alt, .. } => {
+                let get = |n: &str| self.parts.headers.get(n).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+                get(main).or_else(|| alt.as_deref().and_then(get))
+            }
+            Command::StartTime(f) => Some(info::format_time(self.start, f.as_deref())),
+            Command::Protocol => Some(if self.parts.version == http::Version::HTTP_2 { "HTTP/2" } else { "HTTP/1.1" }.into()),
+            other => info::conn_value(self.conn, other),
+        }
+    }
+}
+
+/// Applies header removals, then additions, as Envoy's header parser does.
+pub fn apply_header_ops(h: &mut http::HeaderMap, ops: &HeaderOps, ctx: &dyn FormatContext) {
+    if ops.is_empty() {
+        return;
+    }
+    use weft_xds::core::AppendAction;
+    for r in &ops.remove {
+        h.remove(r);
+    }
+    for a in &ops.add {
+        let v = a.value.render_header(ctx);
+        if v.is_empty() && !a.keep_empty {
+            continue;
+        }
+        let Ok(v) = HeaderValue::from_str(&v) else { continue };
+        match a.action {
+            AppendAction::AppendIfExistsOrAdd => {
+                h.append(a.name.clone(), v);
+            }
+            AppendAction::AddIfAbsent => {
+                if !h.contains_key(&a.name) {
+                    h.insert(a.name.clone(), v);
+                }
+            }
+            AppendAction::OverwriteIfExistsOrAdd => {
+                h.insert(a.name.clone(), v);
+            }
+            AppendAction::OverwriteIfExists => {
+                if h.contains_key(&a.name) {
+                    h.insert(a.name.clone(), v);
+                }
+            }
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// Counts response bytes and trailers; the access log line is written when it is dropped.
+    struct Logged {
+        #[pin]
+        inner: Body,
+        guard: Option<LogOnDrop>,
+    }
+}
+
+impl http_body::Body for Logged {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        let this = self.project();
+        let r = this.inner.poll_frame(cx);
+        if let Poll::Ready(Some(Ok(f))) = &r {
+            if let Some(g) = this.guard.as_mut() {
+                if let Some(d) = f.data_ref() {
+                    g.info.bytes_sent += d.len() as u64;
+                } else if let Some(t) = f.trailers_ref() {
+                    g.info.resp_trailers = t.clone();
+                }
+            }
+        }
+        if let Poll::Ready(None) | Poll::Ready(Some(Err(_))) = &r {
+            this.guard.take();
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -1,0 +1,563 @@
+//! The router filter: picks the cluster and host, rewrites the request, forwards it with
+//! retries and timeouts, and turns upstream failures into Envoy's local replies.
+
+use std::borrow::Cow;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::request::Parts;
+use http::{Response, StatusCode, Uri};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+
+use super::routing::{self, with_query};
+use super::{apply_header_ops, local_reply, upgrade, Hcm, ReqFormat};
+use crate::body::{self, Body};
+use crate::config::cluster::{Discovery, UpstreamProtocol};
+use crate::config::route::{ClusterSpecifier, ForwardAction, HashKey, PathMatch, RedirectAction, RetryPolicy, Route, VirtualHost, WeightedCluster};
+use crate::http::info::RequestInfo;
+use crate::listener::ConnInfo;
+use crate::upstream::host::Outcome;
+use crate::upstream::lb::{combine_hash, hash_bytes};
+use crate::upstream::pool::{self, Wire};
+use crate::upstream::{Cluster, Host, UpstreamError};
+
+static X_ENVOY_UPSTREAM_SERVICE_TIME: HeaderName = HeaderName::from_static("x-envoy-upstream-service-time");
+static X_ENVOY_EXPECTED_RQ_TIMEOUT_MS: HeaderName = HeaderName::from_static("x-envoy-expected-rq-timeout-ms");
+static X_ENVOY_ATTEMPT_COUNT: HeaderName = HeaderName::from_static("x-envoy-attempt-count");
+static X_ENVOY_OVERLOADED: HeaderName = HeaderName::from_static("x-envoy-overloaded");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Largest request body buffered so the request can be retried (Envoy's default buffer limit).
+const RETRY_BUFFER_LIMIT: u64 = 1024 * 1024;
+
+/// The cluster a request goes to, and the weighted-cluster entry that chose it.
+pub struct Chosen<'a> {
+    pub name: Cow<'a, str>,
+    pub weighted: Option<&'a WeightedCluster>,
+}
+
+pub fn choose_cluster<'a>(spec: &'a ClusterSpecifier, headers: &HeaderMap) -> Option<Chosen<'a>> {
+    match spec {
+        ClusterSpecifier::Single(n) => Some(Chosen { name: Cow::Borrowed(n), weighted: None }),
+        ClusterSpecifier::Weighted { clusters, total } => {
+            let mut r = rand::random::<u64>() % total;
+            for c in clusters {
+                let w = u64::from(c.weight);
+                if r < w {
+                    return Some(Chosen { name: Cow::Borrowed(&c.name), weighted: Some(c) });
+                }
+                r -= w;
+            }
+            None
+        }
+        ClusterSpecifier::Header(h) => {
+            let v = headers.get(h)?.to_str().ok()?;
+            Some(Chosen { name: Cow::Owned(v.to_string()), weighted: None })
+        }
+    }
+}
+
+fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
+    if let Some(conn) = h.get(header::CONNECTION).and_then(|v| v.to_str().ok()).map(str::to_string) {
+        for name in conn.split(',').map(|s| s.trim().to_ascii_lowercase()) {
+            if keep_upgrade && name == "upgrade" {
+                continue;
+            }
+            if let Ok(n) = HeaderName::from_bytes(name.as_bytes()) {
+                if n != header::TE {
+                    h.remove(n);
+                }
+            }
+        }
+    }
+    if !keep_upgrade {
+        h.remove(header::CONNECTION);
+        h.remove(header::UPGRADE);
+    }
+    h.remove(&KEEP_ALIVE);
+    h.remove(&PROXY_CONNECTION);
+    h.remove(header::TRANSFER_ENCODING);
+    if h.get(header::TE).is_some_and(|v| v.as_bytes() != b"trailers") {
+        h.remove(header::TE);
+    }
+}
+
+pub fn is_upgrade(parts: &Parts) -> bool {
+    parts.headers.get(header::UPGRADE).is_some()
+        && parts
+            .headers
+            .get(header::CONNECTION)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")))
+}
+
+fn hash_key(fwd: &ForwardAction, parts: &Parts, conn: &ConnInfo, query: Option<&str>) -> Option<u64> {
+    let mut acc = None;
+    for p in &fwd.hash_policy {
+        let h = match &p.key {
+            HashKey::Header(n) => parts.headers.get(n).map(|v| hash_bytes(v.as_bytes())),
+            HashKey::Cookie { name, .. } => parts.headers.get_all(header::COOKIE).iter().find_map(|v| {
+                v.to_str().ok()?.split(';').find_map(|kv| {
+                    let (k, val) = kv.trim().split_once('=')?;
+                    (k == name).then(|| hash_bytes(val.as_bytes()))
+                })
+            }),
+            HashKey::SourceIp => Some(hash_bytes(routing::client_ip(conn.remote).to_string().as_bytes())),
+            HashKey::QueryParameter(n) => query.and_then(|q| {
+                q.split('&').find_map(|kv| {
+                    let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+                    (k == n).then(|| hash_bytes(v.as_bytes()))
+                })
+            }),
+        };
+        if let Some(h) = h {
+            acc = Some(combine_hash(acc, h));
+            if p.terminal {
+                break;
+            }
+        }
+    }
+    acc
+}
+
+fn pick_host(cluster: &Cluster, fwd: &ForwardAction, parts: &Parts, conn: &ConnInfo, query: Option<&str>) -> Option<Arc<Host>> {
+    if let Discovery::OriginalDst = cluster.cfg.discovery {
+        let from_header = cluster
+            .cfg
+            .original_dst_header
+            .as_ref()
+            .and_then(|h| parts.headers.get(h))
+            .and_then(|v| v.to_str().ok())
+            .and_then(|s| s.parse().ok());
+        let dst = from_header.or(conn.original_dst)?;
+        return Some(cluster.original_dst_host(dst));
+    }
+    cluster.lb_snapshot().pick(hash_key(fwd, parts, conn, query))
+}
+
+fn retriable_status(p: &RetryPolicy, status: u16) -> bool {
+    (p.on.server_5xx && status >= 500)
+        || (p.on.gateway_error && matches!(status, 502..=504))
+        || (p.on.retriable_4xx && status == 409)
+        || (p.on.retriable_status_codes && p.retriable_status_codes.contains(&status))
+}
+
+fn retriable_error(p: &RetryPolicy, e: &UpstreamError) -> bool {
+    match e {
+        UpstreamError::ConnectFailure(_) => p.on.connect_failure || p.on.server_5xx || p.on.gateway_error || p.on.reset,
+        UpstreamError::Reset(_) => p.on.reset || p.on.server_5xx || p.on.gateway_error,
+        UpstreamError::PerTryTimeout => p.on.server_5xx || p.on.gateway_error || p.on.reset,
+        _ => false,
+    }
+}
+
+/// Envoy's fully jittered exponential backoff.
+fn backoff(p: &RetryPolicy, retry: u32) -> Duration {
+    let cap = p.base_interval.saturating_mul(1u32 << retry.min(16)).min(p.max_interval);
+    let ms = cap.as_millis().max(1) as u64;
+    Duration::from_millis(rand::random::<u64>() % ms)
+}
+
+enum ReqBody {
+    Empty,
+    Buffered(Bytes),
+    Stream(Option<Incoming>),
+}
+
+impl ReqBody {
+    fn take(&mut self) -> Body {
+        match self {
+            ReqBody::Empty => body::empty(),
+            ReqBody::Buffered(b) => body::full(b.clone()),
+            ReqBody::Stream(s) => s.take().map(body::incoming).unwrap_or_else(body::empty),
+        }
+    }
+    fn replayable(&self) -> bool {
+        !matches!(self, ReqBody::Stream(_))
+    }
+}
+
+#[allow(clippy::too_many_arguments, reason = "the router's inputs are the request's full context")]
+pub async fn forward(
+    hcm: &Arc<Hcm>,
+    conn: &Arc<ConnInfo>,
+    parts: &Parts,
+    body_in: Incoming,
+    route: &Route,
+    vh: &VirtualHost,
+    fwd: &ForwardAction,
+    chosen: Option<Chosen<'_>>,
+    info: &mut RequestInfo,
+    grpc: bool,
+    ctx: &ReqFormat<'_>,
+) -> Response<Body> {
+    let Some(chosen) = chosen else {
+        hcm.stats.no_cluster.inc();
+        info.flags.push("NC");
+        return local_reply::build(StatusCode::SERVICE_UNAVAILABLE, Bytes::new(), grpc);
+    };
+    let Some(cluster) = hcm.clusters.get(&chosen.name) else {
+        hcm.stats.no_cluster.inc();
+        info.flags.push("NC");
+        return local_reply::build(StatusCode::SERVICE_UNAVAILABLE, Bytes::new(), grpc);
+    };
+    info.upstream_cluster = Some(cluster.name().to_string());
+    let cfg = &hcm.cfg;
+    let upgrading = is_upgrade(parts);
+    if upgrading && !fwd.websocket.unwrap_or(cfg.websocket) {
+        hcm.stats.downstream_rq_ws_on_non_ws_route.inc();
+        info.details = "upgrade_failed";
+        return local_reply::build(StatusCode::FORBIDDEN, Bytes::new(), grpc);
+    }
+
+    // The upstream request's headers.
+    let mut headers = parts.headers.clone();
+    strip_hop_by_hop(&mut headers, upgrading);
+    let full = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let (path, query) = match full.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (full, None),
+    };
+    let mut new_pq: Option<String> = None;
+    if let Some(rep) = &fwd.prefix_rewrite {
+        new_pq = Some(with_query(&routing::prefix_rewrite(&route.matcher.path, path, rep), query));
+    } else if let Some((re, sub)) = &fwd.regex_rewrite {
+        new_pq = Some(with_query(&re.replace_all(path, sub.as_str()), query));
+    }
+    if new_pq.is_some() && !cfg.suppress_envoy_headers {
+        if let Ok(v) = HeaderValue::from_str(full) {
+            headers.insert(super::X_ENVOY_ORIGINAL_PATH.clone(), v);
+        }
+    }
+    let pq = new_pq.as_deref().unwrap_or(full).to_string();
+    let mut authority = info.authority.clone();
+    if let Some(h) = chosen.weighted.and_then(|w| w.host_rewrite.as_ref()).or(fwd.host_rewrite.as_ref()) {
+        authority = h.to_str().unwrap_or_default().to_string();
+    } else if fwd.auto_host_rewrite {
+        if let Some(crate::config::cluster::EndpointAddress::Dns { host, .. }) = cluster.cfg.endpoints.first().map(|e| &e.address) {
+            authority = host.clone();
+        }
+    }
+    if let Some(w) = chosen.weighted {
+        apply_header_ops(&mut headers, &w.request_headers, ctx);
+    }
+    apply_header_ops(&mut headers, &route.request_headers, ctx);
+    apply_header_ops(&mut headers, &vh.request_headers, ctx);
+    apply_header_ops(&mut headers, &cfg.routes.request_headers, ctx);
+
+    let retry = fwd.retry.as_ref().or(vh.retry_policy.as_ref()).filter(|r| r.num_retries > 0);
+    let per_try = retry.and_then(|r| r.per_try_timeout);
+    if !cfg.suppress_envoy_headers {
+        let expected = match (fwd.timeout, per_try) {
+            (Some(t), Some(p)) => Some(t.min(p)),
+            (t, p) => t.or(p),
+        };
+        if let Some(e) = expected {
+            headers.insert(X_ENVOY_EXPECTED_RQ_TIMEOUT_MS.clone(), HeaderValue::from(e.as_millis() as u64));
+        }
+    }
+
+    if upgrading {
+        let Some(host) = pick_host(cluster, fwd, parts, conn, query) else {
+            return no_healthy(cluster, info, grpc);
+        };
+        info.upstream_host = Some(host.addr);
+        return upgrade::forward(cluster, &host, parts, headers, &pq, &authority, body_in, info).await;
+    }
+
+    let mut body = if http_body::Body::is_end_stream(&body_in) {
+        ReqBody::Empty
+    } else if retry.is_some() && http_body::Body::size_hint(&body_in).exact().is_some_and(|n| n <= RETRY_BUFFER_LIMIT) {
+        match body_in.collect().await {
+            Ok(c) => ReqBody::Buffered(c.to_bytes()),
+            Err(_) => {
+                info.flags.push("DC");
+                return local_reply::build(StatusCode::BAD_REQUEST, Bytes::new(), grpc);
+            }
+        }
+    } else {
+        ReqBody::Stream(Some(body_in))
+    };
+
+    let wire = match cluster.cfg.protocol {
+        UpstreamProtocol::Http1 => Wire::Http1,
+        UpstreamProtocol::Http2 => Wire::Http2,
+        UpstreamProtocol::Downstream if parts.version == http::Version::HTTP_2 => Wire::Http2,
+        UpstreamProtocol::Downstream => Wire::Http1,
+    };
+    let started = Instant::now();
+    let deadline = fwd.timeout.map(|t| started + t);
+    let max_attempts = 1 + retry.map_or(0, |r| r.num_retries);
+    let mut attempt = 0u32;
+    let mut retried = false;
+    let include_count = vh.include_request_attempt_count;
+
+    loop {
+        attempt += 1;
+        info.attempts = attempt;
+        let stats = &cluster.stats;
+        if stats.upstream_rq_active.get() as u64 >= cluster.cfg.circuit_breakers.max_requests {
+            stats.upstream_rq_pending_overflow.inc();
+            return overflow(info, grpc, retried);
+        }
+        let Some(host) = pick_host(cluster, fwd, parts, conn, query) else {
+            return no_healthy(cluster, info, grpc);
+        };
+        info.upstream_host = Some(host.addr);
+
+        let mut req_headers = headers.clone();
+        if include_count {
+            req_headers.insert(X_ENVOY_ATTEMPT_COUNT.clone(), HeaderValue::from(attempt));
+        }
+        let mut req = http::Request::new(body.take());
+        let uri = match wire {
+            Wire::Http1 => {
+                if let Ok(v) = HeaderValue::from_str(&authority) {
+                    req_headers.insert(header::HOST, v);
+                }
+                pq.parse::<Uri>()
+            }
+            Wire::Http2 => {
+                req_headers.remove(header::HOST);
+                format!("http://{authority}{pq}").parse::<Uri>()
+            }
+        };
+        let Ok(uri) = uri else {
+            return local_reply::build(StatusCode::BAD_REQUEST, "invalid path or authority", grpc);
+        };
+        *req.uri_mut() = uri;
+        *req.method_mut() = parts.method.clone();
+        *req.version_mut() = match wire {
+            Wire::Http1 => http::Version::HTTP_11,
+            Wire::Http2 => http::Version::HTTP_2,
+        };
+        *req.headers_mut() = req_headers;
+
+        stats.upstream_rq_total.inc();
+        stats.upstream_rq_active.inc();
+        host.active_requests.fetch_add(1, Ordering::Relaxed);
+        host.rq_total.fetch_add(1, Ordering::Relaxed);
+        let sent_at = Instant::now();
+        let now = Instant::now();
+        let remaining = deadline.map(|d| d.saturating_duration_since(now));
+        let try_limit = match (remaining, per_try) {
+            (Some(r), Some(p)) => Some((r.min(p), p < r)),
+            (Some(r), None) => Some((r, false)),
+            (None, Some(p)) => Some((p, true)),
+            (None, None) => None,
+        };
+        let fut = pool::send(cluster, &host, req, wire);
+        let result = match try_limit {
+            Some((limit, is_per_try)) => match tokio::time::timeout(limit, fut).await {
+                Ok(r) => r,
+                Err(_) if is_per_try => {
+                    stats.upstream_rq_per_try_timeout.inc();
+                    Err(UpstreamError::PerTryTimeout)
+                }
+                Err(_) => {
+                    stats.upstream_rq_timeout.inc();
+                    Err(UpstreamError::Timeout)
+                }
+            },
+            None => fut.await,
+        };
+        stats.upstream_rq_active.dec();
+        host.active_requests.fetch_sub(1, Ordering::Relaxed);
+
+        let can_retry = |info: &mut RequestInfo| -> bool {
+            let Some(p) = retry else { return false };
+            if attempt >= max_attempts || !body.replayable() {
+                return false;
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return false;
+            }
+            if cluster.retries_active.load(Ordering::Relaxed) >= cluster.cfg.circuit_breakers.max_retries {
+                stats.upstream_rq_retry_overflow.inc();
+                info.flags.push("URX");
+                return false;
+            }
+            let _ = p;
+            true
+        };
+
+        match result {
+            Ok(resp) => {
+                let status = resp.status().as_u16();
+                host.report(Outcome::Status(status), cluster);
+                stats.codes.inc(status);
+                stats.upstream_rq_completed.inc();
+                if status >= 500 {
+                    host.rq_error.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    host.rq_success.fetch_add(1, Ordering::Relaxed);
+                }
+                if let Some(p) = retry {
+                    if retriable_status(p, status) && can_retry(info) {
+                        drop(resp);
+                        retried = true;
+                        stats.upstream_rq_retry.inc();
+                        if !sleep_backoff(cluster, p, attempt, deadline).await {
+                            stats.upstream_rq_timeout.inc();
+                            return timeout_reply(info, grpc);
+                        }
+                        continue;
+                    }
+                }
+                if retried && status < 500 {
+                    stats.upstream_rq_retry_success.inc();
+                }
+                let (mut rp, b) = resp.into_parts();
+                // The downstream hears its own protocol version, whatever the upstream spoke.
+                rp.version = parts.version;
+                strip_hop_by_hop(&mut rp.headers, status == 101);
+                if !cfg.suppress_envoy_headers {
+                    rp.headers.insert(X_ENVOY_UPSTREAM_SERVICE_TIME.clone(), HeaderValue::from(sent_at.elapsed().as_millis() as u64));
+                }
+                if vh.include_attempt_count_in_response {
+                    rp.headers.insert(X_ENVOY_ATTEMPT_COUNT.clone(), HeaderValue::from(attempt));
+                }
+                return Response::from_parts(rp, body::incoming(b));
+            }
+            Err(e) => {
+                if matches!(e, UpstreamError::Overflow) {
+                    return overflow(info, grpc, retried);
+                }
+                host.report(Outcome::LocalFailure, cluster);
+                host.rq_error.fetch_add(1, Ordering::Relaxed);
+                if matches!(e, UpstreamError::Reset(_)) {
+                    stats.upstream_rq_rx_reset.inc();
+                }
+                if let Some(p) = retry {
+                    if retriable_error(p, &e) && can_retry(info) {
+                        retried = true;
+                        stats.upstream_rq_retry.inc();
+                        if !sleep_backoff(cluster, p, attempt, deadline).await {
+                            stats.upstream_rq_timeout.inc();
+                            return timeout_reply(info, grpc);
+                        }
+                        continue;
+                    }
+                }
+                info.flags.push(e.response_flag());
+                if let UpstreamError::ConnectFailure(why) = &e {
+                    info.upstream_failure = Some(why.clone());
+                }
+                info.details = "upstream_reset_before_response_started";
+                return local_reply::build(e.status(), e.body(retried), grpc);
+            }
+        }
+    }
+}
+
+/// Waits out the retry backoff, counted against the retry circuit breaker; false when the
+/// route's global timeout expires first.
+async fn sleep_backoff(cluster: &Cluster, p: &RetryPolicy, attempt: u32, deadline: Option<Instant>) -> bool {
+    cluster.retries_active.fetch_add(1, Ordering::Relaxed);
+    cluster.stats.rq_retry_open.set(i64::from(cluster.retries_active.load(Ordering::Relaxed) >= cluster.cfg.circuit_breakers.max_retries));
+    let d = backoff(p, attempt - 1);
+    let ok = match deadline {
+        Some(dl) if Instant::now() + d >= dl => {
+            tokio::time::sleep_until(dl.into()).await;
+            false
+        }
+        _ => {
+            tokio::time::sleep(d).await;
+            true
+        }
+    };
+    cluster.retries_active.fetch_sub(1, Ordering::Relaxed);
+    ok
+}
+
+fn timeout_reply(info: &mut RequestInfo, grpc: bool) -> Response<Body> {
+    info.flags.push("UT");
+    info.details = "upstream_response_timeout";
+    let e = UpstreamError::Timeout;
+    local_reply::build(e.status(), e.body(false), grpc)
+}
+
+fn overflow(info: &mut RequestInfo, grpc: bool, retried: bool) -> Response<Body> {
+    info.flags.push("UO");
+    info.details = "overflow";
+    let e = UpstreamError::Overflow;
+    let mut r = local_reply::build(e.status(), e.body(retried), grpc);
+    r.headers_mut().insert(X_ENVOY_OVERLOADED.clone(), HeaderValue::from_static("true"));
+    r
+}
+
+fn no_healthy(cluster: &Cluster, info: &mut RequestInfo, grpc: bool) -> Response<Body> {
+    cluster.stats.upstream_cx_none_healthy.inc();
+    info.flags.push("UH");
+    info.details = "no_healthy_upstream";
+    let e = UpstreamError::NoHealthyUpstream;
+    local_reply::build(e.status(), e.body(false), grpc)
+}
+
+/// Builds a redirect response's `Location` from the request and the redirect action.
+pub fn redirect(rd: &RedirectAction, matched: &PathMatch, authority: &str, path: &str, query: Option<&str>) -> Response<Body> {
+    let orig_scheme = "http";
+    let scheme = rd.scheme.as_deref().unwrap_or(orig_scheme);
+    let (mut host, mut port) = split_host_port(authority);
+    if let Some(h) = &rd.host {
+        let (hh, hp) = split_host_port(h);
+        host = hh;
+        port = hp;
+    }
+    if let Some(p) = rd.port {
+        port = Some(p.to_string());
+    } else if scheme != orig_scheme {
+        // Envoy drops a default port of the original scheme when the scheme changes.
+        if port.as_deref() == Some("80") || port.as_deref() == Some("443") {
+            port = None;
+        }
+    }
+    let (mut new_path, mut new_query) = (path.to_string(), query.map(str::to_string));
+    if let Some(p) = &rd.path {
+        match p.split_once('?') {
+            Some((pp, q)) => {
+                new_path = pp.to_string();
+                new_query = Some(q.to_string());
+            }
+            None => new_path = p.clone(),
+        }
+    } else if let Some(rep) = &rd.prefix_rewrite {
+        new_path = routing::prefix_rewrite(matched, path, rep);
+    } else if let Some((re, sub)) = &rd.regex_rewrite {
+        new_path = re.replace_all(path, sub.as_str()).into_owned();
+    }
+    if rd.strip_query {
+        new_query = None;
+    }
+    let hostport = match port {
+        Some(p) if !p.is_empty() => format!("{host}:{p}"),
+        _ => host.to_string(),
+    };
+    let location = match new_query {
+        Some(q) if !q.is_empty() => format!("{scheme}://{hostport}{new_path}?{q}"),
+        _ => format!("{scheme}://{hostport}{new_path}"),
+    };
+    let mut r = local_reply::build(rd.status, Bytes::new(), false);
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
+    r
+}
+
+fn split_host_port(a: &str) -> (&str, Option<String>) {
+    if a.starts_with('[') {
+        if let Some(i) = a.find("]:") {
+            return (&a[..=i], Some(a[i + 2..].to_string()));
+        }
+        return (a, None);
+    }
+    match a.rsplit_once(':') {
+        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => (h, Some(p.to_string())),
+        _ => (a, None),
+    }
+}

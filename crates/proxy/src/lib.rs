@@ -1,0 +1,26 @@
+//! weft's data plane: the sidecar and gateway proxy.
+//!
+//! Owns everything between a downstream socket and an upstream socket: listeners and their
+//! filters, filter-chain selection, the HTTP connection manager (routing, faults, retries,
+//! timeouts, header rewrites), the TCP proxy, upstream clusters (load balancing, pools,
+//! circuit breakers, health and outlier detection), access logs, stats and the admin
+//! interface. It must not know where configuration comes from: it is handed a validated
+//! [`config::Config`] built from Envoy wire types.
+#![deny(unsafe_code)]
+
+pub mod access_log;
+pub mod admin;
+pub mod body;
+pub mod config;
+pub mod drain;
+pub mod http;
+pub mod listener;
+pub mod server;
+mod sniff;
+mod sockopt;
+pub mod stats;
+pub mod tcp;
+pub mod upstream;
+
+pub use config::{Config, ConfigError};
+pub use server::{start, Options, Running, StartError};

@@ -1,0 +1,282 @@
+//! Listeners at run time: accept, listener filters (original destination, TLS and HTTP
+//! inspection), the hand-off to the listener owning the original destination, and filter
+//! chain selection with Envoy's match order.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::config::listener::{ChainMatch, FilterChain, ListenerConfig, NetworkAction};
+use crate::drain::Drain;
+use crate::http::Hcm;
+use crate::sniff::{self, Sniff};
+use crate::stats::{GaugeGuard, ListenerStats};
+use crate::tcp::TcpProxy;
+
+static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
+
+/// What the listener learned about a downstream connection.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    pub id: u64,
+    pub remote: SocketAddr,
+    /// The local address, restored to the pre-redirect destination by `original_dst`.
+    pub local: SocketAddr,
+    pub original_dst: Option<SocketAddr>,
+    pub sni: Option<String>,
+    pub alpn: Vec<String>,
+    pub transport: &'static str,
+}
+
+pub enum ChainRuntime {
+    Http(Arc<Hcm>),
+    Tcp(Arc<TcpProxy>),
+}
+
+pub struct Chain {
+    pub cfg: Arc<FilterChain>,
+    pub run: ChainRuntime,
+}
+
+pub struct ListenerRuntime {
+    pub cfg: Arc<ListenerConfig>,
+    pub chains: Vec<Chain>,
+    pub default_chain: Option<Chain>,
+    pub stats: Arc<ListenerStats>,
+}
+
+/// All listeners, for `use_original_dst` hand-off.
+pub struct Listeners {
+    pub all: Vec<Arc<ListenerRuntime>>,
+}
+
+impl Listeners {
+    /// The listener owning `dst`: exact address first, then a wildcard address on that port.
+    fn owner(&self, dst: SocketAddr, except: &ListenerRuntime) -> Option<&Arc<ListenerRuntime>> {
+        let not_self = |l: &&Arc<ListenerRuntime>| !std::ptr::eq(l.as_ref(), except);
+        self.all.iter().filter(not_self).find(|l| l.cfg.address == dst).or_else(|| {
+            self.all
+                .iter()
+                .filter(not_self)
+                .find(|l| l.cfg.address.port() == dst.port() && l.cfg.address.ip().is_unspecified() && l.cfg.address.is_ipv4() == dst.is_ipv4())
+        })
+    }
+}
+
+pub async fn accept_loop(listener: TcpListener, rt: Arc<ListenerRuntime>, all: Arc<Listeners>, drain: Drain) {
+    loop {
+        tokio::select! {
+            r = listener.accept() => match r {
+                Ok((stream, remote)) => {
+                    let _ = stream.set_nodelay(true);
+                    let rt = rt.clone();
+                    let all = all.clone();
+                    let drain = drain.clone();
+                    tokio::spawn(async move { handle(stream, remote, rt, all, drain).await });
+                }
+                Err(e) => {
+                    tracing::warn!(listener = %rt.cfg.name, error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            },
+            _ = drain.signaled() => return,
+        }
+    }
+}
+
+async fn handle(stream: TcpStream, remote: SocketAddr, mut rt: Arc<ListenerRuntime>, all: Arc<Listeners>, drain: Drain) {
+    let local = match stream.local_addr() {
+        Ok(a) => a,
+        Err(_) => return,
+    };
+    let mut info = ConnInfo {
+        id: NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed),
+        remote,
+        local,
+        original_dst: None,
+        sni: None,
+        alpn: Vec::new(),
+        transport: "raw_buffer",
+    };
+    if rt.cfg.original_dst {
+        if let Some(dst) = crate::sockopt::original_dst(&stream, local.is_ipv6()) {
+            info.local = dst;
+        }
+        info.original_dst = Some(info.local);
+        if rt.cfg.use_original_dst {
+            if let Some(owner) = all.owner(info.local, &rt) {
+                rt = owner.clone();
+            }
+        }
+    }
+    rt.stats.downstream_cx_total.inc();
+    let _active = GaugeGuard::new(rt.stats.clone());
+
+    if (rt.cfg.tls_inspector || rt.cfg.http_inspector) && !inspect(&stream, &rt, &mut info).await {
+        rt.stats.downstream_pre_cx_timeout.inc();
+        if !rt.cfg.continue_on_listener_filters_timeout {
+            return;
+        }
+    }
+    let Some(chain) = select_chain(&rt, &info) else {
+        rt.stats.no_filter_chain_match.inc();
+        tracing::debug!(listener = %rt.cfg.name, remote = %remote, "no filter chain match");
+        return;
+    };
+    let info = Arc::new(info);
+    match &chain.run {
+        ChainRuntime::Http(h) => h.clone().serve(stream, info, drain).await,
+        ChainRuntime::Tcp(t) => t.clone().serve(stream, info, drain).await,
+    }
+    rt.stats.downstream_cx_destroy.inc();
+}
+
+/// Runs `tls_inspector` and `http_inspector` on peeked bytes; false on timeout.
+async fn inspect(stream: &TcpStream, rt: &ListenerRuntime, info: &mut ConnInfo) -> bool {
+    let deadline = Instant::now() + rt.cfg.listener_filters_timeout;
+    let mut buf = vec![0u8; 16 * 1024 + 5];
+    let mut tls_done = !rt.cfg.tls_inspector;
+    let mut http_done = !rt.cfg.http_inspector;
+    let mut wait = Duration::from_micros(200);
+    let mut last_n = 0;
+    loop {
+        let n = match tokio::time::timeout_at(deadline.into(), stream.peek(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(n)) => n,
+            Err(_) => return false,
+        };
+        let bytes = &buf[..n];
+        if !tls_done {
+            match sniff::client_hello(bytes) {
+                Sniff::Done(Some(h)) => {
+                    info.transport = "tls";
+                    info.sni = h.sni;
+                    info.alpn = h.alpn;
+                    tls_done = true;
+                    http_done = true;
+                }
+                Sniff::Done(None) => tls_done = true,
+                Sniff::NeedMore => {}
+            }
+        }
+        if tls_done && !http_done {
+            match sniff::http(bytes) {
+                Sniff::Done(Some(p)) => {
+                    info.alpn = vec![p.to_string()];
+                    http_done = true;
+                }
+                Sniff::Done(None) => http_done = true,
+                Sniff::NeedMore => {}
+            }
+        }
+        if tls_done && http_done {
+            return true;
+        }
+        if n == buf.len() {
+            return true;
+        }
+        // More bytes are needed and peek returns at once while data is buffered: back off.
+        if Instant::now() >= deadline {
+            return false;
+        }
+        if n > last_n {
+            wait = Duration::from_micros(200);
+        } else {
+            wait = (wait * 2).min(Duration::from_millis(20));
+        }
+        last_n = n;
+        tokio::time::sleep(wait).await;
+    }
+}
+
+fn in_ranges(ranges: &[ipnet::IpNet], ip: IpAddr) -> Option<u8> {
+    ranges.iter().filter(|n| n.contains(&ip)).map(|n| n.prefix_len()).max()
+}
+
+fn ip_of(a: SocketAddr) -> IpAddr {
+    match a.ip() {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(v6)),
+        ip => ip,
+    }
+}
+
+/// Narrows candidates by one criterion: specific matches win; otherwise the ones that do not
+/// set the criterion.
+fn narrow<'a>(cands: Vec<&'a Chain>, score: impl Fn(&ChainMatch) -> Option<Option<u32>>) -> Vec<&'a Chain> {
+    // score: None = criterion unset; Some(None) = set, no match; Some(Some(s)) = match with specificity s.
+    let best = cands.iter().filter_map(|c| score(&c.cfg.matcher).flatten()).max();
+    match best {
+        Some(b) => cands.into_iter().filter(|c| score(&c.cfg.matcher) == Some(Some(b))).collect(),
+        None => cands.into_iter().filter(|c| score(&c.cfg.matcher).is_none()).collect(),
+    }
+}
+
+fn sni_score(names: &[String], sni: Option<&str>) -> Option<Option<u32>> {
+    if names.is_empty() {
+        return None;
+    }
+    let Some(sni) = sni else { return Some(None) };
+    let mut best = None;
+    for n in names {
+        let s = if n == sni {
+            Some(u32::MAX)
+        } else if let Some(suffix) = n.strip_prefix('*') {
+            (sni.len() > suffix.len() && sni.ends_with(suffix)).then_some(suffix.len() as u32)
+        } else {
+            None
+        };
+        best = best.max(s);
+    }
+    Some(best)
+}
+
+pub fn select_chain<'a>(rt: &'a ListenerRuntime, info: &ConnInfo) -> Option<&'a Chain> {
+    let local_ip = ip_of(info.local);
+    let remote_ip = ip_of(info.remote);
+    let mut c: Vec<&Chain> = rt.chains.iter().collect();
+    c = narrow(c, |m| m.destination_port.map(|p| (p == info.local.port()).then_some(1)));
+    c = narrow(c, |m| (!m.prefix_ranges.is_empty()).then(|| in_ranges(&m.prefix_ranges, local_ip).map(u32::from)));
+    c = narrow(c, |m| sni_score(&m.server_names, info.sni.as_deref()));
+    c = narrow(c, |m| m.transport_protocol.as_ref().map(|t| (t == info.transport).then_some(1)));
+    c = narrow(c, |m| {
+        (!m.application_protocols.is_empty()).then(|| m.application_protocols.iter().any(|p| info.alpn.contains(p)).then_some(1))
+    });
+    c = narrow(c, |m| {
+        (!m.direct_source_prefix_ranges.is_empty()).then(|| in_ranges(&m.direct_source_prefix_ranges, remote_ip).map(u32::from))
+    });
+    c = narrow(c, |m| {
+        use weft_xds::listener::ConnectionSourceType as T;
+        let local_src = remote_ip.is_loopback() || remote_ip == local_ip;
+        match m.source_type {
+            T::Any => None,
+            T::SameIpOrLoopback => Some(local_src.then_some(1)),
+            T::External => Some((!local_src).then_some(1)),
+        }
+    });
+    c = narrow(c, |m| (!m.source_prefix_ranges.is_empty()).then(|| in_ranges(&m.source_prefix_ranges, remote_ip).map(u32::from)));
+    c = narrow(c, |m| (!m.source_ports.is_empty()).then(|| m.source_ports.contains(&info.remote.port()).then_some(1)));
+    c.first().copied().or(rt.default_chain.as_ref())
+}
+
+impl Chain {
+    pub fn build(cfg: Arc<FilterChain>, ctx: &crate::server::BuildCtx) -> std::io::Result<Chain> {
+        let run = match &cfg.action {
+            NetworkAction::Http(h) => ChainRuntime::Http(Arc::new(Hcm {
+                cfg: h.clone(),
+                stats: ctx.store.http(&h.stat_prefix),
+                clusters: ctx.clusters.clone(),
+                loggers: Arc::new(crate::access_log::open_all(&h.access_log)?),
+            })),
+            NetworkAction::Tcp(t) => ChainRuntime::Tcp(Arc::new(TcpProxy {
+                cfg: t.clone(),
+                stats: ctx.store.tcp(&t.stat_prefix),
+                clusters: ctx.clusters.clone(),
+                loggers: Arc::new(crate::access_log::open_all(&t.access_log)?),
+            })),
+        };
+        Ok(Chain { cfg, run })
+    }
+}

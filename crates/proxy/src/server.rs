@@ -1,0 +1,159 @@
+//! Starting and stopping a proxy: bind everything first (so a bad address fails before
+//! anything serves), warm clusters, accept, and drain on SIGTERM or `/quitquitquit`.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+
+use crate::admin::LogLevelSetter;
+use crate::config::Config;
+use crate::drain::Drain;
+use crate::listener::{accept_loop, Chain, ListenerRuntime, Listeners};
+use crate::stats::Store;
+use crate::upstream::ClusterManager;
+
+/// Process settings that do not come from the bootstrap (Envoy's command-line flags).
+#[derive(Clone)]
+pub struct Options {
+    pub concurrency: usize,
+    /// How long SIGTERM or `/quitquitquit` waits for open connections to finish.
+    pub drain_time: Duration,
+    pub set_log_level: LogLevelSetter,
+}
+
+/// Why the proxy could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("listener {name:?}: cannot bind {addr}: {source}")]
+    Bind { name: String, addr: std::net::SocketAddr, source: std::io::Error },
+    #[error("admin: cannot bind {addr}: {source}")]
+    AdminBind { addr: std::net::SocketAddr, source: std::io::Error },
+    #[error("cannot open access log: {0}")]
+    AccessLog(std::io::Error),
+}
+
+pub struct BuildCtx {
+    pub store: Arc<Store>,
+    pub clusters: Arc<ClusterManager>,
+}
+
+/// State the admin interface reads.
+pub struct Shared {
+    pub config: Arc<Config>,
+    pub store: Arc<Store>,
+    pub clusters: Arc<ClusterManager>,
+    pub drain: Drain,
+    pub concurrency: usize,
+    pub set_log_level: LogLevelSetter,
+    live: AtomicBool,
+    shutdown: tokio::sync::Notify,
+}
+
+impl Shared {
+    pub fn is_live(&self) -> bool {
+        self.live.load(Ordering::Acquire) && !self.drain.is_draining()
+    }
+    pub fn request_shutdown(&self) {
+        self.shutdown.notify_one();
+    }
+}
+
+/// A started proxy: its bound addresses and a handle to stop it.
+pub struct Running {
+    pub shared: Arc<Shared>,
+    pub listener_addrs: Vec<(String, std::net::SocketAddr)>,
+    pub admin_addr: Option<std::net::SocketAddr>,
+}
+
+/// Binds every socket, warms clusters, and starts serving. Fails with nothing left bound.
+pub async fn start(config: Config, opts: Options) -> Result<Running, StartError> {
+    let config = Arc::new(config);
+    let store = Store::new(opts.concurrency);
+    let clusters = ClusterManager::new(&config.clusters, &store);
+    let ctx = BuildCtx { store: store.clone(), clusters: clusters.clone() };
+
+    let mut runtimes = Vec::new();
+    for l in &config.listeners {
+        let mut chains = Vec::new();
+        for c in &l.filter_chains {
+            chains.push(Chain::build(c.clone(), &ctx).map_err(StartError::AccessLog)?);
+        }
+        let default_chain = match &l.default_chain {
+            Some(c) => Some(Chain::build(c.clone(), &ctx).map_err(StartError::AccessLog)?),
+            None => None,
+        };
+        runtimes.push(Arc::new(ListenerRuntime { cfg: l.clone(), chains, default_chain, stats: store.listener(&l.stat_prefix) }));
+    }
+
+    let mut bound = Vec::new();
+    for rt in &runtimes {
+        if !rt.cfg.bind_to_port {
+            continue;
+        }
+        let sock = TcpListener::bind(rt.cfg.address)
+            .await
+            .map_err(|source| StartError::Bind { name: rt.cfg.name.clone(), addr: rt.cfg.address, source })?;
+        bound.push((rt.clone(), sock));
+    }
+    let admin = match &config.admin {
+        Some(a) => Some(TcpListener::bind(a.address).await.map_err(|source| StartError::AdminBind { addr: a.address, source })?),
+        None => None,
+    };
+
+    let drain = Drain::new();
+    let shared = Arc::new(Shared {
+        config: config.clone(),
+        store: store.clone(),
+        clusters: clusters.clone(),
+        drain: drain.clone(),
+        concurrency: opts.concurrency,
+        set_log_level: opts.set_log_level.clone(),
+        live: AtomicBool::new(false),
+        shutdown: tokio::sync::Notify::new(),
+    });
+    let admin_addr = admin.as_ref().and_then(|a| a.local_addr().ok());
+    if let Some(a) = admin {
+        tokio::spawn(crate::admin::serve(a, shared.clone(), drain.clone()));
+    }
+
+    clusters.start(Duration::from_secs(15)).await;
+
+    let all = Arc::new(Listeners { all: runtimes });
+    let mut listener_addrs = Vec::new();
+    for (rt, sock) in bound {
+        listener_addrs.push((rt.cfg.name.clone(), sock.local_addr().unwrap_or(rt.cfg.address)));
+        tokio::spawn(accept_loop(sock, rt, all.clone(), drain.clone()));
+    }
+    shared.live.store(true, Ordering::Release);
+    tracing::info!(listeners = listener_addrs.len(), "weft proxy is live");
+    Ok(Running { shared, listener_addrs, admin_addr })
+}
+
+impl Running {
+    /// Waits for SIGTERM, SIGINT or `/quitquitquit`, then drains up to `drain_time`.
+    pub async fn wait_and_drain(self, drain_time: Duration) {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        let term_fut = async {
+            match term.as_mut() {
+                Some(t) => {
+                    t.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = term_fut => tracing::info!("SIGTERM: draining"),
+            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: draining"),
+            _ = self.shared.shutdown.notified() => tracing::info!("quitquitquit: draining"),
+        }
+        self.shared.store.set_draining();
+        let left = self.shared.drain.drain(drain_time).await;
+        if left > 0 {
+            tracing::warn!(open = left, "drain deadline reached; closing remaining connections");
+        } else {
+            tracing::info!("drained");
+        }
+    }
+}

@@ -1,0 +1,193 @@
+//! The `tcp_proxy` network filter: one upstream connection per downstream connection, bytes
+//! copied both ways with half-close, an idle timeout, and Envoy's byte counters.
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::access_log::AccessLogger;
+use crate::config::access_log::{Command, FormatContext};
+use crate::config::cluster::Discovery;
+use crate::config::listener::TcpProxyConfig;
+use crate::drain::Drain;
+use crate::http::info::{conn_value, format_time};
+use crate::listener::ConnInfo;
+use crate::stats::TcpStats;
+use crate::upstream::{pool, ClusterManager};
+
+pub struct TcpProxy {
+    pub cfg: Arc<TcpProxyConfig>,
+    pub stats: Arc<TcpStats>,
+    pub clusters: Arc<ClusterManager>,
+    pub loggers: Arc<Vec<Arc<AccessLogger>>>,
+}
+
+struct TcpLog<'a> {
+    conn: &'a ConnInfo,
+    start: SystemTime,
+    started: Instant,
+    cluster: Option<String>,
+    upstream: Option<std::net::SocketAddr>,
+    rx: u64,
+    tx: u64,
+    flags: &'static str,
+}
+
+impl FormatContext for TcpLog<'_> {
+    fn value(&self, c: &Command) -> Option<String> {
+        Some(match c {
+            Command::StartTime(f) => format_time(self.start, f.as_deref()),
+            Command::BytesReceived => self.rx.to_string(),
+            Command::BytesSent => self.tx.to_string(),
+            Command::Duration => self.started.elapsed().as_millis().to_string(),
+            Command::UpstreamHost => return self.upstream.map(|u| u.to_string()),
+            Command::UpstreamCluster => return self.cluster.clone(),
+            Command::ResponseFlags => self.flags.to_string(),
+            Command::Protocol | Command::ResponseCode => return None,
+            other => return conn_value(self.conn, other),
+        })
+    }
+}
+
+impl TcpProxy {
+    fn choose(&self) -> &str {
+        let list = &self.cfg.clusters;
+        if list.len() == 1 {
+            return &list[0].0;
+        }
+        let total: u64 = list.iter().map(|(_, w)| u64::from(*w)).sum();
+        let mut r = rand::random::<u64>() % total.max(1);
+        for (n, w) in list {
+            if r < u64::from(*w) {
+                return n;
+            }
+            r -= u64::from(*w);
+        }
+        &list[0].0
+    }
+
+    pub async fn serve(self: Arc<Self>, mut down: TcpStream, conn: Arc<ConnInfo>, drain: Drain) {
+        let _token = drain.token();
+        self.stats.downstream_cx_total.inc();
+        let mut log = TcpLog {
+            conn: &conn,
+            start: SystemTime::now(),
+            started: Instant::now(),
+            cluster: None,
+            upstream: None,
+            rx: 0,
+            tx: 0,
+            flags: "-",
+        };
+        let name = self.choose().to_string();
+        let Some(cluster) = self.clusters.get(&name).cloned() else {
+            self.stats.downstream_cx_no_route.inc();
+            log.flags = "NC";
+            self.write_log(&log);
+            return;
+        };
+        log.cluster = Some(name);
+        let mut up = None;
+        for _ in 0..self.cfg.max_connect_attempts {
+            let host = match cluster.cfg.discovery {
+                Discovery::OriginalDst => conn.original_dst.map(|d| cluster.original_dst_host(d)),
+                _ => cluster.lb_snapshot().pick(None),
+            };
+            let Some(host) = host else {
+                cluster.stats.upstream_cx_none_healthy.inc();
+                log.flags = "UH";
+                break;
+            };
+            log.upstream = Some(host.addr);
+            if cluster.stats.upstream_cx_active.get() as u64 >= cluster.cfg.circuit_breakers.max_connections {
+                cluster.stats.upstream_cx_overflow.inc();
+                log.flags = "UO";
+                break;
+            }
+            match pool::connect(&cluster, host.addr).await {
+                Ok(s) => {
+                    up = Some((s, host));
+                    break;
+                }
+                Err(_) => {
+                    log.flags = "UF";
+                    host.report(crate::upstream::host::Outcome::LocalFailure, &cluster);
+                }
+            }
+        }
+        let Some((mut up, host)) = up else {
+            self.write_log(&log);
+            return;
+        };
+        log.flags = "-";
+        cluster.stats.upstream_cx_total.inc();
+        cluster.stats.upstream_cx_active.inc();
+        host.cx_active.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (rx, tx, idle) = splice(&mut down, &mut up, self.cfg.idle_timeout, &self.stats).await;
+        cluster.stats.upstream_cx_active.dec();
+        cluster.stats.upstream_cx_destroy.inc();
+        host.cx_active.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        cluster.stats.upstream_cx_tx_bytes_total.add(rx);
+        cluster.stats.upstream_cx_rx_bytes_total.add(tx);
+        if idle {
+            self.stats.idle_timeout.inc();
+            log.flags = "SI";
+        }
+        log.rx = rx;
+        log.tx = tx;
+        self.write_log(&log);
+    }
+
+    fn write_log(&self, log: &TcpLog) {
+        for l in self.loggers.iter() {
+            l.log(log);
+        }
+    }
+}
+
+/// Copies both ways until both sides closed or the idle timeout fired.
+/// Returns (bytes from downstream, bytes to downstream, idle timeout fired).
+async fn splice(down: &mut TcpStream, up: &mut TcpStream, idle: Option<std::time::Duration>, stats: &TcpStats) -> (u64, u64, bool) {
+    let (mut dr, mut dw) = down.split();
+    let (mut ur, mut uw) = up.split();
+    let mut b1 = vec![0u8; 16 * 1024];
+    let mut b2 = vec![0u8; 16 * 1024];
+    let (mut rx, mut tx) = (0u64, 0u64);
+    let (mut down_open, mut up_open) = (true, true);
+    let far = std::time::Duration::from_secs(100 * 365 * 24 * 3600);
+    let idle_for = idle.unwrap_or(far);
+    let sleep = tokio::time::sleep(idle_for);
+    tokio::pin!(sleep);
+    while down_open || up_open {
+        tokio::select! {
+            r = dr.read(&mut b1), if down_open => match r {
+                Ok(0) | Err(_) => {
+                    down_open = false;
+                    let _ = uw.shutdown().await;
+                }
+                Ok(n) => {
+                    if uw.write_all(&b1[..n]).await.is_err() { break; }
+                    rx += n as u64;
+                    stats.downstream_cx_rx_bytes_total.add(n as u64);
+                    sleep.as_mut().reset(tokio::time::Instant::now() + idle_for);
+                }
+            },
+            r = ur.read(&mut b2), if up_open => match r {
+                Ok(0) | Err(_) => {
+                    up_open = false;
+                    let _ = dw.shutdown().await;
+                }
+                Ok(n) => {
+                    if dw.write_all(&b2[..n]).await.is_err() { break; }
+                    tx += n as u64;
+                    stats.downstream_cx_tx_bytes_total.add(n as u64);
+                    sleep.as_mut().reset(tokio::time::Instant::now() + idle_for);
+                }
+            },
+            _ = &mut sleep => return (rx, tx, true),
+        }
+    }
+    (rx, tx, false)
+}

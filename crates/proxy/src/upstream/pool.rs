@@ -1,0 +1,234 @@
+//! Per-host connection pools: HTTP/1.1 keep-alive connections (one request at a time each) and
+//! one multiplexed HTTP/2 connection, under the cluster's connection and pending-request limits.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use parking_lot::Mutex;
+use tokio::net::TcpStream;
+
+use super::{Cluster, Host, UpstreamError};
+use crate::body::Body;
+
+struct Idle {
+    sender: http1::SendRequest<Body>,
+    used: u32,
+}
+
+#[derive(Default)]
+pub struct Pool {
+    idle: Mutex<Vec<Idle>>,
+    h2: Mutex<Option<http2::SendRequest<Body>>>,
+    h2_connect: tokio::sync::Mutex<()>,
+}
+
+/// Which wire protocol to speak upstream for one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wire {
+    Http1,
+    Http2,
+}
+
+/// Opens a TCP connection within the cluster's connect timeout.
+pub async fn connect(cluster: &Cluster, addr: SocketAddr) -> Result<TcpStream, UpstreamError> {
+    match tokio::time::timeout(cluster.cfg.connect_timeout, TcpStream::connect(addr)).await {
+        Ok(Ok(s)) => {
+            let _ = s.set_nodelay(true);
+            Ok(s)
+        }
+        Ok(Err(e)) => {
+            cluster.stats.upstream_cx_connect_fail.inc();
+            Err(UpstreamError::ConnectFailure(format!("delayed connect error: {}", io_reason(&e))))
+        }
+        Err(_) => {
+            cluster.stats.upstream_cx_connect_fail.inc();
+            cluster.stats.upstream_cx_connect_timeout.inc();
+            Err(UpstreamError::ConnectFailure("connection timeout".into()))
+        }
+    }
+}
+
+fn io_reason(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::ConnectionRefused => "Connection refused".into(),
+        std::io::ErrorKind::ConnectionReset => "Connection reset by peer".into(),
+        _ => e.to_string(),
+    }
+}
+
+/// Accounts an open upstream connection until dropped.
+struct CxGuard {
+    cluster: Arc<Cluster>,
+    host: Arc<Host>,
+}
+
+impl CxGuard {
+    fn new(cluster: &Arc<Cluster>, host: &Arc<Host>, wire: Wire) -> Self {
+        cluster.stats.upstream_cx_total.inc();
+        cluster.stats.upstream_cx_active.inc();
+        match wire {
+            Wire::Http1 => cluster.stats.upstream_cx_http1_total.inc(),
+            Wire::Http2 => cluster.stats.upstream_cx_http2_total.inc(),
+        }
+        host.cx_active.fetch_add(1, Ordering::Relaxed);
+        CxGuard { cluster: cluster.clone(), host: host.clone() }
+    }
+}
+
+impl Drop for CxGuard {
+    fn drop(&mut self) {
+        self.cluster.stats.upstream_cx_active.dec();
+        self.cluster.stats.upstream_cx_destroy.inc();
+        self.host.cx_active.fetch_sub(1, Ordering::Relaxed);
+        self.cluster.slot_freed.notify_one();
+    }
+}
+
+fn conn_limit_reached(cluster: &Cluster) -> bool {
+    cluster.stats.upstream_cx_active.get() as u64 >= cluster.cfg.circuit_breakers.max_connections
+}
+
+/// Sends one request to `host`, reusing a pooled connection when one is free.
+pub async fn send(cluster: &Arc<Cluster>, host: &Arc<Host>, req: http::Request<Body>, wire: Wire) -> Result<http::Response<Incoming>, UpstreamError> {
+    match wire {
+        Wire::Http1 => send_h1(cluster, host, req).await,
+        Wire::Http2 => send_h2(cluster, host, req).await,
+    }
+}
+
+async fn send_h1(cluster: &Arc<Cluster>, host: &Arc<Host>, mut req: http::Request<Body>) -> Result<http::Response<Incoming>, UpstreamError> {
+    let mut pending: Option<PendingGuard> = None;
+    loop {
+        let idle = {
+            let mut idle = host.pool.idle.lock();
+            let mut found = None;
+            while let Some(i) = idle.pop() {
+                if !i.sender.is_closed() && i.sender.is_ready() {
+                    found = Some(i);
+                    break;
+                }
+            }
+            found
+        };
+        if let Some(mut i) = idle {
+            drop(pending.take());
+            match i.sender.try_send_request(req).await {
+                Ok(resp) => {
+                    i.used += 1;
+                    recycle(cluster, host, i);
+                    return Ok(resp);
+                }
+                Err(mut e) => match e.take_message() {
+                    // The pooled connection died before the request went out: use another.
+                    Some(r) => {
+                        req = r;
+                        continue;
+                    }
+                    None => return Err(UpstreamError::Reset(e.into_error().to_string())),
+                },
+            }
+        }
+        if conn_limit_reached(cluster) {
+            cluster.stats.upstream_cx_overflow.inc();
+            if pending.is_none() {
+                if cluster.stats.upstream_rq_pending_active.get() as u64 >= cluster.cfg.circuit_breakers.max_pending_requests {
+                    cluster.stats.upstream_rq_pending_overflow.inc();
+                    return Err(UpstreamError::Overflow);
+                }
+                pending = Some(PendingGuard::new(cluster));
+            }
+            cluster.slot_freed.notified().await;
+            continue;
+        }
+        drop(pending.take());
+        let stream = connect(cluster, host.addr).await?;
+        let guard = CxGuard::new(cluster, host, Wire::Http1);
+        let (mut sender, conn) = http1::Builder::new()
+            .handshake::<_, Body>(TokioIo::new(stream))
+            .await
+            .map_err(|e| UpstreamError::ConnectFailure(e.to_string()))?;
+        tokio::spawn(async move {
+            let _ = conn.with_upgrades().await;
+            drop(guard);
+        });
+        match sender.try_send_request(req).await {
+            Ok(resp) => {
+                recycle(cluster, host, Idle { sender, used: 1 });
+                return Ok(resp);
+            }
+            Err(e) => return Err(UpstreamError::Reset(e.into_error().to_string())),
+        }
+    }
+}
+
+/// Returns a connection to the idle list once its response has been read to the end.
+fn recycle(cluster: &Arc<Cluster>, host: &Arc<Host>, mut idle: Idle) {
+    if cluster.cfg.max_requests_per_connection.is_some_and(|m| idle.used >= m) {
+        return;
+    }
+    let cluster = cluster.clone();
+    let host = host.clone();
+    tokio::spawn(async move {
+        if idle.sender.ready().await.is_ok() {
+            host.pool.idle.lock().push(idle);
+            cluster.slot_freed.notify_one();
+        }
+    });
+}
+
+struct PendingGuard(Arc<Cluster>);
+
+impl PendingGuard {
+    fn new(c: &Arc<Cluster>) -> Self {
+        c.stats.upstream_rq_pending_total.inc();
+        c.stats.upstream_rq_pending_active.inc();
+        PendingGuard(c.clone())
+    }
+}
+
+impl Drop for PendingGuard {
+    fn drop(&mut self) {
+        self.0.stats.upstream_rq_pending_active.dec();
+    }
+}
+
+async fn h2_sender(cluster: &Arc<Cluster>, host: &Arc<Host>) -> Result<http2::SendRequest<Body>, UpstreamError> {
+    if let Some(s) = host.pool.h2.lock().as_ref().filter(|s| !s.is_closed()) {
+        return Ok(s.clone());
+    }
+    let _serial = host.pool.h2_connect.lock().await;
+    if let Some(s) = host.pool.h2.lock().as_ref().filter(|s| !s.is_closed()) {
+        return Ok(s.clone());
+    }
+    if conn_limit_reached(cluster) {
+        cluster.stats.upstream_cx_overflow.inc();
+        cluster.stats.upstream_rq_pending_overflow.inc();
+        return Err(UpstreamError::Overflow);
+    }
+    let stream = connect(cluster, host.addr).await?;
+    let guard = CxGuard::new(cluster, host, Wire::Http2);
+    let mut b = http2::Builder::new(TokioExecutor::new());
+    if let Some(w) = cluster.cfg.h2_initial_stream_window {
+        b.initial_stream_window_size(w);
+    }
+    if let Some(w) = cluster.cfg.h2_initial_connection_window {
+        b.initial_connection_window_size(w);
+    }
+    let (sender, conn) = b.handshake::<_, Body>(TokioIo::new(stream)).await.map_err(|e| UpstreamError::ConnectFailure(e.to_string()))?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+        drop(guard);
+    });
+    *host.pool.h2.lock() = Some(sender.clone());
+    Ok(sender)
+}
+
+async fn send_h2(cluster: &Arc<Cluster>, host: &Arc<Host>, req: http::Request<Body>) -> Result<http::Response<Incoming>, UpstreamError> {
+    let mut sender = h2_sender(cluster, host).await?;
+    sender.ready().await.map_err(|e| UpstreamError::Reset(e.to_string()))?;
+    sender.send_request(req).await.map_err(|e| UpstreamError::Reset(e.to_string()))
+}

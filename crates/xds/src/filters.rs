@@ -1,0 +1,312 @@
+//! Extension configs weft implements: listener filters, network filters (HTTP connection
+//! manager, TCP proxy), HTTP filters (router, fault) and access loggers.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use crate::core::{DataSource, FractionalPercent, Ignored, ProtoDuration, Unsupported};
+use crate::route::RouteConfiguration;
+use crate::typed_any;
+
+typed_any! {
+    /// Listener filters.
+    pub enum ListenerFilterConfig {
+        OriginalDst(OriginalDst) = "envoy.extensions.filters.listener.original_dst.v3.OriginalDst",
+        TlsInspector(TlsInspector) = "envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector",
+        HttpInspector(HttpInspector) = "envoy.extensions.filters.listener.http_inspector.v3.HttpInspector",
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OriginalDst {
+    pub upstream_ip_address_source: Option<Unsupported>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsInspector {
+    pub enable_ja3_fingerprinting: Option<Ignored>,
+    pub initial_read_buffer_size: Option<u32>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpInspector {}
+
+typed_any! {
+    /// Network filters.
+    pub enum NetworkFilterConfig {
+        HttpConnectionManager(Box<HttpConnectionManager>) =
+            "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        TcpProxy(TcpProxy) = "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TcpProxy {
+    pub stat_prefix: String,
+    pub cluster: Option<String>,
+    pub weighted_clusters: Option<TcpWeightedClusters>,
+    pub idle_timeout: Option<ProtoDuration>,
+    #[serde(default)]
+    pub access_log: Vec<AccessLog>,
+    pub max_connect_attempts: Option<u32>,
+    pub metadata_match: Option<Unsupported>,
+    pub tunneling_config: Option<Unsupported>,
+    pub hash_policy: Option<Unsupported>,
+    pub on_demand: Option<Unsupported>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TcpWeightedClusters {
+    pub clusters: Vec<TcpClusterWeight>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TcpClusterWeight {
+    pub name: String,
+    pub weight: u32,
+    pub metadata_match: Option<Unsupported>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+pub enum CodecType {
+    #[default]
+    #[serde(rename = "AUTO")]
+    Auto,
+    #[serde(rename = "HTTP1")]
+    Http1,
+    #[serde(rename = "HTTP2")]
+    Http2,
+    #[serde(rename = "HTTP3")]
+    Http3,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConnectionManager {
+    pub stat_prefix: String,
+    #[serde(default)]
+    pub codec_type: CodecType,
+    pub route_config: Option<RouteConfiguration>,
+    pub rds: Option<Unsupported>,
+    pub scoped_routes: Option<Unsupported>,
+    #[serde(default)]
+    pub http_filters: Vec<HttpFilter>,
+    pub stream_idle_timeout: Option<ProtoDuration>,
+    pub request_timeout: Option<ProtoDuration>,
+    pub request_headers_timeout: Option<ProtoDuration>,
+    pub drain_timeout: Option<ProtoDuration>,
+    pub delayed_close_timeout: Option<ProtoDuration>,
+    #[serde(default)]
+    pub access_log: Vec<AccessLog>,
+    pub use_remote_address: Option<bool>,
+    #[serde(default)]
+    pub xff_num_trusted_hops: u32,
+    #[serde(default)]
+    pub skip_xff_append: bool,
+    pub generate_request_id: Option<bool>,
+    #[serde(default)]
+    pub preserve_external_request_id: bool,
+    #[serde(default)]
+    pub always_set_request_id_in_response: bool,
+    pub server_name: Option<String>,
+    pub server_header_transformation: Option<ServerHeaderTransformation>,
+    pub http_protocol_options: Option<Http1ProtocolOptions>,
+    pub http2_protocol_options: Option<Http2ProtocolOptions>,
+    pub common_http_protocol_options: Option<CommonHttpProtocolOptions>,
+    #[serde(default)]
+    pub upgrade_configs: Vec<UpgradeConfig>,
+    pub normalize_path: Option<bool>,
+    #[serde(default)]
+    pub merge_slashes: bool,
+    pub tracing: Option<Ignored>,
+    pub internal_address_config: Option<Ignored>,
+    pub forward_client_cert_details: Option<Ignored>,
+    pub set_current_client_cert_details: Option<Ignored>,
+    pub path_with_escaped_slashes_action: Option<Unsupported>,
+    pub local_reply_config: Option<Unsupported>,
+    pub original_ip_detection_extensions: Option<Unsupported>,
+    pub add_user_agent: Option<Unsupported>,
+    pub via: Option<Unsupported>,
+    pub stream_error_on_invalid_http_message: Option<bool>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum ServerHeaderTransformation {
+    #[serde(rename = "OVERWRITE")]
+    Overwrite,
+    #[serde(rename = "APPEND_IF_ABSENT")]
+    AppendIfAbsent,
+    #[serde(rename = "PASS_THROUGH")]
+    PassThrough,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Http1ProtocolOptions {
+    pub allow_absolute_url: Option<bool>,
+    #[serde(default)]
+    pub accept_http_10: bool,
+    pub default_host_for_http_10: Option<String>,
+    pub header_key_format: Option<Unsupported>,
+    pub enable_trailers: Option<bool>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Http2ProtocolOptions {
+    pub max_concurrent_streams: Option<u32>,
+    pub initial_stream_window_size: Option<u32>,
+    pub initial_connection_window_size: Option<u32>,
+    pub allow_connect: Option<bool>,
+    pub connection_keepalive: Option<Ignored>,
+    pub hpack_table_size: Option<u32>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommonHttpProtocolOptions {
+    pub idle_timeout: Option<ProtoDuration>,
+    pub max_connection_duration: Option<ProtoDuration>,
+    pub max_headers_count: Option<u32>,
+    pub max_stream_duration: Option<ProtoDuration>,
+    pub max_requests_per_connection: Option<u32>,
+    pub headers_with_underscores_action: Option<Unsupported>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpgradeConfig {
+    pub upgrade_type: String,
+    pub enabled: Option<bool>,
+    pub filters: Option<Unsupported>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpFilter {
+    pub name: String,
+    pub typed_config: Option<HttpFilterConfig>,
+    #[serde(default)]
+    pub is_optional: bool,
+    #[serde(default)]
+    pub disabled: bool,
+    pub config_discovery: Option<Unsupported>,
+}
+
+typed_any! {
+    /// HTTP filters.
+    pub enum HttpFilterConfig {
+        Router(Router) = "envoy.extensions.filters.http.router.v3.Router",
+        Fault(Box<HttpFault>) = "envoy.extensions.filters.http.fault.v3.HTTPFault",
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Router {
+    pub dynamic_stats: Option<bool>,
+    #[serde(default)]
+    pub suppress_envoy_headers: bool,
+    #[serde(default)]
+    pub start_child_span: bool,
+    pub upstream_log: Option<Unsupported>,
+    pub upstream_http_filters: Option<Unsupported>,
+    pub respect_expected_rq_timeout: Option<bool>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpFault {
+    pub delay: Option<FaultDelay>,
+    pub abort: Option<FaultAbort>,
+    pub upstream_cluster: Option<String>,
+    #[serde(default)]
+    pub headers: Vec<crate::route::HeaderMatcher>,
+    #[serde(default)]
+    pub downstream_nodes: Vec<String>,
+    pub max_active_faults: Option<u32>,
+    pub response_rate_limit: Option<Unsupported>,
+    pub delay_percent_runtime: Option<Ignored>,
+    pub abort_percent_runtime: Option<Ignored>,
+    pub delay_duration_runtime: Option<Ignored>,
+    pub abort_http_status_runtime: Option<Ignored>,
+    pub max_active_faults_runtime: Option<Ignored>,
+    pub abort_grpc_status_runtime: Option<Ignored>,
+    #[serde(default)]
+    pub disable_downstream_cluster_stats: bool,
+    pub filter_metadata: Option<Ignored>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaultDelay {
+    pub fixed_delay: Option<ProtoDuration>,
+    pub header_delay: Option<EmptyObject>,
+    pub percentage: Option<FractionalPercent>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaultAbort {
+    pub http_status: Option<u32>,
+    pub grpc_status: Option<u32>,
+    pub header_abort: Option<EmptyObject>,
+    pub percentage: Option<FractionalPercent>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmptyObject {}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessLog {
+    #[serde(default)]
+    pub name: String,
+    pub typed_config: Option<AccessLogConfig>,
+    pub filter: Option<Unsupported>,
+}
+
+typed_any! {
+    /// Access loggers.
+    pub enum AccessLogConfig {
+        File(FileAccessLog) = "envoy.extensions.access_loggers.file.v3.FileAccessLog",
+        Stdout(StreamAccessLog) = "envoy.extensions.access_loggers.stream.v3.StdoutAccessLog",
+        Stderr(StreamAccessLog) = "envoy.extensions.access_loggers.stream.v3.StderrAccessLog",
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileAccessLog {
+    pub path: String,
+    pub format: Option<String>,
+    pub json_format: Option<BTreeMap<String, serde_json::Value>>,
+    pub log_format: Option<SubstitutionFormatString>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamAccessLog {
+    pub log_format: Option<SubstitutionFormatString>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubstitutionFormatString {
+    pub text_format: Option<String>,
+    pub text_format_source: Option<DataSource>,
+    pub json_format: Option<BTreeMap<String, serde_json::Value>>,
+    #[serde(default)]
+    pub omit_empty_values: bool,
+    pub content_type: Option<String>,
+    pub formatters: Option<Unsupported>,
+    pub json_format_options: Option<Ignored>,
+}
