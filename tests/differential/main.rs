@@ -1,1 +1,5 @@
-fn main(){}
+//! The differential suite: every scenario runs the same bootstrap through real Envoy and
+//! `weft proxy`, sends the same requests, and compares. See tests/README.md.
+
+mod harness;
+mod routing;
