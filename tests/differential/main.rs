@@ -4,3 +4,4 @@
 mod harness;
 mod rewrites;
 mod routing;
+mod upstream;

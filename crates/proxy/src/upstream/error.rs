@@ -40,7 +40,9 @@ impl UpstreamError {
     pub fn reset_reason(&self) -> String {
         match self {
             UpstreamError::Overflow => "overflow".into(),
-            UpstreamError::ConnectFailure(why) => format!("remote connection failure, transport failure reason: {why}"),
+            // The transport failure reason goes to %UPSTREAM_TRANSPORT_FAILURE_REASON%, not the body.
+            UpstreamError::ConnectFailure(why) if why.contains("timeout") => "connection timeout".into(),
+            UpstreamError::ConnectFailure(_) => "remote connection failure".into(),
             UpstreamError::Reset(_) => "connection termination".into(),
             _ => String::new(),
         }
