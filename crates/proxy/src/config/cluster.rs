@@ -90,6 +90,8 @@ pub struct HealthCheckConfig {
     pub kind: HealthCheckKind,
     pub timeout: Duration,
     pub interval: Duration,
+    /// Envoy checks a cluster that has never carried traffic this rarely (default 60s).
+    pub no_traffic_interval: Duration,
     pub unhealthy_threshold: u32,
     pub healthy_threshold: u32,
 }
@@ -408,6 +410,7 @@ fn health_check(h: &wire::HealthCheck, path: &str) -> Result<HealthCheckConfig> 
         kind,
         timeout,
         interval,
+        no_traffic_interval: h.no_traffic_interval.map(|d| d.0).filter(|d| !d.is_zero()).unwrap_or(Duration::from_secs(60)),
         unhealthy_threshold: h.unhealthy_threshold.ok_or_else(|| ConfigError::new(format!("{path}.unhealthy_threshold"), "required"))?.max(1),
         healthy_threshold: h.healthy_threshold.ok_or_else(|| ConfigError::new(format!("{path}.healthy_threshold"), "required"))?.max(1),
     })

@@ -63,11 +63,12 @@ async fn run(cluster: std::sync::Weak<Cluster>, first: tokio::sync::oneshot::Sen
         if changed {
             c.health_changed();
         }
+        let had_traffic = c.stats.upstream_rq_total.get() > 0 || c.stats.upstream_cx_total.get() > 0;
         drop(c);
         if let Some(tx) = first.take() {
             let _ = tx.send(());
         }
-        tokio::time::sleep(hc.interval).await;
+        tokio::time::sleep(if had_traffic { hc.interval } else { hc.no_traffic_interval }).await;
     }
 }
 

@@ -144,8 +144,16 @@ async fn send_h1(cluster: &Arc<Cluster>, host: &Arc<Host>, mut req: http::Reques
             cluster.slot_freed.notified().await;
             continue;
         }
-        drop(pending.take());
+        // Envoy counts a request waiting for its new connection as pending.
+        if pending.is_none() {
+            if cluster.stats.upstream_rq_pending_active.get() as u64 >= cluster.cfg.circuit_breakers.max_pending_requests {
+                cluster.stats.upstream_rq_pending_overflow.inc();
+                return Err(UpstreamError::Overflow);
+            }
+            pending = Some(PendingGuard::new(cluster));
+        }
         let stream = connect(cluster, host.addr).await?;
+        drop(pending.take());
         let guard = CxGuard::new(cluster, host, Wire::Http1);
         let (mut sender, conn) = http1::Builder::new()
             .handshake::<_, Body>(TokioIo::new(stream))
