@@ -2,6 +2,7 @@
 //! `weft proxy`, sends the same requests, and compares. See tests/README.md.
 
 mod harness;
+mod listeners;
 mod protocols;
 mod resilience;
 mod rewrites;
