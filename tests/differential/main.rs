@@ -3,6 +3,7 @@
 
 mod harness;
 mod listeners;
+mod observability;
 mod protocols;
 mod resilience;
 mod rewrites;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use crate::config::access_log::{AccessLogConfig, FormatContext, LineFormat, Sink};
+use crate::config::access_log::{AccessLogConfig, FormatContext, LineFormat, Sink, Token};
 
 pub struct AccessLogger {
     format: LineFormat,
@@ -35,14 +35,16 @@ impl AccessLogger {
             LineFormat::Json(fields) => {
                 let mut m = serde_json::Map::new();
                 for (k, f) in fields {
-                    let v = f.render(ctx);
-                    let v = if f.literal().is_none() && v == "-" {
-                        serde_json::Value::Null
-                    } else if let Ok(n) = v.parse::<i64>() {
-                        // Envoy emits numeric commands as JSON numbers.
-                        if f.tokens.len() == 1 { serde_json::Value::from(n) } else { serde_json::Value::String(v) }
-                    } else {
-                        serde_json::Value::String(v)
+                    let v = match f.tokens.as_slice() {
+                        // A lone command keeps its type: absent is null, numbers are numbers.
+                        [Token::Command(c)] => match ctx.value(c) {
+                            None => serde_json::Value::Null,
+                            Some(v) => match v.parse::<i64>() {
+                                Ok(n) => serde_json::Value::from(n),
+                                Err(_) => serde_json::Value::String(v),
+                            },
+                        },
+                        _ => serde_json::Value::String(f.render(ctx)),
                     };
                     m.insert(k.clone(), v);
                 }
