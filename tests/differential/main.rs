@@ -3,6 +3,7 @@
 
 mod harness;
 mod listeners;
+mod more;
 mod observability;
 mod protocols;
 mod resilience;

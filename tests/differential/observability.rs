@@ -50,7 +50,8 @@ async fn access_log_lines_match_envoy() {
         }
         let path = dir.join(format!("{}.log", r.ports.admin));
         let jpath = dir.join(format!("{}.log.json", r.ports.admin));
-        let (text, json) = eventually(Duration::from_secs(10), "access log lines", || async {
+        // Envoy flushes file access logs every 10 seconds by default.
+        let (text, json) = eventually(Duration::from_secs(25), "access log lines", || async {
             let t = std::fs::read_to_string(&path).unwrap_or_default();
             let j = std::fs::read_to_string(&jpath).unwrap_or_default();
             (t.lines().count() == reqs.len() && j.lines().count() == reqs.len()).then_some((t, j))

@@ -236,14 +236,18 @@ pub async fn forward(
     }
     let pq = new_pq.as_deref().unwrap_or(full).to_string();
     let mut authority = info.authority.clone();
-    if let Some(h) = chosen.weighted.and_then(|w| w.host_rewrite.as_ref()).or(fwd.host_rewrite.as_ref()) {
+    if let Some(h) = chosen.weighted.and_then(|w| w.host_rewrite.as_ref()) {
+        // Envoy records x-envoy-original-host only for the route's own rewrites.
+        authority = h.to_str().unwrap_or_default().to_string();
+    } else if let Some(h) = &fwd.host_rewrite {
         authority = h.to_str().unwrap_or_default().to_string();
     } else if fwd.auto_host_rewrite {
         if let Some(crate::config::cluster::EndpointAddress::Dns { host, .. }) = cluster.cfg.endpoints.first().map(|e| &e.address) {
             authority = host.clone();
         }
     }
-    if authority != info.authority && !cfg.suppress_envoy_headers {
+    let route_rewrote = chosen.weighted.and_then(|w| w.host_rewrite.as_ref()).is_none();
+    if route_rewrote && authority != info.authority && !cfg.suppress_envoy_headers {
         if let Ok(v) = HeaderValue::from_str(&info.authority) {
             headers.insert(super::X_ENVOY_ORIGINAL_HOST.clone(), v);
         }

@@ -1,0 +1,246 @@
+//! Further scenarios: DNS clusters, original-destination by header, cluster_header,
+//! per-weighted-cluster headers, virtual-host retry policy with attempt counts, router and
+//! server header options, request ids in responses, TCP weighted clusters and idle timeouts,
+//! and stream/request timeouts.
+
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::io::AsyncReadExt;
+use weft_test_support::{eventually, Req, TcpEcho, Upstream};
+
+use crate::harness::*;
+
+#[tokio::test]
+async fn strict_and_logical_dns_clusters() {
+    let up = Upstream::start("dns").await;
+    let port = up.port();
+    let runs = both(|p| {
+        let dns = |name: &str, kind: &str| {
+            json!({"name": name, "type": kind, "connect_timeout": "1s", "dns_lookup_family": "V4_ONLY",
+                "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {"address": "localhost", "port_value": port}}}}]}]}})
+        };
+        http_bootstrap(
+            p,
+            json!([{"name": "all", "domains": ["*"], "routes": [
+                {"match": {"prefix": "/strict"}, "route": {"cluster": "strict"}},
+                {"match": {"prefix": "/logical"}, "route": {"cluster": "logical", "auto_host_rewrite": true}},
+            ]}]),
+            vec![dns("strict", "STRICT_DNS"), dns("logical", "LOGICAL_DNS")],
+            json!({}),
+        )
+    })
+    .await;
+    let seen = same(&runs, &[Req::get("/strict"), Req::get("/logical")]).await;
+    assert_eq!(seen[0]["status"], 200);
+    assert_eq!(seen[1]["body"]["headers"]["host"][0], "localhost");
+}
+
+#[tokio::test]
+async fn original_dst_cluster_from_header_and_cluster_header_routing() {
+    let (a, b) = (Upstream::start("a").await, Upstream::start("b").await);
+    let (pa, pb) = (a.port(), b.port());
+    let runs = both(|p| {
+        http_bootstrap(
+            p,
+            json!([{"name": "all", "domains": ["*"], "routes": [
+                {"match": {"prefix": "/dst"}, "route": {"cluster": "dst"}},
+                {"match": {"prefix": "/by-header"}, "route": {"cluster_header": "x-cluster"}},
+            ]}]),
+            vec![
+                json!({"name": "dst", "type": "ORIGINAL_DST", "lb_policy": "CLUSTER_PROVIDED", "connect_timeout": "1s", "original_dst_lb_config": {"use_http_header": true}}),
+                cluster("a", &[pa], json!({})),
+                cluster("b", &[pb], json!({})),
+            ],
+            json!({}),
+        )
+    })
+    .await;
+    let seen = same(
+        &runs,
+        &[
+            Req::get("/dst").header("x-envoy-original-dst-host", &format!("127.0.0.1:{pb}")),
+            Req::get("/by-header").header("x-cluster", "a"),
+            Req::get("/by-header").header("x-cluster", "nope"),
+        ],
+    )
+    .await;
+    assert_eq!(seen[0]["body"]["upstream"], "b");
+    assert_eq!(seen[1]["body"]["upstream"], "a");
+    assert_eq!(seen[2]["status"], 503);
+}
+
+#[tokio::test]
+async fn weighted_cluster_entries_carry_their_own_headers() {
+    let up = Upstream::start("up").await;
+    let port = up.port();
+    let runs = both(|p| {
+        http_bootstrap(
+            p,
+            json!([{"name": "all", "domains": ["*"], "routes": [{"match": {"prefix": "/"}, "route": {"weighted_clusters": {"clusters": [
+                {"name": "only", "weight": 100, "request_headers_to_add": [{"header": {"key": "x-subset", "value": "v1"}}],
+                 "response_headers_to_add": [{"header": {"key": "x-picked", "value": "only"}}], "host_rewrite_literal": "v1.internal"}]}}}]}]),
+            vec![cluster("only", &[port], json!({}))],
+            json!({}),
+        )
+    })
+    .await;
+    let seen = same(&runs, &[Req::get("/")]).await;
+    assert_eq!(seen[0]["body"]["headers"]["x-subset"][0], "v1");
+    assert_eq!(seen[0]["body"]["headers"]["host"][0], "v1.internal");
+    assert_eq!(seen[0]["headers"]["x-picked"], "only");
+}
+
+#[tokio::test]
+async fn virtual_host_retry_policy_and_attempt_counts() {
+    let up = Upstream::start("up").await;
+    let port = up.port();
+    let runs = both(|p| {
+        http_bootstrap(
+            p,
+            json!([{"name": "all", "domains": ["*"], "include_request_attempt_count": true, "include_attempt_count_in_response": true,
+                "retry_policy": {"retry_on": "5xx", "num_retries": 2, "retry_back_off": {"base_interval": "0.005s"}},
+                "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "up"}}]}]),
+            vec![cluster("up", &[port], json!({}))],
+            json!({}),
+        )
+    })
+    .await;
+    for r in &runs {
+        up.reset();
+        let reply = r.send(Req::get("/").header("x-echo-fail-first", "2")).await;
+        assert_eq!(reply.status, 200, "{}", r.kind);
+        assert_eq!(reply.header("x-envoy-attempt-count").as_deref(), Some("3"), "{}", r.kind);
+        assert_eq!(reply.echo()["headers"]["x-envoy-attempt-count"][0], "3", "{}", r.kind);
+        assert_eq!(r.stat("cluster.up.upstream_rq_retry_success").await, 1, "{}", r.kind);
+    }
+}
+
+#[tokio::test]
+async fn router_and_server_header_options() {
+    let up = Upstream::start("up").await;
+    let port = up.port();
+    let runs = both(|p| {
+        http_bootstrap(
+            p,
+            json!([{"name": "all", "domains": ["*"], "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "up", "prefix_rewrite": "/x"}}]}]),
+            vec![cluster("up", &[port], json!({}))],
+            json!({"server_name": "mesh-edge", "always_set_request_id_in_response": true,
+                "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router", "suppress_envoy_headers": true}}]}),
+        )
+    })
+    .await;
+    let seen = same(&runs, &[Req::get("/a").header("x-request-id", "rid-1")]).await;
+    assert_eq!(seen[0]["headers"]["server"], "mesh-edge");
+    assert!(seen[0]["headers"].get("x-envoy-upstream-service-time").is_none());
+    assert!(seen[0]["body"]["headers"].get("x-envoy-expected-rq-timeout-ms").is_none());
+    assert!(seen[0]["body"]["headers"].get("x-envoy-original-path").is_none());
+    for r in &runs {
+        let reply = r.send(Req::get("/a").header("x-request-id", "rid-1")).await;
+        assert_eq!(reply.header("x-request-id").as_deref(), Some("rid-1"), "{}", r.kind);
+    }
+}
+
+#[tokio::test]
+async fn tcp_weighted_clusters_and_idle_timeout() {
+    let (a, b) = (TcpEcho::start("a").await, TcpEcho::start("b").await);
+    let (pa, pb) = (a.port(), b.port());
+    let runs = both(|p| {
+        json!({"admin": admin(p), "static_resources": {
+            "listeners": [{"name": "tcp", "address": addr(p.listen[0]), "filter_chains": [{"filters": [{"name": "envoy.filters.network.tcp_proxy", "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
+                "stat_prefix": "split", "idle_timeout": "0.3s",
+                "weighted_clusters": {"clusters": [{"name": "a", "weight": 50}, {"name": "b", "weight": 50}]}}}]}]}],
+            "clusters": [cluster("a", &[pa], json!({})), cluster("b", &[pb], json!({}))]}})
+    })
+    .await;
+    for r in &runs {
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..40 {
+            let mut s = tokio::net::TcpStream::connect(r.addr()).await.expect("connect");
+            let mut buf = [0u8; 2];
+            let _ = tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut buf)).await;
+            seen.insert(buf);
+        }
+        assert_eq!(seen.len(), 2, "{}: both weighted clusters used", r.kind);
+        // An idle connection is closed by the proxy after 0.3s.
+        let mut s = tokio::net::TcpStream::connect(r.addr()).await.expect("connect");
+        let mut buf = [0u8; 64];
+        let mut got = 0;
+        let closed = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                match s.read(&mut buf).await {
+                    Ok(0) | Err(_) => return true,
+                    Ok(n) => got += n,
+                }
+            }
+        })
+        .await;
+        assert_eq!(closed, Ok(true), "{}: idle connection not closed", r.kind);
+        eventually(Duration::from_secs(5), "idle timeout counter", || async { (r.stat("tcp.split.idle_timeout").await >= 1).then_some(()) }).await;
+    }
+}
+
+#[tokio::test]
+async fn timeout_disabled_with_zero_and_slow_upstream_completes() {
+    let up = Upstream::start("up").await;
+    let port = up.port();
+    let runs = both(|p| {
+        http_bootstrap(
+            p,
+            json!([{"name": "all", "domains": ["*"], "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "up", "timeout": "0s"}}]}]),
+            vec![cluster("up", &[port], json!({}))],
+            json!({}),
+        )
+    })
+    .await;
+    let seen = same(&runs, &[Req::get("/").header("x-echo-delay-ms", "300")]).await;
+    assert_eq!(seen[0]["status"], 200);
+    assert!(seen[0]["body"]["headers"].get("x-envoy-expected-rq-timeout-ms").is_none());
+}
+
+#[tokio::test]
+async fn gateway_error_outlier_ejection_when_enforced() {
+    let (good, bad) = (Upstream::start("good").await, Upstream::start("bad").await);
+    bad.set_status(502);
+    let ports = [good.port(), bad.port()];
+    let runs = both(|p| {
+        http_bootstrap(
+            p,
+            json!([{"name": "all", "domains": ["*"], "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "svc"}}]}]),
+            vec![cluster("svc", &ports, json!({"outlier_detection": {
+                "consecutive_5xx": 0, "consecutive_gateway_failure": 2, "enforcing_consecutive_gateway_failure": 100,
+                "interval": "10s", "base_ejection_time": "60s", "max_ejection_percent": 50}}))],
+            json!({}),
+        )
+    })
+    .await;
+    for r in &runs {
+        let mut bad_answers = 0;
+        for _ in 0..20 {
+            if r.send(Req::get("/")).await.status == 502 {
+                bad_answers += 1;
+            }
+        }
+        assert_eq!(bad_answers, 2, "{}", r.kind);
+        assert_eq!(r.stat("cluster.svc.outlier_detection.ejections_enforced_consecutive_gateway_failure").await, 1, "{}", r.kind);
+    }
+}
+
+#[tokio::test]
+async fn config_yaml_flag_merges_over_the_file() {
+    let up = Upstream::start("up").await;
+    let port = up.port();
+    for kind in [weft_test_support::ProxyKind::Envoy, weft_test_support::ProxyKind::Weft] {
+        let p = Ports { admin: weft_test_support::free_port(), listen: [weft_test_support::free_port(), 0, 0, 0] };
+        let base = http_bootstrap(&p, json!([{"name": "all", "domains": ["*"], "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "up"}}]}]), vec![cluster("up", &[port], json!({}))], json!({}));
+        let text = serde_json::to_string(&base).unwrap_or_default();
+        let over = "node: {id: merged-node, cluster: merged-cluster}";
+        let proc = weft_test_support::ProxyProcess::start_with_args(kind, WEFT, &text, p.admin, &["--config-yaml", over]).await.expect("start");
+        let info: serde_json::Value = serde_json::from_slice(&proc.admin_get("/server_info").await.body).unwrap_or_default();
+        let id = info["node"]["id"].as_str().or(info["command_line_options"]["service_node"].as_str()).unwrap_or_default().to_string();
+        assert_eq!(id, "merged-node", "{kind}: {info}");
+        let r = weft_test_support::send(&format!("127.0.0.1:{}", p.listen[0]), Req::get("/")).await.expect("request");
+        assert_eq!(r.status, 200, "{kind}");
+    }
+}
