@@ -211,9 +211,16 @@ impl Hcm {
                     RouteAction::Forward(fwd) => {
                         stats.rq_total.inc();
                         let chosen = router::choose_cluster(&fwd.cluster, &parts.headers);
+                        let weighted_ops = chosen.as_ref().and_then(|c| c.weighted).map(|w| &w.response_headers);
                         match fault::apply(self, &parts, chosen.as_ref().map(|c| c.name.as_ref()), &mut info, grpc).await {
                             Some(r) => close(r),
-                            None => router::forward(self, conn, &parts, body, route, vh, fwd, chosen, &mut info, grpc, &ctx).await,
+                            None => {
+                                let mut r = router::forward(self, conn, &parts, body, route, vh, fwd, chosen, &mut info, grpc, &ctx).await;
+                                if let Some(ops) = weighted_ops {
+                                    apply_header_ops(r.headers_mut(), ops, &ctx);
+                                }
+                                r
+                            }
                         }
                     }
                 };
