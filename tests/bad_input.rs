@@ -1,1 +1,174 @@
+//! Malformed and unsupported bootstraps: `weft proxy` must refuse them at start with a message
+//! naming the field path (or the line, for syntax errors), exit non-zero, and bind nothing.
 
+use std::process::Command;
+
+const WEFT: &str = env!("CARGO_BIN_EXE_weft");
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0)
+}
+
+/// A valid bootstrap with one listener on `port`; `patch` edits its YAML text.
+fn bootstrap(port: u16) -> String {
+    format!(
+        r#"static_resources:
+  listeners:
+  - name: main
+    address: {{socket_address: {{address: 127.0.0.1, port_value: {port}}}}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: in
+          route_config:
+            virtual_hosts:
+            - name: vh
+              domains: ["*"]
+              routes:
+              - match: {{prefix: "/"}}
+                route: {{cluster: backend}}
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}
+  clusters:
+  - name: backend
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: backend
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: 9}}}}}}
+"#
+    )
+}
+
+/// Runs `weft proxy` on the text; returns (exit code, stderr). Asserts nothing listens on `port`.
+fn refuse(text: &str, ext: &str, port: u16) -> (i32, String) {
+    let dir = std::env::temp_dir().join(format!("weft-bad-{}-{}", std::process::id(), free_port()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join(format!("bootstrap.{ext}"));
+    std::fs::write(&path, text).expect("write");
+    let out = Command::new(WEFT).args(["proxy", "-c"]).arg(&path).args(["--mode", "serve"]).output().expect("run weft");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err(), "a refused config must not leave a listener bound");
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+fn assert_refused(text: &str, expect: &[&str]) {
+    let port = free_port();
+    let text = text.replace("PORT", &port.to_string());
+    let (code, err) = refuse(&text, "yaml", port);
+    assert_ne!(code, 0, "expected a refusal, got exit 0; stderr:\n{err}");
+    for e in expect {
+        assert!(err.contains(e), "stderr should contain {e:?}:\n{err}");
+    }
+}
+
+fn with(port_placeholder: bool, f: impl Fn(String) -> String) -> String {
+    let base = bootstrap(0).replace("port_value: 0}", if port_placeholder { "port_value: PORT}" } else { "port_value: 0}" });
+    f(base)
+}
+
+#[test]
+fn malformed_yaml_names_the_line() {
+    let text = with(true, |b| b.replace("    filter_chains:\n", "    filter_chains: [\n"));
+    assert_refused(&text, &["bootstrap.yaml:6:", "static_resources.listeners[0].filter_chains"]);
+    let port = free_port();
+    let (code, err) = refuse("{\"static_resources\": {\"listeners\": [}", "json", port);
+    assert_ne!(code, 0);
+    assert!(err.contains("bootstrap.json:1:"), "{err}");
+}
+
+#[test]
+fn unknown_field_inside_typed_config_is_refused_with_its_path() {
+    let text = with(true, |b| b.replace("          stat_prefix: in\n", "          stat_prefix: in\n          foo: 1\n"));
+    assert_refused(&text, &["static_resources.listeners[0].filter_chains[0].filters[0].typed_config.foo: not supported", "bootstrap.yaml:11:"]);
+}
+
+#[test]
+fn known_but_unimplemented_fields_are_refused() {
+    let text = with(true, |b| format!("dynamic_resources: {{ads_config: {{api_type: GRPC}}}}\n{b}"));
+    assert_refused(&text, &["dynamic_resources: not supported"]);
+    let text = with(true, |b| b.replace("    filter_chains:\n    - filters:", "    filter_chains:\n    - transport_socket: {name: tls}\n      filters:"));
+    assert_refused(&text, &["static_resources.listeners[0].filter_chains[0].transport_socket: not supported"]);
+}
+
+#[test]
+fn unknown_extension_type_is_named() {
+    let text = with(true, |b| b.replace("extensions.filters.http.router.v3.Router", "extensions.filters.http.lua.v3.Lua"));
+    assert_refused(&text, &["http_filters[0].typed_config", "envoy.extensions.filters.http.lua.v3.Lua", "not supported here"]);
+}
+
+#[test]
+fn bad_values_name_their_field() {
+    let cases: Vec<(String, Vec<&str>)> = vec![
+        (with(true, |b| b.replace("connect_timeout: 1s", "connect_timeout: 1000")), vec!["static_resources.clusters[0].connect_timeout", "invalid duration"]),
+        (with(true, |b| b.replace("route: {cluster: backend}", "route: {cluster: missing}")), vec!["virtual_hosts[0].routes[0].route.cluster: unknown cluster \"missing\""]),
+        (with(true, |b| b.replace("match: {prefix: \"/\"}", "match: {safe_regex: {regex: \"(unclosed\"}}")), vec!["routes[0].match.safe_regex.regex: invalid regex"]),
+        (
+            with(true, |b| b.replace("route: {cluster: backend}", "route: {weighted_clusters: {clusters: [{name: backend, weight: 60}], total_weight: 100}}")),
+            vec!["weighted_clusters.total_weight: sum of weights (60) does not equal total_weight (100)"],
+        ),
+        (with(true, |b| b.replace("port_value: 9}", "port_value: 70000}")), vec!["socket_address.port_value: port 70000 is out of range"]),
+        (with(true, |b| b.replace("  - name: backend\n", "  - name: backend\n    type: ORIGINAL_DST\n")), vec!["ORIGINAL_DST", "lb_policy"]),
+        (
+            with(true, |b| b.replace("          http_filters:\n", "          http_filters:\n          - name: envoy.filters.http.router\n            typed_config: {\"@type\": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}\n")),
+            vec!["http_filters[1]: the router filter must be the last HTTP filter"],
+        ),
+        (with(true, |b| b.replace("domains: [\"*\"]", "domains: [\"a\", \"a\"]")), vec!["domains[1]", "only unique values for domains"]),
+        (with(true, |b| b.replace("retry_policy_placeholder", "")).replace("route: {cluster: backend}", "route: {cluster: backend, retry_policy: {retry_on: \"sometimes\"}}"), vec!["retry_policy.retry_on", "\"sometimes\""]),
+        (with(true, |b| b.replace("address: 127.0.0.1, port_value: PORT", "address: not-an-ip, port_value: PORT")), vec!["listeners[0].address.socket_address.address", "not an IP address"]),
+    ];
+    for (text, expect) in cases {
+        assert_refused(&text, &expect);
+    }
+}
+
+#[test]
+fn a_port_in_use_fails_the_start_and_binds_nothing_else() {
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let busy_port = busy.local_addr().expect("addr").port();
+    let free = free_port();
+    let text = bootstrap(free).replace(
+        "  clusters:\n",
+        &format!(
+            "  - name: second\n    address: {{socket_address: {{address: 127.0.0.1, port_value: {busy_port}}}}}\n    filter_chains:\n    - filters:\n      - name: tcp\n        typed_config: {{\"@type\": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy, stat_prefix: t, cluster: backend}}\n  clusters:\n"
+        ),
+    );
+    let (code, err) = refuse(&text, "yaml", free);
+    assert_ne!(code, 0);
+    assert!(err.contains(&format!("listener \"second\": cannot bind 127.0.0.1:{busy_port}")), "{err}");
+}
+
+#[test]
+fn bad_flags_are_refused() {
+    let out = Command::new(WEFT).args(["proxy", "--concurrency", "many", "-c", "x.yaml"]).output().expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--concurrency"));
+    let out = Command::new(WEFT).args(["proxy", "-l", "loud", "-c", "x.yaml"]).output().expect("run");
+    assert_ne!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid log level \"loud\""));
+    let out = Command::new(WEFT).args(["proxy"]).output().expect("run");
+    assert_ne!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("give --config-path (-c) or --config-yaml"));
+    let out = Command::new(WEFT).args(["proxy", "-c", "/nonexistent/bootstrap.yaml"]).output().expect("run");
+    assert_ne!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read /nonexistent/bootstrap.yaml"));
+}
+
+#[test]
+fn version_and_validate_mode() {
+    let out = Command::new(WEFT).args(["proxy", "--version"]).output().expect("run");
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("weft proxy version: "));
+    let dir = std::env::temp_dir().join(format!("weft-validate-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let path = dir.join("ok.yaml");
+    std::fs::write(&path, bootstrap(free_port())).expect("write");
+    let out = Command::new(WEFT).args(["proxy", "--mode", "validate", "-c"]).arg(&path).output().expect("run");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("OK"));
+}
