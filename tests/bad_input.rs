@@ -84,14 +84,19 @@ fn malformed_yaml_names_the_line() {
 #[test]
 fn unknown_field_inside_typed_config_is_refused_with_its_path() {
     let text = with(true, |b| b.replace("          stat_prefix: in\n", "          stat_prefix: in\n          foo: 1\n"));
-    assert_refused(&text, &["static_resources.listeners[0].filter_chains[0].filters[0].typed_config.foo: not supported", "bootstrap.yaml:11:"]);
+    assert_refused(
+        &text,
+        &["static_resources.listeners[0].filter_chains[0].filters[0].typed_config.foo: not supported", "bootstrap.yaml:11:"],
+    );
 }
 
 #[test]
 fn known_but_unimplemented_fields_are_refused() {
     let text = with(true, |b| format!("dynamic_resources: {{ads_config: {{api_type: GRPC}}}}\n{b}"));
     assert_refused(&text, &["dynamic_resources: not supported"]);
-    let text = with(true, |b| b.replace("    filter_chains:\n    - filters:", "    filter_chains:\n    - transport_socket: {name: tls}\n      filters:"));
+    let text = with(true, |b| {
+        b.replace("    filter_chains:\n    - filters:", "    filter_chains:\n    - transport_socket: {name: tls}\n      filters:")
+    });
     assert_refused(&text, &["static_resources.listeners[0].filter_chains[0].transport_socket: not supported"]);
 }
 
@@ -104,22 +109,48 @@ fn unknown_extension_type_is_named() {
 #[test]
 fn bad_values_name_their_field() {
     let cases: Vec<(String, Vec<&str>)> = vec![
-        (with(true, |b| b.replace("connect_timeout: 1s", "connect_timeout: 1000")), vec!["static_resources.clusters[0].connect_timeout", "invalid duration"]),
-        (with(true, |b| b.replace("route: {cluster: backend}", "route: {cluster: missing}")), vec!["virtual_hosts[0].routes[0].route.cluster: unknown cluster \"missing\""]),
-        (with(true, |b| b.replace("match: {prefix: \"/\"}", "match: {safe_regex: {regex: \"(unclosed\"}}")), vec!["routes[0].match.safe_regex.regex: invalid regex"]),
         (
-            with(true, |b| b.replace("route: {cluster: backend}", "route: {weighted_clusters: {clusters: [{name: backend, weight: 60}], total_weight: 100}}")),
+            with(true, |b| b.replace("connect_timeout: 1s", "connect_timeout: 1000")),
+            vec!["static_resources.clusters[0].connect_timeout", "invalid duration"],
+        ),
+        (
+            with(true, |b| b.replace("route: {cluster: backend}", "route: {cluster: missing}")),
+            vec!["virtual_hosts[0].routes[0].route.cluster: unknown cluster \"missing\""],
+        ),
+        (
+            with(true, |b| b.replace("match: {prefix: \"/\"}", "match: {safe_regex: {regex: \"(unclosed\"}}")),
+            vec!["routes[0].match.safe_regex.regex: invalid regex"],
+        ),
+        (
+            with(true, |b| {
+                b.replace(
+                    "route: {cluster: backend}",
+                    "route: {weighted_clusters: {clusters: [{name: backend, weight: 60}], total_weight: 100}}",
+                )
+            }),
             vec!["weighted_clusters.total_weight: sum of weights (60) does not equal total_weight (100)"],
         ),
         (with(true, |b| b.replace("port_value: 9}", "port_value: 70000}")), vec!["socket_address.port_value: port 70000 is out of range"]),
-        (with(true, |b| b.replace("  - name: backend\n", "  - name: backend\n    type: ORIGINAL_DST\n")), vec!["ORIGINAL_DST", "lb_policy"]),
         (
-            with(true, |b| b.replace("          http_filters:\n", "          http_filters:\n          - name: envoy.filters.http.router\n            typed_config: {\"@type\": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}\n")),
+            with(true, |b| b.replace("  - name: backend\n", "  - name: backend\n    type: ORIGINAL_DST\n")),
+            vec!["ORIGINAL_DST", "lb_policy"],
+        ),
+        (
+            with(true, |b| {
+                b.replace("          http_filters:\n", "          http_filters:\n          - name: envoy.filters.http.router\n            typed_config: {\"@type\": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}\n")
+            }),
             vec!["http_filters[1]: the router filter must be the last HTTP filter"],
         ),
         (with(true, |b| b.replace("domains: [\"*\"]", "domains: [\"a\", \"a\"]")), vec!["domains[1]", "only unique values for domains"]),
-        (with(true, |b| b.replace("retry_policy_placeholder", "")).replace("route: {cluster: backend}", "route: {cluster: backend, retry_policy: {retry_on: \"sometimes\"}}"), vec!["retry_policy.retry_on", "\"sometimes\""]),
-        (with(true, |b| b.replace("address: 127.0.0.1, port_value: PORT", "address: not-an-ip, port_value: PORT")), vec!["listeners[0].address.socket_address.address", "not an IP address"]),
+        (
+            with(true, |b| b.replace("retry_policy_placeholder", ""))
+                .replace("route: {cluster: backend}", "route: {cluster: backend, retry_policy: {retry_on: \"sometimes\"}}"),
+            vec!["retry_policy.retry_on", "\"sometimes\""],
+        ),
+        (
+            with(true, |b| b.replace("address: 127.0.0.1, port_value: PORT", "address: not-an-ip, port_value: PORT")),
+            vec!["listeners[0].address.socket_address.address", "not an IP address"],
+        ),
     ];
     for (text, expect) in cases {
         assert_refused(&text, &expect);

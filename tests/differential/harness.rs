@@ -136,7 +136,8 @@ const VOLATILE_UPSTREAM: &[&str] = &["x-request-id"];
 pub fn view(r: &Reply) -> Value {
     let mut headers = serde_json::Map::new();
     for (k, v) in r.headers.iter() {
-        let val = if VOLATILE_RESPONSE.contains(&k.as_str()) { "<set>".to_string() } else { String::from_utf8_lossy(v.as_bytes()).into_owned() };
+        let val =
+            if VOLATILE_RESPONSE.contains(&k.as_str()) { "<set>".to_string() } else { String::from_utf8_lossy(v.as_bytes()).into_owned() };
         headers.insert(k.to_string(), Value::String(val));
     }
     let body = match r.echo() {

@@ -182,22 +182,43 @@ async fn original_dst_handoff_behind_iptables_redirect() {
     let _app = serve_in(&ns, "10.99.0.1", 8080, "app-8080");
     let _other = serve_in(&ns, "10.99.0.1", 9090, "other-9090");
     // Capture outbound TCP to 10.99.0.0/24, except the proxy's own (GID 1337), as Istio does.
-    ns.exec("iptables", &["-t", "nat", "-A", "OUTPUT", "-p", "tcp", "-d", "10.99.0.0/24", "-m", "owner", "!", "--gid-owner", "1337", "-j", "REDIRECT", "--to-ports", "15001"])
-        .expect("iptables");
+    ns.exec(
+        "iptables",
+        &[
+            "-t",
+            "nat",
+            "-A",
+            "OUTPUT",
+            "-p",
+            "tcp",
+            "-d",
+            "10.99.0.0/24",
+            "-m",
+            "owner",
+            "!",
+            "--gid-owner",
+            "1337",
+            "-j",
+            "REDIRECT",
+            "--to-ports",
+            "15001",
+        ],
+    )
+    .expect("iptables");
 
     let bootstrap = |admin_port: u16| {
         json!({"admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}}, "static_resources": {
-            "listeners": [
-                {"name": "virtualOutbound", "address": {"socket_address": {"address": "0.0.0.0", "port_value": 15001}}, "use_original_dst": true,
-                 "listener_filters": [{"name": "envoy.filters.listener.original_dst", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.listener.original_dst.v3.OriginalDst"}}],
-                 "filter_chains": [{"filters": tcp_filter("passthrough", "PassthroughCluster")}]},
-                {"name": "10.99.0.1_8080", "address": {"socket_address": {"address": "10.99.0.1", "port_value": 8080}}, "bind_to_port": false,
-                 "filter_chains": [{"filters": [hcm(json!({"name": "app", "virtual_hosts": [{"name": "app", "domains": ["*"], "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "app"}, "response_headers_to_add": [{"header": {"key": "x-via", "value": "app-listener"}}]}]}]}), json!({"stat_prefix": "outbound_8080"}))]}]},
-            ],
-            "clusters": [
-                {"name": "PassthroughCluster", "type": "ORIGINAL_DST", "lb_policy": "CLUSTER_PROVIDED", "connect_timeout": "1s"},
-                {"name": "app", "type": "ORIGINAL_DST", "lb_policy": "CLUSTER_PROVIDED", "connect_timeout": "1s"},
-            ]}})
+        "listeners": [
+            {"name": "virtualOutbound", "address": {"socket_address": {"address": "0.0.0.0", "port_value": 15001}}, "use_original_dst": true,
+             "listener_filters": [{"name": "envoy.filters.listener.original_dst", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.listener.original_dst.v3.OriginalDst"}}],
+             "filter_chains": [{"filters": tcp_filter("passthrough", "PassthroughCluster")}]},
+            {"name": "10.99.0.1_8080", "address": {"socket_address": {"address": "10.99.0.1", "port_value": 8080}}, "bind_to_port": false,
+             "filter_chains": [{"filters": [hcm(json!({"name": "app", "virtual_hosts": [{"name": "app", "domains": ["*"], "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "app"}, "response_headers_to_add": [{"header": {"key": "x-via", "value": "app-listener"}}]}]}]}), json!({"stat_prefix": "outbound_8080"}))]}]},
+        ],
+        "clusters": [
+            {"name": "PassthroughCluster", "type": "ORIGINAL_DST", "lb_policy": "CLUSTER_PROVIDED", "connect_timeout": "1s"},
+            {"name": "app", "type": "ORIGINAL_DST", "lb_policy": "CLUSTER_PROVIDED", "connect_timeout": "1s"},
+        ]}})
     };
     for kind in [ProxyKind::Envoy, ProxyKind::Weft] {
         let admin_port = 15000;
@@ -208,7 +229,8 @@ async fn original_dst_handoff_behind_iptables_redirect() {
             ProxyKind::Envoy => weft_test_support::envoy_path().expect("envoy").display().to_string(),
             ProxyKind::Weft => WEFT.to_string(),
         };
-        let mut args: Vec<String> = vec!["netns".into(), "exec".into(), ns.name.clone(), "setpriv".into(), "--regid=1337".into(), "--clear-groups".into(), bin];
+        let mut args: Vec<String> =
+            vec!["netns".into(), "exec".into(), ns.name.clone(), "setpriv".into(), "--regid=1337".into(), "--clear-groups".into(), bin];
         if kind == ProxyKind::Weft {
             args.push("proxy".into());
         } else {
@@ -216,7 +238,12 @@ async fn original_dst_handoff_behind_iptables_redirect() {
         }
         args.extend(["-c".into(), cfg.display().to_string(), "--concurrency".into(), "1".into(), "-l".into(), "warning".into()]);
         let log = std::fs::File::create(dir.join("log")).expect("log");
-        let mut child = Command::new("ip").args(&args).stdout(Stdio::from(log.try_clone().expect("log"))).stderr(Stdio::from(log)).spawn().expect("spawn proxy");
+        let mut child = Command::new("ip")
+            .args(&args)
+            .stdout(Stdio::from(log.try_clone().expect("log")))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("spawn proxy");
         eventually(Duration::from_secs(20), "proxy ready in the namespace", || async {
             curl_in(&ns, &format!("http://127.0.0.1:{admin_port}/ready")).contains("LIVE").then_some(())
         })
@@ -228,8 +255,14 @@ async fn original_dst_handoff_behind_iptables_redirect() {
         let _ = child.wait();
         let log_text = std::fs::read_to_string(dir.join("log")).unwrap_or_default();
         let _ = std::fs::remove_dir_all(&dir);
-        assert!(via_app.contains("app-8080") && via_app.to_ascii_lowercase().contains("x-via: app-listener"), "{kind}: 8080 should be handed to its listener:\n{via_app}\n{log_text}");
-        assert!(passthrough.contains("other-9090") && !passthrough.to_ascii_lowercase().contains("x-via"), "{kind}: 9090 should pass through:\n{passthrough}");
+        assert!(
+            via_app.contains("app-8080") && via_app.to_ascii_lowercase().contains("x-via: app-listener"),
+            "{kind}: 8080 should be handed to its listener:\n{via_app}\n{log_text}"
+        );
+        assert!(
+            passthrough.contains("other-9090") && !passthrough.to_ascii_lowercase().contains("x-via"),
+            "{kind}: 9090 should pass through:\n{passthrough}"
+        );
         assert!(stats.contains("tcp.passthrough.downstream_cx_total: 1"), "{kind}: passthrough stats:\n{stats}");
         assert!(stats.contains("http.outbound_8080.downstream_rq_total: 1"), "{kind}: hand-off stats");
     }

@@ -177,7 +177,10 @@ async fn tcp_weighted_clusters_and_idle_timeout() {
         })
         .await;
         assert_eq!(closed, Ok(true), "{}: idle connection not closed", r.kind);
-        eventually(Duration::from_secs(5), "idle timeout counter", || async { (r.stat("tcp.split.idle_timeout").await >= 1).then_some(()) }).await;
+        eventually(Duration::from_secs(5), "idle timeout counter", || async {
+            (r.stat("tcp.split.idle_timeout").await >= 1).then_some(())
+        })
+        .await;
     }
 }
 
@@ -208,9 +211,13 @@ async fn gateway_error_outlier_ejection_when_enforced() {
         http_bootstrap(
             p,
             json!([{"name": "all", "domains": ["*"], "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "svc"}}]}]),
-            vec![cluster("svc", &ports, json!({"outlier_detection": {
+            vec![cluster(
+                "svc",
+                &ports,
+                json!({"outlier_detection": {
                 "consecutive_5xx": 0, "consecutive_gateway_failure": 2, "enforcing_consecutive_gateway_failure": 100,
-                "interval": "10s", "base_ejection_time": "60s", "max_ejection_percent": 50}}))],
+                "interval": "10s", "base_ejection_time": "60s", "max_ejection_percent": 50}}),
+            )],
             json!({}),
         )
     })
@@ -233,10 +240,16 @@ async fn config_yaml_flag_merges_over_the_file() {
     let port = up.port();
     for kind in [weft_test_support::ProxyKind::Envoy, weft_test_support::ProxyKind::Weft] {
         let p = Ports { admin: weft_test_support::free_port(), listen: [weft_test_support::free_port(), 0, 0, 0] };
-        let base = http_bootstrap(&p, json!([{"name": "all", "domains": ["*"], "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "up"}}]}]), vec![cluster("up", &[port], json!({}))], json!({}));
+        let base = http_bootstrap(
+            &p,
+            json!([{"name": "all", "domains": ["*"], "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "up"}}]}]),
+            vec![cluster("up", &[port], json!({}))],
+            json!({}),
+        );
         let text = serde_json::to_string(&base).unwrap_or_default();
         let over = "node: {id: merged-node, cluster: merged-cluster}";
-        let proc = weft_test_support::ProxyProcess::start_with_args(kind, WEFT, &text, p.admin, &["--config-yaml", over]).await.expect("start");
+        let proc =
+            weft_test_support::ProxyProcess::start_with_args(kind, WEFT, &text, p.admin, &["--config-yaml", over]).await.expect("start");
         let info: serde_json::Value = serde_json::from_slice(&proc.admin_get("/server_info").await.body).unwrap_or_default();
         let id = info["node"]["id"].as_str().or(info["command_line_options"]["service_node"].as_str()).unwrap_or_default().to_string();
         assert_eq!(id, "merged-node", "{kind}: {info}");

@@ -111,27 +111,40 @@ async fn admin_endpoints() {
             assert!(prom.lines().any(|l| l == line), "{}: /stats/prometheus lacks {line}", r.kind);
         }
         let dump: serde_json::Value = serde_json::from_slice(&r.proxy.admin_get("/config_dump").await.body).unwrap_or_default();
-        let types: Vec<&str> = dump["configs"].as_array().map(|a| a.iter().filter_map(|c| c["@type"].as_str()).collect()).unwrap_or_default();
+        let types: Vec<&str> =
+            dump["configs"].as_array().map(|a| a.iter().filter_map(|c| c["@type"].as_str()).collect()).unwrap_or_default();
         assert!(types.contains(&"type.googleapis.com/envoy.admin.v3.BootstrapConfigDump"), "{}: {types:?}", r.kind);
         let clusters = r.proxy.admin_get("/clusters").await.text();
         assert!(clusters.contains(&format!("up::127.0.0.1:{port}::health_flags::healthy")), "{}: {clusters}", r.kind);
         assert!(clusters.contains(&format!("up::127.0.0.1:{port}::rq_total::4")), "{}: {clusters}", r.kind);
         let get_quit = r.proxy.admin_get("/quitquitquit").await;
         assert_eq!(get_quit.status, 405, "{}: GET /quitquitquit must be refused", r.kind);
-        let level = weft_test_support::send(&format!("127.0.0.1:{}", r.ports.admin), Req::get("/logging?level=debug").method("POST")).await.map(|r| r.status).unwrap_or(0);
+        let level = weft_test_support::send(&format!("127.0.0.1:{}", r.ports.admin), Req::get("/logging?level=debug").method("POST"))
+            .await
+            .map(|r| r.status)
+            .unwrap_or(0);
         assert_eq!(level, 200, "{}", r.kind);
     }
 }
 
 #[tokio::test]
 async fn quitquitquit_exits_cleanly() {
-    let [mut envoy, mut weft] = both(|p| http_bootstrap(p, json!([{"name": "all", "domains": ["*"], "routes": [direct(json!({"prefix": "/"}), "x")]}]), vec![], json!({}))).await;
+    let [mut envoy, mut weft] = both(|p| {
+        http_bootstrap(p, json!([{"name": "all", "domains": ["*"], "routes": [direct(json!({"prefix": "/"}), "x")]}]), vec![], json!({}))
+    })
+    .await;
     for r in [&mut envoy, &mut weft] {
-        let resp = weft_test_support::send(&format!("127.0.0.1:{}", r.ports.admin), Req::get("/quitquitquit").method("POST")).await.map(|r| r.status).unwrap_or(0);
+        let resp = weft_test_support::send(&format!("127.0.0.1:{}", r.ports.admin), Req::get("/quitquitquit").method("POST"))
+            .await
+            .map(|r| r.status)
+            .unwrap_or(0);
         assert_eq!(resp, 200, "{}", r.kind);
         let pid = r.proxy.pid();
         eventually(Duration::from_secs(15), "the proxy to exit after quitquitquit", || async {
-            let alive = pid.is_some_and(|p| std::path::Path::new(&format!("/proc/{p}")).exists() && !std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default().contains(") Z "));
+            let alive = pid.is_some_and(|p| {
+                std::path::Path::new(&format!("/proc/{p}")).exists()
+                    && !std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default().contains(") Z ")
+            });
             (!alive).then_some(())
         })
         .await;
@@ -145,11 +158,19 @@ async fn sigterm_drains_in_flight_requests_then_exits_zero() {
     let up = Upstream::start("up").await;
     let port = up.port();
     let mut run = start(ProxyKind::Weft, &|p| {
-        http_bootstrap(p, json!([{"name": "all", "domains": ["*"], "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "up"}}]}]), vec![cluster("up", &[port], json!({}))], json!({}))
+        http_bootstrap(
+            p,
+            json!([{"name": "all", "domains": ["*"], "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "up"}}]}]),
+            vec![cluster("up", &[port], json!({}))],
+            json!({}),
+        )
     })
     .await;
     let addr = run.addr();
-    let inflight = tokio::spawn(async move { weft_test_support::send(&addr, Req::get("/slow").host("test.local").header("x-echo-delay-ms", "700")).await });
+    let inflight =
+        tokio::spawn(
+            async move { weft_test_support::send(&addr, Req::get("/slow").host("test.local").header("x-echo-delay-ms", "700")).await },
+        );
     eventually(Duration::from_secs(5), "the slow request to reach the upstream", || async { (up.requests() == 1).then_some(()) }).await;
     let code = tokio::task::spawn_blocking(move || {
         let c = run.proxy.terminate();

@@ -145,7 +145,11 @@ async fn websocket(addr: &str, path: &str) -> (String, Option<String>) {
     }
     r.get_mut().write_all(b"ping frame").await.expect("write frame");
     let mut buf = [0u8; 10];
-    let echoed = tokio::time::timeout(Duration::from_secs(5), r.read_exact(&mut buf)).await.ok().and_then(|x| x.ok()).map(|_| String::from_utf8_lossy(&buf).into_owned());
+    let echoed = tokio::time::timeout(Duration::from_secs(5), r.read_exact(&mut buf))
+        .await
+        .ok()
+        .and_then(|x| x.ok())
+        .map(|_| String::from_utf8_lossy(&buf).into_owned());
     (status.trim().to_string(), echoed)
 }
 

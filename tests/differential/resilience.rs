@@ -9,7 +9,8 @@ use crate::harness::*;
 
 async fn concurrent(run: &Run, n: usize, req: Req) -> Vec<(u16, Option<String>)> {
     let futs = (0..n).map(|_| run.send(req.clone()));
-    let mut out: Vec<(u16, Option<String>)> = futures::future::join_all(futs).await.into_iter().map(|r| (r.status, r.header("x-envoy-overloaded"))).collect();
+    let mut out: Vec<(u16, Option<String>)> =
+        futures::future::join_all(futs).await.into_iter().map(|r| (r.status, r.header("x-envoy-overloaded"))).collect();
     out.sort();
     out
 }
@@ -26,7 +27,11 @@ async fn circuit_breaker_overflow_answers_503_overloaded() {
                 {"match": {"prefix": "/requests"}, "route": {"cluster": "requests"}},
             ]}]),
             vec![
-                cluster("pending", &[port], json!({"circuit_breakers": {"thresholds": [{"max_connections": 1, "max_pending_requests": 1}]}})),
+                cluster(
+                    "pending",
+                    &[port],
+                    json!({"circuit_breakers": {"thresholds": [{"max_connections": 1, "max_pending_requests": 1}]}}),
+                ),
                 cluster("requests", &[port], json!({"circuit_breakers": {"thresholds": [{"max_requests": 1}]}})),
             ],
             json!({}),
@@ -38,7 +43,8 @@ async fn circuit_breaker_overflow_answers_503_overloaded() {
         up.reset();
         let first = r.send(Req::get("/pending").header("x-echo-delay-ms", "500"));
         let rest = async {
-            eventually(Duration::from_secs(5), "the first request to reach the upstream", || async { (up.requests() == 1).then_some(()) }).await;
+            eventually(Duration::from_secs(5), "the first request to reach the upstream", || async { (up.requests() == 1).then_some(()) })
+                .await;
             concurrent(r, 2, Req::get("/pending").header("x-echo-delay-ms", "10")).await
         };
         let (first, got) = tokio::join!(first, rest);
@@ -49,11 +55,17 @@ async fn circuit_breaker_overflow_answers_503_overloaded() {
         up.reset();
         let first = r.send(Req::get("/requests").header("x-echo-delay-ms", "500"));
         let second = async {
-            eventually(Duration::from_secs(5), "the first request to reach the upstream", || async { (up.requests() == 1).then_some(()) }).await;
+            eventually(Duration::from_secs(5), "the first request to reach the upstream", || async { (up.requests() == 1).then_some(()) })
+                .await;
             r.send(Req::get("/requests")).await
         };
         let (first, second) = tokio::join!(first, second);
-        assert_eq!((first.status, second.status, second.header("x-envoy-overloaded")), (200, 503, Some("true".into())), "{} request overflow", r.kind);
+        assert_eq!(
+            (first.status, second.status, second.header("x-envoy-overloaded")),
+            (200, 503, Some("true".into())),
+            "{} request overflow",
+            r.kind
+        );
         assert_eq!(second.text(), "upstream connect error or disconnect/reset before headers. reset reason: overflow", "{}", r.kind);
     }
     let e = runs[0].send(Req::get("/requests")).await;
@@ -69,8 +81,12 @@ async fn outlier_detection_ejects_a_failing_host() {
         http_bootstrap(
             p,
             json!([{"name": "all", "domains": ["*"], "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "svc"}}]}]),
-            vec![cluster("svc", &ports, json!({"outlier_detection": {
-                "consecutive_5xx": 3, "interval": "10s", "base_ejection_time": "60s", "max_ejection_percent": 100}}))],
+            vec![cluster(
+                "svc",
+                &ports,
+                json!({"outlier_detection": {
+                "consecutive_5xx": 3, "interval": "10s", "base_ejection_time": "60s", "max_ejection_percent": 100}}),
+            )],
             json!({}),
         )
     })
@@ -164,15 +180,9 @@ async fn fault_injection_abort_delay_and_header_control() {
         b
     })
     .await;
-    let seen = same(
-        &runs,
-        &[
-            Req::get("/").header("x-fault", "abort"),
-            Req::get("/").header("x-envoy-fault-abort-request", "429"),
-            Req::get("/"),
-        ],
-    )
-    .await;
+    let seen =
+        same(&runs, &[Req::get("/").header("x-fault", "abort"), Req::get("/").header("x-envoy-fault-abort-request", "429"), Req::get("/")])
+            .await;
     assert_eq!((seen[0]["status"].as_u64(), seen[0]["body"].as_str()), (Some(503), Some("fault filter abort")));
     assert_eq!(seen[1]["status"], 429);
     assert_eq!(seen[2]["status"], 200);

@@ -22,7 +22,17 @@ async fn virtual_host_domains_exact_wildcards_and_ports() {
         )
     })
     .await;
-    let hosts = ["api.example.com", "API.Example.com", "api.example.com:8080", "api.example.com:9090", "x.example.com", "a.svc.example.com", "reviews.default", "reviews", "other"];
+    let hosts = [
+        "api.example.com",
+        "API.Example.com",
+        "api.example.com:8080",
+        "api.example.com:9090",
+        "x.example.com",
+        "a.svc.example.com",
+        "reviews.default",
+        "reviews",
+        "other",
+    ];
     let reqs: Vec<Req> = hosts.iter().map(|h| Req::get("/").host(h)).collect();
     let seen = same(&runs, &reqs).await;
     let bodies: Vec<String> = seen.iter().map(|v| v["body"].as_str().unwrap_or_default().to_string()).collect();
@@ -48,11 +58,40 @@ async fn route_path_matchers() {
         )
     })
     .await;
-    let paths = ["/exact", "/exact/", "/exact?x=1", "/sep", "/sep/a", "/separate", "/items/42", "/items/42x", "/case/x", "/CASE", "/prefix", "/other"];
+    let paths = [
+        "/exact",
+        "/exact/",
+        "/exact?x=1",
+        "/sep",
+        "/sep/a",
+        "/separate",
+        "/items/42",
+        "/items/42x",
+        "/case/x",
+        "/CASE",
+        "/prefix",
+        "/other",
+    ];
     let reqs: Vec<Req> = paths.iter().map(|p| Req::get(p)).collect();
     let seen = same(&runs, &reqs).await;
     let bodies: Vec<&str> = seen.iter().map(|v| v["body"].as_str().unwrap_or_default()).collect();
-    assert_eq!(bodies, ["path", "default", "path", "separated", "separated", "default", "regex", "default", "insensitive", "insensitive", "prefix", "default"]);
+    assert_eq!(
+        bodies,
+        [
+            "path",
+            "default",
+            "path",
+            "separated",
+            "separated",
+            "default",
+            "regex",
+            "default",
+            "insensitive",
+            "insensitive",
+            "prefix",
+            "default"
+        ]
+    );
 }
 
 #[tokio::test]
@@ -94,7 +133,24 @@ async fn header_matchers() {
     ];
     let seen = same(&runs, &reqs).await;
     let bodies: Vec<&str> = seen.iter().map(|v| v["body"].as_str().unwrap_or_default()).collect();
-    assert_eq!(bodies, ["exact", "default", "prefix", "suffix", "contains", "regex", "default", "ignore-case", "present", "inverted", "default", "method", "default"]);
+    assert_eq!(
+        bodies,
+        [
+            "exact",
+            "default",
+            "prefix",
+            "suffix",
+            "contains",
+            "regex",
+            "default",
+            "ignore-case",
+            "present",
+            "inverted",
+            "default",
+            "method",
+            "default"
+        ]
+    );
 }
 
 #[tokio::test]
@@ -123,7 +179,12 @@ async fn query_parameter_matchers() {
 #[tokio::test]
 async fn no_route_is_404_and_no_virtual_host_is_404() {
     let runs = both(|p| {
-        http_bootstrap(p, json!([{"name": "only", "domains": ["only.example"], "routes": [direct(json!({"path": "/x"}), "x")]}]), vec![], json!({}))
+        http_bootstrap(
+            p,
+            json!([{"name": "only", "domains": ["only.example"], "routes": [direct(json!({"path": "/x"}), "x")]}]),
+            vec![],
+            json!({}),
+        )
     })
     .await;
     let seen = same(&runs, &[Req::get("/y").host("only.example"), Req::get("/x").host("elsewhere")]).await;

@@ -241,7 +241,10 @@ async fn connect_failure_and_retry_on_connect_failure() {
     .await;
     let seen = same(&runs, &[Req::get("/plain"), Req::get("/retry")]).await;
     assert_eq!(seen[0]["status"], 503);
-    assert!(seen[0]["body"].as_str().unwrap_or_default().starts_with("upstream connect error or disconnect/reset before headers. reset reason: remote connection failure"));
+    assert!(seen[0]["body"]
+        .as_str()
+        .unwrap_or_default()
+        .starts_with("upstream connect error or disconnect/reset before headers. reset reason: remote connection failure"));
     assert!(seen[1]["body"].as_str().unwrap_or_default().contains("retried and the latest reset reason"));
     for r in &runs {
         assert_eq!(r.stat("cluster.dead.upstream_rq_retry").await, 2, "{}", r.kind);

@@ -58,7 +58,8 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, drain: Drain) {
 fn handle(req: Request<Incoming>, s: &Shared) -> Response<Body> {
     let path = req.uri().path();
     let q = query_map(req.uri().query());
-    let post_only = matches!(path, "/quitquitquit" | "/logging" | "/healthcheck/fail" | "/healthcheck/ok" | "/drain_listeners" | "/reset_counters");
+    let post_only =
+        matches!(path, "/quitquitquit" | "/logging" | "/healthcheck/fail" | "/healthcheck/ok" | "/drain_listeners" | "/reset_counters");
     if post_only && req.method() != Method::POST {
         return reply(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "This operation requires a POST.\n");
     }

@@ -58,10 +58,9 @@ impl Listeners {
     fn owner(&self, dst: SocketAddr, except: &ListenerRuntime) -> Option<&Arc<ListenerRuntime>> {
         let not_self = |l: &&Arc<ListenerRuntime>| !std::ptr::eq(l.as_ref(), except);
         self.all.iter().filter(not_self).find(|l| l.cfg.address == dst).or_else(|| {
-            self.all
-                .iter()
-                .filter(not_self)
-                .find(|l| l.cfg.address.port() == dst.port() && l.cfg.address.ip().is_unspecified() && l.cfg.address.is_ipv4() == dst.is_ipv4())
+            self.all.iter().filter(not_self).find(|l| {
+                l.cfg.address.port() == dst.port() && l.cfg.address.ip().is_unspecified() && l.cfg.address.is_ipv4() == dst.is_ipv4()
+            })
         })
     }
 }
@@ -205,7 +204,7 @@ fn ip_of(a: SocketAddr) -> IpAddr {
 
 /// Narrows candidates by one criterion: specific matches win; otherwise the ones that do not
 /// set the criterion.
-fn narrow<'a>(cands: Vec<&'a Chain>, score: impl Fn(&ChainMatch) -> Option<Option<u32>>) -> Vec<&'a Chain> {
+fn narrow(cands: Vec<&Chain>, score: impl Fn(&ChainMatch) -> Option<Option<u32>>) -> Vec<&Chain> {
     // score: None = criterion unset; Some(None) = set, no match; Some(Some(s)) = match with specificity s.
     let best = cands.iter().filter_map(|c| score(&c.cfg.matcher).flatten()).max();
     match best {

@@ -92,9 +92,11 @@ pub async fn start(config: Config, opts: Options) -> Result<Running, StartError>
         if !rt.cfg.bind_to_port {
             continue;
         }
-        let sock = TcpListener::bind(rt.cfg.address)
-            .await
-            .map_err(|source| StartError::Bind { name: rt.cfg.name.clone(), addr: rt.cfg.address, source })?;
+        let sock = TcpListener::bind(rt.cfg.address).await.map_err(|source| StartError::Bind {
+            name: rt.cfg.name.clone(),
+            addr: rt.cfg.address,
+            source,
+        })?;
         bound.push((rt.clone(), sock));
     }
     let admin = match &config.admin {

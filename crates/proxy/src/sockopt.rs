@@ -15,9 +15,8 @@ pub fn original_dst<S: AsRawFd>(sock: &S, ipv6: bool) -> Option<SocketAddr> {
         let mut addr: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
         let mut len = std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t;
         // SAFETY: `addr` is a properly sized, writable sockaddr_in6 and `len` holds its size.
-        let rc = unsafe {
-            libc::getsockopt(fd, libc::SOL_IPV6, IP6T_SO_ORIGINAL_DST, (&mut addr as *mut libc::sockaddr_in6).cast(), &mut len)
-        };
+        let rc =
+            unsafe { libc::getsockopt(fd, libc::SOL_IPV6, IP6T_SO_ORIGINAL_DST, (&mut addr as *mut libc::sockaddr_in6).cast(), &mut len) };
         if rc != 0 {
             return None;
         }

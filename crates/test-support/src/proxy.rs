@@ -66,7 +66,13 @@ impl ProxyProcess {
         Self::start_with_args(kind, weft_bin, bootstrap, admin, &[]).await
     }
 
-    pub async fn start_with_args(kind: ProxyKind, weft_bin: &str, bootstrap: &str, admin: u16, extra: &[&str]) -> anyhow::Result<ProxyProcess> {
+    pub async fn start_with_args(
+        kind: ProxyKind,
+        weft_bin: &str,
+        bootstrap: &str,
+        admin: u16,
+        extra: &[&str],
+    ) -> anyhow::Result<ProxyProcess> {
         let dir = temp_dir(&kind.to_string());
         let cfg = dir.join("bootstrap.yaml");
         std::fs::write(&cfg, bootstrap)?;

@@ -81,7 +81,14 @@ impl Drop for Upstream {
     }
 }
 
-async fn answer(req: http::Request<Incoming>, name: &str, count: &AtomicU64, failed: &AtomicU64, forced: u16, peer: SocketAddr) -> http::Response<Full<Bytes>> {
+async fn answer(
+    req: http::Request<Incoming>,
+    name: &str,
+    count: &AtomicU64,
+    failed: &AtomicU64,
+    forced: u16,
+    peer: SocketAddr,
+) -> http::Response<Full<Bytes>> {
     count.fetch_add(1, Ordering::SeqCst);
     let h = |k: &str| req.headers().get(k).and_then(|v| v.to_str().ok()).map(str::to_string);
     if let Some(ms) = h("x-echo-delay-ms").and_then(|v| v.parse::<u64>().ok()) {

@@ -142,7 +142,10 @@ pub fn run(args: ProxyArgs) -> ExitCode {
     };
     let (filter, handle) = reload::Layer::new(EnvFilter::new(directive));
     use tracing_subscriber::prelude::*;
-    tracing_subscriber::registry().with(filter).with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))).init();
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())))
+        .init();
 
     let (bootstrap, dump) = match load_config(&args) {
         Ok(x) => x,
@@ -167,7 +170,8 @@ pub fn run(args: ProxyArgs) -> ExitCode {
         eprintln!("weft proxy: --mode {:?} is not supported (serve, validate)", args.mode);
         return ExitCode::from(1);
     }
-    let concurrency = args.concurrency.filter(|c| *c > 0).unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    let concurrency =
+        args.concurrency.filter(|c| *c > 0).unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
     let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(concurrency).enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

@@ -105,7 +105,9 @@ pub fn load_typed<T: DeserializeOwned>(text: &str, format: SourceFormat, source_
                 };
                 shape_error(source_name, Some(line), Some(col), &path, message)
             })?;
-            de.end().map_err(|e| shape_error(source_name, Some(e.line()), Some(e.column()), "", "trailing characters after the document".into()))?;
+            de.end().map_err(|e| {
+                shape_error(source_name, Some(e.line()), Some(e.column()), "", "trailing characters after the document".into())
+            })?;
             Ok(v)
         }
     }
@@ -217,7 +219,8 @@ static_resources:
 
     #[test]
     fn json_is_accepted() {
-        let b = load_bootstrap(r#"{"static_resources": {"clusters": [{"name": "c", "connect_timeout": "1s"}]}}"#, SourceFormat::Json, "b.json");
+        let b =
+            load_bootstrap(r#"{"static_resources": {"clusters": [{"name": "c", "connect_timeout": "1s"}]}}"#, SourceFormat::Json, "b.json");
         assert!(b.is_ok(), "{:?}", b.err());
     }
 }

@@ -221,9 +221,7 @@ fn line_format(f: Option<&SubstitutionFormatString>, legacy_text: Option<&String
     if let Some(j) = &f.json_format {
         let mut fields = Vec::new();
         for (k, v) in j {
-            let s = v
-                .as_str()
-                .ok_or_else(|| ConfigError::new(format!("{lpath}.json_format.{k}"), "only string values are supported"))?;
+            let s = v.as_str().ok_or_else(|| ConfigError::new(format!("{lpath}.json_format.{k}"), "only string values are supported"))?;
             fields.push((k.clone(), Format::parse(s).map_err(|m| ConfigError::new(format!("{lpath}.json_format.{k}"), m))?));
         }
         return Ok(LineFormat::Json(fields));
@@ -258,8 +256,12 @@ impl AccessLogConfig {
                 };
                 Ok(AccessLogConfig { sink, format })
             }
-            Some(WireConfig::Stdout(s)) => Ok(AccessLogConfig { sink: Sink::Stdout, format: line_format(s.log_format.as_ref(), None, &tpath)? }),
-            Some(WireConfig::Stderr(s)) => Ok(AccessLogConfig { sink: Sink::Stderr, format: line_format(s.log_format.as_ref(), None, &tpath)? }),
+            Some(WireConfig::Stdout(s)) => {
+                Ok(AccessLogConfig { sink: Sink::Stdout, format: line_format(s.log_format.as_ref(), None, &tpath)? })
+            }
+            Some(WireConfig::Stderr(s)) => {
+                Ok(AccessLogConfig { sink: Sink::Stderr, format: line_format(s.log_format.as_ref(), None, &tpath)? })
+            }
             None => Err(ConfigError::new(tpath, "required")),
         }
     }
@@ -272,7 +274,11 @@ mod tests {
     #[test]
     fn default_format_parses() {
         let f = Format::parse(DEFAULT_FORMAT).expect("default format");
-        assert!(f.tokens.contains(&Token::Command(Command::Req { main: "x-envoy-original-path".into(), alt: Some(":path".into()), max_len: None })));
+        assert!(f.tokens.contains(&Token::Command(Command::Req {
+            main: "x-envoy-original-path".into(),
+            alt: Some(":path".into()),
+            max_len: None
+        })));
     }
 
     #[test]

@@ -138,25 +138,34 @@ impl ClusterConfig {
             DiscoveryType::LogicalDns => Discovery::LogicalDns { refresh: dns_refresh },
             DiscoveryType::OriginalDst => Discovery::OriginalDst,
             DiscoveryType::Eds => {
-                return Err(ConfigError::new(format!("{path}.type"), "EDS needs a control plane and is not supported in a static bootstrap"))
+                return Err(ConfigError::new(
+                    format!("{path}.type"),
+                    "EDS needs a control plane and is not supported in a static bootstrap",
+                ))
             }
         };
         let lb = match c.lb_policy {
             WireLb::RoundRobin => LbPolicy::RoundRobin,
-            WireLb::LeastRequest => LbPolicy::LeastRequest {
-                choice_count: c.least_request_lb_config.as_ref().and_then(|l| l.choice_count).unwrap_or(2).max(2),
-            },
+            WireLb::LeastRequest => {
+                LbPolicy::LeastRequest { choice_count: c.least_request_lb_config.as_ref().and_then(|l| l.choice_count).unwrap_or(2).max(2) }
+            }
             WireLb::Random => LbPolicy::Random,
             WireLb::RingHash => {
                 let r = c.ring_hash_lb_config.clone().unwrap_or_default();
                 let min = r.minimum_ring_size.unwrap_or(1024);
                 let max = r.maximum_ring_size.unwrap_or(8 * 1024 * 1024);
                 if min > max || max > 8 * 1024 * 1024 {
-                    return Err(ConfigError::new(format!("{path}.ring_hash_lb_config"), "minimum_ring_size must not exceed maximum_ring_size (at most 8M)"));
+                    return Err(ConfigError::new(
+                        format!("{path}.ring_hash_lb_config"),
+                        "minimum_ring_size must not exceed maximum_ring_size (at most 8M)",
+                    ));
                 }
                 if let Some(f) = &r.hash_function {
                     if f != "XX_HASH" {
-                        return Err(ConfigError::new(format!("{path}.ring_hash_lb_config.hash_function"), format!("{f:?} is not supported (XX_HASH is)")));
+                        return Err(ConfigError::new(
+                            format!("{path}.ring_hash_lb_config.hash_function"),
+                            format!("{f:?} is not supported (XX_HASH is)"),
+                        ));
                     }
                 }
                 LbPolicy::RingHash { min_ring: min, max_ring: max }
@@ -164,7 +173,10 @@ impl ClusterConfig {
             WireLb::Maglev => {
                 let size = c.maglev_lb_config.as_ref().and_then(|m| m.table_size).unwrap_or(65537);
                 if !is_prime(size) || size > 5_000_011 {
-                    return Err(ConfigError::new(format!("{path}.maglev_lb_config.table_size"), format!("{size} must be a prime number no larger than 5000011")));
+                    return Err(ConfigError::new(
+                        format!("{path}.maglev_lb_config.table_size"),
+                        format!("{size} must be a prime number no larger than 5000011"),
+                    ));
                 }
                 LbPolicy::Maglev { table_size: size }
             }
@@ -194,7 +206,9 @@ impl ClusterConfig {
                     return Err(ConfigError::new(format!("{epath}.load_balancing_weight"), "must be at least 1"));
                 }
                 let health_check_port = match &ep.health_check_config {
-                    Some(h) if h.port_value.unwrap_or(0) != 0 => Some(port_value(h.port_value, &format!("{epath}.endpoint.health_check_config.port_value"))?),
+                    Some(h) if h.port_value.unwrap_or(0) != 0 => {
+                        Some(port_value(h.port_value, &format!("{epath}.endpoint.health_check_config.port_value"))?)
+                    }
                     _ => None,
                 };
                 endpoints.push(EndpointConfig {
@@ -223,7 +237,9 @@ impl ClusterConfig {
         }
 
         let mut cb = CircuitBreakerConfig::default();
-        if let Some(t) = c.circuit_breakers.as_ref().and_then(|cbs| cbs.thresholds.iter().find(|t| t.priority == wire::RoutingPriority::Default)) {
+        if let Some(t) =
+            c.circuit_breakers.as_ref().and_then(|cbs| cbs.thresholds.iter().find(|t| t.priority == wire::RoutingPriority::Default))
+        {
             if let Some(v) = t.max_connections {
                 cb.max_connections = u64::from(v);
             }
@@ -302,15 +318,16 @@ impl ClusterConfig {
         if connect_timeout.is_zero() {
             return Err(ConfigError::new(format!("{path}.connect_timeout"), "must be greater than zero"));
         }
-        let original_dst_header = match &c.original_dst_lb_config {
-            Some(o) if o.use_http_header => {
-                let name = o.http_header_name.clone().unwrap_or_else(|| "x-envoy-original-dst-host".into());
-                Some(http::HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes()).map_err(|_| {
-                    ConfigError::new(format!("{path}.original_dst_lb_config.http_header_name"), "not a valid header name")
-                })?)
-            }
-            _ => None,
-        };
+        let original_dst_header =
+            match &c.original_dst_lb_config {
+                Some(o) if o.use_http_header => {
+                    let name = o.http_header_name.clone().unwrap_or_else(|| "x-envoy-original-dst-host".into());
+                    Some(http::HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes()).map_err(|_| {
+                        ConfigError::new(format!("{path}.original_dst_lb_config.http_header_name"), "not a valid header name")
+                    })?)
+                }
+                _ => None,
+            };
         Ok(ClusterConfig {
             name: c.name.clone(),
             alt_stat_name: c.alt_stat_name.clone().filter(|s| !s.is_empty()),
@@ -345,7 +362,7 @@ fn is_prime(n: u64) -> bool {
     }
     let mut i = 2;
     while i * i <= n {
-        if n % i == 0 {
+        if n.is_multiple_of(i) {
             return false;
         }
         i += 1;
@@ -378,7 +395,10 @@ fn health_check(h: &wire::HealthCheck, path: &str) -> Result<HealthCheckConfig> 
             let mut expected = Vec::new();
             for (i, r) in hh.expected_statuses.iter().enumerate() {
                 if r.start < 100 || r.end > 600 || r.start >= r.end {
-                    return Err(ConfigError::new(format!("{path}.http_health_check.expected_statuses[{i}]"), "must be a non-empty range within [100, 600)"));
+                    return Err(ConfigError::new(
+                        format!("{path}.http_health_check.expected_statuses[{i}]"),
+                        "must be a non-empty range within [100, 600)",
+                    ));
                 }
                 expected.push((r.start as u16, r.end as u16));
             }
@@ -391,7 +411,9 @@ fn health_check(h: &wire::HealthCheck, path: &str) -> Result<HealthCheckConfig> 
             let payload = |p: &wire::Payload, pp: String| -> Result<Vec<u8>> {
                 match (&p.text, &p.binary) {
                     (Some(t), None) => hex(t).ok_or_else(|| ConfigError::new(format!("{pp}.text"), "must be hex-encoded")),
-                    (None, Some(b)) => super::route::decode_base64(b).ok_or_else(|| ConfigError::new(format!("{pp}.binary"), "must be base64")),
+                    (None, Some(b)) => {
+                        super::route::decode_base64(b).ok_or_else(|| ConfigError::new(format!("{pp}.binary"), "must be base64"))
+                    }
                     _ => Err(ConfigError::new(pp, "exactly one of text or binary is required")),
                 }
             };
@@ -411,13 +433,16 @@ fn health_check(h: &wire::HealthCheck, path: &str) -> Result<HealthCheckConfig> 
         timeout,
         interval,
         no_traffic_interval: h.no_traffic_interval.map(|d| d.0).filter(|d| !d.is_zero()).unwrap_or(Duration::from_secs(60)),
-        unhealthy_threshold: h.unhealthy_threshold.ok_or_else(|| ConfigError::new(format!("{path}.unhealthy_threshold"), "required"))?.max(1),
+        unhealthy_threshold: h
+            .unhealthy_threshold
+            .ok_or_else(|| ConfigError::new(format!("{path}.unhealthy_threshold"), "required"))?
+            .max(1),
         healthy_threshold: h.healthy_threshold.ok_or_else(|| ConfigError::new(format!("{path}.healthy_threshold"), "required"))?.max(1),
     })
 }
 
 fn hex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()

@@ -157,12 +157,8 @@ impl ListenerConfig {
         for (i, f) in l.listener_filters.iter().enumerate() {
             let fpath = format!("{path}.listener_filters[{i}]");
             match (&f.typed_config, f.name.as_str()) {
-                (Some(ListenerFilterConfig::OriginalDst(_)), _) | (None, "envoy.filters.listener.original_dst") => {
-                    original_dst = true
-                }
-                (Some(ListenerFilterConfig::TlsInspector(_)), _) | (None, "envoy.filters.listener.tls_inspector") => {
-                    tls_inspector = true
-                }
+                (Some(ListenerFilterConfig::OriginalDst(_)), _) | (None, "envoy.filters.listener.original_dst") => original_dst = true,
+                (Some(ListenerFilterConfig::TlsInspector(_)), _) | (None, "envoy.filters.listener.tls_inspector") => tls_inspector = true,
                 (Some(ListenerFilterConfig::HttpInspector(_)), _) | (None, "envoy.filters.listener.http_inspector") => {
                     http_inspector = true
                 }
@@ -236,12 +232,11 @@ fn cidrs(ranges: &[weft_xds::core::CidrRange], path: &str) -> Result<Vec<IpNet>>
             })?;
             let max = if ip.is_ipv4() { 32 } else { 128 };
             let len = r.prefix_len.unwrap_or(max);
-            let len = u8::try_from(len).ok().filter(|l| u32::from(*l) <= max).ok_or_else(|| {
-                ConfigError::new(format!("{path}[{i}].prefix_len"), format!("{len} is out of range for {ip}"))
-            })?;
-            IpNet::new(ip, len)
-                .map(|n| n.trunc())
-                .map_err(|e| ConfigError::new(format!("{path}[{i}]"), e.to_string()))
+            let len = u8::try_from(len)
+                .ok()
+                .filter(|l| u32::from(*l) <= max)
+                .ok_or_else(|| ConfigError::new(format!("{path}[{i}].prefix_len"), format!("{len} is out of range for {ip}")))?;
+            IpNet::new(ip, len).map(|n| n.trunc()).map_err(|e| ConfigError::new(format!("{path}[{i}]"), e.to_string()))
         })
         .collect()
 }
@@ -296,7 +291,9 @@ impl FilterChain {
         let fpath = format!("{path}.filters[0]");
         let f = &c.filters[0];
         let action = match &f.typed_config {
-            Some(NetworkFilterConfig::TcpProxy(t)) => NetworkAction::Tcp(Arc::new(tcp_proxy(t, &format!("{fpath}.typed_config"), clusters)?)),
+            Some(NetworkFilterConfig::TcpProxy(t)) => {
+                NetworkAction::Tcp(Arc::new(tcp_proxy(t, &format!("{fpath}.typed_config"), clusters)?))
+            }
             Some(NetworkFilterConfig::HttpConnectionManager(h)) => {
                 NetworkAction::Http(Arc::new(hcm(h, &format!("{fpath}.typed_config"), clusters)?))
             }

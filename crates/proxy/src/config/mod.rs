@@ -63,13 +63,8 @@ pub struct NodeOverrides {
 impl Config {
     /// Validates a bootstrap. `dump` is the bootstrap as JSON for `/config_dump`.
     pub fn from_bootstrap(b: Bootstrap, overrides: &NodeOverrides, dump: serde_json::Value) -> Result<Config> {
-        let node = b.node.unwrap_or(weft_xds::core::Node {
-            id: None,
-            cluster: None,
-            metadata: None,
-            locality: None,
-            user_agent_name: None,
-        });
+        let node =
+            b.node.unwrap_or(weft_xds::core::Node { id: None, cluster: None, metadata: None, locality: None, user_agent_name: None });
         let node_id = overrides.id.clone().or(node.id).unwrap_or_default();
         let node_cluster = overrides.cluster.clone().or(node.cluster).unwrap_or_default();
 
@@ -125,13 +120,11 @@ impl Config {
 
 /// Resolves an Envoy `Address` that must be a literal IP socket address.
 pub fn socket_addr(a: &Address, path: &str) -> Result<SocketAddr> {
-    let sa = a
-        .socket_address
-        .as_ref()
-        .ok_or_else(|| ConfigError::new(path, "only socket_address is supported"))?;
-    let ip: IpAddr = sa.address.parse().map_err(|_| {
-        ConfigError::new(format!("{path}.socket_address.address"), format!("{:?} is not an IP address", sa.address))
-    })?;
+    let sa = a.socket_address.as_ref().ok_or_else(|| ConfigError::new(path, "only socket_address is supported"))?;
+    let ip: IpAddr = sa
+        .address
+        .parse()
+        .map_err(|_| ConfigError::new(format!("{path}.socket_address.address"), format!("{:?} is not an IP address", sa.address)))?;
     let port = port_value(sa.port_value, &format!("{path}.socket_address.port_value"))?;
     Ok(SocketAddr::new(ip, port))
 }
@@ -152,5 +145,5 @@ pub fn plain_regex(re: &str, path: &str) -> Result<regex::Regex> {
 }
 
 fn first_line(s: &str) -> String {
-    s.lines().filter(|l| !l.trim().is_empty()).last().unwrap_or(s).trim().to_string()
+    s.lines().rfind(|l| !l.trim().is_empty()).unwrap_or(s).trim().to_string()
 }

@@ -252,7 +252,8 @@ fn header_name(s: &str, path: &str) -> Result<HeaderName> {
     if s.starts_with(':') {
         return Err(ConfigError::new(path, format!("pseudo-header {s:?} is not allowed here")));
     }
-    HeaderName::from_bytes(s.to_ascii_lowercase().as_bytes()).map_err(|_| ConfigError::new(path, format!("{s:?} is not a valid header name")))
+    HeaderName::from_bytes(s.to_ascii_lowercase().as_bytes())
+        .map_err(|_| ConfigError::new(path, format!("{s:?} is not a valid header name")))
 }
 
 fn string_match(m: &StringMatcher, path: &str) -> Result<StringMatchCase> {
@@ -360,17 +361,16 @@ impl RetryPolicy {
         if max < base {
             return Err(ConfigError::new(format!("{path}.retry_back_off.max_interval"), "must not be less than base_interval"));
         }
-        let codes = r
-            .retriable_status_codes
-            .iter()
-            .enumerate()
-            .map(|(i, c)| {
-                u16::try_from(*c)
-                    .ok()
-                    .filter(|c| (100..600).contains(c))
-                    .ok_or_else(|| ConfigError::new(format!("{path}.retriable_status_codes[{i}]"), format!("{c} is not an HTTP status")))
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let codes =
+            r.retriable_status_codes
+                .iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    u16::try_from(*c).ok().filter(|c| (100..600).contains(c)).ok_or_else(|| {
+                        ConfigError::new(format!("{path}.retriable_status_codes[{i}]"), format!("{c} is not an HTTP status"))
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
         Ok(RetryPolicy {
             on: parse_retry_on(&r.retry_on, &format!("{path}.retry_on"))?,
             num_retries: r.num_retries.unwrap_or(1),
@@ -448,7 +448,10 @@ impl RouteTable {
                     }
                     prefixes.push((p.to_string(), vi));
                 } else if d.contains('*') {
-                    return Err(ConfigError::new(format!("{vpath}.domains[{di}]"), format!("{d:?}: a wildcard must be at the start or the end")));
+                    return Err(ConfigError::new(
+                        format!("{vpath}.domains[{di}]"),
+                        format!("{d:?}: a wildcard must be at the start or the end"),
+                    ));
                 } else if exact.insert(d.clone(), vi).is_some() {
                     return Err(dup());
                 }
@@ -480,8 +483,8 @@ impl RouteTable {
             });
         }
         // Longest wildcard wins, as in Envoy.
-        suffixes.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
-        prefixes.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        suffixes.sort_by_key(|s| std::cmp::Reverse(s.0.len()));
+        prefixes.sort_by_key(|s| std::cmp::Reverse(s.0.len()));
         let internal_only_headers = rc
             .internal_only_headers
             .iter()
@@ -522,10 +525,7 @@ impl Route {
         let specs = [m.prefix.is_some(), m.path.is_some(), m.safe_regex.is_some(), m.path_separated_prefix.is_some()];
         let n = specs.iter().filter(|s| **s).count();
         if n != 1 {
-            return Err(ConfigError::new(
-                mpath,
-                "exactly one of prefix, path, safe_regex or path_separated_prefix is required",
-            ));
+            return Err(ConfigError::new(mpath, "exactly one of prefix, path, safe_regex or path_separated_prefix is required"));
         }
         let case_sensitive = m.case_sensitive.unwrap_or(true);
         let path_match = if let Some(p) = &m.prefix {
@@ -608,10 +608,12 @@ impl Route {
 fn data_source(ds: &weft_xds::core::DataSource, path: &str) -> Result<Bytes> {
     match (&ds.inline_string, &ds.inline_bytes, &ds.filename) {
         (Some(s), None, None) => Ok(Bytes::from(s.clone())),
-        (None, Some(b), None) => decode_base64(b).map(Bytes::from).ok_or_else(|| ConfigError::new(format!("{path}.inline_bytes"), "not valid base64")),
-        (None, None, Some(f)) => std::fs::read(f)
-            .map(Bytes::from)
-            .map_err(|e| ConfigError::new(format!("{path}.filename"), format!("cannot read {f:?}: {e}"))),
+        (None, Some(b), None) => {
+            decode_base64(b).map(Bytes::from).ok_or_else(|| ConfigError::new(format!("{path}.inline_bytes"), "not valid base64"))
+        }
+        (None, None, Some(f)) => {
+            std::fs::read(f).map(Bytes::from).map_err(|e| ConfigError::new(format!("{path}.filename"), format!("cannot read {f:?}: {e}")))
+        }
         _ => Err(ConfigError::new(path, "exactly one of inline_string, inline_bytes or filename is required")),
     }
 }
@@ -704,7 +706,12 @@ fn forward(a: &wire::RouteAction, path: &str, clusters: &ClusterNames) -> Result
             (None, Some(c), None, None) => HashKey::Cookie { name: c.name.clone(), ttl: c.ttl.map(|d| d.0), path: c.path.clone() },
             (None, None, Some(cp), None) if cp.source_ip => HashKey::SourceIp,
             (None, None, None, Some(q)) => HashKey::QueryParameter(q.name.clone()),
-            _ => return Err(ConfigError::new(hp, "exactly one of header, cookie, connection_properties.source_ip or query_parameter is required")),
+            _ => {
+                return Err(ConfigError::new(
+                    hp,
+                    "exactly one of header, cookie, connection_properties.source_ip or query_parameter is required",
+                ))
+            }
         };
         hash_policy.push(HashPolicy { key, terminal: h.terminal });
     }
@@ -713,7 +720,10 @@ fn forward(a: &wire::RouteAction, path: &str, clusters: &ClusterNames) -> Result
         if u.upgrade_type.eq_ignore_ascii_case("websocket") {
             websocket = Some(u.enabled.unwrap_or(true));
         } else {
-            return Err(ConfigError::new(format!("{path}.upgrade_configs[{i}].upgrade_type"), format!("{:?} is not supported", u.upgrade_type)));
+            return Err(ConfigError::new(
+                format!("{path}.upgrade_configs[{i}].upgrade_type"),
+                format!("{:?} is not supported", u.upgrade_type),
+            ));
         }
     }
     let timeout = match a.timeout {

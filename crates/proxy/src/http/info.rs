@@ -46,7 +46,13 @@ impl RequestInfo {
     }
 }
 
-fn header_cmd(h: &HeaderMap, main: &str, alt: &Option<String>, max: &Option<usize>, pseudo: &dyn Fn(&str) -> Option<String>) -> Option<String> {
+fn header_cmd(
+    h: &HeaderMap,
+    main: &str,
+    alt: &Option<String>,
+    max: &Option<usize>,
+    pseudo: &dyn Fn(&str) -> Option<String>,
+) -> Option<String> {
     let get = |n: &str| -> Option<String> {
         if n.starts_with(':') {
             return pseudo(n);

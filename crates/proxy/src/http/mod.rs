@@ -151,7 +151,13 @@ impl Hcm {
             conn: conn.clone(),
             start,
             started,
-            protocol: if is_h2 { "HTTP/2" } else if parts.version == http::Version::HTTP_10 { "HTTP/1.0" } else { "HTTP/1.1" },
+            protocol: if is_h2 {
+                "HTTP/2"
+            } else if parts.version == http::Version::HTTP_10 {
+                "HTTP/1.0"
+            } else {
+                "HTTP/1.1"
+            },
             method: parts.method.clone(),
             req_headers: if self.loggers.is_empty() { Default::default() } else { parts.headers.clone() },
             path: path_and_query.clone(),

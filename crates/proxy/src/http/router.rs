@@ -17,7 +17,9 @@ use super::routing::{self, with_query};
 use super::{apply_header_ops, local_reply, upgrade, Hcm, ReqFormat};
 use crate::body::{self, Body};
 use crate::config::cluster::{Discovery, UpstreamProtocol};
-use crate::config::route::{ClusterSpecifier, ForwardAction, HashKey, PathMatch, RedirectAction, RetryPolicy, Route, VirtualHost, WeightedCluster};
+use crate::config::route::{
+    ClusterSpecifier, ForwardAction, HashKey, PathMatch, RedirectAction, RetryPolicy, Route, VirtualHost, WeightedCluster,
+};
 use crate::http::info::RequestInfo;
 use crate::listener::ConnInfo;
 use crate::upstream::host::Outcome;

@@ -5,8 +5,8 @@ use std::net::SocketAddr;
 use http::request::Parts;
 
 use crate::config::route::{
-    HeaderMatch, HeaderMatchKind, HeaderSource, PathMatch, QueryMatch, Route, RouteMatcher, RouteTable, StringMatch,
-    StringMatchCase, VirtualHost,
+    HeaderMatch, HeaderMatchKind, HeaderSource, PathMatch, QueryMatch, Route, RouteMatcher, RouteTable, StringMatch, StringMatchCase,
+    VirtualHost,
 };
 
 /// The request attributes routing looks at, computed once per request.
@@ -117,13 +117,7 @@ fn matches(m: &RouteMatcher, req: &RequestView) -> bool {
     if !ok {
         return false;
     }
-    if m.grpc
-        && !req
-            .parts
-            .headers
-            .get(http::header::CONTENT_TYPE)
-            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
-    {
+    if m.grpc && !req.parts.headers.get(http::header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/grpc")) {
         return false;
     }
     m.headers.iter().all(|h| header_matches(h, req)) && m.query.iter().all(|q| query_matches(q, req.query))

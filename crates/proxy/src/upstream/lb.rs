@@ -151,11 +151,8 @@ impl Level {
     fn build(hosts: Vec<Arc<Host>>, policy: LbPolicy) -> Level {
         let total_weight: u64 = hosts.iter().map(|h| u64::from(h.weight)).sum();
         let uniform = hosts.windows(2).all(|w| w[0].weight == w[1].weight);
-        let schedule = if matches!(policy, LbPolicy::RoundRobin) && !uniform && total_weight <= 100_000 {
-            smooth_wrr(&hosts)
-        } else {
-            Vec::new()
-        };
+        let schedule =
+            if matches!(policy, LbPolicy::RoundRobin) && !uniform && total_weight <= 100_000 { smooth_wrr(&hosts) } else { Vec::new() };
         let ring = match policy {
             LbPolicy::RingHash { min_ring, max_ring } => build_ring(&hosts, min_ring, max_ring),
             _ => Vec::new(),

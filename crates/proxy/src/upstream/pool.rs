@@ -93,14 +93,23 @@ fn conn_limit_reached(cluster: &Cluster) -> bool {
 }
 
 /// Sends one request to `host`, reusing a pooled connection when one is free.
-pub async fn send(cluster: &Arc<Cluster>, host: &Arc<Host>, req: http::Request<Body>, wire: Wire) -> Result<http::Response<Incoming>, UpstreamError> {
+pub async fn send(
+    cluster: &Arc<Cluster>,
+    host: &Arc<Host>,
+    req: http::Request<Body>,
+    wire: Wire,
+) -> Result<http::Response<Incoming>, UpstreamError> {
     match wire {
         Wire::Http1 => send_h1(cluster, host, req).await,
         Wire::Http2 => send_h2(cluster, host, req).await,
     }
 }
 
-async fn send_h1(cluster: &Arc<Cluster>, host: &Arc<Host>, mut req: http::Request<Body>) -> Result<http::Response<Incoming>, UpstreamError> {
+async fn send_h1(
+    cluster: &Arc<Cluster>,
+    host: &Arc<Host>,
+    mut req: http::Request<Body>,
+) -> Result<http::Response<Incoming>, UpstreamError> {
     let mut pending: Option<PendingGuard> = None;
     loop {
         let idle = {
