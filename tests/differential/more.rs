@@ -257,3 +257,48 @@ async fn config_yaml_flag_merges_over_the_file() {
         assert_eq!(r.status, 200, "{kind}");
     }
 }
+
+/// Sends request headers promising a body, then only part of it, and returns the status line
+/// and body the proxy answers with.
+async fn stalled_upload(addr: &str) -> (String, String) {
+    use tokio::io::AsyncWriteExt;
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    s.write_all(b"POST /upload HTTP/1.1\r\nHost: test.local\r\nContent-Length: 100\r\n\r\npartial").await.expect("write");
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text.lines().next().unwrap_or_default().to_string();
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or_default().to_string();
+    (status, body)
+}
+
+#[tokio::test]
+async fn request_timeout_and_stream_idle_timeout() {
+    let up = Upstream::start("up").await;
+    let port = up.port();
+    let runs = both(|p| {
+        let vh =
+            json!([{"name": "all", "domains": ["*"], "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "up", "timeout": "0s"}}]}]);
+        let mut b = http_bootstrap(p, vh.clone(), vec![cluster("up", &[port], json!({}))], json!({"stream_idle_timeout": "0.3s"}));
+        let second = listener(
+            "req",
+            p.listen[1],
+            json!([hcm(json!({"name": "req", "virtual_hosts": vh}), json!({"stat_prefix": "req", "request_timeout": "0.3s"}))]),
+        );
+        if let Some(l) = b["static_resources"]["listeners"].as_array_mut() {
+            l.push(second);
+        }
+        b
+    })
+    .await;
+    let seen = same(&runs, &[Req::get("/").header("x-echo-delay-ms", "2000")]).await;
+    // Envoy answers 504 when the request is complete and the upstream is what went idle.
+    assert_eq!((seen[0]["status"].as_u64(), seen[0]["body"].as_str()), (Some(504), Some("stream timeout")));
+    let mut got = Vec::new();
+    for r in &runs {
+        got.push(stalled_upload(&r.addr_n(1)).await);
+        assert!(r.stat("http.ingress.downstream_rq_idle_timeout").await >= 1, "{}", r.kind);
+    }
+    assert_eq!(got[1], got[0], "weft vs envoy for a stalled upload");
+    assert_eq!(got[0], ("HTTP/1.1 408 Request Timeout".to_string(), "request timeout".to_string()));
+}

@@ -42,6 +42,12 @@ pub static X_ENVOY_EXTERNAL_ADDRESS: HeaderName = HeaderName::from_static("x-env
 pub static X_ENVOY_ORIGINAL_HOST: HeaderName = HeaderName::from_static("x-envoy-original-host");
 pub static X_ENVOY_ORIGINAL_PATH: HeaderName = HeaderName::from_static("x-envoy-original-path");
 
+#[derive(Debug, Clone, Copy)]
+enum Timeout {
+    Request,
+    StreamIdle,
+}
+
 /// One HTTP connection manager instance (a filter chain's `http_connection_manager`).
 pub struct Hcm {
     pub cfg: Arc<HttpConnectionManagerConfig>,
@@ -187,6 +193,15 @@ impl Hcm {
         let vhost = routing::select_vhost(&table, &authority);
         let route = vhost.and_then(|vh| routing::select_route(vh, &view));
 
+        // request_timeout and stream_idle_timeout need to know when the request body has ended.
+        let body_done = Arc::new(body::BodyDone::default());
+        let body: Body =
+            if (self.cfg.request_timeout.is_some() || self.cfg.stream_idle_timeout.is_some()) && !http_body::Body::is_end_stream(&body) {
+                http_body_util::BodyExt::boxed_unsync(body::Watched::new(body::incoming(body), body_done.clone()))
+            } else {
+                body_done.set();
+                body::incoming(body)
+            };
         let ctx = ReqFormat { parts: &parts, conn, start };
         // Envoy closes an HTTP/1 connection when it answers before reading the request body.
         let body_pending = !is_h2 && !http_body::Body::is_end_stream(&body);
@@ -196,56 +211,113 @@ impl Hcm {
             }
             r
         };
-        let resp = match (vhost, route) {
-            (Some(vh), Some(route)) => {
-                info.route_name = route.name.clone();
-                let mut r = match &route.action {
-                    RouteAction::Direct { status, body } => {
-                        stats.rq_direct_response.inc();
-                        info.details = "direct_response";
-                        let mut r = local_reply::build(*status, body.clone().unwrap_or_default(), false);
-                        if body.is_none() {
-                            r.headers_mut().remove(http::header::CONTENT_TYPE);
+        let process = async {
+            match (vhost, route) {
+                (Some(vh), Some(route)) => {
+                    info.route_name = route.name.clone();
+                    let mut r = match &route.action {
+                        RouteAction::Direct { status, body } => {
+                            stats.rq_direct_response.inc();
+                            info.details = "direct_response";
+                            let mut r = local_reply::build(*status, body.clone().unwrap_or_default(), false);
+                            if body.is_none() {
+                                r.headers_mut().remove(http::header::CONTENT_TYPE);
+                            }
+                            close(r)
                         }
-                        close(r)
-                    }
-                    RouteAction::Redirect(rd) => {
-                        stats.rq_redirect.inc();
-                        info.details = "direct_response";
-                        close(router::redirect(rd, &route.matcher.path, &authority, &path, query.as_deref()))
-                    }
-                    RouteAction::Forward(fwd) => {
-                        stats.rq_total.inc();
-                        let chosen = router::choose_cluster(&fwd.cluster, &parts.headers);
-                        let weighted_ops = chosen.as_ref().and_then(|c| c.weighted).map(|w| &w.response_headers);
-                        match fault::apply(self, &parts, chosen.as_ref().map(|c| c.name.as_ref()), &mut info, grpc).await {
-                            Some(r) => close(r),
-                            None => {
-                                let mut r = router::forward(self, conn, &parts, body, route, vh, fwd, chosen, &mut info, grpc, &ctx).await;
-                                if let Some(ops) = weighted_ops {
-                                    apply_header_ops(r.headers_mut(), ops, &ctx);
+                        RouteAction::Redirect(rd) => {
+                            stats.rq_redirect.inc();
+                            info.details = "direct_response";
+                            close(router::redirect(rd, &route.matcher.path, &authority, &path, query.as_deref()))
+                        }
+                        RouteAction::Forward(fwd) => {
+                            stats.rq_total.inc();
+                            let chosen = router::choose_cluster(&fwd.cluster, &parts.headers);
+                            let weighted_ops = chosen.as_ref().and_then(|c| c.weighted).map(|w| &w.response_headers);
+                            match fault::apply(self, &parts, chosen.as_ref().map(|c| c.name.as_ref()), &mut info, grpc).await {
+                                Some(r) => close(r),
+                                None => {
+                                    let mut r =
+                                        router::forward(self, conn, &parts, body, route, vh, fwd, chosen, &mut info, grpc, &ctx).await;
+                                    if let Some(ops) = weighted_ops {
+                                        apply_header_ops(r.headers_mut(), ops, &ctx);
+                                    }
+                                    r
                                 }
-                                r
                             }
                         }
-                    }
-                };
-                apply_header_ops(r.headers_mut(), &route.response_headers, &ctx);
-                apply_header_ops(r.headers_mut(), &vh.response_headers, &ctx);
-                apply_header_ops(r.headers_mut(), &table.response_headers, &ctx);
-                r
+                    };
+                    apply_header_ops(r.headers_mut(), &route.response_headers, &ctx);
+                    apply_header_ops(r.headers_mut(), &vh.response_headers, &ctx);
+                    apply_header_ops(r.headers_mut(), &table.response_headers, &ctx);
+                    r
+                }
+                _ => {
+                    stats.no_route.inc();
+                    info.flags.push("NR");
+                    info.details = "route_not_found";
+                    let mut r = close(local_reply::build(StatusCode::NOT_FOUND, Bytes::new(), grpc));
+                    apply_header_ops(r.headers_mut(), &table.response_headers, &ctx);
+                    r
+                }
             }
-            _ => {
-                stats.no_route.inc();
-                info.flags.push("NR");
-                info.details = "route_not_found";
-                let mut r = close(local_reply::build(StatusCode::NOT_FOUND, Bytes::new(), grpc));
-                apply_header_ops(r.headers_mut(), &table.response_headers, &ctx);
+        };
+        let resp = match self.guard_timeouts(process, &body_done).await {
+            Ok(r) => r,
+            Err(t) => {
+                // Envoy: 408 while the request is still arriving, 504 once it waits on the upstream.
+                let complete = body_done.is_set();
+                let (status, text, flag, details) = match t {
+                    Timeout::Request => (StatusCode::REQUEST_TIMEOUT, "request timeout", "DPE", "request_overall_timeout"),
+                    Timeout::StreamIdle if complete => (StatusCode::GATEWAY_TIMEOUT, "stream timeout", "SI", "stream_idle_timeout"),
+                    Timeout::StreamIdle => (StatusCode::REQUEST_TIMEOUT, "stream timeout", "SI", "stream_idle_timeout"),
+                };
+                stats.downstream_rq_timeout.inc();
+                if matches!(t, Timeout::StreamIdle) {
+                    stats.downstream_rq_idle_timeout.inc();
+                }
+                info.flags.push(flag);
+                info.details = details;
+                let mut r = local_reply::build(status, text, grpc);
+                if !is_h2 && !complete {
+                    r.headers_mut().insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+                }
                 r
             }
         };
         let resp = self.finish(resp, &parts, &info);
         self.complete(resp, info)
+    }
+
+    /// Runs request processing under `request_timeout` (until the request body has arrived)
+    /// and `stream_idle_timeout` (until response headers).
+    async fn guard_timeouts<F: std::future::Future<Output = Response<Body>>>(
+        &self,
+        process: F,
+        body_done: &body::BodyDone,
+    ) -> Result<Response<Body>, Timeout> {
+        let request_timer = async {
+            match self.cfg.request_timeout {
+                Some(t) => {
+                    if tokio::time::timeout(t, body_done.wait()).await.is_err() {
+                        return;
+                    }
+                    std::future::pending::<()>().await
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        let idle = async {
+            match self.cfg.stream_idle_timeout {
+                Some(t) => tokio::time::sleep(t).await,
+                None => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            r = process => Ok(r),
+            _ = request_timer => Err(Timeout::Request),
+            _ = idle => Err(Timeout::StreamIdle),
+        }
     }
 
     /// Headers Envoy sets on every response it sends downstream.

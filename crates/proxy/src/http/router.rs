@@ -11,7 +11,6 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
 use http::{Response, StatusCode, Uri};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 
 use super::routing::{self, with_query};
 use super::{apply_header_ops, local_reply, upgrade, Hcm, ReqFormat};
@@ -168,7 +167,7 @@ fn backoff(p: &RetryPolicy, retry: u32) -> Duration {
 enum ReqBody {
     Empty,
     Buffered(Bytes),
-    Stream(Option<Incoming>),
+    Stream(Option<Body>),
 }
 
 impl ReqBody {
@@ -176,7 +175,7 @@ impl ReqBody {
         match self {
             ReqBody::Empty => body::empty(),
             ReqBody::Buffered(b) => body::full(b.clone()),
-            ReqBody::Stream(s) => s.take().map(body::incoming).unwrap_or_else(body::empty),
+            ReqBody::Stream(s) => s.take().unwrap_or_else(body::empty),
         }
     }
     fn replayable(&self) -> bool {
@@ -189,7 +188,7 @@ pub async fn forward(
     hcm: &Arc<Hcm>,
     conn: &Arc<ConnInfo>,
     parts: &Parts,
-    body_in: Incoming,
+    body_in: Body,
     route: &Route,
     vh: &VirtualHost,
     fwd: &ForwardAction,
@@ -304,6 +303,7 @@ pub async fn forward(
     let started = Instant::now();
     let deadline = fwd.timeout.map(|t| started + t);
     let max_attempts = 1 + retry.map_or(0, |r| r.num_retries);
+    let replayable = body.replayable();
     let mut attempt = 0u32;
     let mut retried = false;
     let include_count = vh.include_request_attempt_count;
@@ -382,7 +382,7 @@ pub async fn forward(
 
         let can_retry = |info: &mut RequestInfo| -> bool {
             let Some(p) = retry else { return false };
-            if attempt >= max_attempts || !body.replayable() {
+            if attempt >= max_attempts || !replayable {
                 return false;
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::request::Parts;
 use http::Response;
-use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 
@@ -24,7 +23,7 @@ pub async fn forward(
     mut headers: HeaderMap,
     pq: &str,
     authority: &str,
-    body_in: Incoming,
+    body_in: Body,
     info: &mut RequestInfo,
 ) -> Response<Body> {
     let Some(downstream) = parts.extensions.get::<OnUpgrade>().cloned() else {
@@ -48,7 +47,7 @@ pub async fn forward(
     if let Ok(v) = HeaderValue::from_str(authority) {
         headers.insert(header::HOST, v);
     }
-    let mut req = http::Request::new(body::incoming(body_in));
+    let mut req = http::Request::new(body_in);
     *req.method_mut() = parts.method.clone();
     *req.uri_mut() = match pq.parse() {
         Ok(u) => u,
