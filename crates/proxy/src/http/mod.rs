@@ -384,7 +384,8 @@ impl Hcm {
                 Some(_) => cfg.use_remote_address && !cfg.preserve_external_request_id,
             };
             if regenerate {
-                let id = uuid::Uuid::new_v4();
+                // uuid's own v4 asks the kernel for randomness per call; the thread RNG does not.
+                let id = uuid::Builder::from_random_bytes(rand::random::<[u8; 16]>()).into_uuid();
                 let mut buf = [0u8; 36];
                 let s = id.hyphenated().encode_lower(&mut buf);
                 if let Ok(v) = HeaderValue::from_str(s) {

@@ -321,7 +321,8 @@ pub async fn forward(
         };
         info.upstream_host = Some(host.addr);
 
-        let mut req_headers = headers.clone();
+        // The last possible attempt takes the headers; earlier ones copy them.
+        let mut req_headers = if attempt >= max_attempts { std::mem::take(&mut headers) } else { headers.clone() };
         if include_count {
             req_headers.insert(X_ENVOY_ATTEMPT_COUNT.clone(), HeaderValue::from(attempt));
         }

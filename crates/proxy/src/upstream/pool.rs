@@ -113,15 +113,11 @@ async fn send_h1(
     let mut pending: Option<PendingGuard> = None;
     loop {
         let idle = {
+            // Connections go back on the list as soon as their response headers arrive and turn
+            // ready by themselves when hyper finishes the body; take the newest ready one.
             let mut idle = host.pool.idle.lock();
-            let mut found = None;
-            while let Some(i) = idle.pop() {
-                if !i.sender.is_closed() && i.sender.is_ready() {
-                    found = Some(i);
-                    break;
-                }
-            }
-            found
+            idle.retain(|i| !i.sender.is_closed());
+            idle.iter().rposition(|i| i.sender.is_ready()).map(|pos| idle.remove(pos))
         };
         if let Some(mut i) = idle {
             drop(pending.take());
@@ -150,7 +146,12 @@ async fn send_h1(
                 }
                 pending = Some(PendingGuard::new(cluster));
             }
-            cluster.slot_freed.notified().await;
+            // Busy connections turn ready without an event we can wait on cheaply; re-check often
+            // while over the limit (the overload path only).
+            tokio::select! {
+                _ = cluster.slot_freed.notified() => {}
+                _ = tokio::time::sleep(std::time::Duration::from_millis(1)) => {}
+            }
             continue;
         }
         // Envoy counts a request waiting for its new connection as pending.
@@ -182,19 +183,12 @@ async fn send_h1(
     }
 }
 
-/// Returns a connection to the idle list once its response has been read to the end.
-fn recycle(cluster: &Arc<Cluster>, host: &Arc<Host>, mut idle: Idle) {
+/// Puts a connection back on the list; it is reused once hyper has read its response body.
+fn recycle(cluster: &Arc<Cluster>, host: &Arc<Host>, idle: Idle) {
     if cluster.cfg.max_requests_per_connection.is_some_and(|m| idle.used >= m) {
         return;
     }
-    let cluster = cluster.clone();
-    let host = host.clone();
-    tokio::spawn(async move {
-        if idle.sender.ready().await.is_ok() {
-            host.pool.idle.lock().push(idle);
-            cluster.slot_freed.notify_one();
-        }
-    });
+    host.pool.idle.lock().push(idle);
 }
 
 struct PendingGuard(Arc<Cluster>);
