@@ -262,7 +262,8 @@ impl Hcm {
                 }
             }
         };
-        let resp = match self.guard_timeouts(process, &body_done).await {
+        // Boxed so the timeout guard moves a pointer, not the whole request state machine.
+        let resp = match self.guard_timeouts(Box::pin(process), &body_done).await {
             Ok(r) => r,
             Err(t) => {
                 // Envoy: 408 while the request is still arriving, 504 once it waits on the upstream.

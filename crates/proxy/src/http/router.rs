@@ -64,6 +64,18 @@ pub fn choose_cluster<'a>(spec: &'a ClusterSpecifier, headers: &HeaderMap) -> Op
 }
 
 fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
+    // Most messages carry none of these: one pass over the names beats six hashed removals.
+    let present = h.keys().any(|k| {
+        k == header::CONNECTION
+            || k == header::UPGRADE
+            || k == header::TRANSFER_ENCODING
+            || k == header::TE
+            || k == KEEP_ALIVE
+            || k == PROXY_CONNECTION
+    });
+    if !present {
+        return;
+    }
     if let Some(conn) = h.get(header::CONNECTION).and_then(|v| v.to_str().ok()).map(str::to_string) {
         for name in conn.split(',').map(|s| s.trim().to_ascii_lowercase()) {
             if keep_upgrade && name == "upgrade" {
@@ -363,7 +375,8 @@ pub async fn forward(
             (None, Some(p)) => Some((p, true)),
             (None, None) => None,
         };
-        let fut = pool::send(cluster, &host, req, wire);
+        // Boxed: the send future is large, and timeout wrappers would otherwise copy it.
+        let fut = Box::pin(pool::send(cluster, &host, req, wire));
         let result = match try_limit {
             Some((limit, is_per_try)) => match tokio::time::timeout(limit, fut).await {
                 Ok(r) => r,
