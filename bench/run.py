@@ -210,7 +210,7 @@ def write(args, med, envoy_version):
             w, e = f"weft-{shape}", f"envoy-{shape}"
             row.append(ratio(added(w, k), added(e, k)) if is_added else ratio(med[w][k], med[e][k]))
         lines.append(f"| {label} | {row[0]} | {row[1]} |")
-    lines.append("")
+    lines += ["", "Where a one-hop request's time goes, and what was tried: [PROFILE.md](PROFILE.md).", ""]
     with open(args.out, "w") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -203,38 +203,6 @@ async fn timeout_disabled_with_zero_and_slow_upstream_completes() {
 }
 
 #[tokio::test]
-async fn gateway_error_outlier_ejection_when_enforced() {
-    let (good, bad) = (Upstream::start("good").await, Upstream::start("bad").await);
-    bad.set_status(502);
-    let ports = [good.port(), bad.port()];
-    let runs = both(|p| {
-        http_bootstrap(
-            p,
-            json!([{"name": "all", "domains": ["*"], "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "svc"}}]}]),
-            vec![cluster(
-                "svc",
-                &ports,
-                json!({"outlier_detection": {
-                "consecutive_5xx": 0, "consecutive_gateway_failure": 2, "enforcing_consecutive_gateway_failure": 100,
-                "interval": "10s", "base_ejection_time": "60s", "max_ejection_percent": 50}}),
-            )],
-            json!({}),
-        )
-    })
-    .await;
-    for r in &runs {
-        let mut bad_answers = 0;
-        for _ in 0..20 {
-            if r.send(Req::get("/")).await.status == 502 {
-                bad_answers += 1;
-            }
-        }
-        assert_eq!(bad_answers, 2, "{}", r.kind);
-        assert_eq!(r.stat("cluster.svc.outlier_detection.ejections_enforced_consecutive_gateway_failure").await, 1, "{}", r.kind);
-    }
-}
-
-#[tokio::test]
 async fn config_yaml_flag_merges_over_the_file() {
     let up = Upstream::start("up").await;
     let port = up.port();

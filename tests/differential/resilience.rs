@@ -72,38 +72,55 @@ async fn circuit_breaker_overflow_answers_503_overloaded() {
     assert_eq!(e.status, 200);
 }
 
-#[tokio::test]
-async fn outlier_detection_ejects_a_failing_host() {
+/// Two hosts behind one cluster with `outlier`; the second answers every request `bad_status`.
+async fn good_and_bad(bad_status: u16, outlier: serde_json::Value) -> (Upstream, Upstream, [Run; 2]) {
     let (good, bad) = (Upstream::start("good").await, Upstream::start("bad").await);
-    bad.set_status(500);
+    bad.set_status(bad_status);
     let ports = [good.port(), bad.port()];
     let runs = both(|p| {
         http_bootstrap(
             p,
             json!([{"name": "all", "domains": ["*"], "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "svc"}}]}]),
-            vec![cluster(
-                "svc",
-                &ports,
-                json!({"outlier_detection": {
-                "consecutive_5xx": 3, "interval": "10s", "base_ejection_time": "60s", "max_ejection_percent": 100}}),
-            )],
+            vec![cluster("svc", &ports, json!({ "outlier_detection": outlier.clone() }))],
             json!({}),
         )
     })
     .await;
-    for r in &runs {
-        let mut failures = 0;
-        for _ in 0..30 {
-            if r.send(Req::get("/")).await.status == 500 {
-                failures += 1;
-            }
+    (good, bad, runs)
+}
+
+async fn count_status(r: &Run, n: usize, status: u16) -> usize {
+    let mut hits = 0;
+    for _ in 0..n {
+        if r.send(Req::get("/")).await.status == status {
+            hits += 1;
         }
-        assert_eq!(failures, 3, "{}: the bad host should be ejected after 3 consecutive 5xx", r.kind);
+    }
+    hits
+}
+
+#[tokio::test]
+async fn outlier_detection_ejects_a_failing_host() {
+    let outlier = json!({"consecutive_5xx": 3, "interval": "10s", "base_ejection_time": "60s", "max_ejection_percent": 100});
+    let (_good, bad, runs) = good_and_bad(500, outlier).await;
+    for r in &runs {
+        assert_eq!(count_status(r, 30, 500).await, 3, "{}: the bad host should be ejected after 3 consecutive 5xx", r.kind);
         assert_eq!(r.stat("cluster.svc.outlier_detection.ejections_enforced_total").await, 1, "{}", r.kind);
         assert_eq!(r.stat("cluster.svc.outlier_detection.ejections_active").await, 1, "{}", r.kind);
         let clusters = r.proxy.admin_get("/clusters").await.text();
-        let bad_line = format!("svc::127.0.0.1:{}::health_flags::/failed_outlier_check", ports[1]);
+        let bad_line = format!("svc::127.0.0.1:{}::health_flags::/failed_outlier_check", bad.port());
         assert!(clusters.contains(&bad_line), "{}: /clusters lacks {bad_line}:\n{clusters}", r.kind);
+    }
+}
+
+#[tokio::test]
+async fn gateway_error_outlier_ejection_when_enforced() {
+    let outlier = json!({"consecutive_5xx": 0, "consecutive_gateway_failure": 2, "enforcing_consecutive_gateway_failure": 100,
+        "interval": "10s", "base_ejection_time": "60s", "max_ejection_percent": 50});
+    let (_good, _bad, runs) = good_and_bad(502, outlier).await;
+    for r in &runs {
+        assert_eq!(count_status(r, 20, 502).await, 2, "{}", r.kind);
+        assert_eq!(r.stat("cluster.svc.outlier_detection.ejections_enforced_consecutive_gateway_failure").await, 1, "{}", r.kind);
     }
 }
 
