@@ -267,3 +267,36 @@ async fn original_dst_handoff_behind_iptables_redirect() {
         assert!(stats.contains("http.outbound_8080.downstream_rq_total: 1"), "{kind}: hand-off stats");
     }
 }
+
+#[tokio::test]
+async fn chain_match_by_destination_prefix_and_codec_http2_only() {
+    let (a, b) = (TcpEcho::start("loopback-8").await, TcpEcho::start("any").await);
+    let (pa, pb) = (a.port(), b.port());
+    let up = weft_test_support::Upstream::start("h2only").await;
+    let pu = up.port();
+    let runs = both(|p| {
+        let by_prefix = json!({"name": "by_prefix", "address": {"socket_address": {"address": "0.0.0.0", "port_value": p.listen[0]}}, "filter_chains": [
+            {"filter_chain_match": {"prefix_ranges": [{"address_prefix": "127.0.0.0", "prefix_len": 8}]}, "filters": tcp_filter("p8", "loopback-8")},
+            {"filter_chain_match": {"prefix_ranges": [{"address_prefix": "127.0.0.2", "prefix_len": 32}]}, "filters": tcp_filter("p32", "any")},
+        ]});
+        let h2only = listener(
+            "h2only",
+            p.listen[1],
+            json!([hcm(json!({"name": "h2", "virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "h2only"}}]}]}), json!({"stat_prefix": "h2only", "codec_type": "HTTP2"}))]),
+        );
+        json!({"admin": admin(p), "static_resources": {"listeners": [by_prefix, h2only], "clusters": [
+            cluster("loopback-8", &[pa], json!({})), cluster("any", &[pb], json!({})), cluster("h2only", &[pu], json!({}))]}})
+    })
+    .await;
+    for r in &runs {
+        // The longest matching destination prefix wins: 127.0.0.2/32 over 127.0.0.0/8.
+        let (name, _) = tcp_exchange(&format!("127.0.0.1:{}", r.ports.listen[0]), b"x").await;
+        assert_eq!(name, "loopback-8", "{}", r.kind);
+        let (name, _) = tcp_exchange(&format!("127.0.0.2:{}", r.ports.listen[0]), b"x").await;
+        assert_eq!(name, "any", "{}", r.kind);
+        let h2 = weft_test_support::send(&r.addr_n(1), weft_test_support::Req::get("/").h2()).await.map(|r| r.status).unwrap_or(0);
+        assert_eq!(h2, 200, "{}: h2c on an HTTP2-only listener", r.kind);
+        let h1 = weft_test_support::send(&r.addr_n(1), weft_test_support::Req::get("/")).await.map(|r| r.status).ok();
+        assert_eq!(h1, None, "{}: HTTP/1.1 on an HTTP2-only listener must fail", r.kind);
+    }
+}

@@ -215,3 +215,25 @@ async fn fault_injection_abort_delay_and_header_control() {
         assert_eq!(r.stat("http.ingress.fault.delays_injected").await, 2, "{}", r.kind);
     }
 }
+
+#[tokio::test]
+async fn retry_circuit_breaker_limits_concurrent_retries() {
+    let up = Upstream::start("up").await;
+    let port = up.port();
+    let runs = both(|p| {
+        http_bootstrap(
+            p,
+            json!([{"name": "all", "domains": ["*"], "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "up",
+                "retry_policy": {"retry_on": "5xx", "num_retries": 3, "retry_back_off": {"base_interval": "0.2s", "max_interval": "0.2s"}}}}]}]),
+            vec![cluster("up", &[port], json!({"circuit_breakers": {"thresholds": [{"max_retries": 0}]}}))],
+            json!({}),
+        )
+    })
+    .await;
+    for r in &runs {
+        up.reset();
+        let reply = r.send(Req::get("/").header("x-echo-status", "503")).await;
+        assert_eq!((reply.status, up.requests()), (503, 1), "{}: no retry budget, no retry", r.kind);
+        assert_eq!(r.stat("cluster.up.upstream_rq_retry_overflow").await, 1, "{}", r.kind);
+    }
+}
