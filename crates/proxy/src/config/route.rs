@@ -703,7 +703,14 @@ fn forward(a: &wire::RouteAction, path: &str, clusters: &ClusterNames) -> Result
         let hp = format!("{path}.hash_policy[{i}]");
         let key = match (&h.header, &h.cookie, &h.connection_properties, &h.query_parameter) {
             (Some(hh), None, None, None) => HashKey::Header(header_name(&hh.header_name, &format!("{hp}.header.header_name"))?),
-            (None, Some(c), None, None) => HashKey::Cookie { name: c.name.clone(), ttl: c.ttl.map(|d| d.0), path: c.path.clone() },
+            (None, Some(c), None, None) => {
+                // With a TTL Envoy mints the cookie when it is missing; weft does not yet, and
+                // would silently lose stickiness, so it refuses.
+                if c.ttl.is_some() {
+                    return Err(ConfigError::new(format!("{hp}.cookie.ttl"), "not supported: weft does not generate affinity cookies yet"));
+                }
+                HashKey::Cookie { name: c.name.clone(), ttl: None, path: c.path.clone() }
+            }
             (None, None, Some(cp), None) if cp.source_ip => HashKey::SourceIp,
             (None, None, None, Some(q)) => HashKey::QueryParameter(q.name.clone()),
             _ => {
