@@ -248,18 +248,19 @@ pub async fn forward(
         }
     }
     let pq = new_pq.as_deref().unwrap_or(full).to_string();
-    let mut authority = info.authority.clone();
-    if let Some(h) = chosen.weighted.and_then(|w| w.host_rewrite.as_ref()) {
-        // Envoy records x-envoy-original-host only for the route's own rewrites.
-        authority = h.to_str().unwrap_or_default().to_string();
+    // Envoy records x-envoy-original-host only for the route's own rewrites, not a weighted
+    // cluster entry's.
+    let (authority, route_rewrote) = if let Some(h) = chosen.weighted.and_then(|w| w.host_rewrite.as_ref()) {
+        (h.to_str().unwrap_or_default().to_string(), false)
     } else if let Some(h) = &fwd.host_rewrite {
-        authority = h.to_str().unwrap_or_default().to_string();
-    } else if fwd.auto_host_rewrite {
-        if let Some(crate::config::cluster::EndpointAddress::Dns { host, .. }) = cluster.cfg.endpoints.first().map(|e| &e.address) {
-            authority = host.clone();
-        }
-    }
-    let route_rewrote = chosen.weighted.and_then(|w| w.host_rewrite.as_ref()).is_none();
+        (h.to_str().unwrap_or_default().to_string(), true)
+    } else if let (true, Some(crate::config::cluster::EndpointAddress::Dns { host, .. })) =
+        (fwd.auto_host_rewrite, cluster.cfg.endpoints.first().map(|e| &e.address))
+    {
+        (host.clone(), true)
+    } else {
+        (info.authority.clone(), false)
+    };
     if route_rewrote && authority != info.authority && !cfg.suppress_envoy_headers {
         if let Ok(v) = HeaderValue::from_str(&info.authority) {
             headers.insert(super::X_ENVOY_ORIGINAL_HOST.clone(), v);
@@ -395,8 +396,7 @@ pub async fn forward(
         host.active_requests.fetch_sub(1, Ordering::Relaxed);
 
         let can_retry = |info: &mut RequestInfo| -> bool {
-            let Some(p) = retry else { return false };
-            if attempt >= max_attempts || !replayable {
+            if retry.is_none() || attempt >= max_attempts || !replayable {
                 return false;
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
@@ -407,7 +407,6 @@ pub async fn forward(
                 info.flags.push("URX");
                 return false;
             }
-            let _ = p;
             true
         };
 

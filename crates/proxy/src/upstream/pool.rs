@@ -138,13 +138,9 @@ async fn send_h1(
             }
         }
         if conn_limit_reached(cluster) {
-            cluster.stats.upstream_cx_overflow.inc();
             if pending.is_none() {
-                if cluster.stats.upstream_rq_pending_active.get() as u64 >= cluster.cfg.circuit_breakers.max_pending_requests {
-                    cluster.stats.upstream_rq_pending_overflow.inc();
-                    return Err(UpstreamError::Overflow);
-                }
-                pending = Some(PendingGuard::new(cluster));
+                cluster.stats.upstream_cx_overflow.inc();
+                pending = Some(PendingGuard::enter(cluster)?);
             }
             // Busy connections turn ready without an event we can wait on cheaply; re-check often
             // while over the limit (the overload path only).
@@ -156,11 +152,7 @@ async fn send_h1(
         }
         // Envoy counts a request waiting for its new connection as pending.
         if pending.is_none() {
-            if cluster.stats.upstream_rq_pending_active.get() as u64 >= cluster.cfg.circuit_breakers.max_pending_requests {
-                cluster.stats.upstream_rq_pending_overflow.inc();
-                return Err(UpstreamError::Overflow);
-            }
-            pending = Some(PendingGuard::new(cluster));
+            pending = Some(PendingGuard::enter(cluster)?);
         }
         let stream = connect(cluster, host.addr).await?;
         drop(pending.take());
@@ -194,10 +186,15 @@ fn recycle(cluster: &Arc<Cluster>, host: &Arc<Host>, idle: Idle) {
 struct PendingGuard(Arc<Cluster>);
 
 impl PendingGuard {
-    fn new(c: &Arc<Cluster>) -> Self {
+    /// Joins the pending queue, or overflows when `max_pending_requests` are already waiting.
+    fn enter(c: &Arc<Cluster>) -> Result<Self, UpstreamError> {
+        if c.stats.upstream_rq_pending_active.get() as u64 >= c.cfg.circuit_breakers.max_pending_requests {
+            c.stats.upstream_rq_pending_overflow.inc();
+            return Err(UpstreamError::Overflow);
+        }
         c.stats.upstream_rq_pending_total.inc();
         c.stats.upstream_rq_pending_active.inc();
-        PendingGuard(c.clone())
+        Ok(PendingGuard(c.clone()))
     }
 }
 
