@@ -111,6 +111,18 @@ pub fn http_bootstrap(p: &Ports, vhosts: Value, clusters: Vec<Value>, hcm_extra:
     })
 }
 
+/// Adds a second HTTP listener on `listen[1]` with `vhosts`; `hcm_extra` merges into its manager,
+/// whose stat prefix is `name`.
+pub fn with_second_listener(mut b: Value, p: &Ports, name: &str, vhosts: Value, hcm_extra: Value) -> Value {
+    let mut extra = json!({"stat_prefix": name});
+    merge(&mut extra, hcm_extra);
+    let l = listener(name, p.listen[1], json!([hcm(json!({"name": name, "virtual_hosts": vhosts}), extra)]));
+    if let Some(list) = b["static_resources"]["listeners"].as_array_mut() {
+        list.push(l);
+    }
+    b
+}
+
 /// Objects merge recursively; anything else is replaced.
 pub fn merge(base: &mut Value, over: Value) {
     match (base, over) {

@@ -247,16 +247,8 @@ async fn request_timeout_and_stream_idle_timeout() {
     let runs = both(|p| {
         let vh =
             json!([{"name": "all", "domains": ["*"], "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "up", "timeout": "0s"}}]}]);
-        let mut b = http_bootstrap(p, vh.clone(), vec![cluster("up", &[port], json!({}))], json!({"stream_idle_timeout": "0.3s"}));
-        let second = listener(
-            "req",
-            p.listen[1],
-            json!([hcm(json!({"name": "req", "virtual_hosts": vh}), json!({"stat_prefix": "req", "request_timeout": "0.3s"}))]),
-        );
-        if let Some(l) = b["static_resources"]["listeners"].as_array_mut() {
-            l.push(second);
-        }
-        b
+        let b = http_bootstrap(p, vh.clone(), vec![cluster("up", &[port], json!({}))], json!({"stream_idle_timeout": "0.3s"}));
+        with_second_listener(b, p, "req", vh, json!({"request_timeout": "0.3s"}))
     })
     .await;
     let seen = same(&runs, &[Req::get("/").header("x-echo-delay-ms", "2000")]).await;

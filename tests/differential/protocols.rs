@@ -158,17 +158,15 @@ async fn websocket_upgrade() {
     let up = Upstream::start("ws").await;
     let port = up.port();
     let runs = both(|p| {
-        let mut b = http_bootstrap(
+        let vh = json!([{"name": "all", "domains": ["*"], "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "ws"}}]}]);
+        let b = http_bootstrap(
             p,
-            json!([{"name": "all", "domains": ["*"], "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "ws"}}]}]),
+            vh.clone(),
             vec![cluster("ws", &[port], json!({}))],
             json!({"upgrade_configs": [{"upgrade_type": "websocket"}]}),
         );
-        let plain = listener("plain", p.listen[1], json!([hcm(json!({"name": "plain", "virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "ws"}}]}]}), json!({"stat_prefix": "plain"}))]));
-        if let Some(l) = b["static_resources"]["listeners"].as_array_mut() {
-            l.push(plain);
-        }
-        b
+        // The same routes without upgrade_configs.
+        with_second_listener(b, p, "plain", vh, json!({}))
     })
     .await;
     let mut got = Vec::new();

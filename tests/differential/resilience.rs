@@ -181,10 +181,9 @@ async fn fault_injection_abort_delay_and_header_control() {
         json!({"name": "envoy.filters.http.fault", "typed_config": tc})
     };
     let runs = both(|p| {
-        let vh = json!([{"name": "all", "domains": ["*"], "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "up"}}]}]);
-        let mut b = http_bootstrap(
+        http_bootstrap(
             p,
-            vh.clone(),
+            json!([{"name": "all", "domains": ["*"], "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "up"}}]}]),
             vec![cluster("up", &[port], json!({}))],
             json!({"http_filters": [
                 fault(json!({"abort": {"http_status": 503, "percentage": {"numerator": 100}}, "headers": [{"name": "x-fault", "string_match": {"exact": "abort"}}]})),
@@ -192,9 +191,7 @@ async fn fault_injection_abort_delay_and_header_control() {
                 fault(json!({"abort": {"header_abort": {}, "percentage": {"numerator": 100}}, "delay": {"header_delay": {}, "percentage": {"numerator": 100}}})),
                 fault(json!({"abort": {"http_status": 500, "percentage": {"numerator": 0}}})),
                 router()]}),
-        );
-        let _ = &mut b;
-        b
+        )
     })
     .await;
     let seen =

@@ -176,17 +176,9 @@ async fn forwarding_headers_request_id_and_xff() {
     let runs = both(|p| {
         let vh =
             json!([{"name": "all", "domains": ["*"], "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "up", "timeout": "3s"}}]}]);
-        let mut b = http_bootstrap(p, vh.clone(), vec![cluster("up", &[port], json!({}))], json!({}));
+        let b = http_bootstrap(p, vh.clone(), vec![cluster("up", &[port], json!({}))], json!({}));
         // A second listener at the edge: use_remote_address appends the peer to x-forwarded-for.
-        let edge = listener(
-            "edge",
-            p.listen[1],
-            json!([hcm(json!({"name": "edge", "virtual_hosts": vh}), json!({"stat_prefix": "edge", "use_remote_address": true}))]),
-        );
-        if let Some(l) = b["static_resources"]["listeners"].as_array_mut() {
-            l.push(edge);
-        }
-        b
+        with_second_listener(b, p, "edge", vh, json!({"use_remote_address": true}))
     })
     .await;
     let seen = same(&runs, &[Req::get("/a"), Req::get("/b").header("x-request-id", "keep-me").header("x-forwarded-for", "10.1.1.1")]).await;
