@@ -1,0 +1,58 @@
+//! `MeshConfig` (Istio's mesh-wide settings), read from `--mesh mesh.yaml`.
+
+use serde::Deserialize;
+
+use crate::networking::OutboundTrafficPolicy;
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MeshConfig {
+    #[serde(default)]
+    pub outbound_traffic_policy: OutboundTrafficPolicy,
+    #[serde(default)]
+    pub default_config: ProxyConfig,
+    #[serde(default = "default_trust_domain")]
+    pub trust_domain: String,
+    #[serde(default = "yes")]
+    pub enable_auto_mtls: bool,
+    #[serde(default = "default_root_namespace")]
+    pub root_namespace: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ProxyConfig {
+    #[serde(default)]
+    pub concurrency: Option<u32>,
+    #[serde(default)]
+    pub tracing: Option<Tracing>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Tracing {
+    #[serde(default)]
+    pub sampling: Option<f64>,
+}
+
+fn default_trust_domain() -> String {
+    "cluster.local".into()
+}
+fn default_root_namespace() -> String {
+    "istio-system".into()
+}
+fn yes() -> bool {
+    true
+}
+
+impl Default for MeshConfig {
+    fn default() -> Self {
+        MeshConfig {
+            outbound_traffic_policy: OutboundTrafficPolicy::default(),
+            default_config: ProxyConfig::default(),
+            trust_domain: default_trust_domain(),
+            enable_auto_mtls: true,
+            root_namespace: default_root_namespace(),
+        }
+    }
+}

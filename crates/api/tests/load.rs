@@ -1,0 +1,64 @@
+//! Loading Istio-shaped resources: the good ones load, each bad one is reported with file, line
+//! and field path, and a bad document never takes the good ones in its file down with it.
+
+use weft_api::{load_text, Level, Object};
+
+fn fixture(name: &str) -> (String, String) {
+    let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+    (std::fs::read_to_string(&path).expect("fixture"), name.to_string())
+}
+
+#[test]
+fn bookinfo_shaped_resources_load_unchanged() {
+    let (text, file) = fixture("bookinfo-routing.yaml");
+    let loaded = load_text(&text, &file);
+    let errors: Vec<_> = loaded.diagnostics.iter().filter(|d| d.level == Level::Error).collect();
+    assert!(errors.is_empty(), "{errors:#?}");
+    let kinds: Vec<_> = loaded.objects.iter().map(|o| o.kind()).collect();
+    assert_eq!(kinds, ["DestinationRule", "VirtualService", "VirtualService", "DestinationRule", "Service"]);
+    let Object::VirtualService(vs) = &loaded.objects[1] else { panic!("not a VirtualService") };
+    assert_eq!(vs.namespace, "default");
+    assert_eq!(vs.origin.line, 19, "a document's origin is its first line");
+    assert_eq!(vs.spec.http[1].route[1].weight, Some(10));
+    let Object::DestinationRule(dr) = &loaded.objects[3] else { panic!("not a DestinationRule") };
+    let od = dr.spec.traffic_policy.as_ref().and_then(|t| t.outlier_detection.as_ref()).expect("outlier detection");
+    assert_eq!(od.base_ejection_time.map(|d| d.0.as_secs()), Some(180), "Go durations like 3m are accepted");
+}
+
+#[test]
+fn each_bad_resource_is_named_with_line_and_path_and_the_good_one_survives() {
+    let (text, file) = fixture("broken.yaml");
+    let loaded = load_text(&text, &file);
+    let shown: Vec<String> = loaded.diagnostics.iter().map(|d| d.to_string()).collect();
+    let want = [
+        "broken.yaml:8: VirtualService default/bad-weights: spec.http[0].route: destination weights add up to 90, not 100",
+        "broken.yaml:23: VirtualService default/bad-regex: spec.http[0].match[0].uri.regex: invalid regular expression",
+        "broken.yaml:32: VirtualService default/dup-hosts: spec.hosts[1]: duplicate host \"details\"",
+        "broken.yaml:44: DestinationRule default/typo: spec.trafficPolicy.loadBalancr: unknown field",
+    ];
+    assert_eq!(shown.len(), want.len(), "{shown:#?}");
+    for (got, want) in shown.iter().zip(want) {
+        assert!(got.starts_with(want), "got  {got}\nwant {want}…");
+    }
+    assert_eq!(loaded.objects.len(), 1, "only the valid DestinationRule loads");
+}
+
+#[test]
+fn unimplemented_istio_fields_are_refused_by_name() {
+    let text = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: cors}\nspec:\n  hosts: [a]\n  http:\n  - corsPolicy: {allowOrigins: [{exact: x}]}\n    route: [{destination: {host: a}}]\n";
+    let loaded = load_text(text, "cors.yaml");
+    assert!(loaded.objects.is_empty());
+    let d = &loaded.diagnostics[0];
+    assert_eq!(d.field_path, "spec.http[0].corsPolicy");
+    assert!(d.message.contains("not supported by weft yet"), "{d}");
+    assert_eq!(d.line, Some(7));
+}
+
+#[test]
+fn syntax_errors_and_unknown_kinds_are_reported() {
+    let loaded = load_text("apiVersion: v1\nkind: Service\nmetadata: {name: a}\nspec:\n  ports: [\n", "s.yaml");
+    assert!(loaded.diagnostics[0].message.contains("YAML syntax error"), "{:?}", loaded.diagnostics);
+    let loaded = load_text("apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: w}\n", "w.yaml");
+    assert_eq!(loaded.diagnostics[0].level, Level::Warning);
+    assert!(loaded.diagnostics[0].message.contains("Widget is not a kind weft reads"));
+}
