@@ -14,6 +14,7 @@ pub mod core;
 pub mod filters;
 pub mod listener;
 pub mod load;
+pub mod proto;
 pub mod route;
 pub mod typed;
 

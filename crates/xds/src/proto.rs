@@ -1,0 +1,96 @@
+//! Envoy resources between their two encodings: protobuf `Any` on the xDS wire, proto3 JSON
+//! (snake_case field names) everywhere else. Conversion is by reflection over Envoy's own
+//! descriptors, so JSON that is not valid Envoy config cannot be put on the wire, and resources
+//! arriving over xDS feed the same serde types (and the same "not supported" rule) as a
+//! bootstrap file.
+
+use std::sync::OnceLock;
+
+use prost::Message;
+use prost_reflect::{DescriptorPool, DynamicMessage, SerializeOptions};
+
+pub use envoy_types::pb::google::protobuf::Any;
+
+pub const CLUSTER: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
+pub const ENDPOINT: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
+pub const LISTENER: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
+pub const ROUTE: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
+
+/// The four resource types weft serves, in the order Envoy warms them.
+pub const ALL_TYPES: [&str; 4] = [CLUSTER, ENDPOINT, LISTENER, ROUTE];
+
+/// Short names operators use (`clusters`, `listeners`, …) for a type URL.
+pub fn short_name(type_url: &str) -> &'static str {
+    match type_url {
+        CLUSTER => "CDS",
+        ENDPOINT => "EDS",
+        LISTENER => "LDS",
+        ROUTE => "RDS",
+        _ => "?",
+    }
+}
+
+static DESCRIPTORS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/envoy_descriptors.bin"));
+
+fn pool() -> &'static DescriptorPool {
+    static POOL: OnceLock<DescriptorPool> = OnceLock::new();
+    // The descriptor set is compiled in; failing to decode it is a build defect.
+    #[allow(clippy::expect_used)]
+    POOL.get_or_init(|| DescriptorPool::decode(DESCRIPTORS).expect("Envoy descriptor set compiled into weft decodes"))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProtoError {
+    #[error("unknown resource type {0}")]
+    UnknownType(String),
+    #[error("{type_url}: {message}")]
+    Invalid { type_url: String, message: String },
+}
+
+fn message_name(type_url: &str) -> &str {
+    type_url.rsplit('/').next().unwrap_or(type_url)
+}
+
+/// Encodes a proto3-JSON resource as the `Any` xDS carries.
+pub fn to_any(type_url: &str, json: &serde_json::Value) -> Result<Any, ProtoError> {
+    let desc = pool().get_message_by_name(message_name(type_url)).ok_or_else(|| ProtoError::UnknownType(type_url.into()))?;
+    let msg = DynamicMessage::deserialize(desc, json)
+        .map_err(|e| ProtoError::Invalid { type_url: type_url.into(), message: e.to_string() })?;
+    Ok(Any { type_url: type_url.into(), value: msg.encode_to_vec() })
+}
+
+/// Decodes an `Any` into proto3 JSON with Envoy's snake_case field names, leaving out fields
+/// at their defaults (so "set" means "sent").
+pub fn from_any(any: &Any) -> Result<serde_json::Value, ProtoError> {
+    let desc =
+        pool().get_message_by_name(message_name(&any.type_url)).ok_or_else(|| ProtoError::UnknownType(any.type_url.clone()))?;
+    let msg = DynamicMessage::decode(desc, any.value.as_slice())
+        .map_err(|e| ProtoError::Invalid { type_url: any.type_url.clone(), message: e.to_string() })?;
+    let opts = SerializeOptions::new().use_proto_field_name(true).stringify_64_bit_integers(false);
+    msg.serialize_with_options(serde_json::value::Serializer, &opts)
+        .map_err(|e| ProtoError::Invalid { type_url: any.type_url.clone(), message: e.to_string() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_round_trips_through_protobuf() {
+        let j = serde_json::json!({
+            "name": "outbound|9080||reviews.default.svc.cluster.local",
+            "type": "EDS",
+            "eds_cluster_config": {"eds_config": {"ads": {}, "resource_api_version": "V3"}},
+            "connect_timeout": "10s",
+            "circuit_breakers": {"thresholds": [{"max_connections": 4294967295u32}]}
+        });
+        let any = to_any(CLUSTER, &j).expect("encode");
+        assert_eq!(from_any(&any).expect("decode"), j);
+    }
+
+    #[test]
+    fn invalid_json_is_refused_with_the_field() {
+        let e = to_any(CLUSTER, &serde_json::json!({"name": "c", "conect_timeout": "1s"})).expect_err("typo");
+        assert!(e.to_string().contains("conect_timeout"), "{e}");
+    }
+}
