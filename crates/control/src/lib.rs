@@ -1,0 +1,7 @@
+//! weft's control plane: reads mesh configuration, builds the service model, translates it
+//! per proxy into Envoy v3 resources and serves them over ADS.
+
+pub mod model;
+pub mod node;
+pub mod protocol;
+pub mod translate;

@@ -1,0 +1,386 @@
+//! The service model one config snapshot describes: services (from Kubernetes `Service` and
+//! `ServiceEntry`) with their ports, protocols and endpoints, and the routing resources that
+//! apply to them. Built once per snapshot, immutable, shared by every proxy's translation.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use weft_api::core::IntOrString;
+use weft_api::mesh::MeshConfig;
+use weft_api::networking::{self as net, Resolution};
+use weft_api::security::PeerAuthentication;
+use weft_api::{Object, Resource};
+
+use crate::protocol::Protocol;
+
+pub const DOMAIN_SUFFIX: &str = "svc.cluster.local";
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Service {
+    /// Fully qualified: `reviews.default.svc.cluster.local`, or a ServiceEntry host.
+    pub hostname: String,
+    pub namespace: String,
+    /// The Kubernetes name, for short-name domains; `None` for ServiceEntry hosts.
+    pub short_name: Option<String>,
+    pub vip: Option<IpAddr>,
+    pub ports: Vec<ServicePort>,
+    pub endpoints: Vec<Endpoint>,
+    pub discovery: Discovery,
+    pub external: bool,
+}
+
+/// How a service's endpoints are found by the proxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Discovery {
+    /// Endpoints pushed over EDS.
+    Eds,
+    /// The proxy resolves the endpoint names (`STRICT_DNS`).
+    Dns,
+    /// One DNS name, connections follow the answer (`LOGICAL_DNS`).
+    DnsRoundRobin,
+    /// No endpoints: connect to where the caller was going (`ORIGINAL_DST`).
+    Passthrough,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServicePort {
+    pub name: String,
+    pub port: u16,
+    pub protocol: Protocol,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Endpoint {
+    /// An IP, or a DNS name for DNS services.
+    pub address: String,
+    /// Service port → port on this endpoint.
+    pub ports: BTreeMap<u16, u16>,
+    pub labels: BTreeMap<String, String>,
+    pub service_account: Option<String>,
+    pub weight: Option<u32>,
+}
+
+/// A workload the mesh knows from a `WorkloadEntry` (or from endpoints given directly).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Workload {
+    pub name: String,
+    pub namespace: String,
+    pub address: String,
+    pub labels: BTreeMap<String, String>,
+    pub ports: BTreeMap<String, u32>,
+    pub service_account: Option<String>,
+}
+
+#[derive(Debug, Default)]
+pub struct Model {
+    pub mesh: MeshConfig,
+    pub services: Vec<Arc<Service>>,
+    by_host: HashMap<String, usize>,
+    pub virtual_services: Vec<Resource<net::VirtualService>>,
+    pub destination_rules: Vec<Resource<net::DestinationRule>>,
+    pub gateways: Vec<Resource<net::Gateway>>,
+    pub sidecars: Vec<Resource<net::Sidecar>>,
+    pub workloads: Vec<Workload>,
+    pub peer_authentications: Vec<Resource<PeerAuthentication>>,
+}
+
+pub fn labels_match(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> bool {
+    selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
+fn port16(p: u32) -> u16 {
+    u16::try_from(p).unwrap_or(0)
+}
+
+impl Model {
+    /// Builds the model from validated objects. Objects are taken in a stable order (namespace,
+    /// name) so the same files always give the same config.
+    pub fn build(objects: &[Object], mesh: MeshConfig) -> Model {
+        let mut m = Model { mesh, ..Model::default() };
+        let mut k8s_services = Vec::new();
+        let mut endpoints = HashMap::new();
+        let mut slices: HashMap<(String, String), Vec<&Resource<weft_api::core::EndpointSlice>>> = HashMap::new();
+        let mut service_entries = Vec::new();
+        for o in objects {
+            match o {
+                Object::VirtualService(r) => m.virtual_services.push(r.clone()),
+                Object::DestinationRule(r) => m.destination_rules.push(r.clone()),
+                Object::Gateway(r) => m.gateways.push(r.clone()),
+                Object::Sidecar(r) => m.sidecars.push(r.clone()),
+                Object::PeerAuthentication(r) => m.peer_authentications.push(r.clone()),
+                Object::WorkloadEntry(r) => m.workloads.push(Workload {
+                    name: r.name.clone(),
+                    namespace: r.namespace.clone(),
+                    address: r.spec.address.clone(),
+                    labels: merged(&r.labels, &r.spec.labels),
+                    ports: r.spec.ports.clone(),
+                    service_account: r.spec.service_account.clone(),
+                }),
+                Object::Service(r) => k8s_services.push(r),
+                Object::Endpoints(r) => {
+                    endpoints.insert((r.namespace.clone(), r.name.clone()), r);
+                }
+                Object::EndpointSlice(r) => {
+                    if let Some(svc) = r.labels.get("kubernetes.io/service-name") {
+                        slices.entry((r.namespace.clone(), svc.clone())).or_default().push(r);
+                    }
+                }
+                Object::ServiceEntry(r) => service_entries.push(r),
+            }
+        }
+        m.virtual_services.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+        m.destination_rules.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+        m.gateways.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+        m.sidecars.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+        m.workloads.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+
+        let mut services = Vec::new();
+        for r in k8s_services {
+            services.push(m.kube_service(r, endpoints.get(&(r.namespace.clone(), r.name.clone())).copied(), slices.get(&(r.namespace.clone(), r.name.clone()))));
+        }
+        for r in service_entries {
+            services.extend(m.service_entry(r));
+        }
+        services.sort_by(|a: &Service, b| a.hostname.cmp(&b.hostname));
+        // The first definition of a host wins (Kubernetes services sort before ServiceEntries of
+        // the same name only by hostname order; duplicates are reported by `analyze`).
+        services.dedup_by(|a, b| a.hostname == b.hostname);
+        m.services = services.into_iter().map(Arc::new).collect();
+        m.by_host = m.services.iter().enumerate().map(|(i, s)| (s.hostname.clone(), i)).collect();
+        m
+    }
+
+    pub fn service(&self, host: &str) -> Option<&Arc<Service>> {
+        self.by_host.get(host).map(|i| &self.services[*i])
+    }
+
+    fn kube_service(
+        &self,
+        r: &Resource<weft_api::core::Service>,
+        eps: Option<&Resource<weft_api::core::Endpoints>>,
+        slices: Option<&Vec<&Resource<weft_api::core::EndpointSlice>>>,
+    ) -> Service {
+        let ports: Vec<ServicePort> = r
+            .spec
+            .ports
+            .iter()
+            .map(|p| ServicePort {
+                name: p.name.clone().unwrap_or_default(),
+                port: port16(p.port),
+                protocol: Protocol::for_service_port(p.name.as_deref(), p.app_protocol.as_deref(), p.protocol.as_deref(), p.port),
+            })
+            .collect();
+        let mut endpoints = Vec::new();
+        if !r.spec.selector.is_empty() {
+            for w in &self.workloads {
+                if w.namespace != r.namespace || !labels_match(&r.spec.selector, &w.labels) {
+                    continue;
+                }
+                let mut map = BTreeMap::new();
+                for p in &r.spec.ports {
+                    let target = match &p.target_port {
+                        None => Some(p.port),
+                        Some(IntOrString::Int(n)) => Some(*n),
+                        Some(IntOrString::String(name)) => w.ports.get(name).copied(),
+                    };
+                    // A WorkloadEntry may also map the service port's name to its own port.
+                    let target = p.name.as_ref().and_then(|n| w.ports.get(n)).copied().or(target);
+                    if let Some(t) = target {
+                        map.insert(port16(p.port), port16(t));
+                    }
+                }
+                endpoints.push(Endpoint {
+                    address: w.address.clone(),
+                    ports: map,
+                    labels: w.labels.clone(),
+                    service_account: w.service_account.clone(),
+                    weight: None,
+                });
+            }
+        }
+        let by_name = |name: &Option<String>, port: u32| -> Option<u16> {
+            r.spec.ports.iter().find(|sp| sp.name == *name || (r.spec.ports.len() == 1 && name.is_none())).map(|sp| port16(sp.port)).or_else(
+                || {
+                    // Unnamed endpoint port on a single-port service.
+                    (r.spec.ports.len() == 1).then(|| port16(r.spec.ports[0].port)).filter(|_| port > 0)
+                },
+            )
+        };
+        if let Some(e) = eps {
+            for s in &e.spec.subsets {
+                for a in &s.addresses {
+                    let mut map = BTreeMap::new();
+                    for p in &s.ports {
+                        if let Some(sp) = by_name(&p.name, p.port) {
+                            map.insert(sp, port16(p.port));
+                        }
+                    }
+                    let labels = self.labels_for_ip(&a.ip, &r.namespace);
+                    endpoints.push(Endpoint { address: a.ip.clone(), ports: map, labels, service_account: None, weight: None });
+                }
+            }
+        }
+        for sl in slices.into_iter().flatten() {
+            for ep in &sl.spec.endpoints {
+                if ep.conditions.as_ref().and_then(|c| c.ready) == Some(false) {
+                    continue;
+                }
+                for a in &ep.addresses {
+                    let mut map = BTreeMap::new();
+                    for p in &sl.spec.ports {
+                        if let Some(sp) = by_name(&p.name, p.port) {
+                            map.insert(sp, port16(p.port));
+                        }
+                    }
+                    let labels = self.labels_for_ip(a, &r.namespace);
+                    endpoints.push(Endpoint { address: a.clone(), ports: map, labels, service_account: None, weight: None });
+                }
+            }
+        }
+        endpoints.sort_by(|a, b| a.address.cmp(&b.address));
+        endpoints.dedup_by(|a, b| a.address == b.address);
+        Service {
+            hostname: format!("{}.{}.{DOMAIN_SUFFIX}", r.name, r.namespace),
+            namespace: r.namespace.clone(),
+            short_name: Some(r.name.clone()),
+            vip: r.spec.cluster_ip.as_deref().and_then(|ip| ip.parse().ok()),
+            ports,
+            endpoints,
+            discovery: Discovery::Eds,
+            external: false,
+        }
+    }
+
+    /// Labels of the WorkloadEntry at `ip`, so subsets can select endpoints given directly.
+    fn labels_for_ip(&self, ip: &str, namespace: &str) -> BTreeMap<String, String> {
+        self.workloads.iter().find(|w| w.address == ip && w.namespace == namespace).map(|w| w.labels.clone()).unwrap_or_default()
+    }
+
+    fn service_entry(&self, r: &Resource<net::ServiceEntry>) -> Vec<Service> {
+        let se = &r.spec;
+        let ports: Vec<ServicePort> = se
+            .ports
+            .iter()
+            .map(|p| ServicePort {
+                name: p.name.clone().unwrap_or_default(),
+                port: port16(p.number),
+                protocol: p.protocol.as_deref().and_then(Protocol::parse).unwrap_or(Protocol::Auto),
+            })
+            .collect();
+        let entries: Vec<(String, BTreeMap<String, u32>, BTreeMap<String, String>, Option<String>, Option<u32>)> =
+            match &se.workload_selector {
+                Some(sel) => self
+                    .workloads
+                    .iter()
+                    .filter(|w| w.namespace == r.namespace && labels_match(&sel.labels, &w.labels))
+                    .map(|w| (w.address.clone(), w.ports.clone(), w.labels.clone(), w.service_account.clone(), None))
+                    .collect(),
+                None => se
+                    .endpoints
+                    .iter()
+                    .map(|e| (e.address.clone(), e.ports.clone(), e.labels.clone(), e.service_account.clone(), e.weight))
+                    .collect(),
+            };
+        let discovery = match se.resolution {
+            Resolution::None => Discovery::Passthrough,
+            Resolution::Static => Discovery::Eds,
+            Resolution::Dns => Discovery::Dns,
+            Resolution::DnsRoundRobin => Discovery::DnsRoundRobin,
+        };
+        let vip = se.addresses.first().and_then(|a| a.split('/').next()).and_then(|a| a.parse().ok());
+        se.hosts
+            .iter()
+            .map(|host| {
+                let mut endpoints: Vec<Endpoint> = entries
+                    .iter()
+                    .map(|(addr, eports, labels, sa, weight)| Endpoint {
+                        address: addr.clone(),
+                        ports: se
+                            .ports
+                            .iter()
+                            .map(|p| {
+                                let name = p.name.clone().unwrap_or_default();
+                                let target = eports.get(&name).copied().or(p.target_port).unwrap_or(p.number);
+                                (port16(p.number), port16(target))
+                            })
+                            .collect(),
+                        labels: labels.clone(),
+                        service_account: sa.clone(),
+                        weight: *weight,
+                    })
+                    .collect();
+                // DNS resolution with no endpoints resolves the host itself.
+                if endpoints.is_empty() && matches!(discovery, Discovery::Dns | Discovery::DnsRoundRobin) {
+                    endpoints.push(Endpoint {
+                        address: host.clone(),
+                        ports: ports.iter().map(|p| (p.port, p.port)).collect(),
+                        labels: BTreeMap::new(),
+                        service_account: None,
+                        weight: None,
+                    });
+                }
+                Service {
+                    hostname: host.clone(),
+                    namespace: r.namespace.clone(),
+                    short_name: None,
+                    vip,
+                    ports: ports.clone(),
+                    endpoints,
+                    discovery,
+                    external: se.location == net::Location::MeshExternal,
+                }
+            })
+            .collect()
+    }
+
+    /// Resolves a host as written in a resource of `namespace` (`reviews`, `reviews.prod`,
+    /// or a full name) to the hostname the registry uses.
+    pub fn resolve_host(&self, host: &str, namespace: &str) -> String {
+        if host.contains('*') || self.by_host.contains_key(host) {
+            return host.to_string();
+        }
+        let dots = host.matches('.').count();
+        let candidate = match dots {
+            0 => format!("{host}.{namespace}.{DOMAIN_SUFFIX}"),
+            1 => format!("{host}.{DOMAIN_SUFFIX}"),
+            _ if host.ends_with(".svc") => format!("{host}.cluster.local"),
+            _ => host.to_string(),
+        };
+        candidate
+    }
+
+    /// The DestinationRule for `host` as seen from `namespace`: the proxy's own namespace first,
+    /// then the host's namespace, then the root namespace (Istio's lookup order).
+    pub fn destination_rule(&self, host: &str, proxy_ns: &str) -> Option<&Resource<net::DestinationRule>> {
+        let svc_ns = self.service(host).map(|s| s.namespace.as_str());
+        let order = [Some(proxy_ns), svc_ns, Some(self.mesh.root_namespace.as_str())];
+        for ns in order.into_iter().flatten() {
+            if let Some(dr) = self
+                .destination_rules
+                .iter()
+                .find(|d| d.namespace == ns && self.resolve_host(&d.spec.host, &d.namespace) == host && d.spec.workload_selector.is_none())
+            {
+                return Some(dr);
+            }
+        }
+        None
+    }
+}
+
+fn merged(a: &BTreeMap<String, String>, b: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    let mut m = a.clone();
+    m.extend(b.iter().map(|(k, v)| (k.clone(), v.clone())));
+    m
+}
+
+/// Whether `pattern` (a host, possibly `*.suffix` or `*`) covers `host`.
+pub fn host_matches(pattern: &str, host: &str) -> bool {
+    if pattern == "*" {
+        return true;
+    }
+    match pattern.strip_prefix('*') {
+        Some(suffix) => host.ends_with(suffix),
+        None => pattern.eq_ignore_ascii_case(host),
+    }
+}

@@ -1,0 +1,204 @@
+//! Listeners (LDS) for a sidecar: `virtualOutbound` on 15001 hands captured connections to a
+//! listener per destination port; `virtualInbound` on 15006 delivers to the local application.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::{json, Value};
+use weft_api::networking::OutboundMode;
+
+use super::{cluster, inbound_cluster_name, outbound_cluster_name, socket_address, tcp_proxy, Generated, Scope};
+use super::{BLACKHOLE, INBOUND_PASSTHROUGH, INBOUND_PORT, OUTBOUND_PORT, PASSTHROUGH};
+use crate::model::labels_match;
+use crate::protocol::Protocol;
+
+/// ALPN values the HTTP inspector reports for plaintext HTTP.
+const HTTP_ALPN: [&str; 3] = ["http/1.0", "http/1.1", "h2c"];
+
+fn http_inspector() -> Value {
+    json!({"name": "envoy.filters.listener.http_inspector", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.listener.http_inspector.v3.HttpInspector"}})
+}
+
+fn original_dst() -> Value {
+    json!({"name": "envoy.filters.listener.original_dst", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.listener.original_dst.v3.OriginalDst"}})
+}
+
+fn unknown_destination(scope: &Scope<'_>) -> &'static str {
+    match scope.outbound {
+        OutboundMode::AllowAny => PASSTHROUGH,
+        OutboundMode::RegistryOnly => BLACKHOLE,
+    }
+}
+
+fn hcm(stat_prefix: &str, routes: Value) -> Value {
+    let mut cfg = json!({
+        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        "stat_prefix": stat_prefix,
+        "http_filters": [
+            {"name": "envoy.filters.http.fault", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault"}},
+            {"name": "envoy.filters.http.router", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}},
+        ],
+    });
+    match routes {
+        Value::String(name) => cfg["rds"] = json!({"route_config_name": name, "config_source": {"ads": {}, "resource_api_version": "V3"}}),
+        inline => cfg["route_config"] = inline,
+    }
+    json!({"name": "envoy.filters.network.http_connection_manager", "typed_config": cfg})
+}
+
+pub fn outbound(scope: &Scope<'_>, out: &mut Generated) {
+    let fallback = unknown_destination(scope);
+    out.listeners.insert(
+        "virtualOutbound".into(),
+        json!({
+            "name": "virtualOutbound",
+            "address": socket_address("0.0.0.0", OUTBOUND_PORT),
+            "use_original_dst": true,
+            "traffic_direction": "OUTBOUND",
+            "filter_chains": [
+                {"name": "virtualOutbound-blackhole", "filter_chain_match": {"destination_port": OUTBOUND_PORT}, "filters": [tcp_proxy(BLACKHOLE, BLACKHOLE)]},
+                {"name": "virtualOutbound-catchall-tcp", "filters": [tcp_proxy(fallback, fallback)]},
+            ],
+        }),
+    );
+
+    // One listener per destination port, shared by every service on that port.
+    let mut ports: BTreeMap<u16, Vec<(&crate::model::Service, Protocol)>> = BTreeMap::new();
+    for svc in &scope.services {
+        for p in &svc.ports {
+            if p.protocol != Protocol::Udp && p.port != OUTBOUND_PORT && p.port != INBOUND_PORT {
+                ports.entry(p.port).or_default().push((svc, p.protocol));
+            }
+        }
+    }
+    for (port, services) in ports {
+        let name = format!("0.0.0.0_{port}");
+        let mut chains = Vec::new();
+        let mut any_http = false;
+        for (svc, proto) in &services {
+            if proto.is_http() {
+                any_http = true;
+                continue;
+            }
+            if *proto == Protocol::Auto {
+                any_http = true;
+            }
+            // Non-HTTP traffic is told apart by destination address, so it needs the VIP.
+            let Some(vip) = svc.vip else { continue };
+            let cluster = tcp_destination(scope, &svc.hostname, port);
+            chains.push(json!({
+                "name": format!("{vip}_{port}"),
+                "filter_chain_match": {"prefix_ranges": [{"address_prefix": vip.to_string(), "prefix_len": if vip.is_ipv4() { 32 } else { 128 }}]},
+                "filters": [tcp_proxy(&cluster, &cluster)],
+            }));
+            if *proto == Protocol::Auto {
+                // Sniffed port: HTTP to the VIP still goes through the HTTP routes.
+                chains.push(json!({
+                    "name": format!("{vip}_{port}-http"),
+                    "filter_chain_match": {"prefix_ranges": [{"address_prefix": vip.to_string(), "prefix_len": if vip.is_ipv4() { 32 } else { 128 }}],
+                                           "application_protocols": HTTP_ALPN},
+                    "filters": [hcm(&format!("outbound_{name}"), json!(port.to_string()))],
+                }));
+            }
+        }
+        if any_http {
+            chains.push(json!({
+                "name": name,
+                "filter_chain_match": {"application_protocols": HTTP_ALPN},
+                "filters": [hcm(&format!("outbound_{name}"), json!(port.to_string()))],
+            }));
+        }
+        let mut l = json!({
+            "name": name,
+            "address": socket_address("0.0.0.0", port),
+            "bind_to_port": false,
+            "traffic_direction": "OUTBOUND",
+            "filter_chains": chains,
+            "default_filter_chain": {"name": "PassthroughFilterChain", "filters": [tcp_proxy(fallback, fallback)]},
+        });
+        if any_http {
+            l["listener_filters"] = json!([http_inspector()]);
+        }
+        out.listeners.insert(name, l);
+    }
+}
+
+/// The cluster for TCP traffic to `host:port`: a VirtualService `tcp` route when one applies
+/// (first destination; weighted TCP splits are in the route's order), else the service.
+fn tcp_destination(scope: &Scope<'_>, host: &str, port: u16) -> String {
+    if let Some(vs) = scope.virtual_service(host) {
+        for r in &vs.spec.tcp {
+            let applies = r.matches.is_empty() || r.matches.iter().any(|m| m.port.is_none_or(|p| p == u32::from(port)));
+            if let (true, Some(d)) = (applies, r.route.first()) {
+                let dh = scope.model.resolve_host(&d.destination.host, &vs.namespace);
+                let dp = d.destination.port.map(|p| p.number as u16).unwrap_or(port);
+                return outbound_cluster_name(dp, d.destination.subset.as_deref().unwrap_or(""), &dh);
+            }
+        }
+    }
+    outbound_cluster_name(port, "", host)
+}
+
+pub fn inbound(scope: &Scope<'_>, out: &mut Generated) {
+    let node = scope.node;
+    // The ports this workload serves: every Service port that selects it.
+    let mut served: BTreeMap<u16, Protocol> = BTreeMap::new();
+    let ip = node.ip.to_string();
+    for svc in &scope.model.services {
+        for ep in &svc.endpoints {
+            let mine = ep.address == ip || (!node.labels.is_empty() && labels_match(&ep.labels, &node.labels) && !ep.labels.is_empty() && svc.namespace == node.namespace);
+            if !mine {
+                continue;
+            }
+            for p in &svc.ports {
+                if let Some(target) = ep.ports.get(&p.port) {
+                    served.entry(*target).or_insert(p.protocol);
+                }
+            }
+        }
+    }
+    let mut chains = vec![json!({
+        "name": "virtualInbound-blackhole",
+        "filter_chain_match": {"destination_port": INBOUND_PORT},
+        "filters": [tcp_proxy(BLACKHOLE, BLACKHOLE)],
+    })];
+    let mut sniff = false;
+    let mut seen = BTreeSet::new();
+    for (port, proto) in &served {
+        if !seen.insert(*port) || *proto == Protocol::Udp {
+            continue;
+        }
+        cluster::inbound(out, *port, *proto);
+        let cluster = inbound_cluster_name(*port);
+        let name = format!("0.0.0.0_{port}");
+        let http = json!({"name": cluster, "virtual_hosts": [{"name": format!("inbound|http|{port}"), "domains": ["*"],
+            "routes": [{"name": "default", "match": {"prefix": "/"}, "route": {"cluster": cluster, "timeout": "0s"}}]}]});
+        if proto.is_http() {
+            chains.push(json!({"name": name, "filter_chain_match": {"destination_port": port},
+                "filters": [hcm(&format!("inbound_0.0.0.0_{port}"), http)]}));
+        } else if *proto == Protocol::Auto {
+            sniff = true;
+            chains.push(json!({"name": format!("{name}-http"), "filter_chain_match": {"destination_port": port, "application_protocols": HTTP_ALPN},
+                "filters": [hcm(&format!("inbound_0.0.0.0_{port}"), http)]}));
+            chains.push(json!({"name": name, "filter_chain_match": {"destination_port": port}, "filters": [tcp_proxy(&cluster, &cluster)]}));
+        } else {
+            chains.push(json!({"name": name, "filter_chain_match": {"destination_port": port}, "filters": [tcp_proxy(&cluster, &cluster)]}));
+        }
+    }
+    let mut listener_filters = vec![original_dst()];
+    if sniff {
+        listener_filters.push(http_inspector());
+    }
+    out.listeners.insert(
+        "virtualInbound".into(),
+        json!({
+            "name": "virtualInbound",
+            "address": socket_address("0.0.0.0", INBOUND_PORT),
+            "traffic_direction": "INBOUND",
+            "listener_filters": listener_filters,
+            "filter_chains": chains,
+            "default_filter_chain": {"name": "virtualInbound", "filters": [tcp_proxy(INBOUND_PASSTHROUGH, INBOUND_PASSTHROUGH)]},
+        }),
+    );
+}

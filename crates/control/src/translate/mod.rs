@@ -1,0 +1,153 @@
+//! Istio's model → Envoy v3 resources for one proxy. Output is proto3 JSON (snake_case), the
+//! encoding both `weft proxy` and Envoy read; the ADS server turns it into protobuf.
+//!
+//! Everything a proxy gets comes from its *dependency set* (`Scope`): the services its
+//! `Sidecar` egress hosts let it see, or all services when there is no `Sidecar`.
+
+mod cluster;
+mod gateway;
+mod listener;
+mod route;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde_json::Value;
+use weft_api::networking::{self as net, OutboundMode};
+use weft_api::Resource;
+
+use crate::model::{host_matches, labels_match, Model, Service};
+use crate::node::{ProxyKind, ProxyNode};
+
+pub const PASSTHROUGH: &str = "PassthroughCluster";
+pub const BLACKHOLE: &str = "BlackHoleCluster";
+pub const INBOUND_PASSTHROUGH: &str = "InboundPassthroughCluster";
+pub const OUTBOUND_PORT: u16 = 15001;
+pub const INBOUND_PORT: u16 = 15006;
+
+/// One proxy's resources, by type URL then resource name.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Generated {
+    pub clusters: BTreeMap<String, Value>,
+    pub endpoints: BTreeMap<String, Value>,
+    pub listeners: BTreeMap<String, Value>,
+    pub routes: BTreeMap<String, Value>,
+}
+
+impl Generated {
+    pub fn by_type(&self, type_url: &str) -> Option<&BTreeMap<String, Value>> {
+        use weft_xds::proto::{CLUSTER, ENDPOINT, LISTENER, ROUTE};
+        match type_url {
+            CLUSTER => Some(&self.clusters),
+            ENDPOINT => Some(&self.endpoints),
+            LISTENER => Some(&self.listeners),
+            ROUTE => Some(&self.routes),
+            _ => None,
+        }
+    }
+}
+
+/// What one proxy may see, decided once per generation.
+pub struct Scope<'a> {
+    pub model: &'a Model,
+    pub node: &'a ProxyNode,
+    pub services: Vec<&'a Arc<Service>>,
+    pub outbound: OutboundMode,
+}
+
+impl<'a> Scope<'a> {
+    pub fn new(model: &'a Model, node: &'a ProxyNode) -> Scope<'a> {
+        let sidecar = sidecar_for(model, node);
+        let egress: Vec<&str> = sidecar.map(|s| s.spec.egress.iter().flat_map(|e| e.hosts.iter().map(String::as_str)).collect()).unwrap_or_default();
+        let services = model
+            .services
+            .iter()
+            .filter(|s| egress.is_empty() || egress.iter().any(|h| egress_allows(h, s, &node.namespace)))
+            .collect();
+        let outbound = sidecar
+            .and_then(|s| s.spec.outbound_traffic_policy.as_ref().map(|p| p.mode))
+            .unwrap_or(model.mesh.outbound_traffic_policy.mode);
+        Scope { model, node, services, outbound }
+    }
+
+    /// The VirtualService that routes `host` for this proxy's mesh traffic (first by
+    /// namespace/name when several claim it; `weft analyze` reports the conflict).
+    pub fn virtual_service(&self, host: &str) -> Option<&'a Resource<net::VirtualService>> {
+        self.model.virtual_services.iter().find(|vs| {
+            (vs.spec.gateways.is_empty() || vs.spec.gateways.iter().any(|g| g == "mesh"))
+                && vs.spec.hosts.iter().any(|h| host_matches(&self.model.resolve_host(h, &vs.namespace), host))
+        })
+    }
+}
+
+/// The Sidecar resource that applies to `node`: one selecting it in its namespace, else the
+/// namespace default, else the mesh default in the root namespace.
+fn sidecar_for<'a>(model: &'a Model, node: &ProxyNode) -> Option<&'a Resource<net::Sidecar>> {
+    let all = &model.sidecars;
+    all.iter()
+        .find(|s| s.namespace == node.namespace && s.spec.workload_selector.as_ref().is_some_and(|w| labels_match(&w.labels, &node.labels)))
+        .or_else(|| all.iter().find(|s| s.namespace == node.namespace && s.spec.workload_selector.is_none()))
+        .or_else(|| all.iter().find(|s| s.namespace == model.mesh.root_namespace && s.spec.workload_selector.is_none()))
+}
+
+/// `ns/host` egress entries: `*/…` any namespace, `./…` the proxy's own, `~/…` none.
+fn egress_allows(entry: &str, svc: &Service, proxy_ns: &str) -> bool {
+    let Some((ns, host)) = entry.split_once('/') else { return false };
+    let ns_ok = match ns {
+        "*" => true,
+        "." => svc.namespace == proxy_ns,
+        "~" => false,
+        other => svc.namespace == other,
+    };
+    ns_ok && (host_matches(host, &svc.hostname) || svc.short_name.as_deref().is_some_and(|n| n == host && svc.namespace == proxy_ns))
+}
+
+/// Every resource `node` should have.
+pub fn generate(model: &Model, node: &ProxyNode) -> Generated {
+    let scope = Scope::new(model, node);
+    let mut out = Generated::default();
+    cluster::outbound(&scope, &mut out);
+    cluster::builtin(&mut out);
+    match node.kind {
+        ProxyKind::Sidecar => {
+            listener::outbound(&scope, &mut out);
+            listener::inbound(&scope, &mut out);
+            route::outbound(&scope, &mut out);
+        }
+        ProxyKind::Router => gateway::generate(&scope, &mut out),
+    }
+    out
+}
+
+pub fn outbound_cluster_name(port: u16, subset: &str, host: &str) -> String {
+    format!("outbound|{port}|{subset}|{host}")
+}
+
+pub fn inbound_cluster_name(port: u16) -> String {
+    format!("inbound|{port}||")
+}
+
+/// Envoy's `Duration` JSON form.
+pub fn duration(d: std::time::Duration) -> Value {
+    let s = d.as_secs_f64();
+    if d.subsec_nanos() == 0 {
+        Value::String(format!("{}s", d.as_secs()))
+    } else {
+        Value::String(format!("{s:.9}s").trim_end_matches('0').to_string())
+    }
+}
+
+pub fn socket_address(address: &str, port: u16) -> Value {
+    serde_json::json!({"socket_address": {"address": address, "port_value": port}})
+}
+
+pub fn tcp_proxy(stat_prefix: &str, cluster: &str) -> Value {
+    serde_json::json!({
+        "name": "envoy.filters.network.tcp_proxy",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
+            "stat_prefix": stat_prefix,
+            "cluster": cluster,
+        }
+    })
+}
