@@ -56,3 +56,26 @@ impl Default for MeshConfig {
         }
     }
 }
+
+/// Reads a MeshConfig file (Istio's `mesh` ConfigMap value), naming the line and field of any
+/// error.
+pub fn load_mesh(text: &str, file: &str) -> Result<MeshConfig, crate::Diagnostic> {
+    let idx = crate::locate::LineIndex::build(text);
+    let value: serde_yaml::Value = serde_yaml::from_str(text).map_err(|e| crate::Diagnostic {
+        level: crate::Level::Error,
+        file: file.into(),
+        line: e.location().map(|l| l.line()),
+        resource: None,
+        field_path: String::new(),
+        message: format!("YAML syntax error: {e}"),
+    })?;
+    if value.is_null() {
+        return Ok(MeshConfig::default());
+    }
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let message = e.into_inner().to_string();
+        let line = idx.docs.first().map(|d| d.line_of(&path));
+        crate::Diagnostic { level: crate::Level::Error, file: file.into(), line, resource: Some("MeshConfig".into()), field_path: path, message }
+    })
+}

@@ -1,6 +1,8 @@
 //! The `weft` binary: command-line parsing and dispatch to a role. Each role lives in its own
 //! crate; this file only turns flags into their inputs and errors into exit codes.
 
+mod control_plane_cmd;
+mod ops_cmd;
 mod proxy_cmd;
 
 use clap::{Parser, Subcommand};
@@ -16,11 +18,23 @@ struct Cli {
 enum Command {
     /// Run the sidecar / gateway proxy from an Envoy v3 bootstrap (Envoy's flags work).
     Proxy(proxy_cmd::ProxyArgs),
+    /// Run the control plane: Istio resources from a directory in, xDS (ADS) out.
+    ControlPlane(control_plane_cmd::ControlPlaneArgs),
+    /// Every connected proxy and whether it has ACKed its config (SYNCED/NOT SENT/STALE/NACKED).
+    ProxyStatus(ops_cmd::StatusArgs),
+    /// The config the control plane generated for one proxy.
+    ProxyConfig(ops_cmd::ConfigArgs),
+    /// Validate a config directory and point out common mistakes.
+    Analyze(ops_cmd::AnalyzeArgs),
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Proxy(args) => proxy_cmd::run(args),
+        Command::ControlPlane(args) => control_plane_cmd::run(args),
+        Command::ProxyStatus(args) => ops_cmd::proxy_status(args),
+        Command::ProxyConfig(args) => ops_cmd::proxy_config(args),
+        Command::Analyze(args) => ops_cmd::analyze(args),
     }
 }

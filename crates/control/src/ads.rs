@@ -1,0 +1,427 @@
+//! The ADS server (gRPC, `envoy.service.discovery.v3.AggregatedDiscoveryService`): state of the
+//! world and incremental (delta) xDS for clusters, endpoints, listeners and routes.
+//!
+//! Each connection regenerates its proxy's resources when the mesh config changes and sends
+//! only what changed for it: nothing at all when its config is unaffected, only changed EDS/RDS
+//! resources in state-of-the-world, only changed and removed resources in delta. Types go out
+//! in Envoy's warming order: CDS, EDS, LDS, RDS.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::pin::Pin;
+use std::sync::Arc;
+
+use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryService;
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse, Resource,
+};
+use envoy_types::pb::google::protobuf::{value::Kind, Struct};
+use futures::Stream;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+use weft_xds::proto::{self, ALL_TYPES, CLUSTER, LISTENER};
+
+use crate::node::ProxyNode;
+use crate::state::{unix_now, MeshState, ProxyStatus, Shared, TypeStatus};
+use crate::translate::{generate, Generated};
+
+pub struct Ads {
+    pub shared: Arc<Shared>,
+}
+
+type Out<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl AggregatedDiscoveryService for Ads {
+    type StreamAggregatedResourcesStream = Out<DiscoveryResponse>;
+    type DeltaAggregatedResourcesStream = Out<DeltaDiscoveryResponse>;
+
+    async fn stream_aggregated_resources(
+        &self,
+        request: Request<Streaming<DiscoveryRequest>>,
+    ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
+        let (tx, rx) = mpsc::channel(16);
+        let conn = Conn::new(self.shared.clone(), false);
+        tokio::spawn(async move { conn.run_sotw(request.into_inner(), tx).await });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn delta_aggregated_resources(
+        &self,
+        request: Request<Streaming<DeltaDiscoveryRequest>>,
+    ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
+        let (tx, rx) = mpsc::channel(16);
+        let conn = Conn::new(self.shared.clone(), true);
+        tokio::spawn(async move { conn.run_delta(request.into_inner(), tx).await });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+/// One type's subscription on one stream.
+#[derive(Default)]
+struct Sub {
+    /// `None`: everything (CDS/LDS wildcard).
+    names: Option<BTreeSet<String>>,
+    /// Name → content hash of what the proxy was last sent.
+    sent: HashMap<String, u64>,
+    nonce: String,
+    started: bool,
+}
+
+struct Conn {
+    shared: Arc<Shared>,
+    id: u64,
+    delta: bool,
+    node: Option<ProxyNode>,
+    state: Arc<MeshState>,
+    generated: Arc<Generated>,
+    subs: BTreeMap<&'static str, Sub>,
+    nonce: u64,
+}
+
+fn static_type(t: &str) -> Option<&'static str> {
+    ALL_TYPES.iter().copied().find(|k| *k == t)
+}
+
+fn hash(v: &serde_json::Value) -> u64 {
+    xxhash_rust::xxh64::xxh64(v.to_string().as_bytes(), 0)
+}
+
+pub fn struct_to_json(s: &Struct) -> serde_json::Value {
+    serde_json::Value::Object(s.fields.iter().map(|(k, v)| (k.clone(), value_to_json(v))).collect())
+}
+
+fn value_to_json(v: &envoy_types::pb::google::protobuf::Value) -> serde_json::Value {
+    match &v.kind {
+        None | Some(Kind::NullValue(_)) => serde_json::Value::Null,
+        Some(Kind::NumberValue(n)) => serde_json::json!(n),
+        Some(Kind::StringValue(s)) => serde_json::json!(s),
+        Some(Kind::BoolValue(b)) => serde_json::json!(b),
+        Some(Kind::StructValue(s)) => struct_to_json(s),
+        Some(Kind::ListValue(l)) => serde_json::Value::Array(l.values.iter().map(value_to_json).collect()),
+    }
+}
+
+impl Conn {
+    fn new(shared: Arc<Shared>, delta: bool) -> Conn {
+        let id = shared.connection_id();
+        let state = shared.current.borrow().clone();
+        Conn { shared, id, delta, node: None, state, generated: Arc::new(Generated::default()), subs: BTreeMap::new(), nonce: 0 }
+    }
+
+    /// Reads the node from the first request; refuses a node weft cannot place.
+    fn identify(&mut self, node: Option<&Node>) -> Result<(), Status> {
+        if self.node.is_some() {
+            return Ok(());
+        }
+        let Some(n) = node else { return Err(Status::invalid_argument("the first request must carry the node")) };
+        let meta = n.metadata.as_ref().map(struct_to_json).unwrap_or_default();
+        let mut node = ProxyNode::parse(&n.id, &meta).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        node.enrich(&self.state.model);
+        tracing::info!(conn = self.id, node = %node.id, delta = self.delta, "proxy connected");
+        self.generated = Arc::new(generate(&self.state.model, &node));
+        self.shared.proxies.lock().insert(
+            self.id,
+            ProxyStatus {
+                proxy: node.name.clone(),
+                node_id: node.id.clone(),
+                connection: self.id,
+                delta: self.delta,
+                connected_at: unix_now(),
+                types: BTreeMap::new(),
+                last_generated: Some(self.generated.clone()),
+            },
+        );
+        self.node = Some(node);
+        Ok(())
+    }
+
+    fn status(&self, type_url: &str, f: impl FnOnce(&mut TypeStatus)) {
+        if let Some(p) = self.shared.proxies.lock().get_mut(&self.id) {
+            f(p.types.entry(proto::short_name(type_url).to_string()).or_default());
+        }
+    }
+
+    fn next_nonce(&mut self) -> String {
+        self.nonce += 1;
+        format!("{}-{}", self.id, self.nonce)
+    }
+
+    /// Regenerates for a new mesh state; returns whether this proxy's config changed.
+    fn regenerate(&mut self, state: Arc<MeshState>) -> bool {
+        self.state = state;
+        let Some(node) = self.node.as_mut() else { return false };
+        node.enrich(&self.state.model);
+        let g = generate(&self.state.model, node);
+        if g == *self.generated {
+            return false;
+        }
+        self.generated = Arc::new(g);
+        if let Some(p) = self.shared.proxies.lock().get_mut(&self.id) {
+            p.last_generated = Some(self.generated.clone());
+        }
+        true
+    }
+
+    /// Resources of `type_url` this subscription covers, with their hashes.
+    fn wanted(&self, type_url: &str, names: Option<&BTreeSet<String>>) -> BTreeMap<String, (u64, serde_json::Value)> {
+        let Some(all) = self.generated.by_type(type_url) else { return BTreeMap::new() };
+        all.iter()
+            .filter(|(n, _)| names.is_none_or(|s| s.contains(*n)))
+            .map(|(n, v)| (n.clone(), (hash(v), v.clone())))
+            .collect()
+    }
+
+    fn encode(type_url: &str, name: &str, v: &serde_json::Value) -> Option<proto::Any> {
+        match proto::to_any(type_url, v) {
+            Ok(a) => Some(a),
+            Err(e) => {
+                // Generated config that Envoy's schema refuses is a weft bug: leave it out and say so.
+                tracing::error!(resource = name, error = %e, "generated resource is not valid Envoy config; not sent");
+                None
+            }
+        }
+    }
+
+    // ----- state of the world -----
+
+    async fn run_sotw(mut self, mut input: Streaming<DiscoveryRequest>, tx: mpsc::Sender<Result<DiscoveryResponse, Status>>) {
+        let mut changes = self.shared.current.subscribe();
+        loop {
+            tokio::select! {
+                msg = input.message() => match msg {
+                    Ok(Some(req)) => {
+                        if let Err(status) = self.on_sotw_request(req, &tx).await {
+                            let _ = tx.send(Err(status)).await;
+                            break;
+                        }
+                    }
+                    Ok(None) | Err(_) => break,
+                },
+                changed = changes.changed() => {
+                    if changed.is_err() { break; }
+                    let state = changes.borrow_and_update().clone();
+                    if self.regenerate(state) {
+                        for t in ALL_TYPES {
+                            if self.subs.get(t).is_some_and(|s| s.started) && self.push_sotw(t, false, &tx).await.is_err() {
+                                break;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        self.disconnect();
+    }
+
+    async fn on_sotw_request(&mut self, req: DiscoveryRequest, tx: &mpsc::Sender<Result<DiscoveryResponse, Status>>) -> Result<(), Status> {
+        self.identify(req.node.as_ref())?;
+        let Some(t) = static_type(&req.type_url) else {
+            tracing::debug!(conn = self.id, type_url = %req.type_url, "unsupported type requested; ignoring");
+            return Ok(());
+        };
+        let sub = self.subs.entry(t).or_default();
+        if !req.response_nonce.is_empty() {
+            if req.response_nonce != sub.nonce {
+                return Ok(()); // Stale: answers a response that has been superseded.
+            }
+            match &req.error_detail {
+                Some(err) => {
+                    tracing::warn!(conn = self.id, type_ = proto::short_name(t), error = %err.message, "proxy rejected config (NACK); it keeps its last good config");
+                    let msg = err.message.clone();
+                    self.status(t, |s| s.nack = Some(msg));
+                }
+                None => {
+                    let v = req.version_info.clone();
+                    self.status(t, |s| {
+                        s.acked_version = Some(v);
+                        s.nack = None;
+                    });
+                }
+            }
+        }
+        let sub = self.subs.entry(t).or_default();
+        let names = if (t == CLUSTER || t == LISTENER) && req.resource_names.is_empty() || req.resource_names.iter().any(|n| n == "*") {
+            None
+        } else {
+            Some(req.resource_names.iter().cloned().collect::<BTreeSet<_>>())
+        };
+        let first = !sub.started;
+        let resubscribed = names != sub.names;
+        if first || resubscribed {
+            sub.started = true;
+            sub.names = names;
+            // A changed subscription gets the full current set for it.
+            sub.sent.clear();
+            self.push_sotw(t, true, tx).await.map_err(|_| Status::cancelled("stream closed"))?;
+        }
+        Ok(())
+    }
+
+    async fn push_sotw(&mut self, t: &'static str, always: bool, tx: &mpsc::Sender<Result<DiscoveryResponse, Status>>) -> Result<(), ()> {
+        let names = self.subs.get(t).and_then(|s| s.names.clone());
+        let wanted = self.wanted(t, names.as_ref());
+        let sub = self.subs.entry(t).or_default();
+        let changed: Vec<&String> = wanted.iter().filter(|(n, (h, _))| sub.sent.get(*n) != Some(h)).map(|(n, _)| n).collect();
+        let removed = sub.sent.keys().any(|n| !wanted.contains_key(n));
+        if !always && changed.is_empty() && !removed {
+            return Ok(());
+        }
+        // CDS and LDS are state of the world: every response carries every resource. EDS and
+        // RDS responses need only the changed ones.
+        let full = t == CLUSTER || t == LISTENER;
+        let mut resources = Vec::new();
+        for (n, (_, v)) in &wanted {
+            if full || always || changed.contains(&n) {
+                if let Some(a) = Self::encode(t, n, v) {
+                    resources.push(a);
+                }
+            }
+        }
+        let sub = self.subs.entry(t).or_default();
+        sub.sent = wanted.iter().map(|(n, (h, _))| (n.clone(), *h)).collect();
+        let nonce = self.next_nonce();
+        let sub = self.subs.entry(t).or_default();
+        sub.nonce = nonce.clone();
+        let version = self.state.version.to_string();
+        let count = wanted.len();
+        self.status(t, |s| {
+            s.sent_version = Some(version.clone());
+            s.sent_nonce = Some(nonce.clone());
+            s.resources = count;
+        });
+        tracing::debug!(conn = self.id, type_ = proto::short_name(t), version = %version, resources = resources.len(), "push");
+        let resp = DiscoveryResponse { version_info: version, resources, type_url: t.to_string(), nonce, ..Default::default() };
+        tx.send(Ok(resp)).await.map_err(|_| ())
+    }
+
+    // ----- delta -----
+
+    async fn run_delta(mut self, mut input: Streaming<DeltaDiscoveryRequest>, tx: mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>) {
+        let mut changes = self.shared.current.subscribe();
+        loop {
+            tokio::select! {
+                msg = input.message() => match msg {
+                    Ok(Some(req)) => {
+                        if let Err(status) = self.on_delta_request(req, &tx).await {
+                            let _ = tx.send(Err(status)).await;
+                            break;
+                        }
+                    }
+                    Ok(None) | Err(_) => break,
+                },
+                changed = changes.changed() => {
+                    if changed.is_err() { break; }
+                    let state = changes.borrow_and_update().clone();
+                    if self.regenerate(state) {
+                        for t in ALL_TYPES {
+                            if self.subs.get(t).is_some_and(|s| s.started) && self.push_delta(t, false, &tx).await.is_err() {
+                                break;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        self.disconnect();
+    }
+
+    async fn on_delta_request(&mut self, req: DeltaDiscoveryRequest, tx: &mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>) -> Result<(), Status> {
+        self.identify(req.node.as_ref())?;
+        let Some(t) = static_type(&req.type_url) else { return Ok(()) };
+        let sub = self.subs.entry(t).or_default();
+        if !req.response_nonce.is_empty() && req.response_nonce == sub.nonce {
+            match &req.error_detail {
+                Some(err) => {
+                    tracing::warn!(conn = self.id, type_ = proto::short_name(t), error = %err.message, "proxy rejected config (NACK); it keeps its last good config");
+                    let msg = err.message.clone();
+                    self.status(t, |s| s.nack = Some(msg));
+                }
+                None => {
+                    let v = self.state.version.to_string();
+                    self.status(t, |s| {
+                        s.acked_version = s.sent_version.clone().or(Some(v));
+                        s.nack = None;
+                    });
+                }
+            }
+        }
+        let sub = self.subs.entry(t).or_default();
+        let first = !sub.started;
+        if first {
+            sub.started = true;
+            let wildcard = (t == CLUSTER || t == LISTENER) && req.resource_names_subscribe.is_empty();
+            sub.names = if wildcard { None } else { Some(BTreeSet::new()) };
+            // What the proxy already has (after a reconnect) need not be sent again.
+            for (n, v) in &req.initial_resource_versions {
+                if let Ok(h) = v.parse::<u64>() {
+                    sub.sent.insert(n.clone(), h);
+                }
+            }
+        }
+        let mut resubscribed = false;
+        for n in &req.resource_names_subscribe {
+            if n == "*" {
+                sub.names = None;
+                resubscribed = true;
+            } else if let Some(s) = sub.names.as_mut() {
+                resubscribed |= s.insert(n.clone());
+            }
+        }
+        for n in &req.resource_names_unsubscribe {
+            if let Some(s) = sub.names.as_mut() {
+                s.remove(n);
+            }
+            sub.sent.remove(n);
+        }
+        if first || resubscribed {
+            self.push_delta(t, first, tx).await.map_err(|_| Status::cancelled("stream closed"))?;
+        }
+        Ok(())
+    }
+
+    async fn push_delta(&mut self, t: &'static str, always: bool, tx: &mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>) -> Result<(), ()> {
+        let names = self.subs.get(t).and_then(|s| s.names.clone());
+        let wanted = self.wanted(t, names.as_ref());
+        let sub = self.subs.entry(t).or_default();
+        let mut resources = Vec::new();
+        for (n, (h, v)) in &wanted {
+            if sub.sent.get(n) != Some(h) {
+                if let Some(a) = Self::encode(t, n, v) {
+                    resources.push(Resource { name: n.clone(), version: h.to_string(), resource: Some(a), ..Default::default() });
+                }
+            }
+        }
+        let removed: Vec<String> = sub.sent.keys().filter(|n| !wanted.contains_key(*n)).cloned().collect();
+        if !always && resources.is_empty() && removed.is_empty() {
+            return Ok(());
+        }
+        sub.sent = wanted.iter().map(|(n, (h, _))| (n.clone(), *h)).collect();
+        let nonce = self.next_nonce();
+        self.subs.entry(t).or_default().nonce = nonce.clone();
+        let version = self.state.version.to_string();
+        let count = wanted.len();
+        self.status(t, |s| {
+            s.sent_version = Some(version.clone());
+            s.sent_nonce = Some(nonce.clone());
+            s.resources = count;
+        });
+        let resp = DeltaDiscoveryResponse {
+            system_version_info: version,
+            resources,
+            type_url: t.to_string(),
+            removed_resources: removed,
+            nonce,
+            ..Default::default()
+        };
+        tx.send(Ok(resp)).await.map_err(|_| ())
+    }
+
+    fn disconnect(&self) {
+        if let Some(n) = &self.node {
+            tracing::info!(conn = self.id, node = %n.id, "proxy disconnected");
+        }
+        self.shared.proxies.lock().remove(&self.id);
+    }
+}

@@ -1,0 +1,97 @@
+//! `weft analyze`: validation errors plus analyzers for the mistakes Istio users make most —
+//! ports whose names select no protocol, routes to hosts or subsets that do not exist, subsets
+//! that select nothing, and several VirtualServices claiming one host.
+
+use std::collections::BTreeMap;
+
+use weft_api::{Diagnostic, Level, Object, Resource};
+
+use crate::model::{labels_match, Model};
+use crate::protocol::Protocol;
+use crate::store::Snapshot;
+
+fn at<S>(r: &Resource<S>, kind: &str, path: &str, level: Level, message: String) -> Diagnostic {
+    Diagnostic {
+        level,
+        file: r.origin.file.clone(),
+        line: Some(r.origin.line),
+        resource: Some(format!("{kind} {}/{}", r.namespace, r.name)),
+        field_path: path.into(),
+        message,
+    }
+}
+
+/// Every diagnostic for a snapshot: the loader's, then the analyzers'.
+pub fn analyze(snapshot: &Snapshot, model: &Model) -> Vec<Diagnostic> {
+    let mut out = snapshot.diagnostics.clone();
+    for o in &snapshot.objects {
+        if let Object::Service(r) = o {
+            for (i, p) in r.spec.ports.iter().enumerate() {
+                let proto = Protocol::for_service_port(p.name.as_deref(), p.app_protocol.as_deref(), p.protocol.as_deref(), p.port);
+                if proto == Protocol::Auto {
+                    let name = p.name.clone().unwrap_or_default();
+                    out.push(at(
+                        r,
+                        "Service",
+                        &format!("spec.ports[{i}].name"),
+                        Level::Warning,
+                        format!("port name {name:?} selects no protocol (names are <protocol>[-<suffix>], e.g. \"http\", \"http2-api\", \"grpc\"); traffic on port {} will be sniffed", p.port),
+                    ));
+                }
+            }
+        }
+    }
+    let mut claims: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for vs in &model.virtual_services {
+        let mesh_bound = vs.spec.gateways.is_empty() || vs.spec.gateways.iter().any(|g| g == "mesh");
+        for (i, h) in vs.spec.hosts.iter().enumerate() {
+            let host = model.resolve_host(h, &vs.namespace);
+            if mesh_bound {
+                claims.entry(host.clone()).or_default().push(vs.key());
+            }
+            if !host.contains('*') && model.service(&host).is_none() {
+                out.push(at(vs, "VirtualService", &format!("spec.hosts[{i}]"), Level::Warning, format!("host {h:?} ({host}) matches no Service or ServiceEntry")));
+            }
+        }
+        let dests = vs.spec.http.iter().enumerate().flat_map(|(i, r)| r.route.iter().enumerate().map(move |(j, d)| (format!("spec.http[{i}].route[{j}].destination"), &d.destination)));
+        let tcp = vs.spec.tcp.iter().enumerate().flat_map(|(i, r)| r.route.iter().enumerate().map(move |(j, d)| (format!("spec.tcp[{i}].route[{j}].destination"), &d.destination)));
+        for (path, d) in dests.chain(tcp) {
+            let host = model.resolve_host(&d.host, &vs.namespace);
+            if model.service(&host).is_none() {
+                out.push(at(vs, "VirtualService", &format!("{path}.host"), Level::Error, format!("destination host {:?} ({host}) matches no Service or ServiceEntry", d.host)));
+                continue;
+            }
+            if let Some(subset) = &d.subset {
+                let known = model.destination_rule(&host, &vs.namespace).is_some_and(|dr| dr.spec.subsets.iter().any(|s| &s.name == subset));
+                if !known {
+                    out.push(at(vs, "VirtualService", &format!("{path}.subset"), Level::Error, format!("subset {subset:?} of {host} is defined by no DestinationRule")));
+                }
+            }
+        }
+    }
+    for (host, owners) in claims {
+        if owners.len() > 1 {
+            let first = owners[0].clone();
+            for o in &owners[1..] {
+                if let Some(vs) = model.virtual_services.iter().find(|v| &v.key() == o) {
+                    out.push(at(vs, "VirtualService", "spec.hosts", Level::Warning, format!("host {host} is also routed by VirtualService {first}; only {first} takes effect")));
+                }
+            }
+        }
+    }
+    for dr in &model.destination_rules {
+        let host = model.resolve_host(&dr.spec.host, &dr.namespace);
+        let Some(svc) = model.service(&host) else {
+            if !host.contains('*') {
+                out.push(at(dr, "DestinationRule", "spec.host", Level::Warning, format!("host {host} matches no Service or ServiceEntry")));
+            }
+            continue;
+        };
+        for (i, s) in dr.spec.subsets.iter().enumerate() {
+            if !svc.endpoints.iter().any(|e| labels_match(&s.labels, &e.labels)) {
+                out.push(at(dr, "DestinationRule", &format!("spec.subsets[{i}]"), Level::Warning, format!("subset {:?} selects no workload of {host}", s.name)));
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,90 @@
+//! The control plane's debug API on localhost (Istio's 15014): what each proxy has been sent
+//! and has ACKed (`/debug/syncz`), the config generated for one proxy (`/debug/config_dump`),
+//! and the current validation diagnostics (`/debug/diagnostics`). `weft proxy-status` and
+//! `weft proxy-config` read these.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use serde_json::json;
+use tokio::net::TcpListener;
+
+use crate::state::Shared;
+
+fn reply(status: StatusCode, body: serde_json::Value) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(serde_json::to_vec_pretty(&body).unwrap_or_default())));
+    *r.status_mut() = status;
+    r.headers_mut().insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("application/json"));
+    r
+}
+
+fn query_param<'a>(q: &'a str, key: &str) -> Option<&'a str> {
+    q.split('&').find_map(|kv| kv.split_once('=').filter(|(k, _)| *k == key).map(|(_, v)| v))
+}
+
+pub fn syncz(shared: &Shared) -> serde_json::Value {
+    let version = shared.current.borrow().version;
+    let proxies = shared.proxies.lock();
+    let list: Vec<_> = proxies
+        .values()
+        .map(|p| {
+            let types: serde_json::Map<String, serde_json::Value> = ["CDS", "EDS", "LDS", "RDS"]
+                .iter()
+                .map(|t| {
+                    let s = p.types.get(*t).cloned().unwrap_or_default();
+                    (t.to_string(), json!({"state": s.state(), "sent_version": s.sent_version, "acked_version": s.acked_version, "nack": s.nack, "resources": s.resources}))
+                })
+                .collect();
+            json!({"proxy": p.proxy, "node_id": p.node_id, "connection": p.connection, "delta": p.delta, "connected_at": p.connected_at, "types": types})
+        })
+        .collect();
+    json!({"version": version, "proxies": list})
+}
+
+fn config_dump(shared: &Shared, proxy: &str) -> Option<serde_json::Value> {
+    let proxies = shared.proxies.lock();
+    let p = proxies.values().find(|p| p.proxy == proxy || p.node_id == proxy || p.proxy.split('.').next() == Some(proxy))?;
+    let g = p.last_generated.clone()?;
+    let vals = |m: &std::collections::BTreeMap<String, serde_json::Value>| m.values().cloned().collect::<Vec<_>>();
+    Some(json!({"proxy": p.proxy, "node_id": p.node_id, "clusters": vals(&g.clusters), "endpoints": vals(&g.endpoints),
+                "listeners": vals(&g.listeners), "routes": vals(&g.routes)}))
+}
+
+async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    if req.method() != Method::GET {
+        return Ok(reply(StatusCode::METHOD_NOT_ALLOWED, json!({"error": "GET only"})));
+    }
+    let q = req.uri().query().unwrap_or_default().to_string();
+    Ok(match req.uri().path() {
+        "/ready" => reply(StatusCode::OK, json!({"ready": true})),
+        "/debug/syncz" => reply(StatusCode::OK, syncz(&shared)),
+        "/debug/diagnostics" => {
+            let state = shared.current.borrow().clone();
+            let list: Vec<String> = state.diagnostics.iter().map(|d| d.to_string()).collect();
+            reply(StatusCode::OK, json!({"version": state.version, "diagnostics": list}))
+        }
+        "/debug/config_dump" => match query_param(&q, "proxyID") {
+            None => reply(StatusCode::BAD_REQUEST, json!({"error": "proxyID is required"})),
+            Some(id) => match config_dump(&shared, id) {
+                Some(d) => reply(StatusCode::OK, d),
+                None => reply(StatusCode::NOT_FOUND, json!({"error": format!("no connected proxy {id:?}")})),
+            },
+        },
+        _ => reply(StatusCode::NOT_FOUND, json!({"error": "unknown path", "paths": ["/ready", "/debug/syncz", "/debug/config_dump?proxyID=", "/debug/diagnostics"]})),
+    })
+}
+
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else { continue };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req| handle(shared.clone(), req));
+            let _ = hyper::server::conn::http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(stream), svc).await;
+        });
+    }
+}

@@ -1,0 +1,98 @@
+//! The config the control plane serves right now, and what each connected proxy has of it.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use parking_lot::Mutex;
+use serde::Serialize;
+use weft_api::mesh::MeshConfig;
+use weft_api::Diagnostic;
+
+use crate::model::Model;
+use crate::store::Snapshot;
+
+/// One immutable generation of the mesh config.
+pub struct MeshState {
+    pub version: u64,
+    pub model: Model,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+/// How far a proxy has got with one resource type.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct TypeStatus {
+    /// Version of the last response sent, if any.
+    pub sent_version: Option<String>,
+    pub sent_nonce: Option<String>,
+    /// Version the proxy last ACKed.
+    pub acked_version: Option<String>,
+    /// The proxy's error for the last response it rejected, until it ACKs a later one.
+    pub nack: Option<String>,
+    pub resources: usize,
+}
+
+impl TypeStatus {
+    /// istioctl's words: SYNCED, NOT SENT, STALE (sent, not ACKed yet), NACKED.
+    pub fn state(&self) -> &'static str {
+        match (&self.sent_nonce, &self.nack) {
+            (_, Some(_)) => "NACKED",
+            (None, None) => "NOT SENT",
+            (Some(_), None) if self.acked_version.is_some() && self.acked_version == self.sent_version => "SYNCED",
+            _ => "STALE",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ProxyStatus {
+    pub proxy: String,
+    pub node_id: String,
+    pub connection: u64,
+    pub delta: bool,
+    pub connected_at: u64,
+    /// Keyed by the short type name (CDS, EDS, LDS, RDS).
+    pub types: BTreeMap<String, TypeStatus>,
+    #[serde(skip)]
+    pub last_generated: Option<Arc<crate::translate::Generated>>,
+}
+
+/// Shared by the ADS connections, the file watcher and the debug endpoints.
+pub struct Shared {
+    pub current: tokio::sync::watch::Sender<Arc<MeshState>>,
+    pub mesh: MeshConfig,
+    pub proxies: Mutex<BTreeMap<u64, ProxyStatus>>,
+    next_conn: AtomicU64,
+    next_version: AtomicU64,
+}
+
+impl Shared {
+    pub fn new(snapshot: Snapshot, mesh: MeshConfig) -> Arc<Shared> {
+        let state = Arc::new(MeshState { version: 1, model: Model::build(&snapshot.objects, mesh.clone()), diagnostics: snapshot.diagnostics });
+        let (tx, _) = tokio::sync::watch::channel(state);
+        Arc::new(Shared { current: tx, mesh, proxies: Mutex::new(BTreeMap::new()), next_conn: AtomicU64::new(1), next_version: AtomicU64::new(2) })
+    }
+
+    /// Publishes a new snapshot to every connection.
+    pub fn publish(&self, snapshot: Snapshot) {
+        let version = self.next_version.fetch_add(1, Ordering::Relaxed);
+        for d in &snapshot.diagnostics {
+            match d.level {
+                weft_api::Level::Error => tracing::error!("rejected: {d}"),
+                weft_api::Level::Warning => tracing::warn!("{d}"),
+            }
+        }
+        let state = MeshState { version, model: Model::build(&snapshot.objects, self.mesh.clone()), diagnostics: snapshot.diagnostics };
+        tracing::info!(version, services = state.model.services.len(), "config changed; pushing");
+        self.current.send_replace(Arc::new(state));
+    }
+
+    pub fn connection_id(&self) -> u64 {
+        self.next_conn.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+pub fn unix_now() -> u64 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}

@@ -1,0 +1,97 @@
+//! `weft control-plane`: istiod's job — Istio resources in, xDS out.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use tracing_subscriber::EnvFilter;
+
+#[derive(clap::Args)]
+pub struct ControlPlaneArgs {
+    /// Directory of Kubernetes-style YAML/JSON (Istio resources, Services, WorkloadEntries…),
+    /// watched for changes.
+    #[arg(long = "config-dir")]
+    config_dir: PathBuf,
+    /// MeshConfig file (outboundTrafficPolicy, defaultConfig, trustDomain, enableAutoMtls).
+    #[arg(long)]
+    mesh: Option<PathBuf>,
+    /// Where ADS is served (Istio: 15010). Loopback unless you ask otherwise.
+    #[arg(long = "xds-address", default_value = "127.0.0.1:15010")]
+    xds_address: SocketAddr,
+    /// Debug API for `proxy-status` / `proxy-config` (Istio: 15014). Keep it on loopback.
+    #[arg(long = "debug-address", default_value = "127.0.0.1:15014")]
+    debug_address: SocketAddr,
+    /// Quiet period after a file change before pushing (e.g. 100ms, 1s).
+    #[arg(long, default_value = "100ms", value_parser = parse_duration)]
+    debounce: Duration,
+    #[arg(short = 'l', long = "log-level", default_value = "info")]
+    log_level: String,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    weft_api::duration::parse_go_duration(s)
+}
+
+pub fn load_mesh(path: Option<&PathBuf>) -> Result<weft_api::mesh::MeshConfig, String> {
+    let Some(p) = path else { return Ok(Default::default()) };
+    let text = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
+    weft_api::mesh::load_mesh(&text, &p.display().to_string()).map_err(|d| d.to_string())
+}
+
+pub fn run(args: ControlPlaneArgs) -> ExitCode {
+    let filter = match EnvFilter::try_new(&args.log_level) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("weft control-plane: --log-level {:?}: {e}", args.log_level);
+            return ExitCode::from(2);
+        }
+    };
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init();
+    let mesh = match load_mesh(args.mesh.as_ref()) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("weft control-plane: invalid mesh config: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    if !args.config_dir.is_dir() {
+        eprintln!("weft control-plane: --config-dir {}: not a directory", args.config_dir.display());
+        return ExitCode::from(1);
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("weft control-plane: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let opts = weft_control::server::Options {
+        config_dir: args.config_dir,
+        mesh,
+        xds_addr: args.xds_address,
+        debug_addr: args.debug_address,
+        debounce: args.debounce,
+    };
+    rt.block_on(async move {
+        let running = match weft_control::server::start(opts).await {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("weft control-plane: {e}");
+                return ExitCode::from(1);
+            }
+        };
+        println!("weft control-plane: xDS on {}, debug on {}", running.xds_addr, running.debug_addr);
+        tokio::select! {
+            r = running.wait() => match r {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => { eprintln!("weft control-plane: {e}"); ExitCode::from(1) }
+            },
+            _ = tokio::signal::ctrl_c() => ExitCode::SUCCESS,
+            _ = async { match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => { s.recv().await; }
+                Err(_) => std::future::pending::<()>().await,
+            } } => ExitCode::SUCCESS,
+        }
+    })
+}
