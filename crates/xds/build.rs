@@ -17,10 +17,8 @@ fn main() {
         panic!("cargo metadata failed: {}", String::from_utf8_lossy(&out.stderr));
     }
     let meta: serde_json::Value = serde_json::from_slice(&out.stdout).expect("cargo metadata JSON");
-    let pkg = meta["packages"]
-        .as_array()
-        .and_then(|ps| ps.iter().find(|p| p["name"] == "envoy-types"))
-        .expect("envoy-types is a dependency");
+    let pkg =
+        meta["packages"].as_array().and_then(|ps| ps.iter().find(|p| p["name"] == "envoy-types")).expect("envoy-types is a dependency");
     let manifest = PathBuf::from(pkg["manifest_path"].as_str().expect("manifest_path"));
     let bin = manifest.parent().expect("package dir").join("src/generated/types.bin");
     let dest = PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR")).join("envoy_descriptors.bin");

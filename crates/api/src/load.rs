@@ -12,7 +12,9 @@ use crate::locate::{DocLines, LineIndex};
 use crate::meta::{ObjectMeta, Origin, Resource};
 use crate::{core, networking as net, security, validate};
 
-/// One resource the mesh reads.
+/// One resource the mesh reads. Variants differ in size, but objects are few and long-lived,
+/// so boxing would only add indirection.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Object {
     VirtualService(Resource<net::VirtualService>),
@@ -161,7 +163,7 @@ pub fn load_text(text: &str, file: &str) -> Loaded {
     let index = LineIndex::build(text);
     let fallback = DocLines::default();
     for (n, doc) in docs.into_iter().enumerate() {
-        let lines = if index.docs.len() >= n + 1 { &index.docs[n] } else { &fallback };
+        let lines = index.docs.get(n).unwrap_or(&fallback);
         load_doc(doc, file, lines, &mut out);
     }
     out
@@ -222,15 +224,12 @@ fn load_doc(doc: serde_yaml::Value, file: &str, lines: &DocLines, out: &mut Load
         ("PeerAuthentication", _, true, _) => istio(&doc).map(|s| Object::PeerAuthentication(res(&meta, &namespace, &origin, s))),
         ("Service", _, _, "v1") => typed::<ServiceDoc>(&doc).map(|d| Object::Service(res(&meta, &namespace, &origin, d.spec))),
         ("Endpoints", _, _, "v1") => typed::<EndpointsDoc>(&doc).map(|d| Object::Endpoints(res(&meta, &namespace, &origin, d.inner))),
-        ("EndpointSlice", _, _, "discovery.k8s.io/v1") => typed::<SliceDoc>(&doc).map(|d| Object::EndpointSlice(res(&meta, &namespace, &origin, d.inner))),
+        ("EndpointSlice", _, _, "discovery.k8s.io/v1") => {
+            typed::<SliceDoc>(&doc).map(|d| Object::EndpointSlice(res(&meta, &namespace, &origin, d.inner)))
+        }
         (k, _, _, _) if SKIPPED_KINDS.contains(&k) => return,
         _ => {
-            out.diagnostics.push(diag(
-                Level::Warning,
-                Some(label),
-                "",
-                format!("{api_version} {kind} is not a kind weft reads; ignored"),
-            ));
+            out.diagnostics.push(diag(Level::Warning, Some(label), "", format!("{api_version} {kind} is not a kind weft reads; ignored")));
             return;
         }
     };

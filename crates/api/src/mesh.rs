@@ -76,6 +76,13 @@ pub fn load_mesh(text: &str, file: &str) -> Result<MeshConfig, crate::Diagnostic
         let path = e.path().to_string();
         let message = e.into_inner().to_string();
         let line = idx.docs.first().map(|d| d.line_of(&path));
-        crate::Diagnostic { level: crate::Level::Error, file: file.into(), line, resource: Some("MeshConfig".into()), field_path: path, message }
+        crate::Diagnostic {
+            level: crate::Level::Error,
+            file: file.into(),
+            line,
+            resource: Some("MeshConfig".into()),
+            field_path: path,
+            message,
+        }
     })
 }

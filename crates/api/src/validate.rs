@@ -103,7 +103,11 @@ fn host(h: &str, path: &str, c: &mut Check) {
     let ok = !name.is_empty()
         && name.len() <= 253
         && name.split('.').all(|l| {
-            !l.is_empty() && l.len() <= 63 && l.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '-') && !l.starts_with('-') && !l.ends_with('-')
+            !l.is_empty()
+                && l.len() <= 63
+                && l.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
         });
     if !ok && name.parse::<IpAddr>().is_err() {
         c.error(path, format!("{h:?} is not a valid host (a DNS name, `*.suffix`, or `*`)"));
@@ -358,7 +362,10 @@ fn traffic_policy(tp: &net::TrafficPolicy, path: &str, c: &mut Check) {
         }
     }
     if let Some(tls) = &tp.tls {
-        if tls.mode == net::TlsMode::Mutual && (tls.client_certificate.is_none() || tls.private_key.is_none()) && tls.credential_name.is_none() {
+        if tls.mode == net::TlsMode::Mutual
+            && (tls.client_certificate.is_none() || tls.private_key.is_none())
+            && tls.credential_name.is_none()
+        {
             c.error(format!("{path}.tls"), "MUTUAL needs clientCertificate and privateKey (or credentialName)");
         }
     }
@@ -369,10 +376,11 @@ fn load_balancer(lb: &net::LoadBalancerSettings, path: &str, c: &mut Check) {
         c.error(path, "simple and consistentHash are mutually exclusive");
     }
     if let Some(h) = &lb.consistent_hash {
-        let keys = [h.http_header_name.is_some(), h.http_cookie.is_some(), h.use_source_ip == Some(true), h.http_query_parameter_name.is_some()]
-            .iter()
-            .filter(|x| **x)
-            .count();
+        let keys =
+            [h.http_header_name.is_some(), h.http_cookie.is_some(), h.use_source_ip == Some(true), h.http_query_parameter_name.is_some()]
+                .iter()
+                .filter(|x| **x)
+                .count();
         if keys != 1 {
             c.error(
                 format!("{path}.consistentHash"),

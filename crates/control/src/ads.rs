@@ -167,10 +167,7 @@ impl Conn {
     /// Resources of `type_url` this subscription covers, with their hashes.
     fn wanted(&self, type_url: &str, names: Option<&BTreeSet<String>>) -> BTreeMap<String, (u64, serde_json::Value)> {
         let Some(all) = self.generated.by_type(type_url) else { return BTreeMap::new() };
-        all.iter()
-            .filter(|(n, _)| names.is_none_or(|s| s.contains(*n)))
-            .map(|(n, v)| (n.clone(), (hash(v), v.clone())))
-            .collect()
+        all.iter().filter(|(n, _)| names.is_none_or(|s| s.contains(*n))).map(|(n, v)| (n.clone(), (hash(v), v.clone()))).collect()
     }
 
     fn encode(type_url: &str, name: &str, v: &serde_json::Value) -> Option<proto::Any> {
@@ -327,7 +324,11 @@ impl Conn {
         self.disconnect();
     }
 
-    async fn on_delta_request(&mut self, req: DeltaDiscoveryRequest, tx: &mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>) -> Result<(), Status> {
+    async fn on_delta_request(
+        &mut self,
+        req: DeltaDiscoveryRequest,
+        tx: &mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>,
+    ) -> Result<(), Status> {
         self.identify(req.node.as_ref())?;
         let Some(t) = static_type(&req.type_url) else { return Ok(()) };
         let sub = self.subs.entry(t).or_default();
@@ -381,7 +382,12 @@ impl Conn {
         Ok(())
     }
 
-    async fn push_delta(&mut self, t: &'static str, always: bool, tx: &mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>) -> Result<(), ()> {
+    async fn push_delta(
+        &mut self,
+        t: &'static str,
+        always: bool,
+        tx: &mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>,
+    ) -> Result<(), ()> {
         let names = self.subs.get(t).and_then(|s| s.names.clone());
         let wanted = self.wanted(t, names.as_ref());
         let sub = self.subs.entry(t).or_default();

@@ -50,21 +50,44 @@ pub fn analyze(snapshot: &Snapshot, model: &Model) -> Vec<Diagnostic> {
                 claims.entry(host.clone()).or_default().push(vs.key());
             }
             if !host.contains('*') && model.service(&host).is_none() {
-                out.push(at(vs, "VirtualService", &format!("spec.hosts[{i}]"), Level::Warning, format!("host {h:?} ({host}) matches no Service or ServiceEntry")));
+                out.push(at(
+                    vs,
+                    "VirtualService",
+                    &format!("spec.hosts[{i}]"),
+                    Level::Warning,
+                    format!("host {h:?} ({host}) matches no Service or ServiceEntry"),
+                ));
             }
         }
-        let dests = vs.spec.http.iter().enumerate().flat_map(|(i, r)| r.route.iter().enumerate().map(move |(j, d)| (format!("spec.http[{i}].route[{j}].destination"), &d.destination)));
-        let tcp = vs.spec.tcp.iter().enumerate().flat_map(|(i, r)| r.route.iter().enumerate().map(move |(j, d)| (format!("spec.tcp[{i}].route[{j}].destination"), &d.destination)));
+        let dests = vs.spec.http.iter().enumerate().flat_map(|(i, r)| {
+            r.route.iter().enumerate().map(move |(j, d)| (format!("spec.http[{i}].route[{j}].destination"), &d.destination))
+        });
+        let tcp = vs.spec.tcp.iter().enumerate().flat_map(|(i, r)| {
+            r.route.iter().enumerate().map(move |(j, d)| (format!("spec.tcp[{i}].route[{j}].destination"), &d.destination))
+        });
         for (path, d) in dests.chain(tcp) {
             let host = model.resolve_host(&d.host, &vs.namespace);
             if model.service(&host).is_none() {
-                out.push(at(vs, "VirtualService", &format!("{path}.host"), Level::Error, format!("destination host {:?} ({host}) matches no Service or ServiceEntry", d.host)));
+                out.push(at(
+                    vs,
+                    "VirtualService",
+                    &format!("{path}.host"),
+                    Level::Error,
+                    format!("destination host {:?} ({host}) matches no Service or ServiceEntry", d.host),
+                ));
                 continue;
             }
             if let Some(subset) = &d.subset {
-                let known = model.destination_rule(&host, &vs.namespace).is_some_and(|dr| dr.spec.subsets.iter().any(|s| &s.name == subset));
+                let known =
+                    model.destination_rule(&host, &vs.namespace).is_some_and(|dr| dr.spec.subsets.iter().any(|s| &s.name == subset));
                 if !known {
-                    out.push(at(vs, "VirtualService", &format!("{path}.subset"), Level::Error, format!("subset {subset:?} of {host} is defined by no DestinationRule")));
+                    out.push(at(
+                        vs,
+                        "VirtualService",
+                        &format!("{path}.subset"),
+                        Level::Error,
+                        format!("subset {subset:?} of {host} is defined by no DestinationRule"),
+                    ));
                 }
             }
         }
@@ -74,7 +97,13 @@ pub fn analyze(snapshot: &Snapshot, model: &Model) -> Vec<Diagnostic> {
             let first = owners[0].clone();
             for o in &owners[1..] {
                 if let Some(vs) = model.virtual_services.iter().find(|v| &v.key() == o) {
-                    out.push(at(vs, "VirtualService", "spec.hosts", Level::Warning, format!("host {host} is also routed by VirtualService {first}; only {first} takes effect")));
+                    out.push(at(
+                        vs,
+                        "VirtualService",
+                        "spec.hosts",
+                        Level::Warning,
+                        format!("host {host} is also routed by VirtualService {first}; only {first} takes effect"),
+                    ));
                 }
             }
         }
@@ -89,7 +118,13 @@ pub fn analyze(snapshot: &Snapshot, model: &Model) -> Vec<Diagnostic> {
         };
         for (i, s) in dr.spec.subsets.iter().enumerate() {
             if !svc.endpoints.iter().any(|e| labels_match(&s.labels, &e.labels)) {
-                out.push(at(dr, "DestinationRule", &format!("spec.subsets[{i}]"), Level::Warning, format!("subset {:?} selects no workload of {host}", s.name)));
+                out.push(at(
+                    dr,
+                    "DestinationRule",
+                    &format!("spec.subsets[{i}]"),
+                    Level::Warning,
+                    format!("subset {:?} selects no workload of {host}", s.name),
+                ));
             }
         }
     }

@@ -74,7 +74,10 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
                 None => reply(StatusCode::NOT_FOUND, json!({"error": format!("no connected proxy {id:?}")})),
             },
         },
-        _ => reply(StatusCode::NOT_FOUND, json!({"error": "unknown path", "paths": ["/ready", "/debug/syncz", "/debug/config_dump?proxyID=", "/debug/diagnostics"]})),
+        _ => reply(
+            StatusCode::NOT_FOUND,
+            json!({"error": "unknown path", "paths": ["/ready", "/debug/syncz", "/debug/config_dump?proxyID=", "/debug/diagnostics"]}),
+        ),
     })
 }
 

@@ -1,13 +1,13 @@
 //! weft's control plane: reads mesh configuration, builds the service model, translates it
 //! per proxy into Envoy v3 resources and serves them over ADS.
 
-pub mod model;
-pub mod node;
-pub mod protocol;
-pub mod translate;
 pub mod ads;
 pub mod analyze;
 pub mod debug;
+pub mod model;
+pub mod node;
+pub mod protocol;
 pub mod server;
 pub mod state;
 pub mod store;
+pub mod translate;

@@ -137,7 +137,11 @@ impl Model {
 
         let mut services = Vec::new();
         for r in k8s_services {
-            services.push(m.kube_service(r, endpoints.get(&(r.namespace.clone(), r.name.clone())).copied(), slices.get(&(r.namespace.clone(), r.name.clone()))));
+            services.push(m.kube_service(
+                r,
+                endpoints.get(&(r.namespace.clone(), r.name.clone())).copied(),
+                slices.get(&(r.namespace.clone(), r.name.clone())),
+            ));
         }
         for r in service_entries {
             services.extend(m.service_entry(r));
@@ -200,12 +204,15 @@ impl Model {
             }
         }
         let by_name = |name: &Option<String>, port: u32| -> Option<u16> {
-            r.spec.ports.iter().find(|sp| sp.name == *name || (r.spec.ports.len() == 1 && name.is_none())).map(|sp| port16(sp.port)).or_else(
-                || {
+            r.spec
+                .ports
+                .iter()
+                .find(|sp| sp.name == *name || (r.spec.ports.len() == 1 && name.is_none()))
+                .map(|sp| port16(sp.port))
+                .or_else(|| {
                     // Unnamed endpoint port on a single-port service.
                     (r.spec.ports.len() == 1).then(|| port16(r.spec.ports[0].port)).filter(|_| port > 0)
-                },
-            )
+                })
         };
         if let Some(e) = eps {
             for s in &e.spec.subsets {
@@ -268,20 +275,22 @@ impl Model {
                 protocol: p.protocol.as_deref().and_then(Protocol::parse).unwrap_or(Protocol::Auto),
             })
             .collect();
-        let entries: Vec<(String, BTreeMap<String, u32>, BTreeMap<String, String>, Option<String>, Option<u32>)> =
-            match &se.workload_selector {
-                Some(sel) => self
-                    .workloads
-                    .iter()
-                    .filter(|w| w.namespace == r.namespace && labels_match(&sel.labels, &w.labels))
-                    .map(|w| (w.address.clone(), w.ports.clone(), w.labels.clone(), w.service_account.clone(), None))
-                    .collect(),
-                None => se
-                    .endpoints
-                    .iter()
-                    .map(|e| (e.address.clone(), e.ports.clone(), e.labels.clone(), e.service_account.clone(), e.weight))
-                    .collect(),
-            };
+        // Endpoints in WorkloadEntry shape, whether listed inline or selected.
+        let entries: Vec<net::WorkloadEntry> = match &se.workload_selector {
+            Some(sel) => self
+                .workloads
+                .iter()
+                .filter(|w| w.namespace == r.namespace && labels_match(&sel.labels, &w.labels))
+                .map(|w| net::WorkloadEntry {
+                    address: w.address.clone(),
+                    ports: w.ports.clone(),
+                    labels: w.labels.clone(),
+                    service_account: w.service_account.clone(),
+                    ..Default::default()
+                })
+                .collect(),
+            None => se.endpoints.clone(),
+        };
         let discovery = match se.resolution {
             Resolution::None => Discovery::Passthrough,
             Resolution::Static => Discovery::Eds,
@@ -294,20 +303,20 @@ impl Model {
             .map(|host| {
                 let mut endpoints: Vec<Endpoint> = entries
                     .iter()
-                    .map(|(addr, eports, labels, sa, weight)| Endpoint {
-                        address: addr.clone(),
+                    .map(|e| Endpoint {
+                        address: e.address.clone(),
                         ports: se
                             .ports
                             .iter()
                             .map(|p| {
                                 let name = p.name.clone().unwrap_or_default();
-                                let target = eports.get(&name).copied().or(p.target_port).unwrap_or(p.number);
+                                let target = e.ports.get(&name).copied().or(p.target_port).unwrap_or(p.number);
                                 (port16(p.number), port16(target))
                             })
                             .collect(),
-                        labels: labels.clone(),
-                        service_account: sa.clone(),
-                        weight: *weight,
+                        labels: e.labels.clone(),
+                        service_account: e.service_account.clone(),
+                        weight: e.weight,
                     })
                     .collect();
                 // DNS resolution with no endpoints resolves the host itself.

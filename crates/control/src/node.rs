@@ -91,7 +91,8 @@ mod tests {
 
     #[test]
     fn istio_node_ids_parse() {
-        let meta = serde_json::json!({"NAMESPACE": "bookinfo", "LABELS": {"app": "reviews", "version": "v2"}, "SERVICE_ACCOUNT": "reviews"});
+        let meta =
+            serde_json::json!({"NAMESPACE": "bookinfo", "LABELS": {"app": "reviews", "version": "v2"}, "SERVICE_ACCOUNT": "reviews"});
         let n = ProxyNode::parse("sidecar~10.1.0.7~reviews-v2-abc.bookinfo~bookinfo.svc.cluster.local", &meta).expect("parse");
         assert_eq!(n.kind, ProxyKind::Sidecar);
         assert_eq!(n.ip.to_string(), "10.1.0.7");

@@ -49,7 +49,8 @@ pub async fn start(opts: Options) -> Result<Running, ServeError> {
         }
     }
     let xds = TcpListener::bind(opts.xds_addr).await.map_err(|source| ServeError::Bind { what: "xDS", addr: opts.xds_addr, source })?;
-    let debug = TcpListener::bind(opts.debug_addr).await.map_err(|source| ServeError::Bind { what: "debug", addr: opts.debug_addr, source })?;
+    let debug =
+        TcpListener::bind(opts.debug_addr).await.map_err(|source| ServeError::Bind { what: "debug", addr: opts.debug_addr, source })?;
     let xds_addr = xds.local_addr().unwrap_or(opts.xds_addr);
     let debug_addr = debug.local_addr().unwrap_or(opts.debug_addr);
     let shared = Shared::new(snapshot, opts.mesh);
@@ -65,7 +66,9 @@ pub async fn start(opts: Options) -> Result<Running, ServeError> {
     });
     tokio::spawn(crate::debug::serve(debug, shared.clone()));
 
-    let svc = AggregatedDiscoveryServiceServer::new(Ads { shared: shared.clone() }).max_decoding_message_size(64 << 20).max_encoding_message_size(256 << 20);
+    let svc = AggregatedDiscoveryServiceServer::new(Ads { shared: shared.clone() })
+        .max_decoding_message_size(64 << 20)
+        .max_encoding_message_size(256 << 20);
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(xds);
     let grpc = tokio::spawn(
         tonic::transport::Server::builder()

@@ -69,9 +69,16 @@ pub struct Shared {
 
 impl Shared {
     pub fn new(snapshot: Snapshot, mesh: MeshConfig) -> Arc<Shared> {
-        let state = Arc::new(MeshState { version: 1, model: Model::build(&snapshot.objects, mesh.clone()), diagnostics: snapshot.diagnostics });
+        let state =
+            Arc::new(MeshState { version: 1, model: Model::build(&snapshot.objects, mesh.clone()), diagnostics: snapshot.diagnostics });
         let (tx, _) = tokio::sync::watch::channel(state);
-        Arc::new(Shared { current: tx, mesh, proxies: Mutex::new(BTreeMap::new()), next_conn: AtomicU64::new(1), next_version: AtomicU64::new(2) })
+        Arc::new(Shared {
+            current: tx,
+            mesh,
+            proxies: Mutex::new(BTreeMap::new()),
+            next_conn: AtomicU64::new(1),
+            next_version: AtomicU64::new(2),
+        })
     }
 
     /// Publishes a new snapshot to every connection.

@@ -6,6 +6,7 @@
 //! Never compiled into the product binary.
 
 pub mod client;
+pub mod mesh;
 pub mod netns;
 pub mod proxy;
 pub mod upstream;

@@ -15,6 +15,7 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+#[allow(clippy::large_enum_variant, reason = "parsed once at start-up")]
 enum Command {
     /// Run the sidecar / gateway proxy from an Envoy v3 bootstrap (Envoy's flags work).
     Proxy(proxy_cmd::ProxyArgs),

@@ -158,7 +158,13 @@ fn short_rows(section: &str, items: &Value) -> Vec<Vec<String>> {
                 let name = s(&c["name"]);
                 let parts: Vec<&str> = name.split('|').collect();
                 let row = if parts.len() == 4 {
-                    vec![parts[3].to_string(), parts[1].to_string(), if parts[2].is_empty() { "-".into() } else { parts[2].to_string() }, parts[0].to_string(), s(&c["type"])]
+                    vec![
+                        parts[3].to_string(),
+                        parts[1].to_string(),
+                        if parts[2].is_empty() { "-".into() } else { parts[2].to_string() },
+                        parts[0].to_string(),
+                        s(&c["type"]),
+                    ]
                 } else {
                     vec![name, "-".into(), "-".into(), "-".into(), s(&c["type"])]
                 };
@@ -170,7 +176,12 @@ fn short_rows(section: &str, items: &Value) -> Vec<Vec<String>> {
             let mut rows = vec![["NAME", "ADDRESS", "PORT", "CHAINS"].map(String::from).to_vec()];
             for l in list {
                 let sa = &l["address"]["socket_address"];
-                rows.push(vec![s(&l["name"]), s(&sa["address"]), s(&sa["port_value"]), l["filter_chains"].as_array().map(Vec::len).unwrap_or(0).to_string()]);
+                rows.push(vec![
+                    s(&l["name"]),
+                    s(&sa["address"]),
+                    s(&sa["port_value"]),
+                    l["filter_chains"].as_array().map(Vec::len).unwrap_or(0).to_string(),
+                ]);
             }
             rows
         }
@@ -178,7 +189,10 @@ fn short_rows(section: &str, items: &Value) -> Vec<Vec<String>> {
             let mut rows = vec![["NAME", "VIRTUAL SERVICE", "DOMAINS", "MATCH"].map(String::from).to_vec()];
             for r in list {
                 for vh in r["virtual_hosts"].as_array().into_iter().flatten() {
-                    let domains = vh["domains"].as_array().map(|d| d.iter().filter_map(|x| x.as_str()).find(|x| !x.contains(':')).unwrap_or("*").to_string()).unwrap_or_default();
+                    let domains = vh["domains"]
+                        .as_array()
+                        .map(|d| d.iter().filter_map(|x| x.as_str()).find(|x| !x.contains(':')).unwrap_or("*").to_string())
+                        .unwrap_or_default();
                     let first = &vh["routes"][0]["match"];
                     let m = first.get("prefix").or(first.get("path")).map(s).unwrap_or_else(|| "/*".into());
                     rows.push(vec![s(&r["name"]), s(&vh["name"]), domains, m]);

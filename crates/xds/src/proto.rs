@@ -54,16 +54,15 @@ fn message_name(type_url: &str) -> &str {
 /// Encodes a proto3-JSON resource as the `Any` xDS carries.
 pub fn to_any(type_url: &str, json: &serde_json::Value) -> Result<Any, ProtoError> {
     let desc = pool().get_message_by_name(message_name(type_url)).ok_or_else(|| ProtoError::UnknownType(type_url.into()))?;
-    let msg = DynamicMessage::deserialize(desc, json)
-        .map_err(|e| ProtoError::Invalid { type_url: type_url.into(), message: e.to_string() })?;
+    let msg =
+        DynamicMessage::deserialize(desc, json).map_err(|e| ProtoError::Invalid { type_url: type_url.into(), message: e.to_string() })?;
     Ok(Any { type_url: type_url.into(), value: msg.encode_to_vec() })
 }
 
 /// Decodes an `Any` into proto3 JSON with Envoy's snake_case field names, leaving out fields
 /// at their defaults (so "set" means "sent").
 pub fn from_any(any: &Any) -> Result<serde_json::Value, ProtoError> {
-    let desc =
-        pool().get_message_by_name(message_name(&any.type_url)).ok_or_else(|| ProtoError::UnknownType(any.type_url.clone()))?;
+    let desc = pool().get_message_by_name(message_name(&any.type_url)).ok_or_else(|| ProtoError::UnknownType(any.type_url.clone()))?;
     let msg = DynamicMessage::decode(desc, any.value.as_slice())
         .map_err(|e| ProtoError::Invalid { type_url: any.type_url.clone(), message: e.to_string() })?;
     let opts = SerializeOptions::new().use_proto_field_name(true).stringify_64_bit_integers(false);

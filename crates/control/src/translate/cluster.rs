@@ -44,7 +44,11 @@ fn merge_policy(top: Option<&net::TrafficPolicy>, subset: Option<&net::TrafficPo
             connection_pool: s.connection_pool.clone().or_else(|| t.connection_pool.clone()),
             outlier_detection: s.outlier_detection.clone().or_else(|| t.outlier_detection.clone()),
             tls: s.tls.clone().or_else(|| t.tls.clone()),
-            port_level_settings: if s.port_level_settings.is_empty() { t.port_level_settings.clone() } else { s.port_level_settings.clone() },
+            port_level_settings: if s.port_level_settings.is_empty() {
+                t.port_level_settings.clone()
+            } else {
+                s.port_level_settings.clone()
+            },
             tunnel: None,
             proxy_protocol: None,
         }),
@@ -78,7 +82,14 @@ pub fn port_policy(policy: Option<&net::TrafficPolicy>, port: u16) -> PortPolicy
     p
 }
 
-fn add(out: &mut Generated, name: &str, svc: &Service, port: &ServicePort, policy: Option<&net::TrafficPolicy>, subset: Option<&std::collections::BTreeMap<String, String>>) {
+fn add(
+    out: &mut Generated,
+    name: &str,
+    svc: &Service,
+    port: &ServicePort,
+    policy: Option<&net::TrafficPolicy>,
+    subset: Option<&std::collections::BTreeMap<String, String>>,
+) {
     let pp = port_policy(policy, port.port);
     let mut c = Map::new();
     c.insert("name".into(), json!(name));

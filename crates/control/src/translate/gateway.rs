@@ -11,7 +11,8 @@ use crate::model::{host_matches, labels_match};
 
 pub fn generate(scope: &Scope<'_>, out: &mut Generated) {
     let node = scope.node;
-    let gateways: Vec<_> = scope.model.gateways.iter().filter(|g| !g.spec.selector.is_empty() && labels_match(&g.spec.selector, &node.labels)).collect();
+    let gateways: Vec<_> =
+        scope.model.gateways.iter().filter(|g| !g.spec.selector.is_empty() && labels_match(&g.spec.selector, &node.labels)).collect();
     // port → (gateway key, server) pairs.
     let mut ports: BTreeMap<u16, Vec<(String, &net::Server)>> = BTreeMap::new();
     for g in &gateways {
@@ -44,15 +45,25 @@ pub fn generate(scope: &Scope<'_>, out: &mut Generated) {
                         let dest = r.route.first();
                         let Some(d) = dest else { continue };
                         let host = scope.model.resolve_host(&d.destination.host, &vs.namespace);
-                        let dport = d.destination.port.map(|p| p.number as u16).or_else(|| scope.model.service(&host).and_then(|s| s.ports.first().map(|p| p.port))).unwrap_or(port);
+                        let dport = d
+                            .destination
+                            .port
+                            .map(|p| p.number as u16)
+                            .or_else(|| scope.model.service(&host).and_then(|s| s.ports.first().map(|p| p.port)))
+                            .unwrap_or(port);
                         let cluster = outbound_cluster_name(dport, d.destination.subset.as_deref().unwrap_or(""), &host);
-                        let ms: Vec<_> = if r.matches.is_empty() { vec![json!({"prefix": "/"})] } else {
-                            r.matches.iter().map(|m| match &m.uri {
-                                Some(net::StringMatch::Exact(p)) => json!({"path": p}),
-                                Some(net::StringMatch::Prefix(p)) => json!({"prefix": p}),
-                                Some(net::StringMatch::Regex(p)) => json!({"safe_regex": {"regex": p}}),
-                                None => json!({"prefix": "/"}),
-                            }).collect()
+                        let ms: Vec<_> = if r.matches.is_empty() {
+                            vec![json!({"prefix": "/"})]
+                        } else {
+                            r.matches
+                                .iter()
+                                .map(|m| match &m.uri {
+                                    Some(net::StringMatch::Exact(p)) => json!({"path": p}),
+                                    Some(net::StringMatch::Prefix(p)) => json!({"prefix": p}),
+                                    Some(net::StringMatch::Regex(p)) => json!({"safe_regex": {"regex": p}}),
+                                    None => json!({"prefix": "/"}),
+                                })
+                                .collect()
                         };
                         for m in ms {
                             routes.push(json!({"match": m, "route": {"cluster": cluster, "timeout": "0s"}}));

@@ -147,7 +147,11 @@ pub fn inbound(scope: &Scope<'_>, out: &mut Generated) {
     let ip = node.ip.to_string();
     for svc in &scope.model.services {
         for ep in &svc.endpoints {
-            let mine = ep.address == ip || (!node.labels.is_empty() && labels_match(&ep.labels, &node.labels) && !ep.labels.is_empty() && svc.namespace == node.namespace);
+            let mine = ep.address == ip
+                || (!node.labels.is_empty()
+                    && labels_match(&ep.labels, &node.labels)
+                    && !ep.labels.is_empty()
+                    && svc.namespace == node.namespace);
             if !mine {
                 continue;
             }
@@ -179,11 +183,15 @@ pub fn inbound(scope: &Scope<'_>, out: &mut Generated) {
                 "filters": [hcm(&format!("inbound_0.0.0.0_{port}"), http)]}));
         } else if *proto == Protocol::Auto {
             sniff = true;
-            chains.push(json!({"name": format!("{name}-http"), "filter_chain_match": {"destination_port": port, "application_protocols": HTTP_ALPN},
-                "filters": [hcm(&format!("inbound_0.0.0.0_{port}"), http)]}));
-            chains.push(json!({"name": name, "filter_chain_match": {"destination_port": port}, "filters": [tcp_proxy(&cluster, &cluster)]}));
+            chains.push(
+                json!({"name": format!("{name}-http"), "filter_chain_match": {"destination_port": port, "application_protocols": HTTP_ALPN},
+                "filters": [hcm(&format!("inbound_0.0.0.0_{port}"), http)]}),
+            );
+            chains
+                .push(json!({"name": name, "filter_chain_match": {"destination_port": port}, "filters": [tcp_proxy(&cluster, &cluster)]}));
         } else {
-            chains.push(json!({"name": name, "filter_chain_match": {"destination_port": port}, "filters": [tcp_proxy(&cluster, &cluster)]}));
+            chains
+                .push(json!({"name": name, "filter_chain_match": {"destination_port": port}, "filters": [tcp_proxy(&cluster, &cluster)]}));
         }
     }
     let mut listener_filters = vec![original_dst()];

@@ -58,12 +58,10 @@ pub struct Scope<'a> {
 impl<'a> Scope<'a> {
     pub fn new(model: &'a Model, node: &'a ProxyNode) -> Scope<'a> {
         let sidecar = sidecar_for(model, node);
-        let egress: Vec<&str> = sidecar.map(|s| s.spec.egress.iter().flat_map(|e| e.hosts.iter().map(String::as_str)).collect()).unwrap_or_default();
-        let services = model
-            .services
-            .iter()
-            .filter(|s| egress.is_empty() || egress.iter().any(|h| egress_allows(h, s, &node.namespace)))
-            .collect();
+        let egress: Vec<&str> =
+            sidecar.map(|s| s.spec.egress.iter().flat_map(|e| e.hosts.iter().map(String::as_str)).collect()).unwrap_or_default();
+        let services =
+            model.services.iter().filter(|s| egress.is_empty() || egress.iter().any(|h| egress_allows(h, s, &node.namespace))).collect();
         let outbound = sidecar
             .and_then(|s| s.spec.outbound_traffic_policy.as_ref().map(|p| p.mode))
             .unwrap_or(model.mesh.outbound_traffic_policy.mode);

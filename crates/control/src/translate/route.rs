@@ -69,7 +69,8 @@ pub fn domains(svc: &Service, port: u16, proxy_ns: &str) -> Vec<String> {
 fn routes_for(scope: &Scope<'_>, svc: &Service, port: u16) -> Vec<Value> {
     let hash = hash_policy(scope, &svc.hostname, port);
     let Some(vs) = scope.virtual_service(&svc.hostname) else {
-        let mut action = json!({"cluster": outbound_cluster_name(port, "", &svc.hostname), "timeout": "0s", "retry_policy": default_retry()});
+        let mut action =
+            json!({"cluster": outbound_cluster_name(port, "", &svc.hostname), "timeout": "0s", "retry_policy": default_retry()});
         if let Some(h) = &hash {
             action["hash_policy"] = h.clone();
         }
@@ -300,7 +301,8 @@ fn action(scope: &Scope<'_>, r: &net::HttpRoute, vs_ns: &str, svc: &Service, por
     if let Some(m) = &r.mirror {
         let pct = r.mirror_percentage.map(|p| p.value).or(r.mirror_percent.map(f64::from)).unwrap_or(100.0);
         if pct > 0.0 {
-            mirrors.push(json!({"cluster": destination_cluster(scope, m, vs_ns, port), "runtime_fraction": {"default_value": fraction(pct)}}));
+            mirrors
+                .push(json!({"cluster": destination_cluster(scope, m, vs_ns, port), "runtime_fraction": {"default_value": fraction(pct)}}));
         }
     }
     for m in &r.mirrors {
@@ -340,9 +342,23 @@ fn action(scope: &Scope<'_>, r: &net::HttpRoute, vs_ns: &str, svc: &Service, por
 
 fn grpc_code(name: &str) -> u32 {
     const CODES: [&str; 17] = [
-        "OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND", "ALREADY_EXISTS",
-        "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE",
-        "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED",
+        "OK",
+        "CANCELLED",
+        "UNKNOWN",
+        "INVALID_ARGUMENT",
+        "DEADLINE_EXCEEDED",
+        "NOT_FOUND",
+        "ALREADY_EXISTS",
+        "PERMISSION_DENIED",
+        "RESOURCE_EXHAUSTED",
+        "FAILED_PRECONDITION",
+        "ABORTED",
+        "OUT_OF_RANGE",
+        "UNIMPLEMENTED",
+        "INTERNAL",
+        "UNAVAILABLE",
+        "DATA_LOSS",
+        "UNAUTHENTICATED",
     ];
     CODES.iter().position(|c| *c == name).map(|i| i as u32).or_else(|| name.parse().ok()).unwrap_or(2)
 }

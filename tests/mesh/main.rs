@@ -1,0 +1,213 @@
+//! A bookinfo-like mesh in network namespaces, driven by `weft control-plane`: real Envoy
+//! sidecars behind iptables capture get their config over ADS, and what callers see follows
+//! the VirtualServices, DestinationRules, ServiceEntries and the outbound traffic policy.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use weft_test_support::mesh::{Mesh, Pod, HUB_IP, XDS_PORT};
+
+fn weft() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_weft"))
+}
+
+fn app() -> PathBuf {
+    // Built by the same `cargo test` run: the test-support crate's binary sits next to weft's.
+    let p = weft().with_file_name("weft-test-app");
+    assert!(p.exists(), "{} is missing: build the workspace (`cargo build --workspace`) first", p.display());
+    p
+}
+
+struct Bookinfo {
+    mesh: Mesh,
+    config: PathBuf,
+    productpage: Pod,
+    _reviews: Vec<Pod>,
+    ext: Pod,
+    stranger: Pod,
+}
+
+const REVIEWS_VIP: &str = "10.96.0.11";
+
+fn services(pods: &[(&str, &str, &str)]) -> String {
+    let mut y = String::from(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: reviews, namespace: default}\nspec:\n  clusterIP: 10.96.0.11\n  selector: {app: reviews}\n  ports: [{name: http, port: 9080}]\n---\napiVersion: v1\nkind: Service\nmetadata: {name: productpage, namespace: default}\nspec:\n  clusterIP: 10.96.0.10\n  selector: {app: productpage}\n  ports: [{name: http, port: 9080}]\n",
+    );
+    for (name, ip, version) in pods {
+        let app = name.split('-').next().unwrap_or(name);
+        y.push_str(&format!(
+            "---\napiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {{name: {name}, namespace: default}}\nspec: {{address: {ip}, labels: {{app: {app}, version: {version}}}, serviceAccount: {app}}}\n"
+        ));
+    }
+    y
+}
+
+const DESTINATION_RULE: &str = "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: reviews}\nspec:\n  host: reviews\n  subsets:\n  - {name: v1, labels: {version: v1}}\n  - {name: v2, labels: {version: v2}}\n  - {name: v3, labels: {version: v3}}\n";
+
+fn write(dir: &Path, name: &str, text: &str) {
+    // Write then rename, so the watcher never reads half a file.
+    let tmp = dir.join(format!(".{name}.tmp"));
+    std::fs::write(&tmp, text).expect("write config");
+    std::fs::rename(&tmp, dir.join(name)).expect("rename config");
+}
+
+fn start(tag: &str, delta: bool) -> anyhow::Result<Bookinfo> {
+    let envoy = weft_test_support::envoy_path()?;
+    let mut mesh = Mesh::new(tag)?;
+    let config = mesh.dir.join("config");
+    std::fs::create_dir_all(&config)?;
+    let productpage = mesh.pod("productpage")?;
+    let mut reviews = Vec::new();
+    for v in ["v1", "v2", "v3"] {
+        reviews.push((mesh.pod(&format!("reviews-{v}"))?, v));
+    }
+    let ext = mesh.pod("ext")?;
+    let stranger = mesh.pod("stranger")?;
+
+    let mut wl = vec![("productpage-v1".to_string(), productpage.ip.clone(), "v1")];
+    for (p, v) in &reviews {
+        wl.push((format!("reviews-{v}"), p.ip.clone(), *v));
+    }
+    let wl_ref: Vec<(&str, &str, &str)> = wl.iter().map(|(n, ip, v)| (n.as_str(), ip.as_str(), *v)).collect();
+    write(&config, "services.yaml", &services(&wl_ref));
+    write(&config, "reviews-dr.yaml", DESTINATION_RULE);
+    write(
+        &config,
+        "ext-se.yaml",
+        &format!("apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: ext}}\nspec:\n  hosts: [ext.example.com]\n  location: MESH_EXTERNAL\n  resolution: STATIC\n  ports: [{{number: 80, name: http, protocol: HTTP}}]\n  endpoints: [{{address: {}}}]\n", ext.ip),
+    );
+    let mesh_file = mesh.dir.join("mesh.yaml");
+    std::fs::write(&mesh_file, "outboundTrafficPolicy:\n  mode: REGISTRY_ONLY\n")?;
+
+    let xds = format!("{HUB_IP}:{XDS_PORT}");
+    let cfg = config.to_str().unwrap_or_default().to_string();
+    let mf = mesh_file.to_str().unwrap_or_default().to_string();
+    mesh.spawn(
+        "control-plane",
+        None,
+        false,
+        &weft(),
+        &["control-plane", "--config-dir", &cfg, "--mesh", &mf, "--xds-address", &xds, "--debounce", "50ms", "-l", "debug"],
+    )?;
+
+    let app = app();
+    let env = envoy.to_str().unwrap_or_default().to_string();
+    let mut sidecars = vec![(&productpage, vec![("app", "productpage"), ("version", "v1")], "productpage")];
+    for (p, v) in &reviews {
+        sidecars.push((p, vec![("app", "reviews"), ("version", *v)], p.name.as_str()));
+    }
+    for (pod, labels, name) in &sidecars {
+        mesh.capture(pod)?;
+        mesh.spawn(&format!("{name}-app"), Some(&pod.ns), false, &app, &["serve", "0.0.0.0:9080", name])?;
+        let boot = mesh.sidecar_bootstrap(pod, labels, delta)?;
+        let b = boot.to_str().unwrap_or_default().to_string();
+        mesh.spawn(&format!("{name}-envoy"), Some(&pod.ns), true, Path::new(&env), &["-c", &b, "--disable-hot-restart", "-l", "warning"])?;
+    }
+    mesh.spawn("ext-app", Some(&ext.ns), false, &app, &["serve", "0.0.0.0:80", "ext"])?;
+    mesh.spawn("stranger-app", Some(&stranger.ns), false, &app, &["serve", "0.0.0.0:80", "stranger"])?;
+
+    let bi = Bookinfo { mesh, config, productpage, _reviews: reviews.into_iter().map(|(p, _)| p).collect(), ext, stranger };
+    bi.wait_synced(4)?;
+    Ok(bi)
+}
+
+impl Bookinfo {
+    fn status(&self) -> String {
+        self.mesh.run(&self.mesh.hub, &weft(), &["proxy-status"]).unwrap_or_default()
+    }
+
+    fn wait_synced(&self, proxies: usize) -> anyhow::Result<()> {
+        Mesh::wait_for(Duration::from_secs(30), "every sidecar SYNCED", || {
+            let s = self.status();
+            let synced = s.lines().filter(|l| l.split_whitespace().filter(|w| *w == "SYNCED").count() == 4).count();
+            (synced == proxies).then_some(())
+        })
+        .map_err(|e| anyhow::anyhow!("{e}\n{}\ncontrol plane log:\n{}", self.status(), self.mesh.log("control-plane")))
+    }
+
+    /// `count` requests from productpage's namespace (through its sidecar).
+    fn get(&self, url: &str, count: usize, headers: &[&str]) -> serde_json::Map<String, serde_json::Value> {
+        let mut args = vec!["get", url];
+        let n = count.to_string();
+        args.push(&n);
+        args.extend_from_slice(headers);
+        let out = self.mesh.run(&self.productpage.ns, &app(), &args).unwrap_or_else(|e| panic!("client failed: {e}"));
+        serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("client output {out:?}: {e}"))
+    }
+
+    /// Polls until requests to `url` give only `want`, so a test follows the push, not a sleep.
+    fn wait_for_only(&self, url: &str, headers: &[&str], want: &str) {
+        let r = Mesh::wait_for(Duration::from_secs(15), &format!("{url} {headers:?} to give only {want:?}"), || {
+            let got = self.get(url, 5, headers);
+            (got.len() == 1 && got.contains_key(want)).then_some(())
+        });
+        if let Err(e) = r {
+            panic!("{e}; last: {:?}\n{}", self.get(url, 5, headers), self.status());
+        }
+    }
+}
+
+fn count(m: &serde_json::Map<String, serde_json::Value>, key: &str) -> u64 {
+    m.get(key).and_then(|v| v.as_u64()).unwrap_or(0)
+}
+
+fn scenarios(bi: &Bookinfo) {
+    let reviews = format!("http://{REVIEWS_VIP}:9080/");
+    let host = "host:reviews";
+
+    // With no VirtualService, reviews is load-balanced over its three versions.
+    let all = bi.get(&reviews, 30, &[host]);
+    assert_eq!(all.values().filter_map(|v| v.as_u64()).sum::<u64>(), 30, "{all:?}");
+    assert!(all.keys().all(|k| k.starts_with("200 reviews-v")), "{all:?}");
+
+    // reviews-v3 routing.
+    write(&bi.config, "reviews-vs.yaml", "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: reviews}\nspec:\n  hosts: [reviews]\n  http:\n  - route:\n    - destination: {host: reviews, subset: v3}\n");
+    bi.wait_for_only(&reviews, &[host], "200 reviews-v3");
+
+    // end-user: jason → v2; everyone else 90/10 between v1 and v3.
+    write(
+        &bi.config,
+        "reviews-vs.yaml",
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: reviews}\nspec:\n  hosts: [reviews]\n  http:\n  - match:\n    - headers:\n        end-user: {exact: jason}\n    route:\n    - destination: {host: reviews, subset: v2}\n  - route:\n    - destination: {host: reviews, subset: v1}\n      weight: 90\n    - destination: {host: reviews, subset: v3}\n      weight: 10\n",
+    );
+    bi.wait_for_only(&reviews, &[host, "end-user:jason"], "200 reviews-v2");
+    let split = bi.get(&reviews, 300, &[host]);
+    let (v1, v3) = (count(&split, "200 reviews-v1"), count(&split, "200 reviews-v3"));
+    assert_eq!(v1 + v3, 300, "only v1 and v3 without the header: {split:?}");
+    // 10% of 300 is 30; ±3.5 standard deviations (σ ≈ 5.2) keeps this from flaking.
+    assert!((12..=48).contains(&v3), "v3 got {v3} of 300, want about 30: {split:?}");
+
+    // Fault abort and delay.
+    write(
+        &bi.config,
+        "reviews-vs.yaml",
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: reviews}\nspec:\n  hosts: [reviews]\n  http:\n  - match: [{headers: {end-user: {exact: jason}}}]\n    fault: {delay: {fixedDelay: 1s, percentage: {value: 100}}}\n    route: [{destination: {host: reviews, subset: v2}}]\n  - fault: {abort: {httpStatus: 418, percentage: {value: 100}}}\n    route: [{destination: {host: reviews, subset: v1}}]\n",
+    );
+    bi.wait_for_only(&reviews, &[host], "418 fault filter abort");
+    let t = Instant::now();
+    let delayed = bi.get(&reviews, 2, &[host, "end-user:jason"]);
+    assert_eq!(count(&delayed, "200 reviews-v2"), 2, "{delayed:?}");
+    assert!(t.elapsed() >= Duration::from_secs(2), "two requests with a 1s fixed delay took {:?}", t.elapsed());
+
+    // REGISTRY_ONLY: a declared ServiceEntry host is reachable, an unknown one gets Istio's 502.
+    let ext = bi.get(&format!("http://{}:80/", bi.ext.ip), 3, &["host:ext.example.com"]);
+    assert_eq!(count(&ext, "200 ext"), 3, "{ext:?}");
+    let blocked = bi.get(&format!("http://{}:80/", bi.stranger.ip), 3, &["host:stranger.example.com"]);
+    assert_eq!(count(&blocked, "502"), 3, "REGISTRY_ONLY must block an undeclared host: {blocked:?}");
+    // Raw TCP to an undeclared port goes to the BlackHoleCluster: the connection is refused
+    // by the sidecar, never reaching the stranger.
+    let tcp = bi.get(&format!("http://{}:81/", bi.stranger.ip), 1, &[]);
+    assert!(tcp.keys().all(|k| k.starts_with("error")), "{tcp:?}");
+}
+
+#[test]
+fn bookinfo_with_envoy_sidecars_over_state_of_the_world_ads() {
+    let bi = start("bse", false).unwrap_or_else(|e| panic!("{e:#}"));
+    scenarios(&bi);
+}
+
+#[test]
+fn bookinfo_with_envoy_sidecars_over_delta_ads() {
+    let bi = start("bde", true).unwrap_or_else(|e| panic!("{e:#}"));
+    scenarios(&bi);
+}
