@@ -20,6 +20,7 @@ fn app() -> PathBuf {
 
 struct Bookinfo {
     mesh: Mesh,
+    cp_args: Vec<String>,
     config: PathBuf,
     productpage: Pod,
     _reviews: Vec<Pod>,
@@ -82,13 +83,12 @@ fn start(tag: &str, delta: bool) -> anyhow::Result<Bookinfo> {
     let xds = format!("{HUB_IP}:{XDS_PORT}");
     let cfg = config.to_str().unwrap_or_default().to_string();
     let mf = mesh_file.to_str().unwrap_or_default().to_string();
-    mesh.spawn(
-        "control-plane",
-        None,
-        false,
-        &weft(),
-        &["control-plane", "--config-dir", &cfg, "--mesh", &mf, "--xds-address", &xds, "--debounce", "50ms", "-l", "debug"],
-    )?;
+    let cp_args: Vec<String> =
+        ["control-plane", "--config-dir", &cfg, "--mesh", &mf, "--xds-address", &xds, "--debounce", "50ms", "-l", "debug"]
+            .map(String::from)
+            .to_vec();
+    let cp_refs: Vec<&str> = cp_args.iter().map(String::as_str).collect();
+    mesh.spawn("control-plane", None, false, &weft(), &cp_refs)?;
 
     let app = app();
     let env = envoy.to_str().unwrap_or_default().to_string();
@@ -106,7 +106,7 @@ fn start(tag: &str, delta: bool) -> anyhow::Result<Bookinfo> {
     mesh.spawn("ext-app", Some(&ext.ns), false, &app, &["serve", "0.0.0.0:80", "ext"])?;
     mesh.spawn("stranger-app", Some(&stranger.ns), false, &app, &["serve", "0.0.0.0:80", "stranger"])?;
 
-    let bi = Bookinfo { mesh, config, productpage, _reviews: reviews.into_iter().map(|(p, _)| p).collect(), ext, stranger };
+    let bi = Bookinfo { mesh, cp_args, config, productpage, _reviews: reviews.into_iter().map(|(p, _)| p).collect(), ext, stranger };
     bi.wait_synced(4)?;
     Ok(bi)
 }
@@ -123,6 +123,21 @@ impl Bookinfo {
             (synced == proxies).then_some(())
         })
         .map_err(|e| anyhow::anyhow!("{e}\n{}\ncontrol plane log:\n{}", self.status(), self.mesh.log("control-plane")))
+    }
+
+    /// The config version the control plane serves (from `proxy-status`).
+    fn version(&self) -> u64 {
+        self.status().lines().nth(1).and_then(|l| l.split_whitespace().last()).and_then(|v| v.parse().ok()).unwrap_or(0)
+    }
+
+    /// Waits until the control plane serves a version after `v` and every sidecar ACKed it.
+    fn wait_version_after(&self, v: u64) -> anyhow::Result<u64> {
+        Mesh::wait_for(Duration::from_secs(15), &format!("a config version after {v}, SYNCED everywhere"), || {
+            let s = self.status();
+            let rows: Vec<&str> = s.lines().skip(1).collect();
+            let now = self.version();
+            (now > v && rows.len() == 4 && rows.iter().all(|l| l.split_whitespace().filter(|w| *w == "SYNCED").count() == 4)).then_some(now)
+        })
     }
 
     /// `count` requests from productpage's namespace (through its sidecar).
@@ -210,4 +225,82 @@ fn bookinfo_with_envoy_sidecars_over_state_of_the_world_ads() {
 fn bookinfo_with_envoy_sidecars_over_delta_ads() {
     let bi = start("bde", true).unwrap_or_else(|e| panic!("{e:#}"));
     scenarios(&bi);
+}
+
+/// Starts `count` requests from productpage in the background (a bounded load).
+fn load(bi: &Bookinfo, url: &str, count: usize, headers: &[&str]) -> std::thread::JoinHandle<String> {
+    let mut cmd = bi.productpage.ns.command(app().to_str().unwrap_or_default());
+    cmd.args(["get", url, &count.to_string()]).args(headers);
+    std::thread::spawn(move || cmd.output().map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default())
+}
+
+fn only_successes(out: &str) -> serde_json::Map<String, serde_json::Value> {
+    let m: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("load output {out:?}: {e}"));
+    assert!(m.keys().all(|k| k.starts_with("200 reviews-v")), "failed requests under load: {m:?}");
+    m
+}
+
+#[test]
+fn pushes_and_a_control_plane_outage_under_load_fail_no_request() {
+    let mut bi = start("res", false).unwrap_or_else(|e| panic!("{e:#}"));
+    let reviews = format!("http://{REVIEWS_VIP}:9080/");
+    let vs = |a: &str, b: &str| {
+        format!("apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: reviews}}\nspec:\n  hosts: [reviews]\n  http:\n  - route:\n    - destination: {{host: reviews, subset: {a}}}\n      weight: 50\n    - destination: {{host: reviews, subset: {b}}}\n      weight: 50\n")
+    };
+
+    // Ten pushes, each while a bounded batch of requests is in flight.
+    let pairs = [("v1", "v2"), ("v2", "v3"), ("v1", "v3")];
+    let mut version = bi.version();
+    let mut total = 0;
+    for i in 0..10 {
+        let running = load(&bi, &reviews, 300, &["host:reviews"]);
+        let (a, b) = pairs[i % 3];
+        write(&bi.config, "reviews-vs.yaml", &vs(a, b));
+        version = bi.wait_version_after(version).unwrap_or_else(|e| panic!("{e:#}"));
+        let m = only_successes(&running.join().expect("load thread"));
+        total += m.values().filter_map(|v| v.as_u64()).sum::<u64>();
+    }
+    assert_eq!(total, 3000);
+
+    // A broken resource is rejected with file, line and field; the last good routing stays.
+    write(
+        &bi.config,
+        "reviews-vs.yaml",
+        &vs("v1", "v1").replace(
+            "subset: v1}\n      weight: 50\n    - destination: {host: reviews, subset: v1}",
+            "subset: v1}\n      weight: 50\n    - destination: {host: reviews, subset: v1, port: {number: 70000}}",
+        ),
+    );
+    Mesh::wait_for(Duration::from_secs(10), "the control plane to report the bad resource", || {
+        bi.mesh.log("control-plane").contains("reviews-vs.yaml:").then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", bi.mesh.log("control-plane")));
+    let log = bi.mesh.log("control-plane");
+    assert!(
+        log.contains("VirtualService default/reviews: spec.http[0].route[1].destination.port.number: port 70000 is out of range"),
+        "{log}"
+    );
+    let analyze = std::process::Command::new(weft()).args(["analyze", "--config-dir"]).arg(&bi.config).output().expect("run weft analyze");
+    let text = String::from_utf8_lossy(&analyze.stdout);
+    assert_eq!(analyze.status.code(), Some(79), "analyze exits 79 (as istioctl does) on errors:\n{text}");
+    assert!(
+        text.contains("Error reviews-vs.yaml:10: VirtualService default/reviews: spec.http[0].route[1].destination.port.number"),
+        "{text}"
+    );
+
+    // The control plane goes away for 30 s under load: the sidecars keep their config.
+    bi.mesh.kill("control-plane");
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(30) {
+        let batch = bi.get(&reviews, 50, &["host:reviews"]);
+        assert!(batch.keys().all(|k| k.starts_with("200 reviews-v")), "requests failed while the control plane was down: {batch:?}");
+    }
+    // It comes back with a fixed config: every sidecar resyncs and follows the new routing.
+    write(&bi.config, "reviews-vs.yaml", "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: reviews}\nspec:\n  hosts: [reviews]\n  http:\n  - route:\n    - destination: {host: reviews, subset: v2}\n");
+    let args = bi.cp_args.clone();
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    bi.mesh.spawn("control-plane", None, false, &weft(), &refs).unwrap_or_else(|e| panic!("{e:#}"));
+    bi.wait_synced(4).unwrap_or_else(|e| panic!("{e:#}"));
+    bi.wait_for_only(&reviews, &["host:reviews"], "200 reviews-v2");
 }
