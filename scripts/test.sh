@@ -5,4 +5,7 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
+# The mesh tests run helper binaries of other crates (weft-test-app); nextest builds only
+# test targets and their own crate's binaries.
+cargo build --workspace --bins --quiet
 cargo nextest run --workspace --no-fail-fast --profile ci
