@@ -43,7 +43,7 @@ impl AggregatedDiscoveryService for Ads {
     ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
         let (tx, rx) = mpsc::channel(16);
         let conn = Conn::new(self.shared.clone(), false);
-        tokio::spawn(async move { conn.run_sotw(request.into_inner(), tx).await });
+        tokio::spawn(async move { conn.run::<Sotw>(request.into_inner(), tx).await });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
@@ -53,8 +53,64 @@ impl AggregatedDiscoveryService for Ads {
     ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
         let (tx, rx) = mpsc::channel(16);
         let conn = Conn::new(self.shared.clone(), true);
-        tokio::spawn(async move { conn.run_delta(request.into_inner(), tx).await });
+        tokio::spawn(async move { conn.run::<Delta>(request.into_inner(), tx).await });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+/// What differs between state-of-the-world and delta xDS: how a request is read and how a
+/// push is shaped. The event loop and the bookkeeping are shared.
+trait Wire {
+    type Req: Send + 'static;
+    type Resp: Send + 'static;
+    fn on_request(
+        conn: &mut Conn,
+        req: Self::Req,
+        tx: &mpsc::Sender<Result<Self::Resp, Status>>,
+    ) -> impl std::future::Future<Output = Result<(), Status>> + Send;
+    fn push(
+        conn: &mut Conn,
+        t: &'static str,
+        always: bool,
+        tx: &mpsc::Sender<Result<Self::Resp, Status>>,
+    ) -> impl std::future::Future<Output = Result<(), ()>> + Send;
+}
+
+struct Sotw;
+struct Delta;
+
+impl Wire for Sotw {
+    type Req = DiscoveryRequest;
+    type Resp = DiscoveryResponse;
+    async fn on_request(
+        conn: &mut Conn,
+        req: DiscoveryRequest,
+        tx: &mpsc::Sender<Result<DiscoveryResponse, Status>>,
+    ) -> Result<(), Status> {
+        conn.on_sotw_request(req, tx).await
+    }
+    async fn push(conn: &mut Conn, t: &'static str, always: bool, tx: &mpsc::Sender<Result<DiscoveryResponse, Status>>) -> Result<(), ()> {
+        conn.push_sotw(t, always, tx).await
+    }
+}
+
+impl Wire for Delta {
+    type Req = DeltaDiscoveryRequest;
+    type Resp = DeltaDiscoveryResponse;
+    async fn on_request(
+        conn: &mut Conn,
+        req: DeltaDiscoveryRequest,
+        tx: &mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>,
+    ) -> Result<(), Status> {
+        conn.on_delta_request(req, tx).await
+    }
+    async fn push(
+        conn: &mut Conn,
+        t: &'static str,
+        always: bool,
+        tx: &mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>,
+    ) -> Result<(), ()> {
+        conn.push_delta(t, always, tx).await
     }
 }
 
@@ -181,15 +237,15 @@ impl Conn {
         }
     }
 
-    // ----- state of the world -----
-
-    async fn run_sotw(mut self, mut input: Streaming<DiscoveryRequest>, tx: mpsc::Sender<Result<DiscoveryResponse, Status>>) {
+    /// The connection's event loop, shared by both protocols: requests from the proxy, and
+    /// new mesh generations to push.
+    async fn run<W: Wire>(mut self, mut input: Streaming<W::Req>, tx: mpsc::Sender<Result<W::Resp, Status>>) {
         let mut changes = self.shared.current.subscribe();
-        loop {
+        'conn: loop {
             tokio::select! {
                 msg = input.message() => match msg {
                     Ok(Some(req)) => {
-                        if let Err(status) = self.on_sotw_request(req, &tx).await {
+                        if let Err(status) = W::on_request(&mut self, req, &tx).await {
                             let _ = tx.send(Err(status)).await;
                             break;
                         }
@@ -201,8 +257,8 @@ impl Conn {
                     let state = changes.borrow_and_update().clone();
                     if self.regenerate(state) {
                         for t in ALL_TYPES {
-                            if self.subs.get(t).is_some_and(|s| s.started) && self.push_sotw(t, false, &tx).await.is_err() {
-                                break;
+                            if self.subs.get(t).is_some_and(|s| s.started) && W::push(&mut self, t, false, &tx).await.is_err() {
+                                break 'conn;
                             }
                         }
                     }
@@ -211,6 +267,41 @@ impl Conn {
         }
         self.disconnect();
     }
+
+    /// Records the proxy's answer to the response carrying the type's current nonce. An ACK
+    /// confirms `acked` (or, when the protocol carries no version, what was last sent).
+    fn on_reply(&mut self, t: &'static str, error: Option<&str>, acked: Option<String>) {
+        match error {
+            Some(err) => {
+                tracing::warn!(conn = self.id, type_ = proto::short_name(t), error = %err, "proxy rejected config (NACK); it keeps its last good config");
+                let msg = err.to_string();
+                self.status(t, |s| s.nack = Some(msg));
+            }
+            None => self.status(t, |s| {
+                s.acked_version = acked.or_else(|| s.sent_version.clone());
+                s.nack = None;
+            }),
+        }
+    }
+
+    /// Bookkeeping after deciding to send `wanted` for `t`: what the proxy now has, a fresh
+    /// nonce, and the status `proxy-status` shows. Returns the version and nonce to send.
+    fn record_push(&mut self, t: &'static str, wanted: &BTreeMap<String, (u64, serde_json::Value)>) -> (String, String) {
+        let nonce = self.next_nonce();
+        let sub = self.subs.entry(t).or_default();
+        sub.sent = wanted.iter().map(|(n, (h, _))| (n.clone(), *h)).collect();
+        sub.nonce = nonce.clone();
+        let version = self.state.version.to_string();
+        let count = wanted.len();
+        self.status(t, |s| {
+            s.sent_version = Some(version.clone());
+            s.sent_nonce = Some(nonce.clone());
+            s.resources = count;
+        });
+        (version, nonce)
+    }
+
+    // ----- state of the world -----
 
     async fn on_sotw_request(&mut self, req: DiscoveryRequest, tx: &mpsc::Sender<Result<DiscoveryResponse, Status>>) -> Result<(), Status> {
         self.identify(req.node.as_ref())?;
@@ -223,20 +314,7 @@ impl Conn {
             if req.response_nonce != sub.nonce {
                 return Ok(()); // Stale: answers a response that has been superseded.
             }
-            match &req.error_detail {
-                Some(err) => {
-                    tracing::warn!(conn = self.id, type_ = proto::short_name(t), error = %err.message, "proxy rejected config (NACK); it keeps its last good config");
-                    let msg = err.message.clone();
-                    self.status(t, |s| s.nack = Some(msg));
-                }
-                None => {
-                    let v = req.version_info.clone();
-                    self.status(t, |s| {
-                        s.acked_version = Some(v);
-                        s.nack = None;
-                    });
-                }
-            }
+            self.on_reply(t, req.error_detail.as_ref().map(|e| e.message.as_str()), Some(req.version_info.clone()));
         }
         let sub = self.subs.entry(t).or_default();
         let names = if (t == CLUSTER || t == LISTENER) && req.resource_names.is_empty() || req.resource_names.iter().any(|n| n == "*") {
@@ -276,53 +354,13 @@ impl Conn {
                 }
             }
         }
-        let sub = self.subs.entry(t).or_default();
-        sub.sent = wanted.iter().map(|(n, (h, _))| (n.clone(), *h)).collect();
-        let nonce = self.next_nonce();
-        let sub = self.subs.entry(t).or_default();
-        sub.nonce = nonce.clone();
-        let version = self.state.version.to_string();
-        let count = wanted.len();
-        self.status(t, |s| {
-            s.sent_version = Some(version.clone());
-            s.sent_nonce = Some(nonce.clone());
-            s.resources = count;
-        });
+        let (version, nonce) = self.record_push(t, &wanted);
         tracing::debug!(conn = self.id, type_ = proto::short_name(t), version = %version, resources = resources.len(), "push");
         let resp = DiscoveryResponse { version_info: version, resources, type_url: t.to_string(), nonce, ..Default::default() };
         tx.send(Ok(resp)).await.map_err(|_| ())
     }
 
     // ----- delta -----
-
-    async fn run_delta(mut self, mut input: Streaming<DeltaDiscoveryRequest>, tx: mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>) {
-        let mut changes = self.shared.current.subscribe();
-        loop {
-            tokio::select! {
-                msg = input.message() => match msg {
-                    Ok(Some(req)) => {
-                        if let Err(status) = self.on_delta_request(req, &tx).await {
-                            let _ = tx.send(Err(status)).await;
-                            break;
-                        }
-                    }
-                    Ok(None) | Err(_) => break,
-                },
-                changed = changes.changed() => {
-                    if changed.is_err() { break; }
-                    let state = changes.borrow_and_update().clone();
-                    if self.regenerate(state) {
-                        for t in ALL_TYPES {
-                            if self.subs.get(t).is_some_and(|s| s.started) && self.push_delta(t, false, &tx).await.is_err() {
-                                break;
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        self.disconnect();
-    }
 
     async fn on_delta_request(
         &mut self,
@@ -333,20 +371,8 @@ impl Conn {
         let Some(t) = static_type(&req.type_url) else { return Ok(()) };
         let sub = self.subs.entry(t).or_default();
         if !req.response_nonce.is_empty() && req.response_nonce == sub.nonce {
-            match &req.error_detail {
-                Some(err) => {
-                    tracing::warn!(conn = self.id, type_ = proto::short_name(t), error = %err.message, "proxy rejected config (NACK); it keeps its last good config");
-                    let msg = err.message.clone();
-                    self.status(t, |s| s.nack = Some(msg));
-                }
-                None => {
-                    let v = self.state.version.to_string();
-                    self.status(t, |s| {
-                        s.acked_version = s.sent_version.clone().or(Some(v));
-                        s.nack = None;
-                    });
-                }
-            }
+            // Delta requests carry no version: an ACK confirms what was last sent.
+            self.on_reply(t, req.error_detail.as_ref().map(|e| e.message.as_str()), None);
         }
         let sub = self.subs.entry(t).or_default();
         let first = !sub.started;
@@ -403,16 +429,7 @@ impl Conn {
         if !always && resources.is_empty() && removed.is_empty() {
             return Ok(());
         }
-        sub.sent = wanted.iter().map(|(n, (h, _))| (n.clone(), *h)).collect();
-        let nonce = self.next_nonce();
-        self.subs.entry(t).or_default().nonce = nonce.clone();
-        let version = self.state.version.to_string();
-        let count = wanted.len();
-        self.status(t, |s| {
-            s.sent_version = Some(version.clone());
-            s.sent_nonce = Some(nonce.clone());
-            s.resources = count;
-        });
+        let (version, nonce) = self.record_push(t, &wanted);
         let resp = DeltaDiscoveryResponse {
             system_version_info: version,
             resources,

@@ -349,14 +349,12 @@ impl Model {
         if host.contains('*') || self.by_host.contains_key(host) {
             return host.to_string();
         }
-        let dots = host.matches('.').count();
-        let candidate = match dots {
+        match host.matches('.').count() {
             0 => format!("{host}.{namespace}.{DOMAIN_SUFFIX}"),
             1 => format!("{host}.{DOMAIN_SUFFIX}"),
             _ if host.ends_with(".svc") => format!("{host}.cluster.local"),
             _ => host.to_string(),
-        };
-        candidate
+        }
     }
 
     /// The DestinationRule for `host` as seen from `namespace`: the proxy's own namespace first,

@@ -42,12 +42,7 @@ pub struct Running {
 pub async fn start(opts: Options) -> Result<Running, ServeError> {
     let dir = opts.config_dir.clone();
     let snapshot = store::load_dir(&dir).map_err(|source| ServeError::ConfigDir { dir: dir.display().to_string(), source })?;
-    for d in &snapshot.diagnostics {
-        match d.level {
-            weft_api::Level::Error => tracing::error!("rejected: {d}"),
-            weft_api::Level::Warning => tracing::warn!("{d}"),
-        }
-    }
+    crate::state::log_diagnostics(&snapshot.diagnostics);
     let xds = TcpListener::bind(opts.xds_addr).await.map_err(|source| ServeError::Bind { what: "xDS", addr: opts.xds_addr, source })?;
     let debug =
         TcpListener::bind(opts.debug_addr).await.map_err(|source| ServeError::Bind { what: "debug", addr: opts.debug_addr, source })?;

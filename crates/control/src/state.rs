@@ -84,12 +84,7 @@ impl Shared {
     /// Publishes a new snapshot to every connection.
     pub fn publish(&self, snapshot: Snapshot) {
         let version = self.next_version.fetch_add(1, Ordering::Relaxed);
-        for d in &snapshot.diagnostics {
-            match d.level {
-                weft_api::Level::Error => tracing::error!("rejected: {d}"),
-                weft_api::Level::Warning => tracing::warn!("{d}"),
-            }
-        }
+        log_diagnostics(&snapshot.diagnostics);
         let state = MeshState { version, model: Model::build(&snapshot.objects, self.mesh.clone()), diagnostics: snapshot.diagnostics };
         tracing::info!(version, services = state.model.services.len(), "config changed; pushing");
         self.current.send_replace(Arc::new(state));
@@ -102,4 +97,14 @@ impl Shared {
 
 pub fn unix_now() -> u64 {
     SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// Puts a snapshot's diagnostics in the log: errors (resources left out) and warnings.
+pub fn log_diagnostics(diagnostics: &[Diagnostic]) {
+    for d in diagnostics {
+        match d.level {
+            weft_api::Level::Error => tracing::error!("rejected: {d}"),
+            weft_api::Level::Warning => tracing::warn!("{d}"),
+        }
+    }
 }

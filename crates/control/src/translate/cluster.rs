@@ -14,6 +14,23 @@ use crate::protocol::Protocol;
 const UNLIMITED: u32 = u32::MAX;
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Circuit-breaker thresholds with Istio's defaults: no limit.
+fn unlimited_thresholds() -> Value {
+    json!({"max_connections": UNLIMITED, "max_pending_requests": UNLIMITED, "max_requests": UNLIMITED, "max_retries": UNLIMITED})
+}
+
+/// `typed_extension_protocol_options` for the upstream HTTP protocol (and common options).
+fn http_protocol_options(h2: bool, common: Option<Map<String, Value>>) -> Value {
+    let mut opts = Map::new();
+    opts.insert("@type".into(), json!("type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions"));
+    if let Some(common) = common {
+        opts.insert("common_http_protocol_options".into(), Value::Object(common));
+    }
+    let explicit = if h2 { json!({"http2_protocol_options": {}}) } else { json!({"http_protocol_options": {}}) };
+    opts.insert("explicit_http_config".into(), explicit);
+    json!({"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": opts})
+}
+
 pub fn outbound(scope: &Scope<'_>, out: &mut Generated) {
     for svc in &scope.services {
         let dr = scope.model.destination_rule(&svc.hostname, &scope.node.namespace);
@@ -117,9 +134,7 @@ fn add(
     if svc.discovery != Discovery::Passthrough {
         load_balancer(&mut c, pp.load_balancer.as_ref());
     }
-    let mut thresholds = json!({
-        "max_connections": UNLIMITED, "max_pending_requests": UNLIMITED, "max_requests": UNLIMITED, "max_retries": UNLIMITED,
-    });
+    let mut thresholds = unlimited_thresholds();
     let set = |t: &mut Value, k: &str, v: Option<u32>| {
         if let Some(v) = v.filter(|v| *v > 0) {
             t[k] = json!(v);
@@ -141,14 +156,8 @@ fn add(
     let h2 = port.protocol.is_http2()
         || http.and_then(|h| h.h2_upgrade_policy) == Some(net::H2UpgradePolicy::Upgrade) && port.protocol.is_http();
     if h2 || !common.is_empty() {
-        let mut opts = Map::new();
-        opts.insert("@type".into(), json!("type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions"));
-        if !common.is_empty() {
-            opts.insert("common_http_protocol_options".into(), Value::Object(common));
-        }
-        let explicit = if h2 { json!({"http2_protocol_options": {}}) } else { json!({"http_protocol_options": {}}) };
-        opts.insert("explicit_http_config".into(), explicit);
-        c.insert("typed_extension_protocol_options".into(), json!({"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": opts}));
+        let common = (!common.is_empty()).then_some(common);
+        c.insert("typed_extension_protocol_options".into(), http_protocol_options(h2, common));
     }
     if let Some(od) = &pp.outlier_detection {
         c.insert("outlier_detection".into(), outlier(od));
@@ -245,8 +254,7 @@ pub fn builtin(out: &mut Generated) {
         out.clusters.insert(
             name.into(),
             json!({"name": name, "type": "ORIGINAL_DST", "lb_policy": "CLUSTER_PROVIDED", "connect_timeout": timeout,
-                   "circuit_breakers": {"thresholds": [{"max_connections": UNLIMITED, "max_pending_requests": UNLIMITED,
-                                                        "max_requests": UNLIMITED, "max_retries": UNLIMITED}]}}),
+                   "circuit_breakers": {"thresholds": [unlimited_thresholds()]}}),
         );
     }
 }
@@ -257,12 +265,10 @@ pub fn inbound(out: &mut Generated, port: u16, protocol: Protocol) {
     let mut c = json!({
         "name": name, "type": "STATIC", "connect_timeout": duration(DEFAULT_CONNECT_TIMEOUT),
         "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [{"endpoint": {"address": socket_address("127.0.0.1", port)}}]}]},
-        "circuit_breakers": {"thresholds": [{"max_connections": UNLIMITED, "max_pending_requests": UNLIMITED, "max_requests": UNLIMITED, "max_retries": UNLIMITED}]},
+        "circuit_breakers": {"thresholds": [unlimited_thresholds()]},
     });
     if protocol.is_http2() {
-        c["typed_extension_protocol_options"] = json!({"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-            "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-            "explicit_http_config": {"http2_protocol_options": {}}}});
+        c["typed_extension_protocol_options"] = http_protocol_options(true, None);
     }
     out.clusters.insert(name, c);
 }

@@ -82,7 +82,7 @@ fn routes_for(scope: &Scope<'_>, svc: &Service, port: u16) -> Vec<Value> {
         if !r.matches.is_empty() && matches.is_empty() {
             continue;
         }
-        let base = action(scope, r, &vs.namespace, svc, port, hash.as_ref());
+        let base = action(scope, r, &vs.namespace, port, hash.as_ref());
         let name = r.name.clone().unwrap_or_default();
         if matches.is_empty() {
             let mut e = base.clone();
@@ -154,10 +154,15 @@ fn route_match(m: &net::HttpMatchRequest) -> Value {
     Value::Object(out)
 }
 
-fn default_retry() -> Value {
-    json!({"retry_on": DEFAULT_RETRY_ON, "num_retries": 2, "host_selection_retry_max_attempts": 5,
+/// Istio's retry policy shape: retry on other hosts than those already tried.
+fn retry_policy(retry_on: &str, attempts: i64) -> Value {
+    json!({"retry_on": retry_on, "num_retries": attempts, "host_selection_retry_max_attempts": 5,
            "retry_host_predicate": [{"name": "envoy.retry_host_predicates.previous_hosts",
                "typed_config": {"@type": "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"}}]})
+}
+
+fn default_retry() -> Value {
+    retry_policy(DEFAULT_RETRY_ON, 2)
 }
 
 /// Istio's percentages become Envoy's fractional percents per million.
@@ -204,7 +209,7 @@ fn destination_cluster(scope: &Scope<'_>, d: &net::Destination, vs_ns: &str, por
     outbound_cluster_name(dport, d.subset.as_deref().unwrap_or(""), &host)
 }
 
-fn action(scope: &Scope<'_>, r: &net::HttpRoute, vs_ns: &str, svc: &Service, port: u16, hash: Option<&Value>) -> Value {
+fn action(scope: &Scope<'_>, r: &net::HttpRoute, vs_ns: &str, port: u16, hash: Option<&Value>) -> Value {
     let mut e = json!({});
     headers(&mut e, r.headers.as_ref());
     if let Some(rd) = &r.redirect {
@@ -273,9 +278,7 @@ fn action(scope: &Scope<'_>, r: &net::HttpRoute, vs_ns: &str, svc: &Service, por
             if !codes.is_empty() && !on.iter().any(|c| c == "retriable-status-codes") {
                 on.push("retriable-status-codes".into());
             }
-            let mut p = json!({"retry_on": on.join(","), "num_retries": rt.attempts, "host_selection_retry_max_attempts": 5,
-                "retry_host_predicate": [{"name": "envoy.retry_host_predicates.previous_hosts",
-                    "typed_config": {"@type": "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"}}]});
+            let mut p = retry_policy(&on.join(","), rt.attempts);
             if !codes.is_empty() {
                 p["retriable_status_codes"] = json!(codes);
             }
@@ -336,7 +339,6 @@ fn action(scope: &Scope<'_>, r: &net::HttpRoute, vs_ns: &str, svc: &Service, por
         }
         e["typed_per_filter_config"] = json!({"envoy.filters.http.fault": fault});
     }
-    let _ = svc;
     e
 }
 
