@@ -92,8 +92,14 @@ fn unknown_field_inside_typed_config_is_refused_with_its_path() {
 
 #[test]
 fn known_but_unimplemented_fields_are_refused() {
-    let text = with(true, |b| format!("dynamic_resources: {{ads_config: {{api_type: GRPC}}}}\n{b}"));
-    assert_refused(&text, &["dynamic_resources: not supported"]);
+    let text = with(true, |b| format!("dynamic_resources: {{ads_config: {{api_type: REST}}}}\n{b}"));
+    assert_refused(&text, &["dynamic_resources.ads_config.api_type: REST is not supported"]);
+    let text = with(true, |b| format!("dynamic_resources: {{lds_config: {{path: /etc/lds.yaml}}}}\n{b}"));
+    assert_refused(&text, &["dynamic_resources.lds_config.path: not supported"]);
+    let text = with(true, |b| {
+        format!("dynamic_resources: {{ads_config: {{api_type: GRPC, grpc_services: [{{envoy_grpc: {{cluster_name: xds}}}}]}}}}\n{b}")
+    });
+    assert_refused(&text, &["dynamic_resources.ads_config.grpc_services[0].envoy_grpc.cluster_name: \"xds\" is not a cluster"]);
     let text = with(true, |b| {
         b.replace("    filter_chains:\n    - filters:", "    filter_chains:\n    - transport_socket: {name: tls}\n      filters:")
     });
@@ -183,7 +189,13 @@ fn bad_flags_are_refused() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("invalid log level \"loud\""));
     let out = Command::new(WEFT).args(["proxy"]).output().expect("run");
     assert_ne!(out.status.code(), Some(0));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("give --config-path (-c) or --config-yaml"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("give --config-path (-c), --config-yaml or --xds-address"));
+    let out = Command::new(WEFT).args(["proxy", "--xds-address", "nowhere"]).output().expect("run");
+    assert_ne!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--xds-address \"nowhere\": expected HOST:PORT"));
+    let out = Command::new(WEFT).args(["proxy", "--xds-address", "127.0.0.1:15010", "--node-meta", "novalue"]).output().expect("run");
+    assert_ne!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--node-meta \"novalue\": expected KEY=VALUE"));
     let out = Command::new(WEFT).args(["proxy", "-c", "/nonexistent/bootstrap.yaml"]).output().expect("run");
     assert_ne!(out.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read /nonexistent/bootstrap.yaml"));

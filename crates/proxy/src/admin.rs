@@ -95,7 +95,7 @@ fn handle(req: Request<Incoming>, s: &Shared) -> Response<Body> {
             reply(StatusCode::OK, "text/plain", s.store.render_text(filter.as_ref(), q.contains_key("usedonly")))
         }
         "/stats/prometheus" => reply(StatusCode::OK, "text/plain; version=0.0.4", s.store.render_prometheus()),
-        "/config_dump" => reply(StatusCode::OK, "application/json", config_dump(&s.config).to_string()),
+        "/config_dump" => reply(StatusCode::OK, "application/json", config_dump(s).to_string()),
         "/clusters" => {
             if q.get("format").map(String::as_str) == Some("json") {
                 reply(StatusCode::OK, "application/json", clusters_json(s).to_string())
@@ -105,8 +105,8 @@ fn handle(req: Request<Incoming>, s: &Shared) -> Response<Body> {
         }
         "/listeners" => {
             let mut out = String::new();
-            for l in &s.config.listeners {
-                let _ = writeln!(out, "{}::{}", l.name, l.address);
+            for l in s.listeners.all.load().iter() {
+                let _ = writeln!(out, "{}::{}", l.cfg.name, l.cfg.address);
             }
             reply(StatusCode::OK, "text/plain", out)
         }
@@ -162,7 +162,14 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-fn config_dump(c: &Config) -> serde_json::Value {
+fn config_dump(s: &Shared) -> serde_json::Value {
+    let c: &Config = &s.config;
+    let dynamic = |t: &str, wrap: fn(&str, &serde_json::Value) -> serde_json::Value| -> Vec<serde_json::Value> {
+        match &s.dynamic {
+            Some(d) => d.dump(t).iter().map(|(n, v)| wrap(n, v)).collect(),
+            None => Vec::new(),
+        }
+    };
     let sr = c.dump.get("static_resources");
     let listeners: Vec<serde_json::Value> = sr
         .and_then(|s| s.get("listeners"))
@@ -177,24 +184,28 @@ fn config_dump(c: &Config) -> serde_json::Value {
     serde_json::json!({
         "configs": [
             {"@type": "type.googleapis.com/envoy.admin.v3.BootstrapConfigDump", "bootstrap": c.dump},
-            {"@type": "type.googleapis.com/envoy.admin.v3.ClustersConfigDump", "static_clusters": clusters},
-            {"@type": "type.googleapis.com/envoy.admin.v3.ListenersConfigDump", "static_listeners": listeners},
+            {"@type": "type.googleapis.com/envoy.admin.v3.ClustersConfigDump", "static_clusters": clusters,
+             "dynamic_active_clusters": dynamic(weft_xds::proto::CLUSTER, |_, v| serde_json::json!({"cluster": v}))},
+            {"@type": "type.googleapis.com/envoy.admin.v3.EndpointsConfigDump",
+             "dynamic_endpoint_configs": dynamic(weft_xds::proto::ENDPOINT, |_, v| serde_json::json!({"endpoint_config": v}))},
+            {"@type": "type.googleapis.com/envoy.admin.v3.ListenersConfigDump", "static_listeners": listeners,
+             "dynamic_listeners": dynamic(weft_xds::proto::LISTENER, |n, v| serde_json::json!({"name": n, "active_state": {"listener": v}}))},
+            {"@type": "type.googleapis.com/envoy.admin.v3.RoutesConfigDump",
+             "dynamic_route_configs": dynamic(weft_xds::proto::ROUTE, |_, v| serde_json::json!({"route_config": v}))},
         ]
     })
 }
 
 fn clusters_text(s: &Shared) -> String {
     let mut out = String::new();
-    let mut names: Vec<_> = s.clusters.clusters.keys().collect();
-    names.sort();
-    for name in names {
-        let Some(c) = s.clusters.get(name) else { continue };
+    for name in s.clusters.names() {
+        let Some(c) = s.clusters.get(&name) else { continue };
         let cb = &c.cfg.circuit_breakers;
         let _ = writeln!(out, "{name}::default_priority::max_connections::{}", cb.max_connections);
         let _ = writeln!(out, "{name}::default_priority::max_pending_requests::{}", cb.max_pending_requests);
         let _ = writeln!(out, "{name}::default_priority::max_requests::{}", cb.max_requests);
         let _ = writeln!(out, "{name}::default_priority::max_retries::{}", cb.max_retries);
-        let _ = writeln!(out, "{name}::added_via_api::false");
+        let _ = writeln!(out, "{name}::added_via_api::{}", !s.clusters.is_static(&name));
         for h in &c.hosts.load().hosts {
             let a = h.addr;
             use std::sync::atomic::Ordering::Relaxed;
@@ -214,7 +225,7 @@ fn clusters_text(s: &Shared) -> String {
 fn clusters_json(s: &Shared) -> serde_json::Value {
     let statuses: Vec<serde_json::Value> = s
         .clusters
-        .clusters
+        .all()
         .values()
         .map(|c| {
             let hosts: Vec<serde_json::Value> = c

@@ -12,6 +12,9 @@ pub struct Drain {
     tx: Arc<watch::Sender<bool>>,
     rx: watch::Receiver<bool>,
     open: Arc<(AtomicUsize, Notify)>,
+    /// Set while a replaced listener winds down: HTTP/1 responses close their connection so
+    /// clients move to the new listener between requests instead of racing a closing socket.
+    soft: Arc<watch::Sender<bool>>,
 }
 
 /// Held by each open connection; dropping it lets a drain finish sooner.
@@ -34,7 +37,51 @@ impl Default for Drain {
 impl Drain {
     pub fn new() -> Self {
         let (tx, rx) = watch::channel(false);
-        Drain { tx: Arc::new(tx), rx, open: Arc::new((AtomicUsize::new(0), Notify::new())) }
+        Drain { tx: Arc::new(tx), rx, open: Arc::new((AtomicUsize::new(0), Notify::new())), soft: Arc::new(watch::channel(false).0) }
+    }
+
+    /// A drain for one generation of a listener: it can be drained on its own (when the
+    /// listener is replaced or removed), it is drained when `self` is, and its connections
+    /// count towards `self`'s, so process shutdown still waits for them.
+    pub fn child(&self) -> Drain {
+        let (tx, rx) = watch::channel(*self.rx.borrow());
+        let child = Drain { tx: Arc::new(tx), rx, open: self.open.clone(), soft: Arc::new(watch::channel(false).0) };
+        let parent = self.clone();
+        let tx = child.tx.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = parent.signaled() => { let _ = tx.send(true); }
+                // Every clone of the child is gone: nothing left to signal.
+                _ = tx.closed() => {}
+            }
+        });
+        child
+    }
+
+    /// Winds a replaced listener down: at once, HTTP/1 responses carry `Connection: close`
+    /// and HTTP/2 connections get GOAWAY; after `grace`, whatever is still open is closed
+    /// gracefully. Returns immediately.
+    pub fn retire(&self, grace: Duration) {
+        self.soft.send_replace(true);
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(grace).await;
+            let _ = tx.send(true);
+        });
+    }
+
+    /// True once `retire` was called: responses should close their HTTP/1 connection.
+    pub fn is_retiring(&self) -> bool {
+        *self.soft.borrow()
+    }
+
+    /// Resolves when `retire` is called or draining starts.
+    pub async fn retiring(&self) {
+        let mut soft = self.soft.subscribe();
+        tokio::select! {
+            _ = soft.wait_for(|s| *s) => {}
+            _ = self.signaled() => {}
+        }
     }
 
     pub fn token(&self) -> ConnToken {

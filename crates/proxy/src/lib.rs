@@ -4,8 +4,9 @@
 //! filters, filter-chain selection, the HTTP connection manager (routing, faults, retries,
 //! timeouts, header rewrites), the TCP proxy, upstream clusters (load balancing, pools,
 //! circuit breakers, health and outlier detection), access logs, stats and the admin
-//! interface. It must not know where configuration comes from: it is handed a validated
-//! [`config::Config`] built from Envoy wire types.
+//! interface. Configuration is a validated [`config::Config`] built from Envoy wire types,
+//! plus, when the bootstrap names a control plane, what the ADS client delivers at run time
+//! (`dynamic`).
 #![deny(unsafe_code)]
 
 pub mod access_log;
@@ -13,6 +14,7 @@ pub mod admin;
 pub mod body;
 pub mod config;
 pub mod drain;
+pub mod dynamic;
 pub mod http;
 pub mod listener;
 pub mod server;

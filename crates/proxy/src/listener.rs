@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::config::listener::{ChainMatch, FilterChain, ListenerConfig, NetworkAction};
@@ -41,52 +42,93 @@ pub struct Chain {
     pub run: ChainRuntime,
 }
 
+/// One generation of a listener: its config, built filter chains, and the drain that winds
+/// its connections down when a newer generation replaces it.
 pub struct ListenerRuntime {
     pub cfg: Arc<ListenerConfig>,
     pub chains: Vec<Chain>,
     pub default_chain: Option<Chain>,
     pub stats: Arc<ListenerStats>,
+    pub drain: Drain,
 }
 
-/// All listeners, for `use_original_dst` hand-off.
+impl ListenerRuntime {
+    pub fn build(cfg: Arc<ListenerConfig>, ctx: &crate::server::BuildCtx, drain: Drain) -> std::io::Result<Self> {
+        let mut chains = Vec::new();
+        for c in &cfg.filter_chains {
+            chains.push(Chain::build(c.clone(), ctx)?);
+        }
+        let default_chain = match &cfg.default_chain {
+            Some(c) => Some(Chain::build(c.clone(), ctx)?),
+            None => None,
+        };
+        let stats = ctx.store.listener(&cfg.stat_prefix);
+        Ok(ListenerRuntime { cfg, chains, default_chain, stats, drain })
+    }
+}
+
+/// The current generation of every listener, for `use_original_dst` hand-off.
+#[derive(Default)]
 pub struct Listeners {
-    pub all: Vec<Arc<ListenerRuntime>>,
+    pub all: ArcSwap<Vec<Arc<ListenerRuntime>>>,
 }
 
 impl Listeners {
     /// The listener owning `dst`: exact address first, then a wildcard address on that port.
-    fn owner(&self, dst: SocketAddr, except: &ListenerRuntime) -> Option<&Arc<ListenerRuntime>> {
-        let not_self = |l: &&Arc<ListenerRuntime>| !std::ptr::eq(l.as_ref(), except);
-        self.all.iter().filter(not_self).find(|l| l.cfg.address == dst).or_else(|| {
-            self.all.iter().filter(not_self).find(|l| {
-                l.cfg.address.port() == dst.port() && l.cfg.address.ip().is_unspecified() && l.cfg.address.is_ipv4() == dst.is_ipv4()
+    fn owner(&self, dst: SocketAddr, except: &str) -> Option<Arc<ListenerRuntime>> {
+        let all = self.all.load();
+        let others = || all.iter().filter(|l| l.cfg.name != except);
+        others()
+            .find(|l| l.cfg.address == dst)
+            .or_else(|| {
+                others().find(|l| {
+                    l.cfg.address.port() == dst.port() && l.cfg.address.ip().is_unspecified() && l.cfg.address.is_ipv4() == dst.is_ipv4()
+                })
             })
-        })
+            .cloned()
     }
 }
 
-pub async fn accept_loop(listener: TcpListener, rt: Arc<ListenerRuntime>, all: Arc<Listeners>, drain: Drain) {
+/// A bound socket and the listener generation that serves what it accepts; swapping
+/// `current` moves new connections to a new generation without closing the socket.
+pub struct ListenerSlot {
+    pub current: ArcSwap<ListenerRuntime>,
+    closed: tokio::sync::Notify,
+}
+
+impl ListenerSlot {
+    pub fn new(rt: Arc<ListenerRuntime>) -> Arc<Self> {
+        Arc::new(ListenerSlot { current: ArcSwap::new(rt), closed: tokio::sync::Notify::new() })
+    }
+
+    /// Stops accepting and closes the socket; open connections are left to their drain.
+    pub fn close(&self) {
+        self.closed.notify_one();
+    }
+}
+
+pub async fn accept_loop(listener: TcpListener, slot: Arc<ListenerSlot>, all: Arc<Listeners>, drain: Drain) {
     loop {
         tokio::select! {
             r = listener.accept() => match r {
                 Ok((stream, remote)) => {
                     let _ = stream.set_nodelay(true);
-                    let rt = rt.clone();
+                    let rt = slot.current.load_full();
                     let all = all.clone();
-                    let drain = drain.clone();
-                    tokio::spawn(async move { handle(stream, remote, rt, all, drain).await });
+                    tokio::spawn(async move { handle(stream, remote, rt, all).await });
                 }
                 Err(e) => {
-                    tracing::warn!(listener = %rt.cfg.name, error = %e, "accept failed");
+                    tracing::warn!(listener = %slot.current.load().cfg.name, error = %e, "accept failed");
                     tokio::time::sleep(Duration::from_millis(10)).await;
                 }
             },
+            _ = slot.closed.notified() => return,
             _ = drain.signaled() => return,
         }
     }
 }
 
-async fn handle(stream: TcpStream, remote: SocketAddr, mut rt: Arc<ListenerRuntime>, all: Arc<Listeners>, drain: Drain) {
+async fn handle(stream: TcpStream, remote: SocketAddr, mut rt: Arc<ListenerRuntime>, all: Arc<Listeners>) {
     let local = match stream.local_addr() {
         Ok(a) => a,
         Err(_) => return,
@@ -106,8 +148,8 @@ async fn handle(stream: TcpStream, remote: SocketAddr, mut rt: Arc<ListenerRunti
         }
         info.original_dst = Some(info.local);
         if rt.cfg.use_original_dst {
-            if let Some(owner) = all.owner(info.local, &rt) {
-                rt = owner.clone();
+            if let Some(owner) = all.owner(info.local, &rt.cfg.name) {
+                rt = owner;
             }
         }
     }
@@ -126,6 +168,7 @@ async fn handle(stream: TcpStream, remote: SocketAddr, mut rt: Arc<ListenerRunti
         return;
     };
     let info = Arc::new(info);
+    let drain = rt.drain.clone();
     match &chain.run {
         ChainRuntime::Http(h) => h.clone().serve(stream, info, drain).await,
         ChainRuntime::Tcp(t) => t.clone().serve(stream, info, drain).await,
@@ -267,6 +310,7 @@ impl Chain {
                 cfg: h.clone(),
                 stats: ctx.store.http(&h.stat_prefix),
                 clusters: ctx.clusters.clone(),
+                routes: ctx.routes.clone(),
                 loggers: Arc::new(crate::access_log::open_all(&h.access_log)?),
             })),
             NetworkAction::Tcp(t) => ChainRuntime::Tcp(Arc::new(TcpProxy {

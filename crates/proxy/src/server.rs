@@ -10,7 +10,11 @@ use tokio::net::TcpListener;
 use crate::admin::LogLevelSetter;
 use crate::config::Config;
 use crate::drain::Drain;
-use crate::listener::{accept_loop, Chain, ListenerRuntime, Listeners};
+use weft_xds::ads_client::{AdsClient, ClientConfig};
+
+use crate::dynamic::Dynamic;
+use crate::http::rds::RouteStore;
+use crate::listener::{accept_loop, ListenerRuntime, ListenerSlot, Listeners};
 use crate::stats::Store;
 use crate::upstream::ClusterManager;
 
@@ -34,9 +38,11 @@ pub enum StartError {
     AccessLog(std::io::Error),
 }
 
+/// What building a listener's filter chains needs.
 pub struct BuildCtx {
     pub store: Arc<Store>,
     pub clusters: Arc<ClusterManager>,
+    pub routes: Arc<RouteStore>,
 }
 
 /// State the admin interface reads.
@@ -44,16 +50,21 @@ pub struct Shared {
     pub config: Arc<Config>,
     pub store: Arc<Store>,
     pub clusters: Arc<ClusterManager>,
+    pub routes: Arc<RouteStore>,
+    pub listeners: Arc<Listeners>,
     pub drain: Drain,
     pub concurrency: usize,
     pub set_log_level: LogLevelSetter,
+    /// Present when a control plane feeds the proxy.
+    pub dynamic: Option<Arc<Dynamic>>,
+    pub xds: Option<AdsClient>,
     live: AtomicBool,
     shutdown: tokio::sync::Notify,
 }
 
 impl Shared {
     pub fn is_live(&self) -> bool {
-        self.live.load(Ordering::Acquire) && !self.drain.is_draining()
+        self.live.load(Ordering::Acquire) && !self.drain.is_draining() && self.dynamic.as_ref().is_none_or(|d| d.is_initialized())
     }
     pub fn request_shutdown(&self) {
         self.shutdown.notify_one();
@@ -68,23 +79,19 @@ pub struct Running {
 }
 
 /// Binds every socket, warms clusters, and starts serving. Fails with nothing left bound.
+/// With a control plane configured, the ADS client starts too; the proxy reports ready once
+/// the first clusters, listeners, endpoints and routes have been applied.
 pub async fn start(config: Config, opts: Options) -> Result<Running, StartError> {
     let config = Arc::new(config);
     let store = Store::new(opts.concurrency);
     let clusters = ClusterManager::new(&config.clusters, &store);
-    let ctx = BuildCtx { store: store.clone(), clusters: clusters.clone() };
+    let routes = Arc::new(RouteStore::default());
+    let ctx = BuildCtx { store: store.clone(), clusters: clusters.clone(), routes: routes.clone() };
+    let drain = Drain::new();
 
     let mut runtimes = Vec::new();
     for l in &config.listeners {
-        let mut chains = Vec::new();
-        for c in &l.filter_chains {
-            chains.push(Chain::build(c.clone(), &ctx).map_err(StartError::AccessLog)?);
-        }
-        let default_chain = match &l.default_chain {
-            Some(c) => Some(Chain::build(c.clone(), &ctx).map_err(StartError::AccessLog)?),
-            None => None,
-        };
-        runtimes.push(Arc::new(ListenerRuntime { cfg: l.clone(), chains, default_chain, stats: store.listener(&l.stat_prefix) }));
+        runtimes.push(Arc::new(ListenerRuntime::build(l.clone(), &ctx, drain.child()).map_err(StartError::AccessLog)?));
     }
 
     let mut bound = Vec::new();
@@ -104,14 +111,43 @@ pub async fn start(config: Config, opts: Options) -> Result<Running, StartError>
         None => None,
     };
 
-    let drain = Drain::new();
+    let listeners = Arc::new(Listeners::default());
+    listeners.all.store(Arc::new(runtimes.clone()));
+    let (dynamic, xds) = match &config.ads {
+        Some(ads) => {
+            let d = Dynamic::new(
+                BuildCtx { store: store.clone(), clusters: clusters.clone(), routes: routes.clone() },
+                listeners.clone(),
+                runtimes.clone(),
+                drain.clone(),
+                opts.drain_time,
+            );
+            let node = weft_xds::ads_client::node(&config.node_id, &config.node_cluster, &config.node_metadata);
+            let client = AdsClient::start(
+                ClientConfig {
+                    endpoint: format!("http://{}", ads.address),
+                    node,
+                    delta: ads.delta,
+                    backoff_base: Duration::from_millis(500),
+                    backoff_max: Duration::from_secs(5),
+                },
+                d.clone(),
+            );
+            (Some(d), Some(client))
+        }
+        None => (None, None),
+    };
     let shared = Arc::new(Shared {
         config: config.clone(),
         store: store.clone(),
         clusters: clusters.clone(),
+        routes,
+        listeners: listeners.clone(),
         drain: drain.clone(),
         concurrency: opts.concurrency,
         set_log_level: opts.set_log_level.clone(),
+        dynamic,
+        xds,
         live: AtomicBool::new(false),
         shutdown: tokio::sync::Notify::new(),
     });
@@ -120,16 +156,15 @@ pub async fn start(config: Config, opts: Options) -> Result<Running, StartError>
         tokio::spawn(crate::admin::serve(a, shared.clone(), drain.clone()));
     }
 
-    clusters.start(Duration::from_secs(15)).await;
+    clusters.start().await;
 
-    let all = Arc::new(Listeners { all: runtimes });
     let mut listener_addrs = Vec::new();
     for (rt, sock) in bound {
         listener_addrs.push((rt.cfg.name.clone(), sock.local_addr().unwrap_or(rt.cfg.address)));
-        tokio::spawn(accept_loop(sock, rt, all.clone(), drain.clone()));
+        tokio::spawn(accept_loop(sock, ListenerSlot::new(rt), listeners.clone(), drain.clone()));
     }
     shared.live.store(true, Ordering::Release);
-    tracing::info!(listeners = listener_addrs.len(), "weft proxy is live");
+    tracing::info!(listeners = listener_addrs.len(), control_plane = ?config.ads.as_ref().map(|a| &a.address), "weft proxy is live");
     Ok(Running { shared, listener_addrs, admin_addr })
 }
 

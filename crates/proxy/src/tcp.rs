@@ -82,7 +82,7 @@ impl TcpProxy {
             flags: "-",
         };
         let name = self.choose().to_string();
-        let Some(cluster) = self.clusters.get(&name).cloned() else {
+        let Some(cluster) = self.clusters.get(&name) else {
             self.stats.downstream_cx_no_route.inc();
             log.flags = "NC";
             self.write_log(&log);

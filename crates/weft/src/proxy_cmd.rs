@@ -61,6 +61,18 @@ pub struct ProxyArgs {
     local_address_ip_version: Option<String>,
     #[arg(long = "allow-unknown-static-fields", hide = true)]
     allow_unknown_static_fields: bool,
+    /// The control plane's ADS server (HOST:PORT); replaces the bootstrap's
+    /// dynamic_resources.ads_config. Without a bootstrap, the proxy runs on xDS alone.
+    #[arg(long = "xds-address")]
+    xds_address: Option<String>,
+    /// Use incremental (delta) xDS with --xds-address instead of state of the world.
+    #[arg(long = "xds-delta", requires = "xds_address")]
+    xds_delta: bool,
+    /// Node metadata KEY=VALUE sent to the control plane (repeatable; a VALUE that is a JSON
+    /// object, like LABELS, is sent as one). ISTIO_META_<KEY> environment variables are read
+    /// the same way, as Istio's agent does.
+    #[arg(long = "node-meta", value_name = "KEY=VALUE")]
+    node_meta: Vec<String>,
     /// serve (default) or validate (check the config and exit).
     #[arg(long, default_value = "serve")]
     mode: String,
@@ -124,8 +136,52 @@ fn load_config(args: &ProxyArgs) -> anyhow::Result<(weft_xds::Bootstrap, serde_j
             let b = load::from_value(v.clone(), &format!("{path} + --config-yaml"))?;
             Ok((b, v))
         }
-        (None, None) => bail!("no configuration: give --config-path (-c) or --config-yaml"),
+        (None, None) if args.xds_address.is_some() => Ok((weft_xds::Bootstrap::default(), serde_json::json!({}))),
+        (None, None) => bail!("no configuration: give --config-path (-c), --config-yaml or --xds-address"),
     }
+}
+
+fn meta_value(v: &str) -> serde_json::Value {
+    match serde_json::from_str::<serde_json::Value>(v) {
+        Ok(o @ serde_json::Value::Object(_)) => o,
+        _ => serde_json::Value::String(v.to_string()),
+    }
+}
+
+/// Node id, cluster, metadata and control plane from flags and the environment, the way
+/// Istio's agent derives them (`POD_NAME`, `POD_NAMESPACE`, `INSTANCE_IP`, `ISTIO_META_*`).
+fn node_overrides(args: &ProxyArgs, env: &[(String, String)]) -> anyhow::Result<NodeOverrides> {
+    let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()).filter(|v| !v.is_empty());
+    let mut metadata = serde_json::Map::new();
+    for (k, v) in env {
+        if let Some(key) = k.strip_prefix("ISTIO_META_") {
+            metadata.insert(key.to_string(), meta_value(v));
+        }
+    }
+    for kv in &args.node_meta {
+        let Some((k, v)) = kv.split_once('=').filter(|(k, _)| !k.is_empty()) else {
+            bail!("--node-meta {kv:?}: expected KEY=VALUE");
+        };
+        metadata.insert(k.to_string(), meta_value(v));
+    }
+    let ns = get("POD_NAMESPACE");
+    if let Some(ns) = &ns {
+        metadata.entry("NAMESPACE").or_insert_with(|| serde_json::Value::String(ns.clone()));
+    }
+    let id = args.service_node.clone().or_else(|| match (get("INSTANCE_IP"), get("POD_NAME"), &ns) {
+        (Some(ip), Some(pod), Some(ns)) => Some(format!("sidecar~{ip}~{pod}.{ns}~{ns}.svc.cluster.local")),
+        _ => None,
+    });
+    let ads = match &args.xds_address {
+        Some(a) => {
+            if a.rsplit_once(':').is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err()) {
+                bail!("--xds-address {a:?}: expected HOST:PORT");
+            }
+            Some(weft_proxy::config::AdsConfig { address: a.clone(), delta: args.xds_delta })
+        }
+        None => None,
+    };
+    Ok(NodeOverrides { id, cluster: args.service_cluster.clone(), metadata, ads })
 }
 
 pub fn run(args: ProxyArgs) -> ExitCode {
@@ -154,7 +210,14 @@ pub fn run(args: ProxyArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let overrides = NodeOverrides { id: args.service_node.clone(), cluster: args.service_cluster.clone() };
+    let env: Vec<(String, String)> = std::env::vars().collect();
+    let overrides = match node_overrides(&args, &env) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("weft proxy: {e:#}");
+            return ExitCode::from(1);
+        }
+    };
     let config = match weft_proxy::Config::from_bootstrap(bootstrap, &overrides, dump) {
         Ok(c) => c,
         Err(e) => {

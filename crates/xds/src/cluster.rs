@@ -92,7 +92,7 @@ pub struct Cluster {
     pub alt_stat_name: Option<String>,
     pub transport_socket: Option<Unsupported>,
     pub transport_socket_matches: Option<Unsupported>,
-    pub eds_cluster_config: Option<Unsupported>,
+    pub eds_cluster_config: Option<EdsClusterConfig>,
     pub cluster_type: Option<Unsupported>,
     pub load_balancing_policy: Option<Unsupported>,
     pub lb_subset_config: Option<Unsupported>,
@@ -103,6 +103,13 @@ pub struct Cluster {
     pub track_cluster_stats: Option<Ignored>,
     pub ignore_health_on_host_removal: Option<bool>,
     pub close_connections_on_host_health_failure: Option<bool>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EdsClusterConfig {
+    pub eds_config: Option<crate::core::ConfigSource>,
+    pub service_name: Option<String>,
 }
 
 typed_any! {

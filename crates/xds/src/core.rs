@@ -203,9 +203,37 @@ pub struct DataSource {
 pub struct Node {
     pub id: Option<String>,
     pub cluster: Option<String>,
-    pub metadata: Option<Ignored>,
+    /// Sent to the control plane as is (Istio reads `NAMESPACE`, `LABELS`, … from it).
+    pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
     pub locality: Option<Ignored>,
     pub user_agent_name: Option<String>,
+}
+
+/// Where a dynamic resource comes from. weft fetches everything over the one ADS stream, so
+/// the only source it accepts is `ads: {}`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigSource {
+    pub ads: Option<crate::filters::EmptyObject>,
+    pub resource_api_version: Option<ApiVersion>,
+    pub initial_fetch_timeout: Option<ProtoDuration>,
+    pub api_config_source: Option<Unsupported>,
+    pub path: Option<Unsupported>,
+    pub path_config_source: Option<Unsupported>,
+    #[serde(rename = "self")]
+    pub self_: Option<Unsupported>,
+    pub authorities: Option<Unsupported>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+pub enum ApiVersion {
+    #[default]
+    #[serde(rename = "V3")]
+    V3,
+    #[serde(rename = "AUTO")]
+    Auto,
+    #[serde(rename = "V2")]
+    V2,
 }
 
 #[cfg(test)]

@@ -94,7 +94,7 @@ pub struct HttpConnectionManager {
     #[serde(default)]
     pub codec_type: CodecType,
     pub route_config: Option<RouteConfiguration>,
-    pub rds: Option<Unsupported>,
+    pub rds: Option<Rds>,
     pub scoped_routes: Option<Unsupported>,
     #[serde(default)]
     pub http_filters: Vec<HttpFilter>,
@@ -188,6 +188,14 @@ pub struct UpgradeConfig {
     pub filters: Option<Unsupported>,
 }
 
+/// Routes fetched by name over ADS.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rds {
+    pub config_source: crate::core::ConfigSource,
+    pub route_config_name: String,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpFilter {
@@ -198,6 +206,14 @@ pub struct HttpFilter {
     #[serde(default)]
     pub disabled: bool,
     pub config_discovery: Option<Unsupported>,
+}
+
+typed_any! {
+    /// Per-route overrides of an HTTP filter's config (`typed_per_filter_config` values),
+    /// keyed by the filter's name.
+    pub enum PerFilterConfig {
+        Fault(Box<HttpFault>) = "envoy.extensions.filters.http.fault.v3.HTTPFault",
+    }
 }
 
 typed_any! {

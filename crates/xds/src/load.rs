@@ -180,8 +180,8 @@ static_resources:
 
     #[test]
     fn known_but_unimplemented_field_is_refused() {
-        let e = err("dynamic_resources: {ads_config: {}}\n");
-        assert_eq!(e.field_path, "dynamic_resources");
+        let e = err("dynamic_resources: {cds_resources_locator: xdstp://x}\n");
+        assert_eq!(e.field_path, "dynamic_resources.cds_resources_locator");
         assert_eq!(e.message, "not supported");
     }
 

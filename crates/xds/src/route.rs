@@ -1,9 +1,11 @@
 //! `envoy.config.route.v3`: route configurations, virtual hosts, routes and their actions.
 
+use std::collections::BTreeMap;
+
 use serde::Deserialize;
 
-use crate::core::{DataSource, HeaderValueOption, Ignored, Int64Range, ProtoDuration, RegexMatcher, StringMatcher, Unsupported};
-use crate::filters::UpgradeConfig;
+use crate::core::{FractionalPercent, DataSource, HeaderValueOption, Ignored, Int64Range, ProtoDuration, RegexMatcher, StringMatcher, Unsupported};
+use crate::filters::{PerFilterConfig, UpgradeConfig};
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -55,7 +57,8 @@ pub struct VirtualHost {
     pub virtual_clusters: Option<Unsupported>,
     pub rate_limits: Option<Unsupported>,
     pub cors: Option<Unsupported>,
-    pub typed_per_filter_config: Option<Unsupported>,
+    #[serde(default)]
+    pub typed_per_filter_config: BTreeMap<String, PerFilterConfig>,
     pub hedge_policy: Option<Unsupported>,
     pub metadata: Option<Ignored>,
 }
@@ -82,7 +85,8 @@ pub struct Route {
     pub response_headers_to_remove: Vec<String>,
     pub metadata: Option<Ignored>,
     pub decorator: Option<Ignored>,
-    pub typed_per_filter_config: Option<Unsupported>,
+    #[serde(default)]
+    pub typed_per_filter_config: BTreeMap<String, PerFilterConfig>,
     pub tracing: Option<Ignored>,
     pub stat_prefix: Option<String>,
 }
@@ -157,13 +161,32 @@ pub struct RouteAction {
     #[serde(default)]
     pub upgrade_configs: Vec<UpgradeConfig>,
     pub max_stream_duration: Option<MaxStreamDuration>,
-    pub request_mirror_policies: Option<Unsupported>,
+    #[serde(default)]
+    pub request_mirror_policies: Vec<RequestMirrorPolicy>,
     pub priority: Option<Ignored>,
     pub rate_limits: Option<Unsupported>,
     pub cors: Option<Unsupported>,
     pub hedge_policy: Option<Unsupported>,
     pub metadata_match: Option<Unsupported>,
     pub internal_redirect_policy: Option<Unsupported>,
+}
+
+/// Shadowing: a copy of the request goes to `cluster`, its response is dropped.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestMirrorPolicy {
+    pub cluster: String,
+    pub runtime_fraction: Option<RuntimeFractionalPercent>,
+    pub trace_sampled: Option<Ignored>,
+    pub cluster_header: Option<Unsupported>,
+    pub disable_shadow_host_suffix_append: Option<bool>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeFractionalPercent {
+    pub default_value: FractionalPercent,
+    pub runtime_key: Option<Ignored>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -15,6 +15,8 @@ pub enum Discovery {
     StrictDns { refresh: Duration },
     LogicalDns { refresh: Duration },
     OriginalDst,
+    /// Endpoints arrive over ADS as the `ClusterLoadAssignment` named `service_name`.
+    Eds { service_name: String },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,12 +140,16 @@ impl ClusterConfig {
             DiscoveryType::LogicalDns => Discovery::LogicalDns { refresh: dns_refresh },
             DiscoveryType::OriginalDst => Discovery::OriginalDst,
             DiscoveryType::Eds => {
-                return Err(ConfigError::new(
-                    format!("{path}.type"),
-                    "EDS needs a control plane and is not supported in a static bootstrap",
-                ))
+                let eds = c.eds_cluster_config.clone().unwrap_or_default();
+                if eds.eds_config.as_ref().is_some_and(|s| s.ads.is_none()) {
+                    return Err(ConfigError::new(format!("{path}.eds_cluster_config.eds_config"), "only ads: {} is supported"));
+                }
+                Discovery::Eds { service_name: eds.service_name.filter(|n| !n.is_empty()).unwrap_or_else(|| c.name.clone()) }
             }
         };
+        if c.eds_cluster_config.is_some() && !matches!(discovery, Discovery::Eds { .. }) {
+            return Err(ConfigError::new(format!("{path}.eds_cluster_config"), "only valid with type EDS"));
+        }
         let lb = match c.lb_policy {
             WireLb::RoundRobin => LbPolicy::RoundRobin,
             WireLb::LeastRequest => {
@@ -193,47 +199,16 @@ impl ClusterConfig {
             _ => {}
         }
 
-        let mut endpoints = Vec::new();
         let la = c.load_assignment.clone().unwrap_or_default();
-        for (li, loc) in la.endpoints.iter().enumerate() {
-            let lpath = format!("{path}.load_assignment.endpoints[{li}]");
-            for (ei, e) in loc.lb_endpoints.iter().enumerate() {
-                let epath = format!("{lpath}.lb_endpoints[{ei}]");
-                let ep = e.endpoint.as_ref().ok_or_else(|| ConfigError::new(format!("{epath}.endpoint"), "required"))?;
-                let address = endpoint_address(&ep.address, &format!("{epath}.endpoint.address"), &discovery)?;
-                let weight = e.load_balancing_weight.unwrap_or(1);
-                if weight == 0 {
-                    return Err(ConfigError::new(format!("{epath}.load_balancing_weight"), "must be at least 1"));
-                }
-                let health_check_port = match &ep.health_check_config {
-                    Some(h) if h.port_value.unwrap_or(0) != 0 => {
-                        Some(port_value(h.port_value, &format!("{epath}.endpoint.health_check_config.port_value"))?)
-                    }
-                    _ => None,
-                };
-                endpoints.push(EndpointConfig {
-                    address,
-                    weight,
-                    priority: loc.priority,
-                    declared_unhealthy: matches!(
-                        e.health_status,
-                        wire::HealthStatus::Unhealthy | wire::HealthStatus::Draining | wire::HealthStatus::Timeout
-                    ),
-                    health_check_port,
-                });
-            }
+        if matches!(discovery, Discovery::Eds { .. }) && !la.endpoints.is_empty() {
+            return Err(ConfigError::new(format!("{path}.load_assignment"), "EDS clusters get their endpoints from the control plane"));
         }
+        let endpoints = endpoints_from_wire(&la, &format!("{path}.load_assignment"), &discovery)?;
         if matches!(discovery, Discovery::LogicalDns { .. }) && endpoints.len() != 1 {
             return Err(ConfigError::new(format!("{path}.load_assignment"), "LOGICAL_DNS clusters must have exactly one endpoint"));
         }
         if matches!(discovery, Discovery::OriginalDst) && !endpoints.is_empty() {
             return Err(ConfigError::new(format!("{path}.load_assignment"), "ORIGINAL_DST clusters must not have endpoints"));
-        }
-        let mut priorities: Vec<u32> = endpoints.iter().map(|e| e.priority).collect();
-        priorities.sort_unstable();
-        priorities.dedup();
-        if priorities.iter().enumerate().any(|(i, p)| *p as usize != i) {
-            return Err(ConfigError::new(format!("{path}.load_assignment.endpoints"), "priorities must be contiguous from 0"));
         }
 
         let mut cb = CircuitBreakerConfig::default();
@@ -446,4 +421,45 @@ fn hex(s: &str) -> Option<Vec<u8>> {
         return None;
     }
     (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
+}
+
+/// The endpoints of a `ClusterLoadAssignment` (a cluster's `load_assignment`, or an EDS
+/// resource), checked: weights at least 1, priorities contiguous from 0.
+pub fn endpoints_from_wire(la: &wire::ClusterLoadAssignment, path: &str, discovery: &Discovery) -> Result<Vec<EndpointConfig>> {
+    let mut endpoints = Vec::new();
+    for (li, loc) in la.endpoints.iter().enumerate() {
+        let lpath = format!("{path}.endpoints[{li}]");
+        for (ei, e) in loc.lb_endpoints.iter().enumerate() {
+            let epath = format!("{lpath}.lb_endpoints[{ei}]");
+            let ep = e.endpoint.as_ref().ok_or_else(|| ConfigError::new(format!("{epath}.endpoint"), "required"))?;
+            let address = endpoint_address(&ep.address, &format!("{epath}.endpoint.address"), discovery)?;
+            let weight = e.load_balancing_weight.unwrap_or(1);
+            if weight == 0 {
+                return Err(ConfigError::new(format!("{epath}.load_balancing_weight"), "must be at least 1"));
+            }
+            let health_check_port = match &ep.health_check_config {
+                Some(h) if h.port_value.unwrap_or(0) != 0 => {
+                    Some(port_value(h.port_value, &format!("{epath}.endpoint.health_check_config.port_value"))?)
+                }
+                _ => None,
+            };
+            endpoints.push(EndpointConfig {
+                address,
+                weight,
+                priority: loc.priority,
+                declared_unhealthy: matches!(
+                    e.health_status,
+                    wire::HealthStatus::Unhealthy | wire::HealthStatus::Draining | wire::HealthStatus::Timeout
+                ),
+                health_check_port,
+            });
+        }
+    }
+    let mut priorities: Vec<u32> = endpoints.iter().map(|e| e.priority).collect();
+    priorities.sort_unstable();
+    priorities.dedup();
+    if priorities.iter().enumerate().any(|(i, p)| *p as usize != i) {
+        return Err(ConfigError::new(format!("{path}.endpoints"), "priorities must be contiguous from 0"));
+    }
+    Ok(endpoints)
 }

@@ -13,15 +13,20 @@ use super::access_log::AccessLogConfig;
 use super::route::{HeaderMatch, RouteTable};
 use super::{socket_addr, ConfigError, Result};
 
-/// Cluster names known at validation time, so references can be checked.
-pub struct ClusterNames<'a>(pub &'a HashMap<String, usize>);
+/// Cluster names known at validation time, so references can be checked. Configuration from
+/// xDS cannot be checked this way (clusters come and go independently of the listeners and
+/// routes naming them), and a reference to a missing cluster is answered at request time
+/// with 503 and `NC`, as Envoy does.
+pub enum ClusterNames<'a> {
+    Static(&'a HashMap<String, usize>),
+    Dynamic,
+}
 
 impl ClusterNames<'_> {
     pub fn check(&self, name: &str, path: &str) -> Result<()> {
-        if self.0.contains_key(name) {
-            Ok(())
-        } else {
-            Err(ConfigError::new(path, format!("unknown cluster {name:?}")))
+        match self {
+            ClusterNames::Static(names) if !names.contains_key(name) => Err(ConfigError::new(path, format!("unknown cluster {name:?}"))),
+            _ => Ok(()),
         }
     }
 }
@@ -91,8 +96,10 @@ pub enum Codec {
 pub struct HttpConnectionManagerConfig {
     pub stat_prefix: String,
     pub codec: Codec,
-    pub routes: Arc<RouteTable>,
-    pub faults: Vec<Arc<FaultConfig>>,
+    pub routes: RouteSource,
+    /// Fault filters in filter order: (filter name, its own config). A route or virtual host
+    /// may override a filter's config by name (`typed_per_filter_config`).
+    pub faults: Vec<(String, Arc<FaultConfig>)>,
     pub suppress_envoy_headers: bool,
     pub stream_idle_timeout: Option<Duration>,
     pub request_timeout: Option<Duration>,
@@ -112,6 +119,15 @@ pub struct HttpConnectionManagerConfig {
     pub h2_initial_stream_window: Option<u32>,
     pub h2_initial_connection_window: Option<u32>,
     pub accept_http_10: bool,
+}
+
+/// Where an HTTP connection manager's routes come from.
+#[derive(Debug)]
+pub enum RouteSource {
+    Inline(Arc<RouteTable>),
+    /// Fetched over ADS by name; looked up per request, so a route update reaches open
+    /// connections at once.
+    Rds(String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -340,7 +356,7 @@ fn tcp_proxy(t: &weft_xds::filters::TcpProxy, path: &str, clusters: &ClusterName
     })
 }
 
-fn per_million(p: &Option<weft_xds::core::FractionalPercent>) -> u32 {
+pub(crate) fn per_million(p: &Option<weft_xds::core::FractionalPercent>) -> u32 {
     use weft_xds::core::Denominator;
     match p {
         None => 1_000_000,
@@ -356,7 +372,7 @@ fn per_million(p: &Option<weft_xds::core::FractionalPercent>) -> u32 {
     }
 }
 
-fn fault(f: &weft_xds::filters::HttpFault, path: &str) -> Result<FaultConfig> {
+pub(crate) fn fault(f: &weft_xds::filters::HttpFault, path: &str) -> Result<FaultConfig> {
     let delay = match &f.delay {
         Some(FaultDelay { fixed_delay, header_delay, percentage }) => {
             let fixed = match (fixed_delay, header_delay) {
@@ -412,11 +428,23 @@ fn hcm(h: &weft_xds::filters::HttpConnectionManager, path: &str, clusters: &Clus
         CodecType::Http2 => Codec::Http2,
         CodecType::Http3 => return Err(ConfigError::new(format!("{path}.codec_type"), "HTTP3 is not supported")),
     };
-    let route_config = h
-        .route_config
-        .as_ref()
-        .ok_or_else(|| ConfigError::new(format!("{path}.route_config"), "required (rds is not supported by a static bootstrap)"))?;
-    let routes = RouteTable::from_wire(route_config, &format!("{path}.route_config"), clusters)?;
+    let routes = match (&h.route_config, &h.rds) {
+        (Some(rc), None) => RouteSource::Inline(Arc::new(RouteTable::from_wire(rc, &format!("{path}.route_config"), clusters)?)),
+        (None, Some(rds)) => {
+            if matches!(clusters, ClusterNames::Static(_)) {
+                return Err(ConfigError::new(format!("{path}.rds"), "needs a control plane (dynamic_resources.ads_config)"));
+            }
+            if rds.config_source.ads.is_none() {
+                return Err(ConfigError::new(format!("{path}.rds.config_source"), "only ads: {} is supported"));
+            }
+            if rds.route_config_name.is_empty() {
+                return Err(ConfigError::new(format!("{path}.rds.route_config_name"), "required"));
+            }
+            RouteSource::Rds(rds.route_config_name.clone())
+        }
+        (Some(_), Some(_)) => return Err(ConfigError::new(path, "route_config and rds are mutually exclusive")),
+        (None, None) => return Err(ConfigError::new(format!("{path}.route_config"), "one of route_config or rds is required")),
+    };
 
     let mut faults = Vec::new();
     let mut suppress_envoy_headers = false;
@@ -434,7 +462,7 @@ fn hcm(h: &weft_xds::filters::HttpConnectionManager, path: &str, clusters: &Clus
                 saw_router = true;
                 suppress_envoy_headers = r.suppress_envoy_headers;
             }
-            Some(HttpFilterConfig::Fault(fc)) => faults.push(Arc::new(fault(fc, &format!("{fpath}.typed_config"))?)),
+            Some(HttpFilterConfig::Fault(fc)) => faults.push((f.name.clone(), Arc::new(fault(fc, &format!("{fpath}.typed_config"))?))),
             None if f.name == "envoy.filters.http.router" => saw_router = true,
             None => return Err(ConfigError::new(format!("{fpath}.typed_config"), "required")),
         }
@@ -470,7 +498,7 @@ fn hcm(h: &weft_xds::filters::HttpConnectionManager, path: &str, clusters: &Clus
     Ok(HttpConnectionManagerConfig {
         stat_prefix: h.stat_prefix.clone(),
         codec,
-        routes: Arc::new(routes),
+        routes,
         faults,
         suppress_envoy_headers,
         stream_idle_timeout: opt(h.stream_idle_timeout, Some(Duration::from_secs(300))),

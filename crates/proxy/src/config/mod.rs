@@ -40,6 +40,10 @@ pub type Result<T> = std::result::Result<T, ConfigError>;
 pub struct Config {
     pub node_id: String,
     pub node_cluster: String,
+    /// Sent to the control plane with the node id.
+    pub node_metadata: serde_json::Map<String, serde_json::Value>,
+    /// Where listeners, clusters, endpoints and routes come from at run time, if anywhere.
+    pub ads: Option<AdsConfig>,
     pub admin: Option<AdminConfig>,
     pub listeners: Vec<Arc<ListenerConfig>>,
     pub clusters: Vec<Arc<ClusterConfig>>,
@@ -53,11 +57,24 @@ pub struct AdminConfig {
     pub access_log: Vec<access_log::AccessLogConfig>,
 }
 
-/// Overrides from the command line (`--service-node`, `--service-cluster`).
+/// The control plane's ADS server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdsConfig {
+    /// `host:port`.
+    pub address: String,
+    pub delta: bool,
+}
+
+/// Overrides from the command line (`--service-node`, `--service-cluster`, `--xds-address`,
+/// node metadata from flags and environment).
 #[derive(Debug, Clone, Default)]
 pub struct NodeOverrides {
     pub id: Option<String>,
     pub cluster: Option<String>,
+    /// Merged over the bootstrap's `node.metadata`.
+    pub metadata: serde_json::Map<String, serde_json::Value>,
+    /// Replaces the bootstrap's `dynamic_resources.ads_config`.
+    pub ads: Option<AdsConfig>,
 }
 
 impl Config {
@@ -67,6 +84,8 @@ impl Config {
             b.node.unwrap_or(weft_xds::core::Node { id: None, cluster: None, metadata: None, locality: None, user_agent_name: None });
         let node_id = overrides.id.clone().or(node.id).unwrap_or_default();
         let node_cluster = overrides.cluster.clone().or(node.cluster).unwrap_or_default();
+        let mut node_metadata = node.metadata.unwrap_or_default();
+        node_metadata.extend(overrides.metadata.clone());
 
         let admin = match b.admin {
             Some(a) => {
@@ -93,7 +112,7 @@ impl Config {
             }
             clusters.push(Arc::new(cfg));
         }
-        let cluster_names = listener::ClusterNames(&by_name);
+        let cluster_names = listener::ClusterNames::Static(&by_name);
 
         let mut listeners: Vec<Arc<ListenerConfig>> = Vec::new();
         let mut seen: HashMap<String, usize> = HashMap::new();
@@ -114,8 +133,60 @@ impl Config {
             listeners.push(Arc::new(cfg));
         }
 
-        Ok(Config { node_id, node_cluster, admin, listeners, clusters, dump })
+        let ads = match (&overrides.ads, &b.dynamic_resources) {
+            (Some(a), _) => Some(a.clone()),
+            (None, Some(d)) => ads_from_bootstrap(d, &clusters)?,
+            (None, None) => None,
+        };
+        if ads.is_some() && node_id.is_empty() {
+            return Err(ConfigError::new("node.id", "required when a control plane is used (or give --service-node)"));
+        }
+        Ok(Config { node_id, node_cluster, node_metadata, ads, admin, listeners, clusters, dump })
     }
+}
+
+/// The ADS server named by `dynamic_resources`: its `envoy_grpc` cluster must be a static
+/// cluster with an endpoint; CDS and LDS, when given, must come over that stream.
+fn ads_from_bootstrap(d: &weft_xds::bootstrap::DynamicResources, clusters: &[Arc<ClusterConfig>]) -> Result<Option<AdsConfig>> {
+    use weft_xds::bootstrap::ApiType;
+    for (field, src) in [("cds_config", &d.cds_config), ("lds_config", &d.lds_config)] {
+        if let Some(s) = src {
+            if s.ads.is_none() {
+                return Err(ConfigError::new(format!("dynamic_resources.{field}"), "only ads: {} is supported"));
+            }
+        }
+    }
+    let Some(a) = &d.ads_config else {
+        if d.cds_config.is_some() || d.lds_config.is_some() {
+            return Err(ConfigError::new("dynamic_resources.ads_config", "required when cds_config or lds_config uses ads"));
+        }
+        return Ok(None);
+    };
+    let delta = match a.api_type {
+        ApiType::Grpc | ApiType::AggregatedGrpc => false,
+        ApiType::DeltaGrpc | ApiType::AggregatedDeltaGrpc => true,
+        ApiType::Rest => return Err(ConfigError::new("dynamic_resources.ads_config.api_type", "REST is not supported (GRPC or DELTA_GRPC)")),
+    };
+    let path = "dynamic_resources.ads_config.grpc_services";
+    let svc = match a.grpc_services.as_slice() {
+        [one] => one,
+        _ => return Err(ConfigError::new(path, "exactly one grpc_service is required")),
+    };
+    let name = &svc.envoy_grpc.as_ref().ok_or_else(|| ConfigError::new(format!("{path}[0].envoy_grpc"), "required"))?.cluster_name;
+    let cluster = clusters.iter().find(|c| &c.name == name).ok_or_else(|| {
+        ConfigError::new(format!("{path}[0].envoy_grpc.cluster_name"), format!("{name:?} is not a cluster in static_resources"))
+    })?;
+    let address = match cluster.endpoints.first().map(|e| &e.address) {
+        Some(cluster::EndpointAddress::Ip(a)) => a.to_string(),
+        Some(cluster::EndpointAddress::Dns { host, port }) => format!("{host}:{port}"),
+        None => {
+            return Err(ConfigError::new(
+                format!("{path}[0].envoy_grpc.cluster_name"),
+                format!("cluster {name:?} has no endpoint to reach the control plane at"),
+            ))
+        }
+    };
+    Ok(Some(AdsConfig { address, delta }))
 }
 
 /// Resolves an Envoy `Address` that must be a literal IP socket address.

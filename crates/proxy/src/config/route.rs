@@ -1,6 +1,7 @@
 //! Route tables: virtual hosts, route matchers, route actions and header mutations.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -9,7 +10,7 @@ use weft_xds::core::{AppendAction, HeaderValueOption, StringMatcher};
 use weft_xds::route as wire;
 
 use super::access_log::Format;
-use super::listener::ClusterNames;
+use super::listener::{ClusterNames, FaultConfig};
 use super::{full_regex, plain_regex, ConfigError, Result};
 
 #[derive(Debug)]
@@ -32,6 +33,8 @@ pub struct RouteTable {
 pub struct VirtualHost {
     pub name: String,
     pub routes: Vec<Route>,
+    /// `typed_per_filter_config` overrides of fault filters, by filter name.
+    pub faults: PerFilterFaults,
     pub request_headers: HeaderOps,
     pub response_headers: HeaderOps,
     pub retry_policy: Option<RetryPolicy>,
@@ -44,6 +47,7 @@ pub struct Route {
     pub name: String,
     pub matcher: RouteMatcher,
     pub action: RouteAction,
+    pub faults: PerFilterFaults,
     pub request_headers: HeaderOps,
     pub response_headers: HeaderOps,
 }
@@ -148,6 +152,31 @@ pub struct ForwardAction {
     pub retry: Option<RetryPolicy>,
     pub hash_policy: Vec<HashPolicy>,
     pub websocket: Option<bool>,
+    pub mirrors: Vec<MirrorPolicy>,
+}
+
+/// A copy of each request (a share of them, by `per_million`) goes to `cluster`, with
+/// `-shadow` appended to its authority; the copy's response is dropped.
+#[derive(Debug)]
+pub struct MirrorPolicy {
+    pub cluster: String,
+    pub per_million: u32,
+    pub shadow_suffix: bool,
+}
+
+/// Per-route or per-virtual-host fault filter configs, keyed by the HTTP filter's name.
+pub type PerFilterFaults = HashMap<String, Arc<FaultConfig>>;
+
+fn per_filter_faults(m: &std::collections::BTreeMap<String, weft_xds::filters::PerFilterConfig>, path: &str) -> Result<PerFilterFaults> {
+    let mut out = HashMap::new();
+    for (name, c) in m {
+        match c {
+            weft_xds::filters::PerFilterConfig::Fault(f) => {
+                out.insert(name.clone(), Arc::new(super::listener::fault(f, &format!("{path}.typed_per_filter_config.{name}"))?));
+            }
+        }
+    }
+    Ok(out)
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -159,6 +188,23 @@ pub struct RetryOn {
     pub retriable_4xx: bool,
     pub retriable_status_codes: bool,
     pub refused_stream: bool,
+    /// A reset or connect failure before any of the request was sent.
+    pub reset_before_request: bool,
+    /// gRPC status codes (from `grpc-status` in the response headers) that retry:
+    /// `cancelled`, `deadline-exceeded`, `internal`, `resource-exhausted`, `unavailable`.
+    pub grpc: GrpcRetryOn,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GrpcRetryOn(u32);
+
+impl GrpcRetryOn {
+    pub fn set(&mut self, code: u32) {
+        self.0 |= 1 << code;
+    }
+    pub fn contains(&self, code: u32) -> bool {
+        code < 32 && self.0 & (1 << code) != 0
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -337,12 +383,19 @@ fn parse_retry_on(s: &str, path: &str) -> Result<RetryOn> {
             "retriable-4xx" => on.retriable_4xx = true,
             "retriable-status-codes" => on.retriable_status_codes = true,
             "refused-stream" => on.refused_stream = true,
+            "reset-before-request" => on.reset_before_request = true,
+            "cancelled" => on.grpc.set(1),
+            "deadline-exceeded" => on.grpc.set(4),
+            "resource-exhausted" => on.grpc.set(8),
+            "internal" => on.grpc.set(13),
+            "unavailable" => on.grpc.set(14),
             other => {
                 return Err(ConfigError::new(
                     path,
                     format!(
                         "retry condition {other:?} is not supported (supported: 5xx, gateway-error, connect-failure, reset, \
-                         retriable-4xx, retriable-status-codes, refused-stream)"
+                         reset-before-request, retriable-4xx, retriable-status-codes, refused-stream, cancelled, \
+                         deadline-exceeded, internal, resource-exhausted, unavailable)"
                     ),
                 ))
             }
@@ -414,6 +467,23 @@ fn header_value(s: &str, path: &str) -> Result<http::HeaderValue> {
 }
 
 impl RouteTable {
+    /// A table with no virtual hosts: every request gets 404 `NR`, as in Envoy before a
+    /// route configuration named by RDS has arrived.
+    pub fn empty(name: &str) -> Self {
+        RouteTable {
+            name: name.to_string(),
+            vhosts: Vec::new(),
+            exact: HashMap::new(),
+            suffixes: Vec::new(),
+            prefixes: Vec::new(),
+            any: None,
+            ignore_port: false,
+            request_headers: HeaderOps::default(),
+            response_headers: HeaderOps::default(),
+            internal_only_headers: Vec::new(),
+        }
+    }
+
     pub fn from_wire(rc: &wire::RouteConfiguration, path: &str, clusters: &ClusterNames) -> Result<Self> {
         let mut vhosts = Vec::new();
         let mut exact = HashMap::new();
@@ -463,6 +533,7 @@ impl RouteTable {
             vhosts.push(VirtualHost {
                 name: vh.name.clone(),
                 routes,
+                faults: per_filter_faults(&vh.typed_per_filter_config, &vpath)?,
                 request_headers: HeaderOps::from_wire(
                     &vh.request_headers_to_add,
                     &vh.request_headers_to_remove,
@@ -587,6 +658,7 @@ impl Route {
             name: r.name.clone(),
             matcher,
             action,
+            faults: per_filter_faults(&r.typed_per_filter_config, path)?,
             request_headers: HeaderOps::from_wire(
                 &r.request_headers_to_add,
                 &r.request_headers_to_remove,
@@ -738,6 +810,19 @@ fn forward(a: &wire::RouteAction, path: &str, clusters: &ClusterNames) -> Result
         Some(d) => Some(d.0),
         None => Some(Duration::from_secs(15)),
     };
+    let mut mirrors = Vec::new();
+    for (i, m) in a.request_mirror_policies.iter().enumerate() {
+        let mp = format!("{path}.request_mirror_policies[{i}]");
+        if m.cluster.is_empty() {
+            return Err(ConfigError::new(format!("{mp}.cluster"), "required"));
+        }
+        clusters.check(&m.cluster, &format!("{mp}.cluster"))?;
+        mirrors.push(MirrorPolicy {
+            cluster: m.cluster.clone(),
+            per_million: m.runtime_fraction.as_ref().map_or(1_000_000, |f| super::listener::per_million(&Some(f.default_value.clone()))),
+            shadow_suffix: !m.disable_shadow_host_suffix_append.unwrap_or(false),
+        });
+    }
     if a.host_rewrite_literal.is_some() && a.auto_host_rewrite == Some(true) {
         return Err(ConfigError::new(path, "host_rewrite_literal and auto_host_rewrite are mutually exclusive"));
     }
@@ -752,6 +837,7 @@ fn forward(a: &wire::RouteAction, path: &str, clusters: &ClusterNames) -> Result
         retry: a.retry_policy.as_ref().map(|r| RetryPolicy::from_wire(r, &format!("{path}.retry_policy"))).transpose()?,
         hash_policy,
         websocket,
+        mirrors,
     })
 }
 

@@ -12,6 +12,7 @@ use super::routing::{header_matches, RequestView};
 use super::{local_reply, Hcm};
 use crate::body::Body;
 use crate::config::listener::FaultConfig;
+use crate::config::route::{Route, VirtualHost};
 
 fn header_u64(parts: &Parts, name: &str) -> Option<u64> {
     parts.headers.get(name)?.to_str().ok()?.trim().parse().ok()
@@ -54,8 +55,18 @@ impl Drop for ActiveFault {
 }
 
 /// Runs every configured fault filter in order; returns the abort response if one fires.
-pub async fn apply(hcm: &Arc<Hcm>, parts: &Parts, cluster: Option<&str>, info: &mut RequestInfo, grpc: bool) -> Option<Response<Body>> {
-    for f in &hcm.cfg.faults {
+/// A route's or virtual host's `typed_per_filter_config` replaces the filter's own config.
+pub async fn apply(
+    hcm: &Arc<Hcm>,
+    parts: &Parts,
+    cluster: Option<&str>,
+    route: &Route,
+    vh: &VirtualHost,
+    info: &mut RequestInfo,
+    grpc: bool,
+) -> Option<Response<Body>> {
+    for (name, own) in &hcm.cfg.faults {
+        let f: &FaultConfig = route.faults.get(name).or_else(|| vh.faults.get(name)).unwrap_or(own);
         if !applies(f, parts, cluster) {
             continue;
         }

@@ -4,6 +4,7 @@
 pub mod fault;
 pub mod info;
 pub mod local_reply;
+pub mod rds;
 pub mod router;
 pub mod routing;
 pub mod upgrade;
@@ -53,6 +54,7 @@ pub struct Hcm {
     pub cfg: Arc<HttpConnectionManagerConfig>,
     pub stats: Arc<HttpStats>,
     pub clusters: Arc<ClusterManager>,
+    pub routes: Arc<rds::RouteStore>,
     pub loggers: Arc<Vec<Arc<AccessLogger>>>,
 }
 
@@ -64,52 +66,60 @@ impl Hcm {
         self.stats.downstream_cx_active.inc();
         let hcm = self.clone();
         let c2 = conn.clone();
+        let d2 = drain.clone();
         let svc = service_fn(move |req: Request<Incoming>| {
             let hcm = hcm.clone();
             let conn = c2.clone();
-            async move { Ok::<_, Infallible>(hcm.handle(req, &conn).await) }
+            let drain = d2.clone();
+            async move {
+                let h2 = req.version() == http::Version::HTTP_2;
+                let mut resp = hcm.handle(req, &conn).await;
+                // A retired listener generation: move HTTP/1 clients on between requests.
+                if !h2 && drain.is_retiring() {
+                    resp.headers_mut().insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+                }
+                Ok::<_, Infallible>(resp)
+            }
         });
         let io = TokioIo::new(stream);
+        // HTTP/2 clients handle GOAWAY cleanly, so a retired generation sends it at once;
+        // HTTP/1 connections close after their next response, or when the drain ends.
+        macro_rules! drive {
+            ($conn:expr, $h2:expr) => {{
+                let conn = $conn;
+                tokio::pin!(conn);
+                let soft = async {
+                    if $h2 {
+                        drain.retiring().await
+                    } else {
+                        drain.signaled().await
+                    }
+                };
+                tokio::select! {
+                    _ = conn.as_mut() => {}
+                    _ = soft => {
+                        conn.as_mut().graceful_shutdown();
+                        let _ = conn.await;
+                    }
+                }
+            }};
+        }
         match self.cfg.codec {
             Codec::Auto => {
                 let mut b = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
                 self.tune_h2(b.http2());
                 b.http1().timer(hyper_util::rt::TokioTimer::new());
-                let conn = b.serve_connection_with_upgrades(io, svc);
-                tokio::pin!(conn);
-                tokio::select! {
-                    _ = conn.as_mut() => {}
-                    _ = drain.signaled() => {
-                        conn.as_mut().graceful_shutdown();
-                        let _ = conn.await;
-                    }
-                }
+                drive!(b.serve_connection_with_upgrades(io, svc), false);
             }
             Codec::Http1 => {
-                let conn = hyper::server::conn::http1::Builder::new().serve_connection(io, svc).with_upgrades();
-                tokio::pin!(conn);
-                tokio::select! {
-                    _ = conn.as_mut() => {}
-                    _ = drain.signaled() => {
-                        conn.as_mut().graceful_shutdown();
-                        let _ = conn.await;
-                    }
-                }
+                drive!(hyper::server::conn::http1::Builder::new().serve_connection(io, svc).with_upgrades(), false);
             }
             Codec::Http2 => {
                 let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
                 if let Some(n) = self.cfg.h2_max_concurrent_streams {
                     b.max_concurrent_streams(n);
                 }
-                let conn = b.serve_connection(io, svc);
-                tokio::pin!(conn);
-                tokio::select! {
-                    _ = conn.as_mut() => {}
-                    _ = drain.signaled() => {
-                        conn.as_mut().graceful_shutdown();
-                        let _ = conn.await;
-                    }
-                }
+                drive!(b.serve_connection(io, svc), true);
             }
         }
         self.stats.downstream_cx_active.dec();
@@ -184,7 +194,7 @@ impl Hcm {
             last_rx: None,
         };
 
-        let table = self.cfg.routes.clone();
+        let table = self.routes.table(&self.cfg.routes);
         let (path, query) = match path_and_query.split_once('?') {
             Some((p, q)) => (p.to_string(), Some(q.to_string())),
             None => (path_and_query.clone(), None),
@@ -234,11 +244,11 @@ impl Hcm {
                             stats.rq_total.inc();
                             let chosen = router::choose_cluster(&fwd.cluster, &parts.headers);
                             let weighted_ops = chosen.as_ref().and_then(|c| c.weighted).map(|w| &w.response_headers);
-                            match fault::apply(self, &parts, chosen.as_ref().map(|c| c.name.as_ref()), &mut info, grpc).await {
+                            match fault::apply(self, &parts, chosen.as_ref().map(|c| c.name.as_ref()), route, vh, &mut info, grpc).await {
                                 Some(r) => close(r),
                                 None => {
                                     let mut r =
-                                        router::forward(self, conn, &parts, body, route, vh, fwd, chosen, &mut info, grpc, &ctx).await;
+                                        router::forward(self, conn, &parts, body, &table, route, vh, fwd, chosen, &mut info, grpc, &ctx).await;
                                     if let Some(ops) = weighted_ops {
                                         apply_header_ops(r.headers_mut(), ops, &ctx);
                                     }

@@ -17,7 +17,7 @@ use super::{apply_header_ops, local_reply, upgrade, Hcm, ReqFormat};
 use crate::body::{self, Body};
 use crate::config::cluster::{Discovery, UpstreamProtocol};
 use crate::config::route::{
-    ClusterSpecifier, ForwardAction, HashKey, PathMatch, RedirectAction, RetryPolicy, Route, VirtualHost, WeightedCluster,
+    ClusterSpecifier, ForwardAction, HashKey, PathMatch, RedirectAction, RetryPolicy, Route, RouteTable, VirtualHost, WeightedCluster,
 };
 use crate::http::info::RequestInfo;
 use crate::listener::ConnInfo;
@@ -153,8 +153,10 @@ fn pick_host(cluster: &Cluster, fwd: &ForwardAction, parts: &Parts, conn: &ConnI
     cluster.lb_snapshot().pick(hash_key(fwd, parts, conn, query))
 }
 
-fn retriable_status(p: &RetryPolicy, status: u16) -> bool {
+fn retriable_status(p: &RetryPolicy, status: u16, headers: &HeaderMap) -> bool {
+    let grpc_status = || headers.get("grpc-status").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u32>().ok());
     (p.on.server_5xx && status >= 500)
+        || grpc_status().is_some_and(|c| p.on.grpc.contains(c))
         || (p.on.gateway_error && matches!(status, 502..=504))
         || (p.on.retriable_4xx && status == 409)
         || (p.on.retriable_status_codes && p.retriable_status_codes.contains(&status))
@@ -162,7 +164,9 @@ fn retriable_status(p: &RetryPolicy, status: u16) -> bool {
 
 fn retriable_error(p: &RetryPolicy, e: &UpstreamError) -> bool {
     match e {
-        UpstreamError::ConnectFailure(_) => p.on.connect_failure || p.on.server_5xx || p.on.gateway_error || p.on.reset,
+        UpstreamError::ConnectFailure(_) => {
+            p.on.connect_failure || p.on.server_5xx || p.on.gateway_error || p.on.reset || p.on.reset_before_request
+        }
         UpstreamError::Reset(_) => p.on.reset || p.on.server_5xx || p.on.gateway_error,
         UpstreamError::PerTryTimeout => p.on.server_5xx || p.on.gateway_error || p.on.reset,
         _ => false,
@@ -174,6 +178,81 @@ fn backoff(p: &RetryPolicy, retry: u32) -> Duration {
     let cap = p.base_interval.saturating_mul(1u32 << retry.min(16)).min(p.max_interval);
     let ms = cap.as_millis().max(1) as u64;
     Duration::from_millis(rand::random::<u64>() % ms)
+}
+
+fn wire_for(cluster: &Cluster, parts: &Parts) -> Wire {
+    match cluster.cfg.protocol {
+        UpstreamProtocol::Http1 => Wire::Http1,
+        UpstreamProtocol::Http2 => Wire::Http2,
+        UpstreamProtocol::Downstream if parts.version == http::Version::HTTP_2 => Wire::Http2,
+        UpstreamProtocol::Downstream => Wire::Http1,
+    }
+}
+
+/// `host[:port]` → `host-shadow[:port]`, the authority Envoy gives mirrored requests.
+fn shadow_authority(a: &str) -> String {
+    if let Some((h, p)) = a.rsplit_once(':') {
+        let port = !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit());
+        if port && (!h.contains(':') || (h.starts_with('[') && h.ends_with(']'))) {
+            return format!("{h}-shadow:{p}");
+        }
+    }
+    format!("{a}-shadow")
+}
+
+/// Sends a copy of the request to each mirror cluster whose share it falls in; the copies'
+/// responses are read and dropped, and nothing about them reaches the caller.
+fn mirror(hcm: &Arc<Hcm>, fwd: &ForwardAction, parts: &Parts, headers: &HeaderMap, pq: &str, authority: &str, body_bytes: Bytes) {
+    for m in &fwd.mirrors {
+        if m.per_million < 1_000_000 && rand::random::<u32>() % 1_000_000 >= m.per_million {
+            continue;
+        }
+        let Some(cluster) = hcm.clusters.get(&m.cluster) else {
+            hcm.stats.no_cluster.inc();
+            continue;
+        };
+        let Some(host) = cluster.lb_snapshot().pick(None) else { continue };
+        let wire = wire_for(&cluster, parts);
+        let auth = if m.shadow_suffix { shadow_authority(authority) } else { authority.to_string() };
+        let mut h = headers.clone();
+        let uri = match wire {
+            Wire::Http1 => {
+                if let Ok(v) = HeaderValue::from_str(&auth) {
+                    h.insert(header::HOST, v);
+                }
+                pq.parse::<Uri>()
+            }
+            Wire::Http2 => {
+                h.remove(header::HOST);
+                format!("http://{auth}{pq}").parse::<Uri>()
+            }
+        };
+        let Ok(uri) = uri else { continue };
+        let mut req = http::Request::new(body::full(body_bytes.clone()));
+        *req.uri_mut() = uri;
+        *req.method_mut() = parts.method.clone();
+        *req.headers_mut() = h;
+        *req.version_mut() = match wire {
+            Wire::Http1 => http::Version::HTTP_11,
+            Wire::Http2 => http::Version::HTTP_2,
+        };
+        let timeout = fwd.timeout.unwrap_or(Duration::from_secs(15));
+        tokio::spawn(async move {
+            cluster.stats.upstream_rq_total.inc();
+            let sent = tokio::time::timeout(timeout, async {
+                let resp = pool::send(&cluster, &host, req, wire).await?;
+                let status = resp.status().as_u16();
+                let _ = resp.into_body().collect().await;
+                Ok::<u16, UpstreamError>(status)
+            })
+            .await;
+            match sent {
+                Ok(Ok(status)) => cluster.stats.codes.inc(status),
+                Ok(Err(e)) => tracing::debug!(cluster = %cluster.name(), error = %e, "mirrored request failed"),
+                Err(_) => cluster.stats.upstream_rq_timeout.inc(),
+            }
+        });
+    }
 }
 
 enum ReqBody {
@@ -201,6 +280,7 @@ pub async fn forward(
     conn: &Arc<ConnInfo>,
     parts: &Parts,
     body_in: Body,
+    table: &RouteTable,
     route: &Route,
     vh: &VirtualHost,
     fwd: &ForwardAction,
@@ -219,6 +299,7 @@ pub async fn forward(
         info.flags.push("NC");
         return local_reply::build(StatusCode::SERVICE_UNAVAILABLE, Bytes::new(), grpc);
     };
+    let cluster = &cluster;
     info.upstream_cluster = Some(cluster.name().to_string());
     let cfg = &hcm.cfg;
     let upgrading = is_upgrade(parts);
@@ -271,7 +352,7 @@ pub async fn forward(
     }
     apply_header_ops(&mut headers, &route.request_headers, ctx);
     apply_header_ops(&mut headers, &vh.request_headers, ctx);
-    apply_header_ops(&mut headers, &cfg.routes.request_headers, ctx);
+    apply_header_ops(&mut headers, &table.request_headers, ctx);
 
     let retry = fwd.retry.as_ref().or(vh.retry_policy.as_ref()).filter(|r| r.num_retries > 0);
     let per_try = retry.and_then(|r| r.per_try_timeout);
@@ -295,7 +376,9 @@ pub async fn forward(
 
     let mut body = if http_body::Body::is_end_stream(&body_in) {
         ReqBody::Empty
-    } else if retry.is_some() && http_body::Body::size_hint(&body_in).exact().is_some_and(|n| n <= RETRY_BUFFER_LIMIT) {
+    } else if (retry.is_some() || !fwd.mirrors.is_empty())
+        && http_body::Body::size_hint(&body_in).exact().is_some_and(|n| n <= RETRY_BUFFER_LIMIT)
+    {
         match body_in.collect().await {
             Ok(c) => ReqBody::Buffered(c.to_bytes()),
             Err(_) => {
@@ -307,12 +390,14 @@ pub async fn forward(
         ReqBody::Stream(Some(body_in))
     };
 
-    let wire = match cluster.cfg.protocol {
-        UpstreamProtocol::Http1 => Wire::Http1,
-        UpstreamProtocol::Http2 => Wire::Http2,
-        UpstreamProtocol::Downstream if parts.version == http::Version::HTTP_2 => Wire::Http2,
-        UpstreamProtocol::Downstream => Wire::Http1,
-    };
+    let wire = wire_for(cluster, parts);
+    match &body {
+        ReqBody::Empty => mirror(hcm, fwd, parts, &headers, &pq, &authority, Bytes::new()),
+        ReqBody::Buffered(b) => mirror(hcm, fwd, parts, &headers, &pq, &authority, b.clone()),
+        // A streamed body cannot be copied without buffering it whole; Envoy mirrors it, weft
+        // mirrors only bodies it buffers (up to the retry buffer limit).
+        ReqBody::Stream(_) => {}
+    }
     let started = Instant::now();
     let deadline = fwd.timeout.map(|t| started + t);
     let max_attempts = 1 + retry.map_or(0, |r| r.num_retries);
@@ -422,7 +507,7 @@ pub async fn forward(
                     host.rq_success.fetch_add(1, Ordering::Relaxed);
                 }
                 if let Some(p) = retry {
-                    if retriable_status(p, status) && can_retry(info) {
+                    if retriable_status(p, status, resp.headers()) && can_retry(info) {
                         drop(resp);
                         retried = true;
                         stats.upstream_rq_retry.inc();
@@ -583,5 +668,17 @@ fn split_host_port(a: &str) -> (&str, Option<String>) {
     match a.rsplit_once(':') {
         Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => (h, Some(p.to_string())),
         _ => (a, None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mirrored_authority_gets_the_shadow_suffix_before_the_port() {
+        assert_eq!(shadow_authority("reviews:9080"), "reviews-shadow:9080");
+        assert_eq!(shadow_authority("reviews"), "reviews-shadow");
+        assert_eq!(shadow_authority("[::1]:80"), "[::1]-shadow:80");
     }
 }

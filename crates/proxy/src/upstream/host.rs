@@ -75,6 +75,10 @@ impl Host {
         })
     }
 
+    pub fn is_declared_unhealthy(&self) -> bool {
+        self.flags.load(Ordering::Acquire) & DECLARED_UNHEALTHY != 0
+    }
+
     pub fn is_healthy(&self) -> bool {
         self.flags.load(Ordering::Acquire) == 0
     }

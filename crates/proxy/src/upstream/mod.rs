@@ -115,6 +115,25 @@ impl Cluster {
             .clone()
     }
 
+    /// Replaces EDS membership, keeping hosts (and their pools, health and outlier state)
+    /// whose address, weight and priority are unchanged.
+    pub fn set_endpoints(&self, eps: &[EndpointConfig]) {
+        let current = self.hosts.load();
+        let mut next = Vec::with_capacity(eps.len());
+        for e in eps {
+            let EndpointAddress::Ip(addr) = e.address else { continue };
+            match current.hosts.iter().find(|h| h.addr == addr && h.weight == e.weight && h.priority == e.priority) {
+                Some(h) if h.is_declared_unhealthy() == e.declared_unhealthy => next.push(h.clone()),
+                _ => next.push(Host::new(addr, e, &self.cfg)),
+            }
+        }
+        let same = next.len() == current.hosts.len() && next.iter().zip(current.hosts.iter()).all(|(a, b)| Arc::ptr_eq(a, b));
+        if !same {
+            self.hosts.store(Arc::new(HostSet { hosts: next }));
+            self.health_changed();
+        }
+    }
+
     /// Replaces DNS-resolved membership, keeping hosts (and their pools) that remain.
     pub fn set_resolved(&self, addrs: Vec<(SocketAddr, EndpointConfig)>) {
         let current = self.hosts.load();
@@ -136,46 +155,145 @@ impl Cluster {
     }
 }
 
-/// All clusters of the running config, by name.
+/// All clusters, by name: the bootstrap's static ones, and those CDS adds, replaces and
+/// removes at run time. Lookups see one consistent map; a replaced cluster keeps serving the
+/// requests that already hold it.
 pub struct ClusterManager {
-    pub clusters: HashMap<String, Arc<Cluster>>,
+    clusters: ArcSwap<HashMap<String, Arc<Cluster>>>,
+    static_names: std::collections::HashSet<String>,
+    store: Arc<Store>,
+    /// The last endpoints EDS gave per service name, so a cluster that CDS replaces starts
+    /// with them instead of empty.
+    assignments: Mutex<HashMap<String, Arc<Vec<EndpointConfig>>>>,
 }
 
+/// How long a new cluster may take to warm (first DNS answer, first health-check round).
+const WARM_DEADLINE: Duration = Duration::from_secs(15);
+
 impl ClusterManager {
-    pub fn new(cfgs: &[Arc<ClusterConfig>], store: &Store) -> Arc<Self> {
+    pub fn new(cfgs: &[Arc<ClusterConfig>], store: &Arc<Store>) -> Arc<Self> {
         let clusters = cfgs.iter().map(|c| (c.name.clone(), Cluster::new(c.clone(), store))).collect();
-        Arc::new(ClusterManager { clusters })
+        Arc::new(ClusterManager {
+            clusters: ArcSwap::from_pointee(clusters),
+            static_names: cfgs.iter().map(|c| c.name.clone()).collect(),
+            store: store.clone(),
+            assignments: Mutex::new(HashMap::new()),
+        })
     }
 
-    pub fn get(&self, name: &str) -> Option<&Arc<Cluster>> {
-        self.clusters.get(name)
+    pub fn get(&self, name: &str) -> Option<Arc<Cluster>> {
+        self.clusters.load().get(name).cloned()
     }
 
-    /// Starts DNS refresh and health checking; returns once every cluster has had its first
-    /// resolution and health-check round (or `deadline` passed), as Envoy's cluster warming does.
-    pub async fn start(&self, deadline: Duration) {
-        for c in self.clusters.values() {
-            if let Some(o) = &c.cfg.outlier {
-                tokio::spawn(host::outlier_interval(Arc::downgrade(c), o.interval));
-            }
-        }
-        let mut waits = Vec::new();
-        for c in self.clusters.values() {
-            if let Discovery::StrictDns { refresh } | Discovery::LogicalDns { refresh } = c.cfg.discovery {
-                let (tx, rx) = tokio::sync::oneshot::channel();
-                tokio::spawn(dns_refresh(Arc::downgrade(c), refresh, tx));
-                waits.push(rx);
-            }
-        }
-        let _ = tokio::time::timeout(deadline, futures::future::join_all(waits)).await;
-        let mut waits = Vec::new();
-        for c in self.clusters.values() {
-            if !c.cfg.health_checks.is_empty() {
-                waits.push(health::start(c.clone()));
-            }
-        }
-        let _ = tokio::time::timeout(deadline, futures::future::join_all(waits)).await;
+    /// Every cluster right now.
+    pub fn all(&self) -> Arc<HashMap<String, Arc<Cluster>>> {
+        self.clusters.load_full()
     }
+
+    pub fn names(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.clusters.load().keys().cloned().collect();
+        v.sort();
+        v
+    }
+
+    pub fn is_static(&self, name: &str) -> bool {
+        self.static_names.contains(name)
+    }
+
+    /// Starts DNS refresh and health checking for every cluster; returns once each has had
+    /// its first resolution and health-check round (or the deadline passed), as Envoy's
+    /// cluster warming does.
+    pub async fn start(&self) {
+        let all: Vec<Arc<Cluster>> = self.clusters.load().values().cloned().collect();
+        warm(&all).await;
+    }
+
+    /// Makes `wanted` the set of dynamic clusters (state-of-the-world CDS): clusters whose
+    /// config is unchanged are kept as they are (hosts, pools, health); changed ones are
+    /// replaced and warmed before they take traffic; the rest are removed. Static clusters
+    /// cannot be replaced. Returns the EDS service names now wanted.
+    pub async fn apply_cds(&self, wanted: Vec<Arc<ClusterConfig>>, unchanged: &(dyn Fn(&str) -> bool + Sync)) -> Vec<String> {
+        let current = self.clusters.load_full();
+        let mut next: HashMap<String, Arc<Cluster>> =
+            current.iter().filter(|(n, _)| self.static_names.contains(*n)).map(|(n, c)| (n.clone(), c.clone())).collect();
+        let mut fresh = Vec::new();
+        for cfg in wanted {
+            if self.static_names.contains(&cfg.name) {
+                continue;
+            }
+            match current.get(&cfg.name) {
+                Some(c) if unchanged(&cfg.name) => {
+                    next.insert(cfg.name.clone(), c.clone());
+                }
+                _ => {
+                    let c = Cluster::new(cfg.clone(), &self.store);
+                    if let Discovery::Eds { service_name } = &cfg.discovery {
+                        if let Some(eps) = self.assignments.lock().get(service_name).cloned() {
+                            c.set_endpoints(&eps);
+                        }
+                    }
+                    fresh.push(c.clone());
+                    next.insert(cfg.name.clone(), c);
+                }
+            }
+        }
+        warm(&fresh).await;
+        let services = eds_services(next.values());
+        self.assignments.lock().retain(|k, _| services.contains(k));
+        self.clusters.store(Arc::new(next));
+        services
+    }
+
+    /// Applies EDS: the endpoints of every cluster whose service name is in `assignments`.
+    pub fn apply_eds(&self, assignments: HashMap<String, Vec<EndpointConfig>>) {
+        let clusters = self.clusters.load();
+        let mut stored = self.assignments.lock();
+        for (service, eps) in assignments {
+            let eps = Arc::new(eps);
+            for c in clusters.values() {
+                if matches!(&c.cfg.discovery, Discovery::Eds { service_name } if *service_name == service) {
+                    c.set_endpoints(&eps);
+                }
+            }
+            stored.insert(service, eps);
+        }
+    }
+}
+
+fn eds_services<'a>(clusters: impl Iterator<Item = &'a Arc<Cluster>>) -> Vec<String> {
+    let mut v: Vec<String> = clusters
+        .filter_map(|c| match &c.cfg.discovery {
+            Discovery::Eds { service_name } => Some(service_name.clone()),
+            _ => None,
+        })
+        .collect();
+    v.sort();
+    v.dedup();
+    v
+}
+
+async fn warm(clusters: &[Arc<Cluster>]) {
+    for c in clusters {
+        if let Some(o) = &c.cfg.outlier {
+            tokio::spawn(host::outlier_interval(Arc::downgrade(c), o.interval));
+        }
+    }
+    let mut waits = Vec::new();
+    for c in clusters {
+        if let Discovery::StrictDns { refresh } | Discovery::LogicalDns { refresh } = c.cfg.discovery {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            tokio::spawn(dns_refresh(Arc::downgrade(c), refresh, tx));
+            waits.push(rx);
+        }
+    }
+    let _ = tokio::time::timeout(WARM_DEADLINE, futures::future::join_all(waits)).await;
+    let mut waits = Vec::new();
+    for c in clusters {
+        if !c.cfg.health_checks.is_empty() {
+            waits.push(health::start(c.clone()));
+        }
+    }
+    let _ = tokio::time::timeout(WARM_DEADLINE, futures::future::join_all(waits)).await;
 }
 
 async fn resolve(cfg: &ClusterConfig) -> Vec<(SocketAddr, EndpointConfig)> {

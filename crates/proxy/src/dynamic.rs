@@ -1,0 +1,342 @@
+//! Configuration that changes at run time: what the ADS client receives (clusters, endpoints,
+//! listeners, routes) validated whole and then applied without dropping traffic.
+//!
+//! Each update is all or nothing: every resource is validated (and every new socket bound)
+//! before anything changes, so a bad update leaves the proxy exactly as it was and is
+//! NACKed with the resource name and field path. Unchanged resources keep their runtime
+//! state (pools, health, open connections); a replaced listener keeps its socket, new
+//! connections go to the new generation, and the old one is retired: HTTP/1 responses close
+//! their connection, HTTP/2 connections get GOAWAY, and what is left closes after the drain
+//! time.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::net::TcpListener;
+use weft_xds::proto::{CLUSTER, ENDPOINT, LISTENER, ROUTE};
+
+use crate::config::cluster::{endpoints_from_wire, Discovery};
+use crate::config::listener::{ClusterNames, NetworkAction, RouteSource};
+use crate::config::route::RouteTable;
+use crate::config::{ClusterConfig, ListenerConfig};
+use crate::drain::Drain;
+use crate::listener::{accept_loop, ListenerRuntime, ListenerSlot, Listeners};
+use crate::server::BuildCtx;
+
+struct DynListener {
+    hash: u64,
+    rt: Arc<ListenerRuntime>,
+    /// The bound socket's slot, for listeners with `bind_to_port`.
+    slot: Option<Arc<ListenerSlot>>,
+}
+
+#[derive(Default)]
+struct State {
+    listeners: BTreeMap<String, DynListener>,
+    cluster_hashes: HashMap<String, u64>,
+}
+
+/// The proxy's dynamic configuration, fed by the ADS client.
+pub struct Dynamic {
+    ctx: BuildCtx,
+    listeners: Arc<Listeners>,
+    static_listeners: Vec<Arc<ListenerRuntime>>,
+    drain: Drain,
+    drain_time: Duration,
+    state: tokio::sync::Mutex<State>,
+    wanted: Mutex<HashMap<&'static str, BTreeSet<String>>>,
+    /// What was last accepted, per type, for `/config_dump`.
+    raw: Mutex<BTreeMap<&'static str, BTreeMap<String, serde_json::Value>>>,
+    /// Which types have been applied at least once; the proxy is ready when all have.
+    received: [AtomicBool; 4],
+}
+
+fn hash(v: &serde_json::Value) -> u64 {
+    xxhash_rust::xxh64::xxh64(v.to_string().as_bytes(), 0)
+}
+
+fn type_index(t: &str) -> usize {
+    match t {
+        CLUSTER => 0,
+        ENDPOINT => 1,
+        LISTENER => 2,
+        _ => 3,
+    }
+}
+
+/// Joins per-resource errors into one NACK message (the first few, and how many more).
+fn joined(errors: Vec<String>) -> Result<(), String> {
+    if errors.is_empty() {
+        return Ok(());
+    }
+    let n = errors.len();
+    let mut msg = errors.into_iter().take(3).collect::<Vec<_>>().join("; ");
+    if n > 3 {
+        msg.push_str(&format!("; and {} more", n - 3));
+    }
+    Err(msg)
+}
+
+impl Dynamic {
+    pub fn new(
+        ctx: BuildCtx,
+        listeners: Arc<Listeners>,
+        static_listeners: Vec<Arc<ListenerRuntime>>,
+        drain: Drain,
+        drain_time: Duration,
+    ) -> Arc<Self> {
+        Arc::new(Dynamic {
+            ctx,
+            listeners,
+            static_listeners,
+            drain,
+            drain_time,
+            state: tokio::sync::Mutex::new(State::default()),
+            wanted: Mutex::new(HashMap::new()),
+            raw: Mutex::new(BTreeMap::new()),
+            received: Default::default(),
+        })
+    }
+
+    /// True once clusters, listeners, and the endpoints and routes they name have arrived.
+    pub fn is_initialized(&self) -> bool {
+        let wanted = self.wanted.lock();
+        let got = |t: &str| self.received[type_index(t)].load(Ordering::Acquire);
+        got(CLUSTER)
+            && got(LISTENER)
+            && (got(ENDPOINT) || wanted.get(ENDPOINT).is_none_or(|w| w.is_empty()))
+            && (got(ROUTE) || wanted.get(ROUTE).is_none_or(|w| w.is_empty()))
+    }
+
+    /// The accepted dynamic resources, as Envoy's config dump lists them.
+    pub fn dump(&self, type_url: &str) -> BTreeMap<String, serde_json::Value> {
+        self.raw.lock().get(type_url).cloned().unwrap_or_default()
+    }
+
+    async fn apply_clusters(&self, set: &BTreeMap<String, serde_json::Value>) -> Result<(), String> {
+        let mut st = self.state.lock().await;
+        let mut cfgs = Vec::new();
+        let mut errors = Vec::new();
+        for (name, json) in set {
+            if self.ctx.clusters.is_static(name) {
+                errors.push(format!("cluster {name:?}: a static cluster of that name exists"));
+                continue;
+            }
+            let parsed = weft_xds::load::from_value::<weft_xds::cluster::Cluster>(json.clone(), &format!("cluster {name}"))
+                .map_err(|e| e.to_string())
+                .and_then(|c| ClusterConfig::from_wire(&c, &format!("cluster {name}")).map_err(|e| e.to_string()));
+            match parsed {
+                Ok(c) => cfgs.push(Arc::new(c)),
+                Err(e) => errors.push(e),
+            }
+        }
+        joined(errors)?;
+        let hashes: HashMap<String, u64> = set.iter().map(|(k, v)| (k.clone(), hash(v))).collect();
+        let old = &st.cluster_hashes;
+        let unchanged = |n: &str| old.get(n).is_some_and(|h| hashes.get(n) == Some(h));
+        let services = self.ctx.clusters.apply_cds(cfgs, &unchanged).await;
+        st.cluster_hashes = hashes;
+        self.raw.lock().insert(CLUSTER, set.clone());
+        self.wanted.lock().insert(ENDPOINT, services.into_iter().collect());
+        self.received[0].store(true, Ordering::Release);
+        Ok(())
+    }
+
+    async fn apply_endpoints(&self, set: &BTreeMap<String, serde_json::Value>) -> Result<(), String> {
+        // Serialised with the other types, so EDS never interleaves with a CDS update.
+        let _st = self.state.lock().await;
+        let mut out = HashMap::new();
+        let mut errors = Vec::new();
+        for (name, json) in set {
+            let discovery = Discovery::Eds { service_name: name.clone() };
+            let parsed =
+                weft_xds::load::from_value::<weft_xds::cluster::ClusterLoadAssignment>(json.clone(), &format!("endpoints {name}"))
+                    .map_err(|e| e.to_string())
+                    .and_then(|la| endpoints_from_wire(&la, &format!("endpoints {name}"), &discovery).map_err(|e| e.to_string()));
+            match parsed {
+                Ok(eps) => {
+                    out.insert(name.clone(), eps);
+                }
+                Err(e) => errors.push(e),
+            }
+        }
+        joined(errors)?;
+        self.ctx.clusters.apply_eds(out);
+        self.raw.lock().insert(ENDPOINT, set.clone());
+        self.received[1].store(true, Ordering::Release);
+        Ok(())
+    }
+
+    async fn apply_routes(&self, set: &BTreeMap<String, serde_json::Value>) -> Result<(), String> {
+        let _st = self.state.lock().await;
+        let mut tables = HashMap::new();
+        let mut errors = Vec::new();
+        for (name, json) in set {
+            let parsed =
+                weft_xds::load::from_value::<weft_xds::route::RouteConfiguration>(json.clone(), &format!("route {name}"))
+                    .map_err(|e| e.to_string())
+                    .and_then(|rc| {
+                        RouteTable::from_wire(&rc, &format!("route {name}"), &ClusterNames::Dynamic).map_err(|e| e.to_string())
+                    });
+            match parsed {
+                Ok(t) => {
+                    tables.insert(name.clone(), Arc::new(t));
+                }
+                Err(e) => errors.push(e),
+            }
+        }
+        joined(errors)?;
+        self.ctx.routes.replace(tables);
+        self.raw.lock().insert(ROUTE, set.clone());
+        self.received[3].store(true, Ordering::Release);
+        Ok(())
+    }
+
+    async fn apply_listeners(&self, set: &BTreeMap<String, serde_json::Value>) -> Result<(), String> {
+        let mut st = self.state.lock().await;
+        // 1. Validate everything.
+        let mut cfgs: BTreeMap<String, (u64, Arc<ListenerConfig>)> = BTreeMap::new();
+        let mut errors = Vec::new();
+        for (i, (name, json)) in set.iter().enumerate() {
+            if self.static_listeners.iter().any(|l| &l.cfg.name == name) {
+                errors.push(format!("listener {name:?}: a static listener of that name exists"));
+                continue;
+            }
+            let parsed = weft_xds::load::from_value::<weft_xds::listener::Listener>(json.clone(), &format!("listener {name}"))
+                .map_err(|e| e.to_string())
+                .and_then(|l| {
+                    ListenerConfig::from_wire(&l, &format!("listener {name}"), &ClusterNames::Dynamic, i).map_err(|e| e.to_string())
+                });
+            match parsed {
+                Ok(c) => {
+                    cfgs.insert(name.clone(), (hash(json), Arc::new(c)));
+                }
+                Err(e) => errors.push(e),
+            }
+        }
+        let mut bound_addrs: HashMap<SocketAddr, String> =
+            self.static_listeners.iter().filter(|l| l.cfg.bind_to_port).map(|l| (l.cfg.address, l.cfg.name.clone())).collect();
+        for (name, (_, c)) in &cfgs {
+            if c.bind_to_port {
+                if let Some(other) = bound_addrs.insert(c.address, name.clone()) {
+                    errors.push(format!("listener {name}: address: {} is already used by listener {other:?}", c.address));
+                }
+            }
+        }
+        joined(errors)?;
+
+        // 2. Build new generations and bind new sockets; nothing is live yet.
+        let mut built: BTreeMap<String, Arc<ListenerRuntime>> = BTreeMap::new();
+        let mut sockets: BTreeMap<String, TcpListener> = BTreeMap::new();
+        for (name, (h, cfg)) in &cfgs {
+            let old = st.listeners.get(name);
+            if old.is_some_and(|o| o.hash == *h) {
+                continue;
+            }
+            let rt = ListenerRuntime::build(cfg.clone(), &self.ctx, self.drain.child())
+                .map_err(|e| format!("listener {name}: cannot open access log: {e}"))?;
+            built.insert(name.clone(), Arc::new(rt));
+            let keeps_socket = old.is_some_and(|o| o.slot.is_some() && o.rt.cfg.address == cfg.address);
+            if cfg.bind_to_port && !keeps_socket {
+                let sock =
+                    TcpListener::bind(cfg.address).await.map_err(|e| format!("listener {name}: cannot bind {}: {e}", cfg.address))?;
+                sockets.insert(name.clone(), sock);
+            }
+        }
+
+        // 3. Commit.
+        let mut next: BTreeMap<String, DynListener> = BTreeMap::new();
+        let mut old_all = std::mem::take(&mut st.listeners);
+        for (name, (h, cfg)) in cfgs {
+            let old = old_all.remove(&name);
+            let Some(rt) = built.remove(&name) else {
+                // Unchanged.
+                if let Some(o) = old {
+                    next.insert(name, o);
+                }
+                continue;
+            };
+            let mut slot = None;
+            match (sockets.remove(&name), old) {
+                (Some(sock), old) => {
+                    let s = ListenerSlot::new(rt.clone());
+                    tokio::spawn(accept_loop(sock, s.clone(), self.listeners.clone(), self.drain.clone()));
+                    slot = Some(s);
+                    if let Some(o) = old {
+                        self.retire(o);
+                    }
+                }
+                (None, Some(o)) => {
+                    if let (Some(s), true) = (&o.slot, cfg.bind_to_port) {
+                        s.current.store(rt.clone());
+                        slot = Some(s.clone());
+                        o.rt.drain.retire(self.drain_time);
+                    } else {
+                        self.retire(o);
+                    }
+                }
+                (None, None) => {}
+            }
+            next.insert(name, DynListener { hash: h, rt, slot });
+        }
+        for (_, gone) in old_all {
+            tracing::info!(listener = %gone.rt.cfg.name, "listener removed; draining");
+            self.retire(gone);
+        }
+        let mut all: Vec<Arc<ListenerRuntime>> = self.static_listeners.clone();
+        all.extend(next.values().map(|l| l.rt.clone()));
+        self.listeners.all.store(Arc::new(all));
+        let rds: BTreeSet<String> = next
+            .values()
+            .flat_map(|l| l.rt.cfg.filter_chains.iter().chain(l.rt.cfg.default_chain.iter()))
+            .filter_map(|c| match &c.action {
+                NetworkAction::Http(h) => match &h.routes {
+                    RouteSource::Rds(n) => Some(n.clone()),
+                    RouteSource::Inline(_) => None,
+                },
+                NetworkAction::Tcp(_) => None,
+            })
+            .collect();
+        st.listeners = next;
+        self.raw.lock().insert(LISTENER, set.clone());
+        self.wanted.lock().insert(ROUTE, rds);
+        self.received[2].store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// Stops a listener generation taking new connections and winds its connections down.
+    fn retire(&self, l: DynListener) {
+        if let Some(s) = &l.slot {
+            s.close();
+        }
+        l.rt.drain.retire(self.drain_time);
+    }
+}
+
+impl weft_xds::ads_client::Handler for Dynamic {
+    fn apply<'a>(
+        &'a self,
+        type_url: &'static str,
+        resources: &'a BTreeMap<String, serde_json::Value>,
+    ) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>> {
+        Box::pin(async move {
+            match type_url {
+                CLUSTER => self.apply_clusters(resources).await,
+                ENDPOINT => self.apply_endpoints(resources).await,
+                LISTENER => self.apply_listeners(resources).await,
+                ROUTE => self.apply_routes(resources).await,
+                other => Err(format!("unsupported resource type {other}")),
+            }
+        })
+    }
+
+    fn wanted(&self, type_url: &'static str) -> BTreeSet<String> {
+        self.wanted.lock().get(type_url).cloned().unwrap_or_default()
+    }
+}

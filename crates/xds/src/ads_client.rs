@@ -1,0 +1,480 @@
+//! The ADS client: one gRPC stream to the control plane carrying clusters, endpoints,
+//! listeners and routes, in state-of-the-world or incremental (delta) form.
+//!
+//! Resources arrive as protobuf `Any`, are decoded to proto3 JSON by reflection (so they feed
+//! the same serde types as a bootstrap file), and are handed to a [`Handler`] as the whole
+//! current set of their type. The handler's verdict becomes the ACK or the NACK. EDS and RDS
+//! names follow what the applied clusters and listeners refer to, as Envoy subscribes.
+//! When the stream breaks, everything applied stays in force, and the client reconnects with
+//! exponential backoff and full jitter, resuming from the versions it holds.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
+};
+use envoy_types::pb::google::protobuf::{value::Kind, ListValue, Struct, Value};
+use envoy_types::pb::google::rpc::Status as RpcStatus;
+use parking_lot::Mutex;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::proto::{self, Any, CLUSTER, ENDPOINT, LISTENER, ROUTE};
+
+/// Applies configuration the control plane sent.
+pub trait Handler: Send + Sync + 'static {
+    /// Makes `resources` (name → proto3 JSON) the whole current set of `type_url`. `Err`
+    /// rejects the update, which must then leave everything as it was; the message goes back
+    /// to the control plane in the NACK.
+    fn apply<'a>(
+        &'a self,
+        type_url: &'static str,
+        resources: &'a BTreeMap<String, serde_json::Value>,
+    ) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>>;
+
+    /// The names of `type_url` (EDS or RDS) that the applied clusters or listeners refer to.
+    fn wanted(&self, type_url: &'static str) -> BTreeSet<String>;
+}
+
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// `http://host:port` of the control plane's ADS server.
+    pub endpoint: String,
+    pub node: Node,
+    pub delta: bool,
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+}
+
+/// What the client knows, for the admin interface and logs.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ClientStatus {
+    pub connected: bool,
+    pub connects: u64,
+    /// Per short type name (CDS, EDS, LDS, RDS): the version last accepted.
+    pub versions: BTreeMap<String, String>,
+    /// Per short type name: the error of the last rejected update, if the last update was rejected.
+    pub rejected: BTreeMap<String, String>,
+    pub last_error: Option<String>,
+    pub last_update_unix: u64,
+}
+
+#[derive(Default)]
+struct TypeState {
+    /// Last accepted version (SotW) and the nonce to answer with.
+    version: String,
+    nonce: String,
+    /// Current names for EDS/RDS; CDS and LDS are wildcard.
+    names: BTreeSet<String>,
+    /// Accepted resources: name → (version, JSON). Delta keeps per-resource versions.
+    resources: BTreeMap<String, (String, serde_json::Value)>,
+}
+
+/// The running client.
+pub struct AdsClient {
+    status: Arc<Mutex<ClientStatus>>,
+}
+
+impl AdsClient {
+    /// Starts the client on the current runtime; it runs until the process ends.
+    pub fn start(cfg: ClientConfig, handler: Arc<dyn Handler>) -> AdsClient {
+        let status = Arc::new(Mutex::new(ClientStatus::default()));
+        let st = status.clone();
+        tokio::spawn(async move { run(cfg, handler, st).await });
+        AdsClient { status }
+    }
+
+    pub fn status(&self) -> ClientStatus {
+        self.status.lock().clone()
+    }
+}
+
+async fn run(cfg: ClientConfig, handler: Arc<dyn Handler>, status: Arc<Mutex<ClientStatus>>) {
+    let mut types: HashMap<&'static str, TypeState> = proto::ALL_TYPES.iter().map(|t| (*t, TypeState::default())).collect();
+    let mut failures: u32 = 0;
+    loop {
+        let started = std::time::Instant::now();
+        let result = if cfg.delta {
+            stream_delta(&cfg, handler.as_ref(), &mut types, &status).await
+        } else {
+            stream_sotw(&cfg, handler.as_ref(), &mut types, &status).await
+        };
+        {
+            let mut s = status.lock();
+            s.connected = false;
+            s.last_error = Some(result.clone());
+        }
+        // A stream that lived a while was healthy: start the backoff over.
+        if started.elapsed() > Duration::from_secs(30) {
+            failures = 0;
+        }
+        let wait = backoff(cfg.backoff_base, cfg.backoff_max, failures);
+        failures = failures.saturating_add(1);
+        tracing::warn!(endpoint = %cfg.endpoint, error = %result, retry_in_ms = wait.as_millis() as u64,
+            "xDS stream to the control plane ended; keeping the last good config");
+        tokio::time::sleep(wait).await;
+    }
+}
+
+/// Exponential backoff with full jitter: uniform in [0, min(max, base·2^n)], at least 50 ms.
+pub fn backoff(base: Duration, max: Duration, failures: u32) -> Duration {
+    let cap = base.saturating_mul(1u32 << failures.min(20)).min(max);
+    let ms = rand::random::<u64>() % (cap.as_millis() as u64 + 1);
+    Duration::from_millis(ms.max(50))
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+async fn connect(cfg: &ClientConfig) -> Result<AggregatedDiscoveryServiceClient<tonic::transport::Channel>, String> {
+    let ep = tonic::transport::Endpoint::from_shared(cfg.endpoint.clone())
+        .map_err(|e| format!("invalid xDS address {:?}: {e}", cfg.endpoint))?
+        .connect_timeout(Duration::from_secs(5))
+        .http2_keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_timeout(Duration::from_secs(10));
+    let ch = ep.connect().await.map_err(|e| format!("cannot connect to {}: {}", cfg.endpoint, error_chain(&e)))?;
+    Ok(AggregatedDiscoveryServiceClient::new(ch).max_decoding_message_size(64 * 1024 * 1024))
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+fn static_type(t: &str) -> Option<&'static str> {
+    proto::ALL_TYPES.iter().copied().find(|k| *k == t)
+}
+
+/// The type whose names follow `t`'s content (CDS → EDS, LDS → RDS).
+fn dependent(t: &'static str) -> Option<&'static str> {
+    match t {
+        CLUSTER => Some(ENDPOINT),
+        LISTENER => Some(ROUTE),
+        _ => None,
+    }
+}
+
+fn resource_name(type_url: &str, json: &serde_json::Value) -> Option<String> {
+    let key = if type_url == ENDPOINT { "cluster_name" } else { "name" };
+    json.get(key).and_then(|v| v.as_str()).map(str::to_string)
+}
+
+fn decode(type_url: &str, any: &Any) -> Result<(String, serde_json::Value), String> {
+    if any.type_url != type_url {
+        return Err(format!("resource of type {} in a {} response", any.type_url, proto::short_name(type_url)));
+    }
+    let json = proto::from_any(any).map_err(|e| e.to_string())?;
+    let name = resource_name(type_url, &json).ok_or_else(|| format!("{} resource without a name", proto::short_name(type_url)))?;
+    Ok((name, json))
+}
+
+fn nack_status(message: &str) -> RpcStatus {
+    // 3 = INVALID_ARGUMENT, what Envoy reports for a rejected update.
+    RpcStatus { code: 3, message: message.to_string(), details: Vec::new() }
+}
+
+fn record(status: &Mutex<ClientStatus>, t: &str, result: &Result<(), String>, version: &str) {
+    let mut s = status.lock();
+    let short = proto::short_name(t).to_string();
+    match result {
+        Ok(()) => {
+            s.versions.insert(short.clone(), version.to_string());
+            s.rejected.remove(&short);
+            s.last_update_unix = unix_now();
+        }
+        Err(e) => {
+            s.rejected.insert(short, e.clone());
+        }
+    }
+}
+
+async fn stream_sotw(
+    cfg: &ClientConfig,
+    handler: &dyn Handler,
+    types: &mut HashMap<&'static str, TypeState>,
+    status: &Mutex<ClientStatus>,
+) -> String {
+    let mut client = match connect(cfg).await {
+        Ok(c) => c,
+        Err(e) => return e,
+    };
+    let (tx, rx) = mpsc::channel::<DiscoveryRequest>(16);
+    let mut node = Some(cfg.node.clone());
+    let mut request = |t: &'static str, st: &TypeState| DiscoveryRequest {
+        version_info: st.version.clone(),
+        node: node.take(),
+        resource_names: if t == CLUSTER || t == LISTENER { Vec::new() } else { st.names.iter().cloned().collect() },
+        type_url: t.to_string(),
+        response_nonce: st.nonce.clone(),
+        error_detail: None,
+        ..Default::default()
+    };
+    // Resume: wildcard CDS and LDS; EDS and RDS for the names already in use.
+    for t in proto::ALL_TYPES {
+        let st = types.get_mut(t).expect("all types present");
+        st.nonce.clear();
+        if (t == ENDPOINT || t == ROUTE) && st.names.is_empty() {
+            continue;
+        }
+        if tx.send(request(t, st)).await.is_err() {
+            return "request channel closed".into();
+        }
+    }
+    let mut inbound = match client.stream_aggregated_resources(ReceiverStream::new(rx)).await {
+        Ok(r) => r.into_inner(),
+        Err(e) => return format!("ADS stream refused: {}", e.message()),
+    };
+    {
+        let mut s = status.lock();
+        s.connected = true;
+        s.connects += 1;
+        s.last_error = None;
+    }
+    tracing::info!(endpoint = %cfg.endpoint, "connected to the control plane (state of the world)");
+    loop {
+        let resp: DiscoveryResponse = match inbound.message().await {
+            Ok(Some(r)) => r,
+            Ok(None) => return "the control plane closed the stream".into(),
+            Err(e) => return format!("stream error: {}", e.message()),
+        };
+        let Some(t) = static_type(&resp.type_url) else {
+            tracing::warn!(type_url = %resp.type_url, "ignoring a response of a type weft did not ask for");
+            continue;
+        };
+        let mut decoded = BTreeMap::new();
+        let mut err = None;
+        for any in &resp.resources {
+            match decode(t, any) {
+                Ok((name, json)) => {
+                    if decoded.insert(name.clone(), json).is_some() {
+                        err = Some(format!("{name}: sent twice in one response"));
+                    }
+                }
+                Err(e) => err = Some(e),
+            }
+        }
+        let result = match err {
+            Some(e) => Err(e),
+            None => handler.apply(t, &decoded).await,
+        };
+        record(status, t, &result, &resp.version_info);
+        let st = types.get_mut(t).expect("all types present");
+        st.nonce = resp.nonce.clone();
+        let mut ack = match &result {
+            Ok(()) => {
+                st.version = resp.version_info.clone();
+                st.resources = decoded.into_iter().map(|(k, v)| (k, (resp.version_info.clone(), v))).collect();
+                tracing::debug!(type_url = t, version = %resp.version_info, resources = st.resources.len(), "accepted");
+                request(t, st)
+            }
+            Err(e) => {
+                tracing::warn!(type_url = t, version = %resp.version_info, error = %e, "rejected an xDS update; keeping the last good config");
+                DiscoveryRequest { error_detail: Some(nack_status(e)), ..request(t, st) }
+            }
+        };
+        ack.node = None;
+        if tx.send(ack).await.is_err() {
+            return "request channel closed".into();
+        }
+        if result.is_ok() {
+            if let Some(dep) = dependent(t) {
+                let want = handler.wanted(dep);
+                let ds = types.get_mut(dep).expect("all types present");
+                if want != ds.names {
+                    ds.names = want;
+                    // Drop what is no longer named so the next apply sees the right set.
+                    let names = ds.names.clone();
+                    ds.resources.retain(|k, _| names.contains(k));
+                    if tx.send(request(dep, ds)).await.is_err() {
+                        return "request channel closed".into();
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn stream_delta(
+    cfg: &ClientConfig,
+    handler: &dyn Handler,
+    types: &mut HashMap<&'static str, TypeState>,
+    status: &Mutex<ClientStatus>,
+) -> String {
+    let mut client = match connect(cfg).await {
+        Ok(c) => c,
+        Err(e) => return e,
+    };
+    let (tx, rx) = mpsc::channel::<DeltaDiscoveryRequest>(16);
+    let mut node = Some(cfg.node.clone());
+    // Resume: subscribe to what is in use and tell the server which versions are held.
+    for t in proto::ALL_TYPES {
+        let st = types.get_mut(t).expect("all types present");
+        let wildcard = t == CLUSTER || t == LISTENER;
+        if !wildcard && st.names.is_empty() {
+            continue;
+        }
+        let req = DeltaDiscoveryRequest {
+            node: node.take(),
+            type_url: t.to_string(),
+            resource_names_subscribe: if wildcard { Vec::new() } else { st.names.iter().cloned().collect() },
+            initial_resource_versions: st.resources.iter().map(|(k, (v, _))| (k.clone(), v.clone())).collect(),
+            ..Default::default()
+        };
+        if tx.send(req).await.is_err() {
+            return "request channel closed".into();
+        }
+    }
+    let mut inbound = match client.delta_aggregated_resources(ReceiverStream::new(rx)).await {
+        Ok(r) => r.into_inner(),
+        Err(e) => return format!("delta ADS stream refused: {}", e.message()),
+    };
+    {
+        let mut s = status.lock();
+        s.connected = true;
+        s.connects += 1;
+        s.last_error = None;
+    }
+    tracing::info!(endpoint = %cfg.endpoint, "connected to the control plane (delta)");
+    loop {
+        let resp: DeltaDiscoveryResponse = match inbound.message().await {
+            Ok(Some(r)) => r,
+            Ok(None) => return "the control plane closed the stream".into(),
+            Err(e) => return format!("stream error: {}", e.message()),
+        };
+        let Some(t) = static_type(&resp.type_url) else {
+            tracing::warn!(type_url = %resp.type_url, "ignoring a response of a type weft did not ask for");
+            continue;
+        };
+        let st = types.get_mut(t).expect("all types present");
+        let mut next = st.resources.clone();
+        let mut err = None;
+        for r in &resp.resources {
+            let Some(any) = &r.resource else {
+                err = Some(format!("{}: resource without a body", r.name));
+                continue;
+            };
+            match decode(t, any) {
+                Ok((name, json)) => {
+                    next.insert(name, (r.version.clone(), json));
+                }
+                Err(e) => err = Some(format!("{}: {e}", r.name)),
+            }
+        }
+        for name in &resp.removed_resources {
+            next.remove(name);
+        }
+        let set: BTreeMap<String, serde_json::Value> = next.iter().map(|(k, (_, v))| (k.clone(), v.clone())).collect();
+        let result = match err {
+            Some(e) => Err(e),
+            None => handler.apply(t, &set).await,
+        };
+        record(status, t, &result, &resp.system_version_info);
+        let mut ack = DeltaDiscoveryRequest { type_url: t.to_string(), response_nonce: resp.nonce.clone(), ..Default::default() };
+        match &result {
+            Ok(()) => {
+                st.resources = next;
+                tracing::debug!(type_url = t, resources = st.resources.len(), "accepted");
+            }
+            Err(e) => {
+                tracing::warn!(type_url = t, error = %e, "rejected an xDS update; keeping the last good config");
+                ack.error_detail = Some(nack_status(e));
+            }
+        }
+        if tx.send(ack).await.is_err() {
+            return "request channel closed".into();
+        }
+        if result.is_ok() {
+            if let Some(dep) = dependent(t) {
+                let want = handler.wanted(dep);
+                let ds = types.get_mut(dep).expect("all types present");
+                if want != ds.names {
+                    let subscribe: Vec<String> = want.difference(&ds.names).cloned().collect();
+                    let unsubscribe: Vec<String> = ds.names.difference(&want).cloned().collect();
+                    ds.names = want;
+                    let names = ds.names.clone();
+                    ds.resources.retain(|k, _| names.contains(k));
+                    let req = DeltaDiscoveryRequest {
+                        type_url: dep.to_string(),
+                        resource_names_subscribe: subscribe,
+                        resource_names_unsubscribe: unsubscribe,
+                        ..Default::default()
+                    };
+                    if tx.send(req).await.is_err() {
+                        return "request channel closed".into();
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The node a proxy presents: id, cluster and metadata (a JSON object, as Istio's agent
+/// sends `NAMESPACE`, `LABELS`, …).
+pub fn node(id: &str, cluster: &str, metadata: &serde_json::Map<String, serde_json::Value>) -> Node {
+    Node {
+        id: id.to_string(),
+        cluster: cluster.to_string(),
+        metadata: Some(json_struct(metadata)),
+        user_agent_name: "weft".to_string(),
+        ..Default::default()
+    }
+}
+
+fn json_struct(m: &serde_json::Map<String, serde_json::Value>) -> Struct {
+    Struct { fields: m.iter().map(|(k, v)| (k.clone(), json_value(v))).collect() }
+}
+
+fn json_value(v: &serde_json::Value) -> Value {
+    let kind = match v {
+        serde_json::Value::Null => Kind::NullValue(0),
+        serde_json::Value::Bool(b) => Kind::BoolValue(*b),
+        serde_json::Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or(0.0)),
+        serde_json::Value::String(s) => Kind::StringValue(s.clone()),
+        serde_json::Value::Array(a) => Kind::ListValue(ListValue { values: a.iter().map(json_value).collect() }),
+        serde_json::Value::Object(o) => Kind::StructValue(json_struct(o)),
+    };
+    Value { kind: Some(kind) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_to_its_cap_and_is_jittered() {
+        let base = Duration::from_millis(500);
+        let max = Duration::from_secs(5);
+        for n in 0..30 {
+            let d = backoff(base, max, n);
+            assert!(d <= max, "{d:?}");
+            assert!(d >= Duration::from_millis(50));
+        }
+        let samples: BTreeSet<u128> = (0..50).map(|_| backoff(base, max, 10).as_millis()).collect();
+        assert!(samples.len() > 10, "not jittered: {samples:?}");
+    }
+
+    #[test]
+    fn node_metadata_becomes_a_protobuf_struct() {
+        let meta = serde_json::json!({"NAMESPACE": "default", "LABELS": {"app": "reviews"}, "N": 2});
+        let n = node("sidecar~10.0.0.1~r-1.default~default.svc.cluster.local", "r.default", meta.as_object().expect("object"));
+        let fields = &n.metadata.expect("metadata").fields;
+        assert_eq!(fields["NAMESPACE"].kind, Some(Kind::StringValue("default".into())));
+        match &fields["LABELS"].kind {
+            Some(Kind::StructValue(s)) => assert_eq!(s.fields["app"].kind, Some(Kind::StringValue("reviews".into()))),
+            other => panic!("{other:?}"),
+        }
+    }
+}
