@@ -82,8 +82,19 @@ fn the_proxy_accepts_every_translation_feature() {
     let meta = serde_json::json!({"NAMESPACE": "default", "LABELS": {"app": "client"}});
     let g = generate(&model, &ProxyNode::parse("sidecar~10.2.0.9~client-1.default~default.svc.cluster.local", &meta).expect("node"));
     let text = serde_json::to_string(&(&g.clusters, &g.listeners, &g.routes)).expect("json");
-    for feature in ["request_mirror_policies", "typed_per_filter_config", "hash_policy", "prefix_rewrite", "redirect", "retry_policy",
-        "circuit_breakers", "outlier_detection", "STRICT_DNS", "original_dst", "BlackHoleCluster"] {
+    for feature in [
+        "request_mirror_policies",
+        "typed_per_filter_config",
+        "hash_policy",
+        "prefix_rewrite",
+        "redirect",
+        "retry_policy",
+        "circuit_breakers",
+        "outlier_detection",
+        "STRICT_DNS",
+        "original_dst",
+        "BlackHoleCluster",
+    ] {
         assert!(text.contains(feature), "the fixture does not exercise {feature}");
     }
     let mut all = Vec::new();

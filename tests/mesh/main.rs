@@ -1,11 +1,12 @@
-//! A bookinfo-like mesh in network namespaces, driven by `weft control-plane`: real Envoy
-//! sidecars behind iptables capture get their config over ADS, and what callers see follows
-//! the VirtualServices, DestinationRules, ServiceEntries and the outbound traffic policy.
+//! A bookinfo-like mesh in network namespaces, driven by `weft control-plane`: sidecars behind
+//! iptables capture — real Envoy, or `weft proxy` with the same bootstrap — get their config
+//! over ADS, and what callers see follows the VirtualServices, DestinationRules,
+//! ServiceEntries and the outbound traffic policy.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use weft_test_support::mesh::{Mesh, Pod, HUB_IP, XDS_PORT};
+use weft_test_support::mesh::{Mesh, Pod, Sidecar, HUB_IP, XDS_PORT};
 
 fn weft() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_weft"))
@@ -52,8 +53,11 @@ fn write(dir: &Path, name: &str, text: &str) {
     std::fs::rename(&tmp, dir.join(name)).expect("rename config");
 }
 
-fn start(tag: &str, delta: bool) -> anyhow::Result<Bookinfo> {
-    let envoy = weft_test_support::envoy_path()?;
+fn start(tag: &str, delta: bool, sidecar: Sidecar) -> anyhow::Result<Bookinfo> {
+    let proxy = match sidecar {
+        Sidecar::Envoy => weft_test_support::envoy_path()?,
+        Sidecar::Weft => weft(),
+    };
     let mut mesh = Mesh::new(tag)?;
     let config = mesh.dir.join("config");
     std::fs::create_dir_all(&config)?;
@@ -91,7 +95,7 @@ fn start(tag: &str, delta: bool) -> anyhow::Result<Bookinfo> {
     mesh.spawn("control-plane", None, false, &weft(), &cp_refs)?;
 
     let app = app();
-    let env = envoy.to_str().unwrap_or_default().to_string();
+    let proxy = proxy.to_str().unwrap_or_default().to_string();
     let mut sidecars = vec![(&productpage, vec![("app", "productpage"), ("version", "v1")], "productpage")];
     for (p, v) in &reviews {
         sidecars.push((p, vec![("app", "reviews"), ("version", *v)], p.name.as_str()));
@@ -101,7 +105,13 @@ fn start(tag: &str, delta: bool) -> anyhow::Result<Bookinfo> {
         mesh.spawn(&format!("{name}-app"), Some(&pod.ns), false, &app, &["serve", "0.0.0.0:9080", name])?;
         let boot = mesh.sidecar_bootstrap(pod, labels, delta)?;
         let b = boot.to_str().unwrap_or_default().to_string();
-        mesh.spawn(&format!("{name}-envoy"), Some(&pod.ns), true, Path::new(&env), &["-c", &b, "--disable-hot-restart", "-l", "warning"])?;
+        // The same bootstrap and the same Envoy flags for both proxies; weft retires a replaced
+        // listener over the drain time, here short so the test does not hold connections long.
+        let args: &[&str] = match sidecar {
+            Sidecar::Envoy => &["-c", &b, "--disable-hot-restart", "-l", "warning"],
+            Sidecar::Weft => &["proxy", "-c", &b, "--disable-hot-restart", "-l", "info", "--drain-time-s", "5"],
+        };
+        mesh.spawn(&format!("{name}-sidecar"), Some(&pod.ns), true, Path::new(&proxy), args)?;
     }
     mesh.spawn("ext-app", Some(&ext.ns), false, &app, &["serve", "0.0.0.0:80", "ext"])?;
     mesh.spawn("stranger-app", Some(&stranger.ns), false, &app, &["serve", "0.0.0.0:80", "stranger"])?;
@@ -173,7 +183,7 @@ fn scenarios(bi: &Bookinfo) {
     // With no VirtualService, reviews is load-balanced over its three versions.
     let all = bi.get(&reviews, 30, &[host]);
     assert_eq!(all.values().filter_map(|v| v.as_u64()).sum::<u64>(), 30, "{all:?}");
-    assert!(all.keys().all(|k| k.starts_with("200 reviews-v")), "{all:?}");
+    assert!(all.keys().all(|k| k.starts_with("200 reviews-v")), "{all:?}\nproductpage sidecar:\n{}", bi.mesh.log("productpage-sidecar"));
 
     // reviews-v3 routing.
     write(&bi.config, "reviews-vs.yaml", "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: reviews}\nspec:\n  hosts: [reviews]\n  http:\n  - route:\n    - destination: {host: reviews, subset: v3}\n");
@@ -217,13 +227,25 @@ fn scenarios(bi: &Bookinfo) {
 
 #[test]
 fn bookinfo_with_envoy_sidecars_over_state_of_the_world_ads() {
-    let bi = start("bse", false).unwrap_or_else(|e| panic!("{e:#}"));
+    let bi = start("bse", false, Sidecar::Envoy).unwrap_or_else(|e| panic!("{e:#}"));
     scenarios(&bi);
 }
 
 #[test]
 fn bookinfo_with_envoy_sidecars_over_delta_ads() {
-    let bi = start("bde", true).unwrap_or_else(|e| panic!("{e:#}"));
+    let bi = start("bde", true, Sidecar::Envoy).unwrap_or_else(|e| panic!("{e:#}"));
+    scenarios(&bi);
+}
+
+#[test]
+fn bookinfo_with_weft_sidecars_over_state_of_the_world_ads() {
+    let bi = start("bsw", false, Sidecar::Weft).unwrap_or_else(|e| panic!("{e:#}"));
+    scenarios(&bi);
+}
+
+#[test]
+fn bookinfo_with_weft_sidecars_over_delta_ads() {
+    let bi = start("bdw", true, Sidecar::Weft).unwrap_or_else(|e| panic!("{e:#}"));
     scenarios(&bi);
 }
 
@@ -243,25 +265,55 @@ fn only_successes(out: &str) -> serde_json::Map<String, serde_json::Value> {
 
 #[test]
 fn pushes_and_a_control_plane_outage_under_load_fail_no_request() {
-    let mut bi = start("res", false).unwrap_or_else(|e| panic!("{e:#}"));
+    pushes_and_outage(start("res", false, Sidecar::Envoy).unwrap_or_else(|e| panic!("{e:#}")));
+}
+
+#[test]
+fn pushes_and_a_control_plane_outage_under_load_fail_no_request_with_weft_sidecars() {
+    pushes_and_outage(start("rew", false, Sidecar::Weft).unwrap_or_else(|e| panic!("{e:#}")));
+}
+
+fn pushes_and_outage(mut bi: Bookinfo) {
     let reviews = format!("http://{REVIEWS_VIP}:9080/");
     let vs = |a: &str, b: &str| {
         format!("apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: reviews}}\nspec:\n  hosts: [reviews]\n  http:\n  - route:\n    - destination: {{host: reviews, subset: {a}}}\n      weight: 50\n    - destination: {{host: reviews, subset: {b}}}\n      weight: 50\n")
     };
 
-    // Ten pushes, each while a bounded batch of requests is in flight.
+    // Ten pushes, each while a bounded batch of requests is in flight. Every other push also
+    // adds or removes a TCP service on the same port, which replaces clusters, endpoints and
+    // the port's listener (a filter chain for its address) in every sidecar, not only routes.
+    let details = "apiVersion: v1\nkind: Service\nmetadata: {name: details, namespace: default}\nspec:\n  clusterIP: 10.96.0.12\n  selector: {app: reviews, version: v1}\n  ports: [{name: tcp, port: 9080}]\n";
     let pairs = [("v1", "v2"), ("v2", "v3"), ("v1", "v3")];
     let mut version = bi.version();
     let mut total = 0;
     for i in 0..10 {
         let running = load(&bi, &reviews, 300, &["host:reviews"]);
         let (a, b) = pairs[i % 3];
+        if i % 2 == 1 {
+            if i % 4 == 1 {
+                write(&bi.config, "details.yaml", details);
+            } else {
+                std::fs::remove_file(bi.config.join("details.yaml")).expect("remove details.yaml");
+            }
+        }
         write(&bi.config, "reviews-vs.yaml", &vs(a, b));
         version = bi.wait_version_after(version).unwrap_or_else(|e| panic!("{e:#}"));
         let m = only_successes(&running.join().expect("load thread"));
         total += m.values().filter_map(|v| v.as_u64()).sum::<u64>();
     }
     assert_eq!(total, 3000);
+    // The pushes really replaced listeners (Envoy's stat, which weft keeps too).
+    let stats = bi.mesh.run(&bi.productpage.ns, Path::new("curl"), &["-s", "127.0.0.1:15000/stats"]).unwrap_or_default();
+    let modified = stats
+        .lines()
+        .find_map(|l| l.strip_prefix("listener_manager.listener_modified: "))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    assert!(
+        modified >= 5,
+        "expected the port's listener to be replaced on every other push, got listener_modified {modified}:\n{}",
+        stats.lines().filter(|l| l.starts_with("listener_manager")).collect::<Vec<_>>().join("\n")
+    );
 
     // A broken resource is rejected with file, line and field; the last good routing stays.
     write(

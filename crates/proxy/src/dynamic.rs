@@ -141,6 +141,16 @@ impl Dynamic {
         let old = &st.cluster_hashes;
         let unchanged = |n: &str| old.get(n).is_some_and(|h| hashes.get(n) == Some(h));
         let services = self.ctx.clusters.apply_cds(cfgs, &unchanged).await;
+        let m = &self.ctx.store.manager;
+        for (n, h) in &hashes {
+            match st.cluster_hashes.get(n) {
+                None => m.cluster_added.inc(),
+                Some(o) if o != h => m.cluster_modified.inc(),
+                Some(_) => {}
+            }
+        }
+        m.cluster_removed.add(st.cluster_hashes.keys().filter(|n| !hashes.contains_key(*n)).count() as u64);
+        m.active_clusters.set(self.ctx.clusters.names().len() as i64);
         st.cluster_hashes = hashes;
         self.raw.lock().insert(CLUSTER, set.clone());
         self.wanted.lock().insert(ENDPOINT, services.into_iter().collect());
@@ -155,10 +165,9 @@ impl Dynamic {
         let mut errors = Vec::new();
         for (name, json) in set {
             let discovery = Discovery::Eds { service_name: name.clone() };
-            let parsed =
-                weft_xds::load::from_value::<weft_xds::cluster::ClusterLoadAssignment>(json.clone(), &format!("endpoints {name}"))
-                    .map_err(|e| e.to_string())
-                    .and_then(|la| endpoints_from_wire(&la, &format!("endpoints {name}"), &discovery).map_err(|e| e.to_string()));
+            let parsed = weft_xds::load::from_value::<weft_xds::cluster::ClusterLoadAssignment>(json.clone(), &format!("endpoints {name}"))
+                .map_err(|e| e.to_string())
+                .and_then(|la| endpoints_from_wire(&la, &format!("endpoints {name}"), &discovery).map_err(|e| e.to_string()));
             match parsed {
                 Ok(eps) => {
                     out.insert(name.clone(), eps);
@@ -178,12 +187,9 @@ impl Dynamic {
         let mut tables = HashMap::new();
         let mut errors = Vec::new();
         for (name, json) in set {
-            let parsed =
-                weft_xds::load::from_value::<weft_xds::route::RouteConfiguration>(json.clone(), &format!("route {name}"))
-                    .map_err(|e| e.to_string())
-                    .and_then(|rc| {
-                        RouteTable::from_wire(&rc, &format!("route {name}"), &ClusterNames::Dynamic).map_err(|e| e.to_string())
-                    });
+            let parsed = weft_xds::load::from_value::<weft_xds::route::RouteConfiguration>(json.clone(), &format!("route {name}"))
+                .map_err(|e| e.to_string())
+                .and_then(|rc| RouteTable::from_wire(&rc, &format!("route {name}"), &ClusterNames::Dynamic).map_err(|e| e.to_string()));
             match parsed {
                 Ok(t) => {
                     tables.insert(name.clone(), Arc::new(t));
@@ -253,8 +259,14 @@ impl Dynamic {
         // 3. Commit.
         let mut next: BTreeMap<String, DynListener> = BTreeMap::new();
         let mut old_all = std::mem::take(&mut st.listeners);
+        let m = &self.ctx.store.manager;
         for (name, (h, cfg)) in cfgs {
             let old = old_all.remove(&name);
+            match &old {
+                None => m.listener_added.inc(),
+                Some(o) if o.hash != h => m.listener_modified.inc(),
+                Some(_) => {}
+            }
             let Some(rt) = built.remove(&name) else {
                 // Unchanged.
                 if let Some(o) = old {
@@ -287,10 +299,12 @@ impl Dynamic {
         }
         for (_, gone) in old_all {
             tracing::info!(listener = %gone.rt.cfg.name, "listener removed; draining");
+            m.listener_removed.inc();
             self.retire(gone);
         }
         let mut all: Vec<Arc<ListenerRuntime>> = self.static_listeners.clone();
         all.extend(next.values().map(|l| l.rt.clone()));
+        m.total_listeners_active.set(all.len() as i64);
         self.listeners.all.store(Arc::new(all));
         let rds: BTreeSet<String> = next
             .values()
@@ -326,10 +340,19 @@ impl weft_xds::ads_client::Handler for Dynamic {
         resources: &'a BTreeMap<String, serde_json::Value>,
     ) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>> {
         Box::pin(async move {
+            let m = &self.ctx.store.manager;
             match type_url {
-                CLUSTER => self.apply_clusters(resources).await,
+                CLUSTER => {
+                    let r = self.apply_clusters(resources).await;
+                    if r.is_ok() { &m.cds_update_success } else { &m.cds_update_rejected }.inc();
+                    r
+                }
                 ENDPOINT => self.apply_endpoints(resources).await,
-                LISTENER => self.apply_listeners(resources).await,
+                LISTENER => {
+                    let r = self.apply_listeners(resources).await;
+                    if r.is_ok() { &m.lds_update_success } else { &m.lds_update_rejected }.inc();
+                    r
+                }
                 ROUTE => self.apply_routes(resources).await,
                 other => Err(format!("unsupported resource type {other}")),
             }
@@ -338,5 +361,9 @@ impl weft_xds::ads_client::Handler for Dynamic {
 
     fn wanted(&self, type_url: &'static str) -> BTreeSet<String> {
         self.wanted.lock().get(type_url).cloned().unwrap_or_default()
+    }
+
+    fn connected(&self, up: bool) {
+        self.ctx.store.manager.connected_state.set(i64::from(up));
     }
 }

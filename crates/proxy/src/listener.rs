@@ -148,8 +148,12 @@ async fn handle(stream: TcpStream, remote: SocketAddr, mut rt: Arc<ListenerRunti
         }
         info.original_dst = Some(info.local);
         if rt.cfg.use_original_dst {
-            if let Some(owner) = all.owner(info.local, &rt.cfg.name) {
-                rt = owner;
+            match all.owner(info.local, &rt.cfg.name) {
+                Some(owner) => {
+                    tracing::trace!(from = %rt.cfg.name, to = %owner.cfg.name, dst = %info.local, "handed off by original destination");
+                    rt = owner;
+                }
+                None => tracing::trace!(listener = %rt.cfg.name, dst = %info.local, "no listener owns the original destination"),
             }
         }
     }

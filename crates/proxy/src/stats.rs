@@ -146,6 +146,26 @@ stat_struct!(ClusterStatsBase {
     ]
 });
 
+stat_struct!(ManagerStats {
+    counters: [
+        listener_added = "listener_manager.listener_added",
+        listener_modified = "listener_manager.listener_modified",
+        listener_removed = "listener_manager.listener_removed",
+        lds_update_success = "listener_manager.lds.update_success",
+        lds_update_rejected = "listener_manager.lds.update_rejected",
+        cluster_added = "cluster_manager.cluster_added",
+        cluster_modified = "cluster_manager.cluster_modified",
+        cluster_removed = "cluster_manager.cluster_removed",
+        cds_update_success = "cluster_manager.cds.update_success",
+        cds_update_rejected = "cluster_manager.cds.update_rejected",
+    ],
+    gauges: [
+        total_listeners_active = "listener_manager.total_listeners_active",
+        active_clusters = "cluster_manager.active_clusters",
+        connected_state = "control_plane.connected_state",
+    ]
+});
+
 /// Per-status-code counters (`upstream_rq_200`) plus class counters (`upstream_rq_2xx`).
 #[derive(Debug)]
 pub struct CodeCounters {
@@ -283,6 +303,8 @@ pub struct Store {
     listeners: Mutex<BTreeMap<String, Arc<ListenerStats>>>,
     http: Mutex<BTreeMap<String, Arc<HttpStats>>>,
     tcp: Mutex<BTreeMap<String, Arc<TcpStats>>>,
+    /// Listener and cluster manager and control-plane stats, with Envoy's names.
+    pub manager: ManagerStats,
 }
 
 impl Store {
@@ -295,6 +317,7 @@ impl Store {
             listeners: Default::default(),
             http: Default::default(),
             tcp: Default::default(),
+            manager: Default::default(),
         })
     }
 
@@ -336,6 +359,7 @@ impl Store {
             let p = format!("tcp.{name}.");
             s.visit_fields(&mut |n, v, k| out.push((format!("{p}{n}"), v, k)));
         }
+        self.manager.visit_fields(&mut |n, v, k| out.push((n.to_string(), v, k)));
         let state = if self.draining.load(Ordering::Relaxed) { 1 } else { 0 };
         out.push(("server.live".into(), 1 - state, Kind::Gauge));
         out.push(("server.state".into(), state, Kind::Gauge));

@@ -16,9 +16,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
-use envoy_types::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
-};
+use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse};
 use envoy_types::pb::google::protobuf::{value::Kind, ListValue, Struct, Value};
 use envoy_types::pb::google::rpc::Status as RpcStatus;
 use parking_lot::Mutex;
@@ -40,6 +38,9 @@ pub trait Handler: Send + Sync + 'static {
 
     /// The names of `type_url` (EDS or RDS) that the applied clusters or listeners refer to.
     fn wanted(&self, type_url: &'static str) -> BTreeSet<String>;
+
+    /// The stream to the control plane came up or went down.
+    fn connected(&self, _up: bool) {}
 }
 
 #[derive(Debug, Clone)]
@@ -110,6 +111,7 @@ async fn run(cfg: ClientConfig, handler: Arc<dyn Handler>, status: Arc<Mutex<Cli
             s.connected = false;
             s.last_error = Some(result.clone());
         }
+        handler.connected(false);
         // A stream that lived a while was healthy: start the backoff over.
         if started.elapsed() > Duration::from_secs(30) {
             failures = 0;
@@ -243,6 +245,7 @@ async fn stream_sotw(
         s.connects += 1;
         s.last_error = None;
     }
+    handler.connected(true);
     tracing::info!(endpoint = %cfg.endpoint, "connected to the control plane (state of the world)");
     loop {
         let resp: DiscoveryResponse = match inbound.message().await {
@@ -266,17 +269,25 @@ async fn stream_sotw(
                 Err(e) => err = Some(e),
             }
         }
+        // CDS and LDS responses carry the whole set. EDS and RDS responses may carry only the
+        // named resources that changed; the others keep what they had.
+        let st = types.get_mut(t).expect("all types present");
+        let mut next: BTreeMap<String, serde_json::Value> = if t == CLUSTER || t == LISTENER {
+            BTreeMap::new()
+        } else {
+            st.resources.iter().filter(|(k, _)| st.names.contains(*k)).map(|(k, (_, v))| (k.clone(), v.clone())).collect()
+        };
+        next.extend(decoded);
         let result = match err {
             Some(e) => Err(e),
-            None => handler.apply(t, &decoded).await,
+            None => handler.apply(t, &next).await,
         };
         record(status, t, &result, &resp.version_info);
-        let st = types.get_mut(t).expect("all types present");
         st.nonce = resp.nonce.clone();
         let mut ack = match &result {
             Ok(()) => {
                 st.version = resp.version_info.clone();
-                st.resources = decoded.into_iter().map(|(k, v)| (k, (resp.version_info.clone(), v))).collect();
+                st.resources = next.into_iter().map(|(k, v)| (k, (resp.version_info.clone(), v))).collect();
                 tracing::debug!(type_url = t, version = %resp.version_info, resources = st.resources.len(), "accepted");
                 request(t, st)
             }
@@ -347,6 +358,7 @@ async fn stream_delta(
         s.connects += 1;
         s.last_error = None;
     }
+    handler.connected(true);
     tracing::info!(endpoint = %cfg.endpoint, "connected to the control plane (delta)");
     loop {
         let resp: DeltaDiscoveryResponse = match inbound.message().await {

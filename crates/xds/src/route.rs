@@ -4,7 +4,9 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use crate::core::{FractionalPercent, DataSource, HeaderValueOption, Ignored, Int64Range, ProtoDuration, RegexMatcher, StringMatcher, Unsupported};
+use crate::core::{
+    DataSource, FractionalPercent, HeaderValueOption, Ignored, Int64Range, ProtoDuration, RegexMatcher, StringMatcher, Unsupported,
+};
 use crate::filters::{PerFilterConfig, UpgradeConfig};
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -12,11 +12,17 @@ use super::{port_value, socket_addr, ConfigError, Result};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Discovery {
     Static,
-    StrictDns { refresh: Duration },
-    LogicalDns { refresh: Duration },
+    StrictDns {
+        refresh: Duration,
+    },
+    LogicalDns {
+        refresh: Duration,
+    },
     OriginalDst,
     /// Endpoints arrive over ADS as the `ClusterLoadAssignment` named `service_name`.
-    Eds { service_name: String },
+    Eds {
+        service_name: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -212,7 +212,8 @@ impl ListenerConfig {
             stat_prefix,
             bind_to_port: l.bind_to_port.unwrap_or(true),
             use_original_dst: l.use_original_dst.unwrap_or(false),
-            original_dst,
+            // As in Envoy: `use_original_dst` adds the original_dst listener filter itself.
+            original_dst: original_dst || l.use_original_dst == Some(true),
             tls_inspector,
             http_inspector,
             filter_chains: chains,

@@ -165,7 +165,9 @@ fn ads_from_bootstrap(d: &weft_xds::bootstrap::DynamicResources, clusters: &[Arc
     let delta = match a.api_type {
         ApiType::Grpc | ApiType::AggregatedGrpc => false,
         ApiType::DeltaGrpc | ApiType::AggregatedDeltaGrpc => true,
-        ApiType::Rest => return Err(ConfigError::new("dynamic_resources.ads_config.api_type", "REST is not supported (GRPC or DELTA_GRPC)")),
+        ApiType::Rest => {
+            return Err(ConfigError::new("dynamic_resources.ads_config.api_type", "REST is not supported (GRPC or DELTA_GRPC)"))
+        }
     };
     let path = "dynamic_resources.ads_config.grpc_services";
     let svc = match a.grpc_services.as_slice() {

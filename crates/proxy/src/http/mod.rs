@@ -248,7 +248,8 @@ impl Hcm {
                                 Some(r) => close(r),
                                 None => {
                                     let mut r =
-                                        router::forward(self, conn, &parts, body, &table, route, vh, fwd, chosen, &mut info, grpc, &ctx).await;
+                                        router::forward(self, conn, &parts, body, &table, route, vh, fwd, chosen, &mut info, grpc, &ctx)
+                                            .await;
                                     if let Some(ops) = weighted_ops {
                                         apply_header_ops(r.headers_mut(), ops, &ctx);
                                     }
