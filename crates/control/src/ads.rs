@@ -23,8 +23,8 @@ use tonic::{Request, Response, Status, Streaming};
 use weft_xds::proto::{self, ALL_TYPES, CLUSTER, LISTENER};
 
 use crate::node::ProxyNode;
+use crate::push::{ProxyConfig, Res};
 use crate::state::{unix_now, MeshState, ProxyStatus, Shared, TypeStatus};
-use crate::translate::{generate, Generated};
 
 pub struct Ads {
     pub shared: Arc<Shared>,
@@ -119,8 +119,8 @@ impl Wire for Delta {
 struct Sub {
     /// `None`: everything (CDS/LDS wildcard).
     names: Option<BTreeSet<String>>,
-    /// Name → content hash of what the proxy was last sent.
-    sent: HashMap<String, u64>,
+    /// Name → content hash of what the proxy was last sent (names shared with the cache).
+    sent: HashMap<Arc<str>, u64>,
     nonce: String,
     started: bool,
 }
@@ -131,17 +131,13 @@ struct Conn {
     delta: bool,
     node: Option<ProxyNode>,
     state: Arc<MeshState>,
-    generated: Arc<Generated>,
+    config: ProxyConfig,
     subs: BTreeMap<&'static str, Sub>,
     nonce: u64,
 }
 
 fn static_type(t: &str) -> Option<&'static str> {
     ALL_TYPES.iter().copied().find(|k| *k == t)
-}
-
-fn hash(v: &serde_json::Value) -> u64 {
-    xxhash_rust::xxh64::xxh64(v.to_string().as_bytes(), 0)
 }
 
 pub fn struct_to_json(s: &Struct) -> serde_json::Value {
@@ -163,7 +159,7 @@ impl Conn {
     fn new(shared: Arc<Shared>, delta: bool) -> Conn {
         let id = shared.connection_id();
         let state = shared.current.borrow().clone();
-        Conn { shared, id, delta, node: None, state, generated: Arc::new(Generated::default()), subs: BTreeMap::new(), nonce: 0 }
+        Conn { shared, id, delta, node: None, state, config: ProxyConfig::default(), subs: BTreeMap::new(), nonce: 0 }
     }
 
     /// Reads the node from the first request; refuses a node weft cannot place.
@@ -176,7 +172,7 @@ impl Conn {
         let mut node = ProxyNode::parse(&n.id, &meta).map_err(|e| Status::invalid_argument(e.to_string()))?;
         node.enrich(&self.state.model);
         tracing::info!(conn = self.id, node = %node.id, delta = self.delta, "proxy connected");
-        self.generated = Arc::new(generate(&self.state.model, &node));
+        self.config = self.state.cache.config(&self.state.model, &node);
         self.shared.proxies.lock().insert(
             self.id,
             ProxyStatus {
@@ -186,7 +182,7 @@ impl Conn {
                 delta: self.delta,
                 connected_at: unix_now(),
                 types: BTreeMap::new(),
-                last_generated: Some(self.generated.clone()),
+                last_config: Some(self.config.clone()),
             },
         );
         self.node = Some(node);
@@ -209,32 +205,22 @@ impl Conn {
         self.state = state;
         let Some(node) = self.node.as_mut() else { return false };
         node.enrich(&self.state.model);
-        let g = generate(&self.state.model, node);
-        if g == *self.generated {
+        let c = self.state.cache.config(&self.state.model, node);
+        if c.same(&self.config) {
+            // Unchanged for this proxy; hold the new version's parts so the old can be freed.
+            self.config = c;
             return false;
         }
-        self.generated = Arc::new(g);
+        self.config = c;
         if let Some(p) = self.shared.proxies.lock().get_mut(&self.id) {
-            p.last_generated = Some(self.generated.clone());
+            p.last_config = Some(self.config.clone());
         }
         true
     }
 
-    /// Resources of `type_url` this subscription covers, with their hashes.
-    fn wanted(&self, type_url: &str, names: Option<&BTreeSet<String>>) -> BTreeMap<String, (u64, serde_json::Value)> {
-        let Some(all) = self.generated.by_type(type_url) else { return BTreeMap::new() };
-        all.iter().filter(|(n, _)| names.is_none_or(|s| s.contains(*n))).map(|(n, v)| (n.clone(), (hash(v), v.clone()))).collect()
-    }
-
-    fn encode(type_url: &str, name: &str, v: &serde_json::Value) -> Option<proto::Any> {
-        match proto::to_any(type_url, v) {
-            Ok(a) => Some(a),
-            Err(e) => {
-                // Generated config that Envoy's schema refuses is a weft bug: leave it out and say so.
-                tracing::error!(resource = name, error = %e, "generated resource is not valid Envoy config; not sent");
-                None
-            }
-        }
+    /// Resources of `type_url` this subscription covers, encoded and hashed.
+    fn wanted(&self, type_url: &str, names: Option<&BTreeSet<String>>) -> BTreeMap<Arc<str>, Arc<Res>> {
+        self.config.select(type_url, names)
     }
 
     /// The connection's event loop, shared by both protocols: requests from the proxy, and
@@ -286,10 +272,10 @@ impl Conn {
 
     /// Bookkeeping after deciding to send `wanted` for `t`: what the proxy now has, a fresh
     /// nonce, and the status `proxy-status` shows. Returns the version and nonce to send.
-    fn record_push(&mut self, t: &'static str, wanted: &BTreeMap<String, (u64, serde_json::Value)>) -> (String, String) {
+    fn record_push(&mut self, t: &'static str, wanted: &BTreeMap<Arc<str>, Arc<Res>>) -> (String, String) {
         let nonce = self.next_nonce();
         let sub = self.subs.entry(t).or_default();
-        sub.sent = wanted.iter().map(|(n, (h, _))| (n.clone(), *h)).collect();
+        sub.sent = wanted.iter().map(|(n, r)| (n.clone(), r.hash)).collect();
         sub.nonce = nonce.clone();
         let version = self.state.version.to_string();
         let count = wanted.len();
@@ -338,7 +324,7 @@ impl Conn {
         let names = self.subs.get(t).and_then(|s| s.names.clone());
         let wanted = self.wanted(t, names.as_ref());
         let sub = self.subs.entry(t).or_default();
-        let changed: Vec<&String> = wanted.iter().filter(|(n, (h, _))| sub.sent.get(*n) != Some(h)).map(|(n, _)| n).collect();
+        let changed: BTreeSet<&Arc<str>> = wanted.iter().filter(|(n, r)| sub.sent.get(*n) != Some(&r.hash)).map(|(n, _)| n).collect();
         let removed = sub.sent.keys().any(|n| !wanted.contains_key(n));
         if !always && changed.is_empty() && !removed {
             return Ok(());
@@ -347,11 +333,9 @@ impl Conn {
         // RDS responses need only the changed ones.
         let full = t == CLUSTER || t == LISTENER;
         let mut resources = Vec::new();
-        for (n, (_, v)) in &wanted {
-            if full || always || changed.contains(&n) {
-                if let Some(a) = Self::encode(t, n, v) {
-                    resources.push(a);
-                }
+        for (n, r) in &wanted {
+            if full || always || changed.contains(n) {
+                resources.push(r.any.clone());
             }
         }
         let (version, nonce) = self.record_push(t, &wanted);
@@ -383,7 +367,7 @@ impl Conn {
             // What the proxy already has (after a reconnect) need not be sent again.
             for (n, v) in &req.initial_resource_versions {
                 if let Ok(h) = v.parse::<u64>() {
-                    sub.sent.insert(n.clone(), h);
+                    sub.sent.insert(Arc::from(n.as_str()), h);
                 }
             }
         }
@@ -400,7 +384,7 @@ impl Conn {
             if let Some(s) = sub.names.as_mut() {
                 s.remove(n);
             }
-            sub.sent.remove(n);
+            sub.sent.remove(n.as_str());
         }
         if first || resubscribed {
             self.push_delta(t, first, tx).await.map_err(|_| Status::cancelled("stream closed"))?;
@@ -418,14 +402,17 @@ impl Conn {
         let wanted = self.wanted(t, names.as_ref());
         let sub = self.subs.entry(t).or_default();
         let mut resources = Vec::new();
-        for (n, (h, v)) in &wanted {
-            if sub.sent.get(n) != Some(h) {
-                if let Some(a) = Self::encode(t, n, v) {
-                    resources.push(Resource { name: n.clone(), version: h.to_string(), resource: Some(a), ..Default::default() });
-                }
+        for (n, r) in &wanted {
+            if sub.sent.get(n) != Some(&r.hash) {
+                resources.push(Resource {
+                    name: n.to_string(),
+                    version: r.hash.to_string(),
+                    resource: Some(r.any.clone()),
+                    ..Default::default()
+                });
             }
         }
-        let removed: Vec<String> = sub.sent.keys().filter(|n| !wanted.contains_key(*n)).cloned().collect();
+        let removed: Vec<String> = sub.sent.keys().filter(|n| !wanted.contains_key(*n)).map(|n| n.to_string()).collect();
         if !always && resources.is_empty() && removed.is_empty() {
             return Ok(());
         }

@@ -48,10 +48,13 @@ pub fn syncz(shared: &Shared) -> serde_json::Value {
 fn config_dump(shared: &Shared, proxy: &str) -> Option<serde_json::Value> {
     let proxies = shared.proxies.lock();
     let p = proxies.values().find(|p| p.proxy == proxy || p.node_id == proxy || p.proxy.split('.').next() == Some(proxy))?;
-    let g = p.last_generated.clone()?;
-    let vals = |m: &std::collections::BTreeMap<String, serde_json::Value>| m.values().cloned().collect::<Vec<_>>();
-    Some(json!({"proxy": p.proxy, "node_id": p.node_id, "clusters": vals(&g.clusters), "endpoints": vals(&g.endpoints),
-                "listeners": vals(&g.listeners), "routes": vals(&g.routes)}))
+    let p_name = (p.proxy.clone(), p.node_id.clone());
+    let c = p.last_config.clone()?;
+    drop(proxies);
+    let mut out = c.to_json();
+    out["proxy"] = json!(p_name.0);
+    out["node_id"] = json!(p_name.1);
+    Some(out)
 }
 
 async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {

@@ -7,6 +7,7 @@ pub mod debug;
 pub mod model;
 pub mod node;
 pub mod protocol;
+pub mod push;
 pub mod server;
 pub mod state;
 pub mod store;

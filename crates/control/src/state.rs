@@ -18,6 +18,15 @@ pub struct MeshState {
     pub version: u64,
     pub model: Model,
     pub diagnostics: Vec<Diagnostic>,
+    /// Generated config shared between proxies, for this version.
+    pub cache: crate::push::Cache,
+}
+
+impl MeshState {
+    pub fn new(version: u64, model: Model, diagnostics: Vec<Diagnostic>) -> MeshState {
+        let cache = crate::push::Cache::new(&model);
+        MeshState { version, model, diagnostics, cache }
+    }
 }
 
 /// How far a proxy has got with one resource type.
@@ -55,7 +64,7 @@ pub struct ProxyStatus {
     /// Keyed by the short type name (CDS, EDS, LDS, RDS).
     pub types: BTreeMap<String, TypeStatus>,
     #[serde(skip)]
-    pub last_generated: Option<Arc<crate::translate::Generated>>,
+    pub last_config: Option<crate::push::ProxyConfig>,
 }
 
 /// Shared by the ADS connections, the file watcher and the debug endpoints.
@@ -69,8 +78,7 @@ pub struct Shared {
 
 impl Shared {
     pub fn new(snapshot: Snapshot, mesh: MeshConfig) -> Arc<Shared> {
-        let state =
-            Arc::new(MeshState { version: 1, model: Model::build(&snapshot.objects, mesh.clone()), diagnostics: snapshot.diagnostics });
+        let state = Arc::new(MeshState::new(1, Model::build(&snapshot.objects, mesh.clone()), snapshot.diagnostics));
         let (tx, _) = tokio::sync::watch::channel(state);
         Arc::new(Shared {
             current: tx,
@@ -85,7 +93,7 @@ impl Shared {
     pub fn publish(&self, snapshot: Snapshot) {
         let version = self.next_version.fetch_add(1, Ordering::Relaxed);
         log_diagnostics(&snapshot.diagnostics);
-        let state = MeshState { version, model: Model::build(&snapshot.objects, self.mesh.clone()), diagnostics: snapshot.diagnostics };
+        let state = MeshState::new(version, Model::build(&snapshot.objects, self.mesh.clone()), snapshot.diagnostics);
         tracing::info!(version, services = state.model.services.len(), "config changed; pushing");
         self.current.send_replace(Arc::new(state));
     }

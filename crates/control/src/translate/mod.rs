@@ -102,6 +102,18 @@ fn egress_allows(entry: &str, svc: &Service, proxy_ns: &str) -> bool {
 
 /// Every resource `node` should have.
 pub fn generate(model: &Model, node: &ProxyNode) -> Generated {
+    let mut out = generate_outbound(model, node);
+    let own = generate_inbound(model, node);
+    out.clusters.extend(own.clusters);
+    out.endpoints.extend(own.endpoints);
+    out.listeners.extend(own.listeners);
+    out.routes.extend(own.routes);
+    out
+}
+
+/// Everything except the proxy's own inbound side: it depends only on the proxy's kind,
+/// namespace and selecting labels, so proxies that agree on those share it (`push::Cache`).
+pub fn generate_outbound(model: &Model, node: &ProxyNode) -> Generated {
     let scope = Scope::new(model, node);
     let mut out = Generated::default();
     cluster::outbound(&scope, &mut out);
@@ -109,10 +121,19 @@ pub fn generate(model: &Model, node: &ProxyNode) -> Generated {
     match node.kind {
         ProxyKind::Sidecar => {
             listener::outbound(&scope, &mut out);
-            listener::inbound(&scope, &mut out);
             route::outbound(&scope, &mut out);
         }
         ProxyKind::Router => gateway::generate(&scope, &mut out),
+    }
+    out
+}
+
+/// The proxy's own inbound listener and clusters (sidecars only).
+pub fn generate_inbound(model: &Model, node: &ProxyNode) -> Generated {
+    let mut out = Generated::default();
+    if node.kind == ProxyKind::Sidecar {
+        let scope = Scope::new(model, node);
+        listener::inbound(&scope, &mut out);
     }
     out
 }
