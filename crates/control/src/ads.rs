@@ -123,6 +123,9 @@ struct Sub {
     sent: HashMap<Arc<str>, u64>,
     nonce: String,
     started: bool,
+    /// The config the last push (or no-op check) of this type was computed from: when the
+    /// type's sets are the same `Arc`s now, nothing can have changed.
+    checked: Option<ProxyConfig>,
 }
 
 struct Conn {
@@ -172,7 +175,7 @@ impl Conn {
         let mut node = ProxyNode::parse(&n.id, &meta).map_err(|e| Status::invalid_argument(e.to_string()))?;
         node.enrich(&self.state.model);
         tracing::info!(conn = self.id, node = %node.id, delta = self.delta, "proxy connected");
-        self.config = self.state.cache.config(&self.state.model, &node);
+        self.config = self.state.cache.config(&self.state.model, &node, None);
         self.shared.proxies.lock().insert(
             self.id,
             ProxyStatus {
@@ -205,7 +208,7 @@ impl Conn {
         self.state = state;
         let Some(node) = self.node.as_mut() else { return false };
         node.enrich(&self.state.model);
-        let c = self.state.cache.config(&self.state.model, node);
+        let c = self.state.cache.config(&self.state.model, node, Some(&self.config));
         if c.same(&self.config) {
             // Unchanged for this proxy; hold the new version's parts so the old can be freed.
             self.config = c;
@@ -276,6 +279,7 @@ impl Conn {
         let nonce = self.next_nonce();
         let sub = self.subs.entry(t).or_default();
         sub.sent = wanted.iter().map(|(n, r)| (n.clone(), r.hash)).collect();
+        sub.checked = Some(self.config.clone());
         sub.nonce = nonce.clone();
         let version = self.state.version.to_string();
         let count = wanted.len();
@@ -320,13 +324,28 @@ impl Conn {
         Ok(())
     }
 
+    /// True when type `t` cannot have changed since it was last pushed or checked.
+    fn unchanged_since_check(&mut self, t: &'static str) -> bool {
+        let config = &self.config;
+        self.subs.get(t).and_then(|s| s.checked.as_ref()).is_some_and(|c| config.type_unchanged(t, c))
+    }
+
+    fn mark_checked(&mut self, t: &'static str) {
+        let c = self.config.clone();
+        self.subs.entry(t).or_default().checked = Some(c);
+    }
+
     async fn push_sotw(&mut self, t: &'static str, always: bool, tx: &mpsc::Sender<Result<DiscoveryResponse, Status>>) -> Result<(), ()> {
+        if !always && self.unchanged_since_check(t) {
+            return Ok(());
+        }
         let names = self.subs.get(t).and_then(|s| s.names.clone());
         let wanted = self.wanted(t, names.as_ref());
         let sub = self.subs.entry(t).or_default();
         let changed: BTreeSet<&Arc<str>> = wanted.iter().filter(|(n, r)| sub.sent.get(*n) != Some(&r.hash)).map(|(n, _)| n).collect();
         let removed = sub.sent.keys().any(|n| !wanted.contains_key(n));
         if !always && changed.is_empty() && !removed {
+            self.mark_checked(t);
             return Ok(());
         }
         // CDS and LDS are state of the world: every response carries every resource. EDS and
@@ -398,6 +417,9 @@ impl Conn {
         always: bool,
         tx: &mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>,
     ) -> Result<(), ()> {
+        if !always && self.unchanged_since_check(t) {
+            return Ok(());
+        }
         let names = self.subs.get(t).and_then(|s| s.names.clone());
         let wanted = self.wanted(t, names.as_ref());
         let sub = self.subs.entry(t).or_default();
@@ -414,6 +436,7 @@ impl Conn {
         }
         let removed: Vec<String> = sub.sent.keys().filter(|n| !wanted.contains_key(*n)).map(|n| n.to_string()).collect();
         if !always && resources.is_empty() && removed.is_empty() {
+            self.mark_checked(t);
             return Ok(());
         }
         let (version, nonce) = self.record_push(t, &wanted);

@@ -26,43 +26,77 @@ pub struct Res {
     pub any: Any,
 }
 
-/// Resources by type (in `ALL_TYPES` order), by name.
+type Set = BTreeMap<Arc<str>, Arc<Res>>;
+
+/// Resources by type (in `ALL_TYPES` order), by name. A type's set is shared with the
+/// previous version when nothing in it changed, so "unchanged" is a pointer comparison.
 #[derive(Debug, Default)]
 pub struct Compiled {
-    types: [BTreeMap<Arc<str>, Arc<Res>>; 4],
+    types: [Arc<Set>; 4],
 }
 
 fn type_index(t: &str) -> Option<usize> {
     ALL_TYPES.iter().position(|k| *k == t)
 }
 
+/// Encoded resources by (type, hash of their JSON), so a resource that did not change between
+/// versions, or that several groups share, is encoded once.
+#[derive(Default)]
+pub struct Memo {
+    map: Mutex<HashMap<(usize, u64), Arc<Res>>>,
+}
+
 impl Compiled {
-    /// Encodes every resource. A resource Envoy's schema refuses is a weft bug: it is left
-    /// out and logged, never sent.
-    pub fn encode(g: &Generated) -> Compiled {
-        let mut c = Compiled::default();
+    /// Encodes every resource (reusing `memo`'s where the JSON is the same). A resource Envoy's
+    /// schema refuses is a weft bug: it is left out and logged, never sent.
+    pub fn encode(g: &Generated, memo: &Memo) -> Compiled {
+        let mut types: [Set; 4] = Default::default();
         for (i, t) in ALL_TYPES.iter().enumerate() {
             let Some(set) = g.by_type(t) else { continue };
             for (name, v) in set {
+                let key = (i, xxhash_rust::xxh64::xxh64(v.to_string().as_bytes(), i as u64));
+                if let Some(r) = memo.map.lock().get(&key).cloned() {
+                    types[i].insert(r.name.clone(), r);
+                    continue;
+                }
                 match proto::to_any(t, v) {
                     Ok(any) => {
                         let hash = xxhash_rust::xxh64::xxh64(&any.value, 0);
                         let name: Arc<str> = Arc::from(name.as_str());
-                        c.types[i].insert(name.clone(), Arc::new(Res { name, hash, any }));
+                        let r = Arc::new(Res { name: name.clone(), hash, any });
+                        memo.map.lock().insert(key, r.clone());
+                        types[i].insert(name, r);
                     }
                     Err(e) => tracing::error!(resource = %name, error = %e, "generated resource is not valid Envoy config; not sent"),
                 }
             }
         }
-        c
+        Compiled { types: types.map(Arc::new) }
     }
 
-    pub fn of(&self, t: &str) -> Option<&BTreeMap<Arc<str>, Arc<Res>>> {
+    /// Takes `previous`'s set for every type whose resources are the same ones.
+    fn reuse(mut self, previous: &Compiled) -> Compiled {
+        for (mine, old) in self.types.iter_mut().zip(previous.types.iter()) {
+            if mine.len() == old.len()
+                && mine.iter().zip(old.iter()).all(|((_, a), (_, b))| Arc::ptr_eq(a, b) || a.hash == b.hash && a.name == b.name)
+            {
+                *mine = old.clone();
+            }
+        }
+        self
+    }
+
+    /// The set of type `t`, as an `Arc` whose identity says whether it changed.
+    pub fn set(&self, t: &str) -> Option<&Arc<Set>> {
         type_index(t).map(|i| &self.types[i])
     }
 
+    pub fn of(&self, t: &str) -> Option<&Set> {
+        type_index(t).map(|i| self.types[i].as_ref())
+    }
+
     pub fn len(&self) -> usize {
-        self.types.iter().map(BTreeMap::len).sum()
+        self.types.iter().map(|s| s.len()).sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -103,6 +137,15 @@ impl ProxyConfig {
             }
         }
         out
+    }
+
+    /// Whether type `t` is exactly what `other` had (pointer identity of the sets).
+    pub fn type_unchanged(&self, t: &str, other: &ProxyConfig) -> bool {
+        let same = |a: Option<&Arc<Set>>, b: Option<&Arc<Set>>| match (a, b) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        };
+        same(self.shared.set(t), other.shared.set(t)) && same(self.own.set(t), other.own.set(t))
     }
 
     /// Whether this proxy would be sent exactly the same as with `other`.
@@ -164,11 +207,25 @@ struct GroupKey {
 pub struct Cache {
     keys: BTreeSet<String>,
     groups: Mutex<HashMap<GroupKey, Arc<Compiled>>>,
+    /// The previous version's groups, whose unchanged type sets are taken over.
+    previous: HashMap<GroupKey, Arc<Compiled>>,
+    /// Shared by the outbound groups of this version; seeded from the previous version's.
+    memo: Memo,
 }
 
 impl Cache {
-    pub fn new(model: &Model) -> Cache {
-        Cache { keys: selecting_label_keys(model), groups: Mutex::new(HashMap::new()) }
+    /// `previous`: the cache of the version this one replaces; what it encoded is reused
+    /// (and what it held that this version no longer generates is dropped with it).
+    pub fn new(model: &Model, previous: Option<&Cache>) -> Cache {
+        let memo = Memo::default();
+        if let Some(p) = previous {
+            // Only what something still holds (the previous version's groups): the memo is
+            // bounded by what is in use, not by history.
+            let prev = p.memo.map.lock();
+            memo.map.lock().extend(prev.iter().filter(|(_, r)| Arc::strong_count(r) > 1).map(|(k, r)| (*k, r.clone())));
+        }
+        let previous_groups = previous.map(|p| p.groups.lock().clone()).unwrap_or_default();
+        Cache { keys: selecting_label_keys(model), groups: Mutex::new(HashMap::new()), previous: previous_groups, memo }
     }
 
     /// Number of distinct outbound groups built so far.
@@ -176,8 +233,9 @@ impl Cache {
         self.groups.lock().len()
     }
 
-    /// The config for `node`: the group's shared part (built once per group) and its own.
-    pub fn config(&self, model: &Model, node: &ProxyNode) -> ProxyConfig {
+    /// The config for `node`: the group's shared part (built once per group) and its own;
+    /// `before` is what the proxy had, whose unchanged own sets are kept.
+    pub fn config(&self, model: &Model, node: &ProxyNode, before: Option<&ProxyConfig>) -> ProxyConfig {
         let key = GroupKey {
             router: node.kind == ProxyKind::Router,
             namespace: node.namespace.clone(),
@@ -189,11 +247,19 @@ impl Cache {
         let shared = match existing {
             Some(s) => s,
             None => {
-                let built = Arc::new(Compiled::encode(&generate_outbound(model, node)));
+                let mut built = Compiled::encode(&generate_outbound(model, node), &self.memo);
+                if let Some(prev) = self.previous.get(&key) {
+                    built = built.reuse(prev);
+                }
+                let built = Arc::new(built);
                 self.groups.lock().entry(key).or_insert(built).clone()
             }
         };
-        let own = Arc::new(Compiled::encode(&generate_inbound(model, node)));
+        let mut own = Compiled::encode(&generate_inbound(model, node), &Memo::default());
+        if let Some(b) = before {
+            own = own.reuse(&b.own);
+        }
+        let own = Arc::new(own);
         ProxyConfig { shared, own }
     }
 }
@@ -218,9 +284,9 @@ mod tests {
     #[test]
     fn proxies_in_one_namespace_share_outbound_config_and_keep_their_own_inbound() {
         let m = model(MESH);
-        let cache = Cache::new(&m);
-        let a = cache.config(&m, &node("10.0.0.1", "a"));
-        let b = cache.config(&m, &node("10.0.0.2", "b"));
+        let cache = Cache::new(&m, None);
+        let a = cache.config(&m, &node("10.0.0.1", "a"), None);
+        let b = cache.config(&m, &node("10.0.0.2", "b"), None);
         assert!(Arc::ptr_eq(&a.shared, &b.shared), "one group for one namespace");
         assert_eq!(cache.groups(), 1);
         // Each has its own inbound listener; the merged view has both parts.
@@ -233,9 +299,9 @@ mod tests {
     fn a_source_labels_match_splits_groups_by_that_label_only() {
         let vs = "---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: b, namespace: default}\nspec:\n  hosts: [b]\n  http:\n  - match: [{sourceLabels: {app: a}}]\n    fault: {abort: {httpStatus: 418, percentage: {value: 100}}}\n    route: [{destination: {host: b}}]\n  - route: [{destination: {host: b}}]\n";
         let m = model(&format!("{MESH}{vs}"));
-        let cache = Cache::new(&m);
-        let a = cache.config(&m, &node("10.0.0.1", "a"));
-        let b = cache.config(&m, &node("10.0.0.2", "b"));
+        let cache = Cache::new(&m, None);
+        let a = cache.config(&m, &node("10.0.0.1", "a"), None);
+        let b = cache.config(&m, &node("10.0.0.2", "b"), None);
         assert!(!Arc::ptr_eq(&a.shared, &b.shared));
         assert!(!a.same(&b));
         assert_eq!(cache.groups(), 2);

@@ -43,7 +43,7 @@ pub async fn start(opts: Options) -> Result<Running, ServeError> {
     let dir = opts.config_dir.clone();
     let snapshot = store::load_dir(&dir).map_err(|source| ServeError::ConfigDir { dir: dir.display().to_string(), source })?;
     crate::state::log_diagnostics(&snapshot.diagnostics);
-    let xds = TcpListener::bind(opts.xds_addr).await.map_err(|source| ServeError::Bind { what: "xDS", addr: opts.xds_addr, source })?;
+    let xds = listen(opts.xds_addr).map_err(|source| ServeError::Bind { what: "xDS", addr: opts.xds_addr, source })?;
     let debug =
         TcpListener::bind(opts.debug_addr).await.map_err(|source| ServeError::Bind { what: "debug", addr: opts.debug_addr, source })?;
     let xds_addr = xds.local_addr().unwrap_or(opts.xds_addr);
@@ -81,4 +81,13 @@ impl Running {
             Err(_) => Ok(()),
         }
     }
+}
+
+/// Binds with a deep accept queue: a fleet of proxies reconnecting at once (after a control
+/// plane restart) must not overflow it, which would reset their connections.
+fn listen(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let sock = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    sock.set_reuseaddr(true)?;
+    sock.bind(addr)?;
+    sock.listen(4096)
 }

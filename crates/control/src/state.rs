@@ -23,8 +23,10 @@ pub struct MeshState {
 }
 
 impl MeshState {
-    pub fn new(version: u64, model: Model, diagnostics: Vec<Diagnostic>) -> MeshState {
-        let cache = crate::push::Cache::new(&model);
+    /// `previous`: the version this one replaces, whose encoded resources are reused where
+    /// unchanged.
+    pub fn new(version: u64, model: Model, diagnostics: Vec<Diagnostic>, previous: Option<&MeshState>) -> MeshState {
+        let cache = crate::push::Cache::new(&model, previous.map(|p| &p.cache));
         MeshState { version, model, diagnostics, cache }
     }
 }
@@ -78,7 +80,7 @@ pub struct Shared {
 
 impl Shared {
     pub fn new(snapshot: Snapshot, mesh: MeshConfig) -> Arc<Shared> {
-        let state = Arc::new(MeshState::new(1, Model::build(&snapshot.objects, mesh.clone()), snapshot.diagnostics));
+        let state = Arc::new(MeshState::new(1, Model::build(&snapshot.objects, mesh.clone()), snapshot.diagnostics, None));
         let (tx, _) = tokio::sync::watch::channel(state);
         Arc::new(Shared {
             current: tx,
@@ -93,7 +95,8 @@ impl Shared {
     pub fn publish(&self, snapshot: Snapshot) {
         let version = self.next_version.fetch_add(1, Ordering::Relaxed);
         log_diagnostics(&snapshot.diagnostics);
-        let state = MeshState::new(version, Model::build(&snapshot.objects, self.mesh.clone()), snapshot.diagnostics);
+        let previous = self.current.borrow().clone();
+        let state = MeshState::new(version, Model::build(&snapshot.objects, self.mesh.clone()), snapshot.diagnostics, Some(&previous));
         tracing::info!(version, services = state.model.services.len(), "config changed; pushing");
         self.current.send_replace(Arc::new(state));
     }

@@ -31,6 +31,11 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    // A proxy or control plane holds a socket per connection: lift the soft open-file limit
+    // to the hard one (as Envoy's and istiod's launchers do), so 1024 is not the ceiling.
+    if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {
+        eprintln!("weft: cannot raise the open-file limit: {e}");
+    }
     match cli.command {
         Command::Proxy(args) => proxy_cmd::run(args),
         Command::ControlPlane(args) => control_plane_cmd::run(args),

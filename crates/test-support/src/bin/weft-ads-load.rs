@@ -149,8 +149,10 @@ fn rds_names(resp: &DiscoveryResponse) -> BTreeSet<String> {
     out
 }
 
-async fn run_proxy(i: usize, args: Arc<Args>, p: Arc<Proxy>) {
+async fn run_proxy(i: usize, args: Arc<Args>, p: Arc<Proxy>, connecting: Arc<tokio::sync::Semaphore>) {
     let endpoint = format!("http://{}", args.xds);
+    // Proxies of a real fleet do not all dial in the same millisecond; at most 64 at a time.
+    let permit = connecting.acquire_owned().await;
     let ch = loop {
         match tonic::transport::Endpoint::from_shared(endpoint.clone()).map(|e| e.connect_timeout(Duration::from_secs(10))) {
             Ok(e) => match e.connect().await {
@@ -163,6 +165,7 @@ async fn run_proxy(i: usize, args: Arc<Args>, p: Arc<Proxy>) {
             }
         }
     };
+    drop(permit);
     let mut client = AggregatedDiscoveryServiceClient::new(ch).max_decoding_message_size(256 * 1024 * 1024);
     let (tx, rx) = mpsc::channel::<DiscoveryRequest>(8);
     let first = |t: &str, node: Option<Node>| DiscoveryRequest { node, type_url: t.into(), ..Default::default() };
@@ -171,7 +174,7 @@ async fn run_proxy(i: usize, args: Arc<Args>, p: Arc<Proxy>) {
     let mut inbound = match client.stream_aggregated_resources(ReceiverStream::new(rx)).await {
         Ok(r) => r.into_inner(),
         Err(e) => {
-            eprintln!("proxy {i}: stream refused: {}", e.message());
+            eprintln!("proxy {i}: stream refused: {e:?}");
             return;
         }
     };
@@ -261,10 +264,15 @@ async fn main() {
             std::process::exit(2);
         }
     };
+    // One socket per proxy.
+    if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {
+        eprintln!("weft-ads-load: cannot raise the open-file limit: {e}");
+    }
     let start = Instant::now();
     let proxies: Vec<Arc<Proxy>> = (0..args.proxies).map(|_| Arc::new(Proxy::default())).collect();
+    let connecting = Arc::new(tokio::sync::Semaphore::new(64));
     for (i, p) in proxies.iter().enumerate() {
-        tokio::spawn(run_proxy(i, args.clone(), p.clone()));
+        tokio::spawn(run_proxy(i, args.clone(), p.clone(), connecting.clone()));
     }
     let deadline = start + args.timeout;
     let synced = |ps: &[Arc<Proxy>]| ps.iter().filter(|p| p.synced_at.lock().is_some()).count();
