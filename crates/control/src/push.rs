@@ -77,9 +77,7 @@ impl Compiled {
     /// Takes `previous`'s set for every type whose resources are the same ones.
     fn reuse(mut self, previous: &Compiled) -> Compiled {
         for (mine, old) in self.types.iter_mut().zip(previous.types.iter()) {
-            if mine.len() == old.len()
-                && mine.iter().zip(old.iter()).all(|((_, a), (_, b))| Arc::ptr_eq(a, b) || a.hash == b.hash && a.name == b.name)
-            {
+            if same_set(mine, old) {
                 *mine = old.clone();
             }
         }
@@ -104,11 +102,13 @@ impl Compiled {
     }
 
     fn same(&self, other: &Compiled) -> bool {
-        self.types
-            .iter()
-            .zip(other.types.iter())
-            .all(|(a, b)| a.len() == b.len() && a.iter().zip(b.iter()).all(|((na, ra), (nb, rb))| na == nb && ra.hash == rb.hash))
+        self.types.iter().zip(other.types.iter()).all(|(a, b)| same_set(a, b))
     }
+}
+
+/// The same resources by name and content hash.
+fn same_set(a: &Arc<Set>, b: &Arc<Set>) -> bool {
+    Arc::ptr_eq(a, b) || a.len() == b.len() && a.iter().zip(b.iter()).all(|((na, ra), (nb, rb))| na == nb && ra.hash == rb.hash)
 }
 
 /// Everything one proxy is sent: its group's shared part and its own.

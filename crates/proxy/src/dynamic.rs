@@ -83,6 +83,29 @@ fn joined(errors: Vec<String>) -> Result<(), String> {
     Err(msg)
 }
 
+/// Decodes one resource into its wire type; errors name the resource and the field path.
+fn decode<W: serde::de::DeserializeOwned>(json: &serde_json::Value, path: &str) -> Result<W, String> {
+    weft_xds::load::from_value::<W>(json.clone(), path).map_err(|e| e.to_string())
+}
+
+/// Validates every resource of an update with `convert(index, name, path, json)`; returns the
+/// results and every error (so the NACK names them all, not only the first).
+fn validate_each<T>(
+    set: &BTreeMap<String, serde_json::Value>,
+    kind: &str,
+    convert: impl Fn(usize, &str, &str, &serde_json::Value) -> Result<T, String>,
+) -> (Vec<(String, T)>, Vec<String>) {
+    let mut ok = Vec::new();
+    let mut errors = Vec::new();
+    for (i, (name, json)) in set.iter().enumerate() {
+        match convert(i, name, &format!("{kind} {name}"), json) {
+            Ok(t) => ok.push((name.clone(), t)),
+            Err(e) => errors.push(e),
+        }
+    }
+    (ok, errors)
+}
+
 impl Dynamic {
     pub fn new(
         ctx: BuildCtx,
@@ -121,22 +144,15 @@ impl Dynamic {
 
     async fn apply_clusters(&self, set: &BTreeMap<String, serde_json::Value>) -> Result<(), String> {
         let mut st = self.state.lock().await;
-        let mut cfgs = Vec::new();
-        let mut errors = Vec::new();
-        for (name, json) in set {
+        let (cfgs, errors) = validate_each(set, "cluster", |_, name, path, json| {
             if self.ctx.clusters.is_static(name) {
-                errors.push(format!("cluster {name:?}: a static cluster of that name exists"));
-                continue;
+                return Err(format!("cluster {name:?}: a static cluster of that name exists"));
             }
-            let parsed = weft_xds::load::from_value::<weft_xds::cluster::Cluster>(json.clone(), &format!("cluster {name}"))
-                .map_err(|e| e.to_string())
-                .and_then(|c| ClusterConfig::from_wire(&c, &format!("cluster {name}")).map_err(|e| e.to_string()));
-            match parsed {
-                Ok(c) => cfgs.push(Arc::new(c)),
-                Err(e) => errors.push(e),
-            }
-        }
+            let c = decode::<weft_xds::cluster::Cluster>(json, path)?;
+            ClusterConfig::from_wire(&c, path).map(Arc::new).map_err(|e| e.to_string())
+        });
         joined(errors)?;
+        let cfgs = cfgs.into_iter().map(|(_, c)| c).collect();
         let hashes: HashMap<String, u64> = set.iter().map(|(k, v)| (k.clone(), hash(v))).collect();
         let old = &st.cluster_hashes;
         let unchanged = |n: &str| old.get(n).is_some_and(|h| hashes.get(n) == Some(h));
@@ -161,22 +177,12 @@ impl Dynamic {
     async fn apply_endpoints(&self, set: &BTreeMap<String, serde_json::Value>) -> Result<(), String> {
         // Serialised with the other types, so EDS never interleaves with a CDS update.
         let _st = self.state.lock().await;
-        let mut out = HashMap::new();
-        let mut errors = Vec::new();
-        for (name, json) in set {
-            let discovery = Discovery::Eds { service_name: name.clone() };
-            let parsed = weft_xds::load::from_value::<weft_xds::cluster::ClusterLoadAssignment>(json.clone(), &format!("endpoints {name}"))
-                .map_err(|e| e.to_string())
-                .and_then(|la| endpoints_from_wire(&la, &format!("endpoints {name}"), &discovery).map_err(|e| e.to_string()));
-            match parsed {
-                Ok(eps) => {
-                    out.insert(name.clone(), eps);
-                }
-                Err(e) => errors.push(e),
-            }
-        }
+        let (out, errors) = validate_each(set, "endpoints", |_, name, path, json| {
+            let la = decode::<weft_xds::cluster::ClusterLoadAssignment>(json, path)?;
+            endpoints_from_wire(&la, path, &Discovery::Eds { service_name: name.to_string() }).map_err(|e| e.to_string())
+        });
         joined(errors)?;
-        self.ctx.clusters.apply_eds(out);
+        self.ctx.clusters.apply_eds(out.into_iter().collect());
         self.raw.lock().insert(ENDPOINT, set.clone());
         self.received[1].store(true, Ordering::Release);
         Ok(())
@@ -184,21 +190,12 @@ impl Dynamic {
 
     async fn apply_routes(&self, set: &BTreeMap<String, serde_json::Value>) -> Result<(), String> {
         let _st = self.state.lock().await;
-        let mut tables = HashMap::new();
-        let mut errors = Vec::new();
-        for (name, json) in set {
-            let parsed = weft_xds::load::from_value::<weft_xds::route::RouteConfiguration>(json.clone(), &format!("route {name}"))
-                .map_err(|e| e.to_string())
-                .and_then(|rc| RouteTable::from_wire(&rc, &format!("route {name}"), &ClusterNames::Dynamic).map_err(|e| e.to_string()));
-            match parsed {
-                Ok(t) => {
-                    tables.insert(name.clone(), Arc::new(t));
-                }
-                Err(e) => errors.push(e),
-            }
-        }
+        let (tables, errors) = validate_each(set, "route", |_, _, path, json| {
+            let rc = decode::<weft_xds::route::RouteConfiguration>(json, path)?;
+            RouteTable::from_wire(&rc, path, &ClusterNames::Dynamic).map(Arc::new).map_err(|e| e.to_string())
+        });
         joined(errors)?;
-        self.ctx.routes.replace(tables);
+        self.ctx.routes.replace(tables.into_iter().collect());
         self.raw.lock().insert(ROUTE, set.clone());
         self.received[3].store(true, Ordering::Release);
         Ok(())
@@ -207,25 +204,15 @@ impl Dynamic {
     async fn apply_listeners(&self, set: &BTreeMap<String, serde_json::Value>) -> Result<(), String> {
         let mut st = self.state.lock().await;
         // 1. Validate everything.
-        let mut cfgs: BTreeMap<String, (u64, Arc<ListenerConfig>)> = BTreeMap::new();
-        let mut errors = Vec::new();
-        for (i, (name, json)) in set.iter().enumerate() {
-            if self.static_listeners.iter().any(|l| &l.cfg.name == name) {
-                errors.push(format!("listener {name:?}: a static listener of that name exists"));
-                continue;
+        let (cfgs, mut errors) = validate_each(set, "listener", |i, name, path, json| {
+            if self.static_listeners.iter().any(|l| l.cfg.name == name) {
+                return Err(format!("listener {name:?}: a static listener of that name exists"));
             }
-            let parsed = weft_xds::load::from_value::<weft_xds::listener::Listener>(json.clone(), &format!("listener {name}"))
-                .map_err(|e| e.to_string())
-                .and_then(|l| {
-                    ListenerConfig::from_wire(&l, &format!("listener {name}"), &ClusterNames::Dynamic, i).map_err(|e| e.to_string())
-                });
-            match parsed {
-                Ok(c) => {
-                    cfgs.insert(name.clone(), (hash(json), Arc::new(c)));
-                }
-                Err(e) => errors.push(e),
-            }
-        }
+            let l = decode::<weft_xds::listener::Listener>(json, path)?;
+            let c = ListenerConfig::from_wire(&l, path, &ClusterNames::Dynamic, i).map_err(|e| e.to_string())?;
+            Ok((hash(json), Arc::new(c)))
+        });
+        let cfgs: BTreeMap<String, (u64, Arc<ListenerConfig>)> = cfgs.into_iter().collect();
         let mut bound_addrs: HashMap<SocketAddr, String> =
             self.static_listeners.iter().filter(|l| l.cfg.bind_to_port).map(|l| (l.cfg.address, l.cfg.name.clone())).collect();
         for (name, (_, c)) in &cfgs {

@@ -39,6 +39,7 @@ pub enum StartError {
 }
 
 /// What building a listener's filter chains needs.
+#[derive(Clone)]
 pub struct BuildCtx {
     pub store: Arc<Store>,
     pub clusters: Arc<ClusterManager>,
@@ -115,13 +116,7 @@ pub async fn start(config: Config, opts: Options) -> Result<Running, StartError>
     listeners.all.store(Arc::new(runtimes.clone()));
     let (dynamic, xds) = match &config.ads {
         Some(ads) => {
-            let d = Dynamic::new(
-                BuildCtx { store: store.clone(), clusters: clusters.clone(), routes: routes.clone() },
-                listeners.clone(),
-                runtimes.clone(),
-                drain.clone(),
-                opts.drain_time,
-            );
+            let d = Dynamic::new(ctx.clone(), listeners.clone(), runtimes.clone(), drain.clone(), opts.drain_time);
             let node = weft_xds::ads_client::node(&config.node_id, &config.node_cluster, &config.node_metadata);
             let client = AdsClient::start(
                 ClientConfig {

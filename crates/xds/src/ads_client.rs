@@ -169,6 +169,38 @@ fn dependent(t: &'static str) -> Option<&'static str> {
     }
 }
 
+/// Records a stream that came up, for the status, the handler and the log.
+fn stream_up(cfg: &ClientConfig, handler: &dyn Handler, status: &Mutex<ClientStatus>, mode: &str) {
+    {
+        let mut s = status.lock();
+        s.connected = true;
+        s.connects += 1;
+        s.last_error = None;
+    }
+    handler.connected(true);
+    tracing::info!(endpoint = %cfg.endpoint, mode, "connected to the control plane");
+}
+
+/// After `t` was applied: if the names its dependent type (EDS after CDS, RDS after LDS)
+/// should follow changed, takes them over, drops resources no longer named (so the next
+/// apply sees the right set) and returns the dependent type with the names it had before.
+fn follow_names(
+    handler: &dyn Handler,
+    types: &mut HashMap<&'static str, TypeState>,
+    t: &'static str,
+) -> Option<(&'static str, BTreeSet<String>)> {
+    let dep = dependent(t)?;
+    let want = handler.wanted(dep);
+    let ds = types.get_mut(dep).expect("all types present");
+    if want == ds.names {
+        return None;
+    }
+    let before = std::mem::replace(&mut ds.names, want);
+    let names = &ds.names;
+    ds.resources.retain(|k, _| names.contains(k));
+    Some((dep, before))
+}
+
 fn resource_name(type_url: &str, json: &serde_json::Value) -> Option<String> {
     let key = if type_url == ENDPOINT { "cluster_name" } else { "name" };
     json.get(key).and_then(|v| v.as_str()).map(str::to_string)
@@ -239,14 +271,7 @@ async fn stream_sotw(
         Ok(r) => r.into_inner(),
         Err(e) => return format!("ADS stream refused: {}", e.message()),
     };
-    {
-        let mut s = status.lock();
-        s.connected = true;
-        s.connects += 1;
-        s.last_error = None;
-    }
-    handler.connected(true);
-    tracing::info!(endpoint = %cfg.endpoint, "connected to the control plane (state of the world)");
+    stream_up(cfg, handler, status, "state of the world");
     loop {
         let resp: DiscoveryResponse = match inbound.message().await {
             Ok(Some(r)) => r,
@@ -301,17 +326,10 @@ async fn stream_sotw(
             return "request channel closed".into();
         }
         if result.is_ok() {
-            if let Some(dep) = dependent(t) {
-                let want = handler.wanted(dep);
+            if let Some((dep, _)) = follow_names(handler, types, t) {
                 let ds = types.get_mut(dep).expect("all types present");
-                if want != ds.names {
-                    ds.names = want;
-                    // Drop what is no longer named so the next apply sees the right set.
-                    let names = ds.names.clone();
-                    ds.resources.retain(|k, _| names.contains(k));
-                    if tx.send(request(dep, ds)).await.is_err() {
-                        return "request channel closed".into();
-                    }
+                if tx.send(request(dep, ds)).await.is_err() {
+                    return "request channel closed".into();
                 }
             }
         }
@@ -352,14 +370,7 @@ async fn stream_delta(
         Ok(r) => r.into_inner(),
         Err(e) => return format!("delta ADS stream refused: {}", e.message()),
     };
-    {
-        let mut s = status.lock();
-        s.connected = true;
-        s.connects += 1;
-        s.last_error = None;
-    }
-    handler.connected(true);
-    tracing::info!(endpoint = %cfg.endpoint, "connected to the control plane (delta)");
+    stream_up(cfg, handler, status, "delta");
     loop {
         let resp: DeltaDiscoveryResponse = match inbound.message().await {
             Ok(Some(r)) => r,
@@ -409,24 +420,16 @@ async fn stream_delta(
             return "request channel closed".into();
         }
         if result.is_ok() {
-            if let Some(dep) = dependent(t) {
-                let want = handler.wanted(dep);
-                let ds = types.get_mut(dep).expect("all types present");
-                if want != ds.names {
-                    let subscribe: Vec<String> = want.difference(&ds.names).cloned().collect();
-                    let unsubscribe: Vec<String> = ds.names.difference(&want).cloned().collect();
-                    ds.names = want;
-                    let names = ds.names.clone();
-                    ds.resources.retain(|k, _| names.contains(k));
-                    let req = DeltaDiscoveryRequest {
-                        type_url: dep.to_string(),
-                        resource_names_subscribe: subscribe,
-                        resource_names_unsubscribe: unsubscribe,
-                        ..Default::default()
-                    };
-                    if tx.send(req).await.is_err() {
-                        return "request channel closed".into();
-                    }
+            if let Some((dep, before)) = follow_names(handler, types, t) {
+                let now = &types[dep].names;
+                let req = DeltaDiscoveryRequest {
+                    type_url: dep.to_string(),
+                    resource_names_subscribe: now.difference(&before).cloned().collect(),
+                    resource_names_unsubscribe: before.difference(now).cloned().collect(),
+                    ..Default::default()
+                };
+                if tx.send(req).await.is_err() {
+                    return "request channel closed".into();
                 }
             }
         }

@@ -189,6 +189,39 @@ fn wire_for(cluster: &Cluster, parts: &Parts) -> Wire {
     }
 }
 
+/// The upstream request on `wire`: HTTP/1 carries the authority in `Host` and only the path in
+/// the URI; HTTP/2 an absolute URI and no `Host`. `None` when the path or authority is invalid.
+fn upstream_request(
+    wire: Wire,
+    method: &http::Method,
+    authority: &str,
+    pq: &str,
+    mut headers: HeaderMap,
+    body: Body,
+) -> Option<http::Request<Body>> {
+    let uri = match wire {
+        Wire::Http1 => {
+            if let Ok(v) = HeaderValue::from_str(authority) {
+                headers.insert(header::HOST, v);
+            }
+            pq.parse::<Uri>()
+        }
+        Wire::Http2 => {
+            headers.remove(header::HOST);
+            format!("http://{authority}{pq}").parse::<Uri>()
+        }
+    };
+    let mut req = http::Request::new(body);
+    *req.uri_mut() = uri.ok()?;
+    *req.method_mut() = method.clone();
+    *req.version_mut() = match wire {
+        Wire::Http1 => http::Version::HTTP_11,
+        Wire::Http2 => http::Version::HTTP_2,
+    };
+    *req.headers_mut() = headers;
+    Some(req)
+}
+
 /// `host[:port]` → `host-shadow[:port]`, the authority Envoy gives mirrored requests.
 fn shadow_authority(a: &str) -> String {
     if let Some((h, p)) = a.rsplit_once(':') {
@@ -214,27 +247,8 @@ fn mirror(hcm: &Arc<Hcm>, fwd: &ForwardAction, parts: &Parts, headers: &HeaderMa
         let Some(host) = cluster.lb_snapshot().pick(None) else { continue };
         let wire = wire_for(&cluster, parts);
         let auth = if m.shadow_suffix { shadow_authority(authority) } else { authority.to_string() };
-        let mut h = headers.clone();
-        let uri = match wire {
-            Wire::Http1 => {
-                if let Ok(v) = HeaderValue::from_str(&auth) {
-                    h.insert(header::HOST, v);
-                }
-                pq.parse::<Uri>()
-            }
-            Wire::Http2 => {
-                h.remove(header::HOST);
-                format!("http://{auth}{pq}").parse::<Uri>()
-            }
-        };
-        let Ok(uri) = uri else { continue };
-        let mut req = http::Request::new(body::full(body_bytes.clone()));
-        *req.uri_mut() = uri;
-        *req.method_mut() = parts.method.clone();
-        *req.headers_mut() = h;
-        *req.version_mut() = match wire {
-            Wire::Http1 => http::Version::HTTP_11,
-            Wire::Http2 => http::Version::HTTP_2,
+        let Some(req) = upstream_request(wire, &parts.method, &auth, pq, headers.clone(), body::full(body_bytes.clone())) else {
+            continue;
         };
         let timeout = fwd.timeout.unwrap_or(Duration::from_secs(15));
         tokio::spawn(async move {
@@ -424,29 +438,9 @@ pub async fn forward(
         if include_count {
             req_headers.insert(X_ENVOY_ATTEMPT_COUNT.clone(), HeaderValue::from(attempt));
         }
-        let mut req = http::Request::new(body.take());
-        let uri = match wire {
-            Wire::Http1 => {
-                if let Ok(v) = HeaderValue::from_str(&authority) {
-                    req_headers.insert(header::HOST, v);
-                }
-                pq.parse::<Uri>()
-            }
-            Wire::Http2 => {
-                req_headers.remove(header::HOST);
-                format!("http://{authority}{pq}").parse::<Uri>()
-            }
-        };
-        let Ok(uri) = uri else {
+        let Some(req) = upstream_request(wire, &parts.method, &authority, &pq, req_headers, body.take()) else {
             return local_reply::build(StatusCode::BAD_REQUEST, "invalid path or authority", grpc);
         };
-        *req.uri_mut() = uri;
-        *req.method_mut() = parts.method.clone();
-        *req.version_mut() = match wire {
-            Wire::Http1 => http::Version::HTTP_11,
-            Wire::Http2 => http::Version::HTTP_2,
-        };
-        *req.headers_mut() = req_headers;
 
         stats.upstream_rq_total.inc();
         stats.upstream_rq_active.inc();
