@@ -7,54 +7,33 @@
 //! in Envoy's warming order: CDS, EDS, LDS, RDS.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::pin::Pin;
 use std::sync::Arc;
 
 use envoy_types::pb::envoy::config::core::v3::Node;
-use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryService;
-use envoy_types::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse, Resource,
-};
+use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
 use envoy_types::pb::google::protobuf::{value::Kind, Struct};
-use futures::Stream;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Request, Response, Status, Streaming};
+use tonic::{Status, Streaming};
 use weft_xds::proto::{self, ALL_TYPES, CLUSTER, LISTENER};
 
 use crate::node::ProxyNode;
 use crate::push::{ProxyConfig, Res};
 use crate::state::{unix_now, MeshState, ProxyStatus, Shared, TypeStatus};
+use crate::wire::{Handler, Outgoing, Sender};
 
+#[derive(Clone)]
 pub struct Ads {
     pub shared: Arc<Shared>,
 }
 
-type Out<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
-
-#[tonic::async_trait]
-impl AggregatedDiscoveryService for Ads {
-    type StreamAggregatedResourcesStream = Out<DiscoveryResponse>;
-    type DeltaAggregatedResourcesStream = Out<DeltaDiscoveryResponse>;
-
-    async fn stream_aggregated_resources(
-        &self,
-        request: Request<Streaming<DiscoveryRequest>>,
-    ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
-        let (tx, rx) = mpsc::channel(16);
+impl Handler for Ads {
+    fn sotw(&self, requests: Streaming<DiscoveryRequest>, out: Sender) {
         let conn = Conn::new(self.shared.clone(), false);
-        tokio::spawn(async move { conn.run::<Sotw>(request.into_inner(), tx).await });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        tokio::spawn(async move { conn.run::<Sotw>(requests, out).await });
     }
 
-    async fn delta_aggregated_resources(
-        &self,
-        request: Request<Streaming<DeltaDiscoveryRequest>>,
-    ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
-        let (tx, rx) = mpsc::channel(16);
+    fn delta(&self, requests: Streaming<DeltaDiscoveryRequest>, out: Sender) {
         let conn = Conn::new(self.shared.clone(), true);
-        tokio::spawn(async move { conn.run::<Delta>(request.into_inner(), tx).await });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        tokio::spawn(async move { conn.run::<Delta>(requests, out).await });
     }
 }
 
@@ -62,18 +41,8 @@ impl AggregatedDiscoveryService for Ads {
 /// push is shaped. The event loop and the bookkeeping are shared.
 trait Wire {
     type Req: Send + 'static;
-    type Resp: Send + 'static;
-    fn on_request(
-        conn: &mut Conn,
-        req: Self::Req,
-        tx: &mpsc::Sender<Result<Self::Resp, Status>>,
-    ) -> impl std::future::Future<Output = Result<(), Status>> + Send;
-    fn push(
-        conn: &mut Conn,
-        t: &'static str,
-        always: bool,
-        tx: &mpsc::Sender<Result<Self::Resp, Status>>,
-    ) -> impl std::future::Future<Output = Result<(), ()>> + Send;
+    fn on_request(conn: &mut Conn, req: Self::Req, tx: &Sender) -> impl std::future::Future<Output = Result<(), Status>> + Send;
+    fn push(conn: &mut Conn, t: &'static str, always: bool, tx: &Sender) -> impl std::future::Future<Output = Result<(), ()>> + Send;
 }
 
 struct Sotw;
@@ -81,35 +50,20 @@ struct Delta;
 
 impl Wire for Sotw {
     type Req = DiscoveryRequest;
-    type Resp = DiscoveryResponse;
-    async fn on_request(
-        conn: &mut Conn,
-        req: DiscoveryRequest,
-        tx: &mpsc::Sender<Result<DiscoveryResponse, Status>>,
-    ) -> Result<(), Status> {
+    async fn on_request(conn: &mut Conn, req: DiscoveryRequest, tx: &Sender) -> Result<(), Status> {
         conn.on_sotw_request(req, tx).await
     }
-    async fn push(conn: &mut Conn, t: &'static str, always: bool, tx: &mpsc::Sender<Result<DiscoveryResponse, Status>>) -> Result<(), ()> {
+    async fn push(conn: &mut Conn, t: &'static str, always: bool, tx: &Sender) -> Result<(), ()> {
         conn.push_sotw(t, always, tx).await
     }
 }
 
 impl Wire for Delta {
     type Req = DeltaDiscoveryRequest;
-    type Resp = DeltaDiscoveryResponse;
-    async fn on_request(
-        conn: &mut Conn,
-        req: DeltaDiscoveryRequest,
-        tx: &mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>,
-    ) -> Result<(), Status> {
+    async fn on_request(conn: &mut Conn, req: DeltaDiscoveryRequest, tx: &Sender) -> Result<(), Status> {
         conn.on_delta_request(req, tx).await
     }
-    async fn push(
-        conn: &mut Conn,
-        t: &'static str,
-        always: bool,
-        tx: &mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>,
-    ) -> Result<(), ()> {
+    async fn push(conn: &mut Conn, t: &'static str, always: bool, tx: &Sender) -> Result<(), ()> {
         conn.push_delta(t, always, tx).await
     }
 }
@@ -228,7 +182,7 @@ impl Conn {
 
     /// The connection's event loop, shared by both protocols: requests from the proxy, and
     /// new mesh generations to push.
-    async fn run<W: Wire>(mut self, mut input: Streaming<W::Req>, tx: mpsc::Sender<Result<W::Resp, Status>>) {
+    async fn run<W: Wire>(mut self, mut input: Streaming<W::Req>, tx: Sender) {
         let mut changes = self.shared.current.subscribe();
         'conn: loop {
             tokio::select! {
@@ -293,7 +247,7 @@ impl Conn {
 
     // ----- state of the world -----
 
-    async fn on_sotw_request(&mut self, req: DiscoveryRequest, tx: &mpsc::Sender<Result<DiscoveryResponse, Status>>) -> Result<(), Status> {
+    async fn on_sotw_request(&mut self, req: DiscoveryRequest, tx: &Sender) -> Result<(), Status> {
         self.identify(req.node.as_ref())?;
         let Some(t) = static_type(&req.type_url) else {
             tracing::debug!(conn = self.id, type_url = %req.type_url, "unsupported type requested; ignoring");
@@ -335,7 +289,7 @@ impl Conn {
         self.subs.entry(t).or_default().checked = Some(c);
     }
 
-    async fn push_sotw(&mut self, t: &'static str, always: bool, tx: &mpsc::Sender<Result<DiscoveryResponse, Status>>) -> Result<(), ()> {
+    async fn push_sotw(&mut self, t: &'static str, always: bool, tx: &Sender) -> Result<(), ()> {
         if !always && self.unchanged_since_check(t) {
             return Ok(());
         }
@@ -351,25 +305,16 @@ impl Conn {
         // CDS and LDS are state of the world: every response carries every resource. EDS and
         // RDS responses need only the changed ones.
         let full = t == CLUSTER || t == LISTENER;
-        let mut resources = Vec::new();
-        for (n, r) in &wanted {
-            if full || always || changed.contains(n) {
-                resources.push(r.any.clone());
-            }
-        }
+        let resources: Vec<Arc<Res>> =
+            wanted.iter().filter(|(n, _)| full || always || changed.contains(n)).map(|(_, r)| r.clone()).collect();
         let (version, nonce) = self.record_push(t, &wanted);
         tracing::debug!(conn = self.id, type_ = proto::short_name(t), version = %version, resources = resources.len(), "push");
-        let resp = DiscoveryResponse { version_info: version, resources, type_url: t.to_string(), nonce, ..Default::default() };
-        tx.send(Ok(resp)).await.map_err(|_| ())
+        tx.send(Ok(Outgoing::Sotw { version, type_url: t.to_string(), nonce, resources })).await.map_err(|_| ())
     }
 
     // ----- delta -----
 
-    async fn on_delta_request(
-        &mut self,
-        req: DeltaDiscoveryRequest,
-        tx: &mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>,
-    ) -> Result<(), Status> {
+    async fn on_delta_request(&mut self, req: DeltaDiscoveryRequest, tx: &Sender) -> Result<(), Status> {
         self.identify(req.node.as_ref())?;
         let Some(t) = static_type(&req.type_url) else { return Ok(()) };
         let sub = self.subs.entry(t).or_default();
@@ -411,44 +356,21 @@ impl Conn {
         Ok(())
     }
 
-    async fn push_delta(
-        &mut self,
-        t: &'static str,
-        always: bool,
-        tx: &mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>,
-    ) -> Result<(), ()> {
+    async fn push_delta(&mut self, t: &'static str, always: bool, tx: &Sender) -> Result<(), ()> {
         if !always && self.unchanged_since_check(t) {
             return Ok(());
         }
         let names = self.subs.get(t).and_then(|s| s.names.clone());
         let wanted = self.wanted(t, names.as_ref());
         let sub = self.subs.entry(t).or_default();
-        let mut resources = Vec::new();
-        for (n, r) in &wanted {
-            if sub.sent.get(n) != Some(&r.hash) {
-                resources.push(Resource {
-                    name: n.to_string(),
-                    version: r.hash.to_string(),
-                    resource: Some(r.any.clone()),
-                    ..Default::default()
-                });
-            }
-        }
+        let resources: Vec<Arc<Res>> = wanted.values().filter(|r| sub.sent.get(&r.name) != Some(&r.hash)).cloned().collect();
         let removed: Vec<String> = sub.sent.keys().filter(|n| !wanted.contains_key(*n)).map(|n| n.to_string()).collect();
         if !always && resources.is_empty() && removed.is_empty() {
             self.mark_checked(t);
             return Ok(());
         }
         let (version, nonce) = self.record_push(t, &wanted);
-        let resp = DeltaDiscoveryResponse {
-            system_version_info: version,
-            resources,
-            type_url: t.to_string(),
-            removed_resources: removed,
-            nonce,
-            ..Default::default()
-        };
-        tx.send(Ok(resp)).await.map_err(|_| ())
+        tx.send(Ok(Outgoing::Delta { version, type_url: t.to_string(), nonce, resources, removed })).await.map_err(|_| ())
     }
 
     fn disconnect(&self) {

@@ -11,7 +11,9 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
+use bytes::Bytes;
 use parking_lot::Mutex;
+use prost::Message;
 use weft_xds::proto::{self, Any, ALL_TYPES};
 
 use crate::model::Model;
@@ -23,7 +25,9 @@ use crate::translate::{generate_inbound, generate_outbound, Generated};
 pub struct Res {
     pub name: Arc<str>,
     pub hash: u64,
-    pub any: Any,
+    /// The `google.protobuf.Any` around it, encoded: what goes on the wire, shared by every
+    /// proxy it is sent to.
+    pub encoded: Bytes,
 }
 
 type Set = BTreeMap<Arc<str>, Arc<Res>>;
@@ -63,7 +67,7 @@ impl Compiled {
                     Ok(any) => {
                         let hash = xxhash_rust::xxh64::xxh64(&any.value, 0);
                         let name: Arc<str> = Arc::from(name.as_str());
-                        let r = Arc::new(Res { name: name.clone(), hash, any });
+                        let r = Arc::new(Res { name: name.clone(), hash, encoded: any.encode_to_vec().into() });
                         memo.map.lock().insert(key, r.clone());
                         types[i].insert(name, r);
                     }
@@ -157,7 +161,11 @@ impl ProxyConfig {
     pub fn to_json(&self) -> serde_json::Value {
         let mut out = serde_json::Map::new();
         for (t, key) in ALL_TYPES.iter().zip(["clusters", "endpoints", "listeners", "routes"]) {
-            let list: Vec<serde_json::Value> = self.select(t, None).values().filter_map(|r| proto::from_any(&r.any).ok()).collect();
+            let list: Vec<serde_json::Value> = self
+                .select(t, None)
+                .values()
+                .filter_map(|r| Any::decode(r.encoded.as_ref()).ok().and_then(|a| proto::from_any(&a).ok()))
+                .collect();
             out.insert(key.to_string(), serde_json::Value::Array(list));
         }
         serde_json::Value::Object(out)

@@ -5,13 +5,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryServiceServer;
 use tokio::net::TcpListener;
 use weft_api::mesh::MeshConfig;
 
 use crate::ads::Ads;
 use crate::state::Shared;
 use crate::store;
+use crate::wire::AdsService;
 
 pub struct Options {
     pub config_dir: PathBuf,
@@ -61,9 +61,7 @@ pub async fn start(opts: Options) -> Result<Running, ServeError> {
     });
     tokio::spawn(crate::debug::serve(debug, shared.clone()));
 
-    let svc = AggregatedDiscoveryServiceServer::new(Ads { shared: shared.clone() })
-        .max_decoding_message_size(64 << 20)
-        .max_encoding_message_size(256 << 20);
+    let svc = AdsService::new(Ads { shared: shared.clone() });
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(xds);
     let grpc = tokio::spawn(
         tonic::transport::Server::builder()
