@@ -6,19 +6,26 @@
 //! resources in state-of-the-world, only changed and removed resources in delta. Types go out
 //! in Envoy's warming order: CDS, EDS, LDS, RDS.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+use std::time::Duration;
 
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
 use envoy_types::pb::google::protobuf::{value::Kind, Struct};
-use tonic::{Status, Streaming};
+use tokio::sync::OwnedSemaphorePermit;
+use tonic::Status;
 use weft_xds::proto::{self, ALL_TYPES, CLUSTER, LISTENER};
 
 use crate::node::ProxyNode;
 use crate::push::{ProxyConfig, Res};
 use crate::state::{unix_now, MeshState, ProxyStatus, Shared, TypeStatus};
-use crate::wire::{Handler, Outgoing, Sender};
+use crate::wire::{Handler, Outgoing, Requests, Sender};
+
+/// A response this big (a proxy's first full config, typically) needs a push slot.
+const LARGE_PUSH: usize = 256 * 1024;
+/// How long a large response waits for a slot before it goes out anyway.
+const ADMIT_WAIT: Duration = Duration::from_secs(5);
 
 #[derive(Clone)]
 pub struct Ads {
@@ -26,12 +33,12 @@ pub struct Ads {
 }
 
 impl Handler for Ads {
-    fn sotw(&self, requests: Streaming<DiscoveryRequest>, out: Sender) {
+    fn sotw(&self, requests: Requests<DiscoveryRequest>, out: Sender) {
         let conn = Conn::new(self.shared.clone(), false);
         tokio::spawn(async move { conn.run::<Sotw>(requests, out).await });
     }
 
-    fn delta(&self, requests: Streaming<DeltaDiscoveryRequest>, out: Sender) {
+    fn delta(&self, requests: Requests<DeltaDiscoveryRequest>, out: Sender) {
         let conn = Conn::new(self.shared.clone(), true);
         tokio::spawn(async move { conn.run::<Delta>(requests, out).await });
     }
@@ -40,7 +47,7 @@ impl Handler for Ads {
 /// What differs between state-of-the-world and delta xDS: how a request is read and how a
 /// push is shaped. The event loop and the bookkeeping are shared.
 trait Wire {
-    type Req: Send + 'static;
+    type Req: prost::Message + Default + Send + 'static;
     fn on_request(conn: &mut Conn, req: Self::Req, tx: &Sender) -> impl std::future::Future<Output = Result<(), Status>> + Send;
     fn push(conn: &mut Conn, t: &'static str, always: bool, tx: &Sender) -> impl std::future::Future<Output = Result<(), ()>> + Send;
 }
@@ -71,15 +78,53 @@ impl Wire for Delta {
 /// One type's subscription on one stream.
 #[derive(Default)]
 struct Sub {
-    /// `None`: everything (CDS/LDS wildcard).
-    names: Option<BTreeSet<String>>,
-    /// Name → content hash of what the proxy was last sent (names shared with the cache).
-    sent: HashMap<Arc<str>, u64>,
+    /// `None`: everything (CDS/LDS wildcard). Names are shared with the config's where they
+    /// name a resource weft has.
+    names: Option<BTreeSet<Arc<str>>>,
+    /// What the proxy was last sent.
+    sent: Sent,
     nonce: String,
     started: bool,
     /// The config the last push (or no-op check) of this type was computed from: when the
     /// type's sets are the same `Arc`s now, nothing can have changed.
     checked: Option<ProxyConfig>,
+    /// Held from sending a large response until the proxy answers it (see `admit`).
+    in_flight: Option<OwnedSemaphorePermit>,
+}
+
+/// What a proxy holds of one type: the shared resources it was sent, sorted by name (a pointer
+/// each), plus what a reconnecting delta client said it already had.
+#[derive(Default)]
+struct Sent {
+    items: Vec<Arc<Res>>,
+    known: BTreeMap<Arc<str>, u64>,
+}
+
+impl Sent {
+    fn hash(&self, name: &str) -> Option<u64> {
+        match self.items.binary_search_by(|r| r.name.as_ref().cmp(name)) {
+            Ok(i) => Some(self.items[i].hash),
+            Err(_) => self.known.get(name).copied(),
+        }
+    }
+
+    fn names(&self) -> impl Iterator<Item = &Arc<str>> {
+        self.items.iter().map(|r| &r.name).chain(self.known.keys())
+    }
+
+    fn remove(&mut self, name: &str) {
+        self.items.retain(|r| r.name.as_ref() != name);
+        self.known.remove(name);
+    }
+
+    fn clear(&mut self) {
+        *self = Sent::default();
+    }
+
+    fn replace(&mut self, wanted: &BTreeMap<Arc<str>, Arc<Res>>) {
+        self.items = wanted.values().cloned().collect();
+        self.known.clear();
+    }
 }
 
 struct Conn {
@@ -175,14 +220,31 @@ impl Conn {
         true
     }
 
-    /// Resources of `type_url` this subscription covers, encoded and hashed.
-    fn wanted(&self, type_url: &str, names: Option<&BTreeSet<String>>) -> BTreeMap<Arc<str>, Arc<Res>> {
-        self.config.select(type_url, names)
+    /// Resources of type `t` its subscription covers, encoded and hashed.
+    fn wanted(&self, t: &str) -> BTreeMap<Arc<str>, Arc<Res>> {
+        self.config.select(t, self.subs.get(t).and_then(|s| s.names.as_ref()))
+    }
+
+    /// Large responses wait for one of a bounded number of slots, held until the proxy ACKs or
+    /// NACKs, so a fleet connecting at once does not have every full config in flight (and in
+    /// memory) together. A proxy that never answers cannot stall the others for long: after
+    /// `ADMIT_WAIT` the response goes out without a slot.
+    async fn admit(&mut self, t: &'static str, resources: &[Arc<Res>]) {
+        let bytes: usize = resources.iter().map(|r| r.encoded.len()).sum();
+        let sub = self.subs.entry(t).or_default();
+        sub.in_flight = None;
+        if bytes < LARGE_PUSH {
+            return;
+        }
+        let permit = tokio::time::timeout(ADMIT_WAIT, self.shared.push_slots.clone().acquire_owned()).await;
+        if let Some(sub) = self.subs.get_mut(t) {
+            sub.in_flight = permit.ok().and_then(Result::ok);
+        }
     }
 
     /// The connection's event loop, shared by both protocols: requests from the proxy, and
     /// new mesh generations to push.
-    async fn run<W: Wire>(mut self, mut input: Streaming<W::Req>, tx: Sender) {
+    async fn run<W: Wire>(mut self, mut input: Requests<W::Req>, tx: Sender) {
         let mut changes = self.shared.current.subscribe();
         'conn: loop {
             tokio::select! {
@@ -214,6 +276,9 @@ impl Conn {
     /// Records the proxy's answer to the response carrying the type's current nonce. An ACK
     /// confirms `acked` (or, when the protocol carries no version, what was last sent).
     fn on_reply(&mut self, t: &'static str, error: Option<&str>, acked: Option<String>) {
+        if let Some(sub) = self.subs.get_mut(t) {
+            sub.in_flight = None;
+        }
         match error {
             Some(err) => {
                 tracing::warn!(conn = self.id, type_ = proto::short_name(t), error = %err, "proxy rejected config (NACK); it keeps its last good config");
@@ -232,7 +297,7 @@ impl Conn {
     fn record_push(&mut self, t: &'static str, wanted: &BTreeMap<Arc<str>, Arc<Res>>) -> (String, String) {
         let nonce = self.next_nonce();
         let sub = self.subs.entry(t).or_default();
-        sub.sent = wanted.iter().map(|(n, r)| (n.clone(), r.hash)).collect();
+        sub.sent.replace(wanted);
         sub.checked = Some(self.config.clone());
         sub.nonce = nonce.clone();
         let version = self.state.version.to_string();
@@ -260,12 +325,12 @@ impl Conn {
             }
             self.on_reply(t, req.error_detail.as_ref().map(|e| e.message.as_str()), Some(req.version_info.clone()));
         }
-        let sub = self.subs.entry(t).or_default();
         let names = if (t == CLUSTER || t == LISTENER) && req.resource_names.is_empty() || req.resource_names.iter().any(|n| n == "*") {
             None
         } else {
-            Some(req.resource_names.iter().cloned().collect::<BTreeSet<_>>())
+            Some(req.resource_names.iter().map(|n| self.config.intern(t, n)).collect::<BTreeSet<_>>())
         };
+        let sub = self.subs.entry(t).or_default();
         let first = !sub.started;
         let resubscribed = names != sub.names;
         if first || resubscribed {
@@ -293,11 +358,10 @@ impl Conn {
         if !always && self.unchanged_since_check(t) {
             return Ok(());
         }
-        let names = self.subs.get(t).and_then(|s| s.names.clone());
-        let wanted = self.wanted(t, names.as_ref());
+        let wanted = self.wanted(t);
         let sub = self.subs.entry(t).or_default();
-        let changed: BTreeSet<&Arc<str>> = wanted.iter().filter(|(n, r)| sub.sent.get(*n) != Some(&r.hash)).map(|(n, _)| n).collect();
-        let removed = sub.sent.keys().any(|n| !wanted.contains_key(n));
+        let changed: BTreeSet<&Arc<str>> = wanted.iter().filter(|(n, r)| sub.sent.hash(n) != Some(r.hash)).map(|(n, _)| n).collect();
+        let removed = sub.sent.names().any(|n| !wanted.contains_key(n));
         if !always && changed.is_empty() && !removed {
             self.mark_checked(t);
             return Ok(());
@@ -307,6 +371,7 @@ impl Conn {
         let full = t == CLUSTER || t == LISTENER;
         let resources: Vec<Arc<Res>> =
             wanted.iter().filter(|(n, _)| full || always || changed.contains(n)).map(|(_, r)| r.clone()).collect();
+        self.admit(t, &resources).await;
         let (version, nonce) = self.record_push(t, &wanted);
         tracing::debug!(conn = self.id, type_ = proto::short_name(t), version = %version, resources = resources.len(), "push");
         tx.send(Ok(Outgoing::Sotw { version, type_url: t.to_string(), nonce, resources })).await.map_err(|_| ())
@@ -331,7 +396,7 @@ impl Conn {
             // What the proxy already has (after a reconnect) need not be sent again.
             for (n, v) in &req.initial_resource_versions {
                 if let Ok(h) = v.parse::<u64>() {
-                    sub.sent.insert(Arc::from(n.as_str()), h);
+                    sub.sent.known.insert(Arc::from(n.as_str()), h);
                 }
             }
         }
@@ -341,14 +406,14 @@ impl Conn {
                 sub.names = None;
                 resubscribed = true;
             } else if let Some(s) = sub.names.as_mut() {
-                resubscribed |= s.insert(n.clone());
+                resubscribed |= s.insert(self.config.intern(t, n));
             }
         }
         for n in &req.resource_names_unsubscribe {
             if let Some(s) = sub.names.as_mut() {
-                s.remove(n);
+                s.remove(n.as_str());
             }
-            sub.sent.remove(n.as_str());
+            sub.sent.remove(n);
         }
         if first || resubscribed {
             self.push_delta(t, first, tx).await.map_err(|_| Status::cancelled("stream closed"))?;
@@ -360,15 +425,15 @@ impl Conn {
         if !always && self.unchanged_since_check(t) {
             return Ok(());
         }
-        let names = self.subs.get(t).and_then(|s| s.names.clone());
-        let wanted = self.wanted(t, names.as_ref());
+        let wanted = self.wanted(t);
         let sub = self.subs.entry(t).or_default();
-        let resources: Vec<Arc<Res>> = wanted.values().filter(|r| sub.sent.get(&r.name) != Some(&r.hash)).cloned().collect();
-        let removed: Vec<String> = sub.sent.keys().filter(|n| !wanted.contains_key(*n)).map(|n| n.to_string()).collect();
+        let resources: Vec<Arc<Res>> = wanted.values().filter(|r| sub.sent.hash(&r.name) != Some(r.hash)).cloned().collect();
+        let removed: Vec<String> = sub.sent.names().filter(|n| !wanted.contains_key(*n)).map(|n| n.to_string()).collect();
         if !always && resources.is_empty() && removed.is_empty() {
             self.mark_checked(t);
             return Ok(());
         }
+        self.admit(t, &resources).await;
         let (version, nonce) = self.record_push(t, &wanted);
         tx.send(Ok(Outgoing::Delta { version, type_url: t.to_string(), nonce, resources, removed })).await.map_err(|_| ())
     }

@@ -4,6 +4,7 @@
 pub mod ads;
 pub mod analyze;
 pub mod debug;
+mod memory;
 pub mod model;
 pub mod node;
 pub mod protocol;

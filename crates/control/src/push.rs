@@ -124,7 +124,7 @@ pub struct ProxyConfig {
 
 impl ProxyConfig {
     /// The resources of type `t`, optionally restricted to `names`.
-    pub fn select(&self, t: &str, names: Option<&BTreeSet<String>>) -> BTreeMap<Arc<str>, Arc<Res>> {
+    pub fn select(&self, t: &str, names: Option<&BTreeSet<Arc<str>>>) -> BTreeMap<Arc<str>, Arc<Res>> {
         let mut out = BTreeMap::new();
         for part in [&self.shared, &self.own] {
             if let Some(set) = part.of(t) {
@@ -132,7 +132,7 @@ impl ProxyConfig {
                     None => out.extend(set.iter().map(|(k, v)| (k.clone(), v.clone()))),
                     Some(names) => {
                         for n in names {
-                            if let Some((k, v)) = set.get_key_value(n.as_str()) {
+                            if let Some((k, v)) = set.get_key_value(n.as_ref()) {
                                 out.insert(k.clone(), v.clone());
                             }
                         }
@@ -141,6 +141,15 @@ impl ProxyConfig {
             }
         }
         out
+    }
+
+    /// `name` as an `Arc` shared with the resource of that name when there is one, so the
+    /// names each proxy subscribes to are not each a copy.
+    pub fn intern(&self, t: &str, name: &str) -> Arc<str> {
+        [&self.shared, &self.own]
+            .iter()
+            .find_map(|part| part.of(t).and_then(|set| set.get_key_value(name)).map(|(k, _)| k.clone()))
+            .unwrap_or_else(|| Arc::from(name))
     }
 
     /// Whether type `t` is exactly what `other` had (pointer identity of the sets).

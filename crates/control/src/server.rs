@@ -60,6 +60,7 @@ pub async fn start(opts: Options) -> Result<Running, ServeError> {
         }
     });
     tokio::spawn(crate::debug::serve(debug, shared.clone()));
+    tokio::spawn(crate::memory::return_free_memory());
 
     let svc = AdsService::new(Ads { shared: shared.clone() });
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(xds);

@@ -69,11 +69,17 @@ pub struct ProxyStatus {
     pub last_config: Option<crate::push::ProxyConfig>,
 }
 
+/// Large pushes in flight at once: enough to keep both directions of a few dozen streams busy,
+/// few enough that their buffers stay a small multiple of one proxy's config.
+const PUSH_SLOTS: usize = 64;
+
 /// Shared by the ADS connections, the file watcher and the debug endpoints.
 pub struct Shared {
     pub current: tokio::sync::watch::Sender<Arc<MeshState>>,
     pub mesh: MeshConfig,
     pub proxies: Mutex<BTreeMap<u64, ProxyStatus>>,
+    /// Slots for large pushes in flight (sent, not yet answered); see `ads::Conn::admit`.
+    pub push_slots: Arc<tokio::sync::Semaphore>,
     next_conn: AtomicU64,
     next_version: AtomicU64,
 }
@@ -86,6 +92,7 @@ impl Shared {
             current: tx,
             mesh,
             proxies: Mutex::new(BTreeMap::new()),
+            push_slots: Arc::new(tokio::sync::Semaphore::new(PUSH_SLOTS)),
             next_conn: AtomicU64::new(1),
             next_version: AtomicU64::new(2),
         })

@@ -5,7 +5,6 @@
 //! for 1000 services), so a thousand idle streams held 1.2 GB. Here a response is a list of
 //! shared, already-encoded resources; its protobuf bytes are produced in small chunks only as
 //! HTTP/2 flow control asks for them, and the resources themselves are never copied per proxy.
-//! Requests are still decoded by tonic's `Streaming`.
 
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -17,7 +16,6 @@ use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, Delt
 use http_body::Frame;
 use prost::Message;
 use tokio::sync::mpsc;
-use tonic::codec::Streaming;
 use tonic::Status;
 
 use crate::push::Res;
@@ -39,8 +37,8 @@ pub type Sender = mpsc::Sender<Result<Outgoing, Status>>;
 
 /// Starts the handler for one ADS stream; the handler owns the request stream and the sender.
 pub trait Handler: Clone + Send + Sync + 'static {
-    fn sotw(&self, requests: Streaming<DiscoveryRequest>, out: Sender);
-    fn delta(&self, requests: Streaming<DeltaDiscoveryRequest>, out: Sender);
+    fn sotw(&self, requests: Requests<DiscoveryRequest>, out: Sender);
+    fn delta(&self, requests: Requests<DeltaDiscoveryRequest>, out: Sender);
 }
 
 /// The tower service tonic's router serves under [`SERVICE`].
@@ -95,8 +93,62 @@ impl<H: Handler> AdsService<H> {
     }
 }
 
-fn decode<T: Message + Default + Send + 'static>(body: tonic::body::Body) -> Streaming<T> {
-    Streaming::new_request(tonic_prost::ProstDecoder::<T>::default(), body, None, Some(MAX_REQUEST))
+/// The request messages of a stream. Each message is gathered into a buffer of its own size and
+/// dropped once decoded: an idle stream holds no buffer sized by its largest request (an EDS
+/// request names every cluster, about 100 KB for 2000 of them).
+pub struct Requests<T> {
+    body: tonic::body::Body,
+    buf: BytesMut,
+    _t: std::marker::PhantomData<fn() -> T>,
+}
+
+fn decode<T>(body: tonic::body::Body) -> Requests<T> {
+    Requests { body, buf: BytesMut::new(), _t: std::marker::PhantomData }
+}
+
+impl<T: Message + Default> Requests<T> {
+    /// The next request; `Ok(None)` when the proxy closed its side.
+    pub async fn message(&mut self) -> Result<Option<T>, Status> {
+        use http_body_util::BodyExt;
+        loop {
+            if let Some(msg) = self.take()? {
+                return Ok(Some(msg));
+            }
+            match self.body.frame().await {
+                None if self.buf.is_empty() => return Ok(None),
+                None => return Err(Status::invalid_argument("request stream ended inside a message")),
+                Some(Err(e)) => return Err(Status::cancelled(format!("request stream failed: {e}"))),
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        self.buf.extend_from_slice(&data);
+                    }
+                }
+            }
+        }
+    }
+
+    /// A whole message from the front of the buffer, if one has arrived.
+    fn take(&mut self) -> Result<Option<T>, Status> {
+        if self.buf.len() < 5 {
+            return Ok(None);
+        }
+        if self.buf[0] != 0 {
+            return Err(Status::unimplemented("weft does not accept compressed ADS requests"));
+        }
+        let len = u32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]]) as usize;
+        if len > MAX_REQUEST {
+            return Err(Status::resource_exhausted(format!("request of {len} bytes is over the {MAX_REQUEST}-byte limit")));
+        }
+        if self.buf.len() < 5 + len {
+            self.buf.reserve(5 + len - self.buf.len());
+            return Ok(None);
+        }
+        let msg = T::decode(&self.buf[5..5 + len]).map_err(|e| Status::invalid_argument(format!("malformed request: {e}")));
+        let rest = self.buf.split_off(5 + len);
+        // A fresh buffer for what follows, so this message's allocation is freed now.
+        self.buf = BytesMut::from(&rest[..]);
+        msg.map(Some)
+    }
 }
 
 /// A response with no messages, only the status (in headers: a "trailers-only" response).
