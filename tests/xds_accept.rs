@@ -97,6 +97,16 @@ fn the_proxy_accepts_every_translation_feature() {
     ] {
         assert!(text.contains(feature), "the fixture does not exercise {feature}");
     }
+    let gw_meta = serde_json::json!({"NAMESPACE": "istio-system", "LABELS": {"istio": "ingressgateway"}});
+    let gw = generate(
+        &model,
+        &ProxyNode::parse("router~10.2.0.99~ingress-1.istio-system~istio-system.svc.cluster.local", &gw_meta).expect("node"),
+    );
+    let text = serde_json::to_string(&(&gw.listeners, &gw.routes)).expect("json");
+    // Gateway TLS termination (SIMPLE) waits for the proxy's TLS (the mTLS issue).
+    for feature in ["require_tls", "server_names", "tls_inspector", "0.0.0.0_3306"] {
+        assert!(text.contains(feature), "the fixture does not exercise the gateway's {feature}");
+    }
     let mut all = Vec::new();
     for app in ["web", "client", "scoped"] {
         let meta = serde_json::json!({"NAMESPACE": "default", "LABELS": {"app": app, "version": "v1"}});

@@ -1,7 +1,9 @@
 //! A bookinfo-like mesh in network namespaces, driven by `weft control-plane`: sidecars behind
 //! iptables capture — real Envoy, or `weft proxy` with the same bootstrap — get their config
 //! over ADS, and what callers see follows the VirtualServices, DestinationRules,
-//! ServiceEntries and the outbound traffic policy.
+//! ServiceEntries and the outbound traffic policy. `gateway.rs`: an ingress gateway.
+
+mod gateway;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

@@ -118,3 +118,61 @@ fn sidecar_egress_scopes_what_a_proxy_sees() {
     let outbound: Vec<&str> = g.clusters.keys().filter(|k| k.starts_with("outbound|")).map(String::as_str).collect();
     assert_eq!(outbound, ["outbound|9080||ratings.default.svc.cluster.local"]);
 }
+
+#[test]
+fn gateway_servers_become_http_https_passthrough_and_tcp_listeners() {
+    let text = std::fs::read_to_string(format!("{}/tests/fixtures/gateway.yaml", env!("CARGO_MANIFEST_DIR"))).expect("fixture");
+    let loaded = load_text(&text, "gateway.yaml");
+    assert!(loaded.diagnostics.is_empty(), "{:#?}", loaded.diagnostics);
+    let model = Model::build(&loaded.objects, Default::default());
+    let meta = serde_json::json!({"NAMESPACE": "istio-system", "LABELS": {"istio": "ingressgateway"}});
+    let gw = ProxyNode::parse("router~10.3.0.9~ingress-1.istio-system~istio-system.svc.cluster.local", &meta).expect("node");
+    let g = generate(&model, &gw);
+    encode_all(&g);
+    let names: Vec<&str> = g.listeners.keys().map(String::as_str).collect();
+    assert_eq!(names, ["0.0.0.0_443", "0.0.0.0_5432", "0.0.0.0_80", "0.0.0.0_8000"]);
+
+    // Port 80: httpsRedirect makes the virtual host require TLS.
+    let r80 = &g.routes["http.80"];
+    assert_eq!(r80["virtual_hosts"][0]["domains"][0], "web.example.com");
+    assert_eq!(r80["virtual_hosts"][0]["require_tls"], "ALL");
+    // The route translation is the sidecars': rewrite, weights; a match bound to `mesh` only
+    // is left out at the gateway.
+    let r8000 = &g.routes["http.8000"];
+    let vhost = |domain: &str| {
+        r8000["virtual_hosts"].as_array().and_then(|v| v.iter().find(|vh| vh["domains"][0] == domain)).cloned().unwrap_or_default()
+    };
+    assert_eq!(vhost("*")["domains"], serde_json::json!(["*"]), "a `*` server takes every bound host");
+    let web = &vhost("web.example.com")["routes"];
+    assert_eq!(web.as_array().map(Vec::len), Some(2), "{web:#}");
+    assert_eq!(web[0]["match"]["prefix"], "/api");
+    assert_eq!(web[0]["route"]["prefix_rewrite"], "/v2/api");
+    assert_eq!(web[0]["route"]["cluster"], "outbound|8080||web.default.svc.cluster.local");
+    let split = &web[1]["route"]["weighted_clusters"]["clusters"];
+    assert_eq!(split[1]["name"], "outbound|8443||secure.default.svc.cluster.local");
+    assert_eq!(split[1]["weight"], 20);
+
+    // Port 443: one chain terminates web.example.com with the server's files, one passes
+    // secure.example.com through by SNI, untouched.
+    let l443 = &g.listeners["0.0.0.0_443"];
+    assert_eq!(l443["listener_filters"][0]["name"], "envoy.filters.listener.tls_inspector");
+    let chains = l443["filter_chains"].as_array().unwrap();
+    assert_eq!(chains.len(), 2);
+    let https = &chains[0];
+    assert_eq!(https["filter_chain_match"]["server_names"][0], "web.example.com");
+    let ctx = &https["transport_socket"]["typed_config"]["common_tls_context"];
+    assert_eq!(ctx["tls_certificates"][0]["certificate_chain"]["filename"], "/etc/certs/web.pem");
+    assert_eq!(ctx["tls_params"]["tls_minimum_protocol_version"], "TLSv1_2");
+    let rds = &https["filters"][0]["typed_config"]["rds"]["route_config_name"];
+    assert_eq!(rds, "https.443.https-web.edge.default");
+    assert!(g.routes.contains_key("https.443.https-web.edge.default"));
+    let pass = &chains[1];
+    assert_eq!(pass["filter_chain_match"]["server_names"][0], "secure.example.com");
+    assert!(pass.get("transport_socket").is_none(), "passthrough does not terminate");
+    assert_eq!(pass["filters"][0]["typed_config"]["cluster"], "outbound|8443||secure.default.svc.cluster.local");
+
+    // TCP server: the bound tcp route.
+    let l5432 = &g.listeners["0.0.0.0_5432"];
+    assert_eq!(l5432["filter_chains"][0]["filters"][0]["typed_config"]["cluster"], "outbound|5432||db.default.svc.cluster.local");
+    assert!(l5432.get("listener_filters").is_none());
+}

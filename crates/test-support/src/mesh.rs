@@ -115,13 +115,22 @@ impl Mesh {
     /// A bootstrap that points a sidecar at the control plane over ADS, identifying itself
     /// the way pilot-agent does.
     pub fn sidecar_bootstrap(&self, pod: &Pod, labels: &[(&str, &str)], delta: bool) -> anyhow::Result<PathBuf> {
+        self.bootstrap(pod, "sidecar", "default", labels, delta)
+    }
+
+    /// The same for a gateway (`router~` node) in `istio-system`.
+    pub fn gateway_bootstrap(&self, pod: &Pod, labels: &[(&str, &str)], delta: bool) -> anyhow::Result<PathBuf> {
+        self.bootstrap(pod, "router", "istio-system", labels, delta)
+    }
+
+    fn bootstrap(&self, pod: &Pod, kind: &str, ns: &str, labels: &[(&str, &str)], delta: bool) -> anyhow::Result<PathBuf> {
         let labels: serde_json::Map<String, serde_json::Value> =
             labels.iter().map(|(k, v)| (k.to_string(), serde_json::json!(v))).collect();
         let b = serde_json::json!({
             "node": {
-                "id": format!("sidecar~{}~{}-1.default~default.svc.cluster.local", pod.ip, pod.name),
-                "cluster": format!("{}.default", pod.name),
-                "metadata": {"NAMESPACE": "default", "LABELS": labels, "SERVICE_ACCOUNT": pod.name, "WORKLOAD_NAME": pod.name, "CLUSTER_ID": "Kubernetes"},
+                "id": format!("{kind}~{}~{}-1.{ns}~{ns}.svc.cluster.local", pod.ip, pod.name),
+                "cluster": format!("{}.{ns}", pod.name),
+                "metadata": {"NAMESPACE": ns, "LABELS": labels, "SERVICE_ACCOUNT": pod.name, "WORKLOAD_NAME": pod.name, "CLUSTER_ID": "Kubernetes"},
             },
             "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 15000}}},
             "dynamic_resources": {

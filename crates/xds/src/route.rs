@@ -55,7 +55,8 @@ pub struct VirtualHost {
     pub include_request_attempt_count: bool,
     #[serde(default)]
     pub include_attempt_count_in_response: bool,
-    pub require_tls: Option<Unsupported>,
+    #[serde(default)]
+    pub require_tls: TlsRequirement,
     pub virtual_clusters: Option<Unsupported>,
     pub rate_limits: Option<Unsupported>,
     pub cors: Option<Unsupported>,
@@ -298,6 +299,18 @@ pub struct HashConnectionProperties {
 #[serde(deny_unknown_fields)]
 pub struct HashQueryParameter {
     pub name: String,
+}
+
+/// `VirtualHost.require_tls`: which requests must have arrived over TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+pub enum TlsRequirement {
+    #[default]
+    #[serde(rename = "NONE")]
+    None,
+    #[serde(rename = "EXTERNAL_ONLY")]
+    ExternalOnly,
+    #[serde(rename = "ALL")]
+    All,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]

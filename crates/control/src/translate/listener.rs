@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{json, Value};
-use weft_api::networking::OutboundMode;
+use weft_api::networking::{self as net, OutboundMode};
 
 use super::{cluster, inbound_cluster_name, outbound_cluster_name, socket_address, tcp_proxy, Generated, Scope};
 use super::{BLACKHOLE, INBOUND_PASSTHROUGH, INBOUND_PORT, OUTBOUND_PORT, PASSTHROUGH};
@@ -31,7 +31,7 @@ fn unknown_destination(scope: &Scope<'_>) -> &'static str {
     }
 }
 
-fn hcm(stat_prefix: &str, routes: Value) -> Value {
+pub(super) fn hcm(stat_prefix: &str, routes: Value) -> Value {
     let mut cfg = json!({
         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix": stat_prefix,
@@ -131,13 +131,18 @@ fn tcp_destination(scope: &Scope<'_>, host: &str, port: u16) -> String {
         for r in &vs.spec.tcp {
             let applies = r.matches.is_empty() || r.matches.iter().any(|m| m.port.is_none_or(|p| p == u32::from(port)));
             if let (true, Some(d)) = (applies, r.route.first()) {
-                let dh = scope.model.resolve_host(&d.destination.host, &vs.namespace);
-                let dp = d.destination.port.map(|p| p.number as u16).unwrap_or(port);
-                return outbound_cluster_name(dp, d.destination.subset.as_deref().unwrap_or(""), &dh);
+                return l4_cluster(scope, &d.destination, &vs.namespace, port);
             }
         }
     }
     outbound_cluster_name(port, "", host)
+}
+
+/// The cluster of an L4 (`tcp`/`tls`) route destination; its port defaults to `port`.
+pub(super) fn l4_cluster(scope: &Scope<'_>, d: &net::Destination, vs_ns: &str, port: u16) -> String {
+    let host = scope.model.resolve_host(&d.host, vs_ns);
+    let dport = d.port.map(|p| p.number as u16).unwrap_or(port);
+    outbound_cluster_name(dport, d.subset.as_deref().unwrap_or(""), &host)
 }
 
 pub fn inbound(scope: &Scope<'_>, out: &mut Generated) {

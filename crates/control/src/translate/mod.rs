@@ -72,7 +72,7 @@ impl<'a> Scope<'a> {
     /// namespace/name when several claim it; `weft analyze` reports the conflict).
     pub fn virtual_service(&self, host: &str) -> Option<&'a Resource<net::VirtualService>> {
         self.model.virtual_services.iter().find(|vs| {
-            (vs.spec.gateways.is_empty() || vs.spec.gateways.iter().any(|g| g == "mesh"))
+            route::Bound::Mesh.named_in(&vs.spec.gateways, &vs.namespace)
                 && vs.spec.hosts.iter().any(|h| host_matches(&self.model.resolve_host(h, &vs.namespace), host))
         })
     }

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{json, Map, Value};
 use weft_api::networking::{self as net, OutboundMode, StringMatch};
+use weft_api::Resource;
 
 use super::{duration, outbound_cluster_name, Scope, PASSTHROUGH};
 use crate::model::{labels_match, Service};
@@ -76,13 +77,40 @@ fn routes_for(scope: &Scope<'_>, svc: &Service, port: u16) -> Vec<Value> {
         }
         return vec![json!({"name": "default", "match": {"prefix": "/"}, "route": action})];
     };
+    vs_routes(scope, vs, port, Bound::Mesh, hash.as_ref())
+}
+
+/// What a VirtualService's routes are being built for: sidecars (`mesh`) or one gateway.
+#[derive(Debug, Clone, Copy)]
+pub enum Bound<'a> {
+    Mesh,
+    Gateway { namespace: &'a str, name: &'a str },
+}
+
+impl Bound<'_> {
+    /// Whether a `gateways:` list (of a VirtualService in `vs_ns`, or of one of its matches)
+    /// names this. An empty list means the mesh.
+    pub fn named_in(&self, refs: &[String], vs_ns: &str) -> bool {
+        match self {
+            Bound::Mesh => refs.is_empty() || refs.iter().any(|g| g == "mesh"),
+            Bound::Gateway { namespace, name } => refs.iter().any(|g| match g.split_once('/') {
+                Some((ns, n)) => ns == *namespace && n == *name,
+                None => g == name && vs_ns == *namespace,
+            }),
+        }
+    }
+}
+
+/// The routes of `vs` for traffic on `port`, in order, for `bound`.
+pub fn vs_routes(scope: &Scope<'_>, vs: &Resource<net::VirtualService>, port: u16, bound: Bound<'_>, hash: Option<&Value>) -> Vec<Value> {
     let mut routes = Vec::new();
     for r in &vs.spec.http {
-        let matches: Vec<&net::HttpMatchRequest> = r.matches.iter().filter(|m| match_applies(scope, m, port)).collect();
+        let matches: Vec<&net::HttpMatchRequest> =
+            r.matches.iter().filter(|m| match_applies(scope, m, port, bound, &vs.namespace)).collect();
         if !r.matches.is_empty() && matches.is_empty() {
             continue;
         }
-        let base = action(scope, r, &vs.namespace, port, hash.as_ref());
+        let base = action(scope, r, &vs.namespace, port, hash);
         let name = r.name.clone().unwrap_or_default();
         if matches.is_empty() {
             let mut e = base.clone();
@@ -105,12 +133,13 @@ fn routes_for(scope: &Scope<'_>, svc: &Service, port: u16) -> Vec<Value> {
 }
 
 /// Match conditions Envoy cannot see (port, source labels, source namespace, gateways) are
-/// decided here, for this proxy and this port.
-fn match_applies(scope: &Scope<'_>, m: &net::HttpMatchRequest, port: u16) -> bool {
+/// decided here, for this proxy and this port. A match with no `gateways` of its own applies
+/// wherever its VirtualService does.
+fn match_applies(scope: &Scope<'_>, m: &net::HttpMatchRequest, port: u16, bound: Bound<'_>, vs_ns: &str) -> bool {
     m.port.is_none_or(|p| p == u32::from(port))
         && labels_match(&m.source_labels, &scope.node.labels)
         && m.source_namespace.as_ref().is_none_or(|ns| *ns == scope.node.namespace)
-        && (m.gateways.is_empty() || m.gateways.iter().any(|g| g == "mesh"))
+        && (m.gateways.is_empty() || bound.named_in(&m.gateways, vs_ns))
 }
 
 fn string_matcher(sm: &StringMatch) -> Value {
@@ -366,7 +395,7 @@ fn grpc_code(name: &str) -> u32 {
 }
 
 /// Consistent-hash keys from the DestinationRule become the route's hash policy.
-fn hash_policy(scope: &Scope<'_>, host: &str, port: u16) -> Option<Value> {
+pub fn hash_policy(scope: &Scope<'_>, host: &str, port: u16) -> Option<Value> {
     let dr = scope.model.destination_rule(host, &scope.node.namespace)?;
     let pp = super::cluster::port_policy(dr.spec.traffic_policy.as_ref(), port);
     let h = pp.load_balancer?.consistent_hash?;

@@ -40,6 +40,8 @@ pub struct VirtualHost {
     pub retry_policy: Option<RetryPolicy>,
     pub include_request_attempt_count: bool,
     pub include_attempt_count_in_response: bool,
+    /// Plaintext requests this applies to are redirected to https.
+    pub require_tls: weft_xds::route::TlsRequirement,
 }
 
 #[derive(Debug)]
@@ -551,6 +553,7 @@ impl RouteTable {
                 retry_policy: vh.retry_policy.as_ref().map(|r| RetryPolicy::from_wire(r, &format!("{vpath}.retry_policy"))).transpose()?,
                 include_request_attempt_count: vh.include_request_attempt_count,
                 include_attempt_count_in_response: vh.include_attempt_count_in_response,
+                require_tls: vh.require_tls,
             });
         }
         // Longest wildcard wins, as in Envoy.

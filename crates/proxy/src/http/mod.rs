@@ -223,6 +223,12 @@ impl Hcm {
         };
         let process = async {
             match (vhost, route) {
+                (Some(vh), _) if needs_tls_redirect(vh, &parts) => {
+                    // weft's listeners do not terminate TLS yet, so every request here is plaintext.
+                    stats.rq_redirect.inc();
+                    info.details = "via_route_tls_redirect";
+                    close(router::tls_redirect(&authority, &path_and_query))
+                }
                 (Some(vh), Some(route)) => {
                     info.route_name = route.name.clone();
                     let mut r = match &route.action {
@@ -516,5 +522,15 @@ impl http_body::Body for Logged {
 
     fn size_hint(&self) -> http_body::SizeHint {
         self.inner.size_hint()
+    }
+}
+
+/// `require_tls`: ALL redirects every plaintext request, EXTERNAL_ONLY those not marked internal.
+fn needs_tls_redirect(vh: &crate::config::route::VirtualHost, parts: &http::request::Parts) -> bool {
+    use weft_xds::route::TlsRequirement;
+    match vh.require_tls {
+        TlsRequirement::None => false,
+        TlsRequirement::All => true,
+        TlsRequirement::ExternalOnly => parts.headers.get(&X_ENVOY_INTERNAL).is_none_or(|v| v != "true"),
     }
 }

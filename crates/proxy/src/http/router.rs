@@ -603,6 +603,16 @@ fn no_healthy(cluster: &Cluster, info: &mut RequestInfo, grpc: bool) -> Response
 }
 
 /// Builds a redirect response's `Location` from the request and the redirect action.
+/// Envoy's answer for a virtual host that requires TLS: 301 to the same host and path over
+/// https, the Host kept as the client sent it.
+pub fn tls_redirect(authority: &str, path_and_query: &str) -> Response<Body> {
+    let mut r = local_reply::build(StatusCode::MOVED_PERMANENTLY, Bytes::new(), false);
+    if let Ok(v) = HeaderValue::from_str(&format!("https://{authority}{path_and_query}")) {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
+    r
+}
+
 pub fn redirect(rd: &RedirectAction, matched: &PathMatch, authority: &str, path: &str, query: Option<&str>) -> Response<Body> {
     let orig_scheme = "http";
     let scheme = rd.scheme.as_deref().unwrap_or(orig_scheme);

@@ -44,6 +44,8 @@ struct Args {
     change: Option<String>,
     changes: usize,
     timeout: Duration,
+    /// A process (the control plane) whose RSS is read while every stream is still open.
+    rss_of: Option<u32>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -55,6 +57,7 @@ fn parse_args() -> Result<Args, String> {
         change: None,
         changes: 5,
         timeout: Duration::from_secs(120),
+        rss_of: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -68,6 +71,7 @@ fn parse_args() -> Result<Args, String> {
             "--change" => a.change = Some(v()?),
             "--changes" => a.changes = num(v()?)?,
             "--timeout" => a.timeout = Duration::from_secs(num(v()?)? as u64),
+            "--rss-of" => a.rss_of = Some(num(v()?)? as u32),
             other => return Err(format!("unknown flag {other}")),
         }
     }
@@ -326,13 +330,30 @@ async fn main() {
             tokio::time::sleep(Duration::from_millis(1500)).await;
         }
     }
+    // Steady state: every stream open and synced, after the control plane's periodic return
+    // of freed memory (every 5 s) has had a chance to run.
+    let held_rss_mb = match args.rss_of {
+        Some(pid) => {
+            tokio::time::sleep(Duration::from_secs(6)).await;
+            rss_mb(pid)
+        }
+        None => None,
+    };
     let out = serde_json::json!({
         "proxies": proxies.len(),
         "initial_sync_s": sync_s,
         "initial_bytes_per_proxy": mean_initial,
         "changes": rounds,
+        "rss_held_mb": held_rss_mb,
     });
     println!("{out}");
     // Streams end with the process.
     std::process::exit(0);
+}
+
+/// VmRSS of `pid` in MB, from /proc.
+fn rss_mb(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb: f64 = status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
+    Some(kb / 1024.0)
 }

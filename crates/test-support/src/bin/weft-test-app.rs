@@ -1,7 +1,7 @@
 //! A sample workload for mesh tests, run inside a test's network namespace.
 //!
-//! `weft-test-app serve ADDR NAME`: answers every request with `NAME` (and header `x-app`);
-//!   `/status/<code>` answers with that status.
+//! `weft-test-app serve ADDR NAME`: answers every request with `NAME` (and headers `x-app`, and
+//!   `x-path` with the path it was asked for); `/status/<code>` answers with that status.
 //! `weft-test-app get URL COUNT [NAME:VALUE…]`: sends COUNT requests one after another and
 //!   prints a JSON object counting each `"<status> <body>"` (`"error <reason>"` for failures).
 
@@ -59,6 +59,9 @@ async fn serve(addr: String, name: String) -> ExitCode {
                     *r.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::OK);
                     if let Ok(v) = hyper::header::HeaderValue::from_str(&name) {
                         r.headers_mut().insert("x-app", v);
+                    }
+                    if let Ok(v) = hyper::header::HeaderValue::from_str(req.uri().path()) {
+                        r.headers_mut().insert("x-path", v);
                     }
                     Ok::<_, Infallible>(r)
                 }

@@ -1,0 +1,210 @@
+//! An ingress gateway driven by the control plane: plain HTTP routed by a bound VirtualService
+//! (with its rewrite), `httpsRedirect`, TLS PASSTHROUGH chosen by SNI, a TCP server, and (with
+//! Envoy as the gateway) HTTPS terminated with the Gateway's certificate files. The backends
+//! run without sidecars; the client is a plain curl in its own namespace.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use weft_test_support::mesh::{Mesh, Pod, Sidecar, HUB_IP, XDS_PORT};
+
+use super::{app, weft, write};
+
+struct Gw {
+    mesh: Mesh,
+    gw: Pod,
+    client: Pod,
+    ca: PathBuf,
+}
+
+/// A CA and a certificate for `host` signed by it (EC P-256, one day), written to `dir`.
+fn certs(dir: &Path, hosts: &[&str]) -> anyhow::Result<PathBuf> {
+    let ssl = |args: &[&str]| -> anyhow::Result<()> {
+        let out = std::process::Command::new("openssl").args(args).current_dir(dir).output()?;
+        anyhow::ensure!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        Ok(())
+    };
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    let mut args = vec!["req", "-x509"];
+    args.extend(ec);
+    args.extend(["-keyout", "ca.key", "-out", "ca.pem", "-days", "1", "-subj", "/CN=weft-test-ca"]);
+    ssl(&args)?;
+    for h in hosts {
+        let (key, csr, pem, ext) = (format!("{h}.key"), format!("{h}.csr"), format!("{h}.pem"), format!("{h}.ext"));
+        std::fs::write(dir.join(&ext), format!("subjectAltName=DNS:{h}\n"))?;
+        let mut args = vec!["req"];
+        args.extend(ec);
+        let subj = format!("/CN={h}");
+        args.extend(["-keyout", &key, "-out", &csr, "-subj", &subj]);
+        ssl(&args)?;
+        ssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            &pem,
+            "-days",
+            "1",
+            "-extfile",
+            &ext,
+        ])?;
+    }
+    Ok(dir.join("ca.pem"))
+}
+
+fn start(tag: &str, gateway: Sidecar) -> anyhow::Result<Gw> {
+    let mut mesh = Mesh::new(tag)?;
+    let config = mesh.dir.join("config");
+    let tls = mesh.dir.join("tls");
+    std::fs::create_dir_all(&config)?;
+    std::fs::create_dir_all(&tls)?;
+    let ca = certs(&tls, &["web.example.com", "secure.example.com"])?;
+    let gw = mesh.pod("gw")?;
+    let web = mesh.pod("web")?;
+    let secure = mesh.pod("secure")?;
+    let db = mesh.pod("db")?;
+    let client = mesh.pod("client")?;
+
+    let mut objects = String::new();
+    for (name, ip, port, pname) in [("web", &web.ip, 8080, "http"), ("secure", &secure.ip, 8443, "https"), ("db", &db.ip, 5432, "tcp")] {
+        objects.push_str(&format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: default}}\nspec:\n  selector: {{app: {name}}}\n  ports: [{{name: {pname}, port: {port}}}]\n---\napiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {{name: {name}, namespace: default}}\nspec: {{address: {ip}, labels: {{app: {name}}}}}\n---\n"
+        ));
+    }
+    write(&config, "services.yaml", &objects);
+    // weft's proxy does not terminate TLS yet (the mTLS issue brings it), and one listener it
+    // cannot build would make it refuse the whole listener update; Envoy gets the HTTPS server.
+    let https = if gateway == Sidecar::Envoy {
+        format!(
+            "  - port: {{number: 443, name: https-web, protocol: HTTPS}}\n    hosts: [web.example.com]\n    tls: {{mode: SIMPLE, serverCertificate: {0}/web.example.com.pem, privateKey: {0}/web.example.com.key}}\n",
+            tls.display()
+        )
+    } else {
+        String::new()
+    };
+    write(
+        &config,
+        "gateway.yaml",
+        &format!(
+            "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{name: edge, namespace: default}}\nspec:\n  selector: {{istio: ingressgateway}}\n  servers:\n  - port: {{number: 80, name: http, protocol: HTTP}}\n    hosts: [web.example.com]\n    tls: {{httpsRedirect: true}}\n  - port: {{number: 8000, name: http-plain, protocol: HTTP}}\n    hosts: [\"*\"]\n{https}  - port: {{number: 443, name: tls-secure, protocol: TLS}}\n    hosts: [secure.example.com]\n    tls: {{mode: PASSTHROUGH}}\n  - port: {{number: 5432, name: tcp-db, protocol: TCP}}\n    hosts: [\"*\"]\n"
+        ),
+    );
+    write(
+        &config,
+        "routes.yaml",
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: web, namespace: default}\nspec:\n  hosts: [web.example.com]\n  gateways: [edge]\n  http:\n  - match: [{uri: {prefix: /api}}]\n    rewrite: {uri: /v2/api}\n    route: [{destination: {host: web}}]\n  - route: [{destination: {host: web}}]\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: secure, namespace: default}\nspec:\n  hosts: [secure.example.com]\n  gateways: [edge]\n  tls:\n  - match: [{port: 443, sniHosts: [secure.example.com]}]\n    route: [{destination: {host: secure, port: {number: 8443}}}]\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: db, namespace: default}\nspec:\n  hosts: [\"*\"]\n  gateways: [edge]\n  tcp:\n  - route: [{destination: {host: db, port: {number: 5432}}}]\n",
+    );
+
+    let xds = format!("{HUB_IP}:{XDS_PORT}");
+    let cfg = config.to_str().unwrap_or_default().to_string();
+    mesh.spawn(
+        "control-plane",
+        None,
+        false,
+        &weft(),
+        &["control-plane", "--config-dir", &cfg, "--xds-address", &xds, "--debounce", "50ms"],
+    )?;
+
+    let app = app();
+    mesh.spawn("web-app", Some(&web.ns), false, &app, &["serve", "0.0.0.0:8080", "web"])?;
+    mesh.spawn("db-app", Some(&db.ns), false, &app, &["serve", "0.0.0.0:5432", "db"])?;
+    // A real TLS server with secure.example.com's certificate: if the gateway terminated or
+    // re-encrypted, curl's check of that name against the test CA would fail.
+    let (cert, key) = (tls.join("secure.example.com.pem"), tls.join("secure.example.com.key"));
+    let (cert, key) = (cert.to_str().unwrap_or_default(), key.to_str().unwrap_or_default());
+    mesh.spawn(
+        "secure-app",
+        Some(&secure.ns),
+        false,
+        Path::new("openssl"),
+        &["s_server", "-accept", "8443", "-cert", cert, "-key", key, "-www", "-quiet"],
+    )?;
+
+    let boot = mesh.gateway_bootstrap(&gw, &[("istio", "ingressgateway")], false)?;
+    let b = boot.to_str().unwrap_or_default().to_string();
+    match gateway {
+        Sidecar::Envoy => {
+            let envoy = weft_test_support::envoy_path()?;
+            mesh.spawn("gateway", Some(&gw.ns), false, &envoy, &["-c", &b, "--disable-hot-restart", "-l", "warning"])?;
+        }
+        Sidecar::Weft => mesh.spawn("gateway", Some(&gw.ns), false, &weft(), &["proxy", "-c", &b, "-l", "info"])?,
+    }
+    Ok(Gw { mesh, gw, client, ca })
+}
+
+impl Gw {
+    /// curl from the client namespace; `args` before the URL. Returns "<status> <body>" and the
+    /// headers, or curl's error.
+    fn curl(&self, args: &[&str], url: &str) -> Result<(String, String), String> {
+        let mut full = vec!["-sS", "--max-time", "5", "-D", "-", "-o", "/dev/stdout"];
+        full.extend_from_slice(args);
+        full.push(url);
+        let out = self.client.ns.command("curl").args(&full).output().map_err(|e| e.to_string())?;
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        let status = head.lines().next().and_then(|l| l.split_whitespace().nth(1)).unwrap_or("?").to_string();
+        Ok((format!("{status} {}", body.trim()), head.to_ascii_lowercase()))
+    }
+
+    /// Polls until `url` answers with a status-and-body starting with `want` (the gateway gets
+    /// its listeners from the control plane a moment after it starts).
+    fn wait_for(&self, args: &[&str], url: &str, want: &str) -> (String, String) {
+        let r = Mesh::wait_for(Duration::from_secs(20), &format!("{url} to answer {want:?}"), || {
+            self.curl(args, url).ok().filter(|(s, _)| s.starts_with(want))
+        });
+        r.unwrap_or_else(|e| {
+            panic!(
+                "{e}; last: {:?}\ngateway log:\n{}\ncontrol plane log:\n{}",
+                self.curl(args, url),
+                self.mesh.log("gateway"),
+                self.mesh.log("control-plane")
+            )
+        })
+    }
+}
+
+fn gateway_serves_every_server_kind(g: &Gw) {
+    let gw = &g.gw.ip;
+    let ca = g.ca.to_str().unwrap_or_default();
+    // Plain HTTP on 8000: the bound VirtualService's rewrite reaches the backend.
+    let (_, head) = g.wait_for(&["-H", "Host: web.example.com"], &format!("http://{gw}:8000/api/items"), "200 web");
+    assert!(head.contains("x-path: /v2/api/items"), "rewrite not applied: {head}");
+    // A host no VirtualService binds on this port gets the gateway's 404.
+    let (s, _) = g.curl(&["-H", "Host: other.example.com"], &format!("http://{gw}:8000/")).expect("curl");
+    assert!(s.starts_with("404"), "{s}");
+    // httpsRedirect on 80.
+    let (_, head) = g.wait_for(&["-H", "Host: web.example.com"], &format!("http://{gw}/x?y=1"), "301");
+    assert!(head.contains("location: https://web.example.com/x?y=1"), "{head}");
+    // PASSTHROUGH: the TLS session is the backend's own (its certificate, checked by name).
+    let resolve = format!("secure.example.com:443:{gw}");
+    let (s, _) = g.wait_for(&["--cacert", ca, "--resolve", &resolve], "https://secure.example.com/", "200");
+    assert!(s.contains("s_server"), "not the backend's TLS server: {s}");
+    // TCP: bytes forwarded to db.
+    g.wait_for(&[], &format!("http://{gw}:5432/"), "200 db");
+}
+
+#[test]
+fn envoy_gateway_routes_http_https_passthrough_and_tcp() {
+    let g = start("gwe", Sidecar::Envoy).expect("start");
+    gateway_serves_every_server_kind(&g);
+    // SIMPLE: TLS terminated with the Gateway's files, then HTTP routing.
+    let resolve = format!("web.example.com:443:{}", g.gw.ip);
+    let ca = g.ca.to_str().unwrap_or_default();
+    let (_, head) = g.wait_for(&["--cacert", ca, "--resolve", &resolve], "https://web.example.com/api/a", "200 web");
+    assert!(head.contains("x-path: /v2/api/a"), "{head}");
+}
+
+#[test]
+fn weft_gateway_routes_http_passthrough_and_tcp() {
+    let g = start("gww", Sidecar::Weft).expect("start");
+    gateway_serves_every_server_kind(&g);
+}
