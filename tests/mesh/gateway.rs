@@ -15,6 +15,8 @@ struct Gw {
     gw: Pod,
     client: Pod,
     ca: PathBuf,
+    config: PathBuf,
+    gateway_yaml: String,
 }
 
 /// A CA and a certificate for `host` signed by it (EC P-256, one day), written to `dir`.
@@ -88,13 +90,10 @@ fn start(tag: &str, gateway: Sidecar) -> anyhow::Result<Gw> {
     } else {
         String::new()
     };
-    write(
-        &config,
-        "gateway.yaml",
-        &format!(
+    let gateway_yaml = format!(
             "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{name: edge, namespace: default}}\nspec:\n  selector: {{istio: ingressgateway}}\n  servers:\n  - port: {{number: 80, name: http, protocol: HTTP}}\n    hosts: [web.example.com]\n    tls: {{httpsRedirect: true}}\n  - port: {{number: 8000, name: http-plain, protocol: HTTP}}\n    hosts: [\"*\"]\n{https}  - port: {{number: 443, name: tls-secure, protocol: TLS}}\n    hosts: [secure.example.com]\n    tls: {{mode: PASSTHROUGH}}\n  - port: {{number: 5432, name: tcp-db, protocol: TCP}}\n    hosts: [\"*\"]\n"
-        ),
-    );
+        );
+    write(&config, "gateway.yaml", &gateway_yaml);
     write(
         &config,
         "routes.yaml",
@@ -135,7 +134,7 @@ fn start(tag: &str, gateway: Sidecar) -> anyhow::Result<Gw> {
         }
         Sidecar::Weft => mesh.spawn("gateway", Some(&gw.ns), false, &weft(), &["proxy", "-c", &b, "-l", "info"])?,
     }
-    Ok(Gw { mesh, gw, client, ca })
+    Ok(Gw { mesh, gw, client, ca, config, gateway_yaml })
 }
 
 impl Gw {
@@ -172,6 +171,41 @@ impl Gw {
     }
 }
 
+impl Gw {
+    fn status(&self) -> String {
+        self.mesh.run(&self.mesh.hub, &weft(), &["proxy-status"]).unwrap_or_default()
+    }
+}
+
+/// A listener the gateway cannot bind (its port is taken in the pod) is refused: the proxy
+/// NACKs, `proxy-status` shows it with the proxy's error, and everything it had keeps serving.
+/// Taking the server out again brings it back to SYNCED.
+fn nack_keeps_the_last_good_config(g: &mut Gw) {
+    let app = app();
+    g.mesh.spawn("squatter", Some(&g.gw.ns), false, &app, &["serve", "0.0.0.0:9000", "squatter"]).expect("squatter");
+    let gw = g.gw.ip.clone();
+    g.wait_for(&[], &format!("http://{gw}:9000/"), "200 squatter");
+    let taken = format!("{}  - port: {{number: 9000, name: http-taken, protocol: HTTP}}\n    hosts: [\"*\"]\n", g.gateway_yaml);
+    write(&g.config, "gateway.yaml", &taken);
+    let status = Mesh::wait_for(Duration::from_secs(20), "the gateway to NACK its listeners", || {
+        let s = g.status();
+        s.contains("NACKED").then_some(s)
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}\ngateway log:\n{}", g.status(), g.mesh.log("gateway")));
+    let nack = status.lines().find(|l| l.starts_with("NACK ")).unwrap_or_else(|| panic!("no NACK detail in:\n{status}"));
+    assert!(nack.contains("LDS") && nack.contains("9000"), "the NACK should say which listener failed: {nack}");
+    assert!(g.mesh.log("control-plane").contains("proxy rejected config (NACK)"), "the control plane logs the NACK");
+    // The last good listeners keep working.
+    g.wait_for(&["-H", "Host: web.example.com"], &format!("http://{gw}:8000/"), "200 web");
+    write(&g.config, "gateway.yaml", &g.gateway_yaml);
+    Mesh::wait_for(Duration::from_secs(20), "the gateway SYNCED again", || {
+        let s = g.status();
+        (!s.contains("NACK") && s.lines().nth(1).is_some_and(|l| l.split_whitespace().filter(|w| *w == "SYNCED").count() == 4))
+            .then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", g.status()));
+}
+
 fn gateway_serves_every_server_kind(g: &Gw) {
     let gw = &g.gw.ip;
     let ca = g.ca.to_str().unwrap_or_default();
@@ -194,17 +228,19 @@ fn gateway_serves_every_server_kind(g: &Gw) {
 
 #[test]
 fn envoy_gateway_routes_http_https_passthrough_and_tcp() {
-    let g = start("gwe", Sidecar::Envoy).expect("start");
+    let mut g = start("gwe", Sidecar::Envoy).expect("start");
     gateway_serves_every_server_kind(&g);
     // SIMPLE: TLS terminated with the Gateway's files, then HTTP routing.
     let resolve = format!("web.example.com:443:{}", g.gw.ip);
     let ca = g.ca.to_str().unwrap_or_default();
     let (_, head) = g.wait_for(&["--cacert", ca, "--resolve", &resolve], "https://web.example.com/api/a", "200 web");
     assert!(head.contains("x-path: /v2/api/a"), "{head}");
+    nack_keeps_the_last_good_config(&mut g);
 }
 
 #[test]
 fn weft_gateway_routes_http_passthrough_and_tcp() {
-    let g = start("gww", Sidecar::Weft).expect("start");
+    let mut g = start("gww", Sidecar::Weft).expect("start");
     gateway_serves_every_server_kind(&g);
+    nack_keeps_the_last_good_config(&mut g);
 }

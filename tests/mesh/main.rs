@@ -216,6 +216,60 @@ fn scenarios(bi: &Bookinfo) {
     assert_eq!(count(&delayed, "200 reviews-v2"), 2, "{delayed:?}");
     assert!(t.elapsed() >= Duration::from_secs(2), "two requests with a 1s fixed delay took {:?}", t.elapsed());
 
+    // Retries: reviews-v1's /flaky fails every other request. With retries on 5xx every call
+    // succeeds; with retries switched off about half fail.
+    let flaky = format!("http://{REVIEWS_VIP}:9080/flaky");
+    write(
+        &bi.config,
+        "reviews-vs.yaml",
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: reviews}\nspec:\n  hosts: [reviews]\n  http:\n  - retries: {attempts: 3, retryOn: 5xx}\n    route: [{destination: {host: reviews, subset: v1}}]\n",
+    );
+    bi.wait_for_only(&reviews, &[host], "200 reviews-v1");
+    let retried = bi.get(&flaky, 20, &[host]);
+    assert_eq!(count(&retried, "200 reviews-v1"), 20, "retries must hide every other failure: {retried:?}");
+    write(
+        &bi.config,
+        "reviews-vs.yaml",
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: reviews}\nspec:\n  hosts: [reviews]\n  http:\n  - retries: {attempts: 0}\n    route: [{destination: {host: reviews, subset: v1}}]\n",
+    );
+    Mesh::wait_for(Duration::from_secs(15), "the no-retry route", || {
+        let out = bi.get(&flaky, 10, &[host]);
+        (count(&out, "503 reviews-v1") >= 4).then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}: {:?}", bi.get(&flaky, 10, &[host])));
+
+    // sourceLabels: the route applies only to callers with those labels (productpage here).
+    write(
+        &bi.config,
+        "reviews-vs.yaml",
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: reviews}\nspec:\n  hosts: [reviews]\n  http:\n  - match: [{sourceLabels: {app: productpage}}]\n    route: [{destination: {host: reviews, subset: v3}}]\n  - route: [{destination: {host: reviews, subset: v1}}]\n",
+    );
+    bi.wait_for_only(&reviews, &[host], "200 reviews-v3");
+    write(
+        &bi.config,
+        "reviews-vs.yaml",
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: reviews}\nspec:\n  hosts: [reviews]\n  http:\n  - match: [{sourceLabels: {app: ratings}}]\n    route: [{destination: {host: reviews, subset: v3}}]\n  - route: [{destination: {host: reviews, subset: v1}}]\n",
+    );
+    bi.wait_for_only(&reviews, &[host], "200 reviews-v1");
+
+    // Sidecar egress scoping: productpage may see only ext.example.com; reviews disappears
+    // from its config, so REGISTRY_ONLY blocks it (no listener for 9080 is left, so the
+    // connection goes to the BlackHoleCluster and fails). Without the Sidecar it is back.
+    write(
+        &bi.config,
+        "sidecar.yaml",
+        "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: productpage}\nspec:\n  workloadSelector: {labels: {app: productpage}}\n  egress: [{hosts: [\"./ext.example.com\"]}]\n",
+    );
+    Mesh::wait_for(Duration::from_secs(15), "reviews to be out of productpage's scope", || {
+        let got = bi.get(&reviews, 3, &[host]);
+        got.keys().all(|k| k.starts_with("error") || k.starts_with("502")).then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}: {:?}\n{}", bi.get(&reviews, 3, &[host]), bi.status()));
+    let ext = bi.get(&format!("http://{}:80/", bi.ext.ip), 2, &["host:ext.example.com"]);
+    assert_eq!(count(&ext, "200 ext"), 2, "{ext:?}");
+    std::fs::remove_file(bi.config.join("sidecar.yaml")).expect("remove sidecar.yaml");
+    bi.wait_for_only(&reviews, &[host], "200 reviews-v1");
+
     // REGISTRY_ONLY: a declared ServiceEntry host is reachable, an unknown one gets Istio's 502.
     let ext = bi.get(&format!("http://{}:80/", bi.ext.ip), 3, &["host:ext.example.com"]);
     assert_eq!(count(&ext, "200 ext"), 3, "{ext:?}");

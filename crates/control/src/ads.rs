@@ -409,6 +409,9 @@ impl Conn {
                 resubscribed |= s.insert(self.config.intern(t, n));
             }
         }
+        if !req.resource_names_unsubscribe.is_empty() {
+            sub.checked = None;
+        }
         for n in &req.resource_names_unsubscribe {
             if let Some(s) = sub.names.as_mut() {
                 s.remove(n.as_str());
@@ -416,6 +419,9 @@ impl Conn {
             sub.sent.remove(n);
         }
         if first || resubscribed {
+            // What is newly subscribed may be in sets that did not change since the last push
+            // (resources the proxy dropped and now wants back): compare by name, not by set.
+            sub.checked = None;
             self.push_delta(t, first, tx).await.map_err(|_| Status::cancelled("stream closed"))?;
         }
         Ok(())

@@ -1,7 +1,8 @@
 //! A sample workload for mesh tests, run inside a test's network namespace.
 //!
 //! `weft-test-app serve ADDR NAME`: answers every request with `NAME` (and headers `x-app`, and
-//!   `x-path` with the path it was asked for); `/status/<code>` answers with that status.
+//!   `x-path` with the path it was asked for); `/status/<code>` answers with that status;
+//!   `/flaky` answers 503 to every other request (the first, third, …), for retry tests.
 //! `weft-test-app get URL COUNT [NAME:VALUE…]`: sends COUNT requests one after another and
 //!   prints a JSON object counting each `"<status> <body>"` (`"error <reason>"` for failures).
 
@@ -13,6 +14,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
+
+/// Requests to `/flaky` so far, in this process.
+static FLAKY: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
@@ -54,7 +58,10 @@ async fn serve(addr: String, name: String) -> ExitCode {
             let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                 let name = name.clone();
                 async move {
-                    let status = req.uri().path().strip_prefix("/status/").and_then(|c| c.parse::<u16>().ok()).unwrap_or(200);
+                    let mut status = req.uri().path().strip_prefix("/status/").and_then(|c| c.parse::<u16>().ok()).unwrap_or(200);
+                    if req.uri().path() == "/flaky" && FLAKY.fetch_add(1, std::sync::atomic::Ordering::Relaxed).is_multiple_of(2) {
+                        status = 503;
+                    }
                     let mut r = hyper::Response::new(Full::new(Bytes::from(name.clone())));
                     *r.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::OK);
                     if let Ok(v) = hyper::header::HeaderValue::from_str(&name) {
