@@ -72,17 +72,36 @@ pub fn load_mesh(text: &str, file: &str) -> Result<MeshConfig, crate::Diagnostic
     if value.is_null() {
         return Ok(MeshConfig::default());
     }
-    serde_path_to_error::deserialize(value).map_err(|e| {
+    let error = |path: String, message: String| crate::Diagnostic {
+        level: crate::Level::Error,
+        file: file.into(),
+        line: idx.docs.first().map(|d| d.line_of(&path)),
+        resource: Some("MeshConfig".into()),
+        field_path: path,
+        message,
+    };
+    let mesh: MeshConfig = serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
-        let message = e.into_inner().to_string();
-        let line = idx.docs.first().map(|d| d.line_of(&path));
-        crate::Diagnostic {
-            level: crate::Level::Error,
-            file: file.into(),
-            line,
-            resource: Some("MeshConfig".into()),
-            field_path: path,
-            message,
+        error(path, e.into_inner().to_string())
+    })?;
+    if let Some(p) = mesh.default_config.tracing.as_ref().and_then(|t| t.sampling) {
+        if !(0.0..=100.0).contains(&p) {
+            return Err(error("defaultConfig.tracing.sampling".into(), format!("{p} is not a percentage (0 to 100)")));
         }
-    })
+    }
+    Ok(mesh)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tracing_sampling_is_a_percentage() {
+        let ok = load_mesh("defaultConfig:\n  tracing:\n    sampling: 2.5\n", "mesh.yaml").expect("valid");
+        assert_eq!(ok.default_config.tracing.and_then(|t| t.sampling), Some(2.5));
+        let err = load_mesh("defaultConfig:\n  tracing:\n    sampling: 250\n", "mesh.yaml").expect_err("out of range");
+        assert_eq!(err.field_path, "defaultConfig.tracing.sampling");
+        assert_eq!(err.line, Some(3));
+    }
 }

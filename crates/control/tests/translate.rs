@@ -176,3 +176,20 @@ fn gateway_servers_become_http_https_passthrough_and_tcp_listeners() {
     assert_eq!(l5432["filter_chains"][0]["filters"][0]["typed_config"]["cluster"], "outbound|5432||db.default.svc.cluster.local");
     assert!(l5432.get("listener_filters").is_none());
 }
+
+#[test]
+fn mesh_tracing_sampling_reaches_every_http_connection_manager() {
+    let text = std::fs::read_to_string(format!("{}/tests/fixtures/bookinfo.yaml", env!("CARGO_MANIFEST_DIR"))).expect("fixture");
+    let loaded = load_text(&text, "bookinfo.yaml");
+    let mesh = weft_api::mesh::load_mesh("defaultConfig:\n  tracing:\n    sampling: 2.5\n", "mesh.yaml").expect("mesh");
+    let model = Model::build(&loaded.objects, mesh);
+    let g = generate(&model, &node("10.1.0.2", "productpage"));
+    encode_all(&g);
+    let text = serde_json::to_string(&g.listeners).expect("json");
+    let managers = text.matches("HttpConnectionManager").count();
+    assert!(managers > 1, "bookinfo has HTTP listeners");
+    assert_eq!(text.matches(r#""random_sampling":{"value":2.5}"#).count(), managers, "{text}");
+    // Without the setting there is no tracing block (Envoy's default applies).
+    let plain = generate(&bookinfo(), &node("10.1.0.2", "productpage"));
+    assert!(!serde_json::to_string(&plain.listeners).expect("json").contains("random_sampling"));
+}

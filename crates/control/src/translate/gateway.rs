@@ -99,12 +99,12 @@ pub fn generate(scope: &Scope<'_>, out: &mut Generated) {
             let name = format!("http.{port}");
             let redirect = plain.iter().any(|b| b.server.tls.as_ref().is_some_and(|t| t.https_redirect));
             out.routes.insert(name.clone(), route_config(scope, &name, &plain, port, redirect));
-            chains.push(json!({"name": name, "filters": [hcm(&format!("outbound_0.0.0.0_{port}"), json!(name))]}));
+            chains.push(json!({"name": name, "filters": [hcm(scope, &format!("outbound_0.0.0.0_{port}"), json!(name))]}));
         }
         for b in binds.iter().filter(|b| b.kind() == Kind::Https) {
             let name = b.https_route_name();
             out.routes.insert(name.clone(), route_config(scope, &name, &[b], port, false));
-            let mut chain = json!({"name": name, "filters": [hcm(&format!("outbound_0.0.0.0_{port}"), json!(name))]});
+            let mut chain = json!({"name": name, "filters": [hcm(scope, &format!("outbound_0.0.0.0_{port}"), json!(name))]});
             terminate(&mut chain, b, &["h2", "http/1.1"]);
             chains.push(chain);
         }

@@ -31,7 +31,10 @@ fn unknown_destination(scope: &Scope<'_>) -> &'static str {
     }
 }
 
-pub(super) fn hcm(stat_prefix: &str, routes: Value) -> Value {
+/// An HTTP connection manager with the mesh's filters; `routes` is an RDS name or an inline
+/// route configuration. MeshConfig `defaultConfig.tracing.sampling` becomes the percentage of
+/// requests traced, as istiod sets it.
+pub(super) fn hcm(scope: &Scope<'_>, stat_prefix: &str, routes: Value) -> Value {
     let mut cfg = json!({
         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix": stat_prefix,
@@ -40,6 +43,9 @@ pub(super) fn hcm(stat_prefix: &str, routes: Value) -> Value {
             {"name": "envoy.filters.http.router", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}},
         ],
     });
+    if let Some(p) = scope.model.mesh.default_config.tracing.as_ref().and_then(|t| t.sampling) {
+        cfg["tracing"] = json!({"random_sampling": {"value": p}});
+    }
     match routes {
         Value::String(name) => cfg["rds"] = json!({"route_config_name": name, "config_source": {"ads": {}, "resource_api_version": "V3"}}),
         inline => cfg["route_config"] = inline,
@@ -98,7 +104,7 @@ pub fn outbound(scope: &Scope<'_>, out: &mut Generated) {
                     "name": format!("{vip}_{port}-http"),
                     "filter_chain_match": {"prefix_ranges": [{"address_prefix": vip.to_string(), "prefix_len": if vip.is_ipv4() { 32 } else { 128 }}],
                                            "application_protocols": HTTP_ALPN},
-                    "filters": [hcm(&format!("outbound_{name}"), json!(port.to_string()))],
+                    "filters": [hcm(scope, &format!("outbound_{name}"), json!(port.to_string()))],
                 }));
             }
         }
@@ -106,7 +112,7 @@ pub fn outbound(scope: &Scope<'_>, out: &mut Generated) {
             chains.push(json!({
                 "name": name,
                 "filter_chain_match": {"application_protocols": HTTP_ALPN},
-                "filters": [hcm(&format!("outbound_{name}"), json!(port.to_string()))],
+                "filters": [hcm(scope, &format!("outbound_{name}"), json!(port.to_string()))],
             }));
         }
         let mut l = json!({
@@ -185,12 +191,12 @@ pub fn inbound(scope: &Scope<'_>, out: &mut Generated) {
             "routes": [{"name": "default", "match": {"prefix": "/"}, "route": {"cluster": cluster, "timeout": "0s"}}]}]});
         if proto.is_http() {
             chains.push(json!({"name": name, "filter_chain_match": {"destination_port": port},
-                "filters": [hcm(&format!("inbound_0.0.0.0_{port}"), http)]}));
+                "filters": [hcm(scope, &format!("inbound_0.0.0.0_{port}"), http)]}));
         } else if *proto == Protocol::Auto {
             sniff = true;
             chains.push(
                 json!({"name": format!("{name}-http"), "filter_chain_match": {"destination_port": port, "application_protocols": HTTP_ALPN},
-                "filters": [hcm(&format!("inbound_0.0.0.0_{port}"), http)]}),
+                "filters": [hcm(scope, &format!("inbound_0.0.0.0_{port}"), http)]}),
             );
             chains
                 .push(json!({"name": name, "filter_chain_match": {"destination_port": port}, "filters": [tcp_proxy(&cluster, &cluster)]}));
