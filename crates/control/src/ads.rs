@@ -88,8 +88,6 @@ struct Sub {
     /// The config the last push (or no-op check) of this type was computed from: when the
     /// type's sets are the same `Arc`s now, nothing can have changed.
     checked: Option<ProxyConfig>,
-    /// Held from sending a large response until the proxy answers it (see `admit`).
-    in_flight: Option<OwnedSemaphorePermit>,
 }
 
 /// What a proxy holds of one type: the shared resources it was sent, sorted by name (a pointer
@@ -136,6 +134,8 @@ struct Conn {
     config: ProxyConfig,
     subs: BTreeMap<&'static str, Sub>,
     nonce: u64,
+    /// A push slot (see `admit`), and the type whose answer releases it.
+    slot: Option<(&'static str, OwnedSemaphorePermit)>,
 }
 
 fn static_type(t: &str) -> Option<&'static str> {
@@ -161,7 +161,7 @@ impl Conn {
     fn new(shared: Arc<Shared>, delta: bool) -> Conn {
         let id = shared.connection_id();
         let state = shared.current.borrow().clone();
-        Conn { shared, id, delta, node: None, state, config: ProxyConfig::default(), subs: BTreeMap::new(), nonce: 0 }
+        Conn { shared, id, delta, node: None, state, config: ProxyConfig::default(), subs: BTreeMap::new(), nonce: 0, slot: None }
     }
 
     /// Reads the node from the first request; refuses a node weft cannot place.
@@ -227,19 +227,21 @@ impl Conn {
 
     /// Large responses wait for one of a bounded number of slots, held until the proxy ACKs or
     /// NACKs, so a fleet connecting at once does not have every full config in flight (and in
-    /// memory) together. A proxy that never answers cannot stall the others for long: after
-    /// `ADMIT_WAIT` the response goes out without a slot.
+    /// memory) together. A connection that holds a slot keeps it for its next large push:
+    /// Envoy ACKs CDS only once the clusters' EDS has arrived, so waiting for a second slot
+    /// could stall on proxies that wait on us. A proxy that never answers cannot stall the
+    /// others for long: after `ADMIT_WAIT` the response goes out without a slot.
     async fn admit(&mut self, t: &'static str, resources: &[Arc<Res>]) {
         let bytes: usize = resources.iter().map(|r| r.encoded.len()).sum();
-        let sub = self.subs.entry(t).or_default();
-        sub.in_flight = None;
         if bytes < LARGE_PUSH {
             return;
         }
-        let permit = tokio::time::timeout(ADMIT_WAIT, self.shared.push_slots.clone().acquire_owned()).await;
-        if let Some(sub) = self.subs.get_mut(t) {
-            sub.in_flight = permit.ok().and_then(Result::ok);
+        if let Some((owner, _)) = self.slot.as_mut() {
+            *owner = t;
+            return;
         }
+        let permit = tokio::time::timeout(ADMIT_WAIT, self.shared.push_slots.clone().acquire_owned()).await;
+        self.slot = permit.ok().and_then(Result::ok).map(|p| (t, p));
     }
 
     /// The connection's event loop, shared by both protocols: requests from the proxy, and
@@ -276,8 +278,8 @@ impl Conn {
     /// Records the proxy's answer to the response carrying the type's current nonce. An ACK
     /// confirms `acked` (or, when the protocol carries no version, what was last sent).
     fn on_reply(&mut self, t: &'static str, error: Option<&str>, acked: Option<String>) {
-        if let Some(sub) = self.subs.get_mut(t) {
-            sub.in_flight = None;
+        if self.slot.as_ref().is_some_and(|(owner, _)| *owner == t) {
+            self.slot = None;
         }
         match error {
             Some(err) => {
