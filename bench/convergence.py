@@ -178,7 +178,7 @@ def main():
         "CP CPU is the control plane's CPU seconds over the whole run (initial sync of every proxy plus the changes). "
         "The Sidecar-scoped scenario makes no change (only ns0's proxies would see it); it shows bytes per proxy.",
         "",
-        "The initial sync of 1000 proxies is paced on purpose: a first push (1.45 MB) waits for one of the control plane's 64 push slots, each held until that proxy ACKs, which bounds the memory peak (unpaced, the peak was 1245 MB and the sync 4 s).",
+        "The initial sync of 1000 proxies is paced on purpose: a first push (1.45 MB) waits for one of the control plane's 64 push slots, a connection keeps its slot until its last large push is ACKed, which bounds the memory peak (before pacing and streamed responses the peak was 1245 MB).",
         "",
         "## Against istiod's published figures",
         "",
