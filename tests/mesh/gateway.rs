@@ -173,7 +173,7 @@ impl Gw {
 
 impl Gw {
     fn status(&self) -> String {
-        self.mesh.run(&self.mesh.hub, &weft(), &["proxy-status"]).unwrap_or_default()
+        self.mesh.proxy_status(&weft())
     }
 }
 

@@ -125,7 +125,7 @@ fn start(tag: &str, delta: bool, sidecar: Sidecar) -> anyhow::Result<Bookinfo> {
 
 impl Bookinfo {
     fn status(&self) -> String {
-        self.mesh.run(&self.mesh.hub, &weft(), &["proxy-status"]).unwrap_or_default()
+        self.mesh.proxy_status(&weft())
     }
 
     fn wait_synced(&self, proxies: usize) -> anyhow::Result<()> {

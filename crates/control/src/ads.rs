@@ -138,10 +138,6 @@ struct Conn {
     slot: Option<(&'static str, OwnedSemaphorePermit)>,
 }
 
-fn static_type(t: &str) -> Option<&'static str> {
-    ALL_TYPES.iter().copied().find(|k| *k == t)
-}
-
 pub fn struct_to_json(s: &Struct) -> serde_json::Value {
     serde_json::Value::Object(s.fields.iter().map(|(k, v)| (k.clone(), value_to_json(v))).collect())
 }
@@ -316,7 +312,7 @@ impl Conn {
 
     async fn on_sotw_request(&mut self, req: DiscoveryRequest, tx: &Sender) -> Result<(), Status> {
         self.identify(req.node.as_ref())?;
-        let Some(t) = static_type(&req.type_url) else {
+        let Some(t) = proto::known_type(&req.type_url) else {
             tracing::debug!(conn = self.id, type_url = %req.type_url, "unsupported type requested; ignoring");
             return Ok(());
         };
@@ -383,7 +379,7 @@ impl Conn {
 
     async fn on_delta_request(&mut self, req: DeltaDiscoveryRequest, tx: &Sender) -> Result<(), Status> {
         self.identify(req.node.as_ref())?;
-        let Some(t) = static_type(&req.type_url) else { return Ok(()) };
+        let Some(t) = proto::known_type(&req.type_url) else { return Ok(()) };
         let sub = self.subs.entry(t).or_default();
         if !req.response_nonce.is_empty() && req.response_nonce == sub.nonce {
             // Delta requests carry no version: an ACK confirms what was last sent.
@@ -411,19 +407,19 @@ impl Conn {
                 resubscribed |= s.insert(self.config.intern(t, n));
             }
         }
-        if !req.resource_names_unsubscribe.is_empty() {
-            sub.checked = None;
-        }
         for n in &req.resource_names_unsubscribe {
             if let Some(s) = sub.names.as_mut() {
                 s.remove(n.as_str());
             }
             sub.sent.remove(n);
         }
-        if first || resubscribed {
-            // What is newly subscribed may be in sets that did not change since the last push
-            // (resources the proxy dropped and now wants back): compare by name, not by set.
+        if resubscribed || !req.resource_names_unsubscribe.is_empty() {
+            // The names changed, and what they now cover may sit in sets that did not change
+            // since the last push (resources the proxy dropped and now wants back): the next
+            // push compares by name, not by set.
             sub.checked = None;
+        }
+        if first || resubscribed {
             self.push_delta(t, first, tx).await.map_err(|_| Status::cancelled("stream closed"))?;
         }
         Ok(())

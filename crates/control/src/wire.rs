@@ -83,13 +83,11 @@ impl<H: Handler> AdsService<H> {
         let body = req.into_body();
         let (tx, rx) = mpsc::channel(16);
         match path.as_str() {
-            SOTW_PATH => self.handler.sotw(decode(body), tx),
-            DELTA_PATH => self.handler.delta(decode(body), tx),
+            SOTW_PATH => self.handler.sotw(Requests::new(body), tx),
+            DELTA_PATH => self.handler.delta(Requests::new(body), tx),
             other => return status_only(Status::unimplemented(format!("unknown method {other}"))),
         }
-        let mut resp = http::Response::new(tonic::body::Body::new(PushBody { rx, current: None, finished: false }));
-        resp.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/grpc"));
-        resp
+        grpc_response(tonic::body::Body::new(PushBody { rx, current: None, finished: false }))
     }
 }
 
@@ -102,11 +100,11 @@ pub struct Requests<T> {
     _t: std::marker::PhantomData<fn() -> T>,
 }
 
-fn decode<T>(body: tonic::body::Body) -> Requests<T> {
-    Requests { body, buf: BytesMut::new(), _t: std::marker::PhantomData }
-}
-
 impl<T: Message + Default> Requests<T> {
+    fn new(body: tonic::body::Body) -> Requests<T> {
+        Requests { body, buf: BytesMut::new(), _t: std::marker::PhantomData }
+    }
+
     /// The next request; `Ok(None)` when the proxy closed its side.
     pub async fn message(&mut self) -> Result<Option<T>, Status> {
         use http_body_util::BodyExt;
@@ -153,9 +151,14 @@ impl<T: Message + Default> Requests<T> {
 
 /// A response with no messages, only the status (in headers: a "trailers-only" response).
 fn status_only(status: Status) -> HttpResponse {
-    let mut resp = http::Response::new(tonic::body::Body::empty());
-    resp.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/grpc"));
+    let mut resp = grpc_response(tonic::body::Body::empty());
     resp.headers_mut().extend(trailers(&status));
+    resp
+}
+
+fn grpc_response(body: tonic::body::Body) -> HttpResponse {
+    let mut resp = http::Response::new(body);
+    resp.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/grpc"));
     resp
 }
 

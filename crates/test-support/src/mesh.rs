@@ -152,6 +152,11 @@ impl Mesh {
         Ok(path)
     }
 
+    /// `weft proxy-status` against the control plane in the hub (its default debug address).
+    pub fn proxy_status(&self, weft: &Path) -> String {
+        self.run(&self.hub, weft, &["proxy-status"]).unwrap_or_default()
+    }
+
     /// Runs `cmd` in `ns` to completion and returns stdout.
     pub fn run(&self, ns: &Netns, cmd: &Path, args: &[&str]) -> anyhow::Result<String> {
         let mut full = vec![cmd.to_str().ok_or_else(|| anyhow::anyhow!("non-UTF-8 path"))?];

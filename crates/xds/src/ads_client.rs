@@ -156,10 +156,6 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-fn static_type(t: &str) -> Option<&'static str> {
-    proto::ALL_TYPES.iter().copied().find(|k| *k == t)
-}
-
 /// The type whose names follow `t`'s content (CDS → EDS, LDS → RDS).
 fn dependent(t: &'static str) -> Option<&'static str> {
     match t {
@@ -278,7 +274,7 @@ async fn stream_sotw(
             Ok(None) => return "the control plane closed the stream".into(),
             Err(e) => return format!("stream error: {}", e.message()),
         };
-        let Some(t) = static_type(&resp.type_url) else {
+        let Some(t) = proto::known_type(&resp.type_url) else {
             tracing::warn!(type_url = %resp.type_url, "ignoring a response of a type weft did not ask for");
             continue;
         };
@@ -377,7 +373,7 @@ async fn stream_delta(
             Ok(None) => return "the control plane closed the stream".into(),
             Err(e) => return format!("stream error: {}", e.message()),
         };
-        let Some(t) = static_type(&resp.type_url) else {
+        let Some(t) = proto::known_type(&resp.type_url) else {
             tracing::warn!(type_url = %resp.type_url, "ignoring a response of a type weft did not ask for");
             continue;
         };

@@ -20,6 +20,11 @@ pub const ROUTE: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfigur
 pub const ALL_TYPES: [&str; 4] = [CLUSTER, ENDPOINT, LISTENER, ROUTE];
 
 /// Short names operators use (`clusters`, `listeners`, …) for a type URL.
+/// `type_url` as one of the four types weft serves, or `None` for any other.
+pub fn known_type(type_url: &str) -> Option<&'static str> {
+    ALL_TYPES.iter().copied().find(|k| *k == type_url)
+}
+
 pub fn short_name(type_url: &str) -> &'static str {
     match type_url {
         CLUSTER => "CDS",

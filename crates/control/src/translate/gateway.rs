@@ -77,6 +77,11 @@ impl Bind<'_> {
         self.hosts().any(|h| host_matches(h, host) || host_matches(host, h))
     }
 
+    /// Whether a `tcp`/`tls` match (its `port` and own `gateways`) applies to this server.
+    fn l4_match_applies(&self, match_port: Option<u32>, match_gateways: &[String], vs_ns: &str) -> bool {
+        match_port.is_none_or(|p| p == self.server.port.number) && self.bound().admits(match_gateways, vs_ns)
+    }
+
     /// Istio's route name for a terminating server: `https.<port>.<server name>.<gw>.<ns>`.
     fn https_route_name(&self) -> String {
         let server = self.server.name.clone().or_else(|| self.server.port.name.clone()).unwrap_or_else(|| self.index.to_string());
@@ -271,10 +276,7 @@ fn l4_route(scope: &Scope<'_>, b: &Bind<'_>, port: u16) -> Option<String> {
             continue;
         }
         for r in &vs.spec.tcp {
-            let applies = r.matches.is_empty()
-                || r.matches.iter().any(|m| {
-                    m.port.is_none_or(|p| p == u32::from(port)) && (m.gateways.is_empty() || b.bound().named_in(&m.gateways, &vs.namespace))
-                });
+            let applies = r.matches.is_empty() || r.matches.iter().any(|m| b.l4_match_applies(m.port, &m.gateways, &vs.namespace));
             if let (true, Some(d)) = (applies, r.route.first()) {
                 return Some(l4_cluster(scope, &d.destination, &vs.namespace, port));
             }

@@ -99,6 +99,12 @@ impl Bound<'_> {
             }),
         }
     }
+
+    /// Whether a route match with its own `gateways:` list applies here; an empty list means
+    /// wherever its VirtualService applies.
+    pub fn admits(&self, match_gateways: &[String], vs_ns: &str) -> bool {
+        match_gateways.is_empty() || self.named_in(match_gateways, vs_ns)
+    }
 }
 
 /// The routes of `vs` for traffic on `port`, in order, for `bound`.
@@ -139,7 +145,7 @@ fn match_applies(scope: &Scope<'_>, m: &net::HttpMatchRequest, port: u16, bound:
     m.port.is_none_or(|p| p == u32::from(port))
         && labels_match(&m.source_labels, &scope.node.labels)
         && m.source_namespace.as_ref().is_none_or(|ns| *ns == scope.node.namespace)
-        && (m.gateways.is_empty() || bound.named_in(&m.gateways, vs_ns))
+        && bound.admits(&m.gateways, vs_ns)
 }
 
 fn string_matcher(sm: &StringMatch) -> Value {

@@ -606,11 +606,7 @@ fn no_healthy(cluster: &Cluster, info: &mut RequestInfo, grpc: bool) -> Response
 /// Envoy's answer for a virtual host that requires TLS: 301 to the same host and path over
 /// https, the Host kept as the client sent it.
 pub fn tls_redirect(authority: &str, path_and_query: &str) -> Response<Body> {
-    let mut r = local_reply::build(StatusCode::MOVED_PERMANENTLY, Bytes::new(), false);
-    if let Ok(v) = HeaderValue::from_str(&format!("https://{authority}{path_and_query}")) {
-        r.headers_mut().insert(header::LOCATION, v);
-    }
-    r
+    location_reply(StatusCode::MOVED_PERMANENTLY, &format!("https://{authority}{path_and_query}"))
 }
 
 pub fn redirect(rd: &RedirectAction, matched: &PathMatch, authority: &str, path: &str, query: Option<&str>) -> Response<Body> {
@@ -655,8 +651,13 @@ pub fn redirect(rd: &RedirectAction, matched: &PathMatch, authority: &str, path:
         Some(q) if !q.is_empty() => format!("{scheme}://{hostport}{new_path}?{q}"),
         _ => format!("{scheme}://{hostport}{new_path}"),
     };
-    let mut r = local_reply::build(rd.status, Bytes::new(), false);
-    if let Ok(v) = HeaderValue::from_str(&location) {
+    location_reply(rd.status, &location)
+}
+
+/// An empty local reply with `status` and a `Location` header.
+fn location_reply(status: StatusCode, location: &str) -> Response<Body> {
+    let mut r = local_reply::build(status, Bytes::new(), false);
+    if let Ok(v) = HeaderValue::from_str(location) {
         r.headers_mut().insert(header::LOCATION, v);
     }
     r
