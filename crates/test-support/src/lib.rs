@@ -15,8 +15,27 @@ pub use client::{send, Reply, Req};
 pub use proxy::{envoy_path, ProxyKind, ProxyProcess};
 pub use upstream::{TcpEcho, Upstream};
 
-/// A free TCP port on 127.0.0.1 (bound, then released; a race is possible but rare).
+/// Ports handed out by `free_port`: below the kernel's ephemeral range (32768–60999 by
+/// default). A port the kernel picks for `bind(0)` is also what it picks for the local end of
+/// outgoing connections, so between the check and the proxy's own bind another test's client
+/// could take it ("Address already in use" in CI).
+const TEST_PORTS: std::ops::Range<u16> = 20_000..32_000;
+
+/// A free TCP port on 127.0.0.1 for a test to bind later. Each test process starts at its own
+/// offset (by PID) and walks forward, so concurrent test processes rarely try the same port,
+/// and every candidate is checked by binding it.
 pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let span = u32::from(TEST_PORTS.end - TEST_PORTS.start);
+    let _ = NEXT.compare_exchange(u32::MAX, std::process::id().wrapping_mul(97) % span, Ordering::Relaxed, Ordering::Relaxed);
+    for _ in 0..span {
+        let i = NEXT.fetch_add(1, Ordering::Relaxed) % span;
+        let port = TEST_PORTS.start + i as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0)
 }
 
