@@ -103,7 +103,76 @@ fn known_but_unimplemented_fields_are_refused() {
     let text = with(true, |b| {
         b.replace("    filter_chains:\n    - filters:", "    filter_chains:\n    - transport_socket: {name: tls}\n      filters:")
     });
-    assert_refused(&text, &["static_resources.listeners[0].filter_chains[0].transport_socket: not supported"]);
+    assert_refused(&text, &["static_resources.listeners[0].filter_chains[0].transport_socket.typed_config: required"]);
+}
+
+/// A filter chain terminating TLS with the given context (YAML flow mapping).
+fn with_tls(ctx: &str) -> String {
+    with(true, |b| {
+        b.replace(
+            "    filter_chains:\n    - filters:",
+            &format!(
+                "    filter_chains:\n    - transport_socket:\n        name: tls\n        typed_config: {{\"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext, {ctx}}}\n      filters:"
+            ),
+        )
+    })
+}
+
+#[test]
+fn bad_tls_material_is_refused_with_its_field_and_never_echoed() {
+    use weft_test_support::certs::{Leaf, TempDir, TestCa};
+    let dir = TempDir::new("bad-tls").expect("temp dir");
+    let ca = TestCa::new(dir.path(), "bad").expect("ca");
+    let a = ca.issue("a", Leaf { dns: &["a.test"], ..Default::default() }).expect("a");
+    let b = ca.issue("b", Leaf { dns: &["b.test"], ..Default::default() }).expect("b");
+    let garbage = dir.path().join("garbage-key.pem");
+    std::fs::write(&garbage, "-----BEGIN PRIVATE KEY-----\nTOP-SECRET-MATERIAL\n-----END PRIVATE KEY-----\n").expect("write");
+    let certs = |cert: &str, key: &str| {
+        format!("common_tls_context: {{tls_certificates: [{{certificate_chain: {{filename: {cert}}}, private_key: {{filename: {key}}}}}]}}")
+    };
+    let ctx = "static_resources.listeners[0].filter_chains[0].transport_socket.typed_config";
+    assert_refused(
+        &with_tls(&certs("/nonexistent/cert.pem", &a.key_str())),
+        &[&format!("{ctx}.common_tls_context.tls_certificates[0].certificate_chain.filename: cannot read \"/nonexistent/cert.pem\"")],
+    );
+    assert_refused(
+        &with_tls(&certs(&a.cert_str(), &b.key_str())),
+        &[&format!("{ctx}.common_tls_context.tls_certificates[0]: the private key does not belong to the certificate")],
+    );
+    let port = free_port();
+    let (code, err) =
+        refuse(&with_tls(&certs(&a.cert_str(), &garbage.display().to_string())).replace("PORT", &port.to_string()), "yaml", port);
+    assert_ne!(code, 0);
+    assert!(err.contains("tls_certificates[0].private_key: "), "{err}");
+    assert!(err.contains("holds no usable PEM private key"), "{err}");
+    assert!(!err.contains("TOP-SECRET-MATERIAL"), "key file contents must never be printed:\n{err}");
+    let with_params = |params: &str| {
+        with_tls(&format!(
+            "common_tls_context: {{tls_params: {{{params}}}, tls_certificates: [{{certificate_chain: {{filename: {}}}, private_key: {{filename: {}}}}}]}}",
+            a.cert_str(),
+            a.key_str()
+        ))
+    };
+    assert_refused(
+        &with_params("cipher_suites: [RC4-MD5]"),
+        &[&format!("{ctx}.common_tls_context.tls_params.cipher_suites[0]: unknown cipher suite \"RC4-MD5\"")],
+    );
+    assert_refused(
+        &with_params("tls_maximum_protocol_version: TLSv1_1"),
+        &[&format!("{ctx}.common_tls_context.tls_params.tls_maximum_protocol_version: TLS 1.0 and 1.1 are not supported")],
+    );
+    assert_refused(
+        &with_tls(&format!("require_client_certificate: true, {}", certs(&a.cert_str(), &a.key_str()))),
+        &[&format!("{ctx}.require_client_certificate: needs common_tls_context.validation_context")],
+    );
+    assert_refused(
+        &with_tls(&format!(
+            "common_tls_context: {{validation_context: {{match_typed_subject_alt_names: [{{san_type: URI, matcher: {{exact: x}}}}]}}, tls_certificates: [{{certificate_chain: {{filename: {}}}, private_key: {{filename: {}}}}}]}}",
+            a.cert_str(),
+            a.key_str()
+        )),
+        &[&format!("{ctx}.common_tls_context.validation_context.trusted_ca: required with SAN matchers")],
+    );
 }
 
 #[test]

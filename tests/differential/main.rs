@@ -9,4 +9,5 @@ mod protocols;
 mod resilience;
 mod rewrites;
 mod routing;
+mod tls;
 mod upstream;

@@ -22,6 +22,8 @@ mod sniff;
 mod sockopt;
 pub mod stats;
 pub mod tcp;
+pub mod tls;
+pub mod transport;
 pub mod upstream;
 
 pub use config::{Config, ConfigError};

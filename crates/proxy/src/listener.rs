@@ -16,6 +16,7 @@ use crate::http::Hcm;
 use crate::sniff::{self, Sniff};
 use crate::stats::{GaugeGuard, ListenerStats};
 use crate::tcp::TcpProxy;
+use crate::transport::{accept_tls, Stream};
 
 static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -30,6 +31,19 @@ pub struct ConnInfo {
     pub sni: Option<String>,
     pub alpn: Vec<String>,
     pub transport: &'static str,
+    /// Set once a TLS handshake with the downstream completed.
+    pub tls: Option<crate::transport::TlsInfo>,
+}
+
+impl ConnInfo {
+    /// `https` on a connection whose TLS the proxy terminated, else `http`.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
 }
 
 pub enum ChainRuntime {
@@ -141,6 +155,7 @@ async fn handle(stream: TcpStream, remote: SocketAddr, mut rt: Arc<ListenerRunti
         sni: None,
         alpn: Vec::new(),
         transport: "raw_buffer",
+        tls: None,
     };
     if rt.cfg.original_dst {
         if let Some(dst) = crate::sockopt::original_dst(&stream, local.is_ipv6()) {
@@ -170,6 +185,26 @@ async fn handle(stream: TcpStream, remote: SocketAddr, mut rt: Arc<ListenerRunti
         rt.stats.no_filter_chain_match.inc();
         tracing::debug!(listener = %rt.cfg.name, remote = %remote, "no filter chain match");
         return;
+    };
+    let stream = match &chain.cfg.tls {
+        None => Stream::Plain(stream),
+        Some(tls) => match accept_tls(tls, stream, remote, chain.cfg.handshake_timeout, &rt.stats.ssl).await {
+            Ok((s, tls)) => {
+                info.tls = Some(tls);
+                s
+            }
+            Err(e) => {
+                // Verification failures are what an operator looks for; the rest is noise
+                // from clients that went away or spoke something else.
+                if e.verification {
+                    tracing::warn!(listener = %rt.cfg.name, chain = %chain.cfg.name, "{e}");
+                } else {
+                    tracing::debug!(listener = %rt.cfg.name, chain = %chain.cfg.name, "{e}");
+                }
+                rt.stats.downstream_cx_destroy.inc();
+                return;
+            }
+        },
     };
     let info = Arc::new(info);
     let drain = rt.drain.clone();

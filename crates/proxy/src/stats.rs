@@ -205,6 +205,7 @@ impl CodeCounters {
 pub struct ClusterStats {
     pub base: ClusterStatsBase,
     pub codes: CodeCounters,
+    pub ssl: SslStats,
 }
 
 impl std::ops::Deref for ClusterStats {
@@ -264,7 +265,21 @@ impl std::ops::Deref for HttpStats {
     }
 }
 
-stat_struct!(ListenerStats {
+// TLS handshakes of one listener or cluster, under Envoy's `ssl.` names.
+stat_struct!(SslStats {
+    counters: [
+        handshake = "ssl.handshake",
+        connection_error = "ssl.connection_error",
+        fail_verify_error = "ssl.fail_verify_error",
+        fail_verify_san = "ssl.fail_verify_san",
+        fail_verify_no_cert = "ssl.fail_verify_no_cert",
+        tls12 = "ssl.versions.TLSv1.2",
+        tls13 = "ssl.versions.TLSv1.3",
+    ],
+    gauges: []
+});
+
+stat_struct!(ListenerStatsBase {
     counters: [
         downstream_cx_total,
         downstream_cx_destroy,
@@ -287,6 +302,19 @@ stat_struct!(TcpStats {
     ],
     gauges: [downstream_cx_tx_bytes_buffered, downstream_cx_rx_bytes_buffered, upstream_flush_active]
 });
+
+#[derive(Debug, Default)]
+pub struct ListenerStats {
+    pub base: ListenerStatsBase,
+    pub ssl: SslStats,
+}
+
+impl std::ops::Deref for ListenerStats {
+    type Target = ListenerStatsBase;
+    fn deref(&self) -> &ListenerStatsBase {
+        &self.base
+    }
+}
 
 impl AsGauge for ListenerStats {
     fn gauge(&self) -> &Gauge {
@@ -345,10 +373,12 @@ impl Store {
             let p = format!("cluster.{name}.");
             s.base.visit_fields(&mut |n, v, k| out.push((format!("{p}{n}"), v, k)));
             s.codes.visit("upstream_rq", &mut |n, v, k| out.push((format!("{p}{n}"), v, k)));
+            s.ssl.visit_fields(&mut |n, v, k| out.push((format!("{p}{n}"), v, k)));
         }
         for (name, s) in self.listeners.lock().iter() {
             let p = format!("listener.{name}.");
-            s.visit_fields(&mut |n, v, k| out.push((format!("{p}{n}"), v, k)));
+            s.base.visit_fields(&mut |n, v, k| out.push((format!("{p}{n}"), v, k)));
+            s.ssl.visit_fields(&mut |n, v, k| out.push((format!("{p}{n}"), v, k)));
         }
         for (name, s) in self.http.lock().iter() {
             let p = format!("http.{name}.");
@@ -451,7 +481,7 @@ pub fn prometheus_name(full: &str) -> (String, String) {
 }
 
 /// Known stat tails that themselves contain dots.
-const DOTTED_TAILS: &[&str] = &["outlier_detection.", "health_check.", "circuit_breakers.default.", "fault."];
+const DOTTED_TAILS: &[&str] = &["outlier_detection.", "health_check.", "circuit_breakers.default.", "fault.", "ssl."];
 
 fn split_scope(rest: &str) -> Option<(&str, &str)> {
     for t in DOTTED_TAILS {

@@ -4,8 +4,8 @@
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
+use crate::transport::Stream;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use crate::access_log::AccessLogger;
 use crate::config::access_log::{Command, FormatContext};
@@ -68,7 +68,7 @@ impl TcpProxy {
         &list[0].0
     }
 
-    pub async fn serve(self: Arc<Self>, mut down: TcpStream, conn: Arc<ConnInfo>, drain: Drain) {
+    pub async fn serve(self: Arc<Self>, mut down: Stream, conn: Arc<ConnInfo>, drain: Drain) {
         let _token = drain.token();
         self.stats.downstream_cx_total.inc();
         let mut log = TcpLog {
@@ -149,9 +149,9 @@ impl TcpProxy {
 
 /// Copies both ways until both sides closed or the idle timeout fired.
 /// Returns (bytes from downstream, bytes to downstream, idle timeout fired).
-async fn splice(down: &mut TcpStream, up: &mut TcpStream, idle: Option<std::time::Duration>, stats: &TcpStats) -> (u64, u64, bool) {
-    let (mut dr, mut dw) = down.split();
-    let (mut ur, mut uw) = up.split();
+async fn splice(down: &mut Stream, up: &mut Stream, idle: Option<std::time::Duration>, stats: &TcpStats) -> (u64, u64, bool) {
+    let (mut dr, mut dw) = tokio::io::split(down);
+    let (mut ur, mut uw) = tokio::io::split(up);
     let mut b1 = vec![0u8; 16 * 1024];
     let mut b2 = vec![0u8; 16 * 1024];
     let (mut rx, mut tx) = (0u64, 0u64);

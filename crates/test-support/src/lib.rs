@@ -5,6 +5,7 @@
 //!
 //! Never compiled into the product binary.
 
+pub mod certs;
 pub mod client;
 pub mod mesh;
 pub mod netns;

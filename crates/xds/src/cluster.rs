@@ -90,7 +90,7 @@ pub struct Cluster {
     pub upstream_connection_options: Option<Ignored>,
     pub metadata: Option<Ignored>,
     pub alt_stat_name: Option<String>,
-    pub transport_socket: Option<Unsupported>,
+    pub transport_socket: Option<crate::tls::TransportSocket>,
     pub transport_socket_matches: Option<Unsupported>,
     pub eds_cluster_config: Option<EdsClusterConfig>,
     pub cluster_type: Option<Unsupported>,

@@ -18,6 +18,7 @@ pub mod listener;
 pub mod load;
 pub mod proto;
 pub mod route;
+pub mod tls;
 pub mod typed;
 
 pub use bootstrap::Bootstrap;

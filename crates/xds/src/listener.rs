@@ -55,7 +55,7 @@ pub struct FilterChain {
     pub filter_chain_match: Option<FilterChainMatch>,
     #[serde(default)]
     pub filters: Vec<Filter>,
-    pub transport_socket: Option<Unsupported>,
+    pub transport_socket: Option<crate::tls::TransportSocket>,
     pub transport_socket_connect_timeout: Option<ProtoDuration>,
     pub metadata: Option<Ignored>,
     pub use_proxy_proto: Option<Unsupported>,

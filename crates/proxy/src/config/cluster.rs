@@ -2,10 +2,15 @@
 //! active health checks and upstream protocol.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use weft_xds::cluster::{self as wire, DiscoveryType, LbPolicy as WireLb, ProtocolOptionsConfig};
 use weft_xds::core::Address;
+
+use weft_xds::tls::TransportSocketConfig;
+
+use crate::tls::ClientTls;
 
 use super::{port_value, socket_addr, ConfigError, Result};
 
@@ -124,6 +129,8 @@ pub struct ClusterConfig {
     pub h2_initial_stream_window: Option<u32>,
     pub h2_initial_connection_window: Option<u32>,
     pub original_dst_header: Option<http::HeaderName>,
+    /// TLS originated to every host (`transport_socket`).
+    pub tls: Option<Arc<ClientTls>>,
 }
 
 impl ClusterConfig {
@@ -309,6 +316,23 @@ impl ClusterConfig {
                 }
                 _ => None,
             };
+        let tls = match &c.transport_socket {
+            None => None,
+            Some(ts) => match &ts.typed_config {
+                Some(TransportSocketConfig::UpstreamTls(ctx)) => {
+                    Some(Arc::new(ClientTls::from_wire(ctx, &format!("{path}.transport_socket.typed_config"))?))
+                }
+                Some(TransportSocketConfig::RawBuffer(_)) => None,
+                Some(TransportSocketConfig::DownstreamTls(_)) => {
+                    return Err(ConfigError::new(
+                        format!("{path}.transport_socket.typed_config"),
+                        "a cluster originates TLS with an UpstreamTlsContext, not a DownstreamTlsContext",
+                    ))
+                }
+                None if ts.name == "envoy.transport_sockets.raw_buffer" => None,
+                None => return Err(ConfigError::new(format!("{path}.transport_socket.typed_config"), "required")),
+            },
+        };
         Ok(ClusterConfig {
             name: c.name.clone(),
             alt_stat_name: c.alt_stat_name.clone().filter(|s| !s.is_empty()),
@@ -333,6 +357,7 @@ impl ClusterConfig {
             h2_initial_stream_window: h2.initial_stream_window_size,
             h2_initial_connection_window: h2.initial_connection_window_size,
             original_dst_header,
+            tls,
         })
     }
 }

@@ -9,7 +9,14 @@ use ipnet::IpNet;
 use weft_xds::filters::{CodecType, FaultAbort, FaultDelay, HttpFilterConfig, ListenerFilterConfig, NetworkFilterConfig};
 use weft_xds::listener as wire;
 
+use weft_xds::tls::TransportSocketConfig;
+
 use super::access_log::AccessLogConfig;
+use crate::tls::ServerTls;
+
+/// Envoy waits for a downstream TLS handshake without limit by default; a bound keeps a
+/// client that never finishes from holding a connection forever.
+const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
 use super::route::{HeaderMatch, RouteTable};
 use super::{socket_addr, ConfigError, Result};
 
@@ -54,6 +61,11 @@ pub struct FilterChain {
     pub name: String,
     pub matcher: ChainMatch,
     pub action: NetworkAction,
+    /// TLS terminated before the network filter sees the stream.
+    pub tls: Option<Arc<ServerTls>>,
+    /// How long a downstream may take to complete the TLS handshake
+    /// (`transport_socket_connect_timeout`).
+    pub handshake_timeout: Duration,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -316,7 +328,25 @@ impl FilterChain {
             }
             None => return Err(ConfigError::new(format!("{fpath}.typed_config"), "required")),
         };
-        Ok(FilterChain { name: c.name.clone(), matcher, action })
+        let tls = match &c.transport_socket {
+            None => None,
+            Some(ts) => match &ts.typed_config {
+                Some(TransportSocketConfig::DownstreamTls(ctx)) => {
+                    Some(Arc::new(ServerTls::from_wire(ctx, &format!("{path}.transport_socket.typed_config"))?))
+                }
+                Some(TransportSocketConfig::RawBuffer(_)) => None,
+                Some(TransportSocketConfig::UpstreamTls(_)) => {
+                    return Err(ConfigError::new(
+                        format!("{path}.transport_socket.typed_config"),
+                        "a listener terminates TLS with a DownstreamTlsContext, not an UpstreamTlsContext",
+                    ))
+                }
+                None if ts.name == "envoy.transport_sockets.raw_buffer" => None,
+                None => return Err(ConfigError::new(format!("{path}.transport_socket.typed_config"), "required")),
+            },
+        };
+        let handshake_timeout = c.transport_socket_connect_timeout.map(|d| d.0).unwrap_or(DEFAULT_HANDSHAKE_TIMEOUT);
+        Ok(FilterChain { name: c.name.clone(), matcher, action, tls, handshake_timeout })
     }
 }
 

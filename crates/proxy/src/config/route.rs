@@ -304,7 +304,7 @@ fn header_name(s: &str, path: &str) -> Result<HeaderName> {
         .map_err(|_| ConfigError::new(path, format!("{s:?} is not a valid header name")))
 }
 
-fn string_match(m: &StringMatcher, path: &str) -> Result<StringMatchCase> {
+pub(crate) fn string_match(m: &StringMatcher, path: &str) -> Result<StringMatchCase> {
     let kinds = [m.exact.is_some(), m.prefix.is_some(), m.suffix.is_some(), m.contains.is_some(), m.safe_regex.is_some()];
     if kinds.iter().filter(|k| **k).count() != 1 {
         return Err(ConfigError::new(path, "exactly one of exact, prefix, suffix, contains or safe_regex is required"));
@@ -680,7 +680,7 @@ impl Route {
     }
 }
 
-fn data_source(ds: &weft_xds::core::DataSource, path: &str) -> Result<Bytes> {
+pub(crate) fn data_source(ds: &weft_xds::core::DataSource, path: &str) -> Result<Bytes> {
     match (&ds.inline_string, &ds.inline_bytes, &ds.filename) {
         (Some(s), None, None) => Ok(Bytes::from(s.clone())),
         (None, Some(b), None) => {

@@ -77,7 +77,7 @@ impl FormatContext for RequestInfo {
             ":method" => Some(self.method.to_string()),
             ":path" => Some(self.path.clone()),
             ":authority" => Some(self.authority.clone()),
-            ":scheme" => Some("http".into()),
+            ":scheme" => Some(self.conn.scheme().into()),
             _ => None,
         };
         let resp_pseudo = |n: &str| match n {

@@ -21,7 +21,6 @@ use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::net::TcpStream;
 
 use crate::access_log::AccessLogger;
 use crate::body::{self, Body, BoxError};
@@ -31,6 +30,7 @@ use crate::config::route::{HeaderOps, RouteAction};
 use crate::drain::Drain;
 use crate::listener::ConnInfo;
 use crate::stats::HttpStats;
+use crate::transport::Stream;
 use crate::upstream::ClusterManager;
 use info::{LogOnDrop, RequestInfo};
 use routing::RequestView;
@@ -60,7 +60,7 @@ pub struct Hcm {
 
 impl Hcm {
     /// Serves one downstream connection until it closes or the drain completes.
-    pub async fn serve(self: Arc<Self>, stream: TcpStream, conn: Arc<ConnInfo>, drain: Drain) {
+    pub async fn serve(self: Arc<Self>, stream: Stream, conn: Arc<ConnInfo>, drain: Drain) {
         let _token = drain.token();
         self.stats.downstream_cx_total.inc();
         self.stats.downstream_cx_active.inc();
@@ -199,7 +199,7 @@ impl Hcm {
             Some((p, q)) => (p.to_string(), Some(q.to_string())),
             None => (path_and_query.clone(), None),
         };
-        let view = RequestView { parts: &parts, host: &authority, path: &path, query: query.as_deref(), scheme: "http" };
+        let view = RequestView { parts: &parts, host: &authority, path: &path, query: query.as_deref(), scheme: conn.scheme() };
         let vhost = routing::select_vhost(&table, &authority);
         let route = vhost.and_then(|vh| routing::select_route(vh, &view));
 
@@ -223,7 +223,7 @@ impl Hcm {
         };
         let process = async {
             match (vhost, route) {
-                (Some(vh), _) if needs_tls_redirect(vh, &parts) => {
+                (Some(vh), _) if conn.tls.is_none() && needs_tls_redirect(vh, &parts) => {
                     // weft's listeners do not terminate TLS yet, so every request here is plaintext.
                     stats.rq_redirect.inc();
                     info.details = "via_route_tls_redirect";
@@ -244,7 +244,7 @@ impl Hcm {
                         RouteAction::Redirect(rd) => {
                             stats.rq_redirect.inc();
                             info.details = "direct_response";
-                            close(router::redirect(rd, &route.matcher.path, &authority, &path, query.as_deref()))
+                            close(router::redirect(rd, &route.matcher.path, conn.scheme(), &authority, &path, query.as_deref()))
                         }
                         RouteAction::Forward(fwd) => {
                             stats.rq_total.inc();
@@ -392,9 +392,9 @@ impl Hcm {
             if let Ok(v) = HeaderValue::from_str(&client.to_string()) {
                 h.insert(X_ENVOY_EXTERNAL_ADDRESS.clone(), v);
             }
-            h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+            h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(conn.scheme()));
         } else if !h.contains_key(&X_FORWARDED_PROTO) {
-            h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+            h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(conn.scheme()));
         }
         if cfg.generate_request_id {
             let regenerate = match h.get(&X_REQUEST_ID) {

@@ -609,8 +609,14 @@ pub fn tls_redirect(authority: &str, path_and_query: &str) -> Response<Body> {
     location_reply(StatusCode::MOVED_PERMANENTLY, &format!("https://{authority}{path_and_query}"))
 }
 
-pub fn redirect(rd: &RedirectAction, matched: &PathMatch, authority: &str, path: &str, query: Option<&str>) -> Response<Body> {
-    let orig_scheme = "http";
+pub fn redirect(
+    rd: &RedirectAction,
+    matched: &PathMatch,
+    orig_scheme: &str,
+    authority: &str,
+    path: &str,
+    query: Option<&str>,
+) -> Response<Body> {
     let scheme = rd.scheme.as_deref().unwrap_or(orig_scheme);
     let (mut host, mut port) = split_host_port(authority);
     if let Some(h) = &rd.host {

@@ -13,6 +13,7 @@ use tokio::net::TcpStream;
 
 use super::{Cluster, Host, UpstreamError};
 use crate::body::Body;
+use crate::transport::{connect_tls, Stream};
 
 struct Idle {
     sender: http1::SendRequest<Body>,
@@ -33,8 +34,31 @@ pub enum Wire {
     Http2,
 }
 
-/// Opens a TCP connection within the cluster's connect timeout.
-pub async fn connect(cluster: &Cluster, addr: SocketAddr) -> Result<TcpStream, UpstreamError> {
+/// Opens a connection within the cluster's connect timeout, with TLS when the cluster has a
+/// TLS transport socket.
+pub async fn connect(cluster: &Cluster, addr: SocketAddr) -> Result<Stream, UpstreamError> {
+    let tcp = connect_tcp(cluster, addr).await?;
+    let Some(tls) = &cluster.cfg.tls else { return Ok(Stream::Plain(tcp)) };
+    let handshake = tokio::time::timeout(cluster.cfg.connect_timeout, connect_tls(tls, tcp, addr, &cluster.stats.ssl));
+    match handshake.await {
+        Ok(Ok((s, _))) => Ok(s),
+        Err(_) => {
+            cluster.stats.upstream_cx_connect_fail.inc();
+            cluster.stats.upstream_cx_connect_timeout.inc();
+            cluster.stats.ssl.connection_error.inc();
+            Err(UpstreamError::ConnectFailure("TLS handshake timeout".into()))
+        }
+        Ok(Err(e)) => {
+            cluster.stats.upstream_cx_connect_fail.inc();
+            if e.verification {
+                tracing::warn!(cluster = %cluster.cfg.name, "{e}");
+            }
+            Err(UpstreamError::ConnectFailure(format!("TLS error: {}", e.reason)))
+        }
+    }
+}
+
+async fn connect_tcp(cluster: &Cluster, addr: SocketAddr) -> Result<TcpStream, UpstreamError> {
     match tokio::time::timeout(cluster.cfg.connect_timeout, TcpStream::connect(addr)).await {
         Ok(Ok(s)) => {
             let _ = s.set_nodelay(true);

@@ -1,0 +1,90 @@
+//! Originating TLS to upstream hosts (`UpstreamTlsContext`).
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use rustls::client::{ResolvesClientCert, Resumption};
+use rustls::pki_types::ServerName;
+use rustls::sign::CertifiedKey;
+use rustls::ClientConfig;
+use rustls::SignatureScheme;
+use weft_xds::tls::UpstreamTlsContext;
+
+use super::san::SanMatchers;
+use super::server::{certified_key, validation};
+use super::verify::ServerVerifier;
+use super::{alpn, no_sds, Params, Side};
+use crate::config::{ConfigError, Result};
+
+/// A cluster's TLS origination.
+#[derive(Debug)]
+pub struct ClientTls {
+    pub config: Arc<ClientConfig>,
+    /// The SNI to send; without one none is sent, as in Envoy.
+    pub sni: Option<ServerName<'static>>,
+}
+
+impl ClientTls {
+    pub fn from_wire(ctx: &UpstreamTlsContext, path: &str) -> Result<ClientTls> {
+        let default = Default::default();
+        let common = ctx.common_tls_context.as_ref().unwrap_or(&default);
+        let cpath = format!("{path}.common_tls_context");
+        no_sds(common, &cpath)?;
+        let params = Params::from_wire(common.tls_params.as_ref(), Side::Client, &format!("{cpath}.tls_params"))?;
+        let (roots, sans) = match &common.validation_context {
+            Some(v) => validation(v, &format!("{cpath}.validation_context"))?,
+            None => (None, SanMatchers::default()),
+        };
+        let verifier = ServerVerifier { roots, sans, provider: params.provider.clone() };
+        let builder = ClientConfig::builder_with_provider(params.provider.clone())
+            .with_protocol_versions(&params.versions)
+            .map_err(|e| ConfigError::new(format!("{cpath}.tls_params"), e.to_string()))?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(verifier));
+        let mut config = match common.tls_certificates.as_slice() {
+            [] => builder.with_no_client_auth(),
+            [one] => {
+                let key = certified_key(one, &params.provider, &format!("{cpath}.tls_certificates[0]"))?;
+                builder.with_client_cert_resolver(Arc::new(ClientCert(Arc::new(key))))
+            }
+            _ => return Err(ConfigError::new(format!("{cpath}.tls_certificates"), "an upstream connection takes one certificate")),
+        };
+        config.alpn_protocols = alpn(common);
+        // Envoy keeps one session per cluster by default (`max_session_keys: 1`).
+        config.resumption = match ctx.max_session_keys.unwrap_or(1) {
+            0 => Resumption::disabled(),
+            n => Resumption::in_memory_sessions(n as usize),
+        };
+        // SNI is sent only when configured; a literal IP is never sent as SNI.
+        config.enable_sni = !ctx.sni.is_empty();
+        let sni = if ctx.sni.is_empty() {
+            None
+        } else {
+            Some(
+                ServerName::try_from(ctx.sni.clone())
+                    .map_err(|_| ConfigError::new(format!("{path}.sni"), format!("{:?} is not a valid server name", ctx.sni)))?,
+            )
+        };
+        Ok(ClientTls { config: Arc::new(config), sni })
+    }
+
+    /// The name to hand rustls for a connection to `ip`: the SNI, or the address (which rustls
+    /// never sends as SNI).
+    pub fn server_name(&self, ip: IpAddr) -> ServerName<'static> {
+        self.sni.clone().unwrap_or_else(|| ServerName::IpAddress(ip.into()))
+    }
+}
+
+/// The client certificate offered to upstream servers that ask for one.
+#[derive(Debug)]
+struct ClientCert(Arc<CertifiedKey>);
+
+impl ResolvesClientCert for ClientCert {
+    fn resolve(&self, _issuers: &[&[u8]], _schemes: &[SignatureScheme]) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.clone())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}

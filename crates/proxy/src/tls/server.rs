@@ -1,0 +1,121 @@
+//! Terminating TLS for downstream clients (`DownstreamTlsContext`).
+
+use std::sync::Arc;
+
+use rustls::server::{ClientHello, NoServerSessionStorage, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
+use rustls::ServerConfig;
+use weft_xds::tls::{CertificateValidationContext, DownstreamTlsContext, TlsCertificate};
+
+use super::material::{cert_chain, private_key, trust_roots};
+use super::san::SanMatchers;
+use super::verify::ClientVerifier;
+use super::{alpn, no_sds, Params, Side};
+use crate::config::{ConfigError, Result};
+
+/// A filter chain's TLS termination.
+#[derive(Debug)]
+pub struct ServerTls {
+    pub config: Arc<ServerConfig>,
+}
+
+/// The serving certificates: the first whose key suits the client's signature schemes (an
+/// RSA and an ECDSA certificate may be given together, as in Envoy).
+#[derive(Debug)]
+struct Certs {
+    keys: Vec<Arc<CertifiedKey>>,
+    require_sni: bool,
+}
+
+impl ResolvesServerCert for Certs {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        if self.require_sni && hello.server_name().is_none() {
+            return None;
+        }
+        let schemes = hello.signature_schemes();
+        self.keys.iter().find(|k| k.key.choose_scheme(schemes).is_some()).or(self.keys.first()).cloned()
+    }
+}
+
+/// Loads one certificate and its key, and checks that they belong together.
+pub(super) fn certified_key(c: &TlsCertificate, provider: &rustls::crypto::CryptoProvider, path: &str) -> Result<CertifiedKey> {
+    let chain_src = c.certificate_chain.as_ref().ok_or_else(|| ConfigError::new(format!("{path}.certificate_chain"), "required"))?;
+    let key_src = c.private_key.as_ref().ok_or_else(|| ConfigError::new(format!("{path}.private_key"), "required"))?;
+    let chain = cert_chain(chain_src, &format!("{path}.certificate_chain"))?;
+    let key = private_key(key_src, &format!("{path}.private_key"))?;
+    CertifiedKey::from_der(chain, key, provider).map_err(|e| {
+        let why = match e {
+            rustls::Error::InconsistentKeys(_) => "the private key does not belong to the certificate".to_string(),
+            other => format!("unusable certificate or key: {other}"),
+        };
+        ConfigError::new(path, why)
+    })
+}
+
+/// Trust bundle and SAN matchers of a validation context, checked for Envoy's rules.
+pub(super) fn validation(v: &CertificateValidationContext, path: &str) -> Result<(Option<Arc<rustls::RootCertStore>>, SanMatchers)> {
+    if v.allow_expired_certificate == Some(true) {
+        return Err(ConfigError::new(format!("{path}.allow_expired_certificate"), "not supported"));
+    }
+    let sans = SanMatchers::from_wire(&v.match_typed_subject_alt_names, &v.match_subject_alt_names, path)?;
+    let roots = match &v.trusted_ca {
+        Some(ds) => Some(Arc::new(trust_roots(ds, &format!("{path}.trusted_ca"))?)),
+        None if !sans.is_empty() => {
+            return Err(ConfigError::new(
+                format!("{path}.trusted_ca"),
+                "required with SAN matchers: matching names of an unverified certificate proves nothing",
+            ))
+        }
+        None => None,
+    };
+    Ok((roots, sans))
+}
+
+impl ServerTls {
+    pub fn from_wire(ctx: &DownstreamTlsContext, path: &str) -> Result<ServerTls> {
+        let default = Default::default();
+        let common = ctx.common_tls_context.as_ref().unwrap_or(&default);
+        let cpath = format!("{path}.common_tls_context");
+        no_sds(common, &cpath)?;
+        let params = Params::from_wire(common.tls_params.as_ref(), Side::Server, &format!("{cpath}.tls_params"))?;
+        if common.tls_certificates.is_empty() {
+            return Err(ConfigError::new(format!("{cpath}.tls_certificates"), "a server needs at least one certificate"));
+        }
+        let mut keys = Vec::new();
+        for (i, c) in common.tls_certificates.iter().enumerate() {
+            keys.push(Arc::new(certified_key(c, &params.provider, &format!("{cpath}.tls_certificates[{i}]"))?));
+        }
+        let require_client = ctx.require_client_certificate.unwrap_or(false);
+        let builder = ServerConfig::builder_with_provider(params.provider.clone())
+            .with_protocol_versions(&params.versions)
+            .map_err(|e| ConfigError::new(format!("{cpath}.tls_params"), e.to_string()))?;
+        let builder = match &common.validation_context {
+            Some(v) => {
+                let vpath = format!("{cpath}.validation_context");
+                let (roots, sans) = validation(v, &vpath)?;
+                let Some(roots) = roots else {
+                    return Err(ConfigError::new(format!("{vpath}.trusted_ca"), "required to verify client certificates"));
+                };
+                let mut b = WebPkiClientVerifier::builder_with_provider(roots, params.provider.clone());
+                if !require_client {
+                    b = b.allow_unauthenticated();
+                }
+                let inner = b.build().map_err(|e| ConfigError::new(format!("{vpath}.trusted_ca"), e.to_string()))?;
+                builder.with_client_cert_verifier(Arc::new(ClientVerifier { inner, sans }))
+            }
+            None if require_client => {
+                return Err(ConfigError::new(
+                    format!("{path}.require_client_certificate"),
+                    "needs common_tls_context.validation_context to verify client certificates against",
+                ))
+            }
+            None => builder.with_no_client_auth(),
+        };
+        let mut config = builder.with_cert_resolver(Arc::new(Certs { keys, require_sni: ctx.require_sni.unwrap_or(false) }));
+        config.alpn_protocols = alpn(common);
+        if ctx.disable_stateful_session_resumption == Some(true) {
+            config.session_storage = Arc::new(NoServerSessionStorage {});
+        }
+        Ok(ServerTls { config: Arc::new(config) })
+    }
+}
