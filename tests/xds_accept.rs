@@ -10,12 +10,17 @@ use weft_proxy::config::listener::ClusterNames;
 use weft_proxy::config::route::RouteTable;
 use weft_proxy::config::{ClusterConfig, ListenerConfig};
 
-fn model(path: &str) -> Model {
+/// Loads a fixture; `TLS_DIR` in it names `tls_dir` (where the gateway's certificates are).
+fn model_with(path: &str, tls_dir: &str) -> Model {
     let path = format!("{}/../../{path}", env!("CARGO_MANIFEST_DIR"));
-    let text = std::fs::read_to_string(&path).expect("fixture");
+    let text = std::fs::read_to_string(&path).expect("fixture").replace("TLS_DIR", tls_dir);
     let loaded = load_text(&text, &path);
     assert!(loaded.diagnostics.is_empty(), "{:#?}", loaded.diagnostics);
     Model::build(&loaded.objects, Default::default())
+}
+
+fn model(path: &str) -> Model {
+    model_with(path, "/nonexistent")
 }
 
 fn errors_for(model: &Model, node_id: &str, meta: serde_json::Value) -> Vec<String> {
@@ -77,7 +82,11 @@ fn the_proxy_accepts_everything_the_control_plane_generates() {
 
 #[test]
 fn the_proxy_accepts_every_translation_feature() {
-    let model = model("tests/fixtures/features.yaml");
+    use weft_test_support::certs::{Leaf, TempDir, TestCa};
+    let dir = TempDir::new("xds-accept").expect("temp dir");
+    let ca = TestCa::new(dir.path(), "gw").expect("ca");
+    ca.issue("web", Leaf { dns: &["web.example.com"], ..Default::default() }).expect("cert");
+    let model = model_with("tests/fixtures/features.yaml", &dir.path().display().to_string());
     // The fixture really exercises the features (so this test cannot pass vacuously).
     let meta = serde_json::json!({"NAMESPACE": "default", "LABELS": {"app": "client"}});
     let g = generate(&model, &ProxyNode::parse("sidecar~10.2.0.9~client-1.default~default.svc.cluster.local", &meta).expect("node"));
@@ -103,8 +112,7 @@ fn the_proxy_accepts_every_translation_feature() {
         &ProxyNode::parse("router~10.2.0.99~ingress-1.istio-system~istio-system.svc.cluster.local", &gw_meta).expect("node"),
     );
     let text = serde_json::to_string(&(&gw.listeners, &gw.routes)).expect("json");
-    // Gateway TLS termination (SIMPLE) waits for the proxy's TLS (the mTLS issue).
-    for feature in ["require_tls", "server_names", "tls_inspector", "0.0.0.0_3306"] {
+    for feature in ["require_tls", "server_names", "tls_inspector", "0.0.0.0_3306", "DownstreamTlsContext", "require_client_certificate"] {
         assert!(text.contains(feature), "the fixture does not exercise the gateway's {feature}");
     }
     let mut all = Vec::new();

@@ -1,7 +1,8 @@
 //! An ingress gateway driven by the control plane: plain HTTP routed by a bound VirtualService
-//! (with its rewrite), `httpsRedirect`, TLS PASSTHROUGH chosen by SNI, a TCP server, and (with
-//! Envoy as the gateway) HTTPS terminated with the Gateway's certificate files. The backends
-//! run without sidecars; the client is a plain curl in its own namespace.
+//! (with its rewrite), `httpsRedirect`, TLS PASSTHROUGH chosen by SNI, a TCP server, and HTTPS
+//! terminated with the Gateway's certificate files (SIMPLE, and MUTUAL with a client
+//! certificate). The backends run without sidecars; the client is a plain curl in its own
+//! namespace.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -66,7 +67,7 @@ fn start(tag: &str, gateway: Sidecar) -> anyhow::Result<Gw> {
     let tls = mesh.dir.join("tls");
     std::fs::create_dir_all(&config)?;
     std::fs::create_dir_all(&tls)?;
-    let ca = certs(&tls, &["web.example.com", "secure.example.com"])?;
+    let ca = certs(&tls, &["web.example.com", "secure.example.com", "client.example.com"])?;
     let gw = mesh.pod("gw")?;
     let web = mesh.pod("web")?;
     let secure = mesh.pod("secure")?;
@@ -80,16 +81,11 @@ fn start(tag: &str, gateway: Sidecar) -> anyhow::Result<Gw> {
         ));
     }
     write(&config, "services.yaml", &objects);
-    // weft's proxy does not terminate TLS yet (the mTLS issue brings it), and one listener it
-    // cannot build would make it refuse the whole listener update; Envoy gets the HTTPS server.
-    let https = if gateway == Sidecar::Envoy {
-        format!(
-            "  - port: {{number: 443, name: https-web, protocol: HTTPS}}\n    hosts: [web.example.com]\n    tls: {{mode: SIMPLE, serverCertificate: {0}/web.example.com.pem, privateKey: {0}/web.example.com.key}}\n",
-            tls.display()
-        )
-    } else {
-        String::new()
-    };
+    // SIMPLE on 443 next to the PASSTHROUGH server (chains by SNI), MUTUAL on 9443.
+    let https = format!(
+        "  - port: {{number: 443, name: https-web, protocol: HTTPS}}\n    hosts: [web.example.com]\n    tls: {{mode: SIMPLE, serverCertificate: {0}/web.example.com.pem, privateKey: {0}/web.example.com.key}}\n  - port: {{number: 9443, name: https-mutual, protocol: HTTPS}}\n    hosts: [web.example.com]\n    tls: {{mode: MUTUAL, serverCertificate: {0}/web.example.com.pem, privateKey: {0}/web.example.com.key, caCertificates: {0}/ca.pem}}\n",
+        tls.display()
+    );
     let gateway_yaml = format!(
             "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{name: edge, namespace: default}}\nspec:\n  selector: {{istio: ingressgateway}}\n  servers:\n  - port: {{number: 80, name: http, protocol: HTTP}}\n    hosts: [web.example.com]\n    tls: {{httpsRedirect: true}}\n  - port: {{number: 8000, name: http-plain, protocol: HTTP}}\n    hosts: [\"*\"]\n{https}  - port: {{number: 443, name: tls-secure, protocol: TLS}}\n    hosts: [secure.example.com]\n    tls: {{mode: PASSTHROUGH}}\n  - port: {{number: 5432, name: tcp-db, protocol: TCP}}\n    hosts: [\"*\"]\n"
         );
@@ -224,22 +220,29 @@ fn gateway_serves_every_server_kind(g: &Gw) {
     assert!(s.contains("s_server"), "not the backend's TLS server: {s}");
     // TCP: bytes forwarded to db.
     g.wait_for(&[], &format!("http://{gw}:5432/"), "200 db");
+    // SIMPLE: TLS terminated with the Gateway's files, then HTTP routing (with the rewrite).
+    let resolve = format!("web.example.com:443:{gw}");
+    let (_, head) = g.wait_for(&["--cacert", ca, "--resolve", &resolve], "https://web.example.com/api/a", "200 web");
+    assert!(head.contains("x-path: /v2/api/a"), "{head}");
+    // MUTUAL: a client certificate from the Gateway's CA is required.
+    let resolve = format!("web.example.com:9443:{gw}");
+    let dir = g.ca.parent().map(Path::to_path_buf).unwrap_or_default();
+    let (cert, key) = (dir.join("client.example.com.pem"), dir.join("client.example.com.key"));
+    let (cert, key) = (cert.to_str().unwrap_or_default(), key.to_str().unwrap_or_default());
+    g.wait_for(&["--cacert", ca, "--resolve", &resolve, "--cert", cert, "--key", key], "https://web.example.com:9443/", "200 web");
+    let without = g.curl(&["--cacert", ca, "--resolve", &resolve], "https://web.example.com:9443/");
+    assert!(without.is_err(), "MUTUAL must refuse a client without a certificate: {without:?}");
 }
 
 #[test]
 fn envoy_gateway_routes_http_https_passthrough_and_tcp() {
     let mut g = start("gwe", Sidecar::Envoy).expect("start");
     gateway_serves_every_server_kind(&g);
-    // SIMPLE: TLS terminated with the Gateway's files, then HTTP routing.
-    let resolve = format!("web.example.com:443:{}", g.gw.ip);
-    let ca = g.ca.to_str().unwrap_or_default();
-    let (_, head) = g.wait_for(&["--cacert", ca, "--resolve", &resolve], "https://web.example.com/api/a", "200 web");
-    assert!(head.contains("x-path: /v2/api/a"), "{head}");
     nack_keeps_the_last_good_config(&mut g);
 }
 
 #[test]
-fn weft_gateway_routes_http_passthrough_and_tcp() {
+fn weft_gateway_routes_http_https_passthrough_and_tcp() {
     let mut g = start("gww", Sidecar::Weft).expect("start");
     gateway_serves_every_server_kind(&g);
     nack_keeps_the_last_good_config(&mut g);
