@@ -3,6 +3,7 @@
 
 pub mod ads;
 pub mod analyze;
+pub mod ca;
 pub mod debug;
 mod memory;
 pub mod model;
