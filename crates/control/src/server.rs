@@ -19,6 +19,21 @@ pub struct Options {
     pub xds_addr: SocketAddr,
     pub debug_addr: SocketAddr,
     pub debounce: Duration,
+    /// The certificate authority, and the TLS port serving it next to xDS.
+    pub ca: Option<CaOptions>,
+}
+
+/// The CA's root of trust, who may ask it for certificates, and where it is served.
+#[derive(Debug, Clone)]
+pub struct CaOptions {
+    /// Istio's `cacerts` layout; a root is generated and saved here when it holds none.
+    pub dir: PathBuf,
+    /// Bootstrap token files, one per workload.
+    pub token_dir: PathBuf,
+    pub default_ttl: Duration,
+    pub max_ttl: Duration,
+    /// The TLS port for xDS and the certificate API (Istio: 15012).
+    pub secure_addr: SocketAddr,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -29,12 +44,18 @@ pub enum ServeError {
     Bind { what: &'static str, addr: SocketAddr, source: std::io::Error },
     #[error("xDS server failed: {0}")]
     Grpc(#[from] tonic::transport::Error),
+    #[error("certificate authority: {0}")]
+    Ca(#[from] crate::ca::CaError),
 }
 
 pub struct Running {
     pub shared: Arc<Shared>,
     pub xds_addr: SocketAddr,
     pub debug_addr: SocketAddr,
+    /// The TLS port, when the CA runs.
+    pub secure_addr: Option<SocketAddr>,
+    pub ca: Option<Arc<crate::ca::Authority>>,
+    pub ca_stats: Arc<crate::ca::service::CaStats>,
     grpc: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
 }
 
@@ -62,6 +83,15 @@ pub async fn start(opts: Options) -> Result<Running, ServeError> {
     tokio::spawn(crate::debug::serve(debug, shared.clone()));
     tokio::spawn(crate::memory::return_free_memory());
 
+    let ca_stats = Arc::new(crate::ca::service::CaStats::default());
+    let (ca, secure_addr) = match &opts.ca {
+        Some(c) => {
+            let (ca, secure) = start_ca(c, &shared, ca_stats.clone()).await?;
+            (Some(ca), Some(secure))
+        }
+        None => (None, None),
+    };
+
     let svc = AdsService::new(Ads { shared: shared.clone() });
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(xds);
     let grpc = tokio::spawn(
@@ -70,7 +100,47 @@ pub async fn start(opts: Options) -> Result<Running, ServeError> {
             .add_service(svc)
             .serve_with_incoming(incoming),
     );
-    Ok(Running { shared, xds_addr, debug_addr, grpc })
+    Ok(Running { shared, xds_addr, debug_addr, secure_addr, ca, ca_stats, grpc })
+}
+
+/// Opens the root of trust and serves xDS and the certificate API over TLS on the secure port.
+async fn start_ca(
+    c: &CaOptions,
+    shared: &Arc<Shared>,
+    stats: Arc<crate::ca::service::CaStats>,
+) -> Result<(Arc<crate::ca::Authority>, SocketAddr), ServeError> {
+    use crate::ca::{serving, Authority, RootSource, Tokens};
+    let trust_domain = shared.mesh.trust_domain.clone();
+    let (ca, source) = Authority::open(&c.dir, &trust_domain, c.default_ttl, c.max_ttl)?;
+    let ca = Arc::new(ca);
+    match source {
+        RootSource::Generated => tracing::info!(dir = %c.dir.display(), %trust_domain, "generated a new root of trust"),
+        RootSource::Plugged => tracing::info!(dir = %c.dir.display(), %trust_domain, "using the root of trust in the CA directory"),
+    }
+    let listener = listen(c.secure_addr).map_err(|source| ServeError::Bind { what: "secure xDS/CA", addr: c.secure_addr, source })?;
+    let secure_addr = listener.local_addr().unwrap_or(c.secure_addr);
+    let ips = if secure_addr.ip().is_unspecified() { vec![std::net::Ipv4Addr::LOCALHOST.into()] } else { vec![secure_addr.ip()] };
+    let cert = serving::ServingCert::new(ca.clone(), ips)?;
+    let tls = cert.server_config()?;
+    tokio::spawn(cert.renew());
+    let watched = ca.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            watched.reload_if_changed();
+        }
+    });
+    let svc = crate::ca::service::CaService { ca: ca.clone(), tokens: Tokens::new(&c.token_dir), stats };
+    let ads = AdsService::new(Ads { shared: shared.clone() });
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .add_service(ads)
+            .add_service(svc)
+            .serve_with_incoming(serving::incoming(listener, tls)),
+    );
+    tracing::info!(secure = %secure_addr, "xDS and the certificate API served over TLS");
+    Ok((ca, secure_addr))
 }
 
 impl Running {

@@ -25,6 +25,23 @@ pub struct ControlPlaneArgs {
     /// Quiet period after a file change before pushing (e.g. 100ms, 1s).
     #[arg(long, default_value = "100ms", value_parser = parse_duration)]
     debounce: Duration,
+    /// Runs the certificate authority with the root of trust in this directory (Istio's
+    /// `cacerts` layout: ca-cert.pem, ca-key.pem, root-cert.pem, cert-chain.pem). A root is
+    /// generated and saved here when it holds none.
+    #[arg(long = "ca-dir", requires = "ca_token_dir")]
+    ca_dir: Option<PathBuf>,
+    /// Bootstrap token files, one per workload (`{"token", "namespace", "serviceAccount"}`).
+    #[arg(long = "ca-token-dir")]
+    ca_token_dir: Option<PathBuf>,
+    /// Lifetime of workload certificates when the CSR does not ask (Istio: 24h).
+    #[arg(long = "workload-cert-ttl", default_value = "24h", value_parser = parse_duration)]
+    workload_cert_ttl: Duration,
+    /// Longest lifetime a workload may ask for (Istio: 90 days).
+    #[arg(long = "max-workload-cert-ttl", default_value = "2160h", value_parser = parse_duration)]
+    max_workload_cert_ttl: Duration,
+    /// Where xDS and the certificate API are served over TLS (Istio: 15012).
+    #[arg(long = "secure-address", default_value = "127.0.0.1:15012")]
+    secure_address: SocketAddr,
     #[arg(short = 'l', long = "log-level", default_value = "info")]
     log_level: String,
 }
@@ -76,6 +93,13 @@ pub fn run(args: ControlPlaneArgs) -> ExitCode {
         xds_addr: args.xds_address,
         debug_addr: args.debug_address,
         debounce: args.debounce,
+        ca: args.ca_dir.map(|dir| weft_control::server::CaOptions {
+            dir,
+            token_dir: args.ca_token_dir.unwrap_or_default(),
+            default_ttl: args.workload_cert_ttl,
+            max_ttl: args.max_workload_cert_ttl,
+            secure_addr: args.secure_address,
+        }),
     };
     rt.block_on(async move {
         let running = match weft_control::server::start(opts).await {
@@ -85,7 +109,12 @@ pub fn run(args: ControlPlaneArgs) -> ExitCode {
                 return ExitCode::from(1);
             }
         };
-        println!("weft control-plane: xDS on {}, debug on {}", running.xds_addr, running.debug_addr);
+        match running.secure_addr {
+            Some(s) => {
+                println!("weft control-plane: xDS on {}, xDS and CA over TLS on {s}, debug on {}", running.xds_addr, running.debug_addr)
+            }
+            None => println!("weft control-plane: xDS on {}, debug on {}", running.xds_addr, running.debug_addr),
+        }
         tokio::select! {
             r = running.wait() => match r {
                 Ok(()) => ExitCode::SUCCESS,

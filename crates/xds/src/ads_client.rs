@@ -145,7 +145,7 @@ async fn connect(cfg: &ClientConfig) -> Result<AggregatedDiscoveryServiceClient<
     Ok(AggregatedDiscoveryServiceClient::new(ch).max_decoding_message_size(64 * 1024 * 1024))
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {

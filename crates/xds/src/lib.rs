@@ -14,6 +14,7 @@ pub mod bootstrap;
 pub mod cluster;
 pub mod core;
 pub mod filters;
+pub mod istio_ca;
 pub mod listener;
 pub mod load;
 pub mod proto;

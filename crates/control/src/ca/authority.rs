@@ -253,6 +253,32 @@ impl Authority {
         }
     }
 
+    /// A certificate for the control plane's own TLS port, with a key made here for it.
+    /// Returns the chain (leaf first) and the key.
+    pub fn issue_serving(&self, dns: &[String], ips: &[std::net::IpAddr], ttl: Duration) -> Result<(Vec<String>, KeyPair), CaError> {
+        let key = KeyPair::generate().map_err(|e| CaError::Root(format!("generating a serving key: {e}")))?;
+        let mut params = CertificateParams::default();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params.distinguished_name.push(DnType::CommonName, "weft control plane");
+        for d in dns {
+            params
+                .subject_alt_names
+                .push(SanType::DnsName(d.as_str().try_into().map_err(|_| CaError::Root(format!("{d:?} is not a DNS name")))?));
+        }
+        params.subject_alt_names.extend(ips.iter().map(|ip| SanType::IpAddress(*ip)));
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let now = time::OffsetDateTime::now_utc();
+        params.not_before = now - BACKDATE;
+        params.not_after = now + ttl;
+        params.serial_number = Some(SerialNumber::from_slice(&rand::random::<[u8; 16]>()));
+        let keys = self.keys.load();
+        let cert = params.signed_by(&key, &keys.issuer).map_err(|e| CaError::Root(format!("signing the serving certificate: {e}")))?;
+        let mut chain = vec![cert.pem()];
+        chain.extend(keys.chain.iter().cloned());
+        Ok((chain, key))
+    }
+
     /// Signs a PEM CSR for `caller`. The CSR may ask only for the caller's own SPIFFE identity;
     /// the certificate carries that identity and nothing else the CSR asked for.
     /// Returns the chain, leaf first, root last.

@@ -2,6 +2,8 @@
 //! proven by bootstrap tokens, and X.509 SVIDs signed for them.
 
 pub mod authority;
+pub mod service;
+pub mod serving;
 pub mod tokens;
 
 pub use authority::{Authority, RootSource};

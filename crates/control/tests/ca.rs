@@ -1,0 +1,161 @@
+//! The certificate API on the control plane's TLS port, called with tonic as a real gRPC
+//! client over TLS: a workload with its bootstrap token gets an SVID for its own identity, and
+//! every wrong caller is refused with the right gRPC code and counted.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rcgen::{CertificateParams, KeyPair, SanType};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use weft_control::server::{start, CaOptions, Options, Running};
+use weft_xds::istio_ca::{create_certificate, CaClientError, CaEndpoint};
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+const TOKEN: &str = "reviews-token-0123456789abcdef";
+
+struct Plane {
+    running: Running,
+    root: tempdir::Dir,
+}
+
+mod tempdir {
+    /// A directory removed on drop.
+    pub struct Dir(pub std::path::PathBuf);
+    impl Dir {
+        pub fn new(tag: &str) -> Dir {
+            let p = std::env::temp_dir().join(format!("weft-ca-it-{tag}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&p);
+            std::fs::create_dir_all(&p).expect("temp dir");
+            Dir(p)
+        }
+    }
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+async fn plane(tag: &str) -> Plane {
+    let root = tempdir::Dir::new(tag);
+    let (config, tokens, ca) = (root.0.join("config"), root.0.join("tokens"), root.0.join("cacerts"));
+    for d in [&config, &tokens] {
+        std::fs::create_dir_all(d).expect("dir");
+    }
+    std::fs::write(tokens.join("reviews.json"), format!(r#"{{"token": "{TOKEN}", "namespace": "default", "serviceAccount": "reviews"}}"#))
+        .expect("token");
+    let any = "127.0.0.1:0".parse().expect("addr");
+    let running = start(Options {
+        config_dir: config,
+        mesh: Default::default(),
+        xds_addr: any,
+        debug_addr: any,
+        debounce: Duration::from_millis(50),
+        ca: Some(CaOptions {
+            dir: ca,
+            token_dir: tokens,
+            default_ttl: Duration::from_secs(3600),
+            max_ttl: Duration::from_secs(7200),
+            secure_addr: any,
+        }),
+    })
+    .await
+    .expect("control plane starts");
+    Plane { running, root }
+}
+
+/// A client that trusts `bundle` and expects istiod's name, as a workload would.
+fn endpoint(p: &Plane, bundle: &str) -> CaEndpoint {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(bundle.as_bytes()) {
+        roots.add(c.expect("pem")).expect("root");
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let mut tls = tls;
+    tls.alpn_protocols = vec![b"h2".to_vec()];
+    CaEndpoint {
+        address: p.running.secure_addr.expect("secure port").to_string(),
+        tls: Arc::new(tls),
+        server_name: ServerName::try_from("istiod.istio-system.svc").expect("name"),
+    }
+}
+
+fn csr(uri: &str) -> String {
+    let mut params = CertificateParams::default();
+    params.subject_alt_names = vec![SanType::URI(uri.try_into().expect("uri"))];
+    let key = KeyPair::generate().expect("key");
+    params.serialize_request(&key).expect("csr").pem().expect("pem")
+}
+
+#[tokio::test]
+async fn a_workload_gets_an_svid_for_its_own_identity_only() {
+    let p = plane("svid").await;
+    let ca = p.running.ca.clone().expect("ca");
+    let ep = endpoint(&p, &ca.bundle());
+    let me = "spiffe://cluster.local/ns/default/sa/reviews";
+
+    let chain = create_certificate(&ep, TOKEN, csr(me), Duration::from_secs(600)).await.expect("signed");
+    assert_eq!(chain.len(), 2, "leaf then root: {chain:?}");
+    let leaf_der = CertificateDer::from_pem_slice(chain[0].as_bytes()).expect("leaf pem");
+    let root_der = CertificateDer::from_pem_slice(chain[1].as_bytes()).expect("root pem");
+    let (_, leaf) = X509Certificate::from_der(&leaf_der).expect("leaf");
+    let (_, root) = X509Certificate::from_der(&root_der).expect("root");
+    leaf.verify_signature(Some(root.public_key())).expect("the leaf is signed by the distributed root");
+    let sans: Vec<String> = leaf
+        .subject_alternative_name()
+        .ok()
+        .flatten()
+        .map(|e| e.value.general_names.iter().map(|n| n.to_string()).collect())
+        .unwrap_or_default();
+    assert_eq!(sans, vec![format!("URI({me})")]);
+    let life = leaf.validity().not_after.timestamp() - leaf.validity().not_before.timestamp();
+    assert!((600..=660).contains(&life), "asked for 600 s (plus backdating): {life}");
+    let eku = leaf.extended_key_usage().ok().flatten().map(|e| (e.value.server_auth, e.value.client_auth));
+    assert_eq!(eku, Some((true, true)), "an SVID serves both sides of mTLS");
+
+    // Longer than the maximum is cut to it.
+    let chain = create_certificate(&ep, TOKEN, csr(me), Duration::from_secs(999_999)).await.expect("signed");
+    let der = CertificateDer::from_pem_slice(chain[0].as_bytes()).expect("pem");
+    let (_, leaf) = X509Certificate::from_der(&der).expect("leaf");
+    let life = leaf.validity().not_after.timestamp() - leaf.validity().not_before.timestamp();
+    assert!(life <= 7200 + 60, "capped at the maximum TTL: {life}");
+    assert_eq!(p.running.ca_stats.success_cert_issuance_count.load(Ordering::Relaxed), 2);
+}
+
+#[tokio::test]
+async fn wrong_callers_are_refused_and_counted() {
+    let p = plane("refuse").await;
+    let ca = p.running.ca.clone().expect("ca");
+    let ep = endpoint(&p, &ca.bundle());
+    let me = "spiffe://cluster.local/ns/default/sa/reviews";
+    let code = |r: Result<Vec<String>, CaClientError>| match r {
+        Err(CaClientError::Refused { code, message }) => (code, message),
+        other => panic!("expected a refusal, got {other:?}"),
+    };
+    let (c, m) = code(create_certificate(&ep, "", csr(me), Duration::ZERO).await);
+    assert_eq!(c, tonic::Code::Unauthenticated, "{m}");
+    let (c, m) = code(create_certificate(&ep, "not-the-token-0123456789", csr(me), Duration::ZERO).await);
+    assert_eq!(c, tonic::Code::Unauthenticated, "{m}");
+    let (c, m) = code(create_certificate(&ep, TOKEN, csr("spiffe://cluster.local/ns/default/sa/ratings"), Duration::ZERO).await);
+    assert_eq!(c, tonic::Code::PermissionDenied, "{m}");
+    assert!(m.contains("asks for spiffe://cluster.local/ns/default/sa/ratings"), "{m}");
+    let (c, m) = code(create_certificate(&ep, TOKEN, "not a CSR".into(), Duration::ZERO).await);
+    assert_eq!(c, tonic::Code::InvalidArgument, "{m}");
+    let s = &p.running.ca_stats;
+    assert_eq!(s.authentication_failure_count.load(Ordering::Relaxed), 2);
+    assert_eq!(s.id_extraction_err_count.load(Ordering::Relaxed), 1);
+    assert_eq!(s.csr_parsing_err_count.load(Ordering::Relaxed), 1);
+    assert_eq!(s.success_cert_issuance_count.load(Ordering::Relaxed), 0);
+
+    // A client that trusts another root cannot even talk to this CA.
+    let other = rcgen::CertificateParams::default().self_signed(&KeyPair::generate().expect("key")).expect("cert").pem();
+    let r = create_certificate(&endpoint(&p, &other), TOKEN, csr(me), Duration::ZERO).await;
+    assert!(matches!(r, Err(CaClientError::Connect { .. })), "{r:?}");
+    drop(p.root);
+}
