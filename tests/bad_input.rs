@@ -173,6 +173,36 @@ fn bad_tls_material_is_refused_with_its_field_and_never_echoed() {
         )),
         &[&format!("{ctx}.common_tls_context.validation_context.trusted_ca: required with SAN matchers")],
     );
+    // An SDS secret the proxy does not hold (Istio's gateway credentials come with Kubernetes).
+    assert_refused(
+        &with_tls("common_tls_context: {tls_certificate_sds_secret_configs: [{name: \"kubernetes://web-cert\"}]}"),
+        &[&format!("{ctx}.common_tls_context.tls_certificate_sds_secret_configs[0].name: unknown SDS secret \"kubernetes://web-cert\"")],
+    );
+}
+
+#[test]
+fn identity_flags_are_checked_before_start() {
+    let dir = std::env::temp_dir().join(format!("weft-bad-identity-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let cfg = dir.join("bootstrap.yaml");
+    std::fs::write(&cfg, bootstrap(free_port())).expect("write");
+    let run = |extra: &[&str]| {
+        let out = Command::new(WEFT).args(["proxy", "-c"]).arg(&cfg).args(extra).output().expect("run");
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (code, err) = run(&["--ca-address", "127.0.0.1:15012"]);
+    assert_ne!(code, Some(0));
+    assert!(err.contains("--ca-address needs --ca-root-cert"), "{err}");
+    let (code, err) = run(&["--ca-address", "127.0.0.1:15012", "--ca-root-cert", "/nonexistent/root.pem", "--ca-token-file", "/t"]);
+    assert_ne!(code, Some(0));
+    assert!(err.contains("NAMESPACE node metadata"), "{err}");
+    let meta = ["--node-meta", "NAMESPACE=default", "--node-meta", "SERVICE_ACCOUNT=web"];
+    let mut args = vec!["--ca-address", "127.0.0.1:15012", "--ca-root-cert", "/nonexistent/root.pem", "--ca-token-file", "/t"];
+    args.extend(meta);
+    let (code, err) = run(&args);
+    assert_ne!(code, Some(0));
+    assert!(err.contains("--ca-root-cert: trust bundle /nonexistent/root.pem"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

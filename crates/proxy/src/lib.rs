@@ -16,6 +16,7 @@ pub mod config;
 pub mod drain;
 pub mod dynamic;
 pub mod http;
+pub mod identity;
 pub mod listener;
 pub mod server;
 mod sniff;

@@ -2,7 +2,7 @@
 
 use serde::Deserialize;
 
-use crate::core::{ConfigSource, DataSource, Ignored, ProtoDuration, StringMatcher, Unsupported};
+use crate::core::{DataSource, Ignored, ProtoDuration, StringMatcher, Unsupported};
 use crate::typed_any;
 
 /// A listener filter chain's or a cluster's `transport_socket`.
@@ -184,7 +184,9 @@ pub struct CombinedValidationContext {
 #[serde(deny_unknown_fields)]
 pub struct SdsSecretConfig {
     pub name: String,
-    pub sds_config: Option<ConfigSource>,
+    /// Where Envoy would fetch the secret (Istio: its agent's `sds-grpc` socket). A weft proxy
+    /// holds its secrets itself, so the source does not change what it gets.
+    pub sds_config: Option<Ignored>,
 }
 
 /// An SDS resource (`envoy.extensions.transport_sockets.tls.v3.Secret`).

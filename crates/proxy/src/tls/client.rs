@@ -10,10 +10,8 @@ use rustls::ClientConfig;
 use rustls::SignatureScheme;
 use weft_xds::tls::UpstreamTlsContext;
 
-use super::san::SanMatchers;
-use super::server::{certified_key, validation};
 use super::verify::ServerVerifier;
-use super::{alpn, no_sds, Params, Side};
+use super::{alpn, certificates, secrets, validation, CertRefs, Params, Side};
 use crate::config::{ConfigError, Result};
 
 /// A cluster's TLS origination.
@@ -29,25 +27,21 @@ impl ClientTls {
         let default = Default::default();
         let common = ctx.common_tls_context.as_ref().unwrap_or(&default);
         let cpath = format!("{path}.common_tls_context");
-        no_sds(common, &cpath)?;
         let params = Params::from_wire(common.tls_params.as_ref(), Side::Client, &format!("{cpath}.tls_params"))?;
-        let (roots, sans) = match &common.validation_context {
-            Some(v) => validation(v, &format!("{cpath}.validation_context"))?,
-            None => (None, SanMatchers::default()),
-        };
+        let (roots, sans) = validation(common, &cpath)?;
         let verifier = ServerVerifier { roots, sans, provider: params.provider.clone() };
         let builder = ClientConfig::builder_with_provider(params.provider.clone())
             .with_protocol_versions(&params.versions)
             .map_err(|e| ConfigError::new(format!("{cpath}.tls_params"), e.to_string()))?
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(verifier));
-        let mut config = match common.tls_certificates.as_slice() {
-            [] => builder.with_no_client_auth(),
-            [one] => {
-                let key = certified_key(one, &params.provider, &format!("{cpath}.tls_certificates[0]"))?;
-                builder.with_client_cert_resolver(Arc::new(ClientCert(Arc::new(key))))
+        let mut config = match certificates(common, &params.provider, &cpath)? {
+            CertRefs::None => builder.with_no_client_auth(),
+            CertRefs::Static(keys) if keys.len() == 1 => builder.with_client_cert_resolver(Arc::new(ClientCert(keys.into_iter().next()))),
+            CertRefs::Static(_) => {
+                return Err(ConfigError::new(format!("{cpath}.tls_certificates"), "an upstream connection takes one certificate"))
             }
-            _ => return Err(ConfigError::new(format!("{cpath}.tls_certificates"), "an upstream connection takes one certificate")),
+            CertRefs::Sds => builder.with_client_cert_resolver(Arc::new(ClientCert(None))),
         };
         config.alpn_protocols = alpn(common);
         // Envoy keeps one session per cluster by default (`max_session_keys: 1`).
@@ -75,13 +69,14 @@ impl ClientTls {
     }
 }
 
-/// The client certificate offered to upstream servers that ask for one.
+/// The client certificate offered to upstream servers that ask for one; `None` is the
+/// `default` SDS secret, read at each handshake.
 #[derive(Debug)]
-struct ClientCert(Arc<CertifiedKey>);
+struct ClientCert(Option<Arc<CertifiedKey>>);
 
 impl ResolvesClientCert for ClientCert {
     fn resolve(&self, _issuers: &[&[u8]], _schemes: &[SignatureScheme]) -> Option<Arc<CertifiedKey>> {
-        Some(self.0.clone())
+        self.0.clone().or_else(|| secrets::store().cert())
     }
 
     fn has_certs(&self) -> bool {

@@ -9,6 +9,7 @@
 pub mod client;
 pub mod material;
 pub mod san;
+pub mod secrets;
 pub mod server;
 pub mod verify;
 
@@ -16,8 +17,10 @@ use std::sync::Arc;
 
 use rustls::crypto::ring::{cipher_suite as cs, default_provider, kx_group};
 use rustls::crypto::CryptoProvider;
-use rustls::{SupportedCipherSuite, SupportedProtocolVersion};
-use weft_xds::tls::{CommonTlsContext, TlsParameters, TlsVersion};
+use rustls::{RootCertStore, SupportedCipherSuite, SupportedProtocolVersion};
+use weft_xds::tls::{CommonTlsContext, SdsSecretConfig, TlsParameters, TlsVersion};
+
+use san::SanMatchers;
 
 use crate::config::{ConfigError, Result};
 
@@ -148,27 +151,112 @@ impl Params {
     }
 }
 
-/// Refuses SDS references until the proxy has a secret store, naming the field.
-fn no_sds(common: &CommonTlsContext, path: &str) -> Result<()> {
-    if !common.tls_certificate_sds_secret_configs.is_empty() {
+/// Where a context's trust bundle comes from.
+#[derive(Debug, Clone)]
+pub enum Roots {
+    Static(Arc<RootCertStore>),
+    /// The process's `ROOTCA` secret, read at each handshake.
+    Sds,
+}
+
+impl Roots {
+    /// The bundle now; a handshake before the first bundle arrives fails.
+    pub fn current(&self) -> std::result::Result<Arc<RootCertStore>, rustls::Error> {
+        match self {
+            Roots::Static(r) => Ok(r.clone()),
+            Roots::Sds => secrets::store().roots().ok_or_else(|| rustls::Error::General("no trust bundle (ROOTCA) yet".into())),
+        }
+    }
+}
+
+/// Checks an SDS reference names a secret the proxy holds.
+fn sds_name(cfg: &SdsSecretConfig, want: &str, path: &str) -> Result<()> {
+    if cfg.name == want {
+        return Ok(());
+    }
+    Err(ConfigError::new(
+        format!("{path}.name"),
+        format!(
+            "unknown SDS secret {:?} here; a weft proxy holds {:?} (its certificate) and {:?} (the trust bundle)",
+            cfg.name,
+            secrets::DEFAULT_CERT,
+            secrets::ROOT_CA
+        ),
+    ))
+}
+
+/// The peer verification a context asks for: a trust bundle (static or SDS) and SAN matchers,
+/// from `validation_context`, `validation_context_sds_secret_config` or
+/// `combined_validation_context`.
+pub(crate) fn validation(common: &CommonTlsContext, path: &str) -> Result<(Option<Roots>, SanMatchers)> {
+    let given = [
+        common.validation_context.is_some(),
+        common.validation_context_sds_secret_config.is_some(),
+        common.combined_validation_context.is_some(),
+    ];
+    if given.iter().filter(|g| **g).count() > 1 {
         return Err(ConfigError::new(
-            format!("{path}.tls_certificate_sds_secret_configs"),
-            "SDS secrets are not supported yet; give tls_certificates",
+            path,
+            "only one of validation_context, validation_context_sds_secret_config and combined_validation_context may be set",
         ));
     }
-    if common.validation_context_sds_secret_config.is_some() {
-        return Err(ConfigError::new(
-            format!("{path}.validation_context_sds_secret_config"),
-            "SDS secrets are not supported yet; give validation_context",
-        ));
+    if let Some(v) = &common.validation_context {
+        let (roots, sans) = server::static_validation(v, &format!("{path}.validation_context"))?;
+        return Ok((roots.map(Roots::Static), sans));
     }
-    if common.combined_validation_context.is_some() {
-        return Err(ConfigError::new(
-            format!("{path}.combined_validation_context"),
-            "SDS secrets are not supported yet; give validation_context",
-        ));
+    if let Some(sds) = &common.validation_context_sds_secret_config {
+        sds_name(sds, secrets::ROOT_CA, &format!("{path}.validation_context_sds_secret_config"))?;
+        return Ok((Some(Roots::Sds), SanMatchers::default()));
     }
-    Ok(())
+    if let Some(c) = &common.combined_validation_context {
+        let cpath = format!("{path}.combined_validation_context");
+        sds_name(&c.validation_context_sds_secret_config, secrets::ROOT_CA, &format!("{cpath}.validation_context_sds_secret_config"))?;
+        let d = &c.default_validation_context;
+        if d.trusted_ca.is_some() {
+            return Err(ConfigError::new(
+                format!("{cpath}.default_validation_context.trusted_ca"),
+                "the trust bundle comes from the SDS secret; give it in one place",
+            ));
+        }
+        let mut d = d.clone();
+        d.trusted_ca = None;
+        let sans = SanMatchers::from_wire(
+            &d.match_typed_subject_alt_names,
+            &d.match_subject_alt_names,
+            &format!("{cpath}.default_validation_context"),
+        )?;
+        if d.allow_expired_certificate == Some(true) {
+            return Err(ConfigError::new(format!("{cpath}.default_validation_context.allow_expired_certificate"), "not supported"));
+        }
+        return Ok((Some(Roots::Sds), sans));
+    }
+    Ok((None, SanMatchers::default()))
+}
+
+/// The certificate references of a context: static files, or the `default` SDS secret.
+pub(crate) enum CertRefs {
+    None,
+    Static(Vec<Arc<rustls::sign::CertifiedKey>>),
+    Sds,
+}
+
+pub(crate) fn certificates(common: &CommonTlsContext, provider: &CryptoProvider, path: &str) -> Result<CertRefs> {
+    match (common.tls_certificates.as_slice(), common.tls_certificate_sds_secret_configs.as_slice()) {
+        ([], []) => Ok(CertRefs::None),
+        (certs, []) => {
+            let mut keys = Vec::new();
+            for (i, c) in certs.iter().enumerate() {
+                keys.push(Arc::new(server::certified_key(c, provider, &format!("{path}.tls_certificates[{i}]"))?));
+            }
+            Ok(CertRefs::Static(keys))
+        }
+        ([], [one]) => {
+            sds_name(one, secrets::DEFAULT_CERT, &format!("{path}.tls_certificate_sds_secret_configs[0]"))?;
+            Ok(CertRefs::Sds)
+        }
+        ([], _) => Err(ConfigError::new(format!("{path}.tls_certificate_sds_secret_configs"), "a weft proxy holds one certificate secret")),
+        _ => Err(ConfigError::new(path, "give tls_certificates or tls_certificate_sds_secret_configs, not both")),
+    }
 }
 
 /// The ALPN list as rustls takes it.

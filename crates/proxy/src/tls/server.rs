@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use rustls::server::{ClientHello, NoServerSessionStorage, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::server::{ClientHello, NoServerSessionStorage, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::ServerConfig;
 use weft_xds::tls::{CertificateValidationContext, DownstreamTlsContext, TlsCertificate};
@@ -10,7 +10,7 @@ use weft_xds::tls::{CertificateValidationContext, DownstreamTlsContext, TlsCerti
 use super::material::{cert_chain, private_key, trust_roots};
 use super::san::SanMatchers;
 use super::verify::ClientVerifier;
-use super::{alpn, no_sds, Params, Side};
+use super::{alpn, certificates, secrets, validation, CertRefs, Params, Side};
 use crate::config::{ConfigError, Result};
 
 /// A filter chain's TLS termination.
@@ -23,6 +23,7 @@ pub struct ServerTls {
 /// RSA and an ECDSA certificate may be given together, as in Envoy).
 #[derive(Debug)]
 struct Certs {
+    /// Empty: the `default` SDS secret, read at each handshake.
     keys: Vec<Arc<CertifiedKey>>,
     require_sni: bool,
 }
@@ -31,6 +32,9 @@ impl ResolvesServerCert for Certs {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         if self.require_sni && hello.server_name().is_none() {
             return None;
+        }
+        if self.keys.is_empty() {
+            return secrets::store().cert();
         }
         let schemes = hello.signature_schemes();
         self.keys.iter().find(|k| k.key.choose_scheme(schemes).is_some()).or(self.keys.first()).cloned()
@@ -53,7 +57,7 @@ pub(super) fn certified_key(c: &TlsCertificate, provider: &rustls::crypto::Crypt
 }
 
 /// Trust bundle and SAN matchers of a validation context, checked for Envoy's rules.
-pub(super) fn validation(v: &CertificateValidationContext, path: &str) -> Result<(Option<Arc<rustls::RootCertStore>>, SanMatchers)> {
+pub(super) fn static_validation(v: &CertificateValidationContext, path: &str) -> Result<(Option<Arc<rustls::RootCertStore>>, SanMatchers)> {
     if v.allow_expired_certificate == Some(true) {
         return Err(ConfigError::new(format!("{path}.allow_expired_certificate"), "not supported"));
     }
@@ -76,40 +80,30 @@ impl ServerTls {
         let default = Default::default();
         let common = ctx.common_tls_context.as_ref().unwrap_or(&default);
         let cpath = format!("{path}.common_tls_context");
-        no_sds(common, &cpath)?;
         let params = Params::from_wire(common.tls_params.as_ref(), Side::Server, &format!("{cpath}.tls_params"))?;
-        if common.tls_certificates.is_empty() {
-            return Err(ConfigError::new(format!("{cpath}.tls_certificates"), "a server needs at least one certificate"));
-        }
-        let mut keys = Vec::new();
-        for (i, c) in common.tls_certificates.iter().enumerate() {
-            keys.push(Arc::new(certified_key(c, &params.provider, &format!("{cpath}.tls_certificates[{i}]"))?));
-        }
+        let keys = match certificates(common, &params.provider, &cpath)? {
+            CertRefs::None => return Err(ConfigError::new(format!("{cpath}.tls_certificates"), "a server needs at least one certificate")),
+            CertRefs::Static(keys) => keys,
+            CertRefs::Sds => Vec::new(),
+        };
         let require_client = ctx.require_client_certificate.unwrap_or(false);
         let builder = ServerConfig::builder_with_provider(params.provider.clone())
             .with_protocol_versions(&params.versions)
             .map_err(|e| ConfigError::new(format!("{cpath}.tls_params"), e.to_string()))?;
-        let builder = match &common.validation_context {
-            Some(v) => {
-                let vpath = format!("{cpath}.validation_context");
-                let (roots, sans) = validation(v, &vpath)?;
-                let Some(roots) = roots else {
-                    return Err(ConfigError::new(format!("{vpath}.trusted_ca"), "required to verify client certificates"));
-                };
-                let mut b = WebPkiClientVerifier::builder_with_provider(roots, params.provider.clone());
-                if !require_client {
-                    b = b.allow_unauthenticated();
-                }
-                let inner = b.build().map_err(|e| ConfigError::new(format!("{vpath}.trusted_ca"), e.to_string()))?;
-                builder.with_client_cert_verifier(Arc::new(ClientVerifier { inner, sans }))
+        let builder = match validation(common, &cpath)? {
+            (Some(roots), sans) => {
+                builder.with_client_cert_verifier(Arc::new(ClientVerifier::new(roots, sans, params.provider.clone(), require_client)))
             }
-            None if require_client => {
+            (None, _) if common.validation_context.is_some() => {
+                return Err(ConfigError::new(format!("{cpath}.validation_context.trusted_ca"), "required to verify client certificates"))
+            }
+            (None, _) if require_client => {
                 return Err(ConfigError::new(
                     format!("{path}.require_client_certificate"),
                     "needs common_tls_context.validation_context to verify client certificates against",
                 ))
             }
-            None => builder.with_no_client_auth(),
+            (None, _) => builder.with_no_client_auth(),
         };
         let mut config = builder.with_cert_resolver(Arc::new(Certs { keys, require_sni: ctx.require_sni.unwrap_or(false) }));
         config.alpn_protocols = alpn(common);

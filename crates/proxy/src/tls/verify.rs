@@ -5,14 +5,16 @@
 
 use std::sync::Arc;
 
+use parking_lot::Mutex;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::server::ParsedCertificate;
+use rustls::server::{ParsedCertificate, WebPkiClientVerifier};
 use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, OtherError, RootCertStore, SignatureScheme};
 
 use super::san::{SanMatchers, Sans};
+use super::Roots;
 
 /// A peer whose certificate chains to the trust bundle but carries none of the expected SANs.
 #[derive(Debug, thiserror::Error)]
@@ -37,7 +39,7 @@ fn check_sans(sans: &SanMatchers, cert: &CertificateDer<'_>) -> Result<(), rustl
 #[derive(Debug)]
 pub struct ServerVerifier {
     /// `None`: no validation context, so any certificate is accepted (Envoy's default).
-    pub roots: Option<Arc<RootCertStore>>,
+    pub roots: Option<Roots>,
     pub sans: SanMatchers,
     pub provider: Arc<CryptoProvider>,
 }
@@ -52,10 +54,11 @@ impl ServerCertVerifier for ServerVerifier {
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
         if let Some(roots) = &self.roots {
+            let roots = roots.current()?;
             let cert = ParsedCertificate::try_from(end_entity)?;
             rustls::client::verify_server_cert_signed_by_trust_anchor(
                 &cert,
-                roots,
+                &roots,
                 intermediates,
                 now,
                 self.provider.signature_verification_algorithms.all,
@@ -88,24 +91,56 @@ impl ServerCertVerifier for ServerVerifier {
     }
 }
 
-/// Verifies downstream clients: rustls's chain verification, then the SAN matchers.
+/// Verifies downstream clients: rustls's chain verification against the current bundle, then
+/// the SAN matchers. The chain verifier is rebuilt only when the bundle changes.
 #[derive(Debug)]
 pub struct ClientVerifier {
-    pub inner: Arc<dyn ClientCertVerifier>,
+    pub roots: Roots,
     pub sans: SanMatchers,
+    pub provider: Arc<CryptoProvider>,
+    /// A client without a certificate is refused (`require_client_certificate`).
+    pub mandatory: bool,
+    cache: Mutex<Option<BuiltFor>>,
+}
+
+/// A chain verifier and the bundle it was built from.
+type BuiltFor = (Arc<RootCertStore>, Arc<dyn ClientCertVerifier>);
+
+impl ClientVerifier {
+    pub fn new(roots: Roots, sans: SanMatchers, provider: Arc<CryptoProvider>, mandatory: bool) -> ClientVerifier {
+        ClientVerifier { roots, sans, provider, mandatory, cache: Mutex::new(None) }
+    }
+
+    fn inner(&self) -> Result<Arc<dyn ClientCertVerifier>, rustls::Error> {
+        let roots = self.roots.current()?;
+        let mut cache = self.cache.lock();
+        if let Some((r, v)) = cache.as_ref() {
+            if Arc::ptr_eq(r, &roots) {
+                return Ok(v.clone());
+            }
+        }
+        let mut b = WebPkiClientVerifier::builder_with_provider(roots.clone(), self.provider.clone());
+        if !self.mandatory {
+            b = b.allow_unauthenticated();
+        }
+        let v = b.build().map_err(|e| rustls::Error::General(format!("trust bundle: {e}")))?;
+        *cache = Some((roots, v.clone()));
+        Ok(v)
+    }
 }
 
 impl ClientCertVerifier for ClientVerifier {
     fn offer_client_auth(&self) -> bool {
-        self.inner.offer_client_auth()
+        true
     }
 
     fn client_auth_mandatory(&self) -> bool {
-        self.inner.client_auth_mandatory()
+        self.mandatory
     }
 
     fn root_hint_subjects(&self) -> &[DistinguishedName] {
-        self.inner.root_hint_subjects()
+        // Hints are optional; clients with one certificate (every sidecar) send it regardless.
+        &[]
     }
 
     fn verify_client_cert(
@@ -114,7 +149,7 @@ impl ClientCertVerifier for ClientVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        self.inner.verify_client_cert(end_entity, intermediates, now)?;
+        self.inner()?.verify_client_cert(end_entity, intermediates, now)?;
         check_sans(&self.sans, end_entity)?;
         Ok(ClientCertVerified::assertion())
     }
@@ -125,7 +160,7 @@ impl ClientCertVerifier for ClientVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
+        verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
     }
 
     fn verify_tls13_signature(
@@ -134,11 +169,11 @@ impl ClientCertVerifier for ClientVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
+        verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
+        self.provider.signature_verification_algorithms.supported_schemes()
     }
 }
 
