@@ -22,6 +22,20 @@ fn reply(status: StatusCode, body: serde_json::Value) -> Response<Full<Bytes>> {
     r
 }
 
+/// `/metrics`: Prometheus text with Istio's metric names.
+fn metrics(shared: &Shared) -> Response<Full<Bytes>> {
+    use std::fmt::Write as _;
+    let mut s = String::new();
+    let proxies = shared.proxies.lock().len();
+    let _ = writeln!(s, "# TYPE pilot_xds gauge\npilot_xds {proxies}");
+    for (name, v) in shared.ca_stats.metrics() {
+        let _ = writeln!(s, "# TYPE {name} counter\n{name} {v}");
+    }
+    let mut r = Response::new(Full::new(Bytes::from(s)));
+    r.headers_mut().insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("text/plain; version=0.0.4"));
+    r
+}
+
 fn query_param<'a>(q: &'a str, key: &str) -> Option<&'a str> {
     q.split('&').find_map(|kv| kv.split_once('=').filter(|(k, _)| *k == key).map(|(_, v)| v))
 }
@@ -64,6 +78,7 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
     let q = req.uri().query().unwrap_or_default().to_string();
     Ok(match req.uri().path() {
         "/ready" => reply(StatusCode::OK, json!({"ready": true})),
+        "/metrics" => metrics(&shared),
         "/debug/syncz" => reply(StatusCode::OK, syncz(&shared)),
         "/debug/diagnostics" => {
             let state = shared.current.borrow().clone();
@@ -79,7 +94,7 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
         },
         _ => reply(
             StatusCode::NOT_FOUND,
-            json!({"error": "unknown path", "paths": ["/ready", "/debug/syncz", "/debug/config_dump?proxyID=", "/debug/diagnostics"]}),
+            json!({"error": "unknown path", "paths": ["/ready", "/metrics", "/debug/syncz", "/debug/config_dump?proxyID=", "/debug/diagnostics"]}),
         ),
     })
 }

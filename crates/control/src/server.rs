@@ -83,7 +83,7 @@ pub async fn start(opts: Options) -> Result<Running, ServeError> {
     tokio::spawn(crate::debug::serve(debug, shared.clone()));
     tokio::spawn(crate::memory::return_free_memory());
 
-    let ca_stats = Arc::new(crate::ca::service::CaStats::default());
+    let ca_stats = shared.ca_stats.clone();
     let (ca, secure_addr) = match &opts.ca {
         Some(c) => {
             let (ca, secure) = start_ca(c, &shared, ca_stats.clone()).await?;

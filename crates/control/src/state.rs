@@ -80,6 +80,8 @@ pub struct Shared {
     pub proxies: Mutex<BTreeMap<u64, ProxyStatus>>,
     /// Slots for large pushes in flight (sent, not yet answered); see `ads::Conn::admit`.
     pub push_slots: Arc<tokio::sync::Semaphore>,
+    /// The certificate authority's counters (zero when it does not run).
+    pub ca_stats: Arc<crate::ca::service::CaStats>,
     next_conn: AtomicU64,
     next_version: AtomicU64,
 }
@@ -93,6 +95,7 @@ impl Shared {
             mesh,
             proxies: Mutex::new(BTreeMap::new()),
             push_slots: Arc::new(tokio::sync::Semaphore::new(PUSH_SLOTS)),
+            ca_stats: Default::default(),
             next_conn: AtomicU64::new(1),
             next_version: AtomicU64::new(2),
         })

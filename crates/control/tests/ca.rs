@@ -152,10 +152,26 @@ async fn wrong_callers_are_refused_and_counted() {
     assert_eq!(s.id_extraction_err_count.load(Ordering::Relaxed), 1);
     assert_eq!(s.csr_parsing_err_count.load(Ordering::Relaxed), 1);
     assert_eq!(s.success_cert_issuance_count.load(Ordering::Relaxed), 0);
+    // The same counters on the debug port's /metrics, under Istio's names.
+    let metrics = http_get(p.running.debug_addr, "/metrics").await;
+    for line in ["citadel_server_authentication_failure_count 2", "citadel_server_id_extraction_err_count 1", "citadel_server_csr_count 4"]
+    {
+        assert!(metrics.lines().any(|l| l == line), "{line:?} missing from /metrics:\n{metrics}");
+    }
 
     // A client that trusts another root cannot even talk to this CA.
     let other = rcgen::CertificateParams::default().self_signed(&KeyPair::generate().expect("key")).expect("cert").pem();
     let r = create_certificate(&endpoint(&p, &other), TOKEN, csr(me), Duration::ZERO).await;
     assert!(matches!(r, Err(CaClientError::Connect { .. })), "{r:?}");
     drop(p.root);
+}
+
+/// A plain HTTP/1.0 GET; returns the body.
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes()).await.expect("write");
+    let mut out = String::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut out)).await;
+    out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default()
 }
