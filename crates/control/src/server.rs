@@ -55,7 +55,6 @@ pub struct Running {
     /// The TLS port, when the CA runs.
     pub secure_addr: Option<SocketAddr>,
     pub ca: Option<Arc<crate::ca::Authority>>,
-    pub ca_stats: Arc<crate::ca::service::CaStats>,
     grpc: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
 }
 
@@ -83,10 +82,9 @@ pub async fn start(opts: Options) -> Result<Running, ServeError> {
     tokio::spawn(crate::debug::serve(debug, shared.clone()));
     tokio::spawn(crate::memory::return_free_memory());
 
-    let ca_stats = shared.ca_stats.clone();
     let (ca, secure_addr) = match &opts.ca {
         Some(c) => {
-            let (ca, secure) = start_ca(c, &shared, ca_stats.clone()).await?;
+            let (ca, secure) = start_ca(c, &shared).await?;
             (Some(ca), Some(secure))
         }
         None => (None, None),
@@ -100,15 +98,11 @@ pub async fn start(opts: Options) -> Result<Running, ServeError> {
             .add_service(svc)
             .serve_with_incoming(incoming),
     );
-    Ok(Running { shared, xds_addr, debug_addr, secure_addr, ca, ca_stats, grpc })
+    Ok(Running { shared, xds_addr, debug_addr, secure_addr, ca, grpc })
 }
 
 /// Opens the root of trust and serves xDS and the certificate API over TLS on the secure port.
-async fn start_ca(
-    c: &CaOptions,
-    shared: &Arc<Shared>,
-    stats: Arc<crate::ca::service::CaStats>,
-) -> Result<(Arc<crate::ca::Authority>, SocketAddr), ServeError> {
+async fn start_ca(c: &CaOptions, shared: &Arc<Shared>) -> Result<(Arc<crate::ca::Authority>, SocketAddr), ServeError> {
     use crate::ca::{serving, Authority, RootSource, Tokens};
     let trust_domain = shared.mesh.trust_domain.clone();
     let (ca, source) = Authority::open(&c.dir, &trust_domain, c.default_ttl, c.max_ttl)?;
@@ -130,7 +124,7 @@ async fn start_ca(
             watched.reload_if_changed();
         }
     });
-    let svc = crate::ca::service::CaService { ca: ca.clone(), tokens: Tokens::new(&c.token_dir), stats };
+    let svc = crate::ca::service::CaService { ca: ca.clone(), tokens: Tokens::new(&c.token_dir), stats: shared.ca_stats.clone() };
     let ads = AdsService::new(Ads { shared: shared.clone() });
     tokio::spawn(
         tonic::transport::Server::builder()

@@ -10,6 +10,7 @@ use rcgen::{CertificateParams, KeyPair, SanType};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use weft_control::server::{start, CaOptions, Options, Running};
+use weft_test_support::certs::TempDir;
 use weft_xds::istio_ca::{create_certificate, CaClientError, CaEndpoint};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
@@ -17,30 +18,12 @@ const TOKEN: &str = "reviews-token-0123456789abcdef";
 
 struct Plane {
     running: Running,
-    root: tempdir::Dir,
-}
-
-mod tempdir {
-    /// A directory removed on drop.
-    pub struct Dir(pub std::path::PathBuf);
-    impl Dir {
-        pub fn new(tag: &str) -> Dir {
-            let p = std::env::temp_dir().join(format!("weft-ca-it-{tag}-{}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&p);
-            std::fs::create_dir_all(&p).expect("temp dir");
-            Dir(p)
-        }
-    }
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
+    root: TempDir,
 }
 
 async fn plane(tag: &str) -> Plane {
-    let root = tempdir::Dir::new(tag);
-    let (config, tokens, ca) = (root.0.join("config"), root.0.join("tokens"), root.0.join("cacerts"));
+    let root = TempDir::new(&format!("ca-it-{tag}")).expect("temp dir");
+    let (config, tokens, ca) = (root.path().join("config"), root.path().join("tokens"), root.path().join("cacerts"));
     for d in [&config, &tokens] {
         std::fs::create_dir_all(d).expect("dir");
     }
@@ -125,7 +108,7 @@ async fn a_workload_gets_an_svid_for_its_own_identity_only() {
     let (_, leaf) = X509Certificate::from_der(&der).expect("leaf");
     let life = leaf.validity().not_after.timestamp() - leaf.validity().not_before.timestamp();
     assert!(life <= 7200 + 60, "capped at the maximum TTL: {life}");
-    assert_eq!(p.running.ca_stats.success_cert_issuance_count.load(Ordering::Relaxed), 2);
+    assert_eq!(p.running.shared.ca_stats.success_cert_issuance_count.load(Ordering::Relaxed), 2);
 }
 
 #[tokio::test]
@@ -147,7 +130,7 @@ async fn wrong_callers_are_refused_and_counted() {
     assert!(m.contains("asks for spiffe://cluster.local/ns/default/sa/ratings"), "{m}");
     let (c, m) = code(create_certificate(&ep, TOKEN, "not a CSR".into(), Duration::ZERO).await);
     assert_eq!(c, tonic::Code::InvalidArgument, "{m}");
-    let s = &p.running.ca_stats;
+    let s = &p.running.shared.ca_stats;
     assert_eq!(s.authentication_failure_count.load(Ordering::Relaxed), 2);
     assert_eq!(s.id_extraction_err_count.load(Ordering::Relaxed), 1);
     assert_eq!(s.csr_parsing_err_count.load(Ordering::Relaxed), 1);

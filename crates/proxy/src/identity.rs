@@ -51,18 +51,13 @@ struct Issued {
     renew_at: SystemTime,
 }
 
-/// Reads a PEM bundle into a root store.
+/// Reads a PEM bundle into a root store (the same reading as a validation context's
+/// `trusted_ca` file).
 pub fn read_bundle(path: &std::path::Path) -> Result<RootCertStore, IdentityError> {
-    let err = |reason: String| IdentityError::Bundle { path: path.display().to_string(), reason };
-    let text = std::fs::read(path).map_err(|e| err(e.to_string()))?;
-    let mut roots = RootCertStore::empty();
-    for c in CertificateDer::pem_slice_iter(&text) {
-        roots.add(c.map_err(|e| err(e.to_string()))?).map_err(|e| err(e.to_string()))?;
-    }
-    if roots.is_empty() {
-        return Err(err("no PEM certificate".into()));
-    }
-    Ok(roots)
+    let file = path.display().to_string();
+    let src =
+        weft_xds::core::DataSource { inline_string: None, inline_bytes: None, filename: Some(file.clone()), environment_variable: None };
+    crate::tls::material::trust_roots(&src, "bundle").map_err(|e| IdentityError::Bundle { path: file, reason: e.message })
 }
 
 async fn fetch(opts: &IdentityOptions) -> Result<Issued, IdentityError> {

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use rustls::pki_types::CertificateDer;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
@@ -30,8 +31,9 @@ pub struct TlsInfo {
     pub version: &'static str,
     pub cipher: String,
     pub alpn: Option<String>,
-    /// The peer certificate's names, when it presented one.
-    pub peer: Option<Arc<Sans>>,
+    /// The peer's leaf certificate, when it presented one. Its names are read on demand
+    /// (`peer_sans`), so a handshake does not parse a certificate nothing asks about.
+    pub peer: Option<Arc<CertificateDer<'static>>>,
 }
 
 impl TlsInfo {
@@ -40,13 +42,18 @@ impl TlsInfo {
             version: version_name(conn.protocol_version()),
             cipher: conn.negotiated_cipher_suite().map(|s| format!("{:?}", s.suite())).unwrap_or_default(),
             alpn: conn.alpn_protocol().map(|p| String::from_utf8_lossy(p).into_owned()),
-            peer: conn.peer_certificates().and_then(|c| c.first()).map(|c| Arc::new(Sans::of(c))),
+            peer: conn.peer_certificates().and_then(|c| c.first()).map(|c| Arc::new(c.clone().into_owned())),
         }
     }
 
+    /// The peer certificate's names (none without a peer certificate).
+    pub fn peer_sans(&self) -> Sans {
+        self.peer.as_ref().map(|c| Sans::of(c)).unwrap_or_default()
+    }
+
     /// The peer's SPIFFE identity (first `spiffe://` URI SAN), if any.
-    pub fn peer_spiffe(&self) -> Option<&str> {
-        self.peer.as_ref()?.uri.iter().find(|u| u.starts_with("spiffe://")).map(String::as_str)
+    pub fn peer_spiffe(&self) -> Option<String> {
+        self.peer_sans().uri.into_iter().find(|u| u.starts_with("spiffe://"))
     }
 }
 

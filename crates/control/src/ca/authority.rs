@@ -82,6 +82,16 @@ fn der_of(pem: &str, file: &str) -> Result<Vec<u8>, CaError> {
     rustls::pki_types::CertificateDer::from_pem_slice(pem.as_bytes()).map(|d| d.to_vec()).map_err(|e| CaError::Root(format!("{file}: {e}")))
 }
 
+/// The root in `roots` (PEM) whose key signed `cert`.
+fn signer_in<'r>(cert: &X509Certificate<'_>, roots: &'r [String]) -> Option<&'r String> {
+    roots.iter().find(|r| {
+        der_of(r, ROOT_CERT)
+            .ok()
+            .and_then(|d| X509Certificate::from_der(&d).ok().map(|(_, root)| cert.verify_signature(Some(root.public_key())).is_ok()))
+            .unwrap_or(false)
+    })
+}
+
 fn stamp(dir: &Path) -> Vec<Option<std::time::SystemTime>> {
     [CA_CERT, CA_KEY, ROOT_CERT, CERT_CHAIN].iter().map(|f| std::fs::metadata(dir.join(f)).and_then(|m| m.modified()).ok()).collect()
 }
@@ -110,13 +120,7 @@ impl Keys {
             return Err(CaError::Root(format!("{CA_CERT} is not a CA certificate (basicConstraints CA:TRUE)")));
         }
         // ...and chain to one of the roots (signed by it, or be it).
-        let chains = roots.iter().any(|r| {
-            der_of(r, ROOT_CERT)
-                .ok()
-                .and_then(|d| X509Certificate::from_der(&d).ok().map(|(_, root)| cert.verify_signature(Some(root.public_key())).is_ok()))
-                .unwrap_or(false)
-        });
-        if !chains {
+        if signer_in(&cert, &roots).is_none() {
             return Err(CaError::Root(format!("{CA_CERT} is not signed by any certificate in {ROOT_CERT}")));
         }
         let issuer = Issuer::from_ca_cert_pem(&cert_pem, key).map_err(|e| CaError::Root(format!("{CA_CERT}: {e}")))?;
@@ -126,14 +130,7 @@ impl Keys {
         if !roots.contains(&top) {
             let top_der = der_of(&top, CERT_CHAIN)?;
             let (_, top_cert) = X509Certificate::from_der(&top_der).map_err(|e| CaError::Root(format!("{CERT_CHAIN}: {e}")))?;
-            if let Some(root) = roots.iter().find(|r| {
-                der_of(r, ROOT_CERT)
-                    .ok()
-                    .and_then(|d| {
-                        X509Certificate::from_der(&d).ok().map(|(_, rc)| top_cert.verify_signature(Some(rc.public_key())).is_ok())
-                    })
-                    .unwrap_or(false)
-            }) {
+            if let Some(root) = signer_in(&top_cert, &roots) {
                 chain.push(root.clone());
             }
         }

@@ -10,7 +10,7 @@ use weft_xds::core::Address;
 
 use weft_xds::tls::TransportSocketConfig;
 
-use crate::tls::ClientTls;
+use crate::tls::{transport_context, ClientTls};
 
 use super::{port_value, socket_addr, ConfigError, Result};
 
@@ -316,22 +316,13 @@ impl ClusterConfig {
                 }
                 _ => None,
             };
-        let tls = match &c.transport_socket {
+        let tpath = format!("{path}.transport_socket.typed_config");
+        let tls = match transport_context(c.transport_socket.as_ref(), &format!("{path}.transport_socket"))? {
             None => None,
-            Some(ts) => match &ts.typed_config {
-                Some(TransportSocketConfig::UpstreamTls(ctx)) => {
-                    Some(Arc::new(ClientTls::from_wire(ctx, &format!("{path}.transport_socket.typed_config"))?))
-                }
-                Some(TransportSocketConfig::RawBuffer(_)) => None,
-                Some(TransportSocketConfig::DownstreamTls(_)) => {
-                    return Err(ConfigError::new(
-                        format!("{path}.transport_socket.typed_config"),
-                        "a cluster originates TLS with an UpstreamTlsContext, not a DownstreamTlsContext",
-                    ))
-                }
-                None if ts.name == "envoy.transport_sockets.raw_buffer" => None,
-                None => return Err(ConfigError::new(format!("{path}.transport_socket.typed_config"), "required")),
-            },
+            Some(TransportSocketConfig::UpstreamTls(ctx)) => Some(Arc::new(ClientTls::from_wire(ctx, &tpath)?)),
+            Some(_) => {
+                return Err(ConfigError::new(tpath, "a cluster originates TLS with an UpstreamTlsContext, not a DownstreamTlsContext"))
+            }
         };
         Ok(ClusterConfig {
             name: c.name.clone(),

@@ -12,7 +12,7 @@ use weft_xds::listener as wire;
 use weft_xds::tls::TransportSocketConfig;
 
 use super::access_log::AccessLogConfig;
-use crate::tls::ServerTls;
+use crate::tls::{transport_context, ServerTls};
 
 /// Envoy waits for a downstream TLS handshake without limit by default; a bound keeps a
 /// client that never finishes from holding a connection forever.
@@ -328,22 +328,13 @@ impl FilterChain {
             }
             None => return Err(ConfigError::new(format!("{fpath}.typed_config"), "required")),
         };
-        let tls = match &c.transport_socket {
+        let tpath = format!("{path}.transport_socket.typed_config");
+        let tls = match transport_context(c.transport_socket.as_ref(), &format!("{path}.transport_socket"))? {
             None => None,
-            Some(ts) => match &ts.typed_config {
-                Some(TransportSocketConfig::DownstreamTls(ctx)) => {
-                    Some(Arc::new(ServerTls::from_wire(ctx, &format!("{path}.transport_socket.typed_config"))?))
-                }
-                Some(TransportSocketConfig::RawBuffer(_)) => None,
-                Some(TransportSocketConfig::UpstreamTls(_)) => {
-                    return Err(ConfigError::new(
-                        format!("{path}.transport_socket.typed_config"),
-                        "a listener terminates TLS with a DownstreamTlsContext, not an UpstreamTlsContext",
-                    ))
-                }
-                None if ts.name == "envoy.transport_sockets.raw_buffer" => None,
-                None => return Err(ConfigError::new(format!("{path}.transport_socket.typed_config"), "required")),
-            },
+            Some(TransportSocketConfig::DownstreamTls(ctx)) => Some(Arc::new(ServerTls::from_wire(ctx, &tpath)?)),
+            Some(_) => {
+                return Err(ConfigError::new(tpath, "a listener terminates TLS with a DownstreamTlsContext, not an UpstreamTlsContext"))
+            }
         };
         let handshake_timeout = c.transport_socket_connect_timeout.map(|d| d.0).unwrap_or(DEFAULT_HANDSHAKE_TIMEOUT);
         Ok(FilterChain { name: c.name.clone(), matcher, action, tls, handshake_timeout })

@@ -18,7 +18,9 @@ use std::sync::Arc;
 use rustls::crypto::ring::{cipher_suite as cs, default_provider, kx_group};
 use rustls::crypto::CryptoProvider;
 use rustls::{RootCertStore, SupportedCipherSuite, SupportedProtocolVersion};
-use weft_xds::tls::{CommonTlsContext, SdsSecretConfig, TlsParameters, TlsVersion};
+use weft_xds::tls::{
+    CertificateValidationContext, CommonTlsContext, SdsSecretConfig, TlsParameters, TlsVersion, TransportSocket, TransportSocketConfig,
+};
 
 use san::SanMatchers;
 
@@ -201,8 +203,7 @@ pub(crate) fn validation(common: &CommonTlsContext, path: &str) -> Result<(Optio
         ));
     }
     if let Some(v) = &common.validation_context {
-        let (roots, sans) = server::static_validation(v, &format!("{path}.validation_context"))?;
-        return Ok((roots.map(Roots::Static), sans));
+        return validation_context(v, &format!("{path}.validation_context"), false);
     }
     if let Some(sds) = &common.validation_context_sds_secret_config {
         sds_name(sds, secrets::ROOT_CA, &format!("{path}.validation_context_sds_secret_config"))?;
@@ -211,26 +212,45 @@ pub(crate) fn validation(common: &CommonTlsContext, path: &str) -> Result<(Optio
     if let Some(c) = &common.combined_validation_context {
         let cpath = format!("{path}.combined_validation_context");
         sds_name(&c.validation_context_sds_secret_config, secrets::ROOT_CA, &format!("{cpath}.validation_context_sds_secret_config"))?;
-        let d = &c.default_validation_context;
-        if d.trusted_ca.is_some() {
-            return Err(ConfigError::new(
-                format!("{cpath}.default_validation_context.trusted_ca"),
-                "the trust bundle comes from the SDS secret; give it in one place",
-            ));
-        }
-        let mut d = d.clone();
-        d.trusted_ca = None;
-        let sans = SanMatchers::from_wire(
-            &d.match_typed_subject_alt_names,
-            &d.match_subject_alt_names,
-            &format!("{cpath}.default_validation_context"),
-        )?;
-        if d.allow_expired_certificate == Some(true) {
-            return Err(ConfigError::new(format!("{cpath}.default_validation_context.allow_expired_certificate"), "not supported"));
-        }
-        return Ok((Some(Roots::Sds), sans));
+        return validation_context(&c.default_validation_context, &format!("{cpath}.default_validation_context"), true);
     }
     Ok((None, SanMatchers::default()))
+}
+
+/// One validation context, checked for Envoy's rules. `sds_roots`: the bundle is the `ROOTCA`
+/// secret (a combined context), so the context itself must not name one.
+fn validation_context(v: &CertificateValidationContext, path: &str, sds_roots: bool) -> Result<(Option<Roots>, SanMatchers)> {
+    if v.allow_expired_certificate == Some(true) {
+        return Err(ConfigError::new(format!("{path}.allow_expired_certificate"), "not supported"));
+    }
+    let sans = SanMatchers::from_wire(&v.match_typed_subject_alt_names, &v.match_subject_alt_names, path)?;
+    let roots = match (&v.trusted_ca, sds_roots) {
+        (Some(_), true) => {
+            return Err(ConfigError::new(format!("{path}.trusted_ca"), "the trust bundle comes from the SDS secret; give it in one place"))
+        }
+        (None, true) => Some(Roots::Sds),
+        (Some(ds), false) => Some(Roots::Static(Arc::new(material::trust_roots(ds, &format!("{path}.trusted_ca"))?))),
+        (None, false) if !sans.is_empty() => {
+            return Err(ConfigError::new(
+                format!("{path}.trusted_ca"),
+                "required with SAN matchers: matching names of an unverified certificate proves nothing",
+            ))
+        }
+        (None, false) => None,
+    };
+    Ok((roots, sans))
+}
+
+/// The TLS context a `transport_socket` carries; `None` when there is none or it is the plain
+/// `raw_buffer` socket.
+pub(crate) fn transport_context<'a>(ts: Option<&'a TransportSocket>, path: &str) -> Result<Option<&'a TransportSocketConfig>> {
+    let Some(ts) = ts else { return Ok(None) };
+    match &ts.typed_config {
+        Some(TransportSocketConfig::RawBuffer(_)) => Ok(None),
+        Some(c) => Ok(Some(c)),
+        None if ts.name == "envoy.transport_sockets.raw_buffer" => Ok(None),
+        None => Err(ConfigError::new(format!("{path}.typed_config"), "required")),
+    }
 }
 
 /// The certificate references of a context: static files, or the `default` SDS secret.

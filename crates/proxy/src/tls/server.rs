@@ -5,10 +5,9 @@ use std::sync::Arc;
 use rustls::server::{ClientHello, NoServerSessionStorage, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::ServerConfig;
-use weft_xds::tls::{CertificateValidationContext, DownstreamTlsContext, TlsCertificate};
+use weft_xds::tls::{DownstreamTlsContext, TlsCertificate};
 
-use super::material::{cert_chain, private_key, trust_roots};
-use super::san::SanMatchers;
+use super::material::{cert_chain, private_key};
 use super::verify::ClientVerifier;
 use super::{alpn, certificates, secrets, validation, CertRefs, Params, Side};
 use crate::config::{ConfigError, Result};
@@ -54,25 +53,6 @@ pub(super) fn certified_key(c: &TlsCertificate, provider: &rustls::crypto::Crypt
         };
         ConfigError::new(path, why)
     })
-}
-
-/// Trust bundle and SAN matchers of a validation context, checked for Envoy's rules.
-pub(super) fn static_validation(v: &CertificateValidationContext, path: &str) -> Result<(Option<Arc<rustls::RootCertStore>>, SanMatchers)> {
-    if v.allow_expired_certificate == Some(true) {
-        return Err(ConfigError::new(format!("{path}.allow_expired_certificate"), "not supported"));
-    }
-    let sans = SanMatchers::from_wire(&v.match_typed_subject_alt_names, &v.match_subject_alt_names, path)?;
-    let roots = match &v.trusted_ca {
-        Some(ds) => Some(Arc::new(trust_roots(ds, &format!("{path}.trusted_ca"))?)),
-        None if !sans.is_empty() => {
-            return Err(ConfigError::new(
-                format!("{path}.trusted_ca"),
-                "required with SAN matchers: matching names of an unverified certificate proves nothing",
-            ))
-        }
-        None => None,
-    };
-    Ok((roots, sans))
 }
 
 impl ServerTls {
