@@ -106,7 +106,7 @@ impl TcpProxy {
                 log.flags = "UO";
                 break;
             }
-            match pool::connect(&cluster, host.addr).await {
+            match pool::connect(&cluster, &host).await {
                 Ok(s) => {
                     up = Some((s, host));
                     break;

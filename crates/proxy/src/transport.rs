@@ -96,8 +96,12 @@ pub async fn accept_tls(
     timeout: Duration,
     stats: &SslStats,
 ) -> Result<(Stream, TlsInfo), HandshakeError> {
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls.config.clone());
-    match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
+    let handshake = async {
+        let start = tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), tcp).await?;
+        let config = tls.config_for(start.client_hello().alpn());
+        start.into_stream(config).await
+    };
+    match tokio::time::timeout(timeout, handshake).await {
         Ok(Ok(s)) => {
             let info = TlsInfo::of(s.get_ref().1);
             count_success(stats, &info);

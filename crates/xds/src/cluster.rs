@@ -91,7 +91,8 @@ pub struct Cluster {
     pub metadata: Option<Ignored>,
     pub alt_stat_name: Option<String>,
     pub transport_socket: Option<crate::tls::TransportSocket>,
-    pub transport_socket_matches: Option<Unsupported>,
+    #[serde(default)]
+    pub transport_socket_matches: Vec<TransportSocketMatch>,
     pub eds_cluster_config: Option<EdsClusterConfig>,
     pub cluster_type: Option<Unsupported>,
     pub load_balancing_policy: Option<Unsupported>,
@@ -103,6 +104,18 @@ pub struct Cluster {
     pub track_cluster_stats: Option<Ignored>,
     pub ignore_health_on_host_removal: Option<bool>,
     pub close_connections_on_host_health_failure: Option<bool>,
+}
+
+/// A transport socket for the endpoints whose `envoy.transport_socket_match` metadata has
+/// every key of `match` (an empty match takes every endpoint).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransportSocketMatch {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default, rename = "match")]
+    pub match_: serde_json::Map<String, serde_json::Value>,
+    pub transport_socket: Option<crate::tls::TransportSocket>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -205,7 +218,7 @@ pub struct LbEndpoint {
     #[serde(default)]
     pub health_status: HealthStatus,
     pub load_balancing_weight: Option<u32>,
-    pub metadata: Option<Ignored>,
+    pub metadata: Option<crate::core::Metadata>,
     pub endpoint_name: Option<Unsupported>,
 }
 

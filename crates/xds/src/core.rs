@@ -84,6 +84,16 @@ impl<'de> Deserialize<'de> for Unsupported {
     }
 }
 
+/// `envoy.config.core.v3.Metadata`: only the untyped filter metadata is read (transport socket
+/// matching keys off `envoy.transport_socket_match`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Metadata {
+    #[serde(default)]
+    pub filter_metadata: std::collections::BTreeMap<String, serde_json::Map<String, serde_json::Value>>,
+    pub typed_filter_metadata: Option<Ignored>,
+}
+
 /// A value weft accepts and deliberately ignores because it does not change behaviour
 /// (metadata, stat tags, informational names).
 #[derive(Debug, Clone, Default)]

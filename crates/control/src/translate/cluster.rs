@@ -6,8 +6,9 @@ use std::time::Duration;
 use serde_json::{json, Map, Value};
 use weft_api::networking::{self as net, SimpleLb};
 
+use super::mtls::{self, ClusterTls};
 use super::{duration, outbound_cluster_name, socket_address, Generated, Scope, BLACKHOLE, INBOUND_PASSTHROUGH, PASSTHROUGH};
-use crate::model::{labels_match, Discovery, Endpoint, Service, ServicePort};
+use crate::model::{labels_match, Discovery, Endpoint, Model, Service, ServicePort};
 use crate::protocol::Protocol;
 
 /// Istio's "no limit" for circuit breakers.
@@ -40,11 +41,11 @@ pub fn outbound(scope: &Scope<'_>, out: &mut Generated) {
             }
             let top = dr.and_then(|d| d.spec.traffic_policy.as_ref());
             let name = outbound_cluster_name(port.port, "", &svc.hostname);
-            add(out, &name, svc, port, top, None);
+            add(scope.model, out, &name, svc, port, top, None);
             for subset in dr.map(|d| d.spec.subsets.as_slice()).unwrap_or_default() {
                 let name = outbound_cluster_name(port.port, &subset.name, &svc.hostname);
                 let policy = merge_policy(top, subset.traffic_policy.as_ref());
-                add(out, &name, svc, port, policy.as_ref(), Some(&subset.labels));
+                add(scope.model, out, &name, svc, port, policy.as_ref(), Some((subset.name.as_str(), &subset.labels)));
             }
         }
     }
@@ -77,6 +78,7 @@ pub struct PortPolicy {
     pub load_balancer: Option<net::LoadBalancerSettings>,
     pub connection_pool: Option<net::ConnectionPoolSettings>,
     pub outlier_detection: Option<net::OutlierDetection>,
+    pub tls: Option<net::ClientTlsSettings>,
 }
 
 pub fn port_policy(policy: Option<&net::TrafficPolicy>, port: u16) -> PortPolicy {
@@ -84,6 +86,7 @@ pub fn port_policy(policy: Option<&net::TrafficPolicy>, port: u16) -> PortPolicy
         load_balancer: policy.and_then(|p| p.load_balancer.clone()),
         connection_pool: policy.and_then(|p| p.connection_pool.clone()),
         outlier_detection: policy.and_then(|p| p.outlier_detection.clone()),
+        tls: policy.and_then(|p| p.tls.clone()),
     };
     if let Some(pl) = policy.and_then(|pol| pol.port_level_settings.iter().find(|s| s.port.is_some_and(|n| n.number == u32::from(port)))) {
         if pl.load_balancer.is_some() {
@@ -95,17 +98,21 @@ pub fn port_policy(policy: Option<&net::TrafficPolicy>, port: u16) -> PortPolicy
         if pl.outlier_detection.is_some() {
             p.outlier_detection = pl.outlier_detection.clone();
         }
+        if pl.tls.is_some() {
+            p.tls = pl.tls.clone();
+        }
     }
     p
 }
 
 fn add(
+    model: &Model,
     out: &mut Generated,
     name: &str,
     svc: &Service,
     port: &ServicePort,
     policy: Option<&net::TrafficPolicy>,
-    subset: Option<&std::collections::BTreeMap<String, String>>,
+    subset: Option<(&str, &std::collections::BTreeMap<String, String>)>,
 ) {
     let pp = port_policy(policy, port.port);
     let mut c = Map::new();
@@ -113,18 +120,22 @@ fn add(
     let tcp = pp.connection_pool.as_ref().and_then(|c| c.tcp.as_ref());
     let http = pp.connection_pool.as_ref().and_then(|c| c.http.as_ref());
     c.insert("connect_timeout".into(), duration(tcp.and_then(|t| t.connect_timeout).map(|d| d.0).unwrap_or(DEFAULT_CONNECT_TIMEOUT)));
-    let endpoints: Vec<&Endpoint> =
-        svc.endpoints.iter().filter(|e| subset.is_none_or(|s| labels_match(s, &e.labels)) && e.ports.contains_key(&port.port)).collect();
+    let endpoints: Vec<&Endpoint> = svc
+        .endpoints
+        .iter()
+        .filter(|e| subset.is_none_or(|(_, s)| labels_match(s, &e.labels)) && e.ports.contains_key(&port.port))
+        .collect();
+    let in_mesh = |e: &Endpoint| mtls::endpoint_takes_mtls(model, svc, e, port.port);
     match svc.discovery {
         Discovery::Eds => {
             c.insert("type".into(), json!("EDS"));
             c.insert("eds_cluster_config".into(), json!({"eds_config": {"ads": {}, "resource_api_version": "V3"}, "service_name": name}));
-            out.endpoints.insert(name.to_string(), load_assignment(name, &endpoints, port.port));
+            out.endpoints.insert(name.to_string(), load_assignment(name, &endpoints, port.port, &in_mesh));
         }
         Discovery::Dns | Discovery::DnsRoundRobin => {
             c.insert("type".into(), json!(if svc.discovery == Discovery::Dns { "STRICT_DNS" } else { "LOGICAL_DNS" }));
             c.insert("dns_lookup_family".into(), json!("V4_ONLY"));
-            c.insert("load_assignment".into(), load_assignment(name, &endpoints, port.port));
+            c.insert("load_assignment".into(), load_assignment(name, &endpoints, port.port, &in_mesh));
         }
         Discovery::Passthrough => {
             c.insert("type".into(), json!("ORIGINAL_DST"));
@@ -158,6 +169,15 @@ fn add(
     if h2 || !common.is_empty() {
         let common = (!common.is_empty()).then_some(common);
         c.insert("typed_extension_protocol_options".into(), http_protocol_options(h2, common));
+    }
+    match mtls::cluster_tls(model, svc, port.port, subset.map(|(n, _)| n).unwrap_or(""), pp.tls.as_ref(), h2) {
+        ClusterTls::Plain => {}
+        ClusterTls::All(ts) => {
+            c.insert("transport_socket".into(), ts);
+        }
+        ClusterTls::Auto(matches) => {
+            c.insert("transport_socket_matches".into(), matches);
+        }
     }
     if let Some(od) = &pp.outlier_detection {
         c.insert("outlier_detection".into(), outlier(od));
@@ -228,7 +248,7 @@ fn outlier(od: &net::OutlierDetection) -> Value {
     Value::Object(o)
 }
 
-fn load_assignment(name: &str, endpoints: &[&Endpoint], svc_port: u16) -> Value {
+fn load_assignment(name: &str, endpoints: &[&Endpoint], svc_port: u16, in_mesh: &dyn Fn(&Endpoint) -> bool) -> Value {
     let lb_endpoints: Vec<Value> = endpoints
         .iter()
         .filter_map(|e| {
@@ -236,6 +256,9 @@ fn load_assignment(name: &str, endpoints: &[&Endpoint], svc_port: u16) -> Value 
             let mut lbe = json!({"endpoint": {"address": socket_address(&e.address, port)}});
             if let Some(w) = e.weight.filter(|w| *w > 0) {
                 lbe["load_balancing_weight"] = json!(w);
+            }
+            if in_mesh(e) {
+                lbe["metadata"] = mtls::mesh_endpoint_metadata();
             }
             Some(lbe)
         })

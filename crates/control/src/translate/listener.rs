@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::{json, Value};
 use weft_api::networking::{self as net, OutboundMode};
 
+use super::mtls::{self, Inbound};
 use super::{cluster, inbound_cluster_name, outbound_cluster_name, socket_address, tcp_proxy, Generated, Scope};
 use super::{BLACKHOLE, INBOUND_PASSTHROUGH, INBOUND_PORT, OUTBOUND_PORT, PASSTHROUGH};
 use crate::model::labels_match;
@@ -17,6 +18,11 @@ const HTTP_ALPN: [&str; 3] = ["http/1.0", "http/1.1", "h2c"];
 fn http_inspector() -> Value {
     json!({"name": "envoy.filters.listener.http_inspector", "typed_config": {
         "@type": "type.googleapis.com/envoy.extensions.filters.listener.http_inspector.v3.HttpInspector"}})
+}
+
+fn tls_inspector() -> Value {
+    json!({"name": "envoy.filters.listener.tls_inspector", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector"}})
 }
 
 fn original_dst() -> Value {
@@ -178,34 +184,57 @@ pub fn inbound(scope: &Scope<'_>, out: &mut Generated) {
         "filter_chain_match": {"destination_port": INBOUND_PORT},
         "filters": [tcp_proxy(BLACKHOLE, BLACKHOLE)],
     })];
-    let mut sniff = false;
+    let (mut sniff, mut tls) = (false, false);
     let mut seen = BTreeSet::new();
     for (port, proto) in &served {
         if !seen.insert(*port) || *proto == Protocol::Udp {
             continue;
         }
         cluster::inbound(out, *port, *proto);
-        let cluster = inbound_cluster_name(*port);
-        let name = format!("0.0.0.0_{port}");
-        let http = json!({"name": cluster, "virtual_hosts": [{"name": format!("inbound|http|{port}"), "domains": ["*"],
-            "routes": [{"name": "default", "match": {"prefix": "/"}, "route": {"cluster": cluster, "timeout": "0s"}}]}]});
-        if proto.is_http() {
-            chains.push(json!({"name": name, "filter_chain_match": {"destination_port": port},
-                "filters": [hcm(scope, &format!("inbound_0.0.0.0_{port}"), http)]}));
-        } else if *proto == Protocol::Auto {
-            sniff = true;
+        let chain = InboundPort { scope, port: *port, proto: *proto };
+        match mtls::inbound_mode(scope.model, &node.namespace, &node.labels, Some(*port)) {
+            Inbound::Disable => {
+                sniff |= *proto == Protocol::Auto;
+                chains.extend(chain.plain(None));
+            }
+            Inbound::Strict => {
+                tls = true;
+                chains.extend(chain.mutual(false));
+            }
+            Inbound::Permissive => {
+                tls = true;
+                sniff |= *proto == Protocol::Auto;
+                chains.extend(chain.mutual(true));
+                // The application's own TLS, not the mesh's: passed through untouched.
+                let cluster = inbound_cluster_name(*port);
+                chains.push(json!({"name": format!("0.0.0.0_{port}-tls"), "filter_chain_match": {"destination_port": port, "transport_protocol": "tls"},
+                    "filters": [tcp_proxy(&cluster, &cluster)]}));
+                chains.extend(chain.plain(Some("raw_buffer")));
+            }
+        }
+    }
+    // Ports no Service names: passed to where the caller was going, under the workload's mode.
+    let passthrough = tcp_proxy(INBOUND_PASSTHROUGH, INBOUND_PASSTHROUGH);
+    match mtls::inbound_mode(scope.model, &node.namespace, &node.labels, None) {
+        Inbound::Disable => chains.push(json!({"name": "virtualInbound", "filter_chain_match": {}, "filters": [passthrough]})),
+        Inbound::Strict => {
+            tls = true;
+            chains.push(json!({"name": "virtualInbound-mtls", "filter_chain_match": {"transport_protocol": "tls"},
+                "transport_socket": mtls::inbound_transport_socket(false), "filters": [passthrough]}));
+        }
+        Inbound::Permissive => {
+            tls = true;
             chains.push(
-                json!({"name": format!("{name}-http"), "filter_chain_match": {"destination_port": port, "application_protocols": HTTP_ALPN},
-                "filters": [hcm(scope, &format!("inbound_0.0.0.0_{port}"), http)]}),
+                json!({"name": "virtualInbound", "filter_chain_match": {"transport_protocol": "raw_buffer"}, "filters": [passthrough]}),
             );
             chains
-                .push(json!({"name": name, "filter_chain_match": {"destination_port": port}, "filters": [tcp_proxy(&cluster, &cluster)]}));
-        } else {
-            chains
-                .push(json!({"name": name, "filter_chain_match": {"destination_port": port}, "filters": [tcp_proxy(&cluster, &cluster)]}));
+                .push(json!({"name": "virtualInbound-tls", "filter_chain_match": {"transport_protocol": "tls"}, "filters": [passthrough]}));
         }
     }
     let mut listener_filters = vec![original_dst()];
+    if tls {
+        listener_filters.push(tls_inspector());
+    }
     if sniff {
         listener_filters.push(http_inspector());
     }
@@ -217,7 +246,94 @@ pub fn inbound(scope: &Scope<'_>, out: &mut Generated) {
             "traffic_direction": "INBOUND",
             "listener_filters": listener_filters,
             "filter_chains": chains,
-            "default_filter_chain": {"name": "virtualInbound", "filters": [tcp_proxy(INBOUND_PASSTHROUGH, INBOUND_PASSTHROUGH)]},
         }),
     );
+}
+
+/// The inbound filter chains of one workload port.
+struct InboundPort<'a> {
+    scope: &'a Scope<'a>,
+    port: u16,
+    proto: Protocol,
+}
+
+impl InboundPort<'_> {
+    fn name(&self) -> String {
+        format!("0.0.0.0_{}", self.port)
+    }
+
+    /// The inbound HTTP connection manager: one route to the application. The client's
+    /// identity reaches the application in `x-forwarded-client-cert`, which a caller can never
+    /// set itself (Istio's SANITIZE_SET).
+    fn hcm(&self) -> Value {
+        let cluster = inbound_cluster_name(self.port);
+        let routes = json!({"name": cluster, "virtual_hosts": [{"name": format!("inbound|http|{}", self.port), "domains": ["*"],
+            "routes": [{"name": "default", "match": {"prefix": "/"}, "route": {"cluster": cluster, "timeout": "0s"}}]}]});
+        let mut f = hcm(self.scope, &format!("inbound_0.0.0.0_{}", self.port), routes);
+        f["typed_config"]["forward_client_cert_details"] = json!("SANITIZE_SET");
+        f["typed_config"]["set_current_client_cert_details"] = json!({"subject": true, "dns": true, "uri": true});
+        f
+    }
+
+    fn tcp(&self) -> Value {
+        let cluster = inbound_cluster_name(self.port);
+        tcp_proxy(&cluster, &cluster)
+    }
+
+    /// Plaintext chains; `transport` restricts them to `raw_buffer` next to TLS chains.
+    fn plain(&self, transport: Option<&str>) -> Vec<Value> {
+        let m = |alpn: Option<Value>| {
+            let mut m = json!({"destination_port": self.port});
+            if let Some(t) = transport {
+                m["transport_protocol"] = json!(t);
+            }
+            if let Some(a) = alpn {
+                m["application_protocols"] = a;
+            }
+            m
+        };
+        let name = self.name();
+        if self.proto.is_http() {
+            vec![json!({"name": name, "filter_chain_match": m(None), "filters": [self.hcm()]})]
+        } else if self.proto == Protocol::Auto {
+            vec![
+                json!({"name": format!("{name}-http"), "filter_chain_match": m(Some(json!(HTTP_ALPN))), "filters": [self.hcm()]}),
+                json!({"name": name, "filter_chain_match": m(None), "filters": [self.tcp()]}),
+            ]
+        } else {
+            vec![json!({"name": name, "filter_chain_match": m(None), "filters": [self.tcp()]})]
+        }
+    }
+
+    /// mTLS chains. `mesh_only`: next to plaintext and the application's own TLS, mesh
+    /// connections are told apart by Istio's ALPN.
+    fn mutual(&self, mesh_only: bool) -> Vec<Value> {
+        let m = |alpn: Option<Value>| {
+            let mut m = json!({"destination_port": self.port, "transport_protocol": "tls"});
+            if let Some(a) = alpn {
+                m["application_protocols"] = a;
+            }
+            m
+        };
+        let name = format!("{}-mtls", self.name());
+        if self.proto.is_http() {
+            let alpn = mesh_only.then(mtls::mesh_alpn_all);
+            vec![
+                json!({"name": name, "filter_chain_match": m(alpn), "transport_socket": mtls::inbound_transport_socket(true), "filters": [self.hcm()]}),
+            ]
+        } else if self.proto == Protocol::Auto {
+            // The protocol cannot be sniffed inside TLS: Istio's clients say HTTP in the ALPN.
+            vec![
+                json!({"name": format!("{name}-http"), "filter_chain_match": m(Some(mtls::mesh_http_alpn())),
+                    "transport_socket": mtls::inbound_transport_socket(true), "filters": [self.hcm()]}),
+                json!({"name": name, "filter_chain_match": m(mesh_only.then(mtls::mesh_alpn)),
+                    "transport_socket": mtls::inbound_transport_socket(false), "filters": [self.tcp()]}),
+            ]
+        } else {
+            let alpn = mesh_only.then(mtls::mesh_alpn_all);
+            vec![
+                json!({"name": name, "filter_chain_match": m(alpn), "transport_socket": mtls::inbound_transport_socket(false), "filters": [self.tcp()]}),
+            ]
+        }
+    }
 }

@@ -7,6 +7,7 @@
 mod cluster;
 mod gateway;
 mod listener;
+mod mtls;
 mod route;
 
 use std::collections::BTreeMap;

@@ -63,6 +63,9 @@ pub struct EndpointConfig {
     /// Declared health from EDS/static config (`health_status`).
     pub declared_unhealthy: bool,
     pub health_check_port: Option<u16>,
+    /// The endpoint's `envoy.transport_socket_match` metadata, matched against the cluster's
+    /// `transport_socket_matches`.
+    pub socket_match: serde_json::Map<String, serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -129,11 +132,34 @@ pub struct ClusterConfig {
     pub h2_initial_stream_window: Option<u32>,
     pub h2_initial_connection_window: Option<u32>,
     pub original_dst_header: Option<http::HeaderName>,
-    /// TLS originated to every host (`transport_socket`).
+    /// TLS originated to every host (`transport_socket`), unless a match below picks another.
+    pub tls: Option<Arc<ClientTls>>,
+    /// `transport_socket_matches`, in order.
+    pub tls_matches: Vec<SocketMatch>,
+}
+
+/// One `transport_socket_matches` entry: endpoints whose metadata has every key get `tls`
+/// (`None` for plaintext).
+#[derive(Debug, Clone)]
+pub struct SocketMatch {
+    pub name: String,
+    pub keys: serde_json::Map<String, serde_json::Value>,
     pub tls: Option<Arc<ClientTls>>,
 }
 
+/// The metadata namespace Envoy reads transport socket matches from.
+pub const SOCKET_MATCH_KEY: &str = "envoy.transport_socket_match";
+
 impl ClusterConfig {
+    /// The TLS an endpoint with this `envoy.transport_socket_match` metadata is reached with:
+    /// the first matching entry's, else the cluster's own.
+    pub fn tls_for(&self, meta: &serde_json::Map<String, serde_json::Value>) -> Option<Arc<ClientTls>> {
+        match self.tls_matches.iter().find(|m| m.keys.iter().all(|(k, v)| meta.get(k) == Some(v))) {
+            Some(m) => m.tls.clone(),
+            None => self.tls.clone(),
+        }
+    }
+
     /// Stat scope name (`cluster.<this>.`).
     pub fn stat_name(&self) -> &str {
         self.alt_stat_name.as_deref().unwrap_or(&self.name)
@@ -316,14 +342,17 @@ impl ClusterConfig {
                 }
                 _ => None,
             };
-        let tpath = format!("{path}.transport_socket.typed_config");
-        let tls = match transport_context(c.transport_socket.as_ref(), &format!("{path}.transport_socket"))? {
-            None => None,
-            Some(TransportSocketConfig::UpstreamTls(ctx)) => Some(Arc::new(ClientTls::from_wire(ctx, &tpath)?)),
-            Some(_) => {
-                return Err(ConfigError::new(tpath, "a cluster originates TLS with an UpstreamTlsContext, not a DownstreamTlsContext"))
+        let tls = upstream_tls(c.transport_socket.as_ref(), &format!("{path}.transport_socket"))?;
+        let mut tls_matches = Vec::new();
+        for (i, m) in c.transport_socket_matches.iter().enumerate() {
+            let mpath = format!("{path}.transport_socket_matches[{i}]");
+            if m.name.is_empty() {
+                return Err(ConfigError::new(format!("{mpath}.name"), "required"));
             }
-        };
+            let ts = m.transport_socket.as_ref().ok_or_else(|| ConfigError::new(format!("{mpath}.transport_socket"), "required"))?;
+            let tls = upstream_tls(Some(ts), &format!("{mpath}.transport_socket"))?;
+            tls_matches.push(SocketMatch { name: m.name.clone(), keys: m.match_.clone(), tls });
+        }
         Ok(ClusterConfig {
             name: c.name.clone(),
             alt_stat_name: c.alt_stat_name.clone().filter(|s| !s.is_empty()),
@@ -349,7 +378,20 @@ impl ClusterConfig {
             h2_initial_connection_window: h2.initial_connection_window_size,
             original_dst_header,
             tls,
+            tls_matches,
         })
+    }
+}
+
+/// A cluster-side transport socket: TLS with an `UpstreamTlsContext`, or plaintext.
+fn upstream_tls(ts: Option<&weft_xds::tls::TransportSocket>, path: &str) -> Result<Option<Arc<ClientTls>>> {
+    match transport_context(ts, path)? {
+        None => Ok(None),
+        Some(TransportSocketConfig::UpstreamTls(ctx)) => Ok(Some(Arc::new(ClientTls::from_wire(ctx, &format!("{path}.typed_config"))?))),
+        Some(_) => Err(ConfigError::new(
+            format!("{path}.typed_config"),
+            "a cluster originates TLS with an UpstreamTlsContext, not a DownstreamTlsContext",
+        )),
     }
 }
 
@@ -474,6 +516,7 @@ pub fn endpoints_from_wire(la: &wire::ClusterLoadAssignment, path: &str, discove
                     wire::HealthStatus::Unhealthy | wire::HealthStatus::Draining | wire::HealthStatus::Timeout
                 ),
                 health_check_port,
+                socket_match: e.metadata.as_ref().and_then(|m| m.filter_metadata.get(SOCKET_MATCH_KEY)).cloned().unwrap_or_default(),
             });
         }
     }

@@ -15,7 +15,11 @@ use crate::config::{ConfigError, Result};
 /// A filter chain's TLS termination.
 #[derive(Debug)]
 pub struct ServerTls {
-    pub config: Arc<ServerConfig>,
+    config: Arc<ServerConfig>,
+    /// The same with no ALPN list, for clients that offer none of ours: BoringSSL (Envoy) then
+    /// goes on without ALPN where rustls would end the handshake, and mesh clients offer
+    /// `istio-peer-exchange`/`istio` to servers that list only `h2`/`http/1.1`.
+    no_alpn: Option<Arc<ServerConfig>>,
 }
 
 /// The serving certificates: the first whose key suits the client's signature schemes (an
@@ -90,6 +94,21 @@ impl ServerTls {
         if ctx.disable_stateful_session_resumption == Some(true) {
             config.session_storage = Arc::new(NoServerSessionStorage {});
         }
-        Ok(ServerTls { config: Arc::new(config) })
+        let no_alpn = (!config.alpn_protocols.is_empty()).then(|| {
+            let mut bare = config.clone();
+            bare.alpn_protocols.clear();
+            Arc::new(bare)
+        });
+        Ok(ServerTls { config: Arc::new(config), no_alpn })
+    }
+
+    /// The configuration for a client offering `offered` ALPN protocols.
+    pub fn config_for<'a>(&self, offered: Option<impl Iterator<Item = &'a [u8]>>) -> Arc<ServerConfig> {
+        let (Some(bare), Some(mut offered)) = (&self.no_alpn, offered) else { return self.config.clone() };
+        if offered.any(|p| self.config.alpn_protocols.iter().any(|ours| ours == p)) {
+            self.config.clone()
+        } else {
+            bare.clone()
+        }
     }
 }

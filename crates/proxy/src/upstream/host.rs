@@ -11,6 +11,7 @@ use super::pool::Pool;
 use super::Cluster;
 use crate::config::cluster::EndpointConfig;
 use crate::config::ClusterConfig;
+use crate::tls::ClientTls;
 
 const FAILED_ACTIVE_HC: u8 = 1;
 const FAILED_OUTLIER: u8 = 2;
@@ -38,6 +39,8 @@ pub struct Host {
     pub cx_active: AtomicU64,
     outlier: Mutex<OutlierState>,
     pub pool: Pool,
+    /// The TLS this host is reached with (the cluster's, or a transport socket match's).
+    pub tls: Option<Arc<ClientTls>>,
 }
 
 /// What a finished request tells outlier detection.
@@ -72,6 +75,7 @@ impl Host {
             cx_active: AtomicU64::new(0),
             outlier: Mutex::new(OutlierState::default()),
             pool: Pool::default(),
+            tls: cfg.tls_for(&e.socket_match),
         })
     }
 

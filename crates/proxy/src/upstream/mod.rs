@@ -109,6 +109,7 @@ impl Cluster {
                     priority: 0,
                     declared_unhealthy: false,
                     health_check_port: None,
+                    socket_match: Default::default(),
                 };
                 Host::new(addr, &e, &self.cfg)
             })
@@ -122,7 +123,13 @@ impl Cluster {
         let mut next = Vec::with_capacity(eps.len());
         for e in eps {
             let EndpointAddress::Ip(addr) = e.address else { continue };
-            match current.hosts.iter().find(|h| h.addr == addr && h.weight == e.weight && h.priority == e.priority) {
+            let tls = self.cfg.tls_for(&e.socket_match);
+            let same_tls = |h: &Host| match (&h.tls, &tls) {
+                (None, None) => true,
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                _ => false,
+            };
+            match current.hosts.iter().find(|h| h.addr == addr && h.weight == e.weight && h.priority == e.priority && same_tls(h)) {
                 Some(h) if h.is_declared_unhealthy() == e.declared_unhealthy => next.push(h.clone()),
                 _ => next.push(Host::new(addr, e, &self.cfg)),
             }

@@ -36,9 +36,10 @@ pub enum Wire {
 
 /// Opens a connection within the cluster's connect timeout, with TLS when the cluster has a
 /// TLS transport socket.
-pub async fn connect(cluster: &Cluster, addr: SocketAddr) -> Result<Stream, UpstreamError> {
+pub async fn connect(cluster: &Cluster, host: &Host) -> Result<Stream, UpstreamError> {
+    let addr = host.addr;
     let tcp = connect_tcp(cluster, addr).await?;
-    let Some(tls) = &cluster.cfg.tls else { return Ok(Stream::Plain(tcp)) };
+    let Some(tls) = &host.tls else { return Ok(Stream::Plain(tcp)) };
     let handshake = tokio::time::timeout(cluster.cfg.connect_timeout, connect_tls(tls, tcp, addr, &cluster.stats.ssl));
     match handshake.await {
         Ok(Ok((s, _))) => Ok(s),
@@ -178,7 +179,7 @@ async fn send_h1(
         if pending.is_none() {
             pending = Some(PendingGuard::enter(cluster)?);
         }
-        let stream = connect(cluster, host.addr).await?;
+        let stream = connect(cluster, host).await?;
         drop(pending.take());
         let guard = CxGuard::new(cluster, host, Wire::Http1);
         let (mut sender, conn) = http1::Builder::new()
@@ -241,7 +242,7 @@ async fn h2_sender(cluster: &Arc<Cluster>, host: &Arc<Host>) -> Result<http2::Se
         cluster.stats.upstream_rq_pending_overflow.inc();
         return Err(UpstreamError::Overflow);
     }
-    let stream = connect(cluster, host.addr).await?;
+    let stream = connect(cluster, host).await?;
     let guard = CxGuard::new(cluster, host, Wire::Http2);
     let mut b = http2::Builder::new(TokioExecutor::new());
     if let Some(w) = cluster.cfg.h2_initial_stream_window {
