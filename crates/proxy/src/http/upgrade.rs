@@ -34,7 +34,7 @@ pub async fn forward(
         local_reply::build(e.status(), e.body(false), false)
     };
     cluster.stats.upstream_rq_total.inc();
-    let stream = match pool::connect(cluster, &host).await {
+    let stream = match pool::connect(cluster, host).await {
         Ok(s) => s,
         Err(e) => return fail(e, info),
     };
