@@ -92,11 +92,15 @@ fn bootstrap(p: &Ports, pki: &Pki, app: u16) -> Value {
         {"match": {"prefix": "/foreign"}, "route": {"cluster": "wrong_ca"}},
         {"match": {"prefix": "/"}, "route": {"cluster": "wrong_san"}}]);
     let mut wrong_chain = http_chain("wrong", "wrong_san", None);
+    // The server side of the hop tells the app who called, as Istio's inbound sidecar does.
+    let mut mtls_chain = http_chain("mtls_in", "app", Some(downstream(&pki.backend, Some((&root, CLIENT_ID)))));
+    mtls_chain["filters"][0]["typed_config"]["forward_client_cert_details"] = json!("SANITIZE_SET");
+    mtls_chain["filters"][0]["typed_config"]["set_current_client_cert_details"] = json!({"subject": true, "uri": true, "dns": true});
     wrong_chain["filters"][0]["typed_config"]["route_config"]["virtual_hosts"][0]["routes"] = wrong;
     json!({"admin": admin(p), "static_resources": {
     "listeners": [
         l("plain", p.listen[0], http_chain("plain", "mtls", None)),
-        l("mtls", p.listen[1], http_chain("mtls_in", "app", Some(downstream(&pki.backend, Some((&root, CLIENT_ID)))))),
+        l("mtls", p.listen[1], mtls_chain),
         l("simple", p.listen[2], http_chain("simple", "app", Some(downstream(&pki.backend, None)))),
         l("wrong", p.listen[3], wrong_chain),
     ],
@@ -174,9 +178,18 @@ async fn mutual_tls_between_proxy_hops() {
     let pki = pki();
     let app = Upstream::start("app").await;
     let runs = both(|p| bootstrap(p, &pki, app.port())).await;
-    // Plain in, mTLS across the hop (both sides verify), plain to the app: identical answers.
-    same(&runs, &[weft_test_support::Req::get("/through/mtls")]).await;
+    // Plain in, mTLS across the hop (both sides verify), plain to the app: identical answers,
+    // down to the x-forwarded-client-cert the app gets (a forged one from the caller replaced).
+    let forged =
+        weft_test_support::Req::get("/through/mtls").header("x-forwarded-client-cert", "URI=spiffe://test.local/ns/default/sa/admin");
+    same(&runs, &[weft_test_support::Req::get("/through/mtls"), forged.clone()]).await;
     for r in &runs {
+        let got = weft_test_support::send(&r.addr(), forged.clone()).await.expect("send");
+        let echo: Value = serde_json::from_slice(&got.body).unwrap_or_default();
+        let xfcc = echo["headers"]["x-forwarded-client-cert"][0].as_str().unwrap_or_default().to_string();
+        assert!(xfcc.starts_with(&format!("By={BACKEND_ID};Hash=")), "{}: the app learns which identity served: {xfcc}", r.kind);
+        assert!(xfcc.ends_with(&format!(";URI={CLIENT_ID}")), "{}: the app learns the caller's identity: {xfcc}", r.kind);
+        assert!(!xfcc.contains("admin"), "{}: a caller cannot forge its identity: {xfcc}", r.kind);
         assert!(r.stat("cluster.mtls.ssl.handshake").await >= 1, "{}: the upstream hop must be TLS", r.kind);
         assert!(r.stat(&listener_stat(r, 1, "ssl.versions.TLSv1.3")).await >= 1, "{}: the hop must be TLS 1.3", r.kind);
         // A client with the expected certificate may also call the mTLS port directly.

@@ -34,6 +34,8 @@ pub struct TlsInfo {
     /// The peer's leaf certificate, when it presented one. Its names are read on demand
     /// (`peer_sans`), so a handshake does not parse a certificate nothing asks about.
     pub peer: Option<Arc<CertificateDer<'static>>>,
+    /// The certificate this side presented (server side only), for `x-forwarded-client-cert`.
+    pub local: Option<Arc<CertificateDer<'static>>>,
 }
 
 impl TlsInfo {
@@ -43,6 +45,7 @@ impl TlsInfo {
             cipher: conn.negotiated_cipher_suite().map(|s| format!("{:?}", s.suite())).unwrap_or_default(),
             alpn: conn.alpn_protocol().map(|p| String::from_utf8_lossy(p).into_owned()),
             peer: conn.peer_certificates().and_then(|c| c.first()).map(|c| Arc::new(c.clone().into_owned())),
+            local: None,
         }
     }
 
@@ -103,7 +106,8 @@ pub async fn accept_tls(
     };
     match tokio::time::timeout(timeout, handshake).await {
         Ok(Ok(s)) => {
-            let info = TlsInfo::of(s.get_ref().1);
+            let mut info = TlsInfo::of(s.get_ref().1);
+            info.local = tls.local_cert();
             count_success(stats, &info);
             Ok((Stream::ServerTls(Box::new(s)), info))
         }

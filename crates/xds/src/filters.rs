@@ -127,8 +127,8 @@ pub struct HttpConnectionManager {
     pub merge_slashes: bool,
     pub tracing: Option<Ignored>,
     pub internal_address_config: Option<Ignored>,
-    pub forward_client_cert_details: Option<Ignored>,
-    pub set_current_client_cert_details: Option<Ignored>,
+    pub forward_client_cert_details: Option<ForwardClientCertDetails>,
+    pub set_current_client_cert_details: Option<SetCurrentClientCertDetails>,
     pub path_with_escaped_slashes_action: Option<Unsupported>,
     pub local_reply_config: Option<Unsupported>,
     pub original_ip_detection_extensions: Option<Unsupported>,
@@ -325,4 +325,29 @@ pub struct SubstitutionFormatString {
     pub content_type: Option<String>,
     pub formatters: Option<Unsupported>,
     pub json_format_options: Option<Ignored>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ForwardClientCertDetails {
+    #[default]
+    Sanitize,
+    ForwardOnly,
+    AppendForward,
+    SanitizeSet,
+    AlwaysForwardOnly,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetCurrentClientCertDetails {
+    pub subject: Option<bool>,
+    #[serde(default)]
+    pub cert: bool,
+    #[serde(default)]
+    pub chain: bool,
+    #[serde(default)]
+    pub dns: bool,
+    #[serde(default)]
+    pub uri: bool,
 }

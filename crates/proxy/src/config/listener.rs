@@ -131,6 +131,7 @@ pub struct HttpConnectionManagerConfig {
     pub h2_initial_stream_window: Option<u32>,
     pub h2_initial_connection_window: Option<u32>,
     pub accept_http_10: bool,
+    pub xfcc: crate::http::xfcc::XfccConfig,
 }
 
 /// Where an HTTP connection manager's routes come from.
@@ -545,5 +546,29 @@ fn hcm(h: &weft_xds::filters::HttpConnectionManager, path: &str, clusters: &Clus
         h2_initial_stream_window: h2.initial_stream_window_size,
         h2_initial_connection_window: h2.initial_connection_window_size,
         accept_http_10: h.http_protocol_options.as_ref().map(|o| o.accept_http_10).unwrap_or(false),
+        xfcc: xfcc(h, path)?,
     })
+}
+
+/// `forward_client_cert_details` and `set_current_client_cert_details`.
+fn xfcc(h: &weft_xds::filters::HttpConnectionManager, path: &str) -> Result<crate::http::xfcc::XfccConfig> {
+    use crate::http::xfcc::{Details, ForwardMode, XfccConfig};
+    use weft_xds::filters::ForwardClientCertDetails as W;
+    let mode = match h.forward_client_cert_details.unwrap_or_default() {
+        W::Sanitize => ForwardMode::Sanitize,
+        W::ForwardOnly => ForwardMode::ForwardOnly,
+        W::AppendForward => ForwardMode::AppendForward,
+        W::SanitizeSet => ForwardMode::SanitizeSet,
+        W::AlwaysForwardOnly => ForwardMode::AlwaysForwardOnly,
+    };
+    let d = h.set_current_client_cert_details.clone().unwrap_or_default();
+    for (set, field) in [(d.cert, "cert"), (d.chain, "chain")] {
+        if set {
+            return Err(ConfigError::new(
+                format!("{path}.set_current_client_cert_details.{field}"),
+                "not supported (subject, uri and dns are)",
+            ));
+        }
+    }
+    Ok(XfccConfig { mode, details: Details { subject: d.subject.unwrap_or(false), uri: d.uri, dns: d.dns } })
 }

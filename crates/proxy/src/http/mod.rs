@@ -8,6 +8,7 @@ pub mod rds;
 pub mod router;
 pub mod routing;
 pub mod upgrade;
+pub mod xfcc;
 
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -396,6 +397,7 @@ impl Hcm {
         } else if !h.contains_key(&X_FORWARDED_PROTO) {
             h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(conn.scheme()));
         }
+        cfg.xfcc.apply(h, conn.tls.as_ref());
         if cfg.generate_request_id {
             let regenerate = match h.get(&X_REQUEST_ID) {
                 None => true,

@@ -20,6 +20,8 @@ pub struct ServerTls {
     /// goes on without ALPN where rustls would end the handshake, and mesh clients offer
     /// `istio-peer-exchange`/`istio` to servers that list only `h2`/`http/1.1`.
     no_alpn: Option<Arc<ServerConfig>>,
+    /// The static certificates (empty: the `default` SDS secret).
+    keys: Vec<Arc<CertifiedKey>>,
 }
 
 /// The serving certificates: the first whose key suits the client's signature schemes (an
@@ -89,7 +91,7 @@ impl ServerTls {
             }
             (None, _) => builder.with_no_client_auth(),
         };
-        let mut config = builder.with_cert_resolver(Arc::new(Certs { keys, require_sni: ctx.require_sni.unwrap_or(false) }));
+        let mut config = builder.with_cert_resolver(Arc::new(Certs { keys: keys.clone(), require_sni: ctx.require_sni.unwrap_or(false) }));
         config.alpn_protocols = alpn(common);
         if ctx.disable_stateful_session_resumption == Some(true) {
             config.session_storage = Arc::new(NoServerSessionStorage {});
@@ -99,7 +101,16 @@ impl ServerTls {
             bare.alpn_protocols.clear();
             Arc::new(bare)
         });
-        Ok(ServerTls { config: Arc::new(config), no_alpn })
+        Ok(ServerTls { config: Arc::new(config), no_alpn, keys })
+    }
+
+    /// The leaf certificate this context serves (the first, when several are configured).
+    pub fn local_cert(&self) -> Option<Arc<rustls::pki_types::CertificateDer<'static>>> {
+        let key = match self.keys.first() {
+            Some(k) => k.clone(),
+            None => secrets::store().cert()?,
+        };
+        key.cert.first().map(|c| Arc::new(c.clone()))
     }
 
     /// The configuration for a client offering `offered` ALPN protocols.
