@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use rcgen::{CertificateParams, KeyPair, SanType};
 use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::ServerName;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::sign::CertifiedKey;
 use rustls::RootCertStore;
@@ -22,14 +23,36 @@ use crate::tls::secrets;
 /// Where to get the identity and what to ask for.
 #[derive(Clone)]
 pub struct IdentityOptions {
-    pub ca: CaEndpoint,
-    /// The trust bundle the CA's certificate is checked against, also the first `ROOTCA`.
+    /// The CA, `host:port`.
+    pub ca_address: String,
+    /// The name the CA's serving certificate must carry.
+    pub ca_server_name: ServerName<'static>,
+    /// The mesh trust bundle (`ROOTCA`), also what the CA's certificate is checked against.
+    /// Watched: a root added or removed here reaches every TLS context within a second, which
+    /// is how a root rotation reaches running proxies (Istio mounts the same file from the
+    /// `istio-ca-root-cert` ConfigMap).
     pub bundle_file: PathBuf,
     /// Re-read at every request, so whoever starts the workload may rotate it.
     pub token_file: PathBuf,
     /// `spiffe://<trust-domain>/ns/<ns>/sa/<sa>`.
     pub spiffe_id: String,
     pub ttl: Duration,
+    /// Handed every new certificate with its key: only the agent sets this, to serve them to
+    /// the Envoy next to it over a local socket.
+    pub export: Option<Arc<dyn Fn(&Material) + Send + Sync>>,
+}
+
+/// A certificate chain (leaf first, no root) and its private key, both PEM. Its `Debug` never
+/// shows the key.
+pub struct Material {
+    pub chain_pem: String,
+    pub key_pem: String,
+}
+
+impl std::fmt::Debug for Material {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Material").field("chain_pem", &self.chain_pem).field("key_pem", &"<redacted>").finish()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -46,11 +69,6 @@ pub enum IdentityError {
     Answer(String),
 }
 
-/// A certificate now in use, and when to renew it.
-struct Issued {
-    renew_at: SystemTime,
-}
-
 /// Reads a PEM bundle into a root store (the same reading as a validation context's
 /// `trusted_ca` file).
 pub fn read_bundle(path: &std::path::Path) -> Result<RootCertStore, IdentityError> {
@@ -60,7 +78,21 @@ pub fn read_bundle(path: &std::path::Path) -> Result<RootCertStore, IdentityErro
     crate::tls::material::trust_roots(&src, "bundle").map_err(|e| IdentityError::Bundle { path: file, reason: e.message })
 }
 
-async fn fetch(opts: &IdentityOptions) -> Result<Issued, IdentityError> {
+/// The bundle's certificates, checked as [`read_bundle`] checks them.
+fn bundle_certs(path: &std::path::Path) -> Result<Vec<CertificateDer<'static>>, IdentityError> {
+    read_bundle(path)?;
+    let bad = |e: String| IdentityError::Bundle { path: path.display().to_string(), reason: e };
+    CertificateDer::pem_file_iter(path).map_err(|e| bad(e.to_string()))?.collect::<Result<Vec<_>, _>>().map_err(|e| bad(e.to_string()))
+}
+
+/// Loads the bundle file into the secret store.
+fn load_bundle(path: &std::path::Path) -> Result<(), IdentityError> {
+    let certs = bundle_certs(path)?;
+    secrets::store().set_bundle(certs).map_err(|e| IdentityError::Bundle { path: path.display().to_string(), reason: e })
+}
+
+/// Gets a certificate for a fresh key; returns when to renew it.
+async fn fetch(opts: &IdentityOptions) -> Result<SystemTime, IdentityError> {
     let token = std::fs::read_to_string(&opts.token_file)
         .map_err(|e| IdentityError::Token { path: opts.token_file.display().to_string(), reason: e.to_string() })?;
     let key = KeyPair::generate().map_err(|e| IdentityError::Csr(e.to_string()))?;
@@ -69,57 +101,88 @@ async fn fetch(opts: &IdentityOptions) -> Result<Issued, IdentityError> {
     let uri = opts.spiffe_id.as_str().try_into().map_err(|_| IdentityError::Csr(format!("{:?} is not a URI", opts.spiffe_id)))?;
     params.subject_alt_names = vec![SanType::URI(uri)];
     let csr = params.serialize_request(&key).and_then(|c| c.pem()).map_err(|e| IdentityError::Csr(e.to_string()))?;
-    let chain = create_certificate(&opts.ca, token.trim(), csr, opts.ttl).await?;
+    // The CA is checked against the bundle as it is now: after a root rotation, that is the
+    // new root.
+    let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| IdentityError::Answer(e.to_string()))?
+        .with_root_certificates(read_bundle(&opts.bundle_file)?)
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![b"h2".to_vec()];
+    let ca = CaEndpoint { address: opts.ca_address.clone(), tls: Arc::new(tls), server_name: opts.ca_server_name.clone() };
+    let mut chain = create_certificate(&ca, token.trim(), csr, opts.ttl).await?;
 
+    // Peers have the root already; the chain they get is leaf and intermediates.
+    if chain.len() > 1 {
+        chain.pop();
+    }
     let mut certs = Vec::new();
     for pem in &chain {
         certs.push(CertificateDer::from_pem_slice(pem.as_bytes()).map_err(|e| IdentityError::Answer(e.to_string()))?);
     }
-    let (_, leaf) = X509Certificate::from_der(&certs[0]).map_err(|e| IdentityError::Answer(e.to_string()))?;
+    let leaf = certs.first().ok_or_else(|| IdentityError::Answer("an empty certificate chain".into()))?;
+    let (_, leaf) = X509Certificate::from_der(leaf).map_err(|e| IdentityError::Answer(e.to_string()))?;
     let not_before = leaf.validity().not_before.timestamp();
     let not_after = leaf.validity().not_after.timestamp();
-    // The root the CA named is trusted along with the configured bundle.
-    let mut roots = read_bundle(&opts.bundle_file)?;
-    if certs.len() > 1 {
-        if let Some(root) = certs.last() {
-            let _ = roots.add(root.clone());
-        }
-        // Peers have the root already; the chain they get is leaf and intermediates.
-        certs.pop();
+    let key_der = key.serialize_der();
+    if let Some(export) = &opts.export {
+        let chain_pem = chain.iter().map(|c| if c.ends_with('\n') { c.clone() } else { format!("{c}\n") }).collect();
+        export(&Material { chain_pem, key_pem: key.serialize_pem() });
     }
-    let der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+    let der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key_der));
     let provider = rustls::crypto::ring::default_provider();
     let certified = CertifiedKey::from_der(certs, der, &provider).map_err(|e| IdentityError::Answer(e.to_string()))?;
-    let store = secrets::store();
-    store.set_roots(Arc::new(roots));
-    store.set_cert(Arc::new(certified));
+    secrets::store().set_cert(Arc::new(certified));
     let half = u64::try_from((not_after - not_before) / 2).unwrap_or(0);
-    let renew_at = SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(not_before).unwrap_or(0) + half);
     tracing::info!(identity = %opts.spiffe_id, expires_in_s = not_after - unix_now(), "workload certificate issued");
-    Ok(Issued { renew_at })
+    Ok(SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(not_before).unwrap_or(0) + half))
 }
 
 fn unix_now() -> i64 {
     SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
-/// Keeps the identity current for as long as the proxy runs: fetches it, renews at half-life,
-/// retries with backoff (the certificate in use stays until it is replaced).
+/// How often the bundle file is looked at.
+const BUNDLE_POLL: Duration = Duration::from_secs(1);
+
+/// Keeps the identity current for as long as the process runs: loads the bundle and follows
+/// its changes, fetches the certificate, renews it at half-life, retries with backoff (the
+/// certificate in use stays until it is replaced).
 pub async fn maintain(opts: IdentityOptions) {
     let mut failures = 0u32;
+    let mut renew_at = SystemTime::now();
+    let mut seen: Option<Vec<u8>> = None;
     loop {
-        match fetch(&opts).await {
-            Ok(issued) => {
-                failures = 0;
-                let wait = issued.renew_at.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO);
-                tokio::time::sleep(wait.max(Duration::from_secs(1))).await;
-            }
-            Err(e) => {
-                failures = failures.saturating_add(1);
-                let wait = weft_xds::ads_client::backoff(Duration::from_millis(500), Duration::from_secs(30), failures);
-                tracing::warn!(identity = %opts.spiffe_id, retry_in_ms = wait.as_millis() as u64, "cannot get a workload certificate: {e}");
-                tokio::time::sleep(wait).await;
+        // The bundle first, so the first certificate is usable the moment it arrives.
+        if let Ok(bytes) = std::fs::read(&opts.bundle_file) {
+            if seen.as_ref() != Some(&bytes) {
+                match load_bundle(&opts.bundle_file) {
+                    Ok(()) => {
+                        if seen.is_some() {
+                            tracing::info!(file = %opts.bundle_file.display(), "trust bundle changed; new connections use it");
+                        }
+                        seen = Some(bytes);
+                    }
+                    // A half-written or broken file keeps the bundle in use; it is tried again.
+                    Err(e) => tracing::warn!("{e}; keeping the trust bundle in use"),
+                }
             }
         }
+        if SystemTime::now() >= renew_at {
+            match fetch(&opts).await {
+                Ok(at) => {
+                    failures = 0;
+                    renew_at = at.max(SystemTime::now() + Duration::from_secs(1));
+                }
+                Err(e) => {
+                    failures = failures.saturating_add(1);
+                    let wait = weft_xds::ads_client::backoff(Duration::from_millis(500), Duration::from_secs(30), failures);
+                    tracing::warn!(identity = %opts.spiffe_id, retry_in_ms = wait.as_millis() as u64, "cannot get a workload certificate: {e}");
+                    renew_at = SystemTime::now() + wait;
+                }
+            }
+        }
+        let until_renewal = renew_at.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO);
+        tokio::time::sleep(until_renewal.min(BUNDLE_POLL)).await;
     }
 }

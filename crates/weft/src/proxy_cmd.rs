@@ -312,23 +312,19 @@ fn identity_options(
         Some(t) => weft_api::duration::parse_go_duration(&t).map_err(|e| format!("--workload-cert-ttl {t:?}: {e}"))?,
         None => Duration::from_secs(24 * 3600),
     };
-    let roots = weft_proxy::identity::read_bundle(&bundle_file).map_err(|e| format!("--ca-root-cert: {e}"))?;
-    let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    tls.alpn_protocols = vec![b"h2".to_vec()];
-    let server_name = rustls::pki_types::ServerName::try_from(args.ca_server_name.clone())
+    weft_proxy::identity::read_bundle(&bundle_file).map_err(|e| format!("--ca-root-cert: {e}"))?;
+    let ca_server_name = rustls::pki_types::ServerName::try_from(args.ca_server_name.clone())
         .map_err(|_| format!("--ca-server-name {:?} is not a valid name", args.ca_server_name))?;
     if !address.contains(':') {
         return Err(format!("--ca-address {address:?}: expected HOST:PORT"));
     }
     Ok(Some(weft_proxy::identity::IdentityOptions {
-        ca: weft_xds::istio_ca::CaEndpoint { address, tls: Arc::new(tls), server_name },
+        ca_address: address,
+        ca_server_name,
         bundle_file,
         token_file,
         spiffe_id: format!("spiffe://{td}/ns/{ns}/sa/{sa}"),
         ttl,
+        export: None,
     }))
 }

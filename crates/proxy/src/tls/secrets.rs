@@ -10,6 +10,7 @@
 use std::sync::{Arc, OnceLock};
 
 use arc_swap::ArcSwapOption;
+use rustls::pki_types::CertificateDer;
 use rustls::sign::CertifiedKey;
 use rustls::RootCertStore;
 
@@ -18,11 +19,24 @@ pub const DEFAULT_CERT: &str = "default";
 /// The SDS name of the trust bundle.
 pub const ROOT_CA: &str = "ROOTCA";
 
-#[derive(Default)]
 pub struct Secrets {
     cert: ArcSwapOption<CertifiedKey>,
     roots: ArcSwapOption<RootCertStore>,
-    changed: tokio::sync::Notify,
+    /// The bundle's certificates as given, for whoever hands `ROOTCA` on (the agent).
+    bundle: ArcSwapOption<Vec<CertificateDer<'static>>>,
+    /// Bumped at every change, so a watcher never misses one.
+    version: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for Secrets {
+    fn default() -> Secrets {
+        Secrets {
+            cert: ArcSwapOption::empty(),
+            roots: ArcSwapOption::empty(),
+            bundle: ArcSwapOption::empty(),
+            version: tokio::sync::watch::channel(0).0,
+        }
+    }
 }
 
 impl std::fmt::Debug for Secrets {
@@ -48,14 +62,30 @@ impl Secrets {
         self.roots.load_full()
     }
 
-    pub fn set_cert(&self, c: Arc<CertifiedKey>) {
-        self.cert.store(Some(c));
-        self.changed.notify_waiters();
+    pub fn bundle(&self) -> Option<Arc<Vec<CertificateDer<'static>>>> {
+        self.bundle.load_full()
     }
 
-    pub fn set_roots(&self, r: Arc<RootCertStore>) {
-        self.roots.store(Some(r));
-        self.changed.notify_waiters();
+    pub fn set_cert(&self, c: Arc<CertifiedKey>) {
+        self.cert.store(Some(c));
+        self.version.send_modify(|v| *v += 1);
+    }
+
+    /// Replaces the trust bundle. Certificates that are not usable trust anchors are left out
+    /// (and reported); an empty result keeps the previous bundle.
+    pub fn set_bundle(&self, certs: Vec<CertificateDer<'static>>) -> Result<(), String> {
+        let mut roots = RootCertStore::empty();
+        let (_, rejected) = roots.add_parsable_certificates(certs.iter().cloned());
+        if roots.is_empty() {
+            return Err("no usable CA certificate in the trust bundle".into());
+        }
+        if rejected > 0 {
+            tracing::warn!(rejected, "trust bundle: certificates that are not usable CAs were left out");
+        }
+        self.roots.store(Some(Arc::new(roots)));
+        self.bundle.store(Some(Arc::new(certs)));
+        self.version.send_modify(|v| *v += 1);
+        Ok(())
     }
 
     /// Both secrets are present.
@@ -63,8 +93,8 @@ impl Secrets {
         self.cert.load().is_some() && self.roots.load().is_some()
     }
 
-    /// Waits for the next change.
-    pub async fn changed(&self) {
-        self.changed.notified().await
+    /// A receiver that sees every later change.
+    pub fn watch(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.version.subscribe()
     }
 }
