@@ -11,6 +11,7 @@
 
 pub mod access_log;
 pub mod admin;
+pub mod agent;
 pub mod body;
 pub mod config;
 pub mod drain;

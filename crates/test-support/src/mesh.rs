@@ -115,18 +115,32 @@ impl Mesh {
     /// A bootstrap that points a sidecar at the control plane over ADS, identifying itself
     /// the way pilot-agent does.
     pub fn sidecar_bootstrap(&self, pod: &Pod, labels: &[(&str, &str)], delta: bool) -> anyhow::Result<PathBuf> {
-        self.bootstrap(pod, "sidecar", "default", labels, delta)
+        self.bootstrap(pod, "sidecar", "default", labels, delta, None)
+    }
+
+    /// A sidecar bootstrap that also names the `sds-grpc` cluster: the agent's SDS socket,
+    /// where Envoy gets its certificate and trust bundle (as pilot-agent's bootstrap does).
+    pub fn sidecar_bootstrap_with_sds(&self, pod: &Pod, labels: &[(&str, &str)], sds_socket: &Path) -> anyhow::Result<PathBuf> {
+        self.bootstrap(pod, "sidecar", "default", labels, false, Some(sds_socket))
     }
 
     /// The same for a gateway (`router~` node) in `istio-system`.
     pub fn gateway_bootstrap(&self, pod: &Pod, labels: &[(&str, &str)], delta: bool) -> anyhow::Result<PathBuf> {
-        self.bootstrap(pod, "router", "istio-system", labels, delta)
+        self.bootstrap(pod, "router", "istio-system", labels, delta, None)
     }
 
-    fn bootstrap(&self, pod: &Pod, kind: &str, ns: &str, labels: &[(&str, &str)], delta: bool) -> anyhow::Result<PathBuf> {
+    fn bootstrap(
+        &self,
+        pod: &Pod,
+        kind: &str,
+        ns: &str,
+        labels: &[(&str, &str)],
+        delta: bool,
+        sds: Option<&Path>,
+    ) -> anyhow::Result<PathBuf> {
         let labels: serde_json::Map<String, serde_json::Value> =
             labels.iter().map(|(k, v)| (k.to_string(), serde_json::json!(v))).collect();
-        let b = serde_json::json!({
+        let mut b = serde_json::json!({
             "node": {
                 "id": format!("{kind}~{}~{}-1.{ns}~{ns}.svc.cluster.local", pod.ip, pod.name),
                 "cluster": format!("{}.{ns}", pod.name),
@@ -147,6 +161,19 @@ impl Mesh {
                 "load_assignment": {"cluster_name": "xds-grpc", "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {"address": HUB_IP, "port_value": XDS_PORT}}}}]}]},
             }]},
         });
+        if let Some(sock) = sds {
+            let sock = sock.to_str().ok_or_else(|| anyhow::anyhow!("non-UTF-8 socket path"))?;
+            let sds_cluster = serde_json::json!({
+                "name": "sds-grpc", "type": "STATIC", "connect_timeout": "1s",
+                "typed_extension_protocol_options": {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                    "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                    "explicit_http_config": {"http2_protocol_options": {}}}},
+                "load_assignment": {"cluster_name": "sds-grpc", "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"pipe": {"path": sock}}}}]}]},
+            });
+            if let Some(clusters) = b["static_resources"]["clusters"].as_array_mut() {
+                clusters.push(sds_cluster);
+            }
+        }
         let path = self.dir.join(format!("{}-bootstrap.json", pod.name));
         std::fs::write(&path, serde_json::to_vec_pretty(&b)?)?;
         Ok(path)

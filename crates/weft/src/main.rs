@@ -1,7 +1,9 @@
 //! The `weft` binary: command-line parsing and dispatch to a role. Each role lives in its own
 //! crate; this file only turns flags into their inputs and errors into exit codes.
 
+mod agent_cmd;
 mod control_plane_cmd;
+mod identity_args;
 mod ops_cmd;
 mod proxy_cmd;
 
@@ -19,6 +21,8 @@ struct Cli {
 enum Command {
     /// Run the sidecar / gateway proxy from an Envoy v3 bootstrap (Envoy's flags work).
     Proxy(proxy_cmd::ProxyArgs),
+    /// Give a stock Envoy sidecar its workload identity over SDS (what pilot-agent does).
+    Agent(agent_cmd::AgentArgs),
     /// Run the control plane: Istio resources from a directory in, xDS (ADS) out.
     ControlPlane(control_plane_cmd::ControlPlaneArgs),
     /// Every connected proxy and whether it has ACKed its config (SYNCED/NOT SENT/STALE/NACKED).
@@ -39,6 +43,7 @@ fn main() -> std::process::ExitCode {
     match cli.command {
         Command::Proxy(args) => proxy_cmd::run(args),
         Command::ControlPlane(args) => control_plane_cmd::run(args),
+        Command::Agent(args) => agent_cmd::run(args),
         Command::ProxyStatus(args) => ops_cmd::proxy_status(args),
         Command::ProxyConfig(args) => ops_cmd::proxy_config(args),
         Command::Analyze(args) => ops_cmd::analyze(args),

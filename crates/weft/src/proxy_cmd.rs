@@ -73,26 +73,8 @@ pub struct ProxyArgs {
     /// the same way, as Istio's agent does.
     #[arg(long = "node-meta", value_name = "KEY=VALUE")]
     node_meta: Vec<String>,
-    /// The mesh CA (HOST:PORT; Istio: istiod's 15012). The proxy makes its own key and gets
-    /// its workload certificate there, for TLS contexts that name the SDS secrets "default"
-    /// and "ROOTCA". Also from the CA_ADDR environment variable.
-    #[arg(long = "ca-address")]
-    ca_address: Option<String>,
-    /// PEM trust bundle to check the CA's certificate against (and the first ROOTCA).
-    #[arg(long = "ca-root-cert")]
-    ca_root_cert: Option<std::path::PathBuf>,
-    /// File holding this workload's bootstrap token for the CA.
-    #[arg(long = "ca-token-file")]
-    ca_token_file: Option<std::path::PathBuf>,
-    /// The name the CA's certificate must carry.
-    #[arg(long = "ca-server-name", default_value = "istiod.istio-system.svc")]
-    ca_server_name: String,
-    /// Trust domain of the SPIFFE ID asked for (TRUST_DOMAIN in the environment).
-    #[arg(long = "trust-domain")]
-    trust_domain: Option<String>,
-    /// Lifetime to ask the CA for (SECRET_TTL in the environment; Istio: 24h).
-    #[arg(long = "workload-cert-ttl")]
-    workload_cert_ttl: Option<String>,
+    #[command(flatten)]
+    ca: crate::identity_args::CaArgs,
     /// serve (default) or validate (check the config and exit).
     #[arg(long, default_value = "serve")]
     mode: String,
@@ -292,39 +274,17 @@ pub fn run(args: ProxyArgs) -> ExitCode {
     })
 }
 
-/// The workload identity to maintain, when a CA is given: flags first, then Istio's agent
-/// environment (CA_ADDR, TRUST_DOMAIN, SECRET_TTL); the namespace and service account come
-/// from the node metadata the proxy sends the control plane.
+/// The workload identity to maintain, when a CA is given; the namespace and service account
+/// come from the node metadata the proxy sends the control plane.
 fn identity_options(
     args: &ProxyArgs,
     env: &[(String, String)],
     config: &weft_proxy::Config,
 ) -> Result<Option<weft_proxy::identity::IdentityOptions>, String> {
-    let var = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()).filter(|v| !v.is_empty());
-    let Some(address) = args.ca_address.clone().or_else(|| var("CA_ADDR")) else { return Ok(None) };
-    let bundle_file = args.ca_root_cert.clone().ok_or("--ca-address needs --ca-root-cert (the bundle to check the CA against)")?;
-    let token_file = args.ca_token_file.clone().ok_or("--ca-address needs --ca-token-file (the workload's bootstrap token)")?;
     let meta = |k: &str| config.node_metadata.get(k).and_then(|v| v.as_str()).map(str::to_string).filter(|s| !s.is_empty());
-    let ns = meta("NAMESPACE").ok_or("--ca-address needs the NAMESPACE node metadata (--node-meta NAMESPACE=…)")?;
-    let sa = meta("SERVICE_ACCOUNT").ok_or("--ca-address needs the SERVICE_ACCOUNT node metadata (--node-meta SERVICE_ACCOUNT=…)")?;
-    let td = args.trust_domain.clone().or_else(|| var("TRUST_DOMAIN")).unwrap_or_else(|| "cluster.local".into());
-    let ttl = match args.workload_cert_ttl.clone().or_else(|| var("SECRET_TTL")) {
-        Some(t) => weft_api::duration::parse_go_duration(&t).map_err(|e| format!("--workload-cert-ttl {t:?}: {e}"))?,
-        None => Duration::from_secs(24 * 3600),
-    };
-    weft_proxy::identity::read_bundle(&bundle_file).map_err(|e| format!("--ca-root-cert: {e}"))?;
-    let ca_server_name = rustls::pki_types::ServerName::try_from(args.ca_server_name.clone())
-        .map_err(|_| format!("--ca-server-name {:?} is not a valid name", args.ca_server_name))?;
-    if !address.contains(':') {
-        return Err(format!("--ca-address {address:?}: expected HOST:PORT"));
-    }
-    Ok(Some(weft_proxy::identity::IdentityOptions {
-        ca_address: address,
-        ca_server_name,
-        bundle_file,
-        token_file,
-        spiffe_id: format!("spiffe://{td}/ns/{ns}/sa/{sa}"),
-        ttl,
-        export: None,
-    }))
+    args.ca.options(env, || {
+        let ns = meta("NAMESPACE").ok_or("--ca-address needs the NAMESPACE node metadata (--node-meta NAMESPACE=…)")?;
+        let sa = meta("SERVICE_ACCOUNT").ok_or("--ca-address needs the SERVICE_ACCOUNT node metadata (--node-meta SERVICE_ACCOUNT=…)")?;
+        Ok((ns, sa))
+    })
 }

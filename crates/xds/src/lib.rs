@@ -19,6 +19,7 @@ pub mod listener;
 pub mod load;
 pub mod proto;
 pub mod route;
+pub mod sds_server;
 pub mod tls;
 pub mod typed;
 

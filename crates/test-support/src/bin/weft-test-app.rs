@@ -2,7 +2,8 @@
 //!
 //! `weft-test-app serve ADDR NAME`: answers every request with `NAME` (and headers `x-app`, and
 //!   `x-path` with the path it was asked for); `/status/<code>` answers with that status;
-//!   `/flaky` answers 503 to every other request (the first, third, …), for retry tests.
+//!   `/flaky` answers 503 to every other request (the first, third, …), for retry tests;
+//!   `/peer` answers `NAME peer=<x-forwarded-client-cert or none>`.
 //! `weft-test-app get URL COUNT [NAME:VALUE…]`: sends COUNT requests one after another and
 //!   prints a JSON object counting each `"<status> <body>"` (`"error <reason>"` for failures).
 
@@ -62,7 +63,14 @@ async fn serve(addr: String, name: String) -> ExitCode {
                     if req.uri().path() == "/flaky" && FLAKY.fetch_add(1, std::sync::atomic::Ordering::Relaxed).is_multiple_of(2) {
                         status = 503;
                     }
-                    let mut r = hyper::Response::new(Full::new(Bytes::from(name.clone())));
+                    // `/peer`: who the sidecar says called, as the application sees it.
+                    let body = if req.uri().path() == "/peer" {
+                        let xfcc = req.headers().get("x-forwarded-client-cert").and_then(|v| v.to_str().ok());
+                        format!("{name} peer={}", xfcc.unwrap_or("none"))
+                    } else {
+                        name.clone()
+                    };
+                    let mut r = hyper::Response::new(Full::new(Bytes::from(body)));
                     *r.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::OK);
                     if let Ok(v) = hyper::header::HeaderValue::from_str(&name) {
                         r.headers_mut().insert("x-app", v);
