@@ -236,3 +236,103 @@ async fn sidecars_get_svids_and_talk_mutual_tls_with_rotation_under_load() {
     assert!(!front.log_text().contains("BEGIN PRIVATE KEY") && !back.log_text().contains("BEGIN PRIVATE KEY"), "keys never reach logs");
     assert!(!Path::new(&back.dir).join("key.pem").exists());
 }
+
+/// Waits until every proxy's `/certs` shows `n` trusted roots.
+async fn wait_roots(proxies: &[&ProxyProcess], n: usize) {
+    for p in proxies {
+        eventually(Duration::from_secs(10), &format!("{n} roots in the proxy's bundle"), || async move {
+            let certs: Value = serde_json::from_slice(&p.admin_get("/certs").await.body).unwrap_or_default();
+            (certs["certificates"][0]["ca_cert"].as_array().map(Vec::len) == Some(n)).then_some(())
+        })
+        .await;
+    }
+}
+
+/// Root rotation with 2-minute certificates under a bounded load: a second root is added to
+/// the bundle, the CA switches to signing with it, every proxy renews from the new root at
+/// half of its certificate's validity (about 30 s after issue: the CA backdates a minute), and
+/// the old root is removed. No request fails at any step.
+#[tokio::test]
+async fn root_rotation_with_two_minute_certificates_under_load() {
+    use weft_test_support::certs::{replace_file, TempDir, TestCa};
+    let cp = ControlPlane::start("rotation");
+    cp.wait_ready().await;
+    let app = Upstream::start("app").await;
+    let (back_admin, back_port) = (free_port(), free_port());
+    let back = proxy(&back_bootstrap(back_admin, back_port, app.port()), back_admin, &cp.identity_args("back", "2m")).await;
+    let (front_admin, front_port, wrong_port) = (free_port(), free_port(), free_port());
+    let front =
+        proxy(&front_bootstrap(front_admin, front_port, wrong_port, back_port), front_admin, &cp.identity_args("front", "2m")).await;
+    let front_addr = format!("127.0.0.1:{front_port}");
+    eventually(Duration::from_secs(20), "a request through the mTLS hop", || {
+        let a = front_addr.clone();
+        async move { send(&a, Req::get("/hello")).await.ok().filter(|r| r.status == 200) }
+    })
+    .await;
+
+    // The bounded load: one request every 20 ms for at most 3 minutes, until told to stop.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let (stop, addr) = (stop.clone(), front_addr.clone());
+        tokio::spawn(async move {
+            let (mut ok, mut failed) = (0u32, Vec::new());
+            let end = tokio::time::Instant::now() + Duration::from_secs(180);
+            let mut i = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && tokio::time::Instant::now() < end {
+                match send(&addr, Req::get(&format!("/load/{i}"))).await {
+                    Ok(r) if r.status == 200 => ok += 1,
+                    Ok(r) => failed.push(format!("{i}: {} {}", r.status, r.text())),
+                    Err(e) => failed.push(format!("{i}: {e}")),
+                }
+                i += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            (ok, failed)
+        })
+    };
+
+    let cacerts = cp.dir.join("cacerts");
+    let old_root = std::fs::read_to_string(cp.root()).expect("root");
+    let scratch = TempDir::new("rotation").expect("temp dir");
+    let new_ca = TestCa::new(scratch.path(), "rotated").expect("new root");
+    let new_root = new_ca.root_pem().expect("new root pem");
+
+    // 1. Both roots trusted.
+    replace_file(&cp.root(), &format!("{old_root}{new_root}")).expect("bundle with both roots");
+    wait_roots(&[&front, &back], 2).await;
+    // 2. The CA signs with the new root; at half-life both proxies renew from it.
+    let issued_before = count(&cp.log(), "certificate issued");
+    new_ca.install_as_signer(&cacerts).expect("install the new signer");
+    eventually(Duration::from_secs(90), "both proxies to renew from the new root", || {
+        let renewed = count(&cp.log(), "certificate issued") - issued_before;
+        async move { (renewed >= 2).then_some(()) }
+    })
+    .await;
+    assert!(cp.log().contains("bundle_changed=false"), "the CA reloaded its new signer:\n{}", cp.log());
+    // 3. The old root is removed: only certificates from the new root are trusted now.
+    replace_file(&cp.root(), &new_root).expect("bundle with the new root only");
+    wait_roots(&[&front, &back], 1).await;
+    for p in [&front, &back] {
+        let certs: Value = serde_json::from_slice(&p.admin_get("/certs").await.body).unwrap_or_default();
+        let issuer = certs["certificates"][0]["cert_chain"][0]["issuer"].as_str().unwrap_or_default().to_string();
+        assert!(issuer.contains("rotated test root"), "the workload certificate now comes from the new root: {certs}");
+    }
+    // New handshakes (three requests per connection) keep meeting the new bundle.
+    let handshakes = front.stat("cluster.back.ssl.handshake").await;
+    eventually(Duration::from_secs(10), "new handshakes under the new root alone", || {
+        let f = &front;
+        async move { (f.stat("cluster.back.ssl.handshake").await >= handshakes + 5).then_some(()) }
+    })
+    .await;
+
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (ok, failed) = load.await.expect("load task");
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed during the rotation: {:?}",
+        failed.len(),
+        ok as usize + failed.len(),
+        &failed[..failed.len().min(5)]
+    );
+    assert!(ok >= 1000, "the load ran through the rotation ({ok} requests)");
+}

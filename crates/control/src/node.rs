@@ -24,6 +24,11 @@ pub struct ProxyNode {
     pub service_account: Option<String>,
     pub workload_name: Option<String>,
     pub cluster_id: Option<String>,
+    /// The proxy holds a workload identity: it can resolve the SDS secrets `default` and
+    /// `ROOTCA` (node metadata `SDS: "true"`, as Istio's agent once announced it; `weft proxy`
+    /// with a CA and `weft agent` bootstraps send it). Without one it gets no mTLS config:
+    /// an Envoy would wait forever for secrets nobody serves.
+    pub identity: bool,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -65,6 +70,11 @@ impl ProxyNode {
             service_account: meta("SERVICE_ACCOUNT"),
             workload_name: meta("WORKLOAD_NAME"),
             cluster_id: meta("CLUSTER_ID"),
+            identity: match metadata.get("SDS") {
+                Some(serde_json::Value::Bool(b)) => *b,
+                Some(serde_json::Value::String(s)) => s == "true",
+                _ => false,
+            },
         })
     }
 

@@ -216,6 +216,7 @@ pub fn selecting_label_keys(model: &Model) -> BTreeSet<String> {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct GroupKey {
     router: bool,
+    identity: bool,
     namespace: String,
     labels: BTreeMap<String, String>,
 }
@@ -255,6 +256,7 @@ impl Cache {
     pub fn config(&self, model: &Model, node: &ProxyNode, before: Option<&ProxyConfig>) -> ProxyConfig {
         let key = GroupKey {
             router: node.kind == ProxyKind::Router,
+            identity: node.identity,
             namespace: node.namespace.clone(),
             labels: node.labels.iter().filter(|(k, _)| self.keys.contains(*k)).map(|(k, v)| (k.clone(), v.clone())).collect(),
         };

@@ -96,6 +96,7 @@ fn handle(req: Request<Incoming>, s: &Shared) -> Response<Body> {
         }
         "/stats/prometheus" => reply(StatusCode::OK, "text/plain; version=0.0.4", s.store.render_prometheus()),
         "/config_dump" => reply(StatusCode::OK, "application/json", config_dump(s).to_string()),
+        "/certs" => reply(StatusCode::OK, "application/json", crate::tls::secrets::certs_json().to_string()),
         "/clusters" => {
             if q.get("format").map(String::as_str) == Some("json") {
                 reply(StatusCode::OK, "application/json", clusters_json(s).to_string())

@@ -28,7 +28,7 @@ impl std::fmt::Debug for AgentSecrets {
 
 impl AgentSecrets {
     /// The hook for [`crate::identity::IdentityOptions::export`].
-    pub fn exporter(self: &Arc<Self>) -> Arc<dyn Fn(&Material) + Send + Sync> {
+    pub fn exporter(self: &Arc<Self>) -> crate::identity::Exporter {
         let me = self.clone();
         Arc::new(move |m: &Material| {
             *me.issued.lock() = Some(Arc::new(Material { chain_pem: m.chain_pem.clone(), key_pem: m.key_pem.clone() }));

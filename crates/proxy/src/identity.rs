@@ -39,8 +39,11 @@ pub struct IdentityOptions {
     pub ttl: Duration,
     /// Handed every new certificate with its key: only the agent sets this, to serve them to
     /// the Envoy next to it over a local socket.
-    pub export: Option<Arc<dyn Fn(&Material) + Send + Sync>>,
+    pub export: Option<Exporter>,
 }
+
+/// Receives each new certificate and key (see [`IdentityOptions::export`]).
+pub type Exporter = Arc<dyn Fn(&Material) + Send + Sync>;
 
 /// A certificate chain (leaf first, no root) and its private key, both PEM. Its `Debug` never
 /// shows the key.

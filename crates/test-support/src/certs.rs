@@ -116,4 +116,29 @@ impl TestCa {
     pub fn name(&self) -> &str {
         &self.name
     }
+
+    /// The root certificate, PEM.
+    pub fn root_pem(&self) -> anyhow::Result<String> {
+        Ok(std::fs::read_to_string(&self.root)?)
+    }
+
+    /// Makes this root the signing CA of an Istio `cacerts` directory (`ca-cert.pem`,
+    /// `ca-key.pem`, `cert-chain.pem`), leaving its `root-cert.pem` (the bundle) alone. Each
+    /// file is replaced whole (write, then rename).
+    pub fn install_as_signer(&self, cacerts: &Path) -> anyhow::Result<()> {
+        let root = self.root_pem()?;
+        for (file, text) in [("cert-chain.pem", root.clone()), ("ca-cert.pem", root), ("ca-key.pem", self.key.serialize_pem())] {
+            replace_file(&cacerts.join(file), &text)?;
+        }
+        Ok(())
+    }
+}
+
+/// Writes `text` to `path` by renaming a finished temporary file over it, so a reader never
+/// sees half a file.
+pub fn replace_file(path: &Path, text: &str) -> anyhow::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
 }

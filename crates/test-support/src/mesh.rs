@@ -162,6 +162,7 @@ impl Mesh {
             }]},
         });
         if let Some(sock) = sds {
+            b["node"]["metadata"]["SDS"] = serde_json::json!("true");
             let sock = sock.to_str().ok_or_else(|| anyhow::anyhow!("non-UTF-8 socket path"))?;
             let sds_cluster = serde_json::json!({
                 "name": "sds-grpc", "type": "STATIC", "connect_timeout": "1s",

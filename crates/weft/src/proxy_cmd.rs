@@ -220,7 +220,7 @@ pub fn run(args: ProxyArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let config = match weft_proxy::Config::from_bootstrap(bootstrap, &overrides, dump) {
+    let mut config = match weft_proxy::Config::from_bootstrap(bootstrap, &overrides, dump) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("weft proxy: invalid configuration: {}: {e}", args.config_path.as_deref().unwrap_or("--config-yaml"));
@@ -242,6 +242,10 @@ pub fn run(args: ProxyArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    if identity.is_some() {
+        // Tells the control plane this proxy can present a workload certificate.
+        config.node_metadata.insert("SDS".into(), serde_json::json!("true"));
+    }
     let concurrency =
         args.concurrency.filter(|c| *c > 0).unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
     let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(concurrency).enable_all().build() {

@@ -8,7 +8,7 @@ use weft_api::networking::{self as net, SimpleLb};
 
 use super::mtls::{self, ClusterTls};
 use super::{duration, outbound_cluster_name, socket_address, Generated, Scope, BLACKHOLE, INBOUND_PASSTHROUGH, PASSTHROUGH};
-use crate::model::{labels_match, Discovery, Endpoint, Model, Service, ServicePort};
+use crate::model::{labels_match, Discovery, Endpoint, Service, ServicePort};
 use crate::protocol::Protocol;
 
 /// Istio's "no limit" for circuit breakers.
@@ -41,11 +41,11 @@ pub fn outbound(scope: &Scope<'_>, out: &mut Generated) {
             }
             let top = dr.and_then(|d| d.spec.traffic_policy.as_ref());
             let name = outbound_cluster_name(port.port, "", &svc.hostname);
-            add(scope.model, out, &name, svc, port, top, None);
+            add(scope, out, &name, svc, port, top, None);
             for subset in dr.map(|d| d.spec.subsets.as_slice()).unwrap_or_default() {
                 let name = outbound_cluster_name(port.port, &subset.name, &svc.hostname);
                 let policy = merge_policy(top, subset.traffic_policy.as_ref());
-                add(scope.model, out, &name, svc, port, policy.as_ref(), Some((subset.name.as_str(), &subset.labels)));
+                add(scope, out, &name, svc, port, policy.as_ref(), Some((subset.name.as_str(), &subset.labels)));
             }
         }
     }
@@ -106,7 +106,7 @@ pub fn port_policy(policy: Option<&net::TrafficPolicy>, port: u16) -> PortPolicy
 }
 
 fn add(
-    model: &Model,
+    scope: &Scope<'_>,
     out: &mut Generated,
     name: &str,
     svc: &Service,
@@ -125,6 +125,7 @@ fn add(
         .iter()
         .filter(|e| subset.is_none_or(|(_, s)| labels_match(s, &e.labels)) && e.ports.contains_key(&port.port))
         .collect();
+    let model = scope.model;
     let in_mesh = |e: &Endpoint| mtls::endpoint_takes_mtls(model, svc, e, port.port);
     match svc.discovery {
         Discovery::Eds => {
@@ -170,7 +171,7 @@ fn add(
         let common = (!common.is_empty()).then_some(common);
         c.insert("typed_extension_protocol_options".into(), http_protocol_options(h2, common));
     }
-    match mtls::cluster_tls(model, svc, port.port, subset.map(|(n, _)| n).unwrap_or(""), pp.tls.as_ref(), h2) {
+    match mtls::cluster_tls(scope, svc, port.port, subset.map(|(n, _)| n).unwrap_or(""), pp.tls.as_ref(), h2) {
         ClusterTls::Plain => {}
         ClusterTls::All(ts) => {
             c.insert("transport_socket".into(), ts);

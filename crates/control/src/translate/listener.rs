@@ -192,16 +192,20 @@ pub fn inbound(scope: &Scope<'_>, out: &mut Generated) {
         }
         cluster::inbound(out, *port, *proto);
         let chain = InboundPort { scope, port: *port, proto: *proto };
-        match mtls::inbound_mode(scope.model, &node.namespace, &node.labels, Some(*port)) {
-            Inbound::Disable => {
+        let mode = mtls::inbound_mode(scope.model, &node.namespace, &node.labels, Some(*port));
+        match mtls::servable(scope, mode) {
+            None => {
+                tracing::warn!(proxy = %node.id, port, "STRICT mTLS on a proxy without a workload identity: the port refuses every connection")
+            }
+            Some(Inbound::Disable) => {
                 sniff |= *proto == Protocol::Auto;
                 chains.extend(chain.plain(None));
             }
-            Inbound::Strict => {
+            Some(Inbound::Strict) => {
                 tls = true;
                 chains.extend(chain.mutual(false));
             }
-            Inbound::Permissive => {
+            Some(Inbound::Permissive) => {
                 tls = true;
                 sniff |= *proto == Protocol::Auto;
                 chains.extend(chain.mutual(true));
@@ -215,14 +219,15 @@ pub fn inbound(scope: &Scope<'_>, out: &mut Generated) {
     }
     // Ports no Service names: passed to where the caller was going, under the workload's mode.
     let passthrough = tcp_proxy(INBOUND_PASSTHROUGH, INBOUND_PASSTHROUGH);
-    match mtls::inbound_mode(scope.model, &node.namespace, &node.labels, None) {
-        Inbound::Disable => chains.push(json!({"name": "virtualInbound", "filter_chain_match": {}, "filters": [passthrough]})),
-        Inbound::Strict => {
+    match mtls::servable(scope, mtls::inbound_mode(scope.model, &node.namespace, &node.labels, None)) {
+        None => {}
+        Some(Inbound::Disable) => chains.push(json!({"name": "virtualInbound", "filter_chain_match": {}, "filters": [passthrough]})),
+        Some(Inbound::Strict) => {
             tls = true;
             chains.push(json!({"name": "virtualInbound-mtls", "filter_chain_match": {"transport_protocol": "tls"},
                 "transport_socket": mtls::inbound_transport_socket(false), "filters": [passthrough]}));
         }
-        Inbound::Permissive => {
+        Some(Inbound::Permissive) => {
             tls = true;
             chains.push(
                 json!({"name": "virtualInbound", "filter_chain_match": {"transport_protocol": "raw_buffer"}, "filters": [passthrough]}),

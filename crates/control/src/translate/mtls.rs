@@ -17,6 +17,7 @@ use serde_json::{json, Value};
 use weft_api::networking::{self as net, TlsMode};
 use weft_api::security::MtlsMode;
 
+use super::Scope;
 use crate::model::{labels_match, Endpoint, Model, Service};
 
 /// The bootstrap cluster Envoy fetches `default` and `ROOTCA` from (its local agent).
@@ -48,6 +49,17 @@ fn apply(mode: MtlsMode, current: Inbound) -> Inbound {
         MtlsMode::Disable => Inbound::Disable,
         MtlsMode::Permissive => Inbound::Permissive,
         MtlsMode::Strict => Inbound::Strict,
+    }
+}
+
+/// What `scope`'s proxy actually serves on a port whose policy is `mode`: a proxy without a
+/// workload identity cannot terminate mTLS, so PERMISSIVE is plaintext for it, and a STRICT
+/// port gets no chain at all (refused) rather than one that would wait for a certificate.
+pub fn servable(scope: &Scope<'_>, mode: Inbound) -> Option<Inbound> {
+    match (scope.node.identity, mode) {
+        (true, m) => Some(m),
+        (false, Inbound::Strict) => None,
+        (false, _) => Some(Inbound::Disable),
     }
 }
 
@@ -225,7 +237,15 @@ pub enum ClusterTls {
 
 /// The cluster's TLS: the DestinationRule's `tls` (port-level first) when it has one, else
 /// auto mTLS for in-mesh services when MeshConfig enables it.
-pub fn cluster_tls(model: &Model, svc: &Service, port: u16, subset: &str, tls: Option<&net::ClientTlsSettings>, h2: bool) -> ClusterTls {
+pub fn cluster_tls(
+    scope: &Scope<'_>,
+    svc: &Service,
+    port: u16,
+    subset: &str,
+    tls: Option<&net::ClientTlsSettings>,
+    h2: bool,
+) -> ClusterTls {
+    let model = scope.model;
     let istio_sni = format!("outbound_.{port}_.{subset}_.{}", svc.hostname);
     match tls {
         Some(t) => match t.mode {
@@ -239,7 +259,12 @@ pub fn cluster_tls(model: &Model, svc: &Service, port: u16, subset: &str, tls: O
                 ClusterTls::All(file_tls(t, t.sni.as_deref().unwrap_or(default_sni), h2))
             }
         },
-        None if model.mesh.enable_auto_mtls && !svc.external && svc.discovery != crate::model::Discovery::Passthrough => {
+        // Auto mTLS needs a certificate to present: a proxy without one calls in plaintext.
+        None if scope.node.identity
+            && model.mesh.enable_auto_mtls
+            && !svc.external
+            && svc.discovery != crate::model::Discovery::Passthrough =>
+        {
             let mtls = istio_mutual(&service_identities(model, svc), &istio_sni, h2);
             ClusterTls::Auto(json!([
                 {"name": "tlsMode-istio", "match": {"tlsMode": "istio"}, "transport_socket": mtls},

@@ -98,3 +98,39 @@ impl Secrets {
         self.version.subscribe()
     }
 }
+
+/// Envoy's `/certs` admin view of the secrets: the trust bundle (`ca_cert`) and the workload
+/// certificate chain (`cert_chain`), each certificate by serial, SANs and validity. Never the
+/// key.
+pub fn certs_json() -> serde_json::Value {
+    let s = store();
+    let describe = |der: &CertificateDer<'_>| -> serde_json::Value {
+        use x509_parser::prelude::{FromDer, X509Certificate};
+        let Ok((_, c)) = X509Certificate::from_der(der) else { return serde_json::json!({"error": "unparsable certificate"}) };
+        let sans = super::san::Sans::of(der);
+        let names: Vec<serde_json::Value> = sans
+            .uri
+            .iter()
+            .map(|u| serde_json::json!({"uri": u}))
+            .chain(sans.dns.iter().map(|d| serde_json::json!({"dns": d})))
+            .chain(sans.ip.iter().map(|i| serde_json::json!({"ip_address": i.to_string()})))
+            .collect();
+        let not_after = c.validity().not_after.timestamp();
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+        serde_json::json!({
+            "serial_number": c.raw_serial_as_string().replace(':', ""),
+            "subject": c.subject().to_string(),
+            "issuer": c.issuer().to_string(),
+            "subject_alt_names": names,
+            "days_until_expiration": ((not_after - now) / 86_400).to_string(),
+            "valid_from": c.validity().not_before.to_rfc2822().unwrap_or_default(),
+            "expiration_time": c.validity().not_after.to_rfc2822().unwrap_or_default(),
+        })
+    };
+    let ca: Vec<serde_json::Value> = s.bundle().map(|b| b.iter().map(describe).collect()).unwrap_or_default();
+    let chain: Vec<serde_json::Value> = s.cert().map(|c| c.cert.iter().map(describe).collect()).unwrap_or_default();
+    if ca.is_empty() && chain.is_empty() {
+        return serde_json::json!({"certificates": []});
+    }
+    serde_json::json!({"certificates": [{"ca_cert": ca, "cert_chain": chain}]})
+}
