@@ -206,6 +206,30 @@ fn identity_flags_are_checked_before_start() {
 }
 
 #[test]
+fn agent_flags_are_checked_before_start() {
+    let run = |extra: &[&str]| {
+        let out = Command::new(WEFT).arg("agent").args(extra).env_remove("CA_ADDR").output().expect("run");
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (code, err) = run(&[]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("--ca-address (or CA_ADDR) is required"), "{err}");
+    let ca = ["--ca-address", "127.0.0.1:15012", "--ca-root-cert", "/nonexistent/root.pem", "--ca-token-file", "/t"];
+    let (code, err) = run(&ca);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("--namespace (or POD_NAMESPACE) is required"), "{err}");
+    let mut args = ca.to_vec();
+    args.extend(["--namespace", "default", "--service-account", "web"]);
+    let (code, err) = run(&args);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("--ca-root-cert: trust bundle /nonexistent/root.pem"), "{err}");
+    args.extend(["--log-level", "loud"]);
+    let (code, err) = run(&args);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("--log-level \"loud\""), "{err}");
+}
+
+#[test]
 fn unknown_extension_type_is_named() {
     let text = with(true, |b| b.replace("extensions.filters.http.router.v3.Router", "extensions.filters.http.lua.v3.Lua"));
     assert_refused(&text, &["http_filters[0].typed_config", "envoy.extensions.filters.http.lua.v3.Lua", "not supported here"]);

@@ -178,6 +178,7 @@ fn url(vip: &str) -> String {
 #[test]
 fn mutual_tls_between_every_pairing_of_envoy_and_weft_sidecars() {
     let m = start("mtls").unwrap_or_else(|e| panic!("{e:#}"));
+    let mut servers = Vec::new();
 
     // Every pairing talks mTLS: the server's application learns the caller's SPIFFE ID from
     // its sidecar, which signs it with its own identity (x-forwarded-client-cert).
@@ -256,4 +257,60 @@ fn mutual_tls_between_every_pairing_of_envoy_and_weft_sidecars() {
     // The namespace's STRICT still holds for se.
     let se_ip = m.pod("se").ip.clone();
     assert!(m.call("plain", &format!("http://{se_ip}:8080/peer")).starts_with("error"));
+
+    // DestinationRule DISABLE: the callers send plaintext, which se (STRICT) refuses.
+    write(&m.config, "dr.yaml", "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: se}\nspec:\n  host: se\n  trafficPolicy: {tls: {mode: DISABLE}}\n");
+    for client in ["ce", "cw"] {
+        m.wait_call(client, &url(SE_VIP), &format!("{client}: DISABLE sends plaintext to a STRICT server"), |a| !a.starts_with("200"));
+    }
+    std::fs::remove_file(m.config.join("dr.yaml")).expect("remove dr.yaml");
+
+    // SIMPLE and MUTUAL with files: TLS origination from the sidecar to an outside TLS server
+    // (openssl s_server in the sidecar-less pod; the one on 9443 demands a client certificate).
+    let pki = m.mesh.dir.join("pki");
+    std::fs::create_dir_all(&pki).expect("pki dir");
+    let ca = weft_test_support::certs::TestCa::new(&pki, "external").expect("ca");
+    let leaf = |name: &str, dns: &[&str]| ca.issue(name, weft_test_support::certs::Leaf { dns, ..Default::default() }).expect("leaf");
+    let server = leaf("secure", &["secure.example.com"]);
+    let client = leaf("client", &[]);
+    for (port, verify) in [("8443", false), ("9443", true)] {
+        let (cert, key, root) = (server.cert_str(), server.key_str(), ca.root_str());
+        let mut args = vec!["s_server", "-accept", port, "-cert", &cert, "-key", &key, "-www", "-quiet"];
+        if verify {
+            args.extend(["-Verify", "1", "-CAfile", &root]);
+        }
+        let plain = m.pod("plain").ns.name.clone();
+        let mut c = std::process::Command::new("ip");
+        c.args(["netns", "exec", &plain, "openssl"]).args(&args).stdin(std::process::Stdio::null());
+        c.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+        servers.push(c.spawn().expect("openssl s_server"));
+    }
+    let plain_ip = m.pod("plain").ip.clone();
+    write(
+        &m.config,
+        "secure.yaml",
+        &format!(
+            "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: secure}}\nspec:\n  hosts: [secure.example.com]\n  location: MESH_EXTERNAL\n  resolution: STATIC\n  ports: [{{number: 8443, name: http-simple, protocol: HTTP}}, {{number: 9443, name: http-mutual, protocol: HTTP}}]\n  endpoints: [{{address: {plain_ip}}}]\n---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: secure}}\nspec:\n  host: secure.example.com\n  trafficPolicy:\n    portLevelSettings:\n    - port: {{number: 8443}}\n      tls: {{mode: SIMPLE, caCertificates: {root}}}\n    - port: {{number: 9443}}\n      tls: {{mode: MUTUAL, caCertificates: {root}, clientCertificate: {cc}, privateKey: {ck}, subjectAltNames: [secure.example.com]}}\n",
+            root = ca.root_str(),
+            cc = client.cert_str(),
+            ck = client.key_str()
+        ),
+    );
+    for client in ["ce", "cw"] {
+        for port in [8443, 9443] {
+            let u = format!("http://{plain_ip}:{port}/");
+            let out = m.mesh.run(&m.pod(client).ns, &app(), &["get", &u, "1", "host:secure.example.com"]).unwrap_or_default();
+            let mut last = out.clone();
+            let ok =
+                Mesh::wait_for(Duration::from_secs(20), &format!("{client} → s_server:{port} over TLS the sidecar originates"), || {
+                    last = m.mesh.run(&m.pod(client).ns, &app(), &["get", &u, "1", "host:secure.example.com"]).unwrap_or_default();
+                    (last.contains("\"200 ") && last.contains("s_server")).then_some(())
+                });
+            ok.unwrap_or_else(|e| panic!("{e}: {last}\n{}", m.mesh.log(&format!("{client}-sidecar"))));
+        }
+    }
+    for mut s in servers {
+        let _ = s.kill();
+        let _ = s.wait();
+    }
 }

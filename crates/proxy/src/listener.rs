@@ -183,7 +183,10 @@ async fn handle(stream: TcpStream, remote: SocketAddr, mut rt: Arc<ListenerRunti
     }
     let Some(chain) = select_chain(&rt, &info) else {
         rt.stats.no_filter_chain_match.inc();
-        tracing::debug!(listener = %rt.cfg.name, remote = %remote, "no filter chain match");
+        // Envoy says this at debug; it is how a plaintext caller meets a STRICT mTLS port, so
+        // weft says it where an operator looks.
+        tracing::info!(listener = %rt.cfg.name, remote = %remote, port = info.local.port(), transport = info.transport,
+            "connection refused: no filter chain matches (plaintext to an mTLS-only port?)");
         return;
     };
     let stream = match &chain.cfg.tls {

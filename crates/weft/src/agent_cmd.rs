@@ -78,7 +78,23 @@ pub fn run(args: AgentArgs) -> ExitCode {
                 }
                 ExitCode::SUCCESS
             }
-            _ = tokio::signal::ctrl_c() => ExitCode::SUCCESS,
+            _ = shutdown() => ExitCode::SUCCESS,
         }
     })
+}
+
+/// SIGINT or SIGTERM.
+async fn shutdown() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
 }
