@@ -181,24 +181,42 @@ fn count(log: &str, what: &str) -> usize {
     log.matches(what).count()
 }
 
+/// The control plane as CA, an app, and two proxies with certificates of lifetime `ttl`:
+/// "front" (plain in, mTLS out; `wrong_port` expects another identity) and "back".
+struct Pair {
+    cp: ControlPlane,
+    _app: Upstream,
+    back: ProxyProcess,
+    front: ProxyProcess,
+    back_port: u16,
+    wrong_port: u16,
+    front_addr: String,
+}
+
+impl Pair {
+    /// Returns once a request crosses the mTLS hop (both proxies hold certificates).
+    async fn start(tag: &str, ttl: &str) -> Pair {
+        let cp = ControlPlane::start(tag);
+        cp.wait_ready().await;
+        let app = Upstream::start("app").await;
+        let (back_admin, back_port) = (free_port(), free_port());
+        let back = proxy(&back_bootstrap(back_admin, back_port, app.port()), back_admin, &cp.identity_args("back", ttl)).await;
+        let (front_admin, front_port, wrong_port) = (free_port(), free_port(), free_port());
+        let front =
+            proxy(&front_bootstrap(front_admin, front_port, wrong_port, back_port), front_admin, &cp.identity_args("front", ttl)).await;
+        let front_addr = format!("127.0.0.1:{front_port}");
+        eventually(Duration::from_secs(20), "a request through the mTLS hop", || {
+            let a = front_addr.clone();
+            async move { send(&a, Req::get("/hello")).await.ok().filter(|r| r.status == 200) }
+        })
+        .await;
+        Pair { cp, _app: app, back, front, back_port, wrong_port, front_addr }
+    }
+}
+
 #[tokio::test]
 async fn sidecars_get_svids_and_talk_mutual_tls_with_rotation_under_load() {
-    let cp = ControlPlane::start("mtls");
-    cp.wait_ready().await;
-    let app = Upstream::start("app").await;
-    let (back_admin, back_port) = (free_port(), free_port());
-    let back = proxy(&back_bootstrap(back_admin, back_port, app.port()), back_admin, &cp.identity_args("back", "4s")).await;
-    let (front_admin, front_port, wrong_port) = (free_port(), free_port(), free_port());
-    let front =
-        proxy(&front_bootstrap(front_admin, front_port, wrong_port, back_port), front_admin, &cp.identity_args("front", "4s")).await;
-    let front_addr = format!("127.0.0.1:{front_port}");
-
-    // Once both have their certificates, the request crosses the mTLS hop.
-    eventually(Duration::from_secs(20), "a request through the mTLS hop", || {
-        let a = front_addr.clone();
-        async move { send(&a, Req::get("/hello")).await.ok().filter(|r| r.status == 200) }
-    })
-    .await;
+    let Pair { cp, back, front, back_port, wrong_port, front_addr, .. } = Pair::start("mtls", "4s").await;
     let back_listener = format!("listener.127.0.0.1_{back_port}.");
     assert!(back.stat(&format!("{back_listener}ssl.versions.TLSv1.3")).await >= 1, "the sidecar hop is TLS 1.3");
     assert!(front.stat("cluster.back.ssl.handshake").await >= 1);
@@ -255,20 +273,7 @@ async fn wait_roots(proxies: &[&ProxyProcess], n: usize) {
 #[tokio::test]
 async fn root_rotation_with_two_minute_certificates_under_load() {
     use weft_test_support::certs::{replace_file, TempDir, TestCa};
-    let cp = ControlPlane::start("rotation");
-    cp.wait_ready().await;
-    let app = Upstream::start("app").await;
-    let (back_admin, back_port) = (free_port(), free_port());
-    let back = proxy(&back_bootstrap(back_admin, back_port, app.port()), back_admin, &cp.identity_args("back", "2m")).await;
-    let (front_admin, front_port, wrong_port) = (free_port(), free_port(), free_port());
-    let front =
-        proxy(&front_bootstrap(front_admin, front_port, wrong_port, back_port), front_admin, &cp.identity_args("front", "2m")).await;
-    let front_addr = format!("127.0.0.1:{front_port}");
-    eventually(Duration::from_secs(20), "a request through the mTLS hop", || {
-        let a = front_addr.clone();
-        async move { send(&a, Req::get("/hello")).await.ok().filter(|r| r.status == 200) }
-    })
-    .await;
+    let Pair { cp, back, front, front_addr, .. } = Pair::start("rotation", "2m").await;
 
     // The bounded load: one request every 20 ms for at most 3 minutes, until told to stop.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));

@@ -552,15 +552,8 @@ fn hcm(h: &weft_xds::filters::HttpConnectionManager, path: &str, clusters: &Clus
 
 /// `forward_client_cert_details` and `set_current_client_cert_details`.
 fn xfcc(h: &weft_xds::filters::HttpConnectionManager, path: &str) -> Result<crate::http::xfcc::XfccConfig> {
-    use crate::http::xfcc::{Details, ForwardMode, XfccConfig};
-    use weft_xds::filters::ForwardClientCertDetails as W;
-    let mode = match h.forward_client_cert_details.unwrap_or_default() {
-        W::Sanitize => ForwardMode::Sanitize,
-        W::ForwardOnly => ForwardMode::ForwardOnly,
-        W::AppendForward => ForwardMode::AppendForward,
-        W::SanitizeSet => ForwardMode::SanitizeSet,
-        W::AlwaysForwardOnly => ForwardMode::AlwaysForwardOnly,
-    };
+    use crate::http::xfcc::{Details, XfccConfig};
+    let mode = h.forward_client_cert_details.unwrap_or_default();
     let d = h.set_current_client_cert_details.clone().unwrap_or_default();
     for (set, field) in [(d.cert, "cert"), (d.chain, "chain")] {
         if set {

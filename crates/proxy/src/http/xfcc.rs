@@ -10,20 +10,12 @@ use crate::transport::TlsInfo;
 
 pub static XFCC: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum ForwardMode {
-    /// Remove the header (Envoy's default).
-    #[default]
-    Sanitize,
-    /// Keep the client's header on mTLS connections, remove it otherwise.
-    ForwardOnly,
-    /// Add this connection's client certificate to the client's header on mTLS connections.
-    AppendForward,
-    /// Replace the header with this connection's client certificate on mTLS connections.
-    SanitizeSet,
-    /// Keep the header whatever the connection.
-    AlwaysForwardOnly,
-}
+/// Envoy's modes, as the wire names them: SANITIZE (the default: remove the header),
+/// FORWARD_ONLY (keep it on mTLS connections), APPEND_FORWARD (add this connection's element on
+/// mTLS connections), SANITIZE_SET (replace it with this connection's element on mTLS
+/// connections), ALWAYS_FORWARD_ONLY (keep it whatever the connection). Without mTLS every mode
+/// but the last removes the header.
+pub use weft_xds::filters::ForwardClientCertDetails as ForwardMode;
 
 /// Which parts of the client certificate go into the element this proxy adds (`By` and
 /// `Hash` always do).
