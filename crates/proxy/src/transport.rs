@@ -36,6 +36,10 @@ pub struct TlsInfo {
     pub peer: Option<Arc<CertificateDer<'static>>>,
     /// The certificate this side presented (server side only), for `x-forwarded-client-cert`.
     pub local: Option<Arc<CertificateDer<'static>>>,
+    /// This connection's `x-forwarded-client-cert` element, built by the first request that
+    /// needs it: hashing and parsing certificates is per connection, not per request (a
+    /// connection has one connection manager, so one set of details).
+    pub xfcc: Arc<std::sync::OnceLock<String>>,
 }
 
 impl TlsInfo {
@@ -46,6 +50,7 @@ impl TlsInfo {
             alpn: conn.alpn_protocol().map(|p| String::from_utf8_lossy(p).into_owned()),
             peer: conn.peer_certificates().and_then(|c| c.first()).map(|c| Arc::new(c.clone().into_owned())),
             local: None,
+            xfcc: Arc::default(),
         }
     }
 

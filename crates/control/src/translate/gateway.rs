@@ -136,8 +136,7 @@ pub fn generate(scope: &Scope<'_>, out: &mut Generated) {
         let name = format!("0.0.0.0_{port}");
         let mut listener = json!({"name": name, "address": socket_address("0.0.0.0", port), "filter_chains": chains});
         if sni {
-            listener["listener_filters"] = json!([{"name": "envoy.filters.listener.tls_inspector", "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector"}}]);
+            listener["listener_filters"] = json!([super::listener::tls_inspector()]);
         }
         out.listeners.insert(name, listener);
     }

@@ -20,7 +20,7 @@ fn http_inspector() -> Value {
         "@type": "type.googleapis.com/envoy.extensions.filters.listener.http_inspector.v3.HttpInspector"}})
 }
 
-fn tls_inspector() -> Value {
+pub(super) fn tls_inspector() -> Value {
     json!({"name": "envoy.filters.listener.tls_inspector", "typed_config": {
         "@type": "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector"}})
 }

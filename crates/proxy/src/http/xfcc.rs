@@ -38,14 +38,14 @@ impl XfccConfig {
         match (self.mode, mutual) {
             (ForwardMode::AlwaysForwardOnly, _) | (ForwardMode::ForwardOnly, Some(_)) => {}
             (ForwardMode::AppendForward, Some(t)) => {
-                let mine = self.element(t);
+                let mine = t.xfcc.get_or_init(|| self.element(t));
                 let v = match h.get(&XFCC).and_then(|v| v.to_str().ok()) {
                     Some(prev) if !prev.is_empty() => format!("{prev},{mine}"),
-                    _ => mine,
+                    _ => mine.clone(),
                 };
                 set(h, &v);
             }
-            (ForwardMode::SanitizeSet, Some(t)) => set(h, &self.element(t)),
+            (ForwardMode::SanitizeSet, Some(t)) => set(h, t.xfcc.get_or_init(|| self.element(t))),
             _ => {
                 h.remove(&XFCC);
             }
