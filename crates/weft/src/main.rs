@@ -2,6 +2,7 @@
 //! crate; this file only turns flags into their inputs and errors into exit codes.
 
 mod agent_cmd;
+mod capture_cmd;
 mod control_plane_cmd;
 mod identity_args;
 mod ops_cmd;
@@ -31,6 +32,8 @@ enum Command {
     ProxyConfig(ops_cmd::ConfigArgs),
     /// Validate a config directory and point out common mistakes.
     Analyze(ops_cmd::AnalyzeArgs),
+    /// Capture the namespace's traffic into the sidecar with iptables (what istio-iptables does).
+    Capture(capture_cmd::CaptureArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -47,5 +50,6 @@ fn main() -> std::process::ExitCode {
         Command::ProxyStatus(args) => ops_cmd::proxy_status(args),
         Command::ProxyConfig(args) => ops_cmd::proxy_config(args),
         Command::Analyze(args) => ops_cmd::analyze(args),
+        Command::Capture(args) => capture_cmd::run(args),
     }
 }
