@@ -3,6 +3,7 @@
 
 mod agent_cmd;
 mod capture_cmd;
+mod cni_cmd;
 mod control_plane_cmd;
 mod identity_args;
 mod ops_cmd;
@@ -37,6 +38,12 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
+    // Installed (or linked) as `weft-cni`, the binary is a CNI plugin: the container runtime
+    // calls it with the CNI environment and config on stdin, never with subcommands.
+    let argv0 = std::env::args_os().next().unwrap_or_default();
+    if std::path::Path::new(&argv0).file_name().is_some_and(|n| n == "weft-cni") {
+        return cni_cmd::run();
+    }
     let cli = Cli::parse();
     // A proxy or control plane holds a socket per connection: lift the soft open-file limit
     // to the hard one (as Envoy's and istiod's launchers do), so 1024 is not the ceiling.
