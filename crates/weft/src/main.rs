@@ -5,7 +5,9 @@ mod agent_cmd;
 mod capture_cmd;
 mod cni_cmd;
 mod control_plane_cmd;
+mod demo_cmd;
 mod identity_args;
+mod local_cmd;
 mod ops_cmd;
 mod proxy_cmd;
 
@@ -35,6 +37,20 @@ enum Command {
     Analyze(ops_cmd::AnalyzeArgs),
     /// Capture the namespace's traffic into the sidecar with iptables (what istio-iptables does).
     Capture(capture_cmd::CaptureArgs),
+    /// Start a whole mesh on this machine from a file: namespaces, capture, sidecars, apps.
+    Up(local_cmd::UpArgs),
+    /// Every workload of the mesh `weft up` started, and whether it is healthy.
+    Status(local_cmd::RunDirArgs),
+    /// Stop everything `weft up` started and remove its namespaces, bridge and rules.
+    Down(local_cmd::RunDirArgs),
+    /// Add a file of mesh resources to the mesh `weft up` started.
+    Apply(local_cmd::ApplyArgs),
+    /// Take a file `weft apply` added back out.
+    Delete(local_cmd::ApplyArgs),
+    /// Bookinfo on this machine with mTLS, a steady load and live per-service success.
+    Demo(demo_cmd::DemoArgs),
+    /// Run one of the bookinfo sample services (productpage, details, reviews, ratings).
+    Sample(weft_samples::SampleArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -58,5 +74,18 @@ fn main() -> std::process::ExitCode {
         Command::ProxyConfig(args) => ops_cmd::proxy_config(args),
         Command::Analyze(args) => ops_cmd::analyze(args),
         Command::Capture(args) => capture_cmd::run(args),
+        Command::Up(args) => local_cmd::up(args),
+        Command::Status(args) => local_cmd::status(args),
+        Command::Down(args) => local_cmd::down(args),
+        Command::Apply(args) => local_cmd::apply(args),
+        Command::Delete(args) => local_cmd::delete(args),
+        Command::Demo(args) => demo_cmd::run(args),
+        Command::Sample(args) => match weft_samples::run(args) {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("weft sample: {e}");
+                std::process::ExitCode::from(1)
+            }
+        },
     }
 }

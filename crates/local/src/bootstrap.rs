@@ -1,0 +1,88 @@
+//! The sidecar's Envoy bootstrap, shaped like the one pilot-agent writes: Istio's node ID and
+//! metadata, ADS to the control plane, admin on localhost only, and the two static listeners
+//! every Istio sidecar has — 15021 (`/healthz/ready`) and 15090 (`/stats/prometheus`) — which
+//! capture leaves alone so probes and scrapers reach them directly.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+use serde_json::{json, Value};
+
+pub struct Node<'a> {
+    pub address: Ipv4Addr,
+    pub name: &'a str,
+    pub namespace: &'a str,
+    pub service_account: &'a str,
+    pub labels: &'a BTreeMap<String, String>,
+}
+
+pub const ADMIN_PORT: u16 = 15000;
+pub const HEALTH_PORT: u16 = 15021;
+pub const STATS_PORT: u16 = 15090;
+
+/// The bootstrap for `node`, fetching config from `xds` (the control plane's plaintext ADS).
+pub fn sidecar(node: &Node<'_>, xds: std::net::SocketAddr) -> Value {
+    let ns = node.namespace;
+    json!({
+        "node": {
+            "id": format!("sidecar~{}~{}.{ns}~{ns}.svc.cluster.local", node.address, node.name),
+            "cluster": format!("{}.{ns}", node.labels.get("app").map(String::as_str).unwrap_or(node.name)),
+            "metadata": {
+                "NAMESPACE": ns,
+                "LABELS": node.labels,
+                "SERVICE_ACCOUNT": node.service_account,
+                "WORKLOAD_NAME": node.name,
+                "CLUSTER_ID": "Kubernetes",
+                "INSTANCE_IPS": node.address.to_string(),
+            },
+        },
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": ADMIN_PORT}}},
+        "dynamic_resources": {
+            "ads_config": {"api_type": "GRPC", "transport_api_version": "V3", "grpc_services": [{"envoy_grpc": {"cluster_name": "xds-grpc"}}]},
+            "cds_config": {"ads": {}, "resource_api_version": "V3"},
+            "lds_config": {"ads": {}, "resource_api_version": "V3"},
+        },
+        "static_resources": {
+            "clusters": [
+                static_cluster("xds-grpc", &xds.ip().to_string(), xds.port(), true),
+                static_cluster("admin", "127.0.0.1", ADMIN_PORT, false),
+            ],
+            "listeners": [
+                admin_route_listener("health", HEALTH_PORT, "/healthz/ready", "/ready"),
+                admin_route_listener("prometheus", STATS_PORT, "/stats/prometheus", "/stats/prometheus"),
+            ],
+        },
+    })
+}
+
+fn static_cluster(name: &str, address: &str, port: u16, http2: bool) -> Value {
+    let mut c = json!({
+        "name": name, "type": "STATIC", "connect_timeout": "1s",
+        "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {"address": address, "port_value": port}}}}]}]},
+    });
+    if http2 {
+        c["typed_extension_protocol_options"] = json!({"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+            "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+            "explicit_http_config": {"http2_protocol_options": {}}}});
+    }
+    c
+}
+
+/// A listener on every address of the namespace that serves one admin path, rewritten.
+fn admin_route_listener(name: &str, port: u16, path: &str, admin_path: &str) -> Value {
+    json!({
+        "name": name,
+        "address": {"socket_address": {"address": "0.0.0.0", "port_value": port}},
+        "filter_chains": [{"filters": [{
+            "name": "envoy.filters.network.http_connection_manager",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                "stat_prefix": name,
+                "route_config": {"virtual_hosts": [{"name": name, "domains": ["*"], "routes": [
+                    {"match": {"path": path}, "route": {"cluster": "admin", "prefix_rewrite": admin_path}},
+                ]}]},
+                "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}],
+            },
+        }]}],
+    })
+}

@@ -1,0 +1,133 @@
+//! The machine side: the private bridge, one network namespace per workload joined to it by a
+//! veth pair, and the namespace's own `/etc/hosts` (which `ip netns exec` mounts over
+//! /etc/hosts for every process started in it).
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::process::Command;
+
+use ipnet::Ipv4Net;
+
+use crate::{io_err, LocalError};
+
+/// Runs `ip` (or another tool) and returns stdout, or the failure with its stderr.
+pub fn run(cmd: &str, args: &[&str]) -> Result<String, LocalError> {
+    let out = Command::new(cmd).args(args).output().map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => LocalError::Environment(format!("`{cmd}` is missing: {}", install_hint(cmd))),
+        _ => LocalError::Command { command: format!("{cmd} {}", args.join(" ")), stderr: e.to_string() },
+    })?;
+    if !out.status.success() {
+        return Err(LocalError::Command {
+            command: format!("{cmd} {}", args.join(" ")),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+pub fn install_hint(tool: &str) -> &'static str {
+    match tool {
+        "ip" => "install iproute2 (Debian/Ubuntu: apt-get install iproute2)",
+        "iptables" | "iptables-restore" => "install iptables (Debian/Ubuntu: apt-get install iptables)",
+        "setpriv" | "setsid" | "nsenter" => "install util-linux (Debian/Ubuntu: apt-get install util-linux)",
+        _ => "install it and put it on PATH",
+    }
+}
+
+/// Refuses early, with what to do, when this process cannot build namespaces.
+pub fn check_privileges() -> Result<(), LocalError> {
+    for tool in ["ip", "iptables", "setpriv", "setsid"] {
+        if which(tool).is_none() {
+            return Err(LocalError::Environment(format!("`{tool}` is missing: {}", install_hint(tool))));
+        }
+    }
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let eff =
+        status.lines().find_map(|l| l.strip_prefix("CapEff:")).map(str::trim).and_then(|h| u64::from_str_radix(h, 16).ok()).unwrap_or(0);
+    const CAP_NET_ADMIN: u64 = 1 << 12;
+    const CAP_SYS_ADMIN: u64 = 1 << 21;
+    if eff & CAP_NET_ADMIN == 0 || eff & CAP_SYS_ADMIN == 0 {
+        return Err(LocalError::Environment(
+            "weft up builds network namespaces, a bridge and iptables capture, which needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN); \
+             run it with sudo"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
+pub fn which(tool: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path).chain(["/usr/sbin", "/sbin"].map(PathBuf::from)).map(|d| d.join(tool)).find(|p| p.is_file())
+}
+
+/// The host interface already holding an address inside `net`, if any.
+pub fn subnet_in_use(net: Ipv4Net) -> Result<Option<String>, LocalError> {
+    let out = run("ip", &["-o", "-4", "addr", "show"])?;
+    for line in out.lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let Some(pos) = words.iter().position(|w| *w == "inet") else { continue };
+        let Some(addr) = words.get(pos + 1).and_then(|a| a.parse::<Ipv4Net>().ok()) else { continue };
+        if net.contains(&addr.addr()) || addr.contains(&net.network()) {
+            return Ok(Some(words.get(1).unwrap_or(&"?").to_string()));
+        }
+    }
+    Ok(None)
+}
+
+pub fn create_bridge(name: &str, address: Ipv4Addr, net: Ipv4Net) -> Result<(), LocalError> {
+    run("ip", &["link", "add", name, "type", "bridge"])?;
+    run("ip", &["addr", "add", &format!("{address}/{}", net.prefix_len()), "dev", name])?;
+    run("ip", &["link", "set", name, "up"]).map(|_| ())
+}
+
+pub fn delete_link(name: &str) {
+    // Absent already (deleted with its namespace, or never made) is the goal.
+    let _ = run("ip", &["link", "del", name]);
+}
+
+pub fn create_netns(name: &str) -> Result<(), LocalError> {
+    run("ip", &["netns", "add", name]).map(|_| ())
+}
+
+pub fn delete_netns(name: &str) {
+    let _ = run("ip", &["netns", "del", name]);
+}
+
+/// Runs a command inside a namespace.
+pub fn in_netns(netns: &str, cmd: &str, args: &[&str]) -> Result<String, LocalError> {
+    let mut full = vec!["netns", "exec", netns, cmd];
+    full.extend_from_slice(args);
+    run("ip", &full)
+}
+
+/// Joins `netns` to the bridge: `eth0` with `address`, loopback up, and a default route on
+/// the link itself (no gateway), so every destination is routable — and therefore captured
+/// — inside the namespace, yet nothing can leave the machine: the bridge has no uplink.
+pub fn attach(netns: &str, bridge: &str, host_if: &str, address: Ipv4Addr, net: Ipv4Net) -> Result<(), LocalError> {
+    let peer = format!("{host_if}p");
+    run("ip", &["link", "add", host_if, "type", "veth", "peer", "name", &peer])?;
+    run("ip", &["link", "set", &peer, "netns", netns])?;
+    run("ip", &["link", "set", host_if, "master", bridge, "up"])?;
+    in_netns(netns, "ip", &["link", "set", &peer, "name", "eth0"])?;
+    in_netns(netns, "ip", &["addr", "add", &format!("{address}/{}", net.prefix_len()), "dev", "eth0"])?;
+    in_netns(netns, "ip", &["link", "set", "eth0", "up"])?;
+    in_netns(netns, "ip", &["link", "set", "lo", "up"])?;
+    in_netns(netns, "ip", &["route", "add", "default", "dev", "eth0"]).map(|_| ())
+}
+
+/// Writes `/etc/netns/<netns>/hosts` (and an empty resolv.conf search list, so a name that is
+/// not in the mesh fails at once instead of asking the host's resolver).
+pub fn write_etc(netns: &str, hosts: &str) -> Result<PathBuf, LocalError> {
+    let dir = PathBuf::from("/etc/netns").join(netns);
+    std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+    let file = dir.join("hosts");
+    std::fs::write(&file, hosts).map_err(io_err(&file))?;
+    let resolv = dir.join("resolv.conf");
+    std::fs::write(
+        &resolv,
+        "# weft up: names come from /etc/hosts; there is no DNS server in the mesh\noptions ndots:1 attempts:1 timeout:1\n",
+    )
+    .map_err(io_err(&resolv))?;
+    Ok(dir)
+}

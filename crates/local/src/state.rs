@@ -1,0 +1,69 @@
+//! The run directory's `state.json`: everything `weft up` created, written before each next
+//! step so `weft down` can undo a half-finished or crashed run.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{io_err, LocalError};
+
+pub const STATE_FILE: &str = "state.json";
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct State {
+    /// The mesh file this run came from.
+    pub file: String,
+    pub bridge: Option<String>,
+    pub bridge_address: Option<String>,
+    pub subnet: String,
+    pub control_plane_debug: String,
+    /// Network namespaces, in creation order.
+    pub namespaces: Vec<String>,
+    /// `/etc/netns/<name>` directories (per-namespace /etc/hosts).
+    pub etc_dirs: Vec<PathBuf>,
+    /// Processes started, in start order.
+    pub processes: Vec<Proc>,
+    pub workloads: Vec<WorkloadState>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Proc {
+    /// `control-plane`, `<ns>/<name>/sidecar` or `<ns>/<name>/app`.
+    pub role: String,
+    pub pid: u32,
+    /// The process's start time (clock ticks since boot, /proc/<pid>/stat field 22), so a
+    /// recycled PID is never signalled.
+    pub start_time: u64,
+    pub log: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct WorkloadState {
+    pub id: String,
+    pub netns: String,
+    pub address: String,
+    pub sidecar: bool,
+    pub ports: Vec<u16>,
+}
+
+impl State {
+    pub fn load(run_dir: &Path) -> Result<Option<State>, LocalError> {
+        let path = run_dir.join(STATE_FILE);
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| LocalError::Environment(format!("{}: unreadable ({e}); remove the run directory by hand", path.display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(LocalError::Io { path, source: e }),
+        }
+    }
+
+    /// Writes atomically (temp file + rename), so a crash never leaves half a state.
+    pub fn save(&self, run_dir: &Path) -> Result<(), LocalError> {
+        let path = run_dir.join(STATE_FILE);
+        let tmp = run_dir.join(format!("{STATE_FILE}.tmp"));
+        let bytes = serde_json::to_vec_pretty(self).map_err(|e| LocalError::Environment(e.to_string()))?;
+        std::fs::write(&tmp, bytes).map_err(io_err(&tmp))?;
+        std::fs::rename(&tmp, &path).map_err(io_err(&path))
+    }
+}

@@ -1,0 +1,474 @@
+//! `weft up`: from a checked mesh file to a running mesh, one recorded step at a time. Any
+//! failure takes down what was already made, so a failed `up` leaves nothing behind.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use ipnet::Ipv4Net;
+use rand::distributions::{Alphanumeric, DistString};
+
+use crate::bootstrap::{self, HEALTH_PORT};
+use crate::spec::{self, MeshFile, Workload};
+use crate::state::{State, WorkloadState};
+use crate::{addr, host, io_err, probe, process, LocalError};
+
+/// The proxy's identity, as Istio runs it; capture exempts it.
+pub const PROXY_UID: u32 = 1337;
+const XDS_PORT: u16 = 15010;
+const SECURE_PORT: u16 = 15012;
+
+#[derive(Debug, Clone)]
+pub struct UpOptions {
+    pub file: PathBuf,
+    pub run_dir: PathBuf,
+    pub subnet: Ipv4Net,
+    pub service_cidr: Ipv4Net,
+    /// The `weft` binary the control plane, sidecars and `weft` commands in workloads run.
+    pub weft: PathBuf,
+    /// Where the control plane serves `proxy-status` (localhost).
+    pub debug_address: SocketAddr,
+    pub ready_timeout: Duration,
+}
+
+/// What is running, for the caller to print.
+#[derive(Debug, Clone)]
+pub struct Running {
+    pub state: State,
+    /// `namespace/name` → virtual address and ports.
+    pub services: Vec<(String, Ipv4Addr, Vec<u16>)>,
+    pub warnings: Vec<String>,
+}
+
+/// Brings the mesh up; `progress` hears about each step.
+pub fn up(opts: &UpOptions, progress: &mut dyn FnMut(&str)) -> Result<Running, LocalError> {
+    let file_label = opts.file.display().to_string();
+    let text = std::fs::read_to_string(&opts.file).map_err(io_err(&opts.file))?;
+    let mesh = spec::parse(&text, &file_label).map_err(|errors| LocalError::Spec(errors.join("\n")))?;
+    host::check_privileges()?;
+    if let Some(old) = crate::state::State::load(&opts.run_dir)? {
+        if old.processes.iter().any(process::alive) {
+            return Err(LocalError::Environment(format!(
+                "a mesh from {} is already running in {}; `weft down --run-dir {}` first",
+                old.file,
+                opts.run_dir.display(),
+                opts.run_dir.display()
+            )));
+        }
+        progress(&format!("cleaning up a previous run that did not end with `weft down` ({})", opts.run_dir.display()));
+        crate::down::down(&opts.run_dir)?;
+    }
+    if let Some(iface) = host::subnet_in_use(opts.subnet)? {
+        return Err(LocalError::Environment(format!(
+            "{} is already used by {iface} on this machine; pick another with --subnet",
+            opts.subnet
+        )));
+    }
+    let mut run = Builder { opts, state: State::default(), warnings: mesh.warnings.clone() };
+    match run.build(&mesh, progress) {
+        Ok(services) => Ok(Running { state: run.state, services, warnings: run.warnings }),
+        Err(e) => {
+            progress("start failed; removing what was made");
+            let _ = crate::down::down(&opts.run_dir);
+            Err(e)
+        }
+    }
+}
+
+struct Builder<'a> {
+    opts: &'a UpOptions,
+    state: State,
+    warnings: Vec<String>,
+}
+
+struct Plan {
+    bridge: String,
+    bridge_ip: Ipv4Addr,
+    id: String,
+    services: Vec<(String, Ipv4Addr, Vec<u16>)>,
+    addresses: Vec<Ipv4Addr>,
+}
+
+impl Builder<'_> {
+    fn build(&mut self, mesh: &MeshFile, progress: &mut dyn FnMut(&str)) -> Result<Vec<(String, Ipv4Addr, Vec<u16>)>, LocalError> {
+        let opts = self.opts;
+        let dir = &opts.run_dir;
+        for sub in ["config", "ca", "tokens", "logs", "workloads"] {
+            std::fs::create_dir_all(dir.join(sub)).map_err(io_err(dir.join(sub)))?;
+        }
+        // Sidecars (UID 1337) read their bootstrap and the trust bundle under the run
+        // directory; the tokens stay root's.
+        for (sub, mode) in [("", 0o755), ("config", 0o755), ("ca", 0o755), ("workloads", 0o755), ("tokens", 0o700), ("logs", 0o755)] {
+            let p = dir.join(sub);
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).map_err(io_err(&p))?;
+        }
+        let plan = self.plan(mesh)?;
+        self.state.file = opts.file.display().to_string();
+        self.state.subnet = opts.subnet.to_string();
+        self.state.control_plane_debug = opts.debug_address.to_string();
+        self.state.save(dir)?;
+        self.write_config(mesh, &plan)?;
+
+        progress(&format!("bridge {} ({}/{}, no route off this machine)", plan.bridge, plan.bridge_ip, opts.subnet.prefix_len()));
+        self.state.bridge = Some(plan.bridge.clone());
+        self.state.bridge_address = Some(plan.bridge_ip.to_string());
+        self.state.save(dir)?;
+        host::create_bridge(&plan.bridge, plan.bridge_ip, opts.subnet)?;
+
+        progress("control plane (xDS, CA)");
+        self.start_control_plane(mesh, &plan)?;
+
+        let uid_ok = executable_by_others(&opts.weft);
+        if !uid_ok {
+            self.warnings.push(format!(
+                "{} is not executable by UID {PROXY_UID}; sidecars run as root with GID {PROXY_UID} (capture exempts that GID too)",
+                opts.weft.display()
+            ));
+        }
+        for (i, w) in mesh.workloads.iter().enumerate() {
+            progress(&format!("workload {} at {}{}", w.id(), plan.addresses[i], if w.sidecar() { "" } else { " (no sidecar)" }));
+            self.start_workload(w, i, &plan, uid_ok)?;
+        }
+        self.wait_sidecars_ready(mesh, &plan, progress)?;
+        for (i, w) in mesh.workloads.iter().enumerate() {
+            self.start_app(w, &plan, i)?;
+        }
+        Ok(plan.services)
+    }
+
+    fn plan(&self, mesh: &MeshFile) -> Result<Plan, LocalError> {
+        let opts = self.opts;
+        let id = short_id(&opts.run_dir);
+        let bridge_ip =
+            addr::host_address(opts.subnet, 1).ok_or_else(|| LocalError::Spec(format!("--subnet {} is too small", opts.subnet)))?;
+        let addresses = (0..mesh.workloads.len())
+            .map(|i| addr::host_address(opts.subnet, i as u32 + 2))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| LocalError::Spec(format!("--subnet {} has no room for {} workloads", opts.subnet, mesh.workloads.len())))?;
+        let mut names = BTreeSet::new();
+        let mut fixed = BTreeMap::new();
+        for r in &mesh.resources {
+            if r.get("kind").and_then(|k| k.as_str()) != Some("Service") {
+                continue;
+            }
+            let key = resource_key(r);
+            match r.get("spec").and_then(|s| s.get("clusterIP")).and_then(|c| c.as_str()) {
+                Some(ip) if ip != "None" && !ip.is_empty() => {
+                    let ip = ip
+                        .parse::<Ipv4Addr>()
+                        .map_err(|_| LocalError::Spec(format!("Service {key}: spec.clusterIP {ip:?} is not an IPv4 address")))?;
+                    fixed.insert(key, ip);
+                }
+                _ => {
+                    names.insert(key);
+                }
+            }
+        }
+        let mut vips = addr::virtual_addresses(opts.service_cidr, &names).map_err(LocalError::Spec)?;
+        vips.extend(fixed);
+        let services = vips
+            .into_iter()
+            .map(|(key, ip)| {
+                let ports = mesh
+                    .resources
+                    .iter()
+                    .find(|r| r.get("kind").and_then(|k| k.as_str()) == Some("Service") && resource_key(r) == key)
+                    .and_then(|r| r.get("spec")?.get("ports")?.as_sequence().cloned())
+                    .unwrap_or_default()
+                    .iter()
+                    .filter_map(|p| p.get("port")?.as_u64())
+                    .filter_map(|p| u16::try_from(p).ok())
+                    .collect();
+                (key, ip, ports)
+            })
+            .collect();
+        Ok(Plan { bridge: format!("weft-{id}"), bridge_ip, id, services, addresses })
+    }
+
+    /// The control plane's inputs: the file's resources (Services with their virtual
+    /// address), a WorkloadEntry per workload, and the MeshConfig.
+    fn write_config(&mut self, mesh: &MeshFile, plan: &Plan) -> Result<(), LocalError> {
+        let dir = &self.opts.run_dir;
+        let mut docs = Vec::new();
+        for r in &mesh.resources {
+            let mut r = r.clone();
+            if r.get("kind").and_then(|k| k.as_str()) == Some("Service") {
+                let key = resource_key(&r);
+                if let Some((_, ip, _)) = plan.services.iter().find(|(k, _, _)| *k == key) {
+                    if let Some(spec) = r.get_mut("spec").and_then(|s| s.as_mapping_mut()) {
+                        spec.insert("clusterIP".into(), ip.to_string().into());
+                    }
+                }
+            }
+            docs.push(r);
+        }
+        for (i, w) in mesh.workloads.iter().enumerate() {
+            let mut labels = w.labels.clone();
+            if w.sidecar() {
+                labels.insert("security.istio.io/tlsMode".into(), "istio".into());
+            }
+            let entry = serde_json::json!({
+                "apiVersion": "networking.istio.io/v1", "kind": "WorkloadEntry",
+                "metadata": {"name": w.name, "namespace": w.namespace, "labels": labels},
+                "spec": {"address": plan.addresses[i].to_string(), "labels": labels, "serviceAccount": w.service_account},
+            });
+            docs.push(serde_yaml::to_value(entry).map_err(|e| LocalError::Spec(e.to_string()))?);
+        }
+        let mut text = String::new();
+        for d in docs {
+            text.push_str("---\n");
+            text.push_str(&serde_yaml::to_string(&d).map_err(|e| LocalError::Spec(e.to_string()))?);
+        }
+        let path = dir.join("config").join("mesh-resources.yaml");
+        std::fs::write(&path, text).map_err(io_err(&path))?;
+        if let Some(mc) = &mesh.mesh_config {
+            let path = dir.join("meshconfig.yaml");
+            std::fs::write(&path, serde_yaml::to_string(mc).map_err(|e| LocalError::Spec(e.to_string()))?).map_err(io_err(&path))?;
+        }
+        Ok(())
+    }
+
+    fn start_control_plane(&mut self, mesh: &MeshFile, plan: &Plan) -> Result<(), LocalError> {
+        let opts = self.opts;
+        let dir = &opts.run_dir;
+        let s = |p: &Path| p.display().to_string();
+        let mut argv = vec![
+            s(&opts.weft),
+            "control-plane".into(),
+            "--config-dir".into(),
+            s(&dir.join("config")),
+            "--xds-address".into(),
+            format!("{}:{XDS_PORT}", plan.bridge_ip),
+            "--secure-address".into(),
+            format!("{}:{SECURE_PORT}", plan.bridge_ip),
+            "--debug-address".into(),
+            opts.debug_address.to_string(),
+            "--ca-dir".into(),
+            s(&dir.join("ca")),
+            "--ca-token-dir".into(),
+            s(&dir.join("tokens")),
+        ];
+        if mesh.mesh_config.is_some() {
+            argv.extend(["--mesh".into(), s(&dir.join("meshconfig.yaml"))]);
+        }
+        let log = dir.join("logs").join("control-plane.log");
+        let proc = process::spawn("control-plane", &argv, &[], dir, &log)?;
+        self.state.processes.push(proc.clone());
+        self.state.save(dir)?;
+        let root = dir.join("ca").join("root-cert.pem");
+        let xds = SocketAddr::from((plan.bridge_ip, XDS_PORT));
+        wait_until(opts.ready_timeout, "the control plane to serve xDS and its CA", &proc, || {
+            root.exists() && std::net::TcpStream::connect_timeout(&xds, Duration::from_millis(200)).is_ok()
+        })?;
+        let p = &root;
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o644)).map_err(io_err(p))
+    }
+
+    fn start_workload(&mut self, w: &Workload, i: usize, plan: &Plan, uid_ok: bool) -> Result<(), LocalError> {
+        let opts = self.opts;
+        let dir = &opts.run_dir;
+        let address = plan.addresses[i];
+        let netns = format!("weft-{}-{}-{}", plan.id, w.namespace, w.name);
+        self.state.namespaces.push(netns.clone());
+        self.state.workloads.push(WorkloadState {
+            id: w.id(),
+            netns: netns.clone(),
+            address: address.to_string(),
+            sidecar: w.sidecar(),
+            ports: w.ports.clone(),
+        });
+        self.state.save(dir)?;
+        host::create_netns(&netns)?;
+        host::attach(&netns, &plan.bridge, &format!("wv{}{i:03}", plan.id), address, opts.subnet)?;
+        let etc = host::write_etc(&netns, &hosts_file(w, address, &plan.services))?;
+        self.state.etc_dirs.push(etc);
+        self.state.save(dir)?;
+        if !w.sidecar() {
+            return Ok(());
+        }
+        let wdir = dir.join("workloads").join(format!("{}.{}", w.namespace, w.name));
+        std::fs::create_dir_all(&wdir).map_err(io_err(&wdir))?;
+        std::fs::set_permissions(&wdir, std::fs::Permissions::from_mode(0o755)).map_err(io_err(&wdir))?;
+
+        // Capture first, as Istio's init container does: the app starts into a captured
+        // namespace and never sees a moment without its sidecar.
+        let mut capture = vec!["capture".to_string()];
+        for (annotation, flag) in [
+            ("includeOutboundIPRanges", "-i"),
+            ("excludeOutboundIPRanges", "-x"),
+            ("includeInboundPorts", "-b"),
+            ("excludeInboundPorts", "-d"),
+            ("excludeOutboundPorts", "-o"),
+            ("includeOutboundPorts", "-q"),
+        ] {
+            if let Some(v) = w.annotations.get(&format!("traffic.sidecar.istio.io/{annotation}")) {
+                let v = if annotation == "excludeInboundPorts" { format!("15090,15021,15020,{v}") } else { v.clone() };
+                capture.extend([flag.to_string(), v]);
+            }
+        }
+        let weft = opts.weft.display().to_string();
+        let capture_args: Vec<&str> = capture.iter().map(String::as_str).collect();
+        host::in_netns(&netns, &weft, &capture_args)?;
+
+        let token = Alphanumeric.sample_string(&mut rand::thread_rng(), 48);
+        let token_entry = serde_json::json!({"token": token, "namespace": w.namespace, "serviceAccount": w.service_account});
+        let entry_path = dir.join("tokens").join(format!("{}.{}.json", w.namespace, w.name));
+        write_private(&entry_path, token_entry.to_string().as_bytes(), None)?;
+        let token_path = wdir.join("token");
+        write_private(&token_path, token.as_bytes(), uid_ok.then_some(PROXY_UID))?;
+        let node =
+            bootstrap::Node { address, name: &w.name, namespace: &w.namespace, service_account: &w.service_account, labels: &w.labels };
+        let boot = bootstrap::sidecar(&node, SocketAddr::from((plan.bridge_ip, XDS_PORT)));
+        let boot_path = wdir.join("bootstrap.json");
+        std::fs::write(&boot_path, serde_json::to_vec_pretty(&boot).unwrap_or_default()).map_err(io_err(&boot_path))?;
+
+        let ids = if uid_ok { format!("--reuid={PROXY_UID}") } else { "--reuid=0".into() };
+        let concurrency = 2.to_string();
+        let argv: Vec<String> = [
+            "ip",
+            "netns",
+            "exec",
+            &netns,
+            "setpriv",
+            &ids,
+            &format!("--regid={PROXY_UID}"),
+            "--clear-groups",
+            "--",
+            &weft,
+            "proxy",
+            "-c",
+            &boot_path.display().to_string(),
+            "--concurrency",
+            &concurrency,
+            "--ca-address",
+            &format!("{}:{SECURE_PORT}", plan.bridge_ip),
+            "--ca-root-cert",
+            &dir.join("ca").join("root-cert.pem").display().to_string(),
+            "--ca-token-file",
+            &token_path.display().to_string(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let log = dir.join("logs").join(format!("{}.{}.sidecar.log", w.namespace, w.name));
+        let proc = process::spawn(&format!("{}/sidecar", w.id()), &argv, &[], &wdir, &log)?;
+        self.state.processes.push(proc);
+        self.state.save(dir)
+    }
+
+    fn wait_sidecars_ready(&self, mesh: &MeshFile, plan: &Plan, progress: &mut dyn FnMut(&str)) -> Result<(), LocalError> {
+        progress("waiting for the sidecars to get their config and certificates");
+        for (i, w) in mesh.workloads.iter().enumerate().filter(|(_, w)| w.sidecar()) {
+            let role = format!("{}/sidecar", w.id());
+            let Some(proc) = self.state.processes.iter().find(|p| p.role == role) else { continue };
+            let health = SocketAddr::from((plan.addresses[i], HEALTH_PORT));
+            wait_until(self.opts.ready_timeout, &format!("the sidecar of {} to be ready", w.id()), proc, || {
+                matches!(probe::get(health, "/healthz/ready", Duration::from_millis(500)), Ok((200, _)))
+            })?;
+        }
+        Ok(())
+    }
+
+    fn start_app(&mut self, w: &Workload, plan: &Plan, i: usize) -> Result<(), LocalError> {
+        let dir = &self.opts.run_dir;
+        let netns = format!("weft-{}-{}-{}", plan.id, w.namespace, w.name);
+        let mut argv: Vec<String> = vec!["ip".into(), "netns".into(), "exec".into(), netns];
+        for (n, word) in w.command.iter().enumerate() {
+            // `weft …` in a workload means this weft (the samples), whatever PATH says.
+            argv.push(if n == 0 && word == "weft" { self.opts.weft.display().to_string() } else { word.clone() });
+        }
+        let mut env: Vec<(String, String)> = vec![
+            ("POD_NAME".into(), w.name.clone()),
+            ("POD_NAMESPACE".into(), w.namespace.clone()),
+            ("SERVICE_ACCOUNT".into(), w.service_account.clone()),
+            ("INSTANCE_IP".into(), plan.addresses[i].to_string()),
+        ];
+        env.extend(w.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let wdir = dir.join("workloads").join(format!("{}.{}", w.namespace, w.name));
+        std::fs::create_dir_all(&wdir).map_err(io_err(&wdir))?;
+        let log = dir.join("logs").join(format!("{}.{}.app.log", w.namespace, w.name));
+        let proc = process::spawn(&format!("{}/app", w.id()), &argv, &env, &wdir, &log)?;
+        self.state.processes.push(proc);
+        self.state.save(dir)
+    }
+}
+
+/// `/etc/hosts` for one workload: itself, and every Service by its full name, `name.namespace`
+/// and, in its own namespace, the bare name — as Kubernetes DNS answers them.
+pub fn hosts_file(w: &Workload, address: Ipv4Addr, services: &[(String, Ipv4Addr, Vec<u16>)]) -> String {
+    let mut out = format!("127.0.0.1 localhost\n::1 localhost ip6-localhost\n{address} {}\n", w.name);
+    for (key, ip, _) in services {
+        let (ns, name) = key.split_once('/').unwrap_or(("default", key));
+        out.push_str(&format!("{ip} {name}.{ns}.svc.cluster.local {name}.{ns}.svc {name}.{ns}"));
+        if ns == w.namespace {
+            out.push_str(&format!(" {name}"));
+        }
+        out.push('\n');
+    }
+    out
+}
+
+fn resource_key(r: &serde_yaml::Value) -> String {
+    let meta = r.get("metadata");
+    let name = meta.and_then(|m| m.get("name")).and_then(|n| n.as_str()).unwrap_or_default();
+    let ns = meta.and_then(|m| m.get("namespace")).and_then(|n| n.as_str()).unwrap_or("default");
+    format!("{ns}/{name}")
+}
+
+/// A short, stable name part for this run directory (bridge and veth names are limited to
+/// 15 characters, and two runs must not collide).
+fn short_id(run_dir: &Path) -> String {
+    let s = run_dir.display().to_string();
+    let h = s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+    format!("{:06x}", h & 0xff_ffff)
+}
+
+fn write_private(path: &Path, bytes: &[u8], owner: Option<u32>) -> Result<(), LocalError> {
+    std::fs::write(path, bytes).map_err(io_err(path))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o400)).map_err(io_err(path))?;
+    if let Some(uid) = owner {
+        std::os::unix::fs::chown(path, Some(uid), Some(uid)).map_err(io_err(path))?;
+    }
+    Ok(())
+}
+
+/// Whether a user other than root could run `path` (every directory searchable, file o+x).
+fn executable_by_others(path: &Path) -> bool {
+    let mode = |p: &Path| std::fs::metadata(p).map(|m| m.permissions().mode()).unwrap_or(0);
+    mode(path) & 0o001 != 0 && path.ancestors().skip(1).filter(|a| !a.as_os_str().is_empty()).all(|a| mode(a) & 0o001 != 0)
+}
+
+/// Polls `ready` until true, failing early if `proc` exits (with the end of its log).
+fn wait_until(limit: Duration, what: &str, proc: &crate::state::Proc, mut ready: impl FnMut() -> bool) -> Result<(), LocalError> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if ready() {
+            return Ok(());
+        }
+        if !process::alive(proc) {
+            return Err(LocalError::Environment(format!(
+                "{} exited while waiting for {what}; its log ends:\n{}",
+                proc.role,
+                tail(&proc.log, 15)
+            )));
+        }
+        if Instant::now() > deadline {
+            return Err(LocalError::Timeout(format!(
+                "gave up after {}s waiting for {what}; the log of {} ends:\n{}",
+                limit.as_secs(),
+                proc.role,
+                tail(&proc.log, 15)
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The last `n` lines of a log file.
+pub fn tail(path: &Path, n: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}

@@ -1,0 +1,242 @@
+//! `weft up`, `weft status`, `weft down`: a whole mesh on one machine (crates/local).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Args;
+use weft_local::up::{Running, UpOptions};
+
+pub const DEFAULT_RUN_DIR: &str = "/run/weft/default";
+
+#[derive(Args, Debug)]
+pub struct UpArgs {
+    /// The mesh file: Workload documents (weft.dev/v1alpha1) and ordinary mesh resources.
+    #[arg(short = 'f', long = "file")]
+    file: PathBuf,
+    #[command(flatten)]
+    net: NetArgs,
+}
+
+/// Where a run lives and which addresses it takes; shared with `weft demo`.
+#[derive(Args, Debug, Clone)]
+pub struct NetArgs {
+    /// Where the run's state, config, certificates and logs live.
+    #[arg(long = "run-dir", default_value = DEFAULT_RUN_DIR)]
+    pub run_dir: PathBuf,
+    /// The private subnet of the bridge between the workloads' namespaces.
+    #[arg(long, default_value = weft_local::addr::DEFAULT_SUBNET)]
+    pub subnet: String,
+    /// Where Services' virtual addresses come from.
+    #[arg(long = "service-cidr", default_value = weft_local::addr::DEFAULT_SERVICE_CIDR)]
+    pub service_cidr: String,
+    /// The control plane's debug address (what `weft proxy-status` asks), on localhost.
+    #[arg(long = "debug-address", default_value = "127.0.0.1:15014")]
+    pub debug_address: SocketAddr,
+    /// How long to wait for the control plane and each sidecar to be ready.
+    #[arg(long = "ready-timeout", default_value = "60s")]
+    pub ready_timeout: String,
+}
+
+#[derive(Args, Debug)]
+pub struct RunDirArgs {
+    #[arg(long = "run-dir", default_value = DEFAULT_RUN_DIR)]
+    run_dir: PathBuf,
+}
+
+impl NetArgs {
+    pub fn options(&self, file: PathBuf) -> Result<UpOptions, String> {
+        let subnet = self.subnet.parse().map_err(|_| format!("--subnet {:?}: not an IPv4 CIDR", self.subnet))?;
+        let service_cidr = self.service_cidr.parse().map_err(|_| format!("--service-cidr {:?}: not an IPv4 CIDR", self.service_cidr))?;
+        let ready_timeout = weft_api::duration::parse_go_duration(&self.ready_timeout)
+            .map_err(|e| format!("--ready-timeout {:?}: {e}", self.ready_timeout))?;
+        if !self.debug_address.ip().is_loopback() {
+            return Err(format!("--debug-address {}: the control plane's debug port stays on localhost", self.debug_address));
+        }
+        let weft = std::env::current_exe().map_err(|e| format!("cannot find the weft binary: {e}"))?;
+        let run_dir = if self.run_dir.is_absolute() {
+            self.run_dir.clone()
+        } else {
+            std::env::current_dir().map_err(|e| e.to_string())?.join(&self.run_dir)
+        };
+        Ok(UpOptions { file, run_dir, subnet, service_cidr, weft, debug_address: self.debug_address, ready_timeout })
+    }
+}
+
+pub fn up(args: UpArgs) -> ExitCode {
+    let opts = match args.net.options(args.file) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("weft up: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match start(&opts) {
+        Ok(running) => {
+            print_running(&opts, &running);
+            let dir = opts.run_dir.display();
+            println!("\n  weft status --run-dir {dir}                  health of every workload");
+            println!("  weft proxy-status --control-plane {}   config sync of every sidecar", opts.debug_address);
+            println!("  weft apply -f FILE --run-dir {dir}          add VirtualServices, DestinationRules, …");
+            println!("  weft down --run-dir {dir}                    stop it all");
+            ExitCode::SUCCESS
+        }
+        Err(code) => code,
+    }
+}
+
+/// Brings the mesh up with progress on stderr; errors are printed here.
+pub fn start(opts: &UpOptions) -> Result<Running, ExitCode> {
+    let mut progress = |step: &str| eprintln!("weft up: {step}");
+    weft_local::up::up(opts, &mut progress).map_err(|e| {
+        eprintln!("weft up: {e}");
+        match e {
+            weft_local::LocalError::Spec(_) => ExitCode::from(2),
+            _ => ExitCode::from(1),
+        }
+    })
+}
+
+pub fn print_running(opts: &UpOptions, running: &Running) {
+    for w in &running.warnings {
+        eprintln!("weft up: warning: {w}");
+    }
+    println!("mesh from {} is up ({})", running.state.file, opts.run_dir.display());
+    println!("\n  {:<32} {:<15} {:<8} {}", "WORKLOAD", "ADDRESS", "SIDECAR", "NETNS");
+    for w in &running.state.workloads {
+        println!("  {:<32} {:<15} {:<8} {}", w.id, w.address, if w.sidecar { "yes" } else { "no" }, w.netns);
+    }
+    println!("\n  {:<32} {:<15} PORTS", "SERVICE", "ADDRESS");
+    for (name, ip, ports) in &running.services {
+        let ports: Vec<String> = ports.iter().map(u16::to_string).collect();
+        println!("  {:<32} {:<15} {}", name, ip, ports.join(","));
+    }
+    println!("\n  logs: {}/logs   control plane debug: {}", opts.run_dir.display(), opts.debug_address);
+}
+
+pub fn down(args: RunDirArgs) -> ExitCode {
+    match weft_local::down::down(&args.run_dir) {
+        Ok(r) if r.bridge.is_none() && r.namespaces == 0 && r.processes == 0 => {
+            println!("nothing runs from {}", args.run_dir.display());
+            ExitCode::SUCCESS
+        }
+        Ok(r) => {
+            println!(
+                "stopped {} processes, removed {} network namespaces{} and {}",
+                r.processes,
+                r.namespaces,
+                r.bridge.map(|b| format!(", bridge {b}")).unwrap_or_default(),
+                args.run_dir.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("weft down: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+pub fn status(args: RunDirArgs) -> ExitCode {
+    match weft_local::status::status(&args.run_dir) {
+        Ok(None) => {
+            println!("nothing runs from {} (start a mesh with `weft up -f FILE`)", args.run_dir.display());
+            ExitCode::from(3)
+        }
+        Ok(Some(s)) => {
+            println!("mesh from {}: control plane {}", s.file, if s.control_plane { "running" } else { "NOT RUNNING" });
+            println!("\n  {:<32} {:<15} {:<8} {:<10} {}", "WORKLOAD", "ADDRESS", "APP", "SIDECAR", "READY");
+            let word = |b: bool| if b { "running" } else { "EXITED" };
+            for w in &s.workloads {
+                let sidecar = w.sidecar.map(word).unwrap_or("none");
+                let ready = match w.ready {
+                    Some(true) => "yes",
+                    Some(false) => "NO",
+                    None => "-",
+                };
+                println!("  {:<32} {:<15} {:<8} {:<10} {}", w.id, w.address, word(w.app), sidecar, ready);
+            }
+            if s.healthy() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => {
+            eprintln!("weft status: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    weft_api::duration::parse_go_duration(s).map_err(|e| e.to_string())
+}
+
+#[derive(Args, Debug)]
+pub struct ApplyArgs {
+    /// A file of mesh resources (VirtualService, DestinationRule, …) to add to the running mesh.
+    #[arg(short = 'f', long = "file")]
+    file: PathBuf,
+    #[arg(long = "run-dir", default_value = DEFAULT_RUN_DIR)]
+    run_dir: PathBuf,
+}
+
+/// Where `weft apply` keeps files, inside the directory the control plane watches.
+fn applied_path(args: &ApplyArgs) -> Result<PathBuf, String> {
+    if !args.run_dir.join(weft_local::state::STATE_FILE).exists() {
+        return Err(format!("nothing runs from {} (start a mesh with `weft up -f FILE`)", args.run_dir.display()));
+    }
+    let name = args.file.file_name().ok_or_else(|| format!("{}: not a file name", args.file.display()))?;
+    Ok(args.run_dir.join("config").join("applied").join(name))
+}
+
+/// `weft apply -f`: checks the file like the control plane does, then hands it over; the
+/// control plane picks it up within a second and pushes only what changed.
+pub fn apply(args: ApplyArgs) -> ExitCode {
+    let result = (|| -> Result<String, String> {
+        let target = applied_path(&args)?;
+        let text = std::fs::read_to_string(&args.file).map_err(|e| format!("{}: {e}", args.file.display()))?;
+        let loaded = weft_api::load_text(&text, &args.file.display().to_string());
+        let errors: Vec<String> = loaded.diagnostics.iter().filter(|d| d.level == weft_api::Level::Error).map(|d| d.to_string()).collect();
+        if !errors.is_empty() {
+            return Err(format!("nothing applied:\n{}", errors.join("\n")));
+        }
+        if loaded.objects.is_empty() {
+            return Err(format!("{}: no mesh resource in it", args.file.display()));
+        }
+        let dir = target.parent().unwrap_or(&args.run_dir);
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        // Write then rename, so the control plane never reads half a file.
+        let tmp = dir.join(".weft-apply.tmp");
+        std::fs::write(&tmp, &text).map_err(|e| format!("{}: {e}", tmp.display()))?;
+        std::fs::rename(&tmp, &target).map_err(|e| format!("{}: {e}", target.display()))?;
+        let names: Vec<String> = loaded.objects.iter().map(|o| o.kind().to_string()).collect();
+        Ok(format!("applied {} ({})", args.file.display(), names.join(", ")))
+    })();
+    match result {
+        Ok(msg) => {
+            println!("{msg}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("weft apply: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// `weft delete -f`: takes a file `weft apply` added back out.
+pub fn delete(args: ApplyArgs) -> ExitCode {
+    match applied_path(&args).and_then(|p| std::fs::remove_file(&p).map_err(|e| format!("{} was not applied ({e})", args.file.display()))) {
+        Ok(()) => {
+            println!("deleted {}", args.file.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("weft delete: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
