@@ -17,6 +17,13 @@ pub struct MeshConfig {
     pub enable_auto_mtls: bool,
     #[serde(default = "default_root_namespace")]
     pub root_namespace: String,
+    /// Where every sidecar writes its access log (`/dev/stdout` as Istio's demo profile
+    /// sets it); empty or absent: no access log.
+    #[serde(default)]
+    pub access_log_file: Option<String>,
+    /// The access log line (Envoy's format commands); Istio's format when absent.
+    #[serde(default)]
+    pub access_log_format: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -53,6 +60,8 @@ impl Default for MeshConfig {
             trust_domain: default_trust_domain(),
             enable_auto_mtls: true,
             root_namespace: default_root_namespace(),
+            access_log_file: None,
+            access_log_format: None,
         }
     }
 }

@@ -193,3 +193,20 @@ fn mesh_tracing_sampling_reaches_every_http_connection_manager() {
     let plain = generate(&bookinfo(), &node("10.1.0.2", "productpage"));
     assert!(!serde_json::to_string(&plain.listeners).expect("json").contains("random_sampling"));
 }
+
+#[test]
+fn mesh_access_log_file_reaches_every_http_connection_manager() {
+    let text = std::fs::read_to_string(format!("{}/tests/fixtures/bookinfo.yaml", env!("CARGO_MANIFEST_DIR"))).expect("fixture");
+    let loaded = load_text(&text, "bookinfo.yaml");
+    let mesh = weft_api::mesh::load_mesh("accessLogFile: /dev/stdout\n", "mesh.yaml").expect("mesh");
+    let model = Model::build(&loaded.objects, mesh);
+    let g = generate(&model, &node("10.1.0.2", "productpage"));
+    encode_all(&g);
+    let text = serde_json::to_string(&g.listeners).expect("json");
+    let managers = text.matches("HttpConnectionManager").count();
+    assert_eq!(text.matches(r#""path":"/dev/stdout""#).count(), managers, "{text}");
+    assert!(text.contains("%ROUTE_NAME%") && text.contains("%RESPONSE_FLAGS%"), "Istio's format says why a request failed");
+    // Off unless asked for.
+    let plain = generate(&bookinfo(), &node("10.1.0.2", "productpage"));
+    assert!(!serde_json::to_string(&plain.listeners).expect("json").contains("access_log"));
+}

@@ -37,6 +37,26 @@ fn unknown_destination(scope: &Scope<'_>) -> &'static str {
     }
 }
 
+/// Istio's access log line, less `%CONNECTION_TERMINATION_DETAILS%` (which weft's proxy does
+/// not record): route name and response flags say why a request was refused — `block_all`
+/// for an undeclared host under REGISTRY_ONLY.
+pub const ISTIO_ACCESS_LOG_FORMAT: &str = "[%START_TIME%] \"%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%\" \
+%RESPONSE_CODE% %RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS% \"%UPSTREAM_TRANSPORT_FAILURE_REASON%\" %BYTES_RECEIVED% %BYTES_SENT% \
+%DURATION% %RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)% \"%REQ(X-FORWARDED-FOR)%\" \"%REQ(USER-AGENT)%\" \"%REQ(X-REQUEST-ID)%\" \
+\"%REQ(:AUTHORITY)%\" \"%UPSTREAM_HOST%\" %UPSTREAM_CLUSTER% %UPSTREAM_LOCAL_ADDRESS% %DOWNSTREAM_LOCAL_ADDRESS% \
+%DOWNSTREAM_REMOTE_ADDRESS% %REQUESTED_SERVER_NAME% %ROUTE_NAME%\n";
+
+/// MeshConfig `accessLogFile` as Envoy's file access logger, or None when it is off.
+fn access_log(mesh: &weft_api::mesh::MeshConfig) -> Option<Value> {
+    let path = mesh.access_log_file.as_deref().filter(|p| !p.is_empty())?;
+    let format = mesh.access_log_format.as_deref().filter(|f| !f.is_empty()).unwrap_or(ISTIO_ACCESS_LOG_FORMAT);
+    Some(json!({"name": "envoy.access_loggers.file", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
+        "path": path,
+        "log_format": {"text_format_source": {"inline_string": format}},
+    }}))
+}
+
 /// An HTTP connection manager with the mesh's filters; `routes` is an RDS name or an inline
 /// route configuration. MeshConfig `defaultConfig.tracing.sampling` becomes the percentage of
 /// requests traced, as istiod sets it.
@@ -51,6 +71,9 @@ pub(super) fn hcm(scope: &Scope<'_>, stat_prefix: &str, routes: Value) -> Value 
     });
     if let Some(p) = scope.model.mesh.default_config.tracing.as_ref().and_then(|t| t.sampling) {
         cfg["tracing"] = json!({"random_sampling": {"value": p}});
+    }
+    if let Some(log) = access_log(&scope.model.mesh) {
+        cfg["access_log"] = json!([log]);
     }
     match routes {
         Value::String(name) => cfg["rds"] = json!({"route_config_name": name, "config_source": {"ads": {}, "resource_api_version": "V3"}}),
