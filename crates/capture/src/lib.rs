@@ -5,17 +5,19 @@
 //! `options` turns istio-iptables' flag values into a checked [`CaptureConfig`] (nothing is
 //! written before every value is valid); `rules` builds the exact chains and rules from it;
 //! `backend` picks iptables-legacy or iptables-nft the way the host uses them; `apply` writes
-//! the rules atomically and idempotently with `iptables-restore`, or removes them.
+//! the rules atomically and idempotently with `iptables-restore`, checks them, or removes
+//! them; `cni` is the CNI plugin protocol around all that (what istio-cni does).
 //!
 //! This crate knows nothing about proxies or the control plane; it only runs `iptables-*`
-//! and `ip` in the current network namespace.
+//! and `ip`, in the current network namespace or, through `nsenter`, in a pod's.
 
 pub mod apply;
 pub mod backend;
+pub mod cni;
 pub mod options;
 pub mod rules;
 
-pub use apply::{apply, cleanup, ApplyError};
+pub use apply::{apply, cleanup, verify, ApplyError, Target};
 pub use backend::Backend;
 pub use options::{CaptureConfig, InboundPorts, InterceptMode, OptionError, OutboundRanges, RawOptions};
 pub use rules::Ruleset;

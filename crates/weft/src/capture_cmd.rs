@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use clap::Args;
-use weft_capture::{Backend, CaptureConfig, RawOptions, Ruleset};
+use weft_capture::{Backend, CaptureConfig, RawOptions, Ruleset, Target};
 
 /// Defaults are what Istio's injector passes to istio-iptables (`-i '*' -b '*' -d
 /// 15090,15021,15020`), so a bare `weft capture` captures the way an injected pod does.
@@ -114,18 +114,18 @@ fn capture(args: CaptureArgs) -> Result<(), String> {
     }
     let (backend, why) = match backend {
         Some(b) => (b, "chosen by --iptables-backend".to_owned()),
-        None => Backend::detect().map_err(|e| e.to_string())?,
+        None => Backend::detect(&Target::Current).map_err(|e| e.to_string())?,
     };
     if args.cleanup {
         if args.dry_run {
             println!("would remove the ISTIO_* chains and weft's rules with iptables-{} ({why})", backend.name());
             return Ok(());
         }
-        weft_capture::cleanup(&cfg, backend).map_err(|e| e.to_string())?;
+        weft_capture::cleanup(&cfg, backend, &Target::Current).map_err(|e| e.to_string())?;
         eprintln!("weft capture: capture rules removed (iptables-{}, {why})", backend.name());
         return Ok(());
     }
-    weft_capture::apply(&rules, backend).map_err(|e| e.to_string())?;
+    weft_capture::apply(&rules, backend, &Target::Current).map_err(|e| e.to_string())?;
     eprintln!("weft capture: {} rules written with iptables-{} ({why})", rules.rules.len(), backend.name());
     Ok(())
 }
