@@ -169,8 +169,8 @@ pub fn parse(text: &str, file: &str) -> Result<MeshFile, Vec<String>> {
     // The resources are checked from the original text, so lines point into the user's file.
     let loaded = load_text(text, file);
     for d in loaded.diagnostics {
-        let ours = d.message.contains("is not a kind weft reads")
-            && d.resource.as_deref().is_some_and(|r| r.starts_with("Workload ") || r.starts_with("MeshConfig "));
+        // weft's own kinds were checked above; the control plane's loader does not know them.
+        let ours = d.resource.as_deref().is_some_and(|r| r.starts_with("Workload ") || r.starts_with("MeshConfig "));
         if ours {
             continue;
         }

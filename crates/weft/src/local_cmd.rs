@@ -103,7 +103,7 @@ pub fn print_running(opts: &UpOptions, running: &Running) {
         eprintln!("weft up: warning: {w}");
     }
     println!("mesh from {} is up ({})", running.state.file, opts.run_dir.display());
-    println!("\n  {:<32} {:<15} {:<8} {}", "WORKLOAD", "ADDRESS", "SIDECAR", "NETNS");
+    println!("\n  {:<32} {:<15} {:<8} NETNS", "WORKLOAD", "ADDRESS", "SIDECAR");
     for w in &running.state.workloads {
         println!("  {:<32} {:<15} {:<8} {}", w.id, w.address, if w.sidecar { "yes" } else { "no" }, w.netns);
     }
@@ -146,7 +146,7 @@ pub fn status(args: RunDirArgs) -> ExitCode {
         }
         Ok(Some(s)) => {
             println!("mesh from {}: control plane {}", s.file, if s.control_plane { "running" } else { "NOT RUNNING" });
-            println!("\n  {:<32} {:<15} {:<8} {:<10} {}", "WORKLOAD", "ADDRESS", "APP", "SIDECAR", "READY");
+            println!("\n  {:<32} {:<15} {:<8} {:<10} READY", "WORKLOAD", "ADDRESS", "APP", "SIDECAR");
             let word = |b: bool| if b { "running" } else { "EXITED" };
             for w in &s.workloads {
                 let sidecar = w.sidecar.map(word).unwrap_or("none");

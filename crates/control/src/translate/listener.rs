@@ -57,6 +57,25 @@ fn access_log(mesh: &weft_api::mesh::MeshConfig) -> Option<Value> {
     }}))
 }
 
+/// Puts the mesh's access log on every `tcp_proxy` of `listeners` (HTTP connection managers
+/// get theirs in [`hcm`]), so a connection sent to the BlackHoleCluster is logged too.
+pub(super) fn add_tcp_access_logs(mesh: &weft_api::mesh::MeshConfig, listeners: &mut std::collections::BTreeMap<String, Value>) {
+    let Some(log) = access_log(mesh) else { return };
+    let add = |chain: &mut Value| {
+        for f in chain["filters"].as_array_mut().into_iter().flatten() {
+            if f["name"] == "envoy.filters.network.tcp_proxy" {
+                f["typed_config"]["access_log"] = json!([log.clone()]);
+            }
+        }
+    };
+    for l in listeners.values_mut() {
+        l["filter_chains"].as_array_mut().into_iter().flatten().for_each(add);
+        if let Some(d) = l.get_mut("default_filter_chain") {
+            add(d);
+        }
+    }
+}
+
 /// An HTTP connection manager with the mesh's filters; `routes` is an RDS name or an inline
 /// route configuration. MeshConfig `defaultConfig.tracing.sampling` becomes the percentage of
 /// requests traced, as istiod sets it.

@@ -126,6 +126,7 @@ pub fn generate_outbound(model: &Model, node: &ProxyNode) -> Generated {
         }
         ProxyKind::Router => gateway::generate(&scope, &mut out),
     }
+    listener::add_tcp_access_logs(&model.mesh, &mut out.listeners);
     out
 }
 
@@ -135,6 +136,7 @@ pub fn generate_inbound(model: &Model, node: &ProxyNode) -> Generated {
     if node.kind == ProxyKind::Sidecar {
         let scope = Scope::new(model, node);
         listener::inbound(&scope, &mut out);
+        listener::add_tcp_access_logs(&model.mesh, &mut out.listeners);
     }
     out
 }

@@ -1,0 +1,349 @@
+//! The one-machine mesh end to end, as a user runs it: `weft up -f FILE` builds namespaces,
+//! capture, sidecars and apps; unmodified clients (curl) call services by name; `weft down`
+//! leaves nothing behind, also after a crash; `weft demo` runs bookinfo with mTLS.
+//!
+//! Needs root (network namespaces, iptables); fails with the reason otherwise.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use serde_json::Value;
+use weft_test_support::mesh::Mesh;
+use weft_test_support::netns::require_root_netadmin;
+
+const WEFT: &str = env!("CARGO_BIN_EXE_weft");
+
+/// A run of `weft up` that is always taken down, also when the test fails.
+struct Run {
+    dir: PathBuf,
+    _tmp: tempdir::Dir,
+}
+
+mod tempdir {
+    /// A directory removed on drop.
+    pub struct Dir(pub std::path::PathBuf);
+    impl Dir {
+        pub fn new(tag: &str) -> Dir {
+            let p = std::env::temp_dir().join(format!("weft-local-{tag}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&p);
+            std::fs::create_dir_all(&p).expect("temp dir");
+            Dir(p)
+        }
+    }
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        let _ = Command::new(WEFT).args(["down", "--run-dir"]).arg(&self.dir).output();
+    }
+}
+
+impl Run {
+    fn state(&self) -> Value {
+        let text = std::fs::read_to_string(self.dir.join("state.json")).expect("state.json");
+        serde_json::from_str(&text).expect("state json")
+    }
+
+    fn workload(&self, id: &str) -> (String, String) {
+        let s = self.state();
+        let w = s["workloads"].as_array().and_then(|ws| ws.iter().find(|w| w["id"] == id)).unwrap_or_else(|| panic!("no {id} in {s:#}"));
+        (w["netns"].as_str().unwrap_or_default().to_owned(), w["address"].as_str().unwrap_or_default().to_owned())
+    }
+
+    /// curl inside a workload's namespace, as its application would call.
+    fn curl(&self, id: &str, url: &str) -> (String, String) {
+        let (netns, _) = self.workload(id);
+        let out = Command::new("ip")
+            .args(["netns", "exec", &netns, "curl", "-s", "-m", "5", "-o", "/dev/stdout", "-w", "\n%{http_code}", url])
+            .output()
+            .expect("curl");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", "000"));
+        (code.to_owned(), body.to_owned())
+    }
+
+    fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.join("logs").join(name)).unwrap_or_default()
+    }
+}
+
+fn weft(args: &[&str]) -> Output {
+    Command::new(WEFT).args(args).output().expect("run weft")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn up(tag: &str, file_text: &str, subnet: &str) -> (Run, Output) {
+    require_root_netadmin().unwrap_or_else(|e| panic!("{e:#}"));
+    let tmp = tempdir::Dir::new(tag);
+    let file = tmp.0.join("mesh.yaml");
+    std::fs::write(&file, file_text).expect("mesh file");
+    let dir = tmp.0.join("run");
+    let debug = format!("127.0.0.1:{}", weft_test_support::free_port());
+    let out = Command::new(WEFT)
+        .args(["up", "-f"])
+        .arg(&file)
+        .arg("--run-dir")
+        .arg(&dir)
+        .args(["--subnet", subnet, "--debug-address", &debug, "--ready-timeout", "90s"])
+        .output()
+        .expect("weft up");
+    (Run { dir, _tmp: tmp }, out)
+}
+
+const MESH: &str = r#"
+apiVersion: weft.dev/v1alpha1
+kind: MeshConfig
+spec:
+  outboundTrafficPolicy: {mode: REGISTRY_ONLY}
+  accessLogFile: /dev/stdout
+---
+apiVersion: weft.dev/v1alpha1
+kind: Workload
+metadata: {name: client, labels: {app: client}}
+spec:
+  serviceAccount: client
+  command: [sleep, "600"]
+---
+apiVersion: weft.dev/v1alpha1
+kind: Workload
+metadata:
+  name: narrow
+  labels: {app: narrow}
+  annotations: {traffic.sidecar.istio.io/includeOutboundIPRanges: "10.234.0.0/16"}
+spec:
+  serviceAccount: narrow
+  command: [sleep, "600"]
+---
+apiVersion: weft.dev/v1alpha1
+kind: Workload
+metadata: {name: reviews-v1, labels: {app: reviews, version: v1}}
+spec:
+  serviceAccount: bookinfo-reviews
+  command: [weft, sample, reviews, --version, v1]
+  ports: [{containerPort: 9080}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: reviews}
+spec:
+  selector: {app: reviews}
+  ports: [{name: http, port: 9080}]
+"#;
+
+/// The value of the first Prometheus sample whose line contains every one of `parts`.
+fn metric(stats: &str, parts: &[&str]) -> Option<f64> {
+    stats.lines().filter(|l| !l.starts_with('#') && parts.iter().all(|p| l.contains(p))).find_map(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+fn stats(address: &str) -> String {
+    let out = Command::new("curl").args(["-s", "-m", "5", &format!("http://{address}:15090/stats/prometheus")]).output().expect("curl");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn a_mesh_on_one_machine_captures_unmodified_clients_into_mtls_and_down_leaves_nothing() {
+    let (run, out) = up("e2e", MESH, "10.233.61.0/24");
+    assert!(out.status.success(), "weft up failed:\n{}", text(&out));
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(printed.contains("default/reviews") && printed.contains("10.233.61."), "up prints where things are:\n{printed}");
+
+    // An unmodified client calls the service by its short name; both sidecars are on the
+    // path, and the server sees the caller's SPIFFE identity (the hop was mTLS).
+    let (code, body) = Mesh::wait_for(Duration::from_secs(30), "reviews through both sidecars", || {
+        let (code, body) = run.curl("default/client", "http://reviews:9080/reviews/0");
+        (code == "200").then_some((code, body))
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", run.log("default.client.sidecar.log")));
+    let json: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {code} {body}"));
+    assert_eq!(json["peer"], "spiffe://cluster.local/ns/default/sa/client", "{body}");
+    for name in ["reviews.default", "reviews.default.svc.cluster.local"] {
+        let (code, body) = run.curl("default/client", &format!("http://{name}:9080/reviews/0"));
+        assert_eq!(code, "200", "{name}: {body}");
+    }
+    let (_, client_ip) = run.workload("default/client");
+    let (_, reviews_ip) = run.workload("default/reviews-v1");
+    let client_stats = stats(&client_ip);
+    let handshakes = metric(&client_stats, &["ssl_handshake", "reviews.default.svc.cluster.local"]);
+    assert!(handshakes.is_some_and(|n| n >= 1.0), "the client sidecar's TLS stats show the mTLS hop:\n{client_stats}");
+    let server_stats = stats(&reviews_ip);
+    let ssl: Vec<&str> = server_stats.lines().filter(|l| l.contains("ssl")).collect();
+    assert!(
+        metric(&server_stats, &["listener_ssl_versions_TLSv1_3", "0.0.0.0_15006"]).is_some_and(|n| n >= 1.0),
+        "the server sidecar accepted TLS 1.3:\n{ssl:#?}"
+    );
+
+    // includeOutboundIPRanges limited to the service range: the VIP is captured (mTLS), the
+    // pod address outside it goes around the sidecar (plaintext: no peer identity).
+    let (code, body) = run.curl("default/narrow", "http://reviews:9080/reviews/0");
+    assert_eq!(code, "200", "{body}");
+    assert_eq!(serde_json::from_str::<Value>(&body).expect("json")["peer"], "spiffe://cluster.local/ns/default/sa/narrow");
+    let direct = format!("http://{reviews_ip}:9080/reviews/0");
+    let (code, body) = run.curl("default/narrow", &direct);
+    assert_eq!(code, "200", "{body}");
+    assert_eq!(serde_json::from_str::<Value>(&body).expect("json")["peer"], Value::Null, "outside -i the sidecar is bypassed");
+    // The same address from a fully captured client goes through its sidecar, where
+    // REGISTRY_ONLY knows no such host.
+    let (code, _) = run.curl("default/client", &direct);
+    assert_eq!(code, "502", "a captured call to an undeclared host is blocked");
+
+    // REGISTRY_ONLY says why in the sidecar's access log: the HTTP call above hit Istio's
+    // block_all route; a port no service declares goes to the BlackHoleCluster, which closes
+    // the connection, counts it, and logs it too.
+    let (code, _) = run.curl("default/client", "http://198.51.100.7/");
+    assert_eq!(code, "000", "the BlackHoleCluster closes the connection");
+    let client_log = || run.log("default.client.sidecar.log");
+    Mesh::wait_for(Duration::from_secs(10), "the access log lines", || {
+        let log = client_log();
+        let http = log.lines().any(|l| l.contains(&format!("\"{reviews_ip}:9080\"")) && l.contains(" 502 ") && l.contains("block_all"));
+        let tcp = log.lines().any(|l| l.contains("198.51.100.7:80") && l.contains("BlackHoleCluster"));
+        (http && tcp).then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", client_log()));
+    let client_stats = stats(&client_ip);
+    let blackholed = metric(&client_stats, &["upstream_cx_none_healthy", "\"BlackHoleCluster\""]);
+    assert!(blackholed.is_some_and(|n| n >= 1.0), "{client_stats}");
+
+    // The proxy's own identity (UID 1337) is not captured: its traffic goes straight out,
+    // so it reaches the pod address without its sidecar (no 502, no peer identity).
+    let (netns, _) = run.workload("default/client");
+    let out = Command::new("ip")
+        .args(["netns", "exec", &netns, "setpriv", "--reuid=1337", "--regid=1337", "--clear-groups", "curl", "-s", "-m", "5", &direct])
+        .output()
+        .expect("curl as 1337");
+    let body = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(serde_json::from_str::<Value>(&body).map(|j| j["peer"].clone()).ok(), Some(Value::Null), "{body}");
+
+    let status = weft(&["status", "--run-dir", &run.dir.display().to_string()]);
+    assert!(status.status.success(), "{}", text(&status));
+    assert!(String::from_utf8_lossy(&status.stdout).contains("default/reviews-v1"), "{}", text(&status));
+
+    // A crash: the control plane and a sidecar die hard. `weft down` still removes it all.
+    let state = run.state();
+    let procs: Vec<(String, u32)> = state["processes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| (p["role"].as_str().unwrap_or("").to_owned(), p["pid"].as_u64().unwrap_or(0) as u32))
+        .collect();
+    for (role, pid) in &procs {
+        if role == "control-plane" || role == "default/client/sidecar" {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        }
+    }
+    let status = weft(&["status", "--run-dir", &run.dir.display().to_string()]);
+    assert!(!status.status.success(), "a dead control plane is unhealthy:\n{}", text(&status));
+    let down = weft(&["down", "--run-dir", &run.dir.display().to_string()]);
+    assert!(down.status.success(), "{}", text(&down));
+    assert_nothing_left(&state, &run.dir);
+}
+
+/// No namespace, bridge, /etc/netns entry, process or run directory of `state` remains.
+fn assert_nothing_left(state: &Value, run_dir: &Path) {
+    let netns = String::from_utf8_lossy(&Command::new("ip").args(["netns", "list"]).output().expect("ip").stdout).into_owned();
+    for ns in state["namespaces"].as_array().into_iter().flatten().filter_map(Value::as_str) {
+        assert!(!netns.lines().any(|l| l.split_whitespace().next() == Some(ns)), "namespace {ns} left:\n{netns}");
+        assert!(!Path::new("/etc/netns").join(ns).exists(), "/etc/netns/{ns} left");
+    }
+    if let Some(bridge) = state["bridge"].as_str() {
+        let link = Command::new("ip").args(["link", "show", bridge]).output().expect("ip");
+        assert!(!link.status.success(), "bridge {bridge} left");
+    }
+    for p in state["processes"].as_array().into_iter().flatten() {
+        let pid = p["pid"].as_u64().unwrap_or(0);
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, a)| a.split_whitespace().collect()).unwrap_or_default();
+        // A zombie has exited; only its parent's wait is outstanding.
+        let running =
+            fields.first().is_some_and(|s| *s != "Z") && fields.get(19).and_then(|s| s.parse::<u64>().ok()) == p["start_time"].as_u64();
+        assert!(!running, "process {} ({pid}) left: {stat}", p["role"]);
+    }
+    assert!(!run_dir.exists(), "{} left", run_dir.display());
+}
+
+#[test]
+fn a_failed_up_removes_what_it_made() {
+    // The control plane cannot bind its debug port: up fails part way and cleans up.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = taken.local_addr().expect("addr").port();
+    require_root_netadmin().unwrap_or_else(|e| panic!("{e:#}"));
+    let tmp = tempdir::Dir::new("fail");
+    let file = tmp.0.join("mesh.yaml");
+    std::fs::write(&file, MESH).expect("file");
+    let dir = tmp.0.join("run");
+    let out = Command::new(WEFT)
+        .args(["up", "-f"])
+        .arg(&file)
+        .arg("--run-dir")
+        .arg(&dir)
+        .args(["--subnet", "10.233.63.0/24", "--debug-address", &format!("127.0.0.1:{port}")])
+        .output()
+        .expect("weft up");
+    assert!(!out.status.success(), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("control-plane exited"), "the failure names the process and shows its log:\n{err}");
+    assert!(!dir.exists(), "the run directory is gone");
+    let links = String::from_utf8_lossy(&Command::new("ip").args(["-o", "addr", "show"]).output().expect("ip").stdout).into_owned();
+    assert!(!links.contains("10.233.63.1/24"), "the bridge is gone:\n{links}");
+}
+
+#[test]
+fn a_bad_mesh_file_starts_nothing_and_names_file_line_and_field() {
+    require_root_netadmin().unwrap_or_else(|e| panic!("{e:#}"));
+    let tmp = tempdir::Dir::new("bad");
+    let file = tmp.0.join("mesh.yaml");
+    std::fs::write(&file, MESH.replacen("command: [sleep, \"600\"]", "comand: [sleep]", 1)).expect("file");
+    let dir = tmp.0.join("run");
+    let out = Command::new(WEFT)
+        .args(["up", "-f"])
+        .arg(&file)
+        .arg("--run-dir")
+        .arg(&dir)
+        .args(["--subnet", "10.233.64.0/24"])
+        .output()
+        .expect("up");
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("{}:", file.display())) && err.contains("comand"), "{err}");
+    assert!(!dir.exists(), "nothing was started");
+}
+
+#[test]
+fn weft_demo_runs_bookinfo_with_every_hop_over_mtls() {
+    require_root_netadmin().unwrap_or_else(|e| panic!("{e:#}"));
+    let tmp = tempdir::Dir::new("demo");
+    let dir = tmp.0.join("run");
+    // Taken down even if the test fails half way.
+    let run = Run { dir: dir.clone(), _tmp: tmp };
+    let debug = format!("127.0.0.1:{}", weft_test_support::free_port());
+    let out = Command::new(WEFT)
+        .args(["demo", "--duration", "15s", "--check", "--rate", "10", "--run-dir"])
+        .arg(&dir)
+        .args(["--subnet", "10.233.65.0/24", "--debug-address", &debug, "--ready-timeout", "90s"])
+        .output()
+        .expect("weft demo");
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("http://10.233.65.2:9080/productpage"), "{stdout}");
+    for service in ["details", "reviews", "ratings"] {
+        let line =
+            stdout.lines().find(|l| l.trim_start().starts_with(service) && l.contains("answered")).unwrap_or_else(|| panic!("{stdout}"));
+        assert!(line.contains("plaintext      0"), "every hop into {service} was mTLS: {line}");
+    }
+    assert!(stdout.contains("reviews-v1") && stdout.contains("reviews-v2") && stdout.contains("reviews-v3"), "{stdout}");
+    assert!(stdout.contains("torn down"), "{stdout}");
+    assert!(!run.dir.exists());
+}
