@@ -2,7 +2,7 @@
 //! appear, a second run gives the same rules, `--cleanup` removes them, and a bad value is
 //! refused before anything is written.
 
-use std::process::{Command, Output};
+use std::process::Output;
 
 use weft_test_support::netns::Netns;
 
