@@ -110,6 +110,7 @@ kind: MeshConfig
 spec:
   outboundTrafficPolicy: {mode: REGISTRY_ONLY}
   accessLogFile: /dev/stdout
+  defaultConfig: {concurrency: 1}
 ---
 apiVersion: weft.dev/v1alpha1
 kind: Workload
@@ -179,6 +180,7 @@ fn a_mesh_on_one_machine_captures_unmodified_clients_into_mtls_and_down_leaves_n
     let client_stats = stats(&client_ip);
     let handshakes = metric(&client_stats, &["ssl_handshake", "reviews.default.svc.cluster.local"]);
     assert!(handshakes.is_some_and(|n| n >= 1.0), "the client sidecar's TLS stats show the mTLS hop:\n{client_stats}");
+    assert_eq!(metric(&client_stats, &["server_concurrency"]), Some(1.0), "MeshConfig defaultConfig.concurrency reaches the sidecar");
     let server_stats = stats(&reviews_ip);
     let ssl: Vec<&str> = server_stats.lines().filter(|l| l.contains("ssl")).collect();
     assert!(

@@ -66,7 +66,8 @@ pub fn up(opts: &UpOptions, progress: &mut dyn FnMut(&str)) -> Result<Running, L
             opts.subnet
         )));
     }
-    let mut run = Builder { opts, state: State::default(), warnings: mesh.warnings.clone() };
+    let concurrency = mesh.mesh_config.as_ref().and_then(|m| m.get("defaultConfig")?.get("concurrency")?.as_u64());
+    let mut run = Builder { opts, state: State::default(), warnings: mesh.warnings.clone(), concurrency };
     match run.build(&mesh, progress) {
         Ok(services) => Ok(Running { state: run.state, services, warnings: run.warnings }),
         Err(e) => {
@@ -81,6 +82,8 @@ struct Builder<'a> {
     opts: &'a UpOptions,
     state: State,
     warnings: Vec<String>,
+    /// MeshConfig `defaultConfig.concurrency`.
+    concurrency: Option<u64>,
 }
 
 struct Plan {
@@ -325,7 +328,13 @@ impl Builder<'_> {
         std::fs::write(&boot_path, serde_json::to_vec_pretty(&boot).unwrap_or_default()).map_err(io_err(&boot_path))?;
 
         let ids = if uid_ok { format!("--reuid={PROXY_UID}") } else { "--reuid=0".into() };
-        let concurrency = 2.to_string();
+        // MeshConfig defaultConfig.concurrency, as Istio's injector applies it: default 2,
+        // 0 means one worker per core (the proxy's own default).
+        let concurrency = match self.concurrency {
+            Some(0) => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).to_string(),
+            Some(n) => n.to_string(),
+            None => "2".into(),
+        };
         let argv: Vec<String> = [
             "ip",
             "netns",
