@@ -17,7 +17,7 @@ const WEFT: &str = env!("CARGO_BIN_EXE_weft");
 /// A run of `weft up` that is always taken down, also when the test fails.
 struct Run {
     dir: PathBuf,
-    _tmp: tempdir::Dir,
+    tmp: tempdir::Dir,
 }
 
 mod tempdir {
@@ -86,22 +86,20 @@ fn text(o: &Output) -> String {
     )
 }
 
-fn up(tag: &str, file_text: &str, subnet: &str) -> (Run, Output) {
+/// `weft up` on `file_text` in a fresh temporary directory, with `args` after the run dir.
+fn up_with(tag: &str, file_text: &str, args: &[&str]) -> (Run, Output) {
     require_root_netadmin().unwrap_or_else(|e| panic!("{e:#}"));
     let tmp = tempdir::Dir::new(tag);
     let file = tmp.0.join("mesh.yaml");
     std::fs::write(&file, file_text).expect("mesh file");
     let dir = tmp.0.join("run");
+    let out = Command::new(WEFT).args(["up", "-f"]).arg(&file).arg("--run-dir").arg(&dir).args(args).output().expect("weft up");
+    (Run { dir, tmp }, out)
+}
+
+fn up(tag: &str, file_text: &str, subnet: &str) -> (Run, Output) {
     let debug = format!("127.0.0.1:{}", weft_test_support::free_port());
-    let out = Command::new(WEFT)
-        .args(["up", "-f"])
-        .arg(&file)
-        .arg("--run-dir")
-        .arg(&dir)
-        .args(["--subnet", subnet, "--debug-address", &debug, "--ready-timeout", "90s"])
-        .output()
-        .expect("weft up");
-    (Run { dir, _tmp: tmp }, out)
+    up_with(tag, file_text, &["--subnet", subnet, "--debug-address", &debug, "--ready-timeout", "90s"])
 }
 
 const MESH: &str = r#"
@@ -281,19 +279,8 @@ fn a_failed_up_removes_what_it_made() {
     // The control plane cannot bind its debug port: up fails part way and cleans up.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = taken.local_addr().expect("addr").port();
-    require_root_netadmin().unwrap_or_else(|e| panic!("{e:#}"));
-    let tmp = tempdir::Dir::new("fail");
-    let file = tmp.0.join("mesh.yaml");
-    std::fs::write(&file, MESH).expect("file");
-    let dir = tmp.0.join("run");
-    let out = Command::new(WEFT)
-        .args(["up", "-f"])
-        .arg(&file)
-        .arg("--run-dir")
-        .arg(&dir)
-        .args(["--subnet", "10.233.63.0/24", "--debug-address", &format!("127.0.0.1:{port}")])
-        .output()
-        .expect("weft up");
+    let (run, out) = up_with("fail", MESH, &["--subnet", "10.233.63.0/24", "--debug-address", &format!("127.0.0.1:{port}")]);
+    let dir = &run.dir;
     assert!(!out.status.success(), "{}", text(&out));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("control-plane exited"), "the failure names the process and shows its log:\n{err}");
@@ -304,19 +291,8 @@ fn a_failed_up_removes_what_it_made() {
 
 #[test]
 fn a_bad_mesh_file_starts_nothing_and_names_file_line_and_field() {
-    require_root_netadmin().unwrap_or_else(|e| panic!("{e:#}"));
-    let tmp = tempdir::Dir::new("bad");
-    let file = tmp.0.join("mesh.yaml");
-    std::fs::write(&file, MESH.replacen("command: [sleep, \"600\"]", "comand: [sleep]", 1)).expect("file");
-    let dir = tmp.0.join("run");
-    let out = Command::new(WEFT)
-        .args(["up", "-f"])
-        .arg(&file)
-        .arg("--run-dir")
-        .arg(&dir)
-        .args(["--subnet", "10.233.64.0/24"])
-        .output()
-        .expect("up");
+    let (run, out) = up_with("bad", &MESH.replacen("command: [sleep, \"600\"]", "comand: [sleep]", 1), &["--subnet", "10.233.64.0/24"]);
+    let (dir, file) = (&run.dir, run.tmp.0.join("mesh.yaml"));
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&format!("{}:", file.display())) && err.contains("comand"), "{err}");
@@ -329,7 +305,7 @@ fn weft_demo_runs_bookinfo_with_every_hop_over_mtls() {
     let tmp = tempdir::Dir::new("demo");
     let dir = tmp.0.join("run");
     // Taken down even if the test fails half way.
-    let run = Run { dir: dir.clone(), _tmp: tmp };
+    let run = Run { dir: dir.clone(), tmp };
     let debug = format!("127.0.0.1:{}", weft_test_support::free_port());
     let out = Command::new(WEFT)
         .args(["demo", "--duration", "15s", "--check", "--rate", "10", "--run-dir"])

@@ -252,54 +252,14 @@ fn outbound(b: &mut Builder, cfg: &CaptureConfig) {
         .map(|u| ("--uid-owner", u.to_string(), true))
         .chain(cfg.proxy_gids.iter().map(|g| ("--gid-owner", g.to_string(), false)));
     for (flag, id, is_uid) in owners {
-        if dns.is_some() && is_uid {
-            let ports = format!("53,{tunnel}");
-            b.nat(
-                "ISTIO_OUTPUT",
-                &[
-                    "-o",
-                    "lo",
-                    "!",
-                    "-d",
-                    LOOPBACK,
-                    "-p",
-                    "tcp",
-                    "-m",
-                    "multiport",
-                    "!",
-                    "--dports",
-                    &ports,
-                    "-m",
-                    "owner",
-                    flag,
-                    &id,
-                    "-j",
-                    "ISTIO_IN_REDIRECT",
-                ],
-            );
-        } else {
-            b.nat(
-                "ISTIO_OUTPUT",
-                &[
-                    "-o",
-                    "lo",
-                    "!",
-                    "-d",
-                    LOOPBACK,
-                    "-p",
-                    "tcp",
-                    "!",
-                    "--dport",
-                    &tunnel,
-                    "-m",
-                    "owner",
-                    flag,
-                    &id,
-                    "-j",
-                    "ISTIO_IN_REDIRECT",
-                ],
-            );
-        }
+        // With DNS capture the agent's own DNS port is exempt as well (uid only, as Istio has it).
+        let ports = format!("53,{tunnel}");
+        let not_ports: &[&str] =
+            if dns.is_some() && is_uid { &["-m", "multiport", "!", "--dports", &ports] } else { &["!", "--dport", &tunnel] };
+        let mut a = vec!["-o", "lo", "!", "-d", LOOPBACK, "-p", "tcp"];
+        a.extend_from_slice(not_ports);
+        a.extend(["-m", "owner", flag, &id, "-j", "ISTIO_IN_REDIRECT"]);
+        b.nat("ISTIO_OUTPUT", &a);
         if !cfg.includes_loopback() {
             if dns.is_some() {
                 b.nat("ISTIO_OUTPUT", &["-o", "lo", "-p", "tcp", "!", "--dport", "53", "-m", "owner", "!", flag, &id, "-j", "RETURN"]);
