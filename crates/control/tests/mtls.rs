@@ -210,6 +210,21 @@ fn auto_mtls_and_destination_rule_tls_shape_outbound_clusters() {
 }
 
 #[test]
+fn enable_auto_mtls_false_leaves_sidecars_plaintext_but_keeps_explicit_tls() {
+    let loaded = load_text(MESH, "mesh.yaml");
+    let mesh = weft_api::mesh::load_mesh("enableAutoMtls: false\n", "mesh.yaml").expect("mesh");
+    let m = Model::build(&loaded.objects, mesh);
+    let g = generate(&m, &node("10.1.0.2", "productpage", true));
+    encode_all(&g);
+    // No DestinationRule for reviews: with auto mTLS off, plaintext to every endpoint.
+    let reviews = &g.clusters["outbound|9080||reviews.default.svc.cluster.local"];
+    assert!(reviews.get("transport_socket_matches").is_none() && reviews.get("transport_socket").is_none(), "{reviews}");
+    // A DestinationRule's ISTIO_MUTUAL still applies: only the automatic choice is off.
+    let ratings = &g.clusters["outbound|9080||ratings.default.svc.cluster.local"];
+    assert_eq!(ratings["transport_socket"]["typed_config"]["sni"], "outbound_.9080_._.ratings.default.svc.cluster.local", "{ratings}");
+}
+
+#[test]
 fn simple_tls_names_the_destination_rule_files() {
     let text = MESH.replace("    portLevelSettings:\n    - port: {number: 9080}\n      tls: {mode: DISABLE}\n", "");
     let loaded = load_text(&text, "mesh.yaml");
