@@ -9,6 +9,7 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use serde_json::Value;
+use weft_test_support::certs::TempDir;
 use weft_test_support::mesh::Mesh;
 use weft_test_support::netns::require_root_netadmin;
 
@@ -17,25 +18,7 @@ const WEFT: &str = env!("CARGO_BIN_EXE_weft");
 /// A run of `weft up` that is always taken down, also when the test fails.
 struct Run {
     dir: PathBuf,
-    tmp: tempdir::Dir,
-}
-
-mod tempdir {
-    /// A directory removed on drop.
-    pub struct Dir(pub std::path::PathBuf);
-    impl Dir {
-        pub fn new(tag: &str) -> Dir {
-            let p = std::env::temp_dir().join(format!("weft-local-{tag}-{}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&p);
-            std::fs::create_dir_all(&p).expect("temp dir");
-            Dir(p)
-        }
-    }
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
+    tmp: TempDir,
 }
 
 impl Drop for Run {
@@ -89,10 +72,10 @@ fn text(o: &Output) -> String {
 /// `weft up` on `file_text` in a fresh temporary directory, with `args` after the run dir.
 fn up_with(tag: &str, file_text: &str, args: &[&str]) -> (Run, Output) {
     require_root_netadmin().unwrap_or_else(|e| panic!("{e:#}"));
-    let tmp = tempdir::Dir::new(tag);
-    let file = tmp.0.join("mesh.yaml");
+    let tmp = TempDir::new(tag).expect("temp dir");
+    let file = tmp.path().join("mesh.yaml");
     std::fs::write(&file, file_text).expect("mesh file");
-    let dir = tmp.0.join("run");
+    let dir = tmp.path().join("run");
     let out = Command::new(WEFT).args(["up", "-f"]).arg(&file).arg("--run-dir").arg(&dir).args(args).output().expect("weft up");
     (Run { dir, tmp }, out)
 }
@@ -254,7 +237,7 @@ fn a_mesh_on_one_machine_captures_unmodified_clients_into_mtls_and_down_leaves_n
 /// No namespace, bridge, /etc/netns entry, process or run directory of `state` remains.
 fn assert_nothing_left(state: &Value, run_dir: &Path) {
     let netns = String::from_utf8_lossy(&Command::new("ip").args(["netns", "list"]).output().expect("ip").stdout).into_owned();
-    for ns in state["namespaces"].as_array().into_iter().flatten().filter_map(Value::as_str) {
+    for ns in state["workloads"].as_array().into_iter().flatten().filter_map(|w| w["netns"].as_str()) {
         assert!(!netns.lines().any(|l| l.split_whitespace().next() == Some(ns)), "namespace {ns} left:\n{netns}");
         assert!(!Path::new("/etc/netns").join(ns).exists(), "/etc/netns/{ns} left");
     }
@@ -292,7 +275,7 @@ fn a_failed_up_removes_what_it_made() {
 #[test]
 fn a_bad_mesh_file_starts_nothing_and_names_file_line_and_field() {
     let (run, out) = up_with("bad", &MESH.replacen("command: [sleep, \"600\"]", "comand: [sleep]", 1), &["--subnet", "10.233.64.0/24"]);
-    let (dir, file) = (&run.dir, run.tmp.0.join("mesh.yaml"));
+    let (dir, file) = (&run.dir, run.tmp.path().join("mesh.yaml"));
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&format!("{}:", file.display())) && err.contains("comand"), "{err}");
@@ -302,8 +285,8 @@ fn a_bad_mesh_file_starts_nothing_and_names_file_line_and_field() {
 #[test]
 fn weft_demo_runs_bookinfo_with_every_hop_over_mtls() {
     require_root_netadmin().unwrap_or_else(|e| panic!("{e:#}"));
-    let tmp = tempdir::Dir::new("demo");
-    let dir = tmp.0.join("run");
+    let tmp = TempDir::new("demo").expect("temp dir");
+    let dir = tmp.path().join("run");
     // Taken down even if the test fails half way.
     let run = Run { dir: dir.clone(), tmp };
     let debug = format!("127.0.0.1:{}", weft_test_support::free_port());

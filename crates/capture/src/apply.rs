@@ -17,7 +17,7 @@ use std::process::{Command, Stdio};
 
 use crate::backend::Backend;
 use crate::options::CaptureConfig;
-use crate::rules::{Ruleset, Table, MARKER};
+use crate::rules::{is_builtin_chain, Ruleset, Table, MARKER};
 
 /// Where capture's commands run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -168,8 +168,7 @@ pub fn plan(target: &Ruleset, current: &[(Table, String)]) -> Option<String> {
 fn ours_in_builtin(line: &str) -> bool {
     let Some(rest) = line.strip_prefix("-A ") else { return false };
     let chain = rest.split_whitespace().next().unwrap_or("");
-    let builtin = matches!(chain, "PREROUTING" | "OUTPUT" | "INPUT" | "POSTROUTING" | "FORWARD");
-    builtin
+    is_builtin_chain(chain)
         && (line.contains(&format!("--comment {MARKER}"))
             || line.split_whitespace().collect::<Vec<_>>().windows(2).any(|w| w[0] == "-j" && w[1].starts_with("ISTIO_")))
 }

@@ -7,6 +7,25 @@ use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
 
+/// The proxy's own inbound ports (Envoy's Prometheus port, the health port, the agent's status
+/// port), never captured; an `excludeInboundPorts` annotation adds to them, as Istio's injector
+/// and istio-cni do.
+pub const PROXY_INBOUND_PORTS: &str = "15090,15021,15020";
+
+/// Istio's pod annotation names that shape capture (`traffic.sidecar.istio.io/<name>`;
+/// `interceptionMode` is `sidecar.istio.io/interceptionMode`), which the CNI config's `capture`
+/// block and `weft up` workloads also use.
+pub const ANNOTATIONS: &[&str] = &[
+    "interceptionMode",
+    "includeOutboundIPRanges",
+    "excludeOutboundIPRanges",
+    "includeInboundPorts",
+    "excludeInboundPorts",
+    "excludeOutboundPorts",
+    "includeOutboundPorts",
+    "excludeInterfaces",
+];
+
 /// The options exactly as istio-iptables spells them; every field is the raw flag value.
 /// Defaults are what Istio's sidecar injector passes, so `weft capture` with no flags
 /// captures like an injected pod does (istio-iptables' own empty defaults capture nothing).
@@ -57,7 +76,7 @@ impl Default for RawOptions {
             proxy_gid: "1337".into(),
             mode: "REDIRECT".into(),
             inbound_ports: "*".into(),
-            inbound_ports_exclude: "15090,15021,15020".into(),
+            inbound_ports_exclude: PROXY_INBOUND_PORTS.into(),
             outbound_ranges: "*".into(),
             outbound_ranges_exclude: String::new(),
             outbound_ports_exclude: String::new(),
@@ -69,6 +88,32 @@ impl Default for RawOptions {
             capture_all_dns: false,
             dns_servers: Vec::new(),
         }
+    }
+}
+
+impl RawOptions {
+    /// Sets the option the annotation `name` (one of [`ANNOTATIONS`]) stands for, as Istio's
+    /// injector turns it into an istio-iptables flag; false for any other name.
+    pub fn set_annotation(&mut self, name: &str, value: &str) -> bool {
+        let field = match name {
+            "interceptionMode" => &mut self.mode,
+            "includeOutboundIPRanges" => &mut self.outbound_ranges,
+            "excludeOutboundIPRanges" => &mut self.outbound_ranges_exclude,
+            "includeInboundPorts" => &mut self.inbound_ports,
+            "excludeOutboundPorts" => &mut self.outbound_ports_exclude,
+            "includeOutboundPorts" => &mut self.outbound_ports_include,
+            "excludeInterfaces" => &mut self.exclude_interfaces,
+            "excludeInboundPorts" => {
+                self.inbound_ports_exclude = match value.trim() {
+                    "" => PROXY_INBOUND_PORTS.to_owned(),
+                    ports => format!("{PROXY_INBOUND_PORTS},{ports}"),
+                };
+                return true;
+            }
+            _ => return false,
+        };
+        *field = value.to_owned();
+        true
     }
 }
 
@@ -314,6 +359,20 @@ mod tests {
         assert_eq!(cfg.outbound, OutboundRanges::Only(vec!["10.96.0.0/12".parse().unwrap(), "192.168.1.7/32".parse().unwrap()]));
         assert_eq!(cfg.outbound_exclude, vec!["10.96.0.0/12".parse::<Ipv4Net>().unwrap()]);
         assert_eq!(cfg.inbound, InboundPorts::Only(vec![9080, 8080]));
+    }
+
+    #[test]
+    fn annotations_set_their_options() {
+        let mut raw = RawOptions::default();
+        for name in ANNOTATIONS {
+            assert!(raw.set_annotation(name, ""), "{name}");
+        }
+        assert!(!raw.set_annotation("includeOutboundIpRanges", "*"), "a misspelt name is not an option");
+        let mut raw = RawOptions::default();
+        raw.set_annotation("excludeInboundPorts", "9901");
+        raw.set_annotation("includeOutboundIPRanges", "10.96.0.0/12");
+        assert_eq!(raw.inbound_ports_exclude, "15090,15021,15020,9901");
+        assert_eq!(raw.outbound_ranges, "10.96.0.0/12");
     }
 
     #[test]

@@ -57,10 +57,9 @@ pub struct Rule {
     pub args: Vec<String>,
 }
 
-impl Rule {
-    fn builtin(&self) -> bool {
-        matches!(self.chain, "PREROUTING" | "OUTPUT" | "INPUT" | "POSTROUTING" | "FORWARD")
-    }
+/// Whether `chain` is one of netfilter's own (where capture marks its rules), not Istio's.
+pub fn is_builtin_chain(chain: &str) -> bool {
+    matches!(chain, "PREROUTING" | "OUTPUT" | "INPUT" | "POSTROUTING" | "FORWARD")
 }
 
 /// Everything capture writes: iptables rules per table and, for TPROXY, the policy routing.
@@ -126,7 +125,7 @@ impl Ruleset {
             .iter()
             .filter(|r| r.table == table)
             .map(|r| {
-                if r.builtin() {
+                if is_builtin_chain(r.chain) {
                     format!("-A {} -m comment --comment {MARKER} {}", r.chain, r.args.join(" "))
                 } else {
                     format!("-A {} {}", r.chain, r.args.join(" "))

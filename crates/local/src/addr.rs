@@ -40,7 +40,7 @@ pub fn virtual_addresses(range: Ipv4Net, names: &BTreeSet<String>) -> Result<Vec
 }
 
 /// FNV-1a: stable across builds and platforms (std's hasher is not).
-fn fnv(s: &str) -> u64 {
+pub(crate) fn fnv(s: &str) -> u64 {
     s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
 }
 

@@ -27,15 +27,11 @@ pub fn down(run_dir: &Path) -> Result<Removed, LocalError> {
             removed.processes += 1;
         }
     }
-    for ns in state.namespaces.iter().rev() {
-        host::delete_netns(ns);
+    for w in state.workloads.iter().rev() {
+        host::delete_netns(&w.netns);
+        // Absent when up stopped before writing it.
+        let _ = std::fs::remove_dir_all(host::etc_dir(&w.netns));
         removed.namespaces += 1;
-    }
-    for dir in &state.etc_dirs {
-        // Only what up made: /etc/netns/<our namespace>.
-        if dir.starts_with("/etc/netns") {
-            let _ = std::fs::remove_dir_all(dir);
-        }
     }
     if let Some(bridge) = &state.bridge {
         host::delete_link(bridge);

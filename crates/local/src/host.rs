@@ -95,7 +95,7 @@ pub fn delete_netns(name: &str) {
 }
 
 /// Runs a command inside a namespace.
-pub fn in_netns(netns: &str, cmd: &str, args: &[&str]) -> Result<String, LocalError> {
+fn in_netns(netns: &str, cmd: &str, args: &[&str]) -> Result<String, LocalError> {
     let mut full = vec!["netns", "exec", netns, cmd];
     full.extend_from_slice(args);
     run("ip", &full)
@@ -118,8 +118,8 @@ pub fn attach(netns: &str, bridge: &str, host_if: &str, address: Ipv4Addr, net: 
 
 /// Writes `/etc/netns/<netns>/hosts` (and an empty resolv.conf search list, so a name that is
 /// not in the mesh fails at once instead of asking the host's resolver).
-pub fn write_etc(netns: &str, hosts: &str) -> Result<PathBuf, LocalError> {
-    let dir = PathBuf::from("/etc/netns").join(netns);
+pub fn write_etc(netns: &str, hosts: &str) -> Result<(), LocalError> {
+    let dir = etc_dir(netns);
     std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
     let file = dir.join("hosts");
     std::fs::write(&file, hosts).map_err(io_err(&file))?;
@@ -128,6 +128,10 @@ pub fn write_etc(netns: &str, hosts: &str) -> Result<PathBuf, LocalError> {
         &resolv,
         "# weft up: names come from /etc/hosts; there is no DNS server in the mesh\noptions ndots:1 attempts:1 timeout:1\n",
     )
-    .map_err(io_err(&resolv))?;
-    Ok(dir)
+    .map_err(io_err(&resolv))
+}
+
+/// The directory `ip netns exec` mounts over /etc for `netns`.
+pub fn etc_dir(netns: &str) -> PathBuf {
+    PathBuf::from("/etc/netns").join(netns)
 }

@@ -103,15 +103,26 @@ struct PortDoc {
     name: Option<String>,
 }
 
-/// The capture annotations weft honours, as Istio names them.
-pub const CAPTURE_ANNOTATIONS: &[&str] = &[
-    "traffic.sidecar.istio.io/includeOutboundIPRanges",
-    "traffic.sidecar.istio.io/excludeOutboundIPRanges",
-    "traffic.sidecar.istio.io/includeInboundPorts",
-    "traffic.sidecar.istio.io/excludeInboundPorts",
-    "traffic.sidecar.istio.io/excludeOutboundPorts",
-    "traffic.sidecar.istio.io/includeOutboundPorts",
-];
+/// Where Istio's capture annotations live on a pod; the names after it are
+/// [`weft_capture::options::ANNOTATIONS`] (all but `interceptionMode`: `weft up` sidecars take
+/// REDIRECT only).
+pub const CAPTURE_ANNOTATION_PREFIX: &str = "traffic.sidecar.istio.io/";
+
+impl Workload {
+    /// The capture this workload's annotations ask for, checked as `weft capture` checks its
+    /// flags; the error names the annotation and what is wrong with its value.
+    pub fn capture(&self) -> Result<weft_capture::CaptureConfig, String> {
+        let mut raw = weft_capture::RawOptions::default();
+        for (k, v) in &self.annotations {
+            let Some(name) = k.strip_prefix(CAPTURE_ANNOTATION_PREFIX) else { continue };
+            if name == "interceptionMode" || !raw.set_annotation(name, v) {
+                let known: Vec<&str> = weft_capture::options::ANNOTATIONS.iter().copied().filter(|a| *a != "interceptionMode").collect();
+                return Err(format!("{k} is not a capture annotation weft knows ({CAPTURE_ANNOTATION_PREFIX}{{{}}})", known.join(",")));
+            }
+        }
+        weft_capture::CaptureConfig::from_raw(&raw).map_err(|e| format!("{e}"))
+    }
+}
 
 /// Parses and checks `text` (from `file`); every problem is reported as `file:line: …`.
 pub fn parse(text: &str, file: &str) -> Result<MeshFile, Vec<String>> {
@@ -224,18 +235,10 @@ fn check_workload(w: &Workload) -> Option<(&'static str, String)> {
     if w.ports.contains(&0) {
         return Some(("spec.ports", "containerPort 0 is not a port".into()));
     }
-    for (k, v) in &w.annotations {
-        if k == "sidecar.istio.io/inject" && v != "true" && v != "false" {
-            return Some(("metadata.annotations", format!("{k}: {v:?} must be \"true\" or \"false\"")));
-        }
-        if k.starts_with("traffic.sidecar.istio.io/") && !CAPTURE_ANNOTATIONS.contains(&k.as_str()) {
-            return Some((
-                "metadata.annotations",
-                format!("{k} is not a capture annotation weft knows ({})", CAPTURE_ANNOTATIONS.join(", ")),
-            ));
-        }
+    if let Some(v) = w.annotations.get("sidecar.istio.io/inject").filter(|v| *v != "true" && *v != "false") {
+        return Some(("metadata.annotations", format!("sidecar.istio.io/inject: {v:?} must be \"true\" or \"false\"")));
     }
-    None
+    w.capture().err().map(|e| ("metadata.annotations", e))
 }
 
 fn dns_label(s: &str) -> bool {

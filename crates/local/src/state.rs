@@ -17,10 +17,6 @@ pub struct State {
     pub bridge_address: Option<String>,
     pub subnet: String,
     pub control_plane_debug: String,
-    /// Network namespaces, in creation order.
-    pub namespaces: Vec<String>,
-    /// `/etc/netns/<name>` directories (per-namespace /etc/hosts).
-    pub etc_dirs: Vec<PathBuf>,
     /// Processes started, in start order.
     pub processes: Vec<Proc>,
     pub workloads: Vec<WorkloadState>,
@@ -40,6 +36,7 @@ pub struct Proc {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct WorkloadState {
     pub id: String,
+    /// Its network namespace, recorded before it is made; `/etc/netns/<netns>` goes with it.
     pub netns: String,
     pub address: String,
     pub sidecar: bool,

@@ -273,8 +273,7 @@ impl Builder<'_> {
         let opts = self.opts;
         let dir = &opts.run_dir;
         let address = plan.addresses[i];
-        let netns = format!("weft-{}-{}-{}", plan.id, w.namespace, w.name);
-        self.state.namespaces.push(netns.clone());
+        let netns = plan.netns(w);
         self.state.workloads.push(WorkloadState {
             id: w.id(),
             netns: netns.clone(),
@@ -285,35 +284,20 @@ impl Builder<'_> {
         self.state.save(dir)?;
         host::create_netns(&netns)?;
         host::attach(&netns, &plan.bridge, &format!("wv{}{i:03}", plan.id), address, opts.subnet)?;
-        let etc = host::write_etc(&netns, &hosts_file(w, address, &plan.services))?;
-        self.state.etc_dirs.push(etc);
-        self.state.save(dir)?;
+        host::write_etc(&netns, &hosts_file(w, address, &plan.services))?;
         if !w.sidecar() {
             return Ok(());
         }
-        let wdir = dir.join("workloads").join(format!("{}.{}", w.namespace, w.name));
-        std::fs::create_dir_all(&wdir).map_err(io_err(&wdir))?;
-        std::fs::set_permissions(&wdir, std::fs::Permissions::from_mode(0o755)).map_err(io_err(&wdir))?;
+        let wdir = workload_dir(dir, w)?;
 
         // Capture first, as Istio's init container does: the app starts into a captured
         // namespace and never sees a moment without its sidecar.
-        let mut capture = vec!["capture".to_string()];
-        for (annotation, flag) in [
-            ("includeOutboundIPRanges", "-i"),
-            ("excludeOutboundIPRanges", "-x"),
-            ("includeInboundPorts", "-b"),
-            ("excludeInboundPorts", "-d"),
-            ("excludeOutboundPorts", "-o"),
-            ("includeOutboundPorts", "-q"),
-        ] {
-            if let Some(v) = w.annotations.get(&format!("traffic.sidecar.istio.io/{annotation}")) {
-                let v = if annotation == "excludeInboundPorts" { format!("15090,15021,15020,{v}") } else { v.clone() };
-                capture.extend([flag.to_string(), v]);
-            }
-        }
+        let capture = w.capture().map_err(|e| LocalError::Spec(format!("Workload {}: metadata.annotations: {e}", w.id())))?;
+        let target = weft_capture::Target::Netns(Path::new("/var/run/netns").join(&netns));
+        let captured = weft_capture::Backend::detect(&target)
+            .and_then(|(backend, _)| weft_capture::apply(&weft_capture::Ruleset::build(&capture), backend, &target));
+        captured.map_err(|e| LocalError::Environment(format!("capture in {netns}: {e}")))?;
         let weft = opts.weft.display().to_string();
-        let capture_args: Vec<&str> = capture.iter().map(String::as_str).collect();
-        host::in_netns(&netns, &weft, &capture_args)?;
 
         let token = Alphanumeric.sample_string(&mut rand::thread_rng(), 48);
         let token_entry = serde_json::json!({"token": token, "namespace": w.namespace, "serviceAccount": w.service_account});
@@ -382,8 +366,7 @@ impl Builder<'_> {
 
     fn start_app(&mut self, w: &Workload, plan: &Plan, i: usize) -> Result<(), LocalError> {
         let dir = &self.opts.run_dir;
-        let netns = format!("weft-{}-{}-{}", plan.id, w.namespace, w.name);
-        let mut argv: Vec<String> = vec!["ip".into(), "netns".into(), "exec".into(), netns];
+        let mut argv: Vec<String> = vec!["ip".into(), "netns".into(), "exec".into(), plan.netns(w)];
         for (n, word) in w.command.iter().enumerate() {
             // `weft …` in a workload means this weft (the samples), whatever PATH says.
             argv.push(if n == 0 && word == "weft" { self.opts.weft.display().to_string() } else { word.clone() });
@@ -395,8 +378,7 @@ impl Builder<'_> {
             ("INSTANCE_IP".into(), plan.addresses[i].to_string()),
         ];
         env.extend(w.env.iter().map(|(k, v)| (k.clone(), v.clone())));
-        let wdir = dir.join("workloads").join(format!("{}.{}", w.namespace, w.name));
-        std::fs::create_dir_all(&wdir).map_err(io_err(&wdir))?;
+        let wdir = workload_dir(dir, w)?;
         let log = dir.join("logs").join(format!("{}.{}.app.log", w.namespace, w.name));
         let proc = process::spawn(&format!("{}/app", w.id()), &argv, &env, &wdir, &log)?;
         self.state.processes.push(proc);
@@ -419,6 +401,22 @@ pub fn hosts_file(w: &Workload, address: Ipv4Addr, services: &[(String, Ipv4Addr
     out
 }
 
+impl Plan {
+    /// The network namespace of `w` in this run.
+    fn netns(&self, w: &Workload) -> String {
+        format!("weft-{}-{}-{}", self.id, w.namespace, w.name)
+    }
+}
+
+/// The workload's directory under the run (bootstrap, token; the processes' working
+/// directory), made on first use and readable by the sidecar's UID.
+fn workload_dir(run_dir: &Path, w: &Workload) -> Result<PathBuf, LocalError> {
+    let wdir = run_dir.join("workloads").join(format!("{}.{}", w.namespace, w.name));
+    std::fs::create_dir_all(&wdir).map_err(io_err(&wdir))?;
+    std::fs::set_permissions(&wdir, std::fs::Permissions::from_mode(0o755)).map_err(io_err(&wdir))?;
+    Ok(wdir)
+}
+
 fn resource_key(r: &serde_yaml::Value) -> String {
     let meta = r.get("metadata");
     let name = meta.and_then(|m| m.get("name")).and_then(|n| n.as_str()).unwrap_or_default();
@@ -429,9 +427,7 @@ fn resource_key(r: &serde_yaml::Value) -> String {
 /// A short, stable name part for this run directory (bridge and veth names are limited to
 /// 15 characters, and two runs must not collide).
 fn short_id(run_dir: &Path) -> String {
-    let s = run_dir.display().to_string();
-    let h = s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
-    format!("{:06x}", h & 0xff_ffff)
+    format!("{:06x}", addr::fnv(&run_dir.display().to_string()) & 0xff_ffff)
 }
 
 fn write_private(path: &Path, bytes: &[u8], owner: Option<u32>) -> Result<(), LocalError> {

@@ -16,11 +16,6 @@ use serde_json::{Map, Value};
 use super::{CniError, DECODING_FAILURE, INCOMPATIBLE_VERSION, INVALID_CONFIG, SUPPORTED_VERSIONS};
 use crate::options::{CaptureConfig, OptionError, RawOptions};
 
-/// The proxy's own inbound ports (Envoy's Prometheus port, the health port, the agent's status
-/// port), never captured; istio-cni appends them to any `excludeInboundPorts` as the sidecar
-/// injector does.
-pub const PROXY_INBOUND_PORTS: &str = "15090,15021,15020";
-
 /// The parts of the network config the plugin uses. Every other key belongs to the runtime or
 /// to another plugin in the chain (`ipam`, `runtimeConfig`, `args`, ...) and is ignored.
 #[derive(Debug, Clone, PartialEq)]
@@ -161,24 +156,21 @@ fn capture(block: Option<Value>, nameservers: Vec<String>) -> Result<Capture, Cn
         return Ok(Capture::Off);
     }
     let mut raw = RawOptions::default();
-    let fields = [
-        (&mut raw.mode, wire.interception_mode),
-        (&mut raw.outbound_ranges, wire.include_outbound_ip_ranges),
-        (&mut raw.outbound_ranges_exclude, wire.exclude_outbound_ip_ranges),
-        (&mut raw.inbound_ports, wire.include_inbound_ports),
-        (&mut raw.outbound_ports_exclude, wire.exclude_outbound_ports),
-        (&mut raw.outbound_ports_include, wire.include_outbound_ports),
-        (&mut raw.exclude_interfaces, wire.exclude_interfaces),
+    let annotated = [
+        ("interceptionMode", wire.interception_mode),
+        ("includeOutboundIPRanges", wire.include_outbound_ip_ranges),
+        ("excludeOutboundIPRanges", wire.exclude_outbound_ip_ranges),
+        ("includeInboundPorts", wire.include_inbound_ports),
+        ("excludeInboundPorts", wire.exclude_inbound_ports),
+        ("excludeOutboundPorts", wire.exclude_outbound_ports),
+        ("includeOutboundPorts", wire.include_outbound_ports),
+        ("excludeInterfaces", wire.exclude_interfaces),
     ];
-    for (field, value) in fields {
+    for (name, value) in annotated {
         if let Some(v) = value {
-            *field = v;
+            raw.set_annotation(name, &v);
         }
     }
-    raw.inbound_ports_exclude = match wire.exclude_inbound_ports.as_deref().map(str::trim) {
-        None | Some("") => PROXY_INBOUND_PORTS.to_owned(),
-        Some(ports) => format!("{PROXY_INBOUND_PORTS},{ports}"),
-    };
     raw.redirect_dns = wire.redirect_dns.unwrap_or(false);
     raw.capture_all_dns = wire.capture_all_dns.unwrap_or(false);
     raw.dns_servers = nameservers;
