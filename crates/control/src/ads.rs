@@ -18,7 +18,7 @@ use tonic::Status;
 use weft_xds::proto::{self, ALL_TYPES, CLUSTER, LISTENER};
 
 use crate::node::ProxyNode;
-use crate::push::{ProxyConfig, Res};
+use crate::push::{Names, ProxyConfig, Res};
 use crate::state::{unix_now, MeshState, ProxyStatus, Shared, TypeStatus};
 use crate::wire::{Handler, Outgoing, Requests, Sender};
 
@@ -79,8 +79,8 @@ impl Wire for Delta {
 #[derive(Default)]
 struct Sub {
     /// `None`: everything (CDS/LDS wildcard). Names are shared with the config's where they
-    /// name a resource weft has.
-    names: Option<BTreeSet<Arc<str>>>,
+    /// name a resource weft has, and the set with other proxies that asked for the same.
+    names: Option<Names>,
     /// What the proxy was last sent.
     sent: Sent,
     nonce: String,
@@ -90,38 +90,44 @@ struct Sub {
     checked: Option<ProxyConfig>,
 }
 
-/// What a proxy holds of one type: the shared resources it was sent, sorted by name (a pointer
-/// each), plus what a reconnecting delta client said it already had.
+/// What a proxy holds of one type. Not a list per proxy: the config and subscription the last
+/// push was computed from (both shared), less what it unsubscribed since, plus what a
+/// reconnecting delta client said it already had.
 #[derive(Default)]
 struct Sent {
-    items: Vec<Arc<Res>>,
+    from: Option<(ProxyConfig, Option<Names>)>,
+    dropped: BTreeSet<Arc<str>>,
     known: BTreeMap<Arc<str>, u64>,
 }
 
 impl Sent {
-    fn hash(&self, name: &str) -> Option<u64> {
-        match self.items.binary_search_by(|r| r.name.as_ref().cmp(name)) {
-            Ok(i) => Some(self.items[i].hash),
-            Err(_) => self.known.get(name).copied(),
+    fn hash(&self, t: &str, name: &str) -> Option<u64> {
+        if self.dropped.contains(name) {
+            return None;
         }
+        let sent = self.from.as_ref().filter(|(_, names)| names.as_ref().is_none_or(|n| n.contains(name)));
+        sent.and_then(|(config, _)| config.hash(t, name)).or_else(|| self.known.get(name).copied())
     }
 
-    fn names(&self) -> impl Iterator<Item = &Arc<str>> {
-        self.items.iter().map(|r| &r.name).chain(self.known.keys())
+    /// Every name the proxy holds (possibly repeated).
+    fn names<'a>(&'a self, t: &'a str) -> impl Iterator<Item = &'a Arc<str>> + 'a {
+        let sent = self.from.as_ref().map(|(config, names)| config.names(t, names.as_deref())).into_iter().flatten();
+        sent.filter(|n| !self.dropped.contains(n.as_ref())).chain(self.known.keys())
     }
 
-    fn remove(&mut self, name: &str) {
-        self.items.retain(|r| r.name.as_ref() != name);
+    fn remove(&mut self, name: &Arc<str>) {
         self.known.remove(name);
+        if self.from.is_some() {
+            self.dropped.insert(name.clone());
+        }
     }
 
     fn clear(&mut self) {
         *self = Sent::default();
     }
 
-    fn replace(&mut self, wanted: &BTreeMap<Arc<str>, Arc<Res>>) {
-        self.items = wanted.values().cloned().collect();
-        self.known.clear();
+    fn replace(&mut self, config: &ProxyConfig, names: Option<&Names>) {
+        *self = Sent { from: Some((config.clone(), names.cloned())), ..Sent::default() };
     }
 }
 
@@ -218,7 +224,7 @@ impl Conn {
 
     /// Resources of type `t` its subscription covers, encoded and hashed.
     fn wanted(&self, t: &str) -> BTreeMap<Arc<str>, Arc<Res>> {
-        self.config.select(t, self.subs.get(t).and_then(|s| s.names.as_ref()))
+        self.config.select(t, self.subs.get(t).and_then(|s| s.names.as_deref()))
     }
 
     /// Large responses wait for one of a bounded number of slots, held until the proxy ACKs or
@@ -292,14 +298,13 @@ impl Conn {
 
     /// Bookkeeping after deciding to send `wanted` for `t`: what the proxy now has, a fresh
     /// nonce, and the status `proxy-status` shows. Returns the version and nonce to send.
-    fn record_push(&mut self, t: &'static str, wanted: &BTreeMap<Arc<str>, Arc<Res>>) -> (String, String) {
+    fn record_push(&mut self, t: &'static str, count: usize) -> (String, String) {
         let nonce = self.next_nonce();
         let sub = self.subs.entry(t).or_default();
-        sub.sent.replace(wanted);
+        sub.sent.replace(&self.config, sub.names.as_ref());
         sub.checked = Some(self.config.clone());
         sub.nonce = nonce.clone();
         let version = self.state.version.to_string();
-        let count = wanted.len();
         self.status(t, |s| {
             s.sent_version = Some(version.clone());
             s.sent_nonce = Some(nonce.clone());
@@ -326,7 +331,8 @@ impl Conn {
         let names = if (t == CLUSTER || t == LISTENER) && req.resource_names.is_empty() || req.resource_names.iter().any(|n| n == "*") {
             None
         } else {
-            Some(req.resource_names.iter().map(|n| self.config.intern(t, n)).collect::<BTreeSet<_>>())
+            let names = req.resource_names.iter().map(|n| self.config.intern(t, n)).collect::<BTreeSet<_>>();
+            Some(self.state.cache.intern_names(names))
         };
         let sub = self.subs.entry(t).or_default();
         let first = !sub.started;
@@ -358,19 +364,21 @@ impl Conn {
         }
         let wanted = self.wanted(t);
         let sub = self.subs.entry(t).or_default();
-        let changed: BTreeSet<&Arc<str>> = wanted.iter().filter(|(n, r)| sub.sent.hash(n) != Some(r.hash)).map(|(n, _)| n).collect();
-        let removed = sub.sent.names().any(|n| !wanted.contains_key(n));
-        if !always && changed.is_empty() && !removed {
+        let changed = |n: &str, r: &Res| sub.sent.hash(t, n) != Some(r.hash);
+        let removed = sub.sent.names(t).any(|n| !wanted.contains_key(n));
+        if !always && !removed && !wanted.iter().any(|(n, r)| changed(n, r)) {
             self.mark_checked(t);
             return Ok(());
         }
         // CDS and LDS are state of the world: every response carries every resource. EDS and
         // RDS responses need only the changed ones.
         let full = t == CLUSTER || t == LISTENER;
-        let resources: Vec<Arc<Res>> =
-            wanted.iter().filter(|(n, _)| full || always || changed.contains(n)).map(|(_, r)| r.clone()).collect();
+        let resources: Vec<Arc<Res>> = wanted.iter().filter(|(n, r)| full || always || changed(n, r)).map(|(_, r)| r.clone()).collect();
+        let count = wanted.len();
+        // Not held while waiting for a slot: a fleet waiting to be admitted would each hold one.
+        drop(wanted);
+        let (version, nonce) = self.record_push(t, count);
         self.admit(t, &resources).await;
-        let (version, nonce) = self.record_push(t, &wanted);
         tracing::debug!(conn = self.id, type_ = proto::short_name(t), version = %version, resources = resources.len(), "push");
         tx.send(Ok(Outgoing::Sotw { version, type_url: t.to_string(), nonce, resources })).await.map_err(|_| ())
     }
@@ -390,7 +398,7 @@ impl Conn {
         if first {
             sub.started = true;
             let wildcard = (t == CLUSTER || t == LISTENER) && req.resource_names_subscribe.is_empty();
-            sub.names = if wildcard { None } else { Some(BTreeSet::new()) };
+            sub.names = if wildcard { None } else { Some(Names::default()) };
             // What the proxy already has (after a reconnect) need not be sent again.
             for (n, v) in &req.initial_resource_versions {
                 if let Ok(h) = v.parse::<u64>() {
@@ -404,14 +412,24 @@ impl Conn {
                 sub.names = None;
                 resubscribed = true;
             } else if let Some(s) = sub.names.as_mut() {
-                resubscribed |= s.insert(self.config.intern(t, n));
+                if !s.contains(n.as_str()) {
+                    Arc::make_mut(s).insert(self.config.intern(t, n));
+                    resubscribed = true;
+                }
             }
         }
         for n in &req.resource_names_unsubscribe {
             if let Some(s) = sub.names.as_mut() {
-                s.remove(n.as_str());
+                if s.contains(n.as_str()) {
+                    Arc::make_mut(s).remove(n.as_str());
+                }
             }
-            sub.sent.remove(n);
+            sub.sent.remove(&Arc::from(n.as_str()));
+        }
+        if resubscribed || !req.resource_names_unsubscribe.is_empty() {
+            if let Some(s) = sub.names.take() {
+                sub.names = Some(self.state.cache.intern_names(Arc::unwrap_or_clone(s)));
+            }
         }
         if resubscribed || !req.resource_names_unsubscribe.is_empty() {
             // The names changed, and what they now cover may sit in sets that did not change
@@ -431,14 +449,17 @@ impl Conn {
         }
         let wanted = self.wanted(t);
         let sub = self.subs.entry(t).or_default();
-        let resources: Vec<Arc<Res>> = wanted.values().filter(|r| sub.sent.hash(&r.name) != Some(r.hash)).cloned().collect();
-        let removed: Vec<String> = sub.sent.names().filter(|n| !wanted.contains_key(*n)).map(|n| n.to_string()).collect();
+        let resources: Vec<Arc<Res>> = wanted.values().filter(|r| sub.sent.hash(t, &r.name) != Some(r.hash)).cloned().collect();
+        let removed: BTreeSet<&Arc<str>> = sub.sent.names(t).filter(|n| !wanted.contains_key(*n)).collect();
+        let removed: Vec<String> = removed.into_iter().map(|n| n.to_string()).collect();
         if !always && resources.is_empty() && removed.is_empty() {
             self.mark_checked(t);
             return Ok(());
         }
+        let count = wanted.len();
+        drop(wanted);
+        let (version, nonce) = self.record_push(t, count);
         self.admit(t, &resources).await;
-        let (version, nonce) = self.record_push(t, &wanted);
         tx.send(Ok(Outgoing::Delta { version, type_url: t.to_string(), nonce, resources, removed })).await.map_err(|_| ())
     }
 

@@ -115,6 +115,11 @@ fn same_set(a: &Arc<Set>, b: &Arc<Set>) -> bool {
     Arc::ptr_eq(a, b) || a.len() == b.len() && a.iter().zip(b.iter()).all(|((na, ra), (nb, rb))| na == nb && ra.hash == rb.hash)
 }
 
+/// The resource names a proxy subscribed to for one type. Proxies of one group ask for the same
+/// names (every EDS cluster of their config), so equal sets are interned per mesh version
+/// (`Cache::intern_names`) and held once, not once per proxy.
+pub type Names = Arc<BTreeSet<Arc<str>>>;
+
 /// Everything one proxy is sent: its group's shared part and its own.
 #[derive(Debug, Default, Clone)]
 pub struct ProxyConfig {
@@ -141,6 +146,20 @@ impl ProxyConfig {
             }
         }
         out
+    }
+
+    /// The content hash of resource `name` of type `t`, if this config has it.
+    pub fn hash(&self, t: &str, name: &str) -> Option<u64> {
+        [&self.own, &self.shared].iter().find_map(|part| part.of(t).and_then(|set| set.get(name)).map(|r| r.hash))
+    }
+
+    /// The names of type `t` this config has, restricted to `names` (duplicates possible when
+    /// both parts have a name).
+    pub fn names<'a>(&'a self, t: &'a str, names: Option<&'a BTreeSet<Arc<str>>>) -> Box<dyn Iterator<Item = &'a Arc<str>> + 'a> {
+        match names {
+            Some(names) => Box::new(names.iter().filter(move |n| self.hash(t, n).is_some())),
+            None => Box::new([&self.shared, &self.own].into_iter().filter_map(move |part| part.of(t)).flat_map(|set| set.keys())),
+        }
     }
 
     /// `name` as an `Arc` shared with the resource of that name when there is one, so the
@@ -229,6 +248,8 @@ pub struct Cache {
     previous: HashMap<GroupKey, Arc<Compiled>>,
     /// Shared by the outbound groups of this version; seeded from the previous version's.
     memo: Memo,
+    /// Subscriptions by content hash; see [`Names`].
+    names: Mutex<HashMap<u64, Vec<Names>>>,
 }
 
 impl Cache {
@@ -243,7 +264,31 @@ impl Cache {
             memo.map.lock().extend(prev.iter().filter(|(_, r)| Arc::strong_count(r) > 1).map(|(k, r)| (*k, r.clone())));
         }
         let previous_groups = previous.map(|p| p.groups.lock().clone()).unwrap_or_default();
-        Cache { keys: selecting_label_keys(model), groups: Mutex::new(HashMap::new()), previous: previous_groups, memo }
+        Cache {
+            keys: selecting_label_keys(model),
+            groups: Mutex::new(HashMap::new()),
+            previous: previous_groups,
+            memo,
+            names: Mutex::default(),
+        }
+    }
+
+    /// `names` as the `Arc` of an equal subscription seen before in this version, or as a new
+    /// one that later equal subscriptions will share.
+    pub fn intern_names(&self, names: BTreeSet<Arc<str>>) -> Names {
+        let mut h = xxhash_rust::xxh64::Xxh64::new(0);
+        for n in &names {
+            h.update(n.as_bytes());
+            h.update(&[0]);
+        }
+        let mut map = self.names.lock();
+        let bucket = map.entry(h.digest()).or_default();
+        if let Some(same) = bucket.iter().find(|b| ***b == names) {
+            return same.clone();
+        }
+        let names = Arc::new(names);
+        bucket.push(names.clone());
+        names
     }
 
     /// Number of distinct outbound groups built so far.
