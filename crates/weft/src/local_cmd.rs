@@ -197,8 +197,10 @@ pub fn status(args: RunDirArgs) -> ExitCode {
             ExitCode::from(3)
         }
         Ok(Some(s)) => {
-            println!("mesh from {}: control plane {}", s.file, if s.control_plane { "running" } else { "NOT RUNNING" });
-            println!("\n  {:<32} {:<15} {:<8} {:<10} READY", "WORKLOAD", "ADDRESS", "APP", "SIDECAR");
+            let mode = if s.explicit { " (explicit mode)" } else { "" };
+            println!("mesh from {}{mode}: control plane {}", s.file, if s.control_plane { "running" } else { "NOT RUNNING" });
+            let addr_head = if s.explicit { "MESH/APP ADDRESS" } else { "ADDRESS" };
+            println!("\n  {:<32} {:<27} {:<8} {:<10} READY", "WORKLOAD", addr_head, "APP", "SIDECAR");
             let word = |b: bool| if b { "running" } else { "EXITED" };
             for w in &s.workloads {
                 let sidecar = w.sidecar.map(word).unwrap_or("none");
@@ -207,7 +209,11 @@ pub fn status(args: RunDirArgs) -> ExitCode {
                     Some(false) => "NO",
                     None => "-",
                 };
-                println!("  {:<32} {:<15} {:<8} {:<10} {}", w.id, w.address, word(w.app), sidecar, ready);
+                let address = match &w.app_address {
+                    Some(app) => format!("{} / {app}", w.address),
+                    None => w.address.clone(),
+                };
+                println!("  {:<32} {:<27} {:<8} {:<10} {}", w.id, address, word(w.app), sidecar, ready);
             }
             if s.healthy() {
                 ExitCode::SUCCESS
