@@ -75,6 +75,20 @@ fn the_proxy_accepts_everything_the_control_plane_generates() {
     }
     let meta = serde_json::json!({"NAMESPACE": "istio-system", "LABELS": {"istio": "ingressgateway"}});
     all.extend(errors_for(&model, "router~10.1.0.99~ingress-1.istio-system~istio-system.svc.cluster.local", meta));
+    // Explicit mode: no capture, an HTTP proxy listener, a Sidecar ingress listener bound to
+    // the proxy's address.
+    let sidecar = "---\napiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: reviews, namespace: default}\nspec:\n  workloadSelector: {labels: {app: reviews}}\n  ingress:\n  - port: {number: 9080, protocol: HTTP}\n    bind: 127.77.0.4\n    defaultEndpoint: 127.77.0.5:9080\n";
+    let path = format!("{}/../../crates/control/tests/fixtures/bookinfo.yaml", env!("CARGO_MANIFEST_DIR"));
+    let text = format!("{}{sidecar}", std::fs::read_to_string(&path).expect("fixture"));
+    let loaded = load_text(&text, &path);
+    assert!(loaded.diagnostics.is_empty(), "{:#?}", loaded.diagnostics);
+    let explicit_model = Model::build(&loaded.objects, Default::default());
+    let meta = serde_json::json!({"NAMESPACE": "default", "LABELS": {"app": "reviews", "version": "v1"}, "INTERCEPTION_MODE": "NONE", "HTTP_PROXY_PORT": "15080", "SDS": "true"});
+    let explicit = "sidecar~127.77.0.4~reviews-1.default~default.svc.cluster.local";
+    let node = ProxyNode::parse(explicit, &meta).expect("node");
+    let g = generate(&explicit_model, &node);
+    assert!(g.listeners.contains_key("127.77.0.4_9080") && g.listeners.contains_key("127.77.0.4_15080"), "{:?}", g.listeners.keys());
+    all.extend(errors_for(&explicit_model, explicit, meta));
     all.sort();
     all.dedup();
     assert!(all.is_empty(), "{} resources refused:\n{}", all.len(), all.join("\n"));

@@ -40,6 +40,10 @@ pub struct SampleArgs {
     /// The `podname` reviews reports (default: this host's name).
     #[arg(long, value_name = "NAME", env = "POD_NAME")]
     pub pod_name: Option<String>,
+    /// The HTTP proxy upstream calls go through. Not a flag: `weft sample` reads curl's
+    /// variables (`http_proxy`/`HTTP_PROXY`, `no_proxy`/`NO_PROXY`) when it starts.
+    #[arg(skip)]
+    pub proxy: crate::proxy::ProxyEnv,
 }
 
 /// The four bookinfo services.

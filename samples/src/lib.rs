@@ -7,14 +7,16 @@
 //! hop saw in `x-forwarded-client-cert`, so a test can prove a hop was mTLS.
 //!
 //! What it must not know: anything about the mesh. Like bookinfo's containers, these services
-//! speak plain HTTP/1.1 to names the system resolver knows; the mesh around them adds TLS,
-//! routing and identity.
+//! speak plain HTTP/1.1 to names the system resolver knows, or to the HTTP proxy their
+//! environment names (`HTTP_PROXY`, as curl reads it); the mesh around them adds TLS, routing
+//! and identity.
 
 #![forbid(unsafe_code)]
 
 mod args;
 mod duration;
 mod html;
+mod proxy;
 mod server;
 mod services;
 mod upstream;
@@ -23,6 +25,7 @@ mod xfcc;
 use std::net::SocketAddr;
 
 pub use args::{BaseUrl, ReviewsVersion, SampleArgs, Service};
+pub use proxy::ProxyEnv;
 pub use server::{serve, App};
 
 /// Why a sample service could not start or keep serving.
@@ -42,16 +45,18 @@ pub enum SampleError {
 
 /// Runs one sample service until SIGINT or SIGTERM: builds its own tokio runtime, installs a
 /// stderr log subscriber (unless the caller already installed one) and serves `args.listen`.
-/// In-flight requests get a short grace period on shutdown.
-pub fn run(args: SampleArgs) -> Result<(), SampleError> {
+/// Upstream calls use the HTTP proxy the process environment names. In-flight requests get a
+/// short grace period on shutdown.
+pub fn run(mut args: SampleArgs) -> Result<(), SampleError> {
     init_logging();
+    args.proxy = ProxyEnv::from_process();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(SampleError::Runtime)?;
     rt.block_on(async move {
         let app = App::new(&args);
         let listener =
             tokio::net::TcpListener::bind(args.listen).await.map_err(|source| SampleError::Bind { addr: args.listen, source })?;
         let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(SampleError::Signal)?;
-        tracing::info!(service = app.name(), listen = %args.listen, "serving");
+        tracing::info!(service = app.name(), listen = %args.listen, proxy = ?args.proxy.proxy_for(&http::Uri::from_static("http://upstream/")), "serving");
         serve(app, listener, shutdown_signal(term)).await;
         Ok(())
     })

@@ -57,7 +57,7 @@ impl App {
             reviews_url: args.reviews_url.clone(),
             ratings_url: args.ratings_url.clone(),
             pod_name: args.pod_name.clone().unwrap_or_else(hostname),
-            upstream: Upstream::new(args.timeout),
+            upstream: Upstream::new(args.timeout, args.proxy.clone()),
         }
     }
 

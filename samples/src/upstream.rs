@@ -1,5 +1,6 @@
 //! Calls from one sample service to another: plain HTTP/1.1 GETs with a deadline, carrying the
-//! headers bookinfo propagates, answering parsed JSON or why the call failed.
+//! headers bookinfo propagates, answering parsed JSON or why the call failed. They go through
+//! the HTTP proxy the environment names, if any (`proxy.rs`).
 
 use std::time::Duration;
 
@@ -10,6 +11,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
+
+use crate::proxy::{ProxyConnector, ProxyEnv};
 
 /// Request headers bookinfo's productpage and reviews copy onto their upstream calls: the user
 /// (header-based routing), request id and trace context (B3, W3C, OpenTracing), user agent and
@@ -53,18 +56,20 @@ pub(crate) enum UpstreamError {
 /// The HTTP client every upstream call of one service shares (connections are pooled).
 #[derive(Clone)]
 pub(crate) struct Upstream {
-    client: Client<HttpConnector, Empty<Bytes>>,
+    client: Client<ProxyConnector, Empty<Bytes>>,
+    proxy: ProxyEnv,
     timeout: Duration,
 }
 
 impl Upstream {
-    pub(crate) fn new(timeout: Duration) -> Self {
+    pub(crate) fn new(timeout: Duration, proxy: ProxyEnv) -> Self {
         // The system resolver (getaddrinfo): the mesh writes an /etc/hosts per network namespace.
+        // Through a proxy only the proxy's address is resolved here; the proxy routes the name.
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(timeout));
         connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new()).build(connector);
-        Upstream { client, timeout }
+        let client = Client::builder(TokioExecutor::new()).build(ProxyConnector::new(connector, proxy.clone()));
+        Upstream { client, proxy, timeout }
     }
 
     /// GETs `uri` with the propagated subset of `incoming` and parses the 200 answer as JSON.
@@ -72,6 +77,9 @@ impl Upstream {
         let uri = uri.map_err(UpstreamError::Build)?;
         let mut req = Request::get(uri.clone()).body(Empty::new()).map_err(UpstreamError::Build)?;
         copy_propagated(incoming, req.headers_mut());
+        if let Some(auth) = self.proxy.authorization(&uri) {
+            req.headers_mut().insert(http::header::PROXY_AUTHORIZATION, auth);
+        }
         let call = async {
             let resp = self.client.request(req).await.map_err(UpstreamError::Request)?;
             let status = resp.status();

@@ -24,6 +24,11 @@ pub struct MeshConfig {
     /// The access log line (Envoy's format commands); Istio's format when absent.
     #[serde(default)]
     pub access_log_format: Option<String>,
+    /// Istio's `proxyHttpPort`: every sidecar also listens for HTTP proxy requests (absolute
+    /// URIs, what `HTTP_PROXY` makes clients send) on this port; a proxy's own
+    /// `HTTP_PROXY_PORT` metadata overrides it.
+    #[serde(default)]
+    pub proxy_http_port: Option<u16>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -62,6 +67,7 @@ impl Default for MeshConfig {
             root_namespace: default_root_namespace(),
             access_log_file: None,
             access_log_format: None,
+            proxy_http_port: None,
         }
     }
 }
@@ -98,6 +104,9 @@ pub fn load_mesh(text: &str, file: &str) -> Result<MeshConfig, crate::Diagnostic
             return Err(error("defaultConfig.tracing.sampling".into(), format!("{p} is not a percentage (0 to 100)")));
         }
     }
+    if mesh.proxy_http_port == Some(0) {
+        return Err(error("proxyHttpPort".into(), "0 is not a port (leave it out for no HTTP proxy listener)".into()));
+    }
     Ok(mesh)
 }
 
@@ -112,5 +121,12 @@ mod tests {
         let err = load_mesh("defaultConfig:\n  tracing:\n    sampling: 250\n", "mesh.yaml").expect_err("out of range");
         assert_eq!(err.field_path, "defaultConfig.tracing.sampling");
         assert_eq!(err.line, Some(3));
+    }
+
+    #[test]
+    fn proxy_http_port_is_a_port() {
+        assert_eq!(load_mesh("proxyHttpPort: 15080\n", "mesh.yaml").expect("valid").proxy_http_port, Some(15080));
+        assert_eq!(load_mesh("proxyHttpPort: 0\n", "mesh.yaml").expect_err("zero").field_path, "proxyHttpPort");
+        assert!(load_mesh("proxyHttpPort: 70000\n", "mesh.yaml").is_err());
     }
 }

@@ -474,6 +474,27 @@ fn gateway(g: &net::Gateway, c: &mut Check) {
 }
 
 fn sidecar(s: &net::Sidecar, c: &mut Check) {
+    let mut ports = BTreeSet::new();
+    for (i, l) in s.ingress.iter().enumerate() {
+        let p = format!("spec.ingress[{i}]");
+        port_number(l.port.number, &format!("{p}.port.number"), c);
+        if !ports.insert(l.port.number) {
+            c.error(format!("{p}.port.number"), format!("port {} has two ingress listeners", l.port.number));
+        }
+        if l.port.target_port.is_some() {
+            c.warn(format!("{p}.port.targetPort"), "has no effect on a Sidecar (defaultEndpoint says where traffic goes)");
+        }
+        if let Some(b) = &l.bind {
+            if b.starts_with("unix://") {
+                c.error(format!("{p}.bind"), "a Unix domain socket is not supported by weft yet");
+            } else {
+                ip(b, &format!("{p}.bind"), c);
+            }
+        }
+        if let Some(e) = &l.default_endpoint {
+            default_endpoint(e, &format!("{p}.defaultEndpoint"), c);
+        }
+    }
     for (i, e) in s.egress.iter().enumerate() {
         if e.hosts.is_empty() {
             c.error(format!("spec.egress[{i}].hosts"), "at least one host is required");
@@ -488,6 +509,26 @@ fn sidecar(s: &net::Sidecar, c: &mut Check) {
         if let Some(port) = &e.port {
             port_number(port.number, &format!("spec.egress[{i}].port.number"), c);
         }
+    }
+}
+
+/// Istio takes `127.0.0.1:PORT`, `[::1]:PORT` (the workload's localhost), `0.0.0.0:PORT`,
+/// `[::]:PORT` (its instance address) or `unix://`. weft also takes any other loopback
+/// address: on one machine (`weft up --explicit`) every workload has a loopback address of its
+/// own, which is its localhost.
+fn default_endpoint(e: &str, path: &str, c: &mut Check) {
+    if e.starts_with("unix://") {
+        c.error(path, "a Unix domain socket is not supported by weft yet");
+        return;
+    }
+    match e.parse::<std::net::SocketAddr>() {
+        Ok(a) if a.port() == 0 => c.error(path, format!("{e:?}: port 0 is not a port")),
+        Ok(a) if a.ip().is_loopback() || a.ip().is_unspecified() => {}
+        Ok(_) => c.error(
+            path,
+            format!("{e:?} must be a loopback address (127.0.0.1:PORT, [::1]:PORT) or 0.0.0.0:PORT / [::]:PORT (the workload's address)"),
+        ),
+        Err(_) => c.error(path, format!("{e:?} is not IP:PORT")),
     }
 }
 

@@ -55,6 +55,25 @@ fn unimplemented_istio_fields_are_refused_by_name() {
 }
 
 #[test]
+fn sidecar_ingress_listeners_load_and_bad_ones_are_named() {
+    let good = "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: r}\nspec:\n  workloadSelector: {labels: {app: r}}\n  ingress:\n  - port: {number: 9080, protocol: HTTP, name: http}\n    bind: 127.77.0.2\n    captureMode: NONE\n    defaultEndpoint: 127.77.0.3:9080\n  - port: {number: 9081}\n    defaultEndpoint: 0.0.0.0:9081\n";
+    let loaded = load_text(good, "s.yaml");
+    assert!(loaded.diagnostics.is_empty(), "{:?}", loaded.diagnostics);
+    assert_eq!(loaded.objects.len(), 1);
+    let bad = good.replace("127.77.0.3:9080", "10.0.0.5:9080").replace("bind: 127.77.0.2", "bind: here");
+    let loaded = load_text(&bad, "s.yaml");
+    assert!(loaded.objects.is_empty());
+    let shown: Vec<String> = loaded.diagnostics.iter().map(|d| format!("{}: {}", d.field_path, d.message)).collect();
+    assert!(shown.iter().any(|d| d.starts_with("spec.ingress[0].bind") && d.contains("not an IP")), "{shown:?}");
+    assert!(shown.iter().any(|d| d.starts_with("spec.ingress[0].defaultEndpoint") && d.contains("loopback")), "{shown:?}");
+    let dup = good.replace("number: 9081", "number: 9080");
+    assert!(load_text(&dup, "s.yaml").diagnostics.iter().any(|d| d.message.contains("two ingress listeners")));
+    let tls = good.replace("    captureMode: NONE\n", "    tls: {mode: SIMPLE}\n");
+    let d = &load_text(&tls, "s.yaml").diagnostics[0];
+    assert!(d.field_path == "spec.ingress[0].tls" && d.message.contains("not supported by weft yet"), "{d}");
+}
+
+#[test]
 fn syntax_errors_and_unknown_kinds_are_reported() {
     let loaded = load_text("apiVersion: v1\nkind: Service\nmetadata: {name: a}\nspec:\n  ports: [\n", "s.yaml");
     assert!(loaded.diagnostics[0].message.contains("YAML syntax error"), "{:?}", loaded.diagnostics);

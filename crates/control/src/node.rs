@@ -12,6 +12,21 @@ pub enum ProxyKind {
     Router,
 }
 
+/// How the workload's traffic reaches its proxy (Istio's `INTERCEPTION_MODE` node metadata,
+/// which pilot-agent sets from `ISTIO_META_INTERCEPTION_MODE`; anything else means REDIRECT,
+/// as in Istio).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum Interception {
+    /// iptables REDIRECT into 15001/15006: virtual listeners with original destination.
+    #[default]
+    Redirect,
+    /// iptables TPROXY: the same listeners (weft's proxy treats them alike today).
+    Tproxy,
+    /// No capture: the proxy binds real ports — inbound from `Sidecar` ingress listeners, and
+    /// outbound only where the application is pointed at it (the HTTP proxy port).
+    None,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProxyNode {
     pub id: String,
@@ -29,6 +44,10 @@ pub struct ProxyNode {
     /// with a CA and `weft agent` bootstraps send it). Without one it gets no mTLS config:
     /// an Envoy would wait forever for secrets nobody serves.
     pub identity: bool,
+    pub interception: Interception,
+    /// Istio's `HTTP_PROXY_PORT` metadata: listen for HTTP proxy requests on this port (it
+    /// overrides MeshConfig `proxyHttpPort`).
+    pub http_proxy_port: Option<u16>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -75,7 +94,22 @@ impl ProxyNode {
                 Some(serde_json::Value::String(s)) => s == "true",
                 _ => false,
             },
+            interception: match metadata.get("INTERCEPTION_MODE").and_then(|v| v.as_str()) {
+                Some("NONE") => Interception::None,
+                Some("TPROXY") => Interception::Tproxy,
+                _ => Interception::Redirect,
+            },
+            http_proxy_port: http_proxy_port(id, metadata.get("HTTP_PROXY_PORT")),
         })
+    }
+
+    /// The port of the HTTP proxy listener, if this proxy has one: its own metadata, else the
+    /// mesh's `proxyHttpPort`.
+    pub fn http_proxy_port(&self, mesh: &weft_api::mesh::MeshConfig) -> Option<u16> {
+        if self.kind != ProxyKind::Sidecar {
+            return None;
+        }
+        self.http_proxy_port.or(mesh.proxy_http_port)
     }
 
     /// Fills labels and service account from the WorkloadEntry at this proxy's IP when the
@@ -91,6 +125,26 @@ impl ProxyNode {
             if self.service_account.is_none() {
                 self.service_account = w.service_account.clone();
             }
+        }
+    }
+}
+
+/// `HTTP_PROXY_PORT` is a string in Istio's metadata; a number is taken too. Like istiod, a
+/// value that is not a port is ignored (the proxy gets no HTTP proxy listener from it), and
+/// said so in the log.
+fn http_proxy_port(id: &str, v: Option<&serde_json::Value>) -> Option<u16> {
+    let v = v?;
+    let port = match v {
+        serde_json::Value::String(s) if s.is_empty() => return None,
+        serde_json::Value::String(s) => s.parse::<u16>().ok(),
+        serde_json::Value::Number(n) => n.as_u64().and_then(|n| u16::try_from(n).ok()),
+        _ => None,
+    };
+    match port.filter(|p| *p > 0) {
+        Some(p) => Some(p),
+        None => {
+            tracing::warn!(node = id, value = %v, "HTTP_PROXY_PORT is not a port; no HTTP proxy listener from it");
+            None
         }
     }
 }
@@ -112,5 +166,24 @@ mod tests {
         assert_eq!((g.kind, g.namespace.as_str()), (ProxyKind::Router, "istio-system"));
         assert!(matches!(ProxyNode::parse("sidecar~x~a.b~b.svc.cluster.local", &meta), Err(NodeError::BadIp { .. })));
         assert!(matches!(ProxyNode::parse("envoy", &meta), Err(NodeError::BadId(_))));
+        assert_eq!((n.interception, n.http_proxy_port), (Interception::Redirect, None));
+    }
+
+    #[test]
+    fn interception_mode_and_http_proxy_port_come_from_istio_metadata() {
+        let id = "sidecar~127.77.0.2~reviews-v1.default~default.svc.cluster.local";
+        let meta = serde_json::json!({"INTERCEPTION_MODE": "NONE", "HTTP_PROXY_PORT": "15080"});
+        let n = ProxyNode::parse(id, &meta).expect("parse");
+        assert_eq!((n.interception, n.http_proxy_port), (Interception::None, Some(15080)));
+        let tproxy = ProxyNode::parse(id, &serde_json::json!({"INTERCEPTION_MODE": "TPROXY", "HTTP_PROXY_PORT": 15081})).expect("parse");
+        assert_eq!((tproxy.interception, tproxy.http_proxy_port), (Interception::Tproxy, Some(15081)));
+        let odd = ProxyNode::parse(id, &serde_json::json!({"INTERCEPTION_MODE": "none", "HTTP_PROXY_PORT": "x"})).expect("parse");
+        assert_eq!((odd.interception, odd.http_proxy_port), (Interception::Redirect, None), "Istio's values are upper case");
+        let mut mesh = weft_api::mesh::MeshConfig { proxy_http_port: Some(15007), ..Default::default() };
+        assert_eq!(odd.http_proxy_port(&mesh), Some(15007), "the mesh-wide port applies without the metadata");
+        assert_eq!(n.http_proxy_port(&mesh), Some(15080), "the proxy's own port wins");
+        mesh.proxy_http_port = None;
+        let router = ProxyNode::parse("router~10.0.0.1~gw.istio-system~istio-system.svc.cluster.local", &meta).expect("router");
+        assert_eq!(router.http_proxy_port(&mesh), None, "gateways get no HTTP proxy listener");
     }
 }

@@ -17,7 +17,7 @@ use prost::Message;
 use weft_xds::proto::{self, Any, ALL_TYPES};
 
 use crate::model::Model;
-use crate::node::{ProxyKind, ProxyNode};
+use crate::node::{Interception, ProxyKind, ProxyNode};
 use crate::translate::{generate_inbound, generate_outbound, Generated};
 
 /// One resource, encoded and hashed.
@@ -236,6 +236,10 @@ pub fn selecting_label_keys(model: &Model) -> BTreeSet<String> {
 struct GroupKey {
     router: bool,
     identity: bool,
+    /// Uncaptured proxies get no virtual or per-port outbound listeners.
+    interception: Interception,
+    /// Whether the proxy has an HTTP proxy listener (its `http_proxy` routes are shared).
+    http_proxy: bool,
     namespace: String,
     labels: BTreeMap<String, String>,
 }
@@ -302,6 +306,8 @@ impl Cache {
         let key = GroupKey {
             router: node.kind == ProxyKind::Router,
             identity: node.identity,
+            interception: node.interception,
+            http_proxy: node.http_proxy_port(&model.mesh).is_some(),
             namespace: node.namespace.clone(),
             labels: node.labels.iter().filter(|(k, _)| self.keys.contains(*k)).map(|(k, v)| (k.clone(), v.clone())).collect(),
         };
@@ -369,5 +375,25 @@ mod tests {
         assert!(!Arc::ptr_eq(&a.shared, &b.shared));
         assert!(!a.same(&b));
         assert_eq!(cache.groups(), 2);
+    }
+
+    #[test]
+    fn uncaptured_proxies_with_a_proxy_port_are_a_group_of_their_own() {
+        let m = model(MESH);
+        let cache = Cache::new(&m, None);
+        let meta =
+            serde_json::json!({"NAMESPACE": "default", "LABELS": {"app": "a"}, "INTERCEPTION_MODE": "NONE", "HTTP_PROXY_PORT": "15080"});
+        let explicit = |ip: &str| ProxyNode::parse(&format!("sidecar~{ip}~a-1.default~default.svc.cluster.local"), &meta).expect("node");
+        let captured = cache.config(&m, &node("10.0.0.1", "a"), None);
+        let one = cache.config(&m, &explicit("127.77.0.2"), None);
+        let two = cache.config(&m, &explicit("127.77.0.4"), None);
+        assert!(!Arc::ptr_eq(&captured.shared, &one.shared), "captured proxies keep their virtual listeners");
+        assert!(Arc::ptr_eq(&one.shared, &two.shared), "the http_proxy routes are shared");
+        assert_eq!(cache.groups(), 2);
+        // The proxy listener binds each proxy's own address, so it is in the proxy's own part.
+        assert!(one.select(proto::LISTENER, None).contains_key("127.77.0.2_15080"));
+        assert!(two.select(proto::LISTENER, None).contains_key("127.77.0.4_15080"));
+        assert!(one.select(proto::ROUTE, None).contains_key("http_proxy"));
+        assert!(!one.select(proto::LISTENER, None).contains_key("virtualOutbound"));
     }
 }

@@ -2,6 +2,11 @@
 //! metadata, ADS to the control plane, admin on localhost only, and the two static listeners
 //! every Istio sidecar has — 15021 (`/healthz/ready`) and 15090 (`/stats/prometheus`) — which
 //! capture leaves alone so probes and scrapers reach them directly.
+//!
+//! In explicit mode all sidecars share the machine's network namespace, so each binds these
+//! on its own loopback address instead of 0.0.0.0 / 127.0.0.1, and tells the control plane it
+//! is not captured (`INTERCEPTION_MODE: NONE`) and where its HTTP proxy listens
+//! (`HTTP_PROXY_PORT`), as pilot-agent passes `ISTIO_META_*` on.
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -14,6 +19,8 @@ pub struct Node<'a> {
     pub namespace: &'a str,
     pub service_account: &'a str,
     pub labels: &'a BTreeMap<String, String>,
+    /// Explicit mode: the HTTP proxy port; admin, health and stats bind `address`.
+    pub explicit: Option<u16>,
 }
 
 pub const ADMIN_PORT: u16 = 15000;
@@ -23,7 +30,11 @@ pub const STATS_PORT: u16 = 15090;
 /// The bootstrap for `node`, fetching config from `xds` (the control plane's plaintext ADS).
 pub fn sidecar(node: &Node<'_>, xds: std::net::SocketAddr) -> Value {
     let ns = node.namespace;
-    json!({
+    let (admin, listen) = match node.explicit {
+        Some(_) => (node.address.to_string(), node.address.to_string()),
+        None => ("127.0.0.1".to_string(), "0.0.0.0".to_string()),
+    };
+    let mut boot = json!({
         "node": {
             "id": format!("sidecar~{}~{}.{ns}~{ns}.svc.cluster.local", node.address, node.name),
             "cluster": format!("{}.{ns}", node.labels.get("app").map(String::as_str).unwrap_or(node.name)),
@@ -36,7 +47,7 @@ pub fn sidecar(node: &Node<'_>, xds: std::net::SocketAddr) -> Value {
                 "INSTANCE_IPS": node.address.to_string(),
             },
         },
-        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": ADMIN_PORT}}},
+        "admin": {"address": {"socket_address": {"address": admin, "port_value": ADMIN_PORT}}},
         "dynamic_resources": {
             "ads_config": {"api_type": "GRPC", "transport_api_version": "V3", "grpc_services": [{"envoy_grpc": {"cluster_name": "xds-grpc"}}]},
             "cds_config": {"ads": {}, "resource_api_version": "V3"},
@@ -45,14 +56,19 @@ pub fn sidecar(node: &Node<'_>, xds: std::net::SocketAddr) -> Value {
         "static_resources": {
             "clusters": [
                 static_cluster("xds-grpc", &xds.ip().to_string(), xds.port(), true),
-                static_cluster("admin", "127.0.0.1", ADMIN_PORT, false),
+                static_cluster("admin", &admin, ADMIN_PORT, false),
             ],
             "listeners": [
-                admin_route_listener("health", HEALTH_PORT, "/healthz/ready", "/ready"),
-                admin_route_listener("prometheus", STATS_PORT, "/stats/prometheus", "/stats/prometheus"),
+                admin_route_listener("health", &listen, HEALTH_PORT, "/healthz/ready", "/ready"),
+                admin_route_listener("prometheus", &listen, STATS_PORT, "/stats/prometheus", "/stats/prometheus"),
             ],
         },
-    })
+    });
+    if let Some(port) = node.explicit {
+        boot["node"]["metadata"]["INTERCEPTION_MODE"] = json!("NONE");
+        boot["node"]["metadata"]["HTTP_PROXY_PORT"] = json!(port.to_string());
+    }
+    boot
 }
 
 fn static_cluster(name: &str, address: &str, port: u16, http2: bool) -> Value {
@@ -68,11 +84,12 @@ fn static_cluster(name: &str, address: &str, port: u16, http2: bool) -> Value {
     c
 }
 
-/// A listener on every address of the namespace that serves one admin path, rewritten.
-fn admin_route_listener(name: &str, port: u16, path: &str, admin_path: &str) -> Value {
+/// A listener on `address` (every address of the namespace, or the sidecar's own in explicit
+/// mode) that serves one admin path, rewritten.
+fn admin_route_listener(name: &str, address: &str, port: u16, path: &str, admin_path: &str) -> Value {
     json!({
         "name": name,
-        "address": {"socket_address": {"address": "0.0.0.0", "port_value": port}},
+        "address": {"socket_address": {"address": address, "port_value": port}},
         "filter_chains": [{"filters": [{
             "name": "envoy.filters.network.http_connection_manager",
             "typed_config": {
@@ -85,4 +102,42 @@ fn admin_route_listener(name: &str, port: u16, path: &str, admin_path: &str) -> 
             },
         }]}],
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn explicit_sidecars_bind_their_own_address_and_say_they_are_not_captured() {
+        let labels = BTreeMap::from([("app".to_string(), "reviews".to_string())]);
+        let mut node = Node {
+            address: Ipv4Addr::new(127, 77, 0, 4),
+            name: "reviews-v1",
+            namespace: "default",
+            service_account: "r",
+            labels: &labels,
+            explicit: None,
+        };
+        let xds = std::net::SocketAddr::from(([127, 77, 0, 1], 15010));
+        let captured = sidecar(&node, xds);
+        assert_eq!(captured["admin"]["address"]["socket_address"]["address"], "127.0.0.1");
+        assert_eq!(captured["static_resources"]["listeners"][0]["address"]["socket_address"]["address"], "0.0.0.0");
+        assert!(captured["node"]["metadata"].get("INTERCEPTION_MODE").is_none());
+
+        node.explicit = Some(15080);
+        let b = sidecar(&node, xds);
+        assert_eq!(b["node"]["id"], "sidecar~127.77.0.4~reviews-v1.default~default.svc.cluster.local");
+        assert_eq!(b["node"]["metadata"]["INTERCEPTION_MODE"], "NONE");
+        assert_eq!(b["node"]["metadata"]["HTTP_PROXY_PORT"], "15080");
+        assert_eq!(b["admin"]["address"]["socket_address"]["address"], "127.77.0.4");
+        for l in b["static_resources"]["listeners"].as_array().into_iter().flatten() {
+            assert_eq!(l["address"]["socket_address"]["address"], "127.77.0.4", "{l}");
+        }
+        assert_eq!(
+            b["static_resources"]["clusters"][1]["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
+                ["socket_address"]["address"],
+            "127.77.0.4"
+        );
+    }
 }

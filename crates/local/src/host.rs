@@ -34,26 +34,44 @@ pub fn install_hint(tool: &str) -> &'static str {
     }
 }
 
-/// Refuses early, with what to do, when this process cannot build namespaces.
-pub fn check_privileges() -> Result<(), LocalError> {
-    for tool in ["ip", "iptables", "setpriv", "setsid"] {
-        if which(tool).is_none() {
-            return Err(LocalError::Environment(format!("`{tool}` is missing: {}", install_hint(tool))));
-        }
-    }
+/// What explicit mode is, for messages that offer it.
+pub const EXPLICIT_MODE: &str = "explicit mode needs no privileges and no system tools: each workload gets \
+     loopback addresses of its own (--loopback, default 127.77.0.0/16), its sidecar listens on one of them, \
+     and the application is pointed at the sidecar (HTTP_PROXY) instead of being captured";
+
+/// Why this process cannot build namespaces, bridges and capture, or None when it can: the
+/// privileges first (without them the tools do not matter), then each tool, with how to
+/// install it.
+pub fn namespaces_blocked() -> Option<String> {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let eff =
-        status.lines().find_map(|l| l.strip_prefix("CapEff:")).map(str::trim).and_then(|h| u64::from_str_radix(h, 16).ok()).unwrap_or(0);
+    let field = |name: &str| status.lines().find_map(|l| l.strip_prefix(name)).map(str::trim).unwrap_or_default().to_owned();
+    let eff = u64::from_str_radix(&field("CapEff:"), 16).unwrap_or(0);
     const CAP_NET_ADMIN: u64 = 1 << 12;
     const CAP_SYS_ADMIN: u64 = 1 << 21;
     if eff & CAP_NET_ADMIN == 0 || eff & CAP_SYS_ADMIN == 0 {
-        return Err(LocalError::Environment(
-            "weft up builds network namespaces, a bridge and iptables capture, which needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN); \
-             run it with sudo"
-                .into(),
+        let uid = field("Uid:").split_whitespace().nth(1).unwrap_or("?").to_owned();
+        let who = if uid == "0" { "root without CAP_NET_ADMIN and CAP_SYS_ADMIN".to_owned() } else { format!("not root (uid {uid})") };
+        return Some(format!(
+            "this process is {who}; network namespaces, a bridge and iptables capture need root (CAP_NET_ADMIN and CAP_SYS_ADMIN)"
         ));
     }
-    Ok(())
+    for tool in ["ip", "iptables", "nsenter", "setpriv", "setsid"] {
+        if which(tool).is_none() {
+            return Some(format!("`{tool}` is missing: {}", install_hint(tool)));
+        }
+    }
+    None
+}
+
+/// Refuses early, with what to do, when this process cannot build namespaces.
+pub fn check_privileges() -> Result<(), LocalError> {
+    match namespaces_blocked() {
+        None => Ok(()),
+        Some(why) => Err(LocalError::Environment(format!(
+            "weft up builds a network namespace per workload, but {why}.\nRun it as root (sudo), or run `weft up --explicit -f FILE`: \
+             {EXPLICIT_MODE}."
+        ))),
+    }
 }
 
 pub fn which(tool: &str) -> Option<PathBuf> {

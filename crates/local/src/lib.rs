@@ -7,14 +7,19 @@
 //! Everything created is recorded in the run directory's `state.json` before the next step,
 //! so `weft down` can take it all away, also after `weft up` or a process crashed.
 //!
+//! Or, in explicit mode (`explicit.rs`), without namespaces, capture or privileges: every
+//! workload on loopback addresses of its own, its application pointed at its sidecar.
+//!
 //! This crate starts processes and runs `ip`; it does not know xDS or the proxy's internals.
 
 pub mod addr;
 pub mod bootstrap;
 pub mod down;
+pub mod explicit;
 pub mod host;
 pub mod probe;
 pub mod process;
+pub mod rundir;
 pub mod spec;
 pub mod state;
 pub mod status;

@@ -11,12 +11,27 @@ use crate::{io_err, LocalError};
 
 /// Starts `argv` under `setsid` (a new session: no terminal's signals reach it) with
 /// stdout/stderr to `log`. `setsid`, `ip netns exec` and `setpriv` all exec in place, so the
-/// PID returned is the program's own.
+/// PID returned is the program's own. Without `setsid` (util-linux missing; explicit mode
+/// needs nothing else from it) the program gets a process group of its own, which keeps the
+/// terminal's Ctrl-C away from it too.
 pub fn spawn(role: &str, argv: &[String], env: &[(String, String)], cwd: &Path, log: &Path) -> Result<Proc, LocalError> {
     let out = std::fs::OpenOptions::new().create(true).append(true).open(log).map_err(io_err(log))?;
     let err = out.try_clone().map_err(io_err(log))?;
-    let child = Command::new("setsid")
-        .args(argv)
+    let mut cmd = match crate::host::which("setsid") {
+        Some(setsid) => {
+            let mut c = Command::new(setsid);
+            c.args(argv);
+            c
+        }
+        None => {
+            let (program, args) = argv.split_first().ok_or_else(|| LocalError::Spec(format!("{role}: nothing to run")))?;
+            let mut c = Command::new(program);
+            c.args(args);
+            std::os::unix::process::CommandExt::process_group(&mut c, 0);
+            c
+        }
+    };
+    let child = cmd
         .envs(env.iter().map(|(k, v)| (k, v)))
         .current_dir(cwd)
         .stdin(Stdio::null())
@@ -65,6 +80,14 @@ pub fn stop(p: &Proc, grace: Duration) {
 }
 
 fn signal(pid: u32, sig: &str) {
-    // The process may exit between the check and the signal; that is fine.
-    let _ = Command::new("kill").args([format!("-{sig}"), pid.to_string()]).stdout(Stdio::null()).stderr(Stdio::null()).status();
+    // The process may exit between the check and the signal; that is fine. Without procps'
+    // `kill`, the shell's builtin does the same.
+    let sent = Command::new("kill").args([format!("-{sig}"), pid.to_string()]).stdout(Stdio::null()).stderr(Stdio::null()).status();
+    if sent.is_err() {
+        let _ = Command::new("sh")
+            .args(["-c", "kill -s \"$0\" \"$1\"", sig, &pid.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
 }

@@ -15,7 +15,12 @@ pub struct State {
     pub file: String,
     pub bridge: Option<String>,
     pub bridge_address: Option<String>,
+    /// The workloads' address range: the bridge's subnet, or in explicit mode the loopback
+    /// range.
     pub subnet: String,
+    /// Explicit mode: no namespaces, bridge or capture; every process runs as the user.
+    #[serde(default)]
+    pub explicit: bool,
     pub control_plane_debug: String,
     /// Processes started, in start order.
     pub processes: Vec<Proc>,
@@ -37,8 +42,14 @@ pub struct Proc {
 pub struct WorkloadState {
     pub id: String,
     /// Its network namespace, recorded before it is made; `/etc/netns/<netns>` goes with it.
-    pub netns: String,
+    /// None in explicit mode.
+    pub netns: Option<String>,
+    /// The workload's address: the WorkloadEntry's, where other sidecars reach it (in explicit
+    /// mode its sidecar's, the "mesh address").
     pub address: String,
+    /// Explicit mode: where the application listens (its own loopback address).
+    #[serde(default)]
+    pub app_address: Option<String>,
     pub sidecar: bool,
     pub ports: Vec<u16>,
 }

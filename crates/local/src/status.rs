@@ -12,6 +12,8 @@ use crate::{probe, process, LocalError};
 pub struct WorkloadStatus {
     pub id: String,
     pub address: String,
+    /// Explicit mode: where the application listens.
+    pub app_address: Option<String>,
     pub app: bool,
     /// None: no sidecar.
     pub sidecar: Option<bool>,
@@ -24,6 +26,7 @@ pub struct Status {
     pub file: String,
     pub control_plane: bool,
     pub control_plane_debug: String,
+    pub explicit: bool,
     pub workloads: Vec<WorkloadStatus>,
 }
 
@@ -51,6 +54,7 @@ pub fn status(run_dir: &Path) -> Result<Option<Status>, LocalError> {
             WorkloadStatus {
                 id: w.id.clone(),
                 address: w.address.clone(),
+                app_address: w.app_address.clone(),
                 app: alive(&format!("{}/app", w.id)).unwrap_or(false),
                 sidecar,
                 ready,
@@ -61,6 +65,7 @@ pub fn status(run_dir: &Path) -> Result<Option<Status>, LocalError> {
         file: state.file.clone(),
         control_plane: alive("control-plane").unwrap_or(false),
         control_plane_debug: state.control_plane_debug.clone(),
+        explicit: state.explicit,
         workloads,
     }))
 }

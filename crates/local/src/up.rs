@@ -1,5 +1,9 @@
 //! `weft up`: from a checked mesh file to a running mesh, one recorded step at a time. Any
 //! failure takes down what was already made, so a failed `up` leaves nothing behind.
+//!
+//! Two ways to run it (`Network`): a network namespace per workload with capture (root), or
+//! explicit mode (`explicit.rs`: loopback addresses, applications pointed at their sidecars,
+//! no privileges). The control plane, certificates, config and supervision are the same.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, SocketAddr};
@@ -11,24 +15,32 @@ use ipnet::Ipv4Net;
 use rand::distributions::{Alphanumeric, DistString};
 
 use crate::bootstrap::{self, HEALTH_PORT};
+use crate::explicit::{self, SECURE_PORT, XDS_PORT};
 use crate::spec::{self, MeshFile, Workload};
 use crate::state::{State, WorkloadState};
 use crate::{addr, host, io_err, probe, process, LocalError};
 
 /// The proxy's identity, as Istio runs it; capture exempts it.
 pub const PROXY_UID: u32 = 1337;
-const XDS_PORT: u16 = 15010;
-const SECURE_PORT: u16 = 15012;
+
+/// Where the workloads live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Network {
+    /// A network namespace each on a bridge with this subnet, traffic captured (needs root).
+    Namespaces { subnet: Ipv4Net },
+    /// Explicit mode: two addresses each from this loopback range, no capture, no privileges.
+    Explicit { loopback: Ipv4Net },
+}
 
 #[derive(Debug, Clone)]
 pub struct UpOptions {
     pub file: PathBuf,
     pub run_dir: PathBuf,
-    pub subnet: Ipv4Net,
+    pub network: Network,
     pub service_cidr: Ipv4Net,
     /// The `weft` binary the control plane, sidecars and `weft` commands in workloads run.
     pub weft: PathBuf,
-    /// Where the control plane serves `proxy-status` (localhost).
+    /// Where the control plane serves `proxy-status` (loopback).
     pub debug_address: SocketAddr,
     pub ready_timeout: Duration,
 }
@@ -40,6 +52,8 @@ pub struct Running {
     /// `namespace/name` → virtual address and ports.
     pub services: Vec<(String, Ipv4Addr, Vec<u16>)>,
     pub warnings: Vec<String>,
+    /// Explicit mode: the sidecars' HTTP proxy port.
+    pub proxy_http_port: Option<u16>,
 }
 
 /// Brings the mesh up; `progress` hears about each step.
@@ -47,7 +61,24 @@ pub fn up(opts: &UpOptions, progress: &mut dyn FnMut(&str)) -> Result<Running, L
     let file_label = opts.file.display().to_string();
     let text = std::fs::read_to_string(&opts.file).map_err(io_err(&opts.file))?;
     let mesh = spec::parse(&text, &file_label).map_err(|errors| LocalError::Spec(errors.join("\n")))?;
-    host::check_privileges()?;
+    let mut warnings = mesh.warnings.clone();
+    let mode = match opts.network {
+        Network::Namespaces { subnet } => {
+            host::check_privileges()?;
+            Mode::Namespaces { subnet }
+        }
+        Network::Explicit { loopback } => {
+            explicit::check_range(loopback).map_err(LocalError::Spec)?;
+            let addresses = explicit::addresses(loopback, mesh.workloads.len())?;
+            let proxy_port = explicit::proxy_http_port(&mesh);
+            explicit::check_ports(&mesh, proxy_port)?;
+            warnings.extend(explicit::warnings(&mesh));
+            Mode::Explicit { loopback, addresses, proxy_port }
+        }
+    };
+    if let Some(uid) = crate::rundir::effective_uid() {
+        crate::rundir::secure_parent(&opts.run_dir, uid)?;
+    }
     if let Some(old) = crate::state::State::load(&opts.run_dir)? {
         if old.processes.iter().any(process::alive) {
             return Err(LocalError::Environment(format!(
@@ -60,16 +91,26 @@ pub fn up(opts: &UpOptions, progress: &mut dyn FnMut(&str)) -> Result<Running, L
         progress(&format!("cleaning up a previous run that did not end with `weft down` ({})", opts.run_dir.display()));
         crate::down::down(&opts.run_dir)?;
     }
-    if let Some(iface) = host::subnet_in_use(opts.subnet)? {
-        return Err(LocalError::Environment(format!(
-            "{} is already used by {iface} on this machine; pick another with --subnet",
-            opts.subnet
-        )));
+    match &mode {
+        Mode::Namespaces { subnet } => {
+            if let Some(iface) = host::subnet_in_use(*subnet)? {
+                return Err(LocalError::Environment(format!(
+                    "{subnet} is already used by {iface} on this machine; pick another with --subnet"
+                )));
+            }
+        }
+        Mode::Explicit { loopback, addresses, proxy_port } => {
+            explicit::check_free(&explicit::sockets(&mesh, addresses, opts.debug_address, *proxy_port), *loopback)?;
+        }
     }
     let concurrency = mesh.mesh_config.as_ref().and_then(|m| m.get("defaultConfig")?.get("concurrency")?.as_u64());
-    let mut run = Builder { opts, state: State::default(), warnings: mesh.warnings.clone(), concurrency };
+    let proxy_http_port = match &mode {
+        Mode::Explicit { proxy_port, .. } => Some(*proxy_port),
+        Mode::Namespaces { .. } => None,
+    };
+    let mut run = Builder { opts, mode, state: State::default(), warnings, concurrency };
     match run.build(&mesh, progress) {
-        Ok(services) => Ok(Running { state: run.state, services, warnings: run.warnings }),
+        Ok(services) => Ok(Running { state: run.state, services, warnings: run.warnings, proxy_http_port }),
         Err(e) => {
             progress("start failed; removing what was made");
             let _ = crate::down::down(&opts.run_dir);
@@ -78,8 +119,15 @@ pub fn up(opts: &UpOptions, progress: &mut dyn FnMut(&str)) -> Result<Running, L
     }
 }
 
+/// `Network`, with what explicit mode worked out before anything started.
+enum Mode {
+    Namespaces { subnet: Ipv4Net },
+    Explicit { loopback: Ipv4Net, addresses: explicit::Addresses, proxy_port: u16 },
+}
+
 struct Builder<'a> {
     opts: &'a UpOptions,
+    mode: Mode,
     state: State,
     warnings: Vec<String>,
     /// MeshConfig `defaultConfig.concurrency`.
@@ -87,11 +135,14 @@ struct Builder<'a> {
 }
 
 struct Plan {
-    bridge: String,
-    bridge_ip: Ipv4Addr,
     id: String,
     services: Vec<(String, Ipv4Addr, Vec<u16>)>,
+    /// Where the control plane serves xDS and its CA.
+    control_plane: Ipv4Addr,
+    /// Each workload's address (its WorkloadEntry's), in file order.
     addresses: Vec<Ipv4Addr>,
+    /// Namespace mode: the bridge.
+    bridge: Option<String>,
 }
 
 impl Builder<'_> {
@@ -109,29 +160,44 @@ impl Builder<'_> {
         }
         let plan = self.plan(mesh)?;
         self.state.file = opts.file.display().to_string();
-        self.state.subnet = opts.subnet.to_string();
         self.state.control_plane_debug = opts.debug_address.to_string();
+        match &self.mode {
+            Mode::Namespaces { subnet } => self.state.subnet = subnet.to_string(),
+            Mode::Explicit { loopback, .. } => {
+                self.state.subnet = loopback.to_string();
+                self.state.explicit = true;
+            }
+        }
         self.state.save(dir)?;
         self.write_config(mesh, &plan)?;
 
-        progress(&format!("bridge {} ({}/{}, no route off this machine)", plan.bridge, plan.bridge_ip, opts.subnet.prefix_len()));
-        self.state.bridge = Some(plan.bridge.clone());
-        self.state.bridge_address = Some(plan.bridge_ip.to_string());
-        self.state.save(dir)?;
-        host::create_bridge(&plan.bridge, plan.bridge_ip, opts.subnet)?;
+        if let (Mode::Namespaces { subnet }, Some(bridge)) = (&self.mode, &plan.bridge) {
+            progress(&format!("bridge {bridge} ({}/{}, no route off this machine)", plan.control_plane, subnet.prefix_len()));
+            self.state.bridge = Some(bridge.clone());
+            self.state.bridge_address = Some(plan.control_plane.to_string());
+            self.state.save(dir)?;
+            host::create_bridge(bridge, plan.control_plane, *subnet)?;
+        }
 
-        progress("control plane (xDS, CA)");
+        progress(&format!("control plane (xDS, CA) on {}", plan.control_plane));
         self.start_control_plane(mesh, &plan)?;
 
-        let uid_ok = executable_by_others(&opts.weft);
-        if !uid_ok {
+        let uid_ok = matches!(self.mode, Mode::Namespaces { .. }) && executable_by_others(&opts.weft);
+        if !uid_ok && matches!(self.mode, Mode::Namespaces { .. }) {
             self.warnings.push(format!(
                 "{} is not executable by UID {PROXY_UID}; sidecars run as root with GID {PROXY_UID} (capture exempts that GID too)",
                 opts.weft.display()
             ));
         }
         for (i, w) in mesh.workloads.iter().enumerate() {
-            progress(&format!("workload {} at {}{}", w.id(), plan.addresses[i], if w.sidecar() { "" } else { " (no sidecar)" }));
+            let at = match &self.mode {
+                Mode::Namespaces { .. } => plan.addresses[i].to_string(),
+                Mode::Explicit { addresses, .. } if w.sidecar() => {
+                    format!("{} (application at {})", plan.addresses[i], addresses.workloads[i].1)
+                }
+                Mode::Explicit { .. } => plan.addresses[i].to_string(),
+            };
+            progress(&format!("workload {} at {at}{}", w.id(), if w.sidecar() { "" } else { " (no sidecar)" }));
             self.start_workload(w, i, &plan, uid_ok)?;
         }
         self.wait_sidecars_ready(mesh, &plan, progress)?;
@@ -144,12 +210,18 @@ impl Builder<'_> {
     fn plan(&self, mesh: &MeshFile) -> Result<Plan, LocalError> {
         let opts = self.opts;
         let id = short_id(&opts.run_dir);
-        let bridge_ip =
-            addr::host_address(opts.subnet, 1).ok_or_else(|| LocalError::Spec(format!("--subnet {} is too small", opts.subnet)))?;
-        let addresses = (0..mesh.workloads.len())
-            .map(|i| addr::host_address(opts.subnet, i as u32 + 2))
-            .collect::<Option<Vec<_>>>()
-            .ok_or_else(|| LocalError::Spec(format!("--subnet {} has no room for {} workloads", opts.subnet, mesh.workloads.len())))?;
+        let (control_plane, addresses, bridge) = match &self.mode {
+            Mode::Namespaces { subnet } => {
+                let bridge_ip =
+                    addr::host_address(*subnet, 1).ok_or_else(|| LocalError::Spec(format!("--subnet {subnet} is too small")))?;
+                let addresses = (0..mesh.workloads.len())
+                    .map(|i| addr::host_address(*subnet, i as u32 + 2))
+                    .collect::<Option<Vec<_>>>()
+                    .ok_or_else(|| LocalError::Spec(format!("--subnet {subnet} has no room for {} workloads", mesh.workloads.len())))?;
+                (bridge_ip, addresses, Some(format!("weft-{id}")))
+            }
+            Mode::Explicit { addresses, .. } => (addresses.control_plane, addresses.workloads.iter().map(|(m, _)| *m).collect(), None),
+        };
         let mut names = BTreeSet::new();
         let mut fixed = BTreeMap::new();
         for r in &mesh.resources {
@@ -187,7 +259,7 @@ impl Builder<'_> {
                 (key, ip, ports)
             })
             .collect();
-        Ok(Plan { bridge: format!("weft-{id}"), bridge_ip, id, services, addresses })
+        Ok(Plan { id, services, control_plane, addresses, bridge })
     }
 
     /// The control plane's inputs: the file's resources (Services with their virtual
@@ -208,7 +280,7 @@ impl Builder<'_> {
             docs.push(r);
         }
         for (i, w) in mesh.workloads.iter().enumerate() {
-            let mut labels = w.labels.clone();
+            let mut labels = self.labels(w);
             if w.sidecar() {
                 labels.insert("security.istio.io/tlsMode".into(), "istio".into());
             }
@@ -218,6 +290,12 @@ impl Builder<'_> {
                 "spec": {"address": plan.addresses[i].to_string(), "labels": labels, "serviceAccount": w.service_account},
             });
             docs.push(serde_yaml::to_value(entry).map_err(|e| LocalError::Spec(e.to_string()))?);
+        }
+        if let Mode::Explicit { addresses, .. } = &self.mode {
+            let root = mesh.mesh_config.as_ref().and_then(|m| m.get("rootNamespace")?.as_str()).unwrap_or("istio-system");
+            for sidecar in explicit::sidecars(mesh, addresses, root)? {
+                docs.push(serde_yaml::to_value(sidecar).map_err(|e| LocalError::Spec(e.to_string()))?);
+            }
         }
         let mut text = String::new();
         for d in docs {
@@ -243,9 +321,9 @@ impl Builder<'_> {
             "--config-dir".into(),
             s(&dir.join("config")),
             "--xds-address".into(),
-            format!("{}:{XDS_PORT}", plan.bridge_ip),
+            format!("{}:{XDS_PORT}", plan.control_plane),
             "--secure-address".into(),
-            format!("{}:{SECURE_PORT}", plan.bridge_ip),
+            format!("{}:{SECURE_PORT}", plan.control_plane),
             "--debug-address".into(),
             opts.debug_address.to_string(),
             "--ca-dir".into(),
@@ -261,7 +339,7 @@ impl Builder<'_> {
         self.state.processes.push(proc.clone());
         self.state.save(dir)?;
         let root = dir.join("ca").join("root-cert.pem");
-        let xds = SocketAddr::from((plan.bridge_ip, XDS_PORT));
+        let xds = SocketAddr::from((plan.control_plane, XDS_PORT));
         wait_until(opts.ready_timeout, "the control plane to serve xDS and its CA", &proc, || {
             root.exists() && std::net::TcpStream::connect_timeout(&xds, Duration::from_millis(200)).is_ok()
         })?;
@@ -273,30 +351,38 @@ impl Builder<'_> {
         let opts = self.opts;
         let dir = &opts.run_dir;
         let address = plan.addresses[i];
-        let netns = plan.netns(w);
+        let (netns, app_address, explicit_port) = match &self.mode {
+            Mode::Namespaces { .. } => (Some(plan.netns(w)), None, None),
+            Mode::Explicit { addresses, proxy_port, .. } => (None, Some(addresses.workloads[i].1.to_string()), Some(*proxy_port)),
+        };
         self.state.workloads.push(WorkloadState {
             id: w.id(),
             netns: netns.clone(),
             address: address.to_string(),
+            app_address: app_address.filter(|_| w.sidecar()),
             sidecar: w.sidecar(),
             ports: w.ports.clone(),
         });
         self.state.save(dir)?;
-        host::create_netns(&netns)?;
-        host::attach(&netns, &plan.bridge, &format!("wv{}{i:03}", plan.id), address, opts.subnet)?;
-        host::write_etc(&netns, &hosts_file(w, address, &plan.services))?;
+        if let (Mode::Namespaces { subnet }, Some(netns), Some(bridge)) = (&self.mode, &netns, &plan.bridge) {
+            host::create_netns(netns)?;
+            host::attach(netns, bridge, &format!("wv{}{i:03}", plan.id), address, *subnet)?;
+            host::write_etc(netns, &hosts_file(w, address, &plan.services))?;
+        }
         if !w.sidecar() {
             return Ok(());
         }
         let wdir = workload_dir(dir, w)?;
 
-        // Capture first, as Istio's init container does: the app starts into a captured
-        // namespace and never sees a moment without its sidecar.
-        let capture = w.capture().map_err(|e| LocalError::Spec(format!("Workload {}: metadata.annotations: {e}", w.id())))?;
-        let target = weft_capture::Target::Netns(Path::new("/var/run/netns").join(&netns));
-        let captured = weft_capture::Backend::detect(&target)
-            .and_then(|(backend, _)| weft_capture::apply(&weft_capture::Ruleset::build(&capture), backend, &target));
-        captured.map_err(|e| LocalError::Environment(format!("capture in {netns}: {e}")))?;
+        if let Some(netns) = &netns {
+            // Capture first, as Istio's init container does: the app starts into a captured
+            // namespace and never sees a moment without its sidecar.
+            let capture = w.capture().map_err(|e| LocalError::Spec(format!("Workload {}: metadata.annotations: {e}", w.id())))?;
+            let target = weft_capture::Target::Netns(Path::new("/var/run/netns").join(netns));
+            let captured = weft_capture::Backend::detect(&target)
+                .and_then(|(backend, _)| weft_capture::apply(&weft_capture::Ruleset::build(&capture), backend, &target));
+            captured.map_err(|e| LocalError::Environment(format!("capture in {netns}: {e}")))?;
+        }
         let weft = opts.weft.display().to_string();
 
         let token = Alphanumeric.sample_string(&mut rand::thread_rng(), 48);
@@ -305,13 +391,19 @@ impl Builder<'_> {
         write_private(&entry_path, token_entry.to_string().as_bytes(), None)?;
         let token_path = wdir.join("token");
         write_private(&token_path, token.as_bytes(), uid_ok.then_some(PROXY_UID))?;
-        let node =
-            bootstrap::Node { address, name: &w.name, namespace: &w.namespace, service_account: &w.service_account, labels: &w.labels };
-        let boot = bootstrap::sidecar(&node, SocketAddr::from((plan.bridge_ip, XDS_PORT)));
+        let labels = self.labels(w);
+        let node = bootstrap::Node {
+            address,
+            name: &w.name,
+            namespace: &w.namespace,
+            service_account: &w.service_account,
+            labels: &labels,
+            explicit: explicit_port,
+        };
+        let boot = bootstrap::sidecar(&node, SocketAddr::from((plan.control_plane, XDS_PORT)));
         let boot_path = wdir.join("bootstrap.json");
         std::fs::write(&boot_path, serde_json::to_vec_pretty(&boot).unwrap_or_default()).map_err(io_err(&boot_path))?;
 
-        let ids = if uid_ok { format!("--reuid={PROXY_UID}") } else { "--reuid=0".into() };
         // MeshConfig defaultConfig.concurrency, as Istio's injector applies it: default 2,
         // 0 means one worker per core (the proxy's own default).
         let concurrency = match self.concurrency {
@@ -319,36 +411,47 @@ impl Builder<'_> {
             Some(n) => n.to_string(),
             None => "2".into(),
         };
-        let argv: Vec<String> = [
-            "ip",
-            "netns",
-            "exec",
-            &netns,
-            "setpriv",
-            &ids,
-            &format!("--regid={PROXY_UID}"),
-            "--clear-groups",
-            "--",
-            &weft,
-            "proxy",
-            "-c",
-            &boot_path.display().to_string(),
-            "--concurrency",
-            &concurrency,
-            "--ca-address",
-            &format!("{}:{SECURE_PORT}", plan.bridge_ip),
-            "--ca-root-cert",
-            &dir.join("ca").join("root-cert.pem").display().to_string(),
-            "--ca-token-file",
-            &token_path.display().to_string(),
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+        // In a namespace the proxy runs as UID/GID 1337, which capture exempts; in explicit
+        // mode as the user, with nothing to exempt.
+        let mut argv: Vec<String> = match &netns {
+            Some(netns) => {
+                let ids = if uid_ok { format!("--reuid={PROXY_UID}") } else { "--reuid=0".into() };
+                let gid = format!("--regid={PROXY_UID}");
+                ["ip", "netns", "exec", netns, "setpriv", &ids, &gid, "--clear-groups", "--"].iter().map(|s| s.to_string()).collect()
+            }
+            None => Vec::new(),
+        };
+        argv.extend(
+            [
+                weft.as_str(),
+                "proxy",
+                "-c",
+                &boot_path.display().to_string(),
+                "--concurrency",
+                &concurrency,
+                "--ca-address",
+                &format!("{}:{SECURE_PORT}", plan.control_plane),
+                "--ca-root-cert",
+                &dir.join("ca").join("root-cert.pem").display().to_string(),
+                "--ca-token-file",
+                &token_path.display().to_string(),
+            ]
+            .iter()
+            .map(|s| s.to_string()),
+        );
         let log = dir.join("logs").join(format!("{}.{}.sidecar.log", w.namespace, w.name));
         let proc = process::spawn(&format!("{}/sidecar", w.id()), &argv, &[], &wdir, &log)?;
         self.state.processes.push(proc);
         self.state.save(dir)
+    }
+
+    /// The labels `w`'s WorkloadEntry and sidecar carry (in explicit mode, also the one its
+    /// own Sidecar selects).
+    fn labels(&self, w: &Workload) -> BTreeMap<String, String> {
+        match self.mode {
+            Mode::Namespaces { .. } => w.labels.clone(),
+            Mode::Explicit { .. } => explicit::labels(w),
+        }
     }
 
     fn wait_sidecars_ready(&self, mesh: &MeshFile, plan: &Plan, progress: &mut dyn FnMut(&str)) -> Result<(), LocalError> {
@@ -366,7 +469,10 @@ impl Builder<'_> {
 
     fn start_app(&mut self, w: &Workload, plan: &Plan, i: usize) -> Result<(), LocalError> {
         let dir = &self.opts.run_dir;
-        let mut argv: Vec<String> = vec!["ip".into(), "netns".into(), "exec".into(), plan.netns(w)];
+        let mut argv: Vec<String> = match &self.mode {
+            Mode::Namespaces { .. } => vec!["ip".into(), "netns".into(), "exec".into(), plan.netns(w)],
+            Mode::Explicit { .. } => Vec::new(),
+        };
         for (n, word) in w.command.iter().enumerate() {
             // `weft …` in a workload means this weft (the samples), whatever PATH says.
             argv.push(if n == 0 && word == "weft" { self.opts.weft.display().to_string() } else { word.clone() });
@@ -375,8 +481,18 @@ impl Builder<'_> {
             ("POD_NAME".into(), w.name.clone()),
             ("POD_NAMESPACE".into(), w.namespace.clone()),
             ("SERVICE_ACCOUNT".into(), w.service_account.clone()),
-            ("INSTANCE_IP".into(), plan.addresses[i].to_string()),
         ];
+        match &self.mode {
+            Mode::Namespaces { .. } => env.push(("INSTANCE_IP".into(), plan.addresses[i].to_string())),
+            Mode::Explicit { addresses, proxy_port, .. } => {
+                let (mesh_ip, app_ip) = addresses.workloads[i];
+                let env_vars = explicit::app_env(w, mesh_ip, app_ip, *proxy_port);
+                let listen = env_vars.iter().find(|(k, _)| k == "WEFT_LISTEN_ADDRESS").and_then(|(_, v)| v.parse().ok()).unwrap_or(app_ip);
+                env.extend(env_vars);
+                argv.extend(explicit::sample_listen(w, listen).into_iter().flatten());
+            }
+        }
+        // The file's own env comes last, so it can override any of these.
         env.extend(w.env.iter().map(|(k, v)| (k.clone(), v.clone())));
         let wdir = workload_dir(dir, w)?;
         let log = dir.join("logs").join(format!("{}.{}.app.log", w.namespace, w.name));

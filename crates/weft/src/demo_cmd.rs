@@ -1,7 +1,8 @@
 //! `weft demo`: bookinfo on one machine through `weft up`, with mTLS on, a steady bounded
 //! stream of requests to the product page, and a live view of what each service answered
 //! and whether each hop between sidecars was mutual TLS. Ctrl-C (or --duration) tears it all
-//! down.
+//! down. Without root, or without a tool the namespaces need, it runs in explicit mode by
+//! itself and says so.
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -83,7 +84,21 @@ pub fn run(args: DemoArgs) -> ExitCode {
         eprintln!("weft demo: {}: {e}", mesh_file.display());
         return ExitCode::from(1);
     }
-    let opts = match args.net.options(mesh_file.clone()) {
+    // Explicit when asked, or when namespaces cannot be built here: say why, and what the
+    // user gives up (nothing but capture: the same mesh, mTLS and routing).
+    let explicit = args.net.explicit || {
+        match weft_local::host::namespaces_blocked() {
+            None => false,
+            Some(why) => {
+                println!("weft demo: {why}.");
+                println!("weft demo: running in explicit mode instead: no namespaces or capture; each service gets loopback addresses");
+                println!("           of its own from {} and calls the others through its sidecar (HTTP_PROXY).", args.net.loopback);
+                println!("           (run as root, with iproute2, iptables and util-linux, for the captured mesh)\n");
+                true
+            }
+        }
+    };
+    let opts = match args.net.options(mesh_file.clone(), explicit) {
         Ok(o) => o,
         Err(e) => {
             eprintln!("weft demo: {e}");
@@ -111,8 +126,11 @@ pub fn run(args: DemoArgs) -> ExitCode {
         return ExitCode::from(1);
     };
     let run_dir = opts.run_dir.display();
-    println!("\nbookinfo is up, with mutual TLS between every sidecar.");
-    println!("  product page:  http://{page}:9080/productpage   (from this machine)");
+    println!("\nbookinfo is up, with mutual TLS between every sidecar{}.", if explicit { " (explicit mode)" } else { "" });
+    println!(
+        "  product page:  http://{page}:9080/productpage   (from this machine{})",
+        if explicit { ": productpage's sidecar" } else { "" }
+    );
     println!("\ntry next, in another terminal:");
     println!("  weft apply -f {run_dir}/examples/virtual-service-reviews-v3.yaml --run-dir {run_dir}    all reviews from v3 (red stars)");
     println!("  weft apply -f {run_dir}/examples/fault-ratings-abort.yaml --run-dir {run_dir}           fail half the calls to ratings");
@@ -126,6 +144,7 @@ pub fn run(args: DemoArgs) -> ExitCode {
     report(&totals);
     let verdict = verdict(&totals);
     match weft_local::down::down(&opts.run_dir) {
+        Ok(r) if explicit => println!("torn down: {} processes stopped", r.processes),
         Ok(r) => println!("torn down: {} processes stopped, {} namespaces removed", r.processes, r.namespaces),
         Err(e) => eprintln!("weft demo: teardown: {e}; run `weft down --run-dir {run_dir}`"),
     }

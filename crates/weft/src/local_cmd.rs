@@ -6,9 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Args;
-use weft_local::up::{Running, UpOptions};
-
-pub const DEFAULT_RUN_DIR: &str = "/run/weft/default";
+use weft_local::up::{Network, Running, UpOptions};
 
 #[derive(Args, Debug)]
 pub struct UpArgs {
@@ -22,18 +20,28 @@ pub struct UpArgs {
 /// Where a run lives and which addresses it takes; shared with `weft demo`.
 #[derive(Args, Debug, Clone)]
 pub struct NetArgs {
-    /// Where the run's state, config, certificates and logs live.
-    #[arg(long = "run-dir", default_value = DEFAULT_RUN_DIR)]
-    pub run_dir: PathBuf,
+    /// Where the run's state, config, certificates and logs live [default: /run/weft/default
+    /// as root, else $XDG_RUNTIME_DIR/weft/default or /tmp/weft-$UID/default].
+    #[arg(long = "run-dir")]
+    pub run_dir: Option<PathBuf>,
+    /// Explicit mode: no network namespaces, capture or privileges. Each workload gets two
+    /// addresses from --loopback (its sidecar's, which other sidecars reach, and its
+    /// application's); applications reach the mesh through their sidecar as HTTP_PROXY.
+    #[arg(long)]
+    pub explicit: bool,
+    /// Explicit mode: the loopback range the control plane and workloads take addresses from.
+    #[arg(long, default_value = weft_local::explicit::DEFAULT_LOOPBACK)]
+    pub loopback: String,
     /// The private subnet of the bridge between the workloads' namespaces.
     #[arg(long, default_value = weft_local::addr::DEFAULT_SUBNET)]
     pub subnet: String,
     /// Where Services' virtual addresses come from.
     #[arg(long = "service-cidr", default_value = weft_local::addr::DEFAULT_SERVICE_CIDR)]
     pub service_cidr: String,
-    /// The control plane's debug address (what `weft proxy-status` asks), on localhost.
-    #[arg(long = "debug-address", default_value = "127.0.0.1:15014")]
-    pub debug_address: SocketAddr,
+    /// The control plane's debug address (what `weft proxy-status` asks), on loopback
+    /// [default: 127.0.0.1:15014; in explicit mode the control plane's own address :15014].
+    #[arg(long = "debug-address")]
+    pub debug_address: Option<SocketAddr>,
     /// How long to wait for the control plane and each sidecar to be ready.
     #[arg(long = "ready-timeout", default_value = "60s")]
     pub ready_timeout: String,
@@ -41,31 +49,53 @@ pub struct NetArgs {
 
 #[derive(Args, Debug)]
 pub struct RunDirArgs {
-    #[arg(long = "run-dir", default_value = DEFAULT_RUN_DIR)]
-    run_dir: PathBuf,
+    /// The run's directory [default: as `weft up`'s].
+    #[arg(long = "run-dir")]
+    run_dir: Option<PathBuf>,
+}
+
+/// `--run-dir`, or the default for this user (the same one `weft up` took).
+pub fn run_dir(given: Option<&PathBuf>) -> PathBuf {
+    match given {
+        Some(p) => p.clone(),
+        None => {
+            let uid = weft_local::rundir::effective_uid().unwrap_or(0);
+            let xdg = std::env::var("XDG_RUNTIME_DIR").ok();
+            weft_local::rundir::default_run_dir(uid, xdg.as_deref())
+        }
+    }
 }
 
 impl NetArgs {
-    pub fn options(&self, file: PathBuf) -> Result<UpOptions, String> {
-        let subnet = self.subnet.parse().map_err(|_| format!("--subnet {:?}: not an IPv4 CIDR", self.subnet))?;
+    /// The options of a run of `file`, in explicit mode when `explicit` (the flag, or `weft
+    /// demo`'s own decision).
+    pub fn options(&self, file: PathBuf, explicit: bool) -> Result<UpOptions, String> {
         let service_cidr = self.service_cidr.parse().map_err(|_| format!("--service-cidr {:?}: not an IPv4 CIDR", self.service_cidr))?;
         let ready_timeout = weft_api::duration::parse_go_duration(&self.ready_timeout)
             .map_err(|e| format!("--ready-timeout {:?}: {e}", self.ready_timeout))?;
-        if !self.debug_address.ip().is_loopback() {
-            return Err(format!("--debug-address {}: the control plane's debug port stays on localhost", self.debug_address));
+        let (network, default_debug) = if explicit {
+            let loopback =
+                self.loopback.parse().map_err(|_| format!("--loopback {:?}: not an IPv4 CIDR (e.g. 127.77.0.0/16)", self.loopback))?;
+            weft_local::explicit::check_range(loopback)?;
+            let cp = weft_local::explicit::control_plane_address(loopback).ok_or_else(|| format!("--loopback {loopback}: too small"))?;
+            (Network::Explicit { loopback }, SocketAddr::from((cp, weft_local::explicit::DEBUG_PORT)))
+        } else {
+            let subnet = self.subnet.parse().map_err(|_| format!("--subnet {:?}: not an IPv4 CIDR", self.subnet))?;
+            (Network::Namespaces { subnet }, SocketAddr::from(([127, 0, 0, 1], weft_local::explicit::DEBUG_PORT)))
+        };
+        let debug_address = self.debug_address.unwrap_or(default_debug);
+        if !debug_address.ip().is_loopback() {
+            return Err(format!("--debug-address {debug_address}: the control plane's debug port stays on loopback"));
         }
         let weft = std::env::current_exe().map_err(|e| format!("cannot find the weft binary: {e}"))?;
-        let run_dir = if self.run_dir.is_absolute() {
-            self.run_dir.clone()
-        } else {
-            std::env::current_dir().map_err(|e| e.to_string())?.join(&self.run_dir)
-        };
-        Ok(UpOptions { file, run_dir, subnet, service_cidr, weft, debug_address: self.debug_address, ready_timeout })
+        let dir = run_dir(self.run_dir.as_ref());
+        let run_dir = if dir.is_absolute() { dir } else { std::env::current_dir().map_err(|e| e.to_string())?.join(dir) };
+        Ok(UpOptions { file, run_dir, network, service_cidr, weft, debug_address, ready_timeout })
     }
 }
 
 pub fn up(args: UpArgs) -> ExitCode {
-    let opts = match args.net.options(args.file) {
+    let opts = match args.net.options(args.file, args.net.explicit) {
         Ok(o) => o,
         Err(e) => {
             eprintln!("weft up: {e}");
@@ -102,10 +132,20 @@ pub fn print_running(opts: &UpOptions, running: &Running) {
     for w in &running.warnings {
         eprintln!("weft up: warning: {w}");
     }
-    println!("mesh from {} is up ({})", running.state.file, opts.run_dir.display());
-    println!("\n  {:<32} {:<15} {:<8} NETNS", "WORKLOAD", "ADDRESS", "SIDECAR");
-    for w in &running.state.workloads {
-        println!("  {:<32} {:<15} {:<8} {}", w.id, w.address, if w.sidecar { "yes" } else { "no" }, w.netns);
+    let explicit = running.state.explicit;
+    let mode = if explicit { ", explicit mode: nothing captured, applications use their sidecar as HTTP_PROXY" } else { "" };
+    println!("mesh from {} is up ({}{mode})", running.state.file, opts.run_dir.display());
+    if explicit {
+        println!("\n  {:<32} {:<15} {:<15} SIDECAR", "WORKLOAD", "MESH ADDRESS", "APP ADDRESS");
+        for w in &running.state.workloads {
+            let app = w.app_address.as_deref().unwrap_or(&w.address);
+            println!("  {:<32} {:<15} {:<15} {}", w.id, w.address, app, if w.sidecar { "yes" } else { "no" });
+        }
+    } else {
+        println!("\n  {:<32} {:<15} {:<8} NETNS", "WORKLOAD", "ADDRESS", "SIDECAR");
+        for w in &running.state.workloads {
+            println!("  {:<32} {:<15} {:<8} {}", w.id, w.address, if w.sidecar { "yes" } else { "no" }, w.netns.as_deref().unwrap_or("-"));
+        }
     }
     println!("\n  {:<32} {:<15} PORTS", "SERVICE", "ADDRESS");
     for (name, ip, ports) in &running.services {
@@ -113,12 +153,23 @@ pub fn print_running(opts: &UpOptions, running: &Running) {
         println!("  {:<32} {:<15} {}", name, ip, ports.join(","));
     }
     println!("\n  logs: {}/logs   control plane debug: {}", opts.run_dir.display(), opts.debug_address);
+    if let (true, Some(w)) = (explicit, running.state.workloads.iter().find(|w| w.sidecar)) {
+        let port = running.proxy_http_port.unwrap_or(weft_local::explicit::DEFAULT_PROXY_HTTP_PORT);
+        println!("\n  call a service through a sidecar, as its application does (HTTP_PROXY):");
+        println!("    curl -x http://{}:{port} http://SERVICE:PORT/PATH     (from {})", w.address, w.id);
+        println!("  reach a workload from this machine: http://MESH-ADDRESS:PORT/ (its sidecar; plaintext where mTLS is PERMISSIVE)");
+    }
 }
 
 pub fn down(args: RunDirArgs) -> ExitCode {
-    match weft_local::down::down(&args.run_dir) {
-        Ok(r) if r.bridge.is_none() && r.namespaces == 0 && r.processes == 0 => {
-            println!("nothing runs from {}", args.run_dir.display());
+    let dir = run_dir(args.run_dir.as_ref());
+    match weft_local::down::down(&dir) {
+        Ok(r) if r.bridge.is_none() && r.namespaces == 0 && r.processes == 0 && !r.run_dir => {
+            println!("nothing runs from {}", dir.display());
+            ExitCode::SUCCESS
+        }
+        Ok(r) if r.namespaces == 0 && r.bridge.is_none() => {
+            println!("stopped {} processes and removed {}", r.processes, dir.display());
             ExitCode::SUCCESS
         }
         Ok(r) => {
@@ -127,7 +178,7 @@ pub fn down(args: RunDirArgs) -> ExitCode {
                 r.processes,
                 r.namespaces,
                 r.bridge.map(|b| format!(", bridge {b}")).unwrap_or_default(),
-                args.run_dir.display()
+                dir.display()
             );
             ExitCode::SUCCESS
         }
@@ -139,14 +190,17 @@ pub fn down(args: RunDirArgs) -> ExitCode {
 }
 
 pub fn status(args: RunDirArgs) -> ExitCode {
-    match weft_local::status::status(&args.run_dir) {
+    let dir = run_dir(args.run_dir.as_ref());
+    match weft_local::status::status(&dir) {
         Ok(None) => {
-            println!("nothing runs from {} (start a mesh with `weft up -f FILE`)", args.run_dir.display());
+            println!("nothing runs from {} (start a mesh with `weft up -f FILE`)", dir.display());
             ExitCode::from(3)
         }
         Ok(Some(s)) => {
-            println!("mesh from {}: control plane {}", s.file, if s.control_plane { "running" } else { "NOT RUNNING" });
-            println!("\n  {:<32} {:<15} {:<8} {:<10} READY", "WORKLOAD", "ADDRESS", "APP", "SIDECAR");
+            let mode = if s.explicit { " (explicit mode)" } else { "" };
+            println!("mesh from {}{mode}: control plane {}", s.file, if s.control_plane { "running" } else { "NOT RUNNING" });
+            let addr_head = if s.explicit { "MESH/APP ADDRESS" } else { "ADDRESS" };
+            println!("\n  {:<32} {:<27} {:<8} {:<10} READY", "WORKLOAD", addr_head, "APP", "SIDECAR");
             let word = |b: bool| if b { "running" } else { "EXITED" };
             for w in &s.workloads {
                 let sidecar = w.sidecar.map(word).unwrap_or("none");
@@ -155,7 +209,11 @@ pub fn status(args: RunDirArgs) -> ExitCode {
                     Some(false) => "NO",
                     None => "-",
                 };
-                println!("  {:<32} {:<15} {:<8} {:<10} {}", w.id, w.address, word(w.app), sidecar, ready);
+                let address = match &w.app_address {
+                    Some(app) => format!("{} / {app}", w.address),
+                    None => w.address.clone(),
+                };
+                println!("  {:<32} {:<27} {:<8} {:<10} {}", w.id, address, word(w.app), sidecar, ready);
             }
             if s.healthy() {
                 ExitCode::SUCCESS
@@ -179,17 +237,19 @@ pub struct ApplyArgs {
     /// A file of mesh resources (VirtualService, DestinationRule, …) to add to the running mesh.
     #[arg(short = 'f', long = "file")]
     file: PathBuf,
-    #[arg(long = "run-dir", default_value = DEFAULT_RUN_DIR)]
-    run_dir: PathBuf,
+    /// The run's directory [default: as `weft up`'s].
+    #[arg(long = "run-dir")]
+    run_dir: Option<PathBuf>,
 }
 
 /// Where `weft apply` keeps files, inside the directory the control plane watches.
 fn applied_path(args: &ApplyArgs) -> Result<PathBuf, String> {
-    if !args.run_dir.join(weft_local::state::STATE_FILE).exists() {
-        return Err(format!("nothing runs from {} (start a mesh with `weft up -f FILE`)", args.run_dir.display()));
+    let dir = run_dir(args.run_dir.as_ref());
+    if !dir.join(weft_local::state::STATE_FILE).exists() {
+        return Err(format!("nothing runs from {} (start a mesh with `weft up -f FILE`)", dir.display()));
     }
     let name = args.file.file_name().ok_or_else(|| format!("{}: not a file name", args.file.display()))?;
-    Ok(args.run_dir.join("config").join("applied").join(name))
+    Ok(dir.join("config").join("applied").join(name))
 }
 
 /// `weft apply -f`: checks the file like the control plane does, then hands it over; the
@@ -206,7 +266,7 @@ pub fn apply(args: ApplyArgs) -> ExitCode {
         if loaded.objects.is_empty() {
             return Err(format!("{}: no mesh resource in it", args.file.display()));
         }
-        let dir = target.parent().unwrap_or(&args.run_dir);
+        let Some(dir) = target.parent() else { return Err(format!("{}: no directory", target.display())) };
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         // Write then rename, so the control plane never reads half a file.
         let tmp = dir.join(".weft-apply.tmp");

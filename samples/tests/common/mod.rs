@@ -39,6 +39,11 @@ pub struct Running {
 }
 
 impl Running {
+    /// A service `serve` runs on `addr` until `stop` fires.
+    pub fn new(addr: SocketAddr, stop: oneshot::Sender<()>, task: tokio::task::JoinHandle<()>) -> Running {
+        Running { addr, stop: Some(stop), task: Some(task) }
+    }
+
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }

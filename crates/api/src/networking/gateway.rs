@@ -74,11 +74,47 @@ pub struct Sidecar {
     #[serde(default)]
     pub workload_selector: Option<WorkloadSelector>,
     #[serde(default)]
-    pub ingress: Option<NotImplemented>,
+    pub ingress: Vec<IngressListener>,
     #[serde(default)]
     pub egress: Vec<EgressListener>,
     #[serde(default)]
     pub outbound_traffic_policy: Option<OutboundTrafficPolicy>,
+}
+
+/// A port the sidecar accepts inbound traffic on, and where it delivers it (Istio's
+/// `IstioIngressListener`). This is how a workload whose traffic is not captured
+/// (`INTERCEPTION_MODE: NONE`) gets inbound listeners at all.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct IngressListener {
+    pub port: Port,
+    /// The address the listener binds (an IP; Istio's `unix://` sockets are not supported).
+    #[serde(default)]
+    pub bind: Option<String>,
+    #[serde(default)]
+    pub capture_mode: Option<CaptureMode>,
+    /// Where the application listens: `127.0.0.1:PORT` or `0.0.0.0:PORT` (the workload's own
+    /// address) as in Istio; weft also takes any other loopback address (see the validation).
+    #[serde(default)]
+    pub default_endpoint: Option<String>,
+    #[serde(default)]
+    pub tls: Option<NotImplemented>,
+    #[serde(default)]
+    pub connection_pool: Option<NotImplemented>,
+}
+
+/// Whether a Sidecar listener is reached by capture or by binding its port (Istio's
+/// `CaptureMode`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum CaptureMode {
+    /// Whatever the proxy's interception mode implies.
+    #[default]
+    Default,
+    /// Reached through capture (a filter chain of the virtual listener).
+    Iptables,
+    /// A real listener on `bind`:port.
+    None,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]

@@ -283,12 +283,14 @@ pub fn builtin(out: &mut Generated) {
     }
 }
 
-/// `inbound|<port>||`: the local application, over loopback.
-pub fn inbound(out: &mut Generated, port: u16, protocol: Protocol) {
+/// `inbound|<port>||`: the local application at `endpoint` (on loopback, or where a Sidecar
+/// ingress listener's `defaultEndpoint` says).
+pub fn inbound(out: &mut Generated, port: u16, protocol: Protocol, endpoint: std::net::SocketAddr) {
     let name = super::inbound_cluster_name(port);
+    let address = socket_address(&endpoint.ip().to_string(), endpoint.port());
     let mut c = json!({
         "name": name, "type": "STATIC", "connect_timeout": duration(DEFAULT_CONNECT_TIMEOUT),
-        "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [{"endpoint": {"address": socket_address("127.0.0.1", port)}}]}]},
+        "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [{"endpoint": {"address": address}}]}]},
         "circuit_breakers": {"thresholds": [unlimited_thresholds()]},
     });
     if protocol.is_http2() {

@@ -1,21 +1,24 @@
-//! Listeners (LDS) for a sidecar: `virtualOutbound` on 15001 hands captured connections to a
-//! listener per destination port; `virtualInbound` on 15006 delivers to the local application.
+//! Outbound listeners (LDS) for a sidecar: `virtualOutbound` on 15001 hands captured
+//! connections to a listener per destination port; the HTTP proxy listener takes requests an
+//! application sends to it explicitly (`HTTP_PROXY`). The inbound side is `inbound.rs`.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use serde_json::{json, Value};
 use weft_api::networking::{self as net, OutboundMode};
 
-use super::mtls::{self, Inbound};
-use super::{cluster, inbound_cluster_name, outbound_cluster_name, socket_address, tcp_proxy, Generated, Scope};
-use super::{BLACKHOLE, INBOUND_PASSTHROUGH, INBOUND_PORT, OUTBOUND_PORT, PASSTHROUGH};
-use crate::model::labels_match;
+use super::{outbound_cluster_name, socket_address, tcp_proxy, Generated, Scope};
+use super::{BLACKHOLE, INBOUND_PORT, OUTBOUND_PORT, PASSTHROUGH};
+use crate::node::Interception;
 use crate::protocol::Protocol;
 
 /// ALPN values the HTTP inspector reports for plaintext HTTP.
-const HTTP_ALPN: [&str; 3] = ["http/1.0", "http/1.1", "h2c"];
+pub(super) const HTTP_ALPN: [&str; 3] = ["http/1.0", "http/1.1", "h2c"];
 
-fn http_inspector() -> Value {
+/// The route configuration of the HTTP proxy listener (Istio's `RDSHttpProxy`).
+pub const HTTP_PROXY_ROUTE: &str = "http_proxy";
+
+pub(super) fn http_inspector() -> Value {
     json!({"name": "envoy.filters.listener.http_inspector", "typed_config": {
         "@type": "type.googleapis.com/envoy.extensions.filters.listener.http_inspector.v3.HttpInspector"}})
 }
@@ -25,7 +28,7 @@ pub(super) fn tls_inspector() -> Value {
         "@type": "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector"}})
 }
 
-fn original_dst() -> Value {
+pub(super) fn original_dst() -> Value {
     json!({"name": "envoy.filters.listener.original_dst", "typed_config": {
         "@type": "type.googleapis.com/envoy.extensions.filters.listener.original_dst.v3.OriginalDst"}})
 }
@@ -199,188 +202,29 @@ pub(super) fn l4_cluster(scope: &Scope<'_>, d: &net::Destination, vs_ns: &str, p
     outbound_cluster_name(dport, d.subset.as_deref().unwrap_or(""), &host)
 }
 
-pub fn inbound(scope: &Scope<'_>, out: &mut Generated) {
-    let node = scope.node;
-    // The ports this workload serves: every Service port that selects it.
-    let mut served: BTreeMap<u16, Protocol> = BTreeMap::new();
-    let ip = node.ip.to_string();
-    for svc in &scope.model.services {
-        for ep in &svc.endpoints {
-            let mine = ep.address == ip
-                || (!node.labels.is_empty()
-                    && labels_match(&ep.labels, &node.labels)
-                    && !ep.labels.is_empty()
-                    && svc.namespace == node.namespace);
-            if !mine {
-                continue;
-            }
-            for p in &svc.ports {
-                if let Some(target) = ep.ports.get(&p.port) {
-                    served.entry(*target).or_insert(p.protocol);
-                }
-            }
-        }
-    }
-    let mut chains = vec![json!({
-        "name": "virtualInbound-blackhole",
-        "filter_chain_match": {"destination_port": INBOUND_PORT},
-        "filters": [tcp_proxy(BLACKHOLE, BLACKHOLE)],
-    })];
-    let (mut sniff, mut tls) = (false, false);
-    let mut seen = BTreeSet::new();
-    for (port, proto) in &served {
-        if !seen.insert(*port) || *proto == Protocol::Udp {
-            continue;
-        }
-        cluster::inbound(out, *port, *proto);
-        let chain = InboundPort { scope, port: *port, proto: *proto };
-        let mode = mtls::inbound_mode(scope.model, &node.namespace, &node.labels, Some(*port));
-        match mtls::servable(scope, mode) {
-            None => {
-                tracing::warn!(proxy = %node.id, port, "STRICT mTLS on a proxy without a workload identity: the port refuses every connection")
-            }
-            Some(Inbound::Disable) => {
-                sniff |= *proto == Protocol::Auto;
-                chains.extend(chain.plain(None));
-            }
-            Some(Inbound::Strict) => {
-                tls = true;
-                chains.extend(chain.mutual(false));
-            }
-            Some(Inbound::Permissive) => {
-                tls = true;
-                sniff |= *proto == Protocol::Auto;
-                chains.extend(chain.mutual(true));
-                // The application's own TLS, not the mesh's: passed through untouched.
-                let cluster = inbound_cluster_name(*port);
-                chains.push(json!({"name": format!("0.0.0.0_{port}-tls"), "filter_chain_match": {"destination_port": port, "transport_protocol": "tls"},
-                    "filters": [tcp_proxy(&cluster, &cluster)]}));
-                chains.extend(chain.plain(Some("raw_buffer")));
-            }
-        }
-    }
-    // Ports no Service names: passed to where the caller was going, under the workload's mode.
-    let passthrough = tcp_proxy(INBOUND_PASSTHROUGH, INBOUND_PASSTHROUGH);
-    match mtls::servable(scope, mtls::inbound_mode(scope.model, &node.namespace, &node.labels, None)) {
-        None => {}
-        Some(Inbound::Disable) => chains.push(json!({"name": "virtualInbound", "filter_chain_match": {}, "filters": [passthrough]})),
-        Some(Inbound::Strict) => {
-            tls = true;
-            chains.push(json!({"name": "virtualInbound-mtls", "filter_chain_match": {"transport_protocol": "tls"},
-                "transport_socket": mtls::inbound_transport_socket(false), "filters": [passthrough]}));
-        }
-        Some(Inbound::Permissive) => {
-            tls = true;
-            chains.push(
-                json!({"name": "virtualInbound", "filter_chain_match": {"transport_protocol": "raw_buffer"}, "filters": [passthrough]}),
-            );
-            chains
-                .push(json!({"name": "virtualInbound-tls", "filter_chain_match": {"transport_protocol": "tls"}, "filters": [passthrough]}));
-        }
-    }
-    let mut listener_filters = vec![original_dst()];
-    if tls {
-        listener_filters.push(tls_inspector());
-    }
-    if sniff {
-        listener_filters.push(http_inspector());
-    }
+/// The HTTP proxy listener (Istio's `proxyHttpPort`): HTTP/1.1 requests in absolute form
+/// (`GET http://reviews:9080/…`, what clients send to their `HTTP_PROXY`) routed by the
+/// `http_proxy` route configuration, which knows every visible service as `host:port`.
+///
+/// It binds a real port. Istio binds it on 127.0.0.1, the pod's own loopback; a proxy whose
+/// traffic is not captured (`INTERCEPTION_MODE: NONE`) binds it on its own address instead,
+/// because on one machine (`weft up --explicit`) 127.0.0.1 is shared by every workload while
+/// each has a loopback address of its own.
+pub fn http_proxy(scope: &Scope<'_>, port: u16, out: &mut Generated) {
+    let bind = match scope.node.interception {
+        Interception::None => scope.node.ip.to_string(),
+        Interception::Redirect | Interception::Tproxy => "127.0.0.1".to_string(),
+    };
+    let name = format!("{bind}_{port}");
+    let mut manager = hcm(scope, &format!("outbound_{name}"), json!(HTTP_PROXY_ROUTE));
+    manager["typed_config"]["http_protocol_options"] = json!({"allow_absolute_url": true});
     out.listeners.insert(
-        "virtualInbound".into(),
+        name.clone(),
         json!({
-            "name": "virtualInbound",
-            "address": socket_address("0.0.0.0", INBOUND_PORT),
-            "traffic_direction": "INBOUND",
-            "listener_filters": listener_filters,
-            "filter_chains": chains,
+            "name": name,
+            "address": socket_address(&bind, port),
+            "traffic_direction": "OUTBOUND",
+            "filter_chains": [{"name": name, "filters": [manager]}],
         }),
     );
-}
-
-/// The inbound filter chains of one workload port.
-struct InboundPort<'a> {
-    scope: &'a Scope<'a>,
-    port: u16,
-    proto: Protocol,
-}
-
-impl InboundPort<'_> {
-    fn name(&self) -> String {
-        format!("0.0.0.0_{}", self.port)
-    }
-
-    /// The inbound HTTP connection manager: one route to the application. The client's
-    /// identity reaches the application in `x-forwarded-client-cert`, which a caller can never
-    /// set itself (Istio's SANITIZE_SET).
-    fn hcm(&self) -> Value {
-        let cluster = inbound_cluster_name(self.port);
-        let routes = json!({"name": cluster, "virtual_hosts": [{"name": format!("inbound|http|{}", self.port), "domains": ["*"],
-            "routes": [{"name": "default", "match": {"prefix": "/"}, "route": {"cluster": cluster, "timeout": "0s"}}]}]});
-        let mut f = hcm(self.scope, &format!("inbound_0.0.0.0_{}", self.port), routes);
-        f["typed_config"]["forward_client_cert_details"] = json!("SANITIZE_SET");
-        f["typed_config"]["set_current_client_cert_details"] = json!({"subject": true, "dns": true, "uri": true});
-        f
-    }
-
-    fn tcp(&self) -> Value {
-        let cluster = inbound_cluster_name(self.port);
-        tcp_proxy(&cluster, &cluster)
-    }
-
-    /// Plaintext chains; `transport` restricts them to `raw_buffer` next to TLS chains.
-    fn plain(&self, transport: Option<&str>) -> Vec<Value> {
-        let m = |alpn: Option<Value>| {
-            let mut m = json!({"destination_port": self.port});
-            if let Some(t) = transport {
-                m["transport_protocol"] = json!(t);
-            }
-            if let Some(a) = alpn {
-                m["application_protocols"] = a;
-            }
-            m
-        };
-        let name = self.name();
-        if self.proto.is_http() {
-            vec![json!({"name": name, "filter_chain_match": m(None), "filters": [self.hcm()]})]
-        } else if self.proto == Protocol::Auto {
-            vec![
-                json!({"name": format!("{name}-http"), "filter_chain_match": m(Some(json!(HTTP_ALPN))), "filters": [self.hcm()]}),
-                json!({"name": name, "filter_chain_match": m(None), "filters": [self.tcp()]}),
-            ]
-        } else {
-            vec![json!({"name": name, "filter_chain_match": m(None), "filters": [self.tcp()]})]
-        }
-    }
-
-    /// mTLS chains. `mesh_only`: next to plaintext and the application's own TLS, mesh
-    /// connections are told apart by Istio's ALPN.
-    fn mutual(&self, mesh_only: bool) -> Vec<Value> {
-        let m = |alpn: Option<Value>| {
-            let mut m = json!({"destination_port": self.port, "transport_protocol": "tls"});
-            if let Some(a) = alpn {
-                m["application_protocols"] = a;
-            }
-            m
-        };
-        let name = format!("{}-mtls", self.name());
-        if self.proto.is_http() {
-            let alpn = mesh_only.then(mtls::mesh_alpn_all);
-            vec![
-                json!({"name": name, "filter_chain_match": m(alpn), "transport_socket": mtls::inbound_transport_socket(true), "filters": [self.hcm()]}),
-            ]
-        } else if self.proto == Protocol::Auto {
-            // The protocol cannot be sniffed inside TLS: Istio's clients say HTTP in the ALPN.
-            vec![
-                json!({"name": format!("{name}-http"), "filter_chain_match": m(Some(mtls::mesh_http_alpn())),
-                    "transport_socket": mtls::inbound_transport_socket(true), "filters": [self.hcm()]}),
-                json!({"name": name, "filter_chain_match": m(mesh_only.then(mtls::mesh_alpn)),
-                    "transport_socket": mtls::inbound_transport_socket(false), "filters": [self.tcp()]}),
-            ]
-        } else {
-            let alpn = mesh_only.then(mtls::mesh_alpn_all);
-            vec![
-                json!({"name": name, "filter_chain_match": m(alpn), "transport_socket": mtls::inbound_transport_socket(false), "filters": [self.tcp()]}),
-            ]
-        }
-    }
 }

@@ -3,9 +3,15 @@
 //!
 //! Everything a proxy gets comes from its *dependency set* (`Scope`): the services its
 //! `Sidecar` egress hosts let it see, or all services when there is no `Sidecar`.
+//!
+//! A proxy whose traffic is captured (`INTERCEPTION_MODE` REDIRECT, the default, or TPROXY)
+//! gets the virtual listeners 15001/15006; one that is not (`NONE`, Istio's explicit mode)
+//! gets listeners that bind real ports instead: its `Sidecar` ingress listeners and, with an
+//! HTTP proxy port, the listener its application sends `HTTP_PROXY` requests to.
 
 mod cluster;
 mod gateway;
+mod inbound;
 mod listener;
 mod mtls;
 mod route;
@@ -18,7 +24,9 @@ use weft_api::networking::{self as net, OutboundMode};
 use weft_api::Resource;
 
 use crate::model::{host_matches, labels_match, Model, Service};
-use crate::node::{ProxyKind, ProxyNode};
+use crate::node::{Interception, ProxyKind, ProxyNode};
+
+pub use listener::HTTP_PROXY_ROUTE;
 
 pub const PASSTHROUGH: &str = "PassthroughCluster";
 pub const BLACKHOLE: &str = "BlackHoleCluster";
@@ -54,6 +62,8 @@ pub struct Scope<'a> {
     pub node: &'a ProxyNode,
     pub services: Vec<&'a Arc<Service>>,
     pub outbound: OutboundMode,
+    /// The `Sidecar` that applies to the proxy, if any.
+    pub sidecar: Option<&'a Resource<net::Sidecar>>,
 }
 
 impl<'a> Scope<'a> {
@@ -66,7 +76,7 @@ impl<'a> Scope<'a> {
         let outbound = sidecar
             .and_then(|s| s.spec.outbound_traffic_policy.as_ref().map(|p| p.mode))
             .unwrap_or(model.mesh.outbound_traffic_policy.mode);
-        Scope { model, node, services, outbound }
+        Scope { model, node, services, outbound, sidecar }
     }
 
     /// The VirtualService that routes `host` for this proxy's mesh traffic (first by
@@ -121,8 +131,16 @@ pub fn generate_outbound(model: &Model, node: &ProxyNode) -> Generated {
     cluster::builtin(&mut out);
     match node.kind {
         ProxyKind::Sidecar => {
-            listener::outbound(&scope, &mut out);
-            route::outbound(&scope, &mut out);
+            // Without capture nothing reaches the virtual listener or the per-port listeners
+            // behind it; Istio would bind those per-port listeners on 127.0.0.1, which on one
+            // machine every workload shares (see ARCHITECTURE.md), so weft leaves them out.
+            if node.interception != Interception::None {
+                listener::outbound(&scope, &mut out);
+                route::outbound(&scope, &mut out);
+            }
+            if node.http_proxy_port(&model.mesh).is_some() {
+                route::http_proxy(&scope, &mut out);
+            }
         }
         ProxyKind::Router => gateway::generate(&scope, &mut out),
     }
@@ -130,12 +148,16 @@ pub fn generate_outbound(model: &Model, node: &ProxyNode) -> Generated {
     out
 }
 
-/// The proxy's own inbound listener and clusters (sidecars only).
+/// The proxy's own inbound listeners and clusters, and its HTTP proxy listener, which binds
+/// the proxy's own address (sidecars only).
 pub fn generate_inbound(model: &Model, node: &ProxyNode) -> Generated {
     let mut out = Generated::default();
     if node.kind == ProxyKind::Sidecar {
         let scope = Scope::new(model, node);
-        listener::inbound(&scope, &mut out);
+        inbound::inbound(&scope, &mut out);
+        if let Some(port) = node.http_proxy_port(&model.mesh) {
+            listener::http_proxy(&scope, port, &mut out);
+        }
         listener::add_tcp_access_logs(&model.mesh, &mut out.listeners);
     }
     out

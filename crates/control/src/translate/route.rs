@@ -33,14 +33,49 @@ pub fn outbound(scope: &Scope<'_>, out: &mut super::Generated) {
             let routes = routes_for(scope, svc, port);
             vhosts.push(json!({"name": format!("{}:{port}", svc.hostname), "domains": domains, "routes": routes}));
         }
-        vhosts.push(match scope.outbound {
-            OutboundMode::AllowAny => json!({"name": "allow_any", "domains": ["*"], "routes": [
-                {"name": "allow_any", "match": {"prefix": "/"}, "route": {"cluster": PASSTHROUGH, "timeout": "0s"}}]}),
-            OutboundMode::RegistryOnly => json!({"name": "block_all", "domains": ["*"], "routes": [
-                {"name": "block_all", "match": {"prefix": "/"}, "direct_response": {"status": 502}}]}),
-        });
+        vhosts.push(catch_all(scope));
         let name = port.to_string();
         out.routes.insert(name.clone(), json!({"name": name, "virtual_hosts": vhosts, "validate_clusters": false}));
+    }
+}
+
+/// The `http_proxy` route configuration behind the HTTP proxy listener: every visible service
+/// on every HTTP (or sniffed) port, with the same routes the port's own configuration has, then
+/// the same catch-all. As in Istio, a request names its port (`reviews:9080`), so only
+/// `host:port` domains are listed — except on port 80, where a bare `reviews` means that port.
+///
+/// The catch-all under ALLOW_ANY is Istio's `PassthroughCluster`; a request to the proxy port
+/// has no original destination to pass through to, so a host outside the registry gets 503.
+pub fn http_proxy(scope: &Scope<'_>, out: &mut super::Generated) {
+    let mut used = BTreeSet::new();
+    let mut vhosts = Vec::new();
+    for svc in &scope.services {
+        for p in svc.ports.iter().filter(|p| p.protocol.is_http() || p.protocol == Protocol::Auto) {
+            let domains: Vec<String> = domains(svc, p.port, &scope.node.namespace)
+                .into_iter()
+                .filter(|d| p.port == 80 || d.contains(':'))
+                .filter(|d| used.insert(d.clone()))
+                .collect();
+            if domains.is_empty() {
+                continue;
+            }
+            let routes = routes_for(scope, svc, p.port);
+            vhosts.push(json!({"name": format!("{}:{}", svc.hostname, p.port), "domains": domains, "routes": routes}));
+        }
+    }
+    vhosts.push(catch_all(scope));
+    let name = super::HTTP_PROXY_ROUTE;
+    out.routes.insert(name.into(), json!({"name": name, "virtual_hosts": vhosts, "validate_clusters": false}));
+}
+
+/// Where a request for a host no service claims goes: by the outbound traffic policy, Istio's
+/// `allow_any` (PassthroughCluster) or `block_all` (502).
+fn catch_all(scope: &Scope<'_>) -> Value {
+    match scope.outbound {
+        OutboundMode::AllowAny => json!({"name": "allow_any", "domains": ["*"], "routes": [
+            {"name": "allow_any", "match": {"prefix": "/"}, "route": {"cluster": PASSTHROUGH, "timeout": "0s"}}]}),
+        OutboundMode::RegistryOnly => json!({"name": "block_all", "domains": ["*"], "routes": [
+            {"name": "block_all", "match": {"prefix": "/"}, "direct_response": {"status": 502}}]}),
     }
 }
 
