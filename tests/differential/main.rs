@@ -10,4 +10,5 @@ mod resilience;
 mod rewrites;
 mod routing;
 mod tls;
+mod tracing;
 mod upstream;

@@ -25,6 +25,7 @@ mod sockopt;
 pub mod stats;
 pub mod tcp;
 pub mod tls;
+pub mod trace;
 pub mod transport;
 pub mod upstream;
 

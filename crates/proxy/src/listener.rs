@@ -354,6 +354,8 @@ impl Chain {
                 clusters: ctx.clusters.clone(),
                 routes: ctx.routes.clone(),
                 loggers: Arc::new(crate::access_log::open_all(&h.access_log)?),
+                reporter: h.tracing.as_ref().and_then(|t| t.zipkin.as_ref()).map(|z| ctx.tracer.reporter(z)),
+                tracer: ctx.tracer.clone(),
             })),
             NetworkAction::Tcp(t) => ChainRuntime::Tcp(Arc::new(TcpProxy {
                 cfg: t.clone(),

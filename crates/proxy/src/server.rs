@@ -44,6 +44,7 @@ pub struct BuildCtx {
     pub store: Arc<Store>,
     pub clusters: Arc<ClusterManager>,
     pub routes: Arc<RouteStore>,
+    pub tracer: Arc<crate::trace::Tracer>,
 }
 
 /// State the admin interface reads.
@@ -87,7 +88,8 @@ pub async fn start(config: Config, opts: Options) -> Result<Running, StartError>
     let store = Store::new(opts.concurrency);
     let clusters = ClusterManager::new(&config.clusters, &store);
     let routes = Arc::new(RouteStore::default());
-    let ctx = BuildCtx { store: store.clone(), clusters: clusters.clone(), routes: routes.clone() };
+    let tracer = Arc::new(crate::trace::Tracer::new(config.node_id.clone(), config.node_cluster.clone(), clusters.clone(), store.clone()));
+    let ctx = BuildCtx { store: store.clone(), clusters: clusters.clone(), routes: routes.clone(), tracer };
     let drain = Drain::new();
 
     let mut runtimes = Vec::new();

@@ -166,6 +166,18 @@ stat_struct!(ManagerStats {
     ]
 });
 
+stat_struct!(ZipkinStats {
+    counters: [
+        spans_sent = "tracing.zipkin.spans_sent",
+        reports_sent = "tracing.zipkin.reports_sent",
+        reports_dropped = "tracing.zipkin.reports_dropped",
+        reports_failed = "tracing.zipkin.reports_failed",
+        reports_skipped_no_cluster = "tracing.zipkin.reports_skipped_no_cluster",
+        timer_flushed = "tracing.zipkin.timer_flushed",
+    ],
+    gauges: []
+});
+
 /// Per-status-code counters (`upstream_rq_200`) plus class counters (`upstream_rq_2xx`).
 #[derive(Debug)]
 pub struct CodeCounters {
@@ -333,6 +345,8 @@ pub struct Store {
     tcp: Mutex<BTreeMap<String, Arc<TcpStats>>>,
     /// Listener and cluster manager and control-plane stats, with Envoy's names.
     pub manager: ManagerStats,
+    /// Present once a Zipkin tracer is configured, as in Envoy.
+    zipkin: Mutex<Option<Arc<ZipkinStats>>>,
 }
 
 impl Store {
@@ -346,6 +360,7 @@ impl Store {
             http: Default::default(),
             tcp: Default::default(),
             manager: Default::default(),
+            zipkin: Default::default(),
         })
     }
 
@@ -361,6 +376,9 @@ impl Store {
     }
     pub fn http(&self, prefix: &str) -> Arc<HttpStats> {
         self.http.lock().entry(prefix.to_string()).or_default().clone()
+    }
+    pub fn zipkin(&self) -> Arc<ZipkinStats> {
+        self.zipkin.lock().get_or_insert_with(Default::default).clone()
     }
     pub fn tcp(&self, prefix: &str) -> Arc<TcpStats> {
         self.tcp.lock().entry(prefix.to_string()).or_default().clone()
@@ -390,6 +408,9 @@ impl Store {
             s.visit_fields(&mut |n, v, k| out.push((format!("{p}{n}"), v, k)));
         }
         self.manager.visit_fields(&mut |n, v, k| out.push((n.to_string(), v, k)));
+        if let Some(z) = self.zipkin.lock().as_ref() {
+            z.visit_fields(&mut |n, v, k| out.push((n.to_string(), v, k)));
+        }
         let state = if self.draining.load(Ordering::Relaxed) { 1 } else { 0 };
         out.push(("server.live".into(), 1 - state, Kind::Gauge));
         out.push(("server.state".into(), state, Kind::Gauge));

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use crate::core::{DataSource, FractionalPercent, Ignored, ProtoDuration, Unsupported};
+use crate::core::{DataSource, FractionalPercent, Ignored, Percent, ProtoDuration, Unsupported};
 use crate::route::RouteConfiguration;
 use crate::typed_any;
 
@@ -125,7 +125,7 @@ pub struct HttpConnectionManager {
     pub normalize_path: Option<bool>,
     #[serde(default)]
     pub merge_slashes: bool,
-    pub tracing: Option<Ignored>,
+    pub tracing: Option<HcmTracing>,
     pub internal_address_config: Option<Ignored>,
     pub forward_client_cert_details: Option<ForwardClientCertDetails>,
     pub set_current_client_cert_details: Option<SetCurrentClientCertDetails>,
@@ -350,4 +350,114 @@ pub struct SetCurrentClientCertDetails {
     pub dns: bool,
     #[serde(default)]
     pub uri: bool,
+}
+
+/// `HttpConnectionManager.tracing`: which requests are traced and where spans go.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HcmTracing {
+    pub client_sampling: Option<Percent>,
+    pub random_sampling: Option<Percent>,
+    pub overall_sampling: Option<Percent>,
+    #[serde(default)]
+    pub verbose: bool,
+    pub max_path_tag_length: Option<u32>,
+    #[serde(default)]
+    pub custom_tags: Vec<CustomTag>,
+    pub provider: Option<TracingProvider>,
+    pub spawn_upstream_span: Option<bool>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TracingProvider {
+    #[serde(default)]
+    pub name: String,
+    pub typed_config: Option<TracerConfig>,
+}
+
+typed_any! {
+    /// Tracers.
+    pub enum TracerConfig {
+        Zipkin(ZipkinConfig) = "envoy.config.trace.v3.ZipkinConfig",
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ZipkinConfig {
+    #[serde(default)]
+    pub collector_cluster: String,
+    #[serde(default)]
+    pub collector_endpoint: String,
+    #[serde(default)]
+    pub trace_id_128bit: bool,
+    /// Envoy's default is true.
+    pub shared_span_context: Option<bool>,
+    #[serde(default)]
+    pub collector_endpoint_version: ZipkinEndpointVersion,
+    #[serde(default)]
+    pub collector_hostname: String,
+    #[serde(default)]
+    pub split_spans_for_request: bool,
+    pub trace_context_option: Option<Unsupported>,
+    pub collector_service: Option<Unsupported>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub enum ZipkinEndpointVersion {
+    #[default]
+    #[serde(rename = "DEPRECATED_AND_UNAVAILABLE_DO_NOT_USE")]
+    Unset,
+    #[serde(rename = "HTTP_JSON")]
+    HttpJson,
+    #[serde(rename = "HTTP_PROTO")]
+    HttpProto,
+    #[serde(rename = "GRPC")]
+    Grpc,
+}
+
+/// `type.tracing.v3.CustomTag`: one of its kinds.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CustomTag {
+    pub tag: String,
+    pub literal: Option<LiteralTag>,
+    pub environment: Option<EnvironmentTag>,
+    pub request_header: Option<HeaderTag>,
+    /// Dynamic metadata tags name what weft does not keep; their default value is used.
+    pub metadata: Option<MetadataTag>,
+    pub value: Option<Unsupported>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LiteralTag {
+    #[serde(default)]
+    pub value: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnvironmentTag {
+    pub name: String,
+    #[serde(default)]
+    pub default_value: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderTag {
+    pub name: String,
+    #[serde(default)]
+    pub default_value: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetadataTag {
+    pub kind: Option<Ignored>,
+    pub metadata_key: Option<Ignored>,
+    #[serde(default)]
+    pub default_value: String,
 }

@@ -22,7 +22,8 @@ pub struct Listener {
     pub use_original_dst: Option<bool>,
     pub bind_to_port: Option<bool>,
     pub stat_prefix: Option<String>,
-    pub traffic_direction: Option<Ignored>,
+    #[serde(default)]
+    pub traffic_direction: TrafficDirection,
     pub metadata: Option<Ignored>,
     pub per_connection_buffer_limit_bytes: Option<u32>,
     #[serde(default)]
@@ -102,4 +103,16 @@ pub struct Filter {
     pub name: String,
     pub typed_config: Option<NetworkFilterConfig>,
     pub config_discovery: Option<Unsupported>,
+}
+
+/// `Listener.traffic_direction`; sidecars mark their inbound and outbound listeners.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub enum TrafficDirection {
+    #[default]
+    #[serde(rename = "UNSPECIFIED")]
+    Unspecified,
+    #[serde(rename = "INBOUND")]
+    Inbound,
+    #[serde(rename = "OUTBOUND")]
+    Outbound,
 }

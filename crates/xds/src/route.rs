@@ -87,7 +87,7 @@ pub struct Route {
     #[serde(default)]
     pub response_headers_to_remove: Vec<String>,
     pub metadata: Option<Ignored>,
-    pub decorator: Option<Ignored>,
+    pub decorator: Option<Decorator>,
     #[serde(default)]
     pub typed_per_filter_config: BTreeMap<String, PerFilterConfig>,
     pub tracing: Option<Ignored>,
@@ -350,4 +350,12 @@ pub struct RedirectAction {
 pub struct DirectResponseAction {
     pub status: u32,
     pub body: Option<DataSource>,
+}
+
+/// `Route.decorator`: the operation name of the route's spans.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Decorator {
+    pub operation: String,
+    pub propagate: Option<bool>,
 }

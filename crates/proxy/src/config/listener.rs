@@ -132,6 +132,7 @@ pub struct HttpConnectionManagerConfig {
     pub h2_initial_connection_window: Option<u32>,
     pub accept_http_10: bool,
     pub xfcc: crate::http::xfcc::XfccConfig,
+    pub tracing: Option<crate::trace::TraceConfig>,
 }
 
 /// Where an HTTP connection manager's routes come from.
@@ -201,10 +202,10 @@ impl ListenerConfig {
         }
         let mut chains = Vec::new();
         for (i, c) in l.filter_chains.iter().enumerate() {
-            chains.push(Arc::new(FilterChain::from_wire(c, &format!("{path}.filter_chains[{i}]"), clusters)?));
+            chains.push(Arc::new(FilterChain::from_wire(c, &format!("{path}.filter_chains[{i}]"), clusters, l.traffic_direction)?));
         }
         let default_chain = match &l.default_filter_chain {
-            Some(c) => Some(Arc::new(FilterChain::from_wire(c, &format!("{path}.default_filter_chain"), clusters)?)),
+            Some(c) => Some(Arc::new(FilterChain::from_wire(c, &format!("{path}.default_filter_chain"), clusters, l.traffic_direction)?)),
             None => None,
         };
         if chains.is_empty() && default_chain.is_none() {
@@ -272,7 +273,7 @@ fn cidrs(ranges: &[weft_xds::core::CidrRange], path: &str) -> Result<Vec<IpNet>>
 }
 
 impl FilterChain {
-    fn from_wire(c: &wire::FilterChain, path: &str, clusters: &ClusterNames) -> Result<Self> {
+    fn from_wire(c: &wire::FilterChain, path: &str, clusters: &ClusterNames, direction: wire::TrafficDirection) -> Result<Self> {
         let m = c.filter_chain_match.clone().unwrap_or_default();
         let mpath = format!("{path}.filter_chain_match");
         let destination_port = match m.destination_port {
@@ -325,7 +326,7 @@ impl FilterChain {
                 NetworkAction::Tcp(Arc::new(tcp_proxy(t, &format!("{fpath}.typed_config"), clusters)?))
             }
             Some(NetworkFilterConfig::HttpConnectionManager(h)) => {
-                NetworkAction::Http(Arc::new(hcm(h, &format!("{fpath}.typed_config"), clusters)?))
+                NetworkAction::Http(Arc::new(hcm(h, &format!("{fpath}.typed_config"), clusters, direction)?))
             }
             None => return Err(ConfigError::new(format!("{fpath}.typed_config"), "required")),
         };
@@ -444,7 +445,12 @@ pub(crate) fn fault(f: &weft_xds::filters::HttpFault, path: &str) -> Result<Faul
     })
 }
 
-fn hcm(h: &weft_xds::filters::HttpConnectionManager, path: &str, clusters: &ClusterNames) -> Result<HttpConnectionManagerConfig> {
+fn hcm(
+    h: &weft_xds::filters::HttpConnectionManager,
+    path: &str,
+    clusters: &ClusterNames,
+    direction: wire::TrafficDirection,
+) -> Result<HttpConnectionManagerConfig> {
     let codec = match h.codec_type {
         CodecType::Auto => Codec::Auto,
         CodecType::Http1 => Codec::Http1,
@@ -547,6 +553,7 @@ fn hcm(h: &weft_xds::filters::HttpConnectionManager, path: &str, clusters: &Clus
         h2_initial_connection_window: h2.initial_connection_window_size,
         accept_http_10: h.http_protocol_options.as_ref().map(|o| o.accept_http_10).unwrap_or(false),
         xfcc: xfcc(h, path)?,
+        tracing: h.tracing.as_ref().map(|t| crate::trace::TraceConfig::from_wire(t, direction, &format!("{path}.tracing"))).transpose()?,
     })
 }
 

@@ -52,6 +52,8 @@ pub struct Route {
     pub faults: PerFilterFaults,
     pub request_headers: HeaderOps,
     pub response_headers: HeaderOps,
+    /// `decorator.operation`: the name of this route's spans.
+    pub operation: Option<String>,
 }
 
 #[derive(Debug)]
@@ -676,6 +678,7 @@ impl Route {
                 "response_headers_to_add",
                 "response_headers_to_remove",
             )?,
+            operation: r.decorator.as_ref().map(|d| d.operation.clone()),
         })
     }
 }

@@ -192,6 +192,7 @@ pub fn format_time(t: SystemTime, fmt: Option<&str>) -> String {
 pub struct LogOnDrop {
     pub info: RequestInfo,
     pub loggers: Arc<Vec<Arc<AccessLogger>>>,
+    pub report: Option<SpanReport>,
 }
 
 impl Drop for LogOnDrop {
@@ -199,6 +200,38 @@ impl Drop for LogOnDrop {
         for l in self.loggers.iter() {
             l.log(&self.info);
         }
+        if let Some(r) = self.report.take() {
+            r.finish(&self.info);
+        }
+    }
+}
+
+/// A sampled request's span, reported when the response has been sent.
+pub struct SpanReport {
+    pub span: crate::trace::Span,
+    pub kind: crate::trace::SpanKind,
+    pub reporter: Arc<crate::trace::zipkin::Reporter>,
+    pub tracer: Arc<crate::trace::Tracer>,
+}
+
+impl SpanReport {
+    fn finish(mut self, info: &RequestInfo) {
+        let t = &mut self.span.tags;
+        t.insert("http.status_code", info.status.to_string());
+        t.insert("response_flags", info.flags_text());
+        t.insert("request_size", info.bytes_received.to_string());
+        t.insert("response_size", info.bytes_sent.to_string());
+        if let Some(c) = &info.upstream_cluster {
+            t.insert("upstream_cluster", c.clone());
+            t.insert("upstream_cluster.name", c.clone());
+        }
+        if info.status >= 500 {
+            t.insert("error", "true".into());
+        }
+        let local = crate::http::routing::client_ip(info.conn.local);
+        let shared = self.span.shared;
+        let json = crate::trace::zipkin::encode(&self.span, self.kind, shared, &self.tracer.node_cluster, local);
+        self.reporter.report(json);
     }
 }
 

@@ -57,6 +57,9 @@ pub struct Hcm {
     pub clusters: Arc<ClusterManager>,
     pub routes: Arc<rds::RouteStore>,
     pub loggers: Arc<Vec<Arc<AccessLogger>>>,
+    /// Where this manager's sampled spans go (its tracing config names a Zipkin collector).
+    pub reporter: Option<Arc<crate::trace::zipkin::Reporter>>,
+    pub tracer: Arc<crate::trace::Tracer>,
 }
 
 impl Hcm {
@@ -163,6 +166,7 @@ impl Hcm {
             .or_else(|| parts.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()).map(str::to_string))
             .unwrap_or_default();
         let path_and_query = parts.uri.path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| "/".into());
+        let span = self.cfg.tracing.as_ref().map(|t| t.start(&mut parts.headers));
 
         let mut info = RequestInfo {
             conn: conn.clone(),
@@ -203,6 +207,10 @@ impl Hcm {
         let view = RequestView { parts: &parts, host: &authority, path: &path, query: query.as_deref(), scheme: conn.scheme() };
         let vhost = routing::select_vhost(&table, &authority);
         let route = vhost.and_then(|vh| routing::select_route(vh, &view));
+        let report = span.filter(|s| s.sampled).and_then(|s| {
+            let op = route.and_then(|r| r.operation.as_deref()).unwrap_or(&authority);
+            self.report(s, op, &parts, conn, &info, &path_and_query)
+        });
 
         // request_timeout and stream_idle_timeout need to know when the request body has ended.
         let body_done = Arc::new(body::BodyDone::default());
@@ -305,7 +313,58 @@ impl Hcm {
             }
         };
         let resp = self.finish(resp, &parts, &info);
-        self.complete(resp, info)
+        self.complete(resp, info, report)
+    }
+
+    /// A sampled span with the request's tags, ready to be finished and reported; `None` when
+    /// this manager reports nowhere.
+    fn report(
+        &self,
+        mut span: crate::trace::Span,
+        operation: &str,
+        parts: &http::request::Parts,
+        conn: &ConnInfo,
+        info: &RequestInfo,
+        path_and_query: &str,
+    ) -> Option<info::SpanReport> {
+        let reporter = self.reporter.clone()?;
+        let cfg = self.cfg.tracing.as_ref()?;
+        let header = |n: &str| parts.headers.get(n).and_then(|v| v.to_str().ok()).unwrap_or("-").to_string();
+        let mut url = format!("{}://{}{}", conn.scheme(), info.authority, path_and_query);
+        if url.len() > cfg.max_path_tag_length {
+            let mut cut = cfg.max_path_tag_length;
+            while !url.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            url.truncate(cut);
+        }
+        let t = &mut span.tags;
+        t.insert("component", "proxy".into());
+        t.insert("node_id", self.tracer.node_id.clone());
+        t.insert("http.url", url);
+        t.insert("http.method", parts.method.to_string());
+        t.insert("http.protocol", info.protocol.into());
+        t.insert("user_agent", header("user-agent"));
+        t.insert("downstream_cluster", header("x-envoy-downstream-service-cluster"));
+        t.insert("peer.address", routing::client_ip(conn.remote).to_string());
+        if let Some(id) = parts.headers.get(&X_REQUEST_ID).and_then(|v| v.to_str().ok()) {
+            t.insert("guid:x-request-id", id.to_string());
+        }
+        if let Some(id) = parts.headers.get("x-client-trace-id").and_then(|v| v.to_str().ok()) {
+            t.insert("guid:x-client-trace-id", id.to_string());
+        }
+        for (tag, source) in &cfg.custom_tags {
+            use crate::trace::TagSource;
+            let v = match source {
+                TagSource::Literal(v) | TagSource::Environment(v) => v.clone(),
+                TagSource::Header { name, default } => {
+                    parts.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string).unwrap_or_else(|| default.clone())
+                }
+            };
+            span.custom.push((tag.clone(), v));
+        }
+        span.name = operation.to_string();
+        Some(info::SpanReport { span, kind: cfg.kind, reporter, tracer: self.tracer.clone() })
     }
 
     /// Runs request processing under `request_timeout` (until the request body has arrived)
@@ -361,18 +420,20 @@ impl Hcm {
         r
     }
 
-    fn complete(&self, mut r: Response<Body>, mut info: RequestInfo) -> Response<Body> {
+    fn complete(&self, mut r: Response<Body>, mut info: RequestInfo, report: Option<info::SpanReport>) -> Response<Body> {
         let status = r.status().as_u16();
         self.stats.codes.inc(status);
         self.stats.downstream_rq_completed.inc();
         self.stats.downstream_rq_active.dec();
-        if self.loggers.is_empty() {
+        if self.loggers.is_empty() && report.is_none() {
             return r;
         }
         info.status = status;
-        info.resp_headers = r.headers().clone();
+        if !self.loggers.is_empty() {
+            info.resp_headers = r.headers().clone();
+        }
         info.first_byte = Some(info.started.elapsed());
-        let guard = LogOnDrop { info, loggers: self.loggers.clone() };
+        let guard = LogOnDrop { info, loggers: self.loggers.clone(), report };
         let b = std::mem::replace(r.body_mut(), body::empty());
         *r.body_mut() = http_body_util::BodyExt::boxed_unsync(Logged { inner: b, guard: Some(guard) });
         r

@@ -180,6 +180,14 @@ fn backoff(p: &RetryPolicy, retry: u32) -> Duration {
     Duration::from_millis(rand::random::<u64>() % ms)
 }
 
+/// The protocol for a request the proxy makes itself (no downstream to follow).
+pub(crate) fn wire_of(cluster: &Cluster) -> Wire {
+    match cluster.cfg.protocol {
+        UpstreamProtocol::Http2 => Wire::Http2,
+        UpstreamProtocol::Http1 | UpstreamProtocol::Downstream => Wire::Http1,
+    }
+}
+
 fn wire_for(cluster: &Cluster, parts: &Parts) -> Wire {
     match cluster.cfg.protocol {
         UpstreamProtocol::Http1 => Wire::Http1,
@@ -191,7 +199,7 @@ fn wire_for(cluster: &Cluster, parts: &Parts) -> Wire {
 
 /// The upstream request on `wire`: HTTP/1 carries the authority in `Host` and only the path in
 /// the URI; HTTP/2 an absolute URI and no `Host`. `None` when the path or authority is invalid.
-fn upstream_request(
+pub(crate) fn upstream_request(
     wire: Wire,
     method: &http::Method,
     authority: &str,

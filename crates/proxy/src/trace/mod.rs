@@ -1,0 +1,359 @@
+//! Request tracing as Envoy's HTTP connection manager does it with the Zipkin tracer: the
+//! sampling decision (kept in `x-request-id` so every proxy on the path agrees), B3 context
+//! in and out, and one span per request reported to a Zipkin collector.
+
+pub mod zipkin;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+use weft_xds::filters::{HcmTracing, TracerConfig, ZipkinEndpointVersion};
+use weft_xds::listener::TrafficDirection;
+
+use crate::config::ConfigError;
+
+static X_B3_TRACE_ID: HeaderName = HeaderName::from_static("x-b3-traceid");
+static X_B3_SPAN_ID: HeaderName = HeaderName::from_static("x-b3-spanid");
+static X_B3_PARENT_SPAN_ID: HeaderName = HeaderName::from_static("x-b3-parentspanid");
+static X_B3_SAMPLED: HeaderName = HeaderName::from_static("x-b3-sampled");
+static B3: HeaderName = HeaderName::from_static("b3");
+static X_CLIENT_TRACE_ID: HeaderName = HeaderName::from_static("x-client-trace-id");
+
+/// One HTTP connection manager's tracing settings.
+#[derive(Debug)]
+pub struct TraceConfig {
+    /// Sampling thresholds out of 10000, as Envoy compares them with the request id.
+    client: u64,
+    random: u64,
+    overall: u64,
+    /// The span's kind: SERVER on inbound listeners, CLIENT otherwise.
+    pub kind: SpanKind,
+    pub max_path_tag_length: usize,
+    pub custom_tags: Vec<(String, TagSource)>,
+    /// Where sampled spans go; `None`: decide and propagate, report nothing.
+    pub zipkin: Option<zipkin::Collector>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpanKind {
+    Client,
+    Server,
+}
+
+#[derive(Debug, Clone)]
+pub enum TagSource {
+    Literal(String),
+    /// Read once, when the config is built, like Envoy.
+    Environment(String),
+    Header {
+        name: HeaderName,
+        default: String,
+    },
+}
+
+fn threshold(p: Option<&weft_xds::core::Percent>, path: &str) -> Result<u64, ConfigError> {
+    match p {
+        None => Ok(10_000),
+        Some(p) if (0.0..=100.0).contains(&p.value) => Ok((p.value * 100.0).round() as u64),
+        Some(p) => Err(ConfigError::new(path, format!("{} is not a percentage (0 to 100)", p.value))),
+    }
+}
+
+impl TraceConfig {
+    pub fn from_wire(t: &HcmTracing, direction: TrafficDirection, path: &str) -> Result<TraceConfig, ConfigError> {
+        let mut custom_tags = Vec::new();
+        for (i, c) in t.custom_tags.iter().enumerate() {
+            let p = format!("{path}.custom_tags[{i}]");
+            let source = match (&c.literal, &c.environment, &c.request_header, &c.metadata) {
+                (Some(l), None, None, None) => TagSource::Literal(l.value.clone()),
+                (None, Some(e), None, None) => {
+                    TagSource::Environment(std::env::var(&e.name).ok().filter(|v| !v.is_empty()).unwrap_or_else(|| e.default_value.clone()))
+                }
+                (None, None, Some(h), None) => TagSource::Header {
+                    name: HeaderName::from_bytes(h.name.as_bytes())
+                        .map_err(|_| ConfigError::new(format!("{p}.request_header.name"), "not a valid header name"))?,
+                    default: h.default_value.clone(),
+                },
+                (None, None, None, Some(m)) => TagSource::Literal(m.default_value.clone()),
+                _ => return Err(ConfigError::new(&p, "exactly one of literal, environment, request_header or metadata is required")),
+            };
+            custom_tags.push((c.tag.clone(), source));
+        }
+        let zipkin = match t.provider.as_ref().and_then(|p| p.typed_config.as_ref()) {
+            None => None,
+            Some(TracerConfig::Zipkin(z)) => {
+                let zpath = format!("{path}.provider.typed_config");
+                if z.collector_cluster.is_empty() {
+                    return Err(ConfigError::new(format!("{zpath}.collector_cluster"), "required"));
+                }
+                if !z.collector_endpoint.starts_with('/') {
+                    return Err(ConfigError::new(format!("{zpath}.collector_endpoint"), "must be a path starting with /"));
+                }
+                if z.collector_endpoint_version != ZipkinEndpointVersion::HttpJson {
+                    return Err(ConfigError::new(format!("{zpath}.collector_endpoint_version"), "only HTTP_JSON is supported"));
+                }
+                if z.split_spans_for_request {
+                    return Err(ConfigError::new(format!("{zpath}.split_spans_for_request"), "not supported"));
+                }
+                Some(zipkin::Collector {
+                    cluster: z.collector_cluster.clone(),
+                    endpoint: z.collector_endpoint.clone(),
+                    hostname: if z.collector_hostname.is_empty() { z.collector_cluster.clone() } else { z.collector_hostname.clone() },
+                    trace_id_128bit: z.trace_id_128bit,
+                    shared_span_context: z.shared_span_context.unwrap_or(true),
+                })
+            }
+        };
+        if t.provider.as_ref().is_some_and(|p| p.typed_config.is_none()) {
+            return Err(ConfigError::new(format!("{path}.provider.typed_config"), "required"));
+        }
+        Ok(TraceConfig {
+            client: threshold(t.client_sampling.as_ref(), &format!("{path}.client_sampling"))?,
+            random: threshold(t.random_sampling.as_ref(), &format!("{path}.random_sampling"))?,
+            overall: threshold(t.overall_sampling.as_ref(), &format!("{path}.overall_sampling"))?,
+            kind: if direction == TrafficDirection::Inbound { SpanKind::Server } else { SpanKind::Client },
+            max_path_tag_length: t.max_path_tag_length.unwrap_or(256) as usize,
+            custom_tags,
+            zipkin,
+        })
+    }
+
+    /// Envoy's `mutateTracingRequestHeader`: a request id that carries no decision yet gets one
+    /// (client-forced by `x-client-trace-id`, else random sampling), both gated by overall
+    /// sampling. The decision is written into the id's version nibble, so the next proxy on the
+    /// path reads it instead of rolling again. Returns whether the request is traced.
+    pub fn decide(&self, headers: &mut HeaderMap) -> bool {
+        let Some(id) = headers.get(&crate::http::X_REQUEST_ID).and_then(|v| v.to_str().ok()) else { return false };
+        let mut id = id.as_bytes().to_vec();
+        let Some(roll) = request_id_roll(&id) else { return false };
+        let mut reason = id[REASON_AT];
+        if !matches!(reason, SAMPLED | FORCED | CLIENT) {
+            if headers.contains_key(&X_CLIENT_TRACE_ID) && roll < self.client {
+                reason = CLIENT;
+            } else if roll < self.random {
+                reason = SAMPLED;
+            }
+        }
+        if roll >= self.overall {
+            reason = NOT_TRACED;
+        }
+        if reason != id[REASON_AT] {
+            id[REASON_AT] = reason;
+            if let Ok(v) = HeaderValue::from_bytes(&id) {
+                headers.insert(crate::http::X_REQUEST_ID.clone(), v);
+            }
+        }
+        matches!(reason, SAMPLED | FORCED | CLIENT)
+    }
+
+    /// Starts the request's span: the decision, the B3 context it continues, and the context
+    /// written into `headers` for the upstream.
+    pub fn start(&self, headers: &mut HeaderMap) -> Span {
+        let traced = self.decide(headers);
+        let incoming = B3Context::read(headers);
+        let trace_id_128 = self.zipkin.as_ref().is_some_and(|z| z.trace_id_128bit);
+        let shared = self.zipkin.as_ref().is_none_or(|z| z.shared_span_context);
+        let sampled = incoming.as_ref().and_then(|c| c.sampled).unwrap_or(traced);
+        let ids = incoming.as_ref().and_then(|c| c.ids);
+        let shared = shared && self.kind == SpanKind::Server && ids.is_some();
+        let (trace_id, id, parent) = match ids {
+            // A server span shares the caller's span when the tracer is told to (Envoy's default).
+            Some(ids) if shared => (ids.trace, ids.span, ids.parent),
+            Some(ids) => (ids.trace, rand::random::<u64>(), Some(ids.span)),
+            None => {
+                let high = if trace_id_128 { rand::random::<u64>() } else { 0 };
+                let low = rand::random::<u64>();
+                (TraceId { high, low }, low, None)
+            }
+        };
+        let span = Span {
+            trace_id,
+            id,
+            parent,
+            sampled,
+            start: SystemTime::now(),
+            tags: BTreeMap::new(),
+            name: String::new(),
+            custom: Vec::new(),
+            shared,
+        };
+        span.inject(headers);
+        span
+    }
+}
+
+/// Where in a UUID request id Envoy keeps the trace decision (the version nibble).
+const REASON_AT: usize = 14;
+const NOT_TRACED: u8 = b'4';
+const SAMPLED: u8 = b'9';
+const FORCED: u8 = b'a';
+const CLIENT: u8 = b'b';
+
+/// The request id's roll out of 10000 (its first 32 bits), or `None` when it is not a UUID.
+fn request_id_roll(id: &[u8]) -> Option<u64> {
+    if id.len() != 36 {
+        return None;
+    }
+    let head = std::str::from_utf8(id.get(..8)?).ok()?;
+    u64::from_str_radix(head, 16).ok().map(|v| v % 10_000)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TraceId {
+    pub high: u64,
+    pub low: u64,
+}
+
+impl TraceId {
+    fn parse(s: &str) -> Option<TraceId> {
+        match s.len() {
+            16 => Some(TraceId { high: 0, low: u64::from_str_radix(s, 16).ok()? }),
+            32 => Some(TraceId { high: u64::from_str_radix(&s[..16], 16).ok()?, low: u64::from_str_radix(&s[16..], 16).ok()? }),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for TraceId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.high == 0 {
+            write!(f, "{:016x}", self.low)
+        } else {
+            write!(f, "{:016x}{:016x}", self.high, self.low)
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Ids {
+    trace: TraceId,
+    span: u64,
+    parent: Option<u64>,
+}
+
+/// B3 propagation as it arrived: multi-header (`x-b3-*`) or the single `b3` header.
+#[derive(Debug, Clone, Copy)]
+struct B3Context {
+    ids: Option<Ids>,
+    sampled: Option<bool>,
+}
+
+fn sampled_flag(s: &str) -> Option<bool> {
+    match s {
+        "1" | "true" | "d" => Some(true),
+        "0" | "false" => Some(false),
+        _ => None,
+    }
+}
+
+impl B3Context {
+    fn read(h: &HeaderMap) -> Option<B3Context> {
+        let get = |n: &HeaderName| h.get(n).and_then(|v| v.to_str().ok());
+        if let Some(single) = get(&B3) {
+            let parts: Vec<&str> = single.split('-').collect();
+            return match parts.as_slice() {
+                [flag] => Some(B3Context { ids: None, sampled: sampled_flag(flag) }),
+                [t, s, rest @ ..] => {
+                    let ids = Ids {
+                        trace: TraceId::parse(t)?,
+                        span: u64::from_str_radix(s, 16).ok()?,
+                        parent: rest.get(1).and_then(|p| u64::from_str_radix(p, 16).ok()),
+                    };
+                    Some(B3Context { ids: Some(ids), sampled: rest.first().and_then(|f| sampled_flag(f)) })
+                }
+                [] => None,
+            };
+        }
+        let sampled = get(&X_B3_SAMPLED).and_then(sampled_flag);
+        let ids = match (get(&X_B3_TRACE_ID), get(&X_B3_SPAN_ID)) {
+            (Some(t), Some(s)) => Some(Ids {
+                trace: TraceId::parse(t)?,
+                span: u64::from_str_radix(s, 16).ok()?,
+                parent: get(&X_B3_PARENT_SPAN_ID).and_then(|p| u64::from_str_radix(p, 16).ok()),
+            }),
+            _ => None,
+        };
+        (ids.is_some() || sampled.is_some()).then_some(B3Context { ids, sampled })
+    }
+}
+
+/// One request's span, from the decision to the report.
+#[derive(Debug)]
+pub struct Span {
+    pub trace_id: TraceId,
+    pub id: u64,
+    pub parent: Option<u64>,
+    pub sampled: bool,
+    pub start: SystemTime,
+    /// Operation name; set when the route is known.
+    pub name: String,
+    pub tags: BTreeMap<&'static str, String>,
+    /// `custom_tags`, by their configured names.
+    pub custom: Vec<(String, String)>,
+    /// A server span that took the caller's span id (`shared_span_context`).
+    pub shared: bool,
+}
+
+impl Span {
+    /// The context the upstream continues (Envoy's B3 multi-header form).
+    fn inject(&self, h: &mut HeaderMap) {
+        h.remove(&B3);
+        h.remove(&X_B3_PARENT_SPAN_ID);
+        let mut set = |n: &HeaderName, v: String| {
+            if let Ok(v) = HeaderValue::from_str(&v) {
+                h.insert(n.clone(), v);
+            }
+        };
+        set(&X_B3_TRACE_ID, self.trace_id.to_string());
+        set(&X_B3_SPAN_ID, format!("{:016x}", self.id));
+        if let Some(p) = self.parent {
+            set(&X_B3_PARENT_SPAN_ID, format!("{p:016x}"));
+        }
+        set(&X_B3_SAMPLED, if self.sampled { "1" } else { "0" }.to_string());
+    }
+}
+
+/// What a finished request tells its span (Envoy's standard tags).
+pub struct Outcome<'a> {
+    pub status: u16,
+    pub flags: String,
+    pub upstream_cluster: Option<&'a str>,
+    pub upstream_address: Option<std::net::SocketAddr>,
+    pub request_size: u64,
+    pub response_size: u64,
+}
+
+/// The per-proxy part of tracing: who is reporting, and the reporters by collector.
+pub struct Tracer {
+    pub node_id: String,
+    pub node_cluster: String,
+    reporters: parking_lot::Mutex<BTreeMap<(String, String, String), Arc<zipkin::Reporter>>>,
+    clusters: Arc<crate::upstream::ClusterManager>,
+    stats: Arc<crate::stats::Store>,
+}
+
+impl Tracer {
+    pub fn new(
+        node_id: String,
+        node_cluster: String,
+        clusters: Arc<crate::upstream::ClusterManager>,
+        stats: Arc<crate::stats::Store>,
+    ) -> Tracer {
+        Tracer { node_id, node_cluster, reporters: Default::default(), clusters, stats }
+    }
+
+    /// The reporter for `c`, shared by every connection manager that reports there.
+    pub fn reporter(&self, c: &zipkin::Collector) -> Arc<zipkin::Reporter> {
+        let key = (c.cluster.clone(), c.endpoint.clone(), c.hostname.clone());
+        self.reporters
+            .lock()
+            .entry(key)
+            .or_insert_with(|| zipkin::Reporter::start(c.clone(), self.clusters.clone(), self.stats.zipkin()))
+            .clone()
+    }
+}
+
+#[cfg(test)]
+mod tests;

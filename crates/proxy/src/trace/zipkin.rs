@@ -1,0 +1,168 @@
+//! Reporting spans to a Zipkin collector (API v2, JSON), batched as Envoy batches them: a
+//! report when 5 spans are waiting, or every 5 seconds for fewer.
+
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue};
+use http_body_util::BodyExt as _;
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+
+use super::{Span, SpanKind};
+use crate::stats::ZipkinStats;
+use crate::upstream::{pool, ClusterManager};
+
+/// Envoy's `tracing.zipkin.min_flush_spans` and `tracing.zipkin.flush_interval_ms` defaults.
+const MIN_FLUSH_SPANS: usize = 5;
+const FLUSH_INTERVAL: Duration = Duration::from_secs(5);
+const REPORT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Spans waiting beyond this (a collector far behind) are dropped, not buffered without end.
+const QUEUE: usize = 10_000;
+
+#[derive(Debug, Clone)]
+pub struct Collector {
+    pub cluster: String,
+    pub endpoint: String,
+    /// The `Host` of reports: `collector_hostname`, else the cluster name (as Envoy).
+    pub hostname: String,
+    pub trace_id_128bit: bool,
+    pub shared_span_context: bool,
+}
+
+/// One collector's queue; the task behind it sends the reports.
+pub struct Reporter {
+    tx: mpsc::Sender<Value>,
+}
+
+impl Reporter {
+    pub fn start(c: Collector, clusters: Arc<ClusterManager>, stats: Arc<ZipkinStats>) -> Arc<Reporter> {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        tokio::spawn(run(c, clusters, stats, rx));
+        Arc::new(Reporter { tx })
+    }
+
+    pub fn report(&self, span: Value) {
+        if self.tx.try_send(span).is_err() {
+            tracing::debug!("zipkin span queue full; span dropped");
+        }
+    }
+}
+
+async fn run(c: Collector, clusters: Arc<ClusterManager>, stats: Arc<ZipkinStats>, mut rx: mpsc::Receiver<Value>) {
+    let mut batch = Vec::new();
+    let mut tick = tokio::time::interval(FLUSH_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            span = rx.recv() => match span {
+                Some(s) => {
+                    batch.push(s);
+                    if batch.len() >= MIN_FLUSH_SPANS {
+                        flush(&c, &clusters, &stats, std::mem::take(&mut batch)).await;
+                    }
+                }
+                None => break,
+            },
+            _ = tick.tick() => {
+                if !batch.is_empty() {
+                    stats.timer_flushed.inc();
+                    flush(&c, &clusters, &stats, std::mem::take(&mut batch)).await;
+                }
+            }
+        }
+    }
+    if !batch.is_empty() {
+        flush(&c, &clusters, &stats, batch).await;
+    }
+}
+
+async fn flush(c: &Collector, clusters: &ClusterManager, stats: &ZipkinStats, spans: Vec<Value>) {
+    let Some(cluster) = clusters.get(&c.cluster) else {
+        stats.reports_skipped_no_cluster.inc();
+        return;
+    };
+    let Some(host) = cluster.lb_snapshot().pick(None) else {
+        cluster.stats.upstream_cx_none_healthy.inc();
+        stats.reports_failed.inc();
+        return;
+    };
+    let n = spans.len() as u64;
+    let body = Bytes::from(Value::Array(spans).to_string());
+    let mut headers = HeaderMap::new();
+    headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    let wire = crate::http::router::wire_of(&cluster);
+    let Some(req) =
+        crate::http::router::upstream_request(wire, &http::Method::POST, &c.hostname, &c.endpoint, headers, crate::body::full(body))
+    else {
+        stats.reports_failed.inc();
+        return;
+    };
+    cluster.stats.upstream_rq_total.inc();
+    let sent = tokio::time::timeout(REPORT_TIMEOUT, async {
+        let resp = pool::send(&cluster, &host, req, wire).await?;
+        let status = resp.status().as_u16();
+        let _ = resp.into_body().collect().await;
+        Ok::<u16, crate::upstream::error::UpstreamError>(status)
+    })
+    .await;
+    match sent {
+        Ok(Ok(status)) => {
+            cluster.stats.codes.inc(status);
+            if status == 200 || status == 202 {
+                stats.reports_sent.inc();
+                stats.spans_sent.add(n);
+            } else {
+                tracing::debug!(collector = %c.cluster, status, "zipkin collector refused a report");
+                stats.reports_dropped.inc();
+            }
+        }
+        Ok(Err(e)) => {
+            tracing::debug!(collector = %c.cluster, error = %e, "zipkin report failed");
+            stats.reports_failed.inc();
+        }
+        Err(_) => {
+            cluster.stats.upstream_rq_timeout.inc();
+            stats.reports_failed.inc();
+        }
+    }
+}
+
+/// The span in Zipkin v2 JSON.
+pub fn encode(span: &Span, kind: SpanKind, shared: bool, service: &str, local_ip: std::net::IpAddr) -> Value {
+    let micros = |t: std::time::SystemTime| t.duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0);
+    let start = micros(span.start);
+    let end = micros(std::time::SystemTime::now()).max(start);
+    let mut endpoint = json!({"serviceName": service, "port": 0});
+    match local_ip {
+        std::net::IpAddr::V4(a) => endpoint["ipv4"] = json!(a.to_string()),
+        std::net::IpAddr::V6(a) => endpoint["ipv6"] = json!(a.to_string()),
+    }
+    let (kind_name, annotation) = match kind {
+        SpanKind::Client => ("CLIENT", "cr"),
+        SpanKind::Server => ("SERVER", "ss"),
+    };
+    let mut v = json!({
+        "traceId": span.trace_id.to_string(),
+        "id": format!("{:016x}", span.id),
+        "name": span.name,
+        "kind": kind_name,
+        "timestamp": start,
+        "duration": end - start,
+        "localEndpoint": endpoint,
+        "tags": span.tags,
+        "annotations": [{"timestamp": end, "value": annotation}],
+    });
+    for (k, val) in &span.custom {
+        v["tags"][k.as_str()] = json!(val);
+    }
+    if let Some(p) = span.parent {
+        v["parentId"] = json!(format!("{p:016x}"));
+    }
+    if shared {
+        v["shared"] = json!(true);
+    }
+    v
+}

@@ -1,0 +1,227 @@
+//! Tracing with the Zipkin tracer: the sampling decision, the B3 headers the upstream gets, and
+//! the spans a collector receives, from Envoy and from weft.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use weft_test_support::{eventually, ProxyKind, Req, Upstream};
+
+use crate::harness::*;
+
+/// A Zipkin collector: accepts `POST /api/v2/spans` (HTTP/1.1, chunked or sized) and keeps the
+/// spans.
+struct Collector {
+    port: u16,
+    spans: Arc<Mutex<Vec<Value>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Collector {
+    async fn start() -> Collector {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind collector");
+        let port = listener.local_addr().expect("addr").port();
+        let spans: Arc<Mutex<Vec<Value>>> = Arc::default();
+        let keep = spans.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((sock, _)) = listener.accept().await {
+                let keep = keep.clone();
+                tokio::spawn(async move {
+                    let _ = serve(sock, keep).await;
+                });
+            }
+        });
+        Collector { port, spans, task }
+    }
+
+    fn spans(&self) -> Vec<Value> {
+        self.spans.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+impl Drop for Collector {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn serve(sock: tokio::net::TcpStream, spans: Arc<Mutex<Vec<Value>>>) -> std::io::Result<()> {
+    let (r, mut w) = sock.into_split();
+    let mut r = BufReader::new(r);
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line).await? == 0 {
+            return Ok(());
+        }
+        let (mut len, mut chunked) = (0usize, false);
+        loop {
+            let mut h = String::new();
+            r.read_line(&mut h).await?;
+            let h = h.trim_end().to_ascii_lowercase();
+            if h.is_empty() {
+                break;
+            }
+            if let Some(v) = h.strip_prefix("content-length:") {
+                len = v.trim().parse().unwrap_or(0);
+            }
+            if h.starts_with("transfer-encoding:") && h.contains("chunked") {
+                chunked = true;
+            }
+        }
+        let mut body = Vec::new();
+        if chunked {
+            loop {
+                let mut size = String::new();
+                r.read_line(&mut size).await?;
+                let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+                let mut chunk = vec![0; n + 2];
+                r.read_exact(&mut chunk).await?;
+                if n == 0 {
+                    break;
+                }
+                body.extend_from_slice(&chunk[..n]);
+            }
+        } else {
+            body.resize(len, 0);
+            r.read_exact(&mut body).await?;
+        }
+        if line.starts_with("POST /api/v2/spans ") {
+            if let Ok(Value::Array(list)) = serde_json::from_slice::<Value>(&body) {
+                spans.lock().unwrap_or_else(|e| e.into_inner()).extend(list);
+            }
+        }
+        w.write_all(b"HTTP/1.1 202 Accepted\r\ncontent-length: 0\r\n\r\n").await?;
+    }
+}
+
+fn bootstrap(p: &Ports, upstream: u16, collector: u16) -> Value {
+    let tracing = json!({
+        "random_sampling": {"value": 50},
+        "custom_tags": [
+            {"tag": "mesh", "literal": {"value": "m1"}},
+            {"tag": "tenant", "request_header": {"name": "x-tenant", "default_value": "none"}},
+        ],
+        "provider": {"name": "envoy.tracers.zipkin", "typed_config": {
+            "@type": "type.googleapis.com/envoy.config.trace.v3.ZipkinConfig",
+            "collector_cluster": "zipkin",
+            "collector_endpoint": "/api/v2/spans",
+            "collector_endpoint_version": "HTTP_JSON",
+            "trace_id_128bit": true,
+            "shared_span_context": false,
+        }},
+    });
+    let vhosts = json!([{"name": "all", "domains": ["*"], "routes": [
+        {"match": {"prefix": "/checkout"}, "route": {"cluster": "up"}, "decorator": {"operation": "checkout"}},
+        {"match": {"prefix": "/"}, "route": {"cluster": "up"}},
+    ]}]);
+    let mut b = http_bootstrap(
+        p,
+        vhosts,
+        vec![cluster("up", &[upstream], json!({})), cluster("zipkin", &[collector], json!({}))],
+        json!({"tracing": tracing}),
+    );
+    b["node"] = json!({"id": "test-node", "cluster": "test-cluster"});
+    b["static_resources"]["listeners"][0]["traffic_direction"] = json!("OUTBOUND");
+    b
+}
+
+const CALLER_TRACE: &str = "463ac35c9f6413ad48485a3953bb6124";
+const CALLER_SPAN: &str = "a2fb4a1d1a96d312";
+
+/// (request, whether it is sampled): ids whose first 32 bits mod 10000 fall under 5000 are
+/// sampled at 50 %.
+fn requests() -> Vec<(Req, bool)> {
+    let id = |head: &str| format!("{head}-1111-4222-8333-444455556666");
+    vec![
+        (Req::get("/a").header("x-request-id", &id("00000007")), true),
+        (Req::get("/b").header("x-request-id", &id("00001f40")), false),
+        (
+            Req::get("/c")
+                .header("x-request-id", &id("00001f42"))
+                .header("x-b3-traceid", CALLER_TRACE)
+                .header("x-b3-spanid", CALLER_SPAN)
+                .header("x-b3-sampled", "1"),
+            true,
+        ),
+        (Req::get("/d").header("x-request-id", &id("00001f41")).header("x-client-trace-id", "debug-me"), true),
+        (Req::get("/checkout/1").header("x-request-id", &id("00000008")).header("x-tenant", "acme"), true),
+        (Req::get("/e").header("x-request-id", &id("00002710")).header("x-b3-sampled", "0"), false),
+    ]
+}
+
+/// What a caller can compare across proxies: everything but ids, times and the proxy's own
+/// addresses and response sizes (their upstream headers differ).
+fn comparable(span: &Value) -> Value {
+    let mut s = span.clone();
+    for k in ["id", "traceId", "parentId", "timestamp", "duration", "annotations", "localEndpoint"] {
+        if let Some(o) = s.as_object_mut() {
+            o.remove(k);
+        }
+    }
+    if let Some(t) = s["tags"].as_object_mut() {
+        t.remove("response_size");
+    }
+    s["annotation"] = span["annotations"][0]["value"].clone();
+    s["service"] = span["localEndpoint"]["serviceName"].clone();
+    s
+}
+
+#[tokio::test]
+async fn zipkin_tracing_matches_envoy() {
+    let up = Upstream::start("up").await;
+    let mut seen = Vec::new();
+    for kind in [ProxyKind::Envoy, ProxyKind::Weft] {
+        let collector = Collector::start().await;
+        let (upstream, cport) = (up.port(), collector.port);
+        let run = start(kind, &move |p| bootstrap(p, upstream, cport)).await;
+        let mut upstream_saw = Vec::new();
+        for (req, sampled) in requests() {
+            let reply = run.send(req.clone()).await;
+            assert_eq!(reply.status, 200, "{kind} {}", req.path);
+            let h = &reply.echo()["headers"];
+            let one = |n: &str| h[n][0].as_str().unwrap_or("").to_string();
+            assert_eq!(one("x-b3-sampled"), if sampled { "1" } else { "0" }, "{kind} {}: x-b3-sampled", req.path);
+            assert_eq!(one("x-b3-traceid").len(), 32, "{kind} {}: a 128-bit trace id", req.path);
+            assert_eq!(one("x-b3-spanid").len(), 16, "{kind} {}", req.path);
+            if req.path == "/c" {
+                assert_eq!(one("x-b3-traceid"), CALLER_TRACE, "{kind}: the caller's trace continues");
+                assert_eq!(one("x-b3-parentspanid"), CALLER_SPAN, "{kind}: the caller's span is the parent");
+            } else {
+                assert!(h.get("x-b3-parentspanid").is_none(), "{kind} {}: a root span has no parent", req.path);
+                assert_eq!(&one("x-b3-spanid"), &one("x-b3-traceid")[16..], "{kind} {}: root span id", req.path);
+            }
+            upstream_saw.push((req.path.clone(), one("x-request-id"), one("x-b3-sampled")));
+        }
+        let want = requests().iter().filter(|(_, s)| *s).count();
+        // Fewer than five spans: the report goes out on the 5 s flush timer.
+        let spans = eventually(Duration::from_secs(15), "spans at the collector", || async {
+            let s = collector.spans();
+            (s.len() >= want).then_some(s)
+        })
+        .await;
+        assert_eq!(spans.len(), want, "{kind}: one span per sampled request");
+        let sent = eventually(Duration::from_secs(5), "spans_sent", || async {
+            let n = run.stat("tracing.zipkin.spans_sent").await;
+            (n >= want as i64).then_some(n)
+        })
+        .await;
+        assert_eq!(sent, want as i64, "{kind}: spans_sent");
+        // Envoy counts every thread's timer; at least one of them sent this report.
+        assert!(run.stat("tracing.zipkin.timer_flushed").await >= 1, "{kind}: timer_flushed");
+        let c = spans.iter().find(|s| s["tags"]["http.url"] == json!("http://test.local/c")).expect("span of /c");
+        assert_eq!(c["traceId"], json!(CALLER_TRACE));
+        assert_eq!(c["parentId"], json!(CALLER_SPAN));
+        let mut spans: Vec<Value> = spans.iter().map(comparable).collect();
+        spans.sort_by_key(|s| s["tags"]["http.url"].as_str().unwrap_or("").to_string());
+        seen.push((upstream_saw, spans));
+    }
+    assert_eq!(seen[1].0, seen[0].0, "weft vs envoy: request ids and sampling the upstream saw");
+    assert_eq!(seen[1].1, seen[0].1, "weft vs envoy: spans at the collector");
+    let spans = &seen[0].1;
+    let checkout = spans.iter().find(|s| s["tags"]["http.url"] == json!("http://test.local/checkout/1")).expect("checkout span");
+    assert_eq!(checkout["name"], json!("checkout"), "a route decorator names the span");
+    assert_eq!(checkout["tags"]["tenant"], json!("acme"));
+    assert_eq!(checkout["kind"], json!("CLIENT"));
+    assert_eq!(seen[0].0[3].1, "00001f41-1111-b222-8333-444455556666", "x-client-trace-id forces the trace");
+}
