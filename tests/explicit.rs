@@ -400,3 +400,111 @@ fn weft_demo_explicit_runs_bookinfo_with_every_hop_over_mtls() {
     assert!(stdout.contains("torn down"), "{stdout}");
     assert!(!run_guard.dir.exists());
 }
+
+/// A Zipkin collector on loopback (outside the mesh, as Istio's usually is): keeps the spans
+/// POSTed to `/api/v2/spans`.
+fn zipkin_collector() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<Value>>>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind collector");
+    let port = listener.local_addr().expect("addr").port();
+    let spans: std::sync::Arc<std::sync::Mutex<Vec<Value>>> = Default::default();
+    let keep = spans.clone();
+    std::thread::spawn(move || {
+        for sock in listener.incoming().flatten() {
+            let keep = keep.clone();
+            std::thread::spawn(move || {
+                let mut w = sock.try_clone().expect("clone socket");
+                let mut r = BufReader::new(sock);
+                loop {
+                    let mut line = String::new();
+                    if r.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let mut len = 0usize;
+                    loop {
+                        let mut h = String::new();
+                        if r.read_line(&mut h).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let h = h.trim_end().to_ascii_lowercase();
+                        if h.is_empty() {
+                            break;
+                        }
+                        if let Some(v) = h.strip_prefix("content-length:") {
+                            len = v.trim().parse().unwrap_or(0);
+                        }
+                    }
+                    let mut body = vec![0; len];
+                    if r.read_exact(&mut body).is_err() {
+                        return;
+                    }
+                    if let Ok(Value::Array(list)) = serde_json::from_slice::<Value>(&body) {
+                        keep.lock().unwrap_or_else(|e| e.into_inner()).extend(list);
+                    }
+                    if w.write_all(b"HTTP/1.1 202 Accepted\r\ncontent-length: 0\r\n\r\n").is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (port, spans)
+}
+
+#[test]
+fn mesh_tracing_reports_one_trace_across_every_sidecar_on_the_path() {
+    let (port, spans) = zipkin_collector();
+    let mesh = MESH.replace(
+        "  defaultConfig: {concurrency: 1}",
+        &format!("  defaultConfig: {{concurrency: 1, tracing: {{sampling: 100, zipkin: {{address: \"127.0.0.1:{port}\"}}}}}}"),
+    );
+    let tmp = user_dir("explicit-trace", &mesh);
+    let dir = tmp.path().join("run");
+    let file = tmp.path().join("mesh.yaml");
+    let run_guard = Run { dir: dir.clone(), _tmp: tmp };
+    let out = run(weft_as_user(&["up", "--explicit", "--loopback", "127.85.0.0/24", "--ready-timeout", "90s", "-f"])
+        .arg(&file)
+        .arg("--run-dir")
+        .arg(&dir));
+    assert!(out.status.success(), "weft up --explicit failed:\n{}", text(&out));
+    let (client, _) = run_guard.workload("default/client");
+    let proxy = format!("http://{client}:15080");
+
+    // client → reviews v2 (the header route) → ratings: four sidecar hops, one trace.
+    let body = Mesh::wait_for(Duration::from_secs(30), "reviews v2 through the client's sidecar", || {
+        let (code, body) = curl_via(&proxy, "http://reviews:9080/reviews/0", &["-H", "end-user: jason"]);
+        (code == "200").then_some(body)
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", run_guard.log("default.client.sidecar.log")));
+    assert_eq!(json(&body)["podname"], "reviews-v2", "{body}");
+    let trace = Mesh::wait_for(Duration::from_secs(30), "four spans of one trace at the collector", || {
+        let all = spans.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let reviews =
+            all.iter().find(|s| s["kind"] == "CLIENT" && s["tags"]["http.url"].as_str().is_some_and(|u| u.contains("reviews")))?;
+        let id = reviews["traceId"].clone();
+        let trace: Vec<Value> = all.into_iter().filter(|s| s["traceId"] == id).collect();
+        (trace.len() >= 4).then_some(trace)
+    })
+    .unwrap_or_else(|e| panic!("{e}: {:#?}", spans.lock().unwrap_or_else(|e| e.into_inner())));
+    let find = |kind: &str, host: &str| {
+        trace
+            .iter()
+            .find(|s| s["kind"] == kind && s["tags"]["http.url"].as_str().is_some_and(|u| u.contains(host)))
+            .unwrap_or_else(|| panic!("no {kind} span for {host}: {trace:#?}"))
+            .clone()
+    };
+    let (out_reviews, in_reviews) = (find("CLIENT", "reviews"), find("SERVER", "reviews"));
+    let (out_ratings, in_ratings) = (find("CLIENT", "ratings"), find("SERVER", "ratings"));
+    // Each proxy's span is a child of the one before it (istiod turns shared span context off).
+    assert_eq!(in_reviews["parentId"], out_reviews["id"], "reviews' sidecar continues the client's span");
+    assert_eq!(in_ratings["parentId"], out_ratings["id"], "ratings' sidecar continues reviews' outbound span");
+    assert!(out_reviews.get("parentId").is_none(), "the client's sidecar starts the trace");
+    for s in [&out_reviews, &in_reviews, &out_ratings, &in_ratings] {
+        assert_eq!(s["tags"]["http.status_code"], "200", "{s:#}");
+        assert_eq!(s["tags"]["component"], "proxy");
+    }
+    assert_eq!(in_reviews["tags"]["upstream_cluster"], "inbound|9080||", "{in_reviews:#}");
+    assert_eq!(out_reviews["tags"]["upstream_cluster"], "outbound|9080|v2|reviews.default.svc.cluster.local", "{out_reviews:#}");
+    let stats = stats(&client);
+    assert!(metric(&stats, &["envoy_tracing_zipkin_spans_sent"]).is_some_and(|n| n >= 1.0), "{stats}");
+}

@@ -45,6 +45,25 @@ pub struct ProxyConfig {
 pub struct Tracing {
     #[serde(default)]
     pub sampling: Option<f64>,
+    /// Where sidecars report spans (Istio's `tracing.zipkin.address`, `host:port`).
+    #[serde(default)]
+    pub zipkin: Option<ZipkinTracing>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ZipkinTracing {
+    pub address: String,
+}
+
+impl ZipkinTracing {
+    /// The collector's host and port; `None` unless the address is `host:port`.
+    pub fn host_port(&self) -> Option<(&str, u16)> {
+        let (host, port) = self.address.rsplit_once(':')?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let port = port.parse::<u16>().ok().filter(|p| *p != 0)?;
+        (!host.is_empty()).then_some((host, port))
+    }
 }
 
 fn default_trust_domain() -> String {
@@ -104,6 +123,11 @@ pub fn load_mesh(text: &str, file: &str) -> Result<MeshConfig, crate::Diagnostic
             return Err(error("defaultConfig.tracing.sampling".into(), format!("{p} is not a percentage (0 to 100)")));
         }
     }
+    if let Some(z) = mesh.default_config.tracing.as_ref().and_then(|t| t.zipkin.as_ref()) {
+        if z.host_port().is_none() {
+            return Err(error("defaultConfig.tracing.zipkin.address".into(), format!("{:?} is not host:port", z.address)));
+        }
+    }
     if mesh.proxy_http_port == Some(0) {
         return Err(error("proxyHttpPort".into(), "0 is not a port (leave it out for no HTTP proxy listener)".into()));
     }
@@ -121,6 +145,17 @@ mod tests {
         let err = load_mesh("defaultConfig:\n  tracing:\n    sampling: 250\n", "mesh.yaml").expect_err("out of range");
         assert_eq!(err.field_path, "defaultConfig.tracing.sampling");
         assert_eq!(err.line, Some(3));
+    }
+
+    #[test]
+    fn zipkin_address_is_host_and_port() {
+        let ok = load_mesh("defaultConfig:\n  tracing:\n    zipkin: {address: zipkin.istio-system:9411}\n", "mesh.yaml").expect("valid");
+        let z = ok.default_config.tracing.and_then(|t| t.zipkin).expect("zipkin");
+        assert_eq!(z.host_port(), Some(("zipkin.istio-system", 9411)));
+        for bad in ["zipkin", "zipkin:0", ":9411", "zipkin:port"] {
+            let err = load_mesh(&format!("defaultConfig:\n  tracing:\n    zipkin: {{address: \"{bad}\"}}\n"), "mesh.yaml").expect_err(bad);
+            assert_eq!(err.field_path, "defaultConfig.tracing.zipkin.address", "{bad}");
+        }
     }
 
     #[test]

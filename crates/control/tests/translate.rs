@@ -195,6 +195,70 @@ fn mesh_tracing_sampling_reaches_every_http_connection_manager() {
 }
 
 #[test]
+fn mesh_zipkin_address_becomes_the_tracer_of_every_http_connection_manager() {
+    let text = std::fs::read_to_string(format!("{}/tests/fixtures/bookinfo.yaml", env!("CARGO_MANIFEST_DIR"))).expect("fixture");
+    let loaded = load_text(&text, "bookinfo.yaml");
+    let provider = |g: &Generated| -> Vec<serde_json::Value> {
+        let text = serde_json::to_string(&g.listeners).expect("json");
+        let listeners: serde_json::Value = serde_json::from_str(&text).expect("json");
+        let mut found = Vec::new();
+        collect_key(&listeners, "tracing", &mut found);
+        found
+    };
+    // A collector outside the registry: its own cluster, istiod's Zipkin settings, 1 % by default.
+    let mesh = weft_api::mesh::load_mesh("defaultConfig:\n  tracing:\n    zipkin: {address: 10.9.9.9:9411}\n", "mesh.yaml").expect("mesh");
+    let g = generate(&Model::build(&loaded.objects, mesh), &node("10.1.0.2", "productpage"));
+    encode_all(&g);
+    let tracing = provider(&g);
+    assert!(tracing.len() > 1, "every HTTP connection manager traces");
+    for t in &tracing {
+        assert_eq!(t["random_sampling"]["value"], 1.0);
+        let z = &t["provider"]["typed_config"];
+        assert_eq!(z["collector_cluster"], "zipkin");
+        assert_eq!(z["collector_endpoint"], "/api/v2/spans");
+        assert_eq!(z["collector_endpoint_version"], "HTTP_JSON");
+        assert_eq!(z["trace_id_128bit"], true);
+        assert_eq!(z["shared_span_context"], false);
+    }
+    assert_eq!(g.clusters["zipkin"]["type"], "STATIC");
+    assert_eq!(
+        g.clusters["zipkin"]["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]["port_value"],
+        9411
+    );
+
+    // A collector that is a mesh service: its outbound cluster, no extra cluster.
+    let mesh = weft_api::mesh::load_mesh(
+        "defaultConfig:\n  tracing:\n    sampling: 100\n    zipkin: {address: ratings.default:9080}\n",
+        "mesh.yaml",
+    )
+    .expect("mesh");
+    let g = generate(&Model::build(&loaded.objects, mesh), &node("10.1.0.2", "productpage"));
+    encode_all(&g);
+    let tracing = provider(&g);
+    assert!(tracing
+        .iter()
+        .all(|t| t["provider"]["typed_config"]["collector_cluster"] == "outbound|9080||ratings.default.svc.cluster.local"));
+    assert!(tracing.iter().all(|t| t["random_sampling"]["value"] == 100.0));
+    assert!(!g.clusters.contains_key("zipkin"));
+}
+
+fn collect_key(v: &serde_json::Value, key: &str, out: &mut Vec<serde_json::Value>) {
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, x) in m {
+                if k == key {
+                    out.push(x.clone());
+                } else {
+                    collect_key(x, key, out);
+                }
+            }
+        }
+        serde_json::Value::Array(a) => a.iter().for_each(|x| collect_key(x, key, out)),
+        _ => {}
+    }
+}
+
+#[test]
 fn mesh_access_log_file_reaches_every_http_connection_manager() {
     let text = std::fs::read_to_string(format!("{}/tests/fixtures/bookinfo.yaml", env!("CARGO_MANIFEST_DIR"))).expect("fixture");
     let loaded = load_text(&text, "bookinfo.yaml");

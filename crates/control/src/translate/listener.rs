@@ -80,8 +80,8 @@ pub(super) fn add_tcp_access_logs(mesh: &weft_api::mesh::MeshConfig, listeners: 
 }
 
 /// An HTTP connection manager with the mesh's filters; `routes` is an RDS name or an inline
-/// route configuration. MeshConfig `defaultConfig.tracing.sampling` becomes the percentage of
-/// requests traced, as istiod sets it.
+/// route configuration. MeshConfig `defaultConfig.tracing` becomes the percentage of requests
+/// traced and the Zipkin collector, as istiod sets them.
 pub(super) fn hcm(scope: &Scope<'_>, stat_prefix: &str, routes: Value) -> Value {
     let mut cfg = json!({
         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
@@ -91,8 +91,8 @@ pub(super) fn hcm(scope: &Scope<'_>, stat_prefix: &str, routes: Value) -> Value 
             {"name": "envoy.filters.http.router", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}},
         ],
     });
-    if let Some(p) = scope.model.mesh.default_config.tracing.as_ref().and_then(|t| t.sampling) {
-        cfg["tracing"] = json!({"random_sampling": {"value": p}});
+    if let Some(t) = super::tracing::hcm_tracing(scope) {
+        cfg["tracing"] = t;
     }
     if let Some(log) = access_log(&scope.model.mesh) {
         cfg["access_log"] = json!([log]);

@@ -15,6 +15,7 @@ mod inbound;
 mod listener;
 mod mtls;
 mod route;
+mod tracing;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -129,6 +130,7 @@ pub fn generate_outbound(model: &Model, node: &ProxyNode) -> Generated {
     let mut out = Generated::default();
     cluster::outbound(&scope, &mut out);
     cluster::builtin(&mut out);
+    tracing::collector(&scope, &mut out);
     match node.kind {
         ProxyKind::Sidecar => {
             // Without capture nothing reaches the virtual listener or the per-port listeners
