@@ -260,20 +260,47 @@ fn mirror(hcm: &Arc<Hcm>, fwd: &ForwardAction, parts: &Parts, headers: &HeaderMa
         };
         let timeout = fwd.timeout.unwrap_or(Duration::from_secs(15));
         tokio::spawn(async move {
-            cluster.stats.upstream_rq_total.inc();
-            let sent = tokio::time::timeout(timeout, async {
-                let resp = pool::send(&cluster, &host, req, wire).await?;
-                let status = resp.status().as_u16();
-                let _ = resp.into_body().collect().await;
-                Ok::<u16, UpstreamError>(status)
-            })
-            .await;
-            match sent {
-                Ok(Ok(status)) => cluster.stats.codes.inc(status),
-                Ok(Err(e)) => tracing::debug!(cluster = %cluster.name(), error = %e, "mirrored request failed"),
-                Err(_) => cluster.stats.upstream_rq_timeout.inc(),
+            if let Detached::Failed(e) = send_detached(&cluster, &host, req, wire, timeout).await {
+                tracing::debug!(cluster = %cluster.name(), error = %e, "mirrored request failed");
             }
         });
+    }
+}
+
+/// How a request the proxy made on its own behalf ended.
+pub(crate) enum Detached {
+    Answered(u16),
+    Failed(UpstreamError),
+    TimedOut,
+}
+
+/// Sends a request the proxy makes itself (a mirror copy, a span report) to `host`, reads the
+/// answer to its end and drops it; counted on the cluster as a routed request is.
+pub(crate) async fn send_detached(
+    cluster: &Arc<Cluster>,
+    host: &Arc<Host>,
+    req: http::Request<Body>,
+    wire: Wire,
+    timeout: Duration,
+) -> Detached {
+    cluster.stats.upstream_rq_total.inc();
+    let sent = tokio::time::timeout(timeout, async {
+        let resp = pool::send(cluster, host, req, wire).await?;
+        let status = resp.status().as_u16();
+        let _ = resp.into_body().collect().await;
+        Ok::<u16, UpstreamError>(status)
+    })
+    .await;
+    match sent {
+        Ok(Ok(status)) => {
+            cluster.stats.codes.inc(status);
+            Detached::Answered(status)
+        }
+        Ok(Err(e)) => Detached::Failed(e),
+        Err(_) => {
+            cluster.stats.upstream_rq_timeout.inc();
+            Detached::TimedOut
+        }
     }
 }
 

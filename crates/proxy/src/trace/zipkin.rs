@@ -6,13 +6,13 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue};
-use http_body_util::BodyExt as _;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
 use super::{Span, SpanKind};
+use crate::http::router::{send_detached, Detached};
 use crate::stats::ZipkinStats;
-use crate::upstream::{pool, ClusterManager};
+use crate::upstream::ClusterManager;
 
 /// Envoy's `tracing.zipkin.min_flush_spans` and `tracing.zipkin.flush_interval_ms` defaults.
 const MIN_FLUSH_SPANS: usize = 5;
@@ -100,33 +100,20 @@ async fn flush(c: &Collector, clusters: &ClusterManager, stats: &ZipkinStats, sp
         stats.reports_failed.inc();
         return;
     };
-    cluster.stats.upstream_rq_total.inc();
-    let sent = tokio::time::timeout(REPORT_TIMEOUT, async {
-        let resp = pool::send(&cluster, &host, req, wire).await?;
-        let status = resp.status().as_u16();
-        let _ = resp.into_body().collect().await;
-        Ok::<u16, crate::upstream::error::UpstreamError>(status)
-    })
-    .await;
-    match sent {
-        Ok(Ok(status)) => {
-            cluster.stats.codes.inc(status);
-            if status == 200 || status == 202 {
-                stats.reports_sent.inc();
-                stats.spans_sent.add(n);
-            } else {
-                tracing::debug!(collector = %c.cluster, status, "zipkin collector refused a report");
-                stats.reports_dropped.inc();
-            }
+    match send_detached(&cluster, &host, req, wire, REPORT_TIMEOUT).await {
+        Detached::Answered(200 | 202) => {
+            stats.reports_sent.inc();
+            stats.spans_sent.add(n);
         }
-        Ok(Err(e)) => {
+        Detached::Answered(status) => {
+            tracing::debug!(collector = %c.cluster, status, "zipkin collector refused a report");
+            stats.reports_dropped.inc();
+        }
+        Detached::Failed(e) => {
             tracing::debug!(collector = %c.cluster, error = %e, "zipkin report failed");
             stats.reports_failed.inc();
         }
-        Err(_) => {
-            cluster.stats.upstream_rq_timeout.inc();
-            stats.reports_failed.inc();
-        }
+        Detached::TimedOut => stats.reports_failed.inc(),
     }
 }
 
