@@ -401,59 +401,11 @@ fn weft_demo_explicit_runs_bookinfo_with_every_hop_over_mtls() {
     assert!(!run_guard.dir.exists());
 }
 
-/// A Zipkin collector on loopback (outside the mesh, as Istio's usually is): keeps the spans
-/// POSTed to `/api/v2/spans`.
-fn zipkin_collector() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<Value>>>) {
-    use std::io::{BufRead, BufReader, Read, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind collector");
-    let port = listener.local_addr().expect("addr").port();
-    let spans: std::sync::Arc<std::sync::Mutex<Vec<Value>>> = Default::default();
-    let keep = spans.clone();
-    std::thread::spawn(move || {
-        for sock in listener.incoming().flatten() {
-            let keep = keep.clone();
-            std::thread::spawn(move || {
-                let mut w = sock.try_clone().expect("clone socket");
-                let mut r = BufReader::new(sock);
-                loop {
-                    let mut line = String::new();
-                    if r.read_line(&mut line).unwrap_or(0) == 0 {
-                        return;
-                    }
-                    let mut len = 0usize;
-                    loop {
-                        let mut h = String::new();
-                        if r.read_line(&mut h).unwrap_or(0) == 0 {
-                            return;
-                        }
-                        let h = h.trim_end().to_ascii_lowercase();
-                        if h.is_empty() {
-                            break;
-                        }
-                        if let Some(v) = h.strip_prefix("content-length:") {
-                            len = v.trim().parse().unwrap_or(0);
-                        }
-                    }
-                    let mut body = vec![0; len];
-                    if r.read_exact(&mut body).is_err() {
-                        return;
-                    }
-                    if let Ok(Value::Array(list)) = serde_json::from_slice::<Value>(&body) {
-                        keep.lock().unwrap_or_else(|e| e.into_inner()).extend(list);
-                    }
-                    if w.write_all(b"HTTP/1.1 202 Accepted\r\ncontent-length: 0\r\n\r\n").is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    (port, spans)
-}
-
 #[test]
 fn mesh_tracing_reports_one_trace_across_every_sidecar_on_the_path() {
-    let (port, spans) = zipkin_collector();
+    // The collector stands outside the mesh, as Istio's usually does.
+    let collector = weft_test_support::zipkin::Collector::start().expect("collector");
+    let port = collector.port;
     let mesh = MESH.replace(
         "  defaultConfig: {concurrency: 1}",
         &format!("  defaultConfig: {{concurrency: 1, tracing: {{sampling: 100, zipkin: {{address: \"127.0.0.1:{port}\"}}}}}}"),
@@ -478,14 +430,14 @@ fn mesh_tracing_reports_one_trace_across_every_sidecar_on_the_path() {
     .unwrap_or_else(|e| panic!("{e}\n{}", run_guard.log("default.client.sidecar.log")));
     assert_eq!(json(&body)["podname"], "reviews-v2", "{body}");
     let trace = Mesh::wait_for(Duration::from_secs(30), "four spans of one trace at the collector", || {
-        let all = spans.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let all = collector.spans();
         let reviews =
             all.iter().find(|s| s["kind"] == "CLIENT" && s["tags"]["http.url"].as_str().is_some_and(|u| u.contains("reviews")))?;
         let id = reviews["traceId"].clone();
         let trace: Vec<Value> = all.into_iter().filter(|s| s["traceId"] == id).collect();
         (trace.len() >= 4).then_some(trace)
     })
-    .unwrap_or_else(|e| panic!("{e}: {:#?}", spans.lock().unwrap_or_else(|e| e.into_inner())));
+    .unwrap_or_else(|e| panic!("{e}: {:#?}", collector.spans()));
     let find = |kind: &str, host: &str| {
         trace
             .iter()

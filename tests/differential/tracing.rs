@@ -1,99 +1,13 @@
 //! Tracing with the Zipkin tracer: the sampling decision, the B3 headers the upstream gets, and
 //! the spans a collector receives, from Envoy and from weft.
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use weft_test_support::zipkin::Collector;
 use weft_test_support::{eventually, ProxyKind, Req, Upstream};
 
 use crate::harness::*;
-
-/// A Zipkin collector: accepts `POST /api/v2/spans` (HTTP/1.1, chunked or sized) and keeps the
-/// spans.
-struct Collector {
-    port: u16,
-    spans: Arc<Mutex<Vec<Value>>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Collector {
-    async fn start() -> Collector {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind collector");
-        let port = listener.local_addr().expect("addr").port();
-        let spans: Arc<Mutex<Vec<Value>>> = Arc::default();
-        let keep = spans.clone();
-        let task = tokio::spawn(async move {
-            while let Ok((sock, _)) = listener.accept().await {
-                let keep = keep.clone();
-                tokio::spawn(async move {
-                    let _ = serve(sock, keep).await;
-                });
-            }
-        });
-        Collector { port, spans, task }
-    }
-
-    fn spans(&self) -> Vec<Value> {
-        self.spans.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-}
-
-impl Drop for Collector {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-async fn serve(sock: tokio::net::TcpStream, spans: Arc<Mutex<Vec<Value>>>) -> std::io::Result<()> {
-    let (r, mut w) = sock.into_split();
-    let mut r = BufReader::new(r);
-    loop {
-        let mut line = String::new();
-        if r.read_line(&mut line).await? == 0 {
-            return Ok(());
-        }
-        let (mut len, mut chunked) = (0usize, false);
-        loop {
-            let mut h = String::new();
-            r.read_line(&mut h).await?;
-            let h = h.trim_end().to_ascii_lowercase();
-            if h.is_empty() {
-                break;
-            }
-            if let Some(v) = h.strip_prefix("content-length:") {
-                len = v.trim().parse().unwrap_or(0);
-            }
-            if h.starts_with("transfer-encoding:") && h.contains("chunked") {
-                chunked = true;
-            }
-        }
-        let mut body = Vec::new();
-        if chunked {
-            loop {
-                let mut size = String::new();
-                r.read_line(&mut size).await?;
-                let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-                let mut chunk = vec![0; n + 2];
-                r.read_exact(&mut chunk).await?;
-                if n == 0 {
-                    break;
-                }
-                body.extend_from_slice(&chunk[..n]);
-            }
-        } else {
-            body.resize(len, 0);
-            r.read_exact(&mut body).await?;
-        }
-        if line.starts_with("POST /api/v2/spans ") {
-            if let Ok(Value::Array(list)) = serde_json::from_slice::<Value>(&body) {
-                spans.lock().unwrap_or_else(|e| e.into_inner()).extend(list);
-            }
-        }
-        w.write_all(b"HTTP/1.1 202 Accepted\r\ncontent-length: 0\r\n\r\n").await?;
-    }
-}
 
 fn bootstrap(p: &Ports, upstream: u16, collector: u16) -> Value {
     let tracing = json!({
@@ -172,7 +86,7 @@ async fn zipkin_tracing_matches_envoy() {
     let up = Upstream::start("up").await;
     let mut seen = Vec::new();
     for kind in [ProxyKind::Envoy, ProxyKind::Weft] {
-        let collector = Collector::start().await;
+        let collector = Collector::start().expect("collector");
         let (upstream, cport) = (up.port(), collector.port);
         let run = start(kind, &move |p| bootstrap(p, upstream, cport)).await;
         let mut upstream_saw = Vec::new();

@@ -11,6 +11,7 @@ pub mod mesh;
 pub mod netns;
 pub mod proxy;
 pub mod upstream;
+pub mod zipkin;
 
 pub use client::{send, Reply, Req};
 pub use proxy::{envoy_path, ProxyKind, ProxyProcess};
