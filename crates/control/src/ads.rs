@@ -115,10 +115,10 @@ impl Sent {
         sent.filter(|n| !self.dropped.contains(n.as_ref())).chain(self.known.keys())
     }
 
-    fn remove(&mut self, name: &Arc<str>) {
+    fn remove(&mut self, name: &str) {
         self.known.remove(name);
         if self.from.is_some() {
-            self.dropped.insert(name.clone());
+            self.dropped.insert(Arc::from(name));
         }
     }
 
@@ -424,7 +424,7 @@ impl Conn {
                     Arc::make_mut(s).remove(n.as_str());
                 }
             }
-            sub.sent.remove(&Arc::from(n.as_str()));
+            sub.sent.remove(n);
         }
         if resubscribed || !req.resource_names_unsubscribe.is_empty() {
             if let Some(s) = sub.names.take() {

@@ -350,7 +350,7 @@ impl Hcm {
         if let Some(id) = parts.headers.get(&X_REQUEST_ID).and_then(|v| v.to_str().ok()) {
             t.insert("guid:x-request-id", id.to_string());
         }
-        if let Some(id) = parts.headers.get("x-client-trace-id").and_then(|v| v.to_str().ok()) {
+        if let Some(id) = parts.headers.get(&crate::trace::X_CLIENT_TRACE_ID).and_then(|v| v.to_str().ok()) {
             t.insert("guid:x-client-trace-id", id.to_string());
         }
         for (tag, source) in &cfg.custom_tags {

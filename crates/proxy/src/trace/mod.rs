@@ -19,7 +19,7 @@ static X_B3_SPAN_ID: HeaderName = HeaderName::from_static("x-b3-spanid");
 static X_B3_PARENT_SPAN_ID: HeaderName = HeaderName::from_static("x-b3-parentspanid");
 static X_B3_SAMPLED: HeaderName = HeaderName::from_static("x-b3-sampled");
 static B3: HeaderName = HeaderName::from_static("b3");
-static X_CLIENT_TRACE_ID: HeaderName = HeaderName::from_static("x-client-trace-id");
+pub static X_CLIENT_TRACE_ID: HeaderName = HeaderName::from_static("x-client-trace-id");
 
 /// One HTTP connection manager's tracing settings.
 #[derive(Debug)]
