@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """weft vs Envoy vs a direct connection, one run, same machine, same load generator.
 
-  python3 bench/run.py [--runs 3] [--seconds 10] [--out bench/RESULTS.md]
+  python3 bench/run.py [--runs 3] [--seconds 10] [--slice 2] [--out bench/RESULTS.md] [--only mtls]
 
 Configurations: (a) direct, (b) Envoy one L7 hop, (c) weft one L7 hop, (d) Envoy sidecar pair,
 (e) weft sidecar pair (plaintext), (f)/(g) Envoy/weft sidecar pairs talking mTLS 1.3 between
@@ -11,13 +11,15 @@ connections per second per core: the client side opens a new mTLS connection for
 (max_requests_per_connection 1), closed loop; handshakes per second over the CPU the two
 proxies used.
 Measured per configuration: latency at a fixed 1000 req/s (open loop, from scheduled send
-time), maximum req/s (closed loop, 32 connections), proxy CPU seconds per 1000 requests, and
+time; for each shape, direct, Envoy and weft run at once and the fixed-rate load visits them in
+--slice second slices, rotating, so the machine's noise falls on all three alike), maximum req/s (closed loop, 32 connections), proxy CPU seconds per 1000 requests, and
 RSS at idle and peak under load. Medians over --runs runs; ratios weft/Envoy.
 Everything binds 127.0.0.1; every load is bounded in time.
 """
 import argparse
 import json
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -163,9 +165,19 @@ def start_proxy(kind, cfg):
     raise SystemExit(f"{kind} did not become ready; see {p.log.name}")
 
 
-def load(addr, rate, seconds, conns):
-    out = subprocess.check_output([os.path.join(REL, "weft-load"), "--addr", addr, "--rate", str(rate), "--duration", str(seconds), "--connections", str(conns)], text=True)
-    return json.loads(out)
+def load(addr, rate, seconds, conns, samples=None):
+    argv = [os.path.join(REL, "weft-load"), "--addr", addr, "--rate", str(rate), "--duration", str(seconds), "--connections", str(conns)]
+    if samples:
+        argv += ["--samples", samples]
+    return json.loads(subprocess.check_output(argv, text=True))
+
+
+def percentile(sorted_us, p):
+    """The same rank rule as weft-load, on pooled samples (microseconds in, ms out)."""
+    if not sorted_us:
+        return 0.0
+    i = min(round((len(sorted_us) - 1) * p), len(sorted_us) - 1)
+    return sorted_us[i] / 1000.0
 
 
 def pair(kind, upstream_port, pki, per_conn=None):
@@ -193,43 +205,78 @@ def handshakes_per_core(kind, upstream_port, pki, seconds):
             p.stop()
 
 
-def measure(config, upstream_port, seconds, pki):
-    """Starts the proxies of one configuration, measures, stops them."""
-    procs = []
-    extra = {}
-    if config.endswith("-mtls"):
-        kind = config.split("-")[0]
-        extra = handshakes_per_core(kind, upstream_port, pki, max(3, seconds // 2))
-        procs, entry = pair(kind, upstream_port, pki)
-    elif config == "direct":
-        entry = upstream_port
-    elif config in ("envoy-hop", "weft-hop"):
-        kind = config.split("-")[0]
-        entry = free_port()
-        procs.append(start_proxy(kind, bootstrap(free_port(), entry, upstream_port)))
-    else:
-        kind = config.split("-")[0]
-        server_side = free_port()
-        entry = free_port()
-        procs.append(start_proxy(kind, bootstrap(free_port(), server_side, upstream_port)))
-        procs.append(start_proxy(kind, bootstrap(free_port(), entry, server_side)))
+def start_shape(config, upstream_port, pki):
+    """The proxies of one configuration and the address the load goes to."""
+    if config == "direct":
+        return [], upstream_port
+    kind, shape = config.split("-")
+    if shape == "mtls":
+        return pair(kind, upstream_port, pki)
+    entry = free_port()
+    if shape == "hop":
+        return [start_proxy(kind, bootstrap(free_port(), entry, upstream_port))], entry
+    server_side = free_port()
+    procs = [start_proxy(kind, bootstrap(free_port(), server_side, upstream_port))]
+    procs.append(start_proxy(kind, bootstrap(free_port(), entry, server_side)))
+    return procs, entry
+
+
+def measure_shape(shape, upstream_port, seconds, pki, slice_s):
+    """Direct, Envoy and weft for one shape, all running at once. The fixed-rate latency run is
+    cut into slices of `slice_s` seconds taken in rotating order (direct, Envoy, weft, then
+    Envoy, weft, direct, ...), so a noisy stretch of the machine lands on all three alike;
+    percentiles come from the pooled samples of each. Maximum throughput (and, for mTLS, new
+    connections per core) follows, one configuration at a time."""
+    configs = ["direct", f"envoy-{shape}", f"weft-{shape}"]
+    extra = {c: {} for c in configs}
+    if shape == "mtls":
+        for c in configs[1:]:
+            extra[c] = handshakes_per_core(c.split("-")[0], upstream_port, pki, max(3, seconds // 2))
+    running = {}
+    tmp = tempfile.mkdtemp(prefix="bench-samples-")
     try:
-        addr = f"127.0.0.1:{entry}"
-        idle_rss = sum(p.rss_kb() for p in procs)
-        load(addr, 1000, 1, 16)  # warm-up
-        cpu0 = sum(p.cpu_seconds() for p in procs)
-        lat = load(addr, 1000, seconds, 16)
-        cpu1 = sum(p.cpu_seconds() for p in procs)
-        peak_rss = sum(p.rss_kb("VmHWM") for p in procs)
-        mx = load(addr, 0, max(3, seconds // 2), 32)
-        return extra | {
-            "p50": lat["p50_ms"], "p90": lat["p90_ms"], "p99": lat["p99_ms"], "errors": lat["errors"] + mx["errors"],
-            "cpu_per_1k": (cpu1 - cpu0) / max(lat["ok"], 1) * 1000 if procs else 0.0,
-            "max_rps": mx["rps"], "idle_rss_mb": idle_rss / 1024, "peak_rss_mb": peak_rss / 1024,
-        }
+        for c in configs:
+            running[c] = start_shape(c, upstream_port, pki)
+        idle = {c: sum(p.rss_kb() for p in running[c][0]) for c in configs}
+        for c in configs:
+            load(f"127.0.0.1:{running[c][1]}", 1000, 1, 16)  # warm-up
+        samples = {c: [] for c in configs}
+        cpu = {c: 0.0 for c in configs}
+        ok = {c: 0 for c in configs}
+        errors = {c: 0 for c in configs}
+        for i in range(max(1, round(seconds / slice_s))):
+            for c in configs[i % 3:] + configs[:i % 3]:
+                procs, entry = running[c]
+                out = os.path.join(tmp, "samples")
+                cpu0 = sum(p.cpu_seconds() for p in procs)
+                r = load(f"127.0.0.1:{entry}", 1000, slice_s, 16, samples=out)
+                cpu[c] += sum(p.cpu_seconds() for p in procs) - cpu0
+                ok[c] += r["ok"]
+                errors[c] += r["errors"]
+                with open(out) as f:
+                    samples[c] += [int(line) for line in f]
+        results = {}
+        for c in configs:
+            procs, entry = running[c]
+            lat = sorted(samples[c])
+            peak = sum(p.rss_kb("VmHWM") for p in procs)
+            mx = load(f"127.0.0.1:{entry}", 0, max(3, seconds // 2), 32)
+            results[c] = extra[c] | {
+                "p50": percentile(lat, 0.5), "p90": percentile(lat, 0.9), "p99": percentile(lat, 0.99),
+                "errors": errors[c] + mx["errors"],
+                "cpu_per_1k": cpu[c] / max(ok[c], 1) * 1000 if procs else 0.0,
+                "max_rps": mx["rps"], "idle_rss_mb": idle[c] / 1024, "peak_rss_mb": peak / 1024,
+            }
+        d = results["direct"]
+        for c in configs[1:]:
+            for k in ("p50", "p90", "p99"):
+                results[c]["added_" + k] = results[c][k] - d[k]
+        return results
     finally:
-        for p in procs:
-            p.stop()
+        for procs, _ in running.values():
+            for p in procs:
+                p.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def main():
@@ -237,32 +284,53 @@ def main():
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--seconds", type=int, default=10)
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "RESULTS.md"))
+    ap.add_argument("--slice", type=float, default=2.0, help="seconds per interleaved latency slice")
+    ap.add_argument("--only", help="comma-separated shapes (hop,pair,mtls) to measure against direct; "
+                    "prints medians and ratios and leaves RESULTS.md alone")
     args = ap.parse_args()
     subprocess.check_call(["cargo", "build", "--release", "-q", "-p", "weft", "-p", "weft-test-support"], cwd=ROOT)
     envoy_version = subprocess.check_output([envoy_path(), "--version"], text=True).strip().split("version:")[-1].strip()
     up_port = free_port()
     upstream = Proc([os.path.join(REL, "weft-bench-upstream"), f"127.0.0.1:{up_port}"], "upstream")
     time.sleep(0.3)
-    configs = ["direct", "envoy-hop", "weft-hop", "envoy-pair", "weft-pair", "envoy-mtls", "weft-mtls"]
+    shapes = ["hop", "pair", "mtls"]
+    if args.only:
+        shapes = args.only.split(",")
+        unknown = [s for s in shapes if s not in ("hop", "pair", "mtls")]
+        if unknown:
+            raise SystemExit(f"--only: unknown shape(s) {', '.join(unknown)} (hop, pair, mtls)")
+    configs = ["direct"] + [f"{k}-{s}" for s in shapes for k in ("envoy", "weft")]
     results = {c: [] for c in configs}
     pki_dir = tempfile.TemporaryDirectory(prefix="bench-pki-")
     pki = make_pki(pki_dir.name)
     try:
         for run in range(args.runs):
-            for c in configs:
-                r = measure(c, up_port, args.seconds, pki)
-                results[c].append(r)
-                print(f"run {run + 1}/{args.runs} {c:11s} " + " ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in r.items()), flush=True)
+            for shape in shapes:
+                for c, r in measure_shape(shape, up_port, args.seconds, pki, args.slice).items():
+                    results[c].append(r)
+                    print(f"run {run + 1}/{args.runs} {c:11s} " + " ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in r.items()), flush=True)
     finally:
         upstream.stop()
     med = {c: {k: statistics.median(r[k] for r in results[c]) for k in results[c][0]} for c in configs}
-    write(args, med, envoy_version)
+    if args.only:
+        summarize(med, shapes)
+    else:
+        write(args, med, envoy_version)
+
+
+def summarize(med, shapes):
+    """Medians and weft/Envoy ratios of a partial run, on stdout only."""
+    for s in shapes:
+        w, e = med[f"weft-{s}"], med[f"envoy-{s}"]
+        added = " ".join(f"{k} {w['added_' + k] / e['added_' + k]:.2f}" for k in ("p50", "p90", "p99"))
+        print(f"{s}: added latency weft/envoy {added}; cpu {w['cpu_per_1k'] / e['cpu_per_1k']:.2f}; "
+              f"max rps {w['max_rps'] / e['max_rps']:.2f}")
 
 
 def write(args, med, envoy_version):
     d = med["direct"]
     def added(c, k):
-        return med[c][k] - d[k]
+        return med[c]["added_" + k]
     def ratio(a, b):
         return f"{a / b:.2f}" if b else "n/a"
     lines = [
@@ -274,7 +342,9 @@ def write(args, med, envoy_version):
         "same bootstrap (HTTP connection manager, one route, STATIC cluster, no access log), HTTP/1.1, plaintext except "
         "between the two proxies of an mTLS pair (TLS 1.3, ECDSA P-256, client certificate and URI SAN verified both ways). "
         "Load: `weft-load`, 16 keep-alive connections, open loop at 1000 req/s for latency (measured from each "
-        "request's scheduled time), closed loop with 32 connections for maximum throughput. The upstream is "
+        f"request's scheduled time; direct, Envoy and weft run side by side and the {args.seconds} s are taken in "
+        f"{args.slice:g} s slices in rotating order, so the machine's noisy stretches fall on all three; percentiles "
+        "of the pooled samples; added latency = configuration minus the direct connection of the same run), closed loop with 32 connections for maximum throughput. The upstream is "
         "`weft-bench-upstream` (64-byte body).",
         "",
         "## Latency added over a direct connection at 1000 req/s (ms)",

@@ -194,3 +194,65 @@ async fn no_route_is_404_and_no_virtual_host_is_404() {
         assert_eq!(r.stat("http.ingress.no_route").await, 2, "{}", r.kind);
     }
 }
+
+/// `request_mirror_policies`: the caller gets the primary's answer whatever the shadow says; the
+/// shadow gets a copy with `-shadow` appended to the host (before the port) and the same method,
+/// path, body and headers; a policy with a 0% share sends nothing.
+#[tokio::test]
+async fn mirrored_requests_reach_the_shadow_and_never_the_caller() {
+    let primary = weft_test_support::Upstream::start("primary").await;
+    let shadow = weft_test_support::Upstream::start("shadow").await;
+    // The copies' answers are read and dropped: a failing shadow changes nothing for the caller.
+    shadow.set_status(503);
+    let (p, s) = (primary.port(), shadow.port());
+    let runs = both(|ports| {
+        http_bootstrap(
+            ports,
+            json!([{"name": "all", "domains": ["*"], "routes": [
+                {"match": {"prefix": "/none"}, "route": {"cluster": "primary", "request_mirror_policies": [
+                    {"cluster": "shadow", "runtime_fraction": {"default_value": {"numerator": 0}}}]}},
+                {"match": {"prefix": "/"}, "route": {"cluster": "primary", "request_mirror_policies": [{"cluster": "shadow"}]}},
+            ]}]),
+            vec![cluster("primary", &[p], json!({})), cluster("shadow", &[s], json!({}))],
+            json!({}),
+        )
+    })
+    .await;
+    let reqs = [
+        Req::get("/a?x=1").host("reviews:9080"),
+        Req::get("/b").method("POST").header("content-type", "text/plain").body("hello").host("reviews"),
+        Req::get("/none/c").host("reviews"),
+        // Sent after the 0% request: once its copy is in, a copy of that one would be too.
+        Req::get("/last").host("reviews"),
+    ];
+    let mut copies = Vec::new();
+    for run in &runs {
+        shadow.reset();
+        for r in &reqs {
+            let reply = run.send(r.clone()).await;
+            assert_eq!(reply.status, 200, "{}: {} {}", run.kind, r.method, r.path);
+            assert_eq!(reply.header("x-upstream").as_deref(), Some("primary"), "{}: {}", run.kind, r.path);
+        }
+        let mut seen = shadow.wait_seen(3, std::time::Duration::from_secs(10)).await;
+        seen.sort_by_key(|v| v["path"].as_str().unwrap_or_default().to_string());
+        for v in &mut seen {
+            v["headers"]["x-request-id"] = json!("<set>");
+            if let Some(o) = v.as_object_mut() {
+                o.remove("peer");
+            }
+        }
+        copies.push(seen);
+    }
+    assert_eq!(
+        copies[1],
+        copies[0],
+        "the shadow got different copies\n--- weft ---\n{:#}\n--- envoy ---\n{:#}",
+        json!(copies[1]),
+        json!(copies[0])
+    );
+    let paths: Vec<&str> = copies[0].iter().map(|v| v["path"].as_str().unwrap_or_default()).collect();
+    assert_eq!(paths, ["/a?x=1", "/b", "/last"]);
+    assert_eq!(copies[0][0]["headers"]["host"][0], "reviews-shadow:9080");
+    assert_eq!(copies[0][1]["method"], "POST");
+    assert_eq!(copies[0][1]["body"], "hello");
+}

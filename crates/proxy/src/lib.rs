@@ -16,6 +16,7 @@ pub mod body;
 pub mod config;
 pub mod drain;
 pub mod dynamic;
+mod heartbeat;
 pub mod http;
 pub mod identity;
 pub mod listener;

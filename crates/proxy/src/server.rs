@@ -91,6 +91,7 @@ pub async fn start(config: Config, opts: Options) -> Result<Running, StartError>
     let tracer = Arc::new(crate::trace::Tracer::new(config.node_id.clone(), config.node_cluster.clone(), clusters.clone(), store.clone()));
     let ctx = BuildCtx { store: store.clone(), clusters: clusters.clone(), routes: routes.clone(), tracer };
     let drain = Drain::new();
+    tokio::spawn(crate::heartbeat::run());
 
     let mut runtimes = Vec::new();
     for l in &config.listeners {

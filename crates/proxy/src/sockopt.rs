@@ -1,6 +1,7 @@
-//! The one place that needs `unsafe`: reading the pre-NAT destination of a redirected
-//! connection (`SO_ORIGINAL_DST` / `IP6T_SO_ORIGINAL_DST`), which std and tokio do not expose.
-#![allow(unsafe_code, reason = "getsockopt for SO_ORIGINAL_DST has no safe wrapper")]
+//! The one place that needs `unsafe`: what std and tokio do not expose — the pre-NAT
+//! destination of a redirected connection (`SO_ORIGINAL_DST` / `IP6T_SO_ORIGINAL_DST`) and
+//! the host's interface addresses (`getifaddrs`).
+#![allow(unsafe_code, reason = "getsockopt for SO_ORIGINAL_DST and getifaddrs have no safe wrapper")]
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::AsRawFd;
@@ -33,4 +34,36 @@ pub fn original_dst<S: AsRawFd>(sock: &S, ipv6: bool) -> Option<SocketAddr> {
         let ip = Ipv4Addr::from(u32::from_be(addr.sin_addr.s_addr));
         Some(SocketAddr::V4(SocketAddrV4::new(ip, u16::from_be(addr.sin_port))))
     }
+}
+
+/// What Envoy calls the node's local address: the first IPv4 interface address, in
+/// `getifaddrs` order, that is not loopback; 127.0.0.1 when there is none.
+pub fn first_non_loopback_ipv4() -> Ipv4Addr {
+    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `head` with a list that is freed once, below.
+    if unsafe { libc::getifaddrs(&mut head) } != 0 {
+        return Ipv4Addr::LOCALHOST;
+    }
+    let mut found = None;
+    let mut cur = head;
+    while !cur.is_null() && found.is_none() {
+        // SAFETY: `cur` is a node of the list getifaddrs returned, which is not freed yet.
+        let ifa = unsafe { &*cur };
+        if !ifa.ifa_addr.is_null() {
+            // SAFETY: a non-null ifa_addr points to a sockaddr whose family says its real type.
+            let family = i32::from(unsafe { (*ifa.ifa_addr).sa_family });
+            if family == libc::AF_INET {
+                // SAFETY: an AF_INET ifa_addr is a sockaddr_in.
+                let sin = unsafe { &*ifa.ifa_addr.cast::<libc::sockaddr_in>() };
+                let ip = Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
+                if !ip.is_loopback() {
+                    found = Some(ip);
+                }
+            }
+        }
+        cur = ifa.ifa_next;
+    }
+    // SAFETY: `head` came from a successful getifaddrs and is freed exactly once.
+    unsafe { libc::freeifaddrs(head) };
+    found.unwrap_or(Ipv4Addr::LOCALHOST)
 }

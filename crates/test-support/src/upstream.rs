@@ -1,5 +1,6 @@
 //! Sample upstreams: an HTTP/1.1 + h2c server that answers with a JSON description of the
-//! request it received, steered per request by `x-echo-*` headers, and counts requests.
+//! request it received, steered per request by `x-echo-*` headers, and counts and keeps the
+//! requests it received (for copies nobody answers to, such as mirrored requests).
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -26,8 +27,12 @@ pub struct Upstream {
     count: Arc<AtomicU64>,
     failed: Arc<AtomicU64>,
     forced: Arc<std::sync::atomic::AtomicU16>,
+    seen: Seen,
     task: tokio::task::JoinHandle<()>,
 }
+
+/// Every request's JSON description, in arrival order.
+type Seen = Arc<std::sync::Mutex<Vec<serde_json::Value>>>;
 
 impl Upstream {
     pub async fn start(name: &str) -> Upstream {
@@ -36,15 +41,19 @@ impl Upstream {
         let count = Arc::new(AtomicU64::new(0));
         let failed = Arc::new(AtomicU64::new(0));
         let forced = Arc::new(std::sync::atomic::AtomicU16::new(0));
-        let (n, c, f, fo) = (name.to_string(), count.clone(), failed.clone(), forced.clone());
+        let seen = Seen::default();
+        let (n, c, f, fo, se) = (name.to_string(), count.clone(), failed.clone(), forced.clone(), seen.clone());
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, peer)) = listener.accept().await else { continue };
-                let (n, c, f, fo) = (n.clone(), c.clone(), f.clone(), fo.clone());
+                let (n, c, f, fo, se) = (n.clone(), c.clone(), f.clone(), fo.clone(), se.clone());
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(move |req| {
-                        let (n, c, f, fo) = (n.clone(), c.clone(), f.clone(), fo.clone());
-                        async move { Ok::<_, Infallible>(answer(req, &n, &c, &f, fo.load(Ordering::SeqCst), peer).await) }
+                        let (n, c, f, fo, se) = (n.clone(), c.clone(), f.clone(), fo.clone(), se.clone());
+                        async move {
+                            let counters = Counters { count: &c, failed: &f, forced: fo.load(Ordering::SeqCst), seen: &se };
+                            Ok::<_, Infallible>(answer(req, &n, counters, peer).await)
+                        }
                     });
                     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                         .serve_connection_with_upgrades(TokioIo::new(stream), svc)
@@ -52,7 +61,7 @@ impl Upstream {
                 });
             }
         });
-        Upstream { name: name.to_string(), addr, count, failed, forced, task }
+        Upstream { name: name.to_string(), addr, count, failed, forced, seen, task }
     }
 
     pub fn port(&self) -> u16 {
@@ -72,6 +81,24 @@ impl Upstream {
     pub fn reset(&self) {
         self.count.store(0, Ordering::SeqCst);
         self.failed.store(0, Ordering::SeqCst);
+        self.seen.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+
+    /// The requests received since start or the last reset, as the JSON an answer carries.
+    pub fn seen(&self) -> Vec<serde_json::Value> {
+        self.seen.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Waits until at least `n` requests have arrived (or `within` passes) and returns them.
+    pub async fn wait_seen(&self, n: usize, within: Duration) -> Vec<serde_json::Value> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let seen = self.seen();
+            if seen.len() >= n || tokio::time::Instant::now() >= deadline {
+                return seen;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 }
 
@@ -81,14 +108,16 @@ impl Drop for Upstream {
     }
 }
 
-async fn answer(
-    req: http::Request<Incoming>,
-    name: &str,
-    count: &AtomicU64,
-    failed: &AtomicU64,
+/// What one answer reads and updates.
+struct Counters<'a> {
+    count: &'a AtomicU64,
+    failed: &'a AtomicU64,
     forced: u16,
-    peer: SocketAddr,
-) -> http::Response<Full<Bytes>> {
+    seen: &'a Seen,
+}
+
+async fn answer(req: http::Request<Incoming>, name: &str, counters: Counters<'_>, peer: SocketAddr) -> http::Response<Full<Bytes>> {
+    let Counters { count, failed, forced, seen } = counters;
     count.fetch_add(1, Ordering::SeqCst);
     let h = |k: &str| req.headers().get(k).and_then(|v| v.to_str().ok()).map(str::to_string);
     if let Some(ms) = h("x-echo-delay-ms").and_then(|v| v.parse::<u64>().ok()) {
@@ -144,6 +173,7 @@ async fn answer(
         "body": String::from_utf8_lossy(&body),
         "peer": peer.ip().to_string(),
     });
+    seen.lock().unwrap_or_else(|e| e.into_inner()).push(json.clone());
     let mut b = http::Response::builder().status(status).header("content-type", "application/json").header("x-upstream", name);
     if let Some((k, v)) = extra.as_deref().and_then(|e| e.split_once('=')) {
         b = b.header(k, v);

@@ -118,7 +118,7 @@ fn capture(args: CaptureArgs) -> Result<(), String> {
     };
     if args.cleanup {
         if args.dry_run {
-            println!("would remove the ISTIO_* chains and weft's rules with iptables-{} ({why})", backend.name());
+            say!("would remove the ISTIO_* chains and weft's rules with iptables-{} ({why})", backend.name());
             return Ok(());
         }
         weft_capture::cleanup(&cfg, backend, &Target::Current).map_err(|e| e.to_string())?;

@@ -111,9 +111,9 @@ pub fn run(args: ControlPlaneArgs) -> ExitCode {
         };
         match running.secure_addr {
             Some(s) => {
-                println!("weft control-plane: xDS on {}, xDS and CA over TLS on {s}, debug on {}", running.xds_addr, running.debug_addr)
+                say!("weft control-plane: xDS on {}, xDS and CA over TLS on {s}, debug on {}", running.xds_addr, running.debug_addr)
             }
-            None => println!("weft control-plane: xDS on {}, debug on {}", running.xds_addr, running.debug_addr),
+            None => say!("weft control-plane: xDS on {}, debug on {}", running.xds_addr, running.debug_addr),
         }
         tokio::select! {
             r = running.wait() => match r {

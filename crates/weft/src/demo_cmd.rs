@@ -5,6 +5,7 @@
 //! itself and says so.
 
 use std::collections::BTreeMap;
+use std::io::Write as _;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -90,10 +91,10 @@ pub fn run(args: DemoArgs) -> ExitCode {
         match weft_local::host::namespaces_blocked() {
             None => false,
             Some(why) => {
-                println!("weft demo: {why}.");
-                println!("weft demo: running in explicit mode instead: no namespaces or capture; each service gets loopback addresses");
-                println!("           of its own from {} and calls the others through its sidecar (HTTP_PROXY).", args.net.loopback);
-                println!("           (run as root, with iproute2, iptables and util-linux, for the captured mesh)\n");
+                say!("weft demo: {why}.");
+                say!("weft demo: running in explicit mode instead: no namespaces or capture; each service gets loopback addresses");
+                say!("           of its own from {} and calls the others through its sidecar (HTTP_PROXY).", args.net.loopback);
+                say!("           (run as root, with iproute2, iptables and util-linux, for the captured mesh)\n");
                 true
             }
         }
@@ -126,26 +127,23 @@ pub fn run(args: DemoArgs) -> ExitCode {
         return ExitCode::from(1);
     };
     let run_dir = opts.run_dir.display();
-    println!("\nbookinfo is up, with mutual TLS between every sidecar{}.", if explicit { " (explicit mode)" } else { "" });
-    println!(
-        "  product page:  http://{page}:9080/productpage   (from this machine{})",
-        if explicit { ": productpage's sidecar" } else { "" }
-    );
-    println!("\ntry next, in another terminal:");
-    println!("  weft apply -f {run_dir}/examples/virtual-service-reviews-v3.yaml --run-dir {run_dir}    all reviews from v3 (red stars)");
-    println!("  weft apply -f {run_dir}/examples/fault-ratings-abort.yaml --run-dir {run_dir}           fail half the calls to ratings");
-    println!("  weft delete -f {run_dir}/examples/fault-ratings-abort.yaml --run-dir {run_dir}          and take the fault away");
-    println!("  weft proxy-status --control-plane {}   every sidecar's config, SYNCED or not", opts.debug_address);
-    println!("  weft status --run-dir {run_dir}");
-    println!("\nsending {} requests/s to productpage; Ctrl-C stops and tears everything down\n", args.rate);
+    say!("\nbookinfo is up, with mutual TLS between every sidecar{}.", if explicit { " (explicit mode)" } else { "" });
+    say!("  product page:  http://{page}:9080/productpage   (from this machine{})", if explicit { ": productpage's sidecar" } else { "" });
+    say!("\ntry next, in another terminal:");
+    say!("  weft apply -f {run_dir}/examples/virtual-service-reviews-v3.yaml --run-dir {run_dir}    all reviews from v3 (red stars)");
+    say!("  weft apply -f {run_dir}/examples/fault-ratings-abort.yaml --run-dir {run_dir}           fail half the calls to ratings");
+    say!("  weft delete -f {run_dir}/examples/fault-ratings-abort.yaml --run-dir {run_dir}          and take the fault away");
+    say!("  weft proxy-status --control-plane {}   every sidecar's config, SYNCED or not", opts.debug_address);
+    say!("  weft status --run-dir {run_dir}");
+    say!("\nsending {} requests/s to productpage; Ctrl-C stops and tears everything down\n", args.rate);
 
     let totals = drive(SocketAddr::from((page, 9080)), args.rate, duration, &stop);
-    println!();
+    say!();
     report(&totals);
     let verdict = verdict(&totals);
     match weft_local::down::down(&opts.run_dir) {
-        Ok(r) if explicit => println!("torn down: {} processes stopped", r.processes),
-        Ok(r) => println!("torn down: {} processes stopped, {} namespaces removed", r.processes, r.namespaces),
+        Ok(r) if explicit => say!("torn down: {} processes stopped", r.processes),
+        Ok(r) => say!("torn down: {} processes stopped, {} namespaces removed", r.processes, r.namespaces),
         Err(e) => eprintln!("weft demo: teardown: {e}; run `weft down --run-dir {run_dir}`"),
     }
     match verdict {
@@ -190,7 +188,11 @@ fn drive(page: SocketAddr, rate: u32, duration: Option<Duration>, stop: &AtomicB
         one_request(page, &mut totals);
         window.1 += 1;
         if window.0.elapsed() >= Duration::from_secs(2) {
-            live_line(window.1 as f64 / window.0.elapsed().as_secs_f64(), &totals, &base);
+            let line = live_line(window.1 as f64 / window.0.elapsed().as_secs_f64(), &totals, &base);
+            if writeln!(std::io::stdout(), "{line}").is_err() {
+                // Nobody reads the output any more (`weft demo | head`): stop and tear down.
+                break;
+            }
             window = (Instant::now(), 0);
             base = totals.services.clone();
         }
@@ -255,7 +257,7 @@ fn pct(part: u64, whole: u64) -> String {
 }
 
 /// One line for the last window: success per service, the hops' TLS, reviews versions so far.
-fn live_line(rate: f64, t: &Totals, base: &BTreeMap<&'static str, Tally>) {
+fn live_line(rate: f64, t: &Totals, base: &BTreeMap<&'static str, Tally>) -> String {
     let mut line = format!("{rate:5.1} req/s ");
     for name in ["productpage", "details", "reviews", "ratings"] {
         let now = t.services.get(name).cloned().unwrap_or_default();
@@ -277,16 +279,16 @@ fn live_line(rate: f64, t: &Totals, base: &BTreeMap<&'static str, Tally>) {
     }
     let versions: Vec<String> = t.reviews_versions.iter().map(|(v, n)| format!("{v} {n}")).collect();
     line.push_str(&format!("| {}", versions.join(" ")));
-    println!("{line}");
+    line
 }
 
 fn report(t: &Totals) {
-    println!("{} requests sent; per service (answers, successes, hops in over mTLS / plaintext):", t.sent);
+    say!("{} requests sent; per service (answers, successes, hops in over mTLS / plaintext):", t.sent);
     for (name, s) in &t.services {
-        println!("  {name:<12} {:>6} answered {:>6} ok   mTLS {:>6}  plaintext {:>6}", s.answered, s.ok, s.mtls, s.plaintext);
+        say!("  {name:<12} {:>6} answered {:>6} ok   mTLS {:>6}  plaintext {:>6}", s.answered, s.ok, s.mtls, s.plaintext);
     }
     let versions: Vec<String> = t.reviews_versions.iter().map(|(v, n)| format!("{v}: {n}")).collect();
-    println!("  reviews answered by: {}", versions.join(", "));
+    say!("  reviews answered by: {}", versions.join(", "));
 }
 
 /// Every service answered, every hop between sidecars was mTLS, and once the mesh answered,

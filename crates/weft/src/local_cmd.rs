@@ -106,10 +106,10 @@ pub fn up(args: UpArgs) -> ExitCode {
         Ok(running) => {
             print_running(&opts, &running);
             let dir = opts.run_dir.display();
-            println!("\n  weft status --run-dir {dir}                  health of every workload");
-            println!("  weft proxy-status --control-plane {}   config sync of every sidecar", opts.debug_address);
-            println!("  weft apply -f FILE --run-dir {dir}          add VirtualServices, DestinationRules, …");
-            println!("  weft down --run-dir {dir}                    stop it all");
+            say!("\n  weft status --run-dir {dir}                  health of every workload");
+            say!("  weft proxy-status --control-plane {}   config sync of every sidecar", opts.debug_address);
+            say!("  weft apply -f FILE --run-dir {dir}          add VirtualServices, DestinationRules, …");
+            say!("  weft down --run-dir {dir}                    stop it all");
             ExitCode::SUCCESS
         }
         Err(code) => code,
@@ -134,30 +134,30 @@ pub fn print_running(opts: &UpOptions, running: &Running) {
     }
     let explicit = running.state.explicit;
     let mode = if explicit { ", explicit mode: nothing captured, applications use their sidecar as HTTP_PROXY" } else { "" };
-    println!("mesh from {} is up ({}{mode})", running.state.file, opts.run_dir.display());
+    say!("mesh from {} is up ({}{mode})", running.state.file, opts.run_dir.display());
     if explicit {
-        println!("\n  {:<32} {:<15} {:<15} SIDECAR", "WORKLOAD", "MESH ADDRESS", "APP ADDRESS");
+        say!("\n  {:<32} {:<15} {:<15} SIDECAR", "WORKLOAD", "MESH ADDRESS", "APP ADDRESS");
         for w in &running.state.workloads {
             let app = w.app_address.as_deref().unwrap_or(&w.address);
-            println!("  {:<32} {:<15} {:<15} {}", w.id, w.address, app, if w.sidecar { "yes" } else { "no" });
+            say!("  {:<32} {:<15} {:<15} {}", w.id, w.address, app, if w.sidecar { "yes" } else { "no" });
         }
     } else {
-        println!("\n  {:<32} {:<15} {:<8} NETNS", "WORKLOAD", "ADDRESS", "SIDECAR");
+        say!("\n  {:<32} {:<15} {:<8} NETNS", "WORKLOAD", "ADDRESS", "SIDECAR");
         for w in &running.state.workloads {
-            println!("  {:<32} {:<15} {:<8} {}", w.id, w.address, if w.sidecar { "yes" } else { "no" }, w.netns.as_deref().unwrap_or("-"));
+            say!("  {:<32} {:<15} {:<8} {}", w.id, w.address, if w.sidecar { "yes" } else { "no" }, w.netns.as_deref().unwrap_or("-"));
         }
     }
-    println!("\n  {:<32} {:<15} PORTS", "SERVICE", "ADDRESS");
+    say!("\n  {:<32} {:<15} PORTS", "SERVICE", "ADDRESS");
     for (name, ip, ports) in &running.services {
         let ports: Vec<String> = ports.iter().map(u16::to_string).collect();
-        println!("  {:<32} {:<15} {}", name, ip, ports.join(","));
+        say!("  {:<32} {:<15} {}", name, ip, ports.join(","));
     }
-    println!("\n  logs: {}/logs   control plane debug: {}", opts.run_dir.display(), opts.debug_address);
+    say!("\n  logs: {}/logs   control plane debug: {}", opts.run_dir.display(), opts.debug_address);
     if let (true, Some(w)) = (explicit, running.state.workloads.iter().find(|w| w.sidecar)) {
         let port = running.proxy_http_port.unwrap_or(weft_local::explicit::DEFAULT_PROXY_HTTP_PORT);
-        println!("\n  call a service through a sidecar, as its application does (HTTP_PROXY):");
-        println!("    curl -x http://{}:{port} http://SERVICE:PORT/PATH     (from {})", w.address, w.id);
-        println!("  reach a workload from this machine: http://MESH-ADDRESS:PORT/ (its sidecar; plaintext where mTLS is PERMISSIVE)");
+        say!("\n  call a service through a sidecar, as its application does (HTTP_PROXY):");
+        say!("    curl -x http://{}:{port} http://SERVICE:PORT/PATH     (from {})", w.address, w.id);
+        say!("  reach a workload from this machine: http://MESH-ADDRESS:PORT/ (its sidecar; plaintext where mTLS is PERMISSIVE)");
     }
 }
 
@@ -165,15 +165,15 @@ pub fn down(args: RunDirArgs) -> ExitCode {
     let dir = run_dir(args.run_dir.as_ref());
     match weft_local::down::down(&dir) {
         Ok(r) if r.bridge.is_none() && r.namespaces == 0 && r.processes == 0 && !r.run_dir => {
-            println!("nothing runs from {}", dir.display());
+            say!("nothing runs from {}", dir.display());
             ExitCode::SUCCESS
         }
         Ok(r) if r.namespaces == 0 && r.bridge.is_none() => {
-            println!("stopped {} processes and removed {}", r.processes, dir.display());
+            say!("stopped {} processes and removed {}", r.processes, dir.display());
             ExitCode::SUCCESS
         }
         Ok(r) => {
-            println!(
+            say!(
                 "stopped {} processes, removed {} network namespaces{} and {}",
                 r.processes,
                 r.namespaces,
@@ -193,14 +193,14 @@ pub fn status(args: RunDirArgs) -> ExitCode {
     let dir = run_dir(args.run_dir.as_ref());
     match weft_local::status::status(&dir) {
         Ok(None) => {
-            println!("nothing runs from {} (start a mesh with `weft up -f FILE`)", dir.display());
+            say!("nothing runs from {} (start a mesh with `weft up -f FILE`)", dir.display());
             ExitCode::from(3)
         }
         Ok(Some(s)) => {
             let mode = if s.explicit { " (explicit mode)" } else { "" };
-            println!("mesh from {}{mode}: control plane {}", s.file, if s.control_plane { "running" } else { "NOT RUNNING" });
+            say!("mesh from {}{mode}: control plane {}", s.file, if s.control_plane { "running" } else { "NOT RUNNING" });
             let addr_head = if s.explicit { "MESH/APP ADDRESS" } else { "ADDRESS" };
-            println!("\n  {:<32} {:<27} {:<8} {:<10} READY", "WORKLOAD", addr_head, "APP", "SIDECAR");
+            say!("\n  {:<32} {:<27} {:<8} {:<10} READY", "WORKLOAD", addr_head, "APP", "SIDECAR");
             let word = |b: bool| if b { "running" } else { "EXITED" };
             for w in &s.workloads {
                 let sidecar = w.sidecar.map(word).unwrap_or("none");
@@ -213,7 +213,7 @@ pub fn status(args: RunDirArgs) -> ExitCode {
                     Some(app) => format!("{} / {app}", w.address),
                     None => w.address.clone(),
                 };
-                println!("  {:<32} {:<27} {:<8} {:<10} {}", w.id, address, word(w.app), sidecar, ready);
+                say!("  {:<32} {:<27} {:<8} {:<10} {}", w.id, address, word(w.app), sidecar, ready);
             }
             if s.healthy() {
                 ExitCode::SUCCESS
@@ -277,7 +277,7 @@ pub fn apply(args: ApplyArgs) -> ExitCode {
     })();
     match result {
         Ok(msg) => {
-            println!("{msg}");
+            say!("{msg}");
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -291,7 +291,7 @@ pub fn apply(args: ApplyArgs) -> ExitCode {
 pub fn delete(args: ApplyArgs) -> ExitCode {
     match applied_path(&args).and_then(|p| std::fs::remove_file(&p).map_err(|e| format!("{} was not applied ({e})", args.file.display()))) {
         Ok(()) => {
-            println!("deleted {}", args.file.display());
+            say!("deleted {}", args.file.display());
             ExitCode::SUCCESS
         }
         Err(e) => {

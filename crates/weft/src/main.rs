@@ -1,6 +1,16 @@
 //! The `weft` binary: command-line parsing and dispatch to a role. Each role lives in its own
 //! crate; this file only turns flags into their inputs and errors into exit codes.
 
+/// `println!` that does not panic when stdout has gone away (`weft demo | head`): a command
+/// that started processes must still get to stop them. Long-running output loops check
+/// `std::io::Write` results themselves and stop when nobody reads.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 mod agent_cmd;
 mod capture_cmd;
 mod cni_cmd;

@@ -95,7 +95,7 @@ pub fn proxy_status(args: StatusArgs) -> ExitCode {
     }
     print_table(&rows);
     for n in nacks {
-        println!("NACK {n}");
+        say!("NACK {n}");
     }
     ExitCode::SUCCESS
 }
@@ -105,7 +105,7 @@ fn print_table(rows: &[Vec<String>]) {
     let widths: Vec<usize> = (0..cols).map(|c| rows.iter().map(|r| r.get(c).map(String::len).unwrap_or(0)).max().unwrap_or(0)).collect();
     for r in rows {
         let line: Vec<String> = r.iter().enumerate().map(|(i, c)| format!("{c:<w$}", w = widths[i])).collect();
-        println!("{}", line.join("   ").trim_end());
+        say!("{}", line.join("   ").trim_end());
     }
 }
 
@@ -136,12 +136,12 @@ pub fn proxy_config(args: ConfigArgs) -> ExitCode {
             } else {
                 serde_yaml::to_string(&picked).unwrap_or_default()
             };
-            println!("{out}");
+            say!("{out}");
         }
         Format::Short => {
             for k in keys {
                 print_table(&short_rows(k, &v[*k]));
-                println!();
+                say!();
             }
         }
     }
@@ -236,10 +236,10 @@ pub fn analyze(args: AnalyzeArgs) -> ExitCode {
             weft_api::Level::Error => "Error",
             weft_api::Level::Warning => "Warning",
         };
-        println!("{tag} {d}");
+        say!("{tag} {d}");
     }
     if diags.is_empty() {
-        println!("✔ No validation issues found when analyzing {}.", args.config_dir.display());
+        say!("✔ No validation issues found when analyzing {}.", args.config_dir.display());
     }
     if errors > 0 {
         ExitCode::from(79)

@@ -188,7 +188,7 @@ fn node_overrides(args: &ProxyArgs, env: &[(String, String)]) -> anyhow::Result<
 
 pub fn run(args: ProxyArgs) -> ExitCode {
     if args.version {
-        println!("weft proxy version: {} (Envoy v3 API)", env!("CARGO_PKG_VERSION"));
+        say!("weft proxy version: {} (Envoy v3 API)", env!("CARGO_PKG_VERSION"));
         return ExitCode::SUCCESS;
     }
     let directive = match level_directive(&args.log_level) {
@@ -228,7 +228,7 @@ pub fn run(args: ProxyArgs) -> ExitCode {
         }
     };
     if args.mode == "validate" {
-        println!("configuration '{}' OK", args.config_path.as_deref().unwrap_or("--config-yaml"));
+        say!("configuration '{}' OK", args.config_path.as_deref().unwrap_or("--config-yaml"));
         return ExitCode::SUCCESS;
     }
     if args.mode != "serve" {

@@ -192,7 +192,8 @@ pub fn format_time(t: SystemTime, fmt: Option<&str>) -> String {
 pub struct LogOnDrop {
     pub info: RequestInfo,
     pub loggers: Arc<Vec<Arc<AccessLogger>>>,
-    pub report: Option<SpanReport>,
+    /// Boxed: only sampled requests have one, and every request's future carries the slot.
+    pub report: Option<Box<SpanReport>>,
 }
 
 impl Drop for LogOnDrop {

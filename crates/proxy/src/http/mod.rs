@@ -326,7 +326,7 @@ impl Hcm {
         conn: &ConnInfo,
         info: &RequestInfo,
         path_and_query: &str,
-    ) -> Option<info::SpanReport> {
+    ) -> Option<Box<info::SpanReport>> {
         let reporter = self.reporter.clone()?;
         let cfg = self.cfg.tracing.as_ref()?;
         let header = |n: &str| parts.headers.get(n).and_then(|v| v.to_str().ok()).unwrap_or("-").to_string();
@@ -364,7 +364,7 @@ impl Hcm {
             span.custom.push((tag.clone(), v));
         }
         span.name = operation.to_string();
-        Some(info::SpanReport { span, kind: cfg.kind, reporter, tracer: self.tracer.clone() })
+        Some(Box::new(info::SpanReport { span, kind: cfg.kind, reporter, tracer: self.tracer.clone() }))
     }
 
     /// Runs request processing under `request_timeout` (until the request body has arrived)
@@ -420,7 +420,7 @@ impl Hcm {
         r
     }
 
-    fn complete(&self, mut r: Response<Body>, mut info: RequestInfo, report: Option<info::SpanReport>) -> Response<Body> {
+    fn complete(&self, mut r: Response<Body>, mut info: RequestInfo, report: Option<Box<info::SpanReport>>) -> Response<Body> {
         let status = r.status().as_u16();
         self.stats.codes.inc(status);
         self.stats.downstream_rq_completed.inc();
@@ -477,7 +477,7 @@ impl Hcm {
     }
 }
 
-fn append_xff(h: &mut http::HeaderMap, ip: &str) {
+pub(crate) fn append_xff(h: &mut http::HeaderMap, ip: &str) {
     let v = match h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
         Some(prev) if !prev.is_empty() => format!("{prev},{ip}"),
         _ => ip.to_string(),

@@ -275,14 +275,20 @@ pub(crate) enum Detached {
 }
 
 /// Sends a request the proxy makes itself (a mirror copy, a span report) to `host`, reads the
-/// answer to its end and drops it; counted on the cluster as a routed request is.
+/// answer to its end and drops it; counted on the cluster as a routed request is. Like
+/// Envoy's async client, it marks the request internal and appends the node's address to
+/// `x-forwarded-for`.
 pub(crate) async fn send_detached(
     cluster: &Arc<Cluster>,
     host: &Arc<Host>,
-    req: http::Request<Body>,
+    mut req: http::Request<Body>,
     wire: Wire,
     timeout: Duration,
 ) -> Detached {
+    static NODE_ADDRESS: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let node = NODE_ADDRESS.get_or_init(|| crate::sockopt::first_non_loopback_ipv4().to_string());
+    req.headers_mut().insert(super::X_ENVOY_INTERNAL.clone(), HeaderValue::from_static("true"));
+    super::append_xff(req.headers_mut(), node);
     cluster.stats.upstream_rq_total.inc();
     let sent = tokio::time::timeout(timeout, async {
         let resp = pool::send(cluster, host, req, wire).await?;

@@ -4,6 +4,9 @@
 //!
 //! weft-load --addr 127.0.0.1:10000 --rate 1000 --duration 10 --connections 16
 //! weft-load --addr 127.0.0.1:10000 --rate 0 --duration 5 --connections 32
+//!
+//! `--samples FILE` also writes every successful request's latency in microseconds, one per
+//! line, so runs measured in slices can be pooled before taking percentiles.
 
 use std::time::{Duration, Instant};
 
@@ -17,10 +20,12 @@ struct Args {
     duration: Duration,
     connections: u64,
     path: String,
+    samples: Option<std::path::PathBuf>,
 }
 
 fn parse() -> Result<Args, String> {
-    let mut a = Args { addr: String::new(), rate: 1000, duration: Duration::from_secs(10), connections: 16, path: "/".into() };
+    let mut a =
+        Args { addr: String::new(), rate: 1000, duration: Duration::from_secs(10), connections: 16, path: "/".into(), samples: None };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
         let v = it.next().ok_or_else(|| format!("{k} needs a value"))?;
@@ -30,6 +35,7 @@ fn parse() -> Result<Args, String> {
             "--duration" => a.duration = Duration::from_secs_f64(v.parse().map_err(|_| format!("--duration: {v:?} is not a number"))?),
             "--connections" => a.connections = v.parse().map_err(|_| format!("--connections: {v:?} is not a number"))?,
             "--path" => a.path = v,
+            "--samples" => a.samples = Some(v.into()),
             other => return Err(format!("unknown flag {other}")),
         }
     }
@@ -154,6 +160,13 @@ fn main() -> std::process::ExitCode {
     });
     let mut lat = all.lat_us;
     lat.sort_unstable();
+    if let Some(path) = &a.samples {
+        let text: String = lat.iter().map(|l| format!("{l}\n")).collect();
+        if let Err(e) = std::fs::write(path, text) {
+            eprintln!("weft-load: --samples {}: {e}", path.display());
+            return std::process::ExitCode::from(1);
+        }
+    }
     println!(
         "{{\"ok\":{},\"errors\":{},\"rps\":{:.1},\"p50_ms\":{:.3},\"p90_ms\":{:.3},\"p99_ms\":{:.3}}}",
         all.ok,
