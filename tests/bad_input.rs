@@ -104,6 +104,12 @@ fn known_but_unimplemented_fields_are_refused() {
         b.replace("    filter_chains:\n    - filters:", "    filter_chains:\n    - transport_socket: {name: tls}\n      filters:")
     });
     assert_refused(&text, &["static_resources.listeners[0].filter_chains[0].transport_socket.typed_config: required"]);
+    let text =
+        with(true, |b| b.replace("          stat_prefix: in\n", "          stat_prefix: in\n          request_headers_timeout: 10s\n"));
+    assert_refused(
+        &text,
+        &["static_resources.listeners[0].filter_chains[0].filters[0].typed_config.request_headers_timeout: not supported"],
+    );
 }
 
 /// A filter chain terminating TLS with the given context (YAML flow mapping).

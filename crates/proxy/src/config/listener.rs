@@ -457,6 +457,14 @@ fn hcm(
         CodecType::Http2 => Codec::Http2,
         CodecType::Http3 => return Err(ConfigError::new(format!("{path}.codec_type"), "HTTP3 is not supported")),
     };
+    if h.request_headers_timeout.as_ref().is_some_and(|d| !d.0.is_zero()) {
+        // hyper's header-read timeout also runs while a keep-alive connection waits for its next
+        // request, so it would close idle connections Envoy keeps; refused rather than approximated.
+        return Err(ConfigError::new(
+            format!("{path}.request_headers_timeout"),
+            "not supported (the timeout would also close idle keep-alive connections); leave it unset or 0s",
+        ));
+    }
     let routes = match (&h.route_config, &h.rds) {
         (Some(rc), None) => RouteSource::Inline(Arc::new(RouteTable::from_wire(rc, &format!("{path}.route_config"), clusters)?)),
         (None, Some(rds)) => {

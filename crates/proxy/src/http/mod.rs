@@ -112,11 +112,15 @@ impl Hcm {
             Codec::Auto => {
                 let mut b = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
                 self.tune_h2(b.http2());
-                b.http1().timer(hyper_util::rt::TokioTimer::new());
+                // hyper's own default, with a timer, is a 30 s header timeout that also closes
+                // keep-alive connections idle that long; Envoy keeps them for the idle timeout.
+                b.http1().header_read_timeout(None);
                 drive!(b.serve_connection_with_upgrades(io, svc), false);
             }
             Codec::Http1 => {
-                drive!(hyper::server::conn::http1::Builder::new().serve_connection(io, svc).with_upgrades(), false);
+                let mut b = hyper::server::conn::http1::Builder::new();
+                b.header_read_timeout(None);
+                drive!(b.serve_connection(io, svc).with_upgrades(), false);
             }
             Codec::Http2 => {
                 let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
@@ -201,10 +205,10 @@ impl Hcm {
 
         let table = self.routes.table(&self.cfg.routes);
         let (path, query) = match path_and_query.split_once('?') {
-            Some((p, q)) => (p.to_string(), Some(q.to_string())),
-            None => (path_and_query.clone(), None),
+            Some((p, q)) => (p, Some(q)),
+            None => (path_and_query.as_str(), None),
         };
-        let view = RequestView { parts: &parts, host: &authority, path: &path, query: query.as_deref(), scheme: conn.scheme() };
+        let view = RequestView { parts: &parts, host: &authority, path, query, scheme: conn.scheme() };
         let vhost = routing::select_vhost(&table, &authority);
         let route = vhost.and_then(|vh| routing::select_route(vh, &view));
         let report = span.filter(|s| s.sampled).and_then(|s| {
@@ -253,7 +257,7 @@ impl Hcm {
                         RouteAction::Redirect(rd) => {
                             stats.rq_redirect.inc();
                             info.details = "direct_response";
-                            close(router::redirect(rd, &route.matcher.path, conn.scheme(), &authority, &path, query.as_deref()))
+                            close(router::redirect(rd, &route.matcher.path, conn.scheme(), &authority, path, query))
                         }
                         RouteAction::Forward(fwd) => {
                             stats.rq_total.inc();

@@ -33,6 +33,20 @@ static X_ENVOY_OVERLOADED: HeaderName = HeaderName::from_static("x-envoy-overloa
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
+/// A header value for a count or a number of milliseconds. Most are below 100 (upstream service
+/// times, attempt counts) and come from static text, so they cost no allocation.
+fn number(n: u64) -> HeaderValue {
+    const ONES: &str = "0123456789";
+    const TENS: &str = "10111213141516171819202122232425262728293031323334353637383940414243444546474849\
+                        50515253545556575859606162636465666768697071727374757677787980818283848586878889\
+                        90919293949596979899";
+    match usize::try_from(n) {
+        Ok(i) if i < 10 => HeaderValue::from_static(&ONES[i..=i]),
+        Ok(i) if i < 100 => HeaderValue::from_static(&TENS[(i - 10) * 2..(i - 10) * 2 + 2]),
+        _ => HeaderValue::from(n),
+    }
+}
+
 /// Largest request body buffered so the request can be retried (Envoy's default buffer limit).
 const RETRY_BUFFER_LIMIT: u64 = 1024 * 1024;
 
@@ -209,8 +223,11 @@ pub(crate) fn upstream_request(
 ) -> Option<http::Request<Body>> {
     let uri = match wire {
         Wire::Http1 => {
-            if let Ok(v) = HeaderValue::from_str(authority) {
-                headers.insert(header::HOST, v);
+            // Usually the client's own Host, already in the copied headers.
+            if headers.get(header::HOST).is_none_or(|h| h.as_bytes() != authority.as_bytes()) {
+                if let Ok(v) = HeaderValue::from_str(authority) {
+                    headers.insert(header::HOST, v);
+                }
             }
             pq.parse::<Uri>()
         }
@@ -383,7 +400,7 @@ pub async fn forward(
             headers.insert(super::X_ENVOY_ORIGINAL_PATH.clone(), v);
         }
     }
-    let pq = new_pq.as_deref().unwrap_or(full).to_string();
+    let pq = new_pq.as_deref().unwrap_or(full);
     // Envoy records x-envoy-original-host only for the route's own rewrites, not a weighted
     // cluster entry's.
     let (authority, route_rewrote) = if let Some(h) = chosen.weighted.and_then(|w| w.host_rewrite.as_ref()) {
@@ -426,7 +443,7 @@ pub async fn forward(
             return no_healthy(cluster, info, grpc);
         };
         info.upstream_host = Some(host.addr);
-        return upgrade::forward(cluster, &host, parts, headers, &pq, &authority, body_in, info).await;
+        return upgrade::forward(cluster, &host, parts, headers, pq, &authority, body_in, info).await;
     }
 
     let mut body = if http_body::Body::is_end_stream(&body_in) {
@@ -447,8 +464,8 @@ pub async fn forward(
 
     let wire = wire_for(cluster, parts);
     match &body {
-        ReqBody::Empty => mirror(hcm, fwd, parts, &headers, &pq, &authority, Bytes::new()),
-        ReqBody::Buffered(b) => mirror(hcm, fwd, parts, &headers, &pq, &authority, b.clone()),
+        ReqBody::Empty => mirror(hcm, fwd, parts, &headers, pq, &authority, Bytes::new()),
+        ReqBody::Buffered(b) => mirror(hcm, fwd, parts, &headers, pq, &authority, b.clone()),
         // A streamed body cannot be copied without buffering it whole; Envoy mirrors it, weft
         // mirrors only bodies it buffers (up to the retry buffer limit).
         ReqBody::Stream(_) => {}
@@ -477,9 +494,9 @@ pub async fn forward(
         // The last possible attempt takes the headers; earlier ones copy them.
         let mut req_headers = if attempt >= max_attempts { std::mem::take(&mut headers) } else { headers.clone() };
         if include_count {
-            req_headers.insert(X_ENVOY_ATTEMPT_COUNT.clone(), HeaderValue::from(attempt));
+            req_headers.insert(X_ENVOY_ATTEMPT_COUNT.clone(), number(u64::from(attempt)));
         }
-        let Some(req) = upstream_request(wire, &parts.method, &authority, &pq, req_headers, body.take()) else {
+        let Some(req) = upstream_request(wire, &parts.method, &authority, pq, req_headers, body.take()) else {
             return local_reply::build(StatusCode::BAD_REQUEST, "invalid path or authority", grpc);
         };
 
@@ -561,10 +578,10 @@ pub async fn forward(
                 rp.version = parts.version;
                 strip_hop_by_hop(&mut rp.headers, status == 101);
                 if !cfg.suppress_envoy_headers {
-                    rp.headers.insert(X_ENVOY_UPSTREAM_SERVICE_TIME.clone(), HeaderValue::from(sent_at.elapsed().as_millis() as u64));
+                    rp.headers.insert(X_ENVOY_UPSTREAM_SERVICE_TIME.clone(), number(sent_at.elapsed().as_millis() as u64));
                 }
                 if vh.include_attempt_count_in_response {
-                    rp.headers.insert(X_ENVOY_ATTEMPT_COUNT.clone(), HeaderValue::from(attempt));
+                    rp.headers.insert(X_ENVOY_ATTEMPT_COUNT.clone(), number(u64::from(attempt)));
                 }
                 return Response::from_parts(rp, body::incoming(b));
             }
@@ -726,6 +743,13 @@ fn split_host_port(a: &str) -> (&str, Option<String>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn small_numbers_come_from_static_text_and_read_as_themselves() {
+        for n in [0u64, 7, 9, 10, 11, 42, 99, 100, 15000] {
+            assert_eq!(number(n).to_str().ok(), Some(n.to_string().as_str()), "{n}");
+        }
+    }
 
     #[test]
     fn mirrored_authority_gets_the_shadow_suffix_before_the_port() {
