@@ -201,3 +201,38 @@ async fn forwarding_headers_request_id_and_xff() {
         assert!(edge["headers"].get("x-envoy-internal").is_none(), "{} {edge}", r.kind);
     }
 }
+
+/// `normalize_path` and `merge_slashes`: routing and the upstream see the normalized path, so
+/// `/public/../admin` is routed as `/admin`, as in Envoy.
+#[tokio::test]
+async fn normalize_path_and_merge_slashes() {
+    let up = Upstream::start("up").await;
+    let port = up.port();
+    let runs = both(|p| {
+        http_bootstrap(
+            p,
+            json!([{"name": "all", "domains": ["*"], "routes": [
+                direct(json!({"prefix": "/admin"}), "admin route"),
+                {"match": {"prefix": "/"}, "route": {"cluster": "up"}},
+            ]}]),
+            vec![cluster("up", &[port], json!({}))],
+            json!({"normalize_path": true, "merge_slashes": true}),
+        )
+    })
+    .await;
+    let seen = same(
+        &runs,
+        &[
+            Req::get("/public/../admin/x"),
+            Req::get("/a/./b//c?x=1&y=/../"),
+            Req::get("/a/%2e%2E/b"),
+            Req::get("/%41b%2fc%7e"),
+            Req::get("/a/b/.."),
+            Req::get("/../../up"),
+        ],
+    )
+    .await;
+    assert_eq!(seen[0]["body"], "admin route");
+    let paths: Vec<&str> = seen[1..].iter().map(|v| v["body"]["path"].as_str().unwrap_or_default()).collect();
+    assert_eq!(paths, ["/a/b/c?x=1&y=/../", "/b", "/Ab%2fc~", "/a/", "/up"]);
+}

@@ -102,7 +102,8 @@ pub struct HttpConnectionManager {
     pub request_timeout: Option<ProtoDuration>,
     pub request_headers_timeout: Option<ProtoDuration>,
     pub drain_timeout: Option<ProtoDuration>,
-    pub delayed_close_timeout: Option<ProtoDuration>,
+    /// Only how long a closing connection lingers for its peer to read: accepted, not applied.
+    pub delayed_close_timeout: Option<Ignored>,
     #[serde(default)]
     pub access_log: Vec<AccessLog>,
     pub use_remote_address: Option<bool>,

@@ -113,6 +113,10 @@ pub struct HttpConnectionManagerConfig {
     /// may override a filter's config by name (`typed_per_filter_config`).
     pub faults: Vec<(String, Arc<FaultConfig>)>,
     pub suppress_envoy_headers: bool,
+    /// RFC 3986 path normalization before routing (`normalize_path`).
+    pub normalize_path: bool,
+    /// Runs of `/` collapsed before routing (`merge_slashes`).
+    pub merge_slashes: bool,
     pub stream_idle_timeout: Option<Duration>,
     pub request_timeout: Option<Duration>,
     pub idle_timeout: Option<Duration>,
@@ -457,6 +461,12 @@ fn hcm(
         CodecType::Http2 => Codec::Http2,
         CodecType::Http3 => return Err(ConfigError::new(format!("{path}.codec_type"), "HTTP3 is not supported")),
     };
+    if h.stream_error_on_invalid_http_message == Some(true) {
+        return Err(ConfigError::new(
+            format!("{path}.stream_error_on_invalid_http_message"),
+            "not supported: an invalid message closes its connection (Envoy's default)",
+        ));
+    }
     if h.request_headers_timeout.as_ref().is_some_and(|d| !d.0.is_zero()) {
         // hyper's header-read timeout also runs while a keep-alive connection waits for its next
         // request, so it would close idle connections Envoy keeps; refused rather than approximated.
@@ -538,6 +548,8 @@ fn hcm(
         routes,
         faults,
         suppress_envoy_headers,
+        normalize_path: h.normalize_path.unwrap_or(false),
+        merge_slashes: h.merge_slashes,
         stream_idle_timeout: opt(h.stream_idle_timeout, Some(Duration::from_secs(300))),
         request_timeout: opt(h.request_timeout, None),
         idle_timeout: opt(common.idle_timeout, Some(Duration::from_secs(3600))),

@@ -4,6 +4,7 @@
 pub mod fault;
 pub mod info;
 pub mod local_reply;
+mod path_norm;
 pub mod rds;
 pub mod router;
 pub mod routing;
@@ -162,6 +163,12 @@ impl Hcm {
         let grpc = parts.headers.get(http::header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
 
         self.edge_headers(&mut parts, conn);
+        if (self.cfg.normalize_path || self.cfg.merge_slashes) && !normalize_path(&mut parts.uri, &self.cfg) {
+            stats.downstream_rq_completed.inc();
+            stats.downstream_rq_active.dec();
+            stats.codes.inc(400);
+            return local_reply::build(StatusCode::BAD_REQUEST, Bytes::new(), grpc);
+        }
 
         let authority: String = parts
             .uri
@@ -478,6 +485,27 @@ impl Hcm {
                 }
             }
         }
+    }
+}
+
+/// Applies `normalize_path` and `merge_slashes` to the request's path, keeping the query; false
+/// when the path cannot be normalized.
+fn normalize_path(uri: &mut http::Uri, cfg: &HttpConnectionManagerConfig) -> bool {
+    let (path, query) = (uri.path(), uri.query());
+    let Some(norm) = path_norm::normalize(path, cfg.normalize_path, cfg.merge_slashes) else { return false };
+    let std::borrow::Cow::Owned(norm) = norm else { return true };
+    let pq = match query {
+        Some(q) => format!("{norm}?{q}"),
+        None => norm,
+    };
+    let mut parts = std::mem::take(uri).into_parts();
+    parts.path_and_query = pq.parse().ok();
+    match http::Uri::from_parts(parts) {
+        Ok(u) => {
+            *uri = u;
+            true
+        }
+        Err(_) => false,
     }
 }
 

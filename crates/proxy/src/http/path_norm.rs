@@ -1,0 +1,130 @@
+//! `normalize_path` and `merge_slashes`: the request path as the connection manager sees it
+//! before routing, and as the upstream gets it. Normalization follows what Envoy gets from
+//! Chromium's URL canonicalizer for the cases a mesh sees: `\` is a `/`, percent-encoded
+//! unreserved characters are decoded (so `%2e` is a dot), other escapes are kept as they are,
+//! and `.`/`..` segments are resolved (RFC 3986, section 5.2.4), never above the root.
+
+use std::borrow::Cow;
+
+/// The path (without its query) after the manager's normalizations; `None` when it cannot be
+/// normalized (Envoy answers 400, `path_normalization_failed`).
+pub fn normalize<'a>(path: &'a str, dots: bool, merge: bool) -> Option<Cow<'a, str>> {
+    let mut out = Cow::Borrowed(path);
+    if dots {
+        if !path.starts_with('/') {
+            return None;
+        }
+        if path.contains(['\\', '%']) || path.contains("/.") {
+            out = Cow::Owned(remove_dot_segments(&decode_unreserved(path)));
+        }
+    }
+    if merge && out.contains("//") {
+        let mut merged = String::with_capacity(out.len());
+        for c in out.chars() {
+            if !(c == '/' && merged.ends_with('/')) {
+                merged.push(c);
+            }
+        }
+        out = Cow::Owned(merged);
+    }
+    Some(out)
+}
+
+fn hex(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// `\` → `/`; `%XX` of an unreserved character → the character; other escapes kept.
+fn decode_unreserved(path: &str) -> String {
+    let b = path.as_bytes();
+    let mut out = String::with_capacity(path.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'\\' => out.push('/'),
+            b'%' if i + 2 < b.len() => match (hex(b[i + 1]), hex(b[i + 2])) {
+                (Some(h), Some(l)) => {
+                    let c = h * 16 + l;
+                    if c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~') {
+                        out.push(char::from(c));
+                    } else {
+                        out.push_str(&path[i..i + 3]);
+                    }
+                    i += 3;
+                    continue;
+                }
+                _ => out.push('%'),
+            },
+            _ => {
+                // The path is a valid URI path, so everything else is ASCII.
+                out.push(char::from(b[i]));
+            }
+        }
+        i += 1;
+    }
+    out
+}
+
+/// RFC 3986 5.2.4 on an absolute path.
+fn remove_dot_segments(path: &str) -> String {
+    let mut segs: Vec<&str> = Vec::new();
+    let parts: Vec<&str> = path[1..].split('/').collect();
+    let last = parts.len() - 1;
+    let mut trailing_slash = false;
+    for (i, seg) in parts.iter().enumerate() {
+        match *seg {
+            "." => trailing_slash = i == last,
+            ".." => {
+                segs.pop();
+                trailing_slash = i == last;
+            }
+            s => {
+                segs.push(s);
+                trailing_slash = false;
+            }
+        }
+    }
+    let mut out = String::with_capacity(path.len());
+    for s in &segs {
+        out.push('/');
+        out.push_str(s);
+    }
+    if trailing_slash || out.is_empty() {
+        out.push('/');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::normalize;
+
+    fn n(p: &str) -> Option<String> {
+        normalize(p, true, false).map(|c| c.into_owned())
+    }
+
+    #[test]
+    fn dot_segments_resolve_and_never_climb_above_the_root() {
+        assert_eq!(n("/a/./b").as_deref(), Some("/a/b"));
+        assert_eq!(n("/a/../b").as_deref(), Some("/b"));
+        assert_eq!(n("/../../a").as_deref(), Some("/a"));
+        assert_eq!(n("/a/b/..").as_deref(), Some("/a/"));
+        assert_eq!(n("/a/.").as_deref(), Some("/a/"));
+        assert_eq!(n("/a/%2e%2E/b").as_deref(), Some("/b"));
+        assert_eq!(n("/a\\..\\b").as_deref(), Some("/b"));
+        assert_eq!(n("/%41%2fb%zz").as_deref(), Some("/A%2fb%zz"));
+        assert_eq!(n("/plain/path").as_deref(), Some("/plain/path"));
+        assert_eq!(n("relative"), None);
+    }
+
+    #[test]
+    fn merging_collapses_runs_of_slashes() {
+        assert_eq!(normalize("//a///b/", false, true).as_deref(), Some("/a/b/"));
+        assert_eq!(normalize("/a/..//b", true, true).as_deref(), Some("/b"));
+    }
+}
