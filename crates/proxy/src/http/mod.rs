@@ -163,12 +163,7 @@ impl Hcm {
         let grpc = parts.headers.get(http::header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
 
         self.edge_headers(&mut parts, conn);
-        if (self.cfg.normalize_path || self.cfg.merge_slashes) && !normalize_path(&mut parts.uri, &self.cfg) {
-            stats.downstream_rq_completed.inc();
-            stats.downstream_rq_active.dec();
-            stats.codes.inc(400);
-            return local_reply::build(StatusCode::BAD_REQUEST, Bytes::new(), grpc);
-        }
+        let path_ok = !(self.cfg.normalize_path || self.cfg.merge_slashes) || normalize_path(&mut parts.uri, &self.cfg);
 
         let authority: String = parts
             .uri
@@ -210,6 +205,12 @@ impl Hcm {
             last_rx: None,
         };
 
+        if !path_ok {
+            // Answered and logged like any local reply, before routing sees the path.
+            info.details = "path_normalization_failed";
+            let resp = self.finish(local_reply::build(StatusCode::BAD_REQUEST, Bytes::new(), grpc), &parts, &info);
+            return self.complete(resp, info, None);
+        }
         let table = self.routes.table(&self.cfg.routes);
         let (path, query) = match path_and_query.split_once('?') {
             Some((p, q)) => (p, Some(q)),

@@ -10,6 +10,10 @@ use std::borrow::Cow;
 /// normalized (Envoy answers 400, `path_normalization_failed`).
 pub fn normalize<'a>(path: &'a str, dots: bool, merge: bool) -> Option<Cow<'a, str>> {
     let mut out = Cow::Borrowed(path);
+    if path.is_empty() {
+        // CONNECT has no path; Envoy normalizes only requests that carry one.
+        return Some(out);
+    }
     if dots {
         if !path.starts_with('/') {
             return None;
@@ -120,6 +124,7 @@ mod tests {
         assert_eq!(n("/%41%2fb%zz").as_deref(), Some("/A%2fb%zz"));
         assert_eq!(n("/plain/path").as_deref(), Some("/plain/path"));
         assert_eq!(n("relative"), None);
+        assert_eq!(n("").as_deref(), Some(""));
     }
 
     #[test]
