@@ -176,7 +176,7 @@ def percentile(sorted_us, p):
     """The same rank rule as weft-load, on pooled samples (microseconds in, ms out)."""
     if not sorted_us:
         return 0.0
-    i = min(round((len(sorted_us) - 1) * p), len(sorted_us) - 1)
+    i = min(int((len(sorted_us) - 1) * p + 0.5), len(sorted_us) - 1)
     return sorted_us[i] / 1000.0
 
 
@@ -322,9 +322,11 @@ def summarize(med, shapes):
     """Medians and weft/Envoy ratios of a partial run, on stdout only."""
     for s in shapes:
         w, e = med[f"weft-{s}"], med[f"envoy-{s}"]
-        added = " ".join(f"{k} {w['added_' + k] / e['added_' + k]:.2f}" for k in ("p50", "p90", "p99"))
-        print(f"{s}: added latency weft/envoy {added}; cpu {w['cpu_per_1k'] / e['cpu_per_1k']:.2f}; "
-              f"max rps {w['max_rps'] / e['max_rps']:.2f}")
+        def ratio(a, b):
+            return f"{a / b:.2f}" if b > 0 else "n/a"
+        added = " ".join(f"{k} {ratio(w['added_' + k], e['added_' + k])}" for k in ("p50", "p90", "p99"))
+        print(f"{s}: added latency weft/envoy {added}; cpu {ratio(w['cpu_per_1k'], e['cpu_per_1k'])}; "
+              f"max rps {ratio(w['max_rps'], e['max_rps'])}")
 
 
 def write(args, med, envoy_version):

@@ -262,3 +262,28 @@ async fn request_timeout_and_stream_idle_timeout() {
     assert_eq!(got[1], got[0], "weft vs envoy for a stalled upload");
     assert_eq!(got[0], ("HTTP/1.1 408 Request Timeout".to_string(), "request timeout".to_string()));
 }
+
+/// The connection manager's `idle_timeout`: a request that outlasts it is not cut, and once the
+/// connection has had no request for that long it is closed and counted.
+#[tokio::test]
+async fn idle_keep_alive_connections_close_after_the_idle_timeout() {
+    use tokio::io::AsyncWriteExt;
+    let up = Upstream::start("up").await;
+    let port = up.port();
+    let runs = both(|p| {
+        let vh = json!([{"name": "all", "domains": ["*"], "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "up"}}]}]);
+        http_bootstrap(p, vh, vec![cluster("up", &[port], json!({}))], json!({"common_http_protocol_options": {"idle_timeout": "0.5s"}}))
+    })
+    .await;
+    for r in &runs {
+        let mut s = tokio::net::TcpStream::connect(r.addr()).await.expect("connect");
+        s.write_all(b"GET / HTTP/1.1\r\nHost: test.local\r\nx-echo-delay-ms: 1000\r\n\r\n").await.expect("write");
+        let mut out = Vec::new();
+        // Envoy drains first (drain_timeout 5 s, then a delayed close); weft closes at once.
+        let closed = tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut out)).await.is_ok();
+        let text = String::from_utf8_lossy(&out);
+        assert!(text.starts_with("HTTP/1.1 200"), "{}: the slow request was cut: {text:?}", r.kind);
+        assert!(closed, "{}: the idle connection stayed open", r.kind);
+        assert_eq!(r.stat("http.ingress.downstream_cx_idle_timeout").await, 1, "{}", r.kind);
+    }
+}

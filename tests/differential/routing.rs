@@ -234,6 +234,8 @@ async fn mirrored_requests_reach_the_shadow_and_never_the_caller() {
             assert_eq!(reply.header("x-upstream").as_deref(), Some("primary"), "{}: {}", run.kind, r.path);
         }
         let mut seen = shadow.wait_seen(3, std::time::Duration::from_secs(10)).await;
+        // A copy of the 0% request would have been counted before the later ones arrived.
+        assert_eq!(run.stat("cluster.shadow.upstream_rq_total").await, 3, "{}: copies sent", run.kind);
         seen.sort_by_key(|v| v["path"].as_str().unwrap_or_default().to_string());
         for v in &mut seen {
             v["headers"]["x-request-id"] = json!("<set>");

@@ -91,7 +91,6 @@ pub async fn start(config: Config, opts: Options) -> Result<Running, StartError>
     let tracer = Arc::new(crate::trace::Tracer::new(config.node_id.clone(), config.node_cluster.clone(), clusters.clone(), store.clone()));
     let ctx = BuildCtx { store: store.clone(), clusters: clusters.clone(), routes: routes.clone(), tracer };
     let drain = Drain::new();
-    tokio::spawn(crate::heartbeat::run());
 
     let mut runtimes = Vec::new();
     for l in &config.listeners {
@@ -161,6 +160,7 @@ pub async fn start(config: Config, opts: Options) -> Result<Running, StartError>
         listener_addrs.push((rt.cfg.name.clone(), sock.local_addr().unwrap_or(rt.cfg.address)));
         tokio::spawn(accept_loop(sock, ListenerSlot::new(rt), listeners.clone(), drain.clone()));
     }
+    tokio::spawn(crate::heartbeat::run());
     shared.live.store(true, Ordering::Release);
     tracing::info!(listeners = listener_addrs.len(), control_plane = ?config.ads.as_ref().map(|a| &a.address), "weft proxy is live");
     Ok(Running { shared, listener_addrs, admin_addr })

@@ -239,6 +239,7 @@ stat_struct!(HttpStatsBase {
         downstream_cx_destroy,
         downstream_rq_timeout,
         downstream_rq_idle_timeout,
+        downstream_cx_idle_timeout,
         downstream_cx_upgrades_total,
         downstream_rq_rx_reset,
         downstream_rq_tx_reset,

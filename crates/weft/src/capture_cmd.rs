@@ -1,6 +1,7 @@
 //! `weft capture`: istio-iptables' job, with its flag names. Every value is checked before a
 //! rule is written; `--dry-run` prints what would be written; `--cleanup` takes it all out.
 
+use std::io::Write as _;
 use std::process::ExitCode;
 
 use clap::Args;
@@ -109,7 +110,7 @@ fn capture(args: CaptureArgs) -> Result<(), String> {
     let cfg = CaptureConfig::from_raw(&raw).map_err(|e| e.to_string())?;
     let rules = Ruleset::build(&cfg);
     if args.dry_run && !args.cleanup {
-        print!("{}", rules.render());
+        let _ = write!(std::io::stdout(), "{}", rules.render());
         return Ok(());
     }
     let (backend, why) = match backend {

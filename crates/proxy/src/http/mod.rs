@@ -15,7 +15,7 @@ use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
@@ -45,6 +45,50 @@ pub static X_ENVOY_EXTERNAL_ADDRESS: HeaderName = HeaderName::from_static("x-env
 pub static X_ENVOY_ORIGINAL_HOST: HeaderName = HeaderName::from_static("x-envoy-original-host");
 pub static X_ENVOY_ORIGINAL_PATH: HeaderName = HeaderName::from_static("x-envoy-original-path");
 
+/// Whether a downstream connection has requests in progress, and since when it has had none:
+/// the connection manager's `idle_timeout` (Envoy: 1 h) closes a connection idle that long.
+struct Activity {
+    born: Instant,
+    active: std::sync::atomic::AtomicUsize,
+    /// Milliseconds after `born` when the last request was answered.
+    last_ms: std::sync::atomic::AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity { born: Instant::now(), active: Default::default(), last_ms: Default::default() }
+    }
+
+    fn begin(&self) {
+        self.active.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn end(&self) {
+        let ms = u64::try_from(self.born.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.store(ms, std::sync::atomic::Ordering::Relaxed);
+        self.active.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Resolves once the connection has had no request for `timeout`; never without one. One
+    /// timer per connection, moved forward only when it fires.
+    async fn idle_for(&self, timeout: Option<Duration>) {
+        let Some(t) = timeout else { return std::future::pending().await };
+        let mut deadline = self.born + t;
+        loop {
+            tokio::time::sleep_until(deadline.into()).await;
+            if self.active.load(std::sync::atomic::Ordering::Relaxed) > 0 {
+                deadline = Instant::now() + t;
+                continue;
+            }
+            let due = self.born + Duration::from_millis(self.last_ms.load(std::sync::atomic::Ordering::Relaxed)) + t;
+            if due <= Instant::now() {
+                return;
+            }
+            deadline = due;
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 enum Timeout {
     Request,
@@ -72,13 +116,18 @@ impl Hcm {
         let hcm = self.clone();
         let c2 = conn.clone();
         let d2 = drain.clone();
+        let activity = Arc::new(Activity::new());
+        let a2 = activity.clone();
         let svc = service_fn(move |req: Request<Incoming>| {
             let hcm = hcm.clone();
             let conn = c2.clone();
             let drain = d2.clone();
+            let activity = a2.clone();
             async move {
                 let h2 = req.version() == http::Version::HTTP_2;
+                activity.begin();
                 let mut resp = hcm.handle(req, &conn).await;
+                activity.end();
                 // A retired listener generation: move HTTP/1 clients on between requests.
                 if !h2 && drain.is_retiring() {
                     resp.headers_mut().insert(http::header::CONNECTION, HeaderValue::from_static("close"));
@@ -103,6 +152,12 @@ impl Hcm {
                 tokio::select! {
                     _ = conn.as_mut() => {}
                     _ = soft => {
+                        conn.as_mut().graceful_shutdown();
+                        let _ = conn.await;
+                    }
+                    _ = activity.idle_for(self.cfg.idle_timeout) => {
+                        // HTTP/1 closes now; HTTP/2 sends GOAWAY first.
+                        self.stats.downstream_cx_idle_timeout.inc();
                         conn.as_mut().graceful_shutdown();
                         let _ = conn.await;
                     }
@@ -163,7 +218,9 @@ impl Hcm {
         let grpc = parts.headers.get(http::header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
 
         self.edge_headers(&mut parts, conn);
-        let path_ok = !(self.cfg.normalize_path || self.cfg.merge_slashes) || normalize_path(&mut parts.uri, &self.cfg);
+        if self.cfg.normalize_path || self.cfg.merge_slashes {
+            normalize_path(&mut parts.uri, &self.cfg);
+        }
 
         let authority: String = parts
             .uri
@@ -205,12 +262,6 @@ impl Hcm {
             last_rx: None,
         };
 
-        if !path_ok {
-            // Answered and logged like any local reply, before routing sees the path.
-            info.details = "path_normalization_failed";
-            let resp = self.finish(local_reply::build(StatusCode::BAD_REQUEST, Bytes::new(), grpc), &parts, &info);
-            return self.complete(resp, info, None);
-        }
         let table = self.routes.table(&self.cfg.routes);
         let (path, query) = match path_and_query.split_once('?') {
             Some((p, q)) => (p, Some(q)),
@@ -489,24 +540,21 @@ impl Hcm {
     }
 }
 
-/// Applies `normalize_path` and `merge_slashes` to the request's path, keeping the query; false
-/// when the path cannot be normalized.
-fn normalize_path(uri: &mut http::Uri, cfg: &HttpConnectionManagerConfig) -> bool {
+/// Applies `normalize_path` and `merge_slashes` to the request's path, keeping the query. A
+/// result that is not a valid path (it cannot be: it is made of the path's own characters)
+/// would leave the request as it came.
+fn normalize_path(uri: &mut http::Uri, cfg: &HttpConnectionManagerConfig) {
     let (path, query) = (uri.path(), uri.query());
-    let Some(norm) = path_norm::normalize(path, cfg.normalize_path, cfg.merge_slashes) else { return false };
-    let std::borrow::Cow::Owned(norm) = norm else { return true };
+    let std::borrow::Cow::Owned(norm) = path_norm::normalize(path, cfg.normalize_path, cfg.merge_slashes) else { return };
     let pq = match query {
         Some(q) => format!("{norm}?{q}"),
         None => norm,
     };
-    let mut parts = std::mem::take(uri).into_parts();
-    parts.path_and_query = pq.parse().ok();
-    match http::Uri::from_parts(parts) {
-        Ok(u) => {
-            *uri = u;
-            true
-        }
-        Err(_) => false,
+    let Ok(pq) = pq.parse() else { return };
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = Some(pq);
+    if let Ok(u) = http::Uri::from_parts(parts) {
+        *uri = u;
     }
 }
 

@@ -6,32 +6,26 @@
 
 use std::borrow::Cow;
 
-/// The path (without its query) after the manager's normalizations; `None` when it cannot be
-/// normalized (Envoy answers 400, `path_normalization_failed`).
-pub fn normalize<'a>(path: &'a str, dots: bool, merge: bool) -> Option<Cow<'a, str>> {
+/// The path (without its query) after the manager's normalizations. Characters Chromium would
+/// percent-encode (`"`, `{`, `}` …) are left as sent.
+pub fn normalize<'a>(path: &'a str, dots: bool, merge: bool) -> Cow<'a, str> {
     let mut out = Cow::Borrowed(path);
-    if path.is_empty() {
-        // CONNECT has no path; Envoy normalizes only requests that carry one.
-        return Some(out);
+    if !path.starts_with('/') {
+        // CONNECT has no path and `*` is not one; Envoy leaves both to what follows (a path
+        // that is not absolute is answered 404).
+        return out;
     }
-    if dots {
-        if !path.starts_with('/') {
-            return None;
-        }
-        if path.contains(['\\', '%']) || path.contains("/.") {
-            out = Cow::Owned(remove_dot_segments(&decode_unreserved(path)));
-        }
+    if dots && (path.contains(['\\', '%']) || path.contains("/.")) {
+        out = Cow::Owned(remove_dot_segments(&decode_unreserved(path)));
     }
     if merge && out.contains("//") {
-        let mut merged = String::with_capacity(out.len());
-        for c in out.chars() {
-            if !(c == '/' && merged.ends_with('/')) {
-                merged.push(c);
-            }
-        }
-        out = Cow::Owned(merged);
+        // Envoy's way: the leading `/`, the non-empty segments joined, a trailing `/` if there
+        // was one (so `//` stays `//`).
+        let segments: Vec<&str> = out.split('/').filter(|s| !s.is_empty()).collect();
+        let trailing = if out.ends_with('/') { "/" } else { "" };
+        out = Cow::Owned(format!("/{}{trailing}", segments.join("/")));
     }
-    Some(out)
+    out
 }
 
 fn hex(b: u8) -> Option<u8> {
@@ -108,28 +102,29 @@ fn remove_dot_segments(path: &str) -> String {
 mod tests {
     use super::normalize;
 
-    fn n(p: &str) -> Option<String> {
-        normalize(p, true, false).map(|c| c.into_owned())
+    fn n(p: &str) -> String {
+        normalize(p, true, false).into_owned()
     }
 
     #[test]
     fn dot_segments_resolve_and_never_climb_above_the_root() {
-        assert_eq!(n("/a/./b").as_deref(), Some("/a/b"));
-        assert_eq!(n("/a/../b").as_deref(), Some("/b"));
-        assert_eq!(n("/../../a").as_deref(), Some("/a"));
-        assert_eq!(n("/a/b/..").as_deref(), Some("/a/"));
-        assert_eq!(n("/a/.").as_deref(), Some("/a/"));
-        assert_eq!(n("/a/%2e%2E/b").as_deref(), Some("/b"));
-        assert_eq!(n("/a\\..\\b").as_deref(), Some("/b"));
-        assert_eq!(n("/%41%2fb%zz").as_deref(), Some("/A%2fb%zz"));
-        assert_eq!(n("/plain/path").as_deref(), Some("/plain/path"));
-        assert_eq!(n("relative"), None);
-        assert_eq!(n("").as_deref(), Some(""));
+        assert_eq!(n("/a/./b"), "/a/b");
+        assert_eq!(n("/a/../b"), "/b");
+        assert_eq!(n("/../../a"), "/a");
+        assert_eq!(n("/a/b/.."), "/a/");
+        assert_eq!(n("/a/."), "/a/");
+        assert_eq!(n("/a/%2e%2E/b"), "/b");
+        assert_eq!(n("/a\\..\\b"), "/b");
+        assert_eq!(n("/%41%2fb%zz"), "/A%2fb%zz");
+        assert_eq!(n("/plain/path"), "/plain/path");
+        assert_eq!(n("*"), "*");
+        assert_eq!(n(""), "");
     }
 
     #[test]
     fn merging_collapses_runs_of_slashes() {
-        assert_eq!(normalize("//a///b/", false, true).as_deref(), Some("/a/b/"));
-        assert_eq!(normalize("/a/..//b", true, true).as_deref(), Some("/b"));
+        assert_eq!(normalize("//a///b/", false, true), "/a/b/");
+        assert_eq!(normalize("/a/..//b", true, true), "/b");
+        assert_eq!(normalize("//", false, true), "//");
     }
 }

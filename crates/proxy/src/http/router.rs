@@ -224,7 +224,9 @@ pub(crate) fn upstream_request(
     let uri = match wire {
         Wire::Http1 => {
             // Usually the client's own Host, already in the copied headers.
-            if headers.get(header::HOST).is_none_or(|h| h.as_bytes() != authority.as_bytes()) {
+            let mut hosts = headers.get_all(header::HOST).iter();
+            let same = hosts.next().is_some_and(|h| h.as_bytes() == authority.as_bytes()) && hosts.next().is_none();
+            if !same {
                 if let Ok(v) = HeaderValue::from_str(authority) {
                     headers.insert(header::HOST, v);
                 }
