@@ -287,3 +287,29 @@ async fn idle_keep_alive_connections_close_after_the_idle_timeout() {
         assert_eq!(r.stat("http.ingress.downstream_cx_idle_timeout").await, 1, "{}", r.kind);
     }
 }
+
+/// A cluster's `idle_timeout`: an upstream HTTP/1 connection with no request for that long is
+/// closed and counted, and the next request opens a new one.
+#[tokio::test]
+async fn idle_upstream_connections_close_after_the_cluster_idle_timeout() {
+    let up = Upstream::start("up").await;
+    let port = up.port();
+    let runs = both(|p| {
+        let vh = json!([{"name": "all", "domains": ["*"], "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "up"}}]}]);
+        let options = json!({"typed_extension_protocol_options": {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+            "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+            "common_http_protocol_options": {"idle_timeout": "0.5s"},
+            "explicit_http_config": {"http_protocol_options": {}}}}});
+        http_bootstrap(p, vh, vec![cluster("up", &[port], options)], json!({}))
+    })
+    .await;
+    for r in &runs {
+        assert_eq!(r.send(Req::get("/")).await.status, 200, "{}", r.kind);
+        eventually(Duration::from_secs(20), "the idle upstream connection closes", || async {
+            (r.stat("cluster.up.upstream_cx_idle_timeout").await == 1 && r.stat("cluster.up.upstream_cx_active").await == 0).then_some(())
+        })
+        .await;
+        assert_eq!(r.send(Req::get("/")).await.status, 200, "{}: after the idle close", r.kind);
+        assert_eq!(r.stat("cluster.up.upstream_cx_total").await, 2, "{}", r.kind);
+    }
+}

@@ -18,13 +18,35 @@ use crate::transport::{connect_tls, Stream};
 struct Idle {
     sender: http1::SendRequest<Body>,
     used: u32,
+    /// Which connection this is, for its idle-timeout watcher.
+    id: u64,
+    /// When it last went back on the list.
+    since: std::time::Instant,
 }
+
+/// Numbers HTTP/1 upstream connections for their idle-timeout watchers.
+static NEXT_CONN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 #[derive(Default)]
 pub struct Pool {
     idle: Mutex<Vec<Idle>>,
     h2: Mutex<Option<http2::SendRequest<Body>>>,
     h2_connect: tokio::sync::Mutex<()>,
+}
+
+impl Pool {
+    /// Drops connection `id` when it is on the list, finished with its last response, and has
+    /// waited there `timeout`; hyper then closes it. False when it is busy or recently used.
+    fn expire(&self, id: u64, timeout: std::time::Duration) -> bool {
+        let mut idle = self.idle.lock();
+        match idle.iter().position(|i| i.id == id && i.sender.is_ready() && i.since.elapsed() >= timeout) {
+            Some(pos) => {
+                idle.remove(pos);
+                true
+            }
+            None => false,
+        }
+    }
 }
 
 /// Which wire protocol to speak upstream for one request.
@@ -149,6 +171,7 @@ async fn send_h1(
             match i.sender.try_send_request(req).await {
                 Ok(resp) => {
                     i.used += 1;
+                    i.since = std::time::Instant::now();
                     recycle(cluster, host, i);
                     return Ok(resp);
                 }
@@ -186,13 +209,32 @@ async fn send_h1(
             .handshake::<_, Body>(TokioIo::new(stream))
             .await
             .map_err(|e| UpstreamError::ConnectFailure(e.to_string()))?;
+        let id = NEXT_CONN.fetch_add(1, Ordering::Relaxed);
+        let (c, h, timeout) = (cluster.clone(), host.clone(), cluster.cfg.idle_timeout);
         tokio::spawn(async move {
-            let _ = conn.with_upgrades().await;
+            let conn = conn.with_upgrades();
+            tokio::pin!(conn);
+            // The cluster's idle_timeout: one timer per connection; an expired connection is
+            // taken off the list, and hyper closes it once nothing can send on it.
+            let watch = async {
+                let Some(t) = timeout else { return std::future::pending::<()>().await };
+                loop {
+                    tokio::time::sleep(t).await;
+                    if h.pool.expire(id, t) {
+                        c.stats.upstream_cx_idle_timeout.inc();
+                        return std::future::pending::<()>().await;
+                    }
+                }
+            };
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = watch => {}
+            }
             drop(guard);
         });
         match sender.try_send_request(req).await {
             Ok(resp) => {
-                recycle(cluster, host, Idle { sender, used: 1 });
+                recycle(cluster, host, Idle { sender, used: 1, id, since: std::time::Instant::now() });
                 return Ok(resp);
             }
             Err(e) => return Err(UpstreamError::Reset(e.into_error().to_string())),
