@@ -313,3 +313,69 @@ async fn idle_upstream_connections_close_after_the_cluster_idle_timeout() {
         assert_eq!(r.stat("cluster.up.upstream_cx_total").await, 2, "{}", r.kind);
     }
 }
+
+/// HTTP/1.0 is refused unless `http_protocol_options.accept_http_10` allows it, as in Envoy.
+#[tokio::test]
+async fn http_10_needs_accept_http_10() {
+    use tokio::io::AsyncWriteExt;
+    let up = Upstream::start("up").await;
+    let port = up.port();
+    let runs = both(|p| {
+        let vh = json!([{"name": "all", "domains": ["*"], "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "up"}}]}]);
+        let b = http_bootstrap(p, vh.clone(), vec![cluster("up", &[port], json!({}))], json!({}));
+        with_second_listener(b, p, "ten", vh, json!({"http_protocol_options": {"accept_http_10": true}}))
+    })
+    .await;
+    let mut got = Vec::new();
+    for r in &runs {
+        let mut seen = Vec::new();
+        for addr in [r.addr(), r.addr_n(1)] {
+            let mut s = tokio::net::TcpStream::connect(&addr).await.expect("connect");
+            s.write_all(b"GET /ten HTTP/1.0\r\nHost: test.local\r\n\r\n").await.expect("write");
+            let mut out = Vec::new();
+            let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
+            let text = String::from_utf8_lossy(&out).into_owned();
+            // hyper answers an HTTP/1.0 request in HTTP/1.0, Envoy its refusal in HTTP/1.1: the
+            // code and the refusal's body are what count.
+            let status = text.lines().next().unwrap_or_default().split(' ').nth(1).unwrap_or_default().to_string();
+            let body = text.split("\r\n\r\n").nth(1).unwrap_or_default().to_string();
+            seen.push((status, if addr == r.addr() { body } else { String::new() }));
+        }
+        got.push(seen);
+    }
+    assert_eq!(got[1], got[0], "weft vs Envoy for HTTP/1.0");
+    assert_eq!(got[0][0].0, "426", "{:?}", got[0]);
+    assert_eq!(got[0][1].0, "200", "{:?}", got[0]);
+}
+
+/// A route configuration's `internal_only_headers` are removed from requests that are not
+/// marked internal, before routing, as in Envoy.
+#[tokio::test]
+async fn internal_only_headers_are_stripped_from_external_requests() {
+    let up = Upstream::start("up").await;
+    let port = up.port();
+    let runs = both(|p| {
+        let vh = json!([{"name": "all", "domains": ["*"], "routes": [
+            {"match": {"prefix": "/", "headers": [{"name": "x-secret", "present_match": true}]}, "direct_response": {"status": 200, "body": {"inline_string": "saw the secret"}}},
+            {"match": {"prefix": "/"}, "route": {"cluster": "up"}},
+        ]}]);
+        json!({
+            "admin": admin(p),
+            "static_resources": {
+                "listeners": [listener("http", p.listen[0], json!([hcm(json!({"name": "local", "virtual_hosts": vh, "internal_only_headers": ["x-secret"]}), json!({}))]))],
+                "clusters": [cluster("up", &[port], json!({}))],
+            }
+        })
+    })
+    .await;
+    let seen = same(
+        &runs,
+        &[
+            Req::get("/a").header("x-secret", "1"),
+            Req::get("/b").header("x-secret", "1").header("x-envoy-internal", "true"),
+            Req::get("/c").header("x-other", "1"),
+        ],
+    )
+    .await;
+    assert!(seen[0]["body"]["headers"].get("x-secret").is_none(), "{}", seen[0]);
+}

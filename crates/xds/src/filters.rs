@@ -127,7 +127,7 @@ pub struct HttpConnectionManager {
     #[serde(default)]
     pub merge_slashes: bool,
     pub tracing: Option<HcmTracing>,
-    pub internal_address_config: Option<Ignored>,
+    pub internal_address_config: Option<Unsupported>,
     pub forward_client_cert_details: Option<ForwardClientCertDetails>,
     pub set_current_client_cert_details: Option<SetCurrentClientCertDetails>,
     pub path_with_escaped_slashes_action: Option<Unsupported>,

@@ -262,7 +262,19 @@ impl Hcm {
             last_rx: None,
         };
 
+        if parts.version == http::Version::HTTP_10 && !self.cfg.accept_http_10 {
+            // Envoy's HTTP/1 codec refuses HTTP/1.0 unless `accept_http_10` is set.
+            info.details = "low_version";
+            let mut r = local_reply::build(StatusCode::UPGRADE_REQUIRED, "Upgrade Required", grpc);
+            r.headers_mut().insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+            let r = self.finish(r, &parts, &info);
+            return self.complete(r, info, None);
+        }
         let table = self.routes.table(&self.cfg.routes);
+        // Every request is external (see edge_headers), so these always go.
+        for h in &table.internal_only_headers {
+            parts.headers.remove(h);
+        }
         let (path, query) = match path_and_query.split_once('?') {
             Some((p, q)) => (p, Some(q)),
             None => (path_and_query.as_str(), None),
@@ -511,9 +523,7 @@ impl Hcm {
             if !cfg.skip_xff_append {
                 append_xff(h, &client.to_string());
             }
-            // Envoy 1.40 treats no address as internal unless internal_address_config says so:
-            // every edge request is external and says where it came from.
-            h.remove(&X_ENVOY_INTERNAL);
+            // An edge request says where it came from.
             if let Ok(v) = HeaderValue::from_str(&client.to_string()) {
                 h.insert(X_ENVOY_EXTERNAL_ADDRESS.clone(), v);
             }
@@ -521,6 +531,10 @@ impl Hcm {
         } else if !h.contains_key(&X_FORWARDED_PROTO) {
             h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(conn.scheme()));
         }
+        // Envoy 1.40 treats no address as internal without an internal_address_config (which
+        // weft refuses), whether or not it uses the remote address: every request is external,
+        // so a client's own `x-envoy-internal` is dropped.
+        h.remove(&X_ENVOY_INTERNAL);
         cfg.xfcc.apply(h, conn.tls.as_ref());
         if cfg.generate_request_id {
             let regenerate = match h.get(&X_REQUEST_ID) {
