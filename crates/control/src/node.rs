@@ -48,6 +48,9 @@ pub struct ProxyNode {
     /// Istio's `HTTP_PROXY_PORT` metadata: listen for HTTP proxy requests on this port (it
     /// overrides MeshConfig `proxyHttpPort`).
     pub http_proxy_port: Option<u16>,
+    /// Istio's `HTTP10: "1"` metadata: this proxy's connection managers accept HTTP/1.0
+    /// (`accept_http_10`), which Envoy otherwise answers with 426.
+    pub http10: bool,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -100,6 +103,7 @@ impl ProxyNode {
                 _ => Interception::Redirect,
             },
             http_proxy_port: http_proxy_port(id, metadata.get("HTTP_PROXY_PORT")),
+            http10: metadata.get("HTTP10").and_then(|v| v.as_str()) == Some("1"),
         })
     }
 

@@ -240,6 +240,8 @@ struct GroupKey {
     interception: Interception,
     /// Whether the proxy has an HTTP proxy listener (its `http_proxy` routes are shared).
     http_proxy: bool,
+    /// HTTP/1.0 accepted (`HTTP10` metadata): every connection manager says so.
+    http10: bool,
     namespace: String,
     labels: BTreeMap<String, String>,
 }
@@ -308,6 +310,7 @@ impl Cache {
             identity: node.identity,
             interception: node.interception,
             http_proxy: node.http_proxy_port(&model.mesh).is_some(),
+            http10: node.http10,
             namespace: node.namespace.clone(),
             labels: node.labels.iter().filter(|(k, _)| self.keys.contains(*k)).map(|(k, v)| (k.clone(), v.clone())).collect(),
         };

@@ -277,3 +277,20 @@ fn mesh_access_log_file_reaches_every_http_connection_manager() {
     let plain = generate(&bookinfo(), &node("10.1.0.2", "productpage"));
     assert!(!serde_json::to_string(&plain.listeners).expect("json").contains("access_log"));
 }
+
+/// Istio's `HTTP10: "1"` node metadata: every connection manager of that proxy accepts
+/// HTTP/1.0; without it Envoy's default (426) applies.
+#[test]
+fn http10_metadata_lets_every_connection_manager_accept_http_10() {
+    let model = bookinfo();
+    let meta = serde_json::json!({"NAMESPACE": "default", "LABELS": {"app": "productpage"}, "HTTP10": "1"});
+    let n = ProxyNode::parse("sidecar~10.1.0.2~productpage-1.default~default.svc.cluster.local", &meta).expect("node");
+    let g = generate(&model, &n);
+    encode_all(&g);
+    let text = serde_json::to_string(&g.listeners).expect("json");
+    let managers = text.matches("HttpConnectionManager").count();
+    assert!(managers > 1, "bookinfo has HTTP listeners");
+    assert_eq!(text.matches(r#""accept_http_10":true"#).count(), managers, "{text}");
+    let plain = generate(&model, &node("10.1.0.2", "productpage"));
+    assert!(!serde_json::to_string(&plain.listeners).expect("json").contains("accept_http_10"));
+}

@@ -94,6 +94,9 @@ pub(super) fn hcm(scope: &Scope<'_>, stat_prefix: &str, routes: Value) -> Value 
     if let Some(t) = super::tracing::hcm_tracing(scope) {
         cfg["tracing"] = t;
     }
+    if scope.node.http10 {
+        cfg["http_protocol_options"] = json!({"accept_http_10": true});
+    }
     if let Some(log) = access_log(&scope.model.mesh) {
         cfg["access_log"] = json!([log]);
     }
