@@ -318,12 +318,15 @@ def main():
         write(args, med, envoy_version)
 
 
+def ratio(a, b):
+    """weft over Envoy; n/a when Envoy's figure is not positive (no ratio means anything then)."""
+    return f"{a / b:.2f}" if b > 0 else "n/a"
+
+
 def summarize(med, shapes):
     """Medians and weft/Envoy ratios of a partial run, on stdout only."""
     for s in shapes:
         w, e = med[f"weft-{s}"], med[f"envoy-{s}"]
-        def ratio(a, b):
-            return f"{a / b:.2f}" if b > 0 else "n/a"
         added = " ".join(f"{k} {ratio(w['added_' + k], e['added_' + k])}" for k in ("p50", "p90", "p99"))
         print(f"{s}: added latency weft/envoy {added}; cpu {ratio(w['cpu_per_1k'], e['cpu_per_1k'])}; "
               f"max rps {ratio(w['max_rps'], e['max_rps'])}")
@@ -333,8 +336,6 @@ def write(args, med, envoy_version):
     d = med["direct"]
     def added(c, k):
         return med[c]["added_" + k]
-    def ratio(a, b):
-        return f"{a / b:.2f}" if b else "n/a"
     lines = [
         "# Benchmark results",
         "",

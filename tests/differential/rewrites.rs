@@ -236,3 +236,22 @@ async fn normalize_path_and_merge_slashes() {
     let paths: Vec<&str> = seen[1..].iter().map(|v| v["body"]["path"].as_str().unwrap_or_default()).collect();
     assert_eq!(paths, ["/a/b/c?x=1&y=/../", "/b", "/Ab%2fc~", "/a/", "/up"]);
 }
+
+/// `require_tls: EXTERNAL_ONLY` redirects a plaintext request even when the client says it is
+/// internal: without `internal_address_config` Envoy counts every request as external.
+#[tokio::test]
+async fn external_only_tls_redirects_even_a_request_claiming_to_be_internal() {
+    let runs = both(|p| {
+        http_bootstrap(
+            p,
+            json!([{"name": "all", "domains": ["*"], "require_tls": "EXTERNAL_ONLY", "routes": [direct(json!({"prefix": "/"}), "plain")]}]),
+            vec![],
+            json!({}),
+        )
+    })
+    .await;
+    let seen = same(&runs, &[Req::get("/a").host("h"), Req::get("/b").host("h").header("x-envoy-internal", "true")]).await;
+    for v in &seen {
+        assert_eq!(v["status"], 301, "{v}");
+    }
+}

@@ -307,7 +307,7 @@ impl Hcm {
         };
         let process = async {
             match (vhost, route) {
-                (Some(vh), _) if conn.tls.is_none() && needs_tls_redirect(vh, &parts) => {
+                (Some(vh), _) if conn.tls.is_none() && needs_tls_redirect(vh) => {
                     // weft's listeners do not terminate TLS yet, so every request here is plaintext.
                     stats.rq_redirect.inc();
                     info.details = "via_route_tls_redirect";
@@ -683,12 +683,12 @@ impl http_body::Body for Logged {
     }
 }
 
-/// `require_tls`: ALL redirects every plaintext request, EXTERNAL_ONLY those not marked internal.
-fn needs_tls_redirect(vh: &crate::config::route::VirtualHost, parts: &http::request::Parts) -> bool {
+/// `require_tls`: ALL redirects every plaintext request, EXTERNAL_ONLY those from outside —
+/// which is every request (see `edge_headers`), so both redirect.
+fn needs_tls_redirect(vh: &crate::config::route::VirtualHost) -> bool {
     use weft_xds::route::TlsRequirement;
     match vh.require_tls {
         TlsRequirement::None => false,
-        TlsRequirement::All => true,
-        TlsRequirement::ExternalOnly => parts.headers.get(&X_ENVOY_INTERNAL).is_none_or(|v| v != "true"),
+        TlsRequirement::All | TlsRequirement::ExternalOnly => true,
     }
 }
