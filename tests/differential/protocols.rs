@@ -1,7 +1,7 @@
 //! HTTP/2 (h2c) downstream and upstream, gRPC with a real grpcio client and server in all four
 //! call shapes, and WebSocket upgrades.
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::json;
@@ -70,7 +70,7 @@ fn grpc_peer() -> String {
 }
 
 async fn grpc_server(port: u16) -> Child {
-    let mut child = Command::new("python3")
+    let mut child = weft_test_support::tool("python3")
         .args([&grpc_peer(), "server", &port.to_string()])
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -88,7 +88,7 @@ async fn grpc_server(port: u16) -> Child {
 }
 
 fn grpc_client(target: &str) -> serde_json::Value {
-    let out = Command::new("python3").args([&grpc_peer(), "client", target]).output().expect("python3");
+    let out = weft_test_support::tool("python3").args([&grpc_peer(), "client", target]).output().expect("python3");
     assert!(out.status.success(), "gRPC client failed: {}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout).unwrap_or_default()
 }

@@ -126,7 +126,7 @@ struct Curl {
 async fn curl(port: u16, path: &str, args: &[&str]) -> Curl {
     let url = format!("https://backend.test:{port}{path}");
     let resolve = format!("backend.test:{port}:127.0.0.1");
-    let out = tokio::process::Command::new("curl")
+    let out = tokio::process::Command::from(weft_test_support::tool("curl"))
         .args(["-s", "-S", "-m", "5", "--http1.1", "--resolve", &resolve, "-w", "\n%{http_code}"])
         .args(args)
         .arg(&url)

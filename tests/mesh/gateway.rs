@@ -23,7 +23,7 @@ struct Gw {
 /// A CA and a certificate for `host` signed by it (EC P-256, one day), written to `dir`.
 fn certs(dir: &Path, hosts: &[&str]) -> anyhow::Result<PathBuf> {
     let ssl = |args: &[&str]| -> anyhow::Result<()> {
-        let out = std::process::Command::new("openssl").args(args).current_dir(dir).output()?;
+        let out = weft_test_support::tool("openssl").args(args).current_dir(dir).output()?;
         anyhow::ensure!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
         Ok(())
     };

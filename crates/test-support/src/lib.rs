@@ -17,6 +17,29 @@ pub use client::{send, Reply, Req};
 pub use proxy::{envoy_path, ProxyKind, ProxyProcess};
 pub use upstream::{TcpEcho, Upstream};
 
+/// The Debian package of each external program the tests run; `scripts/setup.sh` installs them.
+const TOOL_PACKAGES: &[(&str, &str)] = &[
+    ("curl", "curl"),
+    ("openssl", "openssl"),
+    ("python3", "python3"),
+    ("ip", "iproute2"),
+    ("iptables", "iptables"),
+    ("nsenter", "util-linux"),
+    ("setpriv", "util-linux"),
+    ("kill", "procps"),
+];
+
+/// A `Command` for an external program a test needs. When the program is not installed the
+/// test fails naming the package that provides it, instead of with a bare "No such file".
+pub fn tool(name: &str) -> std::process::Command {
+    let found = std::env::var_os("PATH").is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(name).is_file()));
+    if !found {
+        let package = TOOL_PACKAGES.iter().find(|(n, _)| *n == name).map_or(name, |(_, p)| *p);
+        panic!("this test needs `{name}`, which is not installed: run scripts/setup.sh (Debian package {package})");
+    }
+    std::process::Command::new(name)
+}
+
 /// Ports handed out by `free_port`: below the kernel's ephemeral range (32768–60999 by
 /// default). A port the kernel picks for `bind(0)` is also what it picks for the local end of
 /// outgoing connections, so between the check and the proxy's own bind another test's client

@@ -23,8 +23,11 @@ mod proxy_cmd;
 
 use clap::{Parser, Subcommand};
 
+/// `0.1.0 (commit 1a2b3c4d5e6f)`: what `--version` and `weft version` print after the name.
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("WEFT_COMMIT"), ")");
+
 #[derive(Parser)]
-#[command(name = "weft", version, about = "weft: a service mesh in one binary")]
+#[command(name = "weft", version = VERSION, about = "weft: a service mesh in one binary")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -61,6 +64,8 @@ enum Command {
     Demo(demo_cmd::DemoArgs),
     /// Run one of the bookinfo sample services (productpage, details, reviews, ratings).
     Sample(weft_samples::SampleArgs),
+    /// Print weft's version and the commit it was built from.
+    Version,
 }
 
 fn main() -> std::process::ExitCode {
@@ -90,6 +95,10 @@ fn main() -> std::process::ExitCode {
         Command::Apply(args) => local_cmd::apply(args),
         Command::Delete(args) => local_cmd::delete(args),
         Command::Demo(args) => demo_cmd::run(args),
+        Command::Version => {
+            say!("weft {VERSION}");
+            std::process::ExitCode::SUCCESS
+        }
         Command::Sample(args) => match weft_samples::run(args) {
             Ok(()) => std::process::ExitCode::SUCCESS,
             Err(e) => {
