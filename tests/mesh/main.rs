@@ -394,7 +394,7 @@ fn pushes_and_outage(mut bi: Bookinfo) {
     let text = String::from_utf8_lossy(&analyze.stdout);
     assert_eq!(analyze.status.code(), Some(79), "analyze exits 79 (as istioctl does) on errors:\n{text}");
     assert!(
-        text.contains("Error reviews-vs.yaml:10: VirtualService default/reviews: spec.http[0].route[1].destination.port.number"),
+        text.contains("Error [IST0106] reviews-vs.yaml:10: VirtualService default/reviews: spec.http[0].route[1].destination.port.number"),
         "{text}"
     );
 

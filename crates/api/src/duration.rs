@@ -9,7 +9,8 @@ use serde::{Deserialize, Deserializer};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct GoDuration(pub Duration);
 
-/// Parses `1h2m3.5s`, `100ms`, `250us`, `0`.
+/// Parses `1h2m3.5s`, `100ms`, `250us`, `0`. Each part is rounded to the nanosecond, so
+/// `1.001s` is exactly 1001ms (Istio checks some durations for millisecond precision).
 pub fn parse_go_duration(s: &str) -> Result<Duration, String> {
     let bad = || format!("invalid duration {s:?}: expected a number with a unit (ns, us, ms, s, m, h), e.g. \"10s\" or \"0.5s\"");
     let t = s.trim();
@@ -19,7 +20,7 @@ pub fn parse_go_duration(s: &str) -> Result<Duration, String> {
     if t.is_empty() || t.starts_with('-') {
         return Err(bad());
     }
-    let mut total = 0f64;
+    let mut nanos = 0f64;
     let mut rest = t;
     while !rest.is_empty() {
         let num_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).ok_or_else(bad)?;
@@ -30,21 +31,23 @@ pub fn parse_go_duration(s: &str) -> Result<Duration, String> {
         rest = &rest[num_end..];
         let unit_end = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
         let scale = match &rest[..unit_end] {
-            "ns" => 1e-9,
-            "us" | "µs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
+            "ns" => 1.0,
+            "us" | "µs" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
             _ => return Err(bad()),
         };
-        total += n * scale;
+        nanos += (n * scale).round();
         rest = &rest[unit_end..];
     }
-    if !total.is_finite() || total > 1e12 {
+    // At most about 31,700 years: far beyond any timeout, well inside u64 seconds.
+    if !nanos.is_finite() || nanos > 1e21 {
         return Err(bad());
     }
-    Ok(Duration::from_secs_f64(total))
+    let secs = (nanos / 1e9).floor();
+    Ok(Duration::new(secs as u64, (nanos - secs * 1e9) as u32))
 }
 
 impl<'de> Deserialize<'de> for GoDuration {
@@ -65,6 +68,8 @@ mod tests {
         assert_eq!(parse_go_duration("1m30s"), Ok(Duration::from_secs(90)));
         assert_eq!(parse_go_duration("100ms"), Ok(Duration::from_millis(100)));
         assert_eq!(parse_go_duration("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_go_duration("1.001s"), Ok(Duration::from_millis(1001)), "rounded to the nanosecond, not truncated");
+        assert_eq!(parse_go_duration("1h0.5ms"), Ok(Duration::from_secs(3600) + Duration::from_micros(500)));
         assert!(parse_go_duration("10").is_err());
         assert!(parse_go_duration("5 s").is_err());
         assert!(parse_go_duration("-1s").is_err());

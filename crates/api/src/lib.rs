@@ -14,8 +14,10 @@ pub mod mesh;
 pub mod meta;
 pub mod networking;
 pub mod security;
+pub mod suggest;
+pub mod unread;
 pub mod unsupported;
 pub mod validate;
 
-pub use load::{load_text, Diagnostic, Level, Loaded, Object};
+pub use load::{codes, drop_duplicates, load_text, Diagnostic, Level, Loaded, Object};
 pub use meta::{Origin, Resource};

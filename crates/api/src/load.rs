@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use crate::locate::{DocLines, LineIndex};
 use crate::meta::{ObjectMeta, Origin, Resource};
+use crate::unread::{self, Treatment};
 use crate::{core, networking as net, security, validate};
 
 /// One resource the mesh reads. Variants differ in size, but objects are few and long-lived,
@@ -44,6 +45,57 @@ impl Object {
             Object::EndpointSlice(_) => "EndpointSlice",
         }
     }
+
+    /// Namespace, name and where the document starts.
+    pub fn meta(&self) -> (&str, &str, &Origin) {
+        fn m<S>(r: &Resource<S>) -> (&str, &str, &Origin) {
+            (&r.namespace, &r.name, &r.origin)
+        }
+        match self {
+            Object::VirtualService(r) => m(r),
+            Object::DestinationRule(r) => m(r),
+            Object::ServiceEntry(r) => m(r),
+            Object::Gateway(r) => m(r),
+            Object::Sidecar(r) => m(r),
+            Object::WorkloadEntry(r) => m(r),
+            Object::PeerAuthentication(r) => m(r),
+            Object::Service(r) => m(r),
+            Object::Endpoints(r) => m(r),
+            Object::EndpointSlice(r) => m(r),
+        }
+    }
+}
+
+/// Drops every object whose kind, namespace and name an earlier one already has, with an error
+/// naming both places: Kubernetes cannot hold two, and letting the later silently win would
+/// make the result depend on file order.
+pub fn drop_duplicates(objects: &mut Vec<Object>, diagnostics: &mut Vec<Diagnostic>) {
+    let mut seen: std::collections::BTreeMap<(&'static str, String, String), Origin> = std::collections::BTreeMap::new();
+    objects.retain(|o| {
+        let (ns, name, origin) = o.meta();
+        match seen.entry((o.kind(), ns.to_string(), name.to_string())) {
+            std::collections::btree_map::Entry::Vacant(v) => {
+                v.insert(origin.clone());
+                true
+            }
+            std::collections::btree_map::Entry::Occupied(first) => {
+                let first = first.get();
+                diagnostics.push(Diagnostic {
+                    level: Level::Error,
+                    file: origin.file.clone(),
+                    line: Some(origin.line),
+                    resource: Some(format!("{} {ns}/{name}", o.kind())),
+                    field_path: String::new(),
+                    message: format!(
+                        "is also defined at {}:{}; this definition is ignored (rename one, or delete one)",
+                        first.file, first.line
+                    ),
+                    code: Some(codes::DUPLICATE_RESOURCE),
+                });
+                false
+            }
+        }
+    });
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -62,6 +114,41 @@ pub struct Diagnostic {
     pub resource: Option<String>,
     pub field_path: String,
     pub message: String,
+    /// The analyzer message code: Istio's (`IST0106`, …) where Istio has one, weft's own
+    /// (`WFT…`, see [`codes`]) where it does not.
+    pub code: Option<&'static str>,
+}
+
+/// Message codes weft gives diagnostics; `IST` ones mean what they mean in `istioctl analyze`.
+pub mod codes {
+    /// A resource fails schema or semantic validation (Istio's SchemaValidationError).
+    pub const SCHEMA_ERROR: &str = "IST0106";
+    /// A resource loads, but something in it deserves a warning (Istio's SchemaWarning).
+    pub const SCHEMA_WARNING: &str = "IST0133";
+    /// A host, subset or other reference resolves to nothing (ReferencedResourceNotFound).
+    pub const REFERENCE_NOT_FOUND: &str = "IST0101";
+    /// Several VirtualServices bound to the mesh claim one host.
+    pub const CONFLICTING_MESH_HOSTS: &str = "IST0109";
+    /// A Service port name selects no protocol (PortNameIsNotUnderNamingConvention).
+    pub const PORT_NAME_CONVENTION: &str = "IST0118";
+    /// A DestinationRule subset selects no workload (DestinationRuleSubsetNotSelectPods).
+    pub const SUBSET_SELECTS_NOTHING: &str = "IST0173";
+    /// A DestinationRule's host matches no service (UnknownDestinationRuleHost).
+    pub const UNKNOWN_DESTINATION_RULE_HOST: &str = "IST0174";
+    /// A resource that would restrict traffic, of a kind weft does not enforce.
+    pub const UNENFORCED_SECURITY: &str = "WFT0001";
+    /// A kind weft does not read.
+    pub const UNREAD_KIND: &str = "WFT0002";
+    /// Two documents define the same kind, namespace and name.
+    pub const DUPLICATE_RESOURCE: &str = "WFT0003";
+}
+
+impl Diagnostic {
+    /// A resource that would restrict traffic and that weft would not enforce: refused unless
+    /// the user accepts running without it.
+    pub fn is_unenforced_security(&self) -> bool {
+        self.code == Some(codes::UNENFORCED_SECURITY)
+    }
 }
 
 impl fmt::Display for Diagnostic {
@@ -133,10 +220,6 @@ struct SliceDoc {
     inner: core::EndpointSlice,
 }
 
-/// Kinds that are ordinary Kubernetes objects the mesh does not read; a file of Istio's
-/// samples (`bookinfo.yaml`) has them next to Services, and they are skipped quietly.
-const SKIPPED_KINDS: &[&str] = &["Deployment", "ServiceAccount", "Pod", "ConfigMap", "Secret", "Namespace", "StatefulSet", "DaemonSet"];
-
 /// Loads every document of `text`. `file` labels diagnostics.
 pub fn load_text(text: &str, file: &str) -> Loaded {
     let mut out = Loaded::default();
@@ -155,6 +238,7 @@ pub fn load_text(text: &str, file: &str) -> Loaded {
                     resource: None,
                     field_path: String::new(),
                     message: format!("YAML syntax error: {msg}; the rest of this file is not loaded"),
+                    code: Some(codes::SCHEMA_ERROR),
                 });
                 break;
             }
@@ -180,6 +264,7 @@ fn load_doc(doc: serde_yaml::Value, file: &str, lines: &DocLines, out: &mut Load
         resource,
         field_path: path.into(),
         message,
+        code: Some(if level == Level::Error { codes::SCHEMA_ERROR } else { codes::SCHEMA_WARNING }),
     };
     let header: Header = match serde_path_to_error::deserialize(doc.clone()) {
         Ok(h) => h,
@@ -214,7 +299,7 @@ fn load_doc(doc: serde_yaml::Value, file: &str, lines: &DocLines, out: &mut Load
     let istio_sec = group == "security.istio.io" && matches!(version, "v1" | "v1beta1");
     let origin = Origin { file: file.into(), line: lines.start };
 
-    let parsed: Result<Object, (String, String)> = match (kind.as_str(), istio_net, istio_sec, api_version.as_str()) {
+    let parsed: Result<Object, Vec<(String, String)>> = match (kind.as_str(), istio_net, istio_sec, api_version.as_str()) {
         ("VirtualService", true, _, _) => istio(&doc).map(|s| Object::VirtualService(res(&meta, &namespace, &origin, s))),
         ("DestinationRule", true, _, _) => istio(&doc).map(|s| Object::DestinationRule(res(&meta, &namespace, &origin, s))),
         ("ServiceEntry", true, _, _) => istio(&doc).map(|s| Object::ServiceEntry(res(&meta, &namespace, &origin, s))),
@@ -227,14 +312,32 @@ fn load_doc(doc: serde_yaml::Value, file: &str, lines: &DocLines, out: &mut Load
         ("EndpointSlice", _, _, "discovery.k8s.io/v1") => {
             typed::<SliceDoc>(&doc).map(|d| Object::EndpointSlice(res(&meta, &namespace, &origin, d.inner)))
         }
-        (k, _, _, _) if SKIPPED_KINDS.contains(&k) => return,
         _ => {
-            out.diagnostics.push(diag(Level::Warning, Some(label), "", format!("{api_version} {kind} is not a kind weft reads; ignored")));
+            let (level, code, message) = match unread::treatment(&api_version, &kind) {
+                Some(Treatment::Quiet) => return,
+                Some(Treatment::Unenforced(effect)) => (
+                    Level::Error,
+                    codes::UNENFORCED_SECURITY,
+                    format!(
+                        "{kind} is not enforced by weft: {effect}. Refused rather than fail open; remove it, or run \
+                         with --allow-unenforced-security to accept running without it"
+                    ),
+                ),
+                Some(Treatment::Instead(instead)) => {
+                    (Level::Warning, codes::UNREAD_KIND, format!("{api_version} {kind} is ignored: {instead}"))
+                }
+                None => (Level::Warning, codes::UNREAD_KIND, format!("{api_version} {kind} is not a kind weft reads; ignored")),
+            };
+            out.diagnostics.push(Diagnostic { code: Some(code), ..diag(level, Some(label), "", message) });
             return;
         }
     };
     match parsed {
-        Err((path, message)) => out.diagnostics.push(diag(Level::Error, Some(label), &path, message)),
+        Err(problems) => {
+            for (path, message) in problems {
+                out.diagnostics.push(diag(Level::Error, Some(label.clone()), &path, message));
+            }
+        }
         Ok(obj) => {
             let problems = validate::object(&obj);
             if problems.iter().any(|p| p.level == Level::Error) {
@@ -262,16 +365,56 @@ fn res<S>(meta: &ObjectMeta, namespace: &str, origin: &Origin, spec: S) -> Resou
     }
 }
 
-fn istio<S: DeserializeOwned + Default>(doc: &serde_yaml::Value) -> Result<S, (String, String)> {
+fn istio<S: DeserializeOwned + Default>(doc: &serde_yaml::Value) -> Result<S, Vec<(String, String)>> {
     typed::<IstioDoc<S>>(doc).map(|d| d.spec.unwrap_or_default())
 }
 
-fn typed<T: DeserializeOwned>(doc: &serde_yaml::Value) -> Result<T, (String, String)> {
-    serde_path_to_error::deserialize(doc.clone()).map_err(|e| {
-        let path = e.path().to_string();
-        let message = e.into_inner().to_string();
-        shape(path, message)
-    })
+/// Most unknown fields reported for one document; past this the rest is noise.
+const MAX_UNKNOWN_FIELDS: usize = 20;
+
+/// Decodes `doc`; on failure, every problem serde can name. serde stops at the first unknown
+/// field, so each one found is taken out of a copy and decoding tried again, until what is left
+/// decodes or fails for another reason: a document with three typos gets three errors.
+fn typed<T: DeserializeOwned>(doc: &serde_yaml::Value) -> Result<T, Vec<(String, String)>> {
+    let mut problems = Vec::new();
+    let mut doc = doc.clone();
+    loop {
+        let err = match serde_path_to_error::deserialize::<_, T>(doc.clone()) {
+            Ok(v) if problems.is_empty() => return Ok(v),
+            Ok(_) => return Err(problems),
+            Err(e) => e,
+        };
+        let path = err.path().to_string();
+        let message = err.into_inner().to_string();
+        let field = message.strip_prefix("unknown field `").and_then(|r| r.split('`').next()).map(str::to_string);
+        problems.push(shape(path.clone(), message));
+        let removed = field.is_some_and(|f| problems.len() < MAX_UNKNOWN_FIELDS && remove_at(&mut doc, &path, &f));
+        if !removed {
+            return Err(problems);
+        }
+    }
+}
+
+/// Removes key `field` from the mapping at serde_path_to_error's `path` (the unknown field's
+/// own path, `a.b[2].field`, or its parent's); false when it is not there.
+fn remove_at(doc: &mut serde_yaml::Value, path: &str, field: &str) -> bool {
+    let path = path.strip_suffix(field).map(|p| p.trim_end_matches('.')).unwrap_or(path);
+    let mut node = doc;
+    for seg in path.split('.').filter(|s| !s.is_empty() && *s != "?") {
+        let (name, indexes) = match seg.find('[') {
+            Some(i) => (&seg[..i], &seg[i..]),
+            None => (seg, ""),
+        };
+        if !name.is_empty() {
+            let Some(next) = node.get_mut(name) else { return false };
+            node = next;
+        }
+        for idx in indexes.split(['[', ']']).filter(|s| !s.is_empty()) {
+            let Some(next) = idx.parse::<usize>().ok().and_then(|i| node.get_mut(i)) else { return false };
+            node = next;
+        }
+    }
+    node.as_mapping_mut().and_then(|m| m.remove(field)).is_some()
 }
 
 /// serde words an unknown field as "unknown field `x`, expected one of …"; name the full path.
@@ -286,10 +429,14 @@ fn shape(path: String, message: String) -> (String, String) {
         } else {
             format!("{path}.{field}")
         };
-        let known = rest.split_once(", expected ").map(|(_, e)| e.replace('`', ""));
-        let msg = match known {
-            Some(k) => format!("unknown field (known: {k})"),
-            None => "unknown field".into(),
+        let known: Vec<&str> = rest
+            .split_once(", expected ")
+            .map(|(_, e)| e.trim_start_matches("one of ").split(", ").map(|k| k.trim_matches('`')).collect())
+            .unwrap_or_default();
+        let msg = match crate::suggest::nearest(field, known.iter().copied()) {
+            Some(near) => format!("unknown field; did you mean {near}? (known: {})", known.join(", ")),
+            None if known.is_empty() => "unknown field".into(),
+            None => format!("unknown field (known: {})", known.join(", ")),
         };
         return (full, msg);
     }

@@ -1,33 +1,42 @@
 //! `MeshConfig` (Istio's mesh-wide settings), read from `--mesh mesh.yaml`.
+//!
+//! Every field of Istio's `MeshConfig` and `ProxyConfig` is accepted: the ones weft acts on are
+//! parsed into the types below, the others are named in a warning (`fields` holds the list), and
+//! a key that is not an Istio field is an error. Nothing is dropped silently.
 
 use serde::Deserialize;
 
 use crate::networking::OutboundTrafficPolicy;
+use crate::{Diagnostic, Level};
+
+mod fields;
+#[cfg(test)]
+mod tests;
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MeshConfig {
-    #[serde(default)]
+    #[serde(default, alias = "outbound_traffic_policy")]
     pub outbound_traffic_policy: OutboundTrafficPolicy,
-    #[serde(default)]
+    #[serde(default, alias = "default_config")]
     pub default_config: ProxyConfig,
-    #[serde(default = "default_trust_domain")]
+    #[serde(default = "default_trust_domain", alias = "trust_domain")]
     pub trust_domain: String,
-    #[serde(default = "yes")]
+    #[serde(default = "yes", alias = "enable_auto_mtls")]
     pub enable_auto_mtls: bool,
-    #[serde(default = "default_root_namespace")]
+    #[serde(default = "default_root_namespace", alias = "root_namespace")]
     pub root_namespace: String,
     /// Where every sidecar writes its access log (`/dev/stdout` as Istio's demo profile
     /// sets it); empty or absent: no access log.
-    #[serde(default)]
+    #[serde(default, alias = "access_log_file")]
     pub access_log_file: Option<String>,
     /// The access log line (Envoy's format commands); Istio's format when absent.
-    #[serde(default)]
+    #[serde(default, alias = "access_log_format")]
     pub access_log_format: Option<String>,
     /// Istio's `proxyHttpPort`: every sidecar also listens for HTTP proxy requests (absolute
     /// URIs, what `HTTP_PROXY` makes clients send) on this port; a proxy's own
     /// `HTTP_PROXY_PORT` metadata overrides it.
-    #[serde(default)]
+    #[serde(default, alias = "proxy_http_port")]
     pub proxy_http_port: Option<u16>,
 }
 
@@ -91,77 +100,87 @@ impl Default for MeshConfig {
     }
 }
 
-/// Reads a MeshConfig file (Istio's `mesh` ConfigMap value), naming the line and field of any
-/// error.
-pub fn load_mesh(text: &str, file: &str) -> Result<MeshConfig, crate::Diagnostic> {
-    let idx = crate::locate::LineIndex::build(text);
-    let value: serde_yaml::Value = serde_yaml::from_str(text).map_err(|e| crate::Diagnostic {
-        level: crate::Level::Error,
-        file: file.into(),
-        line: e.location().map(|l| l.line()),
-        resource: None,
-        field_path: String::new(),
-        message: format!("YAML syntax error: {e}"),
+/// Reads a MeshConfig file (Istio's `mesh` ConfigMap value); the first error, naming its line
+/// and field. Warnings are not returned: use [`load_mesh_checked`] to show them.
+pub fn load_mesh(text: &str, file: &str) -> Result<MeshConfig, Box<Diagnostic>> {
+    load_mesh_checked(text, file).map(|(mesh, _)| mesh).map_err(|errors| {
+        Box::new(errors.into_iter().next().unwrap_or_else(|| Diagnostic {
+            level: Level::Error,
+            file: file.into(),
+            line: None,
+            resource: Some("MeshConfig".into()),
+            field_path: String::new(),
+            message: "not loaded".into(),
+            code: Some(crate::codes::SCHEMA_ERROR),
+        }))
+    })
+}
+
+/// Reads a MeshConfig file (Istio's `mesh` ConfigMap value). On success, the config and a
+/// warning for each Istio field weft does not act on yet; on failure, every error (unknown
+/// fields with the nearest known name, wrong types, bad values), each with its line and field.
+pub fn load_mesh_checked(text: &str, file: &str) -> Result<(MeshConfig, Vec<Diagnostic>), Vec<Diagnostic>> {
+    let value: serde_yaml::Value = serde_yaml::from_str(text).map_err(|e| {
+        vec![Diagnostic {
+            level: Level::Error,
+            file: file.into(),
+            line: e.location().map(|l| l.line()),
+            resource: None,
+            field_path: String::new(),
+            message: format!("YAML syntax error: {e}"),
+            code: Some(crate::codes::SCHEMA_ERROR),
+        }]
     })?;
     if value.is_null() {
-        return Ok(MeshConfig::default());
+        return Ok((MeshConfig::default(), Vec::new()));
     }
-    let error = |path: String, message: String| crate::Diagnostic {
-        level: crate::Level::Error,
+    let idx = crate::locate::LineIndex::build(text);
+    let diag = |level: Level, path: String, message: String| Diagnostic {
+        level,
         file: file.into(),
         line: idx.docs.first().map(|d| d.line_of(&path)),
         resource: Some("MeshConfig".into()),
         field_path: path,
         message,
+        code: Some(if level == Level::Error { crate::codes::SCHEMA_ERROR } else { crate::codes::SCHEMA_WARNING }),
     };
-    let mesh: MeshConfig = serde_path_to_error::deserialize(value).map_err(|e| {
-        let path = e.path().to_string();
-        error(path, e.into_inner().to_string())
-    })?;
+    let (acted, problems) = fields::check(value);
+    let mut diags: Vec<Diagnostic> = problems.into_iter().map(|p| diag(p.level, p.path, p.message)).collect();
+    match serde_path_to_error::deserialize::<_, MeshConfig>(acted) {
+        Err(e) => diags.push(diag(Level::Error, e.path().to_string(), e.into_inner().to_string())),
+        Ok(mesh) => {
+            diags.extend(check_values(&mesh).into_iter().map(|(path, message)| diag(Level::Error, path.into(), message)));
+            if !diags.iter().any(|d| d.level == Level::Error) {
+                sort_by_line(&mut diags);
+                return Ok((mesh, diags));
+            }
+        }
+    }
+    diags.retain(|d| d.level == Level::Error);
+    sort_by_line(&mut diags);
+    Err(diags)
+}
+
+/// In file order, as a reader fixes them; diagnostics on one line keep their order.
+fn sort_by_line(diags: &mut [Diagnostic]) {
+    diags.sort_by_key(|d| d.line.unwrap_or(usize::MAX));
+}
+
+/// The checks serde cannot make on the fields weft acts on: (field path, message) of each.
+fn check_values(mesh: &MeshConfig) -> Vec<(&'static str, String)> {
+    let mut errors = Vec::new();
     if let Some(p) = mesh.default_config.tracing.as_ref().and_then(|t| t.sampling) {
         if !(0.0..=100.0).contains(&p) {
-            return Err(error("defaultConfig.tracing.sampling".into(), format!("{p} is not a percentage (0 to 100)")));
+            errors.push(("defaultConfig.tracing.sampling", format!("{p} is not a percentage (0 to 100)")));
         }
     }
     if let Some(z) = mesh.default_config.tracing.as_ref().and_then(|t| t.zipkin.as_ref()) {
         if z.host_port().is_none() {
-            return Err(error("defaultConfig.tracing.zipkin.address".into(), format!("{:?} is not host:port", z.address)));
+            errors.push(("defaultConfig.tracing.zipkin.address", format!("{:?} is not host:port", z.address)));
         }
     }
     if mesh.proxy_http_port == Some(0) {
-        return Err(error("proxyHttpPort".into(), "0 is not a port (leave it out for no HTTP proxy listener)".into()));
+        errors.push(("proxyHttpPort", "0 is not a port (leave it out for no HTTP proxy listener)".into()));
     }
-    Ok(mesh)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tracing_sampling_is_a_percentage() {
-        let ok = load_mesh("defaultConfig:\n  tracing:\n    sampling: 2.5\n", "mesh.yaml").expect("valid");
-        assert_eq!(ok.default_config.tracing.and_then(|t| t.sampling), Some(2.5));
-        let err = load_mesh("defaultConfig:\n  tracing:\n    sampling: 250\n", "mesh.yaml").expect_err("out of range");
-        assert_eq!(err.field_path, "defaultConfig.tracing.sampling");
-        assert_eq!(err.line, Some(3));
-    }
-
-    #[test]
-    fn zipkin_address_is_host_and_port() {
-        let ok = load_mesh("defaultConfig:\n  tracing:\n    zipkin: {address: zipkin.istio-system:9411}\n", "mesh.yaml").expect("valid");
-        let z = ok.default_config.tracing.and_then(|t| t.zipkin).expect("zipkin");
-        assert_eq!(z.host_port(), Some(("zipkin.istio-system", 9411)));
-        for bad in ["zipkin", "zipkin:0", ":9411", "zipkin:port"] {
-            let err = load_mesh(&format!("defaultConfig:\n  tracing:\n    zipkin: {{address: \"{bad}\"}}\n"), "mesh.yaml").expect_err(bad);
-            assert_eq!(err.field_path, "defaultConfig.tracing.zipkin.address", "{bad}");
-        }
-    }
-
-    #[test]
-    fn proxy_http_port_is_a_port() {
-        assert_eq!(load_mesh("proxyHttpPort: 15080\n", "mesh.yaml").expect("valid").proxy_http_port, Some(15080));
-        assert_eq!(load_mesh("proxyHttpPort: 0\n", "mesh.yaml").expect_err("zero").field_path, "proxyHttpPort");
-        assert!(load_mesh("proxyHttpPort: 70000\n", "mesh.yaml").is_err());
-    }
+    errors
 }

@@ -4,13 +4,13 @@
 
 use std::collections::BTreeMap;
 
-use weft_api::{Diagnostic, Level, Object, Resource};
+use weft_api::{codes, Diagnostic, Level, Object, Resource};
 
 use crate::model::{labels_match, Model};
 use crate::protocol::Protocol;
 use crate::store::Snapshot;
 
-fn at<S>(r: &Resource<S>, kind: &str, path: &str, level: Level, message: String) -> Diagnostic {
+fn at<S>(r: &Resource<S>, kind: &str, path: &str, level: Level, code: &'static str, message: String) -> Diagnostic {
     Diagnostic {
         level,
         file: r.origin.file.clone(),
@@ -18,6 +18,7 @@ fn at<S>(r: &Resource<S>, kind: &str, path: &str, level: Level, message: String)
         resource: Some(format!("{kind} {}/{}", r.namespace, r.name)),
         field_path: path.into(),
         message,
+        code: Some(code),
     }
 }
 
@@ -35,6 +36,7 @@ pub fn analyze(snapshot: &Snapshot, model: &Model) -> Vec<Diagnostic> {
                         "Service",
                         &format!("spec.ports[{i}].name"),
                         Level::Warning,
+                        codes::PORT_NAME_CONVENTION,
                         format!("port name {name:?} selects no protocol (names are <protocol>[-<suffix>], e.g. \"http\", \"http2-api\", \"grpc\"); traffic on port {} will be sniffed", p.port),
                     ));
                 }
@@ -47,7 +49,11 @@ pub fn analyze(snapshot: &Snapshot, model: &Model) -> Vec<Diagnostic> {
         for (i, h) in vs.spec.hosts.iter().enumerate() {
             let host = model.resolve_host(h, &vs.namespace);
             if mesh_bound {
-                claims.entry(host.clone()).or_default().push(vs.key());
+                // A VirtualService naming one host twice (`reviews` and its FQDN) claims it once.
+                let owners = claims.entry(host.clone()).or_default();
+                if !owners.contains(&vs.key()) {
+                    owners.push(vs.key());
+                }
             }
             if !host.contains('*') && model.service(&host).is_none() {
                 out.push(at(
@@ -55,6 +61,7 @@ pub fn analyze(snapshot: &Snapshot, model: &Model) -> Vec<Diagnostic> {
                     "VirtualService",
                     &format!("spec.hosts[{i}]"),
                     Level::Warning,
+                    codes::REFERENCE_NOT_FOUND,
                     format!("host {h:?} ({host}) matches no Service or ServiceEntry"),
                 ));
             }
@@ -73,6 +80,7 @@ pub fn analyze(snapshot: &Snapshot, model: &Model) -> Vec<Diagnostic> {
                     "VirtualService",
                     &format!("{path}.host"),
                     Level::Error,
+                    codes::REFERENCE_NOT_FOUND,
                     format!("destination host {:?} ({host}) matches no Service or ServiceEntry", d.host),
                 ));
                 continue;
@@ -86,6 +94,7 @@ pub fn analyze(snapshot: &Snapshot, model: &Model) -> Vec<Diagnostic> {
                         "VirtualService",
                         &format!("{path}.subset"),
                         Level::Error,
+                        codes::REFERENCE_NOT_FOUND,
                         format!("subset {subset:?} of {host} is defined by no DestinationRule"),
                     ));
                 }
@@ -102,6 +111,7 @@ pub fn analyze(snapshot: &Snapshot, model: &Model) -> Vec<Diagnostic> {
                         "VirtualService",
                         "spec.hosts",
                         Level::Warning,
+                        codes::CONFLICTING_MESH_HOSTS,
                         format!("host {host} is also routed by VirtualService {first}; only {first} takes effect"),
                     ));
                 }
@@ -112,7 +122,14 @@ pub fn analyze(snapshot: &Snapshot, model: &Model) -> Vec<Diagnostic> {
         let host = model.resolve_host(&dr.spec.host, &dr.namespace);
         let Some(svc) = model.service(&host) else {
             if !host.contains('*') {
-                out.push(at(dr, "DestinationRule", "spec.host", Level::Warning, format!("host {host} matches no Service or ServiceEntry")));
+                out.push(at(
+                    dr,
+                    "DestinationRule",
+                    "spec.host",
+                    Level::Warning,
+                    codes::UNKNOWN_DESTINATION_RULE_HOST,
+                    format!("host {host} matches no Service or ServiceEntry"),
+                ));
             }
             continue;
         };
@@ -123,6 +140,7 @@ pub fn analyze(snapshot: &Snapshot, model: &Model) -> Vec<Diagnostic> {
                     "DestinationRule",
                     &format!("spec.subsets[{i}]"),
                     Level::Warning,
+                    codes::SUBSET_SELECTS_NOTHING,
                     format!("subset {:?} selects no workload of {host}", s.name),
                 ));
             }

@@ -56,7 +56,10 @@ pub fn syncz(shared: &Shared) -> serde_json::Value {
             json!({"proxy": p.proxy, "node_id": p.node_id, "connection": p.connection, "delta": p.delta, "connected_at": p.connected_at, "types": types})
         })
         .collect();
-    json!({"version": version, "proxies": list})
+    drop(proxies);
+    let unenforced: Vec<String> =
+        shared.current.borrow().diagnostics.iter().filter(|d| d.is_unenforced_security()).map(|d| d.to_string()).collect();
+    json!({"version": version, "proxies": list, "unenforced": unenforced})
 }
 
 fn config_dump(shared: &Shared, proxy: &str) -> Option<serde_json::Value> {

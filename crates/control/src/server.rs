@@ -21,6 +21,9 @@ pub struct Options {
     pub debounce: Duration,
     /// The certificate authority, and the TLS port serving it next to xDS.
     pub ca: Option<CaOptions>,
+    /// Start even when the config holds resources that would restrict traffic but that weft
+    /// does not enforce (AuthorizationPolicy, …). Without it such a config is refused.
+    pub allow_unenforced_security: bool,
 }
 
 /// The CA's root of trust, who may ask it for certificates, and where it is served.
@@ -46,6 +49,8 @@ pub enum ServeError {
     Grpc(#[from] tonic::transport::Error),
     #[error("certificate authority: {0}")]
     Ca(#[from] crate::ca::CaError),
+    #[error("the config holds security resources weft does not enforce; refusing to start rather than fail open (remove them, or pass --allow-unenforced-security):\n{0}")]
+    Unenforced(String),
 }
 
 pub struct Running {
@@ -62,6 +67,10 @@ pub struct Running {
 pub async fn start(opts: Options) -> Result<Running, ServeError> {
     let dir = opts.config_dir.clone();
     let snapshot = store::load_dir(&dir).map_err(|source| ServeError::ConfigDir { dir: dir.display().to_string(), source })?;
+    let unenforced: Vec<String> = snapshot.diagnostics.iter().filter(|d| d.is_unenforced_security()).map(|d| format!("  {d}")).collect();
+    if !unenforced.is_empty() && !opts.allow_unenforced_security {
+        return Err(ServeError::Unenforced(unenforced.join("\n")));
+    }
     crate::state::log_diagnostics(&snapshot.diagnostics);
     let xds = listen(opts.xds_addr).map_err(|source| ServeError::Bind { what: "xDS", addr: opts.xds_addr, source })?;
     let debug =
@@ -69,7 +78,7 @@ pub async fn start(opts: Options) -> Result<Running, ServeError> {
     let xds_addr = xds.local_addr().unwrap_or(opts.xds_addr);
     let debug_addr = debug.local_addr().unwrap_or(opts.debug_addr);
     let shared = Shared::new(snapshot, opts.mesh);
-    tracing::info!(objects = shared.current.borrow().model.services.len(), xds = %xds_addr, debug = %debug_addr, "control plane serving");
+    tracing::info!(services = shared.current.borrow().model.services.len(), xds = %xds_addr, debug = %debug_addr, "control plane serving");
 
     let (tx, mut rx) = tokio::sync::mpsc::channel(4);
     tokio::spawn(store::watch(dir, Duration::from_millis(100), opts.debounce, tx));

@@ -124,6 +124,8 @@ pub fn unix_now() -> u64 {
 pub fn log_diagnostics(diagnostics: &[Diagnostic]) {
     for d in diagnostics {
         match d.level {
+            // Said apart from other errors: the config meant to restrict traffic, and does not.
+            weft_api::Level::Error if d.is_unenforced_security() => tracing::error!("NOT ENFORCED: {d}"),
             weft_api::Level::Error => tracing::error!("rejected: {d}"),
             weft_api::Level::Warning => tracing::warn!("{d}"),
         }

@@ -72,9 +72,11 @@ pub fn load_dir(dir: &Path) -> std::io::Result<Snapshot> {
                 resource: None,
                 field_path: String::new(),
                 message: format!("cannot read: {e}"),
+                code: None,
             }),
         }
     }
+    weft_api::drop_duplicates(&mut snap.objects, &mut snap.diagnostics);
     Ok(snap)
 }
 

@@ -46,6 +46,7 @@ impl Plane {
             debug_addr: "127.0.0.1:0".parse().expect("addr"),
             debounce: Duration::from_millis(10),
             ca: None,
+            allow_unenforced_security: false,
         })
         .await
         .expect("control plane starts");

@@ -43,6 +43,7 @@ async fn plane(tag: &str) -> Plane {
             max_ttl: Duration::from_secs(7200),
             secure_addr: any,
         }),
+        allow_unenforced_security: false,
     })
     .await
     .expect("control plane starts");

@@ -33,6 +33,9 @@ pub struct MeshFile {
     pub mesh_config: Option<serde_yaml::Value>,
     /// Warnings worth showing (unknown kinds and the like).
     pub warnings: Vec<String>,
+    /// Resources that would restrict traffic, of kinds weft does not enforce: `weft up` refuses
+    /// to start with them unless told to accept running without them.
+    pub unenforced: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -127,7 +130,8 @@ impl Workload {
 /// Parses and checks `text` (from `file`); every problem is reported as `file:line: …`.
 pub fn parse(text: &str, file: &str) -> Result<MeshFile, Vec<String>> {
     let mut errors = Vec::new();
-    let mut out = MeshFile { workloads: Vec::new(), resources: Vec::new(), mesh_config: None, warnings: Vec::new() };
+    let mut out =
+        MeshFile { workloads: Vec::new(), resources: Vec::new(), mesh_config: None, warnings: Vec::new(), unenforced: Vec::new() };
     let index = weft_api::locate::LineIndex::build(text);
     let mut others = String::new();
     for (n, de) in serde_yaml::Deserializer::from_str(text).enumerate() {
@@ -162,10 +166,17 @@ pub fn parse(text: &str, file: &str) -> Result<MeshFile, Vec<String>> {
             (API_VERSION, "MeshConfig") => {
                 let spec = doc.get("spec").cloned().unwrap_or(serde_yaml::Value::Null);
                 let spec_text = serde_yaml::to_string(&spec).unwrap_or_default();
-                if let Err(d) = weft_api::mesh::load_mesh(&spec_text, file) {
-                    errors.push(format!("{file}:{start}: MeshConfig: spec.{}: {}", d.field_path, d.message));
-                } else if out.mesh_config.replace(spec).is_some() {
-                    errors.push(format!("{file}:{start}: MeshConfig: only one is allowed"));
+                match weft_api::mesh::load_mesh_checked(&spec_text, file) {
+                    Err(ds) => {
+                        errors.extend(ds.iter().map(|d| format!("{file}:{start}: MeshConfig: spec.{}: {}", d.field_path, d.message)))
+                    }
+                    Ok((_, warnings)) => {
+                        out.warnings
+                            .extend(warnings.iter().map(|d| format!("{file}:{start}: MeshConfig: spec.{}: {}", d.field_path, d.message)));
+                        if out.mesh_config.replace(spec).is_some() {
+                            errors.push(format!("{file}:{start}: MeshConfig: only one is allowed"));
+                        }
+                    }
                 }
             }
             (API_VERSION, other) => errors.push(format!("{file}:{start}: {API_VERSION} has no kind {other:?} (Workload or MeshConfig)")),
@@ -186,6 +197,7 @@ pub fn parse(text: &str, file: &str) -> Result<MeshFile, Vec<String>> {
             continue;
         }
         match d.level {
+            Level::Error if d.is_unenforced_security() => out.unenforced.push(render(&d)),
             Level::Error => errors.push(render(&d)),
             Level::Warning => out.warnings.push(render(&d)),
         }

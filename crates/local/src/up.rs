@@ -43,6 +43,8 @@ pub struct UpOptions {
     /// Where the control plane serves `proxy-status` (loopback).
     pub debug_address: SocketAddr,
     pub ready_timeout: Duration,
+    /// Run even though the file holds security resources weft does not enforce.
+    pub allow_unenforced_security: bool,
 }
 
 /// What is running, for the caller to print.
@@ -62,6 +64,16 @@ pub fn up(opts: &UpOptions, progress: &mut dyn FnMut(&str)) -> Result<Running, L
     let text = std::fs::read_to_string(&opts.file).map_err(io_err(&opts.file))?;
     let mesh = spec::parse(&text, &file_label).map_err(|errors| LocalError::Spec(errors.join("\n")))?;
     let mut warnings = mesh.warnings.clone();
+    if !mesh.unenforced.is_empty() {
+        if !opts.allow_unenforced_security {
+            return Err(LocalError::Spec(format!(
+                "{}\nrefusing to start a mesh whose security config would not be enforced (traffic it should deny would be allowed); \
+                 remove those resources, or pass --allow-unenforced-security to run without them",
+                mesh.unenforced.join("\n")
+            )));
+        }
+        warnings.extend(mesh.unenforced.iter().map(|u| format!("NOT ENFORCED: {u}")));
+    }
     let mode = match opts.network {
         Network::Namespaces { subnet } => {
             host::check_privileges()?;
@@ -333,6 +345,9 @@ impl Builder<'_> {
         ];
         if mesh.mesh_config.is_some() {
             argv.extend(["--mesh".into(), s(&dir.join("meshconfig.yaml"))]);
+        }
+        if opts.allow_unenforced_security {
+            argv.push("--allow-unenforced-security".into());
         }
         let log = dir.join("logs").join("control-plane.log");
         let proc = process::spawn("control-plane", &argv, &[], dir, &log)?;

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use tracing_subscriber::EnvFilter;
+use weft_api::{Diagnostic, Level};
 
 #[derive(clap::Args)]
 pub struct ControlPlaneArgs {
@@ -42,18 +43,37 @@ pub struct ControlPlaneArgs {
     /// Where xDS and the certificate API are served over TLS (Istio: 15012).
     #[arg(long = "secure-address", default_value = "127.0.0.1:15012")]
     secure_address: SocketAddr,
+    /// Log level or filter (error, warn, info, debug, trace; or `weft_control=debug,info`).
     #[arg(short = 'l', long = "log-level", default_value = "info")]
     log_level: String,
+    /// Start even though the config holds resources weft does not enforce that would restrict
+    /// traffic (AuthorizationPolicy, RequestAuthentication, EnvoyFilter, …). They stay
+    /// unenforced: traffic they would deny is allowed. Each is still an error in the log,
+    /// `weft proxy-status` and `weft analyze`.
+    #[arg(long = "allow-unenforced-security")]
+    allow_unenforced_security: bool,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
     weft_api::duration::parse_go_duration(s)
 }
 
-pub fn load_mesh(path: Option<&PathBuf>) -> Result<weft_api::mesh::MeshConfig, String> {
+/// The MeshConfig at `path` (the default without one) and its warnings, or every error in it.
+pub fn load_mesh(path: Option<&PathBuf>) -> Result<(weft_api::mesh::MeshConfig, Vec<Diagnostic>), Vec<Diagnostic>> {
     let Some(p) = path else { return Ok(Default::default()) };
-    let text = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
-    weft_api::mesh::load_mesh(&text, &p.display().to_string()).map_err(|d| d.to_string())
+    let file = p.display().to_string();
+    let text = std::fs::read_to_string(p).map_err(|e| {
+        vec![Diagnostic {
+            level: Level::Error,
+            file: file.clone(),
+            line: None,
+            resource: Some("MeshConfig".into()),
+            field_path: String::new(),
+            message: format!("cannot read: {e}"),
+            code: None,
+        }]
+    })?;
+    weft_api::mesh::load_mesh_checked(&text, &file)
 }
 
 pub fn run(args: ControlPlaneArgs) -> ExitCode {
@@ -70,9 +90,16 @@ pub fn run(args: ControlPlaneArgs) -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let mesh = match load_mesh(args.mesh.as_ref()) {
-        Ok(m) => m,
-        Err(e) => {
-            eprintln!("weft control-plane: invalid mesh config: {e}");
+        Ok((m, warnings)) => {
+            for w in warnings {
+                tracing::warn!("{w}");
+            }
+            m
+        }
+        Err(errors) => {
+            for e in errors {
+                eprintln!("weft control-plane: invalid mesh config: {e}");
+            }
             return ExitCode::from(1);
         }
     };
@@ -100,6 +127,7 @@ pub fn run(args: ControlPlaneArgs) -> ExitCode {
             max_ttl: args.max_workload_cert_ttl,
             secure_addr: args.secure_address,
         }),
+        allow_unenforced_security: args.allow_unenforced_security,
     };
     rt.block_on(async move {
         let running = match weft_control::server::start(opts).await {

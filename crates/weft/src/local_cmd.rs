@@ -45,6 +45,11 @@ pub struct NetArgs {
     /// How long to wait for the control plane and each sidecar to be ready.
     #[arg(long = "ready-timeout", default_value = "60s")]
     pub ready_timeout: String,
+    /// Start even though the file holds resources that would restrict traffic but that weft
+    /// does not enforce (AuthorizationPolicy, RequestAuthentication, EnvoyFilter, …); they stay
+    /// unenforced and are reported as errors.
+    #[arg(long = "allow-unenforced-security")]
+    pub allow_unenforced_security: bool,
 }
 
 #[derive(Args, Debug)]
@@ -90,7 +95,16 @@ impl NetArgs {
         let weft = std::env::current_exe().map_err(|e| format!("cannot find the weft binary: {e}"))?;
         let dir = run_dir(self.run_dir.as_ref());
         let run_dir = if dir.is_absolute() { dir } else { std::env::current_dir().map_err(|e| e.to_string())?.join(dir) };
-        Ok(UpOptions { file, run_dir, network, service_cidr, weft, debug_address, ready_timeout })
+        Ok(UpOptions {
+            file,
+            run_dir,
+            network,
+            service_cidr,
+            weft,
+            debug_address,
+            ready_timeout,
+            allow_unenforced_security: self.allow_unenforced_security,
+        })
     }
 }
 
@@ -234,7 +248,8 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 
 #[derive(Args, Debug)]
 pub struct ApplyArgs {
-    /// A file of mesh resources (VirtualService, DestinationRule, …) to add to the running mesh.
+    /// A file of mesh resources (VirtualService, DestinationRule, …): `apply` adds it to the
+    /// running mesh, `delete` takes a file `apply` added back out.
     #[arg(short = 'f', long = "file")]
     file: PathBuf,
     /// The run's directory [default: as `weft up`'s].

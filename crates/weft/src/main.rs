@@ -12,6 +12,7 @@ macro_rules! say {
 }
 
 mod agent_cmd;
+mod analyze_cmd;
 mod capture_cmd;
 mod cni_cmd;
 mod control_plane_cmd;
@@ -46,8 +47,8 @@ enum Command {
     ProxyStatus(ops_cmd::StatusArgs),
     /// The config the control plane generated for one proxy.
     ProxyConfig(ops_cmd::ConfigArgs),
-    /// Validate a config directory and point out common mistakes.
-    Analyze(ops_cmd::AnalyzeArgs),
+    /// Validate config files or directories and point out common mistakes (istioctl analyze).
+    Analyze(analyze_cmd::AnalyzeArgs),
     /// Capture the namespace's traffic into the sidecar with iptables (what istio-iptables does).
     Capture(capture_cmd::CaptureArgs),
     /// Start a whole mesh on this machine from a file: namespaces, capture, sidecars, apps.
@@ -87,7 +88,7 @@ fn main() -> std::process::ExitCode {
         Command::Agent(args) => agent_cmd::run(args),
         Command::ProxyStatus(args) => ops_cmd::proxy_status(args),
         Command::ProxyConfig(args) => ops_cmd::proxy_config(args),
-        Command::Analyze(args) => ops_cmd::analyze(args),
+        Command::Analyze(args) => analyze_cmd::analyze(args),
         Command::Capture(args) => capture_cmd::run(args),
         Command::Up(args) => local_cmd::up(args),
         Command::Status(args) => local_cmd::status(args),

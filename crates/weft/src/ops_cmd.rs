@@ -1,8 +1,7 @@
-//! istioctl's operator views: `proxy-status`, `proxy-config`, `analyze`.
+//! istioctl's operator views: `proxy-status`, `proxy-config`.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -42,14 +41,6 @@ pub struct ConfigArgs {
     output: Format,
     #[arg(long = "control-plane", default_value = "127.0.0.1:15014")]
     control_plane: SocketAddr,
-}
-
-#[derive(clap::Args)]
-pub struct AnalyzeArgs {
-    #[arg(long = "config-dir")]
-    config_dir: PathBuf,
-    #[arg(long)]
-    mesh: Option<PathBuf>,
 }
 
 /// A GET against the loopback debug API; plain HTTP/1.0 keeps this dependency-free.
@@ -97,7 +88,16 @@ pub fn proxy_status(args: StatusArgs) -> ExitCode {
     for n in nacks {
         say!("NACK {n}");
     }
-    ExitCode::SUCCESS
+    // Config meant to restrict traffic that no proxy enforces: the operator must see it here.
+    let unenforced: Vec<&str> = v["unenforced"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+    for u in &unenforced {
+        say!("NOT ENFORCED {u}");
+    }
+    if unenforced.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
 }
 
 fn print_table(rows: &[Vec<String>]) {
@@ -210,40 +210,5 @@ fn short_rows(section: &str, items: &Value) -> Vec<Vec<String>> {
             }
             rows
         }
-    }
-}
-
-pub fn analyze(args: AnalyzeArgs) -> ExitCode {
-    let mesh = match crate::control_plane_cmd::load_mesh(args.mesh.as_ref()) {
-        Ok(m) => m,
-        Err(e) => {
-            eprintln!("Error [mesh] {e}");
-            return ExitCode::from(1);
-        }
-    };
-    let snapshot = match weft_control::store::load_dir(&args.config_dir) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("weft analyze: cannot read {}: {e}", args.config_dir.display());
-            return ExitCode::from(1);
-        }
-    };
-    let model = weft_control::model::Model::build(&snapshot.objects, mesh);
-    let diags = weft_control::analyze::analyze(&snapshot, &model);
-    let errors = diags.iter().filter(|d| d.level == weft_api::Level::Error).count();
-    for d in &diags {
-        let tag = match d.level {
-            weft_api::Level::Error => "Error",
-            weft_api::Level::Warning => "Warning",
-        };
-        say!("{tag} {d}");
-    }
-    if diags.is_empty() {
-        say!("✔ No validation issues found when analyzing {}.", args.config_dir.display());
-    }
-    if errors > 0 {
-        ExitCode::from(79)
-    } else {
-        ExitCode::SUCCESS
     }
 }

@@ -75,6 +75,18 @@ struct TypeState {
     names: BTreeSet<String>,
     /// Accepted resources: name → (version, JSON). Delta keeps per-resource versions.
     resources: BTreeMap<String, (String, serde_json::Value)>,
+    /// Whether any update of this type was ever accepted: until then there is no "last good
+    /// config" to keep, and the logs must not claim one.
+    accepted: bool,
+}
+
+/// What a proxy keeps when an update or the stream fails, in words that are true.
+fn kept(accepted: bool) -> &'static str {
+    if accepted {
+        "keeping the last good config"
+    } else {
+        "none was ever accepted, so there is no last good config to keep"
+    }
 }
 
 /// The running client.
@@ -119,7 +131,7 @@ async fn run(cfg: ClientConfig, handler: Arc<dyn Handler>, status: Arc<Mutex<Cli
         let wait = backoff(cfg.backoff_base, cfg.backoff_max, failures);
         failures = failures.saturating_add(1);
         tracing::warn!(endpoint = %cfg.endpoint, error = %result, retry_in_ms = wait.as_millis() as u64,
-            "xDS stream to the control plane ended; keeping the last good config");
+            "xDS stream to the control plane ended; {}", kept(types.values().any(|t| t.accepted)));
         tokio::time::sleep(wait).await;
     }
 }
@@ -309,11 +321,12 @@ async fn stream_sotw(
             Ok(()) => {
                 st.version = resp.version_info.clone();
                 st.resources = next.into_iter().map(|(k, v)| (k, (resp.version_info.clone(), v))).collect();
+                st.accepted = true;
                 tracing::debug!(type_url = t, version = %resp.version_info, resources = st.resources.len(), "accepted");
                 request(t, st)
             }
             Err(e) => {
-                tracing::warn!(type_url = t, version = %resp.version_info, error = %e, "rejected an xDS update; keeping the last good config");
+                tracing::warn!(type_url = t, version = %resp.version_info, error = %e, "rejected an xDS update; {}", kept(st.accepted));
                 DiscoveryRequest { error_detail: Some(nack_status(e)), ..request(t, st) }
             }
         };
@@ -405,10 +418,11 @@ async fn stream_delta(
         match &result {
             Ok(()) => {
                 st.resources = next;
+                st.accepted = true;
                 tracing::debug!(type_url = t, resources = st.resources.len(), "accepted");
             }
             Err(e) => {
-                tracing::warn!(type_url = t, error = %e, "rejected an xDS update; keeping the last good config");
+                tracing::warn!(type_url = t, error = %e, "rejected an xDS update; {}", kept(st.accepted));
                 ack.error_detail = Some(nack_status(e));
             }
         }

@@ -5,8 +5,9 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use super::common::{PortSelector, WorkloadSelector};
+use super::common::PortSelector;
 use crate::duration::GoDuration;
+use crate::security::LabelSelector;
 use crate::unsupported::NotImplemented;
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -20,8 +21,11 @@ pub struct DestinationRule {
     pub subsets: Vec<Subset>,
     #[serde(default)]
     pub export_to: Vec<String>,
+    /// Istio applies such a rule only to the selected client workloads. Refused by validation:
+    /// weft does not scope DestinationRules to workloads yet, and ignoring the selector would
+    /// apply the rule's TLS and subsets to the wrong proxies.
     #[serde(default)]
-    pub workload_selector: Option<WorkloadSelector>,
+    pub workload_selector: Option<LabelSelector>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -51,6 +55,21 @@ pub struct TrafficPolicy {
     pub tunnel: Option<NotImplemented>,
     #[serde(default)]
     pub proxy_protocol: Option<NotImplemented>,
+    /// Accepted with a warning: it only caps concurrent retries.
+    #[serde(default)]
+    pub retry_budget: Option<RetryBudget>,
+}
+
+/// `trafficPolicy.retryBudget` (Envoy's retry budget).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RetryBudget {
+    #[serde(default)]
+    pub percent: Option<f64>,
+    #[serde(default)]
+    pub min_retry_concurrency: Option<u32>,
+    #[serde(default)]
+    pub budget_interval: Option<GoDuration>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -86,10 +105,52 @@ pub struct LoadBalancerSettings {
     pub simple: Option<SimpleLb>,
     #[serde(default)]
     pub consistent_hash: Option<ConsistentHash>,
+    /// Refused: locality failover and distribution decide which region gets traffic.
     #[serde(default)]
     pub locality_lb_setting: Option<NotImplemented>,
+    /// Refused, as `localityLbSetting`: it decides which zone gets traffic.
     #[serde(default)]
-    pub warmup_duration_secs: Option<NotImplemented>,
+    pub zone_aware_lb_setting: Option<NotImplemented>,
+    /// Accepted with a warning: utilization-weighted balancing only spreads load differently
+    /// across the same endpoints.
+    #[serde(default)]
+    pub backend_utilization: Option<BackendUtilization>,
+    /// Slow start, the older spelling of `warmup.duration`. Accepted with a warning: it only
+    /// ramps new endpoints up gradually.
+    #[serde(default)]
+    pub warmup_duration_secs: Option<GoDuration>,
+    /// Accepted with a warning, as `warmupDurationSecs`.
+    #[serde(default)]
+    pub warmup: Option<WarmupConfiguration>,
+}
+
+/// Istio's `WarmupConfiguration` (Envoy's slow start).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WarmupConfiguration {
+    /// Required by Istio; `None` is reported by validation, naming the field.
+    #[serde(default)]
+    pub duration: Option<GoDuration>,
+    #[serde(default)]
+    pub minimum_percent: Option<f64>,
+    #[serde(default)]
+    pub aggression: Option<f64>,
+}
+
+/// `loadBalancer.backendUtilization`: weights from the endpoints' ORCA load reports.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BackendUtilization {
+    #[serde(default)]
+    pub error_utilization_penalty_percent: Option<u32>,
+    #[serde(default)]
+    pub metric_names_for_computing_utilization: Vec<String>,
+    #[serde(default)]
+    pub weight_expiration_period: Option<GoDuration>,
+    #[serde(default)]
+    pub weight_stabilization_period: Option<GoDuration>,
+    #[serde(default)]
+    pub weight_update_period: Option<GoDuration>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -119,6 +180,9 @@ pub struct HttpCookie {
     pub path: Option<String>,
     #[serde(default)]
     pub ttl: Option<GoDuration>,
+    /// Refused: the cookie's attributes (`Secure`, `HttpOnly`, `SameSite`) protect it.
+    #[serde(default)]
+    pub attributes: Option<NotImplemented>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -135,7 +199,7 @@ pub struct Maglev {
     pub table_size: Option<u64>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ConnectionPoolSettings {
     #[serde(default)]
@@ -144,7 +208,7 @@ pub struct ConnectionPoolSettings {
     pub http: Option<HttpSettings>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TcpSettings {
     #[serde(default)]
@@ -153,13 +217,26 @@ pub struct TcpSettings {
     pub connect_timeout: Option<GoDuration>,
     #[serde(default)]
     pub idle_timeout: Option<GoDuration>,
+    /// Accepted with a warning: socket keep-alive only detects dead connections sooner.
     #[serde(default)]
-    pub tcp_keepalive: Option<NotImplemented>,
+    pub tcp_keepalive: Option<TcpKeepalive>,
+    /// Accepted with a warning: it only recycles upstream connections.
     #[serde(default)]
-    pub max_connection_duration: Option<NotImplemented>,
+    pub max_connection_duration: Option<GoDuration>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TcpKeepalive {
+    #[serde(default)]
+    pub probes: Option<u32>,
+    #[serde(default)]
+    pub time: Option<GoDuration>,
+    #[serde(default)]
+    pub interval: Option<GoDuration>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpSettings {
     #[serde(default)]
@@ -178,6 +255,20 @@ pub struct HttpSettings {
     pub use_client_protocol: Option<bool>,
     #[serde(default)]
     pub max_concurrent_streams: Option<u32>,
+    /// Accepted with a warning: HTTP/2 PINGs only detect dead connections sooner.
+    #[serde(default)]
+    pub http2_keep_alive: Option<ConnectionKeepalive>,
+}
+
+/// `connectionPool.http.http2KeepAlive`: HTTP/2 PING frames on upstream connections.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ConnectionKeepalive {
+    /// Required by Istio, as is `timeout`; a missing one is reported by validation.
+    #[serde(default)]
+    pub interval: Option<GoDuration>,
+    #[serde(default)]
+    pub timeout: Option<GoDuration>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -209,6 +300,9 @@ pub struct OutlierDetection {
     pub split_external_local_origin_errors: Option<bool>,
     #[serde(default)]
     pub consecutive_local_origin_failures: Option<u32>,
+    /// Accepted with a warning: which responses count towards ejection only tunes it.
+    #[serde(default)]
+    pub outlier_detection_http_error_codes: Vec<u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -238,4 +332,7 @@ pub struct ClientTlsSettings {
     pub sni: Option<String>,
     #[serde(default)]
     pub insecure_skip_verify: Option<bool>,
+    /// Refused: ignoring a revocation list would accept revoked certificates.
+    #[serde(default)]
+    pub ca_crl: Option<NotImplemented>,
 }

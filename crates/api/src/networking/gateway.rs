@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 use super::common::{Port, WorkloadSelector};
+use super::destination_rule::ConnectionPoolSettings;
 use crate::unsupported::NotImplemented;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -66,6 +67,26 @@ pub struct ServerTlsSettings {
     pub max_protocol_version: Option<String>,
     #[serde(default)]
     pub cipher_suites: Vec<String>,
+    // Refused, all of them: each either decides which client certificates are trusted (so
+    // ignoring it would accept clients the user rejected, or reject ones they allowed) or
+    // supplies the server's certificates.
+    #[serde(default)]
+    pub ca_crl: Option<NotImplemented>,
+    #[serde(default)]
+    pub ca_cert_credential_name: Option<NotImplemented>,
+    #[serde(default)]
+    pub credential_names: Option<NotImplemented>,
+    #[serde(default)]
+    pub tls_certificates: Option<NotImplemented>,
+    #[serde(default)]
+    pub verify_certificate_spki: Option<NotImplemented>,
+    #[serde(default)]
+    pub verify_certificate_hash: Option<NotImplemented>,
+    #[serde(default)]
+    pub insecure_skip_verify: Option<NotImplemented>,
+    /// Refused: ignoring it would allow curves the user excluded.
+    #[serde(default)]
+    pub ecdh_curves: Option<NotImplemented>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -77,8 +98,12 @@ pub struct Sidecar {
     pub ingress: Vec<IngressListener>,
     #[serde(default)]
     pub egress: Vec<EgressListener>,
+    /// Limits on connections into the workload. Accepted with a warning: weft applies no
+    /// inbound limits yet, and not limiting never sends traffic elsewhere.
     #[serde(default)]
-    pub outbound_traffic_policy: Option<OutboundTrafficPolicy>,
+    pub inbound_connection_pool: Option<ConnectionPoolSettings>,
+    #[serde(default)]
+    pub outbound_traffic_policy: Option<SidecarOutboundTrafficPolicy>,
 }
 
 /// A port the sidecar accepts inbound traffic on, and where it delivers it (Istio's
@@ -99,8 +124,9 @@ pub struct IngressListener {
     pub default_endpoint: Option<String>,
     #[serde(default)]
     pub tls: Option<NotImplemented>,
+    /// Accepted with a warning, as the Sidecar's `inboundConnectionPool`.
     #[serde(default)]
-    pub connection_pool: Option<NotImplemented>,
+    pub connection_pool: Option<ConnectionPoolSettings>,
 }
 
 /// Whether a Sidecar listener is reached by capture or by binding its port (Istio's
@@ -138,6 +164,7 @@ pub enum OutboundMode {
     RegistryOnly,
 }
 
+/// MeshConfig's `outboundTrafficPolicy`: absent `mode` keeps the mesh default, `ALLOW_ANY`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct OutboundTrafficPolicy {
@@ -145,4 +172,26 @@ pub struct OutboundTrafficPolicy {
     pub mode: OutboundMode,
     #[serde(default)]
     pub egress_proxy: Option<NotImplemented>,
+}
+
+/// A Sidecar's `outboundTrafficPolicy`. Unlike MeshConfig's, a policy without `mode` is
+/// `REGISTRY_ONLY`: that is the proto's zero value, and Istio uses the Sidecar's policy as
+/// written whenever it is present.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SidecarOutboundTrafficPolicy {
+    #[serde(default = "registry_only")]
+    pub mode: OutboundMode,
+    #[serde(default)]
+    pub egress_proxy: Option<NotImplemented>,
+}
+
+impl Default for SidecarOutboundTrafficPolicy {
+    fn default() -> Self {
+        SidecarOutboundTrafficPolicy { mode: registry_only(), egress_proxy: None }
+    }
+}
+
+fn registry_only() -> OutboundMode {
+    OutboundMode::RegistryOnly
 }

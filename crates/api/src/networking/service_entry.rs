@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 
 use super::common::{Location, Port, WorkloadSelector};
 
@@ -25,12 +25,15 @@ pub struct ServiceEntry {
     pub workload_selector: Option<WorkloadSelector>,
     #[serde(default)]
     pub export_to: Vec<String>,
+    /// Refused by validation when set: Istio also accepts these identities from the service's
+    /// endpoints, and weft does not read them yet.
     #[serde(default)]
     pub subject_alt_names: Vec<String>,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+/// How a ServiceEntry's endpoints are found. Istio's `DYNAMIC_DNS` (a dynamic forward proxy
+/// for wildcard hosts) is refused by name: weft does not implement it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Resolution {
     #[default]
     None,
@@ -39,10 +42,29 @@ pub enum Resolution {
     DnsRoundRobin,
 }
 
+impl<'de> Deserialize<'de> for Resolution {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        match s.as_str() {
+            "NONE" => Ok(Resolution::None),
+            "STATIC" => Ok(Resolution::Static),
+            "DNS" => Ok(Resolution::Dns),
+            "DNS_ROUND_ROBIN" => Ok(Resolution::DnsRoundRobin),
+            "DYNAMIC_DNS" => Err(serde::de::Error::custom("DYNAMIC_DNS is not supported by weft yet")),
+            other => Err(serde::de::Error::custom(format!(
+                "unknown resolution {other:?} (known: NONE, STATIC, DNS, DNS_ROUND_ROBIN, DYNAMIC_DNS)"
+            ))),
+        }
+    }
+}
+
 /// A workload outside Kubernetes (also the shape of a ServiceEntry's `endpoints`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct WorkloadEntry {
+    /// An IP, a DNS name, or `unix://` (refused by weft for now). Empty only when `network` is
+    /// set: Istio then reaches the workload through its network's gateway, which weft does not
+    /// route through, so consumers must send such a workload no traffic.
     #[serde(default)]
     pub address: String,
     #[serde(default)]

@@ -52,7 +52,8 @@ pub struct HttpRoute {
     pub mirrors: Vec<HttpMirrorPolicy>,
     #[serde(default)]
     pub mirror_percentage: Option<Percent>,
-    #[serde(default)]
+    /// Deprecated; Istio's CRD also takes it as `mirror_percent`.
+    #[serde(default, alias = "mirror_percent")]
     pub mirror_percent: Option<u32>,
     #[serde(default)]
     pub headers: Option<Headers>,
@@ -150,6 +151,9 @@ pub struct HttpRedirect {
     pub redirect_code: Option<u32>,
     #[serde(default)]
     pub derive_port: Option<NotImplemented>,
+    /// Refused: the redirect's target path depends on it.
+    #[serde(default)]
+    pub prefix_rewrite: Option<NotImplemented>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -198,8 +202,14 @@ pub struct HttpRetry {
     pub per_try_timeout: Option<GoDuration>,
     #[serde(default)]
     pub retry_on: Option<String>,
+    /// Accepted with a warning, as are the two below: weft has no locality-aware balancing,
+    /// and these only tune which endpoint of the same destination a retry picks, or when.
     #[serde(default)]
     pub retry_remote_localities: Option<bool>,
+    #[serde(default)]
+    pub retry_ignore_previous_hosts: Option<bool>,
+    #[serde(default)]
+    pub backoff: Option<GoDuration>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -267,10 +277,15 @@ pub struct TlsRoute {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct L4Match {
+    /// Refused by validation when set (here and on TLS matches): weft does not match on the
+    /// destination address yet, and ignoring the condition would route other traffic too.
     #[serde(default)]
     pub destination_subnets: Vec<String>,
     #[serde(default)]
     pub port: Option<u32>,
+    /// Refused: a match condition weft does not evaluate.
+    #[serde(default)]
+    pub source_subnet: Option<NotImplemented>,
     #[serde(default)]
     pub source_labels: BTreeMap<String, String>,
     #[serde(default)]

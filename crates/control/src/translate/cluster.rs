@@ -69,6 +69,7 @@ fn merge_policy(top: Option<&net::TrafficPolicy>, subset: Option<&net::TrafficPo
             },
             tunnel: None,
             proxy_protocol: None,
+            retry_budget: s.retry_budget.clone().or_else(|| t.retry_budget.clone()),
         }),
     }
 }

@@ -1,0 +1,236 @@
+//! `weft analyze`: istioctl analyze without a cluster. Inputs are config directories, files or
+//! stdin; output is istioctl's log lines, JSON or YAML, with Istio's message codes.
+
+use std::collections::BTreeSet;
+use std::io::Read as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use weft_api::{Diagnostic, Level};
+
+#[derive(clap::Args)]
+pub struct AnalyzeArgs {
+    /// Files or directories to analyze (`-` for stdin), as istioctl takes them.
+    files: Vec<PathBuf>,
+    /// A file or directory to analyze (`-` for stdin); may be repeated.
+    #[arg(short = 'f', long = "filename")]
+    filename: Vec<PathBuf>,
+    /// A config directory, read as `weft control-plane --config-dir` reads it.
+    #[arg(long = "config-dir")]
+    config_dir: Option<PathBuf>,
+    /// MeshConfig file, as `weft control-plane --mesh`.
+    #[arg(long)]
+    mesh: Option<PathBuf>,
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value = "log")]
+    output: Output,
+    /// Leave out messages with this code on this resource: `CODE=Kind name.namespace`, as
+    /// istioctl; `*` matches any run of characters (`IST0118=*`, `IST0101=VirtualService *.default`).
+    /// May be repeated.
+    #[arg(short = 'S', long = "suppress")]
+    suppress: Vec<String>,
+    /// The lowest level that makes the exit status non-zero (79).
+    #[arg(long = "failure-threshold", value_enum, default_value = "error")]
+    failure_threshold: Threshold,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Output {
+    Log,
+    Json,
+    Yaml,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Threshold {
+    Error,
+    Warning,
+}
+
+/// istioctl's exit status when analysis finds messages at or above the failure threshold.
+const FOUND_ISSUES: u8 = 79;
+
+struct Suppression {
+    code: String,
+    resource: String,
+}
+
+impl Suppression {
+    fn parse(s: &str) -> Result<Suppression, String> {
+        let (code, resource) = s.split_once('=').ok_or_else(|| format!("--suppress {s:?}: expected CODE=Kind name.namespace"))?;
+        if code.is_empty() || resource.is_empty() {
+            return Err(format!("--suppress {s:?}: expected CODE=Kind name.namespace"));
+        }
+        Ok(Suppression { code: code.to_string(), resource: resource.to_string() })
+    }
+
+    fn matches(&self, d: &Diagnostic) -> bool {
+        d.code == Some(self.code.as_str()) && d.resource.as_deref().map(istio_origin).is_some_and(|r| glob(&self.resource, &r))
+    }
+}
+
+/// `Kind namespace/name` → istioctl's `Kind name.namespace`.
+fn istio_origin(resource: &str) -> String {
+    match resource.split_once(' ').and_then(|(kind, rest)| rest.split_once('/').map(|(ns, name)| (kind, ns, name))) {
+        Some((kind, ns, name)) => format!("{kind} {name}.{ns}"),
+        None => resource.to_string(),
+    }
+}
+
+/// `*` matches any run of characters; everything else is literal.
+fn glob(pattern: &str, text: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    let [first, middle @ .., last] = parts.as_slice() else { return pattern == text };
+    if parts.len() == 1 {
+        return pattern == text;
+    }
+    let Some(mut rest) = text.strip_prefix(first) else { return false };
+    for part in middle {
+        match rest.find(part) {
+            Some(i) => rest = &rest[i + part.len()..],
+            None => return false,
+        }
+    }
+    rest.ends_with(last)
+}
+
+/// Everything the inputs hold, loaded as the control plane loads it.
+fn load(inputs: &[PathBuf]) -> Result<weft_control::store::Snapshot, String> {
+    let mut snap = weft_control::store::Snapshot::default();
+    for input in inputs {
+        let (text, shown) = if input.as_os_str() == "-" {
+            let mut text = String::new();
+            std::io::stdin().read_to_string(&mut text).map_err(|e| format!("cannot read stdin: {e}"))?;
+            (text, "<stdin>".to_string())
+        } else if input.is_dir() {
+            let dir = weft_control::store::load_dir(input).map_err(|e| format!("cannot read {}: {e}", input.display()))?;
+            let prefix = input.display().to_string();
+            snap.objects.extend(dir.objects);
+            // load_dir names files relative to the directory; name them as the user can find them.
+            snap.diagnostics.extend(dir.diagnostics.into_iter().map(|mut d| {
+                d.file = format!("{}/{}", prefix.trim_end_matches('/'), d.file);
+                d
+            }));
+            continue;
+        } else {
+            let text = std::fs::read_to_string(input).map_err(|e| format!("cannot read {}: {e}", input.display()))?;
+            (text, input.display().to_string())
+        };
+        let loaded = weft_api::load_text(&text, &shown);
+        snap.objects.extend(loaded.objects);
+        snap.diagnostics.extend(loaded.diagnostics);
+    }
+    // Duplicates across inputs; load_dir has already reported those inside one directory.
+    let (objects, mut diagnostics) = (std::mem::take(&mut snap.objects), std::mem::take(&mut snap.diagnostics));
+    let mut objects = objects;
+    weft_api::drop_duplicates(&mut objects, &mut diagnostics);
+    let mut seen = BTreeSet::new();
+    diagnostics.retain(|d| seen.insert(d.to_string()));
+    Ok(weft_control::store::Snapshot { objects, diagnostics })
+}
+
+fn level_word(l: Level) -> &'static str {
+    match l {
+        Level::Error => "Error",
+        Level::Warning => "Warning",
+    }
+}
+
+fn as_json(d: &Diagnostic) -> serde_json::Value {
+    let mut v = serde_json::json!({
+        "code": d.code,
+        "level": level_word(d.level),
+        "origin": d.resource.as_deref().map(istio_origin),
+        "reference": d.line.map(|l| format!("{}:{l}", d.file)).unwrap_or_else(|| d.file.clone()),
+        "fieldPath": (!d.field_path.is_empty()).then_some(&d.field_path),
+        "message": d.message,
+    });
+    if let Some(code) = d.code.filter(|c| c.starts_with("IST")) {
+        v["documentationUrl"] = format!("https://istio.io/latest/docs/reference/config/analysis/{}/", code.to_lowercase()).into();
+    }
+    v
+}
+
+pub fn analyze(args: AnalyzeArgs) -> ExitCode {
+    let suppressions: Vec<Suppression> = match args.suppress.iter().map(|s| Suppression::parse(s)).collect() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("weft analyze: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut inputs: Vec<PathBuf> = args.config_dir.iter().cloned().collect();
+    inputs.extend(args.files.iter().cloned());
+    inputs.extend(args.filename.iter().cloned());
+    if inputs.is_empty() {
+        eprintln!("weft analyze: nothing to analyze: give files or directories (-f FILE, `-` for stdin) or --config-dir DIR");
+        return ExitCode::from(2);
+    }
+    let (mesh, mesh_warnings) = match crate::control_plane_cmd::load_mesh(args.mesh.as_ref()) {
+        Ok(m) => m,
+        Err(errors) => (Default::default(), errors),
+    };
+    let snapshot = match load(&inputs) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("weft analyze: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let model = weft_control::model::Model::build(&snapshot.objects, mesh);
+    let mut diags = mesh_warnings;
+    diags.extend(weft_control::analyze::analyze(&snapshot, &model));
+    diags.retain(|d| !suppressions.iter().any(|s| s.matches(d)));
+    let failing =
+        diags.iter().any(|d| d.level == Level::Error || (args.failure_threshold == Threshold::Warning && d.level == Level::Warning));
+    match args.output {
+        Output::Log => {
+            for d in &diags {
+                say!("{} [{}] {d}", level_word(d.level), d.code.unwrap_or("-"));
+            }
+            if diags.is_empty() {
+                let names: Vec<String> = inputs.iter().map(|p| p.display().to_string()).collect();
+                say!("✔ No validation issues found when analyzing {}.", names.join(", "));
+            }
+        }
+        Output::Json | Output::Yaml => {
+            let list = serde_json::Value::Array(diags.iter().map(as_json).collect());
+            let text = if args.output == Output::Json {
+                serde_json::to_string_pretty(&list).unwrap_or_default()
+            } else {
+                serde_yaml::to_string(&list).unwrap_or_default()
+            };
+            say!("{text}");
+        }
+    }
+    if failing {
+        ExitCode::from(FOUND_ISSUES)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suppressions_match_istioctl_resource_names_with_wildcards() {
+        let d = Diagnostic {
+            level: Level::Warning,
+            file: "a.yaml".into(),
+            line: Some(3),
+            resource: Some("VirtualService default/reviews".into()),
+            field_path: String::new(),
+            message: "m".into(),
+            code: Some("IST0101"),
+        };
+        let s = |t: &str| Suppression::parse(t).expect("valid");
+        assert!(s("IST0101=VirtualService reviews.default").matches(&d));
+        assert!(s("IST0101=VirtualService *.default").matches(&d));
+        assert!(s("IST0101=*").matches(&d));
+        assert!(!s("IST0102=*").matches(&d));
+        assert!(!s("IST0101=VirtualService *.prod").matches(&d));
+        assert!(Suppression::parse("IST0101").is_err());
+    }
+}

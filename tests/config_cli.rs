@@ -1,0 +1,312 @@
+//! What a user writes is never silently dropped: `weft analyze`, `weft apply`, `weft up` and
+//! `weft control-plane` on security kinds weft does not enforce, unknown kinds, typos,
+//! duplicates and Istio's MeshConfig; and the small CLI promises (`weft version`, help texts).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use weft_test_support::certs::TempDir;
+
+const WEFT: &str = env!("CARGO_BIN_EXE_weft");
+
+const DENY_ALL: &str =
+    "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: deny-all, namespace: default}\nspec: {}\n";
+
+const SERVICE: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: reviews}\nspec:\n  ports: [{name: http, port: 9080}]\n";
+
+fn weft(args: &[&str]) -> Output {
+    Command::new(WEFT).args(args).stdin(Stdio::null()).output().expect("run weft")
+}
+
+fn text(out: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+fn write(dir: &Path, name: &str, body: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, body).expect("write");
+    p
+}
+
+#[test]
+fn analyze_fails_on_a_deny_all_weft_does_not_enforce() {
+    let dir = TempDir::new("analyze-deny").expect("tmp");
+    let f = write(dir.path(), "deny.yaml", &format!("{DENY_ALL}---\n{SERVICE}"));
+    let out = weft(&["analyze", f.to_str().expect("utf-8")]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(79), "{t}");
+    assert!(t.contains("Error [WFT0001]"), "{t}");
+    assert!(t.contains("deny.yaml:1: AuthorizationPolicy default/deny-all: AuthorizationPolicy is not enforced by weft"), "{t}");
+
+    for (kind, api) in [
+        ("RequestAuthentication", "security.istio.io/v1"),
+        ("EnvoyFilter", "networking.istio.io/v1alpha3"),
+        ("WasmPlugin", "extensions.istio.io/v1alpha1"),
+        ("NetworkPolicy", "networking.k8s.io/v1"),
+    ] {
+        let f = write(dir.path(), "k.yaml", &format!("apiVersion: {api}\nkind: {kind}\nmetadata: {{name: x}}\nspec: {{}}\n"));
+        let out = weft(&["analyze", "-f", f.to_str().expect("utf-8")]);
+        assert_eq!(out.status.code(), Some(79), "{kind}: {}", text(&out));
+        assert!(text(&out).contains(&format!("{kind} is not enforced by weft")), "{}", text(&out));
+    }
+}
+
+#[test]
+fn analyze_says_what_to_use_instead_of_kinds_it_does_not_read() {
+    let dir = TempDir::new("analyze-kinds").expect("tmp");
+    let f = write(
+        dir.path(),
+        "old.yaml",
+        "apiVersion: config.istio.io/v1alpha2\nkind: EgressRule\nmetadata: {name: google}\nspec: {destination: {service: \"*.google.com\"}}\n---\n\
+         apiVersion: config.istio.io/v1alpha2\nkind: RouteRule\nmetadata: {name: r}\nspec: {}\n---\n\
+         apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: i, annotations: {kubernetes.io/ingress.class: istio}}\nspec: {}\n---\n\
+         apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\nspec: {}\n---\n\
+         apiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {name: t}\nspec: {}\n",
+    );
+    let out = weft(&["analyze", f.to_str().expect("utf-8")]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(0), "warnings alone do not fail: {t}");
+    for want in [
+        "old.yaml:1: EgressRule default/google: config.istio.io/v1alpha2 EgressRule is ignored: Istio 0.x egress rules are not read: write a ServiceEntry",
+        "RouteRule is ignored: Istio 0.x route rules are not read: write a VirtualService",
+        "Ingress is ignored: Kubernetes Ingress is not read yet: write an Istio Gateway",
+        "Deployment is ignored: weft does not run Kubernetes workloads",
+        "Telemetry is ignored: not read: set access logs with MeshConfig accessLogFile",
+    ] {
+        assert!(t.contains(want), "missing {want:?} in:\n{t}");
+    }
+    // --failure-threshold Warning makes warnings fail, as in istioctl.
+    let out = weft(&["analyze", "--failure-threshold", "warning", f.to_str().expect("utf-8")]);
+    assert_eq!(out.status.code(), Some(79), "{}", text(&out));
+}
+
+#[test]
+fn analyze_reports_every_unknown_field_with_a_suggestion() {
+    let dir = TempDir::new("analyze-typos").expect("tmp");
+    let f = write(
+        dir.path(),
+        "dr.yaml",
+        "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: typo}\nspec:\n  host: reviews\n  trafficPolicy:\n    loadBalancr: {simple: ROUND_ROBIN}\n    conectionPool: {}\n  subsets:\n  - name: v1\n    lables: {version: v1}\n",
+    );
+    let out = weft(&["analyze", f.to_str().expect("utf-8")]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(79), "{t}");
+    for want in [
+        "dr.yaml:7: DestinationRule default/typo: spec.trafficPolicy.loadBalancr: unknown field; did you mean loadBalancer?",
+        "dr.yaml:8: DestinationRule default/typo: spec.trafficPolicy.conectionPool: unknown field; did you mean connectionPool?",
+        "dr.yaml:11: DestinationRule default/typo: spec.subsets[0].lables: unknown field; did you mean labels?",
+    ] {
+        assert!(t.contains(want), "missing {want:?} in:\n{t}");
+    }
+}
+
+#[test]
+fn analyze_takes_files_stdin_and_directories_and_speaks_json_and_yaml() {
+    let dir = TempDir::new("analyze-io").expect("tmp");
+    let vs = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: reviews}\nspec:\n  hosts: [reviews]\n  http:\n  - route:\n    - destination: {host: reviews, subset: v9}\n";
+    write(dir.path(), "svc.yaml", SERVICE);
+    let vs_file = write(dir.path(), "vs.yaml", vs);
+
+    // From stdin, with the Service from a file: the subset is the only problem.
+    let mut child = Command::new(WEFT)
+        .args(["analyze", "-o", "json", "-f", "-", "-f"])
+        .arg(dir.path().join("svc.yaml"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    child.stdin.take().expect("stdin").write_all(vs.as_bytes()).expect("write stdin");
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(out.status.code(), Some(79));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let list = v.as_array().expect("a list");
+    assert_eq!(list.len(), 1, "{v:#}");
+    assert_eq!(list[0]["code"], "IST0101");
+    assert_eq!(list[0]["level"], "Error");
+    assert_eq!(list[0]["origin"], "VirtualService reviews.default");
+    assert_eq!(list[0]["reference"], "<stdin>:1");
+    assert!(list[0]["documentationUrl"].as_str().is_some_and(|u| u.ends_with("/ist0101/")), "{v:#}");
+
+    // A directory, as YAML.
+    let out = weft(&["analyze", "-o", "yaml", dir.path().to_str().expect("utf-8")]);
+    let v: serde_yaml::Value = serde_yaml::from_slice(&out.stdout).expect("YAML");
+    assert_eq!(v[0]["code"].as_str(), Some("IST0101"), "{}", text(&out));
+
+    // --suppress with istioctl's resource form, wildcards allowed.
+    let out = weft(&["analyze", "--suppress", "IST0101=VirtualService *.default", dir.path().to_str().expect("utf-8")]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("No validation issues found"), "{}", text(&out));
+    let out = weft(&["analyze", "--suppress", "IST0101", vs_file.to_str().expect("utf-8")]);
+    assert_eq!(out.status.code(), Some(2), "a malformed --suppress is refused: {}", text(&out));
+    let out = weft(&["analyze"]);
+    assert_eq!(out.status.code(), Some(2), "nothing to analyze is an error: {}", text(&out));
+}
+
+#[test]
+fn duplicate_resources_are_reported_and_a_host_conflict_names_two_resources() {
+    let dir = TempDir::new("analyze-dup").expect("tmp");
+    let vs = |name: &str, subset: &str| {
+        format!("apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: {name}}}\nspec:\n  hosts: [reviews, reviews.default.svc.cluster.local]\n  http:\n  - route:\n    - destination: {{host: reviews}}\n# {subset}\n")
+    };
+    write(dir.path(), "a.yaml", &format!("{SERVICE}---\n{}", vs("reviews", "a")));
+    write(dir.path(), "b.yaml", &vs("reviews", "b"));
+    let out = weft(&["analyze", "--config-dir", dir.path().to_str().expect("utf-8")]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(79), "{t}");
+    assert!(t.contains("Error [WFT0003]"), "{t}");
+    assert!(t.contains("b.yaml:1: VirtualService default/reviews: is also defined at a.yaml:7"), "{t}");
+    assert!(!t.contains("is also routed by"), "one VirtualService naming a host twice conflicts with nothing: {t}");
+
+    write(dir.path(), "b.yaml", &vs("reviews-2", "b"));
+    let out = weft(&["analyze", "--config-dir", dir.path().to_str().expect("utf-8")]);
+    let t = text(&out);
+    assert!(t.contains("VirtualService default/reviews-2: spec.hosts: host reviews.default.svc.cluster.local is also routed by VirtualService default/reviews; only default/reviews takes effect"), "{t}");
+    assert!(!t.contains("WFT0003"), "{t}");
+}
+
+#[test]
+fn a_mesh_config_with_istio_fields_loads_with_warnings_and_typos_are_refused() {
+    let dir = TempDir::new("analyze-mesh").expect("tmp");
+    write(dir.path(), "svc.yaml", SERVICE);
+    let mesh = write(
+        dir.path(),
+        "mesh.yaml",
+        "enableTracing: true\naccessLogFile: /dev/stdout\ndefaultConfig:\n  proxyMetadata: {ISTIO_META_DNS_CAPTURE: \"true\"}\n",
+    );
+    let cfg = dir.path().join("svc.yaml");
+    let out = weft(&["analyze", "--mesh", mesh.to_str().expect("utf-8"), cfg.to_str().expect("utf-8")]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{t}");
+    assert!(t.contains("mesh.yaml:1: MeshConfig: enableTracing: accepted, but weft does not act on this field yet"), "{t}");
+    assert!(t.contains("mesh.yaml:4: MeshConfig: defaultConfig.proxyMetadata: accepted, but weft does not act on this field yet"), "{t}");
+
+    let bad = write(dir.path(), "bad-mesh.yaml", "enableTracng: true\n");
+    let out = weft(&["analyze", "--mesh", bad.to_str().expect("utf-8"), cfg.to_str().expect("utf-8")]);
+    assert_eq!(out.status.code(), Some(79), "{}", text(&out));
+    assert!(text(&out).contains("did you mean enableTracing?"), "{}", text(&out));
+}
+
+/// `weft apply` against a run directory that looks like a running mesh: it must refuse the
+/// policy before anything reaches the control plane's directory.
+#[test]
+fn apply_refuses_a_policy_weft_would_not_enforce() {
+    let run = TempDir::new("apply-deny").expect("tmp");
+    std::fs::write(run.path().join("state.json"), "{}").expect("state");
+    let f = write(run.path(), "deny.yaml", DENY_ALL);
+    let out = weft(&["apply", "-f", f.to_str().expect("utf-8"), "--run-dir", run.path().to_str().expect("utf-8")]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{t}");
+    assert!(t.contains("nothing applied") && t.contains("AuthorizationPolicy is not enforced by weft"), "{t}");
+    assert!(!run.path().join("config/applied/deny.yaml").exists(), "the file must not reach the control plane");
+}
+
+#[test]
+fn weft_up_refuses_a_mesh_file_with_an_unenforced_policy() {
+    let run = TempDir::new("up-deny").expect("tmp");
+    let f = write(
+        run.path(),
+        "mesh.yaml",
+        &format!("apiVersion: weft.dev/v1alpha1\nkind: Workload\nmetadata: {{name: a}}\nspec:\n  command: [\"true\"]\n  ports: [{{containerPort: 8080}}]\n---\n{DENY_ALL}"),
+    );
+    let rd = run.path().join("run");
+    let out = weft(&["up", "--explicit", "-f", f.to_str().expect("utf-8"), "--run-dir", rd.to_str().expect("utf-8")]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{t}");
+    assert!(t.contains("AuthorizationPolicy default/deny-all: AuthorizationPolicy is not enforced by weft"), "{t}");
+    assert!(t.contains("--allow-unenforced-security"), "{t}");
+    assert!(!rd.join("state.json").exists(), "nothing may start");
+}
+
+struct ControlPlane(Child);
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn control_plane(config: &Path, extra: &[&str]) -> Command {
+    let mut c = Command::new(WEFT);
+    c.args(["control-plane", "--config-dir"]).arg(config);
+    c.args(["--xds-address", "127.0.0.1:0", "--debug-address", "127.0.0.1:0"]).args(extra);
+    c
+}
+
+#[test]
+fn the_control_plane_refuses_to_start_with_an_unenforced_policy_unless_told() {
+    let dir = TempDir::new("cp-deny").expect("tmp");
+    write(dir.path(), "svc.yaml", SERVICE);
+    write(dir.path(), "deny.yaml", DENY_ALL);
+    let out = control_plane(dir.path(), &[]).stdin(Stdio::null()).output().expect("run");
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(t.contains("refusing to start rather than fail open"), "{t}");
+    assert!(t.contains("deny.yaml:1: AuthorizationPolicy default/deny-all"), "{t}");
+
+    // Accepted explicitly: it serves, and proxy-status names the policy as not enforced.
+    let mut child = control_plane(dir.path(), &["--allow-unenforced-security"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut stderr = child.stderr.take().expect("stderr");
+    let cp = ControlPlane(child);
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).expect("read");
+    let debug = line.rsplit("debug on ").next().map(str::trim).unwrap_or_default().to_string();
+    assert!(debug.starts_with("127.0.0.1:"), "control plane did not start: {line}");
+    let out = weft(&["proxy-status", "--control-plane", &debug]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(t.contains("NOT ENFORCED deny.yaml:1: AuthorizationPolicy default/deny-all"), "{t}");
+    drop(cp);
+    let mut log = String::new();
+    let _ = stderr.read_to_string(&mut log);
+    assert!(log.contains("NOT ENFORCED: deny.yaml:1: AuthorizationPolicy default/deny-all"), "{log}");
+}
+
+#[test]
+fn a_policy_that_arrives_while_running_is_reported_as_not_enforced() {
+    let dir = TempDir::new("cp-late").expect("tmp");
+    write(dir.path(), "svc.yaml", SERVICE);
+    let mut child =
+        control_plane(dir.path(), &[]).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("spawn");
+    let stdout = child.stdout.take().expect("stdout");
+    let _cp = ControlPlane(child);
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).expect("read");
+    let debug = line.rsplit("debug on ").next().map(str::trim).unwrap_or_default().to_string();
+    assert_eq!(weft(&["proxy-status", "--control-plane", &debug]).status.code(), Some(0));
+    write(dir.path(), "deny.yaml", DENY_ALL);
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = weft(&["proxy-status", "--control-plane", &debug]);
+        if text(&out).contains("NOT ENFORCED deny.yaml:1: AuthorizationPolicy default/deny-all") {
+            assert_eq!(out.status.code(), Some(1));
+            break;
+        }
+        assert!(Instant::now() < end, "proxy-status never reported the policy: {}", text(&out));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn version_names_the_commit_and_help_texts_say_what_each_command_does() {
+    for args in [&["version"][..], &["--version"][..]] {
+        let out = weft(args);
+        let t = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{t}");
+        let re_ok = t.starts_with(&format!("weft {} (commit ", env!("CARGO_PKG_VERSION")));
+        assert!(re_ok, "{t}");
+        let commit = t.trim().rsplit("commit ").next().unwrap_or_default().trim_end_matches(')');
+        assert!(commit == "unknown" || (commit.len() == 12 && commit.chars().all(|c| c.is_ascii_hexdigit())), "{t}");
+    }
+    let out = weft(&["delete", "--help"]);
+    let t = String::from_utf8_lossy(&out.stdout);
+    assert!(t.contains("takes a file `apply` added back out"), "{t}");
+}
