@@ -310,3 +310,134 @@ fn version_names_the_commit_and_help_texts_say_what_each_command_does() {
     let t = String::from_utf8_lossy(&out.stdout);
     assert!(t.contains("takes a file `apply` added back out"), "{t}");
 }
+
+struct Proxy(Child);
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A control plane with reviews (a Service, a WorkloadEntry and a VirtualService) and one
+/// weft sidecar connected to it over ADS in explicit mode (it binds only loopback ports).
+/// Returns the control plane's debug address and the proxy's admin address.
+fn mesh_with_one_sidecar(dir: &Path) -> (ControlPlane, Proxy, String, SocketAddr) {
+    write(dir, "svc.yaml", SERVICE);
+    write(
+        dir,
+        "reviews.yaml",
+        "apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {name: reviews-1}\nspec: {address: 127.0.0.9, labels: {app: reviews}}\n---\n\
+         apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: reviews}\nspec:\n  hosts: [reviews]\n  http:\n  - match: [{uri: {prefix: /api}}]\n    route:\n    - destination: {host: reviews}\n  - route:\n    - destination: {host: reviews}\n",
+    );
+    // The service's selector is what ties the WorkloadEntry to it.
+    write(dir, "svc.yaml", &SERVICE.replace("spec:\n", "spec:\n  selector: {app: reviews}\n"));
+    let mut child = control_plane(dir, &[]).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("spawn");
+    let stdout = child.stdout.take().expect("stdout");
+    let cp = ControlPlane(child);
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).expect("read");
+    let xds = line.split("xDS on ").nth(1).and_then(|r| r.split(',').next()).unwrap_or_default().trim().to_string();
+    let debug = line.rsplit("debug on ").next().map(str::trim).unwrap_or_default().to_string();
+    assert!(xds.starts_with("127.0.0.1:") && debug.starts_with("127.0.0.1:"), "control plane did not start: {line}");
+
+    let admin = SocketAddr::from(([127, 0, 0, 1], weft_test_support::free_port()));
+    let http_proxy_port = weft_test_support::free_port();
+    let admin_yaml = format!("admin: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {}}}}}}}", admin.port());
+    let proxy = Proxy(
+        Command::new(WEFT)
+            .args(["proxy", "--xds-address", &xds, "--config-yaml", &admin_yaml, "-l", "error"])
+            .args(["--service-node", "sidecar~127.0.0.1~productpage-1.default~default.svc.cluster.local"])
+            .args(["--node-meta", "NAMESPACE=default", "--node-meta", "LABELS={\"app\":\"productpage\"}"])
+            .args(["--node-meta", "INTERCEPTION_MODE=NONE", "--node-meta", &format!("HTTP_PROXY_PORT={http_proxy_port}")])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn proxy"),
+    );
+    // Synced when proxy-status says so for every type.
+    let end = Instant::now() + Duration::from_secs(20);
+    loop {
+        let out = weft(&["proxy-status", "--control-plane", &debug]);
+        let t = text(&out);
+        if t.lines().any(|l| l.starts_with("productpage-1.default") && l.matches("SYNCED").count() == 4) {
+            break;
+        }
+        assert!(Instant::now() < end, "the sidecar never synced:\n{t}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    (cp, proxy, debug, admin)
+}
+
+use std::net::SocketAddr;
+
+/// One row of a `proxy-config` table, split on runs of spaces.
+fn row<'a>(table: &'a str, first: &str) -> Vec<&'a str> {
+    table
+        .lines()
+        .find(|l| l.starts_with(first))
+        .map(|l| l.split("   ").map(str::trim).filter(|c| !c.is_empty()).collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn proxy_config_shows_the_domains_virtual_service_and_endpoint_health_the_proxy_holds() {
+    let dir = TempDir::new("proxy-config").expect("tmp");
+    let (_cp, _proxy, debug, admin) = mesh_with_one_sidecar(dir.path());
+
+    let out = weft(&["proxy-config", "routes", "productpage-1.default", "--control-plane", &debug]);
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(
+        t.lines()
+            .next()
+            .is_some_and(|h| h.split_whitespace().collect::<Vec<_>>().join(" ") == "NAME VHOST NAME DOMAINS MATCH VIRTUAL SERVICE"),
+        "{t}"
+    );
+    let rows: Vec<Vec<&str>> = t.lines().filter(|l| l.contains("reviews.default.svc.cluster.local:9080")).map(|l| row(l, "")).collect();
+    assert_eq!(rows.len(), 2, "one row per route of the VirtualService:\n{t}");
+    for (r, want_match) in rows.iter().zip(["/api*", "/*"]) {
+        assert_eq!(r[1], "reviews.default.svc.cluster.local:9080", "{t}");
+        assert_eq!(r[2], "reviews.default:9080, reviews:9080", "DOMAINS shows the names the route answers, not `*`: {t}");
+        assert_eq!(r[3], want_match, "{t}");
+        assert_eq!(r[4], "reviews.default", "{t}");
+    }
+
+    // Endpoints come from the proxy's admin, with its health view.
+    let out = weft(&["proxy-config", "endpoints", "productpage-1.default", "--control-plane", &debug, "--admin", &admin.to_string()]);
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert_eq!(row(&t, "ENDPOINT"), ["ENDPOINT", "STATUS", "OUTLIER CHECK", "CLUSTER"], "{t}");
+    assert_eq!(row(&t, "127.0.0.9:9080"), ["127.0.0.9:9080", "HEALTHY", "OK", "outbound|9080||reviews.default.svc.cluster.local"], "{t}");
+    // Without a way to reach the proxy, it says how to give one rather than guessing.
+    let out = weft(&["proxy-config", "endpoints", "productpage-1.default", "--control-plane", &debug, "--run-dir", "/nonexistent"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("pass --admin HOST:PORT"), "{}", text(&out));
+}
+
+/// The STATUS and OUTLIER CHECK columns are the proxy's, whatever they are: a stand-in admin
+/// reports one unhealthy and one ejected host.
+#[test]
+fn proxy_config_endpoints_prints_unhealthy_and_ejected_hosts_as_the_proxy_reports_them() {
+    let dir = TempDir::new("proxy-config-health").expect("tmp");
+    let (_cp, _proxy, debug, _) = mesh_with_one_sidecar(dir.path());
+    let fake = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let fake_addr = fake.local_addr().expect("addr");
+    let body = r#"{"cluster_statuses":[{"name":"outbound|9080||reviews.default.svc.cluster.local","host_statuses":[
+        {"address":{"socket_address":{"address":"127.0.0.9","port_value":9080}},"health_status":{"eds_health_status":"UNHEALTHY","failed_outlier_check":false}},
+        {"address":{"socket_address":{"address":"127.0.0.10","port_value":9080}},"health_status":{"eds_health_status":"HEALTHY","failed_outlier_check":true}}]}]}"#;
+    let server = std::thread::spawn(move || {
+        if let Ok((mut s, _)) = fake.accept() {
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf);
+            let _ = write!(s, "HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n{body}");
+        }
+    });
+    let out = weft(&["proxy-config", "endpoints", "productpage-1.default", "--control-plane", &debug, "--admin", &fake_addr.to_string()]);
+    let _ = server.join();
+    let t = text(&out);
+    assert_eq!(row(&t, "127.0.0.9:9080")[1..3], ["UNHEALTHY", "OK"], "{t}");
+    assert_eq!(row(&t, "127.0.0.10:9080")[1..3], ["HEALTHY", "FAILED"], "{t}");
+}

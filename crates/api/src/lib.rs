@@ -18,6 +18,7 @@ pub mod suggest;
 pub mod unread;
 pub mod unsupported;
 pub mod validate;
+pub mod yaml;
 
 pub use load::{codes, drop_duplicates, load_text, Diagnostic, Level, Loaded, Object};
 pub use meta::{Origin, Resource};

@@ -223,26 +223,17 @@ struct SliceDoc {
 /// Loads every document of `text`. `file` labels diagnostics.
 pub fn load_text(text: &str, file: &str) -> Loaded {
     let mut out = Loaded::default();
-    let mut docs = Vec::new();
-    for de in serde_yaml::Deserializer::from_str(text) {
-        match serde_yaml::Value::deserialize(de) {
-            Ok(v) => docs.push(v),
-            Err(e) => {
-                let line = e.location().map(|l| l.line());
-                let msg = e.to_string();
-                let msg = msg.rsplit_once(" at line ").map(|(m, _)| m.to_string()).unwrap_or(msg);
-                out.diagnostics.push(Diagnostic {
-                    level: Level::Error,
-                    file: file.into(),
-                    line,
-                    resource: None,
-                    field_path: String::new(),
-                    message: format!("YAML syntax error: {msg}; the rest of this file is not loaded"),
-                    code: Some(codes::SCHEMA_ERROR),
-                });
-                break;
-            }
-        }
+    let (docs, err) = crate::yaml::documents(text);
+    if let Some(e) = err {
+        out.diagnostics.push(Diagnostic {
+            level: Level::Error,
+            file: file.into(),
+            line: e.line,
+            resource: None,
+            field_path: String::new(),
+            message: format!("YAML syntax error: {}; the rest of this file is not loaded", e.message),
+            code: Some(codes::SCHEMA_ERROR),
+        });
     }
     let index = LineIndex::build(text);
     let fallback = DocLines::default();

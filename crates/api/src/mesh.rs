@@ -120,17 +120,20 @@ pub fn load_mesh(text: &str, file: &str) -> Result<MeshConfig, Box<Diagnostic>> 
 /// warning for each Istio field weft does not act on yet; on failure, every error (unknown
 /// fields with the nearest known name, wrong types, bad values), each with its line and field.
 pub fn load_mesh_checked(text: &str, file: &str) -> Result<(MeshConfig, Vec<Diagnostic>), Vec<Diagnostic>> {
-    let value: serde_yaml::Value = serde_yaml::from_str(text).map_err(|e| {
-        vec![Diagnostic {
-            level: Level::Error,
-            file: file.into(),
-            line: e.location().map(|l| l.line()),
-            resource: None,
-            field_path: String::new(),
-            message: format!("YAML syntax error: {e}"),
-            code: Some(crate::codes::SCHEMA_ERROR),
-        }]
-    })?;
+    let syntax = |line: Option<usize>, message: String| Diagnostic {
+        level: Level::Error,
+        file: file.into(),
+        line,
+        resource: None,
+        field_path: String::new(),
+        message: format!("YAML syntax error: {message}"),
+        code: Some(crate::codes::SCHEMA_ERROR),
+    };
+    let value = match crate::yaml::documents(text) {
+        (_, Some(e)) => return Err(vec![syntax(e.line, e.message)]),
+        (docs, None) if docs.len() > 1 => return Err(vec![syntax(None, "a MeshConfig file holds one document".into())]),
+        (docs, None) => docs.into_iter().next().unwrap_or(serde_yaml::Value::Null),
+    };
     if value.is_null() {
         return Ok((MeshConfig::default(), Vec::new()));
     }

@@ -1,5 +1,11 @@
 //! Istio fields weft knows but does not implement yet. They are refused by name, never dropped:
 //! a policy that silently does nothing is worse than one that is rejected.
+//!
+//! The one exception is a field that only tunes traffic (slow start, keep-alives, connection
+//! pool knobs weft lacks): ignoring it can neither weaken security nor send traffic anywhere
+//! the user did not ask, so it is typed and accepted, and validation warns that weft does not
+//! act on it yet (`validate`'s `not_acted_on`). Which of the two a field gets is written next to
+//! it.
 
 use serde::{Deserialize, Deserializer};
 

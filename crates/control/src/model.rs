@@ -109,6 +109,9 @@ impl Model {
                 Object::Gateway(r) => m.gateways.push(r.clone()),
                 Object::Sidecar(r) => m.sidecars.push(r.clone()),
                 Object::PeerAuthentication(r) => m.peer_authentications.push(r.clone()),
+                // No address (another network's workload, warned about at load): nothing to
+                // connect to.
+                Object::WorkloadEntry(r) if r.spec.address.is_empty() => {}
                 Object::WorkloadEntry(r) => m.workloads.push(Workload {
                     name: r.name.clone(),
                     namespace: r.namespace.clone(),
@@ -304,6 +307,7 @@ impl Model {
             .map(|host| {
                 let mut endpoints: Vec<Endpoint> = entries
                     .iter()
+                    .filter(|e| !e.address.is_empty())
                     .map(|e| Endpoint {
                         address: e.address.clone(),
                         ports: se

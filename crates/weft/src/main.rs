@@ -67,6 +67,9 @@ enum Command {
     Sample(weft_samples::SampleArgs),
     /// Print weft's version and the commit it was built from.
     Version,
+    /// One admin page of a proxy (used by `proxy-config` inside a sidecar's namespace).
+    #[command(hide = true)]
+    AdminGet(ops_cmd::AdminGetArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -96,6 +99,7 @@ fn main() -> std::process::ExitCode {
         Command::Apply(args) => local_cmd::apply(args),
         Command::Delete(args) => local_cmd::delete(args),
         Command::Demo(args) => demo_cmd::run(args),
+        Command::AdminGet(args) => ops_cmd::admin_get(args),
         Command::Version => {
             say!("weft {VERSION}");
             std::process::ExitCode::SUCCESS

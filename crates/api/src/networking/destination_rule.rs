@@ -19,6 +19,8 @@ pub struct DestinationRule {
     pub traffic_policy: Option<TrafficPolicy>,
     #[serde(default)]
     pub subsets: Vec<Subset>,
+    /// Refused by validation unless `*`: weft makes every resource visible everywhere, so a
+    /// narrower export would apply the rule where it is not exported.
     #[serde(default)]
     pub export_to: Vec<String>,
     /// Istio applies such a rule only to the selected client workloads. Refused by validation:
@@ -253,6 +255,7 @@ pub struct HttpSettings {
     pub h2_upgrade_policy: Option<H2UpgradePolicy>,
     #[serde(default)]
     pub use_client_protocol: Option<bool>,
+    /// Accepted with a warning, as `useClientProtocol`: tuning of the same upstream connections.
     #[serde(default)]
     pub max_concurrent_streams: Option<u32>,
     /// Accepted with a warning: HTTP/2 PINGs only detect dead connections sooner.
@@ -296,6 +299,8 @@ pub struct OutlierDetection {
     pub max_ejection_percent: Option<u32>,
     #[serde(default)]
     pub min_health_percent: Option<u32>,
+    /// Accepted with a warning, as `consecutiveLocalOriginFailures`: they only change which
+    /// failures count towards ejecting an endpoint.
     #[serde(default)]
     pub split_external_local_origin_errors: Option<bool>,
     #[serde(default)]
@@ -324,6 +329,8 @@ pub struct ClientTlsSettings {
     pub private_key: Option<String>,
     #[serde(default)]
     pub ca_certificates: Option<String>,
+    /// Refused by validation: weft would send no client certificate and check the server
+    /// against the system roots instead of the secret's CA.
     #[serde(default)]
     pub credential_name: Option<String>,
     #[serde(default)]

@@ -21,6 +21,8 @@ pub struct Gateway {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Server {
     pub port: Port,
+    /// Refused by validation: the gateway listens on every address of its port, so it would
+    /// also take traffic sent to other addresses.
     #[serde(default)]
     pub bind: Option<String>,
     #[serde(default)]
@@ -146,6 +148,9 @@ pub enum CaptureMode {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EgressListener {
+    /// `port`, `bind` and a `captureMode` other than DEFAULT are refused by validation: weft
+    /// offers the egress hosts on every port through capture, so a narrower listener would let
+    /// the workload reach more than the user allowed.
     #[serde(default)]
     pub port: Option<Port>,
     #[serde(default)]

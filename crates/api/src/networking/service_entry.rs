@@ -23,6 +23,7 @@ pub struct ServiceEntry {
     pub endpoints: Vec<WorkloadEntry>,
     #[serde(default)]
     pub workload_selector: Option<WorkloadSelector>,
+    /// Refused by validation unless `*`, as on every kind.
     #[serde(default)]
     pub export_to: Vec<String>,
     /// Refused by validation when set: Istio also accepts these identities from the service's
@@ -71,8 +72,11 @@ pub struct WorkloadEntry {
     pub ports: BTreeMap<String, u32>,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// Accepted with a warning when there is an address: weft reaches it directly, as Istio
+    /// does from a proxy whose own network is unset.
     #[serde(default)]
     pub network: Option<String>,
+    /// Accepted with a warning: weft has no locality-aware load balancing.
     #[serde(default)]
     pub locality: Option<String>,
     #[serde(default)]

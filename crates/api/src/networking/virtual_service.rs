@@ -21,6 +21,7 @@ pub struct VirtualService {
     pub tcp: Vec<TcpRoute>,
     #[serde(default)]
     pub tls: Vec<TlsRoute>,
+    /// Refused by validation unless `*`, as on every kind.
     #[serde(default)]
     pub export_to: Vec<String>,
 }

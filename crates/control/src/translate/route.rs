@@ -151,7 +151,12 @@ pub fn vs_routes(scope: &Scope<'_>, vs: &Resource<net::VirtualService>, port: u1
         if !r.matches.is_empty() && matches.is_empty() {
             continue;
         }
-        let base = action(scope, r, &vs.namespace, port, hash);
+        let mut base = action(scope, r, &vs.namespace, port, hash);
+        // Which VirtualService a route came from, where Istio writes it (istioctl's
+        // `proxy-config routes` VIRTUAL SERVICE column reads it).
+        base["metadata"] = json!({"filter_metadata": {"istio": {
+            "config": format!("/apis/networking.istio.io/v1/namespaces/{}/virtual-service/{}", vs.namespace, vs.name)
+        }}});
         let name = r.name.clone().unwrap_or_default();
         if matches.is_empty() {
             let mut e = base.clone();
