@@ -441,3 +441,29 @@ fn proxy_config_endpoints_prints_unhealthy_and_ejected_hosts_as_the_proxy_report
     assert_eq!(row(&t, "127.0.0.9:9080")[1..3], ["UNHEALTHY", "OK"], "{t}");
     assert_eq!(row(&t, "127.0.0.10:9080")[1..3], ["HEALTHY", "FAILED"], "{t}");
 }
+
+#[test]
+fn analyze_reads_a_weft_up_file_as_weft_up_does() {
+    let bookinfo = format!("{}/../../samples/bookinfo/mesh.yaml", env!("CARGO_MANIFEST_DIR"));
+    let out = weft(&["analyze", &bookinfo]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{t}");
+    assert!(t.contains("No validation issues found"), "its Workloads are the subsets' workloads, not unread kinds: {t}");
+
+    let dir = TempDir::new("analyze-up").expect("tmp");
+    let f = write(
+        dir.path(),
+        "mesh.yaml",
+        "apiVersion: weft.dev/v1alpha1\nkind: Workload\nmetadata: {name: a}\nspec:\n  command: [\"true\"]\n  ports: [{containerPort: 0}]\n",
+    );
+    let out = weft(&["analyze", f.to_str().expect("utf-8")]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(79), "{t}");
+    assert!(t.contains("mesh.yaml:") && t.contains("Workload default/a"), "{t}");
+
+    // In a control plane's config dir a Workload is not read, and analyze says so.
+    let cfg = TempDir::new("analyze-up-dir").expect("tmp");
+    write(cfg.path(), "w.yaml", "apiVersion: weft.dev/v1alpha1\nkind: Workload\nmetadata: {name: a}\nspec: {command: [\"true\"]}\n");
+    let out = weft(&["analyze", "--config-dir", cfg.path().to_str().expect("utf-8")]);
+    assert!(text(&out).contains("read by `weft up -f FILE`"), "{}", text(&out));
+}

@@ -212,6 +212,20 @@ pub fn parse(text: &str, file: &str) -> Result<MeshFile, Vec<String>> {
     }
 }
 
+/// The WorkloadEntry `weft up` writes for `w` at `address`: `labels` (the workload's own, plus
+/// what the mode adds) and, with a sidecar, Istio's `security.istio.io/tlsMode: istio`, which
+/// turns on auto mTLS towards it.
+pub fn workload_entry(w: &Workload, address: &str, mut labels: BTreeMap<String, String>) -> serde_json::Value {
+    if w.sidecar() {
+        labels.insert("security.istio.io/tlsMode".into(), "istio".into());
+    }
+    serde_json::json!({
+        "apiVersion": "networking.istio.io/v1", "kind": "WorkloadEntry",
+        "metadata": {"name": w.name, "namespace": w.namespace, "labels": labels},
+        "spec": {"address": address, "labels": labels, "serviceAccount": w.service_account},
+    })
+}
+
 fn render(d: &Diagnostic) -> String {
     d.to_string()
 }

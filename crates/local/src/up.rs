@@ -292,15 +292,7 @@ impl Builder<'_> {
             docs.push(r);
         }
         for (i, w) in mesh.workloads.iter().enumerate() {
-            let mut labels = self.labels(w);
-            if w.sidecar() {
-                labels.insert("security.istio.io/tlsMode".into(), "istio".into());
-            }
-            let entry = serde_json::json!({
-                "apiVersion": "networking.istio.io/v1", "kind": "WorkloadEntry",
-                "metadata": {"name": w.name, "namespace": w.namespace, "labels": labels},
-                "spec": {"address": plan.addresses[i].to_string(), "labels": labels, "serviceAccount": w.service_account},
-            });
+            let entry = spec::workload_entry(w, &plan.addresses[i].to_string(), self.labels(w));
             docs.push(serde_yaml::to_value(entry).map_err(|e| LocalError::Spec(e.to_string()))?);
         }
         if let Mode::Explicit { addresses, .. } = &self.mode {

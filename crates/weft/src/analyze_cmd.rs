@@ -116,7 +116,10 @@ fn load(inputs: &[PathBuf]) -> Result<weft_control::store::Snapshot, String> {
             let text = std::fs::read_to_string(input).map_err(|e| format!("cannot read {}: {e}", input.display()))?;
             (text, input.display().to_string())
         };
-        let loaded = weft_api::load_text(&text, &shown);
+        let mut loaded = weft_api::load_text(&text, &shown);
+        if text.contains(weft_local::spec::API_VERSION) {
+            local_file(&text, &shown, &mut loaded);
+        }
         snap.objects.extend(loaded.objects);
         snap.diagnostics.extend(loaded.diagnostics);
     }
@@ -127,6 +130,46 @@ fn load(inputs: &[PathBuf]) -> Result<weft_control::store::Snapshot, String> {
     let mut seen = BTreeSet::new();
     diagnostics.retain(|d| seen.insert(d.to_string()));
     Ok(weft_control::store::Snapshot { objects, diagnostics })
+}
+
+/// A `weft up` file: its Workloads are checked as `weft up` checks them and stand in the
+/// model as the WorkloadEntries `weft up` would write (at documentation addresses, 192.0.2.x),
+/// so subsets and services see them.
+fn local_file(text: &str, file: &str, loaded: &mut weft_api::Loaded) {
+    // `weft up` reads its own kinds; the control plane's "not a kind it reads" is beside the point.
+    loaded.diagnostics.retain(|d| !(d.code == Some(weft_api::codes::UNREAD_KIND) && d.message.starts_with(weft_local::spec::API_VERSION)));
+    match weft_local::spec::parse(text, file) {
+        Ok(mesh) => {
+            for (i, w) in mesh.workloads.iter().enumerate() {
+                let address = format!("192.0.2.{}", i % 254 + 1);
+                let entry = weft_local::spec::workload_entry(w, &address, w.labels.clone());
+                let yaml = serde_yaml::to_string(&entry).unwrap_or_default();
+                loaded.objects.extend(weft_api::load_text(&yaml, file).objects);
+            }
+        }
+        Err(errors) => {
+            for e in errors {
+                // `file:line: …` as weft up words it; the resources' own errors are already here.
+                let rest = e.strip_prefix(file).and_then(|r| r.strip_prefix(':')).unwrap_or(&e);
+                let (line, message) = match rest.split_once(": ") {
+                    Some((n, m)) if n.chars().all(|c| c.is_ascii_digit()) => (n.parse().ok(), m.to_string()),
+                    _ => (None, rest.trim_start().to_string()),
+                };
+                let d = Diagnostic {
+                    level: Level::Error,
+                    file: file.to_string(),
+                    line,
+                    resource: None,
+                    field_path: String::new(),
+                    message,
+                    code: Some(weft_api::codes::SCHEMA_ERROR),
+                };
+                if !loaded.diagnostics.iter().any(|x| x.to_string() == d.to_string()) {
+                    loaded.diagnostics.push(d);
+                }
+            }
+        }
+    }
 }
 
 fn level_word(l: Level) -> &'static str {
