@@ -37,8 +37,10 @@ pub struct ConfigArgs {
     section: Section,
     /// `<pod>.<namespace>`, the pod name, or the full node ID.
     proxy: String,
+    /// `short` tables as istioctl prints them, or the config itself as JSON or YAML.
     #[arg(short = 'o', long = "output", default_value = "short")]
     output: Format,
+    /// The control plane's debug address.
     #[arg(long = "control-plane", default_value = "127.0.0.1:15014")]
     control_plane: SocketAddr,
     /// The proxy's admin address, where `endpoints` reads each endpoint's health. Without it,
