@@ -235,6 +235,34 @@ fn control_plane(config: &Path, extra: &[&str]) -> Command {
     c
 }
 
+/// A running control plane on `config`, its xDS and debug addresses, and its stderr when asked
+/// for (else discarded).
+struct Serving {
+    _process: ControlPlane,
+    xds: String,
+    debug: String,
+    stderr: Option<std::process::ChildStderr>,
+}
+
+fn serving(config: &Path, extra: &[&str], keep_stderr: bool) -> Serving {
+    let mut child = control_plane(config, extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(if keep_stderr { Stdio::piped() } else { Stdio::null() })
+        .spawn()
+        .expect("spawn");
+    let stdout = child.stdout.take().expect("stdout");
+    let stderr = child.stderr.take();
+    let process = ControlPlane(child);
+    // "weft control-plane: xDS on A, debug on B" once it serves.
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).expect("read");
+    let xds = line.split("xDS on ").nth(1).and_then(|r| r.split(',').next()).unwrap_or_default().trim().to_string();
+    let debug = line.rsplit("debug on ").next().map(str::trim).unwrap_or_default().to_string();
+    assert!(xds.starts_with("127.0.0.1:") && debug.starts_with("127.0.0.1:"), "control plane did not start: {line}");
+    Serving { _process: process, xds, debug, stderr }
+}
+
 #[test]
 fn the_control_plane_refuses_to_start_with_an_unenforced_policy_unless_told() {
     let dir = TempDir::new("cp-deny").expect("tmp");
@@ -247,23 +275,12 @@ fn the_control_plane_refuses_to_start_with_an_unenforced_policy_unless_told() {
     assert!(t.contains("deny.yaml:1: AuthorizationPolicy default/deny-all"), "{t}");
 
     // Accepted explicitly: it serves, and proxy-status names the policy as not enforced.
-    let mut child = control_plane(dir.path(), &["--allow-unenforced-security"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut stderr = child.stderr.take().expect("stderr");
-    let cp = ControlPlane(child);
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).expect("read");
-    let debug = line.rsplit("debug on ").next().map(str::trim).unwrap_or_default().to_string();
-    assert!(debug.starts_with("127.0.0.1:"), "control plane did not start: {line}");
-    let out = weft(&["proxy-status", "--control-plane", &debug]);
+    let mut cp = serving(dir.path(), &["--allow-unenforced-security"], true);
+    let out = weft(&["proxy-status", "--control-plane", &cp.debug]);
     let t = text(&out);
     assert_eq!(out.status.code(), Some(1), "{t}");
     assert!(t.contains("NOT ENFORCED deny.yaml:1: AuthorizationPolicy default/deny-all"), "{t}");
+    let mut stderr = cp.stderr.take().expect("stderr");
     drop(cp);
     let mut log = String::new();
     let _ = stderr.read_to_string(&mut log);
@@ -274,13 +291,8 @@ fn the_control_plane_refuses_to_start_with_an_unenforced_policy_unless_told() {
 fn a_policy_that_arrives_while_running_is_reported_as_not_enforced() {
     let dir = TempDir::new("cp-late").expect("tmp");
     write(dir.path(), "svc.yaml", SERVICE);
-    let mut child =
-        control_plane(dir.path(), &[]).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("spawn");
-    let stdout = child.stdout.take().expect("stdout");
-    let _cp = ControlPlane(child);
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).expect("read");
-    let debug = line.rsplit("debug on ").next().map(str::trim).unwrap_or_default().to_string();
+    let cp = serving(dir.path(), &[], false);
+    let debug = cp.debug.clone();
     assert_eq!(weft(&["proxy-status", "--control-plane", &debug]).status.code(), Some(0));
     write(dir.path(), "deny.yaml", DENY_ALL);
     let end = Instant::now() + Duration::from_secs(10);
@@ -323,7 +335,7 @@ impl Drop for Proxy {
 /// A control plane with reviews (a Service, a WorkloadEntry and a VirtualService) and one
 /// weft sidecar connected to it over ADS in explicit mode (it binds only loopback ports).
 /// Returns the control plane's debug address and the proxy's admin address.
-fn mesh_with_one_sidecar(dir: &Path) -> (ControlPlane, Proxy, String, SocketAddr) {
+fn mesh_with_one_sidecar(dir: &Path) -> (Serving, Proxy, String, SocketAddr) {
     write(dir, "svc.yaml", SERVICE);
     write(
         dir,
@@ -333,14 +345,8 @@ fn mesh_with_one_sidecar(dir: &Path) -> (ControlPlane, Proxy, String, SocketAddr
     );
     // The service's selector is what ties the WorkloadEntry to it.
     write(dir, "svc.yaml", &SERVICE.replace("spec:\n", "spec:\n  selector: {app: reviews}\n"));
-    let mut child = control_plane(dir, &[]).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("spawn");
-    let stdout = child.stdout.take().expect("stdout");
-    let cp = ControlPlane(child);
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).expect("read");
-    let xds = line.split("xDS on ").nth(1).and_then(|r| r.split(',').next()).unwrap_or_default().trim().to_string();
-    let debug = line.rsplit("debug on ").next().map(str::trim).unwrap_or_default().to_string();
-    assert!(xds.starts_with("127.0.0.1:") && debug.starts_with("127.0.0.1:"), "control plane did not start: {line}");
+    let cp = serving(dir, &[], false);
+    let (xds, debug) = (cp.xds.clone(), cp.debug.clone());
 
     let admin = SocketAddr::from(([127, 0, 0, 1], weft_test_support::free_port()));
     let http_proxy_port = weft_test_support::free_port();
