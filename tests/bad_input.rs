@@ -86,7 +86,7 @@ fn unknown_field_inside_typed_config_is_refused_with_its_path() {
     let text = with(true, |b| b.replace("          stat_prefix: in\n", "          stat_prefix: in\n          foo: 1\n"));
     assert_refused(
         &text,
-        &["static_resources.listeners[0].filter_chains[0].filters[0].typed_config.foo: not supported", "bootstrap.yaml:11:"],
+        &["static_resources.listeners[0].filter_chains[0].filters[0].typed_config.foo: unknown field \"foo\"", "bootstrap.yaml:11:"],
     );
 }
 

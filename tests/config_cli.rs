@@ -436,9 +436,16 @@ fn proxy_config_endpoints_prints_unhealthy_and_ejected_hosts_as_the_proxy_report
         {"address":{"socket_address":{"address":"127.0.0.10","port_value":9080}},"health_status":{"eds_health_status":"HEALTHY","failed_outlier_check":true}}]}]}"#;
     let server = std::thread::spawn(move || {
         if let Ok((mut s, _)) = fake.accept() {
+            // Read the whole request first: closing with unread bytes would reset the connection.
+            let mut req = Vec::new();
             let mut buf = [0u8; 1024];
-            let _ = s.read(&mut buf);
-            let _ = write!(s, "HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n{body}");
+            while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                match s.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => req.extend_from_slice(&buf[..n]),
+                }
+            }
+            let _ = s.write_all(format!("HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n{body}").as_bytes());
         }
     });
     let out = weft(&["proxy-config", "endpoints", "productpage-1.default", "--control-plane", &debug, "--admin", &fake_addr.to_string()]);

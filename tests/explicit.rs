@@ -122,8 +122,14 @@ fn json(body: &str) -> Value {
 }
 
 /// The value of the first Prometheus sample whose line contains every one of `parts`.
+/// The sum of every series whose line holds all of `parts`; `None` when there is none.
 fn metric(stats: &str, parts: &[&str]) -> Option<f64> {
-    stats.lines().filter(|l| !l.starts_with('#') && parts.iter().all(|p| l.contains(p))).find_map(|l| l.rsplit(' ').next()?.parse().ok())
+    let values: Vec<f64> = stats
+        .lines()
+        .filter(|l| !l.starts_with('#') && parts.iter().all(|p| l.contains(p)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .collect();
+    (!values.is_empty()).then(|| values.iter().sum())
 }
 
 fn stats(mesh_address: &str) -> String {
@@ -285,13 +291,13 @@ fn an_unprivileged_user_runs_a_mesh_whose_clients_call_through_their_sidecar_ove
     // The sidecars' own stats say the same: the client's TLS handshakes to reviews, and TLS
     // 1.3 accepted on the server's bound inbound listener.
     let client_stats = stats(&client);
-    let handshakes = metric(&client_stats, &["ssl_handshake", "reviews.default.svc.cluster.local"]);
+    let handshakes = metric(&client_stats, &["_ssl_handshake{", "|reviews\""]);
     assert!(handshakes.is_some_and(|n| n >= 1.0), "the client sidecar's TLS stats show the mTLS hop:\n{client_stats}");
     let server_stats = stats(&reviews_v1);
     let inbound = format!("{reviews_v1}_9080");
     let ssl: Vec<&str> = server_stats.lines().filter(|l| l.contains("ssl")).collect();
     assert!(
-        metric(&server_stats, &["listener_ssl_versions_TLSv1_3", &inbound]).is_some_and(|n| n >= 1.0),
+        metric(&server_stats, &["envoy_listener_ssl_versions{", "envoy_ssl_version=\"TLSv1.3\"", &inbound]).is_some_and(|n| n >= 1.0),
         "the server sidecar accepted TLS 1.3 on {inbound}:\n{ssl:#?}"
     );
 

@@ -127,8 +127,14 @@ spec:
 "#;
 
 /// The value of the first Prometheus sample whose line contains every one of `parts`.
+/// The sum of every series whose line holds all of `parts`; `None` when there is none.
 fn metric(stats: &str, parts: &[&str]) -> Option<f64> {
-    stats.lines().filter(|l| !l.starts_with('#') && parts.iter().all(|p| l.contains(p))).find_map(|l| l.rsplit(' ').next()?.parse().ok())
+    let values: Vec<f64> = stats
+        .lines()
+        .filter(|l| !l.starts_with('#') && parts.iter().all(|p| l.contains(p)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .collect();
+    (!values.is_empty()).then(|| values.iter().sum())
 }
 
 fn stats(address: &str) -> String {
@@ -162,13 +168,14 @@ fn a_mesh_on_one_machine_captures_unmodified_clients_into_mtls_and_down_leaves_n
     let (_, client_ip) = run.workload("default/client");
     let (_, reviews_ip) = run.workload("default/reviews-v1");
     let client_stats = stats(&client_ip);
-    let handshakes = metric(&client_stats, &["ssl_handshake", "reviews.default.svc.cluster.local"]);
+    let handshakes = metric(&client_stats, &["_ssl_handshake{", "|reviews\""]);
     assert!(handshakes.is_some_and(|n| n >= 1.0), "the client sidecar's TLS stats show the mTLS hop:\n{client_stats}");
     assert_eq!(metric(&client_stats, &["server_concurrency"]), Some(1.0), "MeshConfig defaultConfig.concurrency reaches the sidecar");
     let server_stats = stats(&reviews_ip);
     let ssl: Vec<&str> = server_stats.lines().filter(|l| l.contains("ssl")).collect();
     assert!(
-        metric(&server_stats, &["listener_ssl_versions_TLSv1_3", "0.0.0.0_15006"]).is_some_and(|n| n >= 1.0),
+        metric(&server_stats, &["envoy_listener_ssl_versions{", "envoy_ssl_version=\"TLSv1.3\"", "0.0.0.0_15006"])
+            .is_some_and(|n| n >= 1.0),
         "the server sidecar accepted TLS 1.3:\n{ssl:#?}"
     );
 

@@ -1,7 +1,10 @@
 //! The differential suite: every scenario runs the same bootstrap through real Envoy and
 //! `weft proxy`, sends the same requests, and compares. See tests/README.md.
 
+mod admin;
+mod cli;
 mod harness;
+mod istio;
 mod listeners;
 mod more;
 mod observability;
@@ -9,6 +12,7 @@ mod protocols;
 mod resilience;
 mod rewrites;
 mod routing;
+mod stats_config;
 mod tls;
 mod tracing;
 mod upstream;

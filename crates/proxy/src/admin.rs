@@ -17,7 +17,8 @@ use crate::config::Config;
 use crate::drain::Drain;
 use crate::server::Shared;
 
-/// Sets the process log level (`POST /logging?level=debug`); returns an error text when invalid.
+/// Replaces the process log filter with `tracing` directives (`info,weft_proxy::upstream=debug`),
+/// for `POST /logging`; returns an error text when invalid.
 pub type LogLevelSetter = Arc<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
 
 fn reply(status: StatusCode, ctype: &'static str, text: impl Into<bytes::Bytes>) -> Response<Body> {
@@ -61,27 +62,23 @@ fn handle(req: Request<Incoming>, s: &Shared) -> Response<Body> {
     let post_only =
         matches!(path, "/quitquitquit" | "/logging" | "/healthcheck/fail" | "/healthcheck/ok" | "/drain_listeners" | "/reset_counters");
     if post_only && req.method() != Method::POST {
-        return reply(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "This operation requires a POST.\n");
+        return reply(StatusCode::METHOD_NOT_ALLOWED, "text/plain", format!("Method {} not allowed, POST required.", req.method()));
     }
     match path {
         "/ready" => {
-            if s.is_live() {
-                reply(StatusCode::OK, "text/plain", "LIVE\n")
-            } else if s.drain.is_draining() {
-                reply(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "DRAINING\n")
-            } else {
-                reply(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "PRE_INITIALIZING\n")
-            }
+            let state = state_name(s);
+            let code = if state == "LIVE" { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+            reply(code, "text/plain", format!("{state}\n"))
         }
         "/stats" => {
-            if q.get("format").map(String::as_str) == Some("prometheus") {
-                return reply(StatusCode::OK, "text/plain; version=0.0.4", s.store.render_prometheus());
-            }
             let filter = match q.get("filter").map(|f| regex::Regex::new(&percent_decode(f))) {
                 Some(Ok(r)) => Some(r),
                 Some(Err(e)) => return reply(StatusCode::BAD_REQUEST, "text/plain", format!("Invalid regex: {e}\n")),
                 None => None,
             };
+            if q.get("format").map(String::as_str) == Some("prometheus") {
+                return reply(StatusCode::OK, "text/plain; version=0.0.4", s.store.render_prometheus(filter.as_ref(), q.contains_key("usedonly")));
+            }
             if q.get("format").map(String::as_str) == Some("json") {
                 let stats: Vec<serde_json::Value> = s
                     .store
@@ -94,7 +91,14 @@ fn handle(req: Request<Incoming>, s: &Shared) -> Response<Body> {
             }
             reply(StatusCode::OK, "text/plain", s.store.render_text(filter.as_ref(), q.contains_key("usedonly")))
         }
-        "/stats/prometheus" => reply(StatusCode::OK, "text/plain; version=0.0.4", s.store.render_prometheus()),
+        "/stats/prometheus" => {
+            let filter = match q.get("filter").map(|f| regex::Regex::new(&percent_decode(f))) {
+                Some(Ok(r)) => Some(r),
+                Some(Err(e)) => return reply(StatusCode::BAD_REQUEST, "text/plain", format!("Invalid regex: {e}\n")),
+                None => None,
+            };
+            reply(StatusCode::OK, "text/plain; version=0.0.4", s.store.render_prometheus(filter.as_ref(), q.contains_key("usedonly")))
+        }
         "/config_dump" => reply(StatusCode::OK, "application/json", config_dump(s).to_string()),
         "/certs" => reply(StatusCode::OK, "application/json", crate::tls::secrets::certs_json().to_string()),
         "/clusters" => {
@@ -116,8 +120,8 @@ fn handle(req: Request<Incoming>, s: &Shared) -> Response<Body> {
             "application/json",
             serde_json::json!({
                 "version": format!("weft/{}", env!("CARGO_PKG_VERSION")),
-                "state": if s.is_live() { "LIVE" } else if s.drain.is_draining() { "DRAINING" } else { "PRE_INITIALIZING" },
-                "node": {"id": s.config.node_id, "cluster": s.config.node_cluster},
+                "state": state_name(s),
+                "node": {"id": s.config.node_id, "cluster": s.config.node_cluster, "locality": s.config.node_locality.as_ref().map(|l| serde_json::json!({"region": l.region, "zone": l.zone, "sub_zone": l.sub_zone}))},
                 "command_line_options": {"concurrency": s.concurrency},
             })
             .to_string(),
@@ -126,23 +130,199 @@ fn handle(req: Request<Incoming>, s: &Shared) -> Response<Body> {
             s.request_shutdown();
             reply(StatusCode::OK, "text/plain", "OK\n")
         }
-        "/logging" => {
-            let level = q.get("level").cloned().or_else(|| q.iter().find(|(_, v)| !v.is_empty()).map(|(_, v)| v.clone()));
-            match level {
-                None => reply(StatusCode::OK, "text/plain", "usage: POST /logging?level=<trace|debug|info|warning|error|critical|off>\n"),
-                Some(l) => match (s.set_log_level)(&l) {
-                    Ok(()) => reply(StatusCode::OK, "text/plain", format!("active loggers:\n  weft: {l}\n")),
-                    Err(e) => reply(StatusCode::NOT_FOUND, "text/plain", format!("{e}\n")),
-                },
-            }
+        "/logging" => logging(s, req.uri().query()),
+        "/reset_counters" => {
+            s.store.reset_counters();
+            reply(StatusCode::OK, "text/plain", "OK\n")
         }
-        "/" | "/help" => reply(
-            StatusCode::OK,
-            "text/plain",
-            "admin commands are:\n  /clusters\n  /config_dump\n  /listeners\n  /logging (POST)\n  /quitquitquit (POST)\n  /ready\n  /server_info\n  /stats\n  /stats/prometheus\n",
-        ),
+        "/healthcheck/fail" | "/healthcheck/ok" => {
+            let failing = path == "/healthcheck/fail";
+            s.drain.set_failing_health_checks(failing);
+            s.store.set_failing_health_checks(failing);
+            tracing::info!(failing, "health checks {}", if failing { "fail" } else { "pass" });
+            reply(StatusCode::OK, "text/plain", "OK\n")
+        }
+        "/drain_listeners" => drain_listeners(s, &q),
+        "/" | "/help" => reply(StatusCode::OK, "text/plain", help_text()),
         _ => reply(StatusCode::NOT_FOUND, "text/plain", "invalid path. admin commands are listed at /help\n"),
     }
+}
+
+/// Every endpoint weft's admin serves, in Envoy's `/help` layout: `(POST)` marks the ones that
+/// change state, and the query parameters weft takes are listed under each.
+/// (path, POST only, what it does, its query parameters and what each does).
+type HelpEntry = (&'static str, bool, &'static str, &'static [(&'static str, &'static str)]);
+
+const HELP: &[HelpEntry] = &[
+    ("/", false, "Admin home page (this list)", &[]),
+    ("/certs", false, "print certs on machine", &[]),
+    ("/clusters", false, "upstream cluster status", &[("format", "File format to use; One of (text, json)")]),
+    ("/config_dump", false, "dump current Envoy configs", &[]),
+    (
+        "/drain_listeners",
+        true,
+        "drain listeners",
+        &[
+            ("graceful", "When draining listeners, keep them accepting for --drain-time-s before closing them (connections are told to close at once: weft's drain strategy is immediate)"),
+            ("skip_exit", "When draining listeners, drain the connections but never stop the listeners"),
+            ("inboundonly", "Drains all inbound listeners (traffic_direction INBOUND)"),
+        ],
+    ),
+    ("/healthcheck/fail", true, "cause the server to fail health checks", &[]),
+    ("/healthcheck/ok", true, "cause the server to pass health checks", &[]),
+    ("/help", false, "print out list of admin commands", &[]),
+    ("/listeners", false, "print listener info", &[]),
+    (
+        "/logging",
+        true,
+        "query/change logging levels",
+        &[
+            ("paths", "Change multiple logging levels by setting to <logger_name1>:<desired_level1>,<logger_name2>:<desired_level2>"),
+            ("level", "desired logging level, this will change all loggers's level; One of (trace, debug, info, warning, error, critical, off)"),
+            ("<logger_name>", "desired logging level of that one logger"),
+        ],
+    ),
+    ("/quitquitquit", true, "exit the server (after draining for --drain-time-s)", &[]),
+    ("/ready", false, "print server state, return 200 if LIVE, otherwise return 503", &[]),
+    ("/reset_counters", true, "reset all counters to zero", &[]),
+    ("/server_info", false, "print server version/status information", &[]),
+    (
+        "/stats",
+        false,
+        "print server stats",
+        &[
+            ("usedonly", "Only include stats that have been written by system since restart"),
+            ("filter", "Regular expression for filtering stats"),
+            ("format", "Format to use; One of (text, json, prometheus)"),
+        ],
+    ),
+    (
+        "/stats/prometheus",
+        false,
+        "print server stats in prometheus format",
+        &[
+            ("usedonly", "Only include stats that have been written by system since restart"),
+            ("filter", "Regular expression for filtering stats"),
+        ],
+    ),
+];
+
+/// Envoy's server state: failing health checks reads as DRAINING, as in Envoy.
+fn state_name(s: &Shared) -> &'static str {
+    if s.is_live() {
+        "LIVE"
+    } else if s.drain.is_draining() || s.drain.is_failing_health_checks() {
+        "DRAINING"
+    } else {
+        "PRE_INITIALIZING"
+    }
+}
+
+fn help_text() -> String {
+    let mut out = String::from("admin commands are:\n");
+    for (path, post, what, params) in HELP {
+        let _ = writeln!(out, "  {path}{}: {what}", if *post { " (POST)" } else { "" });
+        for (p, d) in *params {
+            let _ = writeln!(out, "      {p}: {d}");
+        }
+    }
+    out
+}
+
+/// `POST /logging`: with no parameter, every Envoy logger and its level; `level=` sets them
+/// all, `<logger>=<level>` one, `paths=<logger>:<level>,…` several. Errors are Envoy's.
+fn logging(s: &Shared, query: Option<&str>) -> Response<Body> {
+    let usage = "usage: /logging?<name>=<level> (change single level)\n\
+                 usage: /logging?paths=name1:level1,name2:level2,... (change multiple levels)\n\
+                 usage: /logging?level=<level> (change all levels)\n\
+                 levels: trace debug info warning error critical off\n";
+    let bad = |e: &str| reply(StatusCode::BAD_REQUEST, "text/plain", format!("error: {e}\n\n{usage}"));
+    let params: Vec<(String, String)> = query
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect();
+    let mut levels = s.log_levels.lock();
+    let mut next = levels.clone();
+    match params.as_slice() {
+        [] => {}
+        [_, _, ..] => return bad("invalid number of parameters"),
+        [(k, v)] if k == "level" => {
+            if next.set_all(v).is_err() {
+                return bad("unknown logger level");
+            }
+        }
+        [(k, v)] if k == "paths" => {
+            for item in v.split(',').filter(|i| !i.is_empty()) {
+                let Some((name, level)) = item.split_once(':') else { return bad("invalid paths") };
+                match next.set(name, level) {
+                    Ok(true) => {}
+                    Ok(false) => return bad("unknown logger name"),
+                    Err(_) => return bad("unknown logger level"),
+                }
+            }
+        }
+        [(k, v)] => match next.set(k, v) {
+            Ok(true) => {}
+            Ok(false) => return bad("unknown logger name"),
+            Err(_) => return bad("unknown logger level"),
+        },
+    }
+    if let Err(e) = (s.set_log_level)(&next.directives()) {
+        return reply(StatusCode::INTERNAL_SERVER_ERROR, "text/plain", format!("error: {e}\n"));
+    }
+    *levels = next;
+    reply(StatusCode::OK, "text/plain", levels.listing())
+}
+
+/// `POST /drain_listeners`, as Envoy does it with the immediate drain strategy: the chosen
+/// listeners' connections are told to close at once (HTTP/1 `Connection: close`, HTTP/2
+/// GOAWAY); the listeners stop accepting at once, or after `--drain-time-s` with `graceful`,
+/// or never with `skip_exit`. `inboundonly` chooses the `INBOUND` ones. Any other parameter is
+/// refused rather than ignored.
+fn drain_listeners(s: &Shared, q: &HashMap<String, String>) -> Response<Body> {
+    if let Some(k) = q.keys().find(|k| !matches!(k.as_str(), "inboundonly" | "graceful" | "skip_exit")) {
+        return reply(
+            StatusCode::BAD_REQUEST,
+            "text/plain",
+            format!("drain_listeners: unknown query parameter {k:?} (weft takes inboundonly, graceful and skip_exit)\n"),
+        );
+    }
+    let inbound_only = q.contains_key("inboundonly");
+    let chosen = |rt: &crate::listener::ListenerRuntime| !inbound_only || rt.cfg.inbound;
+    for rt in s.listeners.all.load().iter().filter(|rt| chosen(rt)) {
+        rt.drain.drain_close();
+    }
+    let slots: Vec<_> = s.listeners.slots().into_iter().filter(|sl| chosen(&sl.current.load())).collect();
+    for sl in &slots {
+        sl.current.load().drain.drain_close();
+    }
+    if q.contains_key("skip_exit") {
+        return reply(StatusCode::OK, "text/plain", "OK\n");
+    }
+    let store = s.store.clone();
+    let stop = move || {
+        for sl in &slots {
+            if sl.close() {
+                tracing::info!(listener = %sl.current.load().cfg.name, "listener stopped by /drain_listeners");
+                store.manager.listener_stopped.inc();
+            }
+        }
+    };
+    if q.contains_key("graceful") {
+        let grace = s.drain_time;
+        tokio::spawn(async move {
+            tokio::time::sleep(grace).await;
+            stop();
+        });
+    } else {
+        stop();
+    }
+    reply(StatusCode::OK, "text/plain", "OK\n")
 }
 
 fn percent_decode(s: &str) -> String {

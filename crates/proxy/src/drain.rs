@@ -15,6 +15,9 @@ pub struct Drain {
     /// Set while a replaced listener winds down: HTTP/1 responses close their connection so
     /// clients move to the new listener between requests instead of racing a closing socket.
     soft: Arc<watch::Sender<bool>>,
+    /// Shared by every drain of the process: set while the server fails health checks
+    /// (`/healthcheck/fail`), when, as in Envoy, every HTTP connection is told to close.
+    failing: Arc<watch::Sender<bool>>,
 }
 
 /// Held by each open connection; dropping it lets a drain finish sooner.
@@ -37,7 +40,13 @@ impl Default for Drain {
 impl Drain {
     pub fn new() -> Self {
         let (tx, rx) = watch::channel(false);
-        Drain { tx: Arc::new(tx), rx, open: Arc::new((AtomicUsize::new(0), Notify::new())), soft: Arc::new(watch::channel(false).0) }
+        Drain {
+            tx: Arc::new(tx),
+            rx,
+            open: Arc::new((AtomicUsize::new(0), Notify::new())),
+            soft: Arc::new(watch::channel(false).0),
+            failing: Arc::new(watch::channel(false).0),
+        }
     }
 
     /// A drain for one generation of a listener: it can be drained on its own (when the
@@ -45,7 +54,8 @@ impl Drain {
     /// count towards `self`'s, so process shutdown still waits for them.
     pub fn child(&self) -> Drain {
         let (tx, rx) = watch::channel(*self.rx.borrow());
-        let child = Drain { tx: Arc::new(tx), rx, open: self.open.clone(), soft: Arc::new(watch::channel(false).0) };
+        let child =
+            Drain { tx: Arc::new(tx), rx, open: self.open.clone(), soft: Arc::new(watch::channel(false).0), failing: self.failing.clone() };
         let parent = self.clone();
         let tx = child.tx.clone();
         tokio::spawn(async move {
@@ -70,16 +80,36 @@ impl Drain {
         });
     }
 
-    /// True once `retire` was called: responses should close their HTTP/1 connection.
-    pub fn is_retiring(&self) -> bool {
-        *self.soft.borrow()
+    /// Tells this generation's connections to close (Envoy's drain-close, with the immediate
+    /// strategy), without a deadline: HTTP/1 responses carry `Connection: close`, HTTP/2
+    /// connections get GOAWAY. `/drain_listeners` uses it.
+    pub fn drain_close(&self) {
+        self.soft.send_replace(true);
     }
 
-    /// Resolves when `retire` is called or draining starts.
+    /// `/healthcheck/fail` (true) and `/healthcheck/ok` (false), for the whole process.
+    pub fn set_failing_health_checks(&self, failing: bool) {
+        self.failing.send_replace(failing);
+    }
+
+    pub fn is_failing_health_checks(&self) -> bool {
+        *self.failing.borrow()
+    }
+
+    /// True once `retire` or `drain_close` was called, or while the server fails health
+    /// checks: responses should close their HTTP/1 connection.
+    pub fn is_retiring(&self) -> bool {
+        *self.soft.borrow() || *self.failing.borrow()
+    }
+
+    /// Resolves when `retire` or `drain_close` is called, health checks start failing, or
+    /// draining starts.
     pub async fn retiring(&self) {
         let mut soft = self.soft.subscribe();
+        let mut failing = self.failing.subscribe();
         tokio::select! {
             _ = soft.wait_for(|s| *s) => {}
+            _ = failing.wait_for(|s| *s) => {}
             _ = self.signaled() => {}
         }
     }

@@ -265,6 +265,7 @@ impl Dynamic {
             match (sockets.remove(&name), old) {
                 (Some(sock), old) => {
                     let s = ListenerSlot::new(rt.clone());
+                    self.listeners.register(&s);
                     tokio::spawn(accept_loop(sock, s.clone(), self.listeners.clone(), self.drain.clone()));
                     slot = Some(s);
                     if let Some(o) = old {

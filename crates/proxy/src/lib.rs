@@ -12,6 +12,7 @@
 pub mod access_log;
 pub mod admin;
 pub mod agent;
+pub mod applog;
 pub mod body;
 pub mod config;
 pub mod drain;

@@ -81,10 +81,69 @@ impl ListenerRuntime {
     }
 }
 
-/// The current generation of every listener, for `use_original_dst` hand-off.
-#[derive(Default)]
+/// The current generation of every listener, for `use_original_dst` hand-off, and the bound
+/// sockets' slots, for `/drain_listeners`.
 pub struct Listeners {
     pub all: ArcSwap<Vec<Arc<ListenerRuntime>>>,
+    slots: parking_lot::Mutex<Vec<std::sync::Weak<ListenerSlot>>>,
+    /// The overload manager's `global_downstream_max_connections` (`u64::MAX`: none) and the
+    /// connections counted against it.
+    global_limit: std::sync::atomic::AtomicU64,
+    global_active: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Default for Listeners {
+    fn default() -> Self {
+        Listeners {
+            all: Default::default(),
+            slots: Default::default(),
+            global_limit: std::sync::atomic::AtomicU64::new(u64::MAX),
+            global_active: Default::default(),
+        }
+    }
+}
+
+/// A downstream connection counted against the global limit, until it closes.
+struct GlobalSlot(Option<Arc<std::sync::atomic::AtomicU64>>);
+
+impl Drop for GlobalSlot {
+    fn drop(&mut self) {
+        if let Some(a) = &self.0 {
+            a.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+impl Listeners {
+    /// Envoy's `envoy.resource_monitors.global_downstream_max_connections`: at most `limit`
+    /// downstream connections at once on listeners without `ignore_global_conn_limit`.
+    pub fn set_global_limit(&self, limit: Option<u64>) {
+        self.global_limit.store(limit.unwrap_or(u64::MAX), Ordering::Release);
+    }
+
+    /// Counts a new connection of `rt`; `None` when the global limit is reached.
+    fn admit(&self, rt: &ListenerRuntime) -> Option<GlobalSlot> {
+        let limit = self.global_limit.load(Ordering::Acquire);
+        if rt.cfg.ignore_global_conn_limit || limit == u64::MAX {
+            return Some(GlobalSlot(None));
+        }
+        self.global_active
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < limit).then_some(n + 1))
+            .ok()
+            .map(|_| GlobalSlot(Some(self.global_active.clone())))
+    }
+
+    /// Records a bound socket's slot (forgotten once its accept loop ends).
+    pub fn register(&self, slot: &Arc<ListenerSlot>) {
+        let mut slots = self.slots.lock();
+        slots.retain(|s| s.strong_count() > 0);
+        slots.push(Arc::downgrade(slot));
+    }
+
+    /// The slots of every socket still accepting.
+    pub fn slots(&self) -> Vec<Arc<ListenerSlot>> {
+        self.slots.lock().iter().filter_map(std::sync::Weak::upgrade).filter(|s| !s.is_closed()).collect()
+    }
 }
 
 impl Listeners {
@@ -108,16 +167,28 @@ impl Listeners {
 pub struct ListenerSlot {
     pub current: ArcSwap<ListenerRuntime>,
     closed: tokio::sync::Notify,
+    is_closed: std::sync::atomic::AtomicBool,
 }
 
 impl ListenerSlot {
     pub fn new(rt: Arc<ListenerRuntime>) -> Arc<Self> {
-        Arc::new(ListenerSlot { current: ArcSwap::new(rt), closed: tokio::sync::Notify::new() })
+        Arc::new(ListenerSlot {
+            current: ArcSwap::new(rt),
+            closed: tokio::sync::Notify::new(),
+            is_closed: std::sync::atomic::AtomicBool::new(false),
+        })
     }
 
     /// Stops accepting and closes the socket; open connections are left to their drain.
-    pub fn close(&self) {
+    /// Returns false when it was closed already.
+    pub fn close(&self) -> bool {
+        let first = !self.is_closed.swap(true, std::sync::atomic::Ordering::AcqRel);
         self.closed.notify_one();
+        first
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.is_closed.load(std::sync::atomic::Ordering::Acquire)
     }
 }
 
@@ -146,6 +217,13 @@ async fn handle(stream: TcpStream, remote: SocketAddr, mut rt: Arc<ListenerRunti
     let local = match stream.local_addr() {
         Ok(a) => a,
         Err(_) => return,
+    };
+    // Counted on the listener that accepted it, before any original-destination hand-off, as
+    // Envoy does; over the limit the connection is reset at once.
+    let Some(_global) = all.admit(&rt) else {
+        rt.stats.downstream_global_cx_overflow.inc();
+        let _ = stream.set_zero_linger();
+        return;
     };
     let mut info = ConnInfo {
         id: NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed),

@@ -25,6 +25,36 @@ pub struct Options {
     /// How long SIGTERM or `/quitquitquit` waits for open connections to finish.
     pub drain_time: Duration,
     pub set_log_level: LogLevelSetter,
+    /// `--local-address-ip-version v6`: the node's own address ([`node_address`]) is IPv6.
+    pub local_address_v6: bool,
+    /// Bootstrap fields `--allow-unknown-static-fields` let through, counted as Envoy does in
+    /// `server.static_unknown_fields`.
+    pub static_unknown_fields: u64,
+    /// Every Envoy component's log level at start (`-l`, `--component-log-level`), which
+    /// `/logging` lists and changes.
+    pub log_levels: crate::applog::LogLevels,
+}
+
+static NODE_ADDRESS: std::sync::OnceLock<(std::net::IpAddr, String)> = std::sync::OnceLock::new();
+
+/// The node's own address, as Envoy's local info has it: the first non-loopback interface
+/// address of the `--local-address-ip-version` family. It is the local endpoint of Zipkin spans
+/// and what requests the proxy makes itself append to `x-forwarded-for`. IPv4 until
+/// [`start`] sets it.
+pub fn node_address() -> std::net::IpAddr {
+    init_node_address(false).0
+}
+
+/// [`node_address`] as text.
+pub fn node_address_text() -> &'static str {
+    &init_node_address(false).1
+}
+
+fn init_node_address(v6: bool) -> &'static (std::net::IpAddr, String) {
+    NODE_ADDRESS.get_or_init(|| {
+        let ip = crate::sockopt::first_non_loopback(v6);
+        (ip, ip.to_string())
+    })
 }
 
 /// Why the proxy could not start.
@@ -57,6 +87,9 @@ pub struct Shared {
     pub drain: Drain,
     pub concurrency: usize,
     pub set_log_level: LogLevelSetter,
+    pub log_levels: parking_lot::Mutex<crate::applog::LogLevels>,
+    /// `--drain-time-s`: how long `/drain_listeners?graceful` keeps listeners accepting.
+    pub drain_time: Duration,
     /// Present when a control plane feeds the proxy.
     pub dynamic: Option<Arc<Dynamic>>,
     pub xds: Option<AdsClient>,
@@ -66,7 +99,10 @@ pub struct Shared {
 
 impl Shared {
     pub fn is_live(&self) -> bool {
-        self.live.load(Ordering::Acquire) && !self.drain.is_draining() && self.dynamic.as_ref().is_none_or(|d| d.is_initialized())
+        self.live.load(Ordering::Acquire)
+            && !self.drain.is_draining()
+            && !self.drain.is_failing_health_checks()
+            && self.dynamic.as_ref().is_none_or(|d| d.is_initialized())
     }
     pub fn request_shutdown(&self) {
         self.shutdown.notify_one();
@@ -85,7 +121,9 @@ pub struct Running {
 /// the first clusters, listeners, endpoints and routes have been applied.
 pub async fn start(config: Config, opts: Options) -> Result<Running, StartError> {
     let config = Arc::new(config);
-    let store = Store::new(opts.concurrency);
+    init_node_address(opts.local_address_v6);
+    let store = Store::with_settings(opts.concurrency, config.stats.clone());
+    store.static_unknown_fields.add(opts.static_unknown_fields);
     let clusters = ClusterManager::new(&config.clusters, &store);
     let routes = Arc::new(RouteStore::default());
     let tracer = Arc::new(crate::trace::Tracer::new(config.node_id.clone(), config.node_cluster.clone(), clusters.clone(), store.clone()));
@@ -115,14 +153,20 @@ pub async fn start(config: Config, opts: Options) -> Result<Running, StartError>
     };
 
     let listeners = Arc::new(Listeners::default());
+    listeners.set_global_limit(config.overload.global_max_connections);
     listeners.all.store(Arc::new(runtimes.clone()));
     let (dynamic, xds) = match &config.ads {
         Some(ads) => {
             let d = Dynamic::new(ctx.clone(), listeners.clone(), runtimes.clone(), drain.clone(), opts.drain_time);
-            let node = weft_xds::ads_client::node(&config.node_id, &config.node_cluster, &config.node_metadata);
+            let mut node = weft_xds::ads_client::node(&config.node_id, &config.node_cluster, &config.node_metadata);
+            node.locality = config.node_locality.as_ref().map(|l| envoy_types::pb::envoy::config::core::v3::Locality {
+                region: l.region.clone(),
+                zone: l.zone.clone(),
+                sub_zone: l.sub_zone.clone(),
+            });
             let client = AdsClient::start(
                 ClientConfig {
-                    endpoint: format!("http://{}", ads.address),
+                    endpoint: if ads.address.starts_with("unix:") { ads.address.clone() } else { format!("http://{}", ads.address) },
                     node,
                     delta: ads.delta,
                     backoff_base: Duration::from_millis(500),
@@ -143,6 +187,8 @@ pub async fn start(config: Config, opts: Options) -> Result<Running, StartError>
         drain: drain.clone(),
         concurrency: opts.concurrency,
         set_log_level: opts.set_log_level.clone(),
+        log_levels: parking_lot::Mutex::new(opts.log_levels.clone()),
+        drain_time: opts.drain_time,
         dynamic,
         xds,
         live: AtomicBool::new(false),
@@ -158,7 +204,9 @@ pub async fn start(config: Config, opts: Options) -> Result<Running, StartError>
     let mut listener_addrs = Vec::new();
     for (rt, sock) in bound {
         listener_addrs.push((rt.cfg.name.clone(), sock.local_addr().unwrap_or(rt.cfg.address)));
-        tokio::spawn(accept_loop(sock, ListenerSlot::new(rt), listeners.clone(), drain.clone()));
+        let slot = ListenerSlot::new(rt);
+        listeners.register(&slot);
+        tokio::spawn(accept_loop(sock, slot, listeners.clone(), drain.clone()));
     }
     tokio::spawn(crate::heartbeat::run());
     shared.live.store(true, Ordering::Release);

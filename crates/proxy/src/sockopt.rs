@@ -3,7 +3,7 @@
 //! the host's interface addresses (`getifaddrs`).
 #![allow(unsafe_code, reason = "getsockopt for SO_ORIGINAL_DST and getifaddrs have no safe wrapper")]
 
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::AsRawFd;
 
 const SO_ORIGINAL_DST: libc::c_int = 80;
@@ -36,13 +36,15 @@ pub fn original_dst<S: AsRawFd>(sock: &S, ipv6: bool) -> Option<SocketAddr> {
     }
 }
 
-/// What Envoy calls the node's local address: the first IPv4 interface address, in
-/// `getifaddrs` order, that is not loopback; 127.0.0.1 when there is none.
-pub fn first_non_loopback_ipv4() -> Ipv4Addr {
+/// What Envoy calls the node's local address (`--local-address-ip-version`): the first
+/// interface address of that family, in `getifaddrs` order, that is not loopback; the
+/// loopback address when there is none.
+pub fn first_non_loopback(v6: bool) -> IpAddr {
+    let fallback = if v6 { IpAddr::V6(Ipv6Addr::LOCALHOST) } else { IpAddr::V4(Ipv4Addr::LOCALHOST) };
     let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
     // SAFETY: getifaddrs fills `head` with a list that is freed once, below.
     if unsafe { libc::getifaddrs(&mut head) } != 0 {
-        return Ipv4Addr::LOCALHOST;
+        return fallback;
     }
     let mut found = None;
     let mut cur = head;
@@ -52,18 +54,22 @@ pub fn first_non_loopback_ipv4() -> Ipv4Addr {
         if !ifa.ifa_addr.is_null() {
             // SAFETY: a non-null ifa_addr points to a sockaddr whose family says its real type.
             let family = i32::from(unsafe { (*ifa.ifa_addr).sa_family });
-            if family == libc::AF_INET {
+            let ip = if family == libc::AF_INET && !v6 {
                 // SAFETY: an AF_INET ifa_addr is a sockaddr_in.
                 let sin = unsafe { &*ifa.ifa_addr.cast::<libc::sockaddr_in>() };
-                let ip = Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
-                if !ip.is_loopback() {
-                    found = Some(ip);
-                }
-            }
+                Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr))))
+            } else if family == libc::AF_INET6 && v6 {
+                // SAFETY: an AF_INET6 ifa_addr is a sockaddr_in6.
+                let sin6 = unsafe { &*ifa.ifa_addr.cast::<libc::sockaddr_in6>() };
+                Some(IpAddr::V6(Ipv6Addr::from(sin6.sin6_addr.s6_addr)))
+            } else {
+                None
+            };
+            found = ip.filter(|ip| !ip.is_loopback());
         }
         cur = ifa.ifa_next;
     }
     // SAFETY: `head` came from a successful getifaddrs and is freed exactly once.
     unsafe { libc::freeifaddrs(head) };
-    found.unwrap_or(Ipv4Addr::LOCALHOST)
+    found.unwrap_or(fallback)
 }

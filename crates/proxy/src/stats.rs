@@ -11,6 +11,8 @@ use std::time::Instant;
 
 use parking_lot::Mutex;
 
+pub mod tags;
+
 #[derive(Debug, Default)]
 pub struct Counter(AtomicU64);
 
@@ -25,6 +27,10 @@ impl Counter {
     }
     pub fn get(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
+    }
+    /// `/reset_counters`.
+    pub fn reset(&self) {
+        self.0.store(0, Ordering::Relaxed);
     }
 }
 
@@ -85,6 +91,11 @@ macro_rules! stat_struct {
             fn visit_fields(&self, f: &mut dyn FnMut(&str, i64, Kind)) {
                 $(f(stat_struct!(@name $c $($cn)?), self.$c.get() as i64, Kind::Counter);)*
                 $(f(stat_struct!(@name $g $($gn)?), self.$g.get(), Kind::Gauge);)*
+            }
+            /// Zeroes every counter; gauges keep their values.
+            #[allow(dead_code, reason = "not every scope is reset through its own struct")]
+            fn reset_counters(&self) {
+                $(self.$c.reset();)*
             }
         }
     };
@@ -151,6 +162,7 @@ stat_struct!(ManagerStats {
         listener_added = "listener_manager.listener_added",
         listener_modified = "listener_manager.listener_modified",
         listener_removed = "listener_manager.listener_removed",
+        listener_stopped = "listener_manager.listener_stopped",
         lds_update_success = "listener_manager.lds.update_success",
         lds_update_rejected = "listener_manager.lds.update_rejected",
         cluster_added = "cluster_manager.cluster_added",
@@ -182,33 +194,55 @@ stat_struct!(ZipkinStats {
 #[derive(Debug)]
 pub struct CodeCounters {
     codes: Box<[AtomicU64]>,
+    /// Codes counted at least once: they stay listed (at 0) after `/reset_counters`, as in Envoy.
+    seen: Box<[std::sync::atomic::AtomicBool]>,
 }
 
 impl Default for CodeCounters {
     fn default() -> Self {
-        CodeCounters { codes: (0..500).map(|_| AtomicU64::new(0)).collect() }
+        CodeCounters {
+            codes: (0..500).map(|_| AtomicU64::new(0)).collect(),
+            seen: (0..500).map(|_| std::sync::atomic::AtomicBool::new(false)).collect(),
+        }
     }
 }
 
 impl CodeCounters {
     #[inline]
     pub fn inc(&self, code: u16) {
-        if let Some(c) = code.checked_sub(100).and_then(|i| self.codes.get(usize::from(i))) {
-            c.fetch_add(1, Ordering::Relaxed);
+        if let Some(i) = code.checked_sub(100).map(usize::from) {
+            if let Some(c) = self.codes.get(i) {
+                if c.fetch_add(1, Ordering::Relaxed) == 0 {
+                    if let Some(s) = self.seen.get(i) {
+                        s.store(true, Ordering::Relaxed);
+                    }
+                }
+            }
         }
     }
 
-    fn visit(&self, stem: &str, f: &mut dyn FnMut(&str, i64, Kind)) {
+    fn reset(&self) {
+        self.codes.iter().for_each(|c| c.store(0, Ordering::Relaxed));
+    }
+
+    /// A cluster's stats (`all_classes` false): per-code and class counters once a code of them
+    /// was seen. An HTTP connection manager's (`all_classes` true): the five class counters
+    /// always and no per-code ones, as in Envoy.
+    fn visit(&self, stem: &str, all_classes: bool, f: &mut dyn FnMut(&str, i64, Kind)) {
         let mut classes = [0u64; 5];
+        let mut class_seen = [all_classes; 5];
         for (i, c) in self.codes.iter().enumerate() {
             let v = c.load(Ordering::Relaxed);
             classes[i / 100] += v;
-            if v > 0 {
+            if !all_classes && (v > 0 || self.seen[i].load(Ordering::Relaxed)) {
+                class_seen[i / 100] = true;
                 f(&format!("{stem}_{}", i + 100), v as i64, Kind::Counter);
             }
         }
         for (i, v) in classes.iter().enumerate() {
-            f(&format!("{stem}_{}xx", i + 1), *v as i64, Kind::Counter);
+            if class_seen[i] {
+                f(&format!("{stem}_{}xx", i + 1), *v as i64, Kind::Counter);
+            }
         }
     }
 }
@@ -218,6 +252,22 @@ pub struct ClusterStats {
     pub base: ClusterStatsBase,
     pub codes: CodeCounters,
     pub ssl: SslStats,
+    /// Some traffic stat has been non-zero (Envoy creates deferred traffic stats on first use).
+    traffic_used: std::sync::atomic::AtomicBool,
+}
+
+impl ClusterStats {
+    fn traffic_used(&self) -> bool {
+        if self.traffic_used.load(Ordering::Relaxed) {
+            return true;
+        }
+        let mut used = false;
+        self.base.visit_fields(&mut |n, v, _| used |= n.starts_with("upstream_") && v != 0);
+        if used {
+            self.traffic_used.store(true, Ordering::Relaxed);
+        }
+        used
+    }
 }
 
 impl std::ops::Deref for ClusterStats {
@@ -300,6 +350,7 @@ stat_struct!(ListenerStatsBase {
         downstream_pre_cx_timeout,
         downstream_listener_filter_error,
         downstream_cx_overflow,
+        downstream_global_cx_overflow,
     ],
     gauges: [downstream_cx_active, downstream_pre_cx_active]
 });
@@ -335,11 +386,47 @@ impl AsGauge for ListenerStats {
     }
 }
 
+/// Which stats exist (`stats_config.stats_matcher`), on full stat names.
+#[derive(Debug, Default)]
+pub enum StatsMatcher {
+    #[default]
+    All,
+    RejectAll,
+    /// Only stats some pattern matches.
+    Inclusion(Vec<crate::config::route::StringMatchCase>),
+    /// Every stat no pattern matches.
+    Exclusion(Vec<crate::config::route::StringMatchCase>),
+}
+
+impl StatsMatcher {
+    pub fn accepts(&self, name: &str) -> bool {
+        let any = |ps: &[crate::config::route::StringMatchCase]| ps.iter().any(|p| crate::http::routing::string_matches(p, name));
+        match self {
+            StatsMatcher::All => true,
+            StatsMatcher::RejectAll => false,
+            StatsMatcher::Inclusion(ps) => any(ps),
+            StatsMatcher::Exclusion(ps) => !any(ps),
+        }
+    }
+}
+
+/// The bootstrap's `stats_config`: how stats are tagged and which exist.
+#[derive(Debug, Default)]
+pub struct StatsSettings {
+    pub tags: tags::TagProducer,
+    pub matcher: StatsMatcher,
+    /// `deferred_stat_options.enable_deferred_creation_stats`: a cluster's traffic stats
+    /// (`upstream_*`) are listed only once the cluster has carried traffic.
+    pub deferred: bool,
+}
+
 /// All stat scopes of one proxy process.
 pub struct Store {
+    settings: Arc<StatsSettings>,
     started: Instant,
     concurrency: usize,
     draining: std::sync::atomic::AtomicBool,
+    failing_health_checks: std::sync::atomic::AtomicBool,
     clusters: Mutex<BTreeMap<String, Arc<ClusterStats>>>,
     listeners: Mutex<BTreeMap<String, Arc<ListenerStats>>>,
     http: Mutex<BTreeMap<String, Arc<HttpStats>>>,
@@ -348,25 +435,66 @@ pub struct Store {
     pub manager: ManagerStats,
     /// Present once a Zipkin tracer is configured, as in Envoy.
     zipkin: Mutex<Option<Arc<ZipkinStats>>>,
+    /// `server.static_unknown_fields`: bootstrap fields `--allow-unknown-static-fields` ignored.
+    pub static_unknown_fields: Counter,
 }
 
 impl Store {
+    /// A store with Envoy's default tags and every stat.
     pub fn new(concurrency: usize) -> Arc<Self> {
+        Self::with_settings(concurrency, Arc::new(StatsSettings::default()))
+    }
+
+    pub fn with_settings(concurrency: usize, settings: Arc<StatsSettings>) -> Arc<Self> {
         Arc::new(Store {
+            settings,
             started: Instant::now(),
             concurrency,
             draining: Default::default(),
+            failing_health_checks: Default::default(),
             clusters: Default::default(),
             listeners: Default::default(),
             http: Default::default(),
             tcp: Default::default(),
             manager: Default::default(),
             zipkin: Default::default(),
+            static_unknown_fields: Default::default(),
         })
     }
 
     pub fn set_draining(&self) {
         self.draining.store(true, Ordering::Relaxed);
+    }
+
+    /// While the server fails health checks `server.live` is 0 (`server.state` stays LIVE), as
+    /// in Envoy.
+    pub fn set_failing_health_checks(&self, failing: bool) {
+        self.failing_health_checks.store(failing, Ordering::Relaxed);
+    }
+
+    /// `/reset_counters`: every counter to zero; gauges keep their values.
+    pub fn reset_counters(&self) {
+        for s in self.clusters.lock().values() {
+            s.base.reset_counters();
+            s.codes.reset();
+            s.ssl.reset_counters();
+        }
+        for s in self.listeners.lock().values() {
+            s.base.reset_counters();
+            s.ssl.reset_counters();
+        }
+        for s in self.http.lock().values() {
+            s.base.reset_counters();
+            s.codes.reset();
+        }
+        for s in self.tcp.lock().values() {
+            s.reset_counters();
+        }
+        self.manager.reset_counters();
+        if let Some(z) = self.zipkin.lock().as_ref() {
+            z.reset_counters();
+        }
+        self.static_unknown_fields.reset();
     }
 
     pub fn cluster(&self, name: &str) -> Arc<ClusterStats> {
@@ -390,8 +518,15 @@ impl Store {
         let mut out = Vec::new();
         for (name, s) in self.clusters.lock().iter() {
             let p = format!("cluster.{name}.");
-            s.base.visit_fields(&mut |n, v, k| out.push((format!("{p}{n}"), v, k)));
-            s.codes.visit("upstream_rq", &mut |n, v, k| out.push((format!("{p}{n}"), v, k)));
+            let hide_traffic = self.settings.deferred && !s.traffic_used();
+            s.base.visit_fields(&mut |n, v, k| {
+                if !(hide_traffic && n.starts_with("upstream_")) {
+                    out.push((format!("{p}{n}"), v, k))
+                }
+            });
+            if !hide_traffic {
+                s.codes.visit("upstream_rq", false, &mut |n, v, k| out.push((format!("{p}{n}"), v, k)));
+            }
             s.ssl.visit_fields(&mut |n, v, k| out.push((format!("{p}{n}"), v, k)));
         }
         for (name, s) in self.listeners.lock().iter() {
@@ -402,7 +537,7 @@ impl Store {
         for (name, s) in self.http.lock().iter() {
             let p = format!("http.{name}.");
             s.base.visit_fields(&mut |n, v, k| out.push((format!("{p}{n}"), v, k)));
-            s.codes.visit("downstream_rq", &mut |n, v, k| out.push((format!("{p}{n}"), v, k)));
+            s.codes.visit("downstream_rq", true, &mut |n, v, k| out.push((format!("{p}{n}"), v, k)));
         }
         for (name, s) in self.tcp.lock().iter() {
             let p = format!("tcp.{name}.");
@@ -413,10 +548,14 @@ impl Store {
             z.visit_fields(&mut |n, v, k| out.push((n.to_string(), v, k)));
         }
         let state = if self.draining.load(Ordering::Relaxed) { 1 } else { 0 };
-        out.push(("server.live".into(), 1 - state, Kind::Gauge));
+        let live = if state == 1 || self.failing_health_checks.load(Ordering::Relaxed) { 0 } else { 1 };
+        out.push(("server.live".into(), live, Kind::Gauge));
         out.push(("server.state".into(), state, Kind::Gauge));
         out.push(("server.uptime".into(), self.started.elapsed().as_secs() as i64, Kind::Gauge));
         out.push(("server.concurrency".into(), self.concurrency as i64, Kind::Gauge));
+        out.push(("server.static_unknown_fields".into(), self.static_unknown_fields.get() as i64, Kind::Counter));
+        // Stats the matcher rejects do not exist, as in Envoy: in no output, at any value.
+        out.retain(|(n, _, _)| self.settings.matcher.accepts(n));
         out.sort_by(|a, b| a.0.cmp(&b.0));
         out
     }
@@ -433,11 +572,15 @@ impl Store {
         s
     }
 
-    /// `/stats/prometheus`, with Envoy's tag extraction for the scopes weft has.
-    pub fn render_prometheus(&self) -> String {
+    /// `/stats/prometheus`: metrics named by tag extraction (Envoy's default tags and the
+    /// bootstrap's `stats_tags`), the tags as labels. `filter` and `used_only` as for `/stats`.
+    pub fn render_prometheus(&self, filter: Option<&regex::Regex>, used_only: bool) -> String {
         let mut families: BTreeMap<String, (Kind, Vec<(String, i64)>)> = BTreeMap::new();
         for (n, v, k) in self.snapshot() {
-            let (metric, labels) = prometheus_name(&n);
+            if filter.is_some_and(|f| !f.is_match(&n)) || (used_only && k == Kind::Counter && v == 0) {
+                continue;
+            }
+            let (metric, labels) = self.prometheus_name(&n);
             let fam = families.entry(metric).or_insert_with(|| (k, Vec::new()));
             fam.1.push((labels, v));
         }
@@ -449,69 +592,36 @@ impl Store {
             };
             let _ = writeln!(s, "# TYPE {name} {t}");
             for (labels, v) in samples {
-                if labels.is_empty() {
-                    let _ = writeln!(s, "{name} {v}");
-                } else {
-                    let _ = writeln!(s, "{name}{{{labels}}} {v}");
-                }
+                // Envoy writes the braces for a metric without labels too.
+                let _ = writeln!(s, "{name}{{{labels}}} {v}");
             }
         }
         s
     }
 }
 
+/// Envoy's Prometheus name rule: anything but `[a-zA-Z0-9_]` becomes `_`, and a leading digit
+/// gets a `_` before it.
 fn sanitize(s: &str) -> String {
-    s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == ':' { c } else { '_' }).collect()
+    let out: String = s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).collect();
+    if out.starts_with(|c: char| c.is_ascii_digit()) {
+        format!("_{out}")
+    } else {
+        out
+    }
 }
 
 fn escape_label(s: &str) -> String {
     s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
-/// Splits a code-class or code suffix (`upstream_rq_2xx`, `downstream_rq_503`) into a tag.
-fn code_tag(stat: &str) -> (String, Option<String>) {
-    if let Some((stem, last)) = stat.rsplit_once('_') {
-        if last.len() == 3 && last.ends_with("xx") && last.as_bytes()[0].is_ascii_digit() {
-            return (format!("{stem}_xx"), Some(format!("envoy_response_code_class=\"{}\"", &last[..1])));
-        }
-        if last.len() == 3 && last.bytes().all(|b| b.is_ascii_digit()) && (stem.ends_with("_rq")) {
-            return (stem.to_string(), Some(format!("envoy_response_code=\"{last}\"")));
-        }
+impl Store {
+    /// A stat's Prometheus metric name and label text, by tag extraction.
+    pub fn prometheus_name(&self, full: &str) -> (String, String) {
+        let (extracted, tags) = self.settings.tags.produce(full);
+        let labels: Vec<String> = tags.iter().map(|(k, v)| format!("{}=\"{}\"", sanitize(k), escape_label(v))).collect();
+        (sanitize(&format!("envoy_{extracted}")), labels.join(","))
     }
-    (stat.to_string(), None)
-}
-
-/// Envoy's default tag extraction for the scopes weft emits.
-pub fn prometheus_name(full: &str) -> (String, String) {
-    let scoped = |scope: &str, tag: &str| -> Option<(String, String)> {
-        let rest = full.strip_prefix(&format!("{scope}."))?;
-        // The scope name may contain dots (cluster names often do): the stat is the known tail.
-        let (name, stat) = split_scope(rest)?;
-        let (stat, code) = code_tag(stat);
-        let mut labels = Vec::new();
-        if let Some(c) = code {
-            labels.push(c);
-        }
-        labels.push(format!("{tag}=\"{}\"", escape_label(name)));
-        Some((format!("envoy_{scope}_{}", sanitize(&stat)), labels.join(",")))
-    };
-    scoped("cluster", "envoy_cluster_name")
-        .or_else(|| scoped("http", "envoy_http_conn_manager_prefix"))
-        .or_else(|| scoped("listener", "envoy_listener_address"))
-        .or_else(|| scoped("tcp", "envoy_tcp_prefix"))
-        .unwrap_or_else(|| (format!("envoy_{}", sanitize(full)), String::new()))
-}
-
-/// Known stat tails that themselves contain dots.
-const DOTTED_TAILS: &[&str] = &["outlier_detection.", "health_check.", "circuit_breakers.default.", "fault.", "ssl."];
-
-fn split_scope(rest: &str) -> Option<(&str, &str)> {
-    for t in DOTTED_TAILS {
-        if let Some(i) = rest.find(&format!(".{t}")) {
-            return Some((&rest[..i], &rest[i + 1..]));
-        }
-    }
-    rest.rsplit_once('.')
 }
 
 #[cfg(test)]
@@ -520,26 +630,61 @@ mod tests {
 
     #[test]
     fn prometheus_names_follow_envoy_tag_extraction() {
+        let s = Store::new(1);
+        // Envoy's default cluster tag is the first dot-separated token of the name.
         assert_eq!(
-            prometheus_name("cluster.outbound|9080||reviews.default.svc.cluster.local.upstream_rq_2xx"),
+            s.prometheus_name("cluster.outbound|9080||reviews.default.svc.cluster.local.upstream_rq_2xx"),
             (
-                "envoy_cluster_upstream_rq_xx".into(),
-                "envoy_response_code_class=\"2\",envoy_cluster_name=\"outbound|9080||reviews.default.svc.cluster.local\"".into()
+                "envoy_cluster_default_svc_cluster_local_upstream_rq_xx".into(),
+                "envoy_response_code_class=\"2\",envoy_cluster_name=\"outbound|9080||reviews\"".into()
             )
         );
         assert_eq!(
-            prometheus_name("cluster.a.upstream_rq_503"),
+            s.prometheus_name("cluster.a.upstream_rq_503"),
             ("envoy_cluster_upstream_rq".into(), "envoy_response_code=\"503\",envoy_cluster_name=\"a\"".into())
         );
         assert_eq!(
-            prometheus_name("cluster.a.outlier_detection.ejections_active"),
+            s.prometheus_name("cluster.a.outlier_detection.ejections_active"),
             ("envoy_cluster_outlier_detection_ejections_active".into(), "envoy_cluster_name=\"a\"".into())
         );
         assert_eq!(
-            prometheus_name("listener.127.0.0.1_10000.downstream_cx_total"),
+            s.prometheus_name("listener.127.0.0.1_10000.downstream_cx_total"),
             ("envoy_listener_downstream_cx_total".into(), "envoy_listener_address=\"127.0.0.1_10000\"".into())
         );
-        assert_eq!(prometheus_name("server.live"), ("envoy_server_live".into(), String::new()));
+        assert_eq!(s.prometheus_name("server.live"), ("envoy_server_live".into(), String::new()));
+    }
+
+    #[test]
+    fn a_stats_matcher_hides_stats_everywhere() {
+        let m = StatsMatcher::Exclusion(vec![crate::config::route::StringMatchCase {
+            kind: crate::config::route::StringMatch::Prefix("cluster.".into()),
+            ignore_case: false,
+        }]);
+        let s = Store::with_settings(1, Arc::new(StatsSettings { matcher: m, ..Default::default() }));
+        s.cluster("c").upstream_rq_total.inc();
+        s.http("h").downstream_rq_total.inc();
+        let text = s.render_text(None, false);
+        assert!(!text.contains("cluster.c."), "{text}");
+        assert!(text.contains("http.h.downstream_rq_total: 1\n"), "{text}");
+        assert!(!s.render_prometheus(None, false).contains("envoy_cluster_upstream"));
+    }
+
+    #[test]
+    fn reset_counters_keeps_gauges() {
+        let s = Store::new(1);
+        let c = s.cluster("c");
+        c.upstream_rq_total.add(3);
+        c.codes.inc(200);
+        c.upstream_cx_active.set(2);
+        s.http("h").downstream_rq_total.inc();
+        s.manager.total_listeners_active.set(1);
+        s.reset_counters();
+        let text = s.render_text(None, false);
+        assert!(text.contains("cluster.c.upstream_rq_total: 0\n"), "{text}");
+        assert!(text.contains("cluster.c.upstream_rq_2xx: 0\n"), "{text}");
+        assert!(text.contains("http.h.downstream_rq_total: 0\n"), "{text}");
+        assert!(text.contains("cluster.c.upstream_cx_active: 2\n"), "{text}");
+        assert!(text.contains("listener_manager.total_listeners_active: 1\n"), "{text}");
     }
 
     #[test]

@@ -94,9 +94,13 @@ fn glob(pattern: &str, text: &str) -> bool {
     rest.ends_with(last)
 }
 
-/// Everything the inputs hold, loaded as the control plane loads it.
-fn load(inputs: &[PathBuf]) -> Result<weft_control::store::Snapshot, String> {
-    let mut snap = weft_control::store::Snapshot::default();
+/// Everything the inputs hold, loaded as the control plane loads it. Files in `config_dir` are
+/// named relative to it, as the control plane's log names them; other inputs as given.
+fn load(config_dir: Option<&PathBuf>, inputs: &[PathBuf]) -> Result<weft_control::store::Snapshot, String> {
+    let mut snap = match config_dir {
+        Some(dir) => weft_control::store::load_dir(dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))?,
+        None => weft_control::store::Snapshot::default(),
+    };
     for input in inputs {
         let (text, shown) = if input.as_os_str() == "-" {
             let mut text = String::new();
@@ -202,10 +206,9 @@ pub fn analyze(args: AnalyzeArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let mut inputs: Vec<PathBuf> = args.config_dir.iter().cloned().collect();
-    inputs.extend(args.files.iter().cloned());
+    let mut inputs: Vec<PathBuf> = args.files.clone();
     inputs.extend(args.filename.iter().cloned());
-    if inputs.is_empty() {
+    if inputs.is_empty() && args.config_dir.is_none() {
         eprintln!("weft analyze: nothing to analyze: give files or directories (-f FILE, `-` for stdin) or --config-dir DIR");
         return ExitCode::from(2);
     }
@@ -213,7 +216,7 @@ pub fn analyze(args: AnalyzeArgs) -> ExitCode {
         Ok(m) => m,
         Err(errors) => (Default::default(), errors),
     };
-    let snapshot = match load(&inputs) {
+    let snapshot = match load(args.config_dir.as_ref(), &inputs) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("weft analyze: {e}");
@@ -232,7 +235,7 @@ pub fn analyze(args: AnalyzeArgs) -> ExitCode {
                 say!("{} [{}] {d}", level_word(d.level), d.code.unwrap_or("-"));
             }
             if diags.is_empty() {
-                let names: Vec<String> = inputs.iter().map(|p| p.display().to_string()).collect();
+                let names: Vec<String> = args.config_dir.iter().chain(&inputs).map(|p| p.display().to_string()).collect();
                 say!("✔ No validation issues found when analyzing {}.", names.join(", "));
             }
         }

@@ -62,7 +62,8 @@ pub struct AdminGetArgs {
 fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String), std::io::Error> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(3))?;
     let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    // One write: some peers read one segment and close.
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())?;
     let mut buf = Vec::new();
     s.read_to_end(&mut buf)?;
     let text = String::from_utf8_lossy(&buf);

@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::{bail, Context as _};
 use clap::Args;
 use tracing_subscriber::{reload, EnvFilter};
+use weft_proxy::applog::{self, LogFormat};
 use weft_proxy::config::NodeOverrides;
 use weft_xds::load::{self, SourceFormat};
 
@@ -19,18 +20,25 @@ pub struct ProxyArgs {
     /// Bootstrap YAML given inline; merged over --config-path when both are set.
     #[arg(long = "config-yaml")]
     config_yaml: Option<String>,
-    /// Worker threads (default: the number of cores).
+    /// Worker threads (default: the number of cores; 0 means 1, as in Envoy).
     #[arg(long)]
     concurrency: Option<usize>,
     /// trace, debug, info, warning, error, critical or off.
     #[arg(short = 'l', long = "log-level", default_value = "info")]
     log_level: String,
-    /// Accepted for Envoy compatibility; component levels apply to all of weft.
-    #[arg(long = "component-log-level")]
+    /// Levels per Envoy component, e.g. upstream:debug,config:trace. Each applies to the weft
+    /// modules doing that component's job (upstream: clusters and pools, router: the router,
+    /// config: config loading, …); a component weft has no code for (lua, redis, misc, …) logs
+    /// nothing either way. An unknown component or level is refused, as by Envoy.
+    #[arg(long = "component-log-level", value_name = "COMPONENT:LEVEL,…")]
     component_log_level: Option<String>,
+    /// weft's log line format, in spdlog syntax as Envoy's (times in UTC). Supported flags:
+    /// %v %j %l %L %n %t %P %Y %C %m %d %H %M %S %e %f %F %T %X %D %R %E %z %g %s %# %@ %%;
+    /// any other is refused. Default: weft's own layout.
     #[arg(long = "log-format")]
     log_format: Option<String>,
-    #[arg(long = "log-path")]
+    /// Write weft's log to this file (appended to, created if missing) instead of stderr.
+    #[arg(long = "log-path", value_name = "FILE")]
     log_path: Option<String>,
     /// Overrides node.cluster.
     #[arg(long = "service-cluster")]
@@ -38,29 +46,52 @@ pub struct ProxyArgs {
     /// Overrides node.id.
     #[arg(long = "service-node")]
     service_node: Option<String>,
+    /// Overrides node.locality.zone (sent to the control plane, shown in /server_info).
     #[arg(long = "service-zone")]
     service_zone: Option<String>,
-    /// Seconds open connections get to finish when draining (SIGTERM, /quitquitquit).
+    /// Seconds open connections get to finish when draining (SIGTERM, /quitquitquit,
+    /// /drain_listeners?graceful, a replaced listener).
     #[arg(long = "drain-time-s", default_value_t = 600)]
     drain_time_s: u64,
-    #[arg(long = "drain-strategy")]
+    /// immediate: every connection of a draining listener is told to close at once (HTTP/1
+    /// `Connection: close` on its next response, HTTP/2 GOAWAY), which is how weft drains.
+    /// Envoy's gradual strategy is refused.
+    #[arg(long = "drain-strategy", value_name = "immediate")]
     drain_strategy: Option<String>,
-    #[arg(long = "parent-shutdown-time-s")]
-    parent_shutdown_time_s: Option<u64>,
-    /// Accepted: weft has no hot restart.
+    /// Hot restart only: how long a new epoch lets its parent run. weft runs epoch 0 only, where
+    /// this has no effect (as in Envoy at epoch 0).
+    #[arg(long = "parent-shutdown-time-s", value_name = "SECONDS")]
+    parent_shutdown_time_s: Option<u32>,
+    /// weft has no hot restart; the flag says what is always so.
     #[arg(long = "disable-hot-restart")]
     disable_hot_restart: bool,
-    /// Accepted: weft has no shared-memory base id.
+    /// Names Envoy's hot-restart shared memory, which weft does not have: any number of weft
+    /// proxies run side by side, whatever their base id.
     #[arg(long = "base-id")]
-    base_id: Option<u64>,
+    base_id: Option<u32>,
+    /// As --base-id: weft has no shared memory to choose an id for.
     #[arg(long = "use-dynamic-base-id")]
     use_dynamic_base_id: bool,
-    #[arg(long = "restart-epoch")]
-    restart_epoch: Option<u64>,
-    #[arg(long = "local-address-ip-version")]
+    /// Hot restart epoch: 0. weft has no hot restart, so a later epoch is refused.
+    #[arg(long = "restart-epoch", value_name = "0")]
+    restart_epoch: Option<u32>,
+    /// v4 (default) or v6: the family of the node's own address (its first non-loopback
+    /// interface address), which is the local endpoint of Zipkin spans and what requests the
+    /// proxy sends itself (mirrors, span reports) append to x-forwarded-for, as in Envoy.
+    #[arg(long = "local-address-ip-version", value_name = "v4|v6")]
     local_address_ip_version: Option<String>,
-    #[arg(long = "allow-unknown-static-fields", hide = true)]
+    /// Ignore bootstrap fields that are not Envoy's (each is logged as a warning and counted in
+    /// server.static_unknown_fields); fields weft knows but does not implement are still refused.
+    #[arg(long = "allow-unknown-static-fields")]
     allow_unknown_static_fields: bool,
+    /// Envoy's access-log flush interval. weft writes every access-log line as it happens, so
+    /// any interval is met.
+    #[arg(long = "file-flush-interval-msec", value_name = "MS")]
+    file_flush_interval_msec: Option<u32>,
+    /// Envoy's access-log buffer size before a flush. weft does not buffer access-log lines, so
+    /// any size is met.
+    #[arg(long = "file-flush-min-size-kb", value_name = "KB")]
+    file_flush_min_size_kb: Option<u32>,
     /// The control plane's ADS server (HOST:PORT); replaces the bootstrap's
     /// dynamic_resources.ads_config. Without a bootstrap, the proxy runs on xDS alone.
     #[arg(long = "xds-address")]
@@ -83,16 +114,57 @@ pub struct ProxyArgs {
     version: bool,
 }
 
-fn level_directive(l: &str) -> Result<&'static str, String> {
-    Ok(match l {
-        "trace" => "trace",
-        "debug" => "debug",
-        "info" => "info",
-        "warning" | "warn" => "warn",
-        "error" | "critical" => "error",
-        "off" => "off",
-        other => return Err(format!("invalid log level {other:?}: use trace, debug, info, warning, error, critical or off")),
-    })
+/// The process settings the flags ask for, checked before anything starts.
+struct Settings {
+    log_levels: applog::LogLevels,
+    log_format: LogFormat,
+    log_file: Option<std::fs::File>,
+    local_address_v6: bool,
+    concurrency: usize,
+}
+
+/// Checks every flag whose value weft must act on; an error names the flag and why.
+fn settings(args: &ProxyArgs) -> anyhow::Result<Settings> {
+    applog::level_directive(&args.log_level).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let log_levels = applog::LogLevels::parse(&args.log_level, args.component_log_level.as_deref())
+        .map_err(|e| anyhow::anyhow!("--component-log-level: {e}"))?;
+    let log_format = match &args.log_format {
+        Some(f) => LogFormat::Pattern(applog::Pattern::parse(f).map_err(|e| anyhow::anyhow!("--log-format {f:?}: {e}"))?),
+        None => LogFormat::Default,
+    };
+    match args.drain_strategy.as_deref() {
+        None | Some("immediate") => {}
+        Some("gradual") => bail!(
+            "--drain-strategy gradual is not supported: weft drains immediately (every connection of a draining listener is \
+             told to close at once); use --drain-strategy immediate"
+        ),
+        Some(other) => bail!("--drain-strategy {other:?}: unknown drain strategy (gradual or immediate)"),
+    }
+    match args.restart_epoch {
+        None | Some(0) => {}
+        Some(n) => bail!("--restart-epoch {n}: weft has no hot restart, so only epoch 0 can run; start a new proxy instead"),
+    }
+    let local_address_v6 = match args.local_address_ip_version.as_deref() {
+        None | Some("v4") => false,
+        Some("v6") => true,
+        Some(other) => bail!("--local-address-ip-version {other:?}: unknown IP address version (v4 or v6)"),
+    };
+    let log_file = match &args.log_path {
+        Some(p) => Some(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .map_err(|e| anyhow::anyhow!("--log-path {p:?}: cannot open the log file: {e}"))?,
+        ),
+        None => None,
+    };
+    let concurrency = match args.concurrency {
+        Some(0) => 1,
+        Some(n) => n,
+        None => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+    };
+    Ok(Settings { log_levels, log_format, log_file, local_address_v6, concurrency })
 }
 
 /// Deep merge with protobuf `MergeFrom` semantics: objects merge, lists concatenate.
@@ -113,7 +185,40 @@ fn merge(base: &mut serde_json::Value, over: serde_json::Value) {
     }
 }
 
-fn load_config(args: &ProxyArgs) -> anyhow::Result<(weft_xds::Bootstrap, serde_json::Value)> {
+/// A configuration text and where it came from, kept to put lines on later errors.
+struct Source {
+    name: String,
+    text: String,
+    format: SourceFormat,
+}
+
+/// What was loaded: the bootstrap, its JSON for `/config_dump`, the unknown fields
+/// `--allow-unknown-static-fields` let through, and the texts (the one that wins a merge first).
+struct Loaded {
+    bootstrap: weft_xds::Bootstrap,
+    dump: serde_json::Value,
+    ignored: Vec<load::LoadError>,
+    sources: Vec<Source>,
+}
+
+/// `file:line:column: path: message` for an error found after parsing (an unknown cluster, a
+/// duplicate name), with the line in the text the value came from.
+fn located(sources: &[Source], e: &weft_proxy::ConfigError) -> String {
+    let at = |src: &Source| load::locate(&src.text, src.format, &e.path).map(|(l, c)| format!("{}:{l}:{c}: {e}", src.name));
+    match sources {
+        [] => e.to_string(),
+        [one] => at(one).unwrap_or_else(|| format!("{}: {e}", one.name)),
+        // Merged: `--config-yaml` wins for a value inside objects; a list holds the file's
+        // items first, so an index is the file's when the file has it, and otherwise is
+        // shifted in `--config-yaml` (not worked out: the merged name is given instead).
+        [yaml, file, ..] => {
+            let from_yaml = if e.path.contains('[') { None } else { at(yaml) };
+            from_yaml.or_else(|| at(file)).unwrap_or_else(|| format!("{} + --config-yaml: {e}", file.name))
+        }
+    }
+}
+
+fn load_config(args: &ProxyArgs) -> anyhow::Result<Loaded> {
     let file = match &args.config_path {
         Some(p) => Some((p.clone(), std::fs::read_to_string(p).with_context(|| format!("cannot read {p}"))?)),
         None => None,
@@ -121,24 +226,47 @@ fn load_config(args: &ProxyArgs) -> anyhow::Result<(weft_xds::Bootstrap, serde_j
     let to_json = |text: &str, name: &str| -> anyhow::Result<serde_json::Value> {
         serde_yaml::from_str::<serde_json::Value>(text).map_err(|e| anyhow::anyhow!("{name}: {e}"))
     };
+    let lenient = args.allow_unknown_static_fields;
+    let one = |text: &str, format: SourceFormat, name: &str| -> Result<(weft_xds::Bootstrap, Vec<load::LoadError>), load::LoadError> {
+        if lenient {
+            load::load_lenient(text, format, name)
+        } else {
+            load::load_bootstrap(text, format, name).map(|b| (b, Vec::new()))
+        }
+    };
+    let src = |name: &str, text: &str, format: SourceFormat| Source { name: name.into(), text: text.into(), format };
     match (file, &args.config_yaml) {
         (Some((path, text)), None) => {
-            let b = load::load_bootstrap(&text, SourceFormat::from_path(&path), &path)?;
-            Ok((b, to_json(&text, &path)?))
+            let format = SourceFormat::from_path(&path);
+            let (bootstrap, ignored) = one(&text, format, &path)?;
+            let dump = to_json(&text, &path)?;
+            Ok(Loaded { bootstrap, dump, ignored, sources: vec![src(&path, &text, format)] })
         }
         (None, Some(yaml)) => {
-            let b = load::load_bootstrap(yaml, SourceFormat::Yaml, "--config-yaml")?;
-            Ok((b, to_json(yaml, "--config-yaml")?))
+            let (bootstrap, ignored) = one(yaml, SourceFormat::Yaml, "--config-yaml")?;
+            let dump = to_json(yaml, "--config-yaml")?;
+            Ok(Loaded { bootstrap, dump, ignored, sources: vec![src("--config-yaml", yaml, SourceFormat::Yaml)] })
         }
         (Some((path, text)), Some(yaml)) => {
             // Validate each source alone first, so errors keep their line numbers.
-            load::load_bootstrap(&text, SourceFormat::from_path(&path), &path)?;
+            let format = SourceFormat::from_path(&path);
+            let (_, mut ignored) = one(&text, format, &path)?;
+            ignored.extend(one(yaml, SourceFormat::Yaml, "--config-yaml")?.1);
             let mut v = to_json(&text, &path)?;
             merge(&mut v, to_json(yaml, "--config-yaml")?);
-            let b = load::from_value(v.clone(), &format!("{path} + --config-yaml"))?;
-            Ok((b, v))
+            let name = format!("{path} + --config-yaml");
+            let bootstrap = if lenient {
+                // Already reported above, per source.
+                load::from_value_lenient(v.clone(), &name, |_| None)?.0
+            } else {
+                load::from_value(v.clone(), &name)?
+            };
+            let sources = vec![src("--config-yaml", yaml, SourceFormat::Yaml), src(&path, &text, format)];
+            Ok(Loaded { bootstrap, dump: v, ignored, sources })
         }
-        (None, None) if args.xds_address.is_some() => Ok((weft_xds::Bootstrap::default(), serde_json::json!({}))),
+        (None, None) if args.xds_address.is_some() => {
+            Ok(Loaded { bootstrap: weft_xds::Bootstrap::default(), dump: serde_json::json!({}), ignored: Vec::new(), sources: Vec::new() })
+        }
         (None, None) => bail!("no configuration: give --config-path (-c), --config-yaml or --xds-address"),
     }
 }
@@ -183,7 +311,7 @@ fn node_overrides(args: &ProxyArgs, env: &[(String, String)]) -> anyhow::Result<
         }
         None => None,
     };
-    Ok(NodeOverrides { id, cluster: args.service_cluster.clone(), metadata, ads })
+    Ok(NodeOverrides { id, cluster: args.service_cluster.clone(), zone: args.service_zone.clone(), metadata, ads })
 }
 
 pub fn run(args: ProxyArgs) -> ExitCode {
@@ -191,27 +319,36 @@ pub fn run(args: ProxyArgs) -> ExitCode {
         say!("weft proxy version: {} (Envoy v3 API)", env!("CARGO_PKG_VERSION"));
         return ExitCode::SUCCESS;
     }
-    let directive = match level_directive(&args.log_level) {
-        Ok(d) => d,
+    let settings = match settings(&args) {
+        Ok(s) => s,
         Err(e) => {
-            eprintln!("weft proxy: {e}");
+            eprintln!("weft proxy: {e:#}");
             return ExitCode::from(1);
         }
     };
-    let (filter, handle) = reload::Layer::new(EnvFilter::new(directive));
+    let (filter, handle) = reload::Layer::new(EnvFilter::new(settings.log_levels.directives()));
+    let formatter = applog::Formatter::new(settings.log_format.clone());
     use tracing_subscriber::prelude::*;
-    tracing_subscriber::registry()
-        .with(filter)
-        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())))
-        .init();
+    let layer = tracing_subscriber::fmt::layer().event_format(formatter.clone());
+    match settings.log_file {
+        // Envoy writes its log only to the file when --log-path is given.
+        Some(f) => tracing_subscriber::registry().with(filter).with(layer.with_writer(std::sync::Mutex::new(f)).with_ansi(false)).init(),
+        None => tracing_subscriber::registry()
+            .with(filter)
+            .with(layer.with_writer(std::io::stderr).with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())))
+            .init(),
+    }
 
-    let (bootstrap, dump) = match load_config(&args) {
+    let Loaded { bootstrap, dump, ignored, sources } = match load_config(&args) {
         Ok(x) => x,
         Err(e) => {
             eprintln!("weft proxy: invalid configuration: {e:#}");
             return ExitCode::from(1);
         }
     };
+    for e in &ignored {
+        tracing::warn!("--allow-unknown-static-fields: ignoring {e}");
+    }
     let env: Vec<(String, String)> = std::env::vars().collect();
     let overrides = match node_overrides(&args, &env) {
         Ok(o) => o,
@@ -223,10 +360,17 @@ pub fn run(args: ProxyArgs) -> ExitCode {
     let mut config = match weft_proxy::Config::from_bootstrap(bootstrap, &overrides, dump) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("weft proxy: invalid configuration: {}: {e}", args.config_path.as_deref().unwrap_or("--config-yaml"));
+            eprintln!("weft proxy: invalid configuration: {}", located(&sources, &e));
             return ExitCode::from(1);
         }
     };
+    if let Some(p) = config.app_log_format.clone() {
+        if args.log_format.is_some() {
+            eprintln!("weft proxy: invalid configuration: application_log_config.log_format and --log-format cannot both be given");
+            return ExitCode::from(1);
+        }
+        formatter.set(LogFormat::Pattern(p));
+    }
     if args.mode == "validate" {
         say!("configuration '{}' OK", args.config_path.as_deref().unwrap_or("--config-yaml"));
         return ExitCode::SUCCESS;
@@ -246,8 +390,7 @@ pub fn run(args: ProxyArgs) -> ExitCode {
         // Tells the control plane this proxy can present a workload certificate.
         config.node_metadata.insert("SDS".into(), serde_json::json!("true"));
     }
-    let concurrency =
-        args.concurrency.filter(|c| *c > 0).unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    let concurrency = settings.concurrency;
     let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(concurrency).enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -255,12 +398,19 @@ pub fn run(args: ProxyArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let set_level: weft_proxy::admin::LogLevelSetter = Arc::new(move |l: &str| {
-        let d = level_directive(l)?;
-        handle.reload(EnvFilter::new(d)).map_err(|e| e.to_string())
+    let set_level: weft_proxy::admin::LogLevelSetter = Arc::new(move |directives: &str| {
+        let f = EnvFilter::try_new(directives).map_err(|e| e.to_string())?;
+        handle.reload(f).map_err(|e| e.to_string())
     });
     let drain_time = Duration::from_secs(args.drain_time_s);
-    let opts = weft_proxy::Options { concurrency, drain_time, set_log_level: set_level };
+    let opts = weft_proxy::Options {
+        concurrency,
+        drain_time,
+        set_log_level: set_level,
+        local_address_v6: settings.local_address_v6,
+        static_unknown_fields: ignored.len() as u64,
+        log_levels: settings.log_levels.clone(),
+    };
     rt.block_on(async move {
         if let Some(i) = identity {
             tokio::spawn(weft_proxy::identity::maintain(i));

@@ -87,7 +87,7 @@ pub struct Cluster {
     pub original_dst_lb_config: Option<OriginalDstLbConfig>,
     pub per_connection_buffer_limit_bytes: Option<u32>,
     pub cleanup_interval: Option<ProtoDuration>,
-    pub upstream_connection_options: Option<Ignored>,
+    pub upstream_connection_options: Option<UpstreamConnectionOptions>,
     pub metadata: Option<Ignored>,
     pub alt_stat_name: Option<String>,
     pub transport_socket: Option<crate::tls::TransportSocket>,
@@ -104,6 +104,24 @@ pub struct Cluster {
     pub track_cluster_stats: Option<Ignored>,
     pub ignore_health_on_host_removal: Option<bool>,
     pub close_connections_on_host_health_failure: Option<bool>,
+}
+
+/// `envoy.config.cluster.v3.UpstreamConnectionOptions`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConnectionOptions {
+    pub tcp_keepalive: Option<TcpKeepalive>,
+    pub set_local_interface_name_on_upstream_connections: Option<Unsupported>,
+    pub happy_eyeballs_config: Option<Unsupported>,
+}
+
+/// `envoy.config.core.v3.TcpKeepalive`: unset values are the system's.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TcpKeepalive {
+    pub keepalive_probes: Option<u32>,
+    pub keepalive_time: Option<u32>,
+    pub keepalive_interval: Option<u32>,
 }
 
 /// A transport socket for the endpoints whose `envoy.transport_socket_match` metadata has

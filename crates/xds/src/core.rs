@@ -57,8 +57,16 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 #[serde(deny_unknown_fields)]
 pub struct Address {
     pub socket_address: Option<SocketAddress>,
-    pub pipe: Option<Unsupported>,
+    pub pipe: Option<Pipe>,
     pub envoy_internal_address: Option<Unsupported>,
+}
+
+/// A Unix domain socket (`envoy.config.core.v3.Pipe`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pipe {
+    pub path: String,
+    pub mode: Option<Unsupported>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -215,8 +223,21 @@ pub struct Node {
     pub cluster: Option<String>,
     /// Sent to the control plane as is (Istio reads `NAMESPACE`, `LABELS`, … from it).
     pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
-    pub locality: Option<Ignored>,
+    pub locality: Option<Locality>,
     pub user_agent_name: Option<String>,
+}
+
+/// `envoy.config.core.v3.Locality`: where the node runs. Sent to the control plane with the
+/// node (Istio's locality load balancing reads it) and shown in `/server_info`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Locality {
+    #[serde(default)]
+    pub region: String,
+    #[serde(default)]
+    pub zone: String,
+    #[serde(default)]
+    pub sub_zone: String,
 }
 
 /// Where a dynamic resource comes from. weft fetches everything over the one ADS stream, so

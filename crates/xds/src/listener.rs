@@ -38,6 +38,12 @@ pub struct Listener {
     pub additional_addresses: Option<Unsupported>,
     pub filter_chain_matcher: Option<Unsupported>,
     pub drain_type: Option<Ignored>,
+    /// Exempt from the overload manager's global downstream connection limit.
+    #[serde(default)]
+    pub ignore_global_conn_limit: bool,
+    /// Exempt from overload actions (weft implements none, so there is nothing to bypass).
+    #[serde(default)]
+    pub bypass_overload_manager: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -52,7 +52,13 @@ pub enum UpstreamProtocol {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EndpointAddress {
     Ip(SocketAddr),
-    Dns { host: String, port: u16 },
+    Dns {
+        host: String,
+        port: u16,
+    },
+    /// A Unix domain socket of a STATIC cluster. weft dials one only as the control plane
+    /// (`ads_config`, Istio's `xds-grpc`); a route or proxy to such a cluster is refused.
+    Pipe(String),
 }
 
 #[derive(Debug, Clone)]
@@ -112,6 +118,14 @@ pub struct HealthCheckConfig {
     pub healthy_threshold: u32,
 }
 
+/// TCP keepalive for upstream connections; `None` leaves the system's value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcpKeepaliveConfig {
+    pub time: Option<Duration>,
+    pub interval: Option<Duration>,
+    pub probes: Option<u32>,
+}
+
 #[derive(Debug, Clone)]
 pub struct ClusterConfig {
     pub name: String,
@@ -127,6 +141,9 @@ pub struct ClusterConfig {
     pub protocol: UpstreamProtocol,
     pub idle_timeout: Option<Duration>,
     pub max_requests_per_connection: Option<u32>,
+    /// `upstream_connection_options.tcp_keepalive`: SO_KEEPALIVE on upstream connections,
+    /// with (time, interval, probes) where given.
+    pub tcp_keepalive: Option<TcpKeepaliveConfig>,
     pub healthy_panic_threshold: f64,
     pub h2_max_concurrent_streams: Option<u32>,
     pub h2_initial_stream_window: Option<u32>,
@@ -163,6 +180,11 @@ impl ClusterConfig {
     /// Stat scope name (`cluster.<this>.`).
     pub fn stat_name(&self) -> &str {
         self.alt_stat_name.as_deref().unwrap_or(&self.name)
+    }
+
+    /// True when its endpoints are Unix sockets (see [`EndpointAddress::Pipe`]).
+    pub fn is_pipe(&self) -> bool {
+        self.endpoints.iter().any(|e| matches!(e.address, EndpointAddress::Pipe(_)))
     }
 
     pub fn from_wire(c: &wire::Cluster, path: &str) -> Result<Self> {
@@ -367,6 +389,11 @@ impl ClusterConfig {
             protocol,
             idle_timeout: common.idle_timeout.map(|d| d.0).or(Some(Duration::from_secs(3600))).filter(|d| !d.is_zero()),
             max_requests_per_connection: common.max_requests_per_connection.or(c.max_requests_per_connection).filter(|m| *m > 0),
+            tcp_keepalive: c.upstream_connection_options.as_ref().and_then(|o| o.tcp_keepalive.as_ref()).map(|k| TcpKeepaliveConfig {
+                time: k.keepalive_time.map(|s| Duration::from_secs(u64::from(s))),
+                interval: k.keepalive_interval.map(|s| Duration::from_secs(u64::from(s))),
+                probes: k.keepalive_probes,
+            }),
             healthy_panic_threshold: c
                 .common_lb_config
                 .as_ref()
@@ -415,6 +442,16 @@ fn endpoint_address(a: &Address, path: &str, discovery: &Discovery) -> Result<En
             let sa = a.socket_address.as_ref().ok_or_else(|| ConfigError::new(path, "only socket_address is supported"))?;
             let port = port_value(sa.port_value, &format!("{path}.socket_address.port_value"))?;
             Ok(EndpointAddress::Dns { host: sa.address.clone(), port })
+        }
+        Discovery::Static if a.pipe.is_some() => {
+            let pipe = a.pipe.as_ref().map(|p| p.path.clone()).unwrap_or_default();
+            if pipe.is_empty() {
+                return Err(ConfigError::new(format!("{path}.pipe.path"), "required"));
+            }
+            if a.socket_address.is_some() {
+                return Err(ConfigError::new(path, "socket_address and pipe are mutually exclusive"));
+            }
+            Ok(EndpointAddress::Pipe(pipe))
         }
         _ => socket_addr(a, path).map(EndpointAddress::Ip),
     }

@@ -25,14 +25,19 @@ use super::{socket_addr, ConfigError, Result};
 /// routes naming them), and a reference to a missing cluster is answered at request time
 /// with 503 and `NC`, as Envoy does.
 pub enum ClusterNames<'a> {
-    Static(&'a HashMap<String, usize>),
+    /// The bootstrap's clusters, and which of them reach their endpoint over a Unix socket.
+    Static(&'a HashMap<String, usize>, &'a std::collections::HashSet<String>),
     Dynamic,
 }
 
 impl ClusterNames<'_> {
     pub fn check(&self, name: &str, path: &str) -> Result<()> {
         match self {
-            ClusterNames::Static(names) if !names.contains_key(name) => Err(ConfigError::new(path, format!("unknown cluster {name:?}"))),
+            ClusterNames::Static(names, _) if !names.contains_key(name) => Err(ConfigError::new(path, format!("unknown cluster {name:?}"))),
+            ClusterNames::Static(_, pipes) if pipes.contains(name) => Err(ConfigError::new(
+                path,
+                format!("cluster {name:?} reaches its endpoint over a Unix socket (pipe), which weft can only dial as the control plane"),
+            )),
             _ => Ok(()),
         }
     }
@@ -54,6 +59,10 @@ pub struct ListenerConfig {
     pub listener_filters_timeout: Duration,
     pub continue_on_listener_filters_timeout: bool,
     pub access_log: Vec<AccessLogConfig>,
+    /// `traffic_direction: INBOUND` (what `/drain_listeners?inboundonly` drains).
+    pub inbound: bool,
+    /// Not counted against the overload manager's global connection limit.
+    pub ignore_global_conn_limit: bool,
 }
 
 #[derive(Debug)]
@@ -239,6 +248,8 @@ impl ListenerConfig {
             listener_filters_timeout: l.listener_filters_timeout.map(|d| d.0).unwrap_or(Duration::from_secs(15)),
             continue_on_listener_filters_timeout: l.continue_on_listener_filters_timeout,
             access_log,
+            inbound: l.traffic_direction == weft_xds::listener::TrafficDirection::Inbound,
+            ignore_global_conn_limit: l.ignore_global_conn_limit,
         })
     }
 }
@@ -478,7 +489,7 @@ fn hcm(
     let routes = match (&h.route_config, &h.rds) {
         (Some(rc), None) => RouteSource::Inline(Arc::new(RouteTable::from_wire(rc, &format!("{path}.route_config"), clusters)?)),
         (None, Some(rds)) => {
-            if matches!(clusters, ClusterNames::Static(_)) {
+            if matches!(clusters, ClusterNames::Static(..)) {
                 return Err(ConfigError::new(format!("{path}.rds"), "needs a control plane (dynamic_resources.ads_config)"));
             }
             if rds.config_source.ads.is_none() {

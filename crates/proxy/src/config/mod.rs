@@ -7,6 +7,7 @@
 pub mod access_log;
 pub mod cluster;
 pub mod listener;
+pub mod process;
 pub mod route;
 
 use std::collections::HashMap;
@@ -42,6 +43,10 @@ pub struct Config {
     pub node_cluster: String,
     /// Sent to the control plane with the node id.
     pub node_metadata: serde_json::Map<String, serde_json::Value>,
+    /// `node.locality`, with `--service-zone` over its zone; sent to the control plane.
+    pub node_locality: Option<weft_xds::core::Locality>,
+    /// `application_log_config.log_format`: how weft's own log lines look.
+    pub app_log_format: Option<crate::applog::Pattern>,
     /// Where listeners, clusters, endpoints and routes come from at run time, if anywhere.
     pub ads: Option<AdsConfig>,
     pub admin: Option<AdminConfig>,
@@ -49,6 +54,9 @@ pub struct Config {
     pub clusters: Vec<Arc<ClusterConfig>>,
     /// The original bootstrap, as JSON, for `/config_dump`.
     pub dump: serde_json::Value,
+    /// `stats_config` and `deferred_stat_options`.
+    pub stats: Arc<crate::stats::StatsSettings>,
+    pub overload: process::Overload,
 }
 
 #[derive(Debug, Clone)]
@@ -60,7 +68,7 @@ pub struct AdminConfig {
 /// The control plane's ADS server.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AdsConfig {
-    /// `host:port`.
+    /// `host:port`, or `unix:<path>` for a Unix socket.
     pub address: String,
     pub delta: bool,
 }
@@ -71,6 +79,8 @@ pub struct AdsConfig {
 pub struct NodeOverrides {
     pub id: Option<String>,
     pub cluster: Option<String>,
+    /// `--service-zone`: replaces `node.locality.zone`.
+    pub zone: Option<String>,
     /// Merged over the bootstrap's `node.metadata`.
     pub metadata: serde_json::Map<String, serde_json::Value>,
     /// Replaces the bootstrap's `dynamic_resources.ads_config`.
@@ -86,6 +96,32 @@ impl Config {
         let node_cluster = overrides.cluster.clone().or(node.cluster).unwrap_or_default();
         let mut node_metadata = node.metadata.unwrap_or_default();
         node_metadata.extend(overrides.metadata.clone());
+        let node_locality = match (node.locality, &overrides.zone) {
+            (l, None) => l,
+            (l, Some(z)) => Some(weft_xds::core::Locality { zone: z.clone(), ..l.unwrap_or_default() }),
+        };
+        let app_log_format = match b.application_log_config.and_then(|a| a.log_format) {
+            None => None,
+            Some(f) => Some(match (f.text_format, f.json_format) {
+                (Some(t), None) => {
+                    crate::applog::Pattern::parse(&t).map_err(|e| ConfigError::new("application_log_config.log_format.text_format", e))?
+                }
+                (None, Some(j)) => crate::applog::Pattern::from_json_format(&j)
+                    .map_err(|e| ConfigError::new("application_log_config.log_format.json_format", e))?,
+                _ => {
+                    return Err(ConfigError::new(
+                        "application_log_config.log_format",
+                        "exactly one of text_format and json_format is required",
+                    ))
+                }
+            }),
+        };
+
+        let mut stats = process::stats_settings(b.stats_config.as_ref())?;
+        stats.deferred = process::deferred_stats(b.deferred_stat_options.as_ref());
+        let overload = process::overload(b.overload_manager.as_ref())?;
+        process::bootstrap_extensions(&b.bootstrap_extensions)?;
+        process::layered_runtime(b.layered_runtime.as_ref())?;
 
         let admin = match b.admin {
             Some(a) => {
@@ -112,7 +148,8 @@ impl Config {
             }
             clusters.push(Arc::new(cfg));
         }
-        let cluster_names = listener::ClusterNames::Static(&by_name);
+        let pipes: std::collections::HashSet<String> = clusters.iter().filter(|c| c.is_pipe()).map(|c| c.name.clone()).collect();
+        let cluster_names = listener::ClusterNames::Static(&by_name, &pipes);
 
         let mut listeners: Vec<Arc<ListenerConfig>> = Vec::new();
         let mut seen: HashMap<String, usize> = HashMap::new();
@@ -141,7 +178,20 @@ impl Config {
         if ads.is_some() && node_id.is_empty() {
             return Err(ConfigError::new("node.id", "required when a control plane is used (or give --service-node)"));
         }
-        Ok(Config { node_id, node_cluster, node_metadata, ads, admin, listeners, clusters, dump })
+        Ok(Config {
+            node_id,
+            node_cluster,
+            node_metadata,
+            node_locality,
+            app_log_format,
+            ads,
+            admin,
+            listeners,
+            clusters,
+            dump,
+            stats: Arc::new(stats),
+            overload,
+        })
     }
 }
 
@@ -178,9 +228,19 @@ fn ads_from_bootstrap(d: &weft_xds::bootstrap::DynamicResources, clusters: &[Arc
     let cluster = clusters.iter().find(|c| &c.name == name).ok_or_else(|| {
         ConfigError::new(format!("{path}[0].envoy_grpc.cluster_name"), format!("{name:?} is not a cluster in static_resources"))
     })?;
+    let is_pipe = matches!(cluster.endpoints.first().map(|e| &e.address), Some(cluster::EndpointAddress::Pipe(_)));
+    if cluster.tcp_keepalive.is_some() && !is_pipe {
+        // Over a Unix socket (Istio's xds-grpc) TCP keepalive has nothing to act on.
+        return Err(ConfigError::new(
+            format!("{path}[0].envoy_grpc.cluster_name"),
+            format!("cluster {name:?} sets upstream_connection_options.tcp_keepalive, which weft's ADS client does not apply yet"),
+        ));
+    }
     let address = match cluster.endpoints.first().map(|e| &e.address) {
         Some(cluster::EndpointAddress::Ip(a)) => a.to_string(),
         Some(cluster::EndpointAddress::Dns { host, port }) => format!("{host}:{port}"),
+        // Istio's xds-grpc: pilot-agent's xDS proxy on a Unix socket.
+        Some(cluster::EndpointAddress::Pipe(p)) => format!("unix:{p}"),
         None => {
             return Err(ConfigError::new(
                 format!("{path}[0].envoy_grpc.cluster_name"),

@@ -229,9 +229,10 @@ impl SpanReport {
         if info.status >= 500 {
             t.insert("error", "true".into());
         }
-        let local = crate::http::routing::client_ip(info.conn.local);
+        // Envoy's span endpoint is the node's address (`--local-address-ip-version`), not the
+        // connection's.
         let shared = self.span.shared;
-        let json = crate::trace::zipkin::encode(&self.span, self.kind, shared, &self.tracer.node_cluster, local);
+        let json = crate::trace::zipkin::encode(&self.span, self.kind, shared, &self.tracer.node_cluster, crate::server::node_address());
         self.reporter.report(json);
     }
 }

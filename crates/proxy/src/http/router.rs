@@ -304,10 +304,8 @@ pub(crate) async fn send_detached(
     wire: Wire,
     timeout: Duration,
 ) -> Detached {
-    static NODE_ADDRESS: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    let node = NODE_ADDRESS.get_or_init(|| crate::sockopt::first_non_loopback_ipv4().to_string());
     req.headers_mut().insert(super::X_ENVOY_INTERNAL.clone(), HeaderValue::from_static("true"));
-    super::append_xff(req.headers_mut(), node);
+    super::append_xff(req.headers_mut(), crate::server::node_address_text());
     cluster.stats.upstream_rq_total.inc();
     let sent = tokio::time::timeout(timeout, async {
         let resp = pool::send(cluster, host, req, wire).await?;

@@ -51,7 +51,7 @@ impl Cluster {
             .iter()
             .filter_map(|e| match e.address {
                 EndpointAddress::Ip(addr) => Some(Host::new(addr, e, &cfg)),
-                EndpointAddress::Dns { .. } => None,
+                EndpointAddress::Dns { .. } | EndpointAddress::Pipe(_) => None,
             })
             .collect();
         let c = Arc::new(Cluster {

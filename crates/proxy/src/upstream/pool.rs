@@ -85,6 +85,21 @@ async fn connect_tcp(cluster: &Cluster, addr: SocketAddr) -> Result<TcpStream, U
     match tokio::time::timeout(cluster.cfg.connect_timeout, TcpStream::connect(addr)).await {
         Ok(Ok(s)) => {
             let _ = s.set_nodelay(true);
+            if let Some(k) = &cluster.cfg.tcp_keepalive {
+                let mut ka = socket2::TcpKeepalive::new();
+                if let Some(t) = k.time {
+                    ka = ka.with_time(t);
+                }
+                if let Some(i) = k.interval {
+                    ka = ka.with_interval(i);
+                }
+                if let Some(n) = k.probes {
+                    ka = ka.with_retries(n);
+                }
+                if let Err(e) = socket2::SockRef::from(&s).set_tcp_keepalive(&ka) {
+                    tracing::debug!(cluster = %cluster.cfg.name, error = %e, "cannot set TCP keepalive");
+                }
+            }
             Ok(s)
         }
         Ok(Err(e)) => {
