@@ -110,6 +110,11 @@ fn known_but_unimplemented_fields_are_refused() {
         &text,
         &["static_resources.listeners[0].filter_chains[0].filters[0].typed_config.request_headers_timeout: not supported"],
     );
+    // A source address for upstream connections would change what the upstream sees.
+    let text = with(true, |b| {
+        format!("cluster_manager: {{upstream_bind_config: {{source_address: {{address: 127.0.0.2, port_value: 0}}}}}}\n{b}")
+    });
+    assert_refused(&text, &["cluster_manager.upstream_bind_config: not supported"]);
 }
 
 /// A filter chain terminating TLS with the given context (YAML flow mapping).

@@ -23,7 +23,7 @@ pub struct Bootstrap {
     /// How often stats go to sinks; with none (the only case weft accepts) it changes nothing.
     pub stats_flush_interval: Option<ProtoDuration>,
     pub overload_manager: Option<OverloadManager>,
-    pub cluster_manager: Option<Ignored>,
+    pub cluster_manager: Option<ClusterManager>,
     pub watchdogs: Option<Ignored>,
     pub tracing: Option<Unsupported>,
     pub node_context_params: Option<Ignored>,
@@ -246,4 +246,17 @@ pub struct RuntimeLayer {
     pub admin_layer: Option<crate::filters::EmptyObject>,
     pub disk_layer: Option<Unsupported>,
     pub rtds_layer: Option<Unsupported>,
+}
+
+/// `cluster_manager`: every field changes what the proxy does (a source address to bind, zone
+/// awareness, an outlier event log, load reports), and weft implements none, so each is refused
+/// by name; an empty block is accepted.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterManager {
+    pub local_cluster_name: Option<Unsupported>,
+    pub outlier_detection: Option<Unsupported>,
+    pub upstream_bind_config: Option<Unsupported>,
+    pub load_stats_config: Option<Unsupported>,
+    pub enable_deferred_cluster_creation: Option<Unsupported>,
 }
