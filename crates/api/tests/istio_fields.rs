@@ -331,3 +331,257 @@ fn istio_wildcard_labels_are_hosts() {
         assert!(l.objects.is_empty() && shown(&l)[0].contains("spec.host: "), "{h}: {:#?}", shown(&l));
     }
 }
+
+/// Every diagnostic as `(level, "file:line: Kind ns/name: path: message")`, for exact checks.
+fn exact(l: &Loaded) -> Vec<(Level, String)> {
+    l.diagnostics.iter().map(|d| (d.level, d.to_string())).collect()
+}
+
+const E: Level = Level::Error;
+const W: Level = Level::Warning;
+
+#[test]
+fn istios_duration_rules_apply_wherever_istio_checks_a_duration() {
+    let dr = |policy: &str| load_text(&doc(NET, "DestinationRule", &format!("  host: a\n  trafficPolicy:\n{policy}")), "dr.yaml");
+    let tp = "dr.yaml:{}: DestinationRule default/probe: spec.trafficPolicy";
+    let at = |line: u32, rest: &str| tp.replace("{}", &line.to_string()) + rest;
+    let l = dr(concat!(
+        "    connectionPool:\n",
+        "      http: {idleTimeout: 0.5ms}\n",
+        "      tcp:\n",
+        "        connectTimeout: 1.0005s\n",
+        "        idleTimeout: 0s\n",
+        "    outlierDetection:\n",
+        "      baseEjectionTime: 0s\n",
+        "      interval: 10.5ms\n",
+    ));
+    assert_eq!(
+        exact(&l),
+        [
+            (E, at(8, ".connectionPool.http.idleTimeout: must be at least 1ms")),
+            (E, at(10, ".connectionPool.tcp.connectTimeout: only millisecond precision is supported")),
+            (E, at(13, ".outlierDetection.baseEjectionTime: must be at least 1ms")),
+            (E, at(14, ".outlierDetection.interval: only millisecond precision is supported")),
+        ],
+        "tcp.idleTimeout 0s is Istio's way of saying none"
+    );
+    let l = dr("    connectionPool: {tcp: {idleTimeout: 1.5005s}}\n");
+    assert_eq!(exact(&l), [(E, at(7, ".connectionPool.tcp.idleTimeout: only millisecond precision is supported"))]);
+    // warmupDurationSecs has only the CRD's 1ms minimum, no precision rule.
+    let l = dr("    loadBalancer: {warmupDurationSecs: 1.0005s}\n");
+    assert_eq!(exact(&l).len(), 1, "{:#?}", shown(&l));
+    assert!(shown(&l)[0].contains("weft does not act on it yet"), "{:#?}", shown(&l));
+
+    let vs = concat!(
+        "  hosts: [a]\n",
+        "  http:\n",
+        "  - route: [{destination: {host: a}}]\n",
+        "    timeout: 0s\n",
+        "    retries: {attempts: 2, perTryTimeout: 0.5ms}\n",
+        "    fault: {delay: {fixedDelay: 1.0001s, percentage: {value: 10}}}\n",
+    );
+    let l = load_text(&doc(NET, "VirtualService", vs), "vs.yaml");
+    let vs = "VirtualService default/probe: spec.http[0]";
+    assert_eq!(
+        exact(&l),
+        [
+            (E, format!("vs.yaml:8: {vs}.timeout: must be at least 1ms")),
+            (E, format!("vs.yaml:9: {vs}.retries.perTryTimeout: must be at least 1ms")),
+            (E, format!("vs.yaml:10: {vs}.fault.delay.fixedDelay: only millisecond precision is supported")),
+        ]
+    );
+
+    let sc = "  egress: [{hosts: [\"./*\"]}]\n  inboundConnectionPool:\n    tcp: {connectTimeout: 0s}\n";
+    let l = load_text(&doc(NET, "Sidecar", sc), "s.yaml");
+    assert_eq!(errors(&l), ["s.yaml:7: Sidecar default/probe: spec.inboundConnectionPool.tcp.connectTimeout: must be at least 1ms"]);
+}
+
+#[test]
+fn a_service_entry_tcp_port_without_addresses_is_warned_about() {
+    let ports = concat!(
+        "  ports:\n",
+        "  - {number: 5432, name: pg}\n",
+        "  - {number: 80, name: http, protocol: HTTP}\n",
+        "  - {number: 3306, name: mysql, protocol: tcp}\n",
+    );
+    let se = |extra: &str| load_text(&doc(NET, "ServiceEntry", &format!("  hosts: [db.example.com]\n{ports}{extra}")), "se.yaml");
+    const WHY: &str = "addresses are required for ports serving TCP (or unset) protocol when IP autoallocation is not enabled \
+                       (weft does not allocate addresses)";
+    let want = [
+        (W, format!("se.yaml:7: ServiceEntry default/probe: spec.ports[0]: {WHY}")),
+        (W, format!("se.yaml:9: ServiceEntry default/probe: spec.ports[2]: {WHY}")),
+    ];
+    for resolution in ["DNS", "NONE", "STATIC"] {
+        let l = se(&format!("  resolution: {resolution}\n  location: MESH_EXTERNAL\n"));
+        let got: Vec<_> = exact(&l).into_iter().filter(|(_, d)| d.contains(WHY)).collect();
+        assert_eq!(got, want, "{resolution}");
+        assert_eq!(l.objects.len(), 1, "a warning only");
+    }
+    let l = se("  addresses: [10.0.0.1]\n  resolution: STATIC\n  endpoints: [{address: 10.1.0.1}]\n");
+    assert!(l.diagnostics.is_empty(), "{:#?}", shown(&l));
+}
+
+#[test]
+fn a_sidecar_with_nothing_to_configure_is_refused() {
+    let l = load_text(&doc(NET, "Sidecar", "  workloadSelector: {labels: {app: a}}\n"), "s.yaml");
+    assert_eq!(
+        exact(&l),
+        [(
+            E,
+            "s.yaml:4: Sidecar default/probe: spec: a Sidecar needs at least one of egress, ingress, outboundTrafficPolicy \
+             or inboundConnectionPool"
+                .to_string()
+        )]
+    );
+    assert!(l.objects.is_empty());
+    let l = load_text(&doc(NET, "Sidecar", "  outboundTrafficPolicy: {mode: REGISTRY_ONLY}\n"), "s.yaml");
+    assert!(l.diagnostics.is_empty() && l.objects.len() == 1, "{:#?}", shown(&l));
+}
+
+#[test]
+fn a_sidecar_ingress_target_port_is_refused_as_istio_does() {
+    let ingress = |port: &str| {
+        let spec =
+            format!("  ingress:\n  - port: {{number: 9080, protocol: HTTP, name: http{port}}}\n    defaultEndpoint: 127.0.0.1:8080\n");
+        load_text(&doc(NET, "Sidecar", &spec), "s.yaml")
+    };
+    let l = ingress(", targetPort: 8080");
+    assert_eq!(
+        exact(&l),
+        [(
+            E,
+            "s.yaml:6: Sidecar default/probe: spec.ingress[0].port.targetPort: has no effect on a Sidecar \
+             (defaultEndpoint says where traffic goes)"
+                .to_string()
+        )]
+    );
+    assert!(l.objects.is_empty());
+    let l = ingress(", targetPort: 0");
+    assert!(l.diagnostics.is_empty() && l.objects.len() == 1, "0 is unset to Istio: {:#?}", shown(&l));
+}
+
+#[test]
+fn a_maglev_table_size_must_be_a_prime_below_istios_limit() {
+    let dr = |maglev: &str| {
+        let spec = format!("  host: a\n  trafficPolicy:\n    loadBalancer:\n      consistentHash: {{useSourceIp: true, {maglev}}}\n");
+        load_text(&doc(NET, "DestinationRule", &spec), "dr.yaml")
+    };
+    let at = |rest: &str| format!("dr.yaml:8: DestinationRule default/probe: spec.trafficPolicy.loadBalancer.consistentHash.{rest}");
+    assert_eq!(
+        exact(&dr("maglev: {tableSize: 65536}")),
+        [(E, at("maglev.tableSize: 65536 is not a prime number (Maglev needs a prime table size, such as 65537)"))]
+    );
+    assert_eq!(exact(&dr("maglev: {tableSize: 5000011}")), [(E, at("maglev.tableSize: 5000011 must be less than 5000011"))]);
+    assert_eq!(exact(&dr("maglev: {}")), [(E, at("maglev.tableSize: is required for maglev"))]);
+    for ok in ["maglev: {tableSize: 65537}", "maglev: {tableSize: 1}", "maglev: {tableSize: 4999999}"] {
+        let l = dr(ok);
+        assert!(l.diagnostics.is_empty() && l.objects.len() == 1, "{ok}: {:#?}", shown(&l));
+    }
+    assert_eq!(
+        exact(&dr("minimumRingSize: 1024, maglev: {tableSize: 65537}")),
+        [
+            (W, at("minimumRingSize: is deprecated; use ringHash.minimumRingSize")),
+            (E, at("minimumRingSize: cannot be set with ringHash or maglev")),
+        ]
+    );
+}
+
+#[test]
+fn labels_follow_kubernetes_syntax_where_istio_checks_it() {
+    const KEY: &str = "is not a valid label key: an optional DNS prefix and '/', then alphanumerics, '-', '_' and '.', \
+                       starting and ending with an alphanumeric";
+    const VALUE: &str = "is not a valid label value (alphanumerics, '-', '_' and '.', starting and ending with an alphanumeric)";
+    let long = "n".repeat(64);
+    let spec = format!(
+        concat!(
+            "  host: a\n",
+            "  subsets:\n",
+            "  - name: v1\n",
+            "    labels:\n",
+            "      \"-bad\": x\n",
+            "      a/b/c: d\n",
+            "      example.com/app: ok\n",
+            "      {long}: x\n",
+            "      version: \"v1 beta\"\n",
+            "      empty: \"\"\n",
+        ),
+        long = long
+    );
+    let l = load_text(&doc(NET, "DestinationRule", &spec), "dr.yaml");
+    let at =
+        |line: u32, key: &str, rest: &str| format!("dr.yaml:{line}: DestinationRule default/probe: spec.subsets[0].labels.{key}: {rest}");
+    assert_eq!(
+        exact(&l),
+        [
+            (E, at(9, "-bad", &format!("\"-bad\" {KEY}"))),
+            (E, at(10, "a/b/c", &format!("\"a/b/c\" {KEY}"))),
+            (E, at(12, &long, &format!("{long:?} is not a valid label key: its name is longer than 63 characters"))),
+            (E, at(13, "version", &format!("\"v1 beta\" {VALUE}"))),
+        ]
+    );
+
+    let vs = concat!(
+        "  hosts: [a]\n",
+        "  http:\n",
+        "  - match: [{sourceLabels: {app: \"a b\"}}]\n",
+        "    route: [{destination: {host: a}}]\n",
+        "  tcp:\n",
+        "  - match: [{sourceLabels: {_app: x}}]\n",
+        "    route: [{destination: {host: a}}]\n",
+    );
+    let l = load_text(&doc(NET, "VirtualService", vs), "vs.yaml");
+    assert_eq!(
+        exact(&l),
+        [
+            (E, format!("vs.yaml:7: VirtualService default/probe: spec.http[0].match[0].sourceLabels.app: \"a b\" {VALUE}")),
+            (E, format!("vs.yaml:10: VirtualService default/probe: spec.tcp[0].match[0].sourceLabels._app: \"_app\" {KEY}")),
+        ]
+    );
+
+    let we = "  address: 10.0.0.1\n  labels: {\"app.kubernetes.io/\": x}\n";
+    let l = load_text(&doc(NET, "WorkloadEntry", we), "we.yaml");
+    assert_eq!(
+        exact(&l),
+        [(E, format!("we.yaml:6: WorkloadEntry default/probe: spec.labels.app.kubernetes.io/: \"app.kubernetes.io/\" {KEY}"))]
+    );
+
+    // Selectors: Istio checks only empty keys, wildcards and (its CRDs) values up to 63.
+    let l = load_text(
+        &doc(NET, "Sidecar", &format!("  workloadSelector: {{labels: {{app: {long}}}}}\n  egress: [{{hosts: [\"./*\"]}}]\n")),
+        "s.yaml",
+    );
+    assert_eq!(
+        exact(&l),
+        [(
+            E,
+            "s.yaml:5: Sidecar default/probe: spec.workloadSelector.labels.app: the value of \"app\" is longer than 63 characters"
+                .to_string()
+        )]
+    );
+}
+
+#[test]
+fn a_host_may_end_in_a_dot_as_in_istio() {
+    for h in ["reviews.default.svc.cluster.local.", "example.com.", "\"*.example.com.\"", "a."] {
+        let l = load_text(&doc(NET, "DestinationRule", &format!("  host: {h}\n")), "dr.yaml");
+        assert!(l.diagnostics.is_empty() && l.objects.len() == 1, "{h}: {:#?}", shown(&l));
+    }
+    let se = "  hosts: [api.example.com.]\n  ports: [{number: 443, name: tls, protocol: TLS}]\n  resolution: DNS\n";
+    let l = load_text(&doc(NET, "ServiceEntry", se), "se.yaml");
+    assert!(l.diagnostics.is_empty() && l.objects.len() == 1, "resolved as a DNS name: {:#?}", shown(&l));
+    for h in ["a..", "example.com..", "\".\""] {
+        let l = load_text(&doc(NET, "DestinationRule", &format!("  host: {h}\n")), "dr.yaml");
+        let name = h.trim_matches('"');
+        assert_eq!(
+            exact(&l),
+            [(
+                E,
+                format!(
+                    "dr.yaml:5: DestinationRule default/probe: spec.host: {name:?} is not a valid host \
+                     (a DNS name whose first label may be `*` or `*suffix`, or `*`)"
+                )
+            )],
+            "{h}"
+        );
+    }
+}

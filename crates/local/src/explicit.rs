@@ -204,6 +204,14 @@ pub fn sidecars(mesh: &MeshFile, addrs: &Addresses, root_namespace: &str) -> Res
                 spec[field] = serde_json::to_value(v).map_err(|e| LocalError::Spec(e.to_string()))?;
             }
         }
+        // No port and nothing inherited: a Sidecar would say nothing (Istio refuses an empty
+        // one), and with no namespace-wide Sidecar there is nothing for it to replace.
+        let says_something = ["ingress", "egress", "outboundTrafficPolicy"]
+            .iter()
+            .any(|f| spec.get(*f).is_some_and(|v| !v.is_null() && v.as_array().is_none_or(|a| !a.is_empty())));
+        if !says_something {
+            continue;
+        }
         out.push(json!({
             "apiVersion": "networking.istio.io/v1", "kind": "Sidecar",
             "metadata": {"name": format!("weft-explicit-{}", w.name), "namespace": w.namespace},
@@ -358,6 +366,14 @@ spec:
         );
         assert!(matches!(check_ports(&mesh, 9080), Err(LocalError::Spec(_))), "9080 is the application's port");
         assert!(matches!(check_ports(&mesh, 15090), Err(LocalError::Spec(m)) if m.starts_with("MeshConfig spec.proxyHttpPort")));
+    }
+
+    #[test]
+    fn a_workload_with_no_port_and_nothing_to_inherit_gets_no_sidecar() {
+        let file = "apiVersion: weft.dev/v1alpha1\nkind: Workload\nmetadata: {name: client}\nspec:\n  command: [\"true\"]\n";
+        let mesh = crate::spec::parse(file, "m.yaml").expect("valid");
+        let addrs = addresses(range(), mesh.workloads.len()).expect("room");
+        assert!(sidecars(&mesh, &addrs, "istio-system").expect("sidecars").is_empty(), "an empty Sidecar is invalid in Istio");
     }
 
     #[test]

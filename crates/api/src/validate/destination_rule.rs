@@ -2,8 +2,9 @@
 //! pools, outlier detection, client TLS, retry budget).
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 
-use super::{duration, export_to, host, percent, port_number, selector, Check};
+use super::{at_least_1ms, duration, export_to, host, labels, percent, port_number, selector, Check};
 use crate::networking as net;
 
 pub(super) fn destination_rule(dr: &net::DestinationRule, c: &mut Check) {
@@ -22,6 +23,7 @@ pub(super) fn destination_rule(dr: &net::DestinationRule, c: &mut Check) {
         } else if !names.insert(s.name.as_str()) {
             c.error(format!("spec.subsets[{i}].name"), format!("duplicate subset {:?}", s.name));
         }
+        labels(&s.labels, &format!("spec.subsets[{i}].labels"), c);
         if let Some(tp) = &s.traffic_policy {
             traffic_policy(tp, &format!("spec.subsets[{i}].trafficPolicy"), c);
         }
@@ -118,6 +120,12 @@ fn load_balancer(lb: &net::LoadBalancerSettings, path: &str, c: &mut Check) {
         }
         if h.minimum_ring_size.is_some_and(|n| n != 0) {
             c.warn(format!("{path}.consistentHash.minimumRingSize"), "is deprecated; use ringHash.minimumRingSize");
+            if h.ring_hash.is_some() || h.maglev.is_some() {
+                c.error(format!("{path}.consistentHash.minimumRingSize"), "cannot be set with ringHash or maglev");
+            }
+        }
+        if let Some(m) = &h.maglev {
+            maglev_table_size(m.table_size.unwrap_or(0), &format!("{path}.consistentHash.maglev.tableSize"), c);
         }
     }
     if lb.backend_utilization.is_some() {
@@ -129,7 +137,7 @@ fn load_balancer(lb: &net::LoadBalancerSettings, path: &str, c: &mut Check) {
         c.error(path, "only one of warmupDurationSecs and warmup can be set");
     }
     if let Some(d) = lb.warmup_duration_secs {
-        duration(d, &format!("{path}.warmupDurationSecs"), c);
+        at_least_1ms(d, &format!("{path}.warmupDurationSecs"), c);
         c.not_acted_on(format!("{path}.warmupDurationSecs"), "new endpoints get their full share of requests at once");
     }
     if let Some(w) = &lb.warmup {
@@ -161,6 +169,9 @@ pub(super) fn connection_pool(pool: &net::ConnectionPoolSettings, path: &str, ea
     };
     if let Some(h) = &pool.http {
         let p = format!("{path}.http");
+        if let Some(d) = h.idle_timeout {
+            duration(d, &format!("{p}.idleTimeout"), c);
+        }
         if h.h2_upgrade_policy == Some(net::H2UpgradePolicy::Upgrade) && h.use_client_protocol == Some(true) {
             c.error(format!("{p}.useClientProtocol"), "must not be true when h2UpgradePolicy is UPGRADE");
         }
@@ -182,6 +193,13 @@ pub(super) fn connection_pool(pool: &net::ConnectionPoolSettings, path: &str, ea
     }
     if let Some(t) = &pool.tcp {
         let p = format!("{path}.tcp");
+        if let Some(d) = t.connect_timeout {
+            duration(d, &format!("{p}.connectTimeout"), c);
+        }
+        // Istio takes an idle timeout under 1ms (`0s`) as "none", and checks only the others.
+        if let Some(d) = t.idle_timeout.filter(|d| d.0 >= Duration::from_millis(1)) {
+            duration(d, &format!("{p}.idleTimeout"), c);
+        }
         if let Some(k) = &t.tcp_keepalive {
             for (f, d) in [("time", k.time), ("interval", k.interval)] {
                 if let Some(d) = d {
@@ -198,6 +216,11 @@ pub(super) fn connection_pool(pool: &net::ConnectionPoolSettings, path: &str, ea
 }
 
 fn outlier_detection(od: &net::OutlierDetection, path: &str, c: &mut Check) {
+    for (f, d) in [("baseEjectionTime", od.base_ejection_time), ("interval", od.interval)] {
+        if let Some(d) = d {
+            duration(d, &format!("{path}.{f}"), c);
+        }
+    }
     if od.consecutive_errors.is_some_and(|n| n != 0) {
         c.warn(format!("{path}.consecutiveErrors"), "is deprecated; use consecutive5xxErrors or consecutiveGatewayErrors");
     }
@@ -224,4 +247,25 @@ fn outlier_detection(od: &net::OutlierDetection, path: &str, c: &mut Check) {
     if !od.outlier_detection_http_error_codes.is_empty() {
         c.not_acted_on(format!("{path}.outlierDetectionHttpErrorCodes"), "5xx responses count as errors");
     }
+}
+
+/// Istio's rules for a Maglev table: set, under 5000011, and prime (Envoy's `isPrime`, which
+/// also counts 1 as prime). Above the limit the size is refused already, so primality is not
+/// tried on numbers that would take long to factor.
+fn maglev_table_size(n: u64, path: &str, c: &mut Check) {
+    const LIMIT: u64 = 5_000_011;
+    if n == 0 {
+        c.error(path, "is required for maglev");
+    } else if n >= LIMIT {
+        c.error(path, format!("{n} must be less than {LIMIT}"));
+    } else if !prime(n) {
+        c.error(path, format!("{n} is not a prime number (Maglev needs a prime table size, such as 65537)"));
+    }
+}
+
+fn prime(n: u64) -> bool {
+    if n < 4 {
+        return n != 0;
+    }
+    !n.is_multiple_of(2) && (3..).step_by(2).take_while(|f| f * f <= n).all(|f| !n.is_multiple_of(f))
 }

@@ -122,25 +122,44 @@ fn ip(s: &str, path: &str, c: &mut Check) {
     }
 }
 
-/// A host as Istio's `ValidateWildcardDomain` allows it: DNS labels, the first of which may be
-/// a wildcard (`*`, `*suffix`, `*-suffix`), and a top-level label that is not all digits; or
-/// `*` alone. weft also takes an IP address.
+/// A host as Istio's `ValidateWildcardDomain` allows it: at most 255 characters; a first label
+/// that is a DNS-1123 label, `*`, or one with a `*` or `*-` prefix; then DNS-1123 labels whose
+/// last (the top-level domain) is not a number. The last label may be empty: an absolute name
+/// such as `istio.io.` is a valid host. weft also takes an IP address.
 fn host(h: &str, path: &str, c: &mut Check) {
-    if h == "*" || h.parse::<IpAddr>().is_ok() {
+    if h.parse::<IpAddr>().is_ok() {
         return;
     }
-    let (first, rest) = h.split_once('.').map_or((h, None), |(f, r)| (f, Some(r)));
-    let first_ok = match first.strip_prefix('*') {
-        Some(w) => w.is_empty() || dns_label(w.strip_prefix('-').unwrap_or(w)),
-        None => dns_label(first),
-    };
-    let labels: Vec<&str> = rest.map(|r| r.split('.').collect()).unwrap_or_default();
-    let tld = labels.last().copied().unwrap_or(first);
-    let numeric_tld = !tld.is_empty() && tld.bytes().all(|b| b.is_ascii_digit());
-    let ok = !h.is_empty() && h.len() <= 255 && first_ok && labels.iter().all(|l| dns_label(l)) && !numeric_tld;
+    let ok = h.len() <= 255
+        && match h.split_once('.') {
+            None => wildcard_label(h),
+            Some((first, rest)) => wildcard_label(first) && dns1123_labels(rest),
+        };
     if !ok {
         c.error(path, format!("{h:?} is not a valid host (a DNS name whose first label may be `*` or `*suffix`, or `*`)"));
     }
+}
+
+/// Istio's `IsWildcardDNS1123Label`: `*`, or a DNS-1123 label optionally prefixed by `*` or
+/// `*-`, at most 63 characters in all.
+fn wildcard_label(l: &str) -> bool {
+    let bare = match l.strip_prefix('*') {
+        Some("") => return true,
+        Some(w) => w.strip_prefix('-').unwrap_or(w),
+        None => l,
+    };
+    l.len() <= 63 && dns_label(bare)
+}
+
+/// Istio's `ValidateDNS1123Labels`: dot-separated DNS-1123 labels, the last of which may be
+/// empty (a trailing dot) and must not be a number (`strconv.Atoi`, so it fits in 64 bits).
+fn dns1123_labels(s: &str) -> bool {
+    let labels: Vec<&str> = s.split('.').collect();
+    let tld = labels.last().copied().unwrap_or_default();
+    if tld.parse::<i64>().is_ok() {
+        return false;
+    }
+    labels.iter().enumerate().all(|(i, l)| (i + 1 == labels.len() && l.is_empty()) || dns_label(l))
 }
 
 /// A DNS-1123 label (Istio also takes upper case).
@@ -152,13 +171,10 @@ fn dns_label(l: &str) -> bool {
         && !l.ends_with('-')
 }
 
-/// A DNS name without wildcards (Istio's `ValidateFQDN`), for addresses that are resolved.
+/// A DNS name without wildcards (Istio's `ValidateFQDN`), for addresses that are resolved. As
+/// for hosts, a trailing dot is allowed.
 fn fqdn(h: &str) -> bool {
-    !h.contains('*') && h.parse::<IpAddr>().is_err() && {
-        let mut probe = Check::default();
-        host(h, "", &mut probe);
-        probe.problems.is_empty()
-    }
+    !h.is_empty() && h.len() <= 255 && h.parse::<IpAddr>().is_err() && dns1123_labels(h)
 }
 
 /// Istio's `ValidateDuration`, for the durations it checks: at least 1ms, in whole ms.
@@ -170,9 +186,67 @@ fn duration(d: GoDuration, path: &str, c: &mut Check) {
     }
 }
 
+/// The 1ms minimum alone: for the durations only Istio's CRD checks (`duration(self) >=
+/// duration('1ms')`), which has no precision rule.
+fn at_least_1ms(d: GoDuration, path: &str, c: &mut Check) {
+    if d.0 < Duration::from_millis(1) {
+        c.error(path, "must be at least 1ms");
+    }
+}
+
+/// Labels as Istio's `labels.Instance.Validate` checks them (subsets, workload entries,
+/// `sourceLabels`), at `{path}.{key}`: Kubernetes label keys, and values of alphanumerics, `-`,
+/// `_` and `.` that start and end with an alphanumeric, or empty. Istio sets no length limit on
+/// values.
+fn labels(labels: &BTreeMap<String, String>, path: &str, c: &mut Check) {
+    for (k, v) in labels {
+        let p = format!("{path}.{k}");
+        if let Err(why) = label_key(k) {
+            c.error(p.as_str(), format!("{k:?} is not a valid label key: {why}"));
+        }
+        if !v.is_empty() && !qualified_name(v) {
+            c.error(
+                p,
+                format!("{v:?} is not a valid label value (alphanumerics, '-', '_' and '.', starting and ending with an alphanumeric)"),
+            );
+        }
+    }
+}
+
+/// A Kubernetes label key: an optional DNS-subdomain prefix of at most 253 characters and `/`,
+/// then a name of at most 63.
+fn label_key(k: &str) -> Result<(), &'static str> {
+    const SHAPE: &str = "an optional DNS prefix and '/', then alphanumerics, '-', '_' and '.', \
+                         starting and ending with an alphanumeric";
+    let (prefix, name) = k.split_once('/').map_or((None, k), |(p, n)| (Some(p), n));
+    if !qualified_name(name) || prefix.is_some_and(|p| !p.split('.').all(dns_label_any_length)) {
+        return Err(SHAPE);
+    }
+    if prefix.is_some_and(|p| p.len() > 253) {
+        return Err("its DNS prefix is longer than 253 characters");
+    }
+    if name.len() > 63 {
+        return Err("its name is longer than 63 characters");
+    }
+    Ok(())
+}
+
+/// Kubernetes' qualified name (without its length limit): alphanumerics, `-`, `_` and `.`,
+/// starting and ending with an alphanumeric.
+fn qualified_name(s: &str) -> bool {
+    let edge = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
+    edge(s.chars().next()) && edge(s.chars().last()) && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+}
+
+/// A DNS-1123 label's characters, with no length limit (Istio's label-key prefix pattern).
+fn dns_label_any_length(l: &str) -> bool {
+    !l.is_empty() && l.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '-') && !l.starts_with('-') && !l.ends_with('-')
+}
+
 /// A selector's labels (`matchLabels`, or `labels` on a Sidecar or ServiceEntry) at
-/// `{path}.{key}`: no empty keys, no wildcards. An empty selector selects every workload of
-/// the namespace, which Istio warns about.
+/// `{path}.{key}`: no empty keys, no wildcards, values of at most 63 characters (Istio's CRDs).
+/// Istio checks no other label syntax on selectors. An empty selector selects every workload
+/// of the namespace, which Istio warns about.
 fn selector(labels: &BTreeMap<String, String>, path: &str, key: &str, c: &mut Check) {
     if labels.is_empty() {
         c.warn(path, format!("has no {key}, so it selects every workload in the namespace"));
@@ -182,6 +256,9 @@ fn selector(labels: &BTreeMap<String, String>, path: &str, key: &str, c: &mut Ch
             c.error(format!("{path}.{key}"), "a label key must not be empty");
         } else if k.contains('*') || v.contains('*') {
             c.error(format!("{path}.{key}.{k}"), format!("wildcards are not supported in selectors ({k}={v})"));
+        }
+        if v.chars().count() > 63 {
+            c.error(format!("{path}.{key}.{k}"), format!("the value of {k:?} is longer than 63 characters"));
         }
     }
 }

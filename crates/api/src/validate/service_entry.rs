@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
-use super::{cidr, dns_label, export_to, fqdn, host, port_number, selector, Check};
+use super::{cidr, dns_label, export_to, fqdn, host, labels, port_number, selector, Check};
 use crate::networking as net;
 
 /// Where a WorkloadEntry-shaped value sits: its own resource, or a ServiceEntry's `endpoints`.
@@ -67,6 +67,15 @@ pub(super) fn service_entry(se: &net::ServiceEntry, c: &mut Check) {
         }
         if let Some(t) = p.target_port.filter(|t| *t != 0) {
             port_number(t, &format!("{pp}.targetPort"), c);
+        }
+        // Istio warns when it will not allocate an address itself (PILOT_ENABLE_IP_AUTOALLOCATE
+        // off, resolution NONE, or the entry opting out); weft never allocates one.
+        if se.addresses.is_empty() && p.protocol.as_deref().is_none_or(|proto| proto.is_empty() || proto.eq_ignore_ascii_case("tcp")) {
+            c.warn(
+                pp.as_str(),
+                "addresses are required for ports serving TCP (or unset) protocol when IP autoallocation is not enabled \
+                 (weft does not allocate addresses)",
+            );
         }
     }
     // Plain TCP cannot tell several hosts apart unless nothing is resolved (NONE).
@@ -174,6 +183,7 @@ pub(super) fn workload_entry(e: &net::WorkloadEntry, p: &str, of: EntryOf<'_>, c
             "weft reaches every address directly, as Istio does from a proxy whose own network is unset",
         );
     }
+    labels(&e.labels, &format!("{p}.labels"), c);
     if e.locality.as_deref().is_some_and(|l| !l.is_empty()) {
         c.not_acted_on(format!("{p}.locality"), "weft has no locality-aware load balancing");
     }

@@ -11,6 +11,9 @@ pub(super) fn sidecar(s: &net::Sidecar, c: &mut Check) {
     if let Some(sel) = &s.workload_selector {
         selector(&sel.labels, "spec.workloadSelector", "labels", c);
     }
+    if s.egress.is_empty() && s.ingress.is_empty() && s.outbound_traffic_policy.is_none() && s.inbound_connection_pool.is_none() {
+        c.error("spec", "a Sidecar needs at least one of egress, ingress, outboundTrafficPolicy or inboundConnectionPool");
+    }
     // weft applies no inbound connection limits yet; not limiting never sends traffic
     // elsewhere, so the pools are checked and accepted with a warning.
     if let Some(pool) = &s.inbound_connection_pool {
@@ -24,9 +27,7 @@ pub(super) fn sidecar(s: &net::Sidecar, c: &mut Check) {
         if !ports.insert(l.port.number) {
             c.error(format!("{p}.port.number"), format!("port {} has two ingress listeners", l.port.number));
         }
-        if l.port.target_port.is_some() {
-            c.warn(format!("{p}.port.targetPort"), "has no effect on a Sidecar (defaultEndpoint says where traffic goes)");
-        }
+        target_port(&l.port, &format!("{p}.port.targetPort"), c);
         if let Some(b) = &l.bind {
             if b.starts_with("unix://") {
                 c.error(format!("{p}.bind"), "a Unix domain socket is not supported by weft yet");
@@ -64,6 +65,7 @@ pub(super) fn sidecar(s: &net::Sidecar, c: &mut Check) {
         // bound to one address or not captured would change what the workload can reach.
         if let Some(port) = &e.port {
             port_number(port.number, &format!("spec.egress[{i}].port.number"), c);
+            target_port(port, &format!("spec.egress[{i}].port.targetPort"), c);
             c.unsupported(format!("spec.egress[{i}].port"), "the egress hosts would be reachable on every port");
         }
         if e.bind.is_some() {
@@ -74,6 +76,13 @@ pub(super) fn sidecar(s: &net::Sidecar, c: &mut Check) {
             Some("IPTABLES" | "NONE") => c.unsupported(format!("spec.egress[{i}].captureMode"), "egress traffic is only taken by capture"),
             Some(m) => c.error(format!("spec.egress[{i}].captureMode"), format!("unknown capture mode {m:?} (DEFAULT, IPTABLES, NONE)")),
         }
+    }
+}
+
+/// Istio refuses a listener port's `targetPort` on a Sidecar: it would have no effect.
+fn target_port(port: &net::Port, path: &str, c: &mut Check) {
+    if port.target_port.is_some_and(|t| t > 0) {
+        c.error(path, "has no effect on a Sidecar (defaultEndpoint says where traffic goes)");
     }
 }
 

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use super::{cidr, duration, export_to, host, percent, port_number, Check};
+use super::{cidr, duration, export_to, host, labels, percent, port_number, Check};
 use crate::networking::{self as net, StringMatch};
 
 pub(super) fn virtual_service(vs: &net::VirtualService, c: &mut Check) {
@@ -38,6 +38,7 @@ pub(super) fn virtual_service(vs: &net::VirtualService, c: &mut Check) {
         l4_route(&r.route, &format!("spec.tcp[{i}]"), c);
         for (j, m) in r.matches.iter().enumerate() {
             destination_subnets(&m.destination_subnets, &format!("spec.tcp[{i}].match[{j}].destinationSubnets"), c);
+            labels(&m.source_labels, &format!("spec.tcp[{i}].match[{j}].sourceLabels"), c);
         }
     }
     for (i, r) in vs.tls.iter().enumerate() {
@@ -50,6 +51,7 @@ pub(super) fn virtual_service(vs: &net::VirtualService, c: &mut Check) {
                 c.error(format!("spec.tls[{i}].match[{j}].sniHosts"), "is required");
             }
             destination_subnets(&m.destination_subnets, &format!("spec.tls[{i}].match[{j}].destinationSubnets"), c);
+            labels(&m.source_labels, &format!("spec.tls[{i}].match[{j}].sourceLabels"), c);
         }
     }
 }
@@ -87,6 +89,7 @@ fn http_route(r: &net::HttpRoute, path: &str, c: &mut Check) {
         if let Some(p) = m.port {
             port_number(p, &format!("{mp}.port"), c);
         }
+        labels(&m.source_labels, &format!("{mp}.sourceLabels"), c);
     }
     destinations(r.route.iter().map(|d| (&d.destination, d.weight)), &format!("{path}.route"), c);
     if let Some(rw) = &r.rewrite {
@@ -109,9 +112,15 @@ fn http_route(r: &net::HttpRoute, path: &str, c: &mut Check) {
             c.error(format!("{path}.directResponse.status"), format!("{} is not an HTTP status", d.status));
         }
     }
+    if let Some(d) = r.timeout {
+        duration(d, &format!("{path}.timeout"), c);
+    }
     if let Some(rt) = &r.retries {
         if rt.attempts < 0 {
             c.error(format!("{path}.retries.attempts"), "cannot be negative");
+        }
+        if let Some(d) = rt.per_try_timeout {
+            duration(d, &format!("{path}.retries.perTryTimeout"), c);
         }
         // Which endpoint of the same destination a retry picks, and when: tuning only.
         if rt.retry_remote_localities.is_some() {
@@ -152,8 +161,9 @@ fn http_route(r: &net::HttpRoute, path: &str, c: &mut Check) {
     }
     if let Some(f) = &r.fault {
         if let Some(d) = &f.delay {
-            if d.fixed_delay.is_none() {
-                c.error(format!("{path}.fault.delay.fixedDelay"), "is required");
+            match d.fixed_delay {
+                Some(fd) => duration(fd, &format!("{path}.fault.delay.fixedDelay"), c),
+                None => c.error(format!("{path}.fault.delay.fixedDelay"), "is required"),
             }
             if let Some(p) = d.percentage {
                 percent(p.value, &format!("{path}.fault.delay.percentage.value"), c);
