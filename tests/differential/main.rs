@@ -4,6 +4,7 @@
 mod admin;
 mod cli;
 mod harness;
+mod hostile;
 mod istio;
 mod listeners;
 mod more;

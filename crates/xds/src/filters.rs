@@ -101,6 +101,8 @@ pub struct HttpConnectionManager {
     pub stream_idle_timeout: Option<ProtoDuration>,
     pub request_timeout: Option<ProtoDuration>,
     pub request_headers_timeout: Option<ProtoDuration>,
+    /// Largest request header block, in KiB (Envoy: 60 by default, at most 8192).
+    pub max_request_headers_kb: Option<u32>,
     pub drain_timeout: Option<ProtoDuration>,
     /// Only how long a closing connection lingers for its peer to read: accepted, not applied.
     pub delayed_close_timeout: Option<Ignored>,

@@ -127,6 +127,8 @@ pub struct HttpConnectionManagerConfig {
     /// Runs of `/` collapsed before routing (`merge_slashes`).
     pub merge_slashes: bool,
     pub stream_idle_timeout: Option<Duration>,
+    /// `max_request_headers_kb` in bytes: a larger HTTP/1 head is answered 431.
+    pub max_request_headers_bytes: usize,
     pub request_timeout: Option<Duration>,
     pub idle_timeout: Option<Duration>,
     pub drain_timeout: Duration,
@@ -562,6 +564,13 @@ fn hcm(
         normalize_path: h.normalize_path.unwrap_or(false),
         merge_slashes: h.merge_slashes,
         stream_idle_timeout: opt(h.stream_idle_timeout, Some(Duration::from_secs(300))),
+        max_request_headers_bytes: match h.max_request_headers_kb {
+            None => 60 * 1024,
+            Some(kb @ 1..=8192) => kb as usize * 1024,
+            Some(kb) => {
+                return Err(ConfigError::new(format!("{path}.max_request_headers_kb"), format!("{kb} is not between 1 and 8192 (KiB)")))
+            }
+        },
         request_timeout: opt(h.request_timeout, None),
         idle_timeout: opt(common.idle_timeout, Some(Duration::from_secs(3600))),
         drain_timeout: h.drain_timeout.map(|d| d.0).unwrap_or(Duration::from_secs(5)),

@@ -5,6 +5,8 @@ pub mod fault;
 pub mod info;
 pub mod local_reply;
 mod path_norm;
+mod request_head;
+
 pub mod rds;
 pub mod router;
 pub mod routing;
@@ -36,6 +38,10 @@ use crate::transport::Stream;
 use crate::upstream::ClusterManager;
 use info::{LogOnDrop, RequestInfo};
 use routing::RequestView;
+
+/// hyper refuses (panics on) an HTTP/1 read buffer under 8 KiB, so smaller header limits are
+/// rounded up to it.
+const MIN_HYPER_BUF: usize = 8192;
 
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -150,7 +156,11 @@ impl Hcm {
                     }
                 };
                 tokio::select! {
-                    _ = conn.as_mut() => {}
+                    r = conn.as_mut() => {
+                        if let Err(e) = r {
+                            self.count_codec_refusal(e.into());
+                        }
+                    }
                     _ = soft => {
                         conn.as_mut().graceful_shutdown();
                         let _ = conn.await;
@@ -171,11 +181,16 @@ impl Hcm {
                 // hyper's own default, with a timer, is a 30 s header timeout that also closes
                 // keep-alive connections idle that long; Envoy keeps them for the idle timeout.
                 b.http1().header_read_timeout(None);
+                // hyper answers 431 when the head does not fit its read buffer; bounding the
+                // buffer by max_request_headers_kb gives Envoy's limit (and bounds what a client
+                // that never ends its headers can make weft hold).
+                b.http1().max_buf_size(self.cfg.max_request_headers_bytes.max(MIN_HYPER_BUF));
                 drive!(b.serve_connection_with_upgrades(io, svc), false);
             }
             Codec::Http1 => {
                 let mut b = hyper::server::conn::http1::Builder::new();
                 b.header_read_timeout(None);
+                b.max_buf_size(self.cfg.max_request_headers_bytes.max(MIN_HYPER_BUF));
                 drive!(b.serve_connection(io, svc).with_upgrades(), false);
             }
             Codec::Http2 => {
@@ -188,6 +203,21 @@ impl Hcm {
         }
         self.stats.downstream_cx_active.dec();
         self.stats.downstream_cx_destroy.inc();
+    }
+
+    /// A head hyper's parser refused itself (it answered 400 or 431 and closed) never reaches
+    /// `handle`; Envoy counts such a request like any other it answers, so weft does too.
+    fn count_codec_refusal(&self, err: Box<dyn std::error::Error + Send + Sync>) {
+        let Some(e) = err.downcast_ref::<hyper::Error>() else { return };
+        let status = match () {
+            _ if e.is_parse_too_large() => 431,
+            _ if e.is_parse() => 400,
+            _ => return,
+        };
+        self.stats.downstream_rq_total.inc();
+        self.stats.downstream_rq_http1_total.inc();
+        self.stats.codes.inc(status);
+        self.stats.downstream_rq_completed.inc();
     }
 
     fn tune_h2(&self, mut b: hyper_util::server::conn::auto::Http2Builder<'_, TokioExecutor>) {
@@ -216,6 +246,12 @@ impl Hcm {
         let start = SystemTime::now();
         let (mut parts, body) = req.into_parts();
         let grpc = parts.headers.get(http::header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+        // A head Envoy's HTTP/1 codec would refuse is answered here, before anything acts on it.
+        let refused = if is_h2 {
+            Ok(())
+        } else {
+            request_head::check(&parts.method, parts.version, &parts.uri, &parts.headers, self.cfg.max_request_headers_bytes)
+        };
 
         self.edge_headers(&mut parts, conn);
         if self.cfg.normalize_path || self.cfg.merge_slashes {
@@ -225,7 +261,7 @@ impl Hcm {
         let authority: String = parts
             .uri
             .authority()
-            .map(|a| a.as_str().to_string())
+            .map(|a| request_head::authority_without_userinfo(a).to_string())
             .or_else(|| parts.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()).map(str::to_string))
             .unwrap_or_default();
         let path_and_query = parts.uri.path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| "/".into());
@@ -262,6 +298,15 @@ impl Hcm {
             last_rx: None,
         };
 
+        if let Err(refusal) = refused {
+            // Envoy answers a codec error and closes the connection; the request never routes.
+            info.details = refusal.details;
+            let text = refusal.status.canonical_reason().unwrap_or("Bad Request");
+            let mut r = local_reply::build(refusal.status, text, false);
+            r.headers_mut().insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+            let r = self.finish(r, &parts, &info);
+            return self.complete(r, info, None);
+        }
         if parts.version == http::Version::HTTP_10 && !self.cfg.accept_http_10 {
             // Envoy's HTTP/1 codec refuses HTTP/1.0 unless `accept_http_10` is set.
             info.details = "low_version";
@@ -281,7 +326,10 @@ impl Hcm {
         };
         let view = RequestView { parts: &parts, host: &authority, path, query, scheme: conn.scheme() };
         let vhost = routing::select_vhost(&table, &authority);
-        let route = vhost.and_then(|vh| routing::select_route(vh, &view));
+        // An HTTP/1 CONNECT matches only a route with a `connect_matcher`, which weft refuses in
+        // config; so, as in Envoy without one, it finds no route (404).
+        let connect = !is_h2 && parts.method == http::Method::CONNECT;
+        let route = vhost.filter(|_| !connect).and_then(|vh| routing::select_route(vh, &view));
         let report = span.filter(|s| s.sampled).and_then(|s| {
             let op = route.and_then(|r| r.operation.as_deref()).unwrap_or(&authority);
             self.report(s, op, &parts, conn, &info, &path_and_query)

@@ -1,0 +1,201 @@
+//! Hostile HTTP/1 request heads, sent byte for byte to Envoy and to weft on the same bootstrap,
+//! each with its own recording upstream: weft is never more lenient than Envoy. Where Envoy
+//! refuses, weft refuses with the same status and its upstream sees nothing; where Envoy
+//! forwards, weft forwards what Envoy forwards (method, path, Host).
+//!
+//! Deliberate differences, each a case below with `Lenient::Weft`: none is more lenient in what
+//! reaches the upstream.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use weft_test_support::{ProxyKind, Upstream};
+
+use crate::harness::*;
+
+/// What a client saw: the status (None: the connection closed without an answer) and the
+/// request, if any, the upstream received.
+#[derive(Debug, Clone, PartialEq)]
+struct Outcome {
+    status: Option<u16>,
+    forwarded: Option<Value>,
+}
+
+/// Sends `bytes` on a new connection and reads one response (its head and a Content-Length
+/// body), or until the proxy closes, or 3 s.
+async fn raw(addr: &str, bytes: &[u8]) -> Option<u16> {
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    if s.write_all(bytes).await.is_err() {
+        return None;
+    }
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let read = async {
+        loop {
+            match s.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                let len: usize =
+                    head.lines().find_map(|l| l.strip_prefix("content-length:")).and_then(|v| v.trim().parse().ok()).unwrap_or(0);
+                if buf.len() >= end + 4 + len {
+                    break;
+                }
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(3), read).await;
+    let text = String::from_utf8_lossy(&buf);
+    text.strip_prefix("HTTP/1.1 ").or_else(|| text.strip_prefix("HTTP/1.0 ")).and_then(|r| r.get(..3)).and_then(|c| c.parse().ok())
+}
+
+async fn outcome(run: &Run, up: &Upstream, bytes: &[u8]) -> Outcome {
+    up.reset();
+    let status = raw(&run.addr(), bytes).await;
+    // A forwarded request reaches the upstream before the answer comes back.
+    let forwarded = up.seen().first().map(|r| json!({"method": r["method"], "path": r["path"], "host": r["headers"]["host"]}));
+    Outcome { status, forwarded }
+}
+
+/// Which proxy may be the more lenient for a case: Envoy (weft must match or be stricter),
+/// or weft, for a listed deliberate difference.
+#[derive(Clone, Copy, PartialEq)]
+enum Lenient {
+    Envoy,
+    /// Envoy answers 400 to a fragment in the path; weft's HTTP/1 parser drops the fragment
+    /// before weft sees the target, so weft forwards the path without it — what Istio asks of
+    /// Envoy too (its `http_reject_path_with_fragment` runtime flag is off). Nothing after `#`
+    /// reaches the upstream.
+    WeftStripsFragment,
+    /// Not yet as Envoy: hyper's parser, under weft's, folds these before weft sees the head —
+    /// a `Content-Length` beside `Transfer-Encoding: chunked` is dropped (the body is read as
+    /// chunked and the connection closed after the response, so nothing is smuggled), and a
+    /// repeated identical `Content-Length` is kept once. Envoy answers 400. What reaches the
+    /// upstream is one well-framed request; refusing needs a head scanner of weft's own.
+    WeftFoldsFraming,
+    /// Both refuse; hyper's parser answers 400 where Envoy answers 501.
+    BothRefuse,
+}
+
+fn cases() -> Vec<(&'static str, Vec<u8>, Lenient)> {
+    let h = |s: &str| s.as_bytes().to_vec();
+    let big = |n: usize| format!("GET / HTTP/1.1\r\nHost: t.example\r\nX-Big: {}\r\n\r\n", "a".repeat(n)).into_bytes();
+    vec![
+        ("plain GET", h("GET /ok HTTP/1.1\r\nHost: t.example\r\n\r\n"), Lenient::Envoy),
+        (
+            "CL and TE",
+            h("POST / HTTP/1.1\r\nHost: t.example\r\nContent-Length: 6\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
+            Lenient::WeftFoldsFraming,
+        ),
+        (
+            "CL twice",
+            h("POST / HTTP/1.1\r\nHost: t.example\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello"),
+            Lenient::WeftFoldsFraming,
+        ),
+        ("CL differing", h("POST / HTTP/1.1\r\nHost: t.example\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!"), Lenient::Envoy),
+        ("TE gzip, chunked", h("POST / HTTP/1.1\r\nHost: t.example\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n"), Lenient::Envoy),
+        (
+            "TE deflate, chunked",
+            h("POST / HTTP/1.1\r\nHost: t.example\r\nTransfer-Encoding: deflate, chunked\r\n\r\n0\r\n\r\n"),
+            Lenient::Envoy,
+        ),
+        (
+            "TE chunked,chunked",
+            h("POST / HTTP/1.1\r\nHost: t.example\r\nTransfer-Encoding: chunked,chunked\r\n\r\n0\r\n\r\n"),
+            Lenient::Envoy,
+        ),
+        (
+            "TE chunked twice",
+            h("POST / HTTP/1.1\r\nHost: t.example\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
+            Lenient::Envoy,
+        ),
+        ("TE identity", h("POST / HTTP/1.1\r\nHost: t.example\r\nTransfer-Encoding: identity\r\n\r\n"), Lenient::BothRefuse),
+        ("TE Chunked (case)", h("POST / HTTP/1.1\r\nHost: t.example\r\nTransfer-Encoding: Chunked\r\n\r\n0\r\n\r\n"), Lenient::Envoy),
+        ("method FOO", h("FOO / HTTP/1.1\r\nHost: t.example\r\n\r\n"), Lenient::Envoy),
+        ("method get", h("get / HTTP/1.1\r\nHost: t.example\r\n\r\n"), Lenient::Envoy),
+        ("method PATCH", h("PATCH / HTTP/1.1\r\nHost: t.example\r\nContent-Length: 0\r\n\r\n"), Lenient::Envoy),
+        ("no Host", h("GET / HTTP/1.1\r\n\r\n"), Lenient::Envoy),
+        ("Host with space", h("GET / HTTP/1.1\r\nHost: a b\r\n\r\n"), Lenient::Envoy),
+        ("Host with slash and at", h("GET / HTTP/1.1\r\nHost: a/b@c\r\n\r\n"), Lenient::Envoy),
+        ("Host twice", h("GET / HTTP/1.1\r\nHost: a.example\r\nHost: b.example\r\n\r\n"), Lenient::Envoy),
+        ("Host IPv6 literal", h("GET / HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n"), Lenient::Envoy),
+        ("authority-form GET", h("GET evil.example:8080 HTTP/1.1\r\nHost: t.example\r\n\r\n"), Lenient::Envoy),
+        ("absolute-form", h("GET http://other.example/p HTTP/1.1\r\nHost: t.example\r\n\r\n"), Lenient::Envoy),
+        ("absolute-form with userinfo", h("GET http://user:pw@other.example/ HTTP/1.1\r\nHost: t.example\r\n\r\n"), Lenient::Envoy),
+        ("ftp target", h("GET ftp://other.example/ HTTP/1.1\r\nHost: t.example\r\n\r\n"), Lenient::Envoy),
+        ("CONNECT on a normal route", h("CONNECT other.example:443 HTTP/1.1\r\nHost: other.example:443\r\n\r\n"), Lenient::Envoy),
+        ("OPTIONS *", h("OPTIONS * HTTP/1.1\r\nHost: t.example\r\n\r\n"), Lenient::Envoy),
+        ("fragment", h("GET /a#frag HTTP/1.1\r\nHost: t.example\r\n\r\n"), Lenient::WeftStripsFragment),
+        ("raw UTF-8 in path", "GET /caf\u{e9} HTTP/1.1\r\nHost: t.example\r\n\r\n".as_bytes().to_vec(), Lenient::Envoy),
+        ("59 KB header", big(59 * 1024), Lenient::Envoy),
+        ("62 KB header", big(62 * 1024), Lenient::Envoy),
+        ("100 KB header", big(100 * 1024), Lenient::Envoy),
+        (
+            "101 headers",
+            {
+                let mut r = "GET / HTTP/1.1\r\nHost: t.example\r\n".to_string();
+                for i in 0..101 {
+                    r.push_str(&format!("X-H{i}: v\r\n"));
+                }
+                r.push_str("\r\n");
+                r.into_bytes()
+            },
+            Lenient::Envoy,
+        ),
+    ]
+}
+
+#[tokio::test]
+async fn hostile_http1_heads_are_refused_as_envoy_refuses_them() {
+    let ups = [Upstream::start("envoy-up").await, Upstream::start("weft-up").await];
+    let build = |port: u16| {
+        move |p: &Ports| {
+            let vh = json!([{"name": "all", "domains": ["*"], "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "up"}}]}]);
+            http_bootstrap(p, vh, vec![cluster("up", &[port], json!({}))], json!({}))
+        }
+    };
+    let envoy = start(ProxyKind::Envoy, &build(ups[0].port())).await;
+    let weft = start(ProxyKind::Weft, &build(ups[1].port())).await;
+    let mut problems = Vec::new();
+    // Answers by class, as each client saw them: [envoy, weft] x [4xx, 5xx].
+    let mut classes = [[0i64; 2]; 2];
+    for (name, bytes, lenient) in cases() {
+        let e = outcome(&envoy, &ups[0], &bytes).await;
+        let w = outcome(&weft, &ups[1], &bytes).await;
+        for (i, o) in [&e, &w].into_iter().enumerate() {
+            match o.status {
+                Some(400..=499) => classes[i][0] += 1,
+                Some(500..=599) => classes[i][1] += 1,
+                _ => {}
+            }
+        }
+        let ok = match lenient {
+            Lenient::Envoy => match (&e.forwarded, &w.forwarded) {
+                // Envoy refused: weft refuses too, with Envoy's status, and forwards nothing.
+                (None, None) => e.status == w.status,
+                (None, Some(_)) => false,
+                // Envoy forwarded: weft forwards the same request, or refuses.
+                (Some(ef), Some(wf)) => ef == wf && e.status == w.status,
+                (Some(_), None) => w.status.is_some_and(|s| (400..500).contains(&s)),
+            },
+            Lenient::WeftFoldsFraming => e.forwarded.is_none() && w.forwarded.is_some(),
+            Lenient::BothRefuse => e.forwarded.is_none() && w.forwarded.is_none() && w.status.is_some_and(|s| (400..500).contains(&s)),
+            Lenient::WeftStripsFragment => {
+                e.forwarded.is_none() && w.forwarded.as_ref().is_none_or(|f| !f["path"].as_str().unwrap_or_default().contains('#'))
+            }
+        };
+        if !ok {
+            problems.push(format!("{name}: envoy {e:?}\n    weft {w:?}"));
+        }
+    }
+    assert!(problems.is_empty(), "weft differs from Envoy on:\n  {}", problems.join("\n  "));
+    // Every answer is counted by its class in the connection manager's stats, as Envoy counts
+    // it: a refused head is a 4xx, not an upstream failure.
+    for (i, run) in [&envoy, &weft].into_iter().enumerate() {
+        assert_eq!(run.stat("http.ingress.downstream_rq_4xx").await, classes[i][0], "{} downstream_rq_4xx", run.kind);
+        assert_eq!(run.stat("http.ingress.downstream_rq_5xx").await, classes[i][1], "{} downstream_rq_5xx", run.kind);
+    }
+}
