@@ -15,6 +15,7 @@ use std::time::Duration;
 use serde_json::Value;
 use weft_test_support::certs::TempDir;
 use weft_test_support::mesh::Mesh;
+use weft_test_support::prometheus_sum;
 
 const WEFT: &str = env!("CARGO_BIN_EXE_weft");
 /// Who runs `weft` when the test runs as root.
@@ -119,17 +120,6 @@ fn split(out: &Output) -> (String, String) {
 
 fn json(body: &str) -> Value {
     serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
-}
-
-/// The value of the first Prometheus sample whose line contains every one of `parts`.
-/// The sum of every series whose line holds all of `parts`; `None` when there is none.
-fn metric(stats: &str, parts: &[&str]) -> Option<f64> {
-    let values: Vec<f64> = stats
-        .lines()
-        .filter(|l| !l.starts_with('#') && parts.iter().all(|p| l.contains(p)))
-        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
-        .collect();
-    (!values.is_empty()).then(|| values.iter().sum())
 }
 
 fn stats(mesh_address: &str) -> String {
@@ -291,13 +281,14 @@ fn an_unprivileged_user_runs_a_mesh_whose_clients_call_through_their_sidecar_ove
     // The sidecars' own stats say the same: the client's TLS handshakes to reviews, and TLS
     // 1.3 accepted on the server's bound inbound listener.
     let client_stats = stats(&client);
-    let handshakes = metric(&client_stats, &["_ssl_handshake{", "|reviews\""]);
+    let handshakes = prometheus_sum(&client_stats, &["_ssl_handshake{", "|reviews\""]);
     assert!(handshakes.is_some_and(|n| n >= 1.0), "the client sidecar's TLS stats show the mTLS hop:\n{client_stats}");
     let server_stats = stats(&reviews_v1);
     let inbound = format!("{reviews_v1}_9080");
     let ssl: Vec<&str> = server_stats.lines().filter(|l| l.contains("ssl")).collect();
     assert!(
-        metric(&server_stats, &["envoy_listener_ssl_versions{", "envoy_ssl_version=\"TLSv1.3\"", &inbound]).is_some_and(|n| n >= 1.0),
+        prometheus_sum(&server_stats, &["envoy_listener_ssl_versions{", "envoy_ssl_version=\"TLSv1.3\"", &inbound])
+            .is_some_and(|n| n >= 1.0),
         "the server sidecar accepted TLS 1.3 on {inbound}:\n{ssl:#?}"
     );
 
@@ -466,5 +457,5 @@ fn mesh_tracing_reports_one_trace_across_every_sidecar_on_the_path() {
     assert_eq!(in_reviews["tags"]["upstream_cluster"], "inbound|9080||", "{in_reviews:#}");
     assert_eq!(out_reviews["tags"]["upstream_cluster"], "outbound|9080|v2|reviews.default.svc.cluster.local", "{out_reviews:#}");
     let stats = stats(&client);
-    assert!(metric(&stats, &["envoy_tracing_zipkin_spans_sent"]).is_some_and(|n| n >= 1.0), "{stats}");
+    assert!(prometheus_sum(&stats, &["envoy_tracing_zipkin_spans_sent"]).is_some_and(|n| n >= 1.0), "{stats}");
 }

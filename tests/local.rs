@@ -12,6 +12,7 @@ use serde_json::Value;
 use weft_test_support::certs::TempDir;
 use weft_test_support::mesh::Mesh;
 use weft_test_support::netns::require_root_netadmin;
+use weft_test_support::prometheus_sum;
 
 const WEFT: &str = env!("CARGO_BIN_EXE_weft");
 
@@ -126,17 +127,6 @@ spec:
   ports: [{name: http, port: 9080}]
 "#;
 
-/// The value of the first Prometheus sample whose line contains every one of `parts`.
-/// The sum of every series whose line holds all of `parts`; `None` when there is none.
-fn metric(stats: &str, parts: &[&str]) -> Option<f64> {
-    let values: Vec<f64> = stats
-        .lines()
-        .filter(|l| !l.starts_with('#') && parts.iter().all(|p| l.contains(p)))
-        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
-        .collect();
-    (!values.is_empty()).then(|| values.iter().sum())
-}
-
 fn stats(address: &str) -> String {
     let out = weft_test_support::tool("curl")
         .args(["-s", "-m", "5", &format!("http://{address}:15090/stats/prometheus")])
@@ -168,13 +158,17 @@ fn a_mesh_on_one_machine_captures_unmodified_clients_into_mtls_and_down_leaves_n
     let (_, client_ip) = run.workload("default/client");
     let (_, reviews_ip) = run.workload("default/reviews-v1");
     let client_stats = stats(&client_ip);
-    let handshakes = metric(&client_stats, &["_ssl_handshake{", "|reviews\""]);
+    let handshakes = prometheus_sum(&client_stats, &["_ssl_handshake{", "|reviews\""]);
     assert!(handshakes.is_some_and(|n| n >= 1.0), "the client sidecar's TLS stats show the mTLS hop:\n{client_stats}");
-    assert_eq!(metric(&client_stats, &["server_concurrency"]), Some(1.0), "MeshConfig defaultConfig.concurrency reaches the sidecar");
+    assert_eq!(
+        prometheus_sum(&client_stats, &["server_concurrency"]),
+        Some(1.0),
+        "MeshConfig defaultConfig.concurrency reaches the sidecar"
+    );
     let server_stats = stats(&reviews_ip);
     let ssl: Vec<&str> = server_stats.lines().filter(|l| l.contains("ssl")).collect();
     assert!(
-        metric(&server_stats, &["envoy_listener_ssl_versions{", "envoy_ssl_version=\"TLSv1.3\"", "0.0.0.0_15006"])
+        prometheus_sum(&server_stats, &["envoy_listener_ssl_versions{", "envoy_ssl_version=\"TLSv1.3\"", "0.0.0.0_15006"])
             .is_some_and(|n| n >= 1.0),
         "the server sidecar accepted TLS 1.3:\n{ssl:#?}"
     );
@@ -207,7 +201,7 @@ fn a_mesh_on_one_machine_captures_unmodified_clients_into_mtls_and_down_leaves_n
     })
     .unwrap_or_else(|e| panic!("{e}\n{}", client_log()));
     let client_stats = stats(&client_ip);
-    let blackholed = metric(&client_stats, &["upstream_cx_none_healthy", "\"BlackHoleCluster\""]);
+    let blackholed = prometheus_sum(&client_stats, &["upstream_cx_none_healthy", "\"BlackHoleCluster\""]);
     assert!(blackholed.is_some_and(|n| n >= 1.0), "{client_stats}");
 
     // The proxy's own identity (UID 1337) is not captured: its traffic goes straight out,

@@ -40,6 +40,17 @@ pub fn tool(name: &str) -> std::process::Command {
     std::process::Command::new(name)
 }
 
+/// In Prometheus text, the sum of every series whose line holds all of `parts`; `None` when
+/// there is none.
+pub fn prometheus_sum(stats: &str, parts: &[&str]) -> Option<f64> {
+    let values: Vec<f64> = stats
+        .lines()
+        .filter(|l| !l.starts_with('#') && parts.iter().all(|p| l.contains(p)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .collect();
+    (!values.is_empty()).then(|| values.iter().sum())
+}
+
 /// Ports handed out by `free_port`: below the kernel's ephemeral range (32768–60999 by
 /// default). A port the kernel picks for `bind(0)` is also what it picks for the local end of
 /// outgoing connections, so between the check and the proxy's own bind another test's client
