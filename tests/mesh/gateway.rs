@@ -158,10 +158,12 @@ impl Gw {
         });
         r.unwrap_or_else(|e| {
             panic!(
-                "{e}; last: {:?}\ngateway log:\n{}\ncontrol plane log:\n{}",
+                "{e}; last: {:?}\ngateway log:\n{}\ncontrol plane log:\n{}\nproxy-status:\n{}\nbackends' logs:\n{}",
                 self.curl(args, url),
                 self.mesh.log("gateway"),
-                self.mesh.log("control-plane")
+                self.mesh.log("control-plane"),
+                self.status(),
+                ["web-app", "secure-app", "db-app"].map(|l| format!("{l}: {}", self.mesh.log(l))).join("\n")
             )
         })
     }
