@@ -181,6 +181,14 @@ async fn original_dst_handoff_behind_iptables_redirect() {
     ns.exec("ip", &["addr", "add", "10.99.0.1/32", "dev", "lo"]).expect("addr");
     let _app = serve_in(&ns, "10.99.0.1", 8080, "app-8080");
     let _other = serve_in(&ns, "10.99.0.1", 9090, "other-9090");
+    // Python's servers start slower than the proxies; wait for both before capture is on, or
+    // the first proxy's request can meet a port nobody listens on yet (seen once in CI).
+    for (port, marker) in [(8080, "app-8080"), (9090, "other-9090")] {
+        eventually(Duration::from_secs(20), "app server answers in the namespace", || async {
+            curl_in(&ns, &format!("http://10.99.0.1:{port}/marker")).contains(marker).then_some(())
+        })
+        .await;
+    }
     // Capture outbound TCP to 10.99.0.0/24, except the proxy's own (GID 1337), as Istio does.
     ns.exec(
         "iptables",
