@@ -70,12 +70,6 @@ enum Lenient {
     /// Envoy too (its `http_reject_path_with_fragment` runtime flag is off). Nothing after `#`
     /// reaches the upstream.
     WeftStripsFragment,
-    /// Not yet as Envoy: hyper's parser, under weft's, folds these before weft sees the head —
-    /// a `Content-Length` beside `Transfer-Encoding: chunked` is dropped (the body is read as
-    /// chunked and the connection closed after the response, so nothing is smuggled), and a
-    /// repeated identical `Content-Length` is kept once. Envoy answers 400. What reaches the
-    /// upstream is one well-framed request; refusing needs a head scanner of weft's own.
-    WeftFoldsFraming,
     /// Both refuse; hyper's parser answers 400 where Envoy answers 501.
     BothRefuse,
 }
@@ -88,12 +82,18 @@ fn cases() -> Vec<(&'static str, Vec<u8>, Lenient)> {
         (
             "CL and TE",
             h("POST / HTTP/1.1\r\nHost: t.example\r\nContent-Length: 6\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
-            Lenient::WeftFoldsFraming,
+            Lenient::Envoy,
         ),
         (
-            "CL twice",
-            h("POST / HTTP/1.1\r\nHost: t.example\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello"),
-            Lenient::WeftFoldsFraming,
+            "TE then CL",
+            h("POST / HTTP/1.1\r\nHost: t.example\r\nTransfer-Encoding: chunked\r\ncontent-length: 6\r\n\r\n0\r\n\r\n"),
+            Lenient::Envoy,
+        ),
+        ("CL twice", h("POST / HTTP/1.1\r\nHost: t.example\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello"), Lenient::Envoy),
+        (
+            "CL twice, other case and spacing",
+            h("POST / HTTP/1.1\r\nHost: t.example\r\ncontent-length:5\r\nCONTENT-LENGTH:   5  \r\n\r\nhello"),
+            Lenient::Envoy,
         ),
         ("CL differing", h("POST / HTTP/1.1\r\nHost: t.example\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!"), Lenient::Envoy),
         ("TE gzip, chunked", h("POST / HTTP/1.1\r\nHost: t.example\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n"), Lenient::Envoy),
@@ -181,7 +181,6 @@ async fn hostile_http1_heads_are_refused_as_envoy_refuses_them() {
                 (Some(ef), Some(wf)) => ef == wf && e.status == w.status,
                 (Some(_), None) => w.status.is_some_and(|s| (400..500).contains(&s)),
             },
-            Lenient::WeftFoldsFraming => e.forwarded.is_none() && w.forwarded.is_some(),
             Lenient::BothRefuse => e.forwarded.is_none() && w.forwarded.is_none() && w.status.is_some_and(|s| (400..500).contains(&s)),
             Lenient::WeftStripsFragment => {
                 e.forwarded.is_none() && w.forwarded.as_ref().is_none_or(|f| !f["path"].as_str().unwrap_or_default().contains('#'))
@@ -198,4 +197,77 @@ async fn hostile_http1_heads_are_refused_as_envoy_refuses_them() {
         assert_eq!(run.stat("http.ingress.downstream_rq_4xx").await, classes[i][0], "{} downstream_rq_4xx", run.kind);
         assert_eq!(run.stat("http.ingress.downstream_rq_5xx").await, classes[i][1], "{} downstream_rq_5xx", run.kind);
     }
+}
+
+/// Sends `bytes` on one connection and reads every response until the proxy closes or 3 s
+/// pass; the statuses in order.
+async fn raw_all(addr: &str, bytes: &[u8]) -> Vec<u16> {
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let _ = s.write_all(bytes).await;
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut buf)).await;
+    let mut statuses = Vec::new();
+    let mut rest = buf.as_slice();
+    while let Some(end) = rest.windows(4).position(|w| w == b"\r\n\r\n") {
+        let head = String::from_utf8_lossy(&rest[..end]).to_ascii_lowercase();
+        let Some(status) = head.get(9..12).and_then(|c| c.parse().ok()) else { break };
+        statuses.push(status);
+        let len: usize = head.lines().find_map(|l| l.strip_prefix("content-length:")).and_then(|v| v.trim().parse().ok()).unwrap_or(0);
+        rest = rest.get(end + 4 + len..).unwrap_or_default();
+    }
+    statuses
+}
+
+/// Several requests on one connection: the framing of each is followed, so a smuggling shape
+/// after a good request is refused, and one inside a body is only a body.
+#[tokio::test]
+async fn pipelined_requests_are_framed_as_envoy_frames_them() {
+    let ups = [Upstream::start("envoy-up").await, Upstream::start("weft-up").await];
+    let build = |port: u16| {
+        move |p: &Ports| {
+            let vh = json!([{"name": "all", "domains": ["*"], "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "up"}}]}]);
+            http_bootstrap(p, vh, vec![cluster("up", &[port], json!({}))], json!({}))
+        }
+    };
+    let envoy = start(ProxyKind::Envoy, &build(ups[0].port())).await;
+    let weft = start(ProxyKind::Weft, &build(ups[1].port())).await;
+    let fake_head = "GET /smuggled HTTP/1.1\r\nHost: t.example\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n";
+    let cases: Vec<(&str, String, Vec<u16>, Vec<&str>)> = vec![
+        (
+            "good, then CL twice",
+            "GET /1 HTTP/1.1\r\nHost: t.example\r\n\r\nPOST /2 HTTP/1.1\r\nHost: t.example\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx"
+                .into(),
+            vec![200, 400],
+            vec!["/1"],
+        ),
+        (
+            "chunked with extensions and trailers, then CL and TE",
+            "POST /1 HTTP/1.1\r\nHost: t.example\r\nTransfer-Encoding: chunked\r\n\r\n3;a=b\r\nabc\r\n0\r\nX-T: 1\r\n\r\n\
+             POST /2 HTTP/1.1\r\nHost: t.example\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n0\r\n\r\n"
+                .into(),
+            vec![200, 400],
+            vec!["/1"],
+        ),
+        (
+            "a smuggling shape inside a body is a body",
+            format!(
+                "POST /1 HTTP/1.1\r\nHost: t.example\r\nContent-Length: {}\r\n\r\n{fake_head}GET /2 HTTP/1.1\r\nHost: t.example\r\nConnection: close\r\n\r\n",
+                fake_head.len()
+            ),
+            vec![200, 200],
+            vec!["/1", "/2"],
+        ),
+    ];
+    let mut problems = Vec::new();
+    for (name, bytes, statuses, paths) in cases {
+        for (run, up) in [(&envoy, &ups[0]), (&weft, &ups[1])] {
+            up.reset();
+            let got = raw_all(&run.addr(), bytes.as_bytes()).await;
+            let seen: Vec<String> = up.seen().iter().map(|r| r["path"].as_str().unwrap_or_default().to_string()).collect();
+            if got != statuses || seen != paths {
+                problems.push(format!("{name}: {} answered {got:?} (want {statuses:?}), upstream saw {seen:?} (want {paths:?})", run.kind));
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
 }

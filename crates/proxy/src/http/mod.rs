@@ -2,6 +2,7 @@
 //! request, runs the fault filter, and hands forwarding to the router.
 
 pub mod fault;
+pub mod framing_scan;
 pub mod info;
 pub mod local_reply;
 mod path_norm;
@@ -124,16 +125,26 @@ impl Hcm {
         let d2 = drain.clone();
         let activity = Arc::new(Activity::new());
         let a2 = activity.clone();
+        let framing = Arc::new(framing_scan::FramingLog::default());
+        let f2 = framing.clone();
+        // HTTP/1 requests in arrival order, as the framing scanner counts their heads.
+        let seen = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let svc = service_fn(move |req: Request<Incoming>| {
             let hcm = hcm.clone();
             let conn = c2.clone();
             let drain = d2.clone();
             let activity = a2.clone();
+            let framing = f2.clone();
+            let seen = seen.clone();
             async move {
                 let h2 = req.version() == http::Version::HTTP_2;
+                let problem = if h2 { None } else { framing.problem_for(seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1) };
                 activity.begin();
-                let mut resp = hcm.handle(req, &conn).await;
+                let mut resp = hcm.handle(req, &conn, problem).await;
                 activity.end();
+                if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+                    framing.stop();
+                }
                 // A retired listener generation: move HTTP/1 clients on between requests.
                 if !h2 && drain.is_retiring() {
                     resp.headers_mut().insert(http::header::CONNECTION, HeaderValue::from_static("close"));
@@ -141,7 +152,7 @@ impl Hcm {
                 Ok::<_, Infallible>(resp)
             }
         });
-        let io = TokioIo::new(stream);
+        let io = TokioIo::new(framing_scan::Scanned::new(stream, framing));
         // HTTP/2 clients handle GOAWAY cleanly, so a retired generation sends it at once;
         // HTTP/1 connections close after their next response, or when the drain ends.
         macro_rules! drive {
@@ -232,7 +243,12 @@ impl Hcm {
         }
     }
 
-    async fn handle(self: &Arc<Self>, req: Request<Incoming>, conn: &Arc<ConnInfo>) -> Response<Body> {
+    async fn handle(
+        self: &Arc<Self>,
+        req: Request<Incoming>,
+        conn: &Arc<ConnInfo>,
+        framing: Option<framing_scan::Problem>,
+    ) -> Response<Body> {
         let stats = &self.stats;
         stats.downstream_rq_total.inc();
         stats.downstream_rq_active.inc();
@@ -249,6 +265,8 @@ impl Hcm {
         // A head Envoy's HTTP/1 codec would refuse is answered here, before anything acts on it.
         let refused = if is_h2 {
             Ok(())
+        } else if let Some(problem) = framing {
+            Err(request_head::framing_refusal(problem))
         } else {
             request_head::check(&parts.method, parts.version, &parts.uri, &parts.headers, self.cfg.max_request_headers_bytes)
         };

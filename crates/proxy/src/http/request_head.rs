@@ -90,6 +90,17 @@ fn framing(headers: &HeaderMap) -> Result<(), Refusal> {
     Ok(())
 }
 
+/// A framing problem hyper hid from the header map (see `framing_scan`), refused with what
+/// Envoy answers.
+pub fn framing_refusal(problem: super::framing_scan::Problem) -> Refusal {
+    match problem {
+        super::framing_scan::Problem::ContentLengthWithTransferEncoding => {
+            refuse(StatusCode::BAD_REQUEST, "http1.content_length_and_chunked_not_allowed")
+        }
+        super::framing_scan::Problem::DuplicateContentLength => refuse(StatusCode::BAD_REQUEST, "http1.codec_error"),
+    }
+}
+
 /// The request target: origin-form (`/…`) for every method but CONNECT (authority-form) and
 /// OPTIONS (which may be `*`); absolute-form only for http and https. No fragment, no byte
 /// outside visible ASCII.

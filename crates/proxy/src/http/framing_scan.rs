@@ -1,0 +1,565 @@
+//! The HTTP/1 request framing hyper hides: a request with two `Content-Length`s, or with both
+//! `Content-Length` and `Transfer-Encoding`, is the classic request-smuggling shape, and Envoy
+//! refuses both with 400. hyper accepts them and removes the evidence before weft sees the
+//! head (it keeps one `Content-Length` and drops the other, or drops it for the chunked
+//! coding), so weft watches the raw bytes hyper reads instead.
+//!
+//! [`Scanned`] wraps a downstream connection and runs every byte hyper reads through a
+//! [`FramingScanner`]: a small state machine that follows request heads and bodies as hyper's
+//! parser does (a head, then `Content-Length` bytes or a chunked body, then the next head).
+//! It keeps no buffer: a header name or value is looked at only as far as needed to tell the
+//! framing headers apart, so a flood of headers costs it nothing. The first request it finds
+//! malformed is published by ordinal on the connection's [`FramingLog`]; the connection
+//! manager counts requests the same way and refuses that one (and the connection ends there).
+//!
+//! Where the bytes stop being HTTP/1 — an HTTP/2 preface, an accepted upgrade, a head or chunk
+//! hyper itself refuses — the scanner stops; it never needs to be right about bytes hyper will
+//! not parse as a request, because hyper then ends the connection itself.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// A framing problem Envoy's codec refuses and hyper does not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Problem {
+    /// More than one `Content-Length` field (even with equal values).
+    DuplicateContentLength,
+    /// `Content-Length` together with `Transfer-Encoding`.
+    ContentLengthWithTransferEncoding,
+}
+
+impl Problem {
+    fn code(self) -> u8 {
+        match self {
+            Problem::DuplicateContentLength => 1,
+            Problem::ContentLengthWithTransferEncoding => 2,
+        }
+    }
+
+    fn from_code(c: u8) -> Option<Problem> {
+        match c {
+            1 => Some(Problem::DuplicateContentLength),
+            2 => Some(Problem::ContentLengthWithTransferEncoding),
+            _ => None,
+        }
+    }
+}
+
+/// What the scanner found on one connection, shared with the connection manager.
+#[derive(Debug, Default)]
+pub struct FramingLog {
+    /// Ordinal (1-based) of the first malformed request; 0 while there is none.
+    bad: AtomicU64,
+    problem: AtomicU8,
+    /// Set once the connection is no longer HTTP/1 requests (an accepted upgrade).
+    stopped: AtomicBool,
+}
+
+impl FramingLog {
+    /// The problem of the `ordinal`-th request on the connection (1-based), if it has one.
+    pub fn problem_for(&self, ordinal: u64) -> Option<Problem> {
+        if ordinal == 0 || self.bad.load(Ordering::Acquire) != ordinal {
+            return None;
+        }
+        Problem::from_code(self.problem.load(Ordering::Acquire))
+    }
+
+    /// The connection has become a tunnel: nothing more to follow.
+    pub fn stop(&self) {
+        self.stopped.store(true, Ordering::Relaxed);
+    }
+
+    fn record(&self, ordinal: u64, problem: Problem) {
+        self.problem.store(problem.code(), Ordering::Release);
+        self.bad.store(ordinal, Ordering::Release);
+    }
+}
+
+/// Which header field a value belongs to, as far as framing cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Field {
+    ContentLength,
+    TransferEncoding,
+    Other,
+}
+
+/// A chunked body, state for state as hyper's decoder reads it, so both agree on where the
+/// body ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Chunk {
+    /// Expecting the first hex digit of a chunk size.
+    Start,
+    Size(u64),
+    SizeLws(u64),
+    Extension(u64),
+    SizeLf(u64),
+    Data(u64),
+    DataCr,
+    DataLf,
+    /// After the last chunk's size line: a trailer field or the final CRLF.
+    EndCr,
+    Trailer,
+    TrailerLf,
+    EndLf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Between requests; empty lines before a request line are skipped, as hyper does.
+    Idle,
+    RequestLine,
+    /// At the start of a header line, or of the empty line that ends the head.
+    LineStart,
+    HeadEndLf,
+    Name,
+    Value,
+    Body(u64),
+    Chunked(Chunk),
+    Stopped,
+}
+
+/// The longest prefix of a request line, header name or value the scanner keeps: enough for
+/// `transfer-encoding`, a 20-digit length, and `PRI * HTTP/2.0`.
+const KEEP: usize = 24;
+
+/// A few bytes of a token, and whether more followed.
+#[derive(Debug, Clone, Copy)]
+struct Prefix {
+    bytes: [u8; KEEP],
+    len: usize,
+    overflow: bool,
+}
+
+impl Prefix {
+    const EMPTY: Prefix = Prefix { bytes: [0; KEEP], len: 0, overflow: false };
+
+    fn push(&mut self, b: u8) {
+        if let Some(slot) = self.bytes.get_mut(self.len) {
+            *slot = b;
+            self.len += 1;
+        } else {
+            self.overflow = true;
+        }
+    }
+
+    /// The kept bytes without surrounding whitespace (and a line's CR); `None` if some were
+    /// cut off.
+    fn trimmed(&self) -> Option<&[u8]> {
+        if self.overflow {
+            return None;
+        }
+        let kept = self.bytes.get(..self.len).unwrap_or_default();
+        Some(kept.trim_ascii())
+    }
+}
+
+/// What one request head said about its framing.
+#[derive(Debug, Clone, Copy)]
+struct Head {
+    content_lengths: u32,
+    length: Option<u64>,
+    transfer_encodings: u32,
+    chunked: bool,
+    connect: bool,
+}
+
+impl Head {
+    const EMPTY: Head = Head { content_lengths: 0, length: None, transfer_encodings: 0, chunked: false, connect: false };
+}
+
+/// Follows the requests in a stream of HTTP/1 bytes. Feed it every byte in order.
+#[derive(Debug, Clone)]
+pub struct FramingScanner {
+    state: State,
+    /// Requests whose head has ended so far.
+    ordinal: u64,
+    head: Head,
+    token: Prefix,
+    field: Field,
+}
+
+impl Default for FramingScanner {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl FramingScanner {
+    pub fn new() -> FramingScanner {
+        FramingScanner { state: State::Idle, ordinal: 0, head: Head::EMPTY, token: Prefix::EMPTY, field: Field::Other }
+    }
+
+    /// Whether the scanner has stopped following (a problem, an HTTP/2 preface, CONNECT, or
+    /// bytes hyper will refuse).
+    pub fn stopped(&self) -> bool {
+        self.state == State::Stopped
+    }
+
+    /// Follows `data`; returns the first malformed request (its 1-based ordinal), after which
+    /// the scanner stops.
+    pub fn feed(&mut self, data: &[u8]) -> Option<(u64, Problem)> {
+        let mut i = 0;
+        while let Some(rest) = data.get(i..).filter(|r| !r.is_empty()) {
+            // Bodies are skipped in bulk; everything else goes a byte at a time.
+            match self.state {
+                State::Stopped => return None,
+                State::Body(left) => {
+                    let n = skip(left, rest.len());
+                    i += n;
+                    self.state = if left - n as u64 == 0 { State::Idle } else { State::Body(left - n as u64) };
+                    continue;
+                }
+                State::Chunked(Chunk::Data(left)) => {
+                    let n = skip(left, rest.len());
+                    i += n;
+                    let left = left - n as u64;
+                    self.state = State::Chunked(if left == 0 { Chunk::DataCr } else { Chunk::Data(left) });
+                    continue;
+                }
+                _ => {}
+            }
+            let b = rest[0];
+            i += 1;
+            if let Some(found) = self.step(b) {
+                return Some(found);
+            }
+        }
+        None
+    }
+
+    fn step(&mut self, b: u8) -> Option<(u64, Problem)> {
+        self.state = match self.state {
+            State::Idle => match b {
+                b'\r' | b'\n' => State::Idle,
+                _ => {
+                    self.head = Head::EMPTY;
+                    self.token = Prefix::EMPTY;
+                    self.token.push(b);
+                    State::RequestLine
+                }
+            },
+            State::RequestLine => match b {
+                b'\n' => self.request_line_ended(),
+                _ => {
+                    self.token.push(b);
+                    State::RequestLine
+                }
+            },
+            State::LineStart => match b {
+                b'\r' => State::HeadEndLf,
+                b'\n' => return self.head_ended(),
+                // hyper refuses obs-fold in a request and names must start the line.
+                b' ' | b'\t' | b':' => State::Stopped,
+                _ => {
+                    self.token = Prefix::EMPTY;
+                    self.token.push(b.to_ascii_lowercase());
+                    State::Name
+                }
+            },
+            State::HeadEndLf => match b {
+                b'\n' => return self.head_ended(),
+                _ => State::Stopped,
+            },
+            State::Name => match b {
+                b':' => {
+                    self.field = match self.token.trimmed() {
+                        Some(b"content-length") => Field::ContentLength,
+                        Some(b"transfer-encoding") => Field::TransferEncoding,
+                        _ => Field::Other,
+                    };
+                    self.token = Prefix::EMPTY;
+                    State::Value
+                }
+                b'\r' | b'\n' => State::Stopped,
+                _ => {
+                    self.token.push(b.to_ascii_lowercase());
+                    State::Name
+                }
+            },
+            State::Value => match b {
+                b'\n' => {
+                    self.value_ended();
+                    State::LineStart
+                }
+                // Whitespace anywhere in a framing value is dropped: around the value hyper
+                // ignores it too, and inside one the value is refused (and the connection
+                // closed) by hyper or the head check, so the scanner's reading stops mattering.
+                b' ' | b'\t' | b'\r' => State::Value,
+                _ => {
+                    if self.field != Field::Other {
+                        self.token.push(b.to_ascii_lowercase());
+                    }
+                    State::Value
+                }
+            },
+            State::Chunked(c) => self.chunk_step(c, b),
+            // Handled in bulk by `feed`.
+            s @ (State::Body(_) | State::Stopped) => s,
+        };
+        None
+    }
+
+    fn request_line_ended(&mut self) -> State {
+        match self.token.bytes.get(..self.token.len) {
+            // HTTP/2 with prior knowledge: not HTTP/1 from here on.
+            Some(line) if line.trim_ascii_end() == b"PRI * HTTP/2.0" => State::Stopped,
+            Some(line) => {
+                self.head.connect = line.starts_with(b"CONNECT ");
+                State::LineStart
+            }
+            None => State::Stopped,
+        }
+    }
+
+    fn value_ended(&mut self) {
+        let value = self.token.trimmed();
+        match self.field {
+            Field::ContentLength => {
+                self.head.content_lengths += 1;
+                self.head.length = value.and_then(|v| std::str::from_utf8(v).ok()).and_then(|v| v.parse().ok());
+            }
+            Field::TransferEncoding => {
+                self.head.transfer_encodings += 1;
+                self.head.chunked = value.is_some_and(|v| v == b"chunked");
+            }
+            Field::Other => {}
+        }
+    }
+
+    fn head_ended(&mut self) -> Option<(u64, Problem)> {
+        self.ordinal += 1;
+        let h = self.head;
+        let problem = if h.content_lengths > 0 && h.transfer_encodings > 0 {
+            Some(Problem::ContentLengthWithTransferEncoding)
+        } else if h.content_lengths > 1 {
+            Some(Problem::DuplicateContentLength)
+        } else {
+            None
+        };
+        if let Some(p) = problem {
+            self.state = State::Stopped;
+            return Some((self.ordinal, p));
+        }
+        self.state = if h.connect {
+            // Answered without a tunnel today, but what follows is not worth guessing at.
+            State::Stopped
+        } else if h.transfer_encodings > 0 {
+            // Anything but one plain `chunked` is refused (by hyper or by the head check), and
+            // the connection closes with it.
+            if h.transfer_encodings == 1 && h.chunked {
+                State::Chunked(Chunk::Start)
+            } else {
+                State::Stopped
+            }
+        } else if h.content_lengths == 1 {
+            match h.length {
+                Some(0) => State::Idle,
+                Some(n) => State::Body(n),
+                // An unparsable length is refused by hyper.
+                None => State::Stopped,
+            }
+        } else {
+            State::Idle
+        };
+        None
+    }
+
+    fn chunk_step(&mut self, c: Chunk, b: u8) -> State {
+        let next = match (c, b) {
+            (Chunk::Start, _) => hex(b).map(|d| Chunk::Size(u64::from(d))),
+            (Chunk::Size(n), _) => match b {
+                b'\t' | b' ' => Some(Chunk::SizeLws(n)),
+                b';' => Some(Chunk::Extension(n)),
+                b'\r' => Some(Chunk::SizeLf(n)),
+                _ => hex(b).and_then(|d| n.checked_mul(16)?.checked_add(u64::from(d))).map(Chunk::Size),
+            },
+            (Chunk::SizeLws(n), b'\t' | b' ') => Some(Chunk::SizeLws(n)),
+            (Chunk::SizeLws(n), b';') => Some(Chunk::Extension(n)),
+            (Chunk::SizeLws(n), b'\r') => Some(Chunk::SizeLf(n)),
+            (Chunk::SizeLws(_), _) => None,
+            (Chunk::Extension(n), b'\r') => Some(Chunk::SizeLf(n)),
+            (Chunk::Extension(_), b'\n') => None,
+            (Chunk::Extension(n), _) => Some(Chunk::Extension(n)),
+            (Chunk::SizeLf(0), b'\n') => Some(Chunk::EndCr),
+            (Chunk::SizeLf(n), b'\n') => Some(Chunk::Data(n)),
+            (Chunk::SizeLf(_), _) => None,
+            // Handled in bulk by `feed`; a zero-length remainder is already DataCr.
+            (Chunk::Data(n), _) => Some(Chunk::Data(n)),
+            (Chunk::DataCr, b'\r') => Some(Chunk::DataLf),
+            (Chunk::DataLf, b'\n') => Some(Chunk::Start),
+            (Chunk::DataCr | Chunk::DataLf, _) => None,
+            (Chunk::EndCr, b'\r') => Some(Chunk::EndLf),
+            (Chunk::EndCr, _) => Some(Chunk::Trailer),
+            (Chunk::Trailer, b'\r') => Some(Chunk::TrailerLf),
+            (Chunk::Trailer, _) => Some(Chunk::Trailer),
+            (Chunk::TrailerLf, b'\n') => Some(Chunk::EndCr),
+            (Chunk::TrailerLf, _) => None,
+            (Chunk::EndLf, b'\n') => return State::Idle,
+            (Chunk::EndLf, _) => None,
+        };
+        // hyper refuses what does not fit and ends the connection.
+        next.map_or(State::Stopped, State::Chunked)
+    }
+}
+
+fn skip(left: u64, available: usize) -> usize {
+    usize::try_from(left).map_or(available, |l| l.min(available))
+}
+
+fn hex(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// A downstream connection whose incoming bytes are followed by a [`FramingScanner`].
+pub struct Scanned<IO> {
+    io: IO,
+    scanner: FramingScanner,
+    log: Arc<FramingLog>,
+}
+
+impl<IO> Scanned<IO> {
+    pub fn new(io: IO, log: Arc<FramingLog>) -> Scanned<IO> {
+        Scanned { io, scanner: FramingScanner::new(), log }
+    }
+}
+
+impl<IO: AsyncRead + Unpin> AsyncRead for Scanned<IO> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut this.io).poll_read(cx, buf);
+        if !this.scanner.stopped() && !this.log.stopped.load(Ordering::Relaxed) {
+            if let Some(new) = buf.filled().get(before..) {
+                if let Some((ordinal, problem)) = this.scanner.feed(new) {
+                    this.log.record(ordinal, problem);
+                }
+            }
+        }
+        polled
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for Scanned<IO> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scan_all(chunks: &[&[u8]]) -> (Option<(u64, Problem)>, FramingScanner) {
+        let mut s = FramingScanner::new();
+        for c in chunks {
+            if let Some(found) = s.feed(c) {
+                return (Some(found), s);
+            }
+        }
+        (None, s)
+    }
+
+    /// Feeds the bytes one at a time, so every state meets a read boundary.
+    fn scan_bytewise(data: &[u8]) -> Option<(u64, Problem)> {
+        let mut s = FramingScanner::new();
+        data.iter().find_map(|b| s.feed(std::slice::from_ref(b)))
+    }
+
+    #[test]
+    fn smuggling_shapes_are_found_at_their_ordinal() {
+        let cl_te = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 6\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+        assert_eq!(scan_all(&[cl_te]).0, Some((1, Problem::ContentLengthWithTransferEncoding)));
+        let te_cl = b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\ncontent-LENGTH: 6\r\n\r\n0\r\n\r\n";
+        assert_eq!(scan_all(&[te_cl]).0, Some((1, Problem::ContentLengthWithTransferEncoding)));
+        let dup = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello";
+        assert_eq!(scan_bytewise(dup), Some((1, Problem::DuplicateContentLength)));
+    }
+
+    #[test]
+    fn bodies_are_skipped_so_the_next_head_is_judged() {
+        // A body that itself looks like a smuggled head must not be judged as one.
+        let body = b"GET / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n";
+        let mut stream = format!("POST /a HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
+        stream.extend_from_slice(body);
+        stream.extend_from_slice(b"POST /b HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n");
+        stream.extend_from_slice(b"5;ext=1\r\nhello\r\n3\r\nabc\r\n0\r\nx-trailer: y\r\n\r\n");
+        stream.extend_from_slice(b"\r\nGET /c HTTP/1.1\r\nHost: a\r\n\r\n");
+        stream.extend_from_slice(b"GET /d HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\nContent-Length: 0\r\n\r\n");
+        assert_eq!(scan_all(&[&stream]).0, Some((4, Problem::DuplicateContentLength)));
+        assert_eq!(scan_bytewise(&stream), Some((4, Problem::DuplicateContentLength)));
+        for cut in 1..stream.len() {
+            let (a, b) = stream.split_at(cut);
+            assert_eq!(scan_all(&[a, b]).0, Some((4, Problem::DuplicateContentLength)), "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn well_formed_requests_pass() {
+        let stream = b"GET / HTTP/1.1\r\nHost: a\r\nX-Content-Length: 1\r\nContent-Lengthy: 2\r\n\r\nPOST / HTTP/1.1\nHost: a\nContent-Length: 3\n\nabcGET / HTTP/1.0\r\n\r\n";
+        let (found, s) = scan_all(&[stream]);
+        assert_eq!(found, None);
+        assert!(!s.stopped());
+        assert_eq!(s.ordinal, 3);
+    }
+
+    #[test]
+    fn the_scanner_stops_where_http1_ends() {
+        let (_, s) = scan_all(&[b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"]);
+        assert!(s.stopped());
+        let (_, s) = scan_all(&[b"CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n"]);
+        assert!(s.stopped());
+        // A chunk size hyper refuses.
+        let (_, s) = scan_all(&[b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"]);
+        assert!(s.stopped());
+        let (_, s) = scan_all(&[b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffffff\r\n"]);
+        assert!(s.stopped());
+    }
+
+    #[test]
+    fn long_names_and_values_cost_nothing_and_are_not_framing() {
+        let mut head = b"GET / HTTP/1.1\r\n".to_vec();
+        head.extend(std::iter::repeat_n(b'a', 100_000));
+        head.extend_from_slice(b": ");
+        head.extend(std::iter::repeat_n(b'b', 100_000));
+        head.extend_from_slice(b"\r\nContent-Length: 1\r\n\r\nx");
+        let (found, s) = scan_all(&[&head]);
+        assert_eq!(found, None);
+        assert_eq!(s.state, State::Idle);
+    }
+
+    #[test]
+    fn the_log_answers_only_for_the_bad_ordinal() {
+        let log = FramingLog::default();
+        assert_eq!(log.problem_for(1), None);
+        log.record(2, Problem::DuplicateContentLength);
+        assert_eq!(log.problem_for(1), None);
+        assert_eq!(log.problem_for(2), Some(Problem::DuplicateContentLength));
+        assert_eq!(log.problem_for(0), None);
+    }
+}
