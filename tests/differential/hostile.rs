@@ -271,3 +271,81 @@ async fn pipelined_requests_are_framed_as_envoy_frames_them() {
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
+
+/// What the upstream received for one raw request: its headers, names lower-case.
+async fn forwarded_headers(run: &Run, up: &Upstream, bytes: &[u8]) -> Option<serde_json::Map<String, Value>> {
+    up.reset();
+    let _ = raw_all(&run.addr(), bytes).await;
+    up.seen().first().and_then(|r| r["headers"].as_object().cloned())
+}
+
+/// Headers a client must not be able to hand to the upstream through the proxy: Envoy's own
+/// control headers from an external client, and `Expect: 100-continue`, which the proxy answers
+/// itself; a bodiless POST is sent with `content-length: 0`.
+#[tokio::test]
+async fn client_control_headers_are_consumed_as_envoy_consumes_them() {
+    let ups = [Upstream::start("envoy-up").await, Upstream::start("weft-up").await];
+    let build = |port: u16| {
+        move |p: &Ports| {
+            let vh = json!([{"name": "all", "domains": ["*"], "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "up"}}]}]);
+            http_bootstrap(p, vh, vec![cluster("up", &[port], json!({}))], json!({"use_remote_address": true}))
+        }
+    };
+    let envoy = start(ProxyKind::Envoy, &build(ups[0].port())).await;
+    let weft = start(ProxyKind::Weft, &build(ups[1].port())).await;
+    let control = [
+        "x-envoy-retry-on: 5xx",
+        "x-envoy-retry-grpc-on: unavailable",
+        "x-envoy-max-retries: 9",
+        "x-envoy-retriable-status-codes: 500",
+        "x-envoy-retriable-header-names: x-a",
+        "x-envoy-upstream-rq-timeout-ms: 1",
+        "x-envoy-upstream-rq-per-try-timeout-ms: 1",
+        "x-envoy-upstream-rq-timeout-alt-response: 204",
+        "x-envoy-expected-rq-timeout-ms: 1",
+        "x-envoy-hedge-on-per-try-timeout: true",
+        "x-envoy-upstream-alt-stat-name: alt",
+        "x-envoy-force-trace: true",
+        "x-envoy-ip-tags: internal",
+        "x-envoy-original-url: http://x/",
+        "x-envoy-decorator-operation: op",
+        "x-envoy-downstream-service-cluster: c",
+        "x-envoy-downstream-service-node: n",
+        "x-envoy-something-else: kept",
+    ];
+    let cases: Vec<(&str, String)> = vec![
+        ("envoy control headers", format!("GET /c HTTP/1.1\r\nHost: t.example\r\n{}\r\nConnection: close\r\n\r\n", control.join("\r\n"))),
+        ("bodiless POST", "POST /p HTTP/1.1\r\nHost: t.example\r\nConnection: close\r\n\r\n".into()),
+        ("bodiless PUT", "PUT /p HTTP/1.1\r\nHost: t.example\r\nConnection: close\r\n\r\n".into()),
+        ("bodiless GET", "GET /g HTTP/1.1\r\nHost: t.example\r\nConnection: close\r\n\r\n".into()),
+        ("bodiless DELETE", "DELETE /g HTTP/1.1\r\nHost: t.example\r\nConnection: close\r\n\r\n".into()),
+        ("bodiless OPTIONS", "OPTIONS /g HTTP/1.1\r\nHost: t.example\r\nConnection: close\r\n\r\n".into()),
+        ("bodiless PATCH", "PATCH /g HTTP/1.1\r\nHost: t.example\r\nConnection: close\r\n\r\n".into()),
+        ("bodiless HEAD", "HEAD /g HTTP/1.1\r\nHost: t.example\r\nConnection: close\r\n\r\n".into()),
+        ("bodiless TRACE", "TRACE /g HTTP/1.1\r\nHost: t.example\r\nConnection: close\r\n\r\n".into()),
+        (
+            "POST with an empty chunked body",
+            "POST /p HTTP/1.1\r\nHost: t.example\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n0\r\n\r\n".into(),
+        ),
+        (
+            "expect 100-continue",
+            "POST /e HTTP/1.1\r\nHost: t.example\r\nExpect: 100-continue\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello".into(),
+        ),
+        ("expect other", "GET /e HTTP/1.1\r\nHost: t.example\r\nExpect: something\r\nConnection: close\r\n\r\n".into()),
+    ];
+    // Headers both proxies add or rewrite with values of their own.
+    let own = ["x-request-id", "x-forwarded-for", "x-forwarded-proto", "x-envoy-external-address", "x-envoy-expected-rq-timeout-ms"];
+    let mut problems = Vec::new();
+    for (name, bytes) in cases {
+        let e = forwarded_headers(&envoy, &ups[0], bytes.as_bytes()).await;
+        let w = forwarded_headers(&weft, &ups[1], bytes.as_bytes()).await;
+        let strip = |m: Option<serde_json::Map<String, Value>>| {
+            m.map(|m| m.into_iter().filter(|(k, _)| !own.contains(&k.as_str())).collect::<std::collections::BTreeMap<_, _>>())
+        };
+        let (e, w) = (strip(e), strip(w));
+        if e.is_none() || e != w {
+            problems.push(format!("{name}:\n    envoy {e:?}\n    weft  {w:?}"));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}

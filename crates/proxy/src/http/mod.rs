@@ -52,6 +52,27 @@ pub static X_ENVOY_EXTERNAL_ADDRESS: HeaderName = HeaderName::from_static("x-env
 pub static X_ENVOY_ORIGINAL_HOST: HeaderName = HeaderName::from_static("x-envoy-original-host");
 pub static X_ENVOY_ORIGINAL_PATH: HeaderName = HeaderName::from_static("x-envoy-original-path");
 
+/// Envoy's control headers its connection manager removes from every external request.
+const EXTERNAL_CLEANED: &[&str] = &[
+    "x-envoy-retriable-status-codes",
+    "x-envoy-retriable-header-names",
+    "x-envoy-retry-on",
+    "x-envoy-retry-grpc-on",
+    "x-envoy-max-retries",
+    "x-envoy-upstream-alt-stat-name",
+    "x-envoy-upstream-rq-timeout-ms",
+    "x-envoy-upstream-rq-per-try-timeout-ms",
+    "x-envoy-upstream-rq-timeout-alt-response",
+    "x-envoy-expected-rq-timeout-ms",
+    "x-envoy-force-trace",
+    "x-envoy-ip-tags",
+    "x-envoy-original-url",
+    "x-envoy-hedge-on-per-try-timeout",
+];
+
+/// And those it removes when it is the edge (`use_remote_address`).
+const EDGE_CLEANED: &[&str] = &["x-envoy-decorator-operation", "x-envoy-downstream-service-cluster", "x-envoy-downstream-service-node"];
+
 /// Whether a downstream connection has requests in progress, and since when it has had none:
 /// the connection manager's `idle_timeout` (Envoy: 1 h) closes a connection idle that long.
 struct Activity {
@@ -272,6 +293,11 @@ impl Hcm {
         };
 
         self.edge_headers(&mut parts, conn);
+        // hyper answers `Expect: 100-continue` itself when the body is first read, so, as in
+        // Envoy without `proxy_100_continue`, the expectation is met here and not passed on.
+        if parts.headers.get(http::header::EXPECT).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue")) {
+            parts.headers.remove(http::header::EXPECT);
+        }
         if self.cfg.normalize_path || self.cfg.merge_slashes {
             normalize_path(&mut parts.uri, &self.cfg);
         }
@@ -599,8 +625,20 @@ impl Hcm {
         }
         // Envoy 1.40 treats no address as internal without an internal_address_config (which
         // weft refuses), whether or not it uses the remote address: every request is external,
-        // so a client's own `x-envoy-internal` is dropped.
+        // so a client's own `x-envoy-internal` is dropped, and so are the headers that would
+        // steer Envoy (retries, timeouts, tracing, stats names), as Envoy's connection manager
+        // cleans them from an external request.
         h.remove(&X_ENVOY_INTERNAL);
+        if h.keys().any(|k| k.as_str().starts_with("x-envoy-")) {
+            for name in EXTERNAL_CLEANED {
+                h.remove(*name);
+            }
+            if cfg.use_remote_address {
+                for name in EDGE_CLEANED {
+                    h.remove(*name);
+                }
+            }
+        }
         cfg.xfcc.apply(h, conn.tls.as_ref());
         if cfg.generate_request_id {
             let regenerate = match h.get(&X_REQUEST_ID) {

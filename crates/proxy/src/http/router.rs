@@ -463,6 +463,14 @@ pub async fn forward(
     };
 
     let wire = wire_for(cluster, parts);
+    // Envoy's HTTP/1 codec frames a request with no body explicitly, except for the methods
+    // that carry none (RFC 9110 §9.3): an upstream never has to guess.
+    if matches!(body, ReqBody::Empty) && matches!(wire, Wire::Http1) && !headers.contains_key(header::CONTENT_LENGTH) {
+        use http::Method;
+        if ![Method::GET, Method::HEAD, Method::DELETE, Method::TRACE, Method::CONNECT].contains(&parts.method) {
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+        }
+    }
     match &body {
         ReqBody::Empty => mirror(hcm, fwd, parts, &headers, pq, &authority, Bytes::new()),
         ReqBody::Buffered(b) => mirror(hcm, fwd, parts, &headers, pq, &authority, b.clone()),
