@@ -104,11 +104,15 @@ fn known_but_unimplemented_fields_are_refused() {
         b.replace("    filter_chains:\n    - filters:", "    filter_chains:\n    - transport_socket: {name: tls}\n      filters:")
     });
     assert_refused(&text, &["static_resources.listeners[0].filter_chains[0].transport_socket.typed_config: required"]);
-    let text =
-        with(true, |b| b.replace("          stat_prefix: in\n", "          stat_prefix: in\n          request_headers_timeout: 10s\n"));
+    let text = with(true, |b| {
+        b.replace(
+            "          stat_prefix: in\n",
+            "          stat_prefix: in\n          common_http_protocol_options: {max_stream_duration: 10s}\n",
+        )
+    });
     assert_refused(
         &text,
-        &["static_resources.listeners[0].filter_chains[0].filters[0].typed_config.request_headers_timeout: not supported"],
+        &["static_resources.listeners[0].filter_chains[0].filters[0].typed_config.common_http_protocol_options.max_stream_duration: not supported"],
     );
     // A source address for upstream connections would change what the upstream sees.
     let text = with(true, |b| {

@@ -6,6 +6,7 @@ mod cli;
 mod harness;
 mod hostile;
 mod istio;
+mod limits;
 mod listeners;
 mod more;
 mod observability;

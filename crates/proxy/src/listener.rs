@@ -429,6 +429,7 @@ impl Chain {
             NetworkAction::Http(h) => ChainRuntime::Http(Arc::new(Hcm {
                 cfg: h.clone(),
                 stats: ctx.store.http(&h.stat_prefix),
+                store: ctx.store.clone(),
                 clusters: ctx.clusters.clone(),
                 routes: ctx.routes.clone(),
                 loggers: Arc::new(crate::access_log::open_all(&h.access_log)?),

@@ -190,6 +190,10 @@ stat_struct!(ZipkinStats {
     gauges: []
 });
 
+// An HTTP codec's own counters (`http1.` or `http2.`, shared by every connection manager),
+// which Envoy creates with the first connection of that codec.
+stat_struct!(CodecStats { counters: [dropped_headers_with_underscores, requests_rejected_with_underscores_in_headers,], gauges: [] });
+
 /// Per-status-code counters (`upstream_rq_200`) plus class counters (`upstream_rq_2xx`).
 #[derive(Debug)]
 pub struct CodeCounters {
@@ -290,6 +294,9 @@ stat_struct!(HttpStatsBase {
         downstream_rq_timeout,
         downstream_rq_idle_timeout,
         downstream_cx_idle_timeout,
+        downstream_cx_max_duration_reached,
+        downstream_cx_max_requests_reached,
+        downstream_rq_header_timeout,
         downstream_cx_upgrades_total,
         downstream_rq_rx_reset,
         downstream_rq_tx_reset,
@@ -435,6 +442,8 @@ pub struct Store {
     pub manager: ManagerStats,
     /// Present once a Zipkin tracer is configured, as in Envoy.
     zipkin: Mutex<Option<Arc<ZipkinStats>>>,
+    http1_codec: std::sync::OnceLock<CodecStats>,
+    http2_codec: std::sync::OnceLock<CodecStats>,
     /// `server.static_unknown_fields`: bootstrap fields `--allow-unknown-static-fields` ignored.
     pub static_unknown_fields: Counter,
 }
@@ -458,6 +467,8 @@ impl Store {
             tcp: Default::default(),
             manager: Default::default(),
             zipkin: Default::default(),
+            http1_codec: Default::default(),
+            http2_codec: Default::default(),
             static_unknown_fields: Default::default(),
         })
     }
@@ -494,6 +505,9 @@ impl Store {
         if let Some(z) = self.zipkin.lock().as_ref() {
             z.reset_counters();
         }
+        for c in [self.http1_codec.get(), self.http2_codec.get()].into_iter().flatten() {
+            c.reset_counters();
+        }
         self.static_unknown_fields.reset();
     }
 
@@ -505,6 +519,14 @@ impl Store {
     }
     pub fn http(&self, prefix: &str) -> Arc<HttpStats> {
         self.http.lock().entry(prefix.to_string()).or_default().clone()
+    }
+    /// The `http1.` or `http2.` codec counters, created on first use.
+    pub fn codec(&self, h2: bool) -> &CodecStats {
+        if h2 {
+            self.http2_codec.get_or_init(Default::default)
+        } else {
+            self.http1_codec.get_or_init(Default::default)
+        }
     }
     pub fn zipkin(&self) -> Arc<ZipkinStats> {
         self.zipkin.lock().get_or_insert_with(Default::default).clone()
@@ -546,6 +568,11 @@ impl Store {
         self.manager.visit_fields(&mut |n, v, k| out.push((n.to_string(), v, k)));
         if let Some(z) = self.zipkin.lock().as_ref() {
             z.visit_fields(&mut |n, v, k| out.push((n.to_string(), v, k)));
+        }
+        for (p, c) in [("http1.", self.http1_codec.get()), ("http2.", self.http2_codec.get())] {
+            if let Some(c) = c {
+                c.visit_fields(&mut |n, v, k| out.push((format!("{p}{n}"), v, k)));
+            }
         }
         let state = if self.draining.load(Ordering::Relaxed) { 1 } else { 0 };
         let live = if state == 1 || self.failing_health_checks.load(Ordering::Relaxed) { 0 } else { 1 };

@@ -180,7 +180,19 @@ pub struct CommonHttpProtocolOptions {
     pub max_headers_count: Option<u32>,
     pub max_stream_duration: Option<ProtoDuration>,
     pub max_requests_per_connection: Option<u32>,
-    pub headers_with_underscores_action: Option<Unsupported>,
+    pub headers_with_underscores_action: Option<HeadersWithUnderscoresAction>,
+}
+
+/// What a connection manager does with a request header whose name has an underscore (such
+/// names can be read as hyphens by CGI-style applications, so a proxy may want them gone).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum HeadersWithUnderscoresAction {
+    #[serde(rename = "ALLOW")]
+    Allow,
+    #[serde(rename = "REJECT_REQUEST")]
+    RejectRequest,
+    #[serde(rename = "DROP_HEADER")]
+    DropHeader,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -349,6 +349,20 @@ impl ClusterConfig {
             }
         }
         let common = common.unwrap_or_default();
+        // What weft does not apply to upstream connections is refused, never ignored.
+        for (field, set) in [
+            ("max_connection_duration", common.max_connection_duration.is_some()),
+            ("max_stream_duration", common.max_stream_duration.is_some()),
+            ("max_headers_count", common.max_headers_count.is_some()),
+            ("headers_with_underscores_action", common.headers_with_underscores_action.is_some()),
+        ] {
+            if set {
+                return Err(ConfigError::new(
+                    format!("{path}.common_http_protocol_options.{field}"),
+                    "not supported on a cluster (weft applies it to a connection manager only)",
+                ));
+            }
+        }
         let h2 = h2.unwrap_or_default();
         let connect_timeout = c.connect_timeout.map(|d| d.0).unwrap_or(Duration::from_secs(5));
         if connect_timeout.is_zero() {

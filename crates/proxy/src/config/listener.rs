@@ -130,7 +130,16 @@ pub struct HttpConnectionManagerConfig {
     /// `max_request_headers_kb` in bytes: a larger HTTP/1 head is answered 431.
     pub max_request_headers_bytes: usize,
     pub request_timeout: Option<Duration>,
+    /// From the first byte of an HTTP/1 request head to its last (`request_headers_timeout`).
+    pub request_headers_timeout: Option<Duration>,
     pub idle_timeout: Option<Duration>,
+    /// A connection older than this is drained (`common_http_protocol_options`).
+    pub max_connection_duration: Option<Duration>,
+    /// After this many requests a connection is closed (HTTP/1) or sent GOAWAY (HTTP/2).
+    pub max_requests_per_connection: Option<u32>,
+    /// Request header fields allowed (Envoy's default 100; more is answered 431).
+    pub max_headers_count: usize,
+    pub headers_with_underscores: weft_xds::filters::HeadersWithUnderscoresAction,
     pub drain_timeout: Duration,
     pub access_log: Vec<AccessLogConfig>,
     pub use_remote_address: bool,
@@ -480,14 +489,6 @@ fn hcm(
             "not supported: an invalid message closes its connection (Envoy's default)",
         ));
     }
-    if h.request_headers_timeout.as_ref().is_some_and(|d| !d.0.is_zero()) {
-        // hyper's header-read timeout also runs while a keep-alive connection waits for its next
-        // request, so it would close idle connections Envoy keeps; refused rather than approximated.
-        return Err(ConfigError::new(
-            format!("{path}.request_headers_timeout"),
-            "not supported (the timeout would also close idle keep-alive connections); leave it unset or 0s",
-        ));
-    }
     let routes = match (&h.route_config, &h.rds) {
         (Some(rc), None) => RouteSource::Inline(Arc::new(RouteTable::from_wire(rc, &format!("{path}.route_config"), clusters)?)),
         (None, Some(rds)) => {
@@ -554,6 +555,17 @@ fn hcm(
         None => default,
     };
     let common = h.common_http_protocol_options.clone().unwrap_or_default();
+    if common.max_stream_duration.is_some() {
+        return Err(ConfigError::new(
+            format!("{path}.common_http_protocol_options.max_stream_duration"),
+            "not supported: bound a request with request_timeout or the route's timeout",
+        ));
+    }
+    let max_headers_count = match common.max_headers_count {
+        None => 100,
+        Some(n @ 1..) => n as usize,
+        Some(0) => return Err(ConfigError::new(format!("{path}.common_http_protocol_options.max_headers_count"), "must be at least 1")),
+    };
     let h2 = h.http2_protocol_options.clone().unwrap_or_default();
     Ok(HttpConnectionManagerConfig {
         stat_prefix: h.stat_prefix.clone(),
@@ -572,7 +584,12 @@ fn hcm(
             }
         },
         request_timeout: opt(h.request_timeout, None),
+        request_headers_timeout: opt(h.request_headers_timeout, None),
         idle_timeout: opt(common.idle_timeout, Some(Duration::from_secs(3600))),
+        max_connection_duration: opt(common.max_connection_duration, None),
+        max_requests_per_connection: common.max_requests_per_connection.filter(|n| *n > 0),
+        max_headers_count,
+        headers_with_underscores: common.headers_with_underscores_action.unwrap_or(weft_xds::filters::HeadersWithUnderscoresAction::Allow),
         drain_timeout: h.drain_timeout.map(|d| d.0).unwrap_or(Duration::from_secs(5)),
         access_log,
         use_remote_address: h.use_remote_address.unwrap_or(false),

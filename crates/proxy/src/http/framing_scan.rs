@@ -21,7 +21,9 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
+use bytes::{Buf, Bytes};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// A framing problem Envoy's codec refuses and hyper does not.
@@ -58,6 +60,12 @@ pub struct FramingLog {
     problem: AtomicU8,
     /// Set once the connection is no longer HTTP/1 requests (an accepted upgrade).
     stopped: AtomicBool,
+    /// The head being received: its ordinal and when its first byte came.
+    head: parking_lot::Mutex<Option<(u64, Instant)>>,
+    head_started: tokio::sync::Notify,
+    /// Set when the connection is to end with `reply` in place of the unfinished request.
+    ending: AtomicBool,
+    reply: parking_lot::Mutex<Bytes>,
 }
 
 impl FramingLog {
@@ -72,6 +80,49 @@ impl FramingLog {
     /// The connection has become a tunnel: nothing more to follow.
     pub fn stop(&self) {
         self.stopped.store(true, Ordering::Relaxed);
+    }
+
+    /// Resolves when a request head has taken longer than `timeout` from its first byte
+    /// (`request_headers_timeout`); never without a timeout. Time between requests does not
+    /// count: that is the idle timeout's.
+    pub async fn head_timed_out(&self, timeout: Option<Duration>) {
+        let Some(timeout) = timeout else { return std::future::pending().await };
+        loop {
+            self.head_started.notified().await;
+            loop {
+                let current = *self.head.lock();
+                let Some((ordinal, since)) = current else { break };
+                let due = since + timeout;
+                if due <= Instant::now() {
+                    return;
+                }
+                tokio::time::sleep_until(due.into()).await;
+                let still = self.head.lock().is_some_and(|(o, _)| o == ordinal);
+                if still && due <= Instant::now() {
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Ends the connection: the next read writes `reply` to the client, then reads as the end
+    /// of the stream, so hyper closes the connection as a client that went away. Used where
+    /// Envoy answers a request hyper never delivers (a head that timed out).
+    pub fn end_with(&self, reply: Bytes) {
+        *self.reply.lock() = reply;
+        self.ending.store(true, Ordering::Release);
+    }
+
+    fn head_progress(&self, receiving: Option<u64>) {
+        let mut head = self.head.lock();
+        match (receiving, *head) {
+            (Some(o), Some((current, _))) if o == current => {}
+            (Some(o), _) => {
+                *head = Some((o, Instant::now()));
+                self.head_started.notify_one();
+            }
+            (None, _) => *head = None,
+        }
     }
 
     fn record(&self, ordinal: u64, problem: Problem) {
@@ -198,6 +249,12 @@ impl FramingScanner {
     /// bytes hyper will refuse).
     pub fn stopped(&self) -> bool {
         self.state == State::Stopped
+    }
+
+    /// The ordinal of the request whose head is being received, if one is.
+    pub fn receiving_head(&self) -> Option<u64> {
+        matches!(self.state, State::RequestLine | State::LineStart | State::HeadEndLf | State::Name | State::Value)
+            .then_some(self.ordinal + 1)
     }
 
     /// Follows `data`; returns the first malformed request (its 1-based ordinal), after which
@@ -425,23 +482,49 @@ pub struct Scanned<IO> {
     io: IO,
     scanner: FramingScanner,
     log: Arc<FramingLog>,
+    /// Whether heads are timed (`request_headers_timeout` is set).
+    track_heads: bool,
 }
 
 impl<IO> Scanned<IO> {
-    pub fn new(io: IO, log: Arc<FramingLog>) -> Scanned<IO> {
-        Scanned { io, scanner: FramingScanner::new(), log }
+    pub fn new(io: IO, log: Arc<FramingLog>, track_heads: bool) -> Scanned<IO> {
+        Scanned { io, scanner: FramingScanner::new(), log, track_heads }
     }
 }
 
-impl<IO: AsyncRead + Unpin> AsyncRead for Scanned<IO> {
+impl<IO: AsyncWrite + Unpin> Scanned<IO> {
+    fn poll_end(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let mut reply = self.log.reply.lock();
+        while !reply.is_empty() {
+            match Pin::new(&mut self.io).poll_write(cx, &reply) {
+                Poll::Ready(Ok(n)) if n > 0 => reply.advance(n),
+                // A client that cannot take the answer does not get it.
+                Poll::Ready(_) => reply.clear(),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        match Pin::new(&mut self.io).poll_flush(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(_) => Poll::Ready(Ok(())),
+        }
+    }
+}
+
+impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncRead for Scanned<IO> {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if this.log.ending.load(Ordering::Acquire) {
+            return this.poll_end(cx);
+        }
         let before = buf.filled().len();
         let polled = Pin::new(&mut this.io).poll_read(cx, buf);
         if !this.scanner.stopped() && !this.log.stopped.load(Ordering::Relaxed) {
             if let Some(new) = buf.filled().get(before..) {
                 if let Some((ordinal, problem)) = this.scanner.feed(new) {
                     this.log.record(ordinal, problem);
+                }
+                if this.track_heads {
+                    this.log.head_progress(this.scanner.receiving_head());
                 }
             }
         }

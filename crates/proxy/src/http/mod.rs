@@ -5,7 +5,8 @@ pub mod fault;
 pub mod framing_scan;
 pub mod info;
 pub mod local_reply;
-mod path_norm;
+#[doc(hidden)]
+pub mod path_norm;
 mod request_head;
 
 pub mod rds;
@@ -51,6 +52,12 @@ pub static X_ENVOY_INTERNAL: HeaderName = HeaderName::from_static("x-envoy-inter
 pub static X_ENVOY_EXTERNAL_ADDRESS: HeaderName = HeaderName::from_static("x-envoy-external-address");
 pub static X_ENVOY_ORIGINAL_HOST: HeaderName = HeaderName::from_static("x-envoy-original-host");
 pub static X_ENVOY_ORIGINAL_PATH: HeaderName = HeaderName::from_static("x-envoy-original-path");
+
+/// HTTP/2's SETTINGS_MAX_HEADER_LIST_SIZE counts 32 bytes per field on top of names and
+/// values (RFC 9113 §6.5.2); Envoy advertises `max_request_headers_kb` as it is.
+fn h2_header_list_limit(bytes: usize) -> u32 {
+    u32::try_from(bytes).unwrap_or(u32::MAX)
+}
 
 /// Envoy's control headers its connection manager removes from every external request.
 const EXTERNAL_CLEANED: &[&str] = &[
@@ -127,6 +134,8 @@ enum Timeout {
 pub struct Hcm {
     pub cfg: Arc<HttpConnectionManagerConfig>,
     pub stats: Arc<HttpStats>,
+    /// For the codec-wide `http1.`/`http2.` counters.
+    pub store: Arc<crate::stats::Store>,
     pub clusters: Arc<ClusterManager>,
     pub routes: Arc<rds::RouteStore>,
     pub loggers: Arc<Vec<Arc<AccessLogger>>>,
@@ -150,6 +159,10 @@ impl Hcm {
         let f2 = framing.clone();
         // HTTP/1 requests in arrival order, as the framing scanner counts their heads.
         let seen = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        // All requests, for max_requests_per_connection; HTTP/2 is told to stop through this.
+        let served = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let enough = Arc::new(tokio::sync::Notify::new());
+        let (s2, e2) = (served.clone(), enough.clone());
         let svc = service_fn(move |req: Request<Incoming>| {
             let hcm = hcm.clone();
             let conn = c2.clone();
@@ -157,6 +170,8 @@ impl Hcm {
             let activity = a2.clone();
             let framing = f2.clone();
             let seen = seen.clone();
+            let served = s2.clone();
+            let enough = e2.clone();
             async move {
                 let h2 = req.version() == http::Version::HTTP_2;
                 let problem = if h2 { None } else { framing.problem_for(seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1) };
@@ -166,6 +181,16 @@ impl Hcm {
                 if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
                     framing.stop();
                 }
+                if let Some(max) = hcm.cfg.max_requests_per_connection {
+                    if served.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1 == u64::from(max) {
+                        hcm.stats.downstream_cx_max_requests_reached.inc();
+                        if h2 {
+                            enough.notify_one();
+                        } else {
+                            resp.headers_mut().insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+                        }
+                    }
+                }
                 // A retired listener generation: move HTTP/1 clients on between requests.
                 if !h2 && drain.is_retiring() {
                     resp.headers_mut().insert(http::header::CONNECTION, HeaderValue::from_static("close"));
@@ -173,7 +198,14 @@ impl Hcm {
                 Ok::<_, Infallible>(resp)
             }
         });
-        let io = TokioIo::new(framing_scan::Scanned::new(stream, framing));
+        let io = TokioIo::new(framing_scan::Scanned::new(stream, framing.clone(), self.cfg.request_headers_timeout.is_some()));
+        let max_duration = async {
+            match self.cfg.max_connection_duration {
+                Some(d) => tokio::time::sleep(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(max_duration);
         // HTTP/2 clients handle GOAWAY cleanly, so a retired generation sends it at once;
         // HTTP/1 connections close after their next response, or when the drain ends.
         macro_rules! drive {
@@ -203,6 +235,24 @@ impl Hcm {
                         conn.as_mut().graceful_shutdown();
                         let _ = conn.await;
                     }
+                    _ = &mut max_duration => {
+                        // As a drain: in-flight requests finish, HTTP/2 gets GOAWAY.
+                        self.stats.downstream_cx_max_duration_reached.inc();
+                        conn.as_mut().graceful_shutdown();
+                        let _ = conn.await;
+                    }
+                    _ = enough.notified() => {
+                        conn.as_mut().graceful_shutdown();
+                        let _ = conn.await;
+                    }
+                    _ = framing.head_timed_out(self.cfg.request_headers_timeout) => {
+                        // Envoy answers 408 and closes; hyper never saw a request, so the
+                        // answer is written under it and the connection ends.
+                        self.stats.downstream_rq_header_timeout.inc();
+                        self.count_local_answer(408);
+                        framing.end_with(self.header_timeout_reply());
+                        let _ = tokio::time::timeout(self.cfg.drain_timeout, conn).await;
+                    }
                 }
             }};
         }
@@ -217,12 +267,14 @@ impl Hcm {
                 // buffer by max_request_headers_kb gives Envoy's limit (and bounds what a client
                 // that never ends its headers can make weft hold).
                 b.http1().max_buf_size(self.cfg.max_request_headers_bytes.max(MIN_HYPER_BUF));
+                b.http1().max_headers(self.cfg.max_headers_count);
                 drive!(b.serve_connection_with_upgrades(io, svc), false);
             }
             Codec::Http1 => {
                 let mut b = hyper::server::conn::http1::Builder::new();
                 b.header_read_timeout(None);
                 b.max_buf_size(self.cfg.max_request_headers_bytes.max(MIN_HYPER_BUF));
+                b.max_headers(self.cfg.max_headers_count);
                 drive!(b.serve_connection(io, svc).with_upgrades(), false);
             }
             Codec::Http2 => {
@@ -230,6 +282,7 @@ impl Hcm {
                 if let Some(n) = self.cfg.h2_max_concurrent_streams {
                     b.max_concurrent_streams(n);
                 }
+                b.max_header_list_size(h2_header_list_limit(self.cfg.max_request_headers_bytes));
                 drive!(b.serve_connection(io, svc), true);
             }
         }
@@ -246,13 +299,53 @@ impl Hcm {
             _ if e.is_parse() => 400,
             _ => return,
         };
+        self.count_local_answer(status);
+    }
+
+    /// An HTTP/1 answer given outside `handle`, counted as Envoy counts any request.
+    fn count_local_answer(&self, status: u16) {
         self.stats.downstream_rq_total.inc();
         self.stats.downstream_rq_http1_total.inc();
         self.stats.codes.inc(status);
         self.stats.downstream_rq_completed.inc();
     }
 
+    /// Envoy's answer to a request head that took longer than `request_headers_timeout`.
+    fn header_timeout_reply(&self) -> Bytes {
+        let body = "request header timeout";
+        let server = match self.cfg.server_header {
+            ServerHeader::PassThrough => String::new(),
+            _ => format!("server: {}\r\n", String::from_utf8_lossy(self.cfg.server_name.as_bytes())),
+        };
+        Bytes::from(format!(
+            "HTTP/1.1 408 Request Timeout\r\ncontent-length: {}\r\ncontent-type: text/plain\r\ndate: {}\r\n{server}connection: close\r\n\r\n{body}",
+            body.len(),
+            httpdate::fmt_http_date(SystemTime::now()),
+        ))
+    }
+
+    /// `headers_with_underscores_action`: names with `_` can be read as `-` by CGI-style
+    /// applications, so such a header is dropped, or the request refused, when configured.
+    fn underscores(&self, headers: &mut http::HeaderMap, h2: bool) -> Result<(), request_head::Refusal> {
+        use weft_xds::filters::HeadersWithUnderscoresAction as Action;
+        if self.cfg.headers_with_underscores == Action::Allow || !headers.keys().any(|k| k.as_str().contains('_')) {
+            return Ok(());
+        }
+        if self.cfg.headers_with_underscores == Action::RejectRequest {
+            self.store.codec(h2).requests_rejected_with_underscores_in_headers.inc();
+            let details = if h2 { "http2.unexpected_underscore" } else { "http1.unexpected_underscore" };
+            return Err(request_head::Refusal { status: StatusCode::BAD_REQUEST, details });
+        }
+        let names: Vec<HeaderName> = headers.keys().filter(|k| k.as_str().contains('_')).cloned().collect();
+        for name in names {
+            self.store.codec(h2).dropped_headers_with_underscores.inc();
+            headers.remove(name);
+        }
+        Ok(())
+    }
+
     fn tune_h2(&self, mut b: hyper_util::server::conn::auto::Http2Builder<'_, TokioExecutor>) {
+        b.max_header_list_size(h2_header_list_limit(self.cfg.max_request_headers_bytes));
         if let Some(n) = self.cfg.h2_max_concurrent_streams {
             b.max_concurrent_streams(n);
         }
@@ -292,6 +385,7 @@ impl Hcm {
             request_head::check(&parts.method, parts.version, &parts.uri, &parts.headers, self.cfg.max_request_headers_bytes)
         };
 
+        let refused = refused.and_then(|()| self.underscores(&mut parts.headers, is_h2));
         self.edge_headers(&mut parts, conn);
         // hyper answers `Expect: 100-continue` itself when the body is first read, so, as in
         // Envoy without `proxy_100_continue`, the expectation is met here and not passed on.
@@ -347,7 +441,9 @@ impl Hcm {
             info.details = refusal.details;
             let text = refusal.status.canonical_reason().unwrap_or("Bad Request");
             let mut r = local_reply::build(refusal.status, text, false);
-            r.headers_mut().insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+            if !is_h2 {
+                r.headers_mut().insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+            }
             let r = self.finish(r, &parts, &info);
             return self.complete(r, info, None);
         }

@@ -1,0 +1,153 @@
+//! The connection manager's limits, with Envoy's defaults and as configured: what a client
+//! that sends too much, too slowly or for too long meets, in Envoy and in weft alike.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use weft_test_support::{ProxyKind, Upstream};
+
+use crate::harness::*;
+
+async fn pair(hcm_extra: Value) -> ([Upstream; 2], Run, Run) {
+    let ups = [Upstream::start("envoy-up").await, Upstream::start("weft-up").await];
+    let build = |port: u16, extra: Value| {
+        move |p: &Ports| {
+            let vh = json!([{"name": "all", "domains": ["*"], "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "up"}}]}]);
+            http_bootstrap(p, vh, vec![cluster("up", &[port], json!({}))], extra.clone())
+        }
+    };
+    let envoy = start(ProxyKind::Envoy, &build(ups[0].port(), hcm_extra.clone())).await;
+    let weft = start(ProxyKind::Weft, &build(ups[1].port(), hcm_extra)).await;
+    (ups, envoy, weft)
+}
+
+/// What a client saw on one connection after sending `bytes` (and, if given, more bytes after
+/// a pause): the statuses of the responses, whether the proxy closed the connection, and when.
+#[derive(Debug)]
+struct Seen {
+    statuses: Vec<u16>,
+    closed_after: Option<Duration>,
+}
+
+async fn converse(addr: &str, bytes: &[u8], wait: Duration) -> Seen {
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let started = Instant::now();
+    let _ = s.write_all(bytes).await;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let mut closed_after = None;
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        match tokio::time::timeout_at(deadline, s.read(&mut chunk)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                closed_after = Some(started.elapsed());
+                break;
+            }
+            Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
+            Err(_) => break,
+        }
+    }
+    let text = String::from_utf8_lossy(&buf);
+    let statuses = text.match_indices("HTTP/1.1 ").filter_map(|(i, _)| text.get(i + 9..i + 12)).filter_map(|c| c.parse().ok()).collect();
+    Seen { statuses, closed_after }
+}
+
+#[tokio::test]
+async fn headers_with_underscores_are_rejected_or_dropped_as_configured() {
+    for action in ["REJECT_REQUEST", "DROP_HEADER"] {
+        let (ups, envoy, weft) = pair(json!({"common_http_protocol_options": {"headers_with_underscores_action": action}})).await;
+        let req = b"GET /u HTTP/1.1\r\nHost: t.example\r\nx_user: admin\r\nx-ok: 1\r\nConnection: close\r\n\r\n";
+        let mut results = Vec::new();
+        for (run, up) in [(&envoy, &ups[0]), (&weft, &ups[1])] {
+            up.reset();
+            let seen = converse(&run.addr(), req, Duration::from_secs(3)).await;
+            let forwarded: Vec<String> =
+                up.seen().first().and_then(|r| r["headers"].as_object().map(|h| h.keys().cloned().collect())).unwrap_or_default();
+            let counters = (
+                run.stat("http1.requests_rejected_with_underscores_in_headers").await,
+                run.stat("http1.dropped_headers_with_underscores").await,
+            );
+            results.push((seen.statuses, forwarded.contains(&"x_user".to_string()), forwarded.contains(&"x-ok".to_string()), counters));
+        }
+        let want = if action == "REJECT_REQUEST" { (vec![400], false, false, (1, 0)) } else { (vec![200], false, true, (0, 1)) };
+        assert_eq!(results[0], want, "{action}: envoy");
+        assert_eq!(results[1], want, "{action}: weft");
+    }
+}
+
+#[tokio::test]
+async fn max_headers_count_is_envoys_default_and_configurable() {
+    let head = |n: usize| {
+        let mut r = "GET / HTTP/1.1\r\nHost: t.example\r\nConnection: close\r\n".to_string();
+        for i in 0..n {
+            r.push_str(&format!("x-h{i}: v\r\n"));
+        }
+        r.push_str("\r\n");
+        r.into_bytes()
+    };
+    let (_ups, envoy, weft) = pair(json!({"common_http_protocol_options": {"max_headers_count": 6}})).await;
+    for (n, want) in [(4, 200), (5, 431), (20, 431)] {
+        for run in [&envoy, &weft] {
+            let seen = converse(&run.addr(), &head(n), Duration::from_secs(3)).await;
+            assert_eq!(seen.statuses, vec![want], "{}: host, connection and {n} more headers with max_headers_count 6", run.kind);
+        }
+    }
+}
+
+#[tokio::test]
+async fn max_requests_per_connection_closes_after_the_last() {
+    let (ups, envoy, weft) = pair(json!({"common_http_protocol_options": {"max_requests_per_connection": 2}})).await;
+    let three =
+        b"GET /1 HTTP/1.1\r\nHost: t.example\r\n\r\nGET /2 HTTP/1.1\r\nHost: t.example\r\n\r\nGET /3 HTTP/1.1\r\nHost: t.example\r\n\r\n";
+    for (run, up) in [(&envoy, &ups[0]), (&weft, &ups[1])] {
+        up.reset();
+        let seen = converse(&run.addr(), three, Duration::from_secs(3)).await;
+        assert_eq!(seen.statuses, vec![200, 200], "{}: two answers, then the connection closes", run.kind);
+        assert!(seen.closed_after.is_some(), "{}: closed", run.kind);
+        assert_eq!(up.seen().len(), 2, "{}: the third request never reached the upstream", run.kind);
+        assert_eq!(run.stat("http.ingress.downstream_cx_max_requests_reached").await, 1, "{}", run.kind);
+    }
+}
+
+#[tokio::test]
+async fn max_connection_duration_closes_an_old_connection() {
+    let (_ups, envoy, weft) = pair(json!({"common_http_protocol_options": {"max_connection_duration": "1s"}, "drain_timeout": "1s"})).await;
+    for run in [&envoy, &weft] {
+        let seen = converse(&run.addr(), b"GET / HTTP/1.1\r\nHost: t.example\r\n\r\n", Duration::from_secs(6)).await;
+        assert_eq!(seen.statuses, vec![200], "{}", run.kind);
+        let closed = seen.closed_after.unwrap_or_else(|| panic!("{}: a keep-alive connection outlived max_connection_duration", run.kind));
+        assert!(closed >= Duration::from_millis(900), "{}: closed after {closed:?}, before max_connection_duration", run.kind);
+        assert_eq!(run.stat("http.ingress.downstream_cx_max_duration_reached").await, 1, "{}", run.kind);
+    }
+}
+
+#[tokio::test]
+async fn request_headers_timeout_ends_a_head_that_never_ends() {
+    let (ups, envoy, weft) = pair(json!({"request_headers_timeout": "1s"})).await;
+    let mut outcomes = Vec::new();
+    for (run, up) in [(&envoy, &ups[0]), (&weft, &ups[1])] {
+        up.reset();
+        let slow = converse(&run.addr(), b"GET /slow HTTP/1.1\r\nHost: t.example\r\nX-Half: ", Duration::from_secs(5)).await;
+        let closed = slow.closed_after.unwrap_or_else(|| panic!("{}: an unfinished head held the connection", run.kind));
+        assert!(closed >= Duration::from_millis(900), "{}: closed after {closed:?}, before the timeout", run.kind);
+        assert!(up.seen().is_empty(), "{}", run.kind);
+        assert_eq!(run.stat("http.ingress.downstream_rq_header_timeout").await, 1, "{}", run.kind);
+        outcomes.push(slow.statuses);
+    }
+    assert_eq!(outcomes[0], outcomes[1], "the answer to a timed-out head (envoy, weft)");
+    assert_eq!(outcomes[0], vec![408]);
+    for run in [&envoy, &weft] {
+        assert_eq!(run.stat("http.ingress.downstream_rq_4xx").await, 1, "{}: the 408 is counted", run.kind);
+        // Time between requests is the idle timeout's, not the head's.
+        let mut s = tokio::net::TcpStream::connect(run.addr()).await.expect("connect");
+        let get = b"GET /a HTTP/1.1\r\nHost: t.example\r\n\r\n";
+        let mut buf = [0u8; 4096];
+        for round in 0..2 {
+            s.write_all(get).await.expect("write");
+            let n = tokio::time::timeout(Duration::from_secs(3), s.read(&mut buf)).await.expect("answer").expect("read");
+            assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{}: request {round} after an idle pause", run.kind);
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+        }
+    }
+}
