@@ -114,6 +114,8 @@ fn known_but_unimplemented_fields_are_refused() {
         &text,
         &["static_resources.listeners[0].filter_chains[0].filters[0].typed_config.common_http_protocol_options.max_stream_duration: not supported"],
     );
+    let text = with(true, |b| b.replacen("    filter_chains:\n", "    per_connection_buffer_limit_bytes: 100\n    filter_chains:\n", 1));
+    assert_refused(&text, &["static_resources.listeners[0].per_connection_buffer_limit_bytes: 100 is below 8192"]);
     // A source address for upstream connections would change what the upstream sees.
     let text = with(true, |b| {
         format!("cluster_manager: {{upstream_bind_config: {{source_address: {{address: 127.0.0.2, port_value: 0}}}}}}\n{b}")

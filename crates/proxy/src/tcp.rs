@@ -125,7 +125,7 @@ impl TcpProxy {
         cluster.stats.upstream_cx_total.inc();
         cluster.stats.upstream_cx_active.inc();
         host.cx_active.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let (rx, tx, idle) = splice(&mut down, &mut up, self.cfg.idle_timeout, &self.stats).await;
+        let (rx, tx, idle) = splice(&mut down, &mut up, self.cfg.idle_timeout, self.cfg.copy_buffer, &self.stats).await;
         cluster.stats.upstream_cx_active.dec();
         cluster.stats.upstream_cx_destroy.inc();
         host.cx_active.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
@@ -149,11 +149,17 @@ impl TcpProxy {
 
 /// Copies both ways until both sides closed or the idle timeout fired.
 /// Returns (bytes from downstream, bytes to downstream, idle timeout fired).
-async fn splice(down: &mut Stream, up: &mut Stream, idle: Option<std::time::Duration>, stats: &TcpStats) -> (u64, u64, bool) {
+async fn splice(
+    down: &mut Stream,
+    up: &mut Stream,
+    idle: Option<std::time::Duration>,
+    buffer: usize,
+    stats: &TcpStats,
+) -> (u64, u64, bool) {
     let (mut dr, mut dw) = tokio::io::split(down);
     let (mut ur, mut uw) = tokio::io::split(up);
-    let mut b1 = vec![0u8; 16 * 1024];
-    let mut b2 = vec![0u8; 16 * 1024];
+    let mut b1 = vec![0u8; buffer];
+    let mut b2 = vec![0u8; buffer];
     let (mut rx, mut tx) = (0u64, 0u64);
     let (mut down_open, mut up_open) = (true, true);
     let far = std::time::Duration::from_secs(100 * 365 * 24 * 3600);

@@ -349,6 +349,8 @@ impl ClusterConfig {
             }
         }
         let common = common.unwrap_or_default();
+        let buffer_limit =
+            super::listener::buffer_limit(c.per_connection_buffer_limit_bytes, &format!("{path}.per_connection_buffer_limit_bytes"))?;
         // What weft does not apply to upstream connections is refused, never ignored.
         for (field, set) in [
             ("max_connection_duration", common.max_connection_duration.is_some()),
@@ -415,8 +417,13 @@ impl ClusterConfig {
                 .map(|p| p.value)
                 .unwrap_or(50.0),
             h2_max_concurrent_streams: h2.max_concurrent_streams,
-            h2_initial_stream_window: h2.initial_stream_window_size,
-            h2_initial_connection_window: h2.initial_connection_window_size,
+            // A response read ahead of a slow client is what weft buffers for this connection:
+            // the windows stay within the buffer limit unless set (hyper's client defaults are
+            // 2 and 5 MiB).
+            h2_initial_stream_window: h2.initial_stream_window_size.or(Some(buffer_limit.min(UPSTREAM_H2_STREAM_WINDOW))),
+            h2_initial_connection_window: h2
+                .initial_connection_window_size
+                .or(Some(buffer_limit.clamp(super::listener::H2_MIN_CONNECTION_WINDOW, UPSTREAM_H2_CONNECTION_WINDOW))),
             original_dst_header,
             tls,
             tls_matches,
@@ -579,3 +586,7 @@ pub fn endpoints_from_wire(la: &wire::ClusterLoadAssignment, path: &str, discove
     }
     Ok(endpoints)
 }
+
+/// hyper's HTTP/2 client windows, kept when the buffer limit allows them.
+const UPSTREAM_H2_STREAM_WINDOW: u32 = 2 * 1024 * 1024;
+const UPSTREAM_H2_CONNECTION_WINDOW: u32 = 5 * 1024 * 1024;

@@ -103,7 +103,31 @@ pub struct TcpProxyConfig {
     pub clusters: Vec<(String, u32)>,
     pub idle_timeout: Option<Duration>,
     pub max_connect_attempts: u32,
+    /// Bytes each direction's copy buffer holds (`per_connection_buffer_limit_bytes`, halved,
+    /// at most 16 KiB).
+    pub copy_buffer: usize,
     pub access_log: Vec<AccessLogConfig>,
+}
+
+/// Envoy's default `per_connection_buffer_limit_bytes`.
+pub const DEFAULT_BUFFER_LIMIT: u32 = 1024 * 1024;
+/// The least weft can buffer per connection: hyper's HTTP/1 read buffer.
+pub const MIN_BUFFER_LIMIT: u32 = 8192;
+/// hyper's HTTP/2 server windows, kept when the buffer limit allows them.
+const DOWNSTREAM_H2_WINDOW: u32 = 1024 * 1024;
+/// HTTP/2 starts every connection window at 65535 bytes and only raises it (RFC 9113 §6.9.2).
+pub const H2_MIN_CONNECTION_WINDOW: u32 = 65_535;
+
+/// `per_connection_buffer_limit_bytes` of a listener or cluster, at `path`.
+pub fn buffer_limit(v: Option<u32>, path: &str) -> Result<u32> {
+    match v {
+        None => Ok(DEFAULT_BUFFER_LIMIT),
+        Some(n) if n >= MIN_BUFFER_LIMIT => Ok(n),
+        Some(n) => Err(ConfigError::new(
+            path.to_string(),
+            format!("{n} is below {MIN_BUFFER_LIMIT}, the least weft buffers per connection (an HTTP/1 read buffer)"),
+        )),
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -224,12 +248,25 @@ impl ListenerConfig {
                 }
             }
         }
+        let buffer_limit = buffer_limit(l.per_connection_buffer_limit_bytes, &format!("{path}.per_connection_buffer_limit_bytes"))?;
         let mut chains = Vec::new();
         for (i, c) in l.filter_chains.iter().enumerate() {
-            chains.push(Arc::new(FilterChain::from_wire(c, &format!("{path}.filter_chains[{i}]"), clusters, l.traffic_direction)?));
+            chains.push(Arc::new(FilterChain::from_wire(
+                c,
+                &format!("{path}.filter_chains[{i}]"),
+                clusters,
+                l.traffic_direction,
+                buffer_limit,
+            )?));
         }
         let default_chain = match &l.default_filter_chain {
-            Some(c) => Some(Arc::new(FilterChain::from_wire(c, &format!("{path}.default_filter_chain"), clusters, l.traffic_direction)?)),
+            Some(c) => Some(Arc::new(FilterChain::from_wire(
+                c,
+                &format!("{path}.default_filter_chain"),
+                clusters,
+                l.traffic_direction,
+                buffer_limit,
+            )?)),
             None => None,
         };
         if chains.is_empty() && default_chain.is_none() {
@@ -299,7 +336,13 @@ fn cidrs(ranges: &[weft_xds::core::CidrRange], path: &str) -> Result<Vec<IpNet>>
 }
 
 impl FilterChain {
-    fn from_wire(c: &wire::FilterChain, path: &str, clusters: &ClusterNames, direction: wire::TrafficDirection) -> Result<Self> {
+    fn from_wire(
+        c: &wire::FilterChain,
+        path: &str,
+        clusters: &ClusterNames,
+        direction: wire::TrafficDirection,
+        buffer_limit: u32,
+    ) -> Result<Self> {
         let m = c.filter_chain_match.clone().unwrap_or_default();
         let mpath = format!("{path}.filter_chain_match");
         let destination_port = match m.destination_port {
@@ -349,10 +392,10 @@ impl FilterChain {
         let f = &c.filters[0];
         let action = match &f.typed_config {
             Some(NetworkFilterConfig::TcpProxy(t)) => {
-                NetworkAction::Tcp(Arc::new(tcp_proxy(t, &format!("{fpath}.typed_config"), clusters)?))
+                NetworkAction::Tcp(Arc::new(tcp_proxy(t, &format!("{fpath}.typed_config"), clusters, buffer_limit)?))
             }
             Some(NetworkFilterConfig::HttpConnectionManager(h)) => {
-                NetworkAction::Http(Arc::new(hcm(h, &format!("{fpath}.typed_config"), clusters, direction)?))
+                NetworkAction::Http(Arc::new(hcm(h, &format!("{fpath}.typed_config"), clusters, direction, buffer_limit)?))
             }
             None => return Err(ConfigError::new(format!("{fpath}.typed_config"), "required")),
         };
@@ -369,7 +412,7 @@ impl FilterChain {
     }
 }
 
-fn tcp_proxy(t: &weft_xds::filters::TcpProxy, path: &str, clusters: &ClusterNames) -> Result<TcpProxyConfig> {
+fn tcp_proxy(t: &weft_xds::filters::TcpProxy, path: &str, clusters: &ClusterNames, buffer_limit: u32) -> Result<TcpProxyConfig> {
     let list = match (&t.cluster, &t.weighted_clusters) {
         (Some(c), None) => {
             clusters.check(c, &format!("{path}.cluster"))?;
@@ -393,6 +436,7 @@ fn tcp_proxy(t: &weft_xds::filters::TcpProxy, path: &str, clusters: &ClusterName
         access_log.push(AccessLogConfig::from_wire(a, &format!("{path}.access_log[{i}]"))?);
     }
     Ok(TcpProxyConfig {
+        copy_buffer: (buffer_limit as usize / 2).min(16 * 1024),
         stat_prefix: t.stat_prefix.clone(),
         clusters: list,
         // Envoy's default idle timeout for tcp_proxy is one hour; "0s" disables it.
@@ -476,6 +520,7 @@ fn hcm(
     path: &str,
     clusters: &ClusterNames,
     direction: wire::TrafficDirection,
+    buffer_limit: u32,
 ) -> Result<HttpConnectionManagerConfig> {
     let codec = match h.codec_type {
         CodecType::Auto => Codec::Auto,
@@ -606,8 +651,12 @@ fn hcm(
         },
         websocket,
         h2_max_concurrent_streams: h2.max_concurrent_streams,
-        h2_initial_stream_window: h2.initial_stream_window_size,
-        h2_initial_connection_window: h2.initial_connection_window_size,
+        // What a client may send ahead of the upstream reading it is what weft buffers: the
+        // flow-control windows stay within the connection's buffer limit unless set.
+        h2_initial_stream_window: h2.initial_stream_window_size.or(Some(buffer_limit.min(DOWNSTREAM_H2_WINDOW))),
+        h2_initial_connection_window: h2
+            .initial_connection_window_size
+            .or(Some(buffer_limit.clamp(H2_MIN_CONNECTION_WINDOW, DOWNSTREAM_H2_WINDOW))),
         accept_http_10: h.http_protocol_options.as_ref().map(|o| o.accept_http_10).unwrap_or(false),
         xfcc: xfcc(h, path)?,
         tracing: h.tracing.as_ref().map(|t| crate::trace::TraceConfig::from_wire(t, direction, &format!("{path}.tracing"))).transpose()?,
