@@ -17,10 +17,13 @@ pub mod body;
 pub mod config;
 pub mod drain;
 pub mod dynamic;
+#[doc(hidden)]
+pub mod fuzzing;
 mod heartbeat;
 pub mod http;
 pub mod identity;
 pub mod listener;
+mod memory;
 pub mod server;
 mod sniff;
 mod sockopt;

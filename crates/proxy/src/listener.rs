@@ -283,6 +283,7 @@ async fn handle(stream: TcpStream, remote: SocketAddr, mut rt: Arc<ListenerRunti
                     tracing::debug!(listener = %rt.cfg.name, chain = %chain.cfg.name, "{e}");
                 }
                 rt.stats.downstream_cx_destroy.inc();
+                crate::memory::connection_closed();
                 return;
             }
         },
@@ -294,6 +295,7 @@ async fn handle(stream: TcpStream, remote: SocketAddr, mut rt: Arc<ListenerRunti
         ChainRuntime::Tcp(t) => t.clone().serve(stream, info, drain).await,
     }
     rt.stats.downstream_cx_destroy.inc();
+    crate::memory::connection_closed();
 }
 
 /// Runs `tls_inspector` and `http_inspector` on peeked bytes; false on timeout.

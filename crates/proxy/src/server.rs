@@ -209,6 +209,7 @@ pub async fn start(config: Config, opts: Options) -> Result<Running, StartError>
         tokio::spawn(accept_loop(sock, slot, listeners.clone(), drain.clone()));
     }
     tokio::spawn(crate::heartbeat::run());
+    tokio::spawn(crate::memory::return_after_bursts());
     shared.live.store(true, Ordering::Release);
     tracing::info!(listeners = listener_addrs.len(), control_plane = ?config.ads.as_ref().map(|a| &a.address), "weft proxy is live");
     Ok(Running { shared, listener_addrs, admin_addr })
