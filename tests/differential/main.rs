@@ -5,6 +5,7 @@ mod admin;
 mod cli;
 mod harness;
 mod hostile;
+mod hostile_h2;
 mod istio;
 mod limits;
 mod listeners;

@@ -190,9 +190,22 @@ stat_struct!(ZipkinStats {
     gauges: []
 });
 
-// An HTTP codec's own counters (`http1.` or `http2.`, shared by every connection manager),
-// which Envoy creates with the first connection of that codec.
-stat_struct!(CodecStats { counters: [dropped_headers_with_underscores, requests_rejected_with_underscores_in_headers,], gauges: [] });
+// The HTTP/1 codec's own counters (`http1.`, shared by every connection manager), which Envoy
+// creates with the first connection of that codec.
+stat_struct!(Http1CodecStats { counters: [dropped_headers_with_underscores, requests_rejected_with_underscores_in_headers,], gauges: [] });
+
+// And the HTTP/2 codec's (`http2.`).
+stat_struct!(Http2CodecStats {
+    counters: [
+        dropped_headers_with_underscores,
+        requests_rejected_with_underscores_in_headers,
+        inbound_empty_frames_flood,
+        inbound_priority_frames_flood,
+        inbound_window_update_frames_flood,
+        outbound_control_flood,
+    ],
+    gauges: []
+});
 
 /// Per-status-code counters (`upstream_rq_200`) plus class counters (`upstream_rq_2xx`).
 #[derive(Debug)]
@@ -442,8 +455,8 @@ pub struct Store {
     pub manager: ManagerStats,
     /// Present once a Zipkin tracer is configured, as in Envoy.
     zipkin: Mutex<Option<Arc<ZipkinStats>>>,
-    http1_codec: std::sync::OnceLock<CodecStats>,
-    http2_codec: std::sync::OnceLock<CodecStats>,
+    http1_codec: std::sync::OnceLock<Http1CodecStats>,
+    http2_codec: std::sync::OnceLock<Http2CodecStats>,
     /// `server.static_unknown_fields`: bootstrap fields `--allow-unknown-static-fields` ignored.
     pub static_unknown_fields: Counter,
 }
@@ -505,7 +518,10 @@ impl Store {
         if let Some(z) = self.zipkin.lock().as_ref() {
             z.reset_counters();
         }
-        for c in [self.http1_codec.get(), self.http2_codec.get()].into_iter().flatten() {
+        if let Some(c) = self.http1_codec.get() {
+            c.reset_counters();
+        }
+        if let Some(c) = self.http2_codec.get() {
             c.reset_counters();
         }
         self.static_unknown_fields.reset();
@@ -520,13 +536,13 @@ impl Store {
     pub fn http(&self, prefix: &str) -> Arc<HttpStats> {
         self.http.lock().entry(prefix.to_string()).or_default().clone()
     }
-    /// The `http1.` or `http2.` codec counters, created on first use.
-    pub fn codec(&self, h2: bool) -> &CodecStats {
-        if h2 {
-            self.http2_codec.get_or_init(Default::default)
-        } else {
-            self.http1_codec.get_or_init(Default::default)
-        }
+    /// The `http1.` codec counters, created on first use.
+    pub fn http1_codec(&self) -> &Http1CodecStats {
+        self.http1_codec.get_or_init(Default::default)
+    }
+    /// The `http2.` codec counters, created on first use.
+    pub fn http2_codec(&self) -> &Http2CodecStats {
+        self.http2_codec.get_or_init(Default::default)
     }
     pub fn zipkin(&self) -> Arc<ZipkinStats> {
         self.zipkin.lock().get_or_insert_with(Default::default).clone()
@@ -569,10 +585,11 @@ impl Store {
         if let Some(z) = self.zipkin.lock().as_ref() {
             z.visit_fields(&mut |n, v, k| out.push((n.to_string(), v, k)));
         }
-        for (p, c) in [("http1.", self.http1_codec.get()), ("http2.", self.http2_codec.get())] {
-            if let Some(c) = c {
-                c.visit_fields(&mut |n, v, k| out.push((format!("{p}{n}"), v, k)));
-            }
+        if let Some(c) = self.http1_codec.get() {
+            c.visit_fields(&mut |n, v, k| out.push((format!("http1.{n}"), v, k)));
+        }
+        if let Some(c) = self.http2_codec.get() {
+            c.visit_fields(&mut |n, v, k| out.push((format!("http2.{n}"), v, k)));
         }
         let state = if self.draining.load(Ordering::Relaxed) { 1 } else { 0 };
         let live = if state == 1 || self.failing_health_checks.load(Ordering::Relaxed) { 0 } else { 1 };

@@ -170,6 +170,11 @@ pub struct Http2ProtocolOptions {
     pub allow_connect: Option<bool>,
     pub connection_keepalive: Option<Ignored>,
     pub hpack_table_size: Option<u32>,
+    pub max_outbound_frames: Option<u32>,
+    pub max_outbound_control_frames: Option<u32>,
+    pub max_consecutive_inbound_frames_with_empty_payload: Option<u32>,
+    pub max_inbound_priority_frames_per_stream: Option<u32>,
+    pub max_inbound_window_update_frames_per_data_frame_sent: Option<u32>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -366,6 +366,21 @@ impl ClusterConfig {
             }
         }
         let h2 = h2.unwrap_or_default();
+        super::listener::h2_unsupported(&h2, &format!("{path}.http2_protocol_options"))?;
+        for (field, set) in [
+            ("max_outbound_frames", h2.max_outbound_frames.is_some()),
+            ("max_outbound_control_frames", h2.max_outbound_control_frames.is_some()),
+            ("max_consecutive_inbound_frames_with_empty_payload", h2.max_consecutive_inbound_frames_with_empty_payload.is_some()),
+            ("max_inbound_priority_frames_per_stream", h2.max_inbound_priority_frames_per_stream.is_some()),
+            ("max_inbound_window_update_frames_per_data_frame_sent", h2.max_inbound_window_update_frames_per_data_frame_sent.is_some()),
+        ] {
+            if set {
+                return Err(ConfigError::new(
+                    format!("{path}.http2_protocol_options.{field}"),
+                    "not supported on a cluster (weft guards downstream connections against floods)",
+                ));
+            }
+        }
         let connect_timeout = c.connect_timeout.map(|d| d.0).unwrap_or(Duration::from_secs(5));
         if connect_timeout.is_zero() {
             return Err(ConfigError::new(format!("{path}.connect_timeout"), "must be greater than zero"));

@@ -178,6 +178,8 @@ pub struct HttpConnectionManagerConfig {
     pub h2_max_concurrent_streams: Option<u32>,
     pub h2_initial_stream_window: Option<u32>,
     pub h2_initial_connection_window: Option<u32>,
+    /// Envoy's HTTP/2 flood limits (`http2_protocol_options`).
+    pub h2_flood_limits: crate::http::h2_floods::FloodLimits,
     pub accept_http_10: bool,
     pub xfcc: crate::http::xfcc::XfccConfig,
     pub tracing: Option<crate::trace::TraceConfig>,
@@ -612,6 +614,7 @@ fn hcm(
         Some(0) => return Err(ConfigError::new(format!("{path}.common_http_protocol_options.max_headers_count"), "must be at least 1")),
     };
     let h2 = h.http2_protocol_options.clone().unwrap_or_default();
+    h2_unsupported(&h2, &format!("{path}.http2_protocol_options"))?;
     Ok(HttpConnectionManagerConfig {
         stat_prefix: h.stat_prefix.clone(),
         codec,
@@ -657,10 +660,41 @@ fn hcm(
         h2_initial_connection_window: h2
             .initial_connection_window_size
             .or(Some(buffer_limit.clamp(H2_MIN_CONNECTION_WINDOW, DOWNSTREAM_H2_WINDOW))),
+        h2_flood_limits: h2_flood_limits(&h2),
         accept_http_10: h.http_protocol_options.as_ref().map(|o| o.accept_http_10).unwrap_or(false),
         xfcc: xfcc(h, path)?,
         tracing: h.tracing.as_ref().map(|t| crate::trace::TraceConfig::from_wire(t, direction, &format!("{path}.tracing"))).transpose()?,
     })
+}
+
+/// What of `http2_protocol_options` weft cannot do, refused rather than ignored.
+pub fn h2_unsupported(h2: &weft_xds::filters::Http2ProtocolOptions, path: &str) -> Result<()> {
+    if h2.hpack_table_size.is_some_and(|n| n != 4096) {
+        return Err(ConfigError::new(format!("{path}.hpack_table_size"), "not supported: weft's HPACK table is 4096 bytes"));
+    }
+    if h2.allow_connect == Some(true) {
+        return Err(ConfigError::new(format!("{path}.allow_connect"), "not supported: weft does not route CONNECT"));
+    }
+    Ok(())
+}
+
+/// `http2_protocol_options`' flood limits over Envoy's defaults. `max_outbound_frames` bounds
+/// a queue weft does not have: h2 stops reading while it cannot write, so any value holds.
+fn h2_flood_limits(h2: &weft_xds::filters::Http2ProtocolOptions) -> crate::http::h2_floods::FloodLimits {
+    let d = crate::http::h2_floods::FloodLimits::default();
+    let or = |v: Option<u32>, default: u64| v.map_or(default, u64::from);
+    crate::http::h2_floods::FloodLimits {
+        max_outbound_control_frames: or(h2.max_outbound_control_frames, d.max_outbound_control_frames),
+        max_consecutive_inbound_frames_with_empty_payload: or(
+            h2.max_consecutive_inbound_frames_with_empty_payload,
+            d.max_consecutive_inbound_frames_with_empty_payload,
+        ),
+        max_inbound_priority_frames_per_stream: or(h2.max_inbound_priority_frames_per_stream, d.max_inbound_priority_frames_per_stream),
+        max_inbound_window_update_frames_per_data_frame_sent: or(
+            h2.max_inbound_window_update_frames_per_data_frame_sent,
+            d.max_inbound_window_update_frames_per_data_frame_sent,
+        ),
+    }
 }
 
 /// `forward_client_cert_details` and `set_current_client_cert_details`.

@@ -26,6 +26,8 @@ use std::time::{Duration, Instant};
 use bytes::{Buf, Bytes};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use super::h2_floods::{Flood, FloodLimits, H2Floods};
+
 /// A framing problem Envoy's codec refuses and hyper does not.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Problem {
@@ -66,6 +68,9 @@ pub struct FramingLog {
     /// Set when the connection is to end with `reply` in place of the unfinished request.
     ending: AtomicBool,
     reply: parking_lot::Mutex<Bytes>,
+    /// The HTTP/2 flood limit the peer broke, by `Flood::code`; 0 for none.
+    flood: AtomicU8,
+    flooded: tokio::sync::Notify,
 }
 
 impl FramingLog {
@@ -102,6 +107,22 @@ impl FramingLog {
                     return;
                 }
             }
+        }
+    }
+
+    /// The HTTP/2 flood limit the peer broke, if it broke one.
+    pub fn flood(&self) -> Option<Flood> {
+        Flood::from_code(self.flood.load(Ordering::Acquire))
+    }
+
+    /// Resolves once the peer has broken an HTTP/2 flood limit: the connection is to go.
+    pub async fn flooded(&self) {
+        self.flooded.notified().await
+    }
+
+    fn record_flood(&self, f: Flood) {
+        if self.flood.swap(f.code(), Ordering::AcqRel) == 0 {
+            self.flooded.notify_one();
         }
     }
 
@@ -171,6 +192,8 @@ enum State {
     Value,
     Body(u64),
     Chunked(Chunk),
+    /// The rest of the HTTP/2 connection preface (`\r\nSM\r\n\r\n`) after its request line.
+    H2Preface(u8),
     Stopped,
 }
 
@@ -232,6 +255,8 @@ pub struct FramingScanner {
     head: Head,
     token: Prefix,
     field: Field,
+    /// Where HTTP/2 frames began in the last `feed`, once the preface has passed.
+    h2_start: Option<usize>,
 }
 
 impl Default for FramingScanner {
@@ -242,13 +267,19 @@ impl Default for FramingScanner {
 
 impl FramingScanner {
     pub fn new() -> FramingScanner {
-        FramingScanner { state: State::Idle, ordinal: 0, head: Head::EMPTY, token: Prefix::EMPTY, field: Field::Other }
+        FramingScanner { state: State::Idle, ordinal: 0, head: Head::EMPTY, token: Prefix::EMPTY, field: Field::Other, h2_start: None }
     }
 
     /// Whether the scanner has stopped following (a problem, an HTTP/2 preface, CONNECT, or
     /// bytes hyper will refuse).
     pub fn stopped(&self) -> bool {
         self.state == State::Stopped
+    }
+
+    /// Where in the bytes last fed HTTP/2 frames begin, once: the connection preface has just
+    /// ended there.
+    pub fn take_h2_start(&mut self) -> Option<usize> {
+        self.h2_start.take()
     }
 
     /// The ordinal of the request whose head is being received, if one is.
@@ -284,6 +315,11 @@ impl FramingScanner {
             i += 1;
             if let Some(found) = self.step(b) {
                 return Some(found);
+            }
+            if self.state == State::H2Preface(0) {
+                self.state = State::Stopped;
+                self.h2_start = Some(i);
+                return None;
             }
         }
         None
@@ -355,6 +391,8 @@ impl FramingScanner {
                 }
             },
             State::Chunked(c) => self.chunk_step(c, b),
+            State::H2Preface(left) if b"\r\nSM\r\n\r\n".get(8 - usize::from(left)) == Some(&b) => State::H2Preface(left - 1),
+            State::H2Preface(_) => State::Stopped,
             // Handled in bulk by `feed`.
             s @ (State::Body(_) | State::Stopped) => s,
         };
@@ -364,7 +402,7 @@ impl FramingScanner {
     fn request_line_ended(&mut self) -> State {
         match self.token.bytes.get(..self.token.len) {
             // HTTP/2 with prior knowledge: not HTTP/1 from here on.
-            Some(line) if line.trim_ascii_end() == b"PRI * HTTP/2.0" => State::Stopped,
+            Some(line) if line.trim_ascii_end() == b"PRI * HTTP/2.0" => State::H2Preface(8),
             Some(line) => {
                 self.head.connect = line.starts_with(b"CONNECT ");
                 State::LineStart
@@ -484,11 +522,28 @@ pub struct Scanned<IO> {
     log: Arc<FramingLog>,
     /// Whether heads are timed (`request_headers_timeout` is set).
     track_heads: bool,
+    limits: FloodLimits,
+    /// Frame counts once the connection turned out to be HTTP/2.
+    h2: Option<Box<H2Floods>>,
 }
 
 impl<IO> Scanned<IO> {
-    pub fn new(io: IO, log: Arc<FramingLog>, track_heads: bool) -> Scanned<IO> {
-        Scanned { io, scanner: FramingScanner::new(), log, track_heads }
+    pub fn new(io: IO, log: Arc<FramingLog>, track_heads: bool, limits: FloodLimits) -> Scanned<IO> {
+        Scanned { io, scanner: FramingScanner::new(), log, track_heads, limits, h2: None }
+    }
+
+    fn count_h2_read(&mut self, data: &[u8]) {
+        if let Some(h2) = &mut self.h2 {
+            if let Some(f) = h2.read(data) {
+                self.log.record_flood(f);
+            }
+        }
+    }
+
+    fn count_h2_written(&mut self, data: &[u8]) {
+        if let Some(h2) = &mut self.h2 {
+            h2.wrote(data);
+        }
     }
 }
 
@@ -518,14 +573,20 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncRead for Scanned<IO> {
         }
         let before = buf.filled().len();
         let polled = Pin::new(&mut this.io).poll_read(cx, buf);
-        if !this.scanner.stopped() && !this.log.stopped.load(Ordering::Relaxed) {
-            if let Some(new) = buf.filled().get(before..) {
-                if let Some((ordinal, problem)) = this.scanner.feed(new) {
-                    this.log.record(ordinal, problem);
-                }
-                if this.track_heads {
-                    this.log.head_progress(this.scanner.receiving_head());
-                }
+        let Some(new) = buf.filled().get(before..).filter(|n| !n.is_empty()) else { return polled };
+        if this.h2.is_some() {
+            this.count_h2_read(new);
+        } else if !this.scanner.stopped() && !this.log.stopped.load(Ordering::Relaxed) {
+            if let Some((ordinal, problem)) = this.scanner.feed(new) {
+                this.log.record(ordinal, problem);
+            }
+            if this.track_heads {
+                this.log.head_progress(this.scanner.receiving_head());
+            }
+            if let Some(start) = this.scanner.take_h2_start() {
+                this.h2 = Some(Box::new(H2Floods::new(this.limits)));
+                let frames = new.get(start..).unwrap_or_default();
+                this.count_h2_read(frames);
             }
         }
         polled
@@ -534,7 +595,12 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncRead for Scanned<IO> {
 
 impl<IO: AsyncWrite + Unpin> AsyncWrite for Scanned<IO> {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.io).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = polled {
+            this.count_h2_written(buf.get(..n).unwrap_or_default());
+        }
+        polled
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -546,7 +612,20 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Scanned<IO> {
     }
 
     fn poll_write_vectored(self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
+        if let (Poll::Ready(Ok(n)), true) = (&polled, this.h2.is_some()) {
+            let mut left = *n;
+            for b in bufs {
+                let take = left.min(b.len());
+                this.count_h2_written(&b[..take]);
+                left -= take;
+                if left == 0 {
+                    break;
+                }
+            }
+        }
+        polled
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -613,8 +692,9 @@ mod tests {
 
     #[test]
     fn the_scanner_stops_where_http1_ends() {
-        let (_, s) = scan_all(&[b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"]);
+        let (_, mut s) = scan_all(&[b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0"]);
         assert!(s.stopped());
+        assert_eq!(s.take_h2_start(), Some(24), "frames begin after the preface");
         let (_, s) = scan_all(&[b"CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n"]);
         assert!(s.stopped());
         // A chunk size hyper refuses.

@@ -3,6 +3,7 @@
 
 pub mod fault;
 pub mod framing_scan;
+pub mod h2_floods;
 pub mod info;
 pub mod local_reply;
 #[doc(hidden)]
@@ -198,7 +199,12 @@ impl Hcm {
                 Ok::<_, Infallible>(resp)
             }
         });
-        let io = TokioIo::new(framing_scan::Scanned::new(stream, framing.clone(), self.cfg.request_headers_timeout.is_some()));
+        let io = TokioIo::new(framing_scan::Scanned::new(
+            stream,
+            framing.clone(),
+            self.cfg.request_headers_timeout.is_some(),
+            self.cfg.h2_flood_limits,
+        ));
         let max_duration = async {
             match self.cfg.max_connection_duration {
                 Some(d) => tokio::time::sleep(d).await,
@@ -241,6 +247,8 @@ impl Hcm {
                         conn.as_mut().graceful_shutdown();
                         let _ = conn.await;
                     }
+                    // As Envoy: the connection goes at once, nothing more is read from it.
+                    _ = framing.flooded() => {}
                     _ = enough.notified() => {
                         conn.as_mut().graceful_shutdown();
                         let _ = conn.await;
@@ -283,9 +291,17 @@ impl Hcm {
                     b.max_concurrent_streams(n);
                 }
                 b.max_header_list_size(h2_header_list_limit(self.cfg.max_request_headers_bytes));
+                if let Some(n) = self.cfg.h2_initial_stream_window {
+                    b.initial_stream_window_size(n);
+                }
+                if let Some(n) = self.cfg.h2_initial_connection_window {
+                    b.initial_connection_window_size(n);
+                }
                 drive!(b.serve_connection(io, svc), true);
             }
         }
+        // Counted however the connection ended: h2 may have closed it first.
+        self.count_flood(framing.flood());
         self.stats.downstream_cx_active.dec();
         self.stats.downstream_cx_destroy.inc();
     }
@@ -300,6 +316,18 @@ impl Hcm {
             _ => return,
         };
         self.count_local_answer(status);
+    }
+
+    fn count_flood(&self, flood: Option<h2_floods::Flood>) {
+        use h2_floods::Flood;
+        let c = self.store.http2_codec();
+        match flood {
+            Some(Flood::OutboundControl) => c.outbound_control_flood.inc(),
+            Some(Flood::InboundEmptyFrames) => c.inbound_empty_frames_flood.inc(),
+            Some(Flood::InboundPriorityFrames) => c.inbound_priority_frames_flood.inc(),
+            Some(Flood::InboundWindowUpdateFrames) => c.inbound_window_update_frames_flood.inc(),
+            Some(Flood::SettingsAcks) | None => {}
+        }
     }
 
     /// An HTTP/1 answer given outside `handle`, counted as Envoy counts any request.
@@ -332,13 +360,21 @@ impl Hcm {
             return Ok(());
         }
         if self.cfg.headers_with_underscores == Action::RejectRequest {
-            self.store.codec(h2).requests_rejected_with_underscores_in_headers.inc();
+            if h2 {
+                self.store.http2_codec().requests_rejected_with_underscores_in_headers.inc();
+            } else {
+                self.store.http1_codec().requests_rejected_with_underscores_in_headers.inc();
+            }
             let details = if h2 { "http2.unexpected_underscore" } else { "http1.unexpected_underscore" };
             return Err(request_head::Refusal { status: StatusCode::BAD_REQUEST, details });
         }
         let names: Vec<HeaderName> = headers.keys().filter(|k| k.as_str().contains('_')).cloned().collect();
         for name in names {
-            self.store.codec(h2).dropped_headers_with_underscores.inc();
+            if h2 {
+                self.store.http2_codec().dropped_headers_with_underscores.inc();
+            } else {
+                self.store.http1_codec().dropped_headers_with_underscores.inc();
+            }
             headers.remove(name);
         }
         Ok(())
@@ -378,7 +414,7 @@ impl Hcm {
         let grpc = parts.headers.get(http::header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
         // A head Envoy's HTTP/1 codec would refuse is answered here, before anything acts on it.
         let refused = if is_h2 {
-            Ok(())
+            request_head::check_h2(&parts.uri)
         } else if let Some(problem) = framing {
             Err(request_head::framing_refusal(problem))
         } else {

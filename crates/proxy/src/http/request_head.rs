@@ -90,6 +90,15 @@ fn framing(headers: &HeaderMap) -> Result<(), Refusal> {
     Ok(())
 }
 
+/// An HTTP/2 request's `:authority`, as Envoy's codec checks it: `host[:port]`, never userinfo.
+/// (h2 itself has refused malformed pseudo-headers, names and values by now.)
+pub fn check_h2(uri: &http::Uri) -> Result<(), Refusal> {
+    match uri.authority() {
+        Some(a) if !valid_authority(a.as_str().as_bytes()) => Err(refuse(StatusCode::BAD_REQUEST, "http2.invalid_authority")),
+        _ => Ok(()),
+    }
+}
+
 /// A framing problem hyper hid from the header map (see `framing_scan`), refused with what
 /// Envoy answers.
 pub fn framing_refusal(problem: super::framing_scan::Problem) -> Refusal {
