@@ -349,3 +349,102 @@ async fn client_control_headers_are_consumed_as_envoy_consumes_them() {
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
+
+/// A raw upstream: each connection reads one request head and answers with the canned bytes
+/// its path names (`/r/<index>`), then closes.
+async fn raw_upstream(answers: Vec<Vec<u8>>) -> u16 {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = l.local_addr().expect("addr").port();
+    let answers = std::sync::Arc::new(answers);
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let answers = answers.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let head = String::from_utf8_lossy(&buf);
+                let index: usize =
+                    head.split_whitespace().nth(1).and_then(|p| p.strip_prefix("/r/")).and_then(|i| i.parse().ok()).unwrap_or(0);
+                if let Some(a) = answers.get(index) {
+                    let _ = s.write_all(a).await;
+                }
+                let _ = s.shutdown().await;
+            });
+        }
+    });
+    port
+}
+
+/// What an upstream sends back is never forwarded half-parsed: a response Envoy's codec refuses
+/// is a 502 (or a reset) for the client in weft too, counted against the upstream.
+#[tokio::test]
+async fn malformed_upstream_responses_are_not_forwarded() {
+    let big = format!("HTTP/1.1 200 OK\r\nContent-Length: 0\r\nX-Big: {}\r\n\r\n", "a".repeat(100 * 1024));
+    let answers: Vec<(&str, Vec<u8>)> = vec![
+        ("well formed", b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".to_vec()),
+        ("not HTTP", b"SSH-2.0-OpenSSH_9.0\r\n\r\n".to_vec()),
+        ("two different Content-Lengths", b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok!".to_vec()),
+        (
+            "Content-Length and chunked",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n".to_vec(),
+        ),
+        ("status 99", b"HTTP/1.1 99 Odd\r\nContent-Length: 0\r\n\r\n".to_vec()),
+        ("status 1000", b"HTTP/1.1 1000 Odd\r\nContent-Length: 0\r\n\r\n".to_vec()),
+        ("space in a header name", b"HTTP/1.1 200 OK\r\nX Bad: 1\r\nContent-Length: 0\r\n\r\n".to_vec()),
+        ("NUL in a header value", b"HTTP/1.1 200 OK\r\nX-Bad: a\0b\r\nContent-Length: 0\r\n\r\n".to_vec()),
+        ("closed mid-head", b"HTTP/1.1 200 OK\r\nContent-Len".to_vec()),
+        ("closed before anything", Vec::new()),
+        ("100 KB header", big.into_bytes()),
+        ("bad chunk size", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nok\r\n0\r\n\r\n".to_vec()),
+    ];
+    // A body that breaks after a good head: Envoy has sent the head and resets; weft, whose
+    // first body read fails before the head is written, closes without one. Neither delivers.
+    let mid_body = ["bad chunk size"];
+    let port = raw_upstream(answers.iter().map(|(_, a)| a.clone()).collect()).await;
+    let build = move |p: &Ports| {
+        let vh = json!([{"name": "all", "domains": ["*"], "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "raw"}}]}]);
+        http_bootstrap(p, vh, vec![cluster("raw", &[port], json!({}))], json!({}))
+    };
+    let envoy = start(ProxyKind::Envoy, &build).await;
+    let weft = start(ProxyKind::Weft, &build).await;
+    let mut problems = Vec::new();
+    let mut table = Vec::new();
+    for (i, (name, _)) in answers.iter().enumerate() {
+        let req = format!("GET /r/{i} HTTP/1.1\r\nHost: t.example\r\nConnection: close\r\n\r\n");
+        let e = raw(&envoy.addr(), req.as_bytes()).await;
+        let w = raw(&weft.addr(), req.as_bytes()).await;
+        table.push(format!("{name}: envoy {e:?} weft {w:?}"));
+        // A 2xx from Envoy must be a 2xx from weft; anything Envoy refuses weft must not pass
+        // on as a success.
+        let ok = match e {
+            _ if mid_body.contains(name) => w.is_none() || w == e,
+            Some(s) if (200..300).contains(&s) => w == e,
+            _ => !w.is_some_and(|s| (200..300).contains(&s)),
+        };
+        if !ok {
+            problems.push(format!("{name}: envoy {e:?}, weft {w:?}"));
+        }
+    }
+    eprintln!("{}", table.join("\n"));
+    // Counted against the upstream as Envoy counts them: the codec errors, and each reply a
+    // reset produced charged to the upstream by its code. (The totals differ where the answers
+    // do: Envoy reads `HTTP/1.1 1000` as 100 and closes on status 99; it answers 502 to a head
+    // cut short, which hyper cannot tell from a connection closed before any byte, 503 in weft.)
+    let name = "cluster.raw.upstream_cx_protocol_error";
+    let (e, w) = (envoy.stat(name).await, weft.stat(name).await);
+    if e != w {
+        problems.push(format!("{name}: envoy {e}, weft {w}"));
+    }
+    let answered_5xx = table.iter().filter(|l| l.contains("weft Some(50")).count() as i64;
+    let charged = weft.stat("cluster.raw.upstream_rq_5xx").await;
+    if charged != answered_5xx {
+        problems.push(format!("weft charged its upstream {charged} 5xx for {answered_5xx} 5xx answers"));
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}

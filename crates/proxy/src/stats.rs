@@ -126,6 +126,7 @@ stat_struct!(ClusterStatsBase {
         upstream_cx_http1_total,
         upstream_cx_http2_total,
         upstream_cx_idle_timeout,
+        upstream_cx_protocol_error,
         upstream_rq_maintenance_mode,
         upstream_cx_none_healthy,
         ejections_enforced_total = "outlier_detection.ejections_enforced_total",

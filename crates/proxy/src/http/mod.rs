@@ -46,6 +46,12 @@ use routing::RequestView;
 /// rounded up to it.
 const MIN_HYPER_BUF: usize = 8192;
 
+/// hyper's read limit also bounds its write buffer, where a response head is encoded: room over
+/// the header limit for a response head's status line and framing (the router refuses response
+/// header maps over 60 KiB, and the head check request header maps over the limit, exactly, so
+/// the room lets nothing more through).
+const HYPER_BUF_ROOM: usize = 8 * 1024;
+
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -274,14 +280,14 @@ impl Hcm {
                 // hyper answers 431 when the head does not fit its read buffer; bounding the
                 // buffer by max_request_headers_kb gives Envoy's limit (and bounds what a client
                 // that never ends its headers can make weft hold).
-                b.http1().max_buf_size(self.cfg.max_request_headers_bytes.max(MIN_HYPER_BUF));
+                b.http1().max_buf_size(self.cfg.max_request_headers_bytes.max(MIN_HYPER_BUF) + HYPER_BUF_ROOM);
                 b.http1().max_headers(self.cfg.max_headers_count);
                 drive!(b.serve_connection_with_upgrades(io, svc), false);
             }
             Codec::Http1 => {
                 let mut b = hyper::server::conn::http1::Builder::new();
                 b.header_read_timeout(None);
-                b.max_buf_size(self.cfg.max_request_headers_bytes.max(MIN_HYPER_BUF));
+                b.max_buf_size(self.cfg.max_request_headers_bytes.max(MIN_HYPER_BUF) + HYPER_BUF_ROOM);
                 b.max_headers(self.cfg.max_headers_count);
                 drive!(b.serve_connection(io, svc).with_upgrades(), false);
             }

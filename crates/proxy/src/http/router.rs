@@ -176,12 +176,30 @@ fn retriable_status(p: &RetryPolicy, status: u16, headers: &HeaderMap) -> bool {
         || (p.on.retriable_status_codes && p.retriable_status_codes.contains(&status))
 }
 
+/// What hyper's client accepts in a response head and Envoy's codec refuses: a header map over
+/// 60 KiB (Envoy's `max_response_headers_kb`), and, over HTTP/1, `Content-Length` beside
+/// `Transfer-Encoding` (hyper reads such a body as chunked).
+fn malformed_response(r: &http::Response<hyper::body::Incoming>, wire: Wire) -> Option<&'static str> {
+    let h = r.headers();
+    let size: usize = h.iter().map(|(k, v)| k.as_str().len() + v.len()).sum();
+    if size > MAX_RESPONSE_HEADERS {
+        return Some("response headers too large");
+    }
+    if matches!(wire, Wire::Http1) && h.contains_key(header::TRANSFER_ENCODING) && h.contains_key(header::CONTENT_LENGTH) {
+        return Some("content-length and transfer-encoding");
+    }
+    None
+}
+
+/// Envoy's default `max_response_headers_kb`, in bytes.
+const MAX_RESPONSE_HEADERS: usize = 60 * 1024;
+
 fn retriable_error(p: &RetryPolicy, e: &UpstreamError) -> bool {
     match e {
         UpstreamError::ConnectFailure(_) => {
             p.on.connect_failure || p.on.server_5xx || p.on.gateway_error || p.on.reset || p.on.reset_before_request
         }
-        UpstreamError::Reset(_) => p.on.reset || p.on.server_5xx || p.on.gateway_error,
+        UpstreamError::Reset(_) | UpstreamError::Protocol(_) => p.on.reset || p.on.server_5xx || p.on.gateway_error,
         UpstreamError::PerTryTimeout => p.on.server_5xx || p.on.gateway_error || p.on.reset,
         _ => false,
     }
@@ -555,6 +573,11 @@ pub async fn forward(
             true
         };
 
+        // A response head Envoy's codec refuses is the upstream's protocol error, not a reply.
+        let result = result.and_then(|r| match malformed_response(&r, wire) {
+            Some(why) => Err(UpstreamError::Protocol(why.into())),
+            None => Ok(r),
+        });
         match result {
             Ok(resp) => {
                 let status = resp.status().as_u16();
@@ -599,8 +622,11 @@ pub async fn forward(
                 }
                 host.report(Outcome::LocalFailure, cluster);
                 host.rq_error.fetch_add(1, Ordering::Relaxed);
-                if matches!(e, UpstreamError::Reset(_)) {
+                if matches!(e, UpstreamError::Reset(_) | UpstreamError::Protocol(_)) {
                     stats.upstream_rq_rx_reset.inc();
+                }
+                if matches!(e, UpstreamError::Protocol(_)) {
+                    stats.upstream_cx_protocol_error.inc();
                 }
                 if let Some(p) = retry {
                     if retriable_error(p, &e) && can_retry(info) {
@@ -614,6 +640,10 @@ pub async fn forward(
                     }
                 }
                 info.flags.push(e.response_flag());
+                // Envoy charges the upstream with the code of the reply a reset produced.
+                if matches!(e, UpstreamError::Reset(_) | UpstreamError::Protocol(_)) {
+                    stats.codes.inc(e.status().as_u16());
+                }
                 if let UpstreamError::ConnectFailure(why) = &e {
                     info.upstream_failure = Some(why.clone());
                 }

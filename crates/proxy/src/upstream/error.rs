@@ -11,6 +11,10 @@ pub enum UpstreamError {
     ConnectFailure(String),
     #[error("connection reset: {0}")]
     Reset(String),
+    /// The upstream's response broke HTTP (a head or framing its codec refuses): Envoy's 502
+    /// with `UPE`, never a half-parsed response.
+    #[error("upstream protocol error: {0}")]
+    Protocol(String),
     #[error("upstream request timeout")]
     Timeout,
     #[error("upstream per-try timeout")]
@@ -18,6 +22,16 @@ pub enum UpstreamError {
 }
 
 impl UpstreamError {
+    /// A failed exchange with an upstream, classified: a response hyper could not parse is the
+    /// upstream's protocol error, anything else a reset.
+    pub fn from_exchange(e: hyper::Error) -> UpstreamError {
+        if e.is_parse() || e.is_parse_status() || e.is_parse_too_large() {
+            UpstreamError::Protocol(e.to_string())
+        } else {
+            UpstreamError::Reset(e.to_string())
+        }
+    }
+
     /// Envoy's response flag (`%RESPONSE_FLAGS%`).
     pub fn response_flag(&self) -> &'static str {
         match self {
@@ -25,6 +39,7 @@ impl UpstreamError {
             UpstreamError::NoHealthyUpstream => "UH",
             UpstreamError::ConnectFailure(_) => "UF",
             UpstreamError::Reset(_) => "UC",
+            UpstreamError::Protocol(_) => "UPE",
             UpstreamError::Timeout | UpstreamError::PerTryTimeout => "UT",
         }
     }
@@ -32,6 +47,7 @@ impl UpstreamError {
     pub fn status(&self) -> http::StatusCode {
         match self {
             UpstreamError::Timeout | UpstreamError::PerTryTimeout => http::StatusCode::GATEWAY_TIMEOUT,
+            UpstreamError::Protocol(_) => http::StatusCode::BAD_GATEWAY,
             _ => http::StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -44,6 +60,7 @@ impl UpstreamError {
             UpstreamError::ConnectFailure(why) if why.contains("timeout") => "connection timeout".into(),
             UpstreamError::ConnectFailure(_) => "remote connection failure".into(),
             UpstreamError::Reset(_) => "connection termination".into(),
+            UpstreamError::Protocol(_) => "protocol error".into(),
             _ => String::new(),
         }
     }

@@ -49,6 +49,9 @@ impl Pool {
     }
 }
 
+/// The most of a response head hyper's client buffers: Envoy's 60 KiB header limit, and room.
+const MAX_RESPONSE_HEAD: usize = 96 * 1024;
+
 /// Which wire protocol to speak upstream for one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Wire {
@@ -196,7 +199,7 @@ async fn send_h1(
                         req = r;
                         continue;
                     }
-                    None => return Err(UpstreamError::Reset(e.into_error().to_string())),
+                    None => return Err(UpstreamError::from_exchange(e.into_error())),
                 },
             }
         }
@@ -221,6 +224,9 @@ async fn send_h1(
         drop(pending.take());
         let guard = CxGuard::new(cluster, host, Wire::Http1);
         let (mut sender, conn) = http1::Builder::new()
+            // Bounds what a response head can make weft hold; the router refuses a header map
+            // over Envoy's 60 KiB, so this leaves room for the status line and framing.
+            .max_buf_size(MAX_RESPONSE_HEAD)
             .handshake::<_, Body>(TokioIo::new(stream))
             .await
             .map_err(|e| UpstreamError::ConnectFailure(e.to_string()))?;
@@ -252,7 +258,7 @@ async fn send_h1(
                 recycle(cluster, host, Idle { sender, used: 1, id, since: std::time::Instant::now() });
                 return Ok(resp);
             }
-            Err(e) => return Err(UpstreamError::Reset(e.into_error().to_string())),
+            Err(e) => return Err(UpstreamError::from_exchange(e.into_error())),
         }
     }
 }
@@ -320,5 +326,5 @@ async fn h2_sender(cluster: &Arc<Cluster>, host: &Arc<Host>) -> Result<http2::Se
 async fn send_h2(cluster: &Arc<Cluster>, host: &Arc<Host>, req: http::Request<Body>) -> Result<http::Response<Incoming>, UpstreamError> {
     let mut sender = h2_sender(cluster, host).await?;
     sender.ready().await.map_err(|e| UpstreamError::Reset(e.to_string()))?;
-    sender.send_request(req).await.map_err(|e| UpstreamError::Reset(e.to_string()))
+    sender.send_request(req).await.map_err(UpstreamError::from_exchange)
 }
