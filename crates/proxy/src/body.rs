@@ -50,6 +50,10 @@ impl<B: http_body::Body<Data = Bytes>> http_body::Body for Watched<B> {
         let ended = match &r {
             std::task::Poll::Ready(None) => true,
             std::task::Poll::Ready(Some(Ok(f))) => f.is_trailers(),
+            std::task::Poll::Ready(Some(Err(_))) => {
+                this.done.fail();
+                false
+            }
             _ => false,
         };
         if (ended || this.inner.is_end_stream()) && !*this.finished {
@@ -72,10 +76,20 @@ impl<B: http_body::Body<Data = Bytes>> http_body::Body for Watched<B> {
 #[derive(Default)]
 pub struct BodyDone {
     flag: std::sync::atomic::AtomicBool,
+    /// The body broke off with an error (a malformed chunk, say): the client's fault.
+    failed: std::sync::atomic::AtomicBool,
     notify: tokio::sync::Notify,
 }
 
 impl BodyDone {
+    pub fn fail(&self) {
+        self.failed.store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    pub fn has_failed(&self) -> bool {
+        self.failed.load(std::sync::atomic::Ordering::Acquire)
+    }
+
     pub fn set(&self) {
         self.flag.store(true, std::sync::atomic::Ordering::Release);
         self.notify.notify_waiters();

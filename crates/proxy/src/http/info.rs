@@ -13,6 +13,8 @@ use crate::listener::ConnInfo;
 /// Per-request facts gathered on the way; rendered into access log lines at stream end.
 pub struct RequestInfo {
     pub conn: Arc<ConnInfo>,
+    /// Whether the request body has ended, or broken off.
+    pub request_body: Arc<crate::body::BodyDone>,
     pub start: SystemTime,
     pub started: Instant,
     pub protocol: &'static str,

@@ -429,6 +429,12 @@ impl Hcm {
 
         let refused = refused.and_then(|()| self.underscores(&mut parts.headers, is_h2));
         self.edge_headers(&mut parts, conn);
+        // An HTTP/1 request asking to switch to cleartext HTTP/2 (`Upgrade: h2c`) is served as
+        // what it is, an HTTP/1 request, as Envoy does: the offer is dropped, not refused.
+        if !is_h2 && parts.headers.get(http::header::UPGRADE).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"h2c")) {
+            parts.headers.remove(http::header::UPGRADE);
+            parts.headers.remove("http2-settings");
+        }
         // hyper answers `Expect: 100-continue` itself when the body is first read, so, as in
         // Envoy without `proxy_100_continue`, the expectation is met here and not passed on.
         if parts.headers.get(http::header::EXPECT).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue")) {
@@ -447,7 +453,11 @@ impl Hcm {
         let path_and_query = parts.uri.path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| "/".into());
         let span = self.cfg.tracing.as_ref().map(|t| t.start(&mut parts.headers));
 
+        // request_timeout and stream_idle_timeout need to know when the request body has ended,
+        // and a failed upstream exchange whether the client's body broke it.
+        let body_done = Arc::new(body::BodyDone::default());
         let mut info = RequestInfo {
+            request_body: body_done.clone(),
             conn: conn.clone(),
             start,
             started,
@@ -517,15 +527,12 @@ impl Hcm {
             self.report(s, op, &parts, conn, &info, &path_and_query)
         });
 
-        // request_timeout and stream_idle_timeout need to know when the request body has ended.
-        let body_done = Arc::new(body::BodyDone::default());
-        let body: Body =
-            if (self.cfg.request_timeout.is_some() || self.cfg.stream_idle_timeout.is_some()) && !http_body::Body::is_end_stream(&body) {
-                http_body_util::BodyExt::boxed_unsync(body::Watched::new(body::incoming(body), body_done.clone()))
-            } else {
-                body_done.set();
-                body::incoming(body)
-            };
+        let body: Body = if !http_body::Body::is_end_stream(&body) {
+            http_body_util::BodyExt::boxed_unsync(body::Watched::new(body::incoming(body), body_done.clone()))
+        } else {
+            body_done.set();
+            body::incoming(body)
+        };
         let ctx = ReqFormat { parts: &parts, conn, start };
         // Envoy closes an HTTP/1 connection when it answers before reading the request body.
         let body_pending = !is_h2 && !http_body::Body::is_end_stream(&body);

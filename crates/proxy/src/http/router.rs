@@ -620,6 +620,18 @@ pub async fn forward(
                 if matches!(e, UpstreamError::Overflow) {
                     return overflow(info, grpc, retried);
                 }
+                if info.request_body.has_failed() {
+                    // The client's body broke the exchange (a malformed chunk): Envoy's codec
+                    // answers 400 and closes; the upstream is not to blame.
+                    stats.upstream_rq_tx_reset.inc();
+                    info.flags.push("DPE");
+                    info.details = "http1.codec_error";
+                    let mut r = local_reply::build(StatusCode::BAD_REQUEST, "Bad Request", grpc);
+                    if parts.version != http::Version::HTTP_2 {
+                        r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+                    }
+                    return r;
+                }
                 host.report(Outcome::LocalFailure, cluster);
                 host.rq_error.fetch_add(1, Ordering::Relaxed);
                 if matches!(e, UpstreamError::Reset(_) | UpstreamError::Protocol(_)) {
