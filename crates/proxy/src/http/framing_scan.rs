@@ -221,6 +221,21 @@ impl Prefix {
         }
     }
 
+    /// Keeps what fits of `bytes`, lower-cased if asked.
+    fn extend(&mut self, bytes: &[u8], lower: bool) {
+        let room = KEEP - self.len;
+        let take = bytes.len().min(room);
+        let dst = &mut self.bytes[self.len..self.len + take];
+        dst.copy_from_slice(&bytes[..take]);
+        if lower {
+            dst.make_ascii_lowercase();
+        }
+        self.len += take;
+        if bytes.len() > room {
+            self.overflow = true;
+        }
+    }
+
     /// The kept bytes without surrounding whitespace (and a line's CR); `None` if some were
     /// cut off.
     fn trimmed(&self) -> Option<&[u8]> {
@@ -308,6 +323,34 @@ impl FramingScanner {
                     let left = left - n as u64;
                     self.state = State::Chunked(if left == 0 { Chunk::DataCr } else { Chunk::Data(left) });
                     continue;
+                }
+                // The rest of a line the scanner does not look into: straight to its end.
+                State::Value if self.field == Field::Other => {
+                    if let Some(skip) = to_line_end(rest) {
+                        i += skip;
+                        continue;
+                    }
+                }
+                // Kept up to KEEP bytes, in bulk; then straight to the line's end.
+                State::RequestLine => {
+                    if let Some(skip) = to_line_end(rest) {
+                        self.token.extend(&rest[..skip], false);
+                        i += skip;
+                        continue;
+                    }
+                }
+                State::Name => {
+                    let end = memchr::memchr2(b':', b'\n', rest).unwrap_or(rest.len());
+                    if end > 0 {
+                        if rest[..end].contains(&b'\r') {
+                            // hyper refuses a CR in a name.
+                            self.state = State::Stopped;
+                            return None;
+                        }
+                        self.token.extend(&rest[..end], true);
+                        i += end;
+                        continue;
+                    }
                 }
                 _ => {}
             }
@@ -499,6 +542,15 @@ impl FramingScanner {
         };
         // hyper refuses what does not fit and ends the connection.
         next.map_or(State::Stopped, State::Chunked)
+    }
+}
+
+/// How many bytes of `rest` come before its line end; `None` when the line end is first.
+fn to_line_end(rest: &[u8]) -> Option<usize> {
+    match memchr::memchr(b'\n', rest) {
+        Some(0) => None,
+        Some(n) => Some(n),
+        None => Some(rest.len()),
     }
 }
 
