@@ -48,7 +48,13 @@ fn decode_unreserved(path: &str) -> String {
             b'%' if i + 2 < b.len() => match (hex(b[i + 1]), hex(b[i + 2])) {
                 (Some(h), Some(l)) => {
                     let c = h * 16 + l;
-                    if c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~') {
+                    // A decoded hex digit after a stray `%` (or `%` and one hex digit) would
+                    // make a new escape — `%4%41` becoming `%4A` — that the upstream decodes
+                    // again into what routing never saw; such an escape is kept.
+                    let t = out.as_bytes();
+                    let joins = c.is_ascii_hexdigit()
+                        && (t.last() == Some(&b'%') || (t.len() >= 2 && t[t.len() - 2] == b'%' && t[t.len() - 1].is_ascii_hexdigit()));
+                    if !joins && (c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~')) {
                         out.push(char::from(c));
                     } else {
                         out.push_str(&path[i..i + 3]);
@@ -116,6 +122,10 @@ mod tests {
         assert_eq!(n("/a/%2e%2E/b"), "/b");
         assert_eq!(n("/a\\..\\b"), "/b");
         assert_eq!(n("/%41%2fb%zz"), "/A%2fb%zz");
+        // Found by fuzzing: decoding must not complete a stray `%` into a new escape.
+        assert_eq!(n("/%4%41%2f41%%zz"), "/%4%41%2f41%%zz");
+        assert_eq!(n("/%%34%31"), "/%%341");
+        assert_eq!(n(&n("/%2%65%2%65/admin")), n("/%2%65%2%65/admin"));
         assert_eq!(n("/plain/path"), "/plain/path");
         assert_eq!(n("*"), "*");
         assert_eq!(n(""), "");
