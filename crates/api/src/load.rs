@@ -236,9 +236,15 @@ pub fn load_text(text: &str, file: &str) -> Loaded {
         });
     }
     let index = LineIndex::build(text);
-    let fallback = DocLines::default();
     for (n, doc) in docs.into_iter().enumerate() {
-        let lines = index.docs.get(n).unwrap_or(&fallback);
+        let fallback;
+        let lines = match index.docs.get(n) {
+            Some(l) => l,
+            None => {
+                fallback = DocLines::starting_at(crate::locate::document_start(text, n));
+                &fallback
+            }
+        };
         load_doc(doc, file, lines, &mut out);
     }
     out
@@ -271,8 +277,8 @@ fn load_doc(doc: serde_yaml::Value, file: &str, lines: &DocLines, out: &mut Load
     };
     if kind == "List" {
         if let Some(items) = doc.get("items").and_then(|i| i.as_sequence()) {
-            for item in items {
-                load_doc(item.clone(), file, &DocLines::default(), out);
+            for (i, item) in items.iter().enumerate() {
+                load_doc(item.clone(), file, &lines.under(&format!("items[{i}]")), out);
             }
         }
         return;

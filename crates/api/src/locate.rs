@@ -34,6 +34,51 @@ impl DocLines {
             }
         }
     }
+
+    /// The lines under `prefix` (`items[2]`, an item of a `List`) as a document of its own.
+    pub fn under(&self, prefix: &str) -> DocLines {
+        let lines = self
+            .lines
+            .iter()
+            .filter_map(|(p, l)| {
+                let rest = p.strip_prefix(prefix)?;
+                let rest = match rest.strip_prefix('.') {
+                    Some(r) => r,
+                    // `items[1]` is not a prefix of `items[10]`.
+                    None if rest.is_empty() || rest.starts_with('[') => rest,
+                    None => return None,
+                };
+                Some((rest.to_string(), *l))
+            })
+            .collect();
+        DocLines { start: self.line_of(prefix), lines }
+    }
+}
+
+impl DocLines {
+    /// A document whose fields have no known lines, starting on `start`.
+    pub fn starting_at(start: usize) -> DocLines {
+        DocLines { start, lines: HashMap::new() }
+    }
+}
+
+/// The line document `n` of `text` starts on, from its `---` separators alone: for a document
+/// the index does not hold, because the index's parser stopped at an error the loader's parser
+/// read past. 1 when the text has fewer documents than that.
+pub fn document_start(text: &str, n: usize) -> usize {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut starts = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        match line.strip_prefix("---").filter(|r| r.is_empty() || r.starts_with([' ', '\t'])) {
+            // `--- {a: 1}` starts on the separator's line, a bare `---` on the next.
+            Some(rest) if !rest.trim().is_empty() => starts.push(i + 1),
+            Some(_) => starts.push((i + 2).min(lines.len())),
+            // Content before the first separator is document 0.
+            None if starts.is_empty() && !line.trim().is_empty() && !line.trim_start().starts_with(['#', '%']) => starts.push(i + 1),
+            None => {}
+        }
+    }
+    starts.get(n).copied().unwrap_or(1).max(1)
 }
 
 #[derive(Default)]
@@ -48,14 +93,13 @@ impl MarkedEventReceiver for Collect {
 }
 
 impl LineIndex {
-    /// Indexes `text`. A text the YAML parser rejects gives an empty index (serde reports the
-    /// syntax error with its own line).
+    /// Indexes `text`. A text the YAML parser rejects is indexed up to the error: the
+    /// documents before it still load and need their lines (serde reports the syntax error
+    /// with its own line).
     pub fn build(text: &str) -> LineIndex {
         let mut c = Collect::default();
         let mut parser = Parser::new_from_str(text);
-        if parser.load(&mut c, true).is_err() {
-            return LineIndex::default();
-        }
+        let _ = parser.load(&mut c, true);
         let mut docs = Vec::new();
         let mut i = 0;
         while i < c.events.len() {

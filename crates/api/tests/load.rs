@@ -81,3 +81,28 @@ fn syntax_errors_and_unknown_kinds_are_reported() {
     assert_eq!(loaded.diagnostics[0].level, Level::Warning);
     assert!(loaded.diagnostics[0].message.contains("Widget is not a kind weft reads"));
 }
+
+/// Found by fuzzing (fuzz/corpus/istio/regression_*): resources that load name their own line
+/// when a document is YAML that only one of weft's two YAML parsers reads, and the items of a
+/// `List` name theirs.
+#[test]
+fn lines_survive_a_later_syntax_error_and_list_items_have_theirs() {
+    let text = "apiVersion: v1\nkind: Service\nmetadata: {name: a}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: b\n";
+    let loaded = load_text(text, "s.yaml");
+    let lines: Vec<usize> = loaded.objects.iter().map(|o| o.meta().2.line).collect();
+    assert_eq!(lines, [1], "{:?}", loaded.diagnostics);
+    // A nested flow sequence continued at column 0 is YAML libyaml reads and the line index's
+    // parser does not: the documents after it still get their lines.
+    let text = "apiVersion: v1\nkind: Service\nmetadata: {name: a}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: c}\n\
+                spec:\n  ports: [{name: a, port: 80}\n, {name: b, port: 81}]\n---\napiVersion: v1\nkind: Service\nmetadata: {name: b}\n";
+    let loaded = load_text(text, "f.yaml");
+    let lines: Vec<usize> = loaded.objects.iter().map(|o| o.meta().2.line).collect();
+    assert_eq!(lines, [1, 5, 12], "{:?}", loaded.diagnostics);
+    let text = "apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: Service\n  metadata: {name: a}\n\
+                - apiVersion: networking.istio.io/v1\n  kind: VirtualService\n  metadata: {name: b}\n  spec: {hots: [b]}\n";
+    let loaded = load_text(text, "l.yaml");
+    let lines: Vec<usize> = loaded.objects.iter().map(|o| o.meta().2.line).collect();
+    assert_eq!(lines, [4]);
+    let shown: Vec<String> = loaded.diagnostics.iter().map(|d| d.to_string()).collect();
+    assert!(shown.iter().any(|d| d.starts_with("l.yaml:10: VirtualService default/b: spec.hots")), "{shown:#?}");
+}
