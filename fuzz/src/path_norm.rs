@@ -7,9 +7,6 @@ use weft_proxy::fuzzing::normalize_path;
 pub fn path_norm(data: &[u8]) {
     // Only what parses as a request target's path and query reaches the normaliser.
     let Ok(pq) = PathAndQuery::try_from(data) else { return };
-    if !data.is_ascii() {
-        return; // TEMPORARY-LONG-RUN-GUARD
-    }
     let path = pq.path();
     for (dots, merge) in [(true, false), (false, true), (true, true)] {
         let once = normalize_path(path, dots, merge);

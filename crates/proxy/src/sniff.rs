@@ -32,7 +32,9 @@ pub fn client_hello(b: &[u8]) -> Sniff<Option<ClientHello>> {
     if b.len() < 5 + rec_len.min(16 * 1024) {
         return Sniff::NeedMore;
     }
-    let rec = &b[5..5 + rec_len];
+    // A record longer than the peek (beyond TLS's 16 KiB) is read as far as it was peeked;
+    // indexing past it would let any client panic the listener task.
+    let rec = &b[5..(5 + rec_len).min(b.len())];
     Sniff::Done(parse_hello(rec).or(Some(ClientHello::default())))
 }
 
@@ -166,5 +168,16 @@ mod tests {
     fn not_tls() {
         assert_eq!(client_hello(b"GET /"), Sniff::Done(None));
         assert_eq!(client_hello(b"\x16\x03"), Sniff::NeedMore);
+    }
+}
+
+#[cfg(test)]
+mod oversized_record {
+    /// Found by fuzzing: a record header claiming 65535 bytes, with a full 16 KiB peek behind it.
+    #[test]
+    fn a_record_longer_than_the_peek_does_not_panic() {
+        let mut b = vec![0x16, 0x03, 0x01, 0xff, 0xff];
+        b.resize(5 + 16 * 1024, 0);
+        assert!(matches!(super::client_hello(&b), super::Sniff::Done(_)));
     }
 }
