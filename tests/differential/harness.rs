@@ -2,7 +2,7 @@
 //! through `weft proxy`, send the same requests to both, and compare what a caller sees.
 
 use serde_json::{json, Value};
-use weft_test_support::{free_port, send, ProxyKind, ProxyProcess, Reply, Req};
+use weft_test_support::{free_port, send, ProxyKind, ProxyProcess, Reply, Req, Upstream};
 
 pub const WEFT: &str = env!("CARGO_BIN_EXE_weft");
 
@@ -192,4 +192,19 @@ pub async fn same(runs: &[Run; 2], reqs: &[Req]) -> Vec<Value> {
 /// A route answering with a fixed body, to see which route a request took.
 pub fn direct(path_match: Value, body: &str) -> Value {
     json!({"match": path_match, "direct_response": {"status": 200, "body": {"inline_string": body}}})
+}
+
+/// Envoy and weft on the same one-route bootstrap (`hcm_extra` merged into the connection
+/// manager), each with its own recording upstream: `[envoy's, weft's]`.
+pub async fn pair(hcm_extra: Value) -> ([Upstream; 2], Run, Run) {
+    let ups = [Upstream::start("envoy-up").await, Upstream::start("weft-up").await];
+    let build = |port: u16, extra: Value| {
+        move |p: &Ports| {
+            let vh = json!([{"name": "all", "domains": ["*"], "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "up"}}]}]);
+            http_bootstrap(p, vh, vec![cluster("up", &[port], json!({}))], extra.clone())
+        }
+    };
+    let envoy = start(ProxyKind::Envoy, &build(ups[0].port(), hcm_extra.clone())).await;
+    let weft = start(ProxyKind::Weft, &build(ups[1].port(), hcm_extra)).await;
+    (ups, envoy, weft)
 }

@@ -165,15 +165,7 @@ fn cases() -> Vec<(&'static str, Vec<u8>, Lenient)> {
 
 #[tokio::test]
 async fn hostile_http1_heads_are_refused_as_envoy_refuses_them() {
-    let ups = [Upstream::start("envoy-up").await, Upstream::start("weft-up").await];
-    let build = |port: u16| {
-        move |p: &Ports| {
-            let vh = json!([{"name": "all", "domains": ["*"], "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "up"}}]}]);
-            http_bootstrap(p, vh, vec![cluster("up", &[port], json!({}))], json!({}))
-        }
-    };
-    let envoy = start(ProxyKind::Envoy, &build(ups[0].port())).await;
-    let weft = start(ProxyKind::Weft, &build(ups[1].port())).await;
+    let (ups, envoy, weft) = pair(json!({})).await;
     let mut problems = Vec::new();
     let mut seen = Vec::new();
     // Answers by class, as each client saw them: [envoy, weft] x [4xx, 5xx].
@@ -243,15 +235,7 @@ async fn raw_all(addr: &str, bytes: &[u8]) -> Vec<u16> {
 /// after a good request is refused, and one inside a body is only a body.
 #[tokio::test]
 async fn pipelined_requests_are_framed_as_envoy_frames_them() {
-    let ups = [Upstream::start("envoy-up").await, Upstream::start("weft-up").await];
-    let build = |port: u16| {
-        move |p: &Ports| {
-            let vh = json!([{"name": "all", "domains": ["*"], "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "up"}}]}]);
-            http_bootstrap(p, vh, vec![cluster("up", &[port], json!({}))], json!({}))
-        }
-    };
-    let envoy = start(ProxyKind::Envoy, &build(ups[0].port())).await;
-    let weft = start(ProxyKind::Weft, &build(ups[1].port())).await;
+    let (ups, envoy, weft) = pair(json!({})).await;
     let fake_head = "GET /smuggled HTTP/1.1\r\nHost: t.example\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n";
     let cases: Vec<(&str, String, Vec<u16>, Vec<&str>)> = vec![
         (
@@ -305,15 +289,7 @@ async fn forwarded_headers(run: &Run, up: &Upstream, bytes: &[u8]) -> Option<ser
 /// itself; a bodiless POST is sent with `content-length: 0`.
 #[tokio::test]
 async fn client_control_headers_are_consumed_as_envoy_consumes_them() {
-    let ups = [Upstream::start("envoy-up").await, Upstream::start("weft-up").await];
-    let build = |port: u16| {
-        move |p: &Ports| {
-            let vh = json!([{"name": "all", "domains": ["*"], "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "up"}}]}]);
-            http_bootstrap(p, vh, vec![cluster("up", &[port], json!({}))], json!({"use_remote_address": true}))
-        }
-    };
-    let envoy = start(ProxyKind::Envoy, &build(ups[0].port())).await;
-    let weft = start(ProxyKind::Weft, &build(ups[1].port())).await;
+    let (ups, envoy, weft) = pair(json!({"use_remote_address": true})).await;
     let control = [
         "x-envoy-retry-on: 5xx",
         "x-envoy-retry-grpc-on: unavailable",

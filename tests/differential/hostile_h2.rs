@@ -13,7 +13,6 @@ use std::time::Duration;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use weft_test_support::{ProxyKind, Upstream};
 
 use crate::harness::*;
 
@@ -195,15 +194,7 @@ fn with(mut fields: Vec<(&'static str, String)>, extra: &[(&'static str, &str)])
 
 #[tokio::test]
 async fn hostile_http2_requests_are_refused_as_envoy_refuses_them() {
-    let ups = [Upstream::start("envoy-up").await, Upstream::start("weft-up").await];
-    let build = |port: u16| {
-        move |p: &Ports| {
-            let vh = json!([{"name": "all", "domains": ["*"], "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "up"}}]}]);
-            http_bootstrap(p, vh, vec![cluster("up", &[port], json!({}))], json!({}))
-        }
-    };
-    let envoy = start(ProxyKind::Envoy, &build(ups[0].port())).await;
-    let weft = start(ProxyKind::Weft, &build(ups[1].port())).await;
+    let (ups, envoy, weft) = pair(json!({})).await;
     let a = "t.example";
     let big = "a".repeat(70 * 1024);
     let cases: Vec<(&str, Vec<Vec<u8>>)> = vec![
@@ -323,15 +314,7 @@ fn anon_kib(pid: u32) -> u64 {
 
 #[tokio::test]
 async fn http2_floods_end_the_connection_or_cost_bounded_memory() {
-    let ups = [Upstream::start("envoy-up").await, Upstream::start("weft-up").await];
-    let build = |port: u16| {
-        move |p: &Ports| {
-            let vh = json!([{"name": "all", "domains": ["*"], "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "up"}}]}]);
-            http_bootstrap(p, vh, vec![cluster("up", &[port], json!({}))], json!({}))
-        }
-    };
-    let envoy = start(ProxyKind::Envoy, &build(ups[0].port())).await;
-    let weft = start(ProxyKind::Weft, &build(ups[1].port())).await;
+    let (ups, envoy, weft) = pair(json!({})).await;
     let get = block(&[(":method", "GET"), (":scheme", "http"), (":authority", "t.example"), (":path", "/f")]);
     let floods: Vec<(&str, Vec<u8>)> = vec![
         ("rapid reset", {

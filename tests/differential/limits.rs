@@ -3,24 +3,10 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use weft_test_support::{ProxyKind, Upstream};
 
 use crate::harness::*;
-
-async fn pair(hcm_extra: Value) -> ([Upstream; 2], Run, Run) {
-    let ups = [Upstream::start("envoy-up").await, Upstream::start("weft-up").await];
-    let build = |port: u16, extra: Value| {
-        move |p: &Ports| {
-            let vh = json!([{"name": "all", "domains": ["*"], "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "up"}}]}]);
-            http_bootstrap(p, vh, vec![cluster("up", &[port], json!({}))], extra.clone())
-        }
-    };
-    let envoy = start(ProxyKind::Envoy, &build(ups[0].port(), hcm_extra.clone())).await;
-    let weft = start(ProxyKind::Weft, &build(ups[1].port(), hcm_extra)).await;
-    (ups, envoy, weft)
-}
 
 /// What a client saw on one connection after sending `bytes` (and, if given, more bytes after
 /// a pause): the statuses of the responses, whether the proxy closed the connection, and when.

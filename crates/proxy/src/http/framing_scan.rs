@@ -27,6 +27,7 @@ use bytes::{Buf, Bytes};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::h2_floods::{Flood, FloodLimits, H2Floods};
+use super::path_norm::hex;
 
 /// A framing problem Envoy's codec refuses and hyper does not.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -556,15 +557,6 @@ fn to_line_end(rest: &[u8]) -> Option<usize> {
 
 fn skip(left: u64, available: usize) -> usize {
     usize::try_from(left).map_or(available, |l| l.min(available))
-}
-
-fn hex(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    }
 }
 
 /// A downstream connection whose incoming bytes are followed by a [`FramingScanner`].
