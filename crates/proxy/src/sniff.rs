@@ -111,6 +111,9 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// The longest request line the HTTP inspector waits for.
+const MAX_REQUEST_LINE: usize = 8 * 1024;
+
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// Detects HTTP: `Done(Some("h2c"))`, `Done(Some("http/1.1"))`/`"http/1.0"`, or `Done(None)`.
@@ -123,10 +126,13 @@ pub fn http(b: &[u8]) -> Sniff<Option<&'static str>> {
         return if b.len() >= H2_PREFACE.len() { Sniff::Done(Some("h2c")) } else { Sniff::NeedMore };
     }
     // The request line: METHOD SP target SP HTTP/1.x CRLF, with a token method.
-    let line_end = b.windows(2).position(|w| w == b"\r\n");
+    // Only the first 8 KiB may hold the line's end, so the answer does not depend on how
+    // many bytes the first read happened to bring.
+    let window = &b[..b.len().min(MAX_REQUEST_LINE)];
+    let line_end = window.windows(2).position(|w| w == b"\r\n");
     let line = match line_end {
         Some(i) => &b[..i],
-        None if b.len() > 8 * 1024 => return Sniff::Done(None),
+        None if b.len() > MAX_REQUEST_LINE => return Sniff::Done(None),
         None => {
             // Stop early once the bytes cannot be a method token.
             let method_end = b.iter().position(|c| *c == b' ').unwrap_or(b.len());
@@ -164,20 +170,27 @@ mod tests {
         assert_eq!(http(b"hello world\r\n"), Sniff::Done(None));
     }
 
+    /// Found by fuzzing: the answer used to depend on how much of the line the peek held.
+    #[test]
+    fn a_request_line_past_8k_is_not_http_however_it_arrives() {
+        let mut req = b"GET /".to_vec();
+        req.resize(MAX_REQUEST_LINE + 10, b'a');
+        req.extend_from_slice(b" HTTP/1.1\r\n");
+        assert_eq!(http(&req), Sniff::Done(None));
+        assert_eq!(http(&req[..MAX_REQUEST_LINE + 1]), Sniff::Done(None));
+    }
+
     #[test]
     fn not_tls() {
         assert_eq!(client_hello(b"GET /"), Sniff::Done(None));
         assert_eq!(client_hello(b"\x16\x03"), Sniff::NeedMore);
     }
-}
 
-#[cfg(test)]
-mod oversized_record {
     /// Found by fuzzing: a record header claiming 65535 bytes, with a full 16 KiB peek behind it.
     #[test]
     fn a_record_longer_than_the_peek_does_not_panic() {
         let mut b = vec![0x16, 0x03, 0x01, 0xff, 0xff];
         b.resize(5 + 16 * 1024, 0);
-        assert!(matches!(super::client_hello(&b), super::Sniff::Done(_)));
+        assert!(matches!(client_hello(&b), Sniff::Done(_)));
     }
 }

@@ -66,8 +66,14 @@ fn decode_unreserved(path: &str) -> String {
                 _ => out.push('%'),
             },
             _ => {
-                // The path is a valid URI path, so everything else is ASCII.
-                out.push(char::from(b[i]));
+                // Copied as a run up to the next `%` or `\\` (this byte may be a `%` too
+                // close to the end to escape anything): both are ASCII, so the run
+                // ends on a character boundary and raw UTF-8 (HTTP/2 lets it through)
+                // keeps its bytes.
+                let end = b[i + 1..].iter().position(|c| matches!(c, b'%' | b'\\')).map_or(b.len(), |n| i + 1 + n);
+                out.push_str(&path[i..end]);
+                i = end;
+                continue;
             }
         }
         i += 1;
@@ -128,6 +134,9 @@ mod tests {
         assert_eq!(n("/%%34%31"), "/%%341");
         assert_eq!(n(&n("/%2%65%2%65/admin")), n("/%2%65%2%65/admin"));
         assert_eq!(n("/plain/path"), "/plain/path");
+        // Found by fuzzing: raw UTF-8, which HTTP/2 lets through, keeps its bytes.
+        assert_eq!(n("/café/./x%4"), "/café/x%4");
+        assert_eq!(n("/a%"), "/a%");
         assert_eq!(n("*"), "*");
         assert_eq!(n(""), "");
     }
