@@ -428,7 +428,8 @@ fn shape(path: String, message: String) -> (String, String) {
         };
         let known: Vec<&str> = rest
             .split_once(", expected ")
-            .map(|(_, e)| e.trim_start_matches("one of ").split(", ").map(|k| k.trim_matches('`')).collect())
+            // "one of `a`, `b`, `c`", or "`a` or `b`" for two: the names are what backticks quote.
+            .map(|(_, e)| e.split('`').skip(1).step_by(2).collect())
             .unwrap_or_default();
         let msg = match crate::suggest::nearest(field, known.iter().copied()) {
             Some(near) => format!("unknown field; did you mean {near}? (known: {})", known.join(", ")),

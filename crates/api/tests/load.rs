@@ -44,6 +44,19 @@ fn each_bad_resource_is_named_with_line_and_path_and_the_good_one_survives() {
 }
 
 #[test]
+fn an_unknown_field_lists_the_known_ones_whether_there_are_two_or_more() {
+    let text = "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: r}\nspec:\n  host: r\n  trafficPolicy:\n    connectionPool: {http: {http2KeepAlive: {time: 10s}}}\n";
+    let loaded = load_text(text, "dr.yaml");
+    let d = &loaded.diagnostics[0];
+    assert_eq!(d.field_path, "spec.trafficPolicy.connectionPool.http.http2KeepAlive.time");
+    assert_eq!(d.message, "unknown field (known: interval, timeout)");
+    let text = text.replace("http2KeepAlive: {time: 10s}", "maxRetrie: 3");
+    let d = &load_text(&text, "dr.yaml").diagnostics[0];
+    assert!(d.message.starts_with("unknown field; did you mean maxRetries? (known: "), "{d}");
+    assert!(!d.message.contains('`'), "{d}");
+}
+
+#[test]
 fn unimplemented_istio_fields_are_refused_by_name() {
     let text = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: cors}\nspec:\n  hosts: [a]\n  http:\n  - corsPolicy: {allowOrigins: [{exact: x}]}\n    route: [{destination: {host: a}}]\n";
     let loaded = load_text(text, "cors.yaml");
