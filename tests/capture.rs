@@ -55,6 +55,32 @@ fn capture_is_idempotent_and_removable_with_both_backends() {
     }
 }
 
+/// The istio-validation init container's job: with capture in place `--verify` passes; with
+/// none, or with rules for other flags, it fails and says what differs.
+#[test]
+fn verify_passes_only_when_the_rules_are_in_place() {
+    let ns = Netns::new("capverify").unwrap_or_else(|e| panic!("{e:#}"));
+    let args = ["--iptables-backend", "nft", "-i", "10.96.0.0/12"];
+    let before = capture(&ns, &[&args[..], &["--verify"]].concat());
+    assert_eq!(before.status.code(), Some(2), "{}", text(&before));
+    assert!(text(&before).contains("capture is not in place") && text(&before).contains("ISTIO_OUTPUT"), "{}", text(&before));
+    let written = capture(&ns, &args);
+    assert!(written.status.success(), "{}", text(&written));
+    let after = capture(&ns, &[&args[..], &["--verify"]].concat());
+    assert!(after.status.success(), "{}", text(&after));
+    let other = capture(&ns, &["--iptables-backend", "nft", "-i", "10.0.0.0/8", "--verify"]);
+    assert_eq!(other.status.code(), Some(2), "rules for another range are not these: {}", text(&other));
+    assert_eq!(
+        rules(&ns, "iptables-nft-save"),
+        {
+            let again = capture(&ns, &[&args[..], &["--verify"]].concat());
+            assert!(again.status.success());
+            rules(&ns, "iptables-nft-save")
+        },
+        "--verify writes nothing"
+    );
+}
+
 #[test]
 fn the_backend_already_in_use_is_detected() {
     let ns = Netns::new("capdetect").unwrap_or_else(|e| panic!("{e:#}"));

@@ -62,6 +62,11 @@ pub struct CaptureArgs {
     /// Print the rules (iptables-restore input and `ip` commands) instead of writing them.
     #[arg(long = "dry-run")]
     dry_run: bool,
+    /// Write nothing: check that the rules these flags give are in place (as the CNI plugin
+    /// writes them), and fail listing each difference — the job of Istio's istio-validation
+    /// init container, which the injector adds instead of istio-init when CNI is on
+    #[arg(long, conflicts_with_all = ["cleanup", "dry_run"])]
+    verify: bool,
     /// Remove every capture rule and chain instead of writing them (istio-clean-iptables).
     #[arg(long)]
     cleanup: bool,
@@ -124,6 +129,14 @@ fn capture(args: CaptureArgs) -> Result<(), String> {
         }
         weft_capture::cleanup(&cfg, backend, &Target::Current).map_err(|e| e.to_string())?;
         eprintln!("weft capture: capture rules removed (iptables-{}, {why})", backend.name());
+        return Ok(());
+    }
+    if args.verify {
+        let problems = weft_capture::verify(&rules, backend, &Target::Current).map_err(|e| e.to_string())?;
+        if !problems.is_empty() {
+            return Err(format!("capture is not in place (was the CNI plugin run for this pod?): {}", problems.join("; ")));
+        }
+        eprintln!("weft capture: the {} capture rules are in place (iptables-{}, {why})", rules.rules.len(), backend.name());
         return Ok(());
     }
     weft_capture::apply(&rules, backend, &Target::Current).map_err(|e| e.to_string())?;
