@@ -18,6 +18,7 @@ mod cni_cmd;
 mod control_plane_cmd;
 mod demo_cmd;
 mod identity_args;
+mod inject_cmd;
 mod local_cmd;
 mod ops_cmd;
 mod proxy_cmd;
@@ -51,6 +52,8 @@ enum Command {
     Analyze(analyze_cmd::AnalyzeArgs),
     /// Capture the namespace's traffic into the sidecar with iptables (what istio-iptables does).
     Capture(capture_cmd::CaptureArgs),
+    /// Add the sidecar to the workloads of a Kubernetes YAML file (istioctl kube-inject).
+    KubeInject(inject_cmd::KubeInjectArgs),
     /// Start a whole mesh on this machine from a file: namespaces, capture, sidecars, apps.
     Up(local_cmd::UpArgs),
     /// Every workload of the mesh `weft up` started, and whether it is healthy.
@@ -93,6 +96,7 @@ fn main() -> std::process::ExitCode {
         Command::ProxyConfig(args) => ops_cmd::proxy_config(args),
         Command::Analyze(args) => analyze_cmd::analyze(args),
         Command::Capture(args) => capture_cmd::run(args),
+        Command::KubeInject(args) => inject_cmd::run(args),
         Command::Up(args) => local_cmd::up(args),
         Command::Status(args) => local_cmd::status(args),
         Command::Down(args) => local_cmd::down(args),
