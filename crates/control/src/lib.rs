@@ -14,4 +14,5 @@ pub mod server;
 pub mod state;
 pub mod store;
 pub mod translate;
+pub mod webhook;
 pub mod wire;

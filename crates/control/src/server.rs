@@ -37,6 +37,15 @@ pub struct CaOptions {
     pub max_ttl: Duration,
     /// The TLS port for xDS and the certificate API (Istio: 15012).
     pub secure_addr: SocketAddr,
+    /// The admission webhooks, served with the same certificate.
+    pub webhook: Option<WebhookOptions>,
+}
+
+/// Where the admission webhooks are served (Istio: 15017) and what injection adds.
+#[derive(Debug, Clone)]
+pub struct WebhookOptions {
+    pub addr: SocketAddr,
+    pub values: weft_inject::Values,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +68,8 @@ pub struct Running {
     pub debug_addr: SocketAddr,
     /// The TLS port, when the CA runs.
     pub secure_addr: Option<SocketAddr>,
+    /// The admission webhooks' port, when they are served.
+    pub webhook_addr: Option<SocketAddr>,
     pub ca: Option<Arc<crate::ca::Authority>>,
     grpc: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
 }
@@ -91,12 +102,12 @@ pub async fn start(opts: Options) -> Result<Running, ServeError> {
     tokio::spawn(crate::debug::serve(debug, shared.clone()));
     tokio::spawn(crate::memory::return_free_memory());
 
-    let (ca, secure_addr) = match &opts.ca {
+    let (ca, secure_addr, webhook_addr) = match &opts.ca {
         Some(c) => {
-            let (ca, secure) = start_ca(c, &shared).await?;
-            (Some(ca), Some(secure))
+            let (ca, secure, webhook) = start_ca(c, &shared, opts.allow_unenforced_security).await?;
+            (Some(ca), Some(secure), webhook)
         }
-        None => (None, None),
+        None => (None, None, None),
     };
 
     let svc = AdsService::new(Ads { shared: shared.clone() });
@@ -107,11 +118,16 @@ pub async fn start(opts: Options) -> Result<Running, ServeError> {
             .add_service(svc)
             .serve_with_incoming(incoming),
     );
-    Ok(Running { shared, xds_addr, debug_addr, secure_addr, ca, grpc })
+    Ok(Running { shared, xds_addr, debug_addr, secure_addr, webhook_addr, ca, grpc })
 }
 
-/// Opens the root of trust and serves xDS and the certificate API over TLS on the secure port.
-async fn start_ca(c: &CaOptions, shared: &Arc<Shared>) -> Result<(Arc<crate::ca::Authority>, SocketAddr), ServeError> {
+/// Opens the root of trust and serves xDS and the certificate API over TLS on the secure port,
+/// and the admission webhooks on theirs when asked.
+async fn start_ca(
+    c: &CaOptions,
+    shared: &Arc<Shared>,
+    allow_unenforced_security: bool,
+) -> Result<(Arc<crate::ca::Authority>, SocketAddr, Option<SocketAddr>), ServeError> {
     use crate::ca::{serving, Authority, RootSource, Tokens};
     let trust_domain = shared.mesh.trust_domain.clone();
     let (ca, source) = Authority::open(&c.dir, &trust_domain, c.default_ttl, c.max_ttl)?;
@@ -123,8 +139,32 @@ async fn start_ca(c: &CaOptions, shared: &Arc<Shared>) -> Result<(Arc<crate::ca:
     let listener = listen(c.secure_addr).map_err(|source| ServeError::Bind { what: "secure xDS/CA", addr: c.secure_addr, source })?;
     let secure_addr = listener.local_addr().unwrap_or(c.secure_addr);
     let ips = if secure_addr.ip().is_unspecified() { vec![std::net::Ipv4Addr::LOCALHOST.into()] } else { vec![secure_addr.ip()] };
+    let webhook = match &c.webhook {
+        Some(w) => Some((
+            listen(w.addr).map_err(|source| ServeError::Bind { what: "admission webhooks", addr: w.addr, source })?,
+            w.values.clone(),
+        )),
+        None => None,
+    };
+    let mut ips = ips;
+    if let Some((l, _)) = &webhook {
+        let ip = l.local_addr().map(|a| a.ip()).unwrap_or(std::net::Ipv4Addr::LOCALHOST.into());
+        if !ip.is_unspecified() && !ips.contains(&ip) {
+            ips.push(ip);
+        }
+    }
     let cert = serving::ServingCert::new(ca.clone(), ips)?;
     let tls = cert.server_config()?;
+    let webhook_addr = match webhook {
+        Some((listener, values)) => {
+            let addr = listener.local_addr().ok();
+            let hooks = Arc::new(crate::webhook::Webhooks { values, allow_unenforced_security });
+            tokio::spawn(crate::webhook::serve(listener, cert.server_config_with_alpn(&[b"h2", b"http/1.1"])?, hooks));
+            tracing::info!(webhook = ?addr, "admission webhooks served over TLS");
+            addr
+        }
+        None => None,
+    };
     tokio::spawn(cert.renew());
     let watched = ca.clone();
     tokio::spawn(async move {
@@ -143,7 +183,7 @@ async fn start_ca(c: &CaOptions, shared: &Arc<Shared>) -> Result<(Arc<crate::ca:
             .serve_with_incoming(serving::incoming(listener, tls)),
     );
     tracing::info!(secure = %secure_addr, "xDS and the certificate API served over TLS");
-    Ok((ca, secure_addr))
+    Ok((ca, secure_addr, webhook_addr))
 }
 
 impl Running {

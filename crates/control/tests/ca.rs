@@ -42,6 +42,7 @@ async fn plane(tag: &str) -> Plane {
             default_ttl: Duration::from_secs(3600),
             max_ttl: Duration::from_secs(7200),
             secure_addr: any,
+            webhook: None,
         }),
         allow_unenforced_security: false,
     })

@@ -43,6 +43,14 @@ pub struct ControlPlaneArgs {
     /// Where xDS and the certificate API are served over TLS (Istio: 15012).
     #[arg(long = "secure-address", default_value = "127.0.0.1:15012")]
     secure_address: SocketAddr,
+    /// Serve the admission webhooks here over TLS (Istio: 15017; `/inject`, `/validate`), with
+    /// the CA's serving certificate. Needs --ca-dir.
+    #[arg(long = "webhook-address", requires = "ca_dir")]
+    webhook_address: Option<SocketAddr>,
+    /// The injector's values (YAML: hub, tag, dataPlane, cni, nativeSidecars, proxy, …) for
+    /// the injection webhook; `--mesh` gives it defaultConfig and the trust domain.
+    #[arg(long = "injection-values", requires = "webhook_address")]
+    injection_values: Option<PathBuf>,
     /// Log level or filter (error, warn, info, debug, trace; or `weft_control=debug,info`).
     #[arg(short = 'l', long = "log-level", default_value = "info")]
     log_level: String,
@@ -103,6 +111,16 @@ pub fn run(args: ControlPlaneArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    let webhook = match args.webhook_address {
+        Some(addr) => match crate::inject_cmd::values(args.injection_values.as_ref(), args.mesh.as_ref(), None) {
+            Ok(values) => Some((addr, values)),
+            Err(e) => {
+                eprintln!("weft control-plane: --injection-values: {e}");
+                return ExitCode::from(1);
+            }
+        },
+        None => None,
+    };
     if !args.config_dir.is_dir() {
         eprintln!("weft control-plane: --config-dir {}: not a directory", args.config_dir.display());
         return ExitCode::from(1);
@@ -126,6 +144,7 @@ pub fn run(args: ControlPlaneArgs) -> ExitCode {
             default_ttl: args.workload_cert_ttl,
             max_ttl: args.max_workload_cert_ttl,
             secure_addr: args.secure_address,
+            webhook: webhook.map(|(addr, values)| weft_control::server::WebhookOptions { addr, values }),
         }),
         allow_unenforced_security: args.allow_unenforced_security,
     };
@@ -142,6 +161,9 @@ pub fn run(args: ControlPlaneArgs) -> ExitCode {
                 say!("weft control-plane: xDS on {}, xDS and CA over TLS on {s}, debug on {}", running.xds_addr, running.debug_addr)
             }
             None => say!("weft control-plane: xDS on {}, debug on {}", running.xds_addr, running.debug_addr),
+        }
+        if let Some(w) = running.webhook_addr {
+            say!("weft control-plane: admission webhooks (/inject, /validate) over TLS on {w}");
         }
         tokio::select! {
             r = running.wait() => match r {

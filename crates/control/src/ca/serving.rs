@@ -74,12 +74,17 @@ impl ServingCert {
     }
 
     pub fn server_config(self: &Arc<Self>) -> Result<Arc<rustls::ServerConfig>, CaError> {
+        self.server_config_with_alpn(&[b"h2"])
+    }
+
+    /// The same certificate for a port whose clients negotiate other protocols.
+    pub fn server_config_with_alpn(self: &Arc<Self>, alpn: &[&[u8]]) -> Result<Arc<rustls::ServerConfig>, CaError> {
         let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
             .map_err(|e| CaError::Root(format!("TLS versions: {e}")))?
             .with_no_client_auth()
             .with_cert_resolver(self.clone());
-        cfg.alpn_protocols = vec![b"h2".to_vec()];
+        cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         Ok(Arc::new(cfg))
     }
 }
