@@ -4,6 +4,7 @@
 //! ServiceEntries and the outbound traffic policy. `gateway.rs`: an ingress gateway.
 
 mod gateway;
+mod injected;
 mod mtls;
 
 use std::path::{Path, PathBuf};

@@ -34,41 +34,99 @@ pub fn sidecar(node: &Node<'_>, xds: std::net::SocketAddr) -> Value {
         Some(_) => (node.address.to_string(), node.address.to_string()),
         None => ("127.0.0.1".to_string(), "0.0.0.0".to_string()),
     };
-    let mut boot = json!({
-        "node": {
-            "id": format!("sidecar~{}~{}.{ns}~{ns}.svc.cluster.local", node.address, node.name),
-            "cluster": format!("{}.{ns}", node.labels.get("app").map(String::as_str).unwrap_or(node.name)),
-            "metadata": {
-                "NAMESPACE": ns,
-                "LABELS": node.labels,
-                "SERVICE_ACCOUNT": node.service_account,
-                "WORKLOAD_NAME": node.name,
-                "CLUSTER_ID": "Kubernetes",
-                "INSTANCE_IPS": node.address.to_string(),
-            },
-        },
-        "admin": {"address": {"socket_address": {"address": admin, "port_value": ADMIN_PORT}}},
-        "dynamic_resources": {
-            "ads_config": {"api_type": "GRPC", "transport_api_version": "V3", "grpc_services": [{"envoy_grpc": {"cluster_name": "xds-grpc"}}]},
-            "cds_config": {"ads": {}, "resource_api_version": "V3"},
-            "lds_config": {"ads": {}, "resource_api_version": "V3"},
-        },
-        "static_resources": {
-            "clusters": [
-                static_cluster("xds-grpc", &xds.ip().to_string(), xds.port(), true),
-                static_cluster("admin", &admin, ADMIN_PORT, false),
-            ],
-            "listeners": [
-                admin_route_listener("health", &listen, HEALTH_PORT, "/healthz/ready", "/ready"),
-                admin_route_listener("prometheus", &listen, STATS_PORT, "/stats/prometheus", "/stats/prometheus"),
-            ],
-        },
+    let metadata = json!({
+        "NAMESPACE": ns,
+        "LABELS": node.labels,
+        "SERVICE_ACCOUNT": node.service_account,
+        "WORKLOAD_NAME": node.name,
+        "CLUSTER_ID": "Kubernetes",
+        "INSTANCE_IPS": node.address.to_string(),
+    });
+    let mut boot = base(Base {
+        id: &format!("sidecar~{}~{}.{ns}~{ns}.svc.cluster.local", node.address, node.name),
+        cluster: &format!("{}.{ns}", node.labels.get("app").map(String::as_str).unwrap_or(node.name)),
+        metadata,
+        admin: &admin,
+        admin_port: ADMIN_PORT,
+        listen: &listen,
+        xds: static_cluster("xds-grpc", &xds.ip().to_string(), xds.port(), true),
+        sds_pipe: None,
     });
     if let Some(port) = node.explicit {
         boot["node"]["metadata"]["INTERCEPTION_MODE"] = json!("NONE");
         boot["node"]["metadata"]["HTTP_PROXY_PORT"] = json!(port.to_string());
     }
     boot
+}
+
+/// A pod's bootstrap, as pilot-agent writes it in a Kubernetes pod: ADS through the agent's
+/// xDS proxy on a Unix socket (`xds_pipe`), and for a stock Envoy its identity over SDS on
+/// another (`sds_pipe`).
+pub struct PodBootstrap<'a> {
+    pub id: &'a str,
+    pub cluster: &'a str,
+    pub metadata: Value,
+    pub admin_port: u16,
+    pub xds_pipe: &'a str,
+    pub sds_pipe: Option<&'a str>,
+}
+
+pub fn pod(b: &PodBootstrap<'_>) -> Value {
+    base(Base {
+        id: b.id,
+        cluster: b.cluster,
+        metadata: b.metadata.clone(),
+        admin: "127.0.0.1",
+        admin_port: b.admin_port,
+        listen: "0.0.0.0",
+        xds: pipe_cluster("xds-grpc", b.xds_pipe),
+        sds_pipe: b.sds_pipe,
+    })
+}
+
+struct Base<'a> {
+    id: &'a str,
+    cluster: &'a str,
+    metadata: Value,
+    admin: &'a str,
+    admin_port: u16,
+    listen: &'a str,
+    xds: Value,
+    sds_pipe: Option<&'a str>,
+}
+
+fn base(b: Base<'_>) -> Value {
+    let mut clusters = vec![b.xds, static_cluster("admin", b.admin, b.admin_port, false)];
+    if let Some(p) = b.sds_pipe {
+        clusters.push(pipe_cluster("sds-grpc", p));
+    }
+    json!({
+        "node": {"id": b.id, "cluster": b.cluster, "metadata": b.metadata},
+        "admin": {"address": {"socket_address": {"address": b.admin, "port_value": b.admin_port}}},
+        "dynamic_resources": {
+            "ads_config": {"api_type": "GRPC", "transport_api_version": "V3", "grpc_services": [{"envoy_grpc": {"cluster_name": "xds-grpc"}}]},
+            "cds_config": {"ads": {}, "resource_api_version": "V3"},
+            "lds_config": {"ads": {}, "resource_api_version": "V3"},
+        },
+        "static_resources": {
+            "clusters": clusters,
+            "listeners": [
+                admin_route_listener("health", b.listen, HEALTH_PORT, "/healthz/ready", "/ready"),
+                admin_route_listener("prometheus", b.listen, STATS_PORT, "/stats/prometheus", "/stats/prometheus"),
+            ],
+        },
+    })
+}
+
+/// A gRPC cluster on a Unix socket, as Istio's bootstraps name the agent's.
+fn pipe_cluster(name: &str, path: &str) -> Value {
+    json!({
+        "name": name, "type": "STATIC", "connect_timeout": "1s",
+        "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"pipe": {"path": path}}}}]}]},
+        "typed_extension_protocol_options": {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+            "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+            "explicit_http_config": {"http2_protocol_options": {}}}},
+    })
 }
 
 fn static_cluster(name: &str, address: &str, port: u16, http2: bool) -> Value {

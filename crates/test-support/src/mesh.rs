@@ -60,6 +60,19 @@ impl Mesh {
 
     /// Starts `cmd` in `ns` (the hub when `None`), logging to `<dir>/<label>.log`.
     pub fn spawn(&mut self, label: &str, ns: Option<&Netns>, gid_1337: bool, cmd: &Path, args: &[&str]) -> anyhow::Result<()> {
+        self.spawn_env(label, ns, gid_1337, cmd, args, &[])
+    }
+
+    /// [`Mesh::spawn`] with these environment variables added (a container's `env`).
+    pub fn spawn_env(
+        &mut self,
+        label: &str,
+        ns: Option<&Netns>,
+        gid_1337: bool,
+        cmd: &Path,
+        args: &[&str],
+        env: &[(String, String)],
+    ) -> anyhow::Result<()> {
         let ns = ns.unwrap_or(&self.hub);
         let log = std::fs::File::create(self.dir.join(format!("{label}.log")))?;
         let mut c = Command::new("ip");
@@ -69,7 +82,7 @@ impl Mesh {
             // capture rules exempt, as istio-iptables does for the proxy.
             c.args(["setpriv", "--regid=1337", "--clear-groups", "--"]);
         }
-        c.arg(cmd).args(args).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
+        c.arg(cmd).args(args).envs(env.iter().map(|(k, v)| (k, v))).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
         let child = c.spawn().map_err(|e| anyhow::anyhow!("cannot start {}: {e}", cmd.display()))?;
         self.children.push((label.into(), child));
         Ok(())

@@ -21,6 +21,7 @@ mod identity_args;
 mod inject_cmd;
 mod local_cmd;
 mod ops_cmd;
+mod pod_proxy;
 mod proxy_cmd;
 
 use clap::{Parser, Subcommand};
@@ -54,6 +55,9 @@ enum Command {
     Capture(capture_cmd::CaptureArgs),
     /// Add the sidecar to the workloads of a Kubernetes YAML file (istioctl kube-inject).
     KubeInject(inject_cmd::KubeInjectArgs),
+    /// The sidecar container of an injected pod (pilot-agent's role): bootstrap from the pod,
+    /// status port, xDS proxy, and the proxy itself.
+    PodProxy(pod_proxy::PodProxyArgs),
     /// Start a whole mesh on this machine from a file: namespaces, capture, sidecars, apps.
     Up(local_cmd::UpArgs),
     /// Every workload of the mesh `weft up` started, and whether it is healthy.
@@ -97,6 +101,7 @@ fn main() -> std::process::ExitCode {
         Command::Analyze(args) => analyze_cmd::analyze(args),
         Command::Capture(args) => capture_cmd::run(args),
         Command::KubeInject(args) => inject_cmd::run(args),
+        Command::PodProxy(args) => pod_proxy::run(args),
         Command::Up(args) => local_cmd::up(args),
         Command::Status(args) => local_cmd::status(args),
         Command::Down(args) => local_cmd::down(args),
