@@ -1,4 +1,5 @@
-//! The Kubernetes core objects the mesh reads: `Service`, `Endpoints`, `EndpointSlice`.
+//! The Kubernetes core objects the mesh reads: `Service`, `Endpoints`, `EndpointSlice`, and
+//! what it needs of a running Pod ([`PodInfo`]).
 //!
 //! Kubernetes adds many fields the mesh has no use for (`clusterIPs`, `sessionAffinity`,
 //! `status`, …); those are accepted and dropped rather than refused, since `kubectl get -o yaml`
@@ -109,4 +110,16 @@ pub struct SliceEndpoint {
 pub struct SliceConditions {
     #[serde(default)]
     pub ready: Option<bool>,
+}
+
+/// What the mesh needs of a running Pod (from the API server, not from files): the labels and
+/// service account of the address an EndpointSlice lists, for subsets and for the identity a
+/// client checks.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PodInfo {
+    pub name: String,
+    pub namespace: String,
+    pub ip: String,
+    pub labels: BTreeMap<String, String>,
+    pub service_account: Option<String>,
 }

@@ -83,6 +83,8 @@ pub struct Model {
     pub sidecars: Vec<Resource<net::Sidecar>>,
     pub workloads: Vec<Workload>,
     pub peer_authentications: Vec<Resource<PeerAuthentication>>,
+    /// Running pods from the API server: labels and identity by address.
+    pub pods: Vec<weft_api::core::PodInfo>,
 }
 
 pub fn labels_match(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> bool {
@@ -97,7 +99,13 @@ impl Model {
     /// Builds the model from validated objects. Objects are taken in a stable order (namespace,
     /// name) so the same files always give the same config.
     pub fn build(objects: &[Object], mesh: MeshConfig) -> Model {
-        let mut m = Model { mesh, ..Model::default() };
+        Model::build_with_pods(objects, &[], mesh)
+    }
+
+    /// [`Model::build`] with the running pods an API server reports: the labels and service
+    /// account of each address an EndpointSlice lists.
+    pub fn build_with_pods(objects: &[Object], pods: &[weft_api::core::PodInfo], mesh: MeshConfig) -> Model {
+        let mut m = Model { mesh, pods: pods.to_vec(), ..Model::default() };
         let mut k8s_services = Vec::new();
         let mut endpoints = HashMap::new();
         let mut slices: HashMap<(String, String), Vec<&Resource<weft_api::core::EndpointSlice>>> = HashMap::new();
@@ -245,7 +253,8 @@ impl Model {
                         }
                     }
                     let labels = self.labels_for_ip(a, &r.namespace);
-                    endpoints.push(Endpoint { address: a.clone(), ports: map, labels, service_account: None, weight: None });
+                    let service_account = self.pod_at(a, &r.namespace).and_then(|p| p.service_account.clone());
+                    endpoints.push(Endpoint { address: a.clone(), ports: map, labels, service_account, weight: None });
                 }
             }
         }
@@ -265,7 +274,14 @@ impl Model {
 
     /// Labels of the WorkloadEntry at `ip`, so subsets can select endpoints given directly.
     fn labels_for_ip(&self, ip: &str, namespace: &str) -> BTreeMap<String, String> {
+        if let Some(p) = self.pod_at(ip, namespace) {
+            return p.labels.clone();
+        }
         self.workloads.iter().find(|w| w.address == ip && w.namespace == namespace).map(|w| w.labels.clone()).unwrap_or_default()
+    }
+
+    fn pod_at(&self, ip: &str, namespace: &str) -> Option<&weft_api::core::PodInfo> {
+        self.pods.iter().find(|p| p.ip == ip && p.namespace == namespace)
     }
 
     fn service_entry(&self, r: &Resource<net::ServiceEntry>) -> Vec<Service> {

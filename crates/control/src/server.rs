@@ -14,7 +14,10 @@ use crate::store;
 use crate::wire::AdsService;
 
 pub struct Options {
-    pub config_dir: PathBuf,
+    /// A directory of resources, watched; `None` when the API server is the only source.
+    pub config_dir: Option<PathBuf>,
+    /// The API server as a source (with or without a directory).
+    pub kube: Option<weft_kube::Client>,
     pub mesh: MeshConfig,
     pub xds_addr: SocketAddr,
     pub debug_addr: SocketAddr,
@@ -58,6 +61,8 @@ pub enum ServeError {
     Grpc(#[from] tonic::transport::Error),
     #[error("certificate authority: {0}")]
     Ca(#[from] crate::ca::CaError),
+    #[error("the API server: {0}")]
+    Kube(String),
     #[error("the config holds security resources weft does not enforce; refusing to start rather than fail open (remove them, or pass --allow-unenforced-security):\n{0}")]
     Unenforced(String),
 }
@@ -75,9 +80,31 @@ pub struct Running {
 }
 
 /// Loads, binds and starts serving; fails before serving anything if the dir or a port is bad.
+/// With the API server as a source, serving starts once it has been listed whole.
 pub async fn start(opts: Options) -> Result<Running, ServeError> {
-    let dir = opts.config_dir.clone();
-    let snapshot = store::load_dir(&dir).map_err(|source| ServeError::ConfigDir { dir: dir.display().to_string(), source })?;
+    let mut file = match &opts.config_dir {
+        Some(dir) => Some(store::load_dir(dir).map_err(|source| ServeError::ConfigDir { dir: dir.display().to_string(), source })?),
+        None => None,
+    };
+    let mut kube_rx = None;
+    let mut kube_view = None;
+    if let Some(client) = opts.kube.clone() {
+        let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(weft_kube::source::run(client, opts.debounce, tx));
+        tracing::info!("waiting for the API server to be listed");
+        let first = loop {
+            match tokio::time::timeout(Duration::from_secs(10), rx.recv()).await {
+                Ok(Some(v)) => break v,
+                Ok(None) => return Err(ServeError::Kube("the API server source ended".into())),
+                Err(_) => {
+                    tracing::warn!("still waiting for the API server to be listed (is it reachable, and may weft list its resources?)")
+                }
+            }
+        };
+        kube_view = Some(first);
+        kube_rx = Some(rx);
+    }
+    let snapshot = merge(file.as_ref(), kube_view.as_ref());
     let unenforced: Vec<String> = snapshot.diagnostics.iter().filter(|d| d.is_unenforced_security()).map(|d| format!("  {d}")).collect();
     if !unenforced.is_empty() && !opts.allow_unenforced_security {
         return Err(ServeError::Unenforced(unenforced.join("\n")));
@@ -91,12 +118,23 @@ pub async fn start(opts: Options) -> Result<Running, ServeError> {
     let shared = Shared::new(snapshot, opts.mesh);
     tracing::info!(services = shared.current.borrow().model.services.len(), xds = %xds_addr, debug = %debug_addr, "control plane serving");
 
-    let (tx, mut rx) = tokio::sync::mpsc::channel(4);
-    tokio::spawn(store::watch(dir, Duration::from_millis(100), opts.debounce, tx));
+    // Each source's latest state; a change of either publishes both together.
+    let (file_tx, mut file_rx) = tokio::sync::mpsc::channel(4);
+    if let Some(dir) = opts.config_dir.clone() {
+        tokio::spawn(store::watch(dir, Duration::from_millis(100), opts.debounce, file_tx));
+    } else {
+        drop(file_tx);
+    }
     let s = shared.clone();
     tokio::spawn(async move {
-        while let Some(snap) = rx.recv().await {
-            s.publish(snap);
+        let mut kube_rx = kube_rx;
+        loop {
+            tokio::select! {
+                Some(snap) = file_rx.recv() => file = Some(snap),
+                Some(view) = async { match kube_rx.as_mut() { Some(rx) => rx.recv().await, None => None } } => kube_view = Some(view),
+                else => return,
+            }
+            s.publish(merge(file.as_ref(), kube_view.as_ref()));
         }
     });
     tokio::spawn(crate::debug::serve(debug, shared.clone()));
@@ -184,6 +222,19 @@ async fn start_ca(
     );
     tracing::info!(secure = %secure_addr, "xDS and the certificate API served over TLS");
     Ok((ca, secure_addr, webhook_addr))
+}
+
+/// The files' resources and the API server's, as one snapshot; a resource in both is reported
+/// and the file's kept.
+fn merge(file: Option<&store::Snapshot>, kube: Option<&weft_kube::source::View>) -> store::Snapshot {
+    let mut snap = file.cloned().unwrap_or_default();
+    if let Some(v) = kube {
+        snap.objects.extend(v.objects.iter().cloned());
+        snap.diagnostics.extend(v.diagnostics.iter().cloned());
+        snap.pods = v.pods.clone();
+        weft_api::drop_duplicates(&mut snap.objects, &mut snap.diagnostics);
+    }
+    snap
 }
 
 impl Running {

@@ -88,7 +88,12 @@ pub struct Shared {
 
 impl Shared {
     pub fn new(snapshot: Snapshot, mesh: MeshConfig) -> Arc<Shared> {
-        let state = Arc::new(MeshState::new(1, Model::build(&snapshot.objects, mesh.clone()), snapshot.diagnostics, None));
+        let state = Arc::new(MeshState::new(
+            1,
+            Model::build_with_pods(&snapshot.objects, &snapshot.pods, mesh.clone()),
+            snapshot.diagnostics,
+            None,
+        ));
         let (tx, _) = tokio::sync::watch::channel(state);
         Arc::new(Shared {
             current: tx,
@@ -106,7 +111,12 @@ impl Shared {
         let version = self.next_version.fetch_add(1, Ordering::Relaxed);
         log_diagnostics(&snapshot.diagnostics);
         let previous = self.current.borrow().clone();
-        let state = MeshState::new(version, Model::build(&snapshot.objects, self.mesh.clone()), snapshot.diagnostics, Some(&previous));
+        let state = MeshState::new(
+            version,
+            Model::build_with_pods(&snapshot.objects, &snapshot.pods, self.mesh.clone()),
+            snapshot.diagnostics,
+            Some(&previous),
+        );
         tracing::info!(version, services = state.model.services.len(), "config changed; pushing");
         self.current.send_replace(Arc::new(state));
     }

@@ -11,6 +11,8 @@ use weft_api::{load_text, Diagnostic, Level, Object};
 pub struct Snapshot {
     pub objects: Vec<Object>,
     pub diagnostics: Vec<Diagnostic>,
+    /// Running pods, when an API server is a source.
+    pub pods: Vec<weft_api::core::PodInfo>,
 }
 
 impl Snapshot {

@@ -40,7 +40,8 @@ impl Plane {
         let dir = TempDir::new("ads").expect("temp dir");
         write_mesh(dir.path(), services);
         let running = server::start(Options {
-            config_dir: dir.path().to_path_buf(),
+            config_dir: Some(dir.path().to_path_buf()),
+            kube: None,
             mesh: Default::default(),
             xds_addr: "127.0.0.1:0".parse().expect("addr"),
             debug_addr: "127.0.0.1:0".parse().expect("addr"),

@@ -31,7 +31,8 @@ async fn plane(tag: &str) -> Plane {
         .expect("token");
     let any = "127.0.0.1:0".parse().expect("addr");
     let running = start(Options {
-        config_dir: config,
+        config_dir: Some(config),
+        kube: None,
         mesh: Default::default(),
         xds_addr: any,
         debug_addr: any,

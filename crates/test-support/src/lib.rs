@@ -5,6 +5,7 @@
 //!
 //! Never compiled into the product binary.
 
+pub mod apiserver;
 pub mod certs;
 pub mod client;
 pub mod mesh;

@@ -133,7 +133,7 @@ fn load(config_dir: Option<&PathBuf>, inputs: &[PathBuf]) -> Result<weft_control
     weft_api::drop_duplicates(&mut objects, &mut diagnostics);
     let mut seen = BTreeSet::new();
     diagnostics.retain(|d| seen.insert(d.to_string()));
-    Ok(weft_control::store::Snapshot { objects, diagnostics })
+    Ok(weft_control::store::Snapshot { objects, diagnostics, pods: Vec::new() })
 }
 
 /// A `weft up` file: its Workloads are checked as `weft up` checks them and stand in the

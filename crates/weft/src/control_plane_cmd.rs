@@ -11,9 +11,17 @@ use weft_api::{Diagnostic, Level};
 #[derive(clap::Args)]
 pub struct ControlPlaneArgs {
     /// Directory of Kubernetes-style YAML/JSON (Istio resources, Services, WorkloadEntries…),
-    /// watched for changes.
+    /// watched for changes. Without it the Kubernetes API server is the source.
     #[arg(long = "config-dir")]
-    config_dir: PathBuf,
+    config_dir: Option<PathBuf>,
+    /// Read the Kubernetes API server too (in-cluster credentials, or the kubeconfig), next to
+    /// --config-dir. Implied without --config-dir.
+    #[arg(long)]
+    kube: bool,
+    /// The kubeconfig to use (default: in-cluster credentials, then $KUBECONFIG or
+    /// ~/.kube/config, as kubectl).
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
     /// MeshConfig file (outboundTrafficPolicy, defaultConfig, trustDomain, enableAutoMtls).
     #[arg(long)]
     mesh: Option<PathBuf>,
@@ -121,10 +129,11 @@ pub fn run(args: ControlPlaneArgs) -> ExitCode {
         },
         None => None,
     };
-    if !args.config_dir.is_dir() {
-        eprintln!("weft control-plane: --config-dir {}: not a directory", args.config_dir.display());
+    if let Some(dir) = args.config_dir.as_ref().filter(|d| !d.is_dir()) {
+        eprintln!("weft control-plane: --config-dir {}: not a directory", dir.display());
         return ExitCode::from(1);
     }
+    let use_kube = args.kube || args.config_dir.is_none() || args.kubeconfig.is_some();
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -132,8 +141,23 @@ pub fn run(args: ControlPlaneArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    let kube = if use_kube {
+        match rt.block_on(weft_kube::client(args.kubeconfig.as_deref())) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                eprintln!(
+                    "weft control-plane: {e}{}",
+                    if args.config_dir.is_none() { " (give --config-dir to run without Kubernetes)" } else { "" }
+                );
+                return ExitCode::from(1);
+            }
+        }
+    } else {
+        None
+    };
     let opts = weft_control::server::Options {
         config_dir: args.config_dir,
+        kube,
         mesh,
         xds_addr: args.xds_address,
         debug_addr: args.debug_address,

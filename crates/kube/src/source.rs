@@ -1,0 +1,211 @@
+//! The API server as a config source: reflectors (kube-rs) over the kinds the mesh reads —
+//! Services, EndpointSlices, Pods, and the Istio kinds whose CRDs are installed — turned into
+//! the same objects and diagnostics the file source gives, through the same loader, so
+//! translation and validation are one code path.
+//!
+//! A view is sent only once every watched kind has been listed, and a re-list (a dropped watch,
+//! a `410 Gone`) replaces a kind's objects only when it completes (kube-runtime's store swaps at
+//! `InitDone`), so a half-built view is never pushed.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, ApiResource, DynamicObject};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::Client;
+use serde_json::Value;
+use weft_api::core::PodInfo;
+use weft_api::{Diagnostic, Level, Object};
+
+/// What the API server holds, as the mesh reads it.
+#[derive(Debug, Default, Clone)]
+pub struct View {
+    pub objects: Vec<Object>,
+    pub diagnostics: Vec<Diagnostic>,
+    pub pods: Vec<PodInfo>,
+}
+
+/// The file name diagnostics from the API server carry.
+pub const ORIGIN: &str = "api-server";
+
+/// Every kind read from the API server: (group, version, kind, plural). The Istio kinds are
+/// read at their storage version; the API server converts objects written in older ones.
+const KINDS: &[(&str, &str, &str, &str)] = &[
+    ("", "v1", "Service", "services"),
+    ("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices"),
+    ("networking.istio.io", "v1", "VirtualService", "virtualservices"),
+    ("networking.istio.io", "v1", "DestinationRule", "destinationrules"),
+    ("networking.istio.io", "v1", "Gateway", "gateways"),
+    ("networking.istio.io", "v1", "ServiceEntry", "serviceentries"),
+    ("networking.istio.io", "v1", "Sidecar", "sidecars"),
+    ("networking.istio.io", "v1", "WorkloadEntry", "workloadentries"),
+    ("security.istio.io", "v1", "PeerAuthentication", "peerauthentications"),
+    // Read to be refused: weft does not enforce them, and must not run as if they were not there.
+    ("security.istio.io", "v1", "AuthorizationPolicy", "authorizationpolicies"),
+    ("security.istio.io", "v1", "RequestAuthentication", "requestauthentications"),
+    ("networking.istio.io", "v1alpha3", "EnvoyFilter", "envoyfilters"),
+    ("extensions.istio.io", "v1alpha1", "WasmPlugin", "wasmplugins"),
+];
+
+struct Watched {
+    resource: ApiResource,
+    store: Store<DynamicObject>,
+    listed: Arc<AtomicBool>,
+}
+
+/// Which of `KINDS` the API server serves (a CRD that is not installed is not watched, and said
+/// so once).
+async fn served(client: &Client) -> Vec<ApiResource> {
+    let mut by_group: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut out = Vec::new();
+    for (group, version, kind, plural) in KINDS {
+        let api_version = if group.is_empty() { (*version).to_owned() } else { format!("{group}/{version}") };
+        let names = match by_group.get(&api_version) {
+            Some(n) => n.clone(),
+            None => {
+                let listed = if group.is_empty() {
+                    client.list_core_api_resources(version).await
+                } else {
+                    client.list_api_group_resources(&api_version).await
+                };
+                let names: Vec<String> = match listed {
+                    Ok(l) => l.resources.into_iter().map(|r| r.name).collect(),
+                    Err(e) => {
+                        tracing::info!(%api_version, "not served by the API server ({e}): its kinds are not watched");
+                        Vec::new()
+                    }
+                };
+                by_group.insert(api_version.clone(), names.clone());
+                names
+            }
+        };
+        if names.iter().any(|n| n == plural) {
+            out.push(ApiResource {
+                group: (*group).into(),
+                version: (*version).into(),
+                api_version,
+                kind: (*kind).into(),
+                plural: (*plural).into(),
+            });
+        }
+    }
+    out
+}
+
+/// Watches the API server and sends a complete view after every change (changes within
+/// `debounce` of each other become one view). Runs until `tx` is closed.
+pub async fn run(client: Client, debounce: Duration, tx: tokio::sync::mpsc::Sender<View>) {
+    let changed = Arc::new(tokio::sync::Notify::new());
+    let mut watched = Vec::new();
+    for resource in served(&client).await {
+        let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
+        let writer = reflector::store::Writer::<DynamicObject>::new(resource.clone());
+        let store = writer.as_reader();
+        let listed = Arc::new(AtomicBool::new(false));
+        let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()).default_backoff());
+        tokio::spawn(follow(stream, resource.kind.clone(), listed.clone(), changed.clone()));
+        watched.push(Watched { resource, store, listed });
+    }
+    let pods_api: Api<Pod> = Api::all(client.clone());
+    let (pods, pod_writer) = reflector::store::<Pod>();
+    let pods_listed = Arc::new(AtomicBool::new(false));
+    let pod_stream = reflector::reflector(pod_writer, watcher(pods_api, watcher::Config::default()).default_backoff());
+    tokio::spawn(follow(pod_stream, "Pod".into(), pods_listed.clone(), changed.clone()));
+
+    loop {
+        changed.notified().await;
+        if !pods_listed.load(Ordering::Acquire) || watched.iter().any(|w| !w.listed.load(Ordering::Acquire)) {
+            continue;
+        }
+        // Let a burst of changes settle into one view.
+        tokio::time::sleep(debounce).await;
+        let view = snapshot(&watched, &pods);
+        if tx.send(view).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Drives one reflector, noting when its list has completed and every change after.
+async fn follow<K, S>(stream: S, kind: String, listed: Arc<AtomicBool>, changed: Arc<tokio::sync::Notify>)
+where
+    S: futures::Stream<Item = watcher::Result<watcher::Event<K>>>,
+{
+    let mut stream = std::pin::pin!(stream);
+    let mut failing = false;
+    while let Some(event) = stream.next().await {
+        match event {
+            Ok(watcher::Event::InitDone) => {
+                listed.store(true, Ordering::Release);
+                failing = false;
+                changed.notify_one();
+            }
+            Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => {}
+            Ok(_) => changed.notify_one(),
+            Err(e) => {
+                // The last good view stands; the watcher retries with backoff.
+                if !failing {
+                    tracing::warn!(%kind, "watching the API server failed, retrying: {e}");
+                }
+                failing = true;
+            }
+        }
+    }
+}
+
+/// The view the stores hold now.
+fn snapshot(watched: &[Watched], pods: &Store<Pod>) -> View {
+    let mut view = View::default();
+    for w in watched {
+        let mut objects = w.store.state();
+        objects.sort_by(|a, b| (&a.metadata.namespace, &a.metadata.name).cmp(&(&b.metadata.namespace, &b.metadata.name)));
+        for o in objects {
+            let Some(json) = as_manifest(&o, &w.resource) else { continue };
+            let loaded = weft_api::load_text(&json, ORIGIN);
+            view.objects.extend(loaded.objects);
+            view.diagnostics.extend(loaded.diagnostics);
+        }
+    }
+    let mut infos: Vec<PodInfo> = pods.state().iter().filter_map(|p| pod_info(p)).collect();
+    infos.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+    view.pods = infos;
+    weft_api::drop_duplicates(&mut view.objects, &mut view.diagnostics);
+    view
+}
+
+/// The object as a manifest the loader reads: list items come without `apiVersion` and
+/// `kind`, and `managedFields` are the API server's bookkeeping.
+fn as_manifest(o: &DynamicObject, resource: &ApiResource) -> Option<String> {
+    let mut v = serde_json::to_value(o).ok()?;
+    v["apiVersion"] = Value::String(resource.api_version.clone());
+    v["kind"] = Value::String(resource.kind.clone());
+    if let Some(meta) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.remove("managedFields");
+    }
+    Some(v.to_string())
+}
+
+/// A running pod's address, labels and service account; none before it has an address.
+pub fn pod_info(p: &Pod) -> Option<PodInfo> {
+    let ip = p.status.as_ref()?.pod_ip.clone().filter(|ip| !ip.is_empty())?;
+    if p.metadata.deletion_timestamp.is_some() {
+        return None;
+    }
+    Some(PodInfo {
+        name: p.metadata.name.clone().unwrap_or_default(),
+        namespace: p.metadata.namespace.clone().unwrap_or_else(|| "default".into()),
+        ip,
+        labels: p.metadata.labels.clone().unwrap_or_default(),
+        service_account: p.spec.as_ref().and_then(|s| s.service_account_name.clone()),
+    })
+}
+
+/// Diagnostics of a view that are errors.
+pub fn errors(view: &View) -> impl Iterator<Item = &Diagnostic> {
+    view.diagnostics.iter().filter(|d| d.level == Level::Error)
+}

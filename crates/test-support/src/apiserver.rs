@@ -1,0 +1,138 @@
+//! A Kubernetes API server stand-in for tests, answering as kube-apiserver does from what a
+//! test gives it: discovery documents and lists by path, and watch streams the test pushes
+//! events into. Lists can be held back to stand for a slow API server.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use serde_json::{json, Value};
+
+type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+
+/// What the stand-in serves: a document per path (discovery, lists), and the open watches on
+/// each collection.
+#[derive(Default)]
+pub struct ApiServer {
+    pub docs: Mutex<HashMap<String, Value>>,
+    watches: Mutex<HashMap<String, Vec<tokio::sync::mpsc::UnboundedSender<Bytes>>>>,
+    /// Paths whose answer is held back until [`ApiServer::release`].
+    pub held: Mutex<Vec<String>>,
+    released: tokio::sync::Notify,
+}
+
+/// An `APIResourceList` (discovery) for `group_version`: (plural, kind, namespaced).
+pub fn resource_list(group_version: &str, resources: &[(&str, &str, bool)]) -> Value {
+    let rs: Vec<Value> = resources
+        .iter()
+        .map(|(name, kind, namespaced)| {
+            json!({"name": name, "singularName": kind.to_lowercase(), "namespaced": namespaced, "kind": kind,
+                   "verbs": ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]})
+        })
+        .collect();
+    json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": rs})
+}
+
+/// A `<Kind>List` at resource version `rv`.
+pub fn list(kind: &str, api_version: &str, rv: &str, items: Vec<Value>) -> Value {
+    json!({"kind": format!("{kind}List"), "apiVersion": api_version, "metadata": {"resourceVersion": rv}, "items": items})
+}
+
+/// One line of a watch stream.
+pub fn event(kind: &str, object: Value) -> Bytes {
+    Bytes::from(format!("{}\n", json!({"type": kind, "object": object})))
+}
+
+impl ApiServer {
+    pub fn new() -> Arc<ApiServer> {
+        Arc::new(ApiServer::default())
+    }
+
+    pub fn set(&self, path: &str, doc: Value) {
+        self.docs.lock().expect("docs").insert(path.into(), doc);
+    }
+
+    /// Sends `event` to everyone watching `path`.
+    pub fn push(&self, path: &str, event: Bytes) {
+        let mut watches = self.watches.lock().expect("watches");
+        for tx in watches.entry(path.into()).or_default().iter() {
+            let _ = tx.send(event.clone());
+        }
+    }
+
+    /// How many watches of `path` are open.
+    pub fn watchers(&self, path: &str) -> usize {
+        self.watches.lock().expect("watches").get(path).map(|w| w.iter().filter(|t| !t.is_closed()).count()).unwrap_or(0)
+    }
+
+    pub fn release(&self) {
+        self.held.lock().expect("held").clear();
+        self.released.notify_waiters();
+    }
+
+    async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+        let path = req.uri().path().to_owned();
+        let query = req.uri().query().unwrap_or_default().to_owned();
+        let reply = |status: StatusCode, v: Value| {
+            let mut r = Response::new(Full::new(Bytes::from(v.to_string())).boxed());
+            *r.status_mut() = status;
+            r.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+            Ok(r)
+        };
+        if query.contains("watch=true") {
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Bytes>();
+            self.watches.lock().expect("watches").entry(path).or_default().push(tx);
+            let body =
+                StreamBody::new(tokio_stream::wrappers::UnboundedReceiverStream::new(rx).map(|b| Ok::<_, Infallible>(Frame::data(b))));
+            let mut r = Response::new(BodyExt::boxed(body));
+            r.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+            return Ok(r);
+        }
+        loop {
+            let notified = self.released.notified();
+            if !self.held.lock().expect("held").contains(&path) {
+                break;
+            }
+            notified.await;
+        }
+        let found = self.docs.lock().expect("docs").get(&path).cloned();
+        match found {
+            Some(v) => reply(StatusCode::OK, v),
+            None => reply(
+                StatusCode::NOT_FOUND,
+                json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": "the server could not find the requested resource", "reason": "NotFound", "code": 404}),
+            ),
+        }
+    }
+
+    /// Serves on a loopback port until the process ends; the address.
+    pub async fn serve(self: &Arc<Self>) -> SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let api = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else { continue };
+                let api = api.clone();
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |req| api.clone().handle(req));
+                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(tcp), svc).await;
+                });
+            }
+        });
+        addr
+    }
+
+    /// A kubeconfig that points at `addr`, without credentials.
+    pub fn kubeconfig(addr: SocketAddr) -> String {
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: stand-in\n  cluster: {{server: \"http://{addr}\"}}\ncontexts:\n- name: stand-in\n  context: {{cluster: stand-in, user: nobody}}\ncurrent-context: stand-in\nusers:\n- name: nobody\n  user: {{}}\n"
+        )
+    }
+}

@@ -1,0 +1,182 @@
+//! `weft control-plane --kubeconfig` against an API server stand-in answering with recorded
+//! kube-apiserver responses: what the API server holds reaches a proxy over ADS — a Service's
+//! ready endpoints from its EndpointSlice, subsets from the Pods' labels — and a watch event
+//! (an endpoint turning ready) is pushed. An unenforced AuthorizationPolicy in the cluster
+//! stops the control plane from starting, as one in a file does.
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use weft_test_support::apiserver::{event, list, resource_list, ApiServer};
+use weft_test_support::proxy::{temp_dir, ProxyKind, ProxyProcess};
+use weft_test_support::{eventually, free_port};
+
+const WEFT: &str = env!("CARGO_BIN_EXE_weft");
+
+fn meta(name: &str, ns: &str) -> Value {
+    json!({"name": name, "namespace": ns, "uid": format!("uid-{name}"), "resourceVersion": "10", "creationTimestamp": "2026-12-07T06:00:00Z"})
+}
+
+fn slice(ready_v2: bool, rv: &str) -> Value {
+    let mut m = meta("reviews-abc12", "shop");
+    m["resourceVersion"] = json!(rv);
+    m["labels"] = json!({"kubernetes.io/service-name": "reviews"});
+    json!({"metadata": m, "addressType": "IPv4", "ports": [{"name": "http", "port": 9080, "protocol": "TCP"}], "endpoints": [
+        {"addresses": ["10.1.0.5"], "conditions": {"ready": true}, "targetRef": {"kind": "Pod", "namespace": "shop", "name": "reviews-v1"}},
+        {"addresses": ["10.1.0.6"], "conditions": {"ready": ready_v2}, "targetRef": {"kind": "Pod", "namespace": "shop", "name": "reviews-v2"}}]})
+}
+
+fn pod(name: &str, ip: &str, version: &str) -> Value {
+    let mut m = meta(name, "shop");
+    m["labels"] = json!({"app": "reviews", "version": version});
+    json!({"metadata": m, "spec": {"serviceAccountName": "reviews", "containers": [{"name": "reviews", "image": "example.com/reviews:1"}]},
+           "status": {"phase": "Running", "podIP": ip}})
+}
+
+fn cluster(extra_security: bool) -> Arc<ApiServer> {
+    let api = ApiServer::new();
+    api.set("/api/v1", resource_list("v1", &[("services", "Service", true), ("pods", "Pod", true)]));
+    api.set("/apis/discovery.k8s.io/v1", resource_list("discovery.k8s.io/v1", &[("endpointslices", "EndpointSlice", true)]));
+    api.set("/apis/networking.istio.io/v1", resource_list("networking.istio.io/v1", &[("destinationrules", "DestinationRule", true)]));
+    api.set("/apis/security.istio.io/v1", resource_list("security.istio.io/v1", &[("authorizationpolicies", "AuthorizationPolicy", true)]));
+    api.set(
+        "/api/v1/services",
+        list("Service", "v1", "100", vec![json!({"metadata": meta("reviews", "shop"), "spec": {"clusterIP": "10.96.0.40", "selector": {"app": "reviews"}, "ports": [{"name": "http", "port": 9080, "targetPort": 9080}]}})]),
+    );
+    api.set("/apis/discovery.k8s.io/v1/endpointslices", list("EndpointSlice", "discovery.k8s.io/v1", "100", vec![slice(false, "11")]));
+    api.set("/api/v1/pods", list("Pod", "v1", "100", vec![pod("reviews-v1", "10.1.0.5", "v1"), pod("reviews-v2", "10.1.0.6", "v2")]));
+    api.set(
+        "/apis/networking.istio.io/v1/destinationrules",
+        list("DestinationRule", "networking.istio.io/v1", "100", vec![json!({"metadata": meta("reviews", "shop"), "spec": {"host": "reviews", "subsets": [{"name": "v1", "labels": {"version": "v1"}}, {"name": "v2", "labels": {"version": "v2"}}]}})]),
+    );
+    let policies = if extra_security { vec![json!({"metadata": meta("deny-all", "shop"), "spec": {}})] } else { vec![] };
+    api.set("/apis/security.istio.io/v1/authorizationpolicies", list("AuthorizationPolicy", "security.istio.io/v1", "100", policies));
+    api
+}
+
+struct ControlPlane {
+    child: Child,
+    xds: u16,
+    log: std::path::PathBuf,
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(api_addr: std::net::SocketAddr, tag: &str) -> ControlPlane {
+    let dir = temp_dir(&format!("kube-source-{tag}"));
+    let kubeconfig = dir.join("kubeconfig");
+    std::fs::write(&kubeconfig, ApiServer::kubeconfig(api_addr)).expect("kubeconfig");
+    let (xds, debug) = (free_port(), free_port());
+    let log = dir.join("control-plane.log");
+    let f = std::fs::File::create(&log).expect("log");
+    let child = Command::new(WEFT)
+        .arg("control-plane")
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .args(["--xds-address", &format!("127.0.0.1:{xds}"), "--debug-address", &format!("127.0.0.1:{debug}"), "--debounce", "20ms"])
+        .stdout(Stdio::from(f.try_clone().expect("log")))
+        .stderr(Stdio::from(f))
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("control plane");
+    ControlPlane { child, xds, log }
+}
+
+fn gateway_bootstrap(xds: u16, admin: u16) -> String {
+    json!({
+        "node": {"id": "router~10.1.0.9~gw-1.istio-system~istio-system.svc.cluster.local", "cluster": "gw.istio-system",
+                 "metadata": {"NAMESPACE": "istio-system", "LABELS": {"istio": "ingressgateway"}}},
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin}}},
+        "dynamic_resources": {"ads_config": {"api_type": "GRPC", "transport_api_version": "V3", "grpc_services": [{"envoy_grpc": {"cluster_name": "xds-grpc"}}]},
+                              "cds_config": {"ads": {}, "resource_api_version": "V3"}, "lds_config": {"ads": {}, "resource_api_version": "V3"}},
+        "static_resources": {"clusters": [{"name": "xds-grpc", "type": "STATIC", "connect_timeout": "1s",
+            "typed_extension_protocol_options": {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions", "explicit_http_config": {"http2_protocol_options": {}}}},
+            "load_assignment": {"cluster_name": "xds-grpc", "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": xds}}}}]}]}}]},
+    })
+    .to_string()
+}
+
+/// The addresses the proxy holds for `cluster`, from its admin `/clusters`.
+async fn members(proxy: &ProxyProcess, cluster: &str) -> Vec<String> {
+    let text = proxy.admin_get("/clusters").await.text();
+    let mut out: Vec<String> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix(&format!("{cluster}::")))
+        .filter_map(|r| r.split("::").next())
+        .filter(|a| a.parse::<std::net::SocketAddr>().is_ok())
+        .map(str::to_owned)
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+#[tokio::test]
+async fn what_the_api_server_holds_reaches_a_proxy_and_follows_watch_events() {
+    let api = cluster(false);
+    let addr = api.serve().await;
+    let cp = start(addr, "push");
+    let admin = free_port();
+    let proxy = {
+        let mut last = None;
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", cp.xds)).is_ok() {
+                last = Some(ProxyProcess::start(ProxyKind::Weft, WEFT, &gateway_bootstrap(cp.xds, admin), admin).await);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        last.unwrap_or_else(|| panic!("the control plane never served:\n{}", std::fs::read_to_string(&cp.log).unwrap_or_default()))
+            .expect("proxy")
+    };
+    let all = "outbound|9080||reviews.shop.svc.cluster.local";
+    let v2 = "outbound|9080|v2|reviews.shop.svc.cluster.local";
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while members(&proxy, all).await != ["10.1.0.5:9080"] {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the Service's ready endpoint never reached the proxy:\n{}\ncontrol plane:\n{}",
+            proxy.admin_get("/clusters").await.text(),
+            std::fs::read_to_string(&cp.log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(members(&proxy, v2).await.is_empty(), "v2's pod is not ready yet");
+
+    // The EndpointSlice changes: v2's pod is ready, and its subset has it (by the Pod's labels).
+    for _ in 0..100 {
+        if api.watchers("/apis/discovery.k8s.io/v1/endpointslices") > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    api.push("/apis/discovery.k8s.io/v1/endpointslices", event("MODIFIED", slice(true, "12")));
+    eventually(Duration::from_secs(10), "v2 ready, in the service and its subset", || {
+        let p = &proxy;
+        async move { (members(p, all).await == ["10.1.0.5:9080", "10.1.0.6:9080"] && members(p, v2).await == ["10.1.0.6:9080"]).then_some(()) }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_unenforced_policy_in_the_cluster_stops_the_control_plane() {
+    let api = cluster(true);
+    let addr = api.serve().await;
+    let mut cp = start(addr, "unenforced");
+    let status = eventually(Duration::from_secs(20), "the control plane to refuse to start", || {
+        let s = cp.child.try_wait().ok().flatten();
+        async move { s }
+    })
+    .await;
+    assert!(!status.success());
+    let log = std::fs::read_to_string(&cp.log).unwrap_or_default();
+    assert!(log.contains("AuthorizationPolicy") && log.contains("not enforced") && log.contains("api-server"), "{log}");
+}
