@@ -70,6 +70,10 @@ impl Drop for ControlPlane {
 }
 
 fn start(api_addr: std::net::SocketAddr, tag: &str) -> ControlPlane {
+    start_with(api_addr, tag, &[])
+}
+
+fn start_with(api_addr: std::net::SocketAddr, tag: &str, extra: &[&str]) -> ControlPlane {
     let dir = temp_dir(&format!("kube-source-{tag}"));
     let kubeconfig = dir.join("kubeconfig");
     std::fs::write(&kubeconfig, ApiServer::kubeconfig(api_addr)).expect("kubeconfig");
@@ -81,6 +85,7 @@ fn start(api_addr: std::net::SocketAddr, tag: &str) -> ControlPlane {
         .arg("--kubeconfig")
         .arg(&kubeconfig)
         .args(["--xds-address", &format!("127.0.0.1:{xds}"), "--debug-address", &format!("127.0.0.1:{debug}"), "--debounce", "20ms"])
+        .args(extra)
         .stdout(Stdio::from(f.try_clone().expect("log")))
         .stderr(Stdio::from(f))
         .stdin(Stdio::null())
@@ -179,4 +184,77 @@ async fn an_unenforced_policy_in_the_cluster_stops_the_control_plane() {
     assert!(!status.success());
     let log = std::fs::read_to_string(&cp.log).unwrap_or_default();
     assert!(log.contains("AuthorizationPolicy") && log.contains("not enforced") && log.contains("api-server"), "{log}");
+}
+
+/// The CA takes a pod's projected service-account token, checked by the API server
+/// (TokenReview, audience istio-ca): the certificate names the token's service account; a
+/// token for another audience, or one the API server does not know, gets nothing.
+#[tokio::test]
+async fn the_ca_takes_service_account_tokens_checked_by_token_review() {
+    let api = cluster(false);
+    api.tokens
+        .lock()
+        .expect("tokens")
+        .insert("pod-token-of-reviews-0123456789".into(), ("system:serviceaccount:shop:reviews".into(), vec!["istio-ca".into()]));
+    api.tokens.lock().expect("tokens").insert(
+        "api-token-of-reviews-0123456789".into(),
+        ("system:serviceaccount:shop:reviews".into(), vec!["https://kubernetes.default.svc".into()]),
+    );
+    let addr = api.serve().await;
+    let dir = temp_dir("kube-ca");
+    let secure = free_port();
+    let cp = start_with(
+        addr,
+        "ca",
+        &["--ca-dir", &dir.join("cacerts").display().to_string(), "--secure-address", &format!("127.0.0.1:{secure}")],
+    );
+    let root = dir.join("cacerts").join("root-cert.pem");
+    eventually(Duration::from_secs(20), "the CA", || {
+        let up = root.exists() && std::net::TcpStream::connect(("127.0.0.1", secure)).is_ok();
+        async move { up.then_some(()) }
+    })
+    .await;
+    let agent = |token: &str, tag: &str| {
+        let token_file = dir.join(format!("{tag}.token"));
+        std::fs::write(&token_file, token).expect("token");
+        let log = dir.join(format!("{tag}.log"));
+        let f = std::fs::File::create(&log).expect("log");
+        let child = Command::new(WEFT)
+            .args(["agent", "--namespace", "shop", "--service-account", "reviews", "--ca-address", &format!("127.0.0.1:{secure}")])
+            .arg("--ca-root-cert")
+            .arg(&root)
+            .arg("--ca-token-file")
+            .arg(&token_file)
+            .arg("--sds-socket")
+            .arg(dir.join(format!("{tag}.sock")))
+            .stdout(Stdio::from(f.try_clone().expect("log")))
+            .stderr(Stdio::from(f))
+            .spawn()
+            .expect("agent");
+        (child, log)
+    };
+    let cp_log = || std::fs::read_to_string(&cp.log).unwrap_or_default();
+    let (mut good, _) = agent("pod-token-of-reviews-0123456789", "good");
+    eventually(Duration::from_secs(10), "a certificate for the token's service account", || {
+        let issued = cp_log().contains("certificate issued") && cp_log().contains("identity=spiffe://cluster.local/ns/shop/sa/reviews");
+        async move { issued.then_some(()) }
+    })
+    .await;
+    let _ = good.kill();
+    let _ = good.wait();
+    for (token, tag, why) in [
+        ("api-token-of-reviews-0123456789", "audience", "is invalid for the target audiences"),
+        ("forged-token-0123456789abcdef", "forged", "cryptographic primitive"),
+    ] {
+        let (mut child, _) = agent(token, tag);
+        eventually(Duration::from_secs(10), &format!("the {tag} token refused"), || {
+            let refused = cp_log().contains("CSR refused") && cp_log().contains(why);
+            async move { refused.then_some(()) }
+        })
+        .await;
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    assert_eq!(cp_log().matches("certificate issued").count(), 1, "only the good token got a certificate:\n{}", cp_log());
+    assert!(!cp_log().contains("pod-token-of-reviews"), "a token never reaches the log");
 }

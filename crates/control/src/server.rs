@@ -34,8 +34,9 @@ pub struct Options {
 pub struct CaOptions {
     /// Istio's `cacerts` layout; a root is generated and saved here when it holds none.
     pub dir: PathBuf,
-    /// Bootstrap token files, one per workload.
-    pub token_dir: PathBuf,
+    /// Bootstrap token files, one per workload; on Kubernetes pods' tokens are checked with the
+    /// API server instead (or as well).
+    pub token_dir: Option<PathBuf>,
     pub default_ttl: Duration,
     pub max_ttl: Duration,
     /// The TLS port for xDS and the certificate API (Istio: 15012).
@@ -142,7 +143,7 @@ pub async fn start(opts: Options) -> Result<Running, ServeError> {
 
     let (ca, secure_addr, webhook_addr) = match &opts.ca {
         Some(c) => {
-            let (ca, secure, webhook) = start_ca(c, &shared, opts.allow_unenforced_security).await?;
+            let (ca, secure, webhook) = start_ca(c, &shared, opts.allow_unenforced_security, opts.kube.clone()).await?;
             (Some(ca), Some(secure), webhook)
         }
         None => (None, None, None),
@@ -165,8 +166,9 @@ async fn start_ca(
     c: &CaOptions,
     shared: &Arc<Shared>,
     allow_unenforced_security: bool,
+    kube: Option<weft_kube::Client>,
 ) -> Result<(Arc<crate::ca::Authority>, SocketAddr, Option<SocketAddr>), ServeError> {
-    use crate::ca::{serving, Authority, RootSource, Tokens};
+    use crate::ca::{serving, Authenticator, Authority, RootSource, Tokens};
     let trust_domain = shared.mesh.trust_domain.clone();
     let (ca, source) = Authority::open(&c.dir, &trust_domain, c.default_ttl, c.max_ttl)?;
     let ca = Arc::new(ca);
@@ -211,7 +213,8 @@ async fn start_ca(
             watched.reload_if_changed();
         }
     });
-    let svc = crate::ca::service::CaService { ca: ca.clone(), tokens: Tokens::new(&c.token_dir), stats: shared.ca_stats.clone() };
+    let authn = Authenticator { tokens: c.token_dir.as_deref().map(Tokens::new), kube: kube.clone() };
+    let svc = crate::ca::service::CaService { ca: ca.clone(), authn: Arc::new(authn), stats: shared.ca_stats.clone() };
     let ads = AdsService::new(Ads { shared: shared.clone() });
     tokio::spawn(
         tonic::transport::Server::builder()

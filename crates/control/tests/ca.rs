@@ -39,7 +39,7 @@ async fn plane(tag: &str) -> Plane {
         debounce: Duration::from_millis(50),
         ca: Some(CaOptions {
             dir: ca,
-            token_dir: tokens,
+            token_dir: Some(tokens),
             default_ttl: Duration::from_secs(3600),
             max_ttl: Duration::from_secs(7200),
             secure_addr: any,

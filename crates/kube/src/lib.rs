@@ -5,6 +5,7 @@
 
 pub mod admission;
 pub mod source;
+pub mod tokenreview;
 
 /// The API server client the source uses (kube-rs).
 pub use kube::Client;

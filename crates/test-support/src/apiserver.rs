@@ -22,6 +22,8 @@ type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 pub struct ApiServer {
     pub docs: Mutex<HashMap<String, Value>>,
     watches: Mutex<HashMap<String, Vec<tokio::sync::mpsc::UnboundedSender<Bytes>>>>,
+    /// Service-account tokens the TokenReview endpoint knows: token → (username, audiences).
+    pub tokens: Mutex<HashMap<String, (String, Vec<String>)>>,
     /// Paths whose answer is held back until [`ApiServer::release`].
     pub held: Mutex<Vec<String>>,
     released: tokio::sync::Notify,
@@ -85,6 +87,36 @@ impl ApiServer {
             r.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
             Ok(r)
         };
+        if req.method() == http::Method::POST && path == "/apis/authentication.k8s.io/v1/tokenreviews" {
+            let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+            let review: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            let token = review.pointer("/spec/token").and_then(Value::as_str).unwrap_or_default();
+            let asked: Vec<String> = review
+                .pointer("/spec/audiences")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|a| a.as_str().map(str::to_owned))
+                .collect();
+            let known = self.tokens.lock().expect("tokens").get(token).cloned();
+            // As kube-apiserver answers: authenticated only for a known token meant for one of
+            // the audiences asked, with the audiences that matched.
+            let status = match known {
+                Some((user, auds)) if asked.is_empty() || asked.iter().any(|a| auds.contains(a)) => {
+                    let matched: Vec<&String> =
+                        if asked.is_empty() { auds.iter().collect() } else { asked.iter().filter(|a| auds.contains(a)).collect() };
+                    json!({"authenticated": true, "user": {"username": user, "uid": "u", "groups": ["system:serviceaccounts"]}, "audiences": matched})
+                }
+                Some(_) => {
+                    json!({"user": {}, "error": "[invalid bearer token, token audiences [\"other\"] is invalid for the target audiences]"})
+                }
+                None => json!({"user": {}, "error": "[invalid bearer token, square/go-jose: error in cryptographic primitive]"}),
+            };
+            let mut out = review.clone();
+            out["status"] = status;
+            out["metadata"] = json!({"creationTimestamp": null});
+            return reply(StatusCode::CREATED, out);
+        }
         if query.contains("watch=true") {
             let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Bytes>();
             self.watches.lock().expect("watches").entry(path).or_default().push(tx);

@@ -37,9 +37,11 @@ pub struct ControlPlaneArgs {
     /// Runs the certificate authority with the root of trust in this directory (Istio's
     /// `cacerts` layout: ca-cert.pem, ca-key.pem, root-cert.pem, cert-chain.pem). A root is
     /// generated and saved here when it holds none.
-    #[arg(long = "ca-dir", requires = "ca_token_dir")]
+    #[arg(long = "ca-dir")]
     ca_dir: Option<PathBuf>,
     /// Bootstrap token files, one per workload (`{"token", "namespace", "serviceAccount"}`).
+    /// With the API server as a source, pods' service-account tokens are checked with it
+    /// (TokenReview) as well.
     #[arg(long = "ca-token-dir")]
     ca_token_dir: Option<PathBuf>,
     /// Lifetime of workload certificates when the CSR does not ask (Istio: 24h).
@@ -134,6 +136,12 @@ pub fn run(args: ControlPlaneArgs) -> ExitCode {
         return ExitCode::from(1);
     }
     let use_kube = args.kube || args.config_dir.is_none() || args.kubeconfig.is_some();
+    if args.ca_dir.is_some() && args.ca_token_dir.is_none() && !use_kube {
+        eprintln!(
+            "weft control-plane: --ca-dir needs --ca-token-dir (bootstrap tokens) or the API server (TokenReview) to know who is asking"
+        );
+        return ExitCode::from(2);
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -164,7 +172,7 @@ pub fn run(args: ControlPlaneArgs) -> ExitCode {
         debounce: args.debounce,
         ca: args.ca_dir.map(|dir| weft_control::server::CaOptions {
             dir,
-            token_dir: args.ca_token_dir.unwrap_or_default(),
+            token_dir: args.ca_token_dir,
             default_ttl: args.workload_cert_ttl,
             max_ttl: args.max_workload_cert_ttl,
             secure_addr: args.secure_address,

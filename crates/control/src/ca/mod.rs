@@ -1,11 +1,13 @@
 //! The certificate authority in the control plane: a root of trust, workload identities
 //! proven by bootstrap tokens, and X.509 SVIDs signed for them.
 
+pub mod authn;
 pub mod authority;
 pub mod service;
 pub mod serving;
 pub mod tokens;
 
+pub use authn::Authenticator;
 pub use authority::{Authority, RootSource};
 pub use tokens::Tokens;
 

@@ -12,7 +12,7 @@ use std::time::Duration;
 use tonic::{Code, Status};
 use weft_xds::istio_ca::{IstioCertificateRequest, IstioCertificateResponse, CREATE_CERTIFICATE, SERVICE};
 
-use super::{Authority, CaError, Tokens};
+use super::{Authenticator, Authority, CaError};
 
 /// Istio's CA counters (`citadel_server_*`), for the control plane's metrics.
 #[derive(Debug, Default)]
@@ -41,7 +41,7 @@ impl CaStats {
 #[derive(Clone)]
 pub struct CaService {
     pub ca: Arc<Authority>,
-    pub tokens: Tokens,
+    pub authn: Arc<Authenticator>,
     pub stats: Arc<CaStats>,
 }
 
@@ -90,21 +90,25 @@ struct Create(CaService);
 
 impl tonic::server::UnaryService<IstioCertificateRequest> for Create {
     type Response = IstioCertificateResponse;
-    type Future = std::future::Ready<Result<tonic::Response<IstioCertificateResponse>, Status>>;
+    type Future = Pin<Box<dyn Future<Output = Result<tonic::Response<IstioCertificateResponse>, Status>> + Send>>;
 
     fn call(&mut self, req: tonic::Request<IstioCertificateRequest>) -> Self::Future {
-        std::future::ready(self.0.create(req))
+        let this = self.0.clone();
+        Box::pin(async move { this.create(req).await })
     }
 }
 
 impl CaService {
-    fn create(&self, req: tonic::Request<IstioCertificateRequest>) -> Result<tonic::Response<IstioCertificateResponse>, Status> {
+    async fn create(&self, req: tonic::Request<IstioCertificateRequest>) -> Result<tonic::Response<IstioCertificateResponse>, Status> {
         let stats = &self.stats;
         stats.csr_count.fetch_add(1, Ordering::Relaxed);
         let peer = req.remote_addr().map(|a| a.to_string()).unwrap_or_else(|| "unknown".into());
-        let token =
-            req.metadata().get("authorization").and_then(|v| v.to_str().ok()).map(|v| v.strip_prefix("Bearer ").unwrap_or(v).trim());
-        let caller = match self.tokens.authenticate(token) {
+        let token = req
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.strip_prefix("Bearer ").unwrap_or(v).trim().to_owned());
+        let caller = match self.authn.authenticate(token.as_deref()).await {
             Ok(id) => id,
             Err(e) => {
                 stats.authentication_failure_count.fetch_add(1, Ordering::Relaxed);
