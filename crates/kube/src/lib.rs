@@ -4,6 +4,7 @@
 //! 15017 — and the API server as a config source (`source`).
 
 pub mod admission;
+pub mod install;
 pub mod source;
 pub mod tokenreview;
 

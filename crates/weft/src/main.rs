@@ -19,6 +19,7 @@ mod control_plane_cmd;
 mod demo_cmd;
 mod identity_args;
 mod inject_cmd;
+mod install_cmd;
 mod local_cmd;
 mod ops_cmd;
 mod pod_proxy;
@@ -53,6 +54,14 @@ enum Command {
     Analyze(analyze_cmd::AnalyzeArgs),
     /// Capture the namespace's traffic into the sidecar with iptables (what istio-iptables does).
     Capture(capture_cmd::CaptureArgs),
+    /// Install the mesh on a Kubernetes cluster (istioctl install).
+    Install(install_cmd::InstallArgs),
+    /// Remove what `weft install` installed.
+    Uninstall(install_cmd::InstallArgs),
+    /// Check that what `weft install` installs is there and ready.
+    VerifyInstall(install_cmd::InstallArgs),
+    /// Print what `weft install` would apply (istioctl manifest generate).
+    Manifest(install_cmd::ManifestArgs),
     /// Add the sidecar to the workloads of a Kubernetes YAML file (istioctl kube-inject).
     KubeInject(inject_cmd::KubeInjectArgs),
     /// The sidecar container of an injected pod (pilot-agent's role): bootstrap from the pod,
@@ -101,6 +110,10 @@ fn main() -> std::process::ExitCode {
         Command::Analyze(args) => analyze_cmd::analyze(args),
         Command::Capture(args) => capture_cmd::run(args),
         Command::KubeInject(args) => inject_cmd::run(args),
+        Command::Install(args) => install_cmd::install(args),
+        Command::Uninstall(args) => install_cmd::uninstall(args),
+        Command::VerifyInstall(args) => install_cmd::verify_install(args),
+        Command::Manifest(args) => install_cmd::manifest(args),
         Command::PodProxy(args) => pod_proxy::run(args),
         Command::Up(args) => local_cmd::up(args),
         Command::Status(args) => local_cmd::status(args),
