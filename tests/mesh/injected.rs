@@ -10,11 +10,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::Value;
-use weft_test_support::mesh::{Mesh, Pod, HUB_IP, XDS_PORT};
+use weft_test_support::mesh::{Mesh, Pod, HUB_IP};
 
-use super::{app, weft, write};
+use super::{app, start_control_plane_with_ca, weft, write, CA_PORT};
 
-const CA_PORT: u16 = 15012;
 const REVIEWS_VIP: &str = "10.96.0.31";
 
 fn manifest(envoy: &Path) -> String {
@@ -135,25 +134,8 @@ fn injected_pods_run_with_weft_and_envoy_sidecars_talking_mtls() {
         .expect("token");
     }
     let s = |p: &Path| p.display().to_string();
-    let (xds, ca) = (format!("{HUB_IP}:{XDS_PORT}"), format!("{HUB_IP}:{CA_PORT}"));
-    let cp = [
-        "control-plane",
-        "--config-dir",
-        &s(&config),
-        "--xds-address",
-        &xds,
-        "--ca-dir",
-        &s(&cacerts),
-        "--ca-token-dir",
-        &s(&tokens),
-        "--secure-address",
-        &ca,
-        "--debounce",
-        "50ms",
-    ];
-    mesh.spawn("control-plane", None, false, &weft(), &cp).expect("control plane");
-    let ca_root = cacerts.join("root-cert.pem");
-    Mesh::wait_for(Duration::from_secs(20), "the CA's root", || ca_root.exists().then_some(())).expect("root");
+    let ca = format!("{HUB_IP}:{CA_PORT}");
+    let ca_root = start_control_plane_with_ca(&mut mesh, &config, &tokens, &cacerts).expect("control plane");
 
     // kube-inject, with the addresses of this mesh in its values and mesh config.
     let envoy = weft_test_support::envoy_path().unwrap_or_else(|e| panic!("{e:#}"));

@@ -50,6 +50,35 @@ fn services(pods: &[(&str, &str, &str)]) -> String {
 
 const DESTINATION_RULE: &str = "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: reviews}\nspec:\n  host: reviews\n  subsets:\n  - {name: v1, labels: {version: v1}}\n  - {name: v2, labels: {version: v2}}\n  - {name: v3, labels: {version: v3}}\n";
 
+/// The CA's port in the hub (Istio's 15012).
+const CA_PORT: u16 = 15012;
+
+/// Starts the control plane in the hub with its CA (bootstrap tokens in `tokens`, root kept in
+/// `cacerts`) and waits for the root; its path.
+fn start_control_plane_with_ca(mesh: &mut Mesh, config: &Path, tokens: &Path, cacerts: &Path) -> anyhow::Result<PathBuf> {
+    let s = |p: &Path| p.display().to_string();
+    let (xds, ca) = (format!("{HUB_IP}:{XDS_PORT}"), format!("{HUB_IP}:{CA_PORT}"));
+    let cp = [
+        "control-plane",
+        "--config-dir",
+        &s(config),
+        "--xds-address",
+        &xds,
+        "--ca-dir",
+        &s(cacerts),
+        "--ca-token-dir",
+        &s(tokens),
+        "--secure-address",
+        &ca,
+        "--debounce",
+        "50ms",
+    ];
+    mesh.spawn("control-plane", None, false, &weft(), &cp)?;
+    let root = cacerts.join("root-cert.pem");
+    Mesh::wait_for(Duration::from_secs(20), "the CA's root", || root.exists().then_some(()))?;
+    Ok(root)
+}
+
 fn write(dir: &Path, name: &str, text: &str) {
     // Write then rename, so the watcher never reads half a file.
     let tmp = dir.join(format!(".{name}.tmp"));

@@ -9,11 +9,10 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use weft_test_support::mesh::{Mesh, Pod, Sidecar, HUB_IP, XDS_PORT};
+use weft_test_support::mesh::{Mesh, Pod, Sidecar, HUB_IP};
 
-use super::{app, weft, write};
+use super::{app, start_control_plane_with_ca, weft, write, CA_PORT};
 
-const CA_PORT: u16 = 15012;
 const SE_VIP: &str = "10.96.0.21";
 const SW_VIP: &str = "10.96.0.22";
 
@@ -68,26 +67,8 @@ fn start(tag: &str) -> anyhow::Result<MtlsMesh> {
     }
 
     let s = |p: &Path| p.to_str().unwrap_or_default().to_string();
-    let xds = format!("{HUB_IP}:{XDS_PORT}");
     let ca = format!("{HUB_IP}:{CA_PORT}");
-    let cp = [
-        "control-plane",
-        "--config-dir",
-        &s(&config),
-        "--xds-address",
-        &xds,
-        "--ca-dir",
-        &s(&cacerts),
-        "--ca-token-dir",
-        &s(&tokens),
-        "--secure-address",
-        &ca,
-        "--debounce",
-        "50ms",
-    ];
-    mesh.spawn("control-plane", None, false, &weft(), &cp)?;
-    let root = cacerts.join("root-cert.pem");
-    Mesh::wait_for(Duration::from_secs(20), "the CA's root", || root.exists().then_some(()))?;
+    let root = start_control_plane_with_ca(&mut mesh, &config, &tokens, &cacerts)?;
 
     let envoy = weft_test_support::envoy_path()?;
     for (pod, kind) in &pods {

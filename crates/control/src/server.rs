@@ -18,6 +18,9 @@ pub struct Options {
     pub config_dir: Option<PathBuf>,
     /// The API server as a source (with or without a directory).
     pub kube: Option<weft_kube::Client>,
+    /// On Kubernetes: the control plane's namespace, this replica's name and its revision, for
+    /// the leader Lease and the webhook configurations it keeps the root in.
+    pub cluster: ClusterIdentity,
     pub mesh: MeshConfig,
     pub xds_addr: SocketAddr,
     pub debug_addr: SocketAddr,
@@ -27,6 +30,20 @@ pub struct Options {
     /// Start even when the config holds resources that would restrict traffic but that weft
     /// does not enforce (AuthorizationPolicy, …). Without it such a config is refused.
     pub allow_unenforced_security: bool,
+}
+
+/// Who this control-plane replica is on a cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterIdentity {
+    pub namespace: String,
+    pub replica: String,
+    pub revision: String,
+}
+
+impl Default for ClusterIdentity {
+    fn default() -> Self {
+        ClusterIdentity { namespace: "istio-system".into(), replica: format!("weft-{}", std::process::id()), revision: "default".into() }
+    }
 }
 
 /// The CA's root of trust, who may ask it for certificates, and where it is served.
@@ -144,6 +161,17 @@ pub async fn start(opts: Options) -> Result<Running, ServeError> {
     let (ca, secure_addr, webhook_addr) = match &opts.ca {
         Some(c) => {
             let (ca, secure, webhook) = start_ca(c, &shared, opts.allow_unenforced_security, opts.kube.clone()).await?;
+            if let Some(client) = opts.kube.clone() {
+                // One replica at a time publishes the root to namespaces and webhooks.
+                let p = weft_kube::publish::Publisher {
+                    client,
+                    namespace: opts.cluster.namespace.clone(),
+                    identity: opts.cluster.replica.clone(),
+                    revision: opts.cluster.revision.clone(),
+                    lease_seconds: weft_kube::publish::LEASE_SECONDS,
+                };
+                tokio::spawn(p.run(ca.watch_bundle()));
+            }
             (Some(ca), Some(secure), webhook)
         }
         None => (None, None, None),

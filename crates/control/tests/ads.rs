@@ -42,6 +42,7 @@ impl Plane {
         let running = server::start(Options {
             config_dir: Some(dir.path().to_path_buf()),
             kube: None,
+            cluster: Default::default(),
             mesh: Default::default(),
             xds_addr: "127.0.0.1:0".parse().expect("addr"),
             debug_addr: "127.0.0.1:0".parse().expect("addr"),

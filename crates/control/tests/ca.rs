@@ -33,6 +33,7 @@ async fn plane(tag: &str) -> Plane {
     let running = start(Options {
         config_dir: Some(config),
         kube: None,
+        cluster: Default::default(),
         mesh: Default::default(),
         xds_addr: any,
         debug_addr: any,

@@ -5,6 +5,7 @@
 
 pub mod admission;
 pub mod install;
+pub mod publish;
 pub mod source;
 pub mod tokenreview;
 

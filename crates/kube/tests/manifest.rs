@@ -104,7 +104,7 @@ spec:
     let c = &istiod["spec"]["template"]["spec"]["containers"][0];
     assert_eq!(c["image"], "registry.example.com/mesh/weft:2.0.0");
     let env: Vec<&str> = c["env"].as_array().expect("env").iter().filter_map(|e| e["name"].as_str()).collect();
-    assert_eq!(env, ["EXTRA", "PILOT_TRACE_SAMPLING"]);
+    assert_eq!(env, ["POD_NAME", "POD_NAMESPACE", "EXTRA", "PILOT_TRACE_SAMPLING"]);
     let mesh = find("ConfigMap", "istio");
     assert!(mesh["data"]["mesh"].as_str().unwrap_or_default().contains("accessLogFile: /dev/stdout"));
 

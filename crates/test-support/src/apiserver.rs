@@ -24,6 +24,8 @@ pub struct ApiServer {
     watches: Mutex<HashMap<String, Vec<tokio::sync::mpsc::UnboundedSender<Bytes>>>>,
     /// Service-account tokens the TokenReview endpoint knows: token → (username, audiences).
     pub tokens: Mutex<HashMap<String, (String, Vec<String>)>>,
+    /// Every write (POST, PUT, PATCH) in order: (method, path with query, body).
+    pub writes: Mutex<Vec<(String, String, Value)>>,
     /// Paths whose answer is held back until [`ApiServer::release`].
     pub held: Mutex<Vec<String>>,
     released: tokio::sync::Notify,
@@ -44,6 +46,10 @@ pub fn resource_list(group_version: &str, resources: &[(&str, &str, bool)]) -> V
 /// A `<Kind>List` at resource version `rv`.
 pub fn list(kind: &str, api_version: &str, rv: &str, items: Vec<Value>) -> Value {
     json!({"kind": format!("{kind}List"), "apiVersion": api_version, "metadata": {"resourceVersion": rv}, "items": items})
+}
+
+fn serde_yaml_from(b: &[u8]) -> Result<Value, ()> {
+    serde_yaml::from_slice(b).map_err(|_| ())
 }
 
 /// One line of a watch stream.
@@ -116,6 +122,45 @@ impl ApiServer {
             out["status"] = status;
             out["metadata"] = json!({"creationTimestamp": null});
             return reply(StatusCode::CREATED, out);
+        }
+        let method = req.method().clone();
+        if matches!(method, http::Method::POST | http::Method::PUT | http::Method::PATCH) {
+            let full = if query.is_empty() { path.clone() } else { format!("{path}?{query}") };
+            let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+            // Apply patches come as YAML (JSON is YAML), everything else as JSON.
+            let v: Value = serde_json::from_slice(&body).or_else(|_| serde_yaml_from(&body)).unwrap_or(Value::Null);
+            self.writes.lock().expect("writes").push((method.to_string(), full, v.clone()));
+            let mut docs = self.docs.lock().expect("docs");
+            let name = v.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_owned();
+            let (target, status) = match method {
+                http::Method::POST => (format!("{path}/{name}"), StatusCode::CREATED),
+                _ => (path.clone(), StatusCode::OK),
+            };
+            let existing = docs.get(&target).cloned();
+            let rv_of =
+                |o: &Value| o.pointer("/metadata/resourceVersion").and_then(Value::as_str).and_then(|r| r.parse::<u64>().ok()).unwrap_or(0);
+            match (&method, &existing) {
+                (&http::Method::POST, Some(_)) => {
+                    return reply(
+                        StatusCode::CONFLICT,
+                        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "AlreadyExists", "code": 409, "message": format!("{name} already exists")}),
+                    );
+                }
+                (&http::Method::PUT, Some(old)) if v.pointer("/metadata/resourceVersion") != old.pointer("/metadata/resourceVersion") => {
+                    return reply(
+                        StatusCode::CONFLICT,
+                        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Conflict", "code": 409, "message": "the object has been modified; please apply your changes to the latest version and try again"}),
+                    );
+                }
+                _ => {}
+            }
+            let mut stored = v.clone();
+            let rv = existing.as_ref().map(rv_of).unwrap_or(0) + 1;
+            if let Some(meta) = stored.get_mut("metadata").and_then(Value::as_object_mut) {
+                meta.insert("resourceVersion".into(), json!(rv.to_string()));
+            }
+            docs.insert(target, stored.clone());
+            return reply(status, stored);
         }
         if query.contains("watch=true") {
             let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Bytes>();

@@ -18,6 +18,10 @@ pub struct ControlPlaneArgs {
     /// --config-dir. Implied without --config-dir.
     #[arg(long)]
     kube: bool,
+    /// The control-plane revision (`istio.io/rev`): whose webhook configurations this control
+    /// plane keeps its root in.
+    #[arg(long, default_value = "default")]
+    revision: String,
     /// The kubeconfig to use (default: in-cluster credentials, then $KUBECONFIG or
     /// ~/.kube/config, as kubectl).
     #[arg(long)]
@@ -166,6 +170,12 @@ pub fn run(args: ControlPlaneArgs) -> ExitCode {
     let opts = weft_control::server::Options {
         config_dir: args.config_dir,
         kube,
+        cluster: weft_control::server::ClusterIdentity {
+            // The Deployment gives these through the downward API, as istiod's does.
+            namespace: std::env::var("POD_NAMESPACE").ok().filter(|v| !v.is_empty()).unwrap_or_else(|| "istio-system".into()),
+            replica: std::env::var("POD_NAME").ok().filter(|v| !v.is_empty()).unwrap_or_else(|| format!("weft-{}", std::process::id())),
+            revision: args.revision.clone(),
+        },
         mesh,
         xds_addr: args.xds_address,
         debug_addr: args.debug_address,

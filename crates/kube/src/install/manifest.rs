@@ -230,6 +230,8 @@ fn control_plane(plan: &Plan, out: &mut Vec<Manifest>) {
                 "/etc/istio/config/mesh",
                 "--injection-values",
                 "/var/lib/istio/inject/values",
+                "--revision",
+                rev,
             ]
             .iter()
             .map(|s| (*s).to_owned())
@@ -244,7 +246,11 @@ fn control_plane(plan: &Plan, out: &mut Vec<Manifest>) {
         resources: k8s.resources.clone().and_then(|r| serde_json::from_value(r).ok()),
         env: {
             // `values.pilot.env` (a map) and `components.pilot.k8s.env` (a list) together.
-            let mut env: Vec<Value> = k8s.env.clone().unwrap_or_default();
+            let mut env: Vec<Value> = vec![
+                json!({"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}),
+                json!({"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}),
+            ];
+            env.extend(k8s.env.clone().unwrap_or_default());
             if let Some(Value::Object(m)) = value_at(plan, "pilot.env") {
                 env.extend(
                     m.iter().map(|(k, v)| json!({"name": k, "value": v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string())})),
