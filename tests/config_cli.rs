@@ -71,7 +71,7 @@ fn analyze_says_what_to_use_instead_of_kinds_it_does_not_read() {
     for want in [
         "old.yaml:1: EgressRule default/google: config.istio.io/v1alpha2 EgressRule is ignored: Istio 0.x egress rules are not read: write a ServiceEntry",
         "RouteRule is ignored: Istio 0.x route rules are not read: write a VirtualService",
-        "Ingress is ignored: Kubernetes Ingress is not read yet: write an Istio Gateway",
+        "Ingress is ignored: a Kubernetes Ingress is read from the API server (class istio), not from files",
         "Deployment is ignored: weft does not run Kubernetes workloads",
         "Telemetry is ignored: not read: set access logs with MeshConfig accessLogFile",
     ] {

@@ -15,6 +15,10 @@ struct Gw {
     mesh: Mesh,
     gw: Pod,
     client: Pod,
+    /// Held for the test's length: a dropped Pod deletes its namespace, and a backend started
+    /// in it a moment before could then fail to enter it ("setting the network namespace …
+    /// failed: Invalid argument", the flake CI saw).
+    _backends: Vec<Pod>,
     ca: PathBuf,
     config: PathBuf,
     gateway_yaml: String,
@@ -130,7 +134,7 @@ fn start(tag: &str, gateway: Sidecar) -> anyhow::Result<Gw> {
         }
         Sidecar::Weft => mesh.spawn("gateway", Some(&gw.ns), false, &weft(), &["proxy", "-c", &b, "-l", "info"])?,
     }
-    Ok(Gw { mesh, gw, client, ca, config, gateway_yaml })
+    Ok(Gw { mesh, gw, client, _backends: vec![web, secure, db], ca, config, gateway_yaml })
 }
 
 impl Gw {

@@ -4,6 +4,7 @@
 //! 15017 — and the API server as a config source (`source`).
 
 pub mod admission;
+pub mod ingress;
 pub mod install;
 pub mod publish;
 pub mod source;

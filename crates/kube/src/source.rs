@@ -50,7 +50,13 @@ const KINDS: &[(&str, &str, &str, &str)] = &[
     ("security.istio.io", "v1", "RequestAuthentication", "requestauthentications"),
     ("networking.istio.io", "v1alpha3", "EnvoyFilter", "envoyfilters"),
     ("extensions.istio.io", "v1alpha1", "WasmPlugin", "wasmplugins"),
+    // Ingresses of class istio become a Gateway and VirtualServices (`ingress`).
+    ("networking.k8s.io", "v1", "Ingress", "ingresses"),
+    ("networking.k8s.io", "v1", "IngressClass", "ingressclasses"),
 ];
+
+/// The namespace the Gateways made from Ingresses live in (Istio's root namespace).
+const INGRESS_GATEWAY_NAMESPACE: &str = "istio-system";
 
 struct Watched {
     resource: ApiResource,
@@ -161,15 +167,38 @@ where
 /// The view the stores hold now.
 fn snapshot(watched: &[Watched], pods: &Store<Pod>) -> View {
     let mut view = View::default();
+    let (mut ingresses, mut classes, mut services) = (Vec::new(), Vec::new(), Vec::new());
     for w in watched {
         let mut objects = w.store.state();
         objects.sort_by(|a, b| (&a.metadata.namespace, &a.metadata.name).cmp(&(&b.metadata.namespace, &b.metadata.name)));
         for o in objects {
-            let Some(json) = as_manifest(&o, &w.resource) else { continue };
-            let loaded = weft_api::load_text(&json, ORIGIN);
-            view.objects.extend(loaded.objects);
-            view.diagnostics.extend(loaded.diagnostics);
+            let Some(manifest) = as_manifest(&o, &w.resource) else { continue };
+            match w.resource.kind.as_str() {
+                "Ingress" => ingresses.push(manifest),
+                "IngressClass" => classes.push(manifest),
+                kind => {
+                    if kind == "Service" {
+                        services.push(manifest.clone());
+                    }
+                    load(&manifest, &mut view);
+                }
+            }
         }
+    }
+    let (derived, warnings) = crate::ingress::convert(&ingresses, &classes, &services, INGRESS_GATEWAY_NAMESPACE);
+    for m in derived {
+        load(&m, &mut view);
+    }
+    for w in warnings {
+        view.diagnostics.push(Diagnostic {
+            level: Level::Warning,
+            file: ORIGIN.into(),
+            line: None,
+            resource: None,
+            field_path: String::new(),
+            message: w,
+            code: None,
+        });
     }
     let mut infos: Vec<PodInfo> = pods.state().iter().filter_map(|p| pod_info(p)).collect();
     infos.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
@@ -178,16 +207,23 @@ fn snapshot(watched: &[Watched], pods: &Store<Pod>) -> View {
     view
 }
 
+/// Loads one manifest into the view, through the loader files go through.
+fn load(manifest: &Value, view: &mut View) {
+    let loaded = weft_api::load_text(&manifest.to_string(), ORIGIN);
+    view.objects.extend(loaded.objects);
+    view.diagnostics.extend(loaded.diagnostics);
+}
+
 /// The object as a manifest the loader reads: list items come without `apiVersion` and
 /// `kind`, and `managedFields` are the API server's bookkeeping.
-fn as_manifest(o: &DynamicObject, resource: &ApiResource) -> Option<String> {
+fn as_manifest(o: &DynamicObject, resource: &ApiResource) -> Option<Value> {
     let mut v = serde_json::to_value(o).ok()?;
     v["apiVersion"] = Value::String(resource.api_version.clone());
     v["kind"] = Value::String(resource.kind.clone());
     if let Some(meta) = v.get_mut("metadata").and_then(Value::as_object_mut) {
         meta.remove("managedFields");
     }
-    Some(v.to_string())
+    Some(v)
 }
 
 /// A running pod's address, labels and service account; none before it has an address.
