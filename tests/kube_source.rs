@@ -258,3 +258,71 @@ async fn the_ca_takes_service_account_tokens_checked_by_token_review() {
     assert_eq!(cp_log().matches("certificate issued").count(), 1, "only the good token got a certificate:\n{}", cp_log());
     assert!(!cp_log().contains("pod-token-of-reviews"), "a token never reaches the log");
 }
+
+/// The injection webhook reads the pod's namespace from the API server: a namespace labelled
+/// `weft.io/data-plane: envoy` gets the Envoy data plane.
+#[tokio::test]
+async fn the_webhook_takes_the_data_plane_from_the_namespace_label() {
+    let api = cluster(false);
+    api.set("/api/v1/namespaces/shop", json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop", "labels": {"istio-injection": "enabled", "weft.io/data-plane": "envoy"}}}));
+    let addr = api.serve().await;
+    let dir = temp_dir("kube-webhook");
+    let (secure, webhook) = (free_port(), free_port());
+    let cp = start_with(
+        addr,
+        "webhook",
+        &[
+            "--ca-dir",
+            &dir.join("cacerts").display().to_string(),
+            "--secure-address",
+            &format!("127.0.0.1:{secure}"),
+            "--webhook-address",
+            &format!("127.0.0.1:{webhook}"),
+        ],
+    );
+    let root = dir.join("cacerts").join("root-cert.pem");
+    eventually(Duration::from_secs(20), "the webhook port", || {
+        let up = root.exists() && std::net::TcpStream::connect(("127.0.0.1", webhook)).is_ok();
+        async move { up.then_some(()) }
+    })
+    .await;
+    let review = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../kube/tests/fixtures/pod-review.json")).expect("review");
+    let body = dir.join("review.json");
+    std::fs::write(&body, review).expect("body");
+    // curl runs off this runtime's one thread: the API server stand-in answers the control
+    // plane's namespace lookup on it meanwhile.
+    let (root_c, body_c) = (root.clone(), body.clone());
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("curl")
+            .args(["-sS", "--max-time", "10", "--cacert"])
+            .arg(&root_c)
+            .args([
+                "--resolve",
+                &format!("istiod.istio-system.svc:{webhook}:127.0.0.1"),
+                "-H",
+                "Content-Type: application/json",
+                "--data-binary",
+            ])
+            .arg(format!("@{}", body_c.display()))
+            .arg(format!("https://istiod.istio-system.svc:{webhook}/inject"))
+            .output()
+            .expect("curl")
+    })
+    .await
+    .expect("curl task");
+    let answer: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{e}: {}{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            std::fs::read_to_string(&cp.log).unwrap_or_default()
+        )
+    });
+    use base64::Engine as _;
+    let patch = base64::engine::general_purpose::STANDARD.decode(answer["response"]["patch"].as_str().expect("a patch")).expect("base64");
+    assert!(
+        String::from_utf8_lossy(&patch).contains("--data-plane=envoy"),
+        "the namespace label chose Envoy: {}",
+        String::from_utf8_lossy(&patch)
+    );
+}

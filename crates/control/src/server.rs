@@ -14,6 +14,9 @@ use crate::store;
 use crate::wire::AdsService;
 
 pub struct Options {
+    /// The MeshConfig file `mesh` came from, watched: a change (a ConfigMap volume updated by
+    /// the kubelet, an edit) reaches the next push, as istiod follows its mesh file.
+    pub mesh_path: Option<PathBuf>,
     /// A directory of resources, watched; `None` when the API server is the only source.
     pub config_dir: Option<PathBuf>,
     /// The API server as a source (with or without a directory).
@@ -143,6 +146,12 @@ pub async fn start(opts: Options) -> Result<Running, ServeError> {
     } else {
         drop(file_tx);
     }
+    let (mesh_tx, mut mesh_rx) = tokio::sync::mpsc::channel(1);
+    if let Some(path) = opts.mesh_path.clone() {
+        tokio::spawn(watch_mesh(path, shared.mesh(), mesh_tx));
+    } else {
+        drop(mesh_tx);
+    }
     let s = shared.clone();
     tokio::spawn(async move {
         let mut kube_rx = kube_rx;
@@ -150,6 +159,7 @@ pub async fn start(opts: Options) -> Result<Running, ServeError> {
             tokio::select! {
                 Some(snap) = file_rx.recv() => file = Some(snap),
                 Some(view) = async { match kube_rx.as_mut() { Some(rx) => rx.recv().await, None => None } } => kube_view = Some(view),
+                Some(mesh) = mesh_rx.recv() => s.set_mesh(mesh),
                 else => return,
             }
             s.publish(merge(file.as_ref(), kube_view.as_ref()));
@@ -197,7 +207,7 @@ async fn start_ca(
     kube: Option<weft_kube::Client>,
 ) -> Result<(Arc<crate::ca::Authority>, SocketAddr, Option<SocketAddr>), ServeError> {
     use crate::ca::{serving, Authenticator, Authority, RootSource, Tokens};
-    let trust_domain = shared.mesh.trust_domain.clone();
+    let trust_domain = shared.mesh().trust_domain;
     let (ca, source) = Authority::open(&c.dir, &trust_domain, c.default_ttl, c.max_ttl)?;
     let ca = Arc::new(ca);
     match source {
@@ -226,7 +236,7 @@ async fn start_ca(
     let webhook_addr = match webhook {
         Some((listener, values)) => {
             let addr = listener.local_addr().ok();
-            let hooks = Arc::new(crate::webhook::Webhooks { values, allow_unenforced_security });
+            let hooks = Arc::new(crate::webhook::Webhooks { values, allow_unenforced_security, kube: kube.clone() });
             tokio::spawn(crate::webhook::serve(listener, cert.server_config_with_alpn(&[b"h2", b"http/1.1"])?, hooks));
             tracing::info!(webhook = ?addr, "admission webhooks served over TLS");
             addr
@@ -253,6 +263,44 @@ async fn start_ca(
     );
     tracing::info!(secure = %secure_addr, "xDS and the certificate API served over TLS");
     Ok((ca, secure_addr, webhook_addr))
+}
+
+/// Polls the MeshConfig file and sends each valid new version; an invalid one is logged with
+/// its errors and the mesh in force kept.
+async fn watch_mesh(path: PathBuf, first: MeshConfig, tx: tokio::sync::mpsc::Sender<MeshConfig>) {
+    // The first poll compares with the mesh in force, not with the file: it may have changed
+    // between being read at start and this task first running.
+    let mut last_text: Option<String> = None;
+    let mut current = first;
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let Ok(text) = std::fs::read_to_string(&path) else { continue };
+        if last_text.as_deref() == Some(text.as_str()) {
+            continue;
+        }
+        last_text = Some(text.clone());
+        match weft_api::mesh::load_mesh_checked(&text, &path.display().to_string()) {
+            Ok((mesh, _)) if mesh == current => {}
+            Ok((mesh, warnings)) => {
+                for w in warnings {
+                    tracing::warn!("{w}");
+                }
+                if mesh.trust_domain != current.trust_domain {
+                    tracing::warn!(from = %current.trust_domain, to = %mesh.trust_domain, "the mesh's trust domain changed: the CA keeps the one it started with until the control plane restarts");
+                }
+                tracing::info!(file = %path.display(), "mesh config changed");
+                current = mesh.clone();
+                if tx.send(mesh).await.is_err() {
+                    return;
+                }
+            }
+            Err(errors) => {
+                for e in errors {
+                    tracing::error!("mesh config not applied, keeping the one in force: {e}");
+                }
+            }
+        }
+    }
 }
 
 /// The files' resources and the API server's, as one snapshot; a resource in both is reported

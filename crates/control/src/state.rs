@@ -76,7 +76,8 @@ const PUSH_SLOTS: usize = 64;
 /// Shared by the ADS connections, the file watcher and the debug endpoints.
 pub struct Shared {
     pub current: tokio::sync::watch::Sender<Arc<MeshState>>,
-    pub mesh: MeshConfig,
+    /// The MeshConfig the next push is built with; a changed mesh file replaces it.
+    mesh: parking_lot::RwLock<MeshConfig>,
     pub proxies: Mutex<BTreeMap<u64, ProxyStatus>>,
     /// Slots for large pushes in flight (sent, not yet answered); see `ads::Conn::admit`.
     pub push_slots: Arc<tokio::sync::Semaphore>,
@@ -97,13 +98,23 @@ impl Shared {
         let (tx, _) = tokio::sync::watch::channel(state);
         Arc::new(Shared {
             current: tx,
-            mesh,
+            mesh: parking_lot::RwLock::new(mesh),
             proxies: Mutex::new(BTreeMap::new()),
             push_slots: Arc::new(tokio::sync::Semaphore::new(PUSH_SLOTS)),
             ca_stats: Default::default(),
             next_conn: AtomicU64::new(1),
             next_version: AtomicU64::new(2),
         })
+    }
+
+    /// The MeshConfig in force.
+    pub fn mesh(&self) -> MeshConfig {
+        self.mesh.read().clone()
+    }
+
+    /// Replaces the MeshConfig; the next publish uses it.
+    pub fn set_mesh(&self, mesh: MeshConfig) {
+        *self.mesh.write() = mesh;
     }
 
     /// Publishes a new snapshot to every connection.
@@ -113,7 +124,7 @@ impl Shared {
         let previous = self.current.borrow().clone();
         let state = MeshState::new(
             version,
-            Model::build_with_pods(&snapshot.objects, &snapshot.pods, self.mesh.clone()),
+            Model::build_with_pods(&snapshot.objects, &snapshot.pods, self.mesh()),
             snapshot.diagnostics,
             Some(&previous),
         );

@@ -14,12 +14,32 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use tokio::net::TcpListener;
 use weft_inject::Values;
+use weft_kube::api as kube_api;
 
 /// What the webhooks answer with.
 pub struct Webhooks {
     pub values: Values,
     /// Security kinds weft does not enforce are admitted with a warning instead of refused.
     pub allow_unenforced_security: bool,
+    /// The API server, to read a pod's namespace labels (`weft.io/data-plane`).
+    pub kube: Option<weft_kube::Client>,
+}
+
+/// The labels of the namespace an AdmissionReview's request is in; none without an API server
+/// or when it cannot say (injection then goes by the pod and the values alone, and says so).
+async fn namespace_labels(hooks: &Webhooks, body: &[u8]) -> Option<serde_json::Map<String, serde_json::Value>> {
+    let client = hooks.kube.as_ref()?;
+    let review: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let ns = review.pointer("/request/namespace")?.as_str()?.to_owned();
+    let api: kube_api::Api<weft_kube::k8s_openapi::api::core::v1::Namespace> = kube_api::Api::all(client.clone());
+    match api.get_opt(&ns).await {
+        Ok(Some(n)) => Some(n.metadata.labels.unwrap_or_default().into_iter().map(|(k, v)| (k, serde_json::Value::String(v))).collect()),
+        Ok(None) => None,
+        Err(e) => {
+            tracing::warn!(namespace = %ns, "reading the namespace's labels for injection: {e}");
+            None
+        }
+    }
 }
 
 /// An AdmissionReview holds the object and, on updates, its old version; Kubernetes objects
@@ -69,7 +89,8 @@ async fn handle(hooks: Arc<Webhooks>, req: Request<Incoming>) -> Result<Response
         return Ok(text(StatusCode::UNSUPPORTED_MEDIA_TYPE, "Content-Type must be application/json"));
     }
     let a = if inject {
-        weft_kube::admission::inject(&body, &hooks.values, None)
+        let labels = namespace_labels(&hooks, &body).await;
+        weft_kube::admission::inject(&body, &hooks.values, labels.as_ref())
     } else {
         weft_kube::admission::validate(&body, hooks.allow_unenforced_security)
     };

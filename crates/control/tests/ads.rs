@@ -40,6 +40,7 @@ impl Plane {
         let dir = TempDir::new("ads").expect("temp dir");
         write_mesh(dir.path(), services);
         let running = server::start(Options {
+            mesh_path: None,
             config_dir: Some(dir.path().to_path_buf()),
             kube: None,
             cluster: Default::default(),

@@ -31,6 +31,7 @@ async fn plane(tag: &str) -> Plane {
         .expect("token");
     let any = "127.0.0.1:0".parse().expect("addr");
     let running = start(Options {
+        mesh_path: None,
         config_dir: Some(config),
         kube: None,
         cluster: Default::default(),

@@ -10,8 +10,9 @@ pub mod publish;
 pub mod source;
 pub mod tokenreview;
 
-/// The API server client the source uses (kube-rs).
-pub use kube::Client;
+pub use k8s_openapi;
+/// The API server client the source uses (kube-rs), and its typed API.
+pub use kube::{api, Client};
 
 /// A client for the API server: `kubeconfig` when given, else in-cluster credentials, else
 /// `$KUBECONFIG` or `~/.kube/config`, as kubectl finds them.

@@ -168,6 +168,7 @@ pub fn run(args: ControlPlaneArgs) -> ExitCode {
         None
     };
     let opts = weft_control::server::Options {
+        mesh_path: args.mesh.clone(),
         config_dir: args.config_dir,
         kube,
         cluster: weft_control::server::ClusterIdentity {
