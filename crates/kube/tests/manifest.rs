@@ -145,3 +145,36 @@ spec:
         ]
     );
 }
+
+/// Every `values` path weft accepts changes what is installed: none is accepted and dropped.
+#[test]
+fn every_accepted_value_changes_the_install() {
+    // The demo profile has both gateways, so their values have something to change.
+    let baseline = generate(None, &["profile=demo"]);
+    let sample = |path: &str| -> &str {
+        match path {
+            "weft.dataPlane" => "envoy",
+            "weft.nativeSidecars" | "global.proxy.holdApplicationUntilProxyStarts" | "sidecarInjectorWebhook.rewriteAppHTTPProbe" => {
+                "false"
+            }
+            "sidecarInjectorWebhook.enableNamespacesByDefault" | "pilot.cni.enabled" => "true",
+            "global.proxy.statusPort" => "15021",
+            "global.imagePullSecrets" => "[pull]",
+            "global.proxy.resources" => "{requests: {cpu: 5m}}",
+            "pilot.env" => "{A: b}",
+            _ => "changed-value",
+        }
+    };
+    for path in operator::VALUES {
+        let set = format!("values.{path}={}", sample(path));
+        let sets = vec!["profile=demo".to_owned(), set.clone()];
+        match operator::plan_from(None, &sets).and_then(|p| manifest::generate(&p)) {
+            // The CNI component is refused outright, which is also not a silent drop.
+            Err(e) => assert!(path == &"pilot.cni.enabled" && e.contains("components.cni"), "{set}: {e}"),
+            Ok(m) => {
+                let objects: Vec<Value> = m.into_iter().map(|m| m.object).collect();
+                assert!(objects != baseline, "--set {set} changed nothing that is installed");
+            }
+        }
+    }
+}

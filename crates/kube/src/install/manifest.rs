@@ -464,6 +464,8 @@ fn injector_values(plan: &Plan) -> String {
     v.insert("istioNamespace".into(), json!(plan.namespace));
     v.insert("cni".into(), json!(plan.cni));
     let at = |path: &str| value_at(plan, path);
+    // Istio's values path → the injector's values key (`proxy.` ones nest under `proxy`).
+    let mut proxy = serde_json::Map::new();
     for (from, to) in [
         ("weft.dataPlane", "dataPlane"),
         ("weft.nativeSidecars", "nativeSidecars"),
@@ -473,28 +475,21 @@ fn injector_values(plan: &Plan) -> String {
         ("global.meshID", "meshId"),
         ("global.multiCluster.clusterName", "clusterId"),
         ("global.proxy.holdApplicationUntilProxyStarts", "holdApplicationUntilProxyStarts"),
+        ("sidecarInjectorWebhook.rewriteAppHTTPProbe", "rewriteAppProbes"),
+        ("global.proxy.logLevel", "proxy.logLevel"),
+        ("global.proxy.componentLogLevel", "proxy.componentLogLevel"),
+        ("global.proxy.includeIPRanges", "proxy.includeIpRanges"),
+        ("global.proxy.excludeIPRanges", "proxy.excludeIpRanges"),
+        ("global.proxy.includeInboundPorts", "proxy.includeInboundPorts"),
+        ("global.proxy.excludeInboundPorts", "proxy.excludeInboundPorts"),
+        ("global.proxy.excludeOutboundPorts", "proxy.excludeOutboundPorts"),
+        ("global.proxy.statusPort", "proxy.statusPort"),
     ] {
-        if let Some(x) = at(from) {
-            v.insert(to.into(), x);
-        }
-    }
-    if let Some(x) = at("sidecarInjectorWebhook.rewriteAppHTTPProbe") {
-        v.insert("rewriteAppProbes".into(), x);
-    }
-    let mut proxy = serde_json::Map::new();
-    for (from, to) in [
-        ("global.proxy.logLevel", "logLevel"),
-        ("global.proxy.componentLogLevel", "componentLogLevel"),
-        ("global.proxy.includeIPRanges", "includeIpRanges"),
-        ("global.proxy.excludeIPRanges", "excludeIpRanges"),
-        ("global.proxy.includeInboundPorts", "includeInboundPorts"),
-        ("global.proxy.excludeInboundPorts", "excludeInboundPorts"),
-        ("global.proxy.excludeOutboundPorts", "excludeOutboundPorts"),
-        ("global.proxy.statusPort", "statusPort"),
-    ] {
-        if let Some(x) = at(from) {
-            proxy.insert(to.into(), x);
-        }
+        let Some(x) = at(from) else { continue };
+        match to.strip_prefix("proxy.") {
+            Some(key) => proxy.insert(key.into(), x),
+            None => v.insert(to.into(), x),
+        };
     }
     if let Some(Value::Object(r)) = at("global.proxy.resources") {
         for key in ["requests", "limits"] {

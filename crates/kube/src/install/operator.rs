@@ -278,6 +278,16 @@ pub fn plan(spec: &Spec) -> Result<Plan, String> {
         }
     };
     let cni_value = value_at(&values, "pilot.cni.enabled").and_then(Value::as_bool).unwrap_or(false);
+    let ingress_gateways = gateways(&components.ingress_gateways, "istio-ingressgateway", ingress_default);
+    let egress_gateways = gateways(&components.egress_gateways, "istio-egressgateway", egress_default);
+    // A gateway's values for a gateway that is not installed would change nothing: say so.
+    if let Some(Value::Object(named)) = values.get("gateways") {
+        for name in named.keys() {
+            if !ingress_gateways.iter().chain(&egress_gateways).any(|g| &g.name == name) {
+                return Err(format!("spec.values.gateways.{name}: no gateway named {name} is installed by this profile and components"));
+            }
+        }
+    }
     Ok(Plan {
         profile,
         hub,
@@ -288,8 +298,8 @@ pub fn plan(spec: &Spec) -> Result<Plan, String> {
         base: on(&components.base, base_default),
         pilot: on(&components.pilot, pilot_default).then(|| components.pilot.as_ref().and_then(|p| p.k8s.clone()).unwrap_or_default()),
         cni: on(&components.cni, false) || cni_value,
-        ingress_gateways: gateways(&components.ingress_gateways, "istio-ingressgateway", ingress_default),
-        egress_gateways: gateways(&components.egress_gateways, "istio-egressgateway", egress_default),
+        ingress_gateways,
+        egress_gateways,
         values,
     })
 }
@@ -339,6 +349,8 @@ mod tests {
         assert!(e.contains("spec.components") && e.contains("pilott"), "{e}");
         let e = plan_from(Some("apiVersion: install.istio.io/v1alpha1\nkind: IstioOperator\nspec:\n  components:\n    ingressGateways:\n    - name: gw\n      k8s: {hpaSpec: {}}\n"), &[]).unwrap_err();
         assert!(e.contains("spec.components.ingressGateways[0].k8s") && e.contains("hpaSpec"), "{e}");
+        let e = plan_from(None, &["values.gateways.istio-egressgateway.injectionTemplate=gateway".into()]).unwrap_err();
+        assert!(e.contains("no gateway named istio-egressgateway"), "{e}");
         let e = plan_from(None, &["profile=ambient".into()]).unwrap_err();
         assert!(e.contains("\"ambient\""), "{e}");
         let e = plan_from(Some("apiVersion: v1\nkind: ConfigMap\n"), &[]).unwrap_err();
