@@ -326,3 +326,59 @@ async fn the_webhook_takes_the_data_plane_from_the_namespace_label() {
         String::from_utf8_lossy(&patch)
     );
 }
+
+/// `weft analyze --kubeconfig` reads the cluster: its resources are analyzed as files are, and
+/// the pitfalls are named with what to do — a namespace with pods and no injection label, pods
+/// that started before the label, an app as UID 1337, an injection webhook without a caBundle.
+#[tokio::test]
+async fn analyze_names_the_clusters_pitfalls() {
+    let api = cluster(false);
+    let ns = |name: &str, labels: Value| json!({"metadata": {"name": name, "labels": labels}, "status": {"phase": "Active"}});
+    api.set(
+        "/api/v1/namespaces",
+        list(
+            "Namespace",
+            "v1",
+            "100",
+            vec![ns("shop", json!({"istio-injection": "enabled"})), ns("legacy", json!({})), ns("kube-system", json!({}))],
+        ),
+    );
+    let mut uid_pod = pod("batch-1", "10.1.0.7", "v1");
+    uid_pod["spec"]["containers"][0]["securityContext"] = json!({"runAsUser": 1337});
+    let mut legacy_pod = pod("old-app", "10.2.0.5", "v1");
+    legacy_pod["metadata"]["namespace"] = json!("legacy");
+    api.set("/api/v1/pods", list("Pod", "v1", "100", vec![pod("reviews-v1", "10.1.0.5", "v1"), uid_pod, legacy_pod]));
+    api.set(
+        "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations",
+        list(
+            "MutatingWebhookConfiguration",
+            "admissionregistration.k8s.io/v1",
+            "100",
+            vec![json!({"metadata": {"name": "istio-sidecar-injector"}, "webhooks": [
+            {"name": "namespace.sidecar-injector.istio.io", "admissionReviewVersions": ["v1"], "sideEffects": "None",
+             "clientConfig": {"service": {"name": "istiod", "namespace": "istio-system", "path": "/inject", "port": 443}}}]})],
+        ),
+    );
+    let addr = api.serve().await;
+    let dir = temp_dir("kube-analyze");
+    let kubeconfig = dir.join("kubeconfig");
+    std::fs::write(&kubeconfig, ApiServer::kubeconfig(addr)).expect("kubeconfig");
+    // The stand-in answers on this runtime's thread: analyze runs off it.
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(WEFT).arg("analyze").arg("--kubeconfig").arg(&kubeconfig).output().expect("analyze")
+    })
+    .await
+    .expect("task");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(79), "{text}");
+    for want in [
+        "[IST0102] api-server: Namespace legacy: the namespace is not enabled for sidecar injection",
+        "kubectl label namespace legacy istio-injection=enabled",
+        "[IST0103] api-server: Pod shop/reviews-v1: the pod has no sidecar though its namespace is labelled",
+        "[IST0144] api-server: Pod shop/batch-1: container reviews runs as UID 1337",
+        "[WFT0004] api-server: MutatingWebhookConfiguration istio-sidecar-injector/namespace.sidecar-injector.istio.io: the webhook has no caBundle",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in:\n{text}");
+    }
+    assert!(!text.contains("kube-system"), "system namespaces are not reported:\n{text}");
+}

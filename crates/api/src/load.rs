@@ -141,6 +141,14 @@ pub mod codes {
     pub const UNREAD_KIND: &str = "WFT0002";
     /// Two documents define the same kind, namespace and name.
     pub const DUPLICATE_RESOURCE: &str = "WFT0003";
+    /// A namespace with pods is not labelled for injection (Istio's NamespaceNotInjected).
+    pub const NAMESPACE_NOT_INJECTED: &str = "IST0102";
+    /// A pod in a namespace labelled for injection has no sidecar (Istio's PodMissingProxy).
+    pub const POD_MISSING_PROXY: &str = "IST0103";
+    /// An app container runs as the proxy's UID 1337 (Istio's InvalidApplicationUID).
+    pub const INVALID_APPLICATION_UID: &str = "IST0144";
+    /// The injection webhook is not registered, or the API server cannot trust it yet.
+    pub const INJECTION_WEBHOOK: &str = "WFT0004";
 }
 
 impl Diagnostic {

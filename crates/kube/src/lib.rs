@@ -6,6 +6,7 @@
 pub mod admission;
 pub mod ingress;
 pub mod install;
+pub mod pitfalls;
 pub mod publish;
 pub mod source;
 pub mod tokenreview;

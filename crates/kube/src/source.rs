@@ -245,3 +245,18 @@ pub fn pod_info(p: &Pod) -> Option<PodInfo> {
 pub fn errors(view: &View) -> impl Iterator<Item = &Diagnostic> {
     view.diagnostics.iter().filter(|d| d.level == Level::Error)
 }
+
+/// The API server's view once, for a one-shot reader (`weft analyze --kubeconfig`).
+pub async fn once(client: Client, timeout: Duration) -> Result<View, String> {
+    let (tx, mut rx) = tokio::sync::mpsc::channel(1);
+    let task = tokio::spawn(run(client, Duration::from_millis(10), tx));
+    let view = tokio::time::timeout(timeout, rx.recv()).await;
+    task.abort();
+    match view {
+        Ok(Some(v)) => Ok(v),
+        Ok(None) => Err("the API server source ended".into()),
+        Err(_) => {
+            Err(format!("the API server was not listed within {}s (is it reachable, and may you list its resources?)", timeout.as_secs()))
+        }
+    }
+}

@@ -29,6 +29,14 @@ pub struct AnalyzeArgs {
     /// May be repeated.
     #[arg(short = 'S', long = "suppress")]
     suppress: Vec<String>,
+    /// Analyze what a Kubernetes API server holds, and the pitfalls on the cluster (namespaces
+    /// not labelled, pods without sidecars, the injection webhook, UID 1337): in-cluster
+    /// credentials, or --kubeconfig.
+    #[arg(long)]
+    kube: bool,
+    /// The kubeconfig for --kube (implies it).
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
     /// The lowest level that makes the exit status non-zero (79).
     #[arg(long = "failure-threshold", value_enum, default_value = "error")]
     failure_threshold: Threshold,
@@ -208,8 +216,9 @@ pub fn analyze(args: AnalyzeArgs) -> ExitCode {
     };
     let mut inputs: Vec<PathBuf> = args.files.clone();
     inputs.extend(args.filename.iter().cloned());
-    if inputs.is_empty() && args.config_dir.is_none() {
-        eprintln!("weft analyze: nothing to analyze: give files or directories (-f FILE, `-` for stdin) or --config-dir DIR");
+    let kube = args.kube || args.kubeconfig.is_some();
+    if inputs.is_empty() && args.config_dir.is_none() && !kube {
+        eprintln!("weft analyze: nothing to analyze: give files or directories (-f FILE, `-` for stdin), --config-dir DIR or --kube");
         return ExitCode::from(2);
     }
     let (mesh, mesh_warnings) = match crate::control_plane_cmd::load_mesh(args.mesh.as_ref()) {
@@ -223,8 +232,39 @@ pub fn analyze(args: AnalyzeArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let model = weft_control::model::Model::build(&snapshot.objects, mesh);
+    let mut snapshot = snapshot;
+    let mut cluster = Vec::new();
+    if kube {
+        let read = async {
+            let client = weft_kube::client(args.kubeconfig.as_deref()).await?;
+            let view = weft_kube::source::once(client.clone(), std::time::Duration::from_secs(30)).await?;
+            let pitfalls = weft_kube::pitfalls::check(&client).await?;
+            Ok::<_, String>((view, pitfalls))
+        };
+        let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(rt) => rt,
+            Err(e) => {
+                eprintln!("weft analyze: cannot start the runtime: {e}");
+                return ExitCode::from(1);
+            }
+        };
+        match rt.block_on(read) {
+            Ok((view, pitfalls)) => {
+                snapshot.objects.extend(view.objects);
+                snapshot.diagnostics.extend(view.diagnostics);
+                snapshot.pods = view.pods;
+                weft_api::drop_duplicates(&mut snapshot.objects, &mut snapshot.diagnostics);
+                cluster = pitfalls;
+            }
+            Err(e) => {
+                eprintln!("weft analyze: {e}");
+                return ExitCode::from(1);
+            }
+        }
+    }
+    let model = weft_control::model::Model::build_with_pods(&snapshot.objects, &snapshot.pods, mesh);
     let mut diags = mesh_warnings;
+    diags.extend(cluster);
     diags.extend(weft_control::analyze::analyze(&snapshot, &model));
     diags.retain(|d| !suppressions.iter().any(|s| s.matches(d)));
     let failing =
@@ -235,7 +275,10 @@ pub fn analyze(args: AnalyzeArgs) -> ExitCode {
                 say!("{} [{}] {d}", level_word(d.level), d.code.unwrap_or("-"));
             }
             if diags.is_empty() {
-                let names: Vec<String> = args.config_dir.iter().chain(&inputs).map(|p| p.display().to_string()).collect();
+                let mut names: Vec<String> = args.config_dir.iter().chain(&inputs).map(|p| p.display().to_string()).collect();
+                if kube {
+                    names.push("the cluster".into());
+                }
                 say!("✔ No validation issues found when analyzing {}.", names.join(", "));
             }
         }
