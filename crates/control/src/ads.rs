@@ -20,7 +20,7 @@ use weft_xds::proto::{self, ALL_TYPES, CLUSTER, LISTENER};
 use crate::node::ProxyNode;
 use crate::push::{Names, ProxyConfig, Res};
 use crate::state::{unix_now, MeshState, ProxyStatus, Shared, TypeStatus};
-use crate::wire::{Handler, Outgoing, Requests, Sender};
+use crate::wire::{Caller, Handler, Outgoing, Requests, Sender};
 
 /// A response this big (a proxy's first full config, typically) needs a push slot.
 const LARGE_PUSH: usize = 256 * 1024;
@@ -33,13 +33,15 @@ pub struct Ads {
 }
 
 impl Handler for Ads {
-    fn sotw(&self, requests: Requests<DiscoveryRequest>, out: Sender) {
-        let conn = Conn::new(self.shared.clone(), false);
+    fn sotw(&self, requests: Requests<DiscoveryRequest>, out: Sender, caller: Option<Caller>) {
+        let mut conn = Conn::new(self.shared.clone(), false);
+        conn.caller = caller;
         tokio::spawn(async move { conn.run::<Sotw>(requests, out).await });
     }
 
-    fn delta(&self, requests: Requests<DeltaDiscoveryRequest>, out: Sender) {
-        let conn = Conn::new(self.shared.clone(), true);
+    fn delta(&self, requests: Requests<DeltaDiscoveryRequest>, out: Sender, caller: Option<Caller>) {
+        let mut conn = Conn::new(self.shared.clone(), true);
+        conn.caller = caller;
         tokio::spawn(async move { conn.run::<Delta>(requests, out).await });
     }
 }
@@ -142,6 +144,8 @@ struct Conn {
     nonce: u64,
     /// A push slot (see `admit`), and the type whose answer releases it.
     slot: Option<(&'static str, OwnedSemaphorePermit)>,
+    /// The authenticated caller, on the TLS port.
+    caller: Option<Caller>,
 }
 
 pub fn struct_to_json(s: &Struct) -> serde_json::Value {
@@ -163,7 +167,18 @@ impl Conn {
     fn new(shared: Arc<Shared>, delta: bool) -> Conn {
         let id = shared.connection_id();
         let state = shared.current.borrow().clone();
-        Conn { shared, id, delta, node: None, state, config: ProxyConfig::default(), subs: BTreeMap::new(), nonce: 0, slot: None }
+        Conn {
+            shared,
+            id,
+            delta,
+            node: None,
+            state,
+            config: ProxyConfig::default(),
+            subs: BTreeMap::new(),
+            nonce: 0,
+            slot: None,
+            caller: None,
+        }
     }
 
     /// Reads the node from the first request; refuses a node weft cannot place.
@@ -174,6 +189,16 @@ impl Conn {
         let Some(n) = node else { return Err(Status::invalid_argument("the first request must carry the node")) };
         let meta = n.metadata.as_ref().map(struct_to_json).unwrap_or_default();
         let mut node = ProxyNode::parse(&n.id, &meta).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        if let Some(Caller(id)) = &self.caller {
+            // A token for one namespace gets no other namespace's config (istiod's check).
+            if node.namespace != id.namespace {
+                tracing::warn!(node = %node.id, caller = %format!("{}/{}", id.namespace, id.service_account), "xDS stream refused: the proxy's namespace is not its identity's");
+                return Err(Status::permission_denied(format!(
+                    "the proxy says namespace {:?}, its token is for namespace {:?}",
+                    node.namespace, id.namespace
+                )));
+            }
+        }
         node.enrich(&self.state.model);
         tracing::info!(conn = self.id, node = %node.id, delta = self.delta, "proxy connected");
         self.config = self.state.cache.config(&self.state.model, &node, None);

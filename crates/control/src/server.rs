@@ -251,9 +251,10 @@ async fn start_ca(
             watched.reload_if_changed();
         }
     });
-    let authn = Authenticator { tokens: c.token_dir.as_deref().map(Tokens::new), kube: kube.clone() };
-    let svc = crate::ca::service::CaService { ca: ca.clone(), authn: Arc::new(authn), stats: shared.ca_stats.clone() };
-    let ads = AdsService::new(Ads { shared: shared.clone() });
+    let authn = Arc::new(Authenticator { tokens: c.token_dir.as_deref().map(Tokens::new), kube: kube.clone() });
+    let svc = crate::ca::service::CaService { ca: ca.clone(), authn: authn.clone(), stats: shared.ca_stats.clone() };
+    // xDS on the TLS port takes the same tokens as the CA (the pod's agent sends its token).
+    let ads = crate::wire::AuthenticatedAds::new(AdsService::new(Ads { shared: shared.clone() }), authn);
     tokio::spawn(
         tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(30)))

@@ -35,10 +35,15 @@ pub enum Outgoing {
 
 pub type Sender = mpsc::Sender<Result<Outgoing, Status>>;
 
+/// Who opened an ADS stream, when the port authenticates its callers (the TLS port does).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller(pub crate::ca::Identity);
+
 /// Starts the handler for one ADS stream; the handler owns the request stream and the sender.
+/// `caller`: the authenticated identity behind the stream, on a port that requires one.
 pub trait Handler: Clone + Send + Sync + 'static {
-    fn sotw(&self, requests: Requests<DiscoveryRequest>, out: Sender);
-    fn delta(&self, requests: Requests<DeltaDiscoveryRequest>, out: Sender);
+    fn sotw(&self, requests: Requests<DiscoveryRequest>, out: Sender, caller: Option<Caller>);
+    fn delta(&self, requests: Requests<DeltaDiscoveryRequest>, out: Sender, caller: Option<Caller>);
 }
 
 /// The tower service tonic's router serves under [`SERVICE`].
@@ -80,14 +85,65 @@ impl<H: Handler> AdsService<H> {
             return status_only(Status::unimplemented("weft does not accept compressed ADS requests (grpc-encoding)"));
         }
         let path = req.uri().path().to_string();
+        let caller = req.extensions().get::<Caller>().cloned();
         let body = req.into_body();
         let (tx, rx) = mpsc::channel(16);
         match path.as_str() {
-            SOTW_PATH => self.handler.sotw(Requests::new(body), tx),
-            DELTA_PATH => self.handler.delta(Requests::new(body), tx),
+            SOTW_PATH => self.handler.sotw(Requests::new(body), tx, caller),
+            DELTA_PATH => self.handler.delta(Requests::new(body), tx, caller),
             other => return status_only(Status::unimplemented(format!("unknown method {other}"))),
         }
         grpc_response(tonic::body::Body::new(PushBody { rx, current: None, finished: false }))
+    }
+}
+
+/// ADS that only authenticated callers reach (the TLS port): the bearer token of each stream
+/// is checked as the CA checks it, and the identity goes with the stream, which then only
+/// serves a proxy of that identity's namespace (istiod's xDS identity check).
+#[derive(Clone)]
+pub struct AuthenticatedAds<H> {
+    inner: AdsService<H>,
+    authn: Arc<crate::ca::Authenticator>,
+}
+
+impl<H> AuthenticatedAds<H> {
+    pub fn new(inner: AdsService<H>, authn: Arc<crate::ca::Authenticator>) -> AuthenticatedAds<H> {
+        AuthenticatedAds { inner, authn }
+    }
+}
+
+impl<H> tonic::server::NamedService for AuthenticatedAds<H> {
+    const NAME: &'static str = SERVICE;
+}
+
+impl<H: Handler> tower_service::Service<http::Request<tonic::body::Body>> for AuthenticatedAds<H> {
+    type Response = HttpResponse;
+    type Error = Infallible;
+    type Future = std::pin::Pin<Box<dyn std::future::Future<Output = Result<HttpResponse, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut req: http::Request<tonic::body::Body>) -> Self::Future {
+        let (inner, authn) = (self.inner.clone(), self.authn.clone());
+        Box::pin(async move {
+            let token = req
+                .headers()
+                .get(http::header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .map(|v| v.strip_prefix("Bearer ").unwrap_or(v).trim().to_owned());
+            match authn.authenticate(token.as_deref()).await {
+                Ok(id) => {
+                    req.extensions_mut().insert(Caller(id));
+                    Ok(inner.dispatch(req))
+                }
+                Err(e) => {
+                    tracing::warn!("xDS stream refused on the TLS port: {e}");
+                    Ok(status_only(Status::unauthenticated(e.to_string())))
+                }
+            }
+        })
     }
 }
 

@@ -163,3 +163,67 @@ async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
     let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut out)).await;
     out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default()
 }
+
+/// One ADS stream on the TLS port: a CDS request for a proxy in `namespace`, with `token` as
+/// the bearer credential. The grpc-status (absent when the stream went well) and whether a
+/// response message came.
+async fn ads_over_tls(p: &Plane, token: Option<&str>, namespace: &str) -> (Option<String>, bool) {
+    use envoy_types::pb::envoy::config::core::v3::Node;
+    use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
+    use envoy_types::pb::google::protobuf::{value::Kind, Struct, Value};
+    use http_body_util::BodyExt;
+    use prost::Message;
+
+    let bundle = p.running.ca.as_ref().expect("ca").bundle();
+    let ep = endpoint(p, &bundle);
+    let tcp = tokio::net::TcpStream::connect(&ep.address).await.expect("connect");
+    let tls = tokio_rustls::TlsConnector::from(ep.tls.clone()).connect(ep.server_name.clone(), tcp).await.expect("TLS");
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(tls)).await.expect("h2");
+    tokio::spawn(conn);
+    let s = |v: &str| Value { kind: Some(Kind::StringValue(v.into())) };
+    let node = Node {
+        id: format!("sidecar~10.0.0.7~reviews-1.{namespace}~{namespace}.svc.cluster.local"),
+        metadata: Some(Struct {
+            fields: [("NAMESPACE".to_owned(), s(namespace)), ("SERVICE_ACCOUNT".to_owned(), s("reviews"))].into_iter().collect(),
+        }),
+        ..Node::default()
+    };
+    let msg =
+        DiscoveryRequest { node: Some(node), type_url: weft_xds::proto::CLUSTER.into(), ..DiscoveryRequest::default() }.encode_to_vec();
+    let mut frame = vec![0u8];
+    frame.extend_from_slice(&u32::try_from(msg.len()).expect("len").to_be_bytes());
+    frame.extend_from_slice(&msg);
+    let mut req = http::Request::post(
+        "https://istiod.istio-system.svc/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources",
+    )
+    .header("content-type", "application/grpc")
+    .header("te", "trailers");
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    let resp = send.send_request(req.body(http_body_util::Full::new(bytes::Bytes::from(frame))).expect("request")).await.expect("response");
+    let head = resp.headers().get("grpc-status").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let mut body = resp.into_body();
+    // The first frame: a response message, or the end with trailers.
+    let first = tokio::time::timeout(Duration::from_secs(5), body.frame()).await.expect("an answer within 5 s");
+    match first {
+        Some(Ok(f)) if f.is_data() => (head, f.into_data().map(|d| d.len() > 5).unwrap_or(false)),
+        Some(Ok(f)) => {
+            (f.into_trailers().ok().and_then(|t| t.get("grpc-status").and_then(|v| v.to_str().ok()).map(str::to_owned)).or(head), false)
+        }
+        _ => (head, false),
+    }
+}
+
+/// xDS on the TLS port takes the same tokens as the CA: no token, or a token that is not
+/// known, is UNAUTHENTICATED; a proxy claiming another namespace than its token's is
+/// PERMISSION_DENIED; the workload itself gets its config.
+#[tokio::test]
+async fn xds_on_the_tls_port_serves_only_the_tokens_own_namespace() {
+    let p = plane("xds").await;
+    assert_eq!(ads_over_tls(&p, None, "default").await, (Some("16".into()), false), "no token");
+    assert_eq!(ads_over_tls(&p, Some("not-a-token-0123456789"), "default").await, (Some("16".into()), false), "an unknown token");
+    assert_eq!(ads_over_tls(&p, Some(TOKEN), "payments").await.0.as_deref(), Some("7"), "another namespace's config");
+    assert_eq!(ads_over_tls(&p, Some(TOKEN), "default").await, (None, true), "the workload's own");
+}
