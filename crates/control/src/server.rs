@@ -125,6 +125,8 @@ pub async fn start(opts: Options) -> Result<Running, ServeError> {
         kube_view = Some(first);
         kube_rx = Some(rx);
     }
+    // The API server's own problems, for the leader to report as Events on their resources.
+    let (problems_tx, problems_rx) = tokio::sync::watch::channel(kube_view.as_ref().map(|v| v.diagnostics.clone()).unwrap_or_default());
     let snapshot = merge(file.as_ref(), kube_view.as_ref());
     let unenforced: Vec<String> = snapshot.diagnostics.iter().filter(|d| d.is_unenforced_security()).map(|d| format!("  {d}")).collect();
     if !unenforced.is_empty() && !opts.allow_unenforced_security {
@@ -158,7 +160,10 @@ pub async fn start(opts: Options) -> Result<Running, ServeError> {
         loop {
             tokio::select! {
                 Some(snap) = file_rx.recv() => file = Some(snap),
-                Some(view) = async { match kube_rx.as_mut() { Some(rx) => rx.recv().await, None => None } } => kube_view = Some(view),
+                Some(view) = async { match kube_rx.as_mut() { Some(rx) => rx.recv().await, None => None } } => {
+                    let _ = problems_tx.send(view.diagnostics.clone());
+                    kube_view = Some(view);
+                }
                 Some(mesh) = mesh_rx.recv() => s.set_mesh(mesh),
                 else => return,
             }
@@ -180,7 +185,7 @@ pub async fn start(opts: Options) -> Result<Running, ServeError> {
                     revision: opts.cluster.revision.clone(),
                     lease_seconds: weft_kube::publish::LEASE_SECONDS,
                 };
-                tokio::spawn(p.run(ca.watch_bundle()));
+                tokio::spawn(p.run_with_events(ca.watch_bundle(), problems_rx.clone()));
             }
             (Some(ca), Some(secure), webhook)
         }

@@ -12,6 +12,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::Client;
 use serde_json::json;
+use weft_api::{Diagnostic, Level};
 
 /// The ConfigMap Istio's injected pods mount the root from.
 pub const ROOT_CONFIGMAP: &str = "istio-ca-root-cert";
@@ -143,7 +144,19 @@ impl Publisher {
 
     /// Runs until the process ends: leads when it can, and while leading keeps the root
     /// published (`bundle` says when it changes).
-    pub async fn run(self, mut bundle: tokio::sync::watch::Receiver<String>) {
+    pub async fn run(self, bundle: tokio::sync::watch::Receiver<String>) {
+        let (_keep, problems) = tokio::sync::watch::channel(Vec::new());
+        self.run_with_events(bundle, problems).await
+    }
+
+    /// [`Publisher::run`], also reporting each invalid resource from the API server as a
+    /// Warning Event on it (what `kubectl describe` shows), once per resource and reason.
+    pub async fn run_with_events(
+        self,
+        mut bundle: tokio::sync::watch::Receiver<String>,
+        mut problems: tokio::sync::watch::Receiver<Vec<Diagnostic>>,
+    ) {
+        let mut reported: BTreeSet<(String, String)> = BTreeSet::new();
         let mut leading = false;
         let mut done: BTreeSet<String> = BTreeSet::new();
         let mut published_root = String::new();
@@ -168,13 +181,72 @@ impl Publisher {
                     Ok(()) => published_root = root,
                     Err(e) => tracing::warn!("publishing the mesh root: {e}"),
                 }
+                let current = problems.borrow_and_update().clone();
+                self.report(&current, &mut reported).await;
             }
             tokio::select! {
                 _ = tokio::time::sleep(TICK) => {}
                 r = bundle.changed() => if r.is_err() { return },
+                r = problems.changed() => if r.is_err() { return },
             }
         }
     }
+}
+
+impl Publisher {
+    /// A Warning Event on each resource an error names (once per resource and message).
+    async fn report(&self, problems: &[Diagnostic], reported: &mut BTreeSet<(String, String)>) {
+        for d in problems.iter().filter(|d| d.level == Level::Error && d.file == crate::source::ORIGIN) {
+            let Some(resource) = &d.resource else { continue };
+            let Some((kind, rest)) = resource.split_once(' ') else { continue };
+            let Some((ns, name)) = rest.split_once('/') else { continue };
+            let Some(api_version) = crate::source::api_version_of(kind) else { continue };
+            let message = if d.field_path.is_empty() { d.message.clone() } else { format!("{}: {}", d.field_path, d.message) };
+            let key = (resource.clone(), message.clone());
+            if reported.contains(&key) {
+                continue;
+            }
+            let code = d.code.unwrap_or("WFT");
+            let event = json!({
+                "apiVersion": "v1", "kind": "Event",
+                "metadata": {"generateName": format!("{name}."), "namespace": ns},
+                "involvedObject": {"apiVersion": api_version, "kind": kind, "namespace": ns, "name": name},
+                "type": "Warning", "reason": "InvalidConfig",
+                "message": format!("{code} {message}; weft does not push this resource"),
+                "source": {"component": "weft-control-plane"},
+                "reportingComponent": "weft-control-plane", "reportingInstance": self.identity,
+                "firstTimestamp": now_rfc3339(), "lastTimestamp": now_rfc3339(), "count": 1,
+            });
+            let events: Api<kube::api::DynamicObject> = Api::namespaced_with(
+                self.client.clone(),
+                ns,
+                &kube::api::ApiResource {
+                    group: String::new(),
+                    version: "v1".into(),
+                    api_version: "v1".into(),
+                    kind: "Event".into(),
+                    plural: "events".into(),
+                },
+            );
+            let obj: kube::api::DynamicObject = match serde_json::from_value(event) {
+                Ok(o) => o,
+                Err(e) => {
+                    tracing::warn!("an Event for {resource}: {e}");
+                    continue;
+                }
+            };
+            match events.create(&PostParams::default(), &obj).await {
+                Ok(_) => {
+                    reported.insert(key);
+                }
+                Err(e) => tracing::warn!("an Event for {resource}: {e}"),
+            }
+        }
+    }
+}
+
+fn now_rfc3339() -> String {
+    k8s_openapi::jiff::Timestamp::now().to_string()
 }
 
 /// Someone else wrote the Lease first: not leading this round.

@@ -55,6 +55,14 @@ const KINDS: &[(&str, &str, &str, &str)] = &[
     ("networking.k8s.io", "v1", "IngressClass", "ingressclasses"),
 ];
 
+/// The apiVersion the source reads `kind` at (for an Event about one of its objects).
+pub fn api_version_of(kind: &str) -> Option<String> {
+    KINDS
+        .iter()
+        .find(|k| k.2 == kind)
+        .map(|(group, version, _, _)| if group.is_empty() { (*version).to_owned() } else { format!("{group}/{version}") })
+}
+
 /// The namespace the Gateways made from Ingresses live in (Istio's root namespace).
 const INGRESS_GATEWAY_NAMESPACE: &str = "istio-system";
 

@@ -131,3 +131,56 @@ async fn the_lease_holder_alone_publishes_the_root_and_another_takes_over() {
     assert!(api.writes.lock().expect("writes").len() > writes_by_b_start);
     second.abort();
 }
+
+/// The Lease holder reports an invalid resource from the API server as a Warning Event on it,
+/// once per resource and reason.
+#[tokio::test]
+async fn invalid_resources_get_a_warning_event_once() {
+    let api = cluster();
+    let addr = api.serve().await;
+    let (_root, rx) = tokio::sync::watch::channel("-----ROOT-----\n".to_owned());
+    let problem = weft_api::Diagnostic {
+        level: weft_api::Level::Error,
+        file: weft_kube::source::ORIGIN.into(),
+        line: Some(1),
+        resource: Some("VirtualService shop/reviews-bad".into()),
+        field_path: "spec.http[0].route".into(),
+        message: "destination weights add up to 90, not 100".into(),
+        code: Some("IST0106"),
+    };
+    let (problems, problems_rx) = tokio::sync::watch::channel(vec![problem.clone()]);
+    let p = Publisher {
+        client: client(addr),
+        namespace: "istio-system".into(),
+        identity: "istiod-a".into(),
+        revision: "default".into(),
+        lease_seconds: 2,
+    };
+    let task = tokio::spawn(p.run_with_events(rx, problems_rx));
+    let events = || -> Vec<Value> {
+        api.writes
+            .lock()
+            .expect("writes")
+            .iter()
+            .filter(|(m, p, _)| m == "POST" && p.starts_with("/api/v1/namespaces/shop/events"))
+            .map(|(_, _, b)| b.clone())
+            .collect()
+    };
+    until("the Event", || !events().is_empty()).await;
+    let e = &events()[0];
+    assert_eq!(
+        e["involvedObject"],
+        json!({"apiVersion": "networking.istio.io/v1", "kind": "VirtualService", "namespace": "shop", "name": "reviews-bad"})
+    );
+    assert_eq!((e["type"].as_str(), e["reason"].as_str()), (Some("Warning"), Some("InvalidConfig")));
+    assert!(e["message"].as_str().unwrap_or_default().starts_with("IST0106 spec.http[0].route: destination weights add up to 90"), "{e}");
+    // The same problem again (a new view) is not reported twice; a new one is.
+    problems.send(vec![problem.clone()]).expect("send");
+    let mut other = problem.clone();
+    other.resource = Some("DestinationRule shop/reviews".into());
+    other.message = "subset v3 selects nothing".into();
+    problems.send(vec![problem, other]).expect("send");
+    until("the second resource's Event", || events().len() >= 2).await;
+    assert_eq!(events().len(), 2, "one Event per resource and reason: {:?}", events());
+    task.abort();
+}
