@@ -120,6 +120,16 @@ fn crd(group: &str, kind: &str, plural: &str, versions: &[&str], storage: &str) 
     }
 }
 
+fn service_port(name: &str, port: i32, target: i32) -> ServicePort {
+    ServicePort {
+        name: Some(name.into()),
+        port,
+        target_port: Some(IntOrString::Int(target)),
+        protocol: Some("TCP".into()),
+        ..ServicePort::default()
+    }
+}
+
 fn rule(groups: &[&str], resources: &[&str], verbs: &[&str]) -> PolicyRule {
     let s = |v: &[&str]| Some(v.iter().map(|x| (*x).to_owned()).collect::<Vec<_>>());
     PolicyRule {
@@ -316,13 +326,6 @@ fn control_plane(plan: &Plan, out: &mut Vec<Manifest>) {
         status: None,
     };
     push(out, to_json(&deployment));
-    let svc_port = |n: &str, p: i32, target: i32| ServicePort {
-        name: Some(n.into()),
-        port: p,
-        target_port: Some(IntOrString::Int(target)),
-        protocol: Some("TCP".into()),
-        ..ServicePort::default()
-    };
     push(
         out,
         to_json(&Service {
@@ -330,10 +333,10 @@ fn control_plane(plan: &Plan, out: &mut Vec<Manifest>) {
             spec: Some(ServiceSpec {
                 selector: Some(select),
                 ports: Some(vec![
-                    svc_port("grpc-xds", 15010, 15010),
-                    svc_port("https-dns", 15012, 15012),
-                    svc_port("https-webhook", 443, 15017),
-                    svc_port("http-monitoring", 15014, 15014),
+                    service_port("grpc-xds", 15010, 15010),
+                    service_port("https-dns", 15012, 15012),
+                    service_port("https-webhook", 443, 15017),
+                    service_port("http-monitoring", 15014, 15014),
                 ]),
                 ..ServiceSpec::default()
             }),
@@ -564,16 +567,9 @@ fn gateway(plan: &Plan, g: &GatewayComponent, part: Part, out: &mut Vec<Manifest
         status: None,
     };
     out.push(Manifest { part, object: to_json(&deployment) });
-    let svc_port = |n: &str, p: i32, target: i32| ServicePort {
-        name: Some(n.into()),
-        port: p,
-        target_port: Some(IntOrString::Int(target)),
-        protocol: Some("TCP".into()),
-        ..ServicePort::default()
-    };
-    let mut ports = vec![svc_port("http2", 80, 8080), svc_port("https", 443, 8443)];
+    let mut ports = vec![service_port("http2", 80, 8080), service_port("https", 443, 8443)];
     if ingress {
-        ports.insert(0, svc_port("status-port", 15021, 15021));
+        ports.insert(0, service_port("status-port", 15021, 15021));
     }
     let mut service = Service {
         metadata: meta(&g.name, Some(&ns), &label_pairs),
