@@ -44,21 +44,89 @@ pub async fn http1(
     headers: &[(String, String)],
     timeout: Duration,
 ) -> Result<(u16, Bytes), String> {
+    request(addr, false, method, path, headers, timeout).await
+}
+
+/// An HTTP/1.1 request to `addr`, over TLS when `tls` — without checking the certificate, as the
+/// kubelet's HTTPS probes do not (the app's probe is what it always was, run from the pod).
+async fn request(
+    addr: SocketAddr,
+    tls: bool,
+    method: Method,
+    path: &str,
+    headers: &[(String, String)],
+    timeout: Duration,
+) -> Result<(u16, Bytes), String> {
     let run = async {
         let tcp = TcpStream::connect(addr).await.map_err(|e| format!("connect {addr}: {e}"))?;
-        let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await.map_err(|e| e.to_string())?;
-        tokio::spawn(conn);
         let mut req = Request::builder().method(method).uri(path).header(http::header::HOST, addr.to_string());
         for (k, v) in headers {
             req = req.header(k.as_str(), v.as_str());
         }
         let req = req.body(Empty::<Bytes>::new()).map_err(|e| e.to_string())?;
-        let resp = send.send_request(req).await.map_err(|e| e.to_string())?;
+        let resp = if tls {
+            let connector = tokio_rustls::TlsConnector::from(probe_tls()?);
+            let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+            let stream = connector.connect(name, tcp).await.map_err(|e| format!("TLS to {addr}: {e}"))?;
+            let (mut send, conn) =
+                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
+            tokio::spawn(conn);
+            send.send_request(req).await.map_err(|e| e.to_string())?
+        } else {
+            let (mut send, conn) =
+                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await.map_err(|e| e.to_string())?;
+            tokio::spawn(conn);
+            send.send_request(req).await.map_err(|e| e.to_string())?
+        };
         let status = resp.status().as_u16();
         let body = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
         Ok((status, body))
     };
     tokio::time::timeout(timeout, run).await.map_err(|_| format!("no answer from {addr} within {timeout:?}"))?
+}
+
+/// The kubelet's HTTPS probes skip certificate verification; so does the agent running them.
+#[derive(Debug)]
+struct ProbeVerifier(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for ProbeVerifier {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+fn probe_tls() -> Result<Arc<rustls::ClientConfig>, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS: {e}"))?;
+    Ok(Arc::new(cfg.dangerous().with_custom_certificate_verifier(Arc::new(ProbeVerifier(provider))).with_no_client_auth()))
 }
 
 /// `grpc.health.v1.Health/Check` over h2c, as the kubelet's gRPC probe asks it: Ok when the
@@ -142,9 +210,7 @@ impl Status {
         let port_of = |action: &Value| action.get("port").and_then(Value::as_u64).and_then(|p| u16::try_from(p).ok());
         if let Some(http) = prober.get("httpGet") {
             let Some(port) = port_of(http) else { return reply(StatusCode::INTERNAL_SERVER_ERROR, "the probe has no numeric port\n") };
-            if http.get("scheme").and_then(Value::as_str) == Some("HTTPS") {
-                return reply(StatusCode::NOT_IMPLEMENTED, "HTTPS app probes are not supported by weft's sidecar yet; probe over HTTP\n");
-            }
+            let https = http.get("scheme").and_then(Value::as_str) == Some("HTTPS");
             let host: IpAddr = http.get("host").and_then(Value::as_str).and_then(|h| h.parse().ok()).unwrap_or(self.pod_ip);
             let target = http.get("path").and_then(Value::as_str).unwrap_or("/");
             let headers: Vec<(String, String)> = http
@@ -154,7 +220,7 @@ impl Status {
                 .flatten()
                 .filter_map(|h| Some((h.get("name")?.as_str()?.to_owned(), h.get("value")?.as_str()?.to_owned())))
                 .collect();
-            return match http1(SocketAddr::new(host, port), Method::GET, target, &headers, timeout).await {
+            return match request(SocketAddr::new(host, port), https, Method::GET, target, &headers, timeout).await {
                 // The kubelet counts 200–399 as success; the app's own code goes back to it.
                 Ok((code, body)) => reply(StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_GATEWAY), body),
                 Err(e) => reply(StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")),
@@ -220,5 +286,68 @@ pub async fn serve(listener: TcpListener, status: Arc<Status>) {
             let service = hyper::service::service_fn(move |req| status.clone().handle(req));
             let _ = hyper::server::conn::http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(tcp), service).await;
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustls::pki_types::pem::PemObject;
+    use serde_json::json;
+    use weft_test_support::certs::{Leaf, TempDir, TestCa};
+
+    /// An HTTPS app that answers `code` to everything, with a certificate nobody trusts.
+    async fn https_app(code: u16) -> u16 {
+        let dir = TempDir::new("probe-tls").expect("dir");
+        let pem =
+            TestCa::new(dir.path(), "probe").expect("ca").issue("app", Leaf { dns: &["app.local"], ..Leaf::default() }).expect("leaf");
+        let certs: Vec<_> = rustls::pki_types::CertificateDer::pem_file_iter(&pem.cert).expect("cert").map(|c| c.expect("cert")).collect();
+        let key = rustls::pki_types::PrivateKeyDer::from_pem_file(&pem.key).expect("key");
+        let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .expect("server config");
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        tokio::spawn(async move {
+            let _dir = dir;
+            while let Ok((tcp, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else { return };
+                    let svc = hyper::service::service_fn(move |_req: Request<Incoming>| async move {
+                        let mut r = Response::new(Full::new(Bytes::from_static(b"ok")));
+                        *r.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::OK);
+                        Ok::<_, Infallible>(r)
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(tls), svc).await;
+                });
+            }
+        });
+        port
+    }
+
+    fn status(probers: Map<String, Value>) -> Status {
+        let (quit, _) = tokio::sync::mpsc::channel(1);
+        Status { pod_ip: "127.0.0.1".parse().expect("ip"), health_port: 1, stats_port: 1, admin_port: 1, probers, app_metrics: None, quit }
+    }
+
+    /// As the kubelet does, an HTTPS probe does not check the app's certificate, and the app's
+    /// own status code is what the kubelet sees.
+    #[tokio::test]
+    async fn https_probes_reach_the_app_without_checking_its_certificate() {
+        for code in [200, 503] {
+            let port = https_app(code).await;
+            let probers =
+                json!({"/app-health/app/readyz": {"httpGet": {"path": "/ready", "port": port, "scheme": "HTTPS"}, "timeoutSeconds": 2}});
+            let s = status(probers.as_object().cloned().expect("object"));
+            let r = s.app_probe("/app-health/app/readyz").await;
+            assert_eq!(r.status().as_u16(), code);
+        }
+        let s = status(Map::new());
+        assert_eq!(s.app_probe("/app-health/app/livez").await.status(), StatusCode::NOT_FOUND);
     }
 }
