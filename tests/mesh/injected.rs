@@ -250,6 +250,27 @@ fn injected_pods_run_with_weft_and_envoy_sidecars_talking_mtls() {
         "the proxy's metrics: {}",
         &metrics[..metrics.len().min(300)]
     );
+    // Ending the proxy is for the pod itself: from elsewhere it is refused.
+    let quit = weft_test_support::netns::sh(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            &hub,
+            "curl",
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-X",
+            "POST",
+            &format!("http://{}:15020/quitquitquit", reviews.ip),
+        ],
+    )
+    .unwrap_or_default();
+    assert_eq!(quit.trim(), "403", "quitquitquit from outside the pod");
+    assert_eq!(status("/healthz/ready").0, 200, "the proxy is still there");
     mesh.kill("reviews-app");
     let down = Mesh::wait_for(Duration::from_secs(10), "the app's probe to fail once it is gone", || {
         let (code, _) = status("/app-health/reviews/readyz");

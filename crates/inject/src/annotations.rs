@@ -145,10 +145,42 @@ impl PodSettings {
         };
 
         let p = &values.proxy;
+        let mut proxy_config = values.default_config.clone();
+        if let Some(text) = get("proxy.istio.io/config") {
+            let overlay: Value =
+                serde_yaml::from_str(text).map_err(|e| InjectError::new(at("proxy.istio.io/config"), format!("not YAML or JSON: {e}")))?;
+            let Value::Object(overlay) = overlay else {
+                return Err(InjectError::new(at("proxy.istio.io/config"), "must be a ProxyConfig object"));
+            };
+            for (k, v) in overlay {
+                proxy_config.insert(k, v);
+            }
+        }
+        // One status port for everything: the agent listens on it (PROXY_CONFIG), the probes
+        // and Prometheus point at it, the hooks call it, capture leaves it alone.
+        let status_port = match get("status.sidecar.istio.io/port") {
+            Some(v) => v
+                .parse::<u16>()
+                .ok()
+                .filter(|p| *p != 0)
+                .ok_or_else(|| InjectError::new(at("status.sidecar.istio.io/port"), format!("{v:?} is not a port (1–65535)")))?,
+            None => match proxy_config.get("statusPort") {
+                Some(v) => v
+                    .as_u64()
+                    .and_then(|n| u16::try_from(n).ok())
+                    .filter(|p| *p != 0)
+                    .ok_or_else(|| InjectError::new("defaultConfig.statusPort", format!("{v} is not a port (1–65535)")))?,
+                None => p.status_port,
+            },
+        };
+        if status_port != 15020 || proxy_config.contains_key("statusPort") {
+            proxy_config.insert("statusPort".into(), serde_json::json!(status_port));
+        }
+
         let mode = get("sidecar.istio.io/interceptionMode").unwrap_or(&p.interception_mode);
         let capture = match mode {
             "NONE" => None,
-            "REDIRECT" => Some(capture_options(annotations, values)?),
+            "REDIRECT" => Some(capture_options(annotations, values, status_port)?),
             "TPROXY" => {
                 return Err(InjectError::new(
                     at("sidecar.istio.io/interceptionMode"),
@@ -198,24 +230,6 @@ impl PodSettings {
                 Some(v) => Err(InjectError::new(at(key), format!("{v:?} is not true or false"))),
             }
         };
-        let status_port = match get("status.sidecar.istio.io/port") {
-            None => p.status_port,
-            Some(v) => {
-                v.parse::<u16>().ok().ok_or_else(|| InjectError::new(at("status.sidecar.istio.io/port"), format!("{v:?} is not a port")))?
-            }
-        };
-
-        let mut proxy_config = values.default_config.clone();
-        if let Some(text) = get("proxy.istio.io/config") {
-            let overlay: Value =
-                serde_yaml::from_str(text).map_err(|e| InjectError::new(at("proxy.istio.io/config"), format!("not YAML or JSON: {e}")))?;
-            let Value::Object(overlay) = overlay else {
-                return Err(InjectError::new(at("proxy.istio.io/config"), "must be a ProxyConfig object"));
-            };
-            for (k, v) in overlay {
-                proxy_config.insert(k, v);
-            }
-        }
         let hold_in_config = proxy_config.get("holdApplicationUntilProxyStarts").and_then(Value::as_bool);
         let native = boolean("sidecar.istio.io/nativeSidecar", values.native_sidecars)?;
 
@@ -246,7 +260,7 @@ impl PodSettings {
 
 /// The capture flags the pod's `traffic.sidecar.istio.io/*` annotations give, checked as
 /// `weft capture` will check them in the pod, so a bad range fails injection, not the pod.
-fn capture_options(annotations: &Map<String, Value>, values: &Values) -> Result<RawOptions, InjectError> {
+fn capture_options(annotations: &Map<String, Value>, values: &Values, status_port: u16) -> Result<RawOptions, InjectError> {
     let p = &values.proxy;
     let mut raw = RawOptions { proxy_uid: p.uid.to_string(), proxy_gid: p.gid.to_string(), ..RawOptions::default() };
     let defaults = [
@@ -267,8 +281,8 @@ fn capture_options(annotations: &Map<String, Value>, values: &Values) -> Result<
     }
     // The status port is never captured: the kubelet's probes reach it directly. Each port
     // once, so an injected pod's own annotation (with 15020 in it) reads back the same.
-    if p.status_port != 15020 {
-        raw.inbound_ports_exclude = raw.inbound_ports_exclude.replace("15020", &p.status_port.to_string());
+    if status_port != 15020 {
+        raw.inbound_ports_exclude = raw.inbound_ports_exclude.replace("15020", &status_port.to_string());
     }
     let mut seen = Vec::new();
     for port in raw.inbound_ports_exclude.split(',').map(str::trim) {

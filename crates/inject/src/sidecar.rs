@@ -216,16 +216,21 @@ pub fn proxy_container(facts: &PodFacts<'_>) -> Value {
         failure_threshold: Some(v.proxy.startup_probe_failure_threshold),
         ..Default::default()
     };
-    let exec = |cmd: &[&str]| LifecycleHandler {
-        exec: Some(ExecAction { command: Some(cmd.iter().map(|c| (*c).to_owned()).collect()) }),
-        ..Default::default()
+    let exec = |cmd: &[String]| LifecycleHandler { exec: Some(ExecAction { command: Some(cmd.to_vec()) }), ..Default::default() };
+    // `weft pod-proxy wait|drain`, at the pod's status port.
+    let hook = |what: &str| -> Vec<String> {
+        let mut c = vec!["weft".to_owned(), "pod-proxy".to_owned(), what.to_owned()];
+        if s.status_port != 15020 {
+            c.extend(["--status-port".to_owned(), s.status_port.to_string()]);
+        }
+        c
     };
     let lifecycle = match s.template {
         Template::Gateway => None,
         // The app containers start after postStart returns, that is once the proxy is ready.
-        Template::Sidecar if s.hold => Some(Lifecycle { post_start: Some(exec(&["weft", "pod-proxy", "wait"])), ..Default::default() }),
+        Template::Sidecar if s.hold => Some(Lifecycle { post_start: Some(exec(&hook("wait"))), ..Default::default() }),
         // Kubernetes stops a native sidecar after the app containers: drain first.
-        Template::Sidecar if s.native => Some(Lifecycle { pre_stop: Some(exec(&["weft", "pod-proxy", "drain"])), ..Default::default() }),
+        Template::Sidecar if s.native => Some(Lifecycle { pre_stop: Some(exec(&hook("drain"))), ..Default::default() }),
         Template::Sidecar => None,
     };
     let security = match s.template {

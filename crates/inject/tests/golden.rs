@@ -236,3 +236,42 @@ fn a_bad_annotation_is_an_error_with_file_line_and_field_and_nothing_is_printed(
     let e = inject_yaml("a: [1,\n", "bad.yaml", &Values::default()).unwrap_err();
     assert!(e.starts_with("bad.yaml:") && e.contains("YAML syntax error"), "{e}");
 }
+
+/// One status port for everything: a pod that moves it gets its agent (PROXY_CONFIG), its
+/// probes, Prometheus, the hooks and capture's exclusion on that port.
+#[test]
+fn a_moved_status_port_is_used_everywhere() {
+    let pod = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: app\n  annotations: {status.sidecar.istio.io/port: \"15030\"}\nspec:\n  containers:\n  - name: app\n    image: example.com/app:1\n    readinessProbe: {httpGet: {path: /ready, port: 8080}}\n";
+    let values = Values { native_sidecars: false, ..Values::default() };
+    let (out, _) = inject_yaml(pod, "pod.yaml", &values).unwrap_or_else(|e| panic!("{e}"));
+    let doc = &docs(&out)[0];
+    let proxy =
+        doc["spec"]["containers"].as_array().expect("containers").iter().find(|c| c["name"] == "istio-proxy").expect("proxy").clone();
+    let env = |name: &str| {
+        proxy["env"]
+            .as_array()
+            .expect("env")
+            .iter()
+            .find(|e| e["name"] == name)
+            .and_then(|e| e["value"].as_str())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert_eq!(serde_json::from_str::<Value>(&env("PROXY_CONFIG")).expect("json")["statusPort"], 15030);
+    assert_eq!(doc["spec"]["containers"][1]["readinessProbe"]["httpGet"]["port"], 15030);
+    assert_eq!(doc["metadata"]["annotations"]["prometheus.io/port"], "15030");
+    assert_eq!(
+        proxy["lifecycle"]["postStart"]["exec"]["command"],
+        serde_json::json!(["weft", "pod-proxy", "wait", "--status-port", "15030"])
+    );
+    let init = doc["spec"]["initContainers"][0]["args"]
+        .as_array()
+        .expect("args")
+        .iter()
+        .map(|a| a.as_str().unwrap_or_default())
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert!(init.contains("-d 15090,15021,15030"), "{init}");
+    let bad = pod.replace("15030", "0");
+    assert!(inject_yaml(&bad, "pod.yaml", &values).unwrap_err().contains("is not a port"));
+}

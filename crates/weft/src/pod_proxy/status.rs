@@ -177,8 +177,13 @@ async fn grpc_health(addr: SocketAddr, service: &str, timeout: Duration) -> Resu
 }
 
 impl Status {
-    async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    async fn handle(self: Arc<Self>, peer: SocketAddr, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
         let path = req.uri().path().to_owned();
+        // Capture leaves this port alone, so anyone who reaches the pod reaches it: ending or
+        // draining the proxy is for the pod's own containers only (as pilot-agent answers).
+        if req.method() == Method::POST && !peer.ip().is_loopback() {
+            return Ok(reply(StatusCode::FORBIDDEN, format!("{path} is only answered to the pod itself (from localhost)\n")));
+        }
         let local = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
         let answer = match (req.method().clone(), path.as_str()) {
             (Method::GET, "/healthz/ready") => match http1(local(self.health_port), Method::GET, "/healthz/ready", &[], Duration::from_secs(3)).await {
@@ -277,13 +282,13 @@ impl Status {
 /// Serves the status port until the process ends.
 pub async fn serve(listener: TcpListener, status: Arc<Status>) {
     loop {
-        let Ok((tcp, _)) = listener.accept().await else {
+        let Ok((tcp, peer)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(10)).await;
             continue;
         };
         let status = status.clone();
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| status.clone().handle(req));
+            let service = hyper::service::service_fn(move |req| status.clone().handle(peer, req));
             let _ = hyper::server::conn::http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(tcp), service).await;
         });
     }
