@@ -191,11 +191,15 @@ impl Conn {
         let mut node = ProxyNode::parse(&n.id, &meta).map_err(|e| Status::invalid_argument(e.to_string()))?;
         if let Some(Caller(id)) = &self.caller {
             // A token for one namespace gets no other namespace's config (istiod's check).
-            if node.namespace != id.namespace {
-                tracing::warn!(node = %node.id, caller = %format!("{}/{}", id.namespace, id.service_account), "xDS stream refused: the proxy's namespace is not its identity's");
+            let other_account = node.service_account.as_deref().is_some_and(|sa| sa != id.service_account);
+            if node.namespace != id.namespace || other_account {
+                tracing::warn!(node = %node.id, caller = %format!("{}/{}", id.namespace, id.service_account), "xDS stream refused: the proxy's namespace or service account is not its identity's");
                 return Err(Status::permission_denied(format!(
-                    "the proxy says namespace {:?}, its token is for namespace {:?}",
-                    node.namespace, id.namespace
+                    "the proxy says {:?}/{:?}, its token is for {:?}/{:?}",
+                    node.namespace,
+                    node.service_account.as_deref().unwrap_or(""),
+                    id.namespace,
+                    id.service_account
                 )));
             }
         }

@@ -175,7 +175,7 @@ pub async fn start(opts: Options) -> Result<Running, ServeError> {
 
     let (ca, secure_addr, webhook_addr) = match &opts.ca {
         Some(c) => {
-            let (ca, secure, webhook) = start_ca(c, &shared, opts.allow_unenforced_security, opts.kube.clone()).await?;
+            let (ca, secure, webhook) = start_ca(c, &shared, opts.allow_unenforced_security, opts.kube.clone(), &opts.cluster).await?;
             if let Some(client) = opts.kube.clone() {
                 // One replica at a time publishes the root to namespaces and webhooks.
                 let p = weft_kube::publish::Publisher {
@@ -210,6 +210,7 @@ async fn start_ca(
     shared: &Arc<Shared>,
     allow_unenforced_security: bool,
     kube: Option<weft_kube::Client>,
+    cluster: &ClusterIdentity,
 ) -> Result<(Arc<crate::ca::Authority>, SocketAddr, Option<SocketAddr>), ServeError> {
     use crate::ca::{serving, Authenticator, Authority, RootSource, Tokens};
     let trust_domain = shared.mesh().trust_domain;
@@ -236,7 +237,10 @@ async fn start_ca(
             ips.push(ip);
         }
     }
-    let cert = serving::ServingCert::new(ca.clone(), ips)?;
+    // The control plane's own Service, when a revision or another namespace renames it.
+    let service = if cluster.revision == "default" { "istiod".to_owned() } else { format!("istiod-{}", cluster.revision) };
+    let extra = vec![format!("{service}.{}.svc", cluster.namespace), format!("{service}.{}.svc.cluster.local", cluster.namespace)];
+    let cert = serving::ServingCert::new(ca.clone(), ips, extra)?;
     let tls = cert.server_config()?;
     let webhook_addr = match webhook {
         Some((listener, values)) => {
@@ -291,8 +295,12 @@ async fn watch_mesh(path: PathBuf, first: MeshConfig, tx: tokio::sync::mpsc::Sen
                 for w in warnings {
                     tracing::warn!("{w}");
                 }
+                let mut mesh = mesh;
                 if mesh.trust_domain != current.trust_domain {
-                    tracing::warn!(from = %current.trust_domain, to = %mesh.trust_domain, "the mesh's trust domain changed: the CA keeps the one it started with until the control plane restarts");
+                    // Certificates keep the CA's trust domain, so config must too, or every
+                    // client would expect SANs no server has.
+                    tracing::warn!(from = %current.trust_domain, to = %mesh.trust_domain, "the mesh's trust domain changed: kept until the control plane restarts (the CA issues for the one it started with)");
+                    mesh.trust_domain = current.trust_domain.clone();
                 }
                 tracing::info!(file = %path.display(), "mesh config changed");
                 current = mesh.clone();

@@ -156,6 +156,10 @@ impl PodSettings {
                 proxy_config.insert(k, v);
             }
         }
+        // xDS goes where certificates come from: this revision's control plane.
+        if !proxy_config.contains_key("discoveryAddress") && values.ca_address() != "istiod.istio-system.svc:15012" {
+            proxy_config.insert("discoveryAddress".into(), serde_json::json!(values.ca_address()));
+        }
         // One status port for everything: the agent listens on it (PROXY_CONFIG), the probes
         // and Prometheus point at it, the hooks call it, capture leaves it alone.
         let status_port = match get("status.sidecar.istio.io/port") {

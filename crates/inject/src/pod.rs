@@ -223,8 +223,10 @@ fn inject_copy(
     // Containers.
     let mut status = Status { revision: values.revision().to_owned(), ..Status::default() };
     let mut proxy = sidecar::proxy_container(&facts);
-    let user_proxy = take_container(list(spec, "containers", "spec")?, PROXY_CONTAINER)
-        .or(take_container(list(spec, "initContainers", "spec")?, PROXY_CONTAINER));
+    let user_proxy = match take_container(list(spec, "containers", "spec")?, PROXY_CONTAINER) {
+        Some(c) => Some(c),
+        None => take_container(list(spec, "initContainers", "spec")?, PROXY_CONTAINER),
+    };
     match (settings.template, user_proxy) {
         (_, Some(user)) => merge_container(&mut proxy, &user),
         (Template::Gateway, None) => {

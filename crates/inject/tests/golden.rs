@@ -275,3 +275,31 @@ fn a_moved_status_port_is_used_everywhere() {
     let bad = pod.replace("15030", "0");
     assert!(inject_yaml(&bad, "pod.yaml", &values).unwrap_err().contains("is not a port"));
 }
+
+/// A revision's sidecars get their xDS from that revision's control plane, as their
+/// certificates.
+#[test]
+fn a_revision_points_xds_at_its_own_control_plane() {
+    let pod = "apiVersion: v1\nkind: Pod\nmetadata: {name: app}\nspec:\n  containers: [{name: app, image: example.com/app:1}]\n";
+    let values = Values { revision: "canary".into(), ..Values::default() };
+    let (out, _) = inject_yaml(pod, "pod.yaml", &values).unwrap_or_else(|e| panic!("{e}"));
+    let doc = &docs(&out)[0];
+    let proxy =
+        doc["spec"]["initContainers"].as_array().expect("inits").iter().find(|c| c["name"] == "istio-proxy").expect("proxy").clone();
+    let env = |name: &str| {
+        proxy["env"]
+            .as_array()
+            .expect("env")
+            .iter()
+            .find(|e| e["name"] == name)
+            .and_then(|e| e["value"].as_str())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert_eq!(env("CA_ADDR"), "istiod-canary.istio-system.svc:15012");
+    assert_eq!(
+        serde_json::from_str::<Value>(&env("PROXY_CONFIG")).expect("json")["discoveryAddress"],
+        "istiod-canary.istio-system.svc:15012"
+    );
+    assert_eq!(doc["metadata"]["annotations"]["istio.io/rev"], "canary");
+}

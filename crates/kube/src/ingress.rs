@@ -82,7 +82,10 @@ pub fn convert(ingresses: &[Value], classes: &[Value], services: &[Value], gatew
             "spec": {"selector": {"istio": "ingressgateway"}, "servers": [{"port": {"number": 80, "protocol": "HTTP", "name": format!("http-80-ingress-{name}-{ns}")}, "hosts": ["*"]}]},
         }));
         let mut backend_route = |backend: &Value| -> Option<Value> {
-            let svc = backend.pointer("/service/name").and_then(Value::as_str)?;
+            let Some(svc) = backend.pointer("/service/name").and_then(Value::as_str) else {
+                warnings.push(format!("Ingress {ns}/{name}: a backend without a Service (a resource backend) is not routed"));
+                return None;
+            };
             let port = match backend.pointer("/service/port/number").and_then(Value::as_u64) {
                 Some(n) => n,
                 None => {

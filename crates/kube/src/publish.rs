@@ -91,18 +91,8 @@ impl Publisher {
     /// Writes the root everywhere it must be.
     async fn publish(&self, root: &str, done: &mut BTreeSet<String>) -> Result<(), String> {
         let apply = PatchParams::apply("weft-control-plane").force();
-        let namespaces: Api<Namespace> = Api::all(self.client.clone());
-        let list = namespaces.list(&ListParams::default()).await.map_err(|e| format!("listing namespaces: {e}"))?;
-        for ns in list.items {
-            let Some(name) = ns.metadata.name else { continue };
-            if done.contains(&name) || ns.status.and_then(|s| s.phase).as_deref() == Some("Terminating") {
-                continue;
-            }
-            let cms: Api<ConfigMap> = Api::namespaced(self.client.clone(), &name);
-            let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": ROOT_CONFIGMAP, "namespace": name, "labels": {"istio.io/config": "true"}}, "data": {"root-cert.pem": root}});
-            cms.patch(ROOT_CONFIGMAP, &apply, &Patch::Apply(&cm)).await.map_err(|e| format!("ConfigMap {name}/{ROOT_CONFIGMAP}: {e}"))?;
-            done.insert(name);
-        }
+        // The webhooks first: without their caBundle the API server cannot call them at all.
+        let mut failed = Vec::new();
         let bundle = base64_encode(root.as_bytes());
         let selector = format!("istio.io/rev={}", self.revision);
         for (group_kind, plural) in [
@@ -136,10 +126,33 @@ impl Publisher {
                 let hooks: Vec<serde_json::Value> =
                     names.iter().map(|n| json!({"name": n, "clientConfig": {"caBundle": bundle}})).collect();
                 let body = json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": group_kind, "metadata": {"name": name}, "webhooks": hooks});
-                api.patch(&name, &apply, &Patch::Apply(&body)).await.map_err(|e| format!("{group_kind} {name}: {e}"))?;
+                if let Err(e) = api.patch(&name, &apply, &Patch::Apply(&body)).await {
+                    failed.push(format!("{group_kind} {name}: {e}"));
+                }
             }
         }
-        Ok(())
+        let namespaces: Api<Namespace> = Api::all(self.client.clone());
+        let list = namespaces.list(&ListParams::default()).await.map_err(|e| format!("listing namespaces: {e}"))?;
+        for ns in list.items {
+            let Some(name) = ns.metadata.name else { continue };
+            if done.contains(&name) || ns.status.and_then(|s| s.phase).as_deref() == Some("Terminating") {
+                continue;
+            }
+            let cms: Api<ConfigMap> = Api::namespaced(self.client.clone(), &name);
+            let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": ROOT_CONFIGMAP, "namespace": name, "labels": {"istio.io/config": "true"}}, "data": {"root-cert.pem": root}});
+            // One namespace that refuses (a quota, a policy) does not keep the others waiting.
+            match cms.patch(ROOT_CONFIGMAP, &apply, &Patch::Apply(&cm)).await {
+                Ok(_) => {
+                    done.insert(name);
+                }
+                Err(e) => failed.push(format!("ConfigMap {name}/{ROOT_CONFIGMAP}: {e}")),
+            }
+        }
+        if failed.is_empty() {
+            Ok(())
+        } else {
+            Err(failed.join("; "))
+        }
     }
 
     /// Runs until the process ends: leads when it can, and while leading keeps the root
@@ -170,7 +183,15 @@ impl Publisher {
                     }
                     leading = now_leading;
                 }
-                Err(e) => tracing::warn!("the leader Lease: {e}"),
+                Err(e) => {
+                    // Not knowing is not leading: another replica may have taken over.
+                    if leading {
+                        tracing::warn!(identity = %self.identity, "the leader Lease could not be renewed, stopping writes: {e}");
+                    } else {
+                        tracing::warn!("the leader Lease: {e}");
+                    }
+                    leading = false;
+                }
             }
             if leading {
                 let root = bundle.borrow_and_update().clone();

@@ -82,16 +82,26 @@ async fn served(client: &Client) -> Vec<ApiResource> {
         let names = match by_group.get(&api_version) {
             Some(n) => n.clone(),
             None => {
-                let listed = if group.is_empty() {
-                    client.list_core_api_resources(version).await
-                } else {
-                    client.list_api_group_resources(&api_version).await
-                };
-                let names: Vec<String> = match listed {
-                    Ok(l) => l.resources.into_iter().map(|r| r.name).collect(),
-                    Err(e) => {
-                        tracing::info!(%api_version, "not served by the API server ({e}): its kinds are not watched");
-                        Vec::new()
+                // Only "not found" means not served: any other failure is retried, or a
+                // passing error would leave (security) kinds unwatched for the process's life.
+                let mut wait = Duration::from_millis(200);
+                let names: Vec<String> = loop {
+                    let listed = if group.is_empty() {
+                        client.list_core_api_resources(version).await
+                    } else {
+                        client.list_api_group_resources(&api_version).await
+                    };
+                    match listed {
+                        Ok(l) => break l.resources.into_iter().map(|r| r.name).collect(),
+                        Err(kube::Error::Api(e)) if e.code == 404 => {
+                            tracing::info!(%api_version, "not served by the API server: its kinds are not watched");
+                            break Vec::new();
+                        }
+                        Err(e) => {
+                            tracing::warn!(%api_version, "asking the API server what it serves failed, retrying: {e}");
+                            tokio::time::sleep(wait).await;
+                            wait = (wait * 2).min(Duration::from_secs(10));
+                        }
                     }
                 };
                 by_group.insert(api_version.clone(), names.clone());

@@ -123,7 +123,10 @@ spec:
 
     let hook = find("MutatingWebhookConfiguration", "istio-sidecar-injector");
     let sel = hook["webhooks"][0]["namespaceSelector"]["matchExpressions"].to_string();
-    assert!(sel.contains("disabled") && sel.contains("kube-system"), "every namespace but the opted out and system ones: {sel}");
+    assert!(
+        sel.contains("disabled") && sel.contains("kube-system") && !sel.contains("istio-system"),
+        "every namespace but the opted out and system ones (the gateways' is injected): {sel}"
+    );
 
     // Service ports with Istio's names and numbers.
     let svc = find("Service", "istiod");
@@ -135,15 +138,9 @@ spec:
             (p["name"].as_str().unwrap_or_default().to_owned(), p["port"].as_i64().unwrap_or(0), p["targetPort"].as_i64().unwrap_or(0))
         })
         .collect();
-    assert_eq!(
-        ports,
-        [
-            ("grpc-xds".into(), 15010, 15010),
-            ("https-dns".into(), 15012, 15012),
-            ("https-webhook".into(), 443, 15017),
-            ("http-monitoring".into(), 15014, 15014)
-        ]
-    );
+    // Only what answers off the pod: xDS and the CA over TLS, the webhooks (plaintext xDS and
+    // the debug API are bound to the pod's localhost).
+    assert_eq!(ports, [("https-dns".to_owned(), 15012, 15012), ("https-webhook".to_owned(), 443, 15017)]);
 }
 
 /// Every `values` path weft accepts changes what is installed: none is accepted and dropped.
@@ -177,4 +174,21 @@ fn every_accepted_value_changes_the_install() {
             }
         }
     }
+}
+
+/// A `k8s` setting that does not fit its Kubernetes type, or a Service field weft does not set,
+/// is an error naming it: not an install that quietly lacks it.
+#[test]
+fn k8s_settings_that_do_not_fit_are_refused_by_name() {
+    let iop = |k8s: &str| {
+        format!("apiVersion: install.istio.io/v1alpha1\nkind: IstioOperator\nspec:\n  components:\n    pilot:\n      k8s: {k8s}\n")
+    };
+    let fail = |text: String| operator::plan_from(Some(&text), &[]).and_then(|p| manifest::generate(&p)).unwrap_err();
+    let e = fail(iop("{env: [{name: A, value: 1}]}"));
+    assert!(e.starts_with("components.pilot.k8s.env"), "{e}");
+    let e = fail(iop("{resources: {requests: 3}}"));
+    assert!(e.starts_with("components.pilot.k8s.resources"), "{e}");
+    let gw = "apiVersion: install.istio.io/v1alpha1\nkind: IstioOperator\nspec:\n  components:\n    ingressGateways:\n    - name: gw\n      k8s: {service: {type: NodePort, externalTrafficPolicy: Local}}\n";
+    let e = fail(gw.to_owned());
+    assert!(e.contains("k8s.service.externalTrafficPolicy: not supported"), "{e}");
 }

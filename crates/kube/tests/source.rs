@@ -129,6 +129,8 @@ fn kinds(v: &View) -> Vec<&'static str> {
 async fn the_api_server_is_read_listed_watched_and_relisted() {
     let api = cluster();
     api.held.lock().expect("held").push("/api/v1/pods".into());
+    // Discovery that fails for a while is retried, not taken for "not served".
+    api.failures.lock().expect("failures").insert("/apis/networking.istio.io/v1".into(), 2);
     let addr = api.serve().await;
     let config = kube::Config::new(format!("http://{addr}").parse().expect("url"));
     let client = kube::Client::try_from(config).expect("client");

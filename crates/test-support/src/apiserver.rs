@@ -24,6 +24,8 @@ pub struct ApiServer {
     watches: Mutex<HashMap<String, Vec<tokio::sync::mpsc::UnboundedSender<Bytes>>>>,
     /// Service-account tokens the TokenReview endpoint knows: token → (username, audiences).
     pub tokens: Mutex<HashMap<String, (String, Vec<String>)>>,
+    /// Paths that answer 503 this many more times before their document (a flaky API server).
+    pub failures: Mutex<HashMap<String, u32>>,
     /// Every write (POST, PUT, PATCH) in order: (method, path with query, body).
     pub writes: Mutex<Vec<(String, String, Value)>>,
     /// Paths whose answer is held back until [`ApiServer::release`].
@@ -177,6 +179,13 @@ impl ApiServer {
                 break;
             }
             notified.await;
+        }
+        if let Some(left) = self.failures.lock().expect("failures").get_mut(&path).filter(|n| **n > 0) {
+            *left -= 1;
+            return reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": "the server is currently unable to handle the request", "reason": "ServiceUnavailable", "code": 503}),
+            );
         }
         let found = self.docs.lock().expect("docs").get(&path).cloned();
         match found {

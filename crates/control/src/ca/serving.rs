@@ -30,6 +30,9 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct ServingCert {
     ca: Arc<Authority>,
     ips: Vec<IpAddr>,
+    /// Names besides [`SERVING_NAMES`]: the control plane's own Service when it is not
+    /// `istiod.istio-system` (a revision, another namespace).
+    extra: Vec<String>,
     current: ArcSwap<CertifiedKey>,
 }
 
@@ -39,8 +42,13 @@ impl ResolvesServerCert for ServingCert {
     }
 }
 
-fn issue(ca: &Authority, ips: &[IpAddr]) -> Result<CertifiedKey, CaError> {
-    let names: Vec<String> = SERVING_NAMES.iter().map(|s| s.to_string()).collect();
+fn issue(ca: &Authority, ips: &[IpAddr], extra: &[String]) -> Result<CertifiedKey, CaError> {
+    let mut names: Vec<String> = SERVING_NAMES.iter().map(|s| s.to_string()).collect();
+    for n in extra {
+        if !names.contains(n) {
+            names.push(n.clone());
+        }
+    }
     let (chain, key) = ca.issue_serving(&names, ips, SERVING_TTL)?;
     let certs = chain
         .iter()
@@ -53,9 +61,9 @@ fn issue(ca: &Authority, ips: &[IpAddr]) -> Result<CertifiedKey, CaError> {
 
 impl ServingCert {
     /// `ips`: addresses the port is reached at, added as IP SANs.
-    pub fn new(ca: Arc<Authority>, ips: Vec<IpAddr>) -> Result<Arc<ServingCert>, CaError> {
-        let first = issue(&ca, &ips)?;
-        Ok(Arc::new(ServingCert { ca, ips, current: ArcSwap::new(Arc::new(first)) }))
+    pub fn new(ca: Arc<Authority>, ips: Vec<IpAddr>, extra: Vec<String>) -> Result<Arc<ServingCert>, CaError> {
+        let first = issue(&ca, &ips, &extra)?;
+        Ok(Arc::new(ServingCert { ca, ips, extra, current: ArcSwap::new(Arc::new(first)) }))
     }
 
     /// Renews at half-life, and at once when the trust bundle changes (a rotated root).
@@ -66,7 +74,7 @@ impl ServingCert {
                 _ = tokio::time::sleep(SERVING_TTL / 2) => {}
                 r = bundle.changed() => if r.is_err() { return },
             }
-            match issue(&self.ca, &self.ips) {
+            match issue(&self.ca, &self.ips, &self.extra) {
                 Ok(k) => self.current.store(Arc::new(k)),
                 Err(e) => tracing::error!("control plane serving certificate not renewed: {e}"),
             }

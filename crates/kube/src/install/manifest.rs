@@ -120,6 +120,15 @@ fn crd(group: &str, kind: &str, plural: &str, versions: &[&str], storage: &str) 
     }
 }
 
+/// A `k8s` setting as its Kubernetes type; one that does not fit is an error naming it, not a
+/// setting quietly left out.
+fn typed<T: serde::de::DeserializeOwned>(v: Option<Value>, at: &str) -> Result<Option<T>, String> {
+    match v {
+        None => Ok(None),
+        Some(v) => serde_json::from_value(v).map(Some).map_err(|e| format!("{at}: {e}")),
+    }
+}
+
 fn service_port(name: &str, port: i32, target: i32) -> ServicePort {
     ServicePort {
         name: Some(name.into()),
@@ -140,7 +149,7 @@ fn rule(groups: &[&str], resources: &[&str], verbs: &[&str]) -> PolicyRule {
     }
 }
 
-fn control_plane(plan: &Plan, out: &mut Vec<Manifest>) {
+fn control_plane(plan: &Plan, out: &mut Vec<Manifest>) -> Result<(), String> {
     let ns = plan.namespace.as_str();
     let rev = if plan.revision.is_empty() { "default" } else { plan.revision.as_str() };
     let name = if plan.revision.is_empty() { "istiod".to_owned() } else { format!("istiod-{}", plan.revision) };
@@ -227,7 +236,9 @@ fn control_plane(plan: &Plan, out: &mut Vec<Manifest>) {
             [
                 "control-plane",
                 "--xds-address",
-                "0.0.0.0:15010",
+                // Plaintext xDS authenticates nobody: only the pod itself reaches it. Proxies
+                // come in on 15012 with their token.
+                "127.0.0.1:15010",
                 "--secure-address",
                 "0.0.0.0:15012",
                 "--webhook-address",
@@ -247,13 +258,13 @@ fn control_plane(plan: &Plan, out: &mut Vec<Manifest>) {
             .map(|s| (*s).to_owned())
             .collect(),
         ),
-        ports: Some(vec![port("grpc-xds", 15010), port("https-dns", 15012), port("https-webhooks", 15017), port("http-monitoring", 15014)]),
+        ports: Some(vec![port("https-dns", 15012), port("https-webhooks", 15017)]),
         readiness_probe: Some(Probe {
             tcp_socket: Some(k8s_openapi::api::core::v1::TCPSocketAction { port: IntOrString::Int(15012), host: None }),
             period_seconds: Some(3),
             ..Probe::default()
         }),
-        resources: k8s.resources.clone().and_then(|r| serde_json::from_value(r).ok()),
+        resources: typed(k8s.resources.clone(), "components.pilot.k8s.resources")?,
         env: {
             // `values.pilot.env` (a map) and `components.pilot.k8s.env` (a list) together.
             let mut env: Vec<Value> = vec![
@@ -266,7 +277,11 @@ fn control_plane(plan: &Plan, out: &mut Vec<Manifest>) {
                     m.iter().map(|(k, v)| json!({"name": k, "value": v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string())})),
                 );
             }
-            (!env.is_empty()).then(|| serde_json::from_value(Value::Array(env)).ok()).flatten()
+            if env.is_empty() {
+                None
+            } else {
+                typed(Some(Value::Array(env)), "components.pilot.k8s.env (with values.pilot.env)")?
+            }
         },
         volume_mounts: Some(vec![
             mount("ca", "/var/run/secrets/istiod/ca"),
@@ -300,7 +315,7 @@ fn control_plane(plan: &Plan, out: &mut Vec<Manifest>) {
                     service_account_name: Some(name.clone()),
                     containers: vec![container],
                     node_selector: k8s.node_selector.clone(),
-                    tolerations: k8s.tolerations.clone().and_then(|t| serde_json::from_value(Value::Array(t)).ok()),
+                    tolerations: typed(k8s.tolerations.clone().map(Value::Array), "components.pilot.k8s.tolerations")?,
                     volumes: Some(vec![
                         Volume {
                             name: "ca".into(),
@@ -332,12 +347,7 @@ fn control_plane(plan: &Plan, out: &mut Vec<Manifest>) {
             metadata: meta(&name, Some(ns), &labels),
             spec: Some(ServiceSpec {
                 selector: Some(select),
-                ports: Some(vec![
-                    service_port("grpc-xds", 15010, 15010),
-                    service_port("https-dns", 15012, 15012),
-                    service_port("https-webhook", 443, 15017),
-                    service_port("http-monitoring", 15014, 15014),
-                ]),
+                ports: Some(vec![service_port("https-dns", 15012, 15012), service_port("https-webhook", 443, 15017)]),
                 ..ServiceSpec::default()
             }),
             status: None,
@@ -381,8 +391,10 @@ fn control_plane(plan: &Plan, out: &mut Vec<Manifest>) {
         vec![hook(
             "namespace.sidecar-injector.istio.io",
             vec![
+                // The control plane's own pods opt out by label; its gateways are injected.
                 req("istio-injection", "NotIn", &["disabled"]),
-                req("kubernetes.io/metadata.name", "NotIn", &["kube-system", "kube-public", ns]),
+                req("istio.io/rev", "DoesNotExist", &[]),
+                req("kubernetes.io/metadata.name", "NotIn", &["kube-system", "kube-public"]),
             ],
             vec![req("sidecar.istio.io/inject", "NotIn", &["false"])],
         )]
@@ -445,6 +457,7 @@ fn control_plane(plan: &Plan, out: &mut Vec<Manifest>) {
             }]),
         }),
     );
+    Ok(())
 }
 
 /// The value at a dotted path of the plan's `values`.
@@ -510,7 +523,7 @@ fn injector_values(plan: &Plan) -> String {
     serde_yaml::to_string(&Value::Object(v)).unwrap_or_default()
 }
 
-fn gateway(plan: &Plan, g: &GatewayComponent, part: Part, out: &mut Vec<Manifest>) {
+fn gateway(plan: &Plan, g: &GatewayComponent, part: Part, out: &mut Vec<Manifest>) -> Result<(), String> {
     let ns = g.namespace.clone().unwrap_or_else(|| plan.namespace.clone());
     let ingress = part == Part::IngressGateways;
     let istio = if ingress { "ingressgateway" } else { "egressgateway" };
@@ -553,12 +566,15 @@ fn gateway(plan: &Plan, g: &GatewayComponent, part: Part, out: &mut Vec<Manifest
                         // The injector fills in the gateway template.
                         image: Some("auto".into()),
                         ports: Some(ports),
-                        resources: k8s.resources.clone().and_then(|r| serde_json::from_value(r).ok()),
-                        env: k8s.env.clone().and_then(|e| serde_json::from_value(Value::Array(e)).ok()),
+                        resources: typed(k8s.resources.clone(), &format!("components.gateways[{}].k8s.resources", g.name))?,
+                        env: typed(k8s.env.clone().map(Value::Array), &format!("components.gateways[{}].k8s.env", g.name))?,
                         ..Container::default()
                     }],
                     node_selector: k8s.node_selector.clone(),
-                    tolerations: k8s.tolerations.clone().and_then(|t| serde_json::from_value(Value::Array(t)).ok()),
+                    tolerations: typed(
+                        k8s.tolerations.clone().map(Value::Array),
+                        &format!("components.gateways[{}].k8s.tolerations", g.name),
+                    )?,
                     ..PodSpec::default()
                 }),
             },
@@ -582,8 +598,13 @@ fn gateway(plan: &Plan, g: &GatewayComponent, part: Part, out: &mut Vec<Manifest
         status: None,
     };
     if let Some(custom) = &k8s.service {
-        // `k8s.service` replaces the Service's spec fields it names (ports, type).
-        if let (Some(spec), Ok(over)) = (service.spec.as_mut(), serde_json::from_value::<ServiceSpec>(custom.clone())) {
+        // `k8s.service` replaces the Service's ports and type; anything else in it is refused.
+        let at = format!("components.gateways[{}].k8s.service", g.name);
+        if let Some(other) = custom.as_object().and_then(|o| o.keys().find(|k| !matches!(k.as_str(), "ports" | "type"))) {
+            return Err(format!("{at}.{other}: not supported by weft install (it sets ports and type)"));
+        }
+        let over: ServiceSpec = typed(Some(custom.clone()), &at)?.unwrap_or_default();
+        if let Some(spec) = service.spec.as_mut() {
             if over.ports.is_some() {
                 spec.ports = over.ports;
             }
@@ -593,6 +614,7 @@ fn gateway(plan: &Plan, g: &GatewayComponent, part: Part, out: &mut Vec<Manifest
         }
     }
     out.push(Manifest { part, object: to_json(&service) });
+    Ok(())
 }
 
 /// Everything `plan` asks for, in the order it is applied.
@@ -611,13 +633,13 @@ pub fn generate(plan: &Plan) -> Result<Vec<Manifest>, String> {
         }
     }
     if plan.pilot.is_some() {
-        control_plane(plan, &mut out);
+        control_plane(plan, &mut out)?;
     }
     for g in &plan.ingress_gateways {
-        gateway(plan, g, Part::IngressGateways, &mut out);
+        gateway(plan, g, Part::IngressGateways, &mut out)?;
     }
     for g in &plan.egress_gateways {
-        gateway(plan, g, Part::EgressGateways, &mut out);
+        gateway(plan, g, Part::EgressGateways, &mut out)?;
     }
     Ok(out)
 }

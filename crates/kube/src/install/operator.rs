@@ -16,7 +16,7 @@ pub enum Profile {
     Minimal,
     /// Nothing but what is asked for by components.
     Empty,
-    /// The injector and CRDs of a cluster whose control plane runs elsewhere (no control
+    /// The CRDs and namespace of a cluster whose control plane runs elsewhere (no control
     /// plane here).
     Remote,
 }
@@ -278,6 +278,18 @@ pub fn plan(spec: &Spec) -> Result<Plan, String> {
         }
     };
     let cni_value = value_at(&values, "pilot.cni.enabled").and_then(Value::as_bool).unwrap_or(false);
+    if let Some(n) = components.pilot.as_ref().and_then(|p| p.k8s.as_ref()).and_then(|k| k.replica_count).filter(|n| *n > 1) {
+        // Each replica would make its own root: workloads would hold certificates that do not
+        // chain to the one published.
+        return Err(format!(
+            "spec.components.pilot.k8s.replicaCount: {n} replicas are not supported yet (each would make its own CA root); use 1"
+        ));
+    }
+    for (name, c) in [("base", &components.base), ("pilot", &components.pilot), ("cni", &components.cni)] {
+        if c.as_ref().and_then(|c| c.namespace.as_ref()).is_some() {
+            return Err(format!("spec.components.{name}.namespace: not supported by weft install; set spec.namespace (or values.global.istioNamespace) for the whole control plane"));
+        }
+    }
     let ingress_gateways = gateways(&components.ingress_gateways, "istio-ingressgateway", ingress_default);
     let egress_gateways = gateways(&components.egress_gateways, "istio-egressgateway", egress_default);
     // A gateway's values for a gateway that is not installed would change nothing: say so.
@@ -351,6 +363,10 @@ mod tests {
         assert!(e.contains("spec.components.ingressGateways[0].k8s") && e.contains("hpaSpec"), "{e}");
         let e = plan_from(None, &["values.gateways.istio-egressgateway.injectionTemplate=gateway".into()]).unwrap_err();
         assert!(e.contains("no gateway named istio-egressgateway"), "{e}");
+        let e = plan_from(None, &["components.pilot.k8s.replicaCount=3".into()]).unwrap_err();
+        assert!(e.contains("replicaCount: 3 replicas are not supported"), "{e}");
+        let e = plan_from(None, &["components.pilot.namespace=mesh".into()]).unwrap_err();
+        assert!(e.contains("spec.components.pilot.namespace"), "{e}");
         let e = plan_from(None, &["profile=ambient".into()]).unwrap_err();
         assert!(e.contains("\"ambient\""), "{e}");
         let e = plan_from(Some("apiVersion: v1\nkind: ConfigMap\n"), &[]).unwrap_err();
