@@ -154,6 +154,10 @@ fn bad_requests_get_clear_answers_and_the_webhook_keeps_serving() {
     let (status, _) = plane.post("/inject", b"", &["-X", "GET"]);
     assert_eq!(status, 405);
 
+    // A body announced over 8 MiB is refused before it is read.
+    let (status, _) = plane.post("/inject", b"{}", &["--http1.1", "-H", "Content-Length: 9437184"]);
+    assert_eq!(status, 413);
+
     // A pod the injector refuses is denied with the annotation at fault.
     let mut review = pod_review();
     review["request"]["object"]["metadata"]["annotations"]["sidecar.istio.io/interceptionMode"] = json!("TPROXY");

@@ -61,6 +61,11 @@ fn text(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
 }
 
 async fn handle(hooks: Arc<Webhooks>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    // A body announced over the limit is refused before any of it is read.
+    let announced = req.headers().get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
+    if announced.is_some_and(|n| n > MAX_BODY) {
+        return Ok(text(StatusCode::PAYLOAD_TOO_LARGE, "the AdmissionReview is over 8 MiB"));
+    }
     let (parts, body) = req.into_parts();
     // The body is read before any answer, bounded: an HTTP/2 stream answered with its body
     // unread is reset, and a client may take the reset for a failure of the answer.

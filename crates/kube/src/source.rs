@@ -246,7 +246,12 @@ fn as_manifest(o: &DynamicObject, resource: &ApiResource) -> Option<Value> {
 
 /// A running pod's address, labels and service account; none before it has an address.
 pub fn pod_info(p: &Pod) -> Option<PodInfo> {
-    let ip = p.status.as_ref()?.pod_ip.clone().filter(|ip| !ip.is_empty())?;
+    let status = p.status.as_ref()?;
+    // A finished pod keeps its address in status, which a new pod may already hold.
+    if matches!(status.phase.as_deref(), Some("Succeeded" | "Failed")) {
+        return None;
+    }
+    let ip = status.pod_ip.clone().filter(|ip| !ip.is_empty())?;
     if p.metadata.deletion_timestamp.is_some() {
         return None;
     }
@@ -276,5 +281,23 @@ pub async fn once(client: Client, timeout: Duration) -> Result<View, String> {
         Err(_) => {
             Err(format!("the API server was not listed within {}s (is it reachable, and may you list its resources?)", timeout.as_secs()))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_running_pods_with_an_address_give_endpoints_their_identity() {
+        let pod = |phase: &str, ip: &str| -> Pod {
+            serde_json::from_value(serde_json::json!({"metadata": {"name": "p", "namespace": "shop", "labels": {"app": "a"}},
+                "spec": {"serviceAccountName": "sa", "containers": []}, "status": {"phase": phase, "podIP": ip}}))
+            .expect("pod")
+        };
+        assert_eq!(pod_info(&pod("Running", "10.1.0.5")).map(|p| (p.ip, p.service_account)), Some(("10.1.0.5".into(), Some("sa".into()))));
+        assert!(pod_info(&pod("Succeeded", "10.1.0.5")).is_none(), "a finished pod's address may be someone else's now");
+        assert!(pod_info(&pod("Failed", "10.1.0.5")).is_none());
+        assert!(pod_info(&pod("Pending", "")).is_none(), "no address yet");
     }
 }
