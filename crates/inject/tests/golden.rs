@@ -237,6 +237,18 @@ fn a_bad_annotation_is_an_error_with_file_line_and_field_and_nothing_is_printed(
     assert!(e.starts_with("bad.yaml:") && e.contains("YAML syntax error"), "{e}");
 }
 
+/// The value of the injected proxy container's environment variable `name`.
+fn proxy_env(proxy: &Value, name: &str) -> String {
+    proxy["env"]
+        .as_array()
+        .expect("env")
+        .iter()
+        .find(|e| e["name"] == name)
+        .and_then(|e| e["value"].as_str())
+        .unwrap_or_default()
+        .to_owned()
+}
+
 /// One status port for everything: a pod that moves it gets its agent (PROXY_CONFIG), its
 /// probes, Prometheus, the hooks and capture's exclusion on that port.
 #[test]
@@ -247,16 +259,7 @@ fn a_moved_status_port_is_used_everywhere() {
     let doc = &docs(&out)[0];
     let proxy =
         doc["spec"]["containers"].as_array().expect("containers").iter().find(|c| c["name"] == "istio-proxy").expect("proxy").clone();
-    let env = |name: &str| {
-        proxy["env"]
-            .as_array()
-            .expect("env")
-            .iter()
-            .find(|e| e["name"] == name)
-            .and_then(|e| e["value"].as_str())
-            .unwrap_or_default()
-            .to_owned()
-    };
+    let env = |name: &str| proxy_env(&proxy, name);
     assert_eq!(serde_json::from_str::<Value>(&env("PROXY_CONFIG")).expect("json")["statusPort"], 15030);
     assert_eq!(doc["spec"]["containers"][1]["readinessProbe"]["httpGet"]["port"], 15030);
     assert_eq!(doc["metadata"]["annotations"]["prometheus.io/port"], "15030");
@@ -286,16 +289,7 @@ fn a_revision_points_xds_at_its_own_control_plane() {
     let doc = &docs(&out)[0];
     let proxy =
         doc["spec"]["initContainers"].as_array().expect("inits").iter().find(|c| c["name"] == "istio-proxy").expect("proxy").clone();
-    let env = |name: &str| {
-        proxy["env"]
-            .as_array()
-            .expect("env")
-            .iter()
-            .find(|e| e["name"] == name)
-            .and_then(|e| e["value"].as_str())
-            .unwrap_or_default()
-            .to_owned()
-    };
+    let env = |name: &str| proxy_env(&proxy, name);
     assert_eq!(env("CA_ADDR"), "istiod-canary.istio-system.svc:15012");
     assert_eq!(
         serde_json::from_str::<Value>(&env("PROXY_CONFIG")).expect("json")["discoveryAddress"],

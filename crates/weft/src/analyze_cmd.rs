@@ -241,10 +241,10 @@ pub fn analyze(args: AnalyzeArgs) -> ExitCode {
             let pitfalls = weft_kube::pitfalls::check(&client).await?;
             Ok::<_, String>((view, pitfalls))
         };
-        let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        let rt = match crate::current_thread_runtime() {
             Ok(rt) => rt,
             Err(e) => {
-                eprintln!("weft analyze: cannot start the runtime: {e}");
+                eprintln!("weft analyze: {e}");
                 return ExitCode::from(1);
             }
         };

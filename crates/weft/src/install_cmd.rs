@@ -83,15 +83,11 @@ pub fn manifest(args: ManifestArgs) -> ExitCode {
     }
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, String> {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| format!("cannot start the runtime: {e}"))
-}
-
 pub fn install(args: InstallArgs) -> ExitCode {
     let _ = args.skip_confirmation;
     let run = || -> Result<(), String> {
         let m = manifests(args.filename.as_ref(), &args.set)?;
-        runtime()?.block_on(async {
+        crate::current_thread_runtime()?.block_on(async {
             let client = weft_kube::client(args.kubeconfig.as_deref()).await?;
             let mut say = |s: String| eprintln!("weft install: {s}");
             apply::apply(&client, &m, &mut say).await?;
@@ -116,7 +112,7 @@ pub fn install(args: InstallArgs) -> ExitCode {
 pub fn uninstall(args: InstallArgs) -> ExitCode {
     let run = || -> Result<(), String> {
         let m = manifests(args.filename.as_ref(), &args.set)?;
-        runtime()?.block_on(async {
+        crate::current_thread_runtime()?.block_on(async {
             let client = weft_kube::client(args.kubeconfig.as_deref()).await?;
             let mut say = |s: String| eprintln!("weft uninstall: {s}");
             apply::remove(&client, &m, &mut say).await
@@ -134,7 +130,7 @@ pub fn uninstall(args: InstallArgs) -> ExitCode {
 pub fn verify_install(args: InstallArgs) -> ExitCode {
     let run = || -> Result<Vec<String>, String> {
         let m = manifests(args.filename.as_ref(), &args.set)?;
-        runtime()?.block_on(async {
+        crate::current_thread_runtime()?.block_on(async {
             let client = weft_kube::client(args.kubeconfig.as_deref()).await?;
             apply::verify(&client, &m).await
         })

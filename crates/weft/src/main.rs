@@ -88,6 +88,11 @@ enum Command {
     AdminGet(ops_cmd::AdminGetArgs),
 }
 
+/// A single-threaded runtime for a command that makes a few requests and ends.
+pub(crate) fn current_thread_runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| format!("cannot start the runtime: {e}"))
+}
+
 fn main() -> std::process::ExitCode {
     // Installed (or linked) as `weft-cni`, the binary is a CNI plugin: the container runtime
     // calls it with the CNI environment and config on stdin, never with subcommands.

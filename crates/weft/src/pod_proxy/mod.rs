@@ -79,65 +79,46 @@ pub fn run(args: PodProxyArgs) -> ExitCode {
     match args.command {
         PodProxyCommand::Sidecar(a) => sidecar(Role::Sidecar, a),
         PodProxyCommand::Router(a) => sidecar(Role::Router, a),
-        PodProxyCommand::Wait(a) => wait(a),
-        PodProxyCommand::Drain(a) => drain(a),
+        PodProxyCommand::Wait(a) => hook("wait", wait(a)),
+        PodProxyCommand::Drain(a) => hook("drain", drain(a)),
     }
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, String> {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| format!("cannot start the runtime: {e}"))
+/// Runs a hook (`wait`, `drain`) to its end: success, or the reason on stderr.
+fn hook(what: &str, work: impl std::future::Future<Output = Result<(), String>>) -> ExitCode {
+    match crate::current_thread_runtime().and_then(|rt| rt.block_on(work)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("weft pod-proxy {what}: {e}");
+            ExitCode::from(1)
+        }
+    }
 }
 
-fn wait(a: WaitArgs) -> ExitCode {
-    let rt = match runtime() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("weft pod-proxy wait: {e}");
-            return ExitCode::from(1);
-        }
-    };
+async fn wait(a: WaitArgs) -> Result<(), String> {
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], a.status_port));
     let deadline = Instant::now() + Duration::from_secs(a.timeout_seconds);
-    rt.block_on(async move {
-        let mut last = String::new();
-        while Instant::now() < deadline {
-            match status::http1(addr, Method::GET, "/healthz/ready", &[], Duration::from_secs(1)).await {
-                Ok((200, _)) => {
-                    eprintln!("weft pod-proxy wait: the proxy is ready");
-                    return ExitCode::SUCCESS;
-                }
-                Ok((code, body)) => last = format!("{code} {}", String::from_utf8_lossy(&body).trim()),
-                Err(e) => last = e,
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        match status::http1(addr, Method::GET, "/healthz/ready", &[], Duration::from_secs(1)).await {
+            Ok((200, _)) => {
+                eprintln!("weft pod-proxy wait: the proxy is ready");
+                return Ok(());
             }
-            tokio::time::sleep(Duration::from_millis(500)).await;
+            Ok((code, body)) => last = format!("{code} {}", String::from_utf8_lossy(&body).trim()),
+            Err(e) => last = e,
         }
-        eprintln!("weft pod-proxy wait: the proxy was not ready within {}s (last: {last})", a.timeout_seconds);
-        ExitCode::from(1)
-    })
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    Err(format!("the proxy was not ready within {}s (last: {last})", a.timeout_seconds))
 }
 
-fn drain(a: WaitArgs) -> ExitCode {
-    let rt = match runtime() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("weft pod-proxy drain: {e}");
-            return ExitCode::from(1);
-        }
-    };
+async fn drain(a: WaitArgs) -> Result<(), String> {
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], a.status_port));
-    rt.block_on(async move {
-        match status::http1(addr, Method::POST, "/drain", &[], Duration::from_secs(a.timeout_seconds)).await {
-            Ok((200, _)) => ExitCode::SUCCESS,
-            Ok((code, body)) => {
-                eprintln!("weft pod-proxy drain: {code} {}", String::from_utf8_lossy(&body).trim());
-                ExitCode::from(1)
-            }
-            Err(e) => {
-                eprintln!("weft pod-proxy drain: {e}");
-                ExitCode::from(1)
-            }
-        }
-    })
+    match status::http1(addr, Method::POST, "/drain", &[], Duration::from_secs(a.timeout_seconds)).await? {
+        (200, _) => Ok(()),
+        (code, body) => Err(format!("{code} {}", String::from_utf8_lossy(&body).trim())),
+    }
 }
 
 fn sidecar(role: Role, a: RunArgs) -> ExitCode {
