@@ -1,8 +1,10 @@
 //! An ingress gateway driven by the control plane: plain HTTP routed by a bound VirtualService
 //! (with its rewrite), `httpsRedirect`, TLS PASSTHROUGH chosen by SNI, a TCP server, and HTTPS
 //! terminated with the Gateway's certificate files (SIMPLE, and MUTUAL with a client
-//! certificate). The backends run without sidecars; the client is a plain curl in its own
-//! namespace.
+//! certificate) and with Secrets named by `credentialName` (sent to the gateway over SDS; the
+//! gateway's other servers keep working while one names a Secret that is not there, and a
+//! Secret created later is picked up). The backends run without sidecars; the client is a plain
+//! curl in its own namespace.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -65,13 +67,26 @@ fn certs(dir: &Path, hosts: &[&str]) -> anyhow::Result<PathBuf> {
     Ok(dir.join("ca.pem"))
 }
 
+/// A `kubernetes.io/tls` Secret in the gateway's namespace (istio-system) with `host`'s
+/// certificate and key and the test CA.
+fn tls_secret(name: &str, dir: &Path, host: &str) -> anyhow::Result<String> {
+    use base64::Engine as _;
+    let b64 = |f: PathBuf| -> anyhow::Result<String> { Ok(base64::engine::general_purpose::STANDARD.encode(std::fs::read(f)?)) };
+    Ok(format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, namespace: istio-system}}\ntype: kubernetes.io/tls\ndata:\n  tls.crt: {}\n  tls.key: {}\n  ca.crt: {}\n",
+        b64(dir.join(format!("{host}.pem")))?,
+        b64(dir.join(format!("{host}.key")))?,
+        b64(dir.join("ca.pem"))?
+    ))
+}
+
 fn start(tag: &str, gateway: Sidecar) -> anyhow::Result<Gw> {
     let mut mesh = Mesh::new(tag)?;
     let config = mesh.dir.join("config");
     let tls = mesh.dir.join("tls");
     std::fs::create_dir_all(&config)?;
     std::fs::create_dir_all(&tls)?;
-    let ca = certs(&tls, &["web.example.com", "secure.example.com", "client.example.com"])?;
+    let ca = certs(&tls, &["web.example.com", "secure.example.com", "client.example.com", "cred.example.com"])?;
     let gw = mesh.pod("gw")?;
     let web = mesh.pod("web")?;
     let secure = mesh.pod("secure")?;
@@ -90,6 +105,12 @@ fn start(tag: &str, gateway: Sidecar) -> anyhow::Result<Gw> {
         "  - port: {{number: 443, name: https-web, protocol: HTTPS}}\n    hosts: [web.example.com]\n    tls: {{mode: SIMPLE, serverCertificate: {0}/web.example.com.pem, privateKey: {0}/web.example.com.key}}\n  - port: {{number: 9443, name: https-mutual, protocol: HTTPS}}\n    hosts: [web.example.com]\n    tls: {{mode: MUTUAL, serverCertificate: {0}/web.example.com.pem, privateKey: {0}/web.example.com.key, caCertificates: {0}/ca.pem}}\n",
         tls.display()
     );
+    // credentialName: SIMPLE on 443 by SNI, MUTUAL on 9444 with the CA from the same Secret,
+    // and one naming a Secret that does not exist yet (8443).
+    let https = format!(
+        "{https}  - port: {{number: 443, name: https-cred, protocol: HTTPS}}\n    hosts: [cred.example.com]\n    tls: {{mode: SIMPLE, credentialName: cred-tls}}\n  - port: {{number: 9444, name: https-cred-mutual, protocol: HTTPS}}\n    hosts: [cred.example.com]\n    tls: {{mode: MUTUAL, credentialName: kubernetes://cred-tls}}\n  - port: {{number: 8443, name: https-later, protocol: HTTPS}}\n    hosts: [cred.example.com]\n    tls: {{mode: SIMPLE, credentialName: later-tls}}\n"
+    );
+    write(&config, "secrets.yaml", &tls_secret("cred-tls", &tls, "cred.example.com")?);
     let gateway_yaml = format!(
             "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{name: edge, namespace: default}}\nspec:\n  selector: {{istio: ingressgateway}}\n  servers:\n  - port: {{number: 80, name: http, protocol: HTTP}}\n    hosts: [web.example.com]\n    tls: {{httpsRedirect: true}}\n  - port: {{number: 8000, name: http-plain, protocol: HTTP}}\n    hosts: [\"*\"]\n{https}  - port: {{number: 443, name: tls-secure, protocol: TLS}}\n    hosts: [secure.example.com]\n    tls: {{mode: PASSTHROUGH}}\n  - port: {{number: 5432, name: tcp-db, protocol: TCP}}\n    hosts: [\"*\"]\n"
         );
@@ -177,6 +198,14 @@ impl Gw {
     fn status(&self) -> String {
         self.mesh.proxy_status(&weft())
     }
+
+    /// The control plane's config for the gateway, as `weft proxy-config` prints it.
+    fn config_dump(&self) -> String {
+        let dump = self.mesh.run(&self.mesh.hub, &weft(), &["proxy-config", "secret", "gw-1.istio-system", "-o", "json"]);
+        let dump = dump.unwrap_or_else(|e| panic!("proxy-config: {e}"));
+        assert!(dump.contains("kubernetes://cred-tls"), "the dump should list the gateway's secrets by name: {dump}");
+        dump
+    }
 }
 
 /// A listener the gateway cannot bind (its port is taken in the pod) is refused: the proxy
@@ -202,7 +231,7 @@ fn nack_keeps_the_last_good_config(g: &mut Gw) {
     write(&g.config, "gateway.yaml", &g.gateway_yaml);
     Mesh::wait_for(Duration::from_secs(20), "the gateway SYNCED again", || {
         let s = g.status();
-        (!s.contains("NACK") && s.lines().nth(1).is_some_and(|l| l.split_whitespace().filter(|w| *w == "SYNCED").count() == 4))
+        (!s.contains("NACK") && s.lines().nth(1).is_some_and(|l| l.split_whitespace().filter(|w| *w == "SYNCED").count() >= 4))
             .then_some(())
     })
     .unwrap_or_else(|e| panic!("{e}\n{}", g.status()));
@@ -238,6 +267,41 @@ fn gateway_serves_every_server_kind(g: &Gw) {
     g.wait_for(&["--cacert", ca, "--resolve", &resolve, "--cert", cert, "--key", key], "https://web.example.com:9443/", "200 web");
     let without = g.curl(&["--cacert", ca, "--resolve", &resolve], "https://web.example.com:9443/");
     assert!(without.is_err(), "MUTUAL must refuse a client without a certificate: {without:?}");
+    credential_name(g, cert, key);
+}
+
+/// Servers whose certificate is a Secret named by `credentialName`, sent over SDS.
+fn credential_name(g: &Gw, client_cert: &str, client_key: &str) {
+    let gw = &g.gw.ip;
+    let ca = g.ca.to_str().unwrap_or_default();
+    // SIMPLE: the Secret's certificate, checked by curl against the test CA for its name.
+    let resolve = format!("cred.example.com:443:{gw}");
+    g.wait_for(&["--cacert", ca, "--resolve", &resolve], "https://cred.example.com/", "404");
+    // MUTUAL: the client CA is the Secret's ca.crt.
+    let resolve = format!("cred.example.com:9444:{gw}");
+    let args = ["--cacert", ca, "--resolve", &resolve];
+    let with_cert = [&args[..], &["--cert", client_cert, "--key", client_key]].concat();
+    g.wait_for(&with_cert, "https://cred.example.com:9444/", "404");
+    let without = g.curl(&args, "https://cred.example.com:9444/");
+    assert!(without.is_err(), "MUTUAL must refuse a client without a certificate: {without:?}");
+    // A Secret that does not exist: that server is left out (nothing listens on 8443), the
+    // others keep serving, and the control plane says why.
+    let resolve = format!("cred.example.com:8443:{gw}");
+    let missing = g.curl(&["--cacert", ca, "--resolve", &resolve], "https://cred.example.com:8443/");
+    assert!(missing.is_err(), "a server whose Secret is missing must not serve: {missing:?}");
+    assert!(g.mesh.log("control-plane").contains("later-tls"), "the control plane should say the Secret is missing");
+    // Created later, it is picked up.
+    let dir = g.ca.parent().map(Path::to_path_buf).unwrap_or_default();
+    write(&g.config, "later.yaml", &tls_secret("later-tls", &dir, "cred.example.com").expect("secret"));
+    g.wait_for(&["--cacert", ca, "--resolve", &resolve], "https://cred.example.com:8443/", "404");
+    // The key never reaches a dump or a log.
+    let key_line = std::fs::read_to_string(dir.join("cred.example.com.key")).expect("key");
+    let key_line = key_line.lines().nth(1).unwrap_or_default();
+    for (what, text) in
+        [("gateway log", g.mesh.log("gateway")), ("control plane log", g.mesh.log("control-plane")), ("proxy-config", g.config_dump())]
+    {
+        assert!(!key_line.is_empty() && !text.contains(key_line), "the private key appears in the {what}");
+    }
 }
 
 #[test]

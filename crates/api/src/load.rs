@@ -28,6 +28,8 @@ pub enum Object {
     Service(Resource<core::Service>),
     Endpoints(Resource<core::Endpoints>),
     EndpointSlice(Resource<core::EndpointSlice>),
+    /// A Secret holding a TLS credential (other Secrets are not loaded).
+    Secret(Resource<core::TlsCredential>),
 }
 
 impl Object {
@@ -43,6 +45,7 @@ impl Object {
             Object::Service(_) => "Service",
             Object::Endpoints(_) => "Endpoints",
             Object::EndpointSlice(_) => "EndpointSlice",
+            Object::Secret(_) => "Secret",
         }
     }
 
@@ -62,6 +65,7 @@ impl Object {
             Object::Service(r) => m(r),
             Object::Endpoints(r) => m(r),
             Object::EndpointSlice(r) => m(r),
+            Object::Secret(r) => m(r),
         }
     }
 }
@@ -317,6 +321,12 @@ fn load_doc(doc: serde_yaml::Value, file: &str, lines: &DocLines, out: &mut Load
         ("EndpointSlice", _, _, "discovery.k8s.io/v1") => {
             typed::<SliceDoc>(&doc).map(|d| Object::EndpointSlice(res(&meta, &namespace, &origin, d.inner)))
         }
+        ("Secret", _, _, "v1") => match core::TlsCredential::from_secret(&doc) {
+            Ok(Some(c)) => Ok(Object::Secret(res(&meta, &namespace, &origin, c))),
+            // Not a TLS credential: nothing in the mesh reads it.
+            Ok(None) => return,
+            Err(problems) => Err(problems),
+        },
         _ => {
             let (level, code, message) = match unread::treatment(&api_version, &kind) {
                 Some(Treatment::Quiet) => return,

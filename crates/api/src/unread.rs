@@ -49,7 +49,6 @@ const KINDS: &[(&str, &str, Treatment)] = &[
     ("", "Pod", Treatment::Instead(WORKLOAD)),
     ("batch", "Job", Treatment::Instead(WORKLOAD)),
     ("", "ConfigMap", Treatment::Instead("not read: MeshConfig comes from `weft control-plane --mesh FILE` or a MeshConfig document in a `weft up` file")),
-    ("", "Secret", Treatment::Instead("not read: a Gateway's certificate comes from files (tls.serverCertificate, privateKey, caCertificates)")),
     ("weft.dev", "*", Treatment::Instead("read by `weft up -f FILE`, which runs the workload and gives the control plane its WorkloadEntry; the control plane does not read it")),
     ("", "ServiceAccount", Treatment::Quiet),
     ("", "Namespace", Treatment::Quiet),

@@ -35,18 +35,7 @@ fn names(l: &Loaded) -> Vec<String> {
     l.objects
         .iter()
         .map(|o| {
-            let name = match o {
-                Object::VirtualService(r) => &r.name,
-                Object::DestinationRule(r) => &r.name,
-                Object::ServiceEntry(r) => &r.name,
-                Object::Gateway(r) => &r.name,
-                Object::Sidecar(r) => &r.name,
-                Object::WorkloadEntry(r) => &r.name,
-                Object::PeerAuthentication(r) => &r.name,
-                Object::Service(r) => &r.name,
-                Object::Endpoints(r) => &r.name,
-                Object::EndpointSlice(r) => &r.name,
-            };
+            let (_, name, _) = o.meta();
             format!("{} {name}", o.kind())
         })
         .collect()

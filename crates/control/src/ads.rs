@@ -15,7 +15,7 @@ use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, Disc
 use envoy_types::pb::google::protobuf::{value::Kind, Struct};
 use tokio::sync::OwnedSemaphorePermit;
 use tonic::Status;
-use weft_xds::proto::{self, ALL_TYPES, CLUSTER, LISTENER};
+use weft_xds::proto::{self, ALL_TYPES, CLUSTER, LISTENER, SECRET};
 
 use crate::node::ProxyNode;
 use crate::push::{Names, ProxyConfig, Res};
@@ -253,7 +253,17 @@ impl Conn {
 
     /// Resources of type `t` its subscription covers, encoded and hashed.
     fn wanted(&self, t: &str) -> BTreeMap<Arc<str>, Arc<Res>> {
+        if t == SECRET && !self.may_have_secrets() {
+            return BTreeMap::new();
+        }
         self.config.select(t, self.subs.get(t).and_then(|s| s.names.as_deref()))
+    }
+
+    /// Whether this stream may carry a gateway's TLS secrets: an authenticated caller (its
+    /// namespace was checked against the node's, and the config holds only that namespace's
+    /// secrets), or any caller where the plaintext port is trusted with them (no API server).
+    fn may_have_secrets(&self) -> bool {
+        self.caller.is_some() || self.shared.plaintext_secrets
     }
 
     /// Large responses wait for one of a bounded number of slots, held until the proxy ACKs or
@@ -363,6 +373,9 @@ impl Conn {
             let names = req.resource_names.iter().map(|n| self.config.intern(t, n)).collect::<BTreeSet<_>>();
             Some(self.state.cache.intern_names(names))
         };
+        if t == SECRET && !req.resource_names.is_empty() && !self.may_have_secrets() {
+            self.refuse_secrets(&req.resource_names);
+        }
         let sub = self.subs.entry(t).or_default();
         let first = !sub.started;
         let resubscribed = names != sub.names;
@@ -417,6 +430,9 @@ impl Conn {
     async fn on_delta_request(&mut self, req: DeltaDiscoveryRequest, tx: &Sender) -> Result<(), Status> {
         self.identify(req.node.as_ref())?;
         let Some(t) = proto::known_type(&req.type_url) else { return Ok(()) };
+        if t == SECRET && !req.resource_names_subscribe.is_empty() && !self.may_have_secrets() {
+            self.refuse_secrets(&req.resource_names_subscribe);
+        }
         let sub = self.subs.entry(t).or_default();
         if !req.response_nonce.is_empty() && req.response_nonce == sub.nonce {
             // Delta requests carry no version: an ACK confirms what was last sent.
@@ -490,6 +506,17 @@ impl Conn {
         let (version, nonce) = self.record_push(t, count);
         self.admit(t, &resources).await;
         tx.send(Ok(Outgoing::Delta { version, type_url: t.to_string(), nonce, resources, removed })).await.map_err(|_| ())
+    }
+
+    fn refuse_secrets(&self, names: &[String]) {
+        let node = self.node.as_ref().map(|n| n.id.as_str()).unwrap_or("?");
+        tracing::warn!(
+            conn = self.id,
+            node,
+            secrets = ?names,
+            "a proxy asked for TLS secrets on the unauthenticated xDS port; they go only to an authenticated proxy of their \
+             namespace (connect to the TLS port, 15012, with the pod's token)"
+        );
     }
 
     fn disconnect(&self) {

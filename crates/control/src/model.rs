@@ -85,6 +85,8 @@ pub struct Model {
     pub peer_authentications: Vec<Resource<PeerAuthentication>>,
     /// Running pods from the API server: labels and identity by address.
     pub pods: Vec<weft_api::core::PodInfo>,
+    /// TLS credentials a gateway's `credentialName` may name, by (namespace, name).
+    pub secrets: BTreeMap<(String, String), Arc<weft_api::core::TlsCredential>>,
 }
 
 pub fn labels_match(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> bool {
@@ -138,6 +140,9 @@ impl Model {
                     }
                 }
                 Object::ServiceEntry(r) => service_entries.push(r),
+                Object::Secret(r) => {
+                    m.secrets.insert((r.namespace.clone(), r.name.clone()), Arc::new(r.spec.clone()));
+                }
             }
         }
         m.virtual_services.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));

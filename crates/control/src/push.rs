@@ -36,7 +36,7 @@ type Set = BTreeMap<Arc<str>, Arc<Res>>;
 /// previous version when nothing in it changed, so "unchanged" is a pointer comparison.
 #[derive(Debug, Default)]
 pub struct Compiled {
-    types: [Arc<Set>; 4],
+    types: [Arc<Set>; ALL_TYPES.len()],
 }
 
 fn type_index(t: &str) -> Option<usize> {
@@ -54,7 +54,7 @@ impl Compiled {
     /// Encodes every resource (reusing `memo`'s where the JSON is the same). A resource Envoy's
     /// schema refuses is a weft bug: it is left out and logged, never sent.
     pub fn encode(g: &Generated, memo: &Memo) -> Compiled {
-        let mut types: [Set; 4] = Default::default();
+        let mut types: [Set; ALL_TYPES.len()] = Default::default();
         for (i, t) in ALL_TYPES.iter().enumerate() {
             let Some(set) = g.by_type(t) else { continue };
             for (name, v) in set {
@@ -196,6 +196,10 @@ impl ProxyConfig {
                 .collect();
             out.insert(key.to_string(), serde_json::Value::Array(list));
         }
+        // Secrets by name only: their keys stay out of any dump.
+        let secrets: Vec<serde_json::Value> =
+            self.select(proto::SECRET, None).keys().map(|n| serde_json::json!({"name": n.as_ref()})).collect();
+        out.insert("secrets".into(), serde_json::Value::Array(secrets));
         serde_json::Value::Object(out)
     }
 }

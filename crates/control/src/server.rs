@@ -138,7 +138,7 @@ pub async fn start(opts: Options) -> Result<Running, ServeError> {
         TcpListener::bind(opts.debug_addr).await.map_err(|source| ServeError::Bind { what: "debug", addr: opts.debug_addr, source })?;
     let xds_addr = xds.local_addr().unwrap_or(opts.xds_addr);
     let debug_addr = debug.local_addr().unwrap_or(opts.debug_addr);
-    let shared = Shared::new(snapshot, opts.mesh);
+    let shared = Shared::new(snapshot, opts.mesh, opts.kube.is_none());
     tracing::info!(services = shared.current.borrow().model.services.len(), xds = %xds_addr, debug = %debug_addr, "control plane serving");
 
     // Each source's latest state; a change of either publishes both together.

@@ -83,12 +83,16 @@ pub struct Shared {
     pub push_slots: Arc<tokio::sync::Semaphore>,
     /// The certificate authority's counters (zero when it does not run).
     pub ca_stats: Arc<crate::ca::service::CaStats>,
+    /// Whether a gateway's TLS secrets may go to a proxy on the unauthenticated plaintext
+    /// port: only without an API server, where they come from files on this machine (see
+    /// ARCHITECTURE.md). Otherwise only an authenticated caller of their namespace gets them.
+    pub plaintext_secrets: bool,
     next_conn: AtomicU64,
     next_version: AtomicU64,
 }
 
 impl Shared {
-    pub fn new(snapshot: Snapshot, mesh: MeshConfig) -> Arc<Shared> {
+    pub fn new(snapshot: Snapshot, mesh: MeshConfig, plaintext_secrets: bool) -> Arc<Shared> {
         let state = Arc::new(MeshState::new(
             1,
             Model::build_with_pods(&snapshot.objects, &snapshot.pods, mesh.clone()),
@@ -102,6 +106,7 @@ impl Shared {
             proxies: Mutex::new(BTreeMap::new()),
             push_slots: Arc::new(tokio::sync::Semaphore::new(PUSH_SLOTS)),
             ca_stats: Default::default(),
+            plaintext_secrets,
             next_conn: AtomicU64::new(1),
             next_version: AtomicU64::new(2),
         })

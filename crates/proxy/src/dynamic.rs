@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use tokio::net::TcpListener;
-use weft_xds::proto::{CLUSTER, ENDPOINT, LISTENER, ROUTE};
+use weft_xds::proto::{ALL_TYPES, CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET};
 
 use crate::config::cluster::{endpoints_from_wire, Discovery};
 use crate::config::listener::{ClusterNames, NetworkAction, RouteSource};
@@ -54,7 +54,7 @@ pub struct Dynamic {
     /// What was last accepted, per type, for `/config_dump`.
     raw: Mutex<BTreeMap<&'static str, BTreeMap<String, serde_json::Value>>>,
     /// Which types have been applied at least once; the proxy is ready when all have.
-    received: [AtomicBool; 4],
+    received: [AtomicBool; ALL_TYPES.len()],
 }
 
 fn hash(v: &serde_json::Value) -> u64 {
@@ -62,12 +62,7 @@ fn hash(v: &serde_json::Value) -> u64 {
 }
 
 fn type_index(t: &str) -> usize {
-    match t {
-        CLUSTER => 0,
-        ENDPOINT => 1,
-        LISTENER => 2,
-        _ => 3,
-    }
+    ALL_TYPES.iter().position(|k| *k == t).unwrap_or(ALL_TYPES.len() - 1)
 }
 
 /// Joins per-resource errors into one NACK message (the first few, and how many more).
@@ -135,6 +130,7 @@ impl Dynamic {
             && got(LISTENER)
             && (got(ENDPOINT) || wanted.get(ENDPOINT).is_none_or(|w| w.is_empty()))
             && (got(ROUTE) || wanted.get(ROUTE).is_none_or(|w| w.is_empty()))
+            && (got(SECRET) || wanted.get(SECRET).is_none_or(|w| w.is_empty()))
     }
 
     /// The accepted dynamic resources, as Envoy's config dump lists them.
@@ -307,8 +303,30 @@ impl Dynamic {
             .collect();
         st.listeners = next;
         self.raw.lock().insert(LISTENER, set.clone());
-        self.wanted.lock().insert(ROUTE, rds);
-        self.received[2].store(true, Ordering::Release);
+        let mut sds = BTreeSet::new();
+        set.values().for_each(|l| crate::tls::ads_secret_names(l, &mut sds));
+        {
+            let mut wanted = self.wanted.lock();
+            wanted.insert(ROUTE, rds);
+            wanted.insert(SECRET, sds);
+        }
+        self.received[type_index(LISTENER)].store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// SDS over ADS: the certificates a gateway's listeners name, checked whole and then
+    /// swapped in; every TLS context reads them at its next handshake.
+    fn apply_secrets(&self, set: &BTreeMap<String, serde_json::Value>) -> Result<(), String> {
+        let (named, errors) = validate_each(set, "secret", |_, _, path, json| {
+            let s = decode::<weft_xds::tls::Secret>(json, path)?;
+            crate::tls::named_secret(&s, path).map_err(|e| e.to_string())
+        });
+        joined(errors)?;
+        crate::tls::secrets::store().set_named(named.into_iter().collect());
+        // Names only: a config dump never shows a key.
+        let names = set.keys().map(|n| (n.clone(), serde_json::json!({"name": n}))).collect();
+        self.raw.lock().insert(SECRET, names);
+        self.received[type_index(SECRET)].store(true, Ordering::Release);
         Ok(())
     }
 
@@ -342,6 +360,7 @@ impl weft_xds::ads_client::Handler for Dynamic {
                     r
                 }
                 ROUTE => self.apply_routes(resources).await,
+                SECRET => self.apply_secrets(resources),
                 other => Err(format!("unsupported resource type {other}")),
             }
         })

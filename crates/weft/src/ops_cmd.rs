@@ -22,6 +22,8 @@ pub enum Section {
     Listeners,
     Routes,
     Endpoints,
+    /// The SDS secrets the control plane sends (a gateway's credentialName), by name only.
+    Secret,
     All,
 }
 
@@ -149,7 +151,7 @@ pub fn proxy_status(args: StatusArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let mut rows = vec![["NAME", "CDS", "EDS", "LDS", "RDS", "VERSION"].map(String::from).to_vec()];
+    let mut rows = vec![["NAME", "CDS", "EDS", "LDS", "RDS", "SDS", "VERSION"].map(String::from).to_vec()];
     let mut nacks = Vec::new();
     for p in v["proxies"].as_array().into_iter().flatten() {
         let name = p["proxy"].as_str().unwrap_or_default().to_string();
@@ -157,9 +159,11 @@ pub fn proxy_status(args: StatusArgs) -> ExitCode {
             continue;
         }
         let mut row = vec![name.clone()];
-        for t in ["CDS", "EDS", "LDS", "RDS"] {
+        for t in ["CDS", "EDS", "LDS", "RDS", "SDS"] {
             let st = &p["types"][t];
-            row.push(st["state"].as_str().unwrap_or("?").to_string());
+            // SDS is asked for only by gateways with a credentialName.
+            let absent = if t == "SDS" { "-" } else { "?" };
+            row.push(st["state"].as_str().unwrap_or(absent).to_string());
             if let Some(n) = st["nack"].as_str() {
                 nacks.push(format!("{name} {t}: {n}"));
             }
@@ -209,7 +213,8 @@ pub fn proxy_config(args: ConfigArgs) -> ExitCode {
         Section::Listeners => &["listeners"],
         Section::Routes => &["routes"],
         Section::Endpoints => &["endpoints"],
-        Section::All => &["clusters", "endpoints", "listeners", "routes"],
+        Section::Secret => &["secrets"],
+        Section::All => &["clusters", "endpoints", "listeners", "routes", "secrets"],
     };
     // Endpoints and their health are what the proxy holds, as istioctl shows them, not what
     // the control plane sent.
@@ -247,6 +252,11 @@ fn short_rows(section: &str, items: &Value) -> Vec<Vec<String>> {
     let s = |v: &Value| v.as_str().map(str::to_string).unwrap_or_else(|| if v.is_null() { "-".into() } else { v.to_string() });
     let list = items.as_array().cloned().unwrap_or_default();
     match section {
+        "secrets" => {
+            let mut rows = vec![vec!["RESOURCE NAME".to_string()]];
+            rows.extend(list.iter().map(|x| vec![s(&x["name"])]));
+            rows
+        }
         "clusters" => {
             let mut rows = vec![["SERVICE FQDN", "PORT", "SUBSET", "DIRECTION", "TYPE"].map(String::from).to_vec()];
             for c in list {

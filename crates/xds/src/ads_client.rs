@@ -23,7 +23,7 @@ use parking_lot::Mutex;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::proto::{self, Any, CLUSTER, ENDPOINT, LISTENER, ROUTE};
+use crate::proto::{self, Any, CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET};
 
 /// Applies configuration the control plane sent.
 pub trait Handler: Send + Sync + 'static {
@@ -36,7 +36,7 @@ pub trait Handler: Send + Sync + 'static {
         resources: &'a BTreeMap<String, serde_json::Value>,
     ) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>>;
 
-    /// The names of `type_url` (EDS or RDS) that the applied clusters or listeners refer to.
+    /// The names of `type_url` (EDS, RDS or SDS) that the applied clusters or listeners refer to.
     fn wanted(&self, type_url: &'static str) -> BTreeSet<String>;
 
     /// The stream to the control plane came up or went down.
@@ -168,12 +168,13 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-/// The type whose names follow `t`'s content (CDS → EDS, LDS → RDS).
-fn dependent(t: &'static str) -> Option<&'static str> {
+/// The types whose names follow `t`'s content (CDS → EDS, LDS → RDS and the SDS secrets its
+/// TLS contexts name).
+fn dependents(t: &'static str) -> &'static [&'static str] {
     match t {
-        CLUSTER => Some(ENDPOINT),
-        LISTENER => Some(ROUTE),
-        _ => None,
+        CLUSTER => &[ENDPOINT],
+        LISTENER => &[ROUTE, SECRET],
+        _ => &[],
     }
 }
 
@@ -189,24 +190,27 @@ fn stream_up(cfg: &ClientConfig, handler: &dyn Handler, status: &Mutex<ClientSta
     tracing::info!(endpoint = %cfg.endpoint, mode, "connected to the control plane");
 }
 
-/// After `t` was applied: if the names its dependent type (EDS after CDS, RDS after LDS)
-/// should follow changed, takes them over, drops resources no longer named (so the next
-/// apply sees the right set) and returns the dependent type with the names it had before.
+/// After `t` was applied: for each dependent type (EDS after CDS; RDS and SDS after LDS) whose
+/// names changed, takes them over, drops resources no longer named (so the next apply sees the
+/// right set) and returns the type with the names it had before.
 fn follow_names(
     handler: &dyn Handler,
     types: &mut HashMap<&'static str, TypeState>,
     t: &'static str,
-) -> Option<(&'static str, BTreeSet<String>)> {
-    let dep = dependent(t)?;
-    let want = handler.wanted(dep);
-    let ds = types.get_mut(dep).expect("all types present");
-    if want == ds.names {
-        return None;
+) -> Vec<(&'static str, BTreeSet<String>)> {
+    let mut changed = Vec::new();
+    for &dep in dependents(t) {
+        let want = handler.wanted(dep);
+        let ds = types.get_mut(dep).expect("all types present");
+        if want == ds.names {
+            continue;
+        }
+        let before = std::mem::replace(&mut ds.names, want);
+        let names = &ds.names;
+        ds.resources.retain(|k, _| names.contains(k));
+        changed.push((dep, before));
     }
-    let before = std::mem::replace(&mut ds.names, want);
-    let names = &ds.names;
-    ds.resources.retain(|k, _| names.contains(k));
-    Some((dep, before))
+    changed
 }
 
 fn resource_name(type_url: &str, json: &serde_json::Value) -> Option<String> {
@@ -258,17 +262,17 @@ async fn stream_sotw(
     let mut request = |t: &'static str, st: &TypeState| DiscoveryRequest {
         version_info: st.version.clone(),
         node: node.take(),
-        resource_names: if t == CLUSTER || t == LISTENER { Vec::new() } else { st.names.iter().cloned().collect() },
+        resource_names: if proto::is_wildcard_type(t) { Vec::new() } else { st.names.iter().cloned().collect() },
         type_url: t.to_string(),
         response_nonce: st.nonce.clone(),
         error_detail: None,
         ..Default::default()
     };
-    // Resume: wildcard CDS and LDS; EDS and RDS for the names already in use.
+    // Resume: wildcard CDS and LDS; EDS, RDS and SDS for the names already in use.
     for t in proto::ALL_TYPES {
         let st = types.get_mut(t).expect("all types present");
         st.nonce.clear();
-        if (t == ENDPOINT || t == ROUTE) && st.names.is_empty() {
+        if !proto::is_wildcard_type(t) && st.names.is_empty() {
             continue;
         }
         if tx.send(request(t, st)).await.is_err() {
@@ -305,7 +309,7 @@ async fn stream_sotw(
         // CDS and LDS responses carry the whole set. EDS and RDS responses may carry only the
         // named resources that changed; the others keep what they had.
         let st = types.get_mut(t).expect("all types present");
-        let mut next: BTreeMap<String, serde_json::Value> = if t == CLUSTER || t == LISTENER {
+        let mut next: BTreeMap<String, serde_json::Value> = if proto::is_wildcard_type(t) {
             BTreeMap::new()
         } else {
             st.resources.iter().filter(|(k, _)| st.names.contains(*k)).map(|(k, (_, v))| (k.clone(), v.clone())).collect()
@@ -335,7 +339,7 @@ async fn stream_sotw(
             return "request channel closed".into();
         }
         if result.is_ok() {
-            if let Some((dep, _)) = follow_names(handler, types, t) {
+            for (dep, _) in follow_names(handler, types, t) {
                 let ds = types.get_mut(dep).expect("all types present");
                 if tx.send(request(dep, ds)).await.is_err() {
                     return "request channel closed".into();
@@ -360,7 +364,7 @@ async fn stream_delta(
     // Resume: subscribe to what is in use and tell the server which versions are held.
     for t in proto::ALL_TYPES {
         let st = types.get_mut(t).expect("all types present");
-        let wildcard = t == CLUSTER || t == LISTENER;
+        let wildcard = proto::is_wildcard_type(t);
         if !wildcard && st.names.is_empty() {
             continue;
         }
@@ -430,7 +434,7 @@ async fn stream_delta(
             return "request channel closed".into();
         }
         if result.is_ok() {
-            if let Some((dep, before)) = follow_names(handler, types, t) {
+            for (dep, before) in follow_names(handler, types, t) {
                 let now = &types[dep].names;
                 let req = DeltaDiscoveryRequest {
                     type_url: dep.to_string(),

@@ -15,12 +15,21 @@ pub const CLUSTER: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
 pub const ENDPOINT: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
 pub const LISTENER: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
 pub const ROUTE: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
+/// SDS over ADS: only the certificates a gateway's `credentialName` names (`kubernetes://…`);
+/// a workload's own identity comes from its agent, never from the control plane.
+pub const SECRET: &str = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret";
 
-/// The four resource types weft serves, in the order Envoy warms them.
-pub const ALL_TYPES: [&str; 4] = [CLUSTER, ENDPOINT, LISTENER, ROUTE];
+/// The resource types weft serves, in the order Envoy warms them (secrets come with the
+/// listeners that name them).
+pub const ALL_TYPES: [&str; 5] = [CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET];
 
-/// Short names operators use (`clusters`, `listeners`, …) for a type URL.
-/// `type_url` as one of the four types weft serves, or `None` for any other.
+/// Whether a subscription to `t` with no names means "everything" (CDS and LDS), rather than
+/// nothing (EDS, RDS and SDS name what they want).
+pub fn is_wildcard_type(t: &str) -> bool {
+    t == CLUSTER || t == LISTENER
+}
+
+/// `type_url` as one of the types weft serves, or `None` for any other.
 pub fn known_type(type_url: &str) -> Option<&'static str> {
     ALL_TYPES.iter().copied().find(|k| *k == type_url)
 }
@@ -31,6 +40,7 @@ pub fn short_name(type_url: &str) -> &'static str {
         ENDPOINT => "EDS",
         LISTENER => "LDS",
         ROUTE => "RDS",
+        SECRET => "SDS",
         _ => "?",
     }
 }
@@ -39,7 +49,7 @@ pub fn short_name(type_url: &str) -> &'static str {
 /// `scripts/descriptors.sh` from the set `envoy-types` ships, and checked current by CI.
 static DESCRIPTORS: &[u8] = include_bytes!("../descriptors/envoy.binpb");
 
-/// The messages the reflection pool must hold: the four xDS resources, every `typed_config`
+/// The messages the reflection pool must hold: the xDS resources, every `typed_config`
 /// type weft decodes, and the ones the control plane writes into `Any` fields. Everything they
 /// reach comes with them.
 pub fn descriptor_roots() -> Vec<&'static str> {

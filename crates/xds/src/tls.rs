@@ -184,9 +184,18 @@ pub struct CombinedValidationContext {
 #[serde(deny_unknown_fields)]
 pub struct SdsSecretConfig {
     pub name: String,
-    /// Where Envoy would fetch the secret (Istio: its agent's `sds-grpc` socket). A weft proxy
-    /// holds its secrets itself, so the source does not change what it gets.
-    pub sds_config: Option<Ignored>,
+    /// Where Envoy would fetch the secret: its agent's `sds-grpc` socket for Istio's `default`
+    /// and `ROOTCA` (a weft proxy holds those itself, so that source does not change what it
+    /// gets), or ADS for a gateway's `kubernetes://…` certificates.
+    pub sds_config: Option<SdsSource>,
+}
+
+/// The part of an SDS reference's `ConfigSource` weft acts on: whether it is ADS.
+#[derive(Debug, Clone, Deserialize)]
+pub struct SdsSource {
+    pub ads: Option<crate::filters::EmptyObject>,
+    #[serde(flatten)]
+    pub other: std::collections::BTreeMap<String, Ignored>,
 }
 
 /// An SDS resource (`envoy.extensions.transport_sockets.tls.v3.Secret`).

@@ -37,6 +37,63 @@ pub(super) fn gateway(g: &net::Gateway, c: &mut Check) {
             {
                 c.error(format!("{p}.tls"), "SIMPLE needs serverCertificate and privateKey (or credentialName)");
             }
+            if let Some(name) = &t.credential_name {
+                let path = format!("{p}.tls.credentialName");
+                if t.server_certificate.is_some() || t.private_key.is_some() || t.ca_certificates.is_some() {
+                    c.error(
+                        path.clone(),
+                        "give credentialName or serverCertificate/privateKey/caCertificates, not both (a MUTUAL server's CA comes \
+                         from the Secret's ca.crt, or a Secret named <credentialName>-cacert)",
+                    );
+                }
+                match credential_secret(name) {
+                    Ok(_) => {}
+                    Err(why) => c.error(path, why),
+                }
+            }
         }
+    }
+}
+
+/// The Secret a `credentialName` names, in the gateway workload's namespace: `name` or
+/// `kubernetes://name`, as Istio writes them.
+pub fn credential_secret(credential_name: &str) -> Result<&str, String> {
+    let name = credential_name.strip_prefix("kubernetes://").unwrap_or(credential_name);
+    if name.contains('/') {
+        return Err(format!(
+            "{credential_name:?} names a Secret in another namespace, which weft does not serve: put the Secret in the \
+             gateway workload's namespace and name it alone"
+        ));
+    }
+    if name.contains("://") || name.is_empty() {
+        return Err(format!("{credential_name:?} is not a Secret name (kubernetes://name or name)"));
+    }
+    Ok(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{load_text, Level};
+
+    fn errors(tls: &str) -> Vec<String> {
+        let text = format!(
+            "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{name: g}}\nspec:\n  selector: {{istio: ingressgateway}}\n  servers:\n  - port: {{number: 443, name: https, protocol: HTTPS}}\n    hosts: [a.example.com]\n    tls: {tls}\n"
+        );
+        load_text(&text, "g.yaml")
+            .diagnostics
+            .iter()
+            .filter(|d| d.level == Level::Error)
+            .map(|d| format!("{} {}", d.field_path, d.message))
+            .collect()
+    }
+
+    #[test]
+    fn credential_name_is_one_secret_in_the_gateway_namespace() {
+        assert!(errors("{mode: SIMPLE, credentialName: web}").is_empty());
+        assert!(errors("{mode: MUTUAL, credentialName: kubernetes://web}").is_empty());
+        let e = errors("{mode: SIMPLE, credentialName: other-ns/web}");
+        assert!(e[0].starts_with("spec.servers[0].tls.credentialName") && e[0].contains("another namespace"), "{e:?}");
+        let e = errors("{mode: SIMPLE, credentialName: web, serverCertificate: /c.pem, privateKey: /k.pem}");
+        assert!(e[0].contains("not both"), "{e:?}");
     }
 }

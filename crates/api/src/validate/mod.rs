@@ -24,6 +24,7 @@ use virtual_service::virtual_service;
 
 mod destination_rule;
 mod gateway;
+pub use gateway::credential_secret;
 mod security;
 mod service_entry;
 mod sidecar;
@@ -91,6 +92,17 @@ pub fn object(obj: &Object) -> Vec<Problem> {
                     c.error(format!("spec.ports[{i}].name"), "is required when a Service has more than one port");
                 }
             }
+        }
+        Object::Secret(r) => {
+            let pem = |text: &Option<String>, what: &str, marker: &str, keys: [&str; 2], c: &mut Check| {
+                if text.as_deref().is_some_and(|t| !t.contains(marker)) {
+                    c.error(format!("data.{}", keys[0]), format!("({} or {}) holds no PEM {what}", keys[0], keys[1]));
+                }
+            };
+            use crate::core::TlsCredential as T;
+            pem(&r.spec.cert_chain, "certificate", "-----BEGIN CERTIFICATE-----", T::CERT_KEYS, &mut c);
+            pem(&r.spec.private_key, "private key", "PRIVATE KEY-----", T::KEY_KEYS, &mut c);
+            pem(&r.spec.ca_certificates, "certificate", "-----BEGIN CERTIFICATE-----", T::CA_KEYS, &mut c);
         }
         Object::Endpoints(r) => {
             for (i, s) in r.spec.subsets.iter().enumerate() {

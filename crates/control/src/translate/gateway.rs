@@ -18,7 +18,7 @@ use weft_api::Resource;
 
 use super::listener::{hcm, l4_cluster};
 use super::route::{hash_policy, vs_routes, Bound};
-use super::{socket_address, tcp_proxy, Generated, Scope};
+use super::{credential, socket_address, tcp_proxy, Generated, Scope};
 use crate::model::{host_matches, labels_match};
 
 /// One server of a Gateway that selects this proxy.
@@ -108,16 +108,18 @@ pub fn generate(scope: &Scope<'_>, out: &mut Generated) {
         }
         for b in binds.iter().filter(|b| b.kind() == Kind::Https) {
             let name = b.https_route_name();
-            out.routes.insert(name.clone(), route_config(scope, &name, &[b], port, false));
             let mut chain = json!({"name": name, "filters": [hcm(scope, &format!("outbound_0.0.0.0_{port}"), json!(name))]});
-            terminate(&mut chain, b, &["h2", "http/1.1"]);
-            chains.push(chain);
+            if terminate(scope, &mut chain, b, &["h2", "http/1.1"], out) {
+                out.routes.insert(name.clone(), route_config(scope, &name, &[b], port, false));
+                chains.push(chain);
+            }
         }
         for b in binds.iter().filter(|b| b.kind() == Kind::TlsTerminated) {
             if let Some(cluster) = l4_route(scope, b, port) {
                 let mut chain = json!({"name": b.https_route_name(), "filters": [tcp_proxy(&cluster, &cluster)]});
-                terminate(&mut chain, b, &[]);
-                chains.push(chain);
+                if terminate(scope, &mut chain, b, &[], out) {
+                    chains.push(chain);
+                }
             }
         }
         for b in binds.iter().filter(|b| b.kind() == Kind::Passthrough) {
@@ -202,16 +204,30 @@ fn route_config(scope: &Scope<'_>, name: &str, binds: &[&Bind<'_>], port: u16, h
 }
 
 /// Adds the TLS termination of `b` to `chain`: its certificate (from the files the Gateway
-/// names, or for `credentialName` the SDS secret Istio would use), SNI matching its hosts, and
-/// for MUTUAL the client certificate check.
-fn terminate(chain: &mut Value, b: &Bind<'_>, alpn: &[&str]) {
-    let Some(tls) = &b.server.tls else { return };
+/// names, or for `credentialName` the Secret sent over SDS), SNI matching its hosts, and for
+/// MUTUAL the client certificate check. False when the server's credential cannot be served:
+/// the chain is then left out (and why is logged), so the gateway's other servers still work.
+fn terminate(scope: &Scope<'_>, chain: &mut Value, b: &Bind<'_>, alpn: &[&str], out: &mut Generated) -> bool {
+    let Some(tls) = &b.server.tls else { return true };
     let mut common = Map::new();
+    let mutual = matches!(tls.mode, Some(ServerTlsMode::Mutual | ServerTlsMode::OptionalMutual));
+    let mut sds_ca = None;
     if let Some(cred) = &tls.credential_name {
-        common.insert(
-            "tls_certificate_sds_secret_configs".into(),
-            json!([{"name": format!("kubernetes://{cred}"), "sds_config": {"ads": {}, "resource_api_version": "V3"}}]),
-        );
+        match credential::resolve(scope, cred, mutual, out) {
+            Ok(names) => {
+                common.insert("tls_certificate_sds_secret_configs".into(), json!([credential::sds_ref(&names.cert)]));
+                sds_ca = names.ca;
+            }
+            Err(why) => {
+                ::tracing::warn!(
+                    gateway = %format!("{}/{}", b.gateway.namespace, b.gateway.name),
+                    server = b.index,
+                    proxy = %scope.node.id,
+                    "credentialName {cred:?} cannot be served, so this server is left out: {why}"
+                );
+                return false;
+            }
+        }
     } else if let (Some(cert), Some(key)) = (&tls.server_certificate, &tls.private_key) {
         common.insert("tls_certificates".into(), json!([{"certificate_chain": {"filename": cert}, "private_key": {"filename": key}}]));
     }
@@ -231,7 +247,6 @@ fn terminate(chain: &mut Value, b: &Bind<'_>, alpn: &[&str]) {
     if !params.is_empty() {
         common.insert("tls_params".into(), Value::Object(params));
     }
-    let mutual = matches!(tls.mode, Some(ServerTlsMode::Mutual | ServerTlsMode::OptionalMutual));
     if mutual {
         let mut vc = Map::new();
         if let Some(ca) = &tls.ca_certificates {
@@ -241,7 +256,14 @@ fn terminate(chain: &mut Value, b: &Bind<'_>, alpn: &[&str]) {
             let sans: Vec<Value> = tls.subject_alt_names.iter().map(|s| json!({"san_type": "DNS", "matcher": {"exact": s}})).collect();
             vc.insert("match_typed_subject_alt_names".into(), Value::Array(sans));
         }
-        common.insert("validation_context".into(), Value::Object(vc));
+        match &sds_ca {
+            // The CA from SDS, the SAN check from the Gateway (Istio's combined context).
+            Some(ca) => common.insert(
+                "combined_validation_context".into(),
+                json!({"default_validation_context": Value::Object(vc), "validation_context_sds_secret_config": credential::sds_ref(ca)}),
+            ),
+            None => common.insert("validation_context".into(), Value::Object(vc)),
+        };
     }
     let mut ctx = json!({
         "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
@@ -255,6 +277,7 @@ fn terminate(chain: &mut Value, b: &Bind<'_>, alpn: &[&str]) {
     if !names.is_empty() {
         chain["filter_chain_match"] = json!({"server_names": names});
     }
+    true
 }
 
 /// Istio's `TLSV1_2` style names in Envoy's `TLSv1_2` form.

@@ -10,6 +10,7 @@
 //! HTTP proxy port, the listener its application sends `HTTP_PROXY` requests to.
 
 mod cluster;
+mod credential;
 mod gateway;
 mod inbound;
 mod listener;
@@ -42,16 +43,19 @@ pub struct Generated {
     pub endpoints: BTreeMap<String, Value>,
     pub listeners: BTreeMap<String, Value>,
     pub routes: BTreeMap<String, Value>,
+    /// SDS secrets (`kubernetes://…`) the listeners name: a gateway's certificates.
+    pub secrets: BTreeMap<String, Value>,
 }
 
 impl Generated {
     pub fn by_type(&self, type_url: &str) -> Option<&BTreeMap<String, Value>> {
-        use weft_xds::proto::{CLUSTER, ENDPOINT, LISTENER, ROUTE};
+        use weft_xds::proto::{CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET};
         match type_url {
             CLUSTER => Some(&self.clusters),
             ENDPOINT => Some(&self.endpoints),
             LISTENER => Some(&self.listeners),
             ROUTE => Some(&self.routes),
+            SECRET => Some(&self.secrets),
             _ => None,
         }
     }
@@ -120,6 +124,7 @@ pub fn generate(model: &Model, node: &ProxyNode) -> Generated {
     out.endpoints.extend(own.endpoints);
     out.listeners.extend(own.listeners);
     out.routes.extend(own.routes);
+    out.secrets.extend(own.secrets);
     out
 }
 

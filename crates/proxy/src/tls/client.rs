@@ -29,6 +29,9 @@ impl ClientTls {
         let cpath = format!("{path}.common_tls_context");
         let params = Params::from_wire(common.tls_params.as_ref(), Side::Client, &format!("{cpath}.tls_params"))?;
         let (roots, sans) = validation(common, &cpath)?;
+        if let Some(super::Roots::Named(name)) = &roots {
+            return Err(named_upstream(&cpath, name));
+        }
         let verifier = ServerVerifier { roots, sans, provider: params.provider.clone() };
         let builder = ClientConfig::builder_with_provider(params.provider.clone())
             .with_protocol_versions(&params.versions)
@@ -42,6 +45,7 @@ impl ClientTls {
                 return Err(ConfigError::new(format!("{cpath}.tls_certificates"), "an upstream connection takes one certificate"))
             }
             CertRefs::Sds => builder.with_client_cert_resolver(Arc::new(ClientCert(None))),
+            CertRefs::Named(name) => return Err(named_upstream(&cpath, &name)),
         };
         config.alpn_protocols = alpn(common);
         // Envoy keeps one session per cluster by default (`max_session_keys: 1`).
@@ -67,6 +71,15 @@ impl ClientTls {
     pub fn server_name(&self, ip: IpAddr) -> ServerName<'static> {
         self.sni.clone().unwrap_or_else(|| ServerName::IpAddress(ip.into()))
     }
+}
+
+/// Upstream TLS takes only the proxy's own secrets: the control plane sends named ones for a
+/// gateway's listeners (`credentialName`), and a DestinationRule's `credentialName` is refused.
+fn named_upstream(path: &str, name: &str) -> ConfigError {
+    ConfigError::new(
+        path,
+        format!("SDS secret {name:?} over ADS: a weft proxy takes named secrets on listeners only (a gateway's credentialName); upstream TLS uses default and ROOTCA, or files"),
+    )
 }
 
 /// The client certificate offered to upstream servers that ask for one; `None` is the

@@ -159,6 +159,8 @@ pub enum Roots {
     Static(Arc<RootCertStore>),
     /// The process's `ROOTCA` secret, read at each handshake.
     Sds,
+    /// A bundle the control plane sends by this name over ADS, read at each handshake.
+    Named(Arc<str>),
 }
 
 impl Roots {
@@ -167,24 +169,47 @@ impl Roots {
         match self {
             Roots::Static(r) => Ok(r.clone()),
             Roots::Sds => secrets::store().roots().ok_or_else(|| rustls::Error::General("no trust bundle (ROOTCA) yet".into())),
+            Roots::Named(n) => {
+                secrets::store().named_roots(n).ok_or_else(|| rustls::Error::General(format!("SDS secret {n:?} not received yet")))
+            }
         }
     }
 }
 
-/// Checks an SDS reference names a secret the proxy holds.
-fn sds_name(cfg: &SdsSecretConfig, want: &str, path: &str) -> Result<()> {
+/// Checks an SDS reference names a secret the proxy holds: `want` (its own, `None`), or one
+/// the control plane sends over ADS (its name).
+fn sds_name(cfg: &SdsSecretConfig, want: &str, path: &str) -> Result<Option<Arc<str>>> {
     if cfg.name == want {
-        return Ok(());
+        return Ok(None);
+    }
+    if cfg.sds_config.as_ref().is_some_and(|s| s.ads.is_some()) && cfg.name != secrets::DEFAULT_CERT && cfg.name != secrets::ROOT_CA {
+        return Ok(Some(Arc::from(cfg.name.as_str())));
     }
     Err(ConfigError::new(
         format!("{path}.name"),
         format!(
-            "unknown SDS secret {:?} here; a weft proxy holds {:?} (its certificate) and {:?} (the trust bundle)",
+            "unknown SDS secret {:?} here; a weft proxy holds {:?} (its certificate) and {:?} (the trust bundle), and \
+             fetches other secrets only over ADS (sds_config: {{ads: {{}}}})",
             cfg.name,
             secrets::DEFAULT_CERT,
             secrets::ROOT_CA
         ),
     ))
+}
+
+/// The SDS secrets over ADS a resource's TLS contexts name (what the proxy subscribes to).
+pub fn ads_secret_names(json: &serde_json::Value, out: &mut std::collections::BTreeSet<String>) {
+    match json {
+        serde_json::Value::Object(m) => {
+            let over_ads = m.get("sds_config").is_some_and(|c| c.get("ads").is_some());
+            if let (true, Some(serde_json::Value::String(name))) = (over_ads, m.get("name")) {
+                out.insert(name.clone());
+            }
+            m.values().for_each(|v| ads_secret_names(v, out));
+        }
+        serde_json::Value::Array(a) => a.iter().for_each(|v| ads_secret_names(v, out)),
+        _ => {}
+    }
 }
 
 /// The peer verification a context asks for: a trust bundle (static or SDS) and SAN matchers,
@@ -206,13 +231,15 @@ pub(crate) fn validation(common: &CommonTlsContext, path: &str) -> Result<(Optio
         return validation_context(v, &format!("{path}.validation_context"), false);
     }
     if let Some(sds) = &common.validation_context_sds_secret_config {
-        sds_name(sds, secrets::ROOT_CA, &format!("{path}.validation_context_sds_secret_config"))?;
-        return Ok((Some(Roots::Sds), SanMatchers::default()));
+        let named = sds_name(sds, secrets::ROOT_CA, &format!("{path}.validation_context_sds_secret_config"))?;
+        return Ok((Some(named.map_or(Roots::Sds, Roots::Named)), SanMatchers::default()));
     }
     if let Some(c) = &common.combined_validation_context {
         let cpath = format!("{path}.combined_validation_context");
-        sds_name(&c.validation_context_sds_secret_config, secrets::ROOT_CA, &format!("{cpath}.validation_context_sds_secret_config"))?;
-        return validation_context(&c.default_validation_context, &format!("{cpath}.default_validation_context"), true);
+        let named =
+            sds_name(&c.validation_context_sds_secret_config, secrets::ROOT_CA, &format!("{cpath}.validation_context_sds_secret_config"))?;
+        let (roots, sans) = validation_context(&c.default_validation_context, &format!("{cpath}.default_validation_context"), true)?;
+        return Ok((named.map(Roots::Named).or(roots), sans));
     }
     Ok((None, SanMatchers::default()))
 }
@@ -253,11 +280,13 @@ pub(crate) fn transport_context<'a>(ts: Option<&'a TransportSocket>, path: &str)
     }
 }
 
-/// The certificate references of a context: static files, or the `default` SDS secret.
+/// The certificate references of a context: static files, the `default` SDS secret, or one
+/// sent by name over ADS.
 pub(crate) enum CertRefs {
     None,
     Static(Vec<Arc<rustls::sign::CertifiedKey>>),
     Sds,
+    Named(Arc<str>),
 }
 
 pub(crate) fn certificates(common: &CommonTlsContext, provider: &CryptoProvider, path: &str) -> Result<CertRefs> {
@@ -270,10 +299,10 @@ pub(crate) fn certificates(common: &CommonTlsContext, provider: &CryptoProvider,
             }
             Ok(CertRefs::Static(keys))
         }
-        ([], [one]) => {
-            sds_name(one, secrets::DEFAULT_CERT, &format!("{path}.tls_certificate_sds_secret_configs[0]"))?;
-            Ok(CertRefs::Sds)
-        }
+        ([], [one]) => match sds_name(one, secrets::DEFAULT_CERT, &format!("{path}.tls_certificate_sds_secret_configs[0]"))? {
+            None => Ok(CertRefs::Sds),
+            Some(name) => Ok(CertRefs::Named(name)),
+        },
         ([], _) => Err(ConfigError::new(format!("{path}.tls_certificate_sds_secret_configs"), "a weft proxy holds one certificate secret")),
         _ => Err(ConfigError::new(path, "give tls_certificates or tls_certificate_sds_secret_configs, not both")),
     }
@@ -290,5 +319,27 @@ pub fn version_name(v: Option<rustls::ProtocolVersion>) -> &'static str {
         Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
         Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
         _ => "unknown",
+    }
+}
+
+/// An SDS `Secret` sent over ADS, checked: a certificate with its key, or a trust bundle.
+pub fn named_secret(secret: &weft_xds::tls::Secret, path: &str) -> Result<secrets::Named> {
+    match (&secret.tls_certificate, &secret.validation_context) {
+        (Some(c), None) => {
+            let key = server::certified_key(c, &default_provider(), &format!("{path}.tls_certificate"))?;
+            Ok(secrets::Named::Cert(Arc::new(key)))
+        }
+        (None, Some(v)) => {
+            let vpath = format!("{path}.validation_context");
+            let ca = v.trusted_ca.as_ref().ok_or_else(|| ConfigError::new(format!("{vpath}.trusted_ca"), "required"))?;
+            if !v.match_typed_subject_alt_names.is_empty() || !v.match_subject_alt_names.is_empty() {
+                return Err(ConfigError::new(
+                    vpath,
+                    "a weft proxy takes only trusted_ca from an SDS secret; give SAN matchers in the listener",
+                ));
+            }
+            Ok(secrets::Named::Roots(Arc::new(material::trust_roots(ca, &format!("{vpath}.trusted_ca"))?)))
+        }
+        _ => Err(ConfigError::new(path, "give one of tls_certificate and validation_context")),
     }
 }

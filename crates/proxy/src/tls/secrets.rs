@@ -19,7 +19,27 @@ pub const DEFAULT_CERT: &str = "default";
 /// The SDS name of the trust bundle.
 pub const ROOT_CA: &str = "ROOTCA";
 
+/// A secret the control plane sends by name over ADS: a gateway's certificate
+/// (`kubernetes://name`) or the CA its MUTUAL server checks clients with.
+#[derive(Clone)]
+pub enum Named {
+    Cert(Arc<CertifiedKey>),
+    Roots(Arc<RootCertStore>),
+}
+
+impl std::fmt::Debug for Named {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the key.
+        f.write_str(match self {
+            Named::Cert(_) => "Named::Cert",
+            Named::Roots(_) => "Named::Roots",
+        })
+    }
+}
+
 pub struct Secrets {
+    /// The SDS-over-ADS secrets, replaced whole at each update.
+    named: arc_swap::ArcSwap<std::collections::HashMap<String, Named>>,
     cert: ArcSwapOption<CertifiedKey>,
     roots: ArcSwapOption<RootCertStore>,
     /// The bundle's certificates as given, for whoever hands `ROOTCA` on (the agent).
@@ -31,6 +51,7 @@ pub struct Secrets {
 impl Default for Secrets {
     fn default() -> Secrets {
         Secrets {
+            named: Default::default(),
             cert: ArcSwapOption::empty(),
             roots: ArcSwapOption::empty(),
             bundle: ArcSwapOption::empty(),
@@ -86,6 +107,28 @@ impl Secrets {
         self.bundle.store(Some(Arc::new(certs)));
         self.version.send_modify(|v| *v += 1);
         Ok(())
+    }
+
+    /// The certificate of the named SDS secret, once received.
+    pub fn named_cert(&self, name: &str) -> Option<Arc<CertifiedKey>> {
+        match self.named.load().get(name) {
+            Some(Named::Cert(c)) => Some(c.clone()),
+            _ => None,
+        }
+    }
+
+    /// The trust bundle of the named SDS secret, once received.
+    pub fn named_roots(&self, name: &str) -> Option<Arc<RootCertStore>> {
+        match self.named.load().get(name) {
+            Some(Named::Roots(r)) => Some(r.clone()),
+            _ => None,
+        }
+    }
+
+    /// Replaces every named secret.
+    pub fn set_named(&self, named: std::collections::HashMap<String, Named>) {
+        self.named.store(Arc::new(named));
+        self.version.send_modify(|v| *v += 1);
     }
 
     /// Both secrets are present.

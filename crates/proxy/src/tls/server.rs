@@ -20,17 +20,28 @@ pub struct ServerTls {
     /// goes on without ALPN where rustls would end the handshake, and mesh clients offer
     /// `istio-peer-exchange`/`istio` to servers that list only `h2`/`http/1.1`.
     no_alpn: Option<Arc<ServerConfig>>,
-    /// The static certificates (empty: the `default` SDS secret).
+    /// The static certificates (empty: an SDS secret).
     keys: Vec<Arc<CertifiedKey>>,
+    /// The SDS secret over ADS the certificate comes from, if it is not `default`.
+    named: Option<Arc<str>>,
 }
 
 /// The serving certificates: the first whose key suits the client's signature schemes (an
 /// RSA and an ECDSA certificate may be given together, as in Envoy).
 #[derive(Debug)]
 struct Certs {
-    /// Empty: the `default` SDS secret, read at each handshake.
+    /// Empty: the `default` SDS secret (or `named`), read at each handshake.
     keys: Vec<Arc<CertifiedKey>>,
+    named: Option<Arc<str>>,
     require_sni: bool,
+}
+
+/// The SDS certificate now: `named` (sent over ADS) or the `default` secret.
+fn sds_cert(named: Option<&str>) -> Option<Arc<CertifiedKey>> {
+    match named {
+        Some(n) => secrets::store().named_cert(n),
+        None => secrets::store().cert(),
+    }
 }
 
 impl ResolvesServerCert for Certs {
@@ -39,7 +50,7 @@ impl ResolvesServerCert for Certs {
             return None;
         }
         if self.keys.is_empty() {
-            return secrets::store().cert();
+            return sds_cert(self.named.as_deref());
         }
         let schemes = hello.signature_schemes();
         self.keys.iter().find(|k| k.key.choose_scheme(schemes).is_some()).or(self.keys.first()).cloned()
@@ -67,10 +78,11 @@ impl ServerTls {
         let common = ctx.common_tls_context.as_ref().unwrap_or(&default);
         let cpath = format!("{path}.common_tls_context");
         let params = Params::from_wire(common.tls_params.as_ref(), Side::Server, &format!("{cpath}.tls_params"))?;
-        let keys = match certificates(common, &params.provider, &cpath)? {
+        let (keys, named) = match certificates(common, &params.provider, &cpath)? {
             CertRefs::None => return Err(ConfigError::new(format!("{cpath}.tls_certificates"), "a server needs at least one certificate")),
-            CertRefs::Static(keys) => keys,
-            CertRefs::Sds => Vec::new(),
+            CertRefs::Static(keys) => (keys, None),
+            CertRefs::Sds => (Vec::new(), None),
+            CertRefs::Named(name) => (Vec::new(), Some(name)),
         };
         let require_client = ctx.require_client_certificate.unwrap_or(false);
         let builder = ServerConfig::builder_with_provider(params.provider.clone())
@@ -91,7 +103,11 @@ impl ServerTls {
             }
             (None, _) => builder.with_no_client_auth(),
         };
-        let mut config = builder.with_cert_resolver(Arc::new(Certs { keys: keys.clone(), require_sni: ctx.require_sni.unwrap_or(false) }));
+        let mut config = builder.with_cert_resolver(Arc::new(Certs {
+            keys: keys.clone(),
+            named: named.clone(),
+            require_sni: ctx.require_sni.unwrap_or(false),
+        }));
         config.alpn_protocols = alpn(common);
         if ctx.disable_stateful_session_resumption == Some(true) {
             config.session_storage = Arc::new(NoServerSessionStorage {});
@@ -101,14 +117,14 @@ impl ServerTls {
             bare.alpn_protocols.clear();
             Arc::new(bare)
         });
-        Ok(ServerTls { config: Arc::new(config), no_alpn, keys })
+        Ok(ServerTls { config: Arc::new(config), no_alpn, keys, named })
     }
 
     /// The leaf certificate this context serves (the first, when several are configured).
     pub fn local_cert(&self) -> Option<Arc<rustls::pki_types::CertificateDer<'static>>> {
         let key = match self.keys.first() {
             Some(k) => k.clone(),
-            None => secrets::store().cert()?,
+            None => sds_cert(self.named.as_deref())?,
         };
         key.cert.first().map(|c| Arc::new(c.clone()))
     }
