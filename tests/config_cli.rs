@@ -480,3 +480,17 @@ fn analyze_reads_a_weft_up_file_as_weft_up_does() {
     let out = weft(&["analyze", "--config-dir", cfg.path().to_str().expect("utf-8")]);
     assert!(text(&out).contains("read by `weft up -f FILE`"), "{}", text(&out));
 }
+
+/// A Gateway's `credentialName` must name a Secret in the namespace of the workload it selects.
+#[test]
+fn analyze_names_a_missing_gateway_secret() {
+    let dir = TempDir::new("analyze-cred").expect("tmp");
+    write(
+        dir.path(),
+        "gw.yaml",
+        "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: edge, namespace: istio-system}\nspec:\n  selector: {istio: ingressgateway}\n  servers:\n  - port: {number: 443, name: https, protocol: HTTPS}\n    hosts: [a.example.com]\n    tls: {mode: SIMPLE, credentialName: a-cert}\n---\napiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {name: gw, namespace: edge}\nspec: {address: 10.0.0.9, labels: {istio: ingressgateway}}\n",
+    );
+    let out = weft(&["analyze", dir.path().to_str().expect("utf-8")]);
+    let t = text(&out);
+    assert!(t.contains("spec.servers[0].tls.credentialName") && t.contains("no Secret edge/a-cert"), "{t}");
+}

@@ -118,6 +118,7 @@ pub fn analyze(snapshot: &Snapshot, model: &Model) -> Vec<Diagnostic> {
             }
         }
     }
+    gateway_credentials(model, &mut out);
     for dr in &model.destination_rules {
         let host = model.resolve_host(&dr.spec.host, &dr.namespace);
         let Some(svc) = model.service(&host) else {
@@ -147,4 +148,33 @@ pub fn analyze(snapshot: &Snapshot, model: &Model) -> Vec<Diagnostic> {
         }
     }
     out
+}
+
+/// A `credentialName` whose Secret is not in the namespace of a workload the Gateway selects
+/// (Istio's IST0101): that server is left out of the gateway.
+fn gateway_credentials(model: &Model, out: &mut Vec<Diagnostic>) {
+    for g in &model.gateways {
+        let selected = |labels: &BTreeMap<String, String>| !g.spec.selector.is_empty() && labels_match(&g.spec.selector, labels);
+        let mut namespaces: Vec<&str> = model.workloads.iter().filter(|w| selected(&w.labels)).map(|w| w.namespace.as_str()).collect();
+        namespaces.extend(model.pods.iter().filter(|p| selected(&p.labels)).map(|p| p.namespace.as_str()));
+        namespaces.sort_unstable();
+        namespaces.dedup();
+        for (i, server) in g.spec.servers.iter().enumerate() {
+            let Some(cred) = server.tls.as_ref().and_then(|t| t.credential_name.as_deref()) else { continue };
+            let Ok(name) = weft_api::validate::credential_secret(cred) else { continue };
+            for ns in namespaces.iter().filter(|ns| !model.secrets.contains_key(&(ns.to_string(), name.to_owned()))) {
+                out.push(at(
+                    g,
+                    "Gateway",
+                    &format!("spec.servers[{i}].tls.credentialName"),
+                    Level::Warning,
+                    codes::REFERENCE_NOT_FOUND,
+                    format!(
+                        "no Secret {ns}/{name} with a certificate and key: the gateway workload in {ns} reads it from its own \
+                         namespace, and serves nothing for this server until it exists"
+                    ),
+                ));
+            }
+        }
+    }
 }

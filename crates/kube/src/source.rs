@@ -1,5 +1,6 @@
 //! The API server as a config source: reflectors (kube-rs) over the kinds the mesh reads —
-//! Services, EndpointSlices, Pods, and the Istio kinds whose CRDs are installed — turned into
+//! Services, EndpointSlices, Pods, TLS Secrets, Ingresses, and the Istio kinds whose CRDs are
+//! installed — turned into
 //! the same objects and diagnostics the file source gives, through the same loader, so
 //! translation and validation are one code path.
 //!
@@ -53,7 +54,13 @@ const KINDS: &[(&str, &str, &str, &str)] = &[
     // Ingresses of class istio become a Gateway and VirtualServices (`ingress`).
     ("networking.k8s.io", "v1", "Ingress", "ingresses"),
     ("networking.k8s.io", "v1", "IngressClass", "ingressclasses"),
+    // TLS credentials a Gateway's credentialName (or an Ingress's secretName) names.
+    ("", "v1", "Secret", "secrets"),
 ];
+
+/// Secrets that can never be a TLS credential are not listed (and not held): service-account
+/// tokens and Helm's releases, most of a cluster's Secrets (what istiod leaves out too).
+const SECRET_FIELDS: &str = "type!=kubernetes.io/service-account-token,type!=helm.sh/release.v1";
 
 /// The apiVersion the source reads `kind` at (for an Event about one of its objects).
 pub fn api_version_of(kind: &str) -> Option<String> {
@@ -131,7 +138,8 @@ pub async fn run(client: Client, debounce: Duration, tx: tokio::sync::mpsc::Send
         let writer = reflector::store::Writer::<DynamicObject>::new(resource.clone());
         let store = writer.as_reader();
         let listed = Arc::new(AtomicBool::new(false));
-        let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()).default_backoff());
+        let config = if resource.kind == "Secret" { watcher::Config::default().fields(SECRET_FIELDS) } else { watcher::Config::default() };
+        let stream = reflector::reflector(writer, watcher(api, config).default_backoff());
         tokio::spawn(follow(stream, resource.kind.clone(), listed.clone(), changed.clone()));
         watched.push(Watched { resource, store, listed });
     }

@@ -173,6 +173,8 @@ fn control_plane(plan: &Plan, out: &mut Vec<Manifest>) -> Result<(), String> {
             rule(&[""], &["configmaps"], &["create", "update", "patch"]),
             rule(&[""], &["events"], &["create", "patch"]),
             rule(&["networking.k8s.io"], &["ingresses", "ingressclasses"], &read),
+            // A gateway's credentialName names a Secret in the gateway's namespace.
+            rule(&[""], &["secrets"], &read),
         ]),
         ..ClusterRole::default()
     };
