@@ -214,6 +214,14 @@ async fn start_ca(
 ) -> Result<(Arc<crate::ca::Authority>, SocketAddr, Option<SocketAddr>), ServeError> {
     use crate::ca::{serving, Authenticator, Authority, RootSource, Tokens};
     let trust_domain = shared.mesh().trust_domain;
+    if let Some(client) = &kube {
+        // One root for every replica and restart: the cluster's, before the directory is read.
+        let generate = |dir: &std::path::Path| crate::ca::authority::generate_root(dir, &trust_domain).map_err(|e| e.to_string());
+        let origin = weft_kube::ca_store::sync(client, &cluster.namespace, &c.dir, generate)
+            .await
+            .map_err(|e| crate::ca::CaError::Root(format!("the cluster's root of trust: {e}")))?;
+        tracing::info!(?origin, namespace = %cluster.namespace, "the root of trust is the cluster's (Secret cacerts or istio-ca-secret)");
+    }
     let (ca, source) = Authority::open(&c.dir, &trust_domain, c.default_ttl, c.max_ttl)?;
     let ca = Arc::new(ca);
     match source {

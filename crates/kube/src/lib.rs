@@ -4,6 +4,7 @@
 //! 15017 — and the API server as a config source (`source`).
 
 pub mod admission;
+pub mod ca_store;
 pub mod ingress;
 pub mod install;
 pub mod pitfalls;

@@ -184,6 +184,12 @@ pub enum RootSource {
     Generated,
 }
 
+/// Generates a self-signed root for `trust_domain` into `dir` (the `cacerts` layout), for a
+/// caller that stores it elsewhere before [`Authority::open`] reads it.
+pub fn generate_root(dir: &Path, trust_domain: &str) -> Result<(), CaError> {
+    Keys::generate(dir, trust_domain)
+}
+
 impl Authority {
     /// Loads the root of trust from `dir`, or generates and persists one when `dir` holds none
     /// of the `cacerts` files. A partial set is refused: guessing which half to trust is worse.

@@ -308,7 +308,8 @@ fn control_plane(plan: &Plan, out: &mut Vec<Manifest>) -> Result<(), String> {
     let deployment = Deployment {
         metadata: meta(&name, Some(ns), &labels),
         spec: Some(DeploymentSpec {
-            // One replica: the CA's root lives in its directory (see ARCHITECTURE.md).
+            // Every replica signs with the cluster's root (`ca_store`); one of them, by Lease,
+            // publishes it.
             replicas: Some(k8s.replica_count.unwrap_or(1)),
             selector: LabelSelector { match_labels: Some(select.clone()), match_expressions: None },
             template: PodTemplateSpec {

@@ -278,13 +278,6 @@ pub fn plan(spec: &Spec) -> Result<Plan, String> {
         }
     };
     let cni_value = value_at(&values, "pilot.cni.enabled").and_then(Value::as_bool).unwrap_or(false);
-    if let Some(n) = components.pilot.as_ref().and_then(|p| p.k8s.as_ref()).and_then(|k| k.replica_count).filter(|n| *n > 1) {
-        // Each replica would make its own root: workloads would hold certificates that do not
-        // chain to the one published.
-        return Err(format!(
-            "spec.components.pilot.k8s.replicaCount: {n} replicas are not supported yet (each would make its own CA root); use 1"
-        ));
-    }
     for (name, c) in [("base", &components.base), ("pilot", &components.pilot), ("cni", &components.cni)] {
         if c.as_ref().and_then(|c| c.namespace.as_ref()).is_some() {
             return Err(format!("spec.components.{name}.namespace: not supported by weft install; set spec.namespace (or values.global.istioNamespace) for the whole control plane"));
@@ -363,8 +356,8 @@ mod tests {
         assert!(e.contains("spec.components.ingressGateways[0].k8s") && e.contains("hpaSpec"), "{e}");
         let e = plan_from(None, &["values.gateways.istio-egressgateway.injectionTemplate=gateway".into()]).unwrap_err();
         assert!(e.contains("no gateway named istio-egressgateway"), "{e}");
-        let e = plan_from(None, &["components.pilot.k8s.replicaCount=3".into()]).unwrap_err();
-        assert!(e.contains("replicaCount: 3 replicas are not supported"), "{e}");
+        let three = plan_from(None, &["components.pilot.k8s.replicaCount=3".into()]).expect("replicas share the cluster's root");
+        assert_eq!(three.pilot.as_ref().and_then(|k| k.replica_count), Some(3));
         let e = plan_from(None, &["components.pilot.namespace=mesh".into()]).unwrap_err();
         assert!(e.contains("spec.components.pilot.namespace"), "{e}");
         let e = plan_from(None, &["profile=ambient".into()]).unwrap_err();
