@@ -349,3 +349,191 @@ fn tproxy_and_dns_capture_are_written_checked_and_removed() {
     let rule = pod.ns.exec("ip", &["-f", "inet", "rule", "list"]).expect("ip rule");
     assert!(!rule.contains("lookup 133"), "DEL removes the policy routing: {rule}");
 }
+
+/// Kubernetes mode, as `weft cni-install` chains the plugin: the pod is read from the API
+/// server (a stand-in answering as kube-apiserver does). A pod `weft kube-inject` gave a
+/// sidecar with CNI on is captured with exactly the options of its `istio-validation`
+/// container — which then finds them in place, run in the pod's namespace as the kubelet would;
+/// a pod without a sidecar is passed through untouched; an API server that cannot answer fails
+/// ADD rather than start a meshed pod uncaptured.
+#[test]
+fn kubernetes_mode_captures_only_injected_pods_with_their_own_options() {
+    use weft_test_support::apiserver::{list, ApiServer};
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let api = ApiServer::new();
+    let addr = rt.block_on(api.serve());
+    let injected_pod = Pod::new("kcni");
+    let dir = &injected_pod.dir;
+    let kubeconfig = dir.join("kubeconfig");
+    std::fs::write(&kubeconfig, ApiServer::kubeconfig(addr)).expect("kubeconfig");
+
+    // A pod as the webhook stores it: kube-inject with CNI on and an annotation narrowing capture.
+    std::fs::write(dir.join("values.yaml"), "cni: true\n").expect("values");
+    std::fs::write(
+        dir.join("pod.yaml"),
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: app\n  namespace: default\n  annotations: {traffic.sidecar.istio.io/includeOutboundIPRanges: 10.96.0.0/12, traffic.sidecar.istio.io/excludeInboundPorts: \"9901\"}\nspec:\n  containers: [{name: app, image: example.com/app:1}]\n",
+    )
+    .expect("pod");
+    let out = Command::new(WEFT)
+        .args(["kube-inject", "-f"])
+        .arg(dir.join("pod.yaml"))
+        .arg("--valuesFile")
+        .arg(dir.join("values.yaml"))
+        .output()
+        .expect("kube-inject");
+    assert!(out.status.success(), "kube-inject: {}", String::from_utf8_lossy(&out.stderr));
+    let injected: Value = serde_yaml::from_slice(&out.stdout).expect("injected pod");
+    let validation = injected["spec"]["initContainers"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["name"] == "istio-validation"))
+        .cloned()
+        .unwrap_or_else(|| panic!("no istio-validation container: {injected}"));
+    let args: Vec<String> = validation["args"].as_array().expect("args").iter().filter_map(|a| a.as_str().map(str::to_owned)).collect();
+    let mut stored = injected.clone();
+    stored["metadata"]["name"] = json!(format!("app-{}", injected_pod.container_id));
+    stored["metadata"]["resourceVersion"] = json!("7");
+    let plain_pod = Pod::new("kcnp");
+    let plain = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": format!("app-{}", plain_pod.container_id), "namespace": "default", "resourceVersion": "8"},
+                       "spec": {"containers": [{"name": "app", "image": "example.com/app:1"}]}});
+    for p in [&stored, &plain] {
+        let name = p["metadata"]["name"].as_str().unwrap_or_default().to_owned();
+        api.set(&format!("/api/v1/namespaces/default/pods/{name}"), p.clone());
+    }
+    api.set("/api/v1/namespaces/default/pods", list("Pod", "v1", "9", vec![stored.clone(), plain.clone()]));
+
+    let conf = |prev: &Value| {
+        json!({"cniVersion": "1.0.0", "name": "weft-cni-test", "type": "weft-cni", "kubernetes": {"kubeconfig": kubeconfig.display().to_string()},
+               "excludeNamespaces": ["kube-system"], "prevResult": prev})
+    };
+
+    // The injected pod: captured with its own options.
+    let bridge = injected_pod.bridge("ADD");
+    assert_ok(&bridge, "bridge ADD");
+    let prev = json_of(&bridge, "bridge ADD");
+    let add = injected_pod.weft("ADD", &conf(&prev));
+    assert_ok(&add, "weft-cni ADD of the injected pod");
+    let save = injected_pod.tables();
+    let lines = rules(&save);
+    assert!(lines.contains(&"-A ISTIO_OUTPUT -d 10.96.0.0/12 -j ISTIO_REDIRECT"), "the pod's includeOutboundIPRanges:\n{save}");
+    assert!(lines.iter().any(|l| l.contains("--dport 9901 -j RETURN")), "the pod's excludeInboundPorts:\n{save}");
+    // istio-validation, run in the pod's namespace as the kubelet would, finds them in place.
+    let mut verify = vec![WEFT.to_owned()];
+    verify.extend(args.iter().cloned());
+    let checked = injected_pod.ns.exec(&verify[0], &verify[1..].iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(checked.is_ok(), "istio-validation ({args:?}) fails in the captured pod: {checked:?}");
+    assert_ok(&injected_pod.weft("CHECK", &conf(&prev)), "CHECK of the injected pod");
+    assert_ok(&injected_pod.weft("DEL", &conf(&prev)), "DEL");
+    assert!(capture_rules(&injected_pod.tables()).is_empty(), "DEL removes the rules");
+    assert_ok(&injected_pod.bridge("DEL"), "bridge DEL");
+
+    // The pod without a sidecar: passed through, nothing written.
+    let bridge = plain_pod.bridge("ADD");
+    assert_ok(&bridge, "bridge ADD");
+    let prev = json_of(&bridge, "bridge ADD");
+    let add = plain_pod.weft("ADD", &conf(&prev));
+    assert_ok(&add, "weft-cni ADD of a pod without a sidecar");
+    assert_eq!(json_of(&add, "ADD"), prev);
+    assert!(add.stderr.contains("no sidecar"), "the log says why nothing was done: {}", add.stderr);
+    assert!(capture_rules(&plain_pod.tables()).is_empty(), "a pod without a sidecar is not captured:\n{}", plain_pod.tables());
+
+    // A pod the API server does not know (or cannot be asked about): ADD fails, naming it.
+    let missing = plain_pod.run(
+        &plain_pod.weft_cni,
+        "ADD",
+        &conf(&prev).to_string(),
+        &[("CNI_ARGS", "K8S_POD_NAMESPACE=default;K8S_POD_NAME=nobody")],
+    );
+    assert_cni_error(&missing, 103, &["default/nobody"], "ADD of a pod the API server does not have");
+    assert_ok(&plain_pod.bridge("DEL"), "bridge DEL");
+}
+
+/// `weft cni-install` as the DaemonSet runs it, against directories standing in for the node's
+/// `/opt/cni/bin` and `/etc/cni/net.d`: it installs the plugin and its kubeconfig and chains the
+/// plugin into the node's single-plugin `.conf` (now a `.conflist`); chains it again when the
+/// node's network plugin rewrites its config; follows a changed kubeconfig; and on SIGTERM
+/// takes out exactly what it put in.
+#[test]
+fn cni_install_chains_keeps_and_removes_the_plugin() {
+    let dir = std::env::temp_dir().join(format!("weft-cni-install-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let (bin, net) = (dir.join("bin"), dir.join("net.d"));
+    std::fs::create_dir_all(&bin).expect("bin");
+    std::fs::create_dir_all(&net).expect("net.d");
+    let bridge = json!({"cniVersion": "1.0.0", "name": "k8s-pod-network", "type": "bridge", "bridge": "cni0", "ipam": {"type": "host-local", "subnet": "10.244.0.0/24"}});
+    std::fs::write(net.join("10-bridge.conf"), bridge.to_string()).expect("node config");
+    std::fs::write(net.join("99-loopback.conf"), json!({"cniVersion": "1.0.0", "name": "lo", "type": "loopback"}).to_string()).expect("lo");
+    let source = dir.join("source-kubeconfig");
+    std::fs::write(&source, "apiVersion: v1\nkind: Config\n# first\n").expect("kubeconfig");
+    let ready = dir.join("ready");
+    let log = std::fs::File::create(dir.join("install.log")).expect("log");
+    let mut child = Command::new(WEFT)
+        .args([
+            "cni-install",
+            "--interval",
+            "100ms",
+            "--host-net-dir",
+            "/etc/cni/net.d",
+            "--exclude-namespaces",
+            "kube-system,istio-system",
+        ])
+        .arg("--bin-dir")
+        .arg(&bin)
+        .arg("--net-dir")
+        .arg(&net)
+        .arg("--kubeconfig")
+        .arg(&source)
+        .arg("--ready-file")
+        .arg(&ready)
+        .stdout(Stdio::from(log.try_clone().expect("log")))
+        .stderr(Stdio::from(log))
+        .spawn()
+        .expect("cni-install");
+    let log = || std::fs::read_to_string(dir.join("install.log")).unwrap_or_default();
+    let wait = |what: &str, ok: &dyn Fn() -> bool| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !ok() {
+            assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}\n{}", log());
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    };
+    wait("the ready file", &|| ready.exists());
+    let list = || -> Value {
+        serde_json::from_str(&std::fs::read_to_string(net.join("10-bridge.conflist")).unwrap_or_default()).unwrap_or(Value::Null)
+    };
+    let chained = list();
+    assert!(!net.join("10-bridge.conf").exists(), "the single-plugin .conf became a .conflist");
+    assert_eq!(chained["plugins"][0]["type"], "bridge", "{chained}");
+    assert_eq!(
+        chained["plugins"][1],
+        json!({"type": "weft-cni", "kubernetes": {"kubeconfig": "/etc/cni/net.d/weft-cni-kubeconfig"}, "excludeNamespaces": ["kube-system", "istio-system"]})
+    );
+    assert_eq!(std::fs::read(bin.join("weft-cni")).expect("plugin"), std::fs::read(WEFT).expect("weft"), "the plugin is this weft");
+    use std::os::unix::fs::PermissionsExt as _;
+    assert_eq!(std::fs::metadata(bin.join("weft-cni")).expect("plugin").permissions().mode() & 0o777, 0o755);
+    let kc = net.join("weft-cni-kubeconfig");
+    assert_eq!(std::fs::metadata(&kc).expect("kubeconfig").permissions().mode() & 0o777, 0o600, "the token is root's only");
+    assert!(std::fs::read_to_string(net.join("99-loopback.conf")).expect("lo").contains("loopback"), "other configs are left alone");
+
+    // The node's network plugin rewrites its config without weft-cni: chained again.
+    let mut rewritten = chained.clone();
+    rewritten["plugins"].as_array_mut().expect("plugins").truncate(1);
+    std::fs::write(net.join("10-bridge.conflist"), rewritten.to_string()).expect("rewrite");
+    wait("weft-cni chained again", &|| list()["plugins"].as_array().is_some_and(|p| p.len() == 2));
+    // A rotated token (a changed kubeconfig) reaches the plugin's copy.
+    std::fs::write(&source, "apiVersion: v1\nkind: Config\n# second\n").expect("kubeconfig");
+    wait("the new kubeconfig", &|| std::fs::read_to_string(&kc).unwrap_or_default().contains("second"));
+    // A plugin binary someone removed is put back.
+    std::fs::remove_file(bin.join("weft-cni")).expect("remove the plugin");
+    wait("the plugin put back", &|| bin.join("weft-cni").exists());
+
+    // SIGTERM, as the kubelet stops the DaemonSet's pod, to the child this test started.
+    let term = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
+    assert!(term.success());
+    let status = child.wait().expect("wait");
+    assert!(status.success(), "cni-install exits cleanly on SIGTERM\n{}", log());
+    assert_eq!(list(), rewritten, "only weft-cni's entry is taken out");
+    for gone in [bin.join("weft-cni"), kc, ready] {
+        assert!(!gone.exists(), "{} is removed", gone.display());
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

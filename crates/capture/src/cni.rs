@@ -10,6 +10,7 @@
 //! do without touching anything ([`plan`]), then does it ([`Plan::execute`]: `nsenter` into
 //! the namespace, `iptables-restore` there). Every refusal happens before the first command.
 
+pub mod chain;
 pub mod conf;
 
 use std::collections::HashMap;
@@ -22,7 +23,32 @@ use crate::backend::Backend;
 use crate::options::{CaptureConfig, RawOptions};
 use crate::rules::Ruleset;
 
-pub use conf::{Capture, NetConf};
+pub use conf::{Capture, KubeConf, NetConf};
+
+/// What the API server says about a pod, for the plugin in Kubernetes mode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PodCapture {
+    /// Leave the pod alone, and why (no sidecar; it captures itself with istio-init; host
+    /// network).
+    Skip(String),
+    /// Capture with these options: the ones its `istio-validation` container will check.
+    Capture(Box<RawOptions>),
+}
+
+/// Looks a pod up on the API server (the binary does it with the config's kubeconfig; tests
+/// answer from a table).
+pub trait PodLookup {
+    fn capture_of(&self, kube: &KubeConf, namespace: &str, name: &str) -> Result<PodCapture, CniError>;
+}
+
+/// For a config without `kubernetes`: never asked.
+pub struct NoLookup;
+
+impl PodLookup for NoLookup {
+    fn capture_of(&self, _: &KubeConf, _: &str, _: &str) -> Result<PodCapture, CniError> {
+        Err(CniError::new(INTERNAL, "no API server lookup in this build", ""))
+    }
+}
 
 /// The spec versions whose config and result formats the plugin reads and writes. (0.1.0 and
 /// 0.2.0 results have another shape, which a chained plugin would have to convert.)
@@ -45,6 +71,8 @@ pub const NOT_CAPTURED: u32 = 100;
 pub const NETFILTER_FAILED: u32 = 101;
 /// nsenter, iptables or ip is not installed on the node.
 pub const TOOL_MISSING: u32 = 102;
+/// Kubernetes mode: the pod could not be read from the API server.
+pub const API_UNAVAILABLE: u32 = 103;
 /// A bug: the plugin panicked.
 pub const INTERNAL: u32 = 999;
 
@@ -122,6 +150,11 @@ pub struct Outcome {
 /// The whole plugin: `vars` are the process's `CNI_*` environment variables, `stdin` what the
 /// runtime wrote to it. Never panics on any input.
 pub fn run(vars: &HashMap<String, String>, stdin: &[u8]) -> Outcome {
+    run_with(vars, stdin, &NoLookup)
+}
+
+/// [`run`], asking `pods` about the pod when the config names an API server.
+pub fn run_with(vars: &HashMap<String, String>, stdin: &[u8], pods: &dyn PodLookup) -> Outcome {
     let answer = |result: Result<String, CniError>| match result {
         Ok(stdout) => Outcome { stdout, success: true },
         Err(e) => {
@@ -136,11 +169,70 @@ pub fn run(vars: &HashMap<String, String>, stdin: &[u8]) -> Outcome {
     if invocation.command == Command::Version {
         return answer(Ok(version_reply(stdin)));
     }
-    answer(conf::parse(stdin).and_then(|conf| plan(&invocation, &conf)).and_then(|plan| plan.execute().map(|()| plan.reply)))
+    answer(
+        conf::parse(stdin)
+            .and_then(|conf| {
+                let pod = pod_capture(&invocation, &conf, pods)?;
+                plan_for(&invocation, &conf, pod)
+            })
+            .and_then(|plan| plan.execute().map(|()| plan.reply)),
+    )
+}
+
+/// In Kubernetes mode, for ADD and CHECK of a pod outside the excluded namespaces: what the
+/// API server says about it. An API server that cannot say fails the call (the runtime
+/// retries): a pod with a sidecar must never start uncaptured.
+fn pod_capture(invocation: &Invocation, conf: &NetConf, pods: &dyn PodLookup) -> Result<Option<PodCapture>, CniError> {
+    let Some(kube) = &conf.kubernetes else { return Ok(None) };
+    if !matches!(invocation.command, Command::Add | Command::Check) {
+        return Ok(None);
+    }
+    let (Some(namespace), Some(name)) = (invocation.arg("K8S_POD_NAMESPACE"), invocation.arg("K8S_POD_NAME")) else {
+        return Err(CniError::new(
+            INVALID_ENVIRONMENT,
+            "CNI_ARGS has no K8S_POD_NAMESPACE and K8S_POD_NAME",
+            "with kubernetes.kubeconfig the plugin captures only pods with a sidecar, which it looks up by name; the kubelet passes them",
+        ));
+    };
+    if conf.exclude_namespaces.iter().any(|x| x == namespace) {
+        return Ok(None);
+    }
+    pods.capture_of(kube, namespace, name).map(Some)
 }
 
 /// Decides what `invocation` does with `conf`; touches nothing.
 pub fn plan(invocation: &Invocation, conf: &NetConf) -> Result<Plan, CniError> {
+    plan_for(invocation, conf, None)
+}
+
+/// [`plan`], with what the API server said about the pod (Kubernetes mode).
+pub fn plan_for(invocation: &Invocation, conf: &NetConf, pod: Option<PodCapture>) -> Result<Plan, CniError> {
+    // Kubernetes mode: the pod's own options replace the config's `capture` block.
+    let pod_capture = |conf_capture: Result<Capture, CniError>| -> Result<Capture, CniError> {
+        match &pod {
+            None => conf_capture,
+            Some(PodCapture::Skip(_)) => Ok(Capture::Off),
+            Some(PodCapture::Capture(raw)) => {
+                let mut raw = (**raw).clone();
+                if raw.dns_servers.is_empty() {
+                    raw.dns_servers = conf.nameservers.clone();
+                }
+                CaptureConfig::from_raw(&raw).map(|c| Capture::On(Box::new(c))).map_err(|e| {
+                    CniError::new(
+                        INVALID_CONFIG,
+                        format!("the pod's istio-validation options: {} {:?}: {}", e.option, e.value, e.reason),
+                        "",
+                    )
+                })
+            }
+        }
+    };
+    if let Some(PodCapture::Skip(reason)) = &pod {
+        let reply = if invocation.command == Command::Add { add_result(conf) } else { String::new() };
+        if matches!(invocation.command, Command::Add | Command::Check) {
+            return Ok(Plan { work: Work::Nothing { reason: reason.clone() }, reply });
+        }
+    }
     let namespace = invocation.arg("K8S_POD_NAMESPACE");
     let excluded = namespace.filter(|ns| conf.exclude_namespaces.iter().any(|x| x == ns));
     let nothing = |reason: String, reply: String| Ok(Plan { work: Work::Nothing { reason }, reply });
@@ -155,7 +247,7 @@ pub fn plan(invocation: &Invocation, conf: &NetConf) -> Result<Plan, CniError> {
             if let Some(ns) = excluded {
                 return nothing(format!("namespace {ns} is in excludeNamespaces"), reply);
             }
-            match conf.capture.clone()? {
+            match pod_capture(conf.capture.clone())? {
                 Capture::Off => nothing("interceptionMode is NONE".into(), reply),
                 Capture::On(cfg) => Ok(Plan { work: Work::Capture { target: target()?, rules: Ruleset::build(&cfg) }, reply }),
             }
@@ -191,7 +283,7 @@ pub fn plan(invocation: &Invocation, conf: &NetConf) -> Result<Plan, CniError> {
             if let Some(ns) = excluded {
                 return nothing(format!("namespace {ns} is in excludeNamespaces"), String::new());
             }
-            match conf.capture.clone()? {
+            match pod_capture(conf.capture.clone())? {
                 Capture::Off => nothing("interceptionMode is NONE".into(), String::new()),
                 Capture::On(cfg) => {
                     Ok(Plan { work: Work::Verify { target: target()?, rules: Ruleset::build(&cfg) }, reply: String::new() })

@@ -75,6 +75,50 @@ pub struct CaptureArgs {
     backend: String,
 }
 
+impl CaptureArgs {
+    /// The options as istio-iptables takes them, with the nameservers DNS capture covers.
+    fn raw(&self, dns_servers: Vec<String>) -> RawOptions {
+        RawOptions {
+            proxy_port: self.proxy_port.clone(),
+            inbound_capture_port: self.inbound_capture_port.clone(),
+            proxy_uid: self.proxy_uid.clone(),
+            proxy_gid: self.proxy_gid.clone(),
+            mode: self.mode.clone(),
+            inbound_ports: self.inbound_ports.clone(),
+            inbound_ports_exclude: self.inbound_ports_exclude.clone(),
+            outbound_ranges: self.outbound_ranges.clone(),
+            outbound_ranges_exclude: self.outbound_ranges_exclude.clone(),
+            outbound_ports_exclude: self.outbound_ports_exclude.clone(),
+            outbound_ports_include: self.outbound_ports_include.clone(),
+            exclude_interfaces: self.exclude_interfaces.clone(),
+            tproxy_mark: self.tproxy_mark.clone(),
+            tproxy_route_table: self.tproxy_route_table.clone(),
+            redirect_dns: self.redirect_dns,
+            capture_all_dns: self.capture_all_dns,
+            dns_servers,
+        }
+    }
+}
+
+/// The options in a `weft capture …` command line, as the injector writes it into a pod's
+/// `istio-init` or `istio-validation` container (`args`, starting with `capture`): what the CNI
+/// plugin writes for the pod is exactly what that container checks.
+pub fn options_of(args: &[String]) -> Result<RawOptions, String> {
+    #[derive(clap::Parser)]
+    #[command(name = "weft", no_binary_name = true)]
+    struct Line {
+        #[command(subcommand)]
+        command: Sub,
+    }
+    #[derive(clap::Subcommand)]
+    enum Sub {
+        Capture(CaptureArgs),
+    }
+    use clap::Parser as _;
+    let Line { command: Sub::Capture(args) } = Line::try_parse_from(args).map_err(|e| e.to_string())?;
+    Ok(args.raw(Vec::new()))
+}
+
 pub fn run(args: CaptureArgs) -> ExitCode {
     match capture(args) {
         Ok(()) => ExitCode::SUCCESS,
@@ -93,25 +137,7 @@ fn capture(args: CaptureArgs) -> Result<(), String> {
     } else {
         Vec::new()
     };
-    let raw = RawOptions {
-        proxy_port: args.proxy_port,
-        inbound_capture_port: args.inbound_capture_port,
-        proxy_uid: args.proxy_uid,
-        proxy_gid: args.proxy_gid,
-        mode: args.mode,
-        inbound_ports: args.inbound_ports,
-        inbound_ports_exclude: args.inbound_ports_exclude,
-        outbound_ranges: args.outbound_ranges,
-        outbound_ranges_exclude: args.outbound_ranges_exclude,
-        outbound_ports_exclude: args.outbound_ports_exclude,
-        outbound_ports_include: args.outbound_ports_include,
-        exclude_interfaces: args.exclude_interfaces,
-        tproxy_mark: args.tproxy_mark,
-        tproxy_route_table: args.tproxy_route_table,
-        redirect_dns: args.redirect_dns,
-        capture_all_dns: args.capture_all_dns,
-        dns_servers,
-    };
+    let raw = args.raw(dns_servers);
     let cfg = CaptureConfig::from_raw(&raw).map_err(|e| e.to_string())?;
     let rules = Ruleset::build(&cfg);
     if args.dry_run && !args.cleanup {

@@ -15,6 +15,7 @@ mod agent_cmd;
 mod analyze_cmd;
 mod capture_cmd;
 mod cni_cmd;
+mod cni_install_cmd;
 mod control_plane_cmd;
 mod demo_cmd;
 mod identity_args;
@@ -54,6 +55,9 @@ enum Command {
     Analyze(analyze_cmd::AnalyzeArgs),
     /// Capture the namespace's traffic into the sidecar with iptables (what istio-iptables does).
     Capture(capture_cmd::CaptureArgs),
+    /// The CNI node agent (istio-cni's install-cni): put weft-cni on the node, chain it into
+    /// the node's CNI config, keep it there, and take it out when stopped.
+    CniInstall(cni_install_cmd::CniInstallArgs),
     /// Install the mesh on a Kubernetes cluster (istioctl install).
     Install(install_cmd::InstallArgs),
     /// Remove what `weft install` installed.
@@ -114,6 +118,7 @@ fn main() -> std::process::ExitCode {
         Command::ProxyConfig(args) => ops_cmd::proxy_config(args),
         Command::Analyze(args) => analyze_cmd::analyze(args),
         Command::Capture(args) => capture_cmd::run(args),
+        Command::CniInstall(args) => cni_install_cmd::run(args),
         Command::KubeInject(args) => inject_cmd::run(args),
         Command::Install(args) => install_cmd::install(args),
         Command::Uninstall(args) => install_cmd::uninstall(args),

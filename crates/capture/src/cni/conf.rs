@@ -29,6 +29,18 @@ pub struct NetConf {
     /// The checked `capture` block. Kept as a result so DEL can still clean up after a config
     /// that went bad since ADD; ADD and CHECK refuse it.
     pub capture: Result<Capture, CniError>,
+    /// With an API server (`kubernetes.kubeconfig`, as `weft cni-install` writes it): capture
+    /// only pods the injector gave a sidecar, with the rules their `istio-validation` container
+    /// checks, instead of every pod with the `capture` block's.
+    pub kubernetes: Option<KubeConf>,
+    /// The network's nameservers (the config's `dns` and the earlier plugins'), for DNS capture.
+    pub nameservers: Vec<String>,
+}
+
+/// How the plugin reaches the API server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KubeConf {
+    pub kubeconfig: std::path::PathBuf,
 }
 
 /// What the config asks of a pod's namespace.
@@ -53,6 +65,14 @@ struct WireConf {
     /// The spec's well-known `dns` key: its nameservers are the ones DNS capture covers.
     #[serde(default)]
     dns: Option<WireDns>,
+    #[serde(default)]
+    kubernetes: Option<WireKube>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WireKube {
+    kubeconfig: String,
 }
 
 #[derive(Deserialize, Default)]
@@ -130,12 +150,21 @@ pub fn parse(stdin: &[u8]) -> Result<NetConf, CniError> {
     if let Some(Value::Array(servers)) = prev_result.as_ref().and_then(|r| r.get("dns")).and_then(|d| d.get("nameservers")) {
         nameservers.extend(servers.iter().filter_map(Value::as_str).map(str::to_owned));
     }
+    let kubernetes = match wire.kubernetes {
+        Some(k) if k.kubeconfig.trim().is_empty() => {
+            return Err(CniError::new(INVALID_CONFIG, "kubernetes.kubeconfig: empty", "the path of the kubeconfig weft cni-install wrote"))
+        }
+        Some(k) => Some(KubeConf { kubeconfig: k.kubeconfig.into() }),
+        None => None,
+    };
     Ok(NetConf {
         cni_version,
         name: wire.name,
         prev_result,
         exclude_namespaces: wire.exclude_namespaces,
-        capture: capture(wire.capture, nameservers),
+        capture: capture(wire.capture, nameservers.clone()),
+        kubernetes,
+        nameservers,
     })
 }
 
