@@ -31,6 +31,7 @@ fn typed(o: &Value) {
         "RoleBinding" => serde_json::from_value::<RoleBinding>(v).is_ok(),
         "ConfigMap" => serde_json::from_value::<ConfigMap>(v).is_ok(),
         "Deployment" => serde_json::from_value::<Deployment>(v).is_ok(),
+        "DaemonSet" => serde_json::from_value::<k8s_openapi::api::apps::v1::DaemonSet>(v).is_ok(),
         "Service" => serde_json::from_value::<Service>(v).is_ok(),
         "MutatingWebhookConfiguration" => serde_json::from_value::<MutatingWebhookConfiguration>(v).is_ok(),
         "ValidatingWebhookConfiguration" => serde_json::from_value::<ValidatingWebhookConfiguration>(v).is_ok(),
@@ -41,8 +42,12 @@ fn typed(o: &Value) {
 
 #[test]
 fn each_profile_matches_its_golden_file_and_parses_back() {
-    for profile in ["default", "demo", "minimal", "empty", "remote"] {
-        let objects = generate(None, &[&format!("profile={profile}"), "tag=1.0.0"]);
+    // `cni`: the default profile with the CNI node agent.
+    for profile in ["default", "demo", "minimal", "empty", "remote", "cni"] {
+        let objects = match profile {
+            "cni" => generate(None, &["components.cni.enabled=true", "tag=1.0.0"]),
+            p => generate(None, &[&format!("profile={p}"), "tag=1.0.0"]),
+        };
         for o in &objects {
             typed(o);
         }
@@ -68,6 +73,22 @@ fn each_profile_matches_its_golden_file_and_parses_back() {
     assert!(generate(None, &["profile=empty"]).is_empty());
     let remote = kinds(&generate(None, &["profile=remote"]));
     assert!(remote.iter().all(|k| k.starts_with("CustomResourceDefinition") || k.starts_with("Namespace")), "{remote:?}");
+    // With the CNI: the node agent, and injection that only checks capture.
+    let cni = generate(None, &["components.cni.enabled=true"]);
+    let ds = cni.iter().find(|o| o["kind"] == "DaemonSet").expect("the CNI DaemonSet");
+    let pod = &ds["spec"]["template"]["spec"];
+    assert_eq!(pod["containers"][0]["args"][0], "cni-install");
+    assert_eq!(pod["tolerations"][0]["operator"], "Exists", "on every node, tainted or not");
+    let paths: Vec<&str> = pod["volumes"].as_array().expect("volumes").iter().filter_map(|v| v["hostPath"]["path"].as_str()).collect();
+    assert_eq!(paths, ["/opt/cni/bin", "/etc/cni/net.d"]);
+    let values =
+        cni.iter().find(|o| o["kind"] == "ConfigMap" && o["metadata"]["name"] == "istio-sidecar-injector").expect("injector values");
+    assert!(
+        values["data"]["values"].as_str().is_some_and(|v| v.contains("\"cni\":true") || v.contains("cni: true")),
+        "{}",
+        values["data"]["values"]
+    );
+    assert!(!kinds(&generate(None, &[])).iter().any(|k| k.starts_with("DaemonSet")), "no CNI unless asked");
 }
 
 #[test]

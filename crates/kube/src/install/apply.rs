@@ -4,8 +4,8 @@
 
 use std::time::{Duration, Instant};
 
-use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
 use kube::Client;
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
 use serde_json::Value;
 
 use super::manifest::Manifest;
@@ -21,6 +21,7 @@ const KINDS: &[(&str, &str, &str, bool)] = &[
     ("rbac.authorization.k8s.io/v1", "RoleBinding", "rolebindings", true),
     ("v1", "ConfigMap", "configmaps", true),
     ("apps/v1", "Deployment", "deployments", true),
+    ("apps/v1", "DaemonSet", "daemonsets", true),
     ("v1", "Service", "services", true),
     ("admissionregistration.k8s.io/v1", "MutatingWebhookConfiguration", "mutatingwebhookconfigurations", false),
     ("admissionregistration.k8s.io/v1", "ValidatingWebhookConfiguration", "validatingwebhookconfigurations", false),
@@ -97,7 +98,7 @@ async fn wait_established(api: &Api<DynamicObject>, name: &str) -> Result<(), St
     }
 }
 
-/// Why a Deployment is not ready, in words, from its pods and their events.
+/// Why a Deployment or DaemonSet is not ready, in words, from its pods and their events.
 async fn why_not_ready(client: &Client, ns: &str, deployment: &Value) -> String {
     let selector = deployment
         .pointer("/spec/selector/matchLabels")
@@ -155,7 +156,24 @@ async fn why_not_ready(client: &Client, ns: &str, deployment: &Value) -> String 
     reasons.join("; ")
 }
 
-/// Waits until every Deployment is available, or says why not after `timeout`.
+/// A workload's (ready, wanted) counts: a Deployment's available replicas, a DaemonSet's ready
+/// pods out of the nodes it should run on (none known until its controller has looked);
+/// `None` for any other kind.
+fn readiness(kind: &str, o: &Value) -> Option<(i64, Option<i64>)> {
+    let n = |p: &str| o.pointer(p).and_then(Value::as_i64);
+    match kind {
+        "Deployment" => Some((n("/status/availableReplicas").unwrap_or(0), Some(n("/spec/replicas").unwrap_or(1)))),
+        "DaemonSet" => Some((n("/status/numberReady").unwrap_or(0), n("/status/desiredNumberScheduled"))),
+        _ => None,
+    }
+}
+
+fn is_workload(m: &Manifest) -> bool {
+    matches!(m.object.get("kind").and_then(Value::as_str), Some("Deployment" | "DaemonSet"))
+}
+
+/// Waits until every Deployment is available and every DaemonSet ready on its nodes, or says
+/// why not after `timeout`.
 pub async fn wait_ready(
     client: &Client,
     manifests: &[Manifest],
@@ -163,16 +181,17 @@ pub async fn wait_ready(
     progress: &mut dyn FnMut(String),
 ) -> Result<(), String> {
     let deadline = Instant::now() + timeout;
-    for m in manifests.iter().filter(|m| m.object.get("kind").and_then(Value::as_str) == Some("Deployment")) {
+    for m in manifests.iter().filter(|m| is_workload(m)) {
         let (api, name, what) = api_for(client, &m.object)?;
         let ns = m.object.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or("default").to_owned();
+        let kind = m.object.get("kind").and_then(Value::as_str).unwrap_or_default().to_owned();
         loop {
             let d = api.get(&name).await.map_err(|e| format!("{what}: {e}"))?;
-            let want = d.data.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1);
-            let available = d.data.pointer("/status/availableReplicas").and_then(Value::as_i64).unwrap_or(0);
-            if available >= want {
-                progress(format!("{what} is ready"));
-                break;
+            if let Some((ready, Some(want))) = readiness(&kind, &d.data) {
+                if ready >= want {
+                    progress(format!("{what} is ready"));
+                    break;
+                }
             }
             if Instant::now() > deadline {
                 return Err(format!("{what} is not ready after {}s: {}", timeout.as_secs(), why_not_ready(client, &ns, &m.object).await));
@@ -202,12 +221,17 @@ pub async fn verify(client: &Client, manifests: &[Manifest]) -> Result<Vec<Strin
     for m in manifests {
         let (api, name, what) = api_for(client, &m.object)?;
         match api.get(&name).await {
-            Ok(o) if m.object.get("kind").and_then(Value::as_str) == Some("Deployment") => {
-                let want = o.data.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1);
-                let available = o.data.pointer("/status/availableReplicas").and_then(Value::as_i64).unwrap_or(0);
-                if available < want {
-                    let ns = m.object.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or("default");
-                    problems.push(format!("{what}: {available}/{want} available: {}", why_not_ready(client, ns, &m.object).await));
+            Ok(o) if is_workload(m) => {
+                let kind = m.object.get("kind").and_then(Value::as_str).unwrap_or_default();
+                let ns = m.object.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or("default");
+                match readiness(kind, &o.data) {
+                    Some((ready, Some(want))) if ready < want => {
+                        problems.push(format!("{what}: {ready}/{want} ready: {}", why_not_ready(client, ns, &m.object).await))
+                    }
+                    Some((_, None)) => {
+                        problems.push(format!("{what}: its controller has not counted its nodes yet (is the controller manager running?)"))
+                    }
+                    _ => {}
                 }
             }
             Ok(_) => {}
@@ -216,4 +240,20 @@ pub async fn verify(client: &Client, manifests: &[Manifest]) -> Result<Vec<Strin
         }
     }
     Ok(problems)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_daemonset_is_ready_on_every_node_it_should_run_on_and_unknown_before_its_controller_looked() {
+        let ds = |status: Value| json!({"kind": "DaemonSet", "status": status});
+        assert_eq!(readiness("DaemonSet", &ds(json!({"desiredNumberScheduled": 3, "numberReady": 2}))), Some((2, Some(3))));
+        assert_eq!(readiness("DaemonSet", &ds(json!({}))), Some((0, None)), "no count yet is not ready");
+        let d = json!({"spec": {"replicas": 2}, "status": {"availableReplicas": 2}});
+        assert_eq!(readiness("Deployment", &d), Some((2, Some(2))));
+        assert_eq!(readiness("Service", &d), None);
+    }
 }

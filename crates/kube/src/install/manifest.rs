@@ -1,6 +1,6 @@
 //! The objects a cluster needs, per component, built from k8s-openapi's types: the mesh's CRDs
 //! and namespace (`base`), the control plane with its RBAC, ConfigMaps, Service (Istio's port
-//! names and numbers) and webhook configurations (`pilot`), and gateways.
+//! names and numbers) and webhook configurations (`pilot`), gateways, and the CNI node agent.
 
 use std::collections::BTreeMap;
 
@@ -8,7 +8,7 @@ use k8s_openapi::api::admissionregistration::v1::{
     MutatingWebhook, MutatingWebhookConfiguration, RuleWithOperations, ServiceReference, ValidatingWebhook, ValidatingWebhookConfiguration,
     WebhookClientConfig,
 };
-use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::apps::v1::{DaemonSet, DaemonSetSpec, Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
     ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, Namespace, PodSpec, PodTemplateSpec, Probe, Service,
     ServiceAccount, ServicePort, ServiceSpec, Volume, VolumeMount,
@@ -20,7 +20,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 use super::operator::{GatewayComponent, Plan};
 
@@ -31,6 +31,7 @@ pub enum Part {
     Pilot,
     IngressGateways,
     EgressGateways,
+    Cni,
 }
 
 impl Part {
@@ -40,6 +41,7 @@ impl Part {
             Part::Pilot => "control plane (istiod)",
             Part::IngressGateways => "ingress gateways",
             Part::EgressGateways => "egress gateways",
+            Part::Cni => "CNI node agent",
         }
     }
 }
@@ -279,11 +281,7 @@ fn control_plane(plan: &Plan, out: &mut Vec<Manifest>) -> Result<(), String> {
                     m.iter().map(|(k, v)| json!({"name": k, "value": v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string())})),
                 );
             }
-            if env.is_empty() {
-                None
-            } else {
-                typed(Some(Value::Array(env)), "components.pilot.k8s.env (with values.pilot.env)")?
-            }
+            if env.is_empty() { None } else { typed(Some(Value::Array(env)), "components.pilot.k8s.env (with values.pilot.env)")? }
         },
         volume_mounts: Some(vec![
             mount("ca", "/var/run/secrets/istiod/ca"),
@@ -622,9 +620,6 @@ fn gateway(plan: &Plan, g: &GatewayComponent, part: Part, out: &mut Vec<Manifest
 
 /// Everything `plan` asks for, in the order it is applied.
 pub fn generate(plan: &Plan) -> Result<Vec<Manifest>, String> {
-    if plan.cni {
-        return Err("components.cni: the CNI node agent (a DaemonSet installing weft-cni) is not built yet; leave the CNI off, or install weft-cni on the nodes yourself".into());
-    }
     let mut out = Vec::new();
     if plan.base {
         out.push(Manifest {
@@ -644,7 +639,120 @@ pub fn generate(plan: &Plan) -> Result<Vec<Manifest>, String> {
     for g in &plan.egress_gateways {
         gateway(plan, g, Part::EgressGateways, &mut out)?;
     }
+    if plan.cni {
+        cni(plan, &mut out);
+    }
     Ok(out)
+}
+
+/// The CNI node agent: a DaemonSet on every node (taints tolerated: a node without it would
+/// start meshed pods uncaptured) running `weft cni-install`, which puts `weft-cni` into the
+/// node's `/opt/cni/bin`, chains it into the config in `/etc/cni/net.d`, and takes it out
+/// when the pod stops. The plugin reads pods with this service account's token.
+fn cni(plan: &Plan, out: &mut Vec<Manifest>) {
+    let ns = plan.namespace.as_str();
+    let name = "istio-cni";
+    let labels = [("k8s-app", "istio-cni-node")];
+    let push = |out: &mut Vec<Manifest>, v: Value| out.push(Manifest { part: Part::Cni, object: v });
+    push(out, to_json(&ServiceAccount { metadata: meta(name, Some(ns), &labels), ..ServiceAccount::default() }));
+    let role = format!("{name}-{ns}");
+    push(
+        out,
+        to_json(&ClusterRole {
+            metadata: meta(&role, None, &labels),
+            rules: Some(vec![rule(&[""], &["pods"], &["get"])]),
+            ..ClusterRole::default()
+        }),
+    );
+    push(
+        out,
+        to_json(&ClusterRoleBinding {
+            metadata: meta(&role, None, &labels),
+            role_ref: RoleRef { api_group: "rbac.authorization.k8s.io".into(), kind: "ClusterRole".into(), name: role.clone() },
+            subjects: Some(vec![Subject {
+                kind: "ServiceAccount".into(),
+                name: name.into(),
+                namespace: Some(ns.into()),
+                ..Subject::default()
+            }]),
+        }),
+    );
+    let host = |volume: &str, path: &str| Volume {
+        name: volume.into(),
+        host_path: Some(k8s_openapi::api::core::v1::HostPathVolumeSource { path: path.into(), type_: Some("DirectoryOrCreate".into()) }),
+        ..Volume::default()
+    };
+    let mount = |n: &str, p: &str| VolumeMount { name: n.into(), mount_path: p.into(), ..VolumeMount::default() };
+    let exclude = ["kube-system".to_owned()].join(",");
+    let container = Container {
+        name: "install-cni".into(),
+        image: Some(format!("{}/weft:{}", plan.hub.trim_end_matches('/'), plan.tag)),
+        args: Some(
+            ["cni-install", "--bin-dir", "/host/opt/cni/bin", "--net-dir", "/host/etc/cni/net.d", "--host-net-dir", "/etc/cni/net.d"]
+                .iter()
+                .map(|s| (*s).to_owned())
+                .chain(["--exclude-namespaces".to_owned(), exclude, "--ready-file".to_owned(), "/tmp/weft-cni-ready".to_owned()])
+                .collect(),
+        ),
+        readiness_probe: Some(Probe {
+            exec: Some(k8s_openapi::api::core::v1::ExecAction { command: Some(vec!["cat".into(), "/tmp/weft-cni-ready".into()]) }),
+            period_seconds: Some(5),
+            ..Probe::default()
+        }),
+        volume_mounts: Some(vec![
+            mount("cni-bin-dir", "/host/opt/cni/bin"),
+            mount("cni-net-dir", "/host/etc/cni/net.d"),
+            mount("tmp", "/tmp"),
+        ]),
+        // Root, to write the node's root-owned CNI directories; nothing more.
+        security_context: Some(k8s_openapi::api::core::v1::SecurityContext {
+            run_as_user: Some(0),
+            run_as_group: Some(0),
+            run_as_non_root: Some(false),
+            privileged: Some(false),
+            read_only_root_filesystem: Some(true),
+            allow_privilege_escalation: Some(false),
+            capabilities: Some(k8s_openapi::api::core::v1::Capabilities { drop: Some(vec!["ALL".into()]), add: None }),
+            ..Default::default()
+        }),
+        ..Container::default()
+    };
+    let select: BTreeMap<String, String> = BTreeMap::from([("k8s-app".into(), "istio-cni-node".into())]);
+    let mut pod_labels = select.clone();
+    pod_labels.insert("sidecar.istio.io/inject".into(), "false".into());
+    let daemonset = DaemonSet {
+        metadata: meta("istio-cni-node", Some(ns), &labels),
+        spec: Some(DaemonSetSpec {
+            selector: LabelSelector { match_labels: Some(select), match_expressions: None },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta { labels: Some(pod_labels), ..ObjectMeta::default() }),
+                spec: Some(PodSpec {
+                    service_account_name: Some(name.into()),
+                    host_network: Some(true),
+                    priority_class_name: Some("system-node-critical".into()),
+                    termination_grace_period_seconds: Some(5),
+                    tolerations: Some(vec![k8s_openapi::api::core::v1::Toleration {
+                        operator: Some("Exists".into()),
+                        ..Default::default()
+                    }]),
+                    containers: vec![container],
+                    volumes: Some(vec![
+                        host("cni-bin-dir", "/opt/cni/bin"),
+                        host("cni-net-dir", "/etc/cni/net.d"),
+                        Volume {
+                            name: "tmp".into(),
+                            empty_dir: Some(EmptyDirVolumeSource { medium: Some("Memory".into()), size_limit: None }),
+                            ..Volume::default()
+                        },
+                    ]),
+                    ..PodSpec::default()
+                }),
+            },
+            ..DaemonSetSpec::default()
+        }),
+        status: None,
+    };
+    push(out, to_json(&daemonset));
 }
 
 /// The manifests as one YAML stream.
