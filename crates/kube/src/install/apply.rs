@@ -4,8 +4,8 @@
 
 use std::time::{Duration, Instant};
 
-use kube::Client;
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
+use kube::Client;
 use serde_json::Value;
 
 use super::manifest::Manifest;

@@ -20,7 +20,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use serde_json::{Value, json};
+use serde_json::{json, Value};
 
 use super::operator::{GatewayComponent, Plan};
 
@@ -281,7 +281,11 @@ fn control_plane(plan: &Plan, out: &mut Vec<Manifest>) -> Result<(), String> {
                     m.iter().map(|(k, v)| json!({"name": k, "value": v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string())})),
                 );
             }
-            if env.is_empty() { None } else { typed(Some(Value::Array(env)), "components.pilot.k8s.env (with values.pilot.env)")? }
+            if env.is_empty() {
+                None
+            } else {
+                typed(Some(Value::Array(env)), "components.pilot.k8s.env (with values.pilot.env)")?
+            }
         },
         volume_mounts: Some(vec![
             mount("ca", "/var/run/secrets/istiod/ca"),
