@@ -196,3 +196,55 @@ fn invalid_istio_resources_are_refused_at_admission() {
     assert_eq!(v["response"]["allowed"], false, "{body}");
     assert!(v["response"]["status"]["message"].as_str().unwrap_or_default().contains("spec.http[0].route"), "{body}");
 }
+
+/// Slow clients (a body announced and never sent) neither block the API server's calls nor
+/// hold memory: 40 of them at once, and a review still gets its answer at once; each stalled
+/// request is answered 408 once its 10 s are up.
+#[test]
+fn stalled_clients_do_not_block_admission_and_are_timed_out() {
+    use rustls::pki_types::pem::PemObject as _;
+    use std::io::{Read as _, Write as _};
+    let plane = Plane::start("slow", "{}\n");
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls::pki_types::CertificateDer::pem_file_iter(plane.root()).expect("root") {
+        roots.add(c.expect("pem")).expect("add root");
+    }
+    let config = std::sync::Arc::new(
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    );
+    let started = Instant::now();
+    let mut stalled = Vec::new();
+    for _ in 0..40 {
+        let name = rustls::pki_types::ServerName::try_from("istiod.istio-system.svc").expect("name");
+        let conn = rustls::ClientConnection::new(config.clone(), name).expect("client");
+        let tcp = std::net::TcpStream::connect(("127.0.0.1", plane.webhook)).expect("connect");
+        tcp.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
+        let mut tls = rustls::StreamOwned::new(conn, tcp);
+        let head = "POST /inject HTTP/1.1\r\nHost: istiod.istio-system.svc\r\nContent-Type: application/json\r\nContent-Length: 4000000\r\n\r\n{\"apiVersion\"";
+        tls.write_all(head.as_bytes()).expect("send the start of a request");
+        tls.flush().expect("flush");
+        stalled.push(tls);
+    }
+    let asked = Instant::now();
+    let (status, body) = plane.post("/inject", pod_review().to_string().as_bytes(), &[]);
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"patch\""), "{body}");
+    assert!(asked.elapsed() < Duration::from_secs(5), "the review waited {:?} behind stalled clients", asked.elapsed());
+    for (i, mut tls) in stalled.into_iter().enumerate() {
+        let mut answer = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+            match tls.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => answer.extend_from_slice(&buf[..n]),
+            }
+        }
+        let text = String::from_utf8_lossy(&answer);
+        assert!(text.starts_with("HTTP/1.1 408"), "stalled client {i} got {text:?} after {:?}", started.elapsed());
+    }
+    assert!(started.elapsed() < Duration::from_secs(20), "the stalled requests were answered only after {:?}", started.elapsed());
+}

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use tokio::net::TcpListener;
 use weft_inject::Values;
@@ -46,6 +46,17 @@ async fn namespace_labels(hooks: &Webhooks, body: &[u8]) -> Option<serde_json::M
 /// are at most 1.5 MiB in etcd.
 const MAX_BODY: usize = 8 << 20;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A request's headers and body must arrive within this (the API server's own default webhook
+/// timeout is 10 s, after which it no longer waits for the answer).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections held at once; more are closed at accept. Only API servers call the webhooks.
+const MAX_CONNECTIONS: usize = 256;
+/// Bytes of request bodies held at once, across all requests, until each is answered: a flood
+/// of large reviews waits for room instead of growing memory, while a client trickling a few
+/// bytes holds only those few (so slow clients cannot block the API server's calls).
+const BODY_BUDGET: usize = 128 << 20;
+/// HTTP/2 streams per connection.
+const MAX_STREAMS: u32 = 16;
 
 fn answer(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from(body)));
@@ -60,25 +71,55 @@ fn text(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
     answer(status, "text/plain; charset=utf-8", format!("{message}\n").into_bytes())
 }
 
-async fn handle(hooks: Arc<Webhooks>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+enum BodyError {
+    TooLarge,
+    Read(hyper::Error),
+}
+
+/// Reads a request body of at most `MAX_BODY`, taking room for each piece from `budget`; the
+/// room is held until the caller drops it (after answering).
+async fn read_body(
+    mut body: Incoming,
+    budget: &Arc<tokio::sync::Semaphore>,
+) -> Result<(Bytes, Option<tokio::sync::OwnedSemaphorePermit>), BodyError> {
+    let mut buf = bytes::BytesMut::new();
+    let mut room: Option<tokio::sync::OwnedSemaphorePermit> = None;
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame.map_err(BodyError::Read)?.into_data() else { continue };
+        if buf.len() + data.len() > MAX_BODY {
+            return Err(BodyError::TooLarge);
+        }
+        // A piece is at most MAX_BODY bytes, far below u32::MAX; the budget is never closed.
+        let n = u32::try_from(data.len()).map_err(|_| BodyError::TooLarge)?;
+        let Ok(more) = budget.clone().acquire_many_owned(n).await else { return Err(BodyError::TooLarge) };
+        match room.as_mut() {
+            Some(r) => r.merge(more),
+            None => room = Some(more),
+        }
+        buf.extend_from_slice(&data);
+    }
+    Ok((buf.freeze(), room))
+}
+
+async fn handle(
+    hooks: Arc<Webhooks>,
+    budget: Arc<tokio::sync::Semaphore>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
     // A body announced over the limit is refused before any of it is read.
     let announced = req.headers().get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
     if announced.is_some_and(|n| n > MAX_BODY) {
         return Ok(text(StatusCode::PAYLOAD_TOO_LARGE, "the AdmissionReview is over 8 MiB"));
     }
     let (parts, body) = req.into_parts();
-    // The body is read before any answer, bounded: an HTTP/2 stream answered with its body
-    // unread is reset, and a client may take the reset for a failure of the answer.
-    let body = match Limited::new(body, MAX_BODY).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(e) => {
-            let too_big = e.downcast_ref::<http_body_util::LengthLimitError>().is_some();
-            return Ok(if too_big {
-                text(StatusCode::PAYLOAD_TOO_LARGE, "the AdmissionReview is over 8 MiB")
-            } else {
-                text(StatusCode::BAD_REQUEST, &format!("reading the body: {e}"))
-            });
-        }
+    // The body is read before any answer, bounded in size, time and shared memory: an HTTP/2
+    // stream answered with its body unread is reset, and a client may take the reset for a
+    // failure of the answer.
+    let (body, _room) = match tokio::time::timeout(REQUEST_TIMEOUT, read_body(body, &budget)).await {
+        Err(_) => return Ok(text(StatusCode::REQUEST_TIMEOUT, "the AdmissionReview did not arrive within 10 s")),
+        Ok(Ok(b)) => b,
+        Ok(Err(BodyError::TooLarge)) => return Ok(text(StatusCode::PAYLOAD_TOO_LARGE, "the AdmissionReview is over 8 MiB")),
+        Ok(Err(BodyError::Read(e))) => return Ok(text(StatusCode::BAD_REQUEST, &format!("reading the body: {e}"))),
     };
     let path = parts.uri.path();
     let inject = path == "/inject" || path.starts_with("/inject/");
@@ -111,6 +152,9 @@ async fn handle(hooks: Arc<Webhooks>, req: Request<Incoming>) -> Result<Response
 /// speak either) until the process ends.
 pub async fn serve(listener: TcpListener, tls: Arc<rustls::ServerConfig>, hooks: Arc<Webhooks>) {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let connections = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let budget = Arc::new(tokio::sync::Semaphore::new(BODY_BUDGET));
+    let mut refusing = false;
     loop {
         let (tcp, peer): (_, SocketAddr) = match listener.accept().await {
             Ok(c) => c,
@@ -120,15 +164,26 @@ pub async fn serve(listener: TcpListener, tls: Arc<rustls::ServerConfig>, hooks:
                 continue;
             }
         };
-        let (acceptor, hooks) = (acceptor.clone(), hooks.clone());
+        let Ok(held) = connections.clone().try_acquire_owned() else {
+            if !refusing {
+                tracing::warn!(%peer, "{MAX_CONNECTIONS} webhook connections are open: closing new ones until some end");
+            }
+            refusing = true;
+            continue;
+        };
+        refusing = false;
+        let (acceptor, hooks, budget) = (acceptor.clone(), hooks.clone(), budget.clone());
         tokio::spawn(async move {
+            let _held = held;
             let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => return tracing::debug!(%peer, "TLS handshake on the webhook port failed: {e}"),
                 Err(_) => return tracing::debug!(%peer, "TLS handshake on the webhook port timed out"),
             };
-            let service = hyper::service::service_fn(move |req| handle(hooks.clone(), req));
-            let builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+            let service = hyper::service::service_fn(move |req| handle(hooks.clone(), budget.clone(), req));
+            let mut builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+            builder.http1().timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(REQUEST_TIMEOUT);
+            builder.http2().max_concurrent_streams(MAX_STREAMS);
             if let Err(e) = builder.serve_connection(hyper_util::rt::TokioIo::new(tls), service).await {
                 tracing::debug!(%peer, "webhook connection ended: {e}");
             }
