@@ -2,6 +2,9 @@
 
 use std::time::Duration;
 
+use std::borrow::Cow;
+
+use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
 use serde::{Deserialize, Deserializer};
 
 /// A duration from a Go-style string. Istio's examples use `5m`, `0.5s` and `1h`, which
@@ -54,6 +57,17 @@ impl<'de> Deserialize<'de> for GoDuration {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
         parse_go_duration(&s).map(GoDuration).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Any string: what a valid duration is stays with [`parse_go_duration`], whose message says
+/// what to write.
+impl JsonSchema for GoDuration {
+    fn schema_name() -> Cow<'static, str> {
+        "GoDuration".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({"type": "string"})
     }
 }
 

@@ -13,6 +13,7 @@ pub mod locate;
 pub mod mesh;
 pub mod meta;
 pub mod networking;
+pub mod schema;
 pub mod security;
 pub mod suggest;
 pub mod unread;

@@ -3,10 +3,11 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use schemars::JsonSchema;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PeerAuthentication {
     #[serde(default)]
@@ -16,19 +17,21 @@ pub struct PeerAuthentication {
     /// Keyed by port. Kubernetes stores map keys as strings, so `kubectl get -o yaml` prints
     /// `"80":`; a hand-written file usually has `80:`. Both are read.
     #[serde(default, deserialize_with = "port_level_mtls")]
+    // To a schema every key is a string: it says "a map", `port_level_mtls` checks the ports.
+    #[schemars(with = "BTreeMap<String, MutualTls>")]
     pub port_level_mtls: BTreeMap<u32, MutualTls>,
 }
 
 /// Istio's `istio.type.v1beta1.WorkloadSelector` (`matchLabels`), also used by
 /// DestinationRule's `workloadSelector`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LabelSelector {
     #[serde(default)]
     pub match_labels: BTreeMap<String, String>,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum MtlsMode {
     #[default]
@@ -38,7 +41,7 @@ pub enum MtlsMode {
     Strict,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MutualTls {
     #[serde(default)]

@@ -7,6 +7,9 @@
 //! act on it yet (`validate`'s `not_acted_on`). Which of the two a field gets is written next to
 //! it.
 
+use std::borrow::Cow;
+
+use schemars::{JsonSchema, Schema, SchemaGenerator};
 use serde::{Deserialize, Deserializer};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -15,5 +18,16 @@ pub enum NotImplemented {}
 impl<'de> Deserialize<'de> for NotImplemented {
     fn deserialize<D: Deserializer<'de>>(_: D) -> Result<Self, D::Error> {
         Err(serde::de::Error::custom("not supported by weft yet"))
+    }
+}
+
+/// Any value: the schema does not refuse such a field, so the refusal comes from the loader and
+/// names the field.
+impl JsonSchema for NotImplemented {
+    fn schema_name() -> Cow<'static, str> {
+        "NotImplemented".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        Schema::from(true)
     }
 }

@@ -2,10 +2,11 @@
 
 use std::collections::BTreeMap;
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 
 /// Istio's `StringMatch`: exactly one of `exact`, `prefix`, `regex` (RE2 syntax).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(try_from = "RawStringMatch")]
 pub enum StringMatch {
     Exact(String),
@@ -13,7 +14,7 @@ pub enum StringMatch {
     Regex(String),
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct RawStringMatch {
     exact: Option<String>,
@@ -34,7 +35,7 @@ impl TryFrom<RawStringMatch> for StringMatch {
 }
 
 /// `workloadSelector` / `selector`: `labels` or `matchLabels` depending on the kind.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct WorkloadSelector {
     #[serde(default)]
@@ -42,7 +43,7 @@ pub struct WorkloadSelector {
 }
 
 /// `port: {number: 9080}` on a destination.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PortSelector {
     #[serde(default)]
@@ -50,7 +51,7 @@ pub struct PortSelector {
 }
 
 /// A `Port` on a ServiceEntry or Gateway server.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Port {
     pub number: u32,
@@ -63,7 +64,7 @@ pub struct Port {
 }
 
 /// Istio's `Percent` (`{value: 10.0}`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Percent {
     #[serde(default)]
@@ -71,7 +72,7 @@ pub struct Percent {
 }
 
 /// `location` on a ServiceEntry.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Location {
     #[default]

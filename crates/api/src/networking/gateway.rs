@@ -2,13 +2,14 @@
 
 use std::collections::BTreeMap;
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 
 use super::common::{Port, WorkloadSelector};
 use super::destination_rule::ConnectionPoolSettings;
 use crate::unsupported::NotImplemented;
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Gateway {
     #[serde(default)]
@@ -17,7 +18,7 @@ pub struct Gateway {
     pub servers: Vec<Server>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Server {
     pub port: Port,
@@ -35,7 +36,7 @@ pub struct Server {
     pub default_endpoint: Option<NotImplemented>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ServerTlsMode {
     Passthrough,
@@ -46,7 +47,7 @@ pub enum ServerTlsMode {
     OptionalMutual,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ServerTlsSettings {
     #[serde(default)]
@@ -91,7 +92,7 @@ pub struct ServerTlsSettings {
     pub ecdh_curves: Option<NotImplemented>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Sidecar {
     #[serde(default)]
@@ -111,7 +112,7 @@ pub struct Sidecar {
 /// A port the sidecar accepts inbound traffic on, and where it delivers it (Istio's
 /// `IstioIngressListener`). This is how a workload whose traffic is not captured
 /// (`INTERCEPTION_MODE: NONE`) gets inbound listeners at all.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct IngressListener {
     pub port: Port,
@@ -133,7 +134,7 @@ pub struct IngressListener {
 
 /// Whether a Sidecar listener is reached by capture or by binding its port (Istio's
 /// `CaptureMode`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum CaptureMode {
     /// Whatever the proxy's interception mode implies.
@@ -145,7 +146,7 @@ pub enum CaptureMode {
     None,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EgressListener {
     /// `port`, `bind` and a `captureMode` other than DEFAULT are refused by validation: weft
@@ -161,7 +162,7 @@ pub struct EgressListener {
     pub hosts: Vec<String>,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum OutboundMode {
     #[default]
@@ -170,7 +171,7 @@ pub enum OutboundMode {
 }
 
 /// MeshConfig's `outboundTrafficPolicy`: absent `mode` keeps the mesh default, `ALLOW_ANY`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct OutboundTrafficPolicy {
     #[serde(default)]
@@ -182,7 +183,7 @@ pub struct OutboundTrafficPolicy {
 /// A Sidecar's `outboundTrafficPolicy`. Unlike MeshConfig's, a policy without `mode` is
 /// `REGISTRY_ONLY`: that is the proto's zero value, and Istio uses the Sidecar's policy as
 /// written whenever it is present.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SidecarOutboundTrafficPolicy {
     #[serde(default = "registry_only")]

@@ -1,12 +1,14 @@
 //! `ServiceEntry` and `WorkloadEntry`: services and workloads the platform does not know.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
+use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
 use serde::{Deserialize, Deserializer};
 
 use super::common::{Location, Port, WorkloadSelector};
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ServiceEntry {
     #[serde(default)]
@@ -59,8 +61,18 @@ impl<'de> Deserialize<'de> for Resolution {
     }
 }
 
+/// Any string, not an `enum`: `DYNAMIC_DNS` must reach the loader, which refuses it by name.
+impl JsonSchema for Resolution {
+    fn schema_name() -> Cow<'static, str> {
+        "Resolution".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({"type": "string"})
+    }
+}
+
 /// A workload outside Kubernetes (also the shape of a ServiceEntry's `endpoints`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct WorkloadEntry {
     /// An IP, a DNS name, or `unix://` (refused by weft for now). Empty only when `network` is

@@ -78,15 +78,19 @@ const CRDS: &[(&str, &str, &str, &[&str], &str)] = &[
     ("security.istio.io", "RequestAuthentication", "requestauthentications", &["v1", "v1beta1"], "v1"),
 ];
 
-/// A CRD whose `spec` the API server keeps as given: weft's validating webhook checks it with
-/// the same rules as `weft analyze` (Istio's CRDs carry OpenAPI schemas instead; see
-/// ARCHITECTURE.md).
+/// A CRD whose `spec` schema is weft's own types (`schema`): the API server refuses a value
+/// of the wrong type even while the validating webhook is away, and keeps every field it does
+/// not know (none is pruned), so weft's webhook and loader refuse unknown ones by name. The
+/// kinds weft reads only to refuse keep an open `spec`.
 fn crd(group: &str, kind: &str, plural: &str, versions: &[&str], storage: &str) -> CustomResourceDefinition {
     let open =
         |t: &str| JSONSchemaProps { type_: Some(t.into()), x_kubernetes_preserve_unknown_fields: Some(true), ..JSONSchemaProps::default() };
+    // The generated schema always fits JSONSchemaProps (a test checks the round trip).
+    let spec =
+        super::schema::spec_schema(kind).and_then(|s| serde_json::from_value::<JSONSchemaProps>(s).ok()).unwrap_or_else(|| open("object"));
     let schema = JSONSchemaProps {
         type_: Some("object".into()),
-        properties: Some(BTreeMap::from([("spec".into(), open("object")), ("status".into(), open("object"))])),
+        properties: Some(BTreeMap::from([("spec".into(), spec), ("status".into(), open("object"))])),
         ..JSONSchemaProps::default()
     };
     CustomResourceDefinition {
@@ -99,7 +103,8 @@ fn crd(group: &str, kind: &str, plural: &str, versions: &[&str], storage: &str) 
                 plural: plural.into(),
                 singular: Some(kind.to_lowercase()),
                 categories: Some(vec!["istio-io".into(), group.split('.').next().unwrap_or_default().to_owned() + "-istio-io"]),
-                ..CustomResourceDefinitionNames::default()
+                // Istio's (`kubectl get vs`).
+                short_names: short_name(kind).map(|n| vec![n.to_owned()]),
             },
             scope: "Namespaced".into(),
             versions: versions
@@ -120,6 +125,21 @@ fn crd(group: &str, kind: &str, plural: &str, versions: &[&str], storage: &str) 
         },
         status: None,
     }
+}
+
+/// The short name Istio's CRD gives a kind.
+fn short_name(kind: &str) -> Option<&'static str> {
+    Some(match kind {
+        "VirtualService" => "vs",
+        "DestinationRule" => "dr",
+        "Gateway" => "gw",
+        "ServiceEntry" => "se",
+        "WorkloadEntry" => "we",
+        "PeerAuthentication" => "pa",
+        "AuthorizationPolicy" => "ap",
+        "RequestAuthentication" => "ra",
+        _ => return None,
+    })
 }
 
 /// A `k8s` setting as its Kubernetes type; one that does not fit is an error naming it, not a

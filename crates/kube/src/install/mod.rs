@@ -4,3 +4,4 @@
 pub mod apply;
 pub mod manifest;
 pub mod operator;
+pub mod schema;
