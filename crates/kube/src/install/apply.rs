@@ -163,7 +163,12 @@ fn readiness(kind: &str, o: &Value) -> Option<(i64, Option<i64>)> {
     let n = |p: &str| o.pointer(p).and_then(Value::as_i64);
     match kind {
         "Deployment" => Some((n("/status/availableReplicas").unwrap_or(0), Some(n("/spec/replicas").unwrap_or(1)))),
-        "DaemonSet" => Some((n("/status/numberReady").unwrap_or(0), n("/status/desiredNumberScheduled"))),
+        "DaemonSet" => {
+            // The API server fills the status with zeros; only the controller's having seen this
+            // generation makes "0 of 0 nodes" mean anything.
+            let seen = n("/status/observedGeneration").is_some_and(|g| g >= n("/metadata/generation").unwrap_or(1));
+            Some((n("/status/numberReady").unwrap_or(0), n("/status/desiredNumberScheduled").filter(|_| seen)))
+        }
         _ => None,
     }
 }
@@ -250,8 +255,19 @@ mod tests {
     #[test]
     fn a_daemonset_is_ready_on_every_node_it_should_run_on_and_unknown_before_its_controller_looked() {
         let ds = |status: Value| json!({"kind": "DaemonSet", "status": status});
-        assert_eq!(readiness("DaemonSet", &ds(json!({"desiredNumberScheduled": 3, "numberReady": 2}))), Some((2, Some(3))));
+        let seen = |status: Value| json!({"kind": "DaemonSet", "metadata": {"generation": 2}, "status": status});
+        assert_eq!(
+            readiness("DaemonSet", &seen(json!({"observedGeneration": 2, "desiredNumberScheduled": 3, "numberReady": 2}))),
+            Some((2, Some(3)))
+        );
         assert_eq!(readiness("DaemonSet", &ds(json!({}))), Some((0, None)), "no count yet is not ready");
+        let defaulted = seen(json!({"currentNumberScheduled": 0, "desiredNumberScheduled": 0, "numberMisscheduled": 0, "numberReady": 0}));
+        assert_eq!(readiness("DaemonSet", &defaulted), Some((0, None)), "the API server's zeros before the controller looked are no count");
+        assert_eq!(
+            readiness("DaemonSet", &seen(json!({"observedGeneration": 1, "desiredNumberScheduled": 1}))),
+            Some((0, None)),
+            "an older generation's count"
+        );
         let d = json!({"spec": {"replicas": 2}, "status": {"availableReplicas": 2}});
         assert_eq!(readiness("Deployment", &d), Some((2, Some(2))));
         assert_eq!(readiness("Service", &d), None);
