@@ -359,6 +359,43 @@ async fn analyze_names_the_clusters_pitfalls() {
              "clientConfig": {"service": {"name": "istiod", "namespace": "istio-system", "path": "/inject", "port": 443}}}]})],
         ),
     );
+    // STRICT mesh-wide while pods without a sidecar run; REGISTRY_ONLY with nothing outside
+    // declared; the only node tainted against the control plane.
+    api.set(
+        "/apis/security.istio.io/v1",
+        resource_list(
+            "security.istio.io/v1",
+            &[("authorizationpolicies", "AuthorizationPolicy", true), ("peerauthentications", "PeerAuthentication", true)],
+        ),
+    );
+    api.set(
+        "/apis/security.istio.io/v1/peerauthentications",
+        list(
+            "PeerAuthentication",
+            "security.istio.io/v1",
+            "100",
+            vec![json!({"metadata": meta("default", "istio-system"), "spec": {"mtls": {"mode": "STRICT"}}})],
+        ),
+    );
+    api.set(
+        "/api/v1/namespaces/istio-system/configmaps/istio",
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta("istio", "istio-system"), "data": {"mesh": "outboundTrafficPolicy:\n  mode: REGISTRY_ONLY\n"}}),
+    );
+    api.set(
+        "/api/v1/nodes",
+        list("Node", "v1", "100", vec![json!({"metadata": {"name": "node-1", "resourceVersion": "3"}, "spec": {"taints": [{"key": "dedicated", "value": "gpu", "effect": "NoSchedule"}]}})]),
+    );
+    api.set(
+        "/apis/apps/v1/namespaces/istio-system/deployments",
+        list(
+            "Deployment",
+            "apps/v1",
+            "100",
+            vec![json!({"metadata": meta("istiod", "istio-system"), "spec": {"selector": {"matchLabels": {"app": "istiod"}},
+            "template": {"metadata": {"labels": {"app": "istiod"}}, "spec": {"containers": [{"name": "discovery", "image": "weft"}],
+                         "tolerations": [{"key": "other", "operator": "Exists", "effect": "NoSchedule"}]}}}})],
+        ),
+    );
     let addr = api.serve().await;
     let dir = temp_dir("kube-analyze");
     let kubeconfig = dir.join("kubeconfig");
@@ -377,6 +414,14 @@ async fn analyze_names_the_clusters_pitfalls() {
         "[IST0103] api-server: Pod shop/reviews-v1: the pod has no sidecar though its namespace is labelled",
         "[IST0144] api-server: Pod shop/batch-1: container reviews runs as UID 1337",
         "[WFT0004] api-server: MutatingWebhookConfiguration istio-sidecar-injector/namespace.sidecar-injector.istio.io: the webhook has no caBundle",
+        "[WFT0005] api-server: PeerAuthentication istio-system/default: requires mTLS for the whole mesh, but these pods have no sidecar",
+        "legacy/old-app",
+        "mode: PERMISSIVE",
+        "[WFT0006] api-server: ConfigMap istio-system/istio: outboundTrafficPolicy is REGISTRY_ONLY and no ServiceEntry declares a host outside the mesh",
+        "kind: ServiceEntry",
+        "[WFT0007] api-server: Deployment istio-system/istiod: no node will take its pods",
+        "node-1 (dedicated=gpu:NoSchedule)",
+        "value: \"gpu\"",
     ] {
         assert!(text.contains(want), "missing {want:?} in:\n{text}");
     }

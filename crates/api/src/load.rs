@@ -153,6 +153,12 @@ pub mod codes {
     pub const INVALID_APPLICATION_UID: &str = "IST0144";
     /// The injection webhook is not registered, or the API server cannot trust it yet.
     pub const INJECTION_WEBHOOK: &str = "WFT0004";
+    /// STRICT mTLS is required while pods without a sidecar, which cannot speak it, run.
+    pub const STRICT_WITHOUT_SIDECARS: &str = "WFT0005";
+    /// REGISTRY_ONLY with no ServiceEntry for any outside host: every call out is refused.
+    pub const REGISTRY_ONLY_NOTHING_OUTSIDE: &str = "WFT0006";
+    /// No node can run a mesh component: each has a taint it does not tolerate.
+    pub const UNTOLERATED_TAINTS: &str = "WFT0007";
 }
 
 impl Diagnostic {

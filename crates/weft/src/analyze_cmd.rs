@@ -238,7 +238,7 @@ pub fn analyze(args: AnalyzeArgs) -> ExitCode {
         let read = async {
             let client = weft_kube::client(args.kubeconfig.as_deref()).await?;
             let view = weft_kube::source::once(client.clone(), std::time::Duration::from_secs(30)).await?;
-            let pitfalls = weft_kube::pitfalls::check(&client).await?;
+            let pitfalls = weft_kube::pitfalls::check(&client, &view.objects, "istio-system").await?;
             Ok::<_, String>((view, pitfalls))
         };
         let rt = match crate::current_thread_runtime() {
