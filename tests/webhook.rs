@@ -248,3 +248,31 @@ fn stalled_clients_do_not_block_admission_and_are_timed_out() {
     }
     assert!(started.elapsed() < Duration::from_secs(20), "the stalled requests were answered only after {:?}", started.elapsed());
 }
+
+/// Injection follows its values file (the mounted `istio-sidecar-injector` ConfigMap, which the
+/// kubelet rewrites): new values reach the next review; values that do not read are logged and
+/// the last good ones kept.
+#[test]
+fn changed_injection_values_reach_the_next_review() {
+    let plane = Plane::start("values", "hub: registry.example.com/mesh\ntag: \"1.0\"\n");
+    let review = pod_review().to_string();
+    let image_of = |plane: &Plane| {
+        let (status, body) = plane.post("/inject", review.as_bytes(), &[]);
+        assert_eq!(status, 200, "{body}");
+        op_values(&patch_ops(&serde_json::from_str(&body).expect("json")))
+    };
+    assert!(image_of(&plane).contains("registry.example.com/mesh/weft:1.0"));
+    std::fs::write(plane.dir.join("values.yaml"), "hub: registry.example.com/mesh\ntag: \"2.0\"\n").expect("values");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !image_of(&plane).contains("registry.example.com/mesh/weft:2.0") {
+        assert!(Instant::now() < deadline, "the new values never reached injection:\n{}", plane.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::fs::write(plane.dir.join("values.yaml"), "hub: [not, a, hub\n").expect("values");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !plane.log().contains("do not read") {
+        assert!(Instant::now() < deadline, "bad values were not reported:\n{}", plane.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(image_of(&plane).contains("registry.example.com/mesh/weft:2.0"), "the last good values stay in force");
+}

@@ -66,10 +66,26 @@ pub struct CaOptions {
 }
 
 /// Where the admission webhooks are served (Istio: 15017) and what injection adds.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct WebhookOptions {
     pub addr: SocketAddr,
     pub values: weft_inject::Values,
+    /// The files the values are read from (the mounted `istio-sidecar-injector` ConfigMap, the
+    /// mesh file) and how to read them again: when one changes, injection follows, as istiod's
+    /// injector follows its ConfigMap; values that do not read are logged and the last kept.
+    pub reload: Option<ValuesSource>,
+}
+
+#[derive(Clone)]
+pub struct ValuesSource {
+    pub files: Vec<PathBuf>,
+    pub read: Arc<dyn Fn() -> Result<weft_inject::Values, String> + Send + Sync>,
+}
+
+impl std::fmt::Debug for WebhookOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookOptions").field("addr", &self.addr).field("reload", &self.reload.as_ref().map(|r| &r.files)).finish()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -234,7 +250,7 @@ async fn start_ca(
     let webhook = match &c.webhook {
         Some(w) => Some((
             listen(w.addr).map_err(|source| ServeError::Bind { what: "admission webhooks", addr: w.addr, source })?,
-            w.values.clone(),
+            (w.values.clone(), w.reload.clone()),
         )),
         None => None,
     };
@@ -253,7 +269,15 @@ async fn start_ca(
     let webhook_addr = match webhook {
         Some((listener, values)) => {
             let addr = listener.local_addr().ok();
-            let hooks = Arc::new(crate::webhook::Webhooks { values, allow_unenforced_security, kube: kube.clone() });
+            let (values, reload) = values;
+            let hooks = Arc::new(crate::webhook::Webhooks {
+                values: arc_swap::ArcSwap::from_pointee(values),
+                allow_unenforced_security,
+                kube: kube.clone(),
+            });
+            if let Some(source) = reload {
+                tokio::spawn(crate::webhook::follow_values(hooks.clone(), source));
+            }
             tokio::spawn(crate::webhook::serve(listener, cert.server_config_with_alpn(&[b"h2", b"http/1.1"])?, hooks));
             tracing::info!(webhook = ?addr, "admission webhooks served over TLS");
             addr

@@ -18,7 +18,8 @@ use weft_kube::api as kube_api;
 
 /// What the webhooks answer with.
 pub struct Webhooks {
-    pub values: Values,
+    /// Replaced whole when the files they come from change (`follow_values`).
+    pub values: arc_swap::ArcSwap<Values>,
     /// Security kinds weft does not enforce are admitted with a warning instead of refused.
     pub allow_unenforced_security: bool,
     /// The API server, to read a pod's namespace labels (`weft.io/data-plane`).
@@ -136,7 +137,7 @@ async fn handle(
     }
     let a = if inject {
         let labels = namespace_labels(&hooks, &body).await;
-        weft_kube::admission::inject(&body, &hooks.values, labels.as_ref())
+        weft_kube::admission::inject(&body, &hooks.values.load(), labels.as_ref())
     } else {
         weft_kube::admission::validate(&body, hooks.allow_unenforced_security)
     };
@@ -146,6 +147,28 @@ async fn handle(
         tracing::warn!(%path, "admission request refused: {}", String::from_utf8_lossy(&a.body).trim());
     }
     Ok(answer(status, content_type, a.body))
+}
+
+/// Polls the values' files every second and, when one changed, reads the values again: new
+/// ones take over for the next review; ones that do not read are logged, the last kept.
+pub async fn follow_values(hooks: Arc<Webhooks>, source: crate::server::ValuesSource) {
+    let read_all = || source.files.iter().map(|f| std::fs::read(f).ok()).collect::<Vec<_>>();
+    let mut last = read_all();
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = read_all();
+        if now == last {
+            continue;
+        }
+        last = now;
+        match (source.read)() {
+            Ok(values) => {
+                hooks.values.store(Arc::new(values));
+                tracing::info!("injection values changed: new pods are injected with them");
+            }
+            Err(e) => tracing::error!("injection values changed but do not read; injecting with the previous ones: {e}"),
+        }
+    }
 }
 
 /// Serves the webhooks on `listener` with `tls` (HTTP/1.1 and HTTP/2, as the API server may

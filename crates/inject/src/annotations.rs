@@ -153,7 +153,14 @@ impl PodSettings {
                 return Err(InjectError::new(at("proxy.istio.io/config"), "must be a ProxyConfig object"));
             };
             for (k, v) in overlay {
-                proxy_config.insert(k, v);
+                // Maps merge key by key, as Istio merges the ProxyConfig protos: a pod adding one
+                // `proxyMetadata` variable keeps the mesh's others.
+                match (proxy_config.get_mut(&k), v) {
+                    (Some(Value::Object(mine)), Value::Object(theirs)) if k == "proxyMetadata" => mine.extend(theirs),
+                    (_, v) => {
+                        proxy_config.insert(k, v);
+                    }
+                }
             }
         }
         // xDS goes where certificates come from: this revision's control plane.
@@ -352,6 +359,25 @@ mod tests {
         assert!(e.message.contains("remove the annotation"), "{e}");
         let e = read(serde_json::json!({"weft.io/data-plane": "linkerd"})).unwrap_err();
         assert!(e.message.contains("\"envoy\""), "{e}");
+    }
+
+    #[test]
+    fn a_pods_proxy_metadata_adds_to_the_meshs() {
+        let default_config = serde_json::json!({"proxyMetadata": {"ISTIO_META_DNS_CAPTURE": "true", "A": "mesh"}, "concurrency": 2})
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
+        let values = Values { default_config, ..Values::default() };
+        let Value::Object(a) = serde_json::json!({"proxy.istio.io/config": "proxyMetadata: {A: pod, B: pod}\nconcurrency: 1"}) else {
+            panic!("object")
+        };
+        let s = PodSettings::read(&a, None, &values, &mut Vec::new()).expect("settings");
+        assert_eq!(
+            s.proxy_config.get("proxyMetadata"),
+            Some(&serde_json::json!({"ISTIO_META_DNS_CAPTURE": "true", "A": "pod", "B": "pod"})),
+            "map entries merge, the pod's winning"
+        );
+        assert_eq!(s.proxy_config.get("concurrency"), Some(&serde_json::json!(1)));
     }
 
     #[test]

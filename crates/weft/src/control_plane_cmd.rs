@@ -187,7 +187,16 @@ pub fn run(args: ControlPlaneArgs) -> ExitCode {
             default_ttl: args.workload_cert_ttl,
             max_ttl: args.max_workload_cert_ttl,
             secure_addr: args.secure_address,
-            webhook: webhook.map(|(addr, values)| weft_control::server::WebhookOptions { addr, values }),
+            webhook: webhook.map(|(addr, values)| {
+                let (values_file, mesh_file) = (args.injection_values.clone(), args.mesh.clone());
+                let files = values_file.iter().chain(mesh_file.iter()).cloned().collect();
+                let read = move || crate::inject_cmd::values(values_file.as_ref(), mesh_file.as_ref(), None);
+                weft_control::server::WebhookOptions {
+                    addr,
+                    values,
+                    reload: Some(weft_control::server::ValuesSource { files, read: std::sync::Arc::new(read) }),
+                }
+            }),
         }),
         allow_unenforced_security: args.allow_unenforced_security,
     };
