@@ -154,7 +154,33 @@ pub async fn start(opts: Options) -> Result<Running, ServeError> {
         TcpListener::bind(opts.debug_addr).await.map_err(|source| ServeError::Bind { what: "debug", addr: opts.debug_addr, source })?;
     let xds_addr = xds.local_addr().unwrap_or(opts.xds_addr);
     let debug_addr = debug.local_addr().unwrap_or(opts.debug_addr);
-    let shared = Shared::new(snapshot, opts.mesh, opts.kube.is_none());
+    // Without a mesh file, the cluster's `istio` ConfigMap is the MeshConfig, as istiod reads it.
+    let mut mesh = opts.mesh.clone();
+    let cluster_mesh = match (&opts.kube, &opts.mesh_path) {
+        (Some(client), None) => Some(MeshSource::ConfigMap {
+            client: client.clone(),
+            namespace: opts.cluster.namespace.clone(),
+            revision: opts.cluster.revision.clone(),
+        }),
+        _ => None,
+    };
+    if let Some(source) = &cluster_mesh {
+        if let Some(text) = source.read().await.map_err(ServeError::Kube)? {
+            let (m, warnings) = weft_api::mesh::load_mesh_checked(&text, &source.origin()).map_err(|errors| {
+                ServeError::Kube(format!(
+                    "{}: invalid MeshConfig: {}",
+                    source.origin(),
+                    errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+                ))
+            })?;
+            for w in warnings {
+                tracing::warn!("{w}");
+            }
+            tracing::info!(source = %source.origin(), "MeshConfig from the cluster");
+            mesh = m;
+        }
+    }
+    let shared = Shared::new(snapshot, mesh, opts.kube.is_none());
     tracing::info!(services = shared.current.borrow().model.services.len(), xds = %xds_addr, debug = %debug_addr, "control plane serving");
 
     // Each source's latest state; a change of either publishes both together.
@@ -165,10 +191,14 @@ pub async fn start(opts: Options) -> Result<Running, ServeError> {
         drop(file_tx);
     }
     let (mesh_tx, mut mesh_rx) = tokio::sync::mpsc::channel(1);
-    if let Some(path) = opts.mesh_path.clone() {
-        tokio::spawn(watch_mesh(path, shared.mesh(), mesh_tx));
-    } else {
-        drop(mesh_tx);
+    match (opts.mesh_path.clone(), cluster_mesh) {
+        (Some(path), _) => {
+            tokio::spawn(watch_mesh(MeshSource::File(path), shared.mesh(), mesh_tx));
+        }
+        (None, Some(source)) => {
+            tokio::spawn(watch_mesh(source, shared.mesh(), mesh_tx));
+        }
+        (None, None) => drop(mesh_tx),
     }
     let s = shared.clone();
     tokio::spawn(async move {
@@ -309,19 +339,60 @@ async fn start_ca(
 
 /// Polls the MeshConfig file and sends each valid new version; an invalid one is logged with
 /// its errors and the mesh in force kept.
-async fn watch_mesh(path: PathBuf, first: MeshConfig, tx: tokio::sync::mpsc::Sender<MeshConfig>) {
-    // The first poll compares with the mesh in force, not with the file: it may have changed
+/// Where the MeshConfig comes from: a file (the mounted ConfigMap), or the ConfigMap itself
+/// read through the API server.
+enum MeshSource {
+    File(PathBuf),
+    ConfigMap { client: weft_kube::Client, namespace: String, revision: String },
+}
+
+impl MeshSource {
+    /// The text now; `None` when there is none (no file yet, no ConfigMap: the defaults).
+    async fn read(&self) -> Result<Option<String>, String> {
+        match self {
+            MeshSource::File(path) => Ok(std::fs::read_to_string(path).ok()),
+            MeshSource::ConfigMap { client, namespace, revision } => weft_kube::meshconfig::text(client, namespace, revision).await,
+        }
+    }
+
+    fn origin(&self) -> String {
+        match self {
+            MeshSource::File(path) => path.display().to_string(),
+            MeshSource::ConfigMap { namespace, revision, .. } => format!("ConfigMap {namespace}/{}", weft_kube::meshconfig::name(revision)),
+        }
+    }
+
+    /// How often it is read again: a file every second, the API server every five.
+    fn period(&self) -> Duration {
+        match self {
+            MeshSource::File(_) => Duration::from_secs(1),
+            MeshSource::ConfigMap { .. } => Duration::from_secs(5),
+        }
+    }
+}
+
+async fn watch_mesh(source: MeshSource, first: MeshConfig, tx: tokio::sync::mpsc::Sender<MeshConfig>) {
+    // The first poll compares with the mesh in force, not with the source: it may have changed
     // between being read at start and this task first running.
     let mut last_text: Option<String> = None;
     let mut current = first;
     loop {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let Ok(text) = std::fs::read_to_string(&path) else { continue };
+        tokio::time::sleep(source.period()).await;
+        let text = match source.read().await {
+            Ok(Some(t)) => t,
+            // A removed ConfigMap: istiod's defaults, as when there was none.
+            Ok(None) if matches!(source, MeshSource::ConfigMap { .. }) => String::new(),
+            Ok(None) => continue,
+            Err(e) => {
+                tracing::warn!("reading the MeshConfig, keeping the one in force: {e}");
+                continue;
+            }
+        };
         if last_text.as_deref() == Some(text.as_str()) {
             continue;
         }
         last_text = Some(text.clone());
-        match weft_api::mesh::load_mesh_checked(&text, &path.display().to_string()) {
+        match weft_api::mesh::load_mesh_checked(&text, &source.origin()) {
             Ok((mesh, _)) if mesh == current => {}
             Ok((mesh, warnings)) => {
                 for w in warnings {
@@ -334,7 +405,7 @@ async fn watch_mesh(path: PathBuf, first: MeshConfig, tx: tokio::sync::mpsc::Sen
                     tracing::warn!(from = %current.trust_domain, to = %mesh.trust_domain, "the mesh's trust domain changed: kept until the control plane restarts (the CA issues for the one it started with)");
                     mesh.trust_domain = current.trust_domain.clone();
                 }
-                tracing::info!(file = %path.display(), "mesh config changed");
+                tracing::info!(source = %source.origin(), "mesh config changed");
                 current = mesh.clone();
                 if tx.send(mesh).await.is_err() {
                     return;

@@ -57,3 +57,46 @@ async fn a_changed_mesh_file_reaches_the_next_push_and_a_bad_one_is_not_applied(
         .await;
     assert_eq!(running.shared.current.borrow().version, before + 1, "only the valid version was pushed");
 }
+
+/// Without a mesh file, on Kubernetes, the MeshConfig is the `istio` ConfigMap's `mesh` key, read
+/// through the API server as istiod reads it: in force from the first push, and followed.
+#[tokio::test]
+async fn without_a_mesh_file_the_clusters_istio_configmap_is_the_mesh() {
+    use serde_json::json;
+    use weft_test_support::apiserver::{list, resource_list, ApiServer};
+    let dir = TempDir::new("mesh-configmap").expect("dir");
+    let api = ApiServer::new();
+    api.set("/api/v1", resource_list("v1", &[("services", "Service", true), ("pods", "Pod", true)]));
+    api.set("/api/v1/services", list("Service", "v1", "1", vec![]));
+    api.set("/api/v1/pods", list("Pod", "v1", "1", vec![]));
+    let cm = |mode: &str| {
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "istio", "namespace": "istio-system", "resourceVersion": "4"},
+               "data": {"mesh": format!("outboundTrafficPolicy:\n  mode: {mode}\n")}})
+    };
+    api.set("/api/v1/namespaces/istio-system/configmaps/istio", cm("REGISTRY_ONLY"));
+    let addr = api.serve().await;
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, ApiServer::kubeconfig(addr)).expect("kubeconfig");
+    let kube = weft_kube::client(Some(&kubeconfig)).await.expect("client");
+    let running = server::start(Options {
+        mesh_path: None,
+        config_dir: None,
+        kube: Some(kube),
+        cluster: Default::default(),
+        mesh: Default::default(),
+        xds_addr: "127.0.0.1:0".parse().expect("addr"),
+        debug_addr: "127.0.0.1:0".parse().expect("addr"),
+        debounce: Duration::from_millis(10),
+        ca: None,
+        allow_unenforced_security: false,
+    })
+    .await
+    .expect("control plane starts");
+    assert_eq!(
+        running.shared.current.borrow().model.mesh.outbound_traffic_policy.mode,
+        OutboundMode::RegistryOnly,
+        "in force from the start"
+    );
+    api.set("/api/v1/namespaces/istio-system/configmaps/istio", cm("ALLOW_ANY"));
+    until(&running, "the changed ConfigMap in force", |m| m.outbound_traffic_policy.mode == OutboundMode::AllowAny).await;
+}

@@ -7,6 +7,7 @@ pub mod admission;
 pub mod ca_store;
 pub mod ingress;
 pub mod install;
+pub mod meshconfig;
 pub mod pitfalls;
 pub mod publish;
 pub mod source;
