@@ -35,6 +35,26 @@ pub struct Options {
     pub allow_unenforced_security: bool,
 }
 
+impl Default for Options {
+    /// Nothing to read, nothing but defaults, xDS and debug on ephemeral loopback ports (what a
+    /// test or an embedding starts from).
+    fn default() -> Options {
+        let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+        Options {
+            mesh_path: None,
+            config_dir: None,
+            kube: None,
+            cluster: ClusterIdentity::default(),
+            mesh: MeshConfig::default(),
+            xds_addr: loopback,
+            debug_addr: loopback,
+            debounce: Duration::from_millis(50),
+            ca: None,
+            allow_unenforced_security: false,
+        }
+    }
+}
+
 /// Who this control-plane replica is on a cluster.
 #[derive(Debug, Clone)]
 pub struct ClusterIdentity {

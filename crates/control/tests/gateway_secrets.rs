@@ -72,13 +72,7 @@ async fn plane(dir: &std::path::Path, api: std::net::SocketAddr) -> Running {
     let kube = weft_kube::client(Some(&kubeconfig)).await.expect("client");
     let any = "127.0.0.1:0".parse().expect("addr");
     start(Options {
-        mesh_path: None,
-        config_dir: None,
         kube: Some(kube),
-        cluster: Default::default(),
-        mesh: Default::default(),
-        xds_addr: any,
-        debug_addr: any,
         debounce: Duration::from_millis(20),
         ca: Some(CaOptions {
             dir: dir.join("cacerts"),
@@ -88,7 +82,7 @@ async fn plane(dir: &std::path::Path, api: std::net::SocketAddr) -> Running {
             secure_addr: any,
             webhook: None,
         }),
-        allow_unenforced_security: false,
+        ..Options::default()
     })
     .await
     .expect("control plane starts")

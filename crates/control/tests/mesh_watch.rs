@@ -26,14 +26,9 @@ async fn a_changed_mesh_file_reaches_the_next_push_and_a_bad_one_is_not_applied(
     let running = server::start(Options {
         mesh_path: Some(mesh_file.clone()),
         config_dir: Some(config),
-        kube: None,
-        cluster: Default::default(),
         mesh,
-        xds_addr: "127.0.0.1:0".parse().expect("addr"),
-        debug_addr: "127.0.0.1:0".parse().expect("addr"),
         debounce: Duration::from_millis(10),
-        ca: None,
-        allow_unenforced_security: false,
+        ..Options::default()
     })
     .await
     .expect("control plane starts");
@@ -78,20 +73,7 @@ async fn without_a_mesh_file_the_clusters_istio_configmap_is_the_mesh() {
     let kubeconfig = dir.path().join("kubeconfig");
     std::fs::write(&kubeconfig, ApiServer::kubeconfig(addr)).expect("kubeconfig");
     let kube = weft_kube::client(Some(&kubeconfig)).await.expect("client");
-    let running = server::start(Options {
-        mesh_path: None,
-        config_dir: None,
-        kube: Some(kube),
-        cluster: Default::default(),
-        mesh: Default::default(),
-        xds_addr: "127.0.0.1:0".parse().expect("addr"),
-        debug_addr: "127.0.0.1:0".parse().expect("addr"),
-        debounce: Duration::from_millis(10),
-        ca: None,
-        allow_unenforced_security: false,
-    })
-    .await
-    .expect("control plane starts");
+    let running = server::start(Options { kube: Some(kube), ..Options::default() }).await.expect("control plane starts");
     assert_eq!(
         running.shared.current.borrow().model.mesh.outbound_traffic_policy.mode,
         OutboundMode::RegistryOnly,
