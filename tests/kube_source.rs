@@ -263,14 +263,31 @@ async fn the_ca_takes_service_account_tokens_checked_by_token_review() {
 /// `weft.io/data-plane: envoy` gets the Envoy data plane.
 #[tokio::test]
 async fn the_webhook_takes_the_data_plane_from_the_namespace_label() {
+    // Namespaces watched by the source (no call back into the API server during admission),
+    // and, where this client may not list them, asked for one by one.
+    for watched in [true, false] {
+        namespace_label_chooses_envoy(watched).await;
+    }
+}
+
+async fn namespace_label_chooses_envoy(watched: bool) {
     let api = cluster(false);
-    api.set("/api/v1/namespaces/shop", json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop", "labels": {"istio-injection": "enabled", "weft.io/data-plane": "envoy"}}}));
+    let shop = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop", "resourceVersion": "3", "labels": {"istio-injection": "enabled", "weft.io/data-plane": "envoy"}}});
+    if watched {
+        api.set(
+            "/api/v1",
+            resource_list("v1", &[("services", "Service", true), ("pods", "Pod", true), ("namespaces", "Namespace", false)]),
+        );
+        api.set("/api/v1/namespaces", list("Namespace", "v1", "100", vec![shop]));
+    } else {
+        api.set("/api/v1/namespaces/shop", shop);
+    }
     let addr = api.serve().await;
-    let dir = temp_dir("kube-webhook");
+    let dir = temp_dir(&format!("kube-webhook-{watched}"));
     let (secure, webhook) = (free_port(), free_port());
     let cp = start_with(
         addr,
-        "webhook",
+        &format!("webhook-{watched}"),
         &[
             "--ca-dir",
             &dir.join("cacerts").display().to_string(),
@@ -322,7 +339,7 @@ async fn the_webhook_takes_the_data_plane_from_the_namespace_label() {
     let patch = base64::engine::general_purpose::STANDARD.decode(answer["response"]["patch"].as_str().expect("a patch")).expect("base64");
     assert!(
         String::from_utf8_lossy(&patch).contains("--data-plane=envoy"),
-        "the namespace label chose Envoy: {}",
+        "the namespace label chose Envoy (watched: {watched}): {}",
         String::from_utf8_lossy(&patch)
     );
 }

@@ -161,6 +161,8 @@ pub async fn start(opts: Options) -> Result<Running, ServeError> {
         kube_view = Some(first);
         kube_rx = Some(rx);
     }
+    // Namespace labels for injection, as the source last listed them.
+    let namespaces = Arc::new(arc_swap::ArcSwap::from_pointee(kube_view.as_ref().map(|v| v.namespaces.clone()).unwrap_or_default()));
     // The API server's own problems, for the leader to report as Events on their resources.
     let (problems_tx, problems_rx) = tokio::sync::watch::channel(kube_view.as_ref().map(|v| v.diagnostics.clone()).unwrap_or_default());
     let snapshot = merge(file.as_ref(), kube_view.as_ref());
@@ -221,6 +223,7 @@ pub async fn start(opts: Options) -> Result<Running, ServeError> {
         (None, None) => drop(mesh_tx),
     }
     let s = shared.clone();
+    let labels = namespaces.clone();
     tokio::spawn(async move {
         let mut kube_rx = kube_rx;
         loop {
@@ -228,6 +231,7 @@ pub async fn start(opts: Options) -> Result<Running, ServeError> {
                 Some(snap) = file_rx.recv() => file = Some(snap),
                 Some(view) = async { match kube_rx.as_mut() { Some(rx) => rx.recv().await, None => None } } => {
                     let _ = problems_tx.send(view.diagnostics.clone());
+                    labels.store(Arc::new(view.namespaces.clone()));
                     kube_view = Some(view);
                 }
                 Some(mesh) = mesh_rx.recv() => s.set_mesh(mesh),
@@ -241,7 +245,8 @@ pub async fn start(opts: Options) -> Result<Running, ServeError> {
 
     let (ca, secure_addr, webhook_addr) = match &opts.ca {
         Some(c) => {
-            let (ca, secure, webhook) = start_ca(c, &shared, opts.allow_unenforced_security, opts.kube.clone(), &opts.cluster).await?;
+            let (ca, secure, webhook) =
+                start_ca(c, &shared, opts.allow_unenforced_security, opts.kube.clone(), &opts.cluster, namespaces.clone()).await?;
             if let Some(client) = opts.kube.clone() {
                 // One replica at a time publishes the root to namespaces and webhooks.
                 let p = weft_kube::publish::Publisher {
@@ -277,6 +282,7 @@ async fn start_ca(
     allow_unenforced_security: bool,
     kube: Option<weft_kube::Client>,
     cluster: &ClusterIdentity,
+    namespaces: Arc<arc_swap::ArcSwap<std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>>>,
 ) -> Result<(Arc<crate::ca::Authority>, SocketAddr, Option<SocketAddr>), ServeError> {
     use crate::ca::{serving, Authenticator, Authority, RootSource, Tokens};
     let trust_domain = shared.mesh().trust_domain;
@@ -324,6 +330,7 @@ async fn start_ca(
                 values: arc_swap::ArcSwap::from_pointee(values),
                 allow_unenforced_security,
                 kube: kube.clone(),
+                namespaces,
             });
             if let Some(source) = reload {
                 tokio::spawn(crate::webhook::follow_values(hooks.clone(), source));

@@ -3,6 +3,7 @@
 //! one. The certificate is the control plane's own serving certificate from its CA, so the
 //! webhook configurations' `caBundle` is the mesh's root.
 
+use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -22,8 +23,11 @@ pub struct Webhooks {
     pub values: arc_swap::ArcSwap<Values>,
     /// Security kinds weft does not enforce are admitted with a warning instead of refused.
     pub allow_unenforced_security: bool,
-    /// The API server, to read a pod's namespace labels (`weft.io/data-plane`).
+    /// The API server, to read a pod's namespace labels (`weft.io/data-plane`) when the source's
+    /// view does not have the namespace yet.
     pub kube: Option<weft_kube::Client>,
+    /// Every namespace's labels as the API server source last listed them.
+    pub namespaces: Arc<arc_swap::ArcSwap<BTreeMap<String, BTreeMap<String, String>>>>,
 }
 
 /// The labels of the namespace an AdmissionReview's request is in; none without an API server
@@ -32,6 +36,10 @@ async fn namespace_labels(hooks: &Webhooks, body: &[u8]) -> Option<serde_json::M
     let client = hooks.kube.as_ref()?;
     let review: serde_json::Value = serde_json::from_slice(body).ok()?;
     let ns = review.pointer("/request/namespace")?.as_str()?.to_owned();
+    // The watched namespaces first: no call back into the API server while it waits on us.
+    if let Some(labels) = hooks.namespaces.load().get(&ns) {
+        return Some(labels.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone()))).collect());
+    }
     let api: kube_api::Api<weft_kube::k8s_openapi::api::core::v1::Namespace> = kube_api::Api::all(client.clone());
     match api.get_opt(&ns).await {
         Ok(Some(n)) => Some(n.metadata.labels.unwrap_or_default().into_iter().map(|(k, v)| (k, serde_json::Value::String(v))).collect()),

@@ -29,6 +29,9 @@ pub struct View {
     pub objects: Vec<Object>,
     pub diagnostics: Vec<Diagnostic>,
     pub pods: Vec<PodInfo>,
+    /// Every namespace's labels (injection reads `weft.io/data-plane` from them), when the API
+    /// server serves namespaces to this client.
+    pub namespaces: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 /// The file name diagnostics from the API server carry.
@@ -56,6 +59,8 @@ const KINDS: &[(&str, &str, &str, &str)] = &[
     ("networking.k8s.io", "v1", "IngressClass", "ingressclasses"),
     // TLS credentials a Gateway's credentialName (or an Ingress's secretName) names.
     ("", "v1", "Secret", "secrets"),
+    // Their labels, for injection (not mesh objects).
+    ("", "v1", "Namespace", "namespaces"),
 ];
 
 /// Secrets that can never be a TLS credential are not listed (and not held): service-account
@@ -200,6 +205,10 @@ fn snapshot(watched: &[Watched], pods: &Store<Pod>) -> View {
         for o in objects {
             let Some(manifest) = as_manifest(&o, &w.resource) else { continue };
             match w.resource.kind.as_str() {
+                "Namespace" => {
+                    let labels = o.metadata.labels.clone().unwrap_or_default().into_iter().collect();
+                    view.namespaces.insert(o.metadata.name.clone().unwrap_or_default(), labels);
+                }
                 "Ingress" => ingresses.push(manifest),
                 "IngressClass" => classes.push(manifest),
                 kind => {
