@@ -59,6 +59,33 @@ pub struct Endpoint {
     pub labels: BTreeMap<String, String>,
     pub service_account: Option<String>,
     pub weight: Option<u32>,
+    /// The workload behind the address (name, namespace), when the mesh knows it: a
+    /// WorkloadEntry, or a pod (named by its Deployment, as Istio names workloads).
+    pub workload: Option<(String, String)>,
+}
+
+impl Endpoint {
+    /// Istio's endpoint metadata `istio.workload`: `name;namespace;canonical service;canonical
+    /// revision;cluster`, which the proxies' telemetry names peers by.
+    pub fn istio_workload(&self, cluster: &str) -> Option<String> {
+        let (name, namespace) = self.workload.as_ref()?;
+        let label = |keys: &[&str]| keys.iter().find_map(|k| self.labels.get(*k).cloned());
+        let service = label(&["service.istio.io/canonical-name", "app.kubernetes.io/name", "app"]).unwrap_or_else(|| name.clone());
+        let revision =
+            label(&["service.istio.io/canonical-revision", "app.kubernetes.io/version", "version"]).unwrap_or_else(|| "latest".into());
+        Some(format!("{name};{namespace};{service};{revision};{cluster}"))
+    }
+}
+
+/// The workload a pod belongs to, as Istio names it: a Deployment's pod (`<deployment>-<pod
+/// template hash>-<suffix>`) by its Deployment, any other by its own name.
+pub fn workload_of_pod(name: &str, labels: &BTreeMap<String, String>) -> String {
+    if let Some(hash) = labels.get("pod-template-hash") {
+        if let Some(i) = name.rfind(&format!("-{hash}-")) {
+            return name[..i].to_owned();
+        }
+    }
+    name.to_owned()
 }
 
 /// A workload the mesh knows from a `WorkloadEntry` (or from endpoints given directly).
@@ -217,6 +244,7 @@ impl Model {
                     labels: w.labels.clone(),
                     service_account: w.service_account.clone(),
                     weight: None,
+                    workload: Some((w.name.clone(), w.namespace.clone())),
                 });
             }
         }
@@ -241,7 +269,8 @@ impl Model {
                         }
                     }
                     let labels = self.labels_for_ip(&a.ip, &r.namespace);
-                    endpoints.push(Endpoint { address: a.ip.clone(), ports: map, labels, service_account: None, weight: None });
+                    let workload = self.workload_at(&a.ip, &r.namespace);
+                    endpoints.push(Endpoint { address: a.ip.clone(), ports: map, labels, service_account: None, weight: None, workload });
                 }
             }
         }
@@ -259,7 +288,8 @@ impl Model {
                     }
                     let labels = self.labels_for_ip(a, &r.namespace);
                     let service_account = self.pod_at(a, &r.namespace).and_then(|p| p.service_account.clone());
-                    endpoints.push(Endpoint { address: a.clone(), ports: map, labels, service_account, weight: None });
+                    let workload = self.workload_at(a, &r.namespace);
+                    endpoints.push(Endpoint { address: a.clone(), ports: map, labels, service_account, weight: None, workload });
                 }
             }
         }
@@ -283,6 +313,14 @@ impl Model {
             return p.labels.clone();
         }
         self.workloads.iter().find(|w| w.address == ip && w.namespace == namespace).map(|w| w.labels.clone()).unwrap_or_default()
+    }
+
+    /// The workload at `ip`: the pod's (by its Deployment), else a WorkloadEntry's.
+    fn workload_at(&self, ip: &str, namespace: &str) -> Option<(String, String)> {
+        if let Some(p) = self.pod_at(ip, namespace) {
+            return Some((workload_of_pod(&p.name, &p.labels), p.namespace.clone()));
+        }
+        self.workloads.iter().find(|w| w.address == ip && w.namespace == namespace).map(|w| (w.name.clone(), w.namespace.clone()))
     }
 
     fn pod_at(&self, ip: &str, namespace: &str) -> Option<&weft_api::core::PodInfo> {
@@ -343,6 +381,7 @@ impl Model {
                         labels: e.labels.clone(),
                         service_account: e.service_account.clone(),
                         weight: e.weight,
+                        workload: None,
                     })
                     .collect();
                 // DNS resolution with no endpoints resolves the host itself.
@@ -353,6 +392,7 @@ impl Model {
                         labels: BTreeMap::new(),
                         service_account: None,
                         weight: None,
+                        workload: None,
                     });
                 }
                 Service {
@@ -415,5 +455,26 @@ pub fn host_matches(pattern: &str, host: &str) -> bool {
     match pattern.strip_prefix('*') {
         Some(suffix) => host.ends_with(suffix),
         None => pattern.eq_ignore_ascii_case(host),
+    }
+}
+
+#[cfg(test)]
+mod workload_tests {
+    use super::*;
+
+    #[test]
+    fn a_deployments_pod_is_named_by_its_deployment() {
+        let hash = BTreeMap::from([("pod-template-hash".to_owned(), "7c9d8f5b6".to_owned())]);
+        assert_eq!(workload_of_pod("reviews-v1-7c9d8f5b6-x2k4q", &hash), "reviews-v1");
+        assert_eq!(workload_of_pod("db-0", &BTreeMap::new()), "db-0", "a StatefulSet's pod keeps its name");
+        let e = Endpoint {
+            address: "10.1.0.5".into(),
+            ports: BTreeMap::new(),
+            labels: BTreeMap::from([("app".to_owned(), "reviews".to_owned())]),
+            service_account: None,
+            weight: None,
+            workload: Some(("reviews-v1".into(), "shop".into())),
+        };
+        assert_eq!(e.istio_workload("Kubernetes").as_deref(), Some("reviews-v1;shop;reviews;latest;Kubernetes"));
     }
 }

@@ -189,7 +189,10 @@ fn auto_mtls_and_destination_rule_tls_shape_outbound_clusters() {
     assert_eq!(marked("10.1.0.5"), Some(false), "the one without stays plaintext");
     // reviews' 9090 is DISABLE by its own policy: auto mTLS does not send TLS there.
     let admin = &g.endpoints["outbound|9090||reviews.default.svc.cluster.local"]["endpoints"][0]["lb_endpoints"];
-    assert!(admin.as_array().expect("endpoints").iter().all(|e| e.get("metadata").is_none()), "{admin}");
+    let no_tls_mode = |e: &serde_json::Value| e["metadata"]["filter_metadata"].get("envoy.transport_socket_match").is_none();
+    assert!(admin.as_array().expect("endpoints").iter().all(no_tls_mode), "{admin}");
+    // Every endpoint names its workload, as Istio's EDS does, for telemetry.
+    assert_eq!(admin[0]["metadata"]["filter_metadata"]["istio"]["workload"], "reviews-v1;default;reviews;v1;Kubernetes");
 
     // ISTIO_MUTUAL from a DestinationRule: every endpoint, the service's identities.
     let ratings = &g.clusters["outbound|9080||ratings.default.svc.cluster.local"];

@@ -250,6 +250,9 @@ fn outlier(od: &net::OutlierDetection) -> Value {
     Value::Object(o)
 }
 
+/// The cluster the mesh's workloads are in (Istio's `CLUSTER_ID`; one cluster).
+pub const CLUSTER_ID: &str = "Kubernetes";
+
 fn load_assignment(name: &str, endpoints: &[&Endpoint], svc_port: u16, in_mesh: &dyn Fn(&Endpoint) -> bool) -> Value {
     let lb_endpoints: Vec<Value> = endpoints
         .iter()
@@ -259,8 +262,16 @@ fn load_assignment(name: &str, endpoints: &[&Endpoint], svc_port: u16, in_mesh: 
             if let Some(w) = e.weight.filter(|w| *w > 0) {
                 lbe["load_balancing_weight"] = json!(w);
             }
+            let mut filter = serde_json::Map::new();
             if in_mesh(e) {
-                lbe["metadata"] = mtls::mesh_endpoint_metadata();
+                filter.extend(mtls::mesh_endpoint_metadata()["filter_metadata"].as_object().cloned().unwrap_or_default());
+            }
+            // Istio's own: the workload behind the address, which telemetry names peers by.
+            if let Some(w) = e.istio_workload(CLUSTER_ID) {
+                filter.insert("istio".into(), json!({"workload": w}));
+            }
+            if !filter.is_empty() {
+                lbe["metadata"] = json!({"filter_metadata": filter});
             }
             Some(lbe)
         })
