@@ -114,6 +114,60 @@ fn start(tag: &str) -> anyhow::Result<MtlsMesh> {
     Ok(m)
 }
 
+/// Istio's standard metrics from the weft sidecars, with the peer an Envoy sidecar, a weft
+/// sidecar or no sidecar: the weft side names both workloads (Envoy reports none of Istio's).
+fn istio_metrics_name_both_workloads_whatever_runs_on_the_other_side(m: &MtlsMesh) {
+    let metrics =
+        |pod: &str| m.mesh.run(&m.pod(pod).ns, Path::new("curl"), &["-s", "127.0.0.1:15000/stats/prometheus"]).unwrap_or_default();
+    let series = |text: &str, want: &[String]| -> Option<u64> {
+        text.lines()
+            .filter(|l| l.starts_with("istio_requests_total{"))
+            .find(|l| want.iter().all(|w| l.contains(w.as_str())))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+    };
+    let kv = |k: &str, v: &str| format!("{k}=\"{v}\"");
+    let shown = |text: &str| text.lines().filter(|l| l.starts_with("istio_requests_total")).collect::<Vec<_>>().join("\n");
+    // The weft client: reporter=source, the destination by its workload whether the server's
+    // sidecar is Envoy (se) or weft (sw).
+    let cw = metrics("cw");
+    for server in ["se", "sw"] {
+        let want = [
+            kv("reporter", "source"),
+            kv("source_workload", "cw"),
+            kv("source_principal", &id("cw")),
+            kv("destination_workload", server),
+            kv("destination_principal", &id(server)),
+            kv("destination_service", &format!("{server}.default.svc.cluster.local")),
+            kv("response_code", "200"),
+        ];
+        assert!(series(&cw, &want).is_some_and(|n| n >= 1), "cw → {server} not counted as Istio counts it:\n{}", shown(&cw));
+    }
+    // The weft server: reporter=destination, the caller by its workload and its certificate,
+    // over mTLS from an Envoy (ce) or weft (cw) sidecar, in plaintext from a pod without one.
+    let sw = metrics("sw");
+    for client in ["ce", "cw"] {
+        let want = [
+            kv("reporter", "destination"),
+            kv("source_workload", client),
+            kv("source_principal", &id(client)),
+            kv("destination_workload", "sw"),
+            kv("destination_service", "sw.default.svc.cluster.local"),
+            kv("connection_security_policy", "mutual_tls"),
+            kv("response_code", "200"),
+        ];
+        assert!(series(&sw, &want).is_some_and(|n| n >= 1), "{client} → sw not counted as Istio counts it:\n{}", shown(&sw));
+    }
+    let plain = [
+        kv("reporter", "destination"),
+        kv("source_workload", "unknown"),
+        kv("source_principal", "unknown"),
+        kv("connection_security_policy", "none"),
+    ];
+    assert!(series(&sw, &plain).is_some_and(|n| n >= 1), "a caller without a sidecar is unknown, in plaintext:\n{}", shown(&sw));
+    assert!(sw.contains("# TYPE istio_request_duration_milliseconds histogram"), "{sw}");
+}
+
 impl MtlsMesh {
     fn pod(&self, name: &str) -> &Pod {
         if name == "plain" {
@@ -182,6 +236,8 @@ fn mutual_tls_between_every_pairing_of_envoy_and_weft_sidecars() {
         let got = m.call("plain", &format!("http://{pod_ip}:8080/peer"));
         assert_eq!(got, format!("200 {server} peer=none"), "PERMISSIVE must take plaintext from a caller without a sidecar");
     }
+
+    istio_metrics_name_both_workloads_whatever_runs_on_the_other_side(&m);
 
     // A server whose certificate is not the identity the client expects is refused (503), and
     // counted by the client's sidecar.

@@ -97,7 +97,12 @@ fn handle(req: Request<Incoming>, s: &Shared) -> Response<Body> {
                 Some(Err(e)) => return reply(StatusCode::BAD_REQUEST, "text/plain", format!("Invalid regex: {e}\n")),
                 None => None,
             };
-            reply(StatusCode::OK, "text/plain; version=0.0.4", s.store.render_prometheus(filter.as_ref(), q.contains_key("usedonly")))
+            let mut text = s.store.render_prometheus(filter.as_ref(), q.contains_key("usedonly"));
+            // Istio's standard metrics, for a mesh proxy (not filtered: Istio's are not stats).
+            if let Some(mesh) = s.istio.as_ref().filter(|_| filter.is_none()) {
+                text.push_str(&mesh.render());
+            }
+            reply(StatusCode::OK, "text/plain; version=0.0.4", text)
         }
         "/config_dump" => reply(StatusCode::OK, "application/json", config_dump(s).to_string()),
         "/certs" => reply(StatusCode::OK, "application/json", crate::tls::secrets::certs_json().to_string()),

@@ -165,7 +165,12 @@ impl Dynamic {
         m.active_clusters.set(self.ctx.clusters.names().len() as i64);
         st.cluster_hashes = hashes;
         self.raw.lock().insert(CLUSTER, set.clone());
-        self.wanted.lock().insert(ENDPOINT, services.into_iter().collect());
+        let mut eds: BTreeSet<String> = services.into_iter().collect();
+        if self.ctx.istio.is_some() {
+            // The mesh's workloads, for telemetry to name peers (no cluster uses it).
+            eds.insert(crate::istio_metrics::WORKLOADS.to_owned());
+        }
+        self.wanted.lock().insert(ENDPOINT, eds);
         self.received[0].store(true, Ordering::Release);
         Ok(())
     }
@@ -173,12 +178,20 @@ impl Dynamic {
     async fn apply_endpoints(&self, set: &BTreeMap<String, serde_json::Value>) -> Result<(), String> {
         // Serialised with the other types, so EDS never interleaves with a CDS update.
         let _st = self.state.lock().await;
+        let workloads = set.get(crate::istio_metrics::WORKLOADS);
+        let clusters: BTreeMap<String, serde_json::Value> =
+            set.iter().filter(|(k, _)| k.as_str() != crate::istio_metrics::WORKLOADS).map(|(k, v)| (k.clone(), v.clone())).collect();
+        let set = &clusters;
         let (out, errors) = validate_each(set, "endpoints", |_, name, path, json| {
             let la = decode::<weft_xds::cluster::ClusterLoadAssignment>(json, path)?;
             endpoints_from_wire(&la, path, &Discovery::Eds { service_name: name.to_string() }).map_err(|e| e.to_string())
         });
         joined(errors)?;
         self.ctx.clusters.apply_eds(out.into_iter().collect());
+        if let Some(mesh) = &self.ctx.istio {
+            // The workloads first: they carry the service accounts the service endpoints lack.
+            mesh.set_peers(workloads.into_iter().chain(set.values()));
+        }
         self.raw.lock().insert(ENDPOINT, set.clone());
         self.received[1].store(true, Ordering::Release);
         Ok(())

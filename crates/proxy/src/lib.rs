@@ -22,6 +22,7 @@ pub mod fuzzing;
 mod heartbeat;
 pub mod http;
 pub mod identity;
+pub mod istio_metrics;
 pub mod listener;
 mod memory;
 pub mod server;

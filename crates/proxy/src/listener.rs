@@ -70,10 +70,10 @@ impl ListenerRuntime {
     pub fn build(cfg: Arc<ListenerConfig>, ctx: &crate::server::BuildCtx, drain: Drain) -> std::io::Result<Self> {
         let mut chains = Vec::new();
         for c in &cfg.filter_chains {
-            chains.push(Chain::build(c.clone(), ctx)?);
+            chains.push(Chain::build(c.clone(), ctx, cfg.inbound)?);
         }
         let default_chain = match &cfg.default_chain {
-            Some(c) => Some(Chain::build(c.clone(), ctx)?),
+            Some(c) => Some(Chain::build(c.clone(), ctx, cfg.inbound)?),
             None => None,
         };
         let stats = ctx.store.listener(&cfg.stat_prefix);
@@ -426,7 +426,10 @@ pub fn select_chain<'a>(rt: &'a ListenerRuntime, info: &ConnInfo) -> Option<&'a 
 }
 
 impl Chain {
-    pub fn build(cfg: Arc<FilterChain>, ctx: &crate::server::BuildCtx) -> std::io::Result<Chain> {
+    /// `inbound`: the listener's traffic direction, which side of a request it reports.
+    pub fn build(cfg: Arc<FilterChain>, ctx: &crate::server::BuildCtx, inbound: bool) -> std::io::Result<Chain> {
+        use crate::istio_metrics::Reporter;
+        let reporter = if inbound { Reporter::Destination } else { Reporter::Source };
         let run = match &cfg.action {
             NetworkAction::Http(h) => ChainRuntime::Http(Arc::new(Hcm {
                 cfg: h.clone(),
@@ -437,6 +440,7 @@ impl Chain {
                 loggers: Arc::new(crate::access_log::open_all(&h.access_log)?),
                 reporter: h.tracing.as_ref().and_then(|t| t.zipkin.as_ref()).map(|z| ctx.tracer.reporter(z)),
                 tracer: ctx.tracer.clone(),
+                istio: ctx.istio.clone().map(|m| (m, reporter)),
             })),
             NetworkAction::Tcp(t) => ChainRuntime::Tcp(Arc::new(TcpProxy {
                 cfg: t.clone(),

@@ -71,6 +71,8 @@ pub enum StartError {
 /// What building a listener's filter chains needs.
 #[derive(Clone)]
 pub struct BuildCtx {
+    /// Istio's metrics, for a mesh proxy.
+    pub istio: Option<Arc<crate::istio_metrics::Mesh>>,
     pub store: Arc<Store>,
     pub clusters: Arc<ClusterManager>,
     pub routes: Arc<RouteStore>,
@@ -79,6 +81,8 @@ pub struct BuildCtx {
 
 /// State the admin interface reads.
 pub struct Shared {
+    /// Istio's metrics, for a mesh proxy (rendered with the stats).
+    pub istio: Option<Arc<crate::istio_metrics::Mesh>>,
     pub config: Arc<Config>,
     pub store: Arc<Store>,
     pub clusters: Arc<ClusterManager>,
@@ -127,7 +131,8 @@ pub async fn start(config: Config, opts: Options) -> Result<Running, StartError>
     let clusters = ClusterManager::new(&config.clusters, &store);
     let routes = Arc::new(RouteStore::default());
     let tracer = Arc::new(crate::trace::Tracer::new(config.node_id.clone(), config.node_cluster.clone(), clusters.clone(), store.clone()));
-    let ctx = BuildCtx { store: store.clone(), clusters: clusters.clone(), routes: routes.clone(), tracer };
+    let istio = crate::istio_metrics::Mesh::from_node(&config.node_metadata);
+    let ctx = BuildCtx { istio: istio.clone(), store: store.clone(), clusters: clusters.clone(), routes: routes.clone(), tracer };
     let drain = Drain::new();
 
     let mut runtimes = Vec::new();
@@ -179,6 +184,7 @@ pub async fn start(config: Config, opts: Options) -> Result<Running, StartError>
         None => (None, None),
     };
     let shared = Arc::new(Shared {
+        istio: istio.clone(),
         config: config.clone(),
         store: store.clone(),
         clusters: clusters.clone(),

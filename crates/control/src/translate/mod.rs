@@ -15,6 +15,7 @@ mod gateway;
 mod inbound;
 mod listener;
 mod mtls;
+pub mod peers;
 mod route;
 mod tracing;
 
@@ -135,6 +136,7 @@ pub fn generate_outbound(model: &Model, node: &ProxyNode) -> Generated {
     let mut out = Generated::default();
     cluster::outbound(&scope, &mut out);
     cluster::builtin(&mut out);
+    out.endpoints.insert(peers::WORKLOADS.into(), peers::workloads(model));
     tracing::collector(&scope, &mut out);
     match node.kind {
         ProxyKind::Sidecar => {

@@ -28,6 +28,8 @@ pub struct RequestInfo {
     pub flags: Vec<&'static str>,
     pub details: &'static str,
     pub upstream_host: Option<SocketAddr>,
+    /// Whether the upstream host is reached over TLS (for telemetry's peer principal).
+    pub upstream_tls: bool,
     pub upstream_cluster: Option<String>,
     pub upstream_failure: Option<String>,
     pub route_name: String,
@@ -196,10 +198,15 @@ pub struct LogOnDrop {
     pub loggers: Arc<Vec<Arc<AccessLogger>>>,
     /// Boxed: only sampled requests have one, and every request's future carries the slot.
     pub report: Option<Box<SpanReport>>,
+    /// Istio's metrics, counted when the response has been sent.
+    pub istio: Option<(Arc<crate::istio_metrics::Mesh>, crate::istio_metrics::Reporter)>,
 }
 
 impl Drop for LogOnDrop {
     fn drop(&mut self) {
+        if let Some((mesh, reporter)) = &self.istio {
+            mesh.record_http(*reporter, &self.info, self.info.started.elapsed().as_secs_f64() * 1000.0);
+        }
         for l in self.loggers.iter() {
             l.log(&self.info);
         }

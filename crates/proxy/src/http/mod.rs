@@ -149,6 +149,8 @@ pub struct Hcm {
     /// Where this manager's sampled spans go (its tracing config names a Zipkin collector).
     pub reporter: Option<Arc<crate::trace::zipkin::Reporter>>,
     pub tracer: Arc<crate::trace::Tracer>,
+    /// Istio's metrics, and the side this manager's listener reports (mesh proxies only).
+    pub istio: Option<(Arc<crate::istio_metrics::Mesh>, crate::istio_metrics::Reporter)>,
 }
 
 impl Hcm {
@@ -478,6 +480,7 @@ impl Hcm {
             flags: Vec::new(),
             details: "",
             upstream_host: None,
+            upstream_tls: false,
             upstream_cluster: None,
             upstream_failure: None,
             route_name: String::new(),
@@ -737,15 +740,20 @@ impl Hcm {
         self.stats.codes.inc(status);
         self.stats.downstream_rq_completed.inc();
         self.stats.downstream_rq_active.dec();
-        if self.loggers.is_empty() && report.is_none() {
+        if self.loggers.is_empty() && report.is_none() && self.istio.is_none() {
             return r;
         }
         info.status = status;
         if !self.loggers.is_empty() {
             info.resp_headers = r.headers().clone();
+        } else if self.istio.is_some() {
+            // A gRPC status may come in the headers (trailers-only responses).
+            if let Some(v) = r.headers().get("grpc-status") {
+                info.resp_headers.insert("grpc-status", v.clone());
+            }
         }
         info.first_byte = Some(info.started.elapsed());
-        let guard = LogOnDrop { info, loggers: self.loggers.clone(), report };
+        let guard = LogOnDrop { info, loggers: self.loggers.clone(), report, istio: self.istio.clone() };
         let b = std::mem::replace(r.body_mut(), body::empty());
         *r.body_mut() = http_body_util::BodyExt::boxed_unsync(Logged { inner: b, guard: Some(guard) });
         r

@@ -461,6 +461,7 @@ pub async fn forward(
             return no_healthy(cluster, info, grpc);
         };
         info.upstream_host = Some(host.addr);
+        info.upstream_tls = host.tls.is_some();
         return upgrade::forward(cluster, &host, parts, headers, pq, &authority, body_in, info).await;
     }
 
@@ -516,6 +517,7 @@ pub async fn forward(
             return no_healthy(cluster, info, grpc);
         };
         info.upstream_host = Some(host.addr);
+        info.upstream_tls = host.tls.is_some();
 
         // The last possible attempt takes the headers; earlier ones copy them.
         let mut req_headers = if attempt >= max_attempts { std::mem::take(&mut headers) } else { headers.clone() };

@@ -1,0 +1,439 @@
+//! Istio's standard metrics (`istio_requests_total`, `istio_request_duration_milliseconds`,
+//! `istio_request_bytes`, `istio_response_bytes`), with Istio's label set in Istio's order, its
+//! histogram buckets and its `unknown`s, served next to the proxy's own stats on
+//! `/stats/prometheus` (and so on 15090 and, merged, on 15020).
+//!
+//! A proxy reports them when it is a mesh proxy (its node metadata names its namespace, as
+//! every sidecar and gateway bootstrap does), as Istio's sidecars do by default. Each request is
+//! counted once per side: the client's proxy as `reporter="source"` on its outbound listeners
+//! (gateways too), the server's as `reporter="destination"` on its inbound ones.
+//!
+//! **Who the peer is** comes from what the proxy already holds, so it works whatever runs on
+//! the other side — a weft sidecar, a stock Envoy sidecar (which sends no peer metadata), or no
+//! sidecar: the control plane puts Istio's `istio.workload` metadata on every EDS endpoint
+//! (`name;namespace;canonical service;canonical revision;cluster`), and the proxy keeps an
+//! address → workload table of every endpoint it was sent. The upstream host of a request names
+//! the destination; the downstream address names the source (and the peer certificate its
+//! principal, over mTLS). An address the table does not have is `unknown`, as Istio reports a
+//! peer that exchanged no metadata.
+//!
+//! Memory stays bounded: label values come from the registry, status codes and flags, except
+//! the inbound `destination_service`, taken from the request's authority — so series are capped
+//! at [`MAX_SERIES`] per proxy and the authority at 256 bytes; a request that would open a
+//! series past the cap is counted in `istio_metrics_series_dropped_total` instead.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use parking_lot::Mutex;
+
+use crate::http::info::RequestInfo;
+
+/// Istio's label names, in the order Istio's stats filter writes them.
+pub const LABELS: [&str; 25] = [
+    "reporter",
+    "source_workload",
+    "source_canonical_service",
+    "source_canonical_revision",
+    "source_workload_namespace",
+    "source_principal",
+    "source_app",
+    "source_version",
+    "source_cluster",
+    "destination_workload",
+    "destination_workload_namespace",
+    "destination_principal",
+    "destination_app",
+    "destination_version",
+    "destination_service",
+    "destination_canonical_service",
+    "destination_canonical_revision",
+    "destination_service_name",
+    "destination_service_namespace",
+    "destination_cluster",
+    "request_protocol",
+    "response_code",
+    "grpc_response_status",
+    "response_flags",
+    "connection_security_policy",
+];
+
+/// Istio's buckets for `istio_request_duration_milliseconds`.
+const DURATION_BUCKETS: [f64; 19] = [
+    0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0, 60000.0, 300000.0, 600000.0, 1800000.0,
+    3600000.0,
+];
+/// Istio's buckets for `istio_request_bytes` and `istio_response_bytes`.
+const SIZE_BUCKETS: [f64; 10] = [1.0, 10.0, 100.0, 1000.0, 10000.0, 100000.0, 1000000.0, 10000000.0, 100000000.0, 1000000000.0];
+
+/// The EDS resource the control plane lists the mesh's workloads and service addresses in
+/// (its `peers` module), asked for by name.
+pub const WORKLOADS: &str = "weft.workloads";
+
+/// Series one proxy keeps at most.
+pub const MAX_SERIES: usize = 10_000;
+/// The longest authority kept as an inbound `destination_service`.
+const MAX_AUTHORITY: usize = 256;
+
+const UNKNOWN: &str = "unknown";
+const DOMAIN_SUFFIX: &str = ".svc.cluster.local";
+
+/// A workload as telemetry names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Workload {
+    pub name: String,
+    pub namespace: String,
+    pub service: String,
+    pub revision: String,
+    pub cluster: String,
+    pub app: String,
+    pub version: String,
+    pub principal: String,
+}
+
+impl Workload {
+    /// Istio's endpoint metadata `name;namespace;canonical service;canonical revision;cluster`.
+    pub fn from_istio(text: &str) -> Option<Workload> {
+        let mut parts = text.split(';');
+        let (name, namespace, service, revision, cluster) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+        if name.is_empty() || namespace.is_empty() {
+            return None;
+        }
+        let or_unknown = |s: &str| if s.is_empty() { UNKNOWN.to_owned() } else { s.to_owned() };
+        Some(Workload {
+            name: name.to_owned(),
+            namespace: namespace.to_owned(),
+            service: or_unknown(service),
+            revision: or_unknown(revision),
+            cluster: or_unknown(cluster),
+            // Endpoint metadata carries the canonical names only; Istio reports them as both.
+            app: or_unknown(service),
+            version: or_unknown(revision),
+            principal: UNKNOWN.to_owned(),
+        })
+    }
+
+    /// The proxy's own workload, from its node metadata (what every Istio bootstrap carries).
+    fn from_node(meta: &serde_json::Map<String, serde_json::Value>) -> Option<Workload> {
+        let s = |k: &str| meta.get(k).and_then(serde_json::Value::as_str).filter(|v| !v.is_empty()).map(str::to_owned);
+        let namespace = s("NAMESPACE")?;
+        let labels = meta.get("LABELS").and_then(serde_json::Value::as_object);
+        let label =
+            |keys: &[&str]| keys.iter().find_map(|k| labels.and_then(|l| l.get(*k)).and_then(serde_json::Value::as_str).map(str::to_owned));
+        let name = s("WORKLOAD_NAME").unwrap_or_else(|| UNKNOWN.to_owned());
+        let service = label(&["service.istio.io/canonical-name", "app.kubernetes.io/name", "app"]).unwrap_or_else(|| name.clone());
+        let revision =
+            label(&["service.istio.io/canonical-revision", "app.kubernetes.io/version", "version"]).unwrap_or_else(|| "latest".into());
+        let trust_domain = s("TRUST_DOMAIN").unwrap_or_else(|| "cluster.local".into());
+        Some(Workload {
+            principal: s("SERVICE_ACCOUNT")
+                .map_or_else(|| UNKNOWN.to_owned(), |sa| format!("spiffe://{trust_domain}/ns/{namespace}/sa/{sa}")),
+            app: label(&["app"]).unwrap_or_else(|| UNKNOWN.to_owned()),
+            version: label(&["version"]).unwrap_or_else(|| UNKNOWN.to_owned()),
+            cluster: s("CLUSTER_ID").unwrap_or_else(|| "Kubernetes".into()),
+            name,
+            namespace,
+            service,
+            revision,
+        })
+    }
+}
+
+/// Which side of a request a listener reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reporter {
+    /// The client's proxy (outbound listeners, gateways).
+    Source,
+    /// The server's proxy (inbound listeners).
+    Destination,
+}
+
+struct Histogram<const N: usize> {
+    counts: [u64; N],
+    count: u64,
+    sum: f64,
+}
+
+impl<const N: usize> Default for Histogram<N> {
+    fn default() -> Self {
+        Histogram { counts: [0; N], count: 0, sum: 0.0 }
+    }
+}
+
+impl<const N: usize> Histogram<N> {
+    fn observe(&mut self, bounds: &[f64; N], v: f64) {
+        if let Some(i) = bounds.iter().position(|b| v <= *b) {
+            self.counts[i] += 1;
+        }
+        self.count += 1;
+        self.sum += v;
+    }
+
+    fn render(&self, out: &mut String, name: &str, labels: &str, bounds: &[f64; N]) {
+        let mut cumulative = 0;
+        for (b, c) in bounds.iter().zip(self.counts.iter()) {
+            cumulative += c;
+            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{}\"}} {cumulative}", number(*b));
+        }
+        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {}", self.count);
+        let _ = writeln!(out, "{name}_sum{{{labels}}} {}", number(self.sum));
+        let _ = writeln!(out, "{name}_count{{{labels}}} {}", self.count);
+    }
+}
+
+/// A bucket bound or sum as Envoy's Prometheus output prints it (`%.32g`: `0.5`, `1000000000`).
+fn number(v: f64) -> String {
+    format!("{v}")
+}
+
+#[derive(Default)]
+struct Series {
+    requests: u64,
+    duration: Histogram<19>,
+    request_bytes: Histogram<10>,
+    response_bytes: Histogram<10>,
+}
+
+/// What an address is: a workload's, or a service's VIP.
+#[derive(Default)]
+struct Peers {
+    workloads: HashMap<IpAddr, Arc<Workload>>,
+    services: HashMap<IpAddr, String>,
+}
+
+/// One proxy's Istio metrics.
+pub struct Mesh {
+    me: Workload,
+    peers: ArcSwap<Peers>,
+    series: Mutex<HashMap<Box<[String]>, Series>>,
+    dropped: AtomicU64,
+}
+
+impl Mesh {
+    /// `Some` for a mesh proxy: one whose node metadata names its namespace.
+    pub fn from_node(meta: &serde_json::Map<String, serde_json::Value>) -> Option<Arc<Mesh>> {
+        let me = Workload::from_node(meta)?;
+        Some(Arc::new(Mesh { me, peers: ArcSwap::default(), series: Mutex::default(), dropped: AtomicU64::new(0) }))
+    }
+
+    /// Replaces the address → workload table with the `istio.workload` metadata of every
+    /// endpoint in `assignments` (ClusterLoadAssignments, proto3 JSON).
+    pub fn set_peers<'a>(&self, assignments: impl Iterator<Item = &'a serde_json::Value>) {
+        let mut peers = Peers::default();
+        for cla in assignments {
+            let lbs = cla.get("endpoints").and_then(|e| e.as_array()).into_iter().flatten();
+            for lbe in lbs.flat_map(|l| l.get("lb_endpoints").and_then(|e| e.as_array()).into_iter().flatten()) {
+                let Some(ip) =
+                    lbe.pointer("/endpoint/address/socket_address/address").and_then(|a| a.as_str()).and_then(|a| a.parse().ok())
+                else {
+                    continue;
+                };
+                let istio = lbe.pointer("/metadata/filter_metadata/istio");
+                if let Some(service) = istio.and_then(|i| i.get("service")).and_then(|s| s.as_str()) {
+                    peers.services.entry(ip).or_insert_with(|| service.to_owned());
+                }
+                let Some(mut w) = istio.and_then(|i| i.get("workload")).and_then(|w| w.as_str()).and_then(Workload::from_istio) else {
+                    continue;
+                };
+                if let Some(sa) = istio.and_then(|i| i.get("service_account")).and_then(|s| s.as_str()) {
+                    w.principal = format!("spiffe://{}/ns/{}/sa/{sa}", self.trust_domain(), w.namespace);
+                }
+                peers.workloads.entry(ip).or_insert_with(|| Arc::new(w));
+            }
+        }
+        self.peers.store(Arc::new(peers));
+    }
+
+    /// The trust domain of this proxy's own principal.
+    fn trust_domain(&self) -> &str {
+        self.me.principal.strip_prefix("spiffe://").and_then(|p| p.split('/').next()).unwrap_or("cluster.local")
+    }
+
+    fn peer(&self, ip: Option<IpAddr>) -> Option<Arc<Workload>> {
+        let ip = ip?;
+        // An IPv4 peer seen on a dual-stack socket.
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        self.peers.load().workloads.get(&ip).cloned()
+    }
+
+    /// The service whose VIP `host` is.
+    fn service_at(&self, host: &str) -> Option<String> {
+        let ip: IpAddr = host.parse().ok()?;
+        self.peers.load().services.get(&ip).cloned()
+    }
+
+    /// Counts one finished HTTP request.
+    pub fn record_http(&self, reporter: Reporter, info: &RequestInfo, duration_ms: f64) {
+        let grpc = info
+            .req_headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/grpc"));
+        let grpc_status = if grpc {
+            info.resp_trailers
+                .get("grpc-status")
+                .or_else(|| info.resp_headers.get("grpc-status"))
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned()
+        } else {
+            String::new()
+        };
+        let me = &self.me;
+        let unknown = Workload {
+            name: UNKNOWN.into(),
+            namespace: UNKNOWN.into(),
+            service: UNKNOWN.into(),
+            revision: UNKNOWN.into(),
+            cluster: UNKNOWN.into(),
+            app: UNKNOWN.into(),
+            version: UNKNOWN.into(),
+            principal: UNKNOWN.into(),
+        };
+        let (source, destination, service, security) = match reporter {
+            Reporter::Source => {
+                let peer = self.peer(info.upstream_host.map(|a| a.ip()));
+                // The client's side reports the identity the server is expected to prove only
+                // over mTLS; it is the table's, which the control plane's SAN checks match.
+                let peer = peer.map(|p| {
+                    let mut p = (*p).clone();
+                    if !info.upstream_tls {
+                        p.principal = UNKNOWN.to_owned();
+                    }
+                    Arc::new(p)
+                });
+                let service = info.upstream_cluster.as_deref().and_then(outbound_service).map(str::to_owned);
+                (me.clone(), peer.map_or(unknown, |p| (*p).clone()), service, UNKNOWN)
+            }
+            Reporter::Destination => {
+                let mut peer = self.peer(Some(info.conn.remote.ip())).map_or(unknown, |p| (*p).clone());
+                let mtls = info.conn.tls.as_ref().is_some_and(|t| t.peer.is_some());
+                if let Some(uri) = info.conn.tls.as_ref().filter(|_| mtls).and_then(|t| t.peer_sans().uri.into_iter().next()) {
+                    peer.principal = uri;
+                }
+                let host = info.authority.rsplit_once(':').map_or(info.authority.as_str(), |(h, _)| h);
+                let service = self.service_at(host).or_else(|| inbound_service(&info.authority, &me.namespace));
+                (peer, me.clone(), service, if mtls { "mutual_tls" } else { "none" })
+            }
+        };
+        let service = service.unwrap_or_else(|| UNKNOWN.to_owned());
+        let (service_name, service_namespace) = match service.strip_suffix(DOMAIN_SUFFIX).and_then(|h| h.split_once('.')) {
+            Some((name, ns)) => (name.to_owned(), ns.to_owned()),
+            None => (service.clone(), destination.namespace.clone()),
+        };
+        let values: Box<[String]> = Box::new([
+            match reporter {
+                Reporter::Source => "source".into(),
+                Reporter::Destination => "destination".into(),
+            },
+            source.name,
+            source.service,
+            source.revision,
+            source.namespace,
+            source.principal,
+            source.app,
+            source.version,
+            source.cluster,
+            destination.name,
+            destination.namespace,
+            destination.principal,
+            destination.app,
+            destination.version,
+            service,
+            destination.service,
+            destination.revision,
+            service_name,
+            service_namespace,
+            destination.cluster,
+            if grpc { "grpc".into() } else { "http".into() },
+            info.status.to_string(),
+            grpc_status,
+            info.flags_text(),
+            security.into(),
+        ]);
+        let mut series = self.series.lock();
+        let len = series.len();
+        let s = match series.get_mut(&values) {
+            Some(s) => s,
+            None if len >= MAX_SERIES => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            None => series.entry(values).or_default(),
+        };
+        s.requests += 1;
+        s.duration.observe(&DURATION_BUCKETS, duration_ms);
+        s.request_bytes.observe(&SIZE_BUCKETS, info.bytes_received as f64);
+        s.response_bytes.observe(&SIZE_BUCKETS, info.bytes_sent as f64);
+    }
+
+    /// The metrics in Prometheus' text format.
+    pub fn render(&self) -> String {
+        let series = self.series.lock();
+        let mut rows: Vec<(String, &Series)> = series.iter().map(|(v, s)| (labels(v), s)).collect();
+        rows.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut out = String::new();
+        let _ = writeln!(out, "# TYPE istio_requests_total counter");
+        for (l, s) in &rows {
+            let _ = writeln!(out, "istio_requests_total{{{l}}} {}", s.requests);
+        }
+        let _ = writeln!(out, "# TYPE istio_request_duration_milliseconds histogram");
+        for (l, s) in &rows {
+            s.duration.render(&mut out, "istio_request_duration_milliseconds", l, &DURATION_BUCKETS);
+        }
+        let _ = writeln!(out, "# TYPE istio_request_bytes histogram");
+        for (l, s) in &rows {
+            s.request_bytes.render(&mut out, "istio_request_bytes", l, &SIZE_BUCKETS);
+        }
+        let _ = writeln!(out, "# TYPE istio_response_bytes histogram");
+        for (l, s) in &rows {
+            s.response_bytes.render(&mut out, "istio_response_bytes", l, &SIZE_BUCKETS);
+        }
+        let _ = writeln!(out, "# TYPE istio_metrics_series_dropped_total counter");
+        let _ = writeln!(out, "istio_metrics_series_dropped_total {}", self.dropped.load(Ordering::Relaxed));
+        out
+    }
+
+    /// Series held now (for tests and the memory bound).
+    pub fn series_count(&self) -> usize {
+        self.series.lock().len()
+    }
+}
+
+fn labels(values: &[String]) -> String {
+    let mut s = String::new();
+    for (i, (k, v)) in LABELS.iter().zip(values.iter()).enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        let _ = write!(s, "{k}=\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n"));
+    }
+    s
+}
+
+/// The service of an outbound cluster (`outbound|9080|v1|reviews.default.svc.cluster.local`).
+fn outbound_service(cluster: &str) -> Option<&str> {
+    let mut parts = cluster.split('|');
+    (parts.next()? == "outbound").then_some(())?;
+    parts.nth(2).filter(|h| !h.is_empty())
+}
+
+/// The service an inbound request was sent to: its authority without the port, a short name
+/// completed in the proxy's namespace.
+fn inbound_service(authority: &str, namespace: &str) -> Option<String> {
+    let host = authority.rsplit_once(':').filter(|(_, p)| p.chars().all(|c| c.is_ascii_digit())).map_or(authority, |(h, _)| h);
+    if host.is_empty() || host.len() > MAX_AUTHORITY || host.parse::<IpAddr>().is_ok() {
+        return None;
+    }
+    Some(if host.contains('.') { host.to_ascii_lowercase() } else { format!("{}.{namespace}{DOMAIN_SUFFIX}", host.to_ascii_lowercase()) })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,107 @@
+use super::*;
+
+fn meta(json: serde_json::Value) -> serde_json::Map<String, serde_json::Value> {
+    json.as_object().cloned().unwrap_or_default()
+}
+
+fn mesh() -> Arc<Mesh> {
+    let m = Mesh::from_node(&meta(serde_json::json!({
+        "NAMESPACE": "default", "WORKLOAD_NAME": "productpage-v1", "SERVICE_ACCOUNT": "bookinfo-productpage",
+        "LABELS": {"app": "productpage", "version": "v1"}, "CLUSTER_ID": "Kubernetes"})))
+    .expect("a mesh proxy");
+    let cla = serde_json::json!({"cluster_name": "outbound|9080||reviews.default.svc.cluster.local", "endpoints": [{"lb_endpoints": [
+        {"endpoint": {"address": {"socket_address": {"address": "10.1.0.7", "port_value": 9080}}},
+         "metadata": {"filter_metadata": {"istio": {"workload": "reviews-v2;default;reviews;v2;Kubernetes"}}}}]}]});
+    m.set_peers(std::iter::once(&cla));
+    m
+}
+
+fn info(upstream: Option<&str>, cluster: Option<&str>, authority: &str) -> RequestInfo {
+    let conn = Arc::new(crate::listener::ConnInfo {
+        id: 1,
+        remote: "10.1.0.7:41000".parse().expect("addr"),
+        local: "10.1.0.9:9080".parse().expect("addr"),
+        original_dst: None,
+        sni: None,
+        alpn: Vec::new(),
+        transport: "raw_buffer",
+        tls: None,
+    });
+    RequestInfo {
+        conn,
+        request_body: Arc::default(),
+        start: std::time::SystemTime::now(),
+        started: std::time::Instant::now(),
+        protocol: "HTTP/1.1",
+        method: http::Method::GET,
+        req_headers: http::HeaderMap::new(),
+        path: "/".into(),
+        authority: authority.into(),
+        resp_headers: http::HeaderMap::new(),
+        resp_trailers: http::HeaderMap::new(),
+        status: 200,
+        flags: Vec::new(),
+        details: "via_upstream",
+        upstream_host: upstream.map(|a| a.parse().expect("addr")),
+        upstream_tls: false,
+        upstream_cluster: cluster.map(str::to_owned),
+        upstream_failure: None,
+        route_name: String::new(),
+        attempts: 1,
+        bytes_received: 0,
+        bytes_sent: 1200,
+        first_byte: None,
+        last_rx: None,
+    }
+}
+
+#[test]
+fn the_client_side_names_both_workloads_in_istios_label_order() {
+    let m = mesh();
+    m.record_http(
+        Reporter::Source,
+        &info(Some("10.1.0.7:9080"), Some("outbound|9080||reviews.default.svc.cluster.local"), "reviews:9080"),
+        7.0,
+    );
+    let text = m.render();
+    let want = "istio_requests_total{reporter=\"source\",source_workload=\"productpage-v1\",source_canonical_service=\"productpage\",source_canonical_revision=\"v1\",source_workload_namespace=\"default\",source_principal=\"spiffe://cluster.local/ns/default/sa/bookinfo-productpage\",source_app=\"productpage\",source_version=\"v1\",source_cluster=\"Kubernetes\",destination_workload=\"reviews-v2\",destination_workload_namespace=\"default\",destination_principal=\"unknown\",destination_app=\"reviews\",destination_version=\"v2\",destination_service=\"reviews.default.svc.cluster.local\",destination_canonical_service=\"reviews\",destination_canonical_revision=\"v2\",destination_service_name=\"reviews\",destination_service_namespace=\"default\",destination_cluster=\"Kubernetes\",request_protocol=\"http\",response_code=\"200\",grpc_response_status=\"\",response_flags=\"-\",connection_security_policy=\"unknown\"} 1";
+    assert!(text.contains(want), "{text}");
+    assert!(text.contains("le=\"10\"} 1") && text.contains("le=\"5\"} 0"), "7 ms falls in the 10 ms bucket:\n{text}");
+    assert!(text.contains("istio_response_bytes_bucket{") && text.contains("le=\"1000000000\"}"), "{text}");
+    assert!(text.contains("istio_request_duration_milliseconds_sum{") && text.contains("} 7\n"), "{text}");
+}
+
+#[test]
+fn the_server_side_names_the_caller_from_its_address_and_unknown_callers_are_unknown() {
+    let m = mesh();
+    m.record_http(Reporter::Destination, &info(Some("127.0.0.1:9080"), Some("inbound|9080||"), "productpage:9080"), 1.0);
+    let text = m.render();
+    assert!(text.contains("reporter=\"destination\",source_workload=\"reviews-v2\""), "{text}");
+    assert!(text.contains("destination_workload=\"productpage-v1\""), "{text}");
+    assert!(text.contains("destination_service=\"productpage.default.svc.cluster.local\""), "a short authority is completed:\n{text}");
+    assert!(text.contains("connection_security_policy=\"none\""), "plaintext: {text}");
+    let mut stranger = info(None, None, "productpage");
+    Arc::get_mut(&mut stranger.conn).expect("own").remote = "10.9.9.9:1".parse().expect("addr");
+    m.record_http(Reporter::Destination, &stranger, 1.0);
+    assert!(m.render().contains("source_workload=\"unknown\",source_canonical_service=\"unknown\""), "a caller the mesh does not know");
+}
+
+#[test]
+fn a_flood_of_hosts_cannot_grow_the_series_past_the_cap() {
+    let m = mesh();
+    for i in 0..(MAX_SERIES + 500) {
+        m.record_http(Reporter::Destination, &info(None, None, &format!("host-{i}.example.com")), 1.0);
+    }
+    assert_eq!(m.series_count(), MAX_SERIES);
+    assert!(m.render().contains("istio_metrics_series_dropped_total 500"));
+    let long = "a".repeat(300) + ".example.com";
+    assert_eq!(inbound_service(&long, "default"), None, "an authority past 256 bytes is not a service");
+}
+
+#[test]
+fn only_mesh_proxies_report() {
+    assert!(Mesh::from_node(&meta(serde_json::json!({"LABELS": {"app": "x"}}))).is_none(), "no namespace: not a mesh proxy");
+    assert_eq!(outbound_service("outbound|9080|v1|reviews.default.svc.cluster.local"), Some("reviews.default.svc.cluster.local"));
+    assert_eq!(outbound_service("inbound|9080||"), None);
+    assert!(Workload::from_istio("only;two").is_none());
+}
