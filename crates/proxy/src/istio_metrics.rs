@@ -62,6 +62,19 @@ pub const LABELS: [&str; 25] = [
     "connection_security_policy",
 ];
 
+fn unknown() -> Workload {
+    Workload {
+        name: UNKNOWN.into(),
+        namespace: UNKNOWN.into(),
+        service: UNKNOWN.into(),
+        revision: UNKNOWN.into(),
+        cluster: UNKNOWN.into(),
+        app: UNKNOWN.into(),
+        version: UNKNOWN.into(),
+        principal: UNKNOWN.into(),
+    }
+}
+
 /// Istio's buckets for `istio_request_duration_milliseconds`.
 const DURATION_BUCKETS: [f64; 19] = [
     0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0, 60000.0, 300000.0, 600000.0, 1800000.0,
@@ -209,7 +222,7 @@ struct Peers {
 pub struct Mesh {
     me: Workload,
     peers: ArcSwap<Peers>,
-    series: Mutex<HashMap<Box<[String]>, Series>>,
+    series: Mutex<HashMap<String, Series>>,
     dropped: AtomicU64,
 }
 
@@ -282,91 +295,117 @@ impl Mesh {
                 .or_else(|| info.resp_headers.get("grpc-status"))
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or_default()
-                .to_owned()
         } else {
-            String::new()
+            ""
         };
         let me = &self.me;
-        let unknown = Workload {
-            name: UNKNOWN.into(),
-            namespace: UNKNOWN.into(),
-            service: UNKNOWN.into(),
-            revision: UNKNOWN.into(),
-            cluster: UNKNOWN.into(),
-            app: UNKNOWN.into(),
-            version: UNKNOWN.into(),
-            principal: UNKNOWN.into(),
-        };
-        let (source, destination, service, security) = match reporter {
+        let unknown = unknown();
+        let (peer, service, security, principal): (Option<Arc<Workload>>, Option<String>, &str, Option<&str>) = match reporter {
             Reporter::Source => {
                 let peer = self.peer(info.upstream_host.map(|a| a.ip()));
-                // The client's side reports the identity the server is expected to prove only
-                // over mTLS; it is the table's, which the control plane's SAN checks match.
-                let peer = peer.map(|p| {
-                    let mut p = (*p).clone();
-                    if !info.upstream_tls {
-                        p.principal = UNKNOWN.to_owned();
-                    }
-                    Arc::new(p)
-                });
+                // The server's identity is known only over mTLS (the table's, which the SAN
+                // check the control plane configures has verified).
+                let principal =
+                    if info.upstream_tls { peer.as_ref().map(|p| p.principal.as_str()) } else { Some(UNKNOWN) }.map(str::to_owned);
                 let service = info.upstream_cluster.as_deref().and_then(outbound_service).map(str::to_owned);
-                (me.clone(), peer.map_or(unknown, |p| (*p).clone()), service, UNKNOWN)
+                return self.count(
+                    reporter,
+                    info,
+                    duration_ms,
+                    me,
+                    peer.as_deref().unwrap_or(&unknown),
+                    service,
+                    UNKNOWN,
+                    principal.as_deref(),
+                    grpc,
+                    grpc_status,
+                );
             }
             Reporter::Destination => {
-                let mut peer = self.peer(Some(info.conn.remote.ip())).map_or(unknown, |p| (*p).clone());
-                let mtls = info.conn.tls.as_ref().is_some_and(|t| t.peer.is_some());
-                if let Some(uri) = info.conn.tls.as_ref().filter(|_| mtls).and_then(|t| t.peer_sans().uri.into_iter().next()) {
-                    peer.principal = uri;
-                }
+                let peer = self.peer(Some(info.conn.remote.ip()));
+                let mtls = info.conn.tls.as_ref().filter(|t| t.peer.is_some());
                 let host = info.authority.rsplit_once(':').map_or(info.authority.as_str(), |(h, _)| h);
                 let service = self.service_at(host).or_else(|| inbound_service(&info.authority, &me.namespace));
-                (peer, me.clone(), service, if mtls { "mutual_tls" } else { "none" })
+                let principal = mtls.map(|t| t.peer_uri().unwrap_or(UNKNOWN)).unwrap_or(UNKNOWN);
+                (peer, service, if mtls.is_some() { "mutual_tls" } else { "none" }, Some(principal))
             }
+        };
+        self.count(reporter, info, duration_ms, peer.as_deref().unwrap_or(&unknown), me, service, security, principal, grpc, grpc_status)
+    }
+
+    /// Adds one request to its series: `source` and `destination` as reported, `principal` the
+    /// peer's (the side that is not this proxy) when known otherwise than from the table.
+    #[allow(clippy::too_many_arguments)]
+    fn count(
+        &self,
+        reporter: Reporter,
+        info: &RequestInfo,
+        duration_ms: f64,
+        source: &Workload,
+        destination: &Workload,
+        service: Option<String>,
+        security: &str,
+        principal: Option<&str>,
+        grpc: bool,
+        grpc_status: &str,
+    ) {
+        let (source_principal, destination_principal) = match reporter {
+            Reporter::Source => (source.principal.as_str(), principal.unwrap_or(&destination.principal)),
+            Reporter::Destination => (principal.unwrap_or(&source.principal), destination.principal.as_str()),
         };
         let service = service.unwrap_or_else(|| UNKNOWN.to_owned());
         let (service_name, service_namespace) = match service.strip_suffix(DOMAIN_SUFFIX).and_then(|h| h.split_once('.')) {
-            Some((name, ns)) => (name.to_owned(), ns.to_owned()),
-            None => (service.clone(), destination.namespace.clone()),
+            Some((name, ns)) => (name, ns),
+            None => (service.as_str(), destination.namespace.as_str()),
         };
-        let values: Box<[String]> = Box::new([
+        let status = info.status.to_string();
+        let flags = info.flags_text();
+        let values: [&str; 25] = [
             match reporter {
-                Reporter::Source => "source".into(),
-                Reporter::Destination => "destination".into(),
+                Reporter::Source => "source",
+                Reporter::Destination => "destination",
             },
-            source.name,
-            source.service,
-            source.revision,
-            source.namespace,
-            source.principal,
-            source.app,
-            source.version,
-            source.cluster,
-            destination.name,
-            destination.namespace,
-            destination.principal,
-            destination.app,
-            destination.version,
-            service,
-            destination.service,
-            destination.revision,
+            &source.name,
+            &source.service,
+            &source.revision,
+            &source.namespace,
+            source_principal,
+            &source.app,
+            &source.version,
+            &source.cluster,
+            &destination.name,
+            &destination.namespace,
+            destination_principal,
+            &destination.app,
+            &destination.version,
+            &service,
+            &destination.service,
+            &destination.revision,
             service_name,
             service_namespace,
-            destination.cluster,
-            if grpc { "grpc".into() } else { "http".into() },
-            info.status.to_string(),
+            &destination.cluster,
+            if grpc { "grpc" } else { "http" },
+            &status,
             grpc_status,
-            info.flags_text(),
-            security.into(),
-        ]);
+            &flags,
+            security,
+        ];
+        // One string per request as the series' key: the values, separated by a byte no
+        // label value holds.
+        let mut key = String::with_capacity(values.iter().map(|v| v.len() + 1).sum());
+        for v in values {
+            key.push_str(v);
+            key.push(SEP);
+        }
         let mut series = self.series.lock();
         let len = series.len();
-        let s = match series.get_mut(&values) {
+        let s = match series.get_mut(&key) {
             Some(s) => s,
             None if len >= MAX_SERIES => {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
                 return;
             }
-            None => series.entry(values).or_default(),
+            None => series.entry(key).or_default(),
         };
         s.requests += 1;
         s.duration.observe(&DURATION_BUCKETS, duration_ms);
@@ -377,7 +416,7 @@ impl Mesh {
     /// The metrics in Prometheus' text format.
     pub fn render(&self) -> String {
         let series = self.series.lock();
-        let mut rows: Vec<(String, &Series)> = series.iter().map(|(v, s)| (labels(v), s)).collect();
+        let mut rows: Vec<(String, &Series)> = series.iter().map(|(k, s)| (labels(k), s)).collect();
         rows.sort_by(|a, b| a.0.cmp(&b.0));
         let mut out = String::new();
         let _ = writeln!(out, "# TYPE istio_requests_total counter");
@@ -407,9 +446,15 @@ impl Mesh {
     }
 }
 
-fn labels(values: &[String]) -> String {
+/// Separates label values in a series key: a control character no value can hold (they come
+/// from the control plane's registry, status codes, flags, and header values and authorities,
+/// which HTTP parsing keeps free of control characters).
+const SEP: char = '\u{1f}';
+
+/// A series' labels in Prometheus' form, from its key.
+fn labels(key: &str) -> String {
     let mut s = String::new();
-    for (i, (k, v)) in LABELS.iter().zip(values.iter()).enumerate() {
+    for (i, (k, v)) in LABELS.iter().zip(key.split(SEP)).enumerate() {
         if i > 0 {
             s.push(',');
         }

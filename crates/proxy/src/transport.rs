@@ -40,6 +40,9 @@ pub struct TlsInfo {
     /// needs it: hashing and parsing certificates is per connection, not per request (a
     /// connection has one connection manager, so one set of details).
     pub xfcc: Arc<std::sync::OnceLock<String>>,
+    /// The peer's first URI SAN, read once per connection by the first request that needs it
+    /// (telemetry's peer principal).
+    pub peer_uri: Arc<std::sync::OnceLock<Option<String>>>,
 }
 
 impl TlsInfo {
@@ -51,12 +54,18 @@ impl TlsInfo {
             peer: conn.peer_certificates().and_then(|c| c.first()).map(|c| Arc::new(c.clone().into_owned())),
             local: None,
             xfcc: Arc::default(),
+            peer_uri: Arc::default(),
         }
     }
 
     /// The peer certificate's names (none without a peer certificate).
     pub fn peer_sans(&self) -> Sans {
         self.peer.as_ref().map(|c| Sans::of(c)).unwrap_or_default()
+    }
+
+    /// The peer certificate's first URI SAN, parsed once per connection.
+    pub fn peer_uri(&self) -> Option<&str> {
+        self.peer_uri.get_or_init(|| self.peer_sans().uri.into_iter().next()).as_deref()
     }
 
     /// The peer's SPIFFE identity (first `spiffe://` URI SAN), if any.
