@@ -32,6 +32,7 @@ use arc_swap::ArcSwap;
 use parking_lot::Mutex;
 
 use crate::http::info::RequestInfo;
+use crate::listener::ConnInfo;
 
 /// Istio's label names, in the order Istio's stats filter writes them.
 pub const LABELS: [&str; 25] = [
@@ -223,14 +224,39 @@ pub struct Mesh {
     me: Workload,
     peers: ArcSwap<Peers>,
     series: Mutex<HashMap<String, Series>>,
+    tcp: Mutex<HashMap<String, TcpSeries>>,
     dropped: AtomicU64,
+}
+
+/// What a request or connection is, for naming its two sides.
+struct Facts<'a> {
+    conn: &'a ConnInfo,
+    upstream_host: Option<std::net::SocketAddr>,
+    upstream_tls: bool,
+    upstream_cluster: Option<&'a str>,
+    authority: &'a str,
+}
+
+struct Sides {
+    peer: Option<Arc<Workload>>,
+    service: Option<String>,
+    security: &'static str,
+    principal: Option<String>,
+}
+
+#[derive(Default)]
+struct TcpSeries {
+    opened: u64,
+    closed: u64,
+    sent: u64,
+    received: u64,
 }
 
 impl Mesh {
     /// `Some` for a mesh proxy: one whose node metadata names its namespace.
     pub fn from_node(meta: &serde_json::Map<String, serde_json::Value>) -> Option<Arc<Mesh>> {
         let me = Workload::from_node(meta)?;
-        Some(Arc::new(Mesh { me, peers: ArcSwap::default(), series: Mutex::default(), dropped: AtomicU64::new(0) }))
+        Some(Arc::new(Mesh { me, peers: ArcSwap::default(), series: Mutex::default(), tcp: Mutex::default(), dropped: AtomicU64::new(0) }))
     }
 
     /// Replaces the address → workload table with the `istio.workload` metadata of every
@@ -282,84 +308,49 @@ impl Mesh {
         self.peers.load().services.get(&ip).cloned()
     }
 
-    /// Counts one finished HTTP request.
-    pub fn record_http(&self, reporter: Reporter, info: &RequestInfo, duration_ms: f64) {
-        let grpc = info
-            .req_headers
-            .get(http::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("application/grpc"));
-        let grpc_status = if grpc {
-            info.resp_trailers
-                .get("grpc-status")
-                .or_else(|| info.resp_headers.get("grpc-status"))
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default()
-        } else {
-            ""
-        };
+    /// Who the two sides of a request or connection are, from this proxy's side `reporter`:
+    /// the peer (from the table), the service, the security policy and the peer's principal
+    /// when known otherwise than from the table.
+    fn sides(&self, reporter: Reporter, f: &Facts<'_>) -> Sides {
         let me = &self.me;
-        let unknown = unknown();
-        let (peer, service, security, principal): (Option<Arc<Workload>>, Option<String>, &str, Option<&str>) = match reporter {
+        match reporter {
             Reporter::Source => {
-                let peer = self.peer(info.upstream_host.map(|a| a.ip()));
+                let peer = self.peer(f.upstream_host.map(|a| a.ip()));
                 // The server's identity is known only over mTLS (the table's, which the SAN
                 // check the control plane configures has verified).
-                let principal =
-                    if info.upstream_tls { peer.as_ref().map(|p| p.principal.as_str()) } else { Some(UNKNOWN) }.map(str::to_owned);
-                let service = info.upstream_cluster.as_deref().and_then(outbound_service).map(str::to_owned);
-                return self.count(
-                    reporter,
-                    info,
-                    duration_ms,
-                    me,
-                    peer.as_deref().unwrap_or(&unknown),
-                    service,
-                    UNKNOWN,
-                    principal.as_deref(),
-                    grpc,
-                    grpc_status,
-                );
+                let principal = if f.upstream_tls { peer.as_ref().map(|p| p.principal.clone()) } else { Some(UNKNOWN.to_owned()) };
+                let service = f.upstream_cluster.and_then(outbound_service).map(str::to_owned);
+                Sides { peer, service, security: UNKNOWN, principal }
             }
             Reporter::Destination => {
-                let peer = self.peer(Some(info.conn.remote.ip()));
-                let mtls = info.conn.tls.as_ref().filter(|t| t.peer.is_some());
-                let host = info.authority.rsplit_once(':').map_or(info.authority.as_str(), |(h, _)| h);
-                let service = self.service_at(host).or_else(|| inbound_service(&info.authority, &me.namespace));
-                let principal = mtls.map(|t| t.peer_uri().unwrap_or(UNKNOWN)).unwrap_or(UNKNOWN);
-                (peer, service, if mtls.is_some() { "mutual_tls" } else { "none" }, Some(principal))
+                let peer = self.peer(Some(f.conn.remote.ip()));
+                let mtls = f.conn.tls.as_ref().filter(|t| t.peer.is_some());
+                let host = f.authority.rsplit_once(':').map_or(f.authority, |(h, _)| h);
+                let service = self.service_at(host).or_else(|| inbound_service(f.authority, &me.namespace));
+                let principal = Some(mtls.and_then(|t| t.peer_uri()).unwrap_or(UNKNOWN).to_owned());
+                Sides { peer, service, security: if mtls.is_some() { "mutual_tls" } else { "none" }, principal }
             }
-        };
-        self.count(reporter, info, duration_ms, peer.as_deref().unwrap_or(&unknown), me, service, security, principal, grpc, grpc_status)
+        }
     }
 
-    /// Adds one request to its series: `source` and `destination` as reported, `principal` the
-    /// peer's (the side that is not this proxy) when known otherwise than from the table.
-    #[allow(clippy::too_many_arguments)]
-    fn count(
-        &self,
-        reporter: Reporter,
-        info: &RequestInfo,
-        duration_ms: f64,
-        source: &Workload,
-        destination: &Workload,
-        service: Option<String>,
-        security: &str,
-        principal: Option<&str>,
-        grpc: bool,
-        grpc_status: &str,
-    ) {
+    /// A series key: the values of `names` (Istio's labels, HTTP's or TCP's) in order.
+    fn key(&self, reporter: Reporter, sides: &Sides, protocol: &str, status: &str, grpc_status: &str, flags: &str) -> String {
+        let unknown = unknown();
+        let peer = sides.peer.as_deref().unwrap_or(&unknown);
+        let (source, destination) = match reporter {
+            Reporter::Source => (&self.me, peer),
+            Reporter::Destination => (peer, &self.me),
+        };
+        let principal = sides.principal.as_deref();
         let (source_principal, destination_principal) = match reporter {
             Reporter::Source => (source.principal.as_str(), principal.unwrap_or(&destination.principal)),
             Reporter::Destination => (principal.unwrap_or(&source.principal), destination.principal.as_str()),
         };
-        let service = service.unwrap_or_else(|| UNKNOWN.to_owned());
+        let service = sides.service.as_deref().unwrap_or(UNKNOWN);
         let (service_name, service_namespace) = match service.strip_suffix(DOMAIN_SUFFIX).and_then(|h| h.split_once('.')) {
             Some((name, ns)) => (name, ns),
-            None => (service.as_str(), destination.namespace.as_str()),
+            None => (service, destination.namespace.as_str()),
         };
-        let status = info.status.to_string();
-        let flags = info.flags_text();
         let values: [&str; 25] = [
             match reporter {
                 Reporter::Source => "source",
@@ -378,27 +369,61 @@ impl Mesh {
             destination_principal,
             &destination.app,
             &destination.version,
-            &service,
+            service,
             &destination.service,
             &destination.revision,
             service_name,
             service_namespace,
             &destination.cluster,
-            if grpc { "grpc" } else { "http" },
-            &status,
+            protocol,
+            status,
             grpc_status,
-            &flags,
-            security,
+            flags,
+            sides.security,
         ];
         // One string per request as the series' key: the values, separated by a byte no
-        // label value holds.
+        // label value holds. TCP has no response code or gRPC status.
+        let tcp = protocol == "tcp";
         let mut key = String::with_capacity(values.iter().map(|v| v.len() + 1).sum());
-        for v in values {
+        for (i, v) in values.iter().enumerate() {
+            if tcp && (i == 21 || i == 22) {
+                continue;
+            }
             key.push_str(v);
             key.push(SEP);
         }
+        key
+    }
+
+    /// Counts one finished HTTP request.
+    pub fn record_http(&self, reporter: Reporter, info: &RequestInfo, duration_ms: f64) {
+        let grpc = info
+            .req_headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/grpc"));
+        let grpc_status = if grpc {
+            info.resp_trailers
+                .get("grpc-status")
+                .or_else(|| info.resp_headers.get("grpc-status"))
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+        } else {
+            ""
+        };
+        let facts = Facts {
+            conn: &info.conn,
+            upstream_host: info.upstream_host,
+            upstream_tls: info.upstream_tls,
+            upstream_cluster: info.upstream_cluster.as_deref(),
+            authority: &info.authority,
+        };
+        let sides = self.sides(reporter, &facts);
+        let key = self.key(reporter, &sides, if grpc { "grpc" } else { "http" }, &info.status.to_string(), grpc_status, &info.flags_text());
+        // Never both locks at once: the other kind's count first.
+        let others = self.tcp.lock().len();
         let mut series = self.series.lock();
-        let len = series.len();
+        let len = series.len() + others;
         let s = match series.get_mut(&key) {
             Some(s) => s,
             None if len >= MAX_SERIES => {
@@ -411,6 +436,44 @@ impl Mesh {
         s.duration.observe(&DURATION_BUCKETS, duration_ms);
         s.request_bytes.observe(&SIZE_BUCKETS, info.bytes_received as f64);
         s.response_bytes.observe(&SIZE_BUCKETS, info.bytes_sent as f64);
+    }
+
+    /// Counts a TCP connection opened through the proxy; the key to close it with (`None` when
+    /// the series cap was reached).
+    pub fn tcp_opened(
+        &self,
+        reporter: Reporter,
+        conn: &ConnInfo,
+        upstream: Option<std::net::SocketAddr>,
+        upstream_tls: bool,
+        cluster: Option<&str>,
+    ) -> Option<String> {
+        let facts =
+            Facts { conn, upstream_host: upstream, upstream_tls, upstream_cluster: cluster, authority: conn.sni.as_deref().unwrap_or("") };
+        let sides = self.sides(reporter, &facts);
+        let key = self.key(reporter, &sides, "tcp", "", "", "-");
+        let others = self.series.lock().len();
+        let mut tcp = self.tcp.lock();
+        let len = tcp.len() + others;
+        let s = match tcp.get_mut(&key) {
+            Some(s) => s,
+            None if len >= MAX_SERIES => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+                return None;
+            }
+            None => tcp.entry(key.clone()).or_default(),
+        };
+        s.opened += 1;
+        Some(key)
+    }
+
+    /// Counts a TCP connection `tcp_opened` counted as closed, with the bytes it carried.
+    pub fn tcp_closed(&self, key: &str, received: u64, sent: u64) {
+        if let Some(s) = self.tcp.lock().get_mut(key) {
+            s.closed += 1;
+            s.received += received;
+            s.sent += sent;
+        }
     }
 
     /// The metrics in Prometheus' text format.
@@ -435,6 +498,21 @@ impl Mesh {
         for (l, s) in &rows {
             s.response_bytes.render(&mut out, "istio_response_bytes", l, &SIZE_BUCKETS);
         }
+        drop(series);
+        let tcp = self.tcp.lock();
+        let mut rows: Vec<(String, &TcpSeries)> = tcp.iter().map(|(k, s)| (tcp_labels(k), s)).collect();
+        rows.sort_by(|a, b| a.0.cmp(&b.0));
+        for (name, get) in [
+            ("istio_tcp_connections_opened_total", (|s: &TcpSeries| s.opened) as fn(&TcpSeries) -> u64),
+            ("istio_tcp_connections_closed_total", |s| s.closed),
+            ("istio_tcp_sent_bytes_total", |s| s.sent),
+            ("istio_tcp_received_bytes_total", |s| s.received),
+        ] {
+            let _ = writeln!(out, "# TYPE {name} counter");
+            for (l, s) in &rows {
+                let _ = writeln!(out, "{name}{{{l}}} {}", get(s));
+            }
+        }
         let _ = writeln!(out, "# TYPE istio_metrics_series_dropped_total counter");
         let _ = writeln!(out, "istio_metrics_series_dropped_total {}", self.dropped.load(Ordering::Relaxed));
         out
@@ -451,10 +529,19 @@ impl Mesh {
 /// which HTTP parsing keeps free of control characters).
 const SEP: char = '\u{1f}';
 
+/// A TCP series' labels: Istio's set without `response_code` and `grpc_response_status`.
+fn tcp_labels(key: &str) -> String {
+    render_labels(LABELS.iter().enumerate().filter(|(i, _)| *i != 21 && *i != 22).map(|(_, n)| *n), key)
+}
+
 /// A series' labels in Prometheus' form, from its key.
 fn labels(key: &str) -> String {
+    render_labels(LABELS.iter().copied(), key)
+}
+
+fn render_labels<'a>(names: impl Iterator<Item = &'a str>, key: &str) -> String {
     let mut s = String::new();
-    for (i, (k, v)) in LABELS.iter().zip(key.split(SEP)).enumerate() {
+    for (i, (k, v)) in names.zip(key.split(SEP)).enumerate() {
         if i > 0 {
             s.push(',');
         }

@@ -447,6 +447,7 @@ impl Chain {
                 stats: ctx.store.tcp(&t.stat_prefix),
                 clusters: ctx.clusters.clone(),
                 loggers: Arc::new(crate::access_log::open_all(&t.access_log)?),
+                istio: ctx.istio.clone().map(|m| (m, reporter)),
             })),
         };
         Ok(Chain { cfg, run })

@@ -22,6 +22,8 @@ pub struct TcpProxy {
     pub stats: Arc<TcpStats>,
     pub clusters: Arc<ClusterManager>,
     pub loggers: Arc<Vec<Arc<AccessLogger>>>,
+    /// Istio's TCP metrics, and the side this listener reports (mesh proxies only).
+    pub istio: Option<(Arc<crate::istio_metrics::Mesh>, crate::istio_metrics::Reporter)>,
 }
 
 struct TcpLog<'a> {
@@ -125,6 +127,9 @@ impl TcpProxy {
         cluster.stats.upstream_cx_total.inc();
         cluster.stats.upstream_cx_active.inc();
         host.cx_active.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let istio = self.istio.as_ref().and_then(|(mesh, reporter)| {
+            mesh.tcp_opened(*reporter, &conn, Some(host.addr), host.tls.is_some(), log.cluster.as_deref()).map(|key| (mesh, key))
+        });
         let (rx, tx, idle) = splice(&mut down, &mut up, self.cfg.idle_timeout, self.cfg.copy_buffer, &self.stats).await;
         cluster.stats.upstream_cx_active.dec();
         cluster.stats.upstream_cx_destroy.inc();
@@ -137,6 +142,9 @@ impl TcpProxy {
         }
         log.rx = rx;
         log.tx = tx;
+        if let Some((mesh, key)) = istio {
+            mesh.tcp_closed(&key, rx, tx);
+        }
         self.write_log(&log);
     }
 
