@@ -139,3 +139,55 @@ async fn zipkin_tracing_matches_envoy() {
     assert_eq!(checkout["kind"], json!("CLIENT"));
     assert_eq!(seen[0].0[3].1, "00001f41-1111-b222-8333-444455556666", "x-client-trace-id forces the trace");
 }
+
+/// `trace_context_option: USE_B3_WITH_W3C_PROPAGATION`: W3C `traceparent` is read when no B3
+/// context came, and written next to B3 on the way up — as Envoy does, header for header.
+#[tokio::test]
+async fn w3c_trace_context_matches_envoy() {
+    let up = Upstream::start("up").await;
+    let parent = format!("00-{CALLER_TRACE}-{CALLER_SPAN}-01");
+    let reqs = || {
+        vec![
+            Req::get("/w3c").header("traceparent", &parent).header("tracestate", "vendor=opaque"),
+            Req::get("/w3c-unsampled").header("traceparent", &format!("00-{CALLER_TRACE}-{CALLER_SPAN}-00")),
+            Req::get("/both")
+                .header("traceparent", &parent)
+                .header("x-b3-traceid", "0af7651916cd43dd8448eb211c80319c")
+                .header("x-b3-spanid", "b7ad6b7169203331")
+                .header("x-b3-sampled", "1"),
+            Req::get("/none"),
+            Req::get("/bad").header("traceparent", "00-zz-yy-01"),
+        ]
+    };
+    let mut seen = Vec::new();
+    for kind in [ProxyKind::Envoy, ProxyKind::Weft] {
+        let collector = Collector::start().expect("collector");
+        let (upstream, cport) = (up.port(), collector.port);
+        let run = start(kind, &move |p| {
+            let mut b = bootstrap(p, upstream, cport);
+            let hcm = &mut b["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"];
+            hcm["tracing"]["provider"]["typed_config"]["trace_context_option"] = json!("USE_B3_WITH_W3C_PROPAGATION");
+            hcm["tracing"]["random_sampling"] = json!({"value": 100});
+            b
+        })
+        .await;
+        let mut saw = Vec::new();
+        for req in reqs() {
+            let reply = run.send(req.clone()).await;
+            assert_eq!(reply.status, 200, "{kind} {}", req.path);
+            let h = &reply.echo()["headers"];
+            let one = |n: &str| h[n][0].as_str().unwrap_or("-").to_string();
+            let (trace, span) = (one("x-b3-traceid"), one("x-b3-spanid"));
+            // Ids are random for new spans: compare their shape, and the caller's where kept.
+            let tp = one("traceparent");
+            let tp_shape = tp.replace(&trace, "<trace>").replace(&span, "<span>");
+            saw.push((req.path.clone(), tp_shape, one("tracestate"), one("x-b3-parentspanid"), one("x-b3-sampled"), trace == CALLER_TRACE));
+        }
+        seen.push(saw);
+    }
+    assert_eq!(seen[1], seen[0], "weft vs envoy: B3 and W3C headers the upstream saw");
+    let w3c = &seen[1][0];
+    assert!(w3c.5 && w3c.3 == CALLER_SPAN, "a W3C caller's trace continues, its span the parent: {w3c:?}");
+    assert_eq!((w3c.1.as_str(), w3c.2.as_str()), ("00-<trace>-<span>-01", "vendor=opaque"), "traceparent written, tracestate kept");
+    assert!(!seen[1][2].5 && seen[1][2].3 == "b7ad6b7169203331", "B3 wins over W3C when both came: {:?}", seen[1][2]);
+}

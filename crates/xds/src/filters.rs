@@ -420,8 +420,21 @@ pub struct ZipkinConfig {
     pub collector_hostname: String,
     #[serde(default)]
     pub split_spans_for_request: bool,
-    pub trace_context_option: Option<Unsupported>,
+    #[serde(default)]
+    pub trace_context_option: TraceContextOption,
     pub collector_service: Option<Unsupported>,
+}
+
+/// Which trace context headers the Zipkin tracer reads and writes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub enum TraceContextOption {
+    /// B3 only (Envoy's default).
+    #[default]
+    #[serde(rename = "USE_B3")]
+    UseB3,
+    /// B3 first, else W3C `traceparent`; both written.
+    #[serde(rename = "USE_B3_WITH_W3C_PROPAGATION")]
+    UseB3WithW3cPropagation,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]

@@ -1,5 +1,6 @@
 //! MeshConfig `defaultConfig.tracing`: the sampling percentage and the Zipkin collector every
-//! HTTP connection manager reports to, as istiod configures Envoy.
+//! HTTP connection manager reports to, as istiod configures Envoy, with W3C trace context
+//! propagated next to B3.
 
 use serde_json::{json, Value};
 
@@ -24,6 +25,9 @@ pub fn hcm_tracing(scope: &Scope<'_>) -> Option<Value> {
             "collector_endpoint_version": "HTTP_JSON",
             "trace_id_128bit": true,
             "shared_span_context": false,
+            // W3C `traceparent` in and out next to B3, so callers that speak only W3C (most
+            // OpenTelemetry SDKs) stay in one trace across the mesh.
+            "trace_context_option": "USE_B3_WITH_W3C_PROPAGATION",
         }});
     }
     Some(v)

@@ -18,6 +18,7 @@ static X_B3_TRACE_ID: HeaderName = HeaderName::from_static("x-b3-traceid");
 static X_B3_SPAN_ID: HeaderName = HeaderName::from_static("x-b3-spanid");
 static X_B3_PARENT_SPAN_ID: HeaderName = HeaderName::from_static("x-b3-parentspanid");
 static X_B3_SAMPLED: HeaderName = HeaderName::from_static("x-b3-sampled");
+static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 static B3: HeaderName = HeaderName::from_static("b3");
 pub static X_CLIENT_TRACE_ID: HeaderName = HeaderName::from_static("x-client-trace-id");
 
@@ -103,6 +104,7 @@ impl TraceConfig {
                     hostname: if z.collector_hostname.is_empty() { z.collector_cluster.clone() } else { z.collector_hostname.clone() },
                     trace_id_128bit: z.trace_id_128bit,
                     shared_span_context: z.shared_span_context.unwrap_or(true),
+                    w3c: z.trace_context_option == weft_xds::filters::TraceContextOption::UseB3WithW3cPropagation,
                 })
             }
         };
@@ -152,7 +154,8 @@ impl TraceConfig {
     /// written into `headers` for the upstream.
     pub fn start(&self, headers: &mut HeaderMap) -> Span {
         let traced = self.decide(headers);
-        let incoming = B3Context::read(headers);
+        let w3c = self.zipkin.as_ref().is_some_and(|z| z.w3c);
+        let incoming = B3Context::read(headers).or_else(|| w3c.then(|| B3Context::read_w3c(headers)).flatten());
         let trace_id_128 = self.zipkin.as_ref().is_some_and(|z| z.trace_id_128bit);
         let shared = self.zipkin.as_ref().is_none_or(|z| z.shared_span_context);
         let sampled = incoming.as_ref().and_then(|c| c.sampled).unwrap_or(traced);
@@ -179,7 +182,7 @@ impl TraceConfig {
             custom: Vec::new(),
             shared,
         };
-        span.inject(headers);
+        span.inject(headers, w3c);
         span
     }
 }
@@ -249,6 +252,31 @@ fn sampled_flag(s: &str) -> Option<bool> {
 }
 
 impl B3Context {
+    /// W3C `traceparent` (`00-<32 hex trace>-<16 hex parent>-<2 hex flags>`); a malformed one
+    /// is no context, as the spec says.
+    fn read_w3c(h: &HeaderMap) -> Option<B3Context> {
+        let tp = h.get(&TRACEPARENT)?.to_str().ok()?;
+        let mut parts = tp.split('-');
+        let (version, trace, span, flags) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+        let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        if !hex(version, 2)
+            || version == "ff"
+            || (version == "00" && parts.next().is_some())
+            || !hex(trace, 32)
+            || !hex(span, 16)
+            || !hex(flags, 2)
+        {
+            return None;
+        }
+        let trace = TraceId::parse(trace)?;
+        let span = u64::from_str_radix(span, 16).ok()?;
+        if (trace.high == 0 && trace.low == 0) || span == 0 {
+            return None;
+        }
+        let sampled = u8::from_str_radix(flags, 16).ok()? & 1 == 1;
+        Some(B3Context { ids: Some(Ids { trace, span, parent: None }), sampled: Some(sampled) })
+    }
+
     fn read(h: &HeaderMap) -> Option<B3Context> {
         let get = |n: &HeaderName| h.get(n).and_then(|v| v.to_str().ok());
         if let Some(single) = get(&B3) {
@@ -297,8 +325,9 @@ pub struct Span {
 }
 
 impl Span {
-    /// The context the upstream continues (Envoy's B3 multi-header form).
-    fn inject(&self, h: &mut HeaderMap) {
+    /// The context the upstream continues (Envoy's B3 multi-header form, and W3C's
+    /// `traceparent` when asked).
+    fn inject(&self, h: &mut HeaderMap, w3c: bool) {
         h.remove(&B3);
         h.remove(&X_B3_PARENT_SPAN_ID);
         let mut set = |n: &HeaderName, v: String| {
@@ -312,6 +341,10 @@ impl Span {
             set(&X_B3_PARENT_SPAN_ID, format!("{p:016x}"));
         }
         set(&X_B3_SAMPLED, if self.sampled { "1" } else { "0" }.to_string());
+        if w3c {
+            let flags = if self.sampled { "01" } else { "00" };
+            set(&TRACEPARENT, format!("00-{:016x}{:016x}-{:016x}-{flags}", self.trace_id.high, self.trace_id.low, self.id));
+        }
     }
 }
 

@@ -29,6 +29,9 @@ pub struct Collector {
     pub hostname: String,
     pub trace_id_128bit: bool,
     pub shared_span_context: bool,
+    /// `trace_context_option: USE_B3_WITH_W3C_PROPAGATION`: W3C `traceparent` read when no B3
+    /// context came, and written next to B3.
+    pub w3c: bool,
 }
 
 /// One collector's queue; the task behind it sends the reports.
