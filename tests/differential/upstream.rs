@@ -148,6 +148,13 @@ async fn priorities_and_panic_mode() {
     }
     let seen = same(&runs, &[Req::get("/empty")]).await;
     assert_eq!((seen[0]["status"].as_u64(), seen[0]["body"].as_str()), (Some(503), Some("no healthy upstream")));
+    // How the local 503 is counted (or not) under the cluster's status codes, as Envoy does.
+    let mut codes = Vec::new();
+    for r in &runs {
+        let text = r.proxy.admin_get("/stats").await.text();
+        codes.push(text.lines().filter(|l| l.starts_with("cluster.empty.upstream_rq_5")).map(str::to_owned).collect::<Vec<_>>());
+    }
+    assert_eq!(codes[1], codes[0], "weft vs envoy: cluster.empty.upstream_rq_5xx after no healthy upstream");
 }
 
 #[tokio::test]

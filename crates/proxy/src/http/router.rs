@@ -511,7 +511,7 @@ pub async fn forward(
         let stats = &cluster.stats;
         if stats.upstream_rq_active.get() as u64 >= cluster.cfg.circuit_breakers.max_requests {
             stats.upstream_rq_pending_overflow.inc();
-            return overflow(info, grpc, retried);
+            return overflow(cluster, info, grpc, retried);
         }
         let Some(host) = pick_host(cluster, fwd, parts, conn, query) else {
             return no_healthy(cluster, info, grpc);
@@ -620,7 +620,7 @@ pub async fn forward(
             }
             Err(e) => {
                 if matches!(e, UpstreamError::Overflow) {
-                    return overflow(info, grpc, retried);
+                    return overflow(cluster, info, grpc, retried);
                 }
                 if info.request_body.has_failed() {
                     // The client's body broke the exchange (a malformed chunk): Envoy's codec
@@ -695,7 +695,10 @@ fn timeout_reply(info: &mut RequestInfo, grpc: bool) -> Response<Body> {
     local_reply::build(e.status(), e.body(false), grpc)
 }
 
-fn overflow(info: &mut RequestInfo, grpc: bool, retried: bool) -> Response<Body> {
+/// A circuit breaker's 503, counted under the cluster's `upstream_rq_503`/`5xx` as Envoy counts
+/// it though no upstream answered.
+fn overflow(cluster: &Cluster, info: &mut RequestInfo, grpc: bool, retried: bool) -> Response<Body> {
+    cluster.stats.codes.inc(503);
     info.flags.push("UO");
     info.details = "overflow";
     let e = UpstreamError::Overflow;
@@ -704,8 +707,11 @@ fn overflow(info: &mut RequestInfo, grpc: bool, retried: bool) -> Response<Body>
     r
 }
 
+/// No host to send to: 503, counted under the cluster's `upstream_rq_503`/`5xx` as Envoy counts
+/// it.
 fn no_healthy(cluster: &Cluster, info: &mut RequestInfo, grpc: bool) -> Response<Body> {
     cluster.stats.upstream_cx_none_healthy.inc();
+    cluster.stats.codes.inc(503);
     info.flags.push("UH");
     info.details = "no_healthy_upstream";
     let e = UpstreamError::NoHealthyUpstream;
