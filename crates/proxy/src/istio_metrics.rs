@@ -206,6 +206,10 @@ fn number(v: f64) -> String {
 
 #[derive(Default)]
 struct Series {
+    /// A gRPC series also counts messages.
+    grpc: bool,
+    request_messages: u64,
+    response_messages: u64,
     requests: u64,
     duration: Histogram<19>,
     request_bytes: Histogram<10>,
@@ -433,8 +437,15 @@ impl Mesh {
             None => series.entry(key).or_default(),
         };
         s.requests += 1;
+        s.grpc = grpc;
+        if grpc {
+            s.request_messages += info.request_body.messages.load(Ordering::Relaxed);
+            s.response_messages += info.resp_messages;
+        }
+        // The body bytes that came, or what Content-Length announced when none were read.
+        let received = info.request_body.received.load(Ordering::Relaxed).max(info.bytes_received);
         s.duration.observe(&DURATION_BUCKETS, duration_ms);
-        s.request_bytes.observe(&SIZE_BUCKETS, info.bytes_received as f64);
+        s.request_bytes.observe(&SIZE_BUCKETS, received as f64);
         s.response_bytes.observe(&SIZE_BUCKETS, info.bytes_sent as f64);
     }
 
@@ -489,6 +500,15 @@ impl Mesh {
         let _ = writeln!(out, "# TYPE istio_request_duration_milliseconds histogram");
         for (l, s) in &rows {
             s.duration.render(&mut out, "istio_request_duration_milliseconds", l, &DURATION_BUCKETS);
+        }
+        for (name, get) in [
+            ("istio_request_messages_total", (|s: &Series| s.request_messages) as fn(&Series) -> u64),
+            ("istio_response_messages_total", |s| s.response_messages),
+        ] {
+            let _ = writeln!(out, "# TYPE {name} counter");
+            for (l, s) in rows.iter().filter(|(_, s)| s.grpc) {
+                let _ = writeln!(out, "{name}{{{l}}} {}", get(s));
+            }
         }
         let _ = writeln!(out, "# TYPE istio_request_bytes histogram");
         for (l, s) in &rows {

@@ -30,6 +30,8 @@ pub struct RequestInfo {
     pub upstream_host: Option<SocketAddr>,
     /// Whether the upstream host is reached over TLS (for telemetry's peer principal).
     pub upstream_tls: bool,
+    /// gRPC messages in the response (counted for telemetry on gRPC requests).
+    pub resp_messages: u64,
     pub upstream_cluster: Option<String>,
     pub upstream_failure: Option<String>,
     pub route_name: String,

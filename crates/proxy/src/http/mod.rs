@@ -481,6 +481,7 @@ impl Hcm {
             details: "",
             upstream_host: None,
             upstream_tls: false,
+            resp_messages: 0,
             upstream_cluster: None,
             upstream_failure: None,
             route_name: String::new(),
@@ -531,7 +532,10 @@ impl Hcm {
         });
 
         let body: Body = if !http_body::Body::is_end_stream(&body) {
-            http_body_util::BodyExt::boxed_unsync(body::Watched::new(body::incoming(body), body_done.clone()))
+            let watched = body::Watched::new(body::incoming(body), body_done.clone());
+            // gRPC messages are counted for Istio's `istio_request_messages_total`.
+            let watched = if self.istio.is_some() && is_grpc(&parts.headers) { watched.counting_grpc() } else { watched };
+            http_body_util::BodyExt::boxed_unsync(watched)
         } else {
             body_done.set();
             body::incoming(body)
@@ -753,9 +757,10 @@ impl Hcm {
             }
         }
         info.first_byte = Some(info.started.elapsed());
+        let grpc = (self.istio.is_some() && is_grpc(&info.req_headers)).then(body::GrpcMessages::default);
         let guard = LogOnDrop { info, loggers: self.loggers.clone(), report, istio: self.istio.clone() };
         let b = std::mem::replace(r.body_mut(), body::empty());
-        *r.body_mut() = http_body_util::BodyExt::boxed_unsync(Logged { inner: b, guard: Some(guard) });
+        *r.body_mut() = http_body_util::BodyExt::boxed_unsync(Logged { inner: b, guard: Some(guard), grpc });
         r
     }
 
@@ -906,6 +911,8 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: Body,
         guard: Option<LogOnDrop>,
+        // The response's gRPC messages, for Istio's `istio_response_messages_total`.
+        grpc: Option<body::GrpcMessages>,
     }
 }
 
@@ -920,6 +927,10 @@ impl http_body::Body for Logged {
             if let Some(g) = this.guard.as_mut() {
                 if let Some(d) = f.data_ref() {
                     g.info.bytes_sent += d.len() as u64;
+                    if let Some(m) = this.grpc.as_mut() {
+                        m.feed(d);
+                        g.info.resp_messages = m.count;
+                    }
                 } else if let Some(t) = f.trailers_ref() {
                     g.info.resp_trailers = t.clone();
                 }
@@ -948,4 +959,9 @@ fn needs_tls_redirect(vh: &crate::config::route::VirtualHost) -> bool {
         TlsRequirement::None => false,
         TlsRequirement::All | TlsRequirement::ExternalOnly => true,
     }
+}
+
+/// A gRPC request or response (`content-type: application/grpc…`).
+fn is_grpc(h: &http::HeaderMap) -> bool {
+    h.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("application/grpc"))
 }

@@ -44,6 +44,7 @@ fn info(upstream: Option<&str>, cluster: Option<&str>, authority: &str) -> Reque
         details: "via_upstream",
         upstream_host: upstream.map(|a| a.parse().expect("addr")),
         upstream_tls: false,
+        resp_messages: 0,
         upstream_cluster: cluster.map(str::to_owned),
         upstream_failure: None,
         route_name: String::new(),
@@ -130,4 +131,22 @@ fn tcp_connections_are_counted_with_istios_tcp_labels() {
     ] {
         assert!(text.contains(&format!("{name}{{{labels}}} {v}\n")), "{name}:\n{text}");
     }
+}
+
+#[test]
+fn grpc_requests_count_their_messages_and_status() {
+    let m = mesh();
+    let mut i = info(Some("10.1.0.7:9080"), Some("outbound|9080||reviews.default.svc.cluster.local"), "reviews:9080");
+    i.req_headers.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/grpc"));
+    i.resp_trailers.insert("grpc-status", http::HeaderValue::from_static("14"));
+    i.request_body.messages.store(3, std::sync::atomic::Ordering::Relaxed);
+    i.request_body.received.store(120, std::sync::atomic::Ordering::Relaxed);
+    i.resp_messages = 5;
+    m.record_http(Reporter::Source, &i, 2.0);
+    let text = m.render();
+    let line = |name: &str| text.lines().find(|l| l.starts_with(&format!("{name}{{"))).unwrap_or_default().to_owned();
+    assert!(line("istio_requests_total").contains("request_protocol=\"grpc\",response_code=\"200\",grpc_response_status=\"14\""), "{text}");
+    assert!(line("istio_request_messages_total").ends_with("} 3"), "{text}");
+    assert!(line("istio_response_messages_total").ends_with("} 5"), "{text}");
+    assert!(text.contains("istio_request_bytes_bucket{") && text.contains("le=\"1000\"} 1"), "the 120 bytes that came:\n{text}");
 }
