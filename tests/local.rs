@@ -312,3 +312,96 @@ fn weft_demo_runs_bookinfo_with_every_hop_over_mtls() {
     assert!(stdout.contains("torn down"), "{stdout}");
     assert!(!run.dir.exists());
 }
+
+/// A real Prometheus (Debian's) scrapes a `weft up` mesh's sidecars on 15090 while a bounded
+/// burst of traffic runs, and the queries Kiali's graph and Istio's dashboards are built on
+/// answer: both reporters count the client → reviews-v1 edge with both workloads named and
+/// `connection_security_policy="mutual_tls"`, the request rate by source workload and
+/// destination service is above zero, and the p99 latency is a number.
+#[test]
+fn a_real_prometheus_scrapes_istios_metrics_from_a_weft_up_mesh() {
+    let mut prom_cmd = weft_test_support::tool("prometheus");
+    let (run, out) = up("prom", MESH, "10.233.62.0/24");
+    assert!(out.status.success(), "weft up failed:\n{}", text(&out));
+    Mesh::wait_for(Duration::from_secs(30), "reviews through both sidecars", || {
+        (run.curl("default/client", "http://reviews:9080/reviews/0").0 == "200").then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", run.log("default.client.sidecar.log")));
+    let (_, client_ip) = run.workload("default/client");
+    let (_, reviews_ip) = run.workload("default/reviews-v1");
+
+    let dir = TempDir::new("prometheus").expect("dir");
+    let config = dir.path().join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\nscrape_configs:\n- job_name: envoy-stats\n  metrics_path: /stats/prometheus\n  static_configs:\n  - targets: ['{client_ip}:15090', '{reviews_ip}:15090']\n"
+        ),
+    )
+    .expect("config");
+    let listen = format!("127.0.0.1:{}", weft_test_support::free_port());
+    let log = std::fs::File::create(dir.path().join("prometheus.log")).expect("log");
+    let mut prom = prom_cmd
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+        .arg(format!("--web.listen-address={listen}"))
+        .stdout(std::process::Stdio::from(log.try_clone().expect("log")))
+        .stderr(std::process::Stdio::from(log))
+        .spawn()
+        .expect("prometheus");
+    struct Stop<'a>(&'a mut std::process::Child);
+    impl Drop for Stop<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _stop = Stop(&mut prom);
+    let prom_log = || std::fs::read_to_string(dir.path().join("prometheus.log")).unwrap_or_default();
+    let query = |q: &str| -> Vec<Value> {
+        let out = weft_test_support::tool("curl")
+            .args(["-s", "-m", "5", "--data-urlencode", &format!("query={q}"), &format!("http://{listen}/api/v1/query")])
+            .output()
+            .expect("curl");
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        v["data"]["result"].as_array().cloned().unwrap_or_default()
+    };
+    let value = |r: &Value| r["value"][1].as_str().and_then(|v| v.parse::<f64>().ok()).unwrap_or(f64::NAN);
+    // Both targets up before the traffic, so rates see it.
+    Mesh::wait_for(Duration::from_secs(30), "both sidecars scraped", || {
+        let up = query("sum(up{job=\"envoy-stats\"})");
+        (up.first().map(value) == Some(2.0)).then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", prom_log()));
+
+    // A bounded burst: 30 requests.
+    for _ in 0..30 {
+        assert_eq!(run.curl("default/client", "http://reviews:9080/reviews/0").0, "200");
+    }
+    let edge = |reporter: &str| {
+        format!(
+            "sum(istio_requests_total{{reporter=\"{reporter}\",source_workload=\"client\",source_workload_namespace=\"default\",destination_workload=\"reviews-v1\",destination_service=\"reviews.default.svc.cluster.local\",response_code=\"200\"}})"
+        )
+    };
+    for reporter in ["source", "destination"] {
+        Mesh::wait_for(Duration::from_secs(30), &format!("the {reporter} reporter's count"), || {
+            query(&edge(reporter)).first().map(value).filter(|n| *n >= 30.0)
+        })
+        .unwrap_or_else(|e| panic!("{e}: {:?}\n{}", query(&edge(reporter)), prom_log()));
+    }
+    // Kiali's graph: request rate per edge, with the edge's security.
+    let graph = query(
+        "sum(rate(istio_requests_total{reporter=\"destination\"}[1m])) by (source_workload,destination_service_name,destination_workload,connection_security_policy)",
+    );
+    let edge = graph.iter().find(|r| r["metric"]["source_workload"] == "client" && r["metric"]["destination_workload"] == "reviews-v1");
+    let edge = edge.unwrap_or_else(|| panic!("no client → reviews-v1 edge in {graph:?}"));
+    assert_eq!(edge["metric"]["destination_service_name"], "reviews", "{edge}");
+    assert_eq!(edge["metric"]["connection_security_policy"], "mutual_tls", "{edge}");
+    assert!(value(edge) > 0.0, "{edge}");
+    // Istio's service dashboard: p99 latency from the duration histogram.
+    let p99 = query(
+        "histogram_quantile(0.99, sum(rate(istio_request_duration_milliseconds_bucket{reporter=\"destination\",destination_workload=\"reviews-v1\"}[1m])) by (le))",
+    );
+    let p99 = p99.first().map(value).unwrap_or(f64::NAN);
+    assert!(p99.is_finite() && p99 > 0.0, "p99 latency: {p99}");
+}
