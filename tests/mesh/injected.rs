@@ -250,6 +250,20 @@ fn injected_pods_run_with_weft_and_envoy_sidecars_talking_mtls() {
         "the proxy's metrics: {}",
         &metrics[..metrics.len().min(300)]
     );
+    // The weft pod's status port serves Istio's metrics merged in, as Prometheus scrapes a pod:
+    // the client's sidecar counted its calls to the Envoy pod, naming both workloads.
+    let (code, merged) = http(&hub, &format!("http://{}:15020/stats/prometheus", client.ip));
+    assert_eq!(code, 200);
+    let edge = merged.lines().find(|l| {
+        l.starts_with("istio_requests_total{reporter=\"source\",source_workload=\"client\"")
+            && l.contains("destination_workload=\"reviews\"")
+            && l.contains("destination_service=\"reviews.default.svc.cluster.local\"")
+    });
+    assert!(
+        edge.is_some(),
+        "Istio's metrics on the weft pod's 15020: {}",
+        merged.lines().filter(|l| l.starts_with("istio_")).take(5).collect::<Vec<_>>().join("\n")
+    );
     // Ending the proxy is for the pod itself: from elsewhere it is refused.
     let quit = weft_test_support::netns::sh(
         "ip",
