@@ -38,6 +38,10 @@ pub struct MeshConfig {
     /// `HTTP_PROXY_PORT` metadata overrides it.
     #[serde(default, alias = "proxy_http_port")]
     pub proxy_http_port: Option<u16>,
+    /// Istio's `enableTracing` (default true): false takes tracing out of every proxy, whatever
+    /// `defaultConfig.tracing` says.
+    #[serde(default = "yes", alias = "enable_tracing")]
+    pub enable_tracing: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -96,6 +100,7 @@ impl Default for MeshConfig {
             access_log_file: None,
             access_log_format: None,
             proxy_http_port: None,
+            enable_tracing: true,
         }
     }
 }

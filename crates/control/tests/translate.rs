@@ -219,8 +219,21 @@ fn mesh_zipkin_address_becomes_the_tracer_of_every_http_connection_manager() {
         assert_eq!(z["collector_endpoint_version"], "HTTP_JSON");
         assert_eq!(z["trace_id_128bit"], true);
         assert_eq!(z["shared_span_context"], false);
+        assert_eq!(z["trace_context_option"], "USE_B3_WITH_W3C_PROPAGATION", "W3C next to B3");
     }
     assert_eq!(g.clusters["zipkin"]["type"], "STATIC");
+    // enableTracing: false takes it all out.
+    let off = weft_api::mesh::load_mesh(
+        "enableTracing: false
+defaultConfig:
+  tracing:
+    zipkin: {address: 10.9.9.9:9411}
+",
+        "mesh.yaml",
+    )
+    .expect("mesh");
+    let g_off = generate(&Model::build(&loaded.objects, off), &node("10.1.0.2", "productpage"));
+    assert!(provider(&g_off).is_empty(), "no HTTP connection manager traces with enableTracing: false");
     assert_eq!(
         g.clusters["zipkin"]["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]["port_value"],
         9411

@@ -85,7 +85,7 @@ pub(super) const MESH_CONFIG: Message = Message {
         ignored("ingress_service", Str),
         ignored("ingress_controller_mode", Enum),
         ignored("ingress_selector", Str),
-        ignored("enable_tracing", Bool),
+        acted("enable_tracing", Bool),
         acted("access_log_file", Str),
         acted("access_log_format", Str),
         ignored("access_log_encoding", Enum),

@@ -57,12 +57,14 @@ fn mesh_config_with_every_field_loads() {
     assert!(warnings.iter().all(|w| w.level == Level::Warning), "{warnings:#?}");
     // One warning per field weft does not act on: 42 of MeshConfig, 38 of ProxyConfig, 8 of
     // tracing and outboundTrafficPolicy.tls.
-    assert_eq!(warnings.len(), 42 + 38 + 8 + 1, "{warnings:#?}");
+    assert_eq!(warnings.len(), 41 + 38 + 8 + 1, "{warnings:#?}");
     let mut paths: Vec<_> = warnings.iter().map(|w| w.field_path.as_str()).collect();
     paths.sort_unstable();
     paths.dedup();
     assert_eq!(paths.len(), warnings.len(), "one warning per field");
-    for acted in ["proxyHttpPort", "defaultConfig.concurrency", "defaultConfig.tracing.sampling", "trustDomain", "rootNamespace"] {
+    for acted in
+        ["enableTracing", "proxyHttpPort", "defaultConfig.concurrency", "defaultConfig.tracing.sampling", "trustDomain", "rootNamespace"]
+    {
         assert!(!paths.contains(&acted), "{acted} is acted on, not warned");
     }
 
@@ -77,7 +79,7 @@ fn mesh_config_with_every_field_loads() {
     assert!(find("defaultConfig.tracing.tlsSettings").message.contains("weaken security"));
     find("defaultConfig.tracing.lightstep");
     find("outboundTrafficPolicy.tls");
-    find("enableTracing");
+    assert!(mesh.enable_tracing, "enableTracing is acted on");
 
     // The acted-on fields are read as before.
     assert_eq!(mesh.proxy_http_port, Some(15080));
@@ -105,6 +107,7 @@ rootNamespace: root
 accessLogFile: /dev/stdout
 accessLogFormat: \"%START_TIME%\\n\"
 proxyHttpPort: 15007
+enableTracing: false
 ";
     let (mesh, warnings) = load_mesh_checked(text, "mesh.yaml").expect("valid");
     assert!(warnings.is_empty(), "{warnings:#?}");
@@ -120,6 +123,7 @@ proxyHttpPort: 15007
         access_log_file: Some("/dev/stdout".into()),
         access_log_format: Some("%START_TIME%\n".into()),
         proxy_http_port: Some(15007),
+        enable_tracing: false,
     };
     assert_eq!(mesh, expected);
     assert_eq!(load_mesh(text, "mesh.yaml").expect("valid"), expected);
@@ -170,7 +174,7 @@ defaultConfig:
   concurency: 2
   tracing:
     sampling: 250
-enableTracing: {yes: 1}
+enableEnvoyAccessLogService: {yes: 1}
 connectTimeout: soon
 trustDomain: a
 trust_domain: b
@@ -183,7 +187,7 @@ trust_domain: b
             ("enableTracng", Some(1)),
             ("defaultConfig.concurency", Some(3)),
             ("defaultConfig.tracing.sampling", Some(5)),
-            ("enableTracing", Some(6)),
+            ("enableEnvoyAccessLogService", Some(6)),
             ("connectTimeout", Some(7)),
             ("trust_domain", Some(9)),
         ],

@@ -13,6 +13,9 @@ const DEFAULT_SAMPLING: f64 = 1.0;
 
 /// The HCM `tracing` block, or `None` when the mesh does not trace.
 pub fn hcm_tracing(scope: &Scope<'_>) -> Option<Value> {
+    if !scope.model.mesh.enable_tracing {
+        return None;
+    }
     let t = scope.model.mesh.default_config.tracing.as_ref()?;
     let collector = collector_cluster(scope);
     let sampling = t.sampling.or(collector.as_ref().map(|_| DEFAULT_SAMPLING))?;
