@@ -231,7 +231,7 @@ fn nack_keeps_the_last_good_config(g: &mut Gw) {
     write(&g.config, "gateway.yaml", &g.gateway_yaml);
     Mesh::wait_for(Duration::from_secs(20), "the gateway SYNCED again", || {
         let s = g.status();
-        (!s.contains("NACK") && s.lines().nth(1).is_some_and(|l| l.split_whitespace().filter(|w| *w == "SYNCED").count() >= 4))
+        (!s.contains("NACK") && s.lines().nth(1).is_some_and(|l| l.split_whitespace().filter(|w| *w == "SYNCED").count() == 5))
             .then_some(())
     })
     .unwrap_or_else(|e| panic!("{e}\n{}", g.status()));

@@ -46,8 +46,10 @@ pub fn syncz(shared: &Shared) -> serde_json::Value {
     let list: Vec<_> = proxies
         .values()
         .map(|p| {
-            let types: serde_json::Map<String, serde_json::Value> = ["CDS", "EDS", "LDS", "RDS"]
+            // SDS only where the proxy asked for secrets (a gateway with credentialName).
+            let types: serde_json::Map<String, serde_json::Value> = ["CDS", "EDS", "LDS", "RDS", "SDS"]
                 .iter()
+                .filter(|t| **t != "SDS" || p.types.contains_key("SDS"))
                 .map(|t| {
                     let s = p.types.get(*t).cloned().unwrap_or_default();
                     (t.to_string(), json!({"state": s.state(), "sent_version": s.sent_version, "acked_version": s.acked_version, "nack": s.nack, "resources": s.resources}))
