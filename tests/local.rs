@@ -404,4 +404,29 @@ fn a_real_prometheus_scrapes_istios_metrics_from_a_weft_up_mesh() {
     );
     let p99 = p99.first().map(value).unwrap_or(f64::NAN);
     assert!(p99.is_finite() && p99 > 0.0, "p99 latency: {p99}");
+
+    // The control plane's own service graph (it scrapes the sidecars itself): the edge with its
+    // count and lock, in JSON, DOT and the rendered page.
+    let debug = run.state()["control_plane_debug"].as_str().unwrap_or_default().to_owned();
+    let get = |path: &str| {
+        let out = weft_test_support::tool("curl").args(["-s", "-m", "5", &format!("http://{debug}{path}")]).output().expect("curl");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let edge = Mesh::wait_for(Duration::from_secs(30), "the client → reviews-v1 edge in /graph", || {
+        let g: Value = serde_json::from_str(&get("/graph?time_horizon=5m&filter_empty=true")).ok()?;
+        g["edges"]
+            .as_array()?
+            .iter()
+            .find(|e| {
+                e["source"] == "client.default" && e["target"] == "reviews-v1.default" && e["requests"].as_f64().is_some_and(|n| n >= 30.0)
+            })
+            .cloned()
+    })
+    .unwrap_or_else(|e| panic!("{e}: {}", get("/graph?time_horizon=5m")));
+    assert_eq!(edge["mtls"], true, "{edge}");
+    assert_eq!(edge["service"], "reviews.default.svc.cluster.local", "{edge}");
+    assert!(edge["p99_ms"].as_f64().is_some(), "{edge}");
+    assert!(get("/dotgraph").contains("\"client.default\" -> \"reviews-v1.default\""));
+    assert!(get("/dotviz").contains("<svg"));
+    assert!(get("/graph?time_horizon=forever").contains("time_horizon"), "a bad horizon is named");
 }

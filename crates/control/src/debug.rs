@@ -1,7 +1,8 @@
 //! The control plane's debug API on localhost (Istio's 15014): what each proxy has been sent
 //! and has ACKed (`/debug/syncz`), the config generated for one proxy (`/debug/config_dump`),
 //! and the current validation diagnostics (`/debug/diagnostics`). `weft proxy-status` and
-//! `weft proxy-config` read these.
+//! `weft proxy-config` read these. The service graph is here too: `/graph`, `/dotgraph` and
+//! `/dotviz` (see `graph`).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -33,6 +34,12 @@ fn metrics(shared: &Shared) -> Response<Full<Bytes>> {
     }
     let mut r = Response::new(Full::new(Bytes::from(s)));
     r.headers_mut().insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("text/plain; version=0.0.4"));
+    r
+}
+
+fn text(body: String, content_type: &'static str) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    r.headers_mut().insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static(content_type));
     r
 }
 
@@ -90,6 +97,33 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
             let list: Vec<String> = state.diagnostics.iter().map(|d| d.to_string()).collect();
             reply(StatusCode::OK, json!({"version": state.version, "diagnostics": list}))
         }
+        "/graph" | "/dotgraph" | "/dotviz" => {
+            let horizon = match query_param(&q, "time_horizon") {
+                None => std::time::Duration::from_secs(300),
+                Some(h) => match crate::graph::horizon(h) {
+                    Some(d) => d,
+                    None => {
+                        return Ok(reply(
+                            StatusCode::BAD_REQUEST,
+                            json!({"error": format!("time_horizon {h:?}: give seconds, minutes or hours, like 30s or 5m, up to 1h")}),
+                        ))
+                    }
+                },
+            };
+            let filter_empty = match query_param(&q, "filter_empty") {
+                None | Some("false") => false,
+                Some("true") => true,
+                Some(other) => {
+                    return Ok(reply(StatusCode::BAD_REQUEST, json!({"error": format!("filter_empty {other:?}: true or false")})))
+                }
+            };
+            let g = shared.graph.view(horizon, filter_empty);
+            match req.uri().path() {
+                "/graph" => reply(StatusCode::OK, g),
+                "/dotgraph" => text(crate::graph::dot(&g), "text/vnd.graphviz"),
+                _ => text(crate::graph::svg_page(&g), "text/html; charset=utf-8"),
+            }
+        }
         "/debug/config_dump" => match query_param(&q, "proxyID") {
             None => reply(StatusCode::BAD_REQUEST, json!({"error": "proxyID is required"})),
             Some(id) => match config_dump(&shared, id) {
@@ -99,7 +133,7 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
         },
         _ => reply(
             StatusCode::NOT_FOUND,
-            json!({"error": "unknown path", "paths": ["/ready", "/metrics", "/debug/syncz", "/debug/config_dump?proxyID=", "/debug/diagnostics"]}),
+            json!({"error": "unknown path", "paths": ["/ready", "/metrics", "/debug/syncz", "/debug/config_dump?proxyID=", "/debug/diagnostics", "/graph", "/dotgraph", "/dotviz"]}),
         ),
     })
 }

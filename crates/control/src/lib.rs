@@ -5,6 +5,7 @@ pub mod ads;
 pub mod analyze;
 pub mod ca;
 pub mod debug;
+pub mod graph;
 mod memory;
 pub mod model;
 pub mod node;

@@ -241,6 +241,7 @@ pub async fn start(opts: Options) -> Result<Running, ServeError> {
         }
     });
     tokio::spawn(crate::debug::serve(debug, shared.clone()));
+    tokio::spawn(crate::graph::scrape(shared.clone(), shared.graph.clone()));
     tokio::spawn(crate::memory::return_free_memory());
 
     let (ca, secure_addr, webhook_addr) = match &opts.ca {

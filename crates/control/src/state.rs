@@ -87,6 +87,8 @@ pub struct Shared {
     /// port: only without an API server, where they come from files on this machine (see
     /// ARCHITECTURE.md). Otherwise only an authenticated caller of their namespace gets them.
     pub plaintext_secrets: bool,
+    /// The service graph, from the proxies' Istio metrics (`graph`).
+    pub graph: Arc<crate::graph::Graph>,
     next_conn: AtomicU64,
     next_version: AtomicU64,
 }
@@ -107,6 +109,7 @@ impl Shared {
             push_slots: Arc::new(tokio::sync::Semaphore::new(PUSH_SLOTS)),
             ca_stats: Default::default(),
             plaintext_secrets,
+            graph: Arc::default(),
             next_conn: AtomicU64::new(1),
             next_version: AtomicU64::new(2),
         })
