@@ -429,4 +429,19 @@ fn a_real_prometheus_scrapes_istios_metrics_from_a_weft_up_mesh() {
     assert!(get("/dotgraph").contains("\"client.default\" -> \"reviews-v1.default\""));
     assert!(get("/dotviz").contains("<svg"));
     assert!(get("/graph?time_horizon=forever").contains("time_horizon"), "a bad horizon is named");
+
+    // The same graph from the real Prometheus, with Kiali's PromQL (`--prometheus-url`).
+    let prometheus = weft_control::graph::Prometheus::parse(&format!("http://{listen}")).expect("url");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let g = rt.block_on(prometheus.view(Duration::from_secs(300), true)).expect("graph from Prometheus");
+    let edge = g["edges"]
+        .as_array()
+        .and_then(|e| e.iter().find(|e| e["source"] == "client.default" && e["target"] == "reviews-v1.default"))
+        .cloned();
+    let edge = edge.unwrap_or_else(|| panic!("no client → reviews-v1 edge from Prometheus: {g}"));
+    // `increase` extrapolates over the window: the count is near the 30+ requests sent.
+    assert!(edge["requests"].as_f64().is_some_and(|n| n >= 25.0), "{edge}");
+    assert_eq!(edge["mtls"], true, "{edge}");
+    assert!(edge["p99_ms"].as_f64().is_some_and(|p| p > 0.0), "{edge}");
+    assert!(weft_control::graph::Prometheus::parse("prometheus:9090").is_err(), "a URL that is not http://ip:port is refused");
 }

@@ -117,7 +117,14 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
                     return Ok(reply(StatusCode::BAD_REQUEST, json!({"error": format!("filter_empty {other:?}: true or false")})))
                 }
             };
-            let g = shared.graph.view(horizon, filter_empty);
+            let prometheus = shared.prometheus.read().clone();
+            let g = match prometheus {
+                Some(p) => match p.view(horizon, filter_empty).await {
+                    Ok(g) => g,
+                    Err(e) => return Ok(reply(StatusCode::BAD_GATEWAY, json!({"error": e}))),
+                },
+                None => shared.graph.view(horizon, filter_empty),
+            };
             match req.uri().path() {
                 "/graph" => reply(StatusCode::OK, g),
                 "/dotgraph" => text(crate::graph::dot(&g), "text/vnd.graphviz"),

@@ -4,7 +4,8 @@
 //! answers `/graph` (JSON: workloads as nodes, calls as edges with request rate, error rate,
 //! p50/p99 latency and whether they were mTLS), `/dotgraph` (DOT) and `/dotviz` (an SVG page),
 //! each over `time_horizon` (`5m` by default) and, with `filter_empty=true`, only what carried
-//! traffic in it.
+//! traffic in it. With `--prometheus-url` it asks a real Prometheus instead, with the PromQL
+//! Kiali uses.
 //!
 //! An edge is counted from the server's side (`reporter="destination"`, which knows the policy
 //! the connection had) and from the client's only when no server reported it (a destination
@@ -336,20 +337,110 @@ pub async fn scrape(shared: Arc<Shared>, graph: Arc<Graph>) {
 
 /// `GET /stats/prometheus` from one proxy, within two seconds and 8 MiB.
 async fn fetch(addr: SocketAddr) -> Option<String> {
+    get(addr, "/stats/prometheus").await
+}
+
+/// One plain-HTTP GET, within two seconds and 8 MiB; the body when the answer is 200.
+async fn get(addr: SocketAddr, path_and_query: &str) -> Option<String> {
     use http_body_util::BodyExt as _;
     let work = async {
         let tcp = tokio::net::TcpStream::connect(addr).await.ok()?;
         let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await.ok()?;
         tokio::spawn(conn);
-        let req = http::Request::get("/stats/prometheus")
-            .header("host", addr.to_string())
-            .body(http_body_util::Empty::<bytes::Bytes>::new())
-            .ok()?;
+        let req =
+            http::Request::get(path_and_query).header("host", addr.to_string()).body(http_body_util::Empty::<bytes::Bytes>::new()).ok()?;
         let resp = send.send_request(req).await.ok()?;
+        if resp.status() != http::StatusCode::OK {
+            return None;
+        }
         let body = http_body_util::Limited::new(resp.into_body(), 8 << 20).collect().await.ok()?.to_bytes();
         String::from_utf8(body.to_vec()).ok()
     };
     tokio::time::timeout(Duration::from_secs(2), work).await.ok().flatten()
+}
+
+/// A Prometheus the graph asks instead of scraping (`--prometheus-url http://host:port`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Prometheus {
+    pub addr: SocketAddr,
+}
+
+impl Prometheus {
+    /// `http://<ip>:<port>` (plain HTTP to an address; a name or TLS is refused, not guessed).
+    pub fn parse(url: &str) -> Result<Prometheus, String> {
+        let rest = url.strip_prefix("http://").ok_or_else(|| format!("{url:?}: give http://<address>:<port>"))?;
+        let addr =
+            rest.trim_end_matches('/').parse().map_err(|_| format!("{url:?}: give http://<address>:<port> (an IP address and a port)"))?;
+        Ok(Prometheus { addr })
+    }
+
+    /// One instant query's result vector.
+    async fn query(&self, promql: &str) -> Result<Vec<Value>, String> {
+        let mut q = String::new();
+        for b in promql.bytes() {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                q.push(char::from(b));
+            } else {
+                let _ = write!(q, "%{b:02X}");
+            }
+        }
+        let text = get(self.addr, &format!("/api/v1/query?query={q}"))
+            .await
+            .ok_or_else(|| format!("Prometheus at {} did not answer", self.addr))?;
+        let v: Value = serde_json::from_str(&text).map_err(|e| format!("Prometheus' answer is not JSON: {e}"))?;
+        Ok(v["data"]["result"].as_array().cloned().unwrap_or_default())
+    }
+
+    /// The graph over `horizon` with the PromQL Kiali uses (the server's side reporting).
+    pub async fn view(&self, horizon: Duration, filter_empty: bool) -> Result<Value, String> {
+        let h = format!("{}s", horizon.as_secs());
+        let by = "source_workload,source_workload_namespace,destination_workload,destination_workload_namespace,destination_service";
+        let increase = |extra: &str| format!("sum(increase(istio_requests_total{{reporter=\"destination\"{extra}}}[{h}])) by ({by})");
+        let quantile = |q: f64| {
+            format!("histogram_quantile({q}, sum(rate(istio_request_duration_milliseconds_bucket{{reporter=\"destination\"}}[{h}])) by (le,{by}))")
+        };
+        let key = |m: &Value| -> Edge {
+            let g = |k: &str| m[k].as_str().unwrap_or("unknown").to_owned();
+            Edge {
+                source: node(&g("source_workload"), &g("source_workload_namespace")),
+                destination: node(&g("destination_workload"), &g("destination_workload_namespace")),
+                service: g("destination_service"),
+            }
+        };
+        let value = |r: &Value| r["value"][1].as_str().and_then(|v| v.parse::<f64>().ok()).filter(|v| v.is_finite());
+        let collect =
+            |rows: Vec<Value>| -> BTreeMap<Edge, f64> { rows.iter().filter_map(|r| Some((key(&r["metric"]), value(r)?))).collect() };
+        let requests = collect(self.query(&increase("")).await?);
+        let errors = collect(self.query(&increase(",response_code=~\"5.*\"")).await?);
+        let mtls = collect(self.query(&increase(",connection_security_policy=\"mutual_tls\"")).await?);
+        let p50 = collect(self.query(&quantile(0.5)).await?);
+        let p99 = collect(self.query(&quantile(0.99)).await?);
+        let mut nodes = BTreeSet::new();
+        let mut edges = Vec::new();
+        for (e, n) in &requests {
+            if filter_empty && *n <= 0.0 {
+                continue;
+            }
+            nodes.insert(e.source.clone());
+            nodes.insert(e.destination.clone());
+            edges.push(json!({
+                "source": e.source,
+                "target": e.destination,
+                "service": e.service,
+                "requests": n,
+                "request_rate": n / horizon.as_secs_f64(),
+                "error_rate": if *n > 0.0 { errors.get(e).copied().unwrap_or(0.0) / n } else { 0.0 },
+                "p50_ms": p50.get(e),
+                "p99_ms": p99.get(e),
+                // `increase` extrapolates, so the shares are compared with a little slack.
+                "mtls": *n > 0.0 && mtls.get(e).copied().unwrap_or(0.0) >= n * 0.999,
+            }));
+        }
+        let nodes: Vec<Value> = nodes.into_iter().map(|n| json!({"id": n})).collect();
+        Ok(
+            json!({"nodes": nodes, "edges": edges, "time_horizon_seconds": horizon.as_secs(), "source": format!("prometheus {}", self.addr)}),
+        )
+    }
 }
 
 #[cfg(test)]

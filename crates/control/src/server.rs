@@ -33,6 +33,8 @@ pub struct Options {
     /// Start even when the config holds resources that would restrict traffic but that weft
     /// does not enforce (AuthorizationPolicy, …). Without it such a config is refused.
     pub allow_unenforced_security: bool,
+    /// The service graph asks this Prometheus instead of scraping the proxies itself.
+    pub prometheus: Option<crate::graph::Prometheus>,
 }
 
 impl Default for Options {
@@ -51,6 +53,7 @@ impl Default for Options {
             debounce: Duration::from_millis(50),
             ca: None,
             allow_unenforced_security: false,
+            prometheus: None,
         }
     }
 }
@@ -241,7 +244,12 @@ pub async fn start(opts: Options) -> Result<Running, ServeError> {
         }
     });
     tokio::spawn(crate::debug::serve(debug, shared.clone()));
-    tokio::spawn(crate::graph::scrape(shared.clone(), shared.graph.clone()));
+    match opts.prometheus.clone() {
+        Some(p) => *shared.prometheus.write() = Some(p),
+        None => {
+            tokio::spawn(crate::graph::scrape(shared.clone(), shared.graph.clone()));
+        }
+    }
     tokio::spawn(crate::memory::return_free_memory());
 
     let (ca, secure_addr, webhook_addr) = match &opts.ca {

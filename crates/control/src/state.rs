@@ -89,6 +89,8 @@ pub struct Shared {
     pub plaintext_secrets: bool,
     /// The service graph, from the proxies' Istio metrics (`graph`).
     pub graph: Arc<crate::graph::Graph>,
+    /// Where the graph comes from instead of the control plane's own scrapes.
+    pub prometheus: parking_lot::RwLock<Option<crate::graph::Prometheus>>,
     next_conn: AtomicU64,
     next_version: AtomicU64,
 }
@@ -110,6 +112,7 @@ impl Shared {
             ca_stats: Default::default(),
             plaintext_secrets,
             graph: Arc::default(),
+            prometheus: parking_lot::RwLock::new(None),
             next_conn: AtomicU64::new(1),
             next_version: AtomicU64::new(2),
         })

@@ -47,7 +47,7 @@ async fn plane(tag: &str) -> Plane {
             secure_addr: any,
             webhook: None,
         }),
-        allow_unenforced_security: false,
+        ..Options::default()
     })
     .await
     .expect("control plane starts");

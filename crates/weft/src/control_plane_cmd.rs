@@ -35,6 +35,10 @@ pub struct ControlPlaneArgs {
     /// Debug API for `proxy-status` / `proxy-config` (Istio: 15014). Keep it on loopback.
     #[arg(long = "debug-address", default_value = "127.0.0.1:15014")]
     debug_address: SocketAddr,
+    /// The service graph (`/graph` on the debug address) asks this Prometheus
+    /// (`http://<ip>:<port>`) with Kiali's PromQL instead of scraping the proxies itself.
+    #[arg(long = "prometheus-url")]
+    prometheus_url: Option<String>,
     /// Quiet period after a file change before pushing (e.g. 100ms, 1s).
     #[arg(long, default_value = "100ms", value_parser = parse_duration)]
     debounce: Duration,
@@ -167,6 +171,14 @@ pub fn run(args: ControlPlaneArgs) -> ExitCode {
     } else {
         None
     };
+    let prometheus = match args.prometheus_url.as_deref().map(weft_control::graph::Prometheus::parse) {
+        None => None,
+        Some(Ok(p)) => Some(p),
+        Some(Err(e)) => {
+            eprintln!("weft control-plane: --prometheus-url {e}");
+            return ExitCode::from(2);
+        }
+    };
     let opts = weft_control::server::Options {
         mesh_path: args.mesh.clone(),
         config_dir: args.config_dir,
@@ -199,6 +211,7 @@ pub fn run(args: ControlPlaneArgs) -> ExitCode {
             }),
         }),
         allow_unenforced_security: args.allow_unenforced_security,
+        prometheus,
     };
     rt.block_on(async move {
         let running = match weft_control::server::start(opts).await {
