@@ -40,16 +40,9 @@ impl Plane {
         let dir = TempDir::new("ads").expect("temp dir");
         write_mesh(dir.path(), services);
         let running = server::start(Options {
-            mesh_path: None,
             config_dir: Some(dir.path().to_path_buf()),
-            kube: None,
-            cluster: Default::default(),
-            mesh: Default::default(),
-            xds_addr: "127.0.0.1:0".parse().expect("addr"),
-            debug_addr: "127.0.0.1:0".parse().expect("addr"),
             debounce: Duration::from_millis(10),
-            ca: None,
-            allow_unenforced_security: false,
+            ..Options::default()
         })
         .await
         .expect("control plane starts");
