@@ -187,38 +187,63 @@ impl Graph {
         let oldest = samples.iter().find(|(t, _)| newest_at.duration_since(*t) <= horizon).cloned().unwrap_or((newest_at, newest.clone()));
         drop(samples);
         let seconds = newest_at.duration_since(oldest.0).as_secs_f64();
-        let mut nodes = BTreeSet::new();
-        let mut edges = Vec::new();
         let mut keys: Vec<&Edge> = newest.edges.keys().collect();
         keys.sort();
+        let mut edges = Vec::new();
         for e in keys {
             let now = &newest.edges[e];
             let before = oldest.1.edges.get(e).cloned().unwrap_or_default();
             let delta = |a: f64, b: f64| if a >= b { a - b } else { a };
             let requests = delta(now.requests, before.requests);
-            if filter_empty && requests <= 0.0 {
-                continue;
-            }
             let buckets: Vec<(u64, f64)> =
                 now.buckets.iter().map(|(le, n)| (*le, delta(*n, before.buckets.get(le).copied().unwrap_or(0.0)))).collect();
-            let rate = if seconds > 0.0 { requests / seconds } else { 0.0 };
-            nodes.insert(e.source.clone());
-            nodes.insert(e.destination.clone());
-            edges.push(json!({
-                "source": e.source,
-                "target": e.destination,
-                "service": e.service,
-                "requests": requests,
-                "request_rate": rate,
-                "error_rate": if requests > 0.0 { delta(now.errors, before.errors) / requests } else { 0.0 },
-                "p50_ms": quantile(&buckets, 0.5),
-                "p99_ms": quantile(&buckets, 0.99),
-                "mtls": requests > 0.0 && delta(now.mtls, before.mtls) >= requests,
-            }));
+            edges.push(EdgeView {
+                edge: e.clone(),
+                requests,
+                rate: if seconds > 0.0 { requests / seconds } else { 0.0 },
+                errors: delta(now.errors, before.errors),
+                p50: quantile(&buckets, 0.5),
+                p99: quantile(&buckets, 0.99),
+                mtls: requests > 0.0 && delta(now.mtls, before.mtls) >= requests,
+            });
         }
-        let nodes: Vec<Value> = nodes.into_iter().map(|n| json!({"id": n})).collect();
-        json!({"nodes": nodes, "edges": edges, "time_horizon_seconds": horizon.as_secs()})
+        render(edges, horizon, filter_empty)
     }
+}
+
+/// One edge over a horizon.
+struct EdgeView {
+    edge: Edge,
+    requests: f64,
+    rate: f64,
+    errors: f64,
+    p50: Option<f64>,
+    p99: Option<f64>,
+    mtls: bool,
+}
+
+/// The graph's JSON: the edges (those that carried traffic, with `filter_empty`) and the nodes
+/// they join.
+fn render(edges: Vec<EdgeView>, horizon: Duration, filter_empty: bool) -> Value {
+    let mut nodes = BTreeSet::new();
+    let mut out = Vec::new();
+    for v in edges.into_iter().filter(|v| !filter_empty || v.requests > 0.0) {
+        nodes.insert(v.edge.source.clone());
+        nodes.insert(v.edge.destination.clone());
+        out.push(json!({
+            "source": v.edge.source,
+            "target": v.edge.destination,
+            "service": v.edge.service,
+            "requests": v.requests,
+            "request_rate": v.rate,
+            "error_rate": if v.requests > 0.0 { v.errors / v.requests } else { 0.0 },
+            "p50_ms": v.p50,
+            "p99_ms": v.p99,
+            "mtls": v.mtls,
+        }));
+    }
+    let nodes: Vec<Value> = nodes.into_iter().map(|n| json!({"id": n})).collect();
+    json!({"nodes": nodes, "edges": out, "time_horizon_seconds": horizon.as_secs()})
 }
 
 /// The `q` quantile of cumulative buckets, interpolated within its bucket as Prometheus'
@@ -415,31 +440,22 @@ impl Prometheus {
         let mtls = collect(self.query(&increase(",connection_security_policy=\"mutual_tls\"")).await?);
         let p50 = collect(self.query(&quantile(0.5)).await?);
         let p99 = collect(self.query(&quantile(0.99)).await?);
-        let mut nodes = BTreeSet::new();
-        let mut edges = Vec::new();
-        for (e, n) in &requests {
-            if filter_empty && *n <= 0.0 {
-                continue;
-            }
-            nodes.insert(e.source.clone());
-            nodes.insert(e.destination.clone());
-            edges.push(json!({
-                "source": e.source,
-                "target": e.destination,
-                "service": e.service,
-                "requests": n,
-                "request_rate": n / horizon.as_secs_f64(),
-                "error_rate": if *n > 0.0 { errors.get(e).copied().unwrap_or(0.0) / n } else { 0.0 },
-                "p50_ms": p50.get(e),
-                "p99_ms": p99.get(e),
+        let edges = requests
+            .iter()
+            .map(|(e, n)| EdgeView {
+                edge: e.clone(),
+                requests: *n,
+                rate: n / horizon.as_secs_f64(),
+                errors: errors.get(e).copied().unwrap_or(0.0),
+                p50: p50.get(e).copied(),
+                p99: p99.get(e).copied(),
                 // `increase` extrapolates, so the shares are compared with a little slack.
-                "mtls": *n > 0.0 && mtls.get(e).copied().unwrap_or(0.0) >= n * 0.999,
-            }));
-        }
-        let nodes: Vec<Value> = nodes.into_iter().map(|n| json!({"id": n})).collect();
-        Ok(
-            json!({"nodes": nodes, "edges": edges, "time_horizon_seconds": horizon.as_secs(), "source": format!("prometheus {}", self.addr)}),
-        )
+                mtls: *n > 0.0 && mtls.get(e).copied().unwrap_or(0.0) >= n * 0.999,
+            })
+            .collect();
+        let mut g = render(edges, horizon, filter_empty);
+        g["source"] = json!(format!("prometheus {}", self.addr));
+        Ok(g)
     }
 }
 
