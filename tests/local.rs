@@ -320,44 +320,22 @@ fn weft_demo_runs_bookinfo_with_every_hop_over_mtls() {
 /// destination service is above zero, and the p99 latency is a number.
 #[test]
 fn a_real_prometheus_scrapes_istios_metrics_from_a_weft_up_mesh() {
-    let mut prom_cmd = weft_test_support::tool("prometheus");
-    let (run, out) = up("prom", MESH, "10.233.62.0/24");
+    // `weft up --prometheus` runs Debian's Prometheus beside the mesh, with Istio's jobs.
+    let _ = weft_test_support::tool("prometheus");
+    let listen = format!("127.0.0.1:{}", weft_test_support::free_port());
+    let debug = format!("127.0.0.1:{}", weft_test_support::free_port());
+    let (run, out) = up_with(
+        "prom",
+        MESH,
+        &["--subnet", "10.233.62.0/24", "--debug-address", &debug, "--ready-timeout", "90s", "--prometheus", &listen],
+    );
     assert!(out.status.success(), "weft up failed:\n{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("prometheus on http://{listen}")), "{}", text(&out));
     Mesh::wait_for(Duration::from_secs(30), "reviews through both sidecars", || {
         (run.curl("default/client", "http://reviews:9080/reviews/0").0 == "200").then_some(())
     })
     .unwrap_or_else(|e| panic!("{e}\n{}", run.log("default.client.sidecar.log")));
-    let (_, client_ip) = run.workload("default/client");
-    let (_, reviews_ip) = run.workload("default/reviews-v1");
-
-    let dir = TempDir::new("prometheus").expect("dir");
-    let config = dir.path().join("prometheus.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\nscrape_configs:\n- job_name: envoy-stats\n  metrics_path: /stats/prometheus\n  static_configs:\n  - targets: ['{client_ip}:15090', '{reviews_ip}:15090']\n"
-        ),
-    )
-    .expect("config");
-    let listen = format!("127.0.0.1:{}", weft_test_support::free_port());
-    let log = std::fs::File::create(dir.path().join("prometheus.log")).expect("log");
-    let mut prom = prom_cmd
-        .arg(format!("--config.file={}", config.display()))
-        .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
-        .arg(format!("--web.listen-address={listen}"))
-        .stdout(std::process::Stdio::from(log.try_clone().expect("log")))
-        .stderr(std::process::Stdio::from(log))
-        .spawn()
-        .expect("prometheus");
-    struct Stop<'a>(&'a mut std::process::Child);
-    impl Drop for Stop<'_> {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let _stop = Stop(&mut prom);
-    let prom_log = || std::fs::read_to_string(dir.path().join("prometheus.log")).unwrap_or_default();
+    let prom_log = || run.log("prometheus.log");
     let query = |q: &str| -> Vec<Value> {
         let out = weft_test_support::tool("curl")
             .args(["-s", "-m", "5", "--data-urlencode", &format!("query={q}"), &format!("http://{listen}/api/v1/query")])
@@ -367,10 +345,12 @@ fn a_real_prometheus_scrapes_istios_metrics_from_a_weft_up_mesh() {
         v["data"]["result"].as_array().cloned().unwrap_or_default()
     };
     let value = |r: &Value| r["value"][1].as_str().and_then(|v| v.parse::<f64>().ok()).unwrap_or(f64::NAN);
-    // Both targets up before the traffic, so rates see it.
-    Mesh::wait_for(Duration::from_secs(30), "both sidecars scraped", || {
-        let up = query("sum(up{job=\"envoy-stats\"})");
-        (up.first().map(value) == Some(2.0)).then_some(())
+    // Every target up before the traffic, so rates see it: the three sidecars and the control
+    // plane.
+    Mesh::wait_for(Duration::from_secs(30), "every sidecar and the control plane scraped", || {
+        let sidecars = query("sum(up{job=\"envoy-stats\"})").first().map(value);
+        let pilot = query("sum(up{job=\"pilot\"})").first().map(value);
+        (sidecars == Some(3.0) && pilot == Some(1.0)).then_some(())
     })
     .unwrap_or_else(|e| panic!("{e}\n{}", prom_log()));
 

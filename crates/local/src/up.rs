@@ -45,6 +45,9 @@ pub struct UpOptions {
     pub ready_timeout: Duration,
     /// Run even though the file holds security resources weft does not enforce.
     pub allow_unenforced_security: bool,
+    /// Start a Prometheus (Debian's `prometheus`) listening here, scraping every sidecar's
+    /// Istio metrics and the control plane, as Istio's Prometheus add-on does on a cluster.
+    pub prometheus: Option<SocketAddr>,
 }
 
 /// What is running, for the caller to print.
@@ -215,6 +218,10 @@ impl Builder<'_> {
         self.wait_sidecars_ready(mesh, &plan, progress)?;
         for (i, w) in mesh.workloads.iter().enumerate() {
             self.start_app(w, &plan, i)?;
+        }
+        if let Some(listen) = opts.prometheus {
+            progress(&format!("prometheus on http://{listen} (sidecars' Istio metrics every 2 s)"));
+            self.start_prometheus(mesh, &plan, listen)?;
         }
         Ok(plan.services)
     }
@@ -448,6 +455,43 @@ impl Builder<'_> {
         );
         let log = dir.join("logs").join(format!("{}.{}.sidecar.log", w.namespace, w.name));
         let proc = process::spawn(&format!("{}/sidecar", w.id()), &argv, &[], &wdir, &log)?;
+        self.state.processes.push(proc);
+        self.state.save(dir)
+    }
+
+    /// A Prometheus with Istio's two jobs: `envoy-stats` (every sidecar's `:15090
+    /// /stats/prometheus`) and `pilot` (the control plane's `/metrics`).
+    fn start_prometheus(&mut self, mesh: &MeshFile, plan: &Plan, listen: SocketAddr) -> Result<(), LocalError> {
+        let dir = &self.opts.run_dir;
+        let Some(binary) = crate::host::which("prometheus") else {
+            return Err(LocalError::Spec(
+                "--prometheus needs `prometheus` (Debian package prometheus; scripts/setup.sh installs it)".into(),
+            ));
+        };
+        let targets: Vec<String> = mesh
+            .workloads
+            .iter()
+            .enumerate()
+            .filter(|(_, w)| w.sidecar())
+            .map(|(i, _)| format!("'{}:{}'", plan.addresses[i], crate::bootstrap::STATS_PORT))
+            .collect();
+        let config = format!(
+            "global: {{scrape_interval: 2s, evaluation_interval: 2s}}\nscrape_configs:\n- job_name: envoy-stats\n  metrics_path: /stats/prometheus\n  static_configs:\n  - targets: [{}]\n- job_name: pilot\n  static_configs:\n  - targets: ['{}']\n",
+            targets.join(", "),
+            self.opts.debug_address
+        );
+        let config_path = dir.join("config").join("prometheus.yml");
+        std::fs::write(&config_path, config).map_err(io_err(&config_path))?;
+        let data = dir.join("prometheus");
+        std::fs::create_dir_all(&data).map_err(io_err(&data))?;
+        let argv: Vec<String> = vec![
+            binary.display().to_string(),
+            format!("--config.file={}", config_path.display()),
+            format!("--storage.tsdb.path={}", data.display()),
+            format!("--web.listen-address={listen}"),
+        ];
+        let log = dir.join("logs").join("prometheus.log");
+        let proc = process::spawn("prometheus", &argv, &[], dir, &log)?;
         self.state.processes.push(proc);
         self.state.save(dir)
     }

@@ -50,6 +50,10 @@ pub struct NetArgs {
     /// unenforced and are reported as errors.
     #[arg(long = "allow-unenforced-security")]
     pub allow_unenforced_security: bool,
+    /// Also run a Prometheus (Debian's) on this loopback address, scraping every sidecar's
+    /// Istio metrics and the control plane, so Kiali's and Grafana's queries work on one machine.
+    #[arg(long, value_name = "ADDRESS", num_args = 0..=1, default_missing_value = "127.0.0.1:9090")]
+    pub prometheus: Option<SocketAddr>,
 }
 
 #[derive(Args, Debug)]
@@ -104,6 +108,10 @@ impl NetArgs {
             debug_address,
             ready_timeout,
             allow_unenforced_security: self.allow_unenforced_security,
+            prometheus: match self.prometheus {
+                Some(p) if !p.ip().is_loopback() => return Err(format!("--prometheus {p}: Prometheus stays on loopback")),
+                p => p,
+            },
         })
     }
 }
@@ -167,6 +175,10 @@ pub fn print_running(opts: &UpOptions, running: &Running) {
         say!("  {:<32} {:<15} {}", name, ip, ports.join(","));
     }
     say!("\n  logs: {}/logs   control plane debug: {}", opts.run_dir.display(), opts.debug_address);
+    say!("  service graph: http://{}/dotviz?time_horizon=5m&filter_empty=true", opts.debug_address);
+    if let Some(p) = opts.prometheus {
+        say!("  prometheus on http://{p} (Istio's metrics from every sidecar)");
+    }
     if let (true, Some(w)) = (explicit, running.state.workloads.iter().find(|w| w.sidecar)) {
         let port = running.proxy_http_port.unwrap_or(weft_local::explicit::DEFAULT_PROXY_HTTP_PORT);
         say!("\n  call a service through a sidecar, as its application does (HTTP_PROXY):");
