@@ -378,6 +378,18 @@ fn a_real_prometheus_scrapes_istios_metrics_from_a_weft_up_mesh() {
     assert_eq!(edge["metric"]["destination_service_name"], "reviews", "{edge}");
     assert_eq!(edge["metric"]["connection_security_policy"], "mutual_tls", "{edge}");
     assert!(value(edge) > 0.0, "{edge}");
+    // Istio's mesh dashboard: global request volume and success rate (non-5xx share).
+    let volume = query("round(sum(irate(istio_requests_total{reporter=\"source\"}[1m])), 0.001)");
+    assert!(volume.first().map(value).is_some_and(|v| v.is_finite()), "global request volume: {volume:?}");
+    let success = query(
+        "sum(rate(istio_requests_total{reporter=\"source\", response_code!~\"5.*\"}[1m])) / sum(rate(istio_requests_total{reporter=\"source\"}[1m]))",
+    );
+    assert_eq!(success.first().map(value), Some(1.0), "every request of the burst succeeded: {success:?}");
+    // Istio's workload dashboard: inbound request volume by source workload.
+    let inbound = query(
+        "sum(rate(istio_requests_total{reporter=\"destination\", destination_workload=\"reviews-v1\", destination_workload_namespace=\"default\"}[1m])) by (source_workload, source_workload_namespace)",
+    );
+    assert!(inbound.iter().any(|r| r["metric"]["source_workload"] == "client" && value(r) > 0.0), "{inbound:?}");
     // Istio's service dashboard: p99 latency from the duration histogram.
     let p99 = query(
         "histogram_quantile(0.99, sum(rate(istio_request_duration_milliseconds_bucket{reporter=\"destination\",destination_workload=\"reviews-v1\"}[1m])) by (le))",
