@@ -458,4 +458,21 @@ fn mesh_tracing_reports_one_trace_across_every_sidecar_on_the_path() {
     assert_eq!(out_reviews["tags"]["upstream_cluster"], "outbound|9080|v2|reviews.default.svc.cluster.local", "{out_reviews:#}");
     let stats = stats(&client);
     assert!(prometheus_sum(&stats, &["envoy_tracing_zipkin_spans_sent"]).is_some_and(|n| n >= 1.0), "{stats}");
+
+    // A caller that speaks only W3C trace context (an OpenTelemetry SDK): its trace continues
+    // through every sidecar, the client's span a child of the caller's.
+    let (trace_id, caller_span) = ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7");
+    let (code, _) = curl_via(&proxy, "http://reviews:9080/reviews/0", &["-H", &format!("traceparent: 00-{trace_id}-{caller_span}-01")]);
+    assert_eq!(code, "200");
+    let w3c = Mesh::wait_for(Duration::from_secs(30), "the W3C caller's trace at the collector", || {
+        let trace: Vec<Value> = collector.spans().into_iter().filter(|s| s["traceId"] == trace_id).collect();
+        (trace.len() >= 2).then_some(trace)
+    })
+    .unwrap_or_else(|e| panic!("{e}: {:#?}", collector.spans()));
+    let client_span = w3c
+        .iter()
+        .find(|s| s["kind"] == "CLIENT" && s["tags"]["http.url"].as_str().is_some_and(|u| u.contains("reviews")))
+        .unwrap_or_else(|| panic!("no client span in {w3c:#?}"));
+    assert_eq!(client_span["parentId"], caller_span, "the client's sidecar continues the W3C caller's span");
+    assert!(w3c.iter().any(|s| s["kind"] == "SERVER"), "reviews' sidecar is in the same trace: {w3c:#?}");
 }
