@@ -478,7 +478,16 @@ impl Mesh {
         Some(key)
     }
 
-    /// Counts a TCP connection `tcp_opened` counted as closed, with the bytes it carried.
+    /// Adds bytes an open TCP connection carried since it last reported.
+    pub fn tcp_bytes(&self, key: &str, received: u64, sent: u64) {
+        if let Some(s) = self.tcp.lock().get_mut(key) {
+            s.received += received;
+            s.sent += sent;
+        }
+    }
+
+    /// Counts a TCP connection `tcp_opened` counted as closed, with the bytes it carried since
+    /// it last reported.
     pub fn tcp_closed(&self, key: &str, received: u64, sent: u64) {
         if let Some(s) = self.tcp.lock().get_mut(key) {
             s.closed += 1;

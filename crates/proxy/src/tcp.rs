@@ -130,7 +130,18 @@ impl TcpProxy {
         let istio = self.istio.as_ref().and_then(|(mesh, reporter)| {
             mesh.tcp_opened(*reporter, &conn, Some(host.addr), host.tls.is_some(), log.cluster.as_deref()).map(|key| (mesh, key))
         });
-        let (rx, tx, idle) = splice(&mut down, &mut up, self.cfg.idle_timeout, self.cfg.copy_buffer, &self.stats).await;
+        // Istio reports a long-lived connection's bytes every 15 s, not only at its close, so
+        // a day-long database connection shows on the graph while it runs.
+        let mut reported = (0u64, 0u64);
+        let (rx, tx, idle) = {
+            let mut report = |rx: u64, tx: u64| {
+                if let Some((mesh, key)) = &istio {
+                    mesh.tcp_bytes(key, rx - reported.0, tx - reported.1);
+                }
+                reported = (rx, tx);
+            };
+            splice(&mut down, &mut up, self.cfg.idle_timeout, self.cfg.copy_buffer, &self.stats, &mut report).await
+        };
         cluster.stats.upstream_cx_active.dec();
         cluster.stats.upstream_cx_destroy.inc();
         host.cx_active.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
@@ -143,7 +154,7 @@ impl TcpProxy {
         log.rx = rx;
         log.tx = tx;
         if let Some((mesh, key)) = istio {
-            mesh.tcp_closed(&key, rx, tx);
+            mesh.tcp_closed(&key, rx - reported.0, tx - reported.1);
         }
         self.write_log(&log);
     }
@@ -155,15 +166,24 @@ impl TcpProxy {
     }
 }
 
-/// Copies both ways until both sides closed or the idle timeout fired.
+/// How often a connection that stays open reports its bytes (Istio's `tcp_reporting_duration`).
+const TCP_REPORTING_INTERVAL: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// Copies both ways until both sides closed or the idle timeout fired, telling `report` the
+/// totals so far every `TCP_REPORTING_INTERVAL`.
 /// Returns (bytes from downstream, bytes to downstream, idle timeout fired).
-async fn splice(
-    down: &mut Stream,
-    up: &mut Stream,
+async fn splice<D, U>(
+    down: &mut D,
+    up: &mut U,
     idle: Option<std::time::Duration>,
     buffer: usize,
     stats: &TcpStats,
-) -> (u64, u64, bool) {
+    report: &mut (dyn FnMut(u64, u64) + Send),
+) -> (u64, u64, bool)
+where
+    D: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    U: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let (mut dr, mut dw) = tokio::io::split(down);
     let (mut ur, mut uw) = tokio::io::split(up);
     let mut b1 = vec![0u8; buffer];
@@ -174,8 +194,11 @@ async fn splice(
     let idle_for = idle.unwrap_or(far);
     let sleep = tokio::time::sleep(idle_for);
     tokio::pin!(sleep);
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + TCP_REPORTING_INTERVAL, TCP_REPORTING_INTERVAL);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     while down_open || up_open {
         tokio::select! {
+            _ = ticker.tick() => report(rx, tx),
             r = dr.read(&mut b1), if down_open => match r {
                 Ok(0) | Err(_) => {
                     down_open = false;
@@ -204,4 +227,45 @@ async fn splice(
         }
     }
     (rx, tx, false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A connection that stays open reports its bytes every 15 s, before it closes, and its
+    /// close reports the rest.
+    #[tokio::test(start_paused = true)]
+    async fn an_open_connection_reports_its_bytes_every_15_s() {
+        let (mut client, mut down) = tokio::io::duplex(1024);
+        let (mut up, mut server) = tokio::io::duplex(1024);
+        let (tx, mut reports) = tokio::sync::mpsc::unbounded_channel();
+        let spliced = tokio::spawn(async move {
+            let mut report = |r: u64, t: u64| {
+                let _ = tx.send((r, t, tokio::time::Instant::now()));
+            };
+            splice(&mut down, &mut up, None, 64, &TcpStats::default(), &mut report).await
+        });
+        let start = tokio::time::Instant::now();
+        let mut buf = [0u8; 100];
+        client.write_all(&[1; 100]).await.expect("client writes");
+        server.read_exact(&mut buf).await.expect("server reads");
+        server.write_all(&[2; 50]).await.expect("server writes");
+        client.read_exact(&mut buf[..50]).await.expect("client reads");
+
+        let (r, t, at) = reports.recv().await.expect("a report while the connection is open");
+        assert_eq!((r, t), (100, 50));
+        assert_eq!(at - start, TCP_REPORTING_INTERVAL);
+
+        client.write_all(&[3; 10]).await.expect("client writes again");
+        server.read_exact(&mut buf[..10]).await.expect("server reads again");
+        let (r, t, at) = reports.recv().await.expect("the next report");
+        assert_eq!((r, t), (110, 50));
+        assert_eq!(at - start, 2 * TCP_REPORTING_INTERVAL);
+
+        drop(client);
+        drop(server);
+        let (rx, tx, idle) = spliced.await.expect("splice ends");
+        assert_eq!((rx, tx, idle), (110, 50, false));
+    }
 }

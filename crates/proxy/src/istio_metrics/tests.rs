@@ -120,9 +120,15 @@ fn tcp_connections_are_counted_with_istios_tcp_labels() {
             Some("outbound|9080||reviews.default.svc.cluster.local"),
         )
         .expect("a series");
-    m.tcp_closed(&key, 300, 4000);
-    let text = m.render();
     let labels = "reporter=\"source\",source_workload=\"productpage-v1\",source_canonical_service=\"productpage\",source_canonical_revision=\"v1\",source_workload_namespace=\"default\",source_principal=\"spiffe://cluster.local/ns/default/sa/bookinfo-productpage\",source_app=\"productpage\",source_version=\"v1\",source_cluster=\"Kubernetes\",destination_workload=\"reviews-v2\",destination_workload_namespace=\"default\",destination_principal=\"unknown\",destination_app=\"reviews\",destination_version=\"v2\",destination_service=\"reviews.default.svc.cluster.local\",destination_canonical_service=\"reviews\",destination_canonical_revision=\"v2\",destination_service_name=\"reviews\",destination_service_namespace=\"default\",destination_cluster=\"Kubernetes\",request_protocol=\"tcp\",response_flags=\"-\",connection_security_policy=\"unknown\"";
+    // A periodic report while open, then the rest at close.
+    m.tcp_bytes(&key, 100, 1000);
+    let open = m.render();
+    for (name, v) in [("istio_tcp_connections_closed_total", 0), ("istio_tcp_received_bytes_total", 100)] {
+        assert!(open.contains(&format!("{name}{{{labels}}} {v}\n")), "{name} while open:\n{open}");
+    }
+    m.tcp_closed(&key, 200, 3000);
+    let text = m.render();
     for (name, v) in [
         ("istio_tcp_connections_opened_total", 1),
         ("istio_tcp_connections_closed_total", 1),
