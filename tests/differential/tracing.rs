@@ -191,3 +191,49 @@ async fn w3c_trace_context_matches_envoy() {
     assert_eq!((w3c.1.as_str(), w3c.2.as_str()), ("00-<trace>-<span>-01", "vendor=opaque"), "traceparent written, tracestate kept");
     assert!(!seen[1][2].5 && seen[1][2].3 == "b7ad6b7169203331", "B3 wins over W3C when both came: {:?}", seen[1][2]);
 }
+
+/// `random_sampling` at 0, 50 and 100 %: over a bounded number of requests without a request
+/// id (so the proxy makes one), the share of sampled requests is what was asked, in Envoy and
+/// in weft, and the collector gets exactly one span per sampled request.
+#[tokio::test]
+async fn random_sampling_rates_hold_over_many_requests() {
+    const N: usize = 200;
+    let up = Upstream::start("up").await;
+    for kind in [ProxyKind::Envoy, ProxyKind::Weft] {
+        for percent in [0u32, 50, 100] {
+            let collector = Collector::start().expect("collector");
+            let (upstream, cport) = (up.port(), collector.port);
+            let run = start(kind, &move |p| {
+                let mut b = bootstrap(p, upstream, cport);
+                let hcm = &mut b["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"];
+                hcm["tracing"]["random_sampling"] = json!({"value": percent});
+                b
+            })
+            .await;
+            let mut sampled = 0;
+            for i in 0..N {
+                let reply = run.send(Req::get(&format!("/r{i}"))).await;
+                assert_eq!(reply.status, 200, "{kind} {percent}%");
+                if reply.echo()["headers"]["x-b3-sampled"][0] == "1" {
+                    sampled += 1;
+                }
+            }
+            match percent {
+                0 => assert_eq!(sampled, 0, "{kind}: nothing sampled at 0 %"),
+                100 => assert_eq!(sampled, N, "{kind}: everything sampled at 100 %"),
+                // Binomial(200, 0.5): 100 ± 7; the bounds are more than 5 standard deviations out.
+                _ => assert!((60..=140).contains(&sampled), "{kind}: {sampled} of {N} sampled at 50 %"),
+            }
+            // A forced trace last, so that at 0 % too there is a span to wait for.
+            let forced = run.send(Req::get("/forced").header("x-client-trace-id", "forced")).await;
+            assert_eq!(forced.echo()["headers"]["x-b3-sampled"][0], "1", "{kind}: x-client-trace-id forces a trace");
+            let spans = eventually(Duration::from_secs(15), "every sampled span at the collector", || async {
+                let s = collector.spans();
+                let forced = s.iter().any(|s| s["tags"]["http.url"] == json!("http://test.local/forced"));
+                (forced && s.len() > sampled).then_some(s)
+            })
+            .await;
+            assert_eq!(spans.len(), sampled + 1, "{kind} {percent}%: one span per sampled request");
+        }
+    }
+}
