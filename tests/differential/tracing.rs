@@ -237,3 +237,52 @@ async fn random_sampling_rates_hold_over_many_requests() {
         }
     }
 }
+
+/// A collector that is down costs its spans, counted, never a request: with the collector
+/// refusing connections, or accepting them and never answering, every request is answered at
+/// once, and the collector's counters are Envoy's.
+#[tokio::test]
+async fn a_collector_that_is_down_never_blocks_a_request() {
+    let up = Upstream::start("up").await;
+    // Refused: a port nothing listens on. Silent: a listener whose backlog takes the connection
+    // and nobody ever reads it (the report times out after 5 s).
+    let refused = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let silent_port = silent.local_addr().expect("addr").port();
+    for kind in [ProxyKind::Envoy, ProxyKind::Weft] {
+        for (what, cport) in [("refusing", refused), ("silent", silent_port)] {
+            let upstream = up.port();
+            let run = start(kind, &move |p| {
+                let mut b = bootstrap(p, upstream, cport);
+                let hcm = &mut b["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"];
+                hcm["tracing"]["random_sampling"] = json!({"value": 100});
+                b
+            })
+            .await;
+            // 20 sampled requests: four full batches of spans go to the collector meanwhile.
+            for i in 0..20 {
+                let reply = tokio::time::timeout(Duration::from_secs(3), run.send(Req::get(&format!("/d{i}"))))
+                    .await
+                    .unwrap_or_else(|_| panic!("{kind}, collector {what}: request {i} waited on the collector"));
+                assert_eq!(reply.status, 200, "{kind}, collector {what}");
+                assert_eq!(reply.echo()["headers"]["x-b3-sampled"][0], "1");
+            }
+            // Every span has left and at least four reports (of at most five spans; how Envoy's
+            // workers batch them varies) have ended.
+            let counts = eventually(Duration::from_secs(30), "every report ended", || async {
+                let mut c = Vec::new();
+                for n in ["spans_sent", "reports_sent", "reports_dropped", "reports_failed"] {
+                    c.push((n, run.stat(&format!("tracing.zipkin.{n}")).await));
+                }
+                (c[0].1 == 20 && c[1].1 + c[2].1 + c[3].1 >= 4).then_some(c)
+            })
+            .await;
+            // Envoy's reading: the spans count as sent when the report leaves; a report that
+            // never reached a collector comes back as a local 503 or 504, so it is dropped.
+            let (sent, dropped, failed) = (counts[1].1, counts[2].1, counts[3].1);
+            assert_eq!((sent, failed), (0, 0), "{kind}, collector {what}: {counts:?}");
+            assert!(dropped >= 4, "{kind}, collector {what}: {counts:?}");
+        }
+    }
+    drop(silent);
+}

@@ -87,12 +87,15 @@ async fn flush(c: &Collector, clusters: &ClusterManager, stats: &ZipkinStats, sp
         stats.reports_skipped_no_cluster.inc();
         return;
     };
+    // Envoy counts spans as sent when the report leaves, whatever becomes of it; a report its
+    // async client could not deliver (no host, refused, timed out) comes back as a local 503 or
+    // 504, so it is counted as dropped, not failed.
+    stats.spans_sent.add(spans.len() as u64);
     let Some(host) = cluster.lb_snapshot().pick(None) else {
         cluster.stats.upstream_cx_none_healthy.inc();
-        stats.reports_failed.inc();
+        stats.reports_dropped.inc();
         return;
     };
-    let n = spans.len() as u64;
     let body = Bytes::from(Value::Array(spans).to_string());
     let mut headers = HeaderMap::new();
     headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -104,19 +107,19 @@ async fn flush(c: &Collector, clusters: &ClusterManager, stats: &ZipkinStats, sp
         return;
     };
     match send_detached(&cluster, &host, req, wire, REPORT_TIMEOUT).await {
-        Detached::Answered(200 | 202) => {
-            stats.reports_sent.inc();
-            stats.spans_sent.add(n);
-        }
+        Detached::Answered(200 | 202) => stats.reports_sent.inc(),
         Detached::Answered(status) => {
             tracing::debug!(collector = %c.cluster, status, "zipkin collector refused a report");
             stats.reports_dropped.inc();
         }
         Detached::Failed(e) => {
             tracing::debug!(collector = %c.cluster, error = %e, "zipkin report failed");
-            stats.reports_failed.inc();
+            stats.reports_dropped.inc();
         }
-        Detached::TimedOut => stats.reports_failed.inc(),
+        Detached::TimedOut => {
+            tracing::debug!(collector = %c.cluster, "zipkin report timed out");
+            stats.reports_dropped.inc();
+        }
     }
 }
 
