@@ -428,14 +428,7 @@ impl Mesh {
         let others = self.tcp.lock().len();
         let mut series = self.series.lock();
         let len = series.len() + others;
-        let s = match series.get_mut(&key) {
-            Some(s) => s,
-            None if len >= MAX_SERIES => {
-                self.dropped.fetch_add(1, Ordering::Relaxed);
-                return;
-            }
-            None => series.entry(key).or_default(),
-        };
+        let Some(s) = self.capped(&mut series, len, key) else { return };
         s.requests += 1;
         s.grpc = grpc;
         if grpc {
@@ -466,16 +459,19 @@ impl Mesh {
         let others = self.series.lock().len();
         let mut tcp = self.tcp.lock();
         let len = tcp.len() + others;
-        let s = match tcp.get_mut(&key) {
-            Some(s) => s,
-            None if len >= MAX_SERIES => {
-                self.dropped.fetch_add(1, Ordering::Relaxed);
-                return None;
-            }
-            None => tcp.entry(key.clone()).or_default(),
-        };
+        let s = self.capped(&mut tcp, len, key.clone())?;
         s.opened += 1;
         Some(key)
+    }
+
+    /// The series under `key`, made when there is room: `None`, counted as dropped, when `len`
+    /// series (of both kinds) are already held.
+    fn capped<'m, T: Default>(&self, map: &'m mut HashMap<String, T>, len: usize, key: String) -> Option<&'m mut T> {
+        if len >= MAX_SERIES && !map.contains_key(&key) {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(map.entry(key).or_default())
     }
 
     /// Adds bytes an open TCP connection carried since it last reported.
