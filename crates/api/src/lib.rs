@@ -16,6 +16,7 @@ pub mod networking;
 pub mod schema;
 pub mod security;
 pub mod suggest;
+pub mod telemetry;
 pub mod unread;
 pub mod unsupported;
 pub mod validate;

@@ -25,6 +25,7 @@ pub enum Object {
     Sidecar(Resource<net::Sidecar>),
     WorkloadEntry(Resource<net::WorkloadEntry>),
     PeerAuthentication(Resource<security::PeerAuthentication>),
+    Telemetry(Resource<crate::telemetry::Telemetry>),
     Service(Resource<core::Service>),
     Endpoints(Resource<core::Endpoints>),
     EndpointSlice(Resource<core::EndpointSlice>),
@@ -42,6 +43,7 @@ impl Object {
             Object::Sidecar(_) => "Sidecar",
             Object::WorkloadEntry(_) => "WorkloadEntry",
             Object::PeerAuthentication(_) => "PeerAuthentication",
+            Object::Telemetry(_) => "Telemetry",
             Object::Service(_) => "Service",
             Object::Endpoints(_) => "Endpoints",
             Object::EndpointSlice(_) => "EndpointSlice",
@@ -62,6 +64,7 @@ impl Object {
             Object::Sidecar(r) => m(r),
             Object::WorkloadEntry(r) => m(r),
             Object::PeerAuthentication(r) => m(r),
+            Object::Telemetry(r) => m(r),
             Object::Service(r) => m(r),
             Object::Endpoints(r) => m(r),
             Object::EndpointSlice(r) => m(r),
@@ -312,6 +315,7 @@ fn load_doc(doc: serde_yaml::Value, file: &str, lines: &DocLines, out: &mut Load
     let version = api_version.rsplit('/').next().unwrap_or_default();
     let istio_net = group == "networking.istio.io" && matches!(version, "v1" | "v1beta1" | "v1alpha3");
     let istio_sec = group == "security.istio.io" && matches!(version, "v1" | "v1beta1");
+    let istio_tel = group == "telemetry.istio.io" && matches!(version, "v1" | "v1alpha1");
     let origin = Origin { file: file.into(), line: lines.start };
 
     let parsed: Result<Object, Vec<(String, String)>> = match (kind.as_str(), istio_net, istio_sec, api_version.as_str()) {
@@ -322,6 +326,7 @@ fn load_doc(doc: serde_yaml::Value, file: &str, lines: &DocLines, out: &mut Load
         ("Sidecar", true, _, _) => istio(&doc).map(|s| Object::Sidecar(res(&meta, &namespace, &origin, s))),
         ("WorkloadEntry", true, _, _) => istio(&doc).map(|s| Object::WorkloadEntry(res(&meta, &namespace, &origin, s))),
         ("PeerAuthentication", _, true, _) => istio(&doc).map(|s| Object::PeerAuthentication(res(&meta, &namespace, &origin, s))),
+        ("Telemetry", _, _, _) if istio_tel => istio(&doc).map(|s| Object::Telemetry(res(&meta, &namespace, &origin, s))),
         ("Service", _, _, "v1") => typed::<ServiceDoc>(&doc).map(|d| Object::Service(res(&meta, &namespace, &origin, d.spec))),
         ("Endpoints", _, _, "v1") => typed::<EndpointsDoc>(&doc).map(|d| Object::Endpoints(res(&meta, &namespace, &origin, d.inner))),
         ("EndpointSlice", _, _, "discovery.k8s.io/v1") => {

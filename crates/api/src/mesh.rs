@@ -10,8 +10,11 @@ use crate::networking::OutboundTrafficPolicy;
 use crate::{Diagnostic, Level};
 
 mod fields;
+pub mod providers;
 #[cfg(test)]
 mod tests;
+
+pub use providers::{DefaultProviders, ExtensionProvider, Provider};
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -42,6 +45,12 @@ pub struct MeshConfig {
     /// `defaultConfig.tracing` says.
     #[serde(default = "yes", alias = "enable_tracing")]
     pub enable_tracing: bool,
+    /// Where Telemetry resources send traces, metrics and logs, by name.
+    #[serde(default, alias = "extension_providers")]
+    pub extension_providers: Vec<ExtensionProvider>,
+    /// The providers used where no Telemetry names one.
+    #[serde(default, alias = "default_providers")]
+    pub default_providers: DefaultProviders,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -101,6 +110,8 @@ impl Default for MeshConfig {
             access_log_format: None,
             proxy_http_port: None,
             enable_tracing: true,
+            extension_providers: Vec::new(),
+            default_providers: DefaultProviders::default(),
         }
     }
 }
@@ -157,7 +168,13 @@ pub fn load_mesh_checked(text: &str, file: &str) -> Result<(MeshConfig, Vec<Diag
     match serde_path_to_error::deserialize::<_, MeshConfig>(acted) {
         Err(e) => diags.push(diag(Level::Error, e.path().to_string(), e.into_inner().to_string())),
         Ok(mesh) => {
-            diags.extend(check_values(&mesh).into_iter().map(|(path, message)| diag(Level::Error, path.into(), message)));
+            diags.extend(check_values(&mesh).into_iter().map(|(path, message)| diag(Level::Error, path, message)));
+            diags.extend(
+                providers::check(&mesh.extension_providers, &mesh.default_providers)
+                    .into_iter()
+                    .filter(|p| !p.error)
+                    .map(|p| diag(Level::Warning, p.path, p.message)),
+            );
             if !diags.iter().any(|d| d.level == Level::Error) {
                 sort_by_line(&mut diags);
                 return Ok((mesh, diags));
@@ -175,20 +192,23 @@ fn sort_by_line(diags: &mut [Diagnostic]) {
 }
 
 /// The checks serde cannot make on the fields weft acts on: (field path, message) of each.
-fn check_values(mesh: &MeshConfig) -> Vec<(&'static str, String)> {
+fn check_values(mesh: &MeshConfig) -> Vec<(String, String)> {
     let mut errors = Vec::new();
     if let Some(p) = mesh.default_config.tracing.as_ref().and_then(|t| t.sampling) {
         if !(0.0..=100.0).contains(&p) {
-            errors.push(("defaultConfig.tracing.sampling", format!("{p} is not a percentage (0 to 100)")));
+            errors.push(("defaultConfig.tracing.sampling".into(), format!("{p} is not a percentage (0 to 100)")));
         }
     }
     if let Some(z) = mesh.default_config.tracing.as_ref().and_then(|t| t.zipkin.as_ref()) {
         if z.host_port().is_none() {
-            errors.push(("defaultConfig.tracing.zipkin.address", format!("{:?} is not host:port", z.address)));
+            errors.push(("defaultConfig.tracing.zipkin.address".into(), format!("{:?} is not host:port", z.address)));
         }
     }
+    errors.extend(
+        providers::check(&mesh.extension_providers, &mesh.default_providers).into_iter().filter(|p| p.error).map(|p| (p.path, p.message)),
+    );
     if mesh.proxy_http_port == Some(0) {
-        errors.push(("proxyHttpPort", "0 is not a port (leave it out for no HTTP proxy listener)".into()));
+        errors.push(("proxyHttpPort".into(), "0 is not a port (leave it out for no HTTP proxy listener)".into()));
     }
     errors
 }

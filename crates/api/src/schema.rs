@@ -26,6 +26,7 @@ pub fn spec(kind: &str) -> Option<Value> {
         "Sidecar" => Some(of::<net::Sidecar>()),
         "WorkloadEntry" => Some(of::<net::WorkloadEntry>()),
         "PeerAuthentication" => Some(of::<security::PeerAuthentication>()),
+        "Telemetry" => Some(of::<crate::telemetry::Telemetry>()),
         _ => None,
     }
 }

@@ -35,7 +35,6 @@ const KINDS: &[(&str, &str, Treatment)] = &[
     ("config.istio.io", "RouteRule", Treatment::Instead("Istio 0.x route rules are not read: write a VirtualService (networking.istio.io/v1)")),
     ("config.istio.io", "DestinationPolicy", Treatment::Instead("Istio 0.x destination policies are not read: write a DestinationRule (networking.istio.io/v1)")),
     ("config.istio.io", "*", Treatment::Instead("Mixer configuration (removed in Istio 1.8) is not read: metrics, logs and traces come from the sidecars (MeshConfig accessLogFile, defaultConfig.tracing)")),
-    ("telemetry.istio.io", "Telemetry", Treatment::Instead("not read: set access logs with MeshConfig accessLogFile/accessLogFormat and tracing with MeshConfig defaultConfig.tracing")),
     ("networking.istio.io", "ProxyConfig", Treatment::Instead("not read: set proxy settings in MeshConfig defaultConfig")),
     ("networking.istio.io", "WorkloadGroup", Treatment::Instead("not read: write a WorkloadEntry per workload")),
     ("networking.k8s.io", "Ingress", Treatment::Instead("a Kubernetes Ingress is read from the API server (class istio), not from files: write an Istio Gateway (selector istio: ingressgateway) and a VirtualService bound to it")),
@@ -74,7 +73,6 @@ mod tests {
         assert!(matches!(treatment("rbac.istio.io/v1alpha1", "ServiceRole"), Some(Treatment::Unenforced(_))));
         assert!(matches!(treatment("config.istio.io/v1alpha2", "RouteRule"), Some(Treatment::Instead(t)) if t.contains("VirtualService")));
         assert!(matches!(treatment("config.istio.io/v1alpha2", "EgressRule"), Some(Treatment::Instead(t)) if t.contains("ServiceEntry")));
-        assert!(matches!(treatment("telemetry.istio.io/v1", "Telemetry"), Some(Treatment::Instead(_))));
         assert!(matches!(treatment("apps/v1", "Deployment"), Some(Treatment::Instead(t)) if t.contains("weft up")));
         assert_eq!(treatment("v1", "ServiceAccount"), Some(Treatment::Quiet));
         assert_eq!(treatment("example.com/v1", "Widget"), None);

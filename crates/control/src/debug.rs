@@ -2,7 +2,7 @@
 //! and has ACKed (`/debug/syncz`), the config generated for one proxy (`/debug/config_dump`),
 //! and the current validation diagnostics (`/debug/diagnostics`). `weft proxy-status` and
 //! `weft proxy-config` read these. The service graph is here too: `/graph`, `/dotgraph` and
-//! `/dotviz` (see `graph`).
+//! `/dotviz` (see `graph`), and the web dashboard at `/` (see `dashboard`).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -88,8 +88,23 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
         return Ok(reply(StatusCode::METHOD_NOT_ALLOWED, json!({"error": "GET only"})));
     }
     let q = req.uri().query().unwrap_or_default().to_string();
+    if crate::dashboard::for_browsers(req.uri().path()) {
+        let host = req.headers().get(hyper::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or_default();
+        if !crate::dashboard::local_host(host) {
+            return Ok(reply(
+                StatusCode::FORBIDDEN,
+                json!({"error": format!("Host {host:?}: the dashboard answers only to a loopback address or localhost")}),
+            ));
+        }
+    }
     Ok(match req.uri().path() {
         "/ready" => reply(StatusCode::OK, json!({"ready": true})),
+        "/api/services" => reply(StatusCode::OK, crate::dashboard::services(&shared.current.borrow().clone())),
+        "/api/findings" => reply(StatusCode::OK, crate::dashboard::findings(&shared.current.borrow().clone())),
+        path if crate::dashboard::asset(path).is_some() => {
+            let (body, content_type) = crate::dashboard::asset(path).unwrap_or_default();
+            text(body.to_owned(), content_type)
+        }
         "/metrics" => metrics(&shared),
         "/debug/syncz" => reply(StatusCode::OK, syncz(&shared)),
         "/debug/diagnostics" => {
@@ -140,7 +155,7 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
         },
         _ => reply(
             StatusCode::NOT_FOUND,
-            json!({"error": "unknown path", "paths": ["/ready", "/metrics", "/debug/syncz", "/debug/config_dump?proxyID=", "/debug/diagnostics", "/graph", "/dotgraph", "/dotviz"]}),
+            json!({"error": "unknown path", "paths": ["/", "/api/services", "/api/findings", "/ready", "/metrics", "/debug/syncz", "/debug/config_dump?proxyID=", "/debug/diagnostics", "/graph", "/dotgraph", "/dotviz"]}),
         ),
     })
 }

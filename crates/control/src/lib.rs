@@ -4,6 +4,7 @@
 pub mod ads;
 pub mod analyze;
 pub mod ca;
+pub mod dashboard;
 pub mod debug;
 pub mod graph;
 mod memory;
@@ -14,6 +15,7 @@ pub mod push;
 pub mod server;
 pub mod state;
 pub mod store;
+pub mod telemetry;
 pub mod translate;
 pub mod webhook;
 pub mod wire;

@@ -110,6 +110,9 @@ pub struct Model {
     pub sidecars: Vec<Resource<net::Sidecar>>,
     pub workloads: Vec<Workload>,
     pub peer_authentications: Vec<Resource<PeerAuthentication>>,
+    /// Telemetry resources, sorted by namespace and name (Istio orders by creation time, which
+    /// files do not have; a namespace with two selector-less ones is reported by `analyze`).
+    pub telemetries: Vec<Resource<weft_api::telemetry::Telemetry>>,
     /// Running pods from the API server: labels and identity by address.
     pub pods: Vec<weft_api::core::PodInfo>,
     /// TLS credentials a gateway's `credentialName` may name, by (namespace, name).
@@ -146,6 +149,7 @@ impl Model {
                 Object::Gateway(r) => m.gateways.push(r.clone()),
                 Object::Sidecar(r) => m.sidecars.push(r.clone()),
                 Object::PeerAuthentication(r) => m.peer_authentications.push(r.clone()),
+                Object::Telemetry(r) => m.telemetries.push(r.clone()),
                 // No address (another network's workload, warned about at load): nothing to
                 // connect to.
                 Object::WorkloadEntry(r) if r.spec.address.is_empty() => {}
@@ -178,6 +182,7 @@ impl Model {
         m.sidecars.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
         m.workloads.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
         m.peer_authentications.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+        m.telemetries.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
 
         let mut services = Vec::new();
         for r in k8s_services {

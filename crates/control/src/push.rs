@@ -233,6 +233,11 @@ pub fn selecting_label_keys(model: &Model) -> BTreeSet<String> {
     for g in &model.gateways {
         keys.extend(g.spec.selector.keys().cloned());
     }
+    for t in &model.telemetries {
+        if let Some(s) = &t.spec.selector {
+            keys.extend(s.match_labels.keys().cloned());
+        }
+    }
     keys
 }
 

@@ -18,6 +18,9 @@ pub struct MeshState {
     pub version: u64,
     pub model: Model,
     pub diagnostics: Vec<Diagnostic>,
+    /// What `weft analyze` says about this config (the diagnostics plus the analyzers'), for
+    /// the dashboard.
+    pub findings: Vec<Diagnostic>,
     /// Generated config shared between proxies, for this version.
     pub cache: crate::push::Cache,
 }
@@ -25,9 +28,11 @@ pub struct MeshState {
 impl MeshState {
     /// `previous`: the version this one replaces, whose encoded resources are reused where
     /// unchanged.
-    pub fn new(version: u64, model: Model, diagnostics: Vec<Diagnostic>, previous: Option<&MeshState>) -> MeshState {
+    pub fn new(version: u64, snapshot: Snapshot, mesh: MeshConfig, previous: Option<&MeshState>) -> MeshState {
+        let model = Model::build_with_pods(&snapshot.objects, &snapshot.pods, mesh);
+        let findings = crate::analyze::analyze(&snapshot, &model);
         let cache = crate::push::Cache::new(&model, previous.map(|p| &p.cache));
-        MeshState { version, model, diagnostics, cache }
+        MeshState { version, model, diagnostics: snapshot.diagnostics, findings, cache }
     }
 }
 
@@ -97,12 +102,7 @@ pub struct Shared {
 
 impl Shared {
     pub fn new(snapshot: Snapshot, mesh: MeshConfig, plaintext_secrets: bool) -> Arc<Shared> {
-        let state = Arc::new(MeshState::new(
-            1,
-            Model::build_with_pods(&snapshot.objects, &snapshot.pods, mesh.clone()),
-            snapshot.diagnostics,
-            None,
-        ));
+        let state = Arc::new(MeshState::new(1, snapshot, mesh.clone(), None));
         let (tx, _) = tokio::sync::watch::channel(state);
         Arc::new(Shared {
             current: tx,
@@ -133,12 +133,7 @@ impl Shared {
         let version = self.next_version.fetch_add(1, Ordering::Relaxed);
         log_diagnostics(&snapshot.diagnostics);
         let previous = self.current.borrow().clone();
-        let state = MeshState::new(
-            version,
-            Model::build_with_pods(&snapshot.objects, &snapshot.pods, self.mesh()),
-            snapshot.diagnostics,
-            Some(&previous),
-        );
+        let state = MeshState::new(version, snapshot, self.mesh(), Some(&previous));
         tracing::info!(version, services = state.model.services.len(), "config changed; pushing");
         self.current.send_replace(Arc::new(state));
     }

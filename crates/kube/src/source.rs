@@ -49,6 +49,7 @@ const KINDS: &[(&str, &str, &str, &str)] = &[
     ("networking.istio.io", "v1", "Sidecar", "sidecars"),
     ("networking.istio.io", "v1", "WorkloadEntry", "workloadentries"),
     ("security.istio.io", "v1", "PeerAuthentication", "peerauthentications"),
+    ("telemetry.istio.io", "v1", "Telemetry", "telemetries"),
     // Read to be refused: weft does not enforce them, and must not run as if they were not there.
     ("security.istio.io", "v1", "AuthorizationPolicy", "authorizationpolicies"),
     ("security.istio.io", "v1", "RequestAuthentication", "requestauthentications"),

@@ -11,6 +11,7 @@ use crate::config::access_log::{AccessLogConfig, FormatContext, LineFormat, Sink
 pub struct AccessLogger {
     format: LineFormat,
     out: Output,
+    filter: Option<Arc<weft_cel::Program>>,
 }
 
 enum Output {
@@ -26,10 +27,15 @@ impl AccessLogger {
             Sink::Stderr => Output::Stderr,
             Sink::File(p) => Output::File(Mutex::new(OpenOptions::new().create(true).append(true).open(p)?)),
         };
-        Ok(Arc::new(AccessLogger { format: cfg.format.clone(), out }))
+        Ok(Arc::new(AccessLogger { format: cfg.format.clone(), out, filter: cfg.filter.clone() }))
     }
 
     pub fn log(&self, ctx: &dyn FormatContext) {
+        if let Some(f) = &self.filter {
+            if !f.matches(&crate::attributes::Attributes(ctx)) {
+                return;
+            }
+        }
         let mut line = match &self.format {
             LineFormat::Text(f) => f.render(ctx),
             LineFormat::Json(fields) => {

@@ -13,6 +13,7 @@ pub mod access_log;
 pub mod admin;
 pub mod agent;
 pub mod applog;
+pub mod attributes;
 pub mod body;
 pub mod config;
 pub mod drain;

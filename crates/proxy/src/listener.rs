@@ -70,10 +70,10 @@ impl ListenerRuntime {
     pub fn build(cfg: Arc<ListenerConfig>, ctx: &crate::server::BuildCtx, drain: Drain) -> std::io::Result<Self> {
         let mut chains = Vec::new();
         for c in &cfg.filter_chains {
-            chains.push(Chain::build(c.clone(), ctx, cfg.inbound)?);
+            chains.push(Chain::build(c.clone(), ctx, cfg.inbound, cfg.mesh_traffic)?);
         }
         let default_chain = match &cfg.default_chain {
-            Some(c) => Some(Chain::build(c.clone(), ctx, cfg.inbound)?),
+            Some(c) => Some(Chain::build(c.clone(), ctx, cfg.inbound, cfg.mesh_traffic)?),
             None => None,
         };
         let stats = ctx.store.listener(&cfg.stat_prefix);
@@ -426,10 +426,12 @@ pub fn select_chain<'a>(rt: &'a ListenerRuntime, info: &ConnInfo) -> Option<&'a 
 }
 
 impl Chain {
-    /// `inbound`: the listener's traffic direction, which side of a request it reports.
-    pub fn build(cfg: Arc<FilterChain>, ctx: &crate::server::BuildCtx, inbound: bool) -> std::io::Result<Chain> {
+    /// `inbound`: the listener's traffic direction, which side of a request it reports;
+    /// `mesh`: whether it reports Istio's metrics at all.
+    pub fn build(cfg: Arc<FilterChain>, ctx: &crate::server::BuildCtx, inbound: bool, mesh: bool) -> std::io::Result<Chain> {
         use crate::istio_metrics::Reporter;
         let reporter = if inbound { Reporter::Destination } else { Reporter::Source };
+        let istio = ctx.istio.clone().filter(|_| mesh);
         let run = match &cfg.action {
             NetworkAction::Http(h) => ChainRuntime::Http(Arc::new(Hcm {
                 cfg: h.clone(),
@@ -440,14 +442,14 @@ impl Chain {
                 loggers: Arc::new(crate::access_log::open_all(&h.access_log)?),
                 reporter: h.tracing.as_ref().and_then(|t| t.zipkin.as_ref()).map(|z| ctx.tracer.reporter(z)),
                 tracer: ctx.tracer.clone(),
-                istio: ctx.istio.clone().map(|m| (m, reporter)),
+                istio: istio.clone().map(|m| (m, reporter)),
             })),
             NetworkAction::Tcp(t) => ChainRuntime::Tcp(Arc::new(TcpProxy {
                 cfg: t.clone(),
                 stats: ctx.store.tcp(&t.stat_prefix),
                 clusters: ctx.clusters.clone(),
                 loggers: Arc::new(crate::access_log::open_all(&t.access_log)?),
-                istio: ctx.istio.clone().map(|m| (m, reporter)),
+                istio: istio.clone().map(|m| (m, reporter)),
             })),
         };
         Ok(Chain { cfg, run })

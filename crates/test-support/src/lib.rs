@@ -28,6 +28,8 @@ const TOOL_PACKAGES: &[(&str, &str)] = &[
     ("nsenter", "util-linux"),
     ("setpriv", "util-linux"),
     ("kill", "procps"),
+    ("chromium", "chromium"),
+    ("node", "nodejs"),
 ];
 
 /// A `Command` for an external program a test needs. When the program is not installed the

@@ -129,6 +129,7 @@ pub fn run(args: DemoArgs) -> ExitCode {
     let run_dir = opts.run_dir.display();
     say!("\nbookinfo is up, with mutual TLS between every sidecar{}.", if explicit { " (explicit mode)" } else { "" });
     say!("  product page:  http://{page}:9080/productpage   (from this machine{})", if explicit { ": productpage's sidecar" } else { "" });
+    say!("  dashboard:     http://{}/   (live topology, services, sidecars' sync status; or `weft dashboard`)", opts.debug_address);
     say!("\ntry next, in another terminal:");
     say!("  weft apply -f {run_dir}/examples/virtual-service-reviews-v3.yaml --run-dir {run_dir}    all reviews from v3 (red stars)");
     say!("  weft apply -f {run_dir}/examples/fault-ratings-abort.yaml --run-dir {run_dir}           fail half the calls to ratings");

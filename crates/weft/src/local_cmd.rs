@@ -175,6 +175,7 @@ pub fn print_running(opts: &UpOptions, running: &Running) {
         say!("  {:<32} {:<15} {}", name, ip, ports.join(","));
     }
     say!("\n  logs: {}/logs   control plane debug: {}", opts.run_dir.display(), opts.debug_address);
+    say!("  dashboard: http://{}/   (or `weft dashboard`)", opts.debug_address);
     say!("  service graph: http://{}/dotviz?time_horizon=5m&filter_empty=true", opts.debug_address);
     if let Some(p) = opts.prometheus {
         say!("  prometheus on http://{p} (Istio's metrics from every sidecar)");

@@ -17,6 +17,7 @@ mod capture_cmd;
 mod cni_cmd;
 mod cni_install_cmd;
 mod control_plane_cmd;
+mod dashboard_cmd;
 mod demo_cmd;
 mod identity_args;
 mod inject_cmd;
@@ -51,6 +52,8 @@ enum Command {
     ProxyStatus(ops_cmd::StatusArgs),
     /// The config the control plane generated for one proxy.
     ProxyConfig(ops_cmd::ConfigArgs),
+    /// Open the mesh's web dashboard: topology, services, proxies' sync status, findings.
+    Dashboard(dashboard_cmd::DashboardArgs),
     /// Validate config files or directories and point out common mistakes (istioctl analyze).
     Analyze(analyze_cmd::AnalyzeArgs),
     /// Capture the namespace's traffic into the sidecar with iptables (what istio-iptables does).
@@ -117,6 +120,7 @@ fn main() -> std::process::ExitCode {
         Command::ProxyStatus(args) => ops_cmd::proxy_status(args),
         Command::ProxyConfig(args) => ops_cmd::proxy_config(args),
         Command::Analyze(args) => analyze_cmd::analyze(args),
+        Command::Dashboard(args) => dashboard_cmd::run(args),
         Command::Capture(args) => capture_cmd::run(args),
         Command::CniInstall(args) => cni_install_cmd::run(args),
         Command::KubeInject(args) => inject_cmd::run(args),

@@ -61,7 +61,7 @@ pub struct AdminGetArgs {
 }
 
 /// A GET over plain HTTP/1.0 (dependency-free); the status and the body.
-fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String), std::io::Error> {
+pub(crate) fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String), std::io::Error> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(3))?;
     let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
     // One write: some peers read one segment and close.

@@ -307,7 +307,49 @@ pub struct AccessLog {
     #[serde(default)]
     pub name: String,
     pub typed_config: Option<AccessLogConfig>,
-    pub filter: Option<Unsupported>,
+    pub filter: Option<AccessLogFilter>,
+}
+
+/// `envoy.config.accesslog.v3.AccessLogFilter`: only the CEL extension filter (what istiod
+/// writes for a Telemetry `filter.expression`); the others are refused by name.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessLogFilter {
+    pub extension_filter: Option<ExtensionFilter>,
+    pub status_code_filter: Option<Unsupported>,
+    pub duration_filter: Option<Unsupported>,
+    pub not_health_check_filter: Option<Unsupported>,
+    pub traceable_filter: Option<Unsupported>,
+    pub runtime_filter: Option<Unsupported>,
+    pub and_filter: Option<Unsupported>,
+    pub or_filter: Option<Unsupported>,
+    pub header_filter: Option<Unsupported>,
+    pub response_flag_filter: Option<Unsupported>,
+    pub grpc_status_filter: Option<Unsupported>,
+    pub metadata_filter: Option<Unsupported>,
+    pub log_type_filter: Option<Unsupported>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExtensionFilter {
+    #[serde(default)]
+    pub name: String,
+    pub typed_config: Option<AccessLogFilterConfig>,
+}
+
+typed_any! {
+    /// Access log extension filters.
+    pub enum AccessLogFilterConfig {
+        Cel(CelExpressionFilter) = "envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter",
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CelExpressionFilter {
+    #[serde(default)]
+    pub expression: String,
 }
 
 typed_any! {
@@ -400,7 +442,61 @@ typed_any! {
     /// Tracers.
     pub enum TracerConfig {
         Zipkin(ZipkinConfig) = "envoy.config.trace.v3.ZipkinConfig",
+        OpenTelemetry(OpenTelemetryConfig) = "envoy.config.trace.v3.OpenTelemetryConfig",
     }
+}
+
+/// Envoy's OpenTelemetry tracer: spans exported over OTLP, by gRPC or HTTP.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpenTelemetryConfig {
+    pub grpc_service: Option<GrpcService>,
+    pub http_service: Option<HttpService>,
+    #[serde(default)]
+    pub service_name: String,
+    pub resource_detectors: Option<Unsupported>,
+    pub sampler: Option<Unsupported>,
+    pub max_cache_size: Option<u32>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrpcService {
+    pub envoy_grpc: Option<EnvoyGrpc>,
+    pub google_grpc: Option<Unsupported>,
+    pub timeout: Option<crate::core::ProtoDuration>,
+    pub initial_metadata: Option<Unsupported>,
+    pub retry_policy: Option<Unsupported>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnvoyGrpc {
+    #[serde(default)]
+    pub cluster_name: String,
+    #[serde(default)]
+    pub authority: String,
+    pub retry_policy: Option<Unsupported>,
+    pub max_receive_message_length: Option<Ignored>,
+    pub skip_envoy_headers: Option<Ignored>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpService {
+    pub http_uri: HttpUri,
+    pub request_headers_to_add: Option<Unsupported>,
+    pub retry_policy: Option<Unsupported>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpUri {
+    #[serde(default)]
+    pub uri: String,
+    #[serde(default)]
+    pub cluster: String,
+    pub timeout: Option<crate::core::ProtoDuration>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -62,6 +62,7 @@ pub fn descriptor_roots() -> Vec<&'static str> {
         filters::PerFilterConfig::TYPES,
         filters::HttpFilterConfig::TYPES,
         filters::AccessLogConfig::TYPES,
+        filters::AccessLogFilterConfig::TYPES,
         filters::TracerConfig::TYPES,
         tls::TransportSocketConfig::TYPES,
     ] {

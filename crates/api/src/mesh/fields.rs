@@ -119,12 +119,9 @@ pub(super) const MESH_CONFIG: Message = Message {
             "the server-certificate verification default it sets for TLS origination is not applied",
         ),
         insecure("ca", Obj, "workload certificates are not issued by the external CA named here"),
-        insecure(
-            "extension_providers",
-            List,
-            "external authorization providers listed here are never called, so CUSTOM authorization naming them is not enforced",
-        ),
-        ignored("default_providers", Obj),
+        // Read whole by `mesh::providers`, which warns about each provider kind weft lacks.
+        acted("extension_providers", List),
+        acted("default_providers", Obj),
         ignored("discovery_selectors", List),
         insecure("path_normalization", Obj, "request paths are not normalized as asked, so path-based policy may match other paths"),
         ignored("default_http_retry_policy", Obj),

@@ -55,9 +55,9 @@ fn mesh_config_with_every_field_loads() {
 
     let (mesh, warnings) = load_mesh_checked(EVERY_FIELD, "mesh-every-field.yaml").expect("every Istio field loads");
     assert!(warnings.iter().all(|w| w.level == Level::Warning), "{warnings:#?}");
-    // One warning per field weft does not act on: 42 of MeshConfig, 38 of ProxyConfig, 8 of
-    // tracing and outboundTrafficPolicy.tls.
-    assert_eq!(warnings.len(), 41 + 38 + 8 + 1, "{warnings:#?}");
+    // One warning per field weft does not act on: 39 of MeshConfig, 38 of ProxyConfig, 8 of
+    // tracing and outboundTrafficPolicy.tls; and one for the external authorization provider.
+    assert_eq!(warnings.len(), 39 + 38 + 8 + 1 + 1, "{warnings:#?}");
     let mut paths: Vec<_> = warnings.iter().map(|w| w.field_path.as_str()).collect();
     paths.sort_unstable();
     paths.dedup();
@@ -74,7 +74,8 @@ fn mesh_config_with_every_field_loads() {
     assert!(!metadata.message.contains("security"), "{}", metadata.message);
     assert_eq!(metadata.line, Some(EVERY_FIELD.lines().position(|l| l.starts_with("  proxyMetadata:")).map(|i| i + 1).expect("line")));
     assert_eq!(metadata.file, "mesh-every-field.yaml");
-    assert!(find("extensionProviders").message.contains("weaken security"));
+    assert!(find("extensionProviders[0].envoyExtAuthzHttp").message.contains("does not call external authorization providers"));
+    assert_eq!(mesh.default_providers.metrics, vec!["prometheus".to_owned()]);
     assert!(find("meshMTLS").message.contains("weaken security"));
     assert!(find("defaultConfig.tracing.tlsSettings").message.contains("weaken security"));
     find("defaultConfig.tracing.lightstep");
@@ -124,6 +125,7 @@ enableTracing: false
         access_log_format: Some("%START_TIME%\n".into()),
         proxy_http_port: Some(15007),
         enable_tracing: false,
+        ..MeshConfig::default()
     };
     assert_eq!(mesh, expected);
     assert_eq!(load_mesh(text, "mesh.yaml").expect("valid"), expected);

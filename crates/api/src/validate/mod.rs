@@ -20,6 +20,7 @@ use gateway::gateway;
 use security::peer_authentication;
 use service_entry::{service_entry, workload_entry, EntryOf};
 use sidecar::sidecar;
+use telemetry::telemetry;
 use virtual_service::virtual_service;
 
 mod destination_rule;
@@ -28,6 +29,7 @@ pub use gateway::credential_secret;
 mod security;
 mod service_entry;
 mod sidecar;
+mod telemetry;
 mod virtual_service;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,6 +83,7 @@ pub fn object(obj: &Object) -> Vec<Problem> {
         Object::Sidecar(r) => sidecar(&r.spec, &mut c),
         Object::WorkloadEntry(r) => workload_entry(&r.spec, "spec", EntryOf::Resource, &mut c),
         Object::PeerAuthentication(r) => peer_authentication(&r.spec, &mut c),
+        Object::Telemetry(r) => telemetry(&r.spec, &mut c),
         Object::Service(r) => {
             let mut seen = BTreeSet::new();
             for (i, p) in r.spec.ports.iter().enumerate() {

@@ -20,6 +20,7 @@ use super::listener::{hcm, l4_cluster};
 use super::route::{hash_policy, vs_routes, Bound};
 use super::{credential, socket_address, tcp_proxy, Generated, Scope};
 use crate::model::{host_matches, labels_match};
+use crate::telemetry::Side;
 
 /// One server of a Gateway that selects this proxy.
 struct Bind<'a> {
@@ -104,11 +105,11 @@ pub fn generate(scope: &Scope<'_>, out: &mut Generated) {
             let name = format!("http.{port}");
             let redirect = plain.iter().any(|b| b.server.tls.as_ref().is_some_and(|t| t.https_redirect));
             out.routes.insert(name.clone(), route_config(scope, &name, &plain, port, redirect));
-            chains.push(json!({"name": name, "filters": [hcm(scope, &format!("outbound_0.0.0.0_{port}"), json!(name))]}));
+            chains.push(json!({"name": name, "filters": [hcm(scope, Side::Client, &format!("outbound_0.0.0.0_{port}"), json!(name))]}));
         }
         for b in binds.iter().filter(|b| b.kind() == Kind::Https) {
             let name = b.https_route_name();
-            let mut chain = json!({"name": name, "filters": [hcm(scope, &format!("outbound_0.0.0.0_{port}"), json!(name))]});
+            let mut chain = json!({"name": name, "filters": [hcm(scope, Side::Client, &format!("outbound_0.0.0.0_{port}"), json!(name))]});
             if terminate(scope, &mut chain, b, &["h2", "http/1.1"], out) {
                 out.routes.insert(name.clone(), route_config(scope, &name, &[b], port, false));
                 chains.push(chain);
@@ -136,7 +137,9 @@ pub fn generate(scope: &Scope<'_>, out: &mut Generated) {
         let sni = chains.iter().any(|c| c.get("filter_chain_match").is_some_and(|m| m.get("server_names").is_some()))
             || chains.iter().any(|c| c.get("transport_socket").is_some());
         let name = format!("0.0.0.0_{port}");
-        let mut listener = json!({"name": name, "address": socket_address("0.0.0.0", port), "filter_chains": chains});
+        // OUTBOUND, as istiod marks gateway listeners: what a gateway sends is the client side.
+        let mut listener =
+            json!({"name": name, "address": socket_address("0.0.0.0", port), "traffic_direction": "OUTBOUND", "filter_chains": chains});
         if sni {
             listener["listener_filters"] = json!([super::listener::tls_inspector()]);
         }

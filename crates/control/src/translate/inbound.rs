@@ -23,6 +23,7 @@ use super::{BLACKHOLE, INBOUND_PASSTHROUGH, INBOUND_PORT};
 use crate::model::labels_match;
 use crate::node::{Interception, ProxyNode};
 use crate::protocol::Protocol;
+use crate::telemetry::Side;
 
 /// One port the workload serves.
 struct Target {
@@ -266,7 +267,7 @@ impl InboundPort<'_> {
         let cluster = inbound_cluster_name(self.port);
         let routes = json!({"name": cluster, "virtual_hosts": [{"name": format!("inbound|http|{}", self.port), "domains": ["*"],
             "routes": [{"name": "default", "match": {"prefix": "/"}, "route": {"cluster": cluster, "timeout": "0s"}}]}]});
-        let mut f = hcm(self.scope, &format!("inbound_{}", self.name()), routes);
+        let mut f = hcm(self.scope, Side::Server, &format!("inbound_{}", self.name()), routes);
         f["typed_config"]["forward_client_cert_details"] = json!("SANITIZE_SET");
         f["typed_config"]["set_current_client_cert_details"] = json!({"subject": true, "dns": true, "uri": true});
         f

@@ -11,6 +11,8 @@ use super::{outbound_cluster_name, socket_address, tcp_proxy, Generated, Scope};
 use super::{BLACKHOLE, INBOUND_PORT, OUTBOUND_PORT, PASSTHROUGH};
 use crate::node::Interception;
 use crate::protocol::Protocol;
+use crate::telemetry::Side;
+use weft_api::mesh::Provider;
 
 /// ALPN values the HTTP inspector reports for plaintext HTTP.
 pub(super) const HTTP_ALPN: [&str; 3] = ["http/1.0", "http/1.1", "h2c"];
@@ -49,25 +51,75 @@ pub const ISTIO_ACCESS_LOG_FORMAT: &str = "[%START_TIME%] \"%REQ(:METHOD)% %REQ(
 \"%REQ(:AUTHORITY)%\" \"%UPSTREAM_HOST%\" %UPSTREAM_CLUSTER% %UPSTREAM_LOCAL_ADDRESS% %DOWNSTREAM_LOCAL_ADDRESS% \
 %DOWNSTREAM_REMOTE_ADDRESS% %REQUESTED_SERVER_NAME% %ROUTE_NAME%\n";
 
-/// MeshConfig `accessLogFile` as Envoy's file access logger, or None when it is off.
-fn access_log(mesh: &weft_api::mesh::MeshConfig) -> Option<Value> {
-    let path = mesh.access_log_file.as_deref().filter(|p| !p.is_empty())?;
-    let format = mesh.access_log_format.as_deref().filter(|f| !f.is_empty()).unwrap_or(ISTIO_ACCESS_LOG_FORMAT);
-    Some(json!({"name": "envoy.access_loggers.file", "typed_config": {
+/// A file access log: Envoy's file logger with `format` (text) or `labels` (JSON lines), and a
+/// CEL filter (Envoy's `envoy.access_loggers.extension_filters.cel`, as istiod writes it).
+fn file_log(path: &str, format: Option<&str>, labels: Option<&BTreeMap<String, String>>, filter: Option<&str>) -> Value {
+    let log_format = match labels {
+        Some(labels) => json!({"json_format": labels}),
+        None => {
+            let mut text = format.filter(|f| !f.is_empty()).unwrap_or(ISTIO_ACCESS_LOG_FORMAT).to_owned();
+            if !text.ends_with('\n') {
+                text.push('\n');
+            }
+            json!({"text_format_source": {"inline_string": text}})
+        }
+    };
+    let mut log = json!({"name": "envoy.access_loggers.file", "typed_config": {
         "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
         "path": path,
-        "log_format": {"text_format_source": {"inline_string": format}},
-    }}))
+        "log_format": log_format,
+    }});
+    if let Some(expression) = filter {
+        log["filter"] = json!({"extension_filter": {"name": "envoy.access_loggers.extension_filters.cel", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter",
+            "expression": expression,
+        }}});
+    }
+    log
 }
 
-/// Puts the mesh's access log on every `tcp_proxy` of `listeners` (HTTP connection managers
+/// The access logs of one side of the proxy: the Telemetry API's providers when it says
+/// anything, else MeshConfig `accessLogFile`.
+fn access_logs(scope: &Scope<'_>, side: Side) -> Vec<Value> {
+    match scope.telemetry.logs(side) {
+        Some(specs) => specs
+            .iter()
+            .filter_map(|s| match &s.provider.provider {
+                Provider::EnvoyFileAccessLog(f) => {
+                    let format = f.log_format.as_ref();
+                    Some(file_log(
+                        &f.path,
+                        format.and_then(|l| l.text.as_deref()),
+                        format.and_then(|l| l.labels.as_ref()),
+                        s.filter.as_deref(),
+                    ))
+                }
+                _ => None,
+            })
+            .collect(),
+        None => {
+            let mesh = &scope.model.mesh;
+            mesh.access_log_file
+                .as_deref()
+                .filter(|p| !p.is_empty())
+                .map(|path| file_log(path, mesh.access_log_format.as_deref(), None, None))
+                .into_iter()
+                .collect()
+        }
+    }
+}
+
+/// Puts the side's access logs on every `tcp_proxy` of `listeners` (HTTP connection managers
 /// get theirs in [`hcm`]), so a connection sent to the BlackHoleCluster is logged too.
-pub(super) fn add_tcp_access_logs(mesh: &weft_api::mesh::MeshConfig, listeners: &mut std::collections::BTreeMap<String, Value>) {
-    let Some(log) = access_log(mesh) else { return };
+pub(super) fn add_tcp_access_logs(scope: &Scope<'_>, side: Side, listeners: &mut std::collections::BTreeMap<String, Value>) {
+    let logs = access_logs(scope, side);
+    if logs.is_empty() {
+        return;
+    }
     let add = |chain: &mut Value| {
         for f in chain["filters"].as_array_mut().into_iter().flatten() {
             if f["name"] == "envoy.filters.network.tcp_proxy" {
-                f["typed_config"]["access_log"] = json!([log.clone()]);
+                f["typed_config"]["access_log"] = json!(logs.clone());
             }
         }
     };
@@ -82,7 +134,7 @@ pub(super) fn add_tcp_access_logs(mesh: &weft_api::mesh::MeshConfig, listeners: 
 /// An HTTP connection manager with the mesh's filters; `routes` is an RDS name or an inline
 /// route configuration. MeshConfig `defaultConfig.tracing` becomes the percentage of requests
 /// traced and the Zipkin collector, as istiod sets them.
-pub(super) fn hcm(scope: &Scope<'_>, stat_prefix: &str, routes: Value) -> Value {
+pub(super) fn hcm(scope: &Scope<'_>, side: Side, stat_prefix: &str, routes: Value) -> Value {
     let mut cfg = json!({
         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix": stat_prefix,
@@ -91,14 +143,15 @@ pub(super) fn hcm(scope: &Scope<'_>, stat_prefix: &str, routes: Value) -> Value 
             {"name": "envoy.filters.http.router", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}},
         ],
     });
-    if let Some(t) = super::tracing::hcm_tracing(scope) {
+    if let Some(t) = super::tracing::hcm_tracing(scope, side) {
         cfg["tracing"] = t;
     }
     if scope.node.http10 {
         cfg["http_protocol_options"] = json!({"accept_http_10": true});
     }
-    if let Some(log) = access_log(&scope.model.mesh) {
-        cfg["access_log"] = json!([log]);
+    let logs = access_logs(scope, side);
+    if !logs.is_empty() {
+        cfg["access_log"] = json!(logs);
     }
     match routes {
         Value::String(name) => cfg["rds"] = json!({"route_config_name": name, "config_source": {"ads": {}, "resource_api_version": "V3"}}),
@@ -158,7 +211,7 @@ pub fn outbound(scope: &Scope<'_>, out: &mut Generated) {
                     "name": format!("{vip}_{port}-http"),
                     "filter_chain_match": {"prefix_ranges": [{"address_prefix": vip.to_string(), "prefix_len": if vip.is_ipv4() { 32 } else { 128 }}],
                                            "application_protocols": HTTP_ALPN},
-                    "filters": [hcm(scope, &format!("outbound_{name}"), json!(port.to_string()))],
+                    "filters": [hcm(scope, Side::Client, &format!("outbound_{name}"), json!(port.to_string()))],
                 }));
             }
         }
@@ -166,7 +219,7 @@ pub fn outbound(scope: &Scope<'_>, out: &mut Generated) {
             chains.push(json!({
                 "name": name,
                 "filter_chain_match": {"application_protocols": HTTP_ALPN},
-                "filters": [hcm(scope, &format!("outbound_{name}"), json!(port.to_string()))],
+                "filters": [hcm(scope, Side::Client, &format!("outbound_{name}"), json!(port.to_string()))],
             }));
         }
         let mut l = json!({
@@ -219,7 +272,7 @@ pub fn http_proxy(scope: &Scope<'_>, port: u16, out: &mut Generated) {
         Interception::Redirect | Interception::Tproxy => "127.0.0.1".to_string(),
     };
     let name = format!("{bind}_{port}");
-    let mut manager = hcm(scope, &format!("outbound_{name}"), json!(HTTP_PROXY_ROUTE));
+    let mut manager = hcm(scope, Side::Client, &format!("outbound_{name}"), json!(HTTP_PROXY_ROUTE));
     manager["typed_config"]["http_protocol_options"] = json!({"allow_absolute_url": true});
     out.listeners.insert(
         name.clone(),

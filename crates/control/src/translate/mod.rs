@@ -28,6 +28,7 @@ use weft_api::Resource;
 
 use crate::model::{host_matches, labels_match, Model, Service};
 use crate::node::{Interception, ProxyKind, ProxyNode};
+use crate::telemetry::Side;
 
 pub use listener::HTTP_PROXY_ROUTE;
 
@@ -70,6 +71,8 @@ pub struct Scope<'a> {
     pub outbound: OutboundMode,
     /// The `Sidecar` that applies to the proxy, if any.
     pub sidecar: Option<&'a Resource<net::Sidecar>>,
+    /// What the Telemetry API says about the proxy.
+    pub telemetry: crate::telemetry::Resolved,
 }
 
 impl<'a> Scope<'a> {
@@ -82,7 +85,8 @@ impl<'a> Scope<'a> {
         let outbound = sidecar
             .and_then(|s| s.spec.outbound_traffic_policy.as_ref().map(|p| p.mode))
             .unwrap_or(model.mesh.outbound_traffic_policy.mode);
-        Scope { model, node, services, outbound, sidecar }
+        let telemetry = crate::telemetry::resolve(model, &node.namespace, &node.labels);
+        Scope { model, node, services, outbound, sidecar, telemetry }
     }
 
     /// The VirtualService that routes `host` for this proxy's mesh traffic (first by
@@ -137,7 +141,7 @@ pub fn generate_outbound(model: &Model, node: &ProxyNode) -> Generated {
     cluster::outbound(&scope, &mut out);
     cluster::builtin(&mut out);
     out.endpoints.insert(peers::WORKLOADS.into(), peers::workloads(model));
-    tracing::collector(&scope, &mut out);
+    tracing::collectors(&scope, &mut out);
     match node.kind {
         ProxyKind::Sidecar => {
             // Without capture nothing reaches the virtual listener or the per-port listeners
@@ -153,7 +157,7 @@ pub fn generate_outbound(model: &Model, node: &ProxyNode) -> Generated {
         }
         ProxyKind::Router => gateway::generate(&scope, &mut out),
     }
-    listener::add_tcp_access_logs(&model.mesh, &mut out.listeners);
+    listener::add_tcp_access_logs(&scope, Side::Client, &mut out.listeners);
     out
 }
 
@@ -167,7 +171,7 @@ pub fn generate_inbound(model: &Model, node: &ProxyNode) -> Generated {
         if let Some(port) = node.http_proxy_port(&model.mesh) {
             listener::http_proxy(&scope, port, &mut out);
         }
-        listener::add_tcp_access_logs(&model.mesh, &mut out.listeners);
+        listener::add_tcp_access_logs(&scope, Side::Server, &mut out.listeners);
     }
     out
 }

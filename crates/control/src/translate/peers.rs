@@ -18,7 +18,10 @@ pub const WORKLOADS: &str = "weft.workloads";
 
 pub fn workloads(model: &Model) -> Value {
     let mut by_address: BTreeMap<String, Value> = BTreeMap::new();
-    let mut add = |address: &str, e: &Endpoint| {
+    // A workload's entry also names the first service it backs: what its own proxy reports as
+    // `destination_service` for a request addressed to the workload itself (by IP), as Istio
+    // takes it from the inbound cluster's service.
+    let mut add = |address: &str, e: &Endpoint, service: Option<&str>| {
         if address.parse::<std::net::IpAddr>().is_err() {
             return;
         }
@@ -27,13 +30,16 @@ pub fn workloads(model: &Model) -> Value {
         if let Some(sa) = &e.service_account {
             istio["service_account"] = json!(sa);
         }
+        if let Some(s) = service {
+            istio["service"] = json!(s);
+        }
         by_address.entry(address.to_owned()).or_insert_with(
             || json!({"endpoint": {"address": socket_address(address, 0)}, "metadata": {"filter_metadata": {"istio": istio}}}),
         );
     };
     for s in &model.services {
         for e in &s.endpoints {
-            add(&e.address, e);
+            add(&e.address, e, (!s.external).then_some(s.hostname.as_str()));
         }
     }
     for w in &model.workloads {
@@ -45,7 +51,7 @@ pub fn workloads(model: &Model) -> Value {
             weight: None,
             workload: Some((w.name.clone(), w.namespace.clone())),
         };
-        add(&w.address, &e);
+        add(&w.address, &e, None);
     }
     for p in &model.pods {
         let e = Endpoint {
@@ -56,7 +62,7 @@ pub fn workloads(model: &Model) -> Value {
             weight: None,
             workload: Some((workload_of_pod(&p.name, &p.labels), p.namespace.clone())),
         };
-        add(&p.ip, &e);
+        add(&p.ip, &e, None);
     }
     for s in &model.services {
         if let Some(vip) = s.vip {

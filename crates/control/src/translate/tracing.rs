@@ -1,67 +1,192 @@
-//! MeshConfig `defaultConfig.tracing`: the sampling percentage and the Zipkin collector every
-//! HTTP connection manager reports to, as istiod configures Envoy, with W3C trace context
-//! propagated next to B3.
+//! Tracing on each HTTP connection manager, as istiod configures Envoy: from the Telemetry API
+//! when it (or MeshConfig `defaultProviders.tracing`) says anything for the proxy — the
+//! provider of the proxy's side (a `zipkin` or `opentelemetry` extension provider), its
+//! sampling percentage, custom tags, or no tracing where span reporting is disabled — and
+//! otherwise from MeshConfig `defaultConfig.tracing` (sampling and the Zipkin collector). W3C
+//! trace context is propagated next to B3 unless a provider asks for B3 only.
 
 use serde_json::{json, Value};
+use weft_api::mesh::providers::{OtelProvider, ZipkinProvider};
+use weft_api::mesh::Provider;
 
 use super::{duration, outbound_cluster_name, socket_address, Generated, Scope};
+use crate::telemetry::{Side, TracingSpec};
 
-/// The cluster for a collector outside the registry.
+/// The cluster for a `tracing.zipkin.address` collector outside the registry.
 pub const ZIPKIN_CLUSTER: &str = "zipkin";
 /// istiod's default sampling when tracing is on and no percentage is given.
 const DEFAULT_SAMPLING: f64 = 1.0;
 
-/// The HCM `tracing` block, or `None` when the mesh does not trace.
-pub fn hcm_tracing(scope: &Scope<'_>) -> Option<Value> {
+/// The HCM `tracing` block for `side`, or `None` when that side does not trace.
+pub fn hcm_tracing(scope: &Scope<'_>, side: Side) -> Option<Value> {
+    match scope.telemetry.tracing(side) {
+        Some(spec) => from_telemetry(scope, spec),
+        None => legacy(scope),
+    }
+}
+
+/// MeshConfig `defaultConfig.tracing`, as before the Telemetry API.
+fn legacy(scope: &Scope<'_>) -> Option<Value> {
     if !scope.model.mesh.enable_tracing {
         return None;
     }
     let t = scope.model.mesh.default_config.tracing.as_ref()?;
-    let collector = collector_cluster(scope);
+    let collector = legacy_collector(scope);
     let sampling = t.sampling.or(collector.as_ref().map(|_| DEFAULT_SAMPLING))?;
     let mut v = json!({"random_sampling": {"value": sampling}});
-    if let Some(cluster) = collector {
-        v["provider"] = json!({"name": "envoy.tracers.zipkin", "typed_config": {
-            "@type": "type.googleapis.com/envoy.config.trace.v3.ZipkinConfig",
-            "collector_cluster": cluster,
-            "collector_endpoint": "/api/v2/spans",
-            "collector_endpoint_version": "HTTP_JSON",
-            "trace_id_128bit": true,
-            "shared_span_context": false,
-            // W3C `traceparent` in and out next to B3, so callers that speak only W3C (most
-            // OpenTelemetry SDKs) stay in one trace across the mesh.
-            "trace_context_option": "USE_B3_WITH_W3C_PROPAGATION",
-        }});
+    if let Some((cluster, _)) = collector {
+        v["provider"] = zipkin_tracer(&cluster, "/api/v2/spans", true, true, None);
     }
     Some(v)
 }
 
-/// The collector's cluster: the registry service's outbound cluster when the address names a
-/// service this proxy sees (so reports follow its endpoints and mTLS), else [`ZIPKIN_CLUSTER`].
-fn collector_cluster(scope: &Scope<'_>) -> Option<String> {
+fn zipkin_tracer(cluster: &str, endpoint: &str, trace_id_128bit: bool, w3c: bool, hostname: Option<&str>) -> Value {
+    let mut cfg = json!({
+        "@type": "type.googleapis.com/envoy.config.trace.v3.ZipkinConfig",
+        "collector_cluster": cluster,
+        "collector_endpoint": endpoint,
+        "collector_endpoint_version": "HTTP_JSON",
+        "trace_id_128bit": trace_id_128bit,
+        "shared_span_context": false,
+        // W3C `traceparent` in and out next to B3, so callers that speak only W3C (most
+        // OpenTelemetry SDKs) stay in one trace across the mesh.
+        "trace_context_option": if w3c { "USE_B3_WITH_W3C_PROPAGATION" } else { "USE_B3" },
+    });
+    if let Some(h) = hostname {
+        cfg["collector_hostname"] = json!(h);
+    }
+    json!({"name": "envoy.tracers.zipkin", "typed_config": cfg})
+}
+
+fn from_telemetry(scope: &Scope<'_>, spec: &TracingSpec) -> Option<Value> {
+    if spec.disabled {
+        return None;
+    }
+    let provider = spec.provider.as_ref()?;
+    let tracer = match &provider.provider {
+        Provider::Zipkin(z) => {
+            let (cluster, host, _) = provider_collector(scope, &provider.name, &z.service, z.port);
+            zipkin_provider(z, &cluster, &host)
+        }
+        Provider::OpenTelemetry(o) => {
+            let (cluster, host, port) = provider_collector(scope, &provider.name, &o.service, o.port);
+            otel_provider(o, &cluster, &host, port)
+        }
+        _ => return None,
+    };
+    let sampling =
+        spec.sampling.or_else(|| scope.model.mesh.default_config.tracing.as_ref().and_then(|t| t.sampling)).unwrap_or(DEFAULT_SAMPLING);
+    let mut v = json!({"random_sampling": {"value": sampling}, "provider": tracer});
+    let tags: Vec<Value> = spec
+        .custom_tags
+        .iter()
+        .filter_map(|(name, tag)| {
+            if let Some(l) = &tag.literal {
+                Some(json!({"tag": name, "literal": {"value": l.value}}))
+            } else if let Some(e) = &tag.environment {
+                Some(json!({"tag": name, "environment": {"name": e.name, "default_value": e.default_value.clone().unwrap_or_default()}}))
+            } else {
+                tag.header
+                    .as_ref()
+                    .map(|h| json!({"tag": name, "request_header": {"name": h.name, "default_value": h.default_value.clone().unwrap_or_default()}}))
+            }
+        })
+        .collect();
+    if !tags.is_empty() {
+        v["custom_tags"] = json!(tags);
+    }
+    Some(v)
+}
+
+fn zipkin_provider(z: &ZipkinProvider, cluster: &str, host: &str) -> Value {
+    let w3c = z.trace_context_option.as_deref() != Some("USE_B3");
+    zipkin_tracer(cluster, z.path.as_deref().unwrap_or("/api/v2/spans"), z.enable_64bit_trace_id != Some(true), w3c, Some(host))
+}
+
+/// Envoy's OpenTelemetry tracer: OTLP over gRPC to the collector, or over HTTP when the
+/// provider says `http` (Jaeger takes both, on 4317 and 4318).
+fn otel_provider(o: &OtelProvider, cluster: &str, host: &str, port: u16) -> Value {
+    // No service_name: the proxy names itself by its node's cluster (`app.namespace` in a
+    // sidecar's bootstrap), as Envoy does, and this config stays the same for every proxy that
+    // shares it (`push::Cache`).
+    let mut cfg = json!({"@type": "type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig"});
+    match &o.http {
+        Some(h) => {
+            let path = h.path.as_deref().unwrap_or("/v1/traces");
+            let path = if path.starts_with('/') { path.to_owned() } else { format!("/{path}") };
+            let timeout = h.timeout.map(|t| t.0).unwrap_or(std::time::Duration::from_secs(1));
+            cfg["http_service"] =
+                json!({"http_uri": {"uri": format!("http://{host}:{port}{path}"), "cluster": cluster, "timeout": duration(timeout)}});
+        }
+        None => cfg["grpc_service"] = json!({"envoy_grpc": {"cluster_name": cluster, "authority": host}}),
+    }
+    json!({"name": "envoy.tracers.opentelemetry", "typed_config": cfg})
+}
+
+/// A provider's `service` (`host`, or `namespace/host`) as a registry host, if it is one.
+fn provider_host(scope: &Scope<'_>, service: &str) -> String {
+    let host = service.split_once('/').map_or(service, |(_, h)| h);
+    scope.model.resolve_host(host, &scope.model.mesh.root_namespace)
+}
+
+/// The cluster spans for `provider` go to: the registry service's outbound cluster when the
+/// provider's service is one this proxy sees (so reports follow its endpoints and mTLS), else
+/// a cluster of the provider's own (`collectors` makes it). Also the host and port.
+fn provider_collector(scope: &Scope<'_>, name: &str, service: &str, port: u32) -> (String, String, u16) {
+    let port = u16::try_from(port).unwrap_or(0);
+    let fqdn = provider_host(scope, service);
+    let known = scope.services.iter().any(|s| s.hostname == fqdn && s.ports.iter().any(|p| p.port == port));
+    let host = service.split_once('/').map_or(service, |(_, h)| h).to_owned();
+    if known {
+        (outbound_cluster_name(port, "", &fqdn), fqdn, port)
+    } else {
+        (format!("tracing|{name}"), host, port)
+    }
+}
+
+/// The collector's cluster for `defaultConfig.tracing.zipkin.address`.
+fn legacy_collector(scope: &Scope<'_>) -> Option<(String, Option<(String, u16)>)> {
     let z = scope.model.mesh.default_config.tracing.as_ref()?.zipkin.as_ref()?;
     let (host, port) = z.host_port()?;
     let fqdn = scope.model.resolve_host(host, &scope.model.mesh.root_namespace);
     let known = scope.services.iter().any(|s| s.hostname == fqdn && s.ports.iter().any(|p| p.port == port));
-    Some(if known { outbound_cluster_name(port, "", &fqdn) } else { ZIPKIN_CLUSTER.to_string() })
+    Some(if known { (outbound_cluster_name(port, "", &fqdn), None) } else { (ZIPKIN_CLUSTER.to_string(), Some((host.to_owned(), port))) })
 }
 
-/// The [`ZIPKIN_CLUSTER`] for a collector outside the registry: STATIC for an address,
-/// STRICT_DNS for a name.
-pub fn collector(scope: &Scope<'_>, out: &mut Generated) {
-    if collector_cluster(scope).as_deref() != Some(ZIPKIN_CLUSTER) {
+fn static_cluster(name: &str, host: &str, port: u16, http2: bool) -> Value {
+    let kind = if host.parse::<std::net::IpAddr>().is_ok() { "STATIC" } else { "STRICT_DNS" };
+    let mut c = json!({
+        "name": name, "type": kind, "connect_timeout": duration(std::time::Duration::from_secs(10)),
+        "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [{"endpoint": {"address": socket_address(host, port)}}]}]},
+    });
+    if http2 {
+        c["typed_extension_protocol_options"] = json!({"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+            "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+            "explicit_http_config": {"http2_protocol_options": {}},
+        }});
+    }
+    c
+}
+
+/// The clusters of collectors outside the registry that this proxy's tracing names.
+pub fn collectors(scope: &Scope<'_>, out: &mut Generated) {
+    if scope.telemetry.tracing.is_none() {
+        if let Some((name, Some((host, port)))) = legacy_collector(scope) {
+            out.clusters.insert(name.clone(), static_cluster(&name, &host, port, false));
+        }
         return;
     }
-    let Some((host, port)) = scope.model.mesh.default_config.tracing.as_ref().and_then(|t| t.zipkin.as_ref()).and_then(|z| z.host_port())
-    else {
-        return;
-    };
-    let kind = if host.parse::<std::net::IpAddr>().is_ok() { "STATIC" } else { "STRICT_DNS" };
-    out.clusters.insert(
-        ZIPKIN_CLUSTER.into(),
-        json!({
-            "name": ZIPKIN_CLUSTER, "type": kind, "connect_timeout": duration(std::time::Duration::from_secs(10)),
-            "load_assignment": {"cluster_name": ZIPKIN_CLUSTER, "endpoints": [{"lb_endpoints": [{"endpoint": {"address": socket_address(host, port)}}]}]},
-        }),
-    );
+    for side in [Side::Client, Side::Server] {
+        let Some(spec) = scope.telemetry.tracing(side).filter(|s| !s.disabled) else { continue };
+        let Some(p) = &spec.provider else { continue };
+        let (service, port, grpc) = match &p.provider {
+            Provider::Zipkin(z) => (&z.service, z.port, false),
+            Provider::OpenTelemetry(o) => (&o.service, o.port, o.http.is_none()),
+            _ => continue,
+        };
+        let (cluster, host, port) = provider_collector(scope, &p.name, service, port);
+        if cluster.starts_with("tracing|") {
+            out.clusters.insert(cluster.clone(), static_cluster(&cluster, &host, port, grpc));
+        }
+    }
 }

@@ -74,6 +74,7 @@ const CRDS: &[(&str, &str, &str, &[&str], &str)] = &[
     ("networking.istio.io", "WorkloadEntry", "workloadentries", &["v1", "v1beta1", "v1alpha3"], "v1"),
     ("networking.istio.io", "EnvoyFilter", "envoyfilters", &["v1alpha3"], "v1alpha3"),
     ("security.istio.io", "PeerAuthentication", "peerauthentications", &["v1", "v1beta1"], "v1"),
+    ("telemetry.istio.io", "Telemetry", "telemetries", &["v1", "v1alpha1"], "v1"),
     ("security.istio.io", "AuthorizationPolicy", "authorizationpolicies", &["v1", "v1beta1"], "v1"),
     ("security.istio.io", "RequestAuthentication", "requestauthentications", &["v1", "v1beta1"], "v1"),
 ];
@@ -138,6 +139,7 @@ fn short_name(kind: &str) -> Option<&'static str> {
         "PeerAuthentication" => "pa",
         "AuthorizationPolicy" => "ap",
         "RequestAuthentication" => "ra",
+        "Telemetry" => "telemetry",
         _ => return None,
     })
 }
@@ -184,7 +186,7 @@ fn control_plane(plan: &Plan, out: &mut Vec<Manifest>) -> Result<(), String> {
         rules: Some(vec![
             rule(&[""], &["services", "endpoints", "pods", "namespaces", "nodes", "configmaps"], &read),
             rule(&["discovery.k8s.io"], &["endpointslices"], &read),
-            rule(&["networking.istio.io", "security.istio.io", "extensions.istio.io"], &["*"], &read),
+            rule(&["networking.istio.io", "security.istio.io", "telemetry.istio.io", "extensions.istio.io"], &["*"], &read),
             rule(&["networking.istio.io", "security.istio.io"], &["*/status"], &["get", "update", "patch"]),
             rule(&["authentication.k8s.io"], &["tokenreviews"], &["create"]),
             rule(
@@ -454,7 +456,7 @@ fn control_plane(plan: &Plan, out: &mut Vec<Manifest>) -> Result<(), String> {
     };
     push(out, to_json(&MutatingWebhookConfiguration { metadata: meta(&injector_name, None, &labels), webhooks: Some(webhooks) }));
     let istio_rule = RuleWithOperations {
-        api_groups: Some(vec!["networking.istio.io".into(), "security.istio.io".into()]),
+        api_groups: Some(vec!["networking.istio.io".into(), "security.istio.io".into(), "telemetry.istio.io".into()]),
         api_versions: Some(vec!["*".into()]),
         operations: Some(vec!["CREATE".into(), "UPDATE".into()]),
         resources: Some(vec!["*".into()]),

@@ -208,6 +208,25 @@ pub enum LineFormat {
 pub struct AccessLogConfig {
     pub sink: Sink,
     pub format: LineFormat,
+    /// Only what this CEL expression is true for is logged (Envoy's CEL access-log filter).
+    pub filter: Option<std::sync::Arc<weft_cel::Program>>,
+}
+
+/// The access log's filter: the CEL extension filter, compiled now so a bad expression is a
+/// rejected config rather than a log that silently writes nothing.
+fn filter(a: &AccessLog, path: &str) -> Result<Option<std::sync::Arc<weft_cel::Program>>> {
+    let Some(f) = &a.filter else { return Ok(None) };
+    let fpath = format!("{path}.filter");
+    let Some(ext) = &f.extension_filter else {
+        return Err(ConfigError::new(fpath, "only extension_filter (envoy.access_loggers.extension_filters.cel) is supported"));
+    };
+    let epath = format!("{fpath}.extension_filter.typed_config");
+    match &ext.typed_config {
+        Some(weft_xds::filters::AccessLogFilterConfig::Cel(c)) => weft_cel::Program::compile(&c.expression)
+            .map(|p| Some(std::sync::Arc::new(p)))
+            .map_err(|e| ConfigError::new(format!("{epath}.expression"), e.to_string())),
+        None => Err(ConfigError::new(epath, "required")),
+    }
 }
 
 fn line_format(f: Option<&SubstitutionFormatString>, legacy_text: Option<&String>, path: &str) -> Result<LineFormat> {
@@ -254,14 +273,18 @@ impl AccessLogConfig {
                     "/dev/stderr" => Sink::Stderr,
                     p => Sink::File(p.to_string()),
                 };
-                Ok(AccessLogConfig { sink, format })
+                Ok(AccessLogConfig { sink, format, filter: filter(a, path)? })
             }
-            Some(WireConfig::Stdout(s)) => {
-                Ok(AccessLogConfig { sink: Sink::Stdout, format: line_format(s.log_format.as_ref(), None, &tpath)? })
-            }
-            Some(WireConfig::Stderr(s)) => {
-                Ok(AccessLogConfig { sink: Sink::Stderr, format: line_format(s.log_format.as_ref(), None, &tpath)? })
-            }
+            Some(WireConfig::Stdout(s)) => Ok(AccessLogConfig {
+                sink: Sink::Stdout,
+                format: line_format(s.log_format.as_ref(), None, &tpath)?,
+                filter: filter(a, path)?,
+            }),
+            Some(WireConfig::Stderr(s)) => Ok(AccessLogConfig {
+                sink: Sink::Stderr,
+                format: line_format(s.log_format.as_ref(), None, &tpath)?,
+                filter: filter(a, path)?,
+            }),
             None => Err(ConfigError::new(tpath, "required")),
         }
     }

@@ -61,6 +61,10 @@ pub struct ListenerConfig {
     pub access_log: Vec<AccessLogConfig>,
     /// `traffic_direction: INBOUND` (what `/drain_listeners?inboundonly` drains).
     pub inbound: bool,
+    /// The listener carries mesh traffic (its direction is INBOUND or OUTBOUND, as istiod sets
+    /// on sidecar and gateway listeners): only such traffic counts in Istio's metrics, not a
+    /// bootstrap's own stats or admin listeners.
+    pub mesh_traffic: bool,
     /// Not counted against the overload manager's global connection limit.
     pub ignore_global_conn_limit: bool,
 }
@@ -299,6 +303,7 @@ impl ListenerConfig {
             continue_on_listener_filters_timeout: l.continue_on_listener_filters_timeout,
             access_log,
             inbound: l.traffic_direction == weft_xds::listener::TrafficDirection::Inbound,
+            mesh_traffic: l.traffic_direction != weft_xds::listener::TrafficDirection::Unspecified,
             ignore_global_conn_limit: l.ignore_global_conn_limit,
         })
     }

@@ -107,6 +107,9 @@ impl TraceConfig {
                     w3c: z.trace_context_option == weft_xds::filters::TraceContextOption::UseB3WithW3cPropagation,
                 })
             }
+            Some(TracerConfig::OpenTelemetry(_)) => {
+                return Err(ConfigError::new(format!("{path}.provider.typed_config"), "the OpenTelemetry tracer is not supported yet"))
+            }
         };
         if t.provider.as_ref().is_some_and(|p| p.typed_config.is_none()) {
             return Err(ConfigError::new(format!("{path}.provider.typed_config"), "required"));

@@ -114,7 +114,6 @@ fn bad_tracing_config_names_the_field() {
     assert!(bad(&z(r#""collector_endpoint": "/api/v2/spans", "collector_endpoint_version": "HTTP_JSON""#)).contains("collector_cluster"));
     assert!(bad(&z(r#""collector_cluster": "z", "collector_endpoint": "/api/v2/spans", "collector_endpoint_version": "HTTP_PROTO""#))
         .contains("collector_endpoint_version"));
-    let other =
-        r#"{"provider": {"name": "x", "typed_config": {"@type": "type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig"}}}"#;
+    let other = r#"{"provider": {"name": "x", "typed_config": {"@type": "type.googleapis.com/envoy.config.trace.v3.DatadogConfig"}}}"#;
     assert!(serde_json::from_str::<HcmTracing>(other).is_err(), "an unsupported tracer is refused, not ignored");
 }
