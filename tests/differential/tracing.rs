@@ -286,3 +286,117 @@ async fn a_collector_that_is_down_never_blocks_a_request() {
     }
     drop(silent);
 }
+
+/// The decoded spans of OTLP export requests, comparable across proxies: name, kind, the
+/// resource's `service.name`, and every attribute but sizes and the proxy's own id; plus the
+/// trace and parent ids as hex.
+fn otlp_spans(bodies: &[Vec<u8>]) -> Vec<Value> {
+    use prost::Message;
+    use weft_proxy::trace::otlp::proto::ExportTraceServiceRequest;
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let mut out = Vec::new();
+    for b in bodies {
+        let req = ExportTraceServiceRequest::decode(b.as_slice()).expect("an OTLP export request");
+        for rs in &req.resource_spans {
+            let service: Vec<String> = rs
+                .resource
+                .iter()
+                .flat_map(|r| &r.attributes)
+                .filter(|kv| kv.key == "service.name")
+                .filter_map(|kv| kv.value.as_ref().map(|v| v.string_value.clone()))
+                .collect();
+            for s in rs.scope_spans.iter().flat_map(|ss| &ss.spans) {
+                let mut attrs = serde_json::Map::new();
+                for kv in &s.attributes {
+                    if !matches!(kv.key.as_str(), "response_size" | "node_id" | "peer.address" | "guid:x-request-id") {
+                        attrs.insert(kv.key.clone(), json!(kv.value.as_ref().map(|v| v.string_value.clone())));
+                    }
+                }
+                out.push(json!({
+                    "name": s.name, "kind": s.kind, "service": service, "attributes": attrs,
+                    "trace": hex(&s.trace_id), "parent": hex(&s.parent_span_id), "span_len": s.span_id.len(),
+                    "ordered": s.end_time_unix_nano >= s.start_time_unix_nano && s.start_time_unix_nano > 0,
+                }));
+            }
+        }
+    }
+    out.sort_by_key(|s| s["attributes"]["http.url"].as_str().unwrap_or("").to_string());
+    out
+}
+
+/// Envoy's OpenTelemetry tracer (what Istio's `opentelemetry` extension provider configures),
+/// exporting OTLP over HTTP: the W3C context the upstream gets, and the spans the collector
+/// decodes — names, kinds, `service.name`, attributes and parents — are Envoy's, span for span
+/// (ids and the request id aside, which are random).
+#[tokio::test]
+async fn opentelemetry_tracing_matches_envoy() {
+    let up = Upstream::start("up").await;
+    let parent = format!("00-{CALLER_TRACE}-{CALLER_SPAN}-01");
+    let reqs = || {
+        vec![
+            Req::get("/otel-continued").header("traceparent", &parent).header("tracestate", "vendor=opaque"),
+            Req::get("/otel-new"),
+            // The OpenTelemetry tracer reads W3C only: a B3 caller starts a new trace.
+            Req::get("/otel-b3").header("x-b3-traceid", CALLER_TRACE).header("x-b3-spanid", CALLER_SPAN).header("x-b3-sampled", "1"),
+            Req::get("/checkout/otel").header("x-tenant", "acme"),
+        ]
+    };
+    let mut seen = Vec::new();
+    for kind in [ProxyKind::Envoy, ProxyKind::Weft] {
+        let collector = Collector::start().expect("collector");
+        let (upstream, cport) = (up.port(), collector.port);
+        let run = start(kind, &move |p| {
+            let mut b = bootstrap(p, upstream, cport);
+            let hcm = &mut b["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"];
+            hcm["tracing"]["random_sampling"] = json!({"value": 100});
+            hcm["tracing"]["provider"] = json!({"name": "envoy.tracers.opentelemetry", "typed_config": {
+                "@type": "type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig",
+                "service_name": "checkout.shop",
+                "http_service": {"http_uri": {"uri": format!("http://127.0.0.1:{cport}/v1/traces"), "cluster": "zipkin", "timeout": "2s"}},
+            }});
+            b
+        })
+        .await;
+        let mut saw = Vec::new();
+        for req in reqs() {
+            let reply = run.send(req.clone()).await;
+            assert_eq!(reply.status, 200, "{kind} {}", req.path);
+            let h = &reply.echo()["headers"];
+            let one = |n: &str| h[n][0].as_str().unwrap_or("-").to_string();
+            let tp = one("traceparent");
+            let continued = tp.starts_with(&format!("00-{CALLER_TRACE}-"));
+            let shape = if continued { tp.replace(CALLER_TRACE, "<caller>") } else { "new".to_owned() };
+            saw.push((req.path.clone(), tp.len(), shape.len(), one("tracestate"), one("x-b3-spanid") == "-", continued));
+        }
+        let want = reqs().len();
+        let spans = eventually(Duration::from_secs(15), "OTLP spans at the collector", || async {
+            let s = otlp_spans(&collector.otlp_requests());
+            (s.len() >= want).then_some(s)
+        })
+        .await;
+        assert_eq!(spans.len(), want, "{kind}: one span per request");
+        let continued = spans.iter().find(|s| s["attributes"]["http.url"] == json!("http://test.local/otel-continued")).expect("span");
+        assert_eq!((continued["trace"].as_str(), continued["parent"].as_str()), (Some(CALLER_TRACE), Some(CALLER_SPAN)), "{kind}");
+        let b3 = spans.iter().find(|s| s["attributes"]["http.url"] == json!("http://test.local/otel-b3")).expect("span");
+        assert_ne!(b3["trace"].as_str(), Some(CALLER_TRACE), "{kind}: B3 is not read by the OpenTelemetry tracer");
+        let comparable: Vec<Value> = spans
+            .iter()
+            .map(|s| {
+                let mut s = s.clone();
+                if let Some(o) = s.as_object_mut() {
+                    o.remove("trace");
+                    let rooted = o.get("parent").and_then(Value::as_str).is_some_and(str::is_empty);
+                    o.insert("parent".into(), json!(rooted));
+                }
+                s
+            })
+            .collect();
+        seen.push((saw, comparable));
+    }
+    assert_eq!(seen[1].0, seen[0].0, "weft vs envoy: the W3C context the upstream saw");
+    assert_eq!(seen[1].1, seen[0].1, "weft vs envoy: the spans the OTLP collector decoded");
+    let checkout = seen[0].1.iter().find(|s| s["attributes"]["http.url"] == json!("http://test.local/checkout/otel")).expect("span");
+    assert_eq!((checkout["name"].clone(), checkout["kind"].clone()), (json!("checkout"), json!(3)), "a CLIENT span named by its route");
+    assert_eq!(checkout["service"], json!(["checkout.shop"]));
+    assert_eq!(checkout["attributes"]["tenant"], json!("acme"), "custom tags become attributes");
+}

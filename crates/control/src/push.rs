@@ -238,6 +238,10 @@ pub fn selecting_label_keys(model: &Model) -> BTreeSet<String> {
             keys.extend(s.match_labels.keys().cloned());
         }
     }
+    // An OpenTelemetry tracer names the workload's canonical service in its config.
+    if model.mesh.extension_providers.iter().any(|p| matches!(p.provider, weft_api::mesh::Provider::OpenTelemetry(_))) {
+        keys.extend(crate::translate::tracing::CANONICAL_LABELS.iter().map(|l| (*l).to_owned()));
+    }
     keys
 }
 

@@ -440,7 +440,7 @@ impl Chain {
                 clusters: ctx.clusters.clone(),
                 routes: ctx.routes.clone(),
                 loggers: Arc::new(crate::access_log::open_all(&h.access_log)?),
-                reporter: h.tracing.as_ref().and_then(|t| t.zipkin.as_ref()).map(|z| ctx.tracer.reporter(z)),
+                reporter: h.tracing.as_ref().and_then(|t| t.exporter.as_ref()).map(|e| ctx.tracer.reporter(e)),
                 tracer: ctx.tracer.clone(),
                 istio: istio.clone().map(|m| (m, reporter)),
             })),

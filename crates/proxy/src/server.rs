@@ -130,7 +130,9 @@ pub async fn start(config: Config, opts: Options) -> Result<Running, StartError>
     store.static_unknown_fields.add(opts.static_unknown_fields);
     let clusters = ClusterManager::new(&config.clusters, &store);
     let routes = Arc::new(RouteStore::default());
-    let tracer = Arc::new(crate::trace::Tracer::new(config.node_id.clone(), config.node_cluster.clone(), clusters.clone(), store.clone()));
+    let mut tracer = crate::trace::Tracer::new(config.node_id.clone(), config.node_cluster.clone(), clusters.clone(), store.clone());
+    tracer.node_zone = config.node_locality.as_ref().map(|l| l.zone.clone()).unwrap_or_default();
+    let tracer = Arc::new(tracer);
     let istio = crate::istio_metrics::Mesh::from_node(&config.node_metadata);
     let ctx = BuildCtx { istio: istio.clone(), store: store.clone(), clusters: clusters.clone(), routes: routes.clone(), tracer };
     let drain = Drain::new();

@@ -191,6 +191,17 @@ stat_struct!(ZipkinStats {
     gauges: []
 });
 
+stat_struct!(OtelStats {
+    counters: [
+        spans_sent = "tracing.opentelemetry.spans_sent",
+        timer_flushed = "tracing.opentelemetry.timer_flushed",
+        reports_sent = "tracing.opentelemetry.http_reports_sent",
+        reports_dropped = "tracing.opentelemetry.http_reports_dropped",
+        reports_failed = "tracing.opentelemetry.http_reports_failed",
+    ],
+    gauges: []
+});
+
 // The HTTP/1 codec's own counters (`http1.`, shared by every connection manager), which Envoy
 // creates with the first connection of that codec.
 stat_struct!(Http1CodecStats { counters: [dropped_headers_with_underscores, requests_rejected_with_underscores_in_headers,], gauges: [] });
@@ -456,6 +467,8 @@ pub struct Store {
     pub manager: ManagerStats,
     /// Present once a Zipkin tracer is configured, as in Envoy.
     zipkin: Mutex<Option<Arc<ZipkinStats>>>,
+    /// Present once an OpenTelemetry tracer is configured.
+    otel: Mutex<Option<Arc<OtelStats>>>,
     http1_codec: std::sync::OnceLock<Http1CodecStats>,
     http2_codec: std::sync::OnceLock<Http2CodecStats>,
     /// `server.static_unknown_fields`: bootstrap fields `--allow-unknown-static-fields` ignored.
@@ -481,6 +494,7 @@ impl Store {
             tcp: Default::default(),
             manager: Default::default(),
             zipkin: Default::default(),
+            otel: Default::default(),
             http1_codec: Default::default(),
             http2_codec: Default::default(),
             static_unknown_fields: Default::default(),
@@ -519,6 +533,9 @@ impl Store {
         if let Some(z) = self.zipkin.lock().as_ref() {
             z.reset_counters();
         }
+        if let Some(o) = self.otel.lock().as_ref() {
+            o.reset_counters();
+        }
         if let Some(c) = self.http1_codec.get() {
             c.reset_counters();
         }
@@ -547,6 +564,9 @@ impl Store {
     }
     pub fn zipkin(&self) -> Arc<ZipkinStats> {
         self.zipkin.lock().get_or_insert_with(Default::default).clone()
+    }
+    pub fn otel(&self) -> Arc<OtelStats> {
+        self.otel.lock().get_or_insert_with(Default::default).clone()
     }
     pub fn tcp(&self, prefix: &str) -> Arc<TcpStats> {
         self.tcp.lock().entry(prefix.to_string()).or_default().clone()
@@ -585,6 +605,9 @@ impl Store {
         self.manager.visit_fields(&mut |n, v, k| out.push((n.to_string(), v, k)));
         if let Some(z) = self.zipkin.lock().as_ref() {
             z.visit_fields(&mut |n, v, k| out.push((n.to_string(), v, k)));
+        }
+        if let Some(o) = self.otel.lock().as_ref() {
+            o.visit_fields(&mut |n, v, k| out.push((n.to_string(), v, k)));
         }
         if let Some(c) = self.http1_codec.get() {
             c.visit_fields(&mut |n, v, k| out.push((format!("http1.{n}"), v, k)));

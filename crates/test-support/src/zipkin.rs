@@ -1,5 +1,6 @@
-//! A Zipkin collector for tests: accepts `POST /api/v2/spans` on loopback (HTTP/1.1 with
-//! keep-alive; sized or chunked bodies, as weft and Envoy send them) and keeps the spans.
+//! A trace collector for tests: accepts `POST /api/v2/spans` (Zipkin JSON) and
+//! `POST /v1/traces` (OTLP over HTTP, protobuf) on loopback (HTTP/1.1 with keep-alive; sized or
+//! chunked bodies, as weft and Envoy send them) and keeps what came.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -10,6 +11,7 @@ use serde_json::Value;
 pub struct Collector {
     pub port: u16,
     spans: Arc<Mutex<Vec<Value>>>,
+    otlp: Arc<Mutex<Vec<Vec<u8>>>>,
 }
 
 impl Collector {
@@ -18,16 +20,22 @@ impl Collector {
         let listener = TcpListener::bind("127.0.0.1:0")?;
         let port = listener.local_addr()?.port();
         let spans: Arc<Mutex<Vec<Value>>> = Arc::default();
-        let keep = spans.clone();
+        let otlp: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
+        let (keep, keep_otlp) = (spans.clone(), otlp.clone());
         std::thread::spawn(move || {
             for sock in listener.incoming().flatten() {
-                let keep = keep.clone();
+                let (keep, keep_otlp) = (keep.clone(), keep_otlp.clone());
                 std::thread::spawn(move || {
-                    let _ = serve(sock, &keep);
+                    let _ = serve(sock, &keep, &keep_otlp);
                 });
             }
         });
-        Ok(Collector { port, spans })
+        Ok(Collector { port, spans, otlp })
+    }
+
+    /// The OTLP export requests received so far (protobuf bodies).
+    pub fn otlp_requests(&self) -> Vec<Vec<u8>> {
+        self.otlp.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// The spans received so far.
@@ -36,7 +44,7 @@ impl Collector {
     }
 }
 
-fn serve(sock: TcpStream, spans: &Mutex<Vec<Value>>) -> std::io::Result<()> {
+fn serve(sock: TcpStream, spans: &Mutex<Vec<Value>>, otlp: &Mutex<Vec<Vec<u8>>>) -> std::io::Result<()> {
     let mut w = sock.try_clone()?;
     let mut r = BufReader::new(sock);
     loop {
@@ -82,6 +90,11 @@ fn serve(sock: TcpStream, spans: &Mutex<Vec<Value>>) -> std::io::Result<()> {
             if let Ok(Value::Array(list)) = serde_json::from_slice::<Value>(&body) {
                 spans.lock().unwrap_or_else(|e| e.into_inner()).extend(list);
             }
+        }
+        if line.starts_with("POST /v1/traces ") {
+            otlp.lock().unwrap_or_else(|e| e.into_inner()).push(body);
+            w.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\n\r\n")?;
+            continue;
         }
         w.write_all(b"HTTP/1.1 202 Accepted\r\ncontent-length: 0\r\n\r\n")?;
     }

@@ -17,7 +17,7 @@ mod listener;
 mod mtls;
 pub mod peers;
 mod route;
-mod tracing;
+pub mod tracing;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -70,7 +70,7 @@ fn from_telemetry(scope: &Scope<'_>, spec: &TracingSpec) -> Option<Value> {
         }
         Provider::OpenTelemetry(o) => {
             let (cluster, host, port) = provider_collector(scope, &provider.name, &o.service, o.port);
-            otel_provider(o, &cluster, &host, port)
+            otel_provider(scope, o, &cluster, &host, port)
         }
         _ => return None,
     };
@@ -105,11 +105,16 @@ fn zipkin_provider(z: &ZipkinProvider, cluster: &str, host: &str) -> Value {
 
 /// Envoy's OpenTelemetry tracer: OTLP over gRPC to the collector, or over HTTP when the
 /// provider says `http` (Jaeger takes both, on 4317 and 4318).
-fn otel_provider(o: &OtelProvider, cluster: &str, host: &str, port: u16) -> Value {
-    // No service_name: the proxy names itself by its node's cluster (`app.namespace` in a
-    // sidecar's bootstrap), as Envoy does, and this config stays the same for every proxy that
-    // shares it (`push::Cache`).
+/// The labels a workload's canonical service name is read from, in Istio's order.
+pub const CANONICAL_LABELS: [&str; 3] = ["service.istio.io/canonical-name", "app.kubernetes.io/name", "app"];
+
+fn otel_provider(scope: &Scope<'_>, o: &OtelProvider, cluster: &str, host: &str, port: u16) -> Value {
     let mut cfg = json!({"@type": "type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig"});
+    // Spans name the workload as Istio's do, `canonical service.namespace`, from labels only
+    // (`push::selecting_label_keys` keeps proxies that differ in them apart).
+    if let Some(service) = CANONICAL_LABELS.iter().find_map(|l| scope.node.labels.get(*l)) {
+        cfg["service_name"] = json!(format!("{service}.{}", scope.node.namespace));
+    }
     match &o.http {
         Some(h) => {
             let path = h.path.as_deref().unwrap_or("/v1/traces");

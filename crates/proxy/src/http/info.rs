@@ -222,7 +222,7 @@ impl Drop for LogOnDrop {
 pub struct SpanReport {
     pub span: crate::trace::Span,
     pub kind: crate::trace::SpanKind,
-    pub reporter: Arc<crate::trace::zipkin::Reporter>,
+    pub reporter: crate::trace::Reporter,
     pub tracer: Arc<crate::trace::Tracer>,
 }
 
@@ -242,9 +242,22 @@ impl SpanReport {
         }
         // Envoy's span endpoint is the node's address (`--local-address-ip-version`), not the
         // connection's.
-        let shared = self.span.shared;
-        let json = crate::trace::zipkin::encode(&self.span, self.kind, shared, &self.tracer.node_cluster, crate::server::node_address());
-        self.reporter.report(json);
+        match &self.reporter {
+            crate::trace::Reporter::Zipkin(r) => {
+                let shared = self.span.shared;
+                r.report(crate::trace::zipkin::encode(
+                    &self.span,
+                    self.kind,
+                    shared,
+                    &self.tracer.node_cluster,
+                    crate::server::node_address(),
+                ))
+            }
+            crate::trace::Reporter::Otlp(r) => {
+                self.span.tags.insert("zone", self.tracer.node_zone.clone());
+                r.report(crate::trace::otlp::encode(&self.span, self.kind))
+            }
+        }
     }
 }
 

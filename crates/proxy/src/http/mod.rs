@@ -147,7 +147,7 @@ pub struct Hcm {
     pub routes: Arc<rds::RouteStore>,
     pub loggers: Arc<Vec<Arc<AccessLogger>>>,
     /// Where this manager's sampled spans go (its tracing config names a Zipkin collector).
-    pub reporter: Option<Arc<crate::trace::zipkin::Reporter>>,
+    pub reporter: Option<crate::trace::Reporter>,
     pub tracer: Arc<crate::trace::Tracer>,
     /// Istio's metrics, and the side this manager's listener reports (mesh proxies only).
     pub istio: Option<(Arc<crate::istio_metrics::Mesh>, crate::istio_metrics::Reporter)>,
@@ -527,8 +527,21 @@ impl Hcm {
         let connect = !is_h2 && parts.method == http::Method::CONNECT;
         let route = vhost.filter(|_| !connect).and_then(|vh| routing::select_route(vh, &view));
         let report = span.filter(|s| s.sampled).and_then(|s| {
-            let op = route.and_then(|r| r.operation.as_deref()).unwrap_or(&authority);
-            self.report(s, op, &parts, conn, &info, &path_and_query)
+            let decorated = route.and_then(|r| r.operation.as_deref());
+            // Envoy's OpenTelemetry tracer names an undecorated span by direction and host.
+            let op = match (decorated, &self.reporter) {
+                (Some(op), _) => op.to_owned(),
+                (None, Some(crate::trace::Reporter::Otlp(_))) => {
+                    let dir = if self.cfg.tracing.as_ref().is_some_and(|t| t.kind == crate::trace::SpanKind::Server) {
+                        "ingress"
+                    } else {
+                        "egress"
+                    };
+                    format!("{dir} {authority}")
+                }
+                (None, _) => authority.clone(),
+            };
+            self.report(s, &op, &parts, conn, &info, &path_and_query)
         });
 
         let body: Body = if !http_body::Body::is_end_stream(&body) {

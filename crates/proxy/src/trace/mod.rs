@@ -2,6 +2,7 @@
 //! sampling decision (kept in `x-request-id` so every proxy on the path agrees), B3 context
 //! in and out, and one span per request reported to a Zipkin collector.
 
+pub mod otlp;
 pub mod zipkin;
 
 use std::collections::BTreeMap;
@@ -19,6 +20,7 @@ static X_B3_SPAN_ID: HeaderName = HeaderName::from_static("x-b3-spanid");
 static X_B3_PARENT_SPAN_ID: HeaderName = HeaderName::from_static("x-b3-parentspanid");
 static X_B3_SAMPLED: HeaderName = HeaderName::from_static("x-b3-sampled");
 static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+static TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 static B3: HeaderName = HeaderName::from_static("b3");
 pub static X_CLIENT_TRACE_ID: HeaderName = HeaderName::from_static("x-client-trace-id");
 
@@ -34,7 +36,31 @@ pub struct TraceConfig {
     pub max_path_tag_length: usize,
     pub custom_tags: Vec<(String, TagSource)>,
     /// Where sampled spans go; `None`: decide and propagate, report nothing.
-    pub zipkin: Option<zipkin::Collector>,
+    pub exporter: Option<Exporter>,
+}
+
+/// A tracer's collector.
+#[derive(Debug, Clone)]
+pub enum Exporter {
+    Zipkin(zipkin::Collector),
+    /// Envoy's OpenTelemetry tracer: OTLP out, W3C trace context only.
+    Otlp(otlp::Collector),
+}
+
+impl Exporter {
+    fn zipkin(&self) -> Option<&zipkin::Collector> {
+        match self {
+            Exporter::Zipkin(z) => Some(z),
+            Exporter::Otlp(_) => None,
+        }
+    }
+}
+
+/// The reporter of a tracer's collector, shared by the connection managers that report there.
+#[derive(Clone)]
+pub enum Reporter {
+    Zipkin(Arc<zipkin::Reporter>),
+    Otlp(Arc<otlp::Reporter>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,7 +108,7 @@ impl TraceConfig {
             };
             custom_tags.push((c.tag.clone(), source));
         }
-        let zipkin = match t.provider.as_ref().and_then(|p| p.typed_config.as_ref()) {
+        let exporter = match t.provider.as_ref().and_then(|p| p.typed_config.as_ref()) {
             None => None,
             Some(TracerConfig::Zipkin(z)) => {
                 let zpath = format!("{path}.provider.typed_config");
@@ -98,18 +124,16 @@ impl TraceConfig {
                 if z.split_spans_for_request {
                     return Err(ConfigError::new(format!("{zpath}.split_spans_for_request"), "not supported"));
                 }
-                Some(zipkin::Collector {
+                Some(Exporter::Zipkin(zipkin::Collector {
                     cluster: z.collector_cluster.clone(),
                     endpoint: z.collector_endpoint.clone(),
                     hostname: if z.collector_hostname.is_empty() { z.collector_cluster.clone() } else { z.collector_hostname.clone() },
                     trace_id_128bit: z.trace_id_128bit,
                     shared_span_context: z.shared_span_context.unwrap_or(true),
                     w3c: z.trace_context_option == weft_xds::filters::TraceContextOption::UseB3WithW3cPropagation,
-                })
+                }))
             }
-            Some(TracerConfig::OpenTelemetry(_)) => {
-                return Err(ConfigError::new(format!("{path}.provider.typed_config"), "the OpenTelemetry tracer is not supported yet"))
-            }
+            Some(TracerConfig::OpenTelemetry(o)) => Some(Exporter::Otlp(otel_collector(o, &format!("{path}.provider.typed_config"))?)),
         };
         if t.provider.as_ref().is_some_and(|p| p.typed_config.is_none()) {
             return Err(ConfigError::new(format!("{path}.provider.typed_config"), "required"));
@@ -121,7 +145,7 @@ impl TraceConfig {
             kind: if direction == TrafficDirection::Inbound { SpanKind::Server } else { SpanKind::Client },
             max_path_tag_length: t.max_path_tag_length.unwrap_or(256) as usize,
             custom_tags,
-            zipkin,
+            exporter,
         })
     }
 
@@ -157,10 +181,17 @@ impl TraceConfig {
     /// written into `headers` for the upstream.
     pub fn start(&self, headers: &mut HeaderMap) -> Span {
         let traced = self.decide(headers);
-        let w3c = self.zipkin.as_ref().is_some_and(|z| z.w3c);
-        let incoming = B3Context::read(headers).or_else(|| w3c.then(|| B3Context::read_w3c(headers)).flatten());
-        let trace_id_128 = self.zipkin.as_ref().is_some_and(|z| z.trace_id_128bit);
-        let shared = self.zipkin.as_ref().is_none_or(|z| z.shared_span_context);
+        let zipkin = self.exporter.as_ref().and_then(Exporter::zipkin);
+        // The OpenTelemetry tracer speaks W3C only, 128-bit ids, a span of its own per hop.
+        let otlp = matches!(self.exporter, Some(Exporter::Otlp(_)));
+        let w3c = otlp || zipkin.is_some_and(|z| z.w3c);
+        let incoming = if otlp {
+            B3Context::read_w3c(headers)
+        } else {
+            B3Context::read(headers).or_else(|| w3c.then(|| B3Context::read_w3c(headers)).flatten())
+        };
+        let trace_id_128 = otlp || zipkin.is_some_and(|z| z.trace_id_128bit);
+        let shared = !otlp && zipkin.is_none_or(|z| z.shared_span_context);
         let sampled = incoming.as_ref().and_then(|c| c.sampled).unwrap_or(traced);
         let ids = incoming.as_ref().and_then(|c| c.ids);
         let shared = shared && self.kind == SpanKind::Server && ids.is_some();
@@ -185,7 +216,11 @@ impl TraceConfig {
             custom: Vec::new(),
             shared,
         };
-        span.inject(headers, w3c);
+        span.inject(headers, !otlp, w3c);
+        if otlp && !headers.contains_key(&TRACESTATE) {
+            // Envoy's OpenTelemetry tracer always writes the (possibly empty) trace state.
+            headers.insert(TRACESTATE.clone(), HeaderValue::from_static(""));
+        }
         span
     }
 }
@@ -330,20 +365,29 @@ pub struct Span {
 impl Span {
     /// The context the upstream continues (Envoy's B3 multi-header form, and W3C's
     /// `traceparent` when asked).
-    fn inject(&self, h: &mut HeaderMap, w3c: bool) {
-        h.remove(&B3);
-        h.remove(&X_B3_PARENT_SPAN_ID);
+    fn inject(&self, h: &mut HeaderMap, b3: bool, w3c: bool) {
         let mut set = |n: &HeaderName, v: String| {
             if let Ok(v) = HeaderValue::from_str(&v) {
                 h.insert(n.clone(), v);
             }
         };
-        set(&X_B3_TRACE_ID, self.trace_id.to_string());
-        set(&X_B3_SPAN_ID, format!("{:016x}", self.id));
-        if let Some(p) = self.parent {
-            set(&X_B3_PARENT_SPAN_ID, format!("{p:016x}"));
+        if b3 {
+            set(&X_B3_TRACE_ID, self.trace_id.to_string());
+            set(&X_B3_SPAN_ID, format!("{:016x}", self.id));
+            set(&X_B3_SAMPLED, if self.sampled { "1" } else { "0" }.to_string());
         }
-        set(&X_B3_SAMPLED, if self.sampled { "1" } else { "0" }.to_string());
+        h.remove(&B3);
+        h.remove(&X_B3_PARENT_SPAN_ID);
+        if let (true, Some(p)) = (b3, self.parent) {
+            if let Ok(v) = HeaderValue::from_str(&format!("{p:016x}")) {
+                h.insert(X_B3_PARENT_SPAN_ID.clone(), v);
+            }
+        }
+        let mut set = |n: &HeaderName, v: String| {
+            if let Ok(v) = HeaderValue::from_str(&v) {
+                h.insert(n.clone(), v);
+            }
+        };
         if w3c {
             let flags = if self.sampled { "01" } else { "00" };
             set(&TRACEPARENT, format!("00-{:016x}{:016x}-{:016x}-{flags}", self.trace_id.high, self.trace_id.low, self.id));
@@ -365,7 +409,10 @@ pub struct Outcome<'a> {
 pub struct Tracer {
     pub node_id: String,
     pub node_cluster: String,
+    /// `node.locality.zone` (the OpenTelemetry tracer's `zone` attribute).
+    pub node_zone: String,
     reporters: parking_lot::Mutex<BTreeMap<(String, String, String), Arc<zipkin::Reporter>>>,
+    otlp_reporters: parking_lot::Mutex<Vec<(otlp::Collector, Arc<otlp::Reporter>)>>,
     clusters: Arc<crate::upstream::ClusterManager>,
     stats: Arc<crate::stats::Store>,
 }
@@ -377,18 +424,80 @@ impl Tracer {
         clusters: Arc<crate::upstream::ClusterManager>,
         stats: Arc<crate::stats::Store>,
     ) -> Tracer {
-        Tracer { node_id, node_cluster, reporters: Default::default(), clusters, stats }
+        Tracer {
+            node_id,
+            node_cluster,
+            node_zone: String::new(),
+            reporters: Default::default(),
+            otlp_reporters: Default::default(),
+            clusters,
+            stats,
+        }
     }
 
-    /// The reporter for `c`, shared by every connection manager that reports there.
-    pub fn reporter(&self, c: &zipkin::Collector) -> Arc<zipkin::Reporter> {
-        let key = (c.cluster.clone(), c.endpoint.clone(), c.hostname.clone());
-        self.reporters
-            .lock()
-            .entry(key)
-            .or_insert_with(|| zipkin::Reporter::start(c.clone(), self.clusters.clone(), self.stats.zipkin()))
-            .clone()
+    /// The reporter for `e`, shared by every connection manager that reports there.
+    pub fn reporter(&self, e: &Exporter) -> Reporter {
+        match e {
+            Exporter::Zipkin(c) => {
+                let key = (c.cluster.clone(), c.endpoint.clone(), c.hostname.clone());
+                Reporter::Zipkin(
+                    self.reporters
+                        .lock()
+                        .entry(key)
+                        .or_insert_with(|| zipkin::Reporter::start(c.clone(), self.clusters.clone(), self.stats.zipkin()))
+                        .clone(),
+                )
+            }
+            Exporter::Otlp(c) => {
+                let mut list = self.otlp_reporters.lock();
+                if let Some((_, r)) = list.iter().find(|(k, _)| k == c) {
+                    return Reporter::Otlp(r.clone());
+                }
+                let mut c = c.clone();
+                if c.service_name.is_empty() {
+                    // Envoy's default when the config names no service.
+                    c.service_name = "unknown_service:envoy".into();
+                }
+                let r = otlp::Reporter::start(c.clone(), self.clusters.clone(), self.stats.otel());
+                list.push((c, r.clone()));
+                Reporter::Otlp(r)
+            }
+        }
     }
+}
+
+/// Envoy's `OpenTelemetryConfig` as a collector: by gRPC (`grpc_service.envoy_grpc`) or HTTP
+/// (`http_service.http_uri`).
+fn otel_collector(o: &weft_xds::filters::OpenTelemetryConfig, path: &str) -> Result<otlp::Collector, ConfigError> {
+    let (cluster, authority, transport, timeout) = match (&o.grpc_service, &o.http_service) {
+        (Some(g), None) => {
+            let e = g.envoy_grpc.as_ref().ok_or_else(|| ConfigError::new(format!("{path}.grpc_service.envoy_grpc"), "required"))?;
+            if e.cluster_name.is_empty() {
+                return Err(ConfigError::new(format!("{path}.grpc_service.envoy_grpc.cluster_name"), "required"));
+            }
+            let authority = if e.authority.is_empty() { e.cluster_name.clone() } else { e.authority.clone() };
+            (e.cluster_name.clone(), authority, otlp::Transport::Grpc, g.timeout.map(|t| t.0))
+        }
+        (None, Some(h)) => {
+            let u = &h.http_uri;
+            if u.cluster.is_empty() {
+                return Err(ConfigError::new(format!("{path}.http_service.http_uri.cluster"), "required"));
+            }
+            let uri: http::Uri = u.uri.parse().map_err(|_| ConfigError::new(format!("{path}.http_service.http_uri.uri"), "not a URI"))?;
+            let authority = uri.authority().map(|a| a.to_string()).unwrap_or_else(|| u.cluster.clone());
+            let path_q = uri.path_and_query().map(|p| p.to_string()).filter(|p| p.starts_with('/')).unwrap_or_else(|| "/v1/traces".into());
+            (u.cluster.clone(), authority, otlp::Transport::Http { path: path_q }, u.timeout.map(|t| t.0))
+        }
+        (Some(_), Some(_)) => return Err(ConfigError::new(path, "only one of grpc_service or http_service may be set")),
+        (None, None) => return Err(ConfigError::new(path, "one of grpc_service or http_service is required")),
+    };
+    Ok(otlp::Collector {
+        cluster,
+        authority,
+        transport,
+        timeout: timeout.filter(|t| !t.is_zero()).unwrap_or(std::time::Duration::from_secs(5)),
+        service_name: o.service_name.clone(),
+    })
 }
 
 #[cfg(test)]
