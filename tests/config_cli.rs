@@ -63,7 +63,7 @@ fn analyze_says_what_to_use_instead_of_kinds_it_does_not_read() {
          apiVersion: config.istio.io/v1alpha2\nkind: RouteRule\nmetadata: {name: r}\nspec: {}\n---\n\
          apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: i, annotations: {kubernetes.io/ingress.class: istio}}\nspec: {}\n---\n\
          apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\nspec: {}\n---\n\
-         apiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {name: t}\nspec: {}\n",
+         apiVersion: networking.istio.io/v1beta1\nkind: ProxyConfig\nmetadata: {name: t}\nspec: {}\n",
     );
     let out = weft(&["analyze", f.to_str().expect("utf-8")]);
     let t = text(&out);
@@ -73,7 +73,7 @@ fn analyze_says_what_to_use_instead_of_kinds_it_does_not_read() {
         "RouteRule is ignored: Istio 0.x route rules are not read: write a VirtualService",
         "Ingress is ignored: a Kubernetes Ingress is read from the API server (class istio), not from files",
         "Deployment is ignored: weft does not run Kubernetes workloads",
-        "Telemetry is ignored: not read: set access logs with MeshConfig accessLogFile",
+        "ProxyConfig is ignored: not read: set proxy settings in MeshConfig defaultConfig",
     ] {
         assert!(t.contains(want), "missing {want:?} in:\n{t}");
     }

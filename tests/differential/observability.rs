@@ -184,3 +184,89 @@ async fn sigterm_drains_in_flight_requests_then_exits_zero() {
     let refused = tokio::net::TcpStream::connect(code.1.addr()).await;
     assert!(refused.is_err(), "after the drain nothing listens");
 }
+
+/// Istio's Telemetry `accessLogging[].filter.expression` reaches Envoy as its CEL access-log
+/// filter: each expression here logs exactly the requests Envoy logs with it — response codes
+/// and flags, headers, the path, the cluster, addresses, `&&`/`||`/`!` and `in`.
+#[tokio::test]
+async fn cel_access_log_filters_select_what_envoy_selects() {
+    let up = Upstream::start("up").await;
+    let port = up.port();
+    let dead = weft_test_support::free_port();
+    let dir = weft_test_support::proxy::temp_dir("celog");
+    let exprs = [
+        "response.code >= 400",
+        "response.flags != 0",
+        "response.flags == 32",
+        "request.headers['x-user'] == 'jason'",
+        "xds.cluster_name == 'dead' || request.path.startsWith('/ok/b')",
+        "request.method == 'POST' && response.code == 200",
+        "'x-custom' in request.headers",
+        "destination.port > 0 && source.address.startsWith('127.0.0.1:')",
+        "request.url_path == '/ok/a' && !(response.code == 404)",
+        "request.headers['x-missing'] == 'x' || response.code == 404",
+        "int(request.headers['x-n']) * 2 == 84",
+        "has(request.headers.x_user) || request.host.endsWith('.local') && request.path.matches('^/ok/[ab]$')",
+    ];
+    let format = "%REQ(:METHOD)% %REQ(:PATH)% %RESPONSE_CODE% %RESPONSE_FLAGS%\n";
+    let d2 = dir.clone();
+    let runs = both(move |p| {
+        let mut logs = vec![json!({"name": "envoy.access_loggers.file", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
+            "path": d2.join(format!("{}-all.log", p.admin)).display().to_string(),
+            "log_format": {"text_format_source": {"inline_string": format}}}})];
+        for (i, e) in exprs.iter().enumerate() {
+            logs.push(json!({"name": "envoy.access_loggers.file",
+                "filter": {"extension_filter": {"name": "envoy.access_loggers.extension_filters.cel", "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter", "expression": e}}},
+                "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
+                "path": d2.join(format!("{}-{i}.log", p.admin)).display().to_string(),
+                "log_format": {"text_format_source": {"inline_string": format}}}}));
+        }
+        http_bootstrap(
+            p,
+            json!([{"name": "all", "domains": ["*"], "routes": [
+                {"match": {"prefix": "/ok"}, "route": {"cluster": "up"}},
+                {"match": {"prefix": "/dead"}, "route": {"cluster": "dead"}},
+            ]}]),
+            vec![cluster("up", &[port], json!({})), cluster("dead", &[dead], json!({}))],
+            json!({"access_log": logs}),
+        )
+    })
+    .await;
+    let reqs = [
+        Req::get("/ok/a").header("x-user", "jason"),
+        Req::get("/ok/a?x=1").header("x-custom", "1"),
+        Req::get("/ok/b").method("POST").body("12345").header("x-n", "42"),
+        Req::get("/nothing").header("x-n", "forty-two"),
+        Req::get("/dead").method("POST"),
+    ];
+    let mut seen = Vec::new();
+    for r in &runs {
+        for q in &reqs {
+            r.send(q.clone()).await;
+        }
+        let all = dir.join(format!("{}-all.log", r.ports.admin));
+        // Envoy flushes file access logs every 10 seconds by default; every logger of a request
+        // is written together, so the unfiltered log being whole means the others are too.
+        eventually(Duration::from_secs(25), "access log lines", || async {
+            (std::fs::read_to_string(&all).unwrap_or_default().lines().count() == reqs.len()).then_some(())
+        })
+        .await;
+        let per_expr: Vec<(String, String)> = exprs
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.to_string(), std::fs::read_to_string(dir.join(format!("{}-{i}.log", r.ports.admin))).unwrap_or_default()))
+            .collect();
+        seen.push(per_expr);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    for (w, e) in seen[1].iter().zip(&seen[0]) {
+        assert_eq!(w, e, "weft vs envoy: what {:?} lets through", e.0);
+    }
+    let lines = |i: usize| seen[0][i].1.lines().count();
+    assert_eq!(lines(0), 2, "404 and 503 are errors:\n{}", seen[0][0].1);
+    assert_eq!(lines(2), 1, "only the refused connection is UF:\n{}", seen[0][2].1);
+    assert_eq!(lines(10), 1, "int() of a non-number is an error, not a match:\n{}", seen[0][10].1);
+}

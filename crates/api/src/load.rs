@@ -162,6 +162,13 @@ pub mod codes {
     pub const REGISTRY_ONLY_NOTHING_OUTSIDE: &str = "WFT0006";
     /// No node can run a mesh component: each has a taint it does not tolerate.
     pub const UNTOLERATED_TAINTS: &str = "WFT0007";
+    /// A Telemetry names a provider MeshConfig does not define, or one of the wrong kind
+    /// (Istio's InvalidTelemetryProvider).
+    pub const INVALID_TELEMETRY_PROVIDER: &str = "IST0157";
+    /// Two Telemetries select the same workload (Istio's ConflictingTelemetryWorkloadSelectors).
+    pub const CONFLICTING_TELEMETRY_SELECTORS: &str = "IST0159";
+    /// Two Telemetries in one namespace have no selector.
+    pub const MULTIPLE_TELEMETRIES_WITHOUT_SELECTORS: &str = "IST0160";
 }
 
 impl Diagnostic {

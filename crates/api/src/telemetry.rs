@@ -195,6 +195,23 @@ impl IstioMetric {
         IstioMetric::GrpcResponseMessages,
     ];
 
+    /// The name the Telemetry API gives it.
+    pub fn name(self) -> &'static str {
+        match self {
+            IstioMetric::AllMetrics => "ALL_METRICS",
+            IstioMetric::RequestCount => "REQUEST_COUNT",
+            IstioMetric::RequestDuration => "REQUEST_DURATION",
+            IstioMetric::RequestSize => "REQUEST_SIZE",
+            IstioMetric::ResponseSize => "RESPONSE_SIZE",
+            IstioMetric::TcpOpenedConnections => "TCP_OPENED_CONNECTIONS",
+            IstioMetric::TcpClosedConnections => "TCP_CLOSED_CONNECTIONS",
+            IstioMetric::TcpSentBytes => "TCP_SENT_BYTES",
+            IstioMetric::TcpReceivedBytes => "TCP_RECEIVED_BYTES",
+            IstioMetric::GrpcRequestMessages => "GRPC_REQUEST_MESSAGES",
+            IstioMetric::GrpcResponseMessages => "GRPC_RESPONSE_MESSAGES",
+        }
+    }
+
     /// The Prometheus name the metric is exported as (without `_total`/`_bucket` suffixes
     /// added by type), as Istio's prometheus provider names it.
     pub fn prometheus_name(self) -> &'static str {

@@ -119,6 +119,7 @@ pub fn analyze(snapshot: &Snapshot, model: &Model) -> Vec<Diagnostic> {
         }
     }
     gateway_credentials(model, &mut out);
+    telemetry(model, &mut out);
     for dr in &model.destination_rules {
         let host = model.resolve_host(&dr.spec.host, &dr.namespace);
         let Some(svc) = model.service(&host) else {
@@ -173,6 +174,93 @@ fn gateway_credentials(model: &Model, out: &mut Vec<Diagnostic>) {
                         "no Secret {ns}/{name} with a certificate and key: the gateway workload in {ns} reads it from its own \
                          namespace, and serves nothing for this server until it exists"
                     ),
+                ));
+            }
+        }
+    }
+}
+
+/// Telemetry resources that would not do what they say: a provider MeshConfig does not define
+/// or that cannot serve the purpose (a `prometheus` provider for tracing, a kind weft does not
+/// implement), and namespaces where two Telemetries claim the same proxies.
+fn telemetry(model: &Model, out: &mut Vec<Diagnostic>) {
+    use weft_api::mesh::{providers, Provider};
+    let providers = &model.mesh.extension_providers;
+    for t in &model.telemetries {
+        let mut check = |list: &[weft_api::telemetry::ProviderRef], path: String, purpose: &str, fits: fn(&Provider) -> bool| {
+            for (i, p) in list.iter().enumerate() {
+                let message = match providers::find(providers, &p.name) {
+                    None => format!("no MeshConfig extension provider is named {:?}; this {purpose} setting has no effect", p.name),
+                    Some(found) if !fits(&found.provider) => format!(
+                        "provider {:?} is of kind {}, which does not do {purpose}{}; this setting has no effect",
+                        p.name,
+                        found.provider.kind(),
+                        if matches!(found.provider, Provider::Other(_)) { " in weft" } else { "" }
+                    ),
+                    Some(_) => continue,
+                };
+                out.push(at(
+                    t,
+                    "Telemetry",
+                    &format!("{path}.providers[{i}].name"),
+                    Level::Warning,
+                    codes::INVALID_TELEMETRY_PROVIDER,
+                    message,
+                ));
+            }
+        };
+        for (i, r) in t.spec.tracing.iter().enumerate() {
+            check(&r.providers, format!("spec.tracing[{i}]"), "tracing", |p| matches!(p, Provider::Zipkin(_) | Provider::OpenTelemetry(_)));
+        }
+        for (i, r) in t.spec.metrics.iter().enumerate() {
+            check(&r.providers, format!("spec.metrics[{i}]"), "metrics", |p| matches!(p, Provider::Prometheus));
+        }
+        for (i, r) in t.spec.access_logging.iter().enumerate() {
+            check(&r.providers, format!("spec.accessLogging[{i}]"), "access logging", |p| matches!(p, Provider::EnvoyFileAccessLog(_)));
+        }
+    }
+    let mut wide: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for t in model.telemetries.iter().filter(|t| t.spec.namespace_wide()) {
+        wide.entry(t.namespace.as_str()).or_default().push(t.name.clone());
+    }
+    for (ns, names) in wide.into_iter().filter(|(_, n)| n.len() > 1) {
+        for t in model.telemetries.iter().filter(|t| t.namespace == ns && t.spec.namespace_wide()).skip(1) {
+            out.push(at(
+                t,
+                "Telemetry",
+                "spec",
+                Level::Error,
+                codes::MULTIPLE_TELEMETRIES_WITHOUT_SELECTORS,
+                format!("the Telemetries {names:?} in namespace {ns:?} have no workload selector; only {:?} applies", names[0]),
+            ));
+        }
+    }
+    let mut labels: Vec<(&str, &BTreeMap<String, String>, String)> = model
+        .workloads
+        .iter()
+        .map(|w| (w.namespace.as_str(), &w.labels, w.name.clone()))
+        .chain(model.pods.iter().map(|p| (p.namespace.as_str(), &p.labels, p.name.clone())))
+        .collect();
+    labels.sort_by(|a, b| a.2.cmp(&b.2));
+    for (ns, l, name) in labels {
+        let selecting: Vec<&str> = model
+            .telemetries
+            .iter()
+            .filter(|t| {
+                t.namespace == ns
+                    && t.spec.selector.as_ref().is_some_and(|s| !s.match_labels.is_empty() && labels_match(&s.match_labels, l))
+            })
+            .map(|t| t.name.as_str())
+            .collect();
+        if selecting.len() > 1 {
+            if let Some(t) = model.telemetries.iter().find(|t| t.namespace == ns && t.name == selecting[1]) {
+                out.push(at(
+                    t,
+                    "Telemetry",
+                    "spec.selector",
+                    Level::Error,
+                    codes::CONFLICTING_TELEMETRY_SELECTORS,
+                    format!("the Telemetries {selecting:?} in namespace {ns:?} select the same workload {name:?}; their settings are merged in name order"),
                 ));
             }
         }

@@ -17,12 +17,6 @@ fn port_of(addr: Option<String>) -> Option<Value> {
     addr?.rsplit_once(':')?.1.parse::<i64>().ok().map(Value::Int)
 }
 
-fn host_of(addr: Option<String>) -> Option<Value> {
-    let a = addr?;
-    let host = a.rsplit_once(':').map_or(a.as_str(), |(h, _)| h);
-    Some(Value::String(host.trim_start_matches('[').trim_end_matches(']').to_owned()))
-}
-
 impl Activation for Attributes<'_> {
     fn get(&self, a: Attribute) -> Option<Value> {
         let v = |c: Command| self.0.value(&c);
@@ -43,19 +37,23 @@ impl Activation for Attributes<'_> {
             // A TCP connection has no response code (Envoy's attribute is absent there too).
             Attribute::ResponseCode => int(Command::ResponseCode).filter(|c| *c != Value::Int(0)),
             Attribute::ResponseCodeDetails => text(Command::ResponseCodeDetails),
-            Attribute::ResponseFlags => v(Command::ResponseFlags).map(|f| Value::Uint(response_flag_bits(&f))),
+            // An int, as Envoy types it.
+            Attribute::ResponseFlags => {
+                v(Command::ResponseFlags).map(|f| Value::Int(i64::try_from(response_flag_bits(&f)).unwrap_or(i64::MAX)))
+            }
             Attribute::ResponseGrpcStatus => v(Command::Trailer { main: "grpc-status".into(), alt: None, max_len: None })
                 .or_else(|| v(Command::Resp { main: "grpc-status".into(), alt: None, max_len: None }))
                 .and_then(|s| s.parse::<i64>().ok())
                 .map(Value::Int),
             Attribute::ResponseSize => v(req(":method")).and_then(|_| int(Command::BytesSent)),
-            Attribute::SourceAddress => host_of(v(Command::DownstreamRemoteAddress)),
+            // Envoy's addresses are `ip:port`.
+            Attribute::SourceAddress => text(Command::DownstreamRemoteAddress),
             Attribute::SourcePort => port_of(v(Command::DownstreamRemoteAddress)),
-            Attribute::DestinationAddress => host_of(v(Command::DownstreamLocalAddress)),
+            Attribute::DestinationAddress => text(Command::DownstreamLocalAddress),
             Attribute::DestinationPort => port_of(v(Command::DownstreamLocalAddress)),
             Attribute::ConnectionId => v(Command::ConnectionId).and_then(|s| s.parse::<u64>().ok()).map(Value::Uint),
             Attribute::ConnectionRequestedServerName => Some(Value::String(v(Command::RequestedServerName).unwrap_or_default())),
-            Attribute::UpstreamAddress => host_of(v(Command::UpstreamHost)),
+            Attribute::UpstreamAddress => text(Command::UpstreamHost),
             Attribute::UpstreamPort => port_of(v(Command::UpstreamHost)),
             Attribute::XdsClusterName => text(Command::UpstreamCluster),
             Attribute::XdsRouteName => text(Command::RouteName),

@@ -22,7 +22,7 @@
 //! at [`MAX_SERIES`] per proxy and the authority at 256 bytes; a request that would open a
 //! series past the cap is counted in `istio_metrics_series_dropped_total` instead.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -33,6 +33,9 @@ use parking_lot::Mutex;
 
 use crate::http::info::RequestInfo;
 use crate::listener::ConnInfo;
+
+mod plan;
+pub use plan::{Metric, Plan};
 
 /// Istio's label names, in the order Istio's stats filter writes them.
 pub const LABELS: [&str; 25] = [
@@ -166,6 +169,7 @@ pub enum Reporter {
     Destination,
 }
 
+#[derive(Clone)]
 struct Histogram<const N: usize> {
     counts: [u64; N],
     count: u64,
@@ -185,6 +189,14 @@ impl<const N: usize> Histogram<N> {
         }
         self.count += 1;
         self.sum += v;
+    }
+
+    fn merge(&mut self, other: &Histogram<N>) {
+        for (a, b) in self.counts.iter_mut().zip(other.counts.iter()) {
+            *a += b;
+        }
+        self.count += other.count;
+        self.sum += other.sum;
     }
 
     fn render(&self, out: &mut String, name: &str, labels: &str, bounds: &[f64; N]) {
@@ -230,6 +242,8 @@ pub struct Mesh {
     series: Mutex<HashMap<String, Series>>,
     tcp: Mutex<HashMap<String, TcpSeries>>,
     dropped: AtomicU64,
+    /// The Telemetry API's changes (`plan`).
+    plan: ArcSwap<Plan>,
 }
 
 /// What a request or connection is, for naming its two sides.
@@ -260,7 +274,57 @@ impl Mesh {
     /// `Some` for a mesh proxy: one whose node metadata names its namespace.
     pub fn from_node(meta: &serde_json::Map<String, serde_json::Value>) -> Option<Arc<Mesh>> {
         let me = Workload::from_node(meta)?;
-        Some(Arc::new(Mesh { me, peers: ArcSwap::default(), series: Mutex::default(), tcp: Mutex::default(), dropped: AtomicU64::new(0) }))
+        Some(Arc::new(Mesh {
+            me,
+            peers: ArcSwap::default(),
+            series: Mutex::default(),
+            tcp: Mutex::default(),
+            dropped: AtomicU64::new(0),
+            plan: ArcSwap::default(),
+        }))
+    }
+
+    /// Applies the Telemetry API's changes. A changed plan starts the series over (Prometheus
+    /// sees a counter reset), since their labels change with it; the same plan pushed again
+    /// changes nothing.
+    pub fn set_plan(&self, plan: Plan) {
+        if **self.plan.load() == plan {
+            return;
+        }
+        let mut series = self.series.lock();
+        let mut tcp = self.tcp.lock();
+        self.plan.store(Arc::new(plan));
+        series.clear();
+        tcp.clear();
+    }
+
+    /// How often an open TCP connection reports its bytes (Istio's `tcp_reporting_duration`,
+    /// the Telemetry API's `reportingInterval`).
+    pub fn reporting_interval(&self) -> std::time::Duration {
+        self.plan.load().reporting_interval.unwrap_or(std::time::Duration::from_secs(15))
+    }
+
+    /// The values of the side's upserted expressions, appended to a series key.
+    fn extra(&self, reporter: Reporter, key: &mut String, act: &dyn weft_cel::Activation) {
+        let plan = self.plan.load();
+        let side = match reporter {
+            Reporter::Source => &plan.client,
+            Reporter::Destination => &plan.server,
+        };
+        for p in &side.extra {
+            let mut v = p.label(act).unwrap_or_else(|| UNKNOWN.to_owned());
+            // A label value is bounded like an authority, and never holds the key separator.
+            v.retain(|c| c != SEP && !c.is_control());
+            if v.len() > MAX_AUTHORITY {
+                let mut cut = MAX_AUTHORITY;
+                while !v.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                v.truncate(cut);
+            }
+            key.push_str(&v);
+            key.push(SEP);
+        }
     }
 
     /// Replaces the address → workload table with the `istio.workload` metadata of every
@@ -423,7 +487,9 @@ impl Mesh {
             authority: &info.authority,
         };
         let sides = self.sides(reporter, &facts);
-        let key = self.key(reporter, &sides, if grpc { "grpc" } else { "http" }, &info.status.to_string(), grpc_status, &info.flags_text());
+        let mut key =
+            self.key(reporter, &sides, if grpc { "grpc" } else { "http" }, &info.status.to_string(), grpc_status, &info.flags_text());
+        self.extra(reporter, &mut key, &crate::attributes::Attributes(info));
         // Never both locks at once: the other kind's count first.
         let others = self.tcp.lock().len();
         let mut series = self.series.lock();
@@ -455,7 +521,9 @@ impl Mesh {
         let facts =
             Facts { conn, upstream_host: upstream, upstream_tls, upstream_cluster: cluster, authority: conn.sni.as_deref().unwrap_or("") };
         let sides = self.sides(reporter, &facts);
-        let key = self.key(reporter, &sides, "tcp", "", "", "-");
+        let mut key = self.key(reporter, &sides, "tcp", "", "", "-");
+        let ctx = TcpOpen { conn, upstream, cluster };
+        self.extra(reporter, &mut key, &crate::attributes::Attributes(&ctx));
         let others = self.series.lock().len();
         let mut tcp = self.tcp.lock();
         let len = tcp.len() + others;
@@ -492,50 +560,74 @@ impl Mesh {
         }
     }
 
-    /// The metrics in Prometheus' text format.
+    /// The metrics in Prometheus' text format, each with the labels the plan gives it.
     pub fn render(&self) -> String {
-        let series = self.series.lock();
-        let mut rows: Vec<(String, &Series)> = series.iter().map(|(k, s)| (labels(k), s)).collect();
-        rows.sort_by(|a, b| a.0.cmp(&b.0));
+        let plan = self.plan.load_full();
         let mut out = String::new();
-        let _ = writeln!(out, "# TYPE istio_requests_total counter");
-        for (l, s) in &rows {
-            let _ = writeln!(out, "istio_requests_total{{{l}}} {}", s.requests);
-        }
-        let _ = writeln!(out, "# TYPE istio_request_duration_milliseconds histogram");
-        for (l, s) in &rows {
-            s.duration.render(&mut out, "istio_request_duration_milliseconds", l, &DURATION_BUCKETS);
-        }
-        for (name, get) in [
-            ("istio_request_messages_total", (|s: &Series| s.request_messages) as fn(&Series) -> u64),
-            ("istio_response_messages_total", |s| s.response_messages),
-        ] {
+        let series = self.series.lock();
+        let counter = |out: &mut String, metric: Metric, name: &str, get: fn(&Series) -> Option<u64>| {
+            let mut rows: BTreeMap<String, u64> = BTreeMap::new();
+            for (k, s) in series.iter() {
+                if let (Some(v), Some(l)) = (get(s), project(&plan, k, false, metric)) {
+                    *rows.entry(l).or_default() += v;
+                }
+            }
             let _ = writeln!(out, "# TYPE {name} counter");
-            for (l, s) in rows.iter().filter(|(_, s)| s.grpc) {
-                let _ = writeln!(out, "{name}{{{l}}} {}", get(s));
+            for (l, v) in rows {
+                let _ = writeln!(out, "{name}{{{l}}} {v}");
+            }
+        };
+        fn histogram<const N: usize>(
+            out: &mut String,
+            series: &HashMap<String, Series>,
+            plan: &Plan,
+            metric: Metric,
+            name: &str,
+            get: fn(&Series) -> &Histogram<N>,
+            bounds: &[f64; N],
+        ) {
+            let mut rows: BTreeMap<String, Histogram<N>> = BTreeMap::new();
+            for (k, s) in series.iter() {
+                if let Some(l) = project(plan, k, false, metric) {
+                    rows.entry(l).or_default().merge(get(s));
+                }
+            }
+            let _ = writeln!(out, "# TYPE {name} histogram");
+            for (l, h) in rows {
+                h.render(out, name, &l, bounds);
             }
         }
-        let _ = writeln!(out, "# TYPE istio_request_bytes histogram");
-        for (l, s) in &rows {
-            s.request_bytes.render(&mut out, "istio_request_bytes", l, &SIZE_BUCKETS);
-        }
-        let _ = writeln!(out, "# TYPE istio_response_bytes histogram");
-        for (l, s) in &rows {
-            s.response_bytes.render(&mut out, "istio_response_bytes", l, &SIZE_BUCKETS);
-        }
+        counter(&mut out, Metric::RequestCount, "istio_requests_total", |s| Some(s.requests));
+        histogram(
+            &mut out,
+            &series,
+            &plan,
+            Metric::RequestDuration,
+            "istio_request_duration_milliseconds",
+            |s| &s.duration,
+            &DURATION_BUCKETS,
+        );
+        counter(&mut out, Metric::GrpcRequestMessages, "istio_request_messages_total", |s| s.grpc.then_some(s.request_messages));
+        counter(&mut out, Metric::GrpcResponseMessages, "istio_response_messages_total", |s| s.grpc.then_some(s.response_messages));
+        histogram(&mut out, &series, &plan, Metric::RequestSize, "istio_request_bytes", |s| &s.request_bytes, &SIZE_BUCKETS);
+        histogram(&mut out, &series, &plan, Metric::ResponseSize, "istio_response_bytes", |s| &s.response_bytes, &SIZE_BUCKETS);
         drop(series);
         let tcp = self.tcp.lock();
-        let mut rows: Vec<(String, &TcpSeries)> = tcp.iter().map(|(k, s)| (tcp_labels(k), s)).collect();
-        rows.sort_by(|a, b| a.0.cmp(&b.0));
-        for (name, get) in [
-            ("istio_tcp_connections_opened_total", (|s: &TcpSeries| s.opened) as fn(&TcpSeries) -> u64),
-            ("istio_tcp_connections_closed_total", |s| s.closed),
-            ("istio_tcp_sent_bytes_total", |s| s.sent),
-            ("istio_tcp_received_bytes_total", |s| s.received),
+        for (metric, name, get) in [
+            (Metric::TcpOpenedConnections, "istio_tcp_connections_opened_total", (|s: &TcpSeries| s.opened) as fn(&TcpSeries) -> u64),
+            (Metric::TcpClosedConnections, "istio_tcp_connections_closed_total", |s| s.closed),
+            (Metric::TcpSentBytes, "istio_tcp_sent_bytes_total", |s| s.sent),
+            (Metric::TcpReceivedBytes, "istio_tcp_received_bytes_total", |s| s.received),
         ] {
+            let mut rows: BTreeMap<String, u64> = BTreeMap::new();
+            for (k, s) in tcp.iter() {
+                if let Some(l) = project(&plan, k, true, metric) {
+                    *rows.entry(l).or_default() += get(s);
+                }
+            }
             let _ = writeln!(out, "# TYPE {name} counter");
-            for (l, s) in &rows {
-                let _ = writeln!(out, "{name}{{{l}}} {}", get(s));
+            for (l, v) in rows {
+                let _ = writeln!(out, "{name}{{{l}}} {v}");
             }
         }
         let _ = writeln!(out, "# TYPE istio_metrics_series_dropped_total counter");
@@ -554,25 +646,51 @@ impl Mesh {
 /// which HTTP parsing keeps free of control characters).
 const SEP: char = '\u{1f}';
 
-/// A TCP series' labels: Istio's set without `response_code` and `grpc_response_status`.
-fn tcp_labels(key: &str) -> String {
-    render_labels(LABELS.iter().enumerate().filter(|(i, _)| *i != 21 && *i != 22).map(|(_, n)| *n), key)
-}
-
-/// A series' labels in Prometheus' form, from its key.
-fn labels(key: &str) -> String {
-    render_labels(LABELS.iter().copied(), key)
-}
-
-fn render_labels<'a>(names: impl Iterator<Item = &'a str>, key: &str) -> String {
+/// A series' labels for `metric` in Prometheus' form, as the plan of the series' side has them;
+/// `None` when that side does not report the metric. TCP series lack `response_code` and
+/// `grpc_response_status`.
+fn project(plan: &Plan, key: &str, tcp: bool, metric: Metric) -> Option<String> {
+    let values: Vec<&str> = key.split(SEP).collect();
+    let side = if values.first() == Some(&"source") { &plan.client } else { &plan.server };
+    let m = side.metric(metric)?;
+    let names = LABELS.iter().enumerate().filter(|(i, _)| !tcp || (*i != 21 && *i != 22)).map(|(_, n)| *n);
+    let mut pairs: Vec<(&str, &str)> = names.zip(values.iter().copied()).collect();
+    let standard = pairs.len();
+    pairs.retain(|(n, _)| !m.removed.iter().any(|r| r == n));
+    for (label, i) in &m.upserts {
+        let v = values.get(standard + i).copied().unwrap_or(UNKNOWN);
+        match pairs.iter_mut().find(|(n, _)| n == label) {
+            Some(p) => p.1 = v,
+            None => pairs.push((label.as_str(), v)),
+        }
+    }
     let mut s = String::new();
-    for (i, (k, v)) in names.zip(key.split(SEP)).enumerate() {
+    for (i, (k, v)) in pairs.iter().enumerate() {
         if i > 0 {
             s.push(',');
         }
         let _ = write!(s, "{k}=\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n"));
     }
-    s
+    Some(s)
+}
+
+/// What a TCP connection that has just opened can tell an expression.
+struct TcpOpen<'a> {
+    conn: &'a ConnInfo,
+    upstream: Option<std::net::SocketAddr>,
+    cluster: Option<&'a str>,
+}
+
+impl crate::config::access_log::FormatContext for TcpOpen<'_> {
+    fn value(&self, c: &crate::config::access_log::Command) -> Option<String> {
+        use crate::config::access_log::Command;
+        match c {
+            Command::UpstreamHost => self.upstream.map(|u| u.to_string()),
+            Command::UpstreamCluster => self.cluster.map(str::to_owned),
+            Command::Protocol | Command::ResponseCode => None,
+            other => crate::http::info::conn_value(self.conn, other),
+        }
+    }
 }
 
 /// The service of an outbound cluster (`outbound|9080|v1|reviews.default.svc.cluster.local`).

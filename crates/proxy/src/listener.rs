@@ -77,6 +77,11 @@ impl ListenerRuntime {
             None => None,
         };
         let stats = ctx.store.listener(&cfg.stat_prefix);
+        // Every mesh listener carries the proxy's plan (the control plane writes the same one on
+        // each), so the latest one built is the plan in force.
+        if let (Some(mesh), true) = (&ctx.istio, cfg.mesh_traffic) {
+            mesh.set_plan(cfg.stats_plan.clone());
+        }
         Ok(ListenerRuntime { cfg, chains, default_chain, stats, drain })
     }
 }

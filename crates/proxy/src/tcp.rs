@@ -140,7 +140,8 @@ impl TcpProxy {
                 }
                 reported = (rx, tx);
             };
-            splice(&mut down, &mut up, self.cfg.idle_timeout, self.cfg.copy_buffer, &self.stats, &mut report).await
+            let every = istio.as_ref().map_or(TCP_REPORTING_INTERVAL, |(mesh, _)| mesh.reporting_interval());
+            splice(&mut down, &mut up, self.cfg.idle_timeout, self.cfg.copy_buffer, &self.stats, every, &mut report).await
         };
         cluster.stats.upstream_cx_active.dec();
         cluster.stats.upstream_cx_destroy.inc();
@@ -166,11 +167,12 @@ impl TcpProxy {
     }
 }
 
-/// How often a connection that stays open reports its bytes (Istio's `tcp_reporting_duration`).
+/// How often a connection that stays open reports its bytes (Istio's `tcp_reporting_duration`)
+/// unless the Telemetry API's `reportingInterval` says otherwise.
 const TCP_REPORTING_INTERVAL: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// Copies both ways until both sides closed or the idle timeout fired, telling `report` the
-/// totals so far every `TCP_REPORTING_INTERVAL`.
+/// totals so far every `every`.
 /// Returns (bytes from downstream, bytes to downstream, idle timeout fired).
 async fn splice<D, U>(
     down: &mut D,
@@ -178,6 +180,7 @@ async fn splice<D, U>(
     idle: Option<std::time::Duration>,
     buffer: usize,
     stats: &TcpStats,
+    every: std::time::Duration,
     report: &mut (dyn FnMut(u64, u64) + Send),
 ) -> (u64, u64, bool)
 where
@@ -194,7 +197,7 @@ where
     let idle_for = idle.unwrap_or(far);
     let sleep = tokio::time::sleep(idle_for);
     tokio::pin!(sleep);
-    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + TCP_REPORTING_INTERVAL, TCP_REPORTING_INTERVAL);
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     while down_open || up_open {
         tokio::select! {
@@ -244,7 +247,7 @@ mod tests {
             let mut report = |r: u64, t: u64| {
                 let _ = tx.send((r, t, tokio::time::Instant::now()));
             };
-            splice(&mut down, &mut up, None, 64, &TcpStats::default(), &mut report).await
+            splice(&mut down, &mut up, None, 64, &TcpStats::default(), TCP_REPORTING_INTERVAL, &mut report).await
         });
         let start = tokio::time::Instant::now();
         let mut buf = [0u8; 100];

@@ -24,7 +24,9 @@ pub struct Listener {
     pub stat_prefix: Option<String>,
     #[serde(default)]
     pub traffic_direction: TrafficDirection,
-    pub metadata: Option<Ignored>,
+    /// `filter_metadata["istio.stats"]` is read: the Telemetry API's metric changes, which
+    /// weft's control plane writes there; the rest is carried and not acted on.
+    pub metadata: Option<crate::core::Metadata>,
     pub per_connection_buffer_limit_bytes: Option<u32>,
     #[serde(default)]
     pub access_log: Vec<AccessLog>,

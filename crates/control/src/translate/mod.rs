@@ -158,7 +158,35 @@ pub fn generate_outbound(model: &Model, node: &ProxyNode) -> Generated {
         ProxyKind::Router => gateway::generate(&scope, &mut out),
     }
     listener::add_tcp_access_logs(&scope, Side::Client, &mut out.listeners);
+    add_stats_plan(&scope, &mut out.listeners);
     out
+}
+
+/// The Telemetry API's metric changes as listener metadata (`istio.stats`), on every mesh
+/// listener, where weft proxies read them (their Istio metrics) and Envoy, which has no Istio
+/// stats filter, carries them unread. Left out when nothing changes.
+fn add_stats_plan(scope: &Scope<'_>, listeners: &mut BTreeMap<String, Value>) {
+    let m = &scope.telemetry.metrics;
+    if m.is_default() {
+        return;
+    }
+    let side = |s: &crate::telemetry::MetricsSide| {
+        let metrics: serde_json::Map<String, Value> = s
+            .overrides
+            .iter()
+            .map(|(metric, o)| (metric.name().to_owned(), serde_json::json!({"disabled": o.disabled, "tags": o.tags})))
+            .collect();
+        serde_json::json!({"disabled": s.disabled || m.off, "metrics": metrics})
+    };
+    let mut plan = serde_json::json!({"client": side(&m.client), "server": side(&m.server)});
+    if let Some(d) = m.reporting_interval {
+        plan["reporting_interval"] = duration(d);
+    }
+    for l in listeners.values_mut() {
+        if l.get("traffic_direction").is_some() {
+            l["metadata"] = serde_json::json!({"filter_metadata": {"istio.stats": plan.clone()}});
+        }
+    }
 }
 
 /// The proxy's own inbound listeners and clusters, and its HTTP proxy listener, which binds
@@ -172,6 +200,7 @@ pub fn generate_inbound(model: &Model, node: &ProxyNode) -> Generated {
             listener::http_proxy(&scope, port, &mut out);
         }
         listener::add_tcp_access_logs(&scope, Side::Server, &mut out.listeners);
+        add_stats_plan(&scope, &mut out.listeners);
     }
     out
 }

@@ -65,6 +65,9 @@ pub struct ListenerConfig {
     /// on sidecar and gateway listeners): only such traffic counts in Istio's metrics, not a
     /// bootstrap's own stats or admin listeners.
     pub mesh_traffic: bool,
+    /// The Telemetry API's changes to Istio's metrics, from `metadata.filter_metadata
+    /// ["istio.stats"]`; the default when absent.
+    pub stats_plan: crate::istio_metrics::Plan,
     /// Not counted against the overload manager's global connection limit.
     pub ignore_global_conn_limit: bool,
 }
@@ -304,6 +307,13 @@ impl ListenerConfig {
             access_log,
             inbound: l.traffic_direction == weft_xds::listener::TrafficDirection::Inbound,
             mesh_traffic: l.traffic_direction != weft_xds::listener::TrafficDirection::Unspecified,
+            stats_plan: match l.metadata.as_ref().and_then(|m| m.filter_metadata.get("istio.stats")) {
+                Some(v) => crate::istio_metrics::Plan::from_metadata(
+                    &serde_json::Value::Object(v.clone()),
+                    &format!("{path}.metadata.filter_metadata.istio.stats"),
+                )?,
+                None => crate::istio_metrics::Plan::default(),
+            },
             ignore_global_conn_limit: l.ignore_global_conn_limit,
         })
     }

@@ -156,3 +156,49 @@ fn grpc_requests_count_their_messages_and_status() {
     assert!(line("istio_response_messages_total").ends_with("} 5"), "{text}");
     assert!(text.contains("istio_request_bytes_bucket{") && text.contains("le=\"1000\"} 1"), "the 120 bytes that came:\n{text}");
 }
+
+#[test]
+fn a_telemetry_plan_removes_upserts_and_disables_per_metric_and_side() {
+    let m = mesh();
+    let plan = serde_json::json!({
+        "server": {"metrics": {
+            "REQUEST_COUNT": {"tags": {"response_code": null, "request_method": "request.method", "destination_service": "'svc-' + request.host"}},
+            "REQUEST_DURATION": {"disabled": true},
+        }},
+        "client": {"disabled": true},
+        "reporting_interval": "2.5s",
+    });
+    m.set_plan(Plan::from_metadata(&plan, "metadata").expect("a valid plan"));
+    assert_eq!(m.reporting_interval(), std::time::Duration::from_millis(2500));
+    let mut a = info(None, None, "productpage:9080");
+    let mut b = info(None, None, "productpage:9080");
+    b.status = 503;
+    a.method = http::Method::POST;
+    b.method = http::Method::POST;
+    m.record_http(Reporter::Destination, &a, 1.0);
+    m.record_http(Reporter::Destination, &b, 1.0);
+    m.record_http(Reporter::Source, &info(Some("10.1.0.7:9080"), Some("outbound|9080||reviews.default.svc.cluster.local"), "reviews"), 1.0);
+    let text = m.render();
+    let requests: Vec<&str> = text.lines().filter(|l| l.starts_with("istio_requests_total{")).collect();
+    assert_eq!(requests.len(), 1, "the 200 and the 503 are one series without response_code; no client series:\n{text}");
+    let r = requests[0];
+    assert!(r.ends_with("} 2") && !r.contains("response_code="), "{r}");
+    assert!(r.contains("request_method=\"POST\""), "an upserted label is added: {r}");
+    assert!(r.contains("destination_service=\"svc-productpage:9080\""), "an upserted standard label is overwritten: {r}");
+    assert!(!text.contains("istio_request_duration_milliseconds_bucket{"), "a disabled metric is not rendered:\n{text}");
+    let sizes = text.lines().filter(|l| l.starts_with("istio_response_bytes_count{")).count();
+    assert_eq!(sizes, 2, "other metrics keep the standard labels (two response codes):\n{text}");
+    // The same plan again changes nothing; another one starts the series over.
+    m.set_plan(Plan::from_metadata(&plan, "metadata").expect("valid"));
+    assert!(m.render().contains("request_method=\"POST\""));
+    m.set_plan(Plan::default());
+    assert!(!m.render().contains("istio_requests_total{"), "a changed plan starts over");
+    for (bad, says) in [
+        (serde_json::json!({"server": {"metrics": {"REQUESTS": {}}}}), "not one of Istio's standard metrics"),
+        (serde_json::json!({"server": {"metrics": {"REQUEST_COUNT": {"tags": {"x": "request.nope"}}}}}), "request.nope"),
+        (serde_json::json!({"reporting_interval": "soon"}), "reporting_interval"),
+    ] {
+        let e = Plan::from_metadata(&bad, "metadata").err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(e.contains(says), "{bad}: {e}");
+    }
+}
