@@ -437,3 +437,103 @@ fn a_real_prometheus_scrapes_istios_metrics_from_a_weft_up_mesh() {
     assert!(edge["p99_ms"].as_f64().is_some_and(|p| p > 0.0), "{edge}");
     assert!(weft_control::graph::Prometheus::parse("prometheus:9090").is_err(), "a URL that is not http://ip:port is refused");
 }
+
+/// Istio's Telemetry API through a running mesh: a MeshConfig `envoyFileAccessLog` provider
+/// and a root-namespace Telemetry whose CEL filter logs only failed requests, whose metric
+/// override drops `response_code` from the server side's `istio_requests_total` and adds the
+/// request method, and whose tracing sends nothing — and the sidecars do exactly that.
+#[test]
+fn a_telemetry_resource_shapes_the_sidecars_logs_and_metrics() {
+    let mesh = r#"
+apiVersion: weft.dev/v1alpha1
+kind: MeshConfig
+spec:
+  defaultConfig: {concurrency: 1}
+  extensionProviders:
+  - name: failures
+    envoyFileAccessLog:
+      path: /dev/stdout
+      logFormat: {text: "TELEMETRY %RESPONSE_CODE% %REQ(:PATH)%"}
+---
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: mesh-default, namespace: istio-system}
+spec:
+  accessLogging:
+  - providers: [{name: failures}]
+    filter: {expression: "response.code >= 400"}
+  metrics:
+  - providers: [{name: prometheus}]
+    overrides:
+    - match: {metric: REQUEST_COUNT, mode: SERVER}
+      tagOverrides:
+        response_code: {operation: REMOVE}
+        request_method: {value: request.method}
+---
+apiVersion: weft.dev/v1alpha1
+kind: Workload
+metadata: {name: client, labels: {app: client}}
+spec:
+  serviceAccount: client
+  command: [sleep, "600"]
+---
+apiVersion: weft.dev/v1alpha1
+kind: Workload
+metadata: {name: reviews-v1, labels: {app: reviews, version: v1}}
+spec:
+  serviceAccount: bookinfo-reviews
+  command: [weft, sample, reviews, --version, v1]
+  ports: [{containerPort: 9080}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: reviews}
+spec:
+  selector: {app: reviews}
+  ports: [{name: http, port: 9080}]
+"#;
+    let (run, out) = up("telemetry", mesh, "10.233.68.0/24");
+    assert!(out.status.success(), "weft up failed:\n{}", text(&out));
+    Mesh::wait_for(Duration::from_secs(30), "reviews through both sidecars", || {
+        (run.curl("default/client", "http://reviews:9080/reviews/0").0 == "200").then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", run.log("default.client.sidecar.log")));
+    for _ in 0..3 {
+        assert_eq!(run.curl("default/client", "http://reviews:9080/reviews/0").0, "200");
+    }
+    let (missing, _) = run.curl("default/client", "http://reviews:9080/no-such-page");
+    assert!(missing.starts_with('4'), "a failed request: {missing}");
+    let log = Mesh::wait_for(Duration::from_secs(30), "the failed request in the server's log", || {
+        let l = run.log("default.reviews-v1.sidecar.log");
+        l.contains(&format!("TELEMETRY {missing} /no-such-page")).then_some(l)
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", run.log("default.reviews-v1.sidecar.log")));
+    assert!(!log.contains("TELEMETRY 200"), "the filter keeps successes out:\n{log}");
+    assert!(run.log("default.client.sidecar.log").contains(&format!("TELEMETRY {missing} /no-such-page")), "the client side logs too");
+
+    let (_, address) = run.workload("default/reviews-v1");
+    let server = stats(&address);
+    let requests: Vec<&str> = server
+        .lines()
+        .filter(|l| l.starts_with("istio_requests_total{reporter=\"destination\"") && l.contains("source_workload=\"client\""))
+        .collect();
+    assert!(!requests.is_empty(), "{server}");
+    for r in &requests {
+        assert!(!r.contains("response_code="), "response_code removed on the server side: {r}");
+        assert!(r.contains("request_method=\"GET\""), "the request method added: {r}");
+    }
+    // One series for the successes and the failure: their response codes are gone.
+    assert_eq!(requests.len(), 1, "{requests:#?}");
+    let count = requests[0].split(' ').next_back().and_then(|n| n.parse::<u32>().ok()).unwrap_or(0);
+    assert!(count >= 5, "four or more successes and the failure: {}", requests[0]);
+    // Other metrics, and the client side, keep Istio's labels.
+    assert!(server.lines().any(
+        |l| l.starts_with("istio_request_duration_milliseconds_count{reporter=\"destination\"") && l.contains("response_code=\"200\"")
+    ));
+    let (_, client_address) = run.workload("default/client");
+    let client = stats(&client_address);
+    assert!(
+        client.lines().any(|l| l.starts_with("istio_requests_total{reporter=\"source\"") && l.contains("response_code=\"200\"")),
+        "{client}"
+    );
+}
