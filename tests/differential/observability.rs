@@ -270,3 +270,48 @@ async fn cel_access_log_filters_select_what_envoy_selects() {
     assert_eq!(lines(2), 1, "only the refused connection is UF:\n{}", seen[0][2].1);
     assert_eq!(lines(10), 1, "int() of a non-number is an error, not a match:\n{}", seen[0][10].1);
 }
+
+/// Istio's `envoyOtelAls` provider reaches Envoy as its OpenTelemetry access logger: a real
+/// OTLP/gRPC collector gets from weft the log records it gets from Envoy — the line as the
+/// body, formatted attributes, the built-in resource attributes — and the CEL filter holds.
+#[tokio::test]
+async fn opentelemetry_access_logs_reach_a_real_collector_as_envoys_do() {
+    let up = Upstream::start("up").await;
+    let mut seen = Vec::new();
+    for kind in [ProxyKind::Envoy, ProxyKind::Weft] {
+        let collector = weft_test_support::otlp::Collector::start();
+        let (upstream, port) = (up.port(), collector.port);
+        let run = start(kind, &move |p| {
+            let log = json!([{"name": "envoy.access_loggers.open_telemetry",
+                "filter": {"extension_filter": {"name": "envoy.access_loggers.extension_filters.cel", "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter",
+                    "expression": "request.path != '/skip'"}}},
+                "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.access_loggers.open_telemetry.v3.OpenTelemetryAccessLogConfig",
+                "common_config": {"log_name": "otel_envoy_accesslog", "grpc_service": {"envoy_grpc": {"cluster_name": "als"}}, "transport_api_version": "V3"},
+                "body": {"string_value": "%REQ(:METHOD)% %REQ(:PATH)% %RESPONSE_CODE%"},
+                "attributes": {"values": [{"key": "code", "value": {"string_value": "%RESPONSE_CODE%"}},
+                                          {"key": "upstream", "value": {"string_value": "%UPSTREAM_CLUSTER%"}}]},
+            }}]);
+            let mut b = http_bootstrap(
+                p,
+                json!([{"name": "all", "domains": ["*"], "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "up"}}]}]),
+                vec![cluster("up", &[upstream], json!({})), h2_cluster("als", port)],
+                json!({"access_log": log}),
+            );
+            b["node"] = json!({"id": "node-7", "cluster": "reviews.bookinfo"});
+            b
+        })
+        .await;
+        for path in ["/a", "/skip", "/b"] {
+            assert_eq!(run.send(Req::get(path)).await.status, 200, "{kind} {path}");
+        }
+        let mut records = tokio::task::spawn_blocking(move || collector.take(2, Duration::from_secs(20))).await.expect("collector");
+        records.sort_by_key(|r| r["log"].as_str().unwrap_or_default().to_owned());
+        seen.push(records);
+    }
+    assert_eq!(seen[1], seen[0], "weft vs envoy: log records at a real OTLP/gRPC collector");
+    assert_eq!(seen[0][0]["log"], "GET /a 200");
+    assert_eq!(seen[0][0]["attributes"], json!({"code": "200", "upstream": "up"}));
+    assert_eq!(seen[0][0]["resource"]["cluster_name"], "reviews.bookinfo");
+}

@@ -10,16 +10,6 @@ use weft_test_support::{free_port, Req, Upstream};
 
 use crate::harness::*;
 
-fn h2_cluster(name: &str, port: u16) -> serde_json::Value {
-    cluster(
-        name,
-        &[port],
-        json!({"typed_extension_protocol_options": {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-            "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-            "explicit_http_config": {"http2_protocol_options": {}}}}}),
-    )
-}
-
 #[tokio::test]
 async fn h2c_downstream_and_http2_upstream() {
     let up = Upstream::start("up").await;

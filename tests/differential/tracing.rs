@@ -401,3 +401,56 @@ async fn opentelemetry_tracing_matches_envoy() {
     assert_eq!(checkout["service"], json!(["checkout.shop"]));
     assert_eq!(checkout["attributes"]["tenant"], json!("acme"), "custom tags become attributes");
 }
+
+/// The OpenTelemetry tracer over gRPC (Istio's `opentelemetry` provider without `http`, what
+/// Jaeger takes on 4317): a real OTLP collector (grpcio with OpenTelemetry's own protobuf
+/// definitions) receives from weft the spans it receives from Envoy.
+#[tokio::test]
+async fn opentelemetry_over_grpc_reaches_a_real_otlp_collector_as_envoys_spans_do() {
+    let up = Upstream::start("up").await;
+    let mut seen = Vec::new();
+    for kind in [ProxyKind::Envoy, ProxyKind::Weft] {
+        let collector = weft_test_support::otlp::Collector::start();
+        let (upstream, port) = (up.port(), collector.port);
+        let run = start(kind, &move |p| {
+            let mut b = bootstrap(p, upstream, port);
+            let clusters = b["static_resources"]["clusters"].as_array_mut().expect("clusters");
+            clusters.push(h2_cluster("otlp", port));
+            let hcm = &mut b["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"];
+            hcm["tracing"]["random_sampling"] = json!({"value": 100});
+            hcm["tracing"]["provider"] = json!({"name": "envoy.tracers.opentelemetry", "typed_config": {
+                "@type": "type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig",
+                "service_name": "reviews.bookinfo",
+                "grpc_service": {"envoy_grpc": {"cluster_name": "otlp"}, "timeout": "2s"},
+            }});
+            b
+        })
+        .await;
+        let parent = format!("00-{CALLER_TRACE}-{CALLER_SPAN}-01");
+        for (i, req) in [Req::get("/g1").header("traceparent", &parent), Req::get("/g2"), Req::get("/checkout/g3")].into_iter().enumerate()
+        {
+            assert_eq!(run.send(req).await.status, 200, "{kind} request {i}");
+        }
+        // Fewer than five spans: they leave on the 5 s flush timer.
+        let spans = tokio::task::spawn_blocking(move || {
+            let s = collector.take(3, Duration::from_secs(20));
+            drop(collector);
+            s
+        })
+        .await
+        .expect("collector");
+        let continued = spans.iter().find(|s| s["attributes"]["http.url"] == "http://test.local/g1").expect("span of /g1");
+        assert_eq!((continued["trace"].as_str(), continued["parent"].as_str()), (Some(CALLER_TRACE), Some(CALLER_SPAN)), "{kind}");
+        let mut shapes: Vec<Value> = spans
+            .iter()
+            .map(|s| {
+                json!({"service": s["service"], "name": s["name"], "kind": s["kind"], "url": s["attributes"]["http.url"],
+                "status": s["attributes"]["http.status_code"], "rooted": s["parent"] == ""})
+            })
+            .collect();
+        shapes.sort_by_key(|s| s["url"].as_str().unwrap_or_default().to_owned());
+        seen.push(shapes);
+    }
+    assert_eq!(seen[1], seen[0], "weft vs envoy: spans at a real OTLP/gRPC collector");
+    assert_eq!(seen[0][0]["service"], json!(["reviews.bookinfo"]));
+}

@@ -216,7 +216,9 @@ fn telemetry(model: &Model, out: &mut Vec<Diagnostic>) {
             check(&r.providers, format!("spec.metrics[{i}]"), "metrics", |p| matches!(p, Provider::Prometheus));
         }
         for (i, r) in t.spec.access_logging.iter().enumerate() {
-            check(&r.providers, format!("spec.accessLogging[{i}]"), "access logging", |p| matches!(p, Provider::EnvoyFileAccessLog(_)));
+            check(&r.providers, format!("spec.accessLogging[{i}]"), "access logging", |p| {
+                matches!(p, Provider::EnvoyFileAccessLog(_) | Provider::EnvoyOtelAls(_))
+            });
         }
     }
     let mut wide: BTreeMap<&str, Vec<String>> = BTreeMap::new();

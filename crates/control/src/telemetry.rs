@@ -237,7 +237,9 @@ fn logging(model: &Model, list: &[&Resource<Telemetry>]) -> Option<[Vec<LogSpec>
             .into_iter()
             .filter(|(n, (_, disabled))| !disabled && in_scope.contains(n))
             .filter_map(|(n, (filter, _))| {
-                provider(model, &n).filter(|p| matches!(p.provider, Provider::EnvoyFileAccessLog(_))).map(|p| (p, filter))
+                provider(model, &n)
+                    .filter(|p| matches!(p.provider, Provider::EnvoyFileAccessLog(_) | Provider::EnvoyOtelAls(_)))
+                    .map(|p| (p, filter))
             })
             .map(|(provider, filter)| LogSpec { provider, filter })
             .collect()

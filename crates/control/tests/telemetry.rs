@@ -212,3 +212,38 @@ spec:
         assert!(found.iter().any(|f| f.contains(want)), "want {want}\nin {found:#?}");
     }
 }
+
+#[test]
+fn an_envoy_otel_als_provider_becomes_envoys_opentelemetry_access_logger() {
+    let extra = r#"
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: logs, namespace: default}
+spec:
+  accessLogging:
+  - providers: [{name: als}]
+    filter: {expression: "response.code >= 500"}
+"#;
+    let text = std::fs::read_to_string(format!("{}/tests/fixtures/bookinfo.yaml", env!("CARGO_MANIFEST_DIR"))).expect("fixture");
+    let loaded = load_text(&format!("{text}\n---\n{extra}"), "bookinfo.yaml");
+    assert!(loaded.diagnostics.is_empty(), "{:#?}", loaded.diagnostics);
+    let mesh = weft_api::mesh::load_mesh(
+        "extensionProviders:\n- name: als\n  envoyOtelAls: {service: 10.9.9.8, port: 4317, logFormat: {labels: {code: \"%RESPONSE_CODE%\"}}}\n",
+        "mesh.yaml",
+    )
+    .expect("mesh");
+    let g = generate(&Model::build(&loaded.objects, mesh), &node("10.1.0.2", "productpage"));
+    encode_all(&g);
+    let hcms = managers(&g);
+    assert!(!hcms.is_empty());
+    for (_, h) in hcms {
+        let log = &h["access_log"][0];
+        assert_eq!(log["name"], "envoy.access_loggers.open_telemetry", "{h:#}");
+        let c = &log["typed_config"];
+        assert_eq!(c["common_config"]["grpc_service"]["envoy_grpc"]["cluster_name"], "accesslog|als");
+        assert_eq!(c["common_config"]["log_name"], "otel_envoy_accesslog", "Istio's log name");
+        assert_eq!(c["attributes"]["values"][0], serde_json::json!({"key": "code", "value": {"string_value": "%RESPONSE_CODE%"}}));
+        assert_eq!(log["filter"]["extension_filter"]["typed_config"]["expression"], "response.code >= 500");
+    }
+    assert!(g.clusters["accesslog|als"].to_string().contains("http2_protocol_options"), "gRPC to the collector");
+}

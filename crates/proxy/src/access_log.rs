@@ -14,18 +14,29 @@ pub struct AccessLogger {
     filter: Option<Arc<weft_cel::Program>>,
 }
 
+pub mod otlp;
+
 enum Output {
     Stdout,
     Stderr,
     File(Mutex<File>),
+    /// Log records over OTLP, with their attributes' formats.
+    Otlp(otlp::Reporter, Vec<(String, crate::config::access_log::Format)>),
 }
 
 impl AccessLogger {
-    pub fn open(cfg: &AccessLogConfig) -> std::io::Result<Arc<AccessLogger>> {
+    /// `ctx`: where an OpenTelemetry logger finds its collector's cluster and the node it names.
+    pub fn open(cfg: &AccessLogConfig, ctx: Option<&crate::server::BuildCtx>) -> std::io::Result<Arc<AccessLogger>> {
         let out = match &cfg.sink {
             Sink::Stdout => Output::Stdout,
             Sink::Stderr => Output::Stderr,
             Sink::File(p) => Output::File(Mutex::new(OpenOptions::new().create(true).append(true).open(p)?)),
+            Sink::Otlp(s) => {
+                let ctx = ctx.ok_or_else(|| std::io::Error::other("an OpenTelemetry access log needs the proxy's clusters"))?;
+                let t = &ctx.tracer;
+                let node = otlp::Node { id: t.node_id.clone(), cluster: t.node_cluster.clone(), zone: t.node_zone.clone() };
+                Output::Otlp(otlp::Reporter::start(s.clone(), &node, ctx.clusters.clone()), s.attributes.clone())
+            }
         };
         Ok(Arc::new(AccessLogger { format: cfg.format.clone(), out, filter: cfg.filter.clone() }))
     }
@@ -35,6 +46,14 @@ impl AccessLogger {
             if !f.matches(&crate::attributes::Attributes(ctx)) {
                 return;
             }
+        }
+        if let Output::Otlp(reporter, attributes) = &self.out {
+            let body = match &self.format {
+                LineFormat::Text(f) => f.render(ctx),
+                LineFormat::Json(_) => String::new(),
+            };
+            reporter.log(body, attributes.iter().map(|(k, f)| (k.clone(), f.render(ctx))).collect());
+            return;
         }
         let mut line = match &self.format {
             LineFormat::Text(f) => f.render(ctx),
@@ -66,10 +85,11 @@ impl AccessLogger {
             Output::Stdout => std::io::stdout().lock().write_all(line.as_bytes()),
             Output::Stderr => std::io::stderr().lock().write_all(line.as_bytes()),
             Output::File(f) => f.lock().write_all(line.as_bytes()),
+            Output::Otlp(..) => Ok(()),
         };
     }
 }
 
-pub fn open_all(cfgs: &[AccessLogConfig]) -> std::io::Result<Vec<Arc<AccessLogger>>> {
-    cfgs.iter().map(AccessLogger::open).collect()
+pub fn open_all(cfgs: &[AccessLogConfig], ctx: &crate::server::BuildCtx) -> std::io::Result<Vec<Arc<AccessLogger>>> {
+    cfgs.iter().map(|c| AccessLogger::open(c, Some(ctx))).collect()
 }

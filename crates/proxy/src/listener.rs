@@ -444,7 +444,7 @@ impl Chain {
                 store: ctx.store.clone(),
                 clusters: ctx.clusters.clone(),
                 routes: ctx.routes.clone(),
-                loggers: Arc::new(crate::access_log::open_all(&h.access_log)?),
+                loggers: Arc::new(crate::access_log::open_all(&h.access_log, ctx)?),
                 reporter: h.tracing.as_ref().and_then(|t| t.exporter.as_ref()).map(|e| ctx.tracer.reporter(e)),
                 tracer: ctx.tracer.clone(),
                 istio: istio.clone().map(|m| (m, reporter)),
@@ -453,7 +453,7 @@ impl Chain {
                 cfg: t.clone(),
                 stats: ctx.store.tcp(&t.stat_prefix),
                 clusters: ctx.clusters.clone(),
-                loggers: Arc::new(crate::access_log::open_all(&t.access_log)?),
+                loggers: Arc::new(crate::access_log::open_all(&t.access_log, ctx)?),
                 istio: istio.clone().map(|m| (m, reporter)),
             })),
         };

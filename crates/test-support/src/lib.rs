@@ -10,6 +10,7 @@ pub mod certs;
 pub mod client;
 pub mod mesh;
 pub mod netns;
+pub mod otlp;
 pub mod proxy;
 pub mod upstream;
 pub mod zipkin;

@@ -358,7 +358,63 @@ typed_any! {
         File(FileAccessLog) = "envoy.extensions.access_loggers.file.v3.FileAccessLog",
         Stdout(StreamAccessLog) = "envoy.extensions.access_loggers.stream.v3.StdoutAccessLog",
         Stderr(StreamAccessLog) = "envoy.extensions.access_loggers.stream.v3.StderrAccessLog",
+        OpenTelemetry(OtelAccessLogConfig) = "envoy.extensions.access_loggers.open_telemetry.v3.OpenTelemetryAccessLogConfig",
     }
+}
+
+/// Envoy's OpenTelemetry access logger: log records over OTLP/gRPC (`LogsService/Export`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OtelAccessLogConfig {
+    pub common_config: Option<CommonGrpcAccessLogConfig>,
+    pub body: Option<OtelAnyValue>,
+    pub attributes: Option<OtelKeyValueList>,
+    pub resource_attributes: Option<OtelKeyValueList>,
+    pub stat_prefix: Option<Ignored>,
+    #[serde(default)]
+    pub disable_builtin_labels: bool,
+    pub formatters: Option<Unsupported>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommonGrpcAccessLogConfig {
+    #[serde(default)]
+    pub log_name: String,
+    pub grpc_service: Option<GrpcService>,
+    pub transport_api_version: Option<Ignored>,
+    pub buffer_flush_interval: Option<ProtoDuration>,
+    pub buffer_size_bytes: Option<u32>,
+    pub filter_state_objects_to_log: Option<Unsupported>,
+    pub grpc_stream_retry_policy: Option<Unsupported>,
+}
+
+/// OTLP's `AnyValue` in proto3 JSON: weft formats string values.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OtelAnyValue {
+    pub string_value: Option<String>,
+    pub bool_value: Option<Unsupported>,
+    pub int_value: Option<Unsupported>,
+    pub double_value: Option<Unsupported>,
+    pub array_value: Option<Unsupported>,
+    pub kvlist_value: Option<Unsupported>,
+    pub bytes_value: Option<Unsupported>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OtelKeyValueList {
+    #[serde(default)]
+    pub values: Vec<OtelKeyValue>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OtelKeyValue {
+    #[serde(default)]
+    pub key: String,
+    pub value: Option<OtelAnyValue>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -1,6 +1,7 @@
 //! MeshConfig `extensionProviders` and `defaultProviders`: the named places Telemetry resources
 //! send traces, metrics and access logs. weft implements `prometheus`, `zipkin`,
-//! `opentelemetry` (tracing over OTLP), `envoyFileAccessLog`; a provider of another kind is
+//! `opentelemetry` (tracing over OTLP), `envoyFileAccessLog` and `envoyOtelAls` (access logs
+//! over OTLP); a provider of another kind is
 //! accepted with a warning naming it, and a Telemetry that names one is reported where it is
 //! used (`weft analyze`), never applied half way.
 
@@ -21,6 +22,8 @@ pub enum Provider {
     Zipkin(ZipkinProvider),
     OpenTelemetry(OtelProvider),
     EnvoyFileAccessLog(FileAccessLogProvider),
+    /// Access logs as OpenTelemetry log records over OTLP/gRPC.
+    EnvoyOtelAls(OtelAlsProvider),
     /// A kind weft does not implement, by its field name (`skywalking`, `envoyExtAuthzHttp`, …).
     Other(&'static str),
 }
@@ -32,6 +35,7 @@ impl Provider {
             Provider::Zipkin(_) => "zipkin",
             Provider::OpenTelemetry(_) => "opentelemetry",
             Provider::EnvoyFileAccessLog(_) => "envoyFileAccessLog",
+            Provider::EnvoyOtelAls(_) => "envoyOtelAls",
             Provider::Other(k) => k,
         }
     }
@@ -100,6 +104,19 @@ pub struct FileAccessLogProvider {
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OtelAlsProvider {
+    #[serde(default)]
+    pub service: String,
+    #[serde(default)]
+    pub port: u32,
+    #[serde(default, alias = "log_name")]
+    pub log_name: Option<String>,
+    #[serde(default, alias = "log_format")]
+    pub log_format: Option<LogFormat>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LogFormat {
     #[serde(default)]
     pub text: Option<String>,
@@ -133,7 +150,7 @@ struct RawProvider {
     #[serde(default, alias = "envoy_file_access_log")]
     envoy_file_access_log: Option<FileAccessLogProvider>,
     #[serde(default, alias = "envoy_otel_als")]
-    envoy_otel_als: Option<serde_yaml::Value>,
+    envoy_otel_als: Option<OtelAlsProvider>,
     #[serde(default, alias = "envoy_ext_authz_http")]
     envoy_ext_authz_http: Option<serde_yaml::Value>,
     #[serde(default, alias = "envoy_ext_authz_grpc")]
@@ -171,8 +188,10 @@ impl TryFrom<RawProvider> for ExtensionProvider {
         if let Some(f) = r.envoy_file_access_log {
             kinds.push(Provider::EnvoyFileAccessLog(f));
         }
+        if let Some(o) = r.envoy_otel_als {
+            kinds.push(Provider::EnvoyOtelAls(o));
+        }
         for (set, kind) in [
-            (r.envoy_otel_als.is_some(), "envoyOtelAls"),
             (r.envoy_ext_authz_http.is_some(), "envoyExtAuthzHttp"),
             (r.envoy_ext_authz_grpc.is_some(), "envoyExtAuthzGrpc"),
             (r.envoy_http_als.is_some(), "envoyHttpAls"),
@@ -257,6 +276,12 @@ pub fn check(list: &[ExtensionProvider], defaults: &DefaultProviders) -> Vec<Pro
         match &p.provider {
             Provider::Zipkin(z) => service_port("zipkin", &z.service, z.port, &mut err),
             Provider::OpenTelemetry(o) => service_port("opentelemetry", &o.service, o.port, &mut err),
+            Provider::EnvoyOtelAls(o) => {
+                service_port("envoyOtelAls", &o.service, o.port, &mut err);
+                if o.log_format.as_ref().is_some_and(|l| l.text.is_some() && l.labels.is_some()) {
+                    err(format!("{path}.envoyOtelAls.logFormat"), "only one of text or labels may be set".into());
+                }
+            }
             Provider::EnvoyFileAccessLog(f) => {
                 if f.path.is_empty() {
                     err(format!("{path}.envoyFileAccessLog.path"), "path must be set (a file, or /dev/stdout)".into());
@@ -309,7 +334,7 @@ pub fn check(list: &[ExtensionProvider], defaults: &DefaultProviders) -> Vec<Pro
                     }
                 }
             }
-            Provider::Prometheus | Provider::EnvoyFileAccessLog(_) => {}
+            Provider::Prometheus | Provider::EnvoyFileAccessLog(_) | Provider::EnvoyOtelAls(_) => {}
         }
     }
     for (field, names) in [("tracing", &defaults.tracing), ("metrics", &defaults.metrics), ("accessLogging", &defaults.access_logging)] {

@@ -70,12 +70,47 @@ fn file_log(path: &str, format: Option<&str>, labels: Option<&BTreeMap<String, S
         "log_format": log_format,
     }});
     if let Some(expression) = filter {
-        log["filter"] = json!({"extension_filter": {"name": "envoy.access_loggers.extension_filters.cel", "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter",
-            "expression": expression,
-        }}});
+        log["filter"] = cel_filter(expression);
     }
     log
+}
+
+/// Envoy's OpenTelemetry access logger, as istiod writes it for an `envoyOtelAls` provider:
+/// the line (Istio's format, or the provider's `text`) as the record's body, `labels` as its
+/// attributes, to the collector over OTLP/gRPC.
+fn otel_log(scope: &Scope<'_>, name: &str, o: &weft_api::mesh::providers::OtelAlsProvider, filter: Option<&str>) -> Value {
+    let (cluster, host, _) = super::tracing::provider_collector(scope, "accesslog", name, &o.service, o.port);
+    let format = o.log_format.as_ref();
+    let mut cfg = json!({
+        "@type": "type.googleapis.com/envoy.extensions.access_loggers.open_telemetry.v3.OpenTelemetryAccessLogConfig",
+        "common_config": {
+            "log_name": o.log_name.clone().unwrap_or_else(|| "otel_envoy_accesslog".into()),
+            "grpc_service": {"envoy_grpc": {"cluster_name": cluster, "authority": host}},
+            "transport_api_version": "V3",
+        },
+    });
+    match format.and_then(|l| l.labels.as_ref()) {
+        Some(labels) => {
+            let values: Vec<Value> = labels.iter().map(|(k, v)| json!({"key": k, "value": {"string_value": v}})).collect();
+            cfg["attributes"] = json!({"values": values});
+        }
+        None => {
+            let text = format.and_then(|l| l.text.as_deref()).filter(|t| !t.is_empty()).unwrap_or(ISTIO_ACCESS_LOG_FORMAT);
+            cfg["body"] = json!({"string_value": text});
+        }
+    }
+    let mut log = json!({"name": "envoy.access_loggers.open_telemetry", "typed_config": cfg});
+    if let Some(expression) = filter {
+        log["filter"] = cel_filter(expression);
+    }
+    log
+}
+
+fn cel_filter(expression: &str) -> Value {
+    json!({"extension_filter": {"name": "envoy.access_loggers.extension_filters.cel", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter",
+        "expression": expression,
+    }}})
 }
 
 /// The access logs of one side of the proxy: the Telemetry API's providers when it says
@@ -94,6 +129,7 @@ fn access_logs(scope: &Scope<'_>, side: Side) -> Vec<Value> {
                         s.filter.as_deref(),
                     ))
                 }
+                Provider::EnvoyOtelAls(o) => Some(otel_log(scope, &s.provider.name, o, s.filter.as_deref())),
                 _ => None,
             })
             .collect(),

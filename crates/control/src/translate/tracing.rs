@@ -65,11 +65,11 @@ fn from_telemetry(scope: &Scope<'_>, spec: &TracingSpec) -> Option<Value> {
     let provider = spec.provider.as_ref()?;
     let tracer = match &provider.provider {
         Provider::Zipkin(z) => {
-            let (cluster, host, _) = provider_collector(scope, &provider.name, &z.service, z.port);
+            let (cluster, host, _) = provider_collector(scope, "tracing", &provider.name, &z.service, z.port);
             zipkin_provider(z, &cluster, &host)
         }
         Provider::OpenTelemetry(o) => {
-            let (cluster, host, port) = provider_collector(scope, &provider.name, &o.service, o.port);
+            let (cluster, host, port) = provider_collector(scope, "tracing", &provider.name, &o.service, o.port);
             otel_provider(scope, o, &cluster, &host, port)
         }
         _ => return None,
@@ -134,10 +134,11 @@ fn provider_host(scope: &Scope<'_>, service: &str) -> String {
     scope.model.resolve_host(host, &scope.model.mesh.root_namespace)
 }
 
-/// The cluster spans for `provider` go to: the registry service's outbound cluster when the
+/// The cluster a provider's reports go to: the registry service's outbound cluster when the
 /// provider's service is one this proxy sees (so reports follow its endpoints and mTLS), else
-/// a cluster of the provider's own (`collectors` makes it). Also the host and port.
-fn provider_collector(scope: &Scope<'_>, name: &str, service: &str, port: u32) -> (String, String, u16) {
+/// a cluster of the provider's own, `<prefix>|<name>` (`collectors` makes it). Also the host
+/// and port.
+pub(super) fn provider_collector(scope: &Scope<'_>, prefix: &str, name: &str, service: &str, port: u32) -> (String, String, u16) {
     let port = u16::try_from(port).unwrap_or(0);
     let fqdn = provider_host(scope, service);
     let known = scope.services.iter().any(|s| s.hostname == fqdn && s.ports.iter().any(|p| p.port == port));
@@ -145,7 +146,7 @@ fn provider_collector(scope: &Scope<'_>, name: &str, service: &str, port: u32) -
     if known {
         (outbound_cluster_name(port, "", &fqdn), fqdn, port)
     } else {
-        (format!("tracing|{name}"), host, port)
+        (format!("{prefix}|{name}"), host, port)
     }
 }
 
@@ -173,13 +174,13 @@ fn static_cluster(name: &str, host: &str, port: u16, http2: bool) -> Value {
     c
 }
 
-/// The clusters of collectors outside the registry that this proxy's tracing names.
+/// The clusters of collectors outside the registry that this proxy's tracing and access logs
+/// name.
 pub fn collectors(scope: &Scope<'_>, out: &mut Generated) {
     if scope.telemetry.tracing.is_none() {
         if let Some((name, Some((host, port)))) = legacy_collector(scope) {
             out.clusters.insert(name.clone(), static_cluster(&name, &host, port, false));
         }
-        return;
     }
     for side in [Side::Client, Side::Server] {
         let Some(spec) = scope.telemetry.tracing(side).filter(|s| !s.disabled) else { continue };
@@ -189,9 +190,20 @@ pub fn collectors(scope: &Scope<'_>, out: &mut Generated) {
             Provider::OpenTelemetry(o) => (&o.service, o.port, o.http.is_none()),
             _ => continue,
         };
-        let (cluster, host, port) = provider_collector(scope, &p.name, service, port);
+        let (cluster, host, port) = provider_collector(scope, "tracing", &p.name, service, port);
         if cluster.starts_with("tracing|") {
             out.clusters.insert(cluster.clone(), static_cluster(&cluster, &host, port, grpc));
+        }
+    }
+    // Access logs over OTLP/gRPC.
+    for side in [Side::Client, Side::Server] {
+        for l in scope.telemetry.logs(side).unwrap_or_default() {
+            if let Provider::EnvoyOtelAls(o) = &l.provider.provider {
+                let (cluster, host, port) = provider_collector(scope, "accesslog", &l.provider.name, &o.service, o.port);
+                if cluster.starts_with("accesslog|") {
+                    out.clusters.insert(cluster.clone(), static_cluster(&cluster, &host, port, true));
+                }
+            }
         }
     }
 }

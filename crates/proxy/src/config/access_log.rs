@@ -196,6 +196,23 @@ pub enum Sink {
     Stdout,
     Stderr,
     File(String),
+    /// Envoy's OpenTelemetry access logger: each line a log record, over OTLP/gRPC.
+    Otlp(OtlpSink),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OtlpSink {
+    pub cluster: String,
+    pub authority: String,
+    pub log_name: String,
+    /// Each record's attributes, by key, formatted per request.
+    pub attributes: Vec<(String, Format)>,
+    /// Resource attributes, literal.
+    pub resource: Vec<(String, String)>,
+    /// Envoy's `log_name`, `zone_name`, `cluster_name`, `node_name` resource attributes.
+    pub builtin_labels: bool,
+    pub flush: std::time::Duration,
+    pub buffer_bytes: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -257,6 +274,47 @@ fn line_format(f: Option<&SubstitutionFormatString>, legacy_text: Option<&String
     Ok(LineFormat::Text(Format::parse(&text).map_err(|m| ConfigError::new(format!("{lpath}.text_format"), m))?))
 }
 
+/// Envoy's OpenTelemetry access logger as a sink: the body is the line's format.
+fn otlp(o: &weft_xds::filters::OtelAccessLogConfig, tpath: &str) -> Result<(Sink, LineFormat)> {
+    let cpath = format!("{tpath}.common_config");
+    let common = o.common_config.as_ref().ok_or_else(|| ConfigError::new(&cpath, "required"))?;
+    let grpc = common.grpc_service.as_ref().ok_or_else(|| ConfigError::new(format!("{cpath}.grpc_service"), "required"))?;
+    let e = grpc
+        .envoy_grpc
+        .as_ref()
+        .filter(|e| !e.cluster_name.is_empty())
+        .ok_or_else(|| ConfigError::new(format!("{cpath}.grpc_service.envoy_grpc.cluster_name"), "required"))?;
+    let text = |v: &Option<weft_xds::filters::OtelAnyValue>, p: &str| -> Result<String> {
+        match v {
+            None => Ok(String::new()),
+            Some(a) => a.string_value.clone().ok_or_else(|| ConfigError::new(p, "only string_value is supported")),
+        }
+    };
+    let body = text(&o.body, &format!("{tpath}.body"))?;
+    let format = Format::parse(&body).map_err(|m| ConfigError::new(format!("{tpath}.body.string_value"), m))?;
+    let mut attributes = Vec::new();
+    for (i, kv) in o.attributes.iter().flat_map(|a| a.values.iter()).enumerate() {
+        let p = format!("{tpath}.attributes.values[{i}].value");
+        let v = text(&kv.value, &p)?;
+        attributes.push((kv.key.clone(), Format::parse(&v).map_err(|m| ConfigError::new(format!("{p}.string_value"), m))?));
+    }
+    let mut resource = Vec::new();
+    for (i, kv) in o.resource_attributes.iter().flat_map(|a| a.values.iter()).enumerate() {
+        resource.push((kv.key.clone(), text(&kv.value, &format!("{tpath}.resource_attributes.values[{i}].value"))?));
+    }
+    let sink = Sink::Otlp(OtlpSink {
+        cluster: e.cluster_name.clone(),
+        authority: if e.authority.is_empty() { e.cluster_name.clone() } else { e.authority.clone() },
+        log_name: common.log_name.clone(),
+        attributes,
+        resource,
+        builtin_labels: !o.disable_builtin_labels,
+        flush: common.buffer_flush_interval.map(|d| d.0).filter(|d| !d.is_zero()).unwrap_or(std::time::Duration::from_secs(1)),
+        buffer_bytes: common.buffer_size_bytes.map(|b| b as usize).filter(|b| *b > 0).unwrap_or(16_384),
+    });
+    Ok((sink, LineFormat::Text(format)))
+}
+
 impl AccessLogConfig {
     pub fn from_wire(a: &AccessLog, path: &str) -> Result<Self> {
         let tpath = format!("{path}.typed_config");
@@ -280,6 +338,12 @@ impl AccessLogConfig {
                 format: line_format(s.log_format.as_ref(), None, &tpath)?,
                 filter: filter(a, path)?,
             }),
+            Some(WireConfig::OpenTelemetry(o)) => {
+                otlp(o, &tpath).map(|(sink, format)| AccessLogConfig { sink, format, filter: None }).and_then(|mut c| {
+                    c.filter = filter(a, path)?;
+                    Ok(c)
+                })
+            }
             Some(WireConfig::Stderr(s)) => Ok(AccessLogConfig {
                 sink: Sink::Stderr,
                 format: line_format(s.log_format.as_ref(), None, &tpath)?,

@@ -1,0 +1,179 @@
+//! Envoy's OpenTelemetry access logger: each access log line a log record (the line as its
+//! body, formatted attributes), sent over OTLP/gRPC (`LogsService/Export`) when
+//! `buffer_size_bytes` are waiting or every `buffer_flush_interval`, as Envoy batches them.
+//! A collector that is down costs the records, never a request: the queue is bounded and
+//! reports go out from their own task.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::{BufMut, BytesMut};
+use http::{HeaderMap, HeaderValue};
+use prost::Message;
+use tokio::sync::mpsc;
+
+use crate::config::access_log::OtlpSink;
+use crate::http::router::{send_detached, Detached};
+use crate::trace::otlp::proto::{InstrumentationScope, KeyValue, Resource};
+use crate::upstream::ClusterManager;
+
+const GRPC_PATH: &str = "/opentelemetry.proto.collector.logs.v1.LogsService/Export";
+/// Records waiting beyond this (a collector far behind) are dropped, not buffered without end.
+const QUEUE: usize = 10_000;
+
+/// The OTLP logs messages weft sends, with their field numbers.
+pub mod proto {
+    use crate::trace::otlp::proto::{AnyValue, InstrumentationScope, KeyValue, Resource};
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct ExportLogsServiceRequest {
+        #[prost(message, repeated, tag = "1")]
+        pub resource_logs: Vec<ResourceLogs>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct ResourceLogs {
+        #[prost(message, optional, tag = "1")]
+        pub resource: Option<Resource>,
+        #[prost(message, repeated, tag = "2")]
+        pub scope_logs: Vec<ScopeLogs>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct ScopeLogs {
+        #[prost(message, optional, tag = "1")]
+        pub scope: Option<InstrumentationScope>,
+        #[prost(message, repeated, tag = "2")]
+        pub log_records: Vec<LogRecord>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct LogRecord {
+        #[prost(fixed64, tag = "1")]
+        pub time_unix_nano: u64,
+        #[prost(message, optional, tag = "5")]
+        pub body: Option<AnyValue>,
+        #[prost(message, repeated, tag = "6")]
+        pub attributes: Vec<KeyValue>,
+    }
+}
+
+/// One logger's queue; the task behind it sends the batches.
+pub struct Reporter {
+    tx: mpsc::Sender<proto::LogRecord>,
+}
+
+/// Who is logging: the node, for the built-in resource attributes.
+pub struct Node {
+    pub id: String,
+    pub cluster: String,
+    pub zone: String,
+}
+
+impl Reporter {
+    pub fn start(sink: OtlpSink, node: &Node, clusters: Arc<ClusterManager>) -> Reporter {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let mut resource: Vec<KeyValue> = Vec::new();
+        if sink.builtin_labels {
+            for (k, v) in
+                [("log_name", &sink.log_name), ("zone_name", &node.zone), ("cluster_name", &node.cluster), ("node_name", &node.id)]
+            {
+                resource.push(KeyValue::text(k, v));
+            }
+        }
+        resource.extend(sink.resource.iter().map(|(k, v)| KeyValue::text(k, v)));
+        tokio::spawn(run(sink, Resource { attributes: resource }, clusters, rx));
+        Reporter { tx }
+    }
+
+    pub fn log(&self, body: String, attributes: Vec<(String, String)>) {
+        let time_unix_nano = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| u64::try_from(d.as_nanos()).unwrap_or(0)).unwrap_or(0);
+        let record = proto::LogRecord {
+            time_unix_nano,
+            body: Some(crate::trace::otlp::proto::AnyValue { string_value: body }),
+            attributes: attributes.iter().map(|(k, v)| KeyValue::text(k, v)).collect(),
+        };
+        if self.tx.try_send(record).is_err() {
+            tracing::debug!("OpenTelemetry access log queue full; record dropped");
+        }
+    }
+}
+
+async fn run(sink: OtlpSink, resource: Resource, clusters: Arc<ClusterManager>, mut rx: mpsc::Receiver<proto::LogRecord>) {
+    let mut batch: Vec<proto::LogRecord> = Vec::new();
+    let mut bytes = 0usize;
+    let mut tick = tokio::time::interval(sink.flush);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            r = rx.recv() => match r {
+                Some(r) => {
+                    bytes += r.encoded_len();
+                    batch.push(r);
+                    if bytes >= sink.buffer_bytes {
+                        bytes = 0;
+                        send(&sink, &resource, &clusters, std::mem::take(&mut batch)).await;
+                    }
+                }
+                None => break,
+            },
+            _ = tick.tick() => {
+                if !batch.is_empty() {
+                    bytes = 0;
+                    send(&sink, &resource, &clusters, std::mem::take(&mut batch)).await;
+                }
+            }
+        }
+    }
+    if !batch.is_empty() {
+        send(&sink, &resource, &clusters, batch).await;
+    }
+}
+
+async fn send(sink: &OtlpSink, resource: &Resource, clusters: &ClusterManager, records: Vec<proto::LogRecord>) {
+    let Some(cluster) = clusters.get(&sink.cluster) else {
+        tracing::debug!(cluster = %sink.cluster, "OpenTelemetry access log: no such cluster; records dropped");
+        return;
+    };
+    let Some(host) = cluster.lb_snapshot().pick(None) else {
+        cluster.stats.upstream_cx_none_healthy.inc();
+        return;
+    };
+    let req = proto::ExportLogsServiceRequest {
+        resource_logs: vec![proto::ResourceLogs {
+            resource: Some(resource.clone()),
+            scope_logs: vec![proto::ScopeLogs { scope: Some(InstrumentationScope { name: "weft".into() }), log_records: records }],
+        }],
+    };
+    let msg = req.encode_to_vec();
+    let mut body = BytesMut::with_capacity(msg.len() + 5);
+    body.put_u8(0);
+    body.put_u32(u32::try_from(msg.len()).unwrap_or(u32::MAX));
+    body.put_slice(&msg);
+    let mut headers = HeaderMap::new();
+    headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+    headers.insert(http::header::TE, HeaderValue::from_static("trailers"));
+    let wire = crate::http::router::wire_of(&cluster);
+    let Some(req) = crate::http::router::upstream_request(
+        wire,
+        &http::Method::POST,
+        &sink.authority,
+        GRPC_PATH,
+        headers,
+        crate::body::full(body.freeze()),
+    ) else {
+        return;
+    };
+    match send_detached(&cluster, &host, req, wire, std::time::Duration::from_secs(5)).await {
+        Detached::Answered(200) => {}
+        other => {
+            let what = match other {
+                Detached::Answered(s) => format!("status {s}"),
+                Detached::Failed(e) => e.to_string(),
+                Detached::TimedOut => "timed out".into(),
+            };
+            tracing::debug!(collector = %sink.cluster, %what, "OpenTelemetry access log report failed");
+        }
+    }
+}
