@@ -26,6 +26,7 @@ pub mod identity;
 pub mod istio_metrics;
 pub mod listener;
 mod memory;
+mod report;
 pub mod server;
 mod sniff;
 mod sockopt;

@@ -7,13 +7,12 @@
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use bytes::{BufMut, BytesMut};
 use http::{HeaderMap, HeaderValue};
 use prost::Message;
 use tokio::sync::mpsc;
 
 use crate::config::access_log::OtlpSink;
-use crate::http::router::{send_detached, Detached};
+use crate::report::{self, Batching, Posted, Report};
 use crate::trace::otlp::proto::{InstrumentationScope, KeyValue, Resource};
 use crate::upstream::ClusterManager;
 
@@ -99,81 +98,31 @@ impl Reporter {
     }
 }
 
-async fn run(sink: OtlpSink, resource: Resource, clusters: Arc<ClusterManager>, mut rx: mpsc::Receiver<proto::LogRecord>) {
-    let mut batch: Vec<proto::LogRecord> = Vec::new();
-    let mut bytes = 0usize;
-    let mut tick = tokio::time::interval(sink.flush);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tick.tick().await;
-    loop {
-        tokio::select! {
-            r = rx.recv() => match r {
-                Some(r) => {
-                    bytes += r.encoded_len();
-                    batch.push(r);
-                    if bytes >= sink.buffer_bytes {
-                        bytes = 0;
-                        send(&sink, &resource, &clusters, std::mem::take(&mut batch)).await;
-                    }
-                }
-                None => break,
-            },
-            _ = tick.tick() => {
-                if !batch.is_empty() {
-                    bytes = 0;
-                    send(&sink, &resource, &clusters, std::mem::take(&mut batch)).await;
-                }
-            }
-        }
-    }
-    if !batch.is_empty() {
-        send(&sink, &resource, &clusters, batch).await;
-    }
+async fn run(sink: OtlpSink, resource: Resource, clusters: Arc<ClusterManager>, rx: mpsc::Receiver<proto::LogRecord>) {
+    let batching = Batching { every: sink.flush, limit: sink.buffer_bytes };
+    report::run(rx, batching, |r| r.encoded_len(), || {}, |records| send(&sink, &resource, &clusters, records)).await;
 }
 
 async fn send(sink: &OtlpSink, resource: &Resource, clusters: &ClusterManager, records: Vec<proto::LogRecord>) {
-    let Some(cluster) = clusters.get(&sink.cluster) else {
-        tracing::debug!(cluster = %sink.cluster, "OpenTelemetry access log: no such cluster; records dropped");
-        return;
-    };
-    let Some(host) = cluster.lb_snapshot().pick(None) else {
-        cluster.stats.upstream_cx_none_healthy.inc();
-        return;
-    };
     let req = proto::ExportLogsServiceRequest {
         resource_logs: vec![proto::ResourceLogs {
             resource: Some(resource.clone()),
             scope_logs: vec![proto::ScopeLogs { scope: Some(InstrumentationScope { name: "weft".into() }), log_records: records }],
         }],
     };
-    let msg = req.encode_to_vec();
-    let mut body = BytesMut::with_capacity(msg.len() + 5);
-    body.put_u8(0);
-    body.put_u32(u32::try_from(msg.len()).unwrap_or(u32::MAX));
-    body.put_slice(&msg);
     let mut headers = HeaderMap::new();
     headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
     headers.insert(http::header::TE, HeaderValue::from_static("trailers"));
-    let wire = crate::http::router::wire_of(&cluster);
-    let Some(req) = crate::http::router::upstream_request(
-        wire,
-        &http::Method::POST,
-        &sink.authority,
-        GRPC_PATH,
+    let r = Report {
+        cluster: &sink.cluster,
+        authority: &sink.authority,
+        path: GRPC_PATH,
         headers,
-        crate::body::full(body.freeze()),
-    ) else {
-        return;
+        body: report::grpc_frame(&req.encode_to_vec()),
+        timeout: std::time::Duration::from_secs(5),
     };
-    match send_detached(&cluster, &host, req, wire, std::time::Duration::from_secs(5)).await {
-        Detached::Answered(200) => {}
-        other => {
-            let what = match other {
-                Detached::Answered(s) => format!("status {s}"),
-                Detached::Failed(e) => e.to_string(),
-                Detached::TimedOut => "timed out".into(),
-            };
-            tracing::debug!(collector = %sink.cluster, %what, "OpenTelemetry access log report failed");
-        }
+    match report::post(clusters, r, || {}).await {
+        Posted::Answered(200) => {}
+        other => tracing::debug!(collector = %sink.cluster, outcome = %other, "OpenTelemetry access log report dropped"),
     }
 }

@@ -6,13 +6,13 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use http::{HeaderMap, HeaderValue};
 use prost::Message;
 use tokio::sync::mpsc;
 
 use super::{Span, SpanKind};
-use crate::http::router::{send_detached, Detached};
+use crate::report::{self, Batching, Posted, Report};
 use crate::stats::OtelStats;
 use crate::upstream::ClusterManager;
 
@@ -57,33 +57,9 @@ impl Reporter {
     }
 }
 
-async fn run(c: Collector, clusters: Arc<ClusterManager>, stats: Arc<OtelStats>, mut rx: mpsc::Receiver<proto::Span>) {
-    let mut batch = Vec::new();
-    let mut tick = tokio::time::interval(FLUSH_INTERVAL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tick.tick().await;
-    loop {
-        tokio::select! {
-            span = rx.recv() => match span {
-                Some(s) => {
-                    batch.push(s);
-                    if batch.len() >= MIN_FLUSH_SPANS {
-                        flush(&c, &clusters, &stats, std::mem::take(&mut batch)).await;
-                    }
-                }
-                None => break,
-            },
-            _ = tick.tick() => {
-                if !batch.is_empty() {
-                    stats.timer_flushed.inc();
-                    flush(&c, &clusters, &stats, std::mem::take(&mut batch)).await;
-                }
-            }
-        }
-    }
-    if !batch.is_empty() {
-        flush(&c, &clusters, &stats, batch).await;
-    }
+async fn run(c: Collector, clusters: Arc<ClusterManager>, stats: Arc<OtelStats>, rx: mpsc::Receiver<proto::Span>) {
+    let batching = Batching { every: FLUSH_INTERVAL, limit: MIN_FLUSH_SPANS };
+    report::run(rx, batching, |_| 1, || stats.timer_flushed.inc(), |spans| flush(&c, &clusters, &stats, spans)).await;
 }
 
 /// The request body: the export request, framed for gRPC when sent by gRPC.
@@ -97,27 +73,12 @@ pub fn body(c: &Collector, spans: Vec<proto::Span>) -> Bytes {
     let msg = req.encode_to_vec();
     match c.transport {
         Transport::Http { .. } => Bytes::from(msg),
-        Transport::Grpc => {
-            let mut b = BytesMut::with_capacity(msg.len() + 5);
-            b.put_u8(0);
-            b.put_u32(u32::try_from(msg.len()).unwrap_or(u32::MAX));
-            b.put_slice(&msg);
-            b.freeze()
-        }
+        Transport::Grpc => report::grpc_frame(&msg),
     }
 }
 
 async fn flush(c: &Collector, clusters: &ClusterManager, stats: &OtelStats, spans: Vec<proto::Span>) {
-    let Some(cluster) = clusters.get(&c.cluster) else {
-        stats.reports_dropped.inc();
-        return;
-    };
-    stats.spans_sent.add(spans.len() as u64);
-    let Some(host) = cluster.lb_snapshot().pick(None) else {
-        cluster.stats.upstream_cx_none_healthy.inc();
-        stats.reports_dropped.inc();
-        return;
-    };
+    let count = spans.len() as u64;
     let mut headers = HeaderMap::new();
     let path = match &c.transport {
         Transport::Grpc => {
@@ -130,24 +91,12 @@ async fn flush(c: &Collector, clusters: &ClusterManager, stats: &OtelStats, span
             path.as_str()
         }
     };
-    let wire = crate::http::router::wire_of(&cluster);
-    let payload = crate::body::full(body(c, spans));
-    let Some(req) = crate::http::router::upstream_request(wire, &http::Method::POST, &c.authority, path, headers, payload) else {
-        stats.reports_failed.inc();
-        return;
-    };
-    match send_detached(&cluster, &host, req, wire, c.timeout).await {
-        Detached::Answered(200 | 202) => stats.reports_sent.inc(),
-        Detached::Answered(status) => {
-            tracing::debug!(collector = %c.cluster, status, "OTLP collector refused a report");
-            stats.reports_dropped.inc();
-        }
-        Detached::Failed(e) => {
-            tracing::debug!(collector = %c.cluster, error = %e, "OTLP report failed");
-            stats.reports_dropped.inc();
-        }
-        Detached::TimedOut => {
-            tracing::debug!(collector = %c.cluster, "OTLP report timed out");
+    let r = Report { cluster: &c.cluster, authority: &c.authority, path, headers, body: body(c, spans), timeout: c.timeout };
+    match report::post(clusters, r, || stats.spans_sent.add(count)).await {
+        Posted::Unbuildable => stats.reports_failed.inc(),
+        Posted::Answered(200 | 202) => stats.reports_sent.inc(),
+        other => {
+            tracing::debug!(collector = %c.cluster, outcome = %other, "OTLP span report dropped");
             stats.reports_dropped.inc();
         }
     }

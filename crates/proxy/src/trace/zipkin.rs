@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
 use super::{Span, SpanKind};
-use crate::http::router::{send_detached, Detached};
+use crate::report::{self, Batching, Posted, Report};
 use crate::stats::ZipkinStats;
 use crate::upstream::ClusterManager;
 
@@ -53,71 +53,32 @@ impl Reporter {
     }
 }
 
-async fn run(c: Collector, clusters: Arc<ClusterManager>, stats: Arc<ZipkinStats>, mut rx: mpsc::Receiver<Value>) {
-    let mut batch = Vec::new();
-    let mut tick = tokio::time::interval(FLUSH_INTERVAL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tick.tick().await;
-    loop {
-        tokio::select! {
-            span = rx.recv() => match span {
-                Some(s) => {
-                    batch.push(s);
-                    if batch.len() >= MIN_FLUSH_SPANS {
-                        flush(&c, &clusters, &stats, std::mem::take(&mut batch)).await;
-                    }
-                }
-                None => break,
-            },
-            _ = tick.tick() => {
-                if !batch.is_empty() {
-                    stats.timer_flushed.inc();
-                    flush(&c, &clusters, &stats, std::mem::take(&mut batch)).await;
-                }
-            }
-        }
-    }
-    if !batch.is_empty() {
-        flush(&c, &clusters, &stats, batch).await;
-    }
+async fn run(c: Collector, clusters: Arc<ClusterManager>, stats: Arc<ZipkinStats>, rx: mpsc::Receiver<Value>) {
+    let batching = Batching { every: FLUSH_INTERVAL, limit: MIN_FLUSH_SPANS };
+    report::run(rx, batching, |_| 1, || stats.timer_flushed.inc(), |spans| flush(&c, &clusters, &stats, spans)).await;
 }
 
 async fn flush(c: &Collector, clusters: &ClusterManager, stats: &ZipkinStats, spans: Vec<Value>) {
-    let Some(cluster) = clusters.get(&c.cluster) else {
-        stats.reports_skipped_no_cluster.inc();
-        return;
+    let count = spans.len() as u64;
+    let mut headers = HeaderMap::new();
+    headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    let r = Report {
+        cluster: &c.cluster,
+        authority: &c.hostname,
+        path: &c.endpoint,
+        headers,
+        body: Bytes::from(Value::Array(spans).to_string()),
+        timeout: REPORT_TIMEOUT,
     };
     // Envoy counts spans as sent when the report leaves, whatever becomes of it; a report its
     // async client could not deliver (no host, refused, timed out) comes back as a local 503 or
     // 504, so it is counted as dropped, not failed.
-    stats.spans_sent.add(spans.len() as u64);
-    let Some(host) = cluster.lb_snapshot().pick(None) else {
-        cluster.stats.upstream_cx_none_healthy.inc();
-        stats.reports_dropped.inc();
-        return;
-    };
-    let body = Bytes::from(Value::Array(spans).to_string());
-    let mut headers = HeaderMap::new();
-    headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    let wire = crate::http::router::wire_of(&cluster);
-    let Some(req) =
-        crate::http::router::upstream_request(wire, &http::Method::POST, &c.hostname, &c.endpoint, headers, crate::body::full(body))
-    else {
-        stats.reports_failed.inc();
-        return;
-    };
-    match send_detached(&cluster, &host, req, wire, REPORT_TIMEOUT).await {
-        Detached::Answered(200 | 202) => stats.reports_sent.inc(),
-        Detached::Answered(status) => {
-            tracing::debug!(collector = %c.cluster, status, "zipkin collector refused a report");
-            stats.reports_dropped.inc();
-        }
-        Detached::Failed(e) => {
-            tracing::debug!(collector = %c.cluster, error = %e, "zipkin report failed");
-            stats.reports_dropped.inc();
-        }
-        Detached::TimedOut => {
-            tracing::debug!(collector = %c.cluster, "zipkin report timed out");
+    match report::post(clusters, r, || stats.spans_sent.add(count)).await {
+        Posted::NoCluster => stats.reports_skipped_no_cluster.inc(),
+        Posted::Unbuildable => stats.reports_failed.inc(),
+        Posted::Answered(200 | 202) => stats.reports_sent.inc(),
+        other => {
+            tracing::debug!(collector = %c.cluster, outcome = %other, "zipkin report dropped");
             stats.reports_dropped.inc();
         }
     }
