@@ -274,7 +274,12 @@ pub fn check(list: &[ExtensionProvider], defaults: &DefaultProviders) -> Vec<Pro
             }
         };
         match &p.provider {
-            Provider::Zipkin(z) => service_port("zipkin", &z.service, z.port, &mut err),
+            Provider::Zipkin(z) => {
+                service_port("zipkin", &z.service, z.port, &mut err);
+                if let Some(o) = z.trace_context_option.as_deref().filter(|o| !matches!(*o, "USE_B3" | "USE_B3_WITH_W3C_PROPAGATION")) {
+                    err(format!("{path}.zipkin.traceContextOption"), format!("{o:?} is not USE_B3 or USE_B3_WITH_W3C_PROPAGATION"));
+                }
+            }
             Provider::OpenTelemetry(o) => service_port("opentelemetry", &o.service, o.port, &mut err),
             Provider::EnvoyOtelAls(o) => {
                 service_port("envoyOtelAls", &o.service, o.port, &mut err);
@@ -308,30 +313,25 @@ pub fn check(list: &[ExtensionProvider], defaults: &DefaultProviders) -> Vec<Pro
                 format!("{path}.{kind}"),
                 format!("weft does not implement {kind} providers: a Telemetry naming {:?} is reported and not applied", p.name),
             ),
+            // `path` and `traceContextOption` of a zipkin provider, `http.path` and `http.timeout`
+            // of an opentelemetry one are acted on (`weft_control::translate::tracing`).
             Provider::Zipkin(z) => {
-                for (set, field) in [
-                    (z.max_tag_length.is_some(), "maxTagLength"),
-                    (z.path.is_some(), "path"),
-                    (z.trace_context_option.is_some(), "traceContextOption"),
-                    (z.timeout.is_some(), "timeout"),
-                    (z.headers.is_some(), "headers"),
-                ] {
-                    if set {
-                        warn(format!("{path}.zipkin.{field}"), "accepted, but weft does not act on this field yet".into());
-                    }
+                let unread =
+                    [(z.max_tag_length.is_some(), "maxTagLength"), (z.timeout.is_some(), "timeout"), (z.headers.is_some(), "headers")];
+                for (_, field) in unread.into_iter().filter(|(set, _)| *set) {
+                    warn(format!("{path}.zipkin.{field}"), "accepted, but weft does not act on this field yet".into());
                 }
             }
             Provider::OpenTelemetry(o) => {
-                for (set, field) in [
+                let unread = [
                     (o.max_tag_length.is_some(), "maxTagLength"),
                     (o.grpc.is_some(), "grpc"),
                     (o.resource_detectors.is_some(), "resourceDetectors"),
                     (o.dynamic_sampler.is_some(), "dynamicSampler"),
                     (o.http.as_ref().is_some_and(|h| h.headers.is_some()), "http.headers"),
-                ] {
-                    if set {
-                        warn(format!("{path}.opentelemetry.{field}"), "accepted, but weft does not act on this field yet".into());
-                    }
+                ];
+                for (_, field) in unread.into_iter().filter(|(set, _)| *set) {
+                    warn(format!("{path}.opentelemetry.{field}"), "accepted, but weft does not act on this field yet".into());
                 }
             }
             Provider::Prometheus | Provider::EnvoyFileAccessLog(_) | Provider::EnvoyOtelAls(_) => {}

@@ -203,3 +203,14 @@ trust_domain: b
     // load_mesh stops at the first.
     assert_eq!(*load_mesh(text, "mesh.yaml").expect_err("bad"), e[0]);
 }
+
+#[test]
+fn zipkin_provider_fields_weft_applies_load_without_a_warning_and_a_bad_option_is_refused() {
+    let text = "extensionProviders:\n- name: z\n  zipkin: {service: zipkin.istio-system.svc.cluster.local, port: 9411, path: /api/v2/spans, traceContextOption: USE_B3, maxTagLength: 64}\n";
+    let (mesh, warnings) = load_mesh_checked(text, "mesh.yaml").expect("valid");
+    let paths: Vec<&str> = warnings.iter().map(|w| w.field_path.as_str()).collect();
+    assert_eq!(paths, vec!["extensionProviders[0].zipkin.maxTagLength"], "only the field weft ignores is warned about");
+    assert_eq!(mesh.extension_providers.len(), 1);
+    let errs = errors(&text.replace("USE_B3", "USE_W3C"));
+    assert_eq!(errs[0].field_path, "extensionProviders[0].zipkin.traceContextOption", "{errs:#?}");
+}
