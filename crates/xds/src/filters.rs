@@ -512,7 +512,8 @@ pub struct OpenTelemetryConfig {
     pub service_name: String,
     pub resource_detectors: Option<Unsupported>,
     pub sampler: Option<Unsupported>,
-    pub max_cache_size: Option<u32>,
+    /// Deprecated in Envoy; batching follows Envoy's flush defaults.
+    pub max_cache_size: Option<Ignored>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -119,7 +119,7 @@ async fn send(sink: &OtlpSink, resource: &Resource, clusters: &ClusterManager, r
         path: GRPC_PATH,
         headers,
         body: report::grpc_frame(&req.encode_to_vec()),
-        timeout: std::time::Duration::from_secs(5),
+        timeout: sink.timeout,
     };
     match report::post(clusters, r, || {}).await {
         Posted::Answered(200) => {}

@@ -213,6 +213,8 @@ pub struct OtlpSink {
     pub builtin_labels: bool,
     pub flush: std::time::Duration,
     pub buffer_bytes: usize,
+    /// Each report's deadline (`grpc_service.timeout`, 5 s when unset).
+    pub timeout: std::time::Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -311,6 +313,7 @@ fn otlp(o: &weft_xds::filters::OtelAccessLogConfig, tpath: &str) -> Result<(Sink
         builtin_labels: !o.disable_builtin_labels,
         flush: common.buffer_flush_interval.map(|d| d.0).filter(|d| !d.is_zero()).unwrap_or(std::time::Duration::from_secs(1)),
         buffer_bytes: common.buffer_size_bytes.map(|b| b as usize).filter(|b| *b > 0).unwrap_or(16_384),
+        timeout: grpc.timeout.map(|t| t.0).filter(|t| !t.is_zero()).unwrap_or(std::time::Duration::from_secs(5)),
     });
     Ok((sink, LineFormat::Text(format)))
 }
