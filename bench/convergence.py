@@ -12,7 +12,9 @@ to each proxy's receipt and ACK of the push (this includes the control plane's 1
 polling and its 100 ms debounce). Control-plane RSS and CPU come from /proc: "connected" is
 read by the load tool while every stream is open and synced, 6 s after the last change (the
 control plane returns freed memory every 5 s); "peak" is VmHWM over the run. A third scenario
-adds a Sidecar per namespace (egress: own namespace only) to show the bytes scoping saves.
+adds a Sidecar per namespace (egress: own namespace only) to show the bytes scoping saves; the
+on-demand scenarios make every stream a weft sidecar that fetches service clusters on first use
+(`WEFT_ON_DEMAND`) and has used 5 services, with no Sidecar written.
 Everything binds 127.0.0.1; every wait is bounded.
 """
 import argparse
@@ -83,7 +85,7 @@ def wait_ready(url, limit):
     raise SystemExit(f"control plane not ready at {url} within {limit}s")
 
 
-def scenario(proxies, sidecar_scoping, changes):
+def scenario(proxies, sidecar_scoping, changes, on_demand=None):
     d = tempfile.mkdtemp(prefix="weft-conv-")
     cp = None
     try:
@@ -102,6 +104,7 @@ def scenario(proxies, sidecar_scoping, changes):
         load_args = ["--change", os.path.join(cfg, "change.yaml"), "--changes", str(changes)] if changes else []
         out = subprocess.run([os.path.join(REL, "weft-ads-load"), "--xds", f"127.0.0.1:{xds}", "--proxies", str(proxies),
                               "--namespaces", str(NAMESPACES), "--timeout", "300", "--rss-of", str(cp.pid)] + load_args,
+                             + (["--on-demand", str(on_demand), "--services", str(SERVICES)] if on_demand else []),
                              capture_output=True, text=True, timeout=900)
         if out.returncode != 0:
             raise SystemExit(f"weft-ads-load failed: {out.stderr}\n{open(os.path.join(d, 'cp.log')).read()[-3000:]}")
@@ -148,10 +151,12 @@ def main():
     args = ap.parse_args()
     subprocess.check_call(["cargo", "build", "--release", "-q", "-p", "weft", "-p", "weft-test-support"], cwd=ROOT)
     rows = []
-    for name, proxies, scoped in [("100 proxies", 100, False), ("1000 proxies", 1000, False), ("100 proxies, Sidecar-scoped", 100, True)]:
+    scenarios = [("100 proxies", 100, False, None), ("1000 proxies", 1000, False, None), ("100 proxies, Sidecar-scoped", 100, True, None),
+                 ("1000 proxies, on demand (5 services used)", 1000, False, 5)]
+    for name, proxies, scoped, on_demand in scenarios:
         runs = []
         for i in range(args.runs):
-            r = scenario(proxies, scoped, 0 if scoped else args.changes)
+            r = scenario(proxies, scoped, 0 if scoped else args.changes, on_demand)
             print(name, "run", i + 1, json.dumps(r), file=sys.stderr)
             runs.append(r)
         rows.append((name, summarize(runs)))

@@ -1,26 +1,41 @@
 #!/usr/bin/env python3
-"""Sidecar memory when fed over ADS: weft proxy and Envoy, side by side, per mesh size.
+"""Sidecar memory against mesh size, fed over ADS: weft proxy and Envoy side by side.
 
-  python3 bench/sidecar_memory.py [--runs 3] [--sizes 10,1000] [--out bench/SIDECAR_MEMORY.md]
+  python3 bench/sidecar_memory.py [--runs 3] [--sizes 10,1000,3000,10000] [--probes 20]
+                                  [--out bench/SIDECAR_MEMORY.md]
 
 For each size, a mesh of N services x 2 ports in 10 namespaces, one WorkloadEntry each (the
-mesh bench/convergence.py writes), is served by `weft control-plane` (release build). One
-stock Envoy and one `weft proxy` connect to it as sidecars in namespace ns0 (`--concurrency 1`),
-each with its own node id. They run in explicit mode (node metadata INTERCEPTION_MODE NONE and
-an HTTP proxy port), so their only listener binds 127.0.0.x and both hold every cluster,
-endpoint set and route the mesh has. RSS (VmRSS) is read once the control plane reports both
-proxies SYNCED on CDS, EDS, LDS and RDS and 3 s have passed. A static `weft proxy` (one listener,
-one cluster, no ADS) is measured in the same run for reference. Medians of --runs runs.
-Everything binds 127.0.0.1/8; every wait is bounded.
+mesh bench/convergence.py writes), plus --probes HTTP services in ns0 whose one endpoint is a
+local HTTP server on 127.0.0.1, is served by `weft control-plane` (release build), unscoped
+and again with a namespace `Sidecar` (egress `./*`) in every namespace. Connected to it as
+sidecars of ns0, in explicit mode (node metadata INTERCEPTION_MODE NONE and an HTTP proxy
+port, so their only listener binds 127.0.0.x), all `--concurrency 1`:
+  - one stock Envoy (it holds every cluster, endpoint set and route the mesh has);
+  - one `weft proxy` as it runs by default: service clusters fetched on first use;
+  - one `weft proxy` with WEFT_ON_DEMAND=false, holding everything as Envoy does;
+  - one static `weft proxy` (one listener, one cluster, no ADS) for reference.
+Read once the control plane reports the ADS proxies SYNCED and 12 s have passed (the weft proxy
+lets go of its protobuf descriptor pool 10 s after the last xDS response):
+  - RSS (VmRSS) and its anonymous part (RssAnon) from /proc/PID/status;
+  - CPU seconds (utime + stime) each proxy spent from its start to then: taking the mesh's
+    whole initial config;
+  - first-request latency: for each probe service, one request through the proxy's HTTP proxy
+    port to a service it has never used, then one more to the same; the first minus the
+    second is what laziness costs (median over the probes);
+  - RSS again after the probes (the working set is now --probes services).
+Medians of --runs runs. Everything binds 127.0.0.0/8; every wait is bounded.
 """
 import argparse
+import http.server
 import json
 import os
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 
@@ -30,14 +45,20 @@ from run import free_port, envoy_path  # bench/run.py
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
 REL = os.path.join(TARGET, "release")
+TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def rss_mb(pid):
+def status(pid):
+    out = {}
     with open(f"/proc/{pid}/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024.0
-    raise SystemExit(f"no VmRSS for {pid}")
+            k = line.split(":")[0]
+            if k in ("VmRSS", "RssAnon"):
+                out[k] = int(line.split()[1]) / 1024.0
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    out["cpu"] = (int(fields[11]) + int(fields[12])) / TICKS
+    return out
 
 
 def get_json(url):
@@ -83,13 +104,53 @@ def static_bootstrap(port, upstream):
                     "socket_address": {"address": "127.0.0.1", "port_value": upstream}}}}]}]}}]}}
 
 
+def probe_services(count, port):
+    docs = []
+    for k in range(count):
+        docs.append(f"apiVersion: v1\nkind: Service\nmetadata: {{name: probe-{k}, namespace: ns0}}\nspec:\n"
+                    f"  selector: {{app: probe-{k}}}\n  ports:\n  - {{name: http, port: 80, targetPort: {port}}}\n")
+        docs.append(f"apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {{name: probe-{k}, namespace: ns0}}\n"
+                    f"spec: {{address: 127.0.0.1, labels: {{app: probe-{k}}}}}\n")
+    return "---\n".join(docs)
+
+
+class Quiet(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("content-length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+
+    def log_message(self, *a):
+        pass
+
+
+def request(proxy, host):
+    """One GET through an HTTP proxy port on a new connection; (status, seconds)."""
+    t = time.perf_counter()
+    with socket.create_connection(proxy, timeout=10) as s:
+        s.sendall(f"GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    elapsed = time.perf_counter() - t
+    return int(data.split(b" ", 2)[1]) if data.startswith(b"HTTP/1.1 ") else 0, elapsed
+
+
 def wait_synced(dbg, pods, limit):
     end = time.time() + limit
     while time.time() < end:
         try:
             st = get_json(f"http://127.0.0.1:{dbg}/debug/syncz")
+            state = lambda p, t: p["types"].get(t, {}).get("state", "NOT SENT")
             done = [p for p in st["proxies"] if p["proxy"].split(".")[0] in pods
-                    and all(p["types"][t]["state"] == "SYNCED" for t in ("CDS", "EDS", "LDS", "RDS"))]
+                    and all(state(p, t) == "SYNCED" for t in ("CDS", "LDS", "RDS"))
+                    and state(p, "EDS") in ("SYNCED", "NOT SENT")]
             if len(done) == len(pods):
                 return
         except Exception:
@@ -98,12 +159,16 @@ def wait_synced(dbg, pods, limit):
     raise SystemExit(f"proxies {pods} not synced within {limit}s")
 
 
-def run_once(size, d):
+def run_once(size, scoped, probes, d):
     convergence.SERVICES = size
     cfg = os.path.join(d, "config")
     os.makedirs(cfg, exist_ok=True)
-    convergence.write_mesh(cfg, False)
+    convergence.write_mesh(cfg, scoped)
     os.remove(os.path.join(cfg, "change.yaml"))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    with open(os.path.join(cfg, "probes.yaml"), "w") as f:
+        f.write(probe_services(probes, server.server_address[1]))
     xds, dbg = free_port(), free_port()
     procs = []
     log = open(os.path.join(d, "log.txt"), "w")
@@ -113,28 +178,51 @@ def run_once(size, d):
         procs.append(p)
         return p
 
+    def weft_sidecar(ip, pod, port, extra):
+        return spawn([os.path.join(REL, "weft"), "proxy", "--xds-address", f"127.0.0.1:{xds}", "--concurrency", "1", "-l", "error",
+                      "--service-node", node(ip, pod), "--node-meta", "NAMESPACE=ns0",
+                      "--node-meta", 'LABELS={"app":"app-0"}', "--node-meta", "INTERCEPTION_MODE=NONE",
+                      "--node-meta", f"HTTP_PROXY_PORT={port}"] + extra)
+
     try:
         spawn([os.path.join(REL, "weft"), "control-plane", "--config-dir", cfg, "--xds-address", f"127.0.0.1:{xds}",
                "--debug-address", f"127.0.0.1:{dbg}", "-l", "error"])
-        convergence.wait_ready(f"http://127.0.0.1:{dbg}/ready", 120)
+        convergence.wait_ready(f"http://127.0.0.1:{dbg}/ready", 300)
+        ports = {"envoy": free_port(), "weft": free_port(), "full": free_port()}
         eb = os.path.join(d, "envoy.json")
         with open(eb, "w") as f:
-            json.dump(envoy_bootstrap("127.0.0.2", "envoy-1", free_port(), xds, free_port()), f)
-        envoy = spawn([envoy_path(), "-c", eb, "--concurrency", "1", "-l", "error", "--base-id", str(free_port())])
-        weft = spawn([os.path.join(REL, "weft"), "proxy", "--xds-address", f"127.0.0.1:{xds}", "--concurrency", "1", "-l", "error",
-                      "--service-node", node("127.0.0.3", "weft-1"), "--node-meta", "NAMESPACE=ns0",
-                      "--node-meta", 'LABELS={"app":"app-0"}', "--node-meta", "INTERCEPTION_MODE=NONE",
-                      "--node-meta", f"HTTP_PROXY_PORT={free_port()}"])
+            json.dump(envoy_bootstrap("127.0.0.2", "envoy-1", free_port(), xds, ports["envoy"]), f)
+        ps = {
+            "envoy": spawn([envoy_path(), "-c", eb, "--concurrency", "1", "-l", "error", "--base-id", str(free_port())]),
+            "weft": weft_sidecar("127.0.0.3", "weft-1", ports["weft"], []),
+            # Another workload, so the two weft proxies share no working set.
+            "full": weft_sidecar("127.0.0.4", "full-1", ports["full"], ["--node-meta", "WEFT_ON_DEMAND=false"]),
+        }
         sb = os.path.join(d, "static.json")
         with open(sb, "w") as f:
             json.dump(static_bootstrap(free_port(), free_port()), f)
-        static = spawn([os.path.join(REL, "weft"), "proxy", "-c", sb, "--concurrency", "1", "-l", "error"])
-        wait_synced(dbg, ["envoy-1", "weft-1"], 300)
-        time.sleep(3)
+        ps["static"] = spawn([os.path.join(REL, "weft"), "proxy", "-c", sb, "--concurrency", "1", "-l", "error"])
+        wait_synced(dbg, ["envoy-1", "weft-1", "full-1"], 600)
+        time.sleep(12)
         for p in procs:
             if p.poll() is not None:
                 raise SystemExit(f"a process exited early:\n{open(os.path.join(d, 'log.txt')).read()[-3000:]}")
-        return {"envoy": rss_mb(envoy.pid), "weft": rss_mb(weft.pid), "static": rss_mb(static.pid)}
+        out = {k: status(p.pid) for k, p in ps.items()}
+        addr = {"envoy": ("127.0.0.2", ports["envoy"]), "weft": ("127.0.0.3", ports["weft"]), "full": ("127.0.0.4", ports["full"])}
+        for k in ("envoy", "weft", "full"):
+            extra = []
+            for i in range(probes):
+                host = f"probe-{i}.ns0.svc.cluster.local"
+                s1, first = request(addr[k], host)
+                s2, second = request(addr[k], host)
+                if (s1, s2) != (200, 200):
+                    raise SystemExit(f"{k}: probe {host} answered {s1}, {s2}\n{open(os.path.join(d, 'log.txt')).read()[-3000:]}")
+                extra.append((first - second) * 1000)
+            out[k]["first_ms"] = statistics.median(extra)
+        time.sleep(1)
+        for k in ("envoy", "weft", "full"):
+            out[k]["rss_used"] = status(ps[k].pid)["VmRSS"]
+        return out
     finally:
         for p in procs:
             p.terminate()
@@ -143,43 +231,55 @@ def run_once(size, d):
                 p.wait(10)
             except subprocess.TimeoutExpired:
                 p.kill()
+        server.shutdown()
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--sizes", default="10,1000")
+    ap.add_argument("--sizes", default="10,1000,3000,10000")
+    ap.add_argument("--probes", type=int, default=20)
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "SIDECAR_MEMORY.md"))
     args = ap.parse_args()
     subprocess.check_call(["cargo", "build", "--release", "-q", "-p", "weft"], cwd=ROOT)
     rows = []
     for size in [int(s) for s in args.sizes.split(",")]:
-        runs = []
-        for _ in range(args.runs):
-            d = tempfile.mkdtemp(prefix="weft-sidecar-mem-")
-            try:
-                runs.append(run_once(size, d))
-            finally:
-                shutil.rmtree(d, ignore_errors=True)
-            print(size, runs[-1], file=sys.stderr)
-        med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
-        rows.append((size, med))
+        for scoped in (False, True):
+            runs = []
+            for _ in range(args.runs):
+                d = tempfile.mkdtemp(prefix="weft-sidecar-mem-")
+                try:
+                    runs.append(run_once(size, scoped, args.probes, d))
+                finally:
+                    shutil.rmtree(d, ignore_errors=True)
+                print(size, scoped, json.dumps(runs[-1]), file=sys.stderr)
+            med = {k: {m: statistics.median(r[k][m] for r in runs) for m in runs[0][k]} for k in runs[0]}
+            rows.append((size, scoped, med))
     envoy_version = subprocess.run([envoy_path(), "--version"], capture_output=True, text=True).stdout
     envoy_version = envoy_version.split("version:")[1].split("/")[1] if "version:" in envoy_version else "?"
     lines = [
-        "# Sidecar memory over ADS",
+        "# Sidecar memory against mesh size",
         "",
-        f"Produced by `python3 bench/sidecar_memory.py --runs {args.runs} --sizes {args.sizes}` on this machine "
-        f"(2 cores, {time.strftime('%Y-%m-%d')}); medians of {args.runs} runs. One Envoy {envoy_version} and one `weft proxy` "
-        "(release), both `--concurrency 1`, fed by `weft control-plane` over ADS as sidecars of ns0 holding the whole mesh "
-        "(N services x 2 ports, 10 namespaces, one WorkloadEntry each); RSS once both are SYNCED on all four types. "
-        "The static weft proxy (one listener, one cluster, no ADS) is measured in the same run.",
+        f"Produced by `python3 bench/sidecar_memory.py --runs {args.runs} --sizes {args.sizes} --probes {args.probes}` on this machine "
+        f"(2 cores, {time.strftime('%Y-%m-%d')}); medians of {args.runs} runs. Envoy {envoy_version} and `weft proxy` (release), "
+        "all `--concurrency 1`, fed by `weft control-plane` over ADS as sidecars of ns0 in explicit mode. The mesh: N services x 2 "
+        "ports (HTTP 8080, TCP 9090) in 10 namespaces, one WorkloadEntry each, plus the probe services; \"Sidecar\" rows add a "
+        "namespace `Sidecar` with egress `./*` to every namespace. weft is the default proxy (service clusters fetched on first "
+        "use); \"weft, all\" is the same binary with `WEFT_ON_DEMAND=false`, holding every cluster as Envoy does. RSS is read once "
+        "the proxies are SYNCED and 12 s have passed, before any request; \"after use\" after one request to each of "
+        f"{args.probes} services. CPU is the proxy's CPU seconds from its start to then: taking the mesh's initial config. "
+        "First request: median over the probe services of (first request to a service never used) minus (the next request to "
+        "it), each on a new connection.",
         "",
-        "| services in mesh | Envoy RSS | weft RSS | weft / Envoy | static weft |",
-        "|---|---|---|---|---|",
+        "| services | Sidecar | Envoy RSS | weft RSS (anon) | weft / Envoy | weft, all RSS | weft after use | static weft (anon) | Envoy CPU s | weft CPU s | weft, all CPU s | weft first request +ms | Envoy first request +ms |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for size, m in rows:
-        lines.append(f"| {size} | {m['envoy']:.1f} MB | {m['weft']:.1f} MB | {m['weft'] / m['envoy']:.2f} | {m['static']:.1f} MB |")
+    for size, scoped, m in rows:
+        e, w, f, s = m["envoy"], m["weft"], m["full"], m["static"]
+        lines.append(
+            f"| {size} | {'./*' if scoped else '—'} | {e['VmRSS']:.1f} MB | {w['VmRSS']:.1f} MB ({w['RssAnon']:.1f}) | "
+            f"{w['VmRSS'] / e['VmRSS']:.2f} | {f['VmRSS']:.1f} MB | {w['rss_used']:.1f} MB | {s['VmRSS']:.1f} MB ({s['RssAnon']:.1f}) | "
+            f"{e['cpu']:.2f} | {w['cpu']:.2f} | {f['cpu']:.2f} | {w['first_ms']:.2f} | {e['first_ms']:.2f} |")
     with open(args.out, "w") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -334,8 +334,9 @@ impl Drop for Proxy {
 }
 
 /// A control plane with reviews (a Service, a WorkloadEntry and a VirtualService) and one
-/// weft sidecar connected to it over ADS in explicit mode (it binds only loopback ports).
-/// Returns the control plane's debug address and the proxy's admin address.
+/// weft sidecar connected to it over ADS in explicit mode (it binds only loopback ports), that
+/// has called reviews once. Returns the control plane's debug address and the proxy's admin
+/// address.
 fn mesh_with_one_sidecar(dir: &Path) -> (Serving, Proxy, String, SocketAddr) {
     write(dir, "svc.yaml", SERVICE);
     write(
@@ -375,6 +376,14 @@ fn mesh_with_one_sidecar(dir: &Path) -> (Serving, Proxy, String, SocketAddr) {
         assert!(Instant::now() < end, "the sidecar never synced:\n{t}");
         std::thread::sleep(Duration::from_millis(100));
     }
+    // The sidecar fetches a service's cluster when it first uses it: one request to reviews
+    // (answered 503, nothing listens at its endpoint) makes it hold reviews.
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", http_proxy_port)).expect("connect to the sidecar's proxy port");
+    s.write_all(b"GET /api HTTP/1.1\r\nHost: reviews:9080\r\nConnection: close\r\n\r\n").expect("send");
+    let mut reply = String::new();
+    let _ = s.read_to_string(&mut reply);
+    assert!(reply.starts_with("HTTP/1.1 503"), "reviews has no listening endpoint: {reply}");
     (cp, proxy, debug, admin)
 }
 

@@ -18,7 +18,7 @@ use tonic::Status;
 use weft_xds::proto::{self, ALL_TYPES, CLUSTER, LISTENER, SECRET};
 
 use crate::node::ProxyNode;
-use crate::push::{Names, ProxyConfig, Res};
+use crate::push::{Names, ProxyConfig, Res, Sel};
 use crate::state::{unix_now, MeshState, ProxyStatus, Shared, TypeStatus};
 use crate::wire::{Caller, Handler, Outgoing, Requests, Sender};
 
@@ -78,11 +78,13 @@ impl Wire for Delta {
 }
 
 /// One type's subscription on one stream.
-#[derive(Default)]
 struct Sub {
-    /// `None`: everything (CDS/LDS wildcard). Names are shared with the config's where they
-    /// name a resource weft has, and the set with other proxies that asked for the same.
-    names: Option<Names>,
+    /// What the subscription covers. Names are shared with the config's where they name a
+    /// resource weft has, and the set with other proxies that asked for the same.
+    sel: Sel,
+    /// Names subscribed since the last push (delta): those the config lacks are answered as
+    /// removed, which tells an on-demand proxy the control plane has no such resource.
+    asked: BTreeSet<Arc<str>>,
     /// What the proxy was last sent.
     sent: Sent,
     nonce: String,
@@ -92,12 +94,18 @@ struct Sub {
     checked: Option<ProxyConfig>,
 }
 
+impl Default for Sub {
+    fn default() -> Sub {
+        Sub { sel: Sel::All, asked: BTreeSet::new(), sent: Sent::default(), nonce: String::new(), started: false, checked: None }
+    }
+}
+
 /// What a proxy holds of one type. Not a list per proxy: the config and subscription the last
 /// push was computed from (both shared), less what it unsubscribed since, plus what a
 /// reconnecting delta client said it already had.
 #[derive(Default)]
 struct Sent {
-    from: Option<(ProxyConfig, Option<Names>)>,
+    from: Option<(ProxyConfig, Sel)>,
     dropped: BTreeSet<Arc<str>>,
     known: BTreeMap<Arc<str>, u64>,
 }
@@ -107,13 +115,13 @@ impl Sent {
         if self.dropped.contains(name) {
             return None;
         }
-        let sent = self.from.as_ref().filter(|(_, names)| names.as_ref().is_none_or(|n| n.contains(name)));
+        let sent = self.from.as_ref().filter(|(_, sel)| sel.covers(name));
         sent.and_then(|(config, _)| config.hash(t, name)).or_else(|| self.known.get(name).copied())
     }
 
     /// Every name the proxy holds (possibly repeated).
     fn names<'a>(&'a self, t: &'a str) -> impl Iterator<Item = &'a Arc<str>> + 'a {
-        let sent = self.from.as_ref().map(|(config, names)| config.names(t, names.as_deref())).into_iter().flatten();
+        let sent = self.from.as_ref().map(|(config, sel)| config.names(t, sel)).into_iter().flatten();
         sent.filter(|n| !self.dropped.contains(n.as_ref())).chain(self.known.keys())
     }
 
@@ -128,8 +136,8 @@ impl Sent {
         *self = Sent::default();
     }
 
-    fn replace(&mut self, config: &ProxyConfig, names: Option<&Names>) {
-        *self = Sent { from: Some((config.clone(), names.cloned())), ..Sent::default() };
+    fn replace(&mut self, config: &ProxyConfig, sel: &Sel) {
+        *self = Sent { from: Some((config.clone(), sel.clone())), ..Sent::default() };
     }
 }
 
@@ -146,6 +154,17 @@ struct Conn {
     slot: Option<(&'static str, OwnedSemaphorePermit)>,
     /// The authenticated caller, on the TLS port.
     caller: Option<Caller>,
+}
+
+/// The workload a proxy belongs to, for its working set: replicas and restarts of one
+/// workload share it.
+fn working_set_key(node: &ProxyNode) -> String {
+    let app = ["app", "app.kubernetes.io/name", "service.istio.io/canonical-name"]
+        .iter()
+        .find_map(|k| node.labels.get(*k).cloned())
+        .or_else(|| node.workload_name.clone())
+        .unwrap_or_else(|| node.name.clone());
+    format!("{}/{}/{app}", node.namespace, node.service_account.as_deref().unwrap_or(""))
 }
 
 pub fn struct_to_json(s: &Struct) -> serde_json::Value {
@@ -248,7 +267,55 @@ impl Conn {
         if let Some(p) = self.shared.proxies.lock().get_mut(&self.id) {
             p.last_config = Some(self.config.clone());
         }
+        // Service clusters the mesh no longer has leave an on-demand subscription (the push
+        // removes them from the proxy); they come back if the proxy asks again.
+        if let Some(Sel::Demand(names)) = self.subs.get(CLUSTER).map(|s| s.sel.clone()) {
+            if names.iter().any(|n| self.config.hash(CLUSTER, n).is_none()) {
+                let kept = self.demand_names(None, names.iter().cloned().collect());
+                if let Some(sub) = self.subs.get_mut(CLUSTER) {
+                    sub.sel = Sel::Demand(kept);
+                }
+            }
+        }
         true
+    }
+
+    /// Whether type `t` is scoped to what the proxy asked for: CDS of a proxy that fetches
+    /// service clusters on first use.
+    fn demands(&self, t: &str) -> bool {
+        t == CLUSTER && self.node.as_ref().is_some_and(|n| n.on_demand)
+    }
+
+    /// The service clusters an on-demand proxy gets: what it had, what it asks for now, and
+    /// what proxies of its workload used before (so a restarted or added replica has its
+    /// working set at once), less what the mesh no longer has. What it asks for joins its
+    /// workload's working set.
+    fn demand_names(&self, before: Option<&BTreeSet<Arc<str>>>, listed: BTreeSet<Arc<str>>) -> Names {
+        let mut names: BTreeSet<Arc<str>> = before.map(|b| b.iter().cloned().collect()).unwrap_or_default();
+        names.extend(listed.iter().cloned());
+        if let Some(key) = self.node.as_ref().map(working_set_key) {
+            let mut sets = self.shared.working_sets.lock();
+            let set = sets.entry(key).or_default();
+            set.extend(listed.into_iter().filter(|n| self.config.hash(CLUSTER, n).is_some()));
+            set.retain(|n| self.config.hash(CLUSTER, n).is_some());
+            names.extend(set.iter().cloned());
+        }
+        names.retain(|n| self.config.hash(CLUSTER, n).is_some());
+        self.state.cache.intern_names(names)
+    }
+
+    /// The proxy unsubscribed from `names` (delta): its workload no longer uses them.
+    fn forget_demand(&self, names: &[&String]) {
+        if names.is_empty() {
+            return;
+        }
+        if let Some(key) = self.node.as_ref().map(working_set_key) {
+            if let Some(set) = self.shared.working_sets.lock().get_mut(&key) {
+                for n in names {
+                    set.remove(n.as_str());
+                }
+            }
+        }
     }
 
     /// Resources of type `t` its subscription covers, encoded and hashed.
@@ -256,7 +323,10 @@ impl Conn {
         if t == SECRET && !self.may_have_secrets() {
             return BTreeMap::new();
         }
-        self.config.select(t, self.subs.get(t).and_then(|s| s.names.as_deref()))
+        match self.subs.get(t) {
+            Some(sub) => self.config.select(t, &sub.sel),
+            None => self.config.select(t, &Sel::All),
+        }
     }
 
     /// Whether this stream may carry a gateway's TLS secrets: an authenticated caller (its
@@ -340,7 +410,7 @@ impl Conn {
     fn record_push(&mut self, t: &'static str, count: usize) -> (String, String) {
         let nonce = self.next_nonce();
         let sub = self.subs.entry(t).or_default();
-        sub.sent.replace(&self.config, sub.names.as_ref());
+        sub.sent.replace(&self.config, &sub.sel);
         sub.checked = Some(self.config.clone());
         sub.nonce = nonce.clone();
         let version = self.state.version.to_string();
@@ -367,21 +437,25 @@ impl Conn {
             }
             self.on_reply(t, req.error_detail.as_ref().map(|e| e.message.as_str()), Some(req.version_info.clone()));
         }
-        let names = if (t == CLUSTER || t == LISTENER) && req.resource_names.is_empty() || req.resource_names.iter().any(|n| n == "*") {
-            None
+        let wildcard = (t == CLUSTER || t == LISTENER) && req.resource_names.is_empty() || req.resource_names.iter().any(|n| n == "*");
+        let listed = req.resource_names.iter().filter(|n| *n != "*").map(|n| self.config.intern(t, n)).collect::<BTreeSet<_>>();
+        let sel = if wildcard && self.demands(t) {
+            let before = self.subs.get(t).and_then(|s| s.sel.listed().cloned());
+            Sel::Demand(self.demand_names(before.as_deref(), listed))
+        } else if wildcard {
+            Sel::All
         } else {
-            let names = req.resource_names.iter().map(|n| self.config.intern(t, n)).collect::<BTreeSet<_>>();
-            Some(self.state.cache.intern_names(names))
+            Sel::Named(self.state.cache.intern_names(listed))
         };
         if t == SECRET && !req.resource_names.is_empty() && !self.may_have_secrets() {
             self.refuse_secrets(&req.resource_names);
         }
         let sub = self.subs.entry(t).or_default();
         let first = !sub.started;
-        let resubscribed = names != sub.names;
+        let resubscribed = sel != sub.sel;
         if first || resubscribed {
             sub.started = true;
-            sub.names = names;
+            sub.sel = sel;
             // A changed subscription gets the full current set for it.
             sub.sent.clear();
             self.push_sotw(t, true, tx).await.map_err(|_| Status::cancelled("stream closed"))?;
@@ -438,12 +512,13 @@ impl Conn {
             // Delta requests carry no version: an ACK confirms what was last sent.
             self.on_reply(t, req.error_detail.as_ref().map(|e| e.message.as_str()), None);
         }
+        let demands = self.demands(t);
         let sub = self.subs.entry(t).or_default();
         let first = !sub.started;
         if first {
             sub.started = true;
             let wildcard = (t == CLUSTER || t == LISTENER) && req.resource_names_subscribe.is_empty();
-            sub.names = if wildcard { None } else { Some(Names::default()) };
+            sub.sel = if wildcard { Sel::All } else { Sel::Named(Names::default()) };
             // What the proxy already has (after a reconnect) need not be sent again.
             for (n, v) in &req.initial_resource_versions {
                 if let Ok(h) = v.parse::<u64>() {
@@ -452,30 +527,40 @@ impl Conn {
             }
         }
         let mut resubscribed = false;
+        let mut listed: BTreeSet<Arc<str>> = sub.sel.listed().map(|n| n.iter().cloned().collect()).unwrap_or_default();
+        let mut wildcard = sub.sel == Sel::All || matches!(sub.sel, Sel::Demand(_));
         for n in &req.resource_names_subscribe {
             if n == "*" {
-                sub.names = None;
+                resubscribed |= !wildcard;
+                wildcard = true;
+            } else if !listed.contains(n.as_str()) {
+                let n = self.config.intern(t, n);
+                listed.insert(n.clone());
+                sub.asked.insert(n);
                 resubscribed = true;
-            } else if let Some(s) = sub.names.as_mut() {
-                if !s.contains(n.as_str()) {
-                    Arc::make_mut(s).insert(self.config.intern(t, n));
-                    resubscribed = true;
-                }
             }
         }
         for n in &req.resource_names_unsubscribe {
-            if let Some(s) = sub.names.as_mut() {
-                if s.contains(n.as_str()) {
-                    Arc::make_mut(s).remove(n.as_str());
-                }
-            }
+            listed.remove(n.as_str());
             sub.sent.remove(n);
         }
-        if resubscribed || !req.resource_names_unsubscribe.is_empty() {
-            if let Some(s) = sub.names.take() {
-                sub.names = Some(self.state.cache.intern_names(Arc::unwrap_or_clone(s)));
-            }
+        let unsubscribed: Vec<&String> = req.resource_names_unsubscribe.iter().filter(|n| *n != "*").collect();
+        if resubscribed || !unsubscribed.is_empty() || (first && wildcard && demands) {
+            let sel = if wildcard && demands {
+                // `listed` started from what the subscription covered, so what was
+                // unsubscribed is gone from it.
+                self.forget_demand(&unsubscribed);
+                Sel::Demand(self.demand_names(None, listed))
+            } else if wildcard {
+                Sel::All
+            } else {
+                Sel::Named(self.state.cache.intern_names(listed))
+            };
+            let sub = self.subs.entry(t).or_default();
+            resubscribed |= sel != sub.sel;
+            sub.sel = sel;
         }
+        let sub = self.subs.entry(t).or_default();
         if resubscribed || !req.resource_names_unsubscribe.is_empty() {
             // The names changed, and what they now cover may sit in sets that did not change
             // since the last push (resources the proxy dropped and now wants back): the next
@@ -495,8 +580,11 @@ impl Conn {
         let wanted = self.wanted(t);
         let sub = self.subs.entry(t).or_default();
         let resources: Vec<Arc<Res>> = wanted.values().filter(|r| sub.sent.hash(t, &r.name) != Some(r.hash)).cloned().collect();
-        let removed: BTreeSet<&Arc<str>> = sub.sent.names(t).filter(|n| !wanted.contains_key(*n)).collect();
+        let mut removed: BTreeSet<&Arc<str>> = sub.sent.names(t).filter(|n| !wanted.contains_key(*n)).collect();
+        // Asked for and not had: said as removed, the delta protocol's "does not exist".
+        removed.extend(sub.asked.iter().filter(|n| !wanted.contains_key(*n)));
         let removed: Vec<String> = removed.into_iter().map(|n| n.to_string()).collect();
+        sub.asked.clear();
         if !always && resources.is_empty() && removed.is_empty() {
             self.mark_checked(t);
             return Ok(());

@@ -51,6 +51,9 @@ pub struct ProxyNode {
     /// Istio's `HTTP10: "1"` metadata: this proxy's connection managers accept HTTP/1.0
     /// (`accept_http_10`), which Envoy otherwise answers with 426.
     pub http10: bool,
+    /// weft's `WEFT_ON_DEMAND: "true"` metadata: the proxy fetches service clusters when it
+    /// first uses them, so CDS is scoped to what it asked for (sidecars only).
+    pub on_demand: bool,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -104,6 +107,7 @@ impl ProxyNode {
             },
             http_proxy_port: http_proxy_port(id, metadata.get("HTTP_PROXY_PORT")),
             http10: metadata.get("HTTP10").and_then(|v| v.as_str()) == Some("1"),
+            on_demand: kind == ProxyKind::Sidecar && metadata.get("WEFT_ON_DEMAND").and_then(|v| v.as_str()) == Some("true"),
         })
     }
 

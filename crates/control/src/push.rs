@@ -120,6 +120,41 @@ fn same_set(a: &Arc<Set>, b: &Arc<Set>) -> bool {
 /// (`Cache::intern_names`) and held once, not once per proxy.
 pub type Names = Arc<BTreeSet<Arc<str>>>;
 
+/// What a subscription covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sel {
+    /// Everything (a wildcard subscription).
+    All,
+    /// These names only.
+    Named(Names),
+    /// Everything but the service clusters, plus the service clusters named: CDS for a proxy
+    /// that fetches clusters on first use (`ads`, ARCHITECTURE.md "On-demand clusters").
+    Demand(Names),
+}
+
+impl Sel {
+    pub fn covers(&self, name: &str) -> bool {
+        match self {
+            Sel::All => true,
+            Sel::Named(n) => n.contains(name),
+            Sel::Demand(n) => !is_lazy(name) || n.contains(name),
+        }
+    }
+
+    /// The names listed, for a named or on-demand subscription.
+    pub fn listed(&self) -> Option<&Names> {
+        match self {
+            Sel::All => None,
+            Sel::Named(n) | Sel::Demand(n) => Some(n),
+        }
+    }
+}
+
+/// Service clusters: what a proxy that fetches on demand gets only when it asks.
+pub fn is_lazy(name: &str) -> bool {
+    name.starts_with("outbound|")
+}
+
 /// Everything one proxy is sent: its group's shared part and its own.
 #[derive(Debug, Default, Clone)]
 pub struct ProxyConfig {
@@ -128,20 +163,21 @@ pub struct ProxyConfig {
 }
 
 impl ProxyConfig {
-    /// The resources of type `t`, optionally restricted to `names`.
-    pub fn select(&self, t: &str, names: Option<&BTreeSet<Arc<str>>>) -> BTreeMap<Arc<str>, Arc<Res>> {
+    /// The resources of type `t` that `sel` covers.
+    pub fn select(&self, t: &str, sel: &Sel) -> BTreeMap<Arc<str>, Arc<Res>> {
         let mut out = BTreeMap::new();
         for part in [&self.shared, &self.own] {
             if let Some(set) = part.of(t) {
-                match names {
-                    None => out.extend(set.iter().map(|(k, v)| (k.clone(), v.clone()))),
-                    Some(names) => {
-                        for n in names {
+                match sel {
+                    Sel::All => out.extend(set.iter().map(|(k, v)| (k.clone(), v.clone()))),
+                    Sel::Named(names) => {
+                        for n in names.iter() {
                             if let Some((k, v)) = set.get_key_value(n.as_ref()) {
                                 out.insert(k.clone(), v.clone());
                             }
                         }
                     }
+                    Sel::Demand(_) => out.extend(set.iter().filter(|(k, _)| sel.covers(k)).map(|(k, v)| (k.clone(), v.clone()))),
                 }
             }
         }
@@ -153,12 +189,14 @@ impl ProxyConfig {
         [&self.own, &self.shared].iter().find_map(|part| part.of(t).and_then(|set| set.get(name)).map(|r| r.hash))
     }
 
-    /// The names of type `t` this config has, restricted to `names` (duplicates possible when
-    /// both parts have a name).
-    pub fn names<'a>(&'a self, t: &'a str, names: Option<&'a BTreeSet<Arc<str>>>) -> Box<dyn Iterator<Item = &'a Arc<str>> + 'a> {
-        match names {
-            Some(names) => Box::new(names.iter().filter(move |n| self.hash(t, n).is_some())),
-            None => Box::new([&self.shared, &self.own].into_iter().filter_map(move |part| part.of(t)).flat_map(|set| set.keys())),
+    /// The names of type `t` this config has that `sel` covers (duplicates possible when both
+    /// parts have a name).
+    pub fn names<'a>(&'a self, t: &'a str, sel: &'a Sel) -> Box<dyn Iterator<Item = &'a Arc<str>> + 'a> {
+        let all = move || [&self.shared, &self.own].into_iter().filter_map(move |part| part.of(t)).flat_map(|set| set.keys());
+        match sel {
+            Sel::Named(names) => Box::new(names.iter().filter(move |n| self.hash(t, n).is_some())),
+            Sel::All => Box::new(all()),
+            Sel::Demand(_) => Box::new(all().filter(move |n| sel.covers(n))),
         }
     }
 
@@ -190,7 +228,7 @@ impl ProxyConfig {
         let mut out = serde_json::Map::new();
         for (t, key) in ALL_TYPES.iter().zip(["clusters", "endpoints", "listeners", "routes"]) {
             let list: Vec<serde_json::Value> = self
-                .select(t, None)
+                .select(t, &Sel::All)
                 .values()
                 .filter_map(|r| Any::decode(r.encoded.as_ref()).ok().and_then(|a| proto::from_any(&a).ok()))
                 .collect();
@@ -198,7 +236,7 @@ impl ProxyConfig {
         }
         // Secrets by name only: their keys stay out of any dump.
         let secrets: Vec<serde_json::Value> =
-            self.select(proto::SECRET, None).keys().map(|n| serde_json::json!({"name": n.as_ref()})).collect();
+            self.select(proto::SECRET, &Sel::All).keys().map(|n| serde_json::json!({"name": n.as_ref()})).collect();
         out.insert("secrets".into(), serde_json::Value::Array(secrets));
         serde_json::Value::Object(out)
     }
@@ -376,9 +414,9 @@ mod tests {
         assert!(Arc::ptr_eq(&a.shared, &b.shared), "one group for one namespace");
         assert_eq!(cache.groups(), 1);
         // Each has its own inbound listener; the merged view has both parts.
-        assert!(a.select(proto::LISTENER, None).contains_key("virtualInbound"));
-        assert!(a.select(proto::CLUSTER, None).contains_key("outbound|80||b.default.svc.cluster.local"));
-        assert!(a.select(proto::CLUSTER, None).contains_key("inbound|80||"));
+        assert!(a.select(proto::LISTENER, &Sel::All).contains_key("virtualInbound"));
+        assert!(a.select(proto::CLUSTER, &Sel::All).contains_key("outbound|80||b.default.svc.cluster.local"));
+        assert!(a.select(proto::CLUSTER, &Sel::All).contains_key("inbound|80||"));
     }
 
     #[test]
@@ -407,9 +445,9 @@ mod tests {
         assert!(Arc::ptr_eq(&one.shared, &two.shared), "the http_proxy routes are shared");
         assert_eq!(cache.groups(), 2);
         // The proxy listener binds each proxy's own address, so it is in the proxy's own part.
-        assert!(one.select(proto::LISTENER, None).contains_key("127.77.0.2_15080"));
-        assert!(two.select(proto::LISTENER, None).contains_key("127.77.0.4_15080"));
-        assert!(one.select(proto::ROUTE, None).contains_key("http_proxy"));
-        assert!(!one.select(proto::LISTENER, None).contains_key("virtualOutbound"));
+        assert!(one.select(proto::LISTENER, &Sel::All).contains_key("127.77.0.2_15080"));
+        assert!(two.select(proto::LISTENER, &Sel::All).contains_key("127.77.0.4_15080"));
+        assert!(one.select(proto::ROUTE, &Sel::All).contains_key("http_proxy"));
+        assert!(!one.select(proto::LISTENER, &Sel::All).contains_key("virtualOutbound"));
     }
 }

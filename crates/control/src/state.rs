@@ -94,6 +94,10 @@ pub struct Shared {
     pub plaintext_secrets: bool,
     /// The service graph, from the proxies' Istio metrics (`graph`).
     pub graph: Arc<crate::graph::Graph>,
+    /// The service clusters each workload's proxies fetched on demand (`ads`), so a proxy
+    /// that restarts, or a new replica, is sent them at once. Keyed by namespace, service
+    /// account and app; names the mesh no longer has are pruned when next looked at.
+    pub working_sets: Mutex<std::collections::HashMap<String, std::collections::BTreeSet<Arc<str>>>>,
     /// Where the graph comes from instead of the control plane's own scrapes.
     pub prometheus: parking_lot::RwLock<Option<crate::graph::Prometheus>>,
     next_conn: AtomicU64,
@@ -112,6 +116,7 @@ impl Shared {
             ca_stats: Default::default(),
             plaintext_secrets,
             graph: Arc::default(),
+            working_sets: Mutex::default(),
             prometheus: parking_lot::RwLock::new(None),
             next_conn: AtomicU64::new(1),
             next_version: AtomicU64::new(2),

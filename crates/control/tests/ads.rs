@@ -270,3 +270,115 @@ async fn state_of_the_world_resends_only_changed_endpoints_and_shows_a_nack() {
     assert_eq!(plane.status("EDS").1.as_deref(), Some("endpoint refused for the test"));
     assert_eq!(plane.status("CDS").0, "SYNCED");
 }
+
+/// A weft sidecar that fetches service clusters on first use, of workload `app`.
+fn on_demand_node(pod: &str, app: &str) -> Node {
+    let meta = serde_json::json!({"WEFT_ON_DEMAND": "true", "NAMESPACE": "default", "LABELS": {"app": app}});
+    let fields = match meta {
+        serde_json::Value::Object(m) => m,
+        _ => unreachable!("an object literal"),
+    };
+    weft_xds::ads_client::node(&format!("sidecar~10.9.0.1~{pod}.default~default.svc.cluster.local"), "", &fields)
+}
+
+fn cds_subscribe(names: &[&str]) -> DeltaDiscoveryRequest {
+    DeltaDiscoveryRequest {
+        type_url: CLUSTER.into(),
+        resource_names_subscribe: names.iter().map(|n| n.to_string()).collect(),
+        ..Default::default()
+    }
+}
+
+fn service_clusters(r: &DeltaDiscoveryResponse) -> Vec<String> {
+    names(r).into_iter().filter(|n| n.starts_with("outbound|")).collect()
+}
+
+#[tokio::test]
+async fn on_demand_cds_sends_what_a_workload_asked_for_and_a_new_replica_gets_it_at_once() {
+    let plane = Plane::start(&[("a", "10.9.0.2"), ("b", "10.9.0.3"), ("c", "10.9.0.5")]).await;
+    let first = DeltaDiscoveryRequest { node: Some(on_demand_node("client-1", "client")), type_url: CLUSTER.into(), ..Default::default() };
+    let mut d = Delta::open(&plane, first).await;
+    let cds = d.recv().await;
+    assert!(service_clusters(&cds).is_empty(), "no service cluster before one is used: {:?}", names(&cds));
+    assert!(names(&cds).contains(&"PassthroughCluster".to_string()), "the built-in clusters come with the wildcard: {:?}", names(&cds));
+    d.ack(&cds).await;
+
+    // b is asked for (next to the wildcard, as Envoy's on-demand CDS does): b alone arrives.
+    d.send(cds_subscribe(&["*", &cluster("b")])).await;
+    let cds = d.recv().await;
+    assert_eq!(names(&cds), vec![cluster("b")]);
+    d.ack(&cds).await;
+
+    // A name the mesh does not have is answered as removed: "no such cluster", at once.
+    d.send(cds_subscribe(&["outbound|80||nowhere.default.svc.cluster.local"])).await;
+    let cds = d.recv().await;
+    assert!(cds.resources.is_empty(), "{:?}", names(&cds));
+    assert_eq!(cds.removed_resources, vec!["outbound|80||nowhere.default.svc.cluster.local".to_string()]);
+    d.ack(&cds).await;
+
+    // A change to a service this proxy never used reaches it not at all.
+    plane.change(&[("a", "10.9.0.2"), ("b", "10.9.0.3"), ("c", "10.9.0.5"), ("d", "10.9.0.7")]);
+    d.quiet().await;
+
+    // Another replica of the workload (or this one restarted) gets b with its first response.
+    let first = DeltaDiscoveryRequest { node: Some(on_demand_node("client-2", "client")), type_url: CLUSTER.into(), ..Default::default() };
+    let mut other = Delta::open(&plane, first).await;
+    let cds = other.recv().await;
+    assert_eq!(service_clusters(&cds), vec![cluster("b")], "the workload's working set");
+    other.ack(&cds).await;
+    // A proxy of another workload does not.
+    let first =
+        DeltaDiscoveryRequest { node: Some(on_demand_node("stranger-1", "stranger")), type_url: CLUSTER.into(), ..Default::default() };
+    let mut stranger = Delta::open(&plane, first).await;
+    assert!(service_clusters(&stranger.recv().await).is_empty());
+
+    // b leaves the mesh: both proxies that hold it are told, and a proxy of the workload that
+    // starts now is not sent it.
+    plane.change(&[("a", "10.9.0.2"), ("c", "10.9.0.5"), ("d", "10.9.0.7")]);
+    for p in [&mut d, &mut other] {
+        let r = p.recv().await;
+        assert_eq!((r.type_url.as_str(), r.removed_resources.clone()), (CLUSTER, vec![cluster("b")]));
+        p.ack(&r).await;
+    }
+    stranger.quiet().await;
+    let first = DeltaDiscoveryRequest { node: Some(on_demand_node("client-3", "client")), type_url: CLUSTER.into(), ..Default::default() };
+    let mut third = Delta::open(&plane, first).await;
+    assert!(service_clusters(&third.recv().await).is_empty());
+
+    // A state-of-the-world client asks with `*` and the names: the same scoping.
+    let (tx, reqs) = mpsc::channel(8);
+    let ask = DiscoveryRequest {
+        node: Some(on_demand_node("client-4", "sotw")),
+        type_url: CLUSTER.into(),
+        resource_names: vec!["*".into(), cluster("c")],
+        ..Default::default()
+    };
+    tx.send(ask).await.expect("queue");
+    let rx = plane.client().await.stream_aggregated_resources(ReceiverStream::new(reqs)).await.expect("sotw stream").into_inner();
+    let mut s = Sotw { tx, rx };
+    let cds = s.recv().await;
+    let got: Vec<String> = cds
+        .resources
+        .iter()
+        .filter_map(|a| weft_xds::proto::from_any(a).ok())
+        .filter_map(|j| j["name"].as_str().map(str::to_string))
+        .filter(|n| n.starts_with("outbound|"))
+        .collect();
+    assert_eq!(got, vec![cluster("c")]);
+}
+
+#[tokio::test]
+async fn a_sidecar_resource_bounds_what_an_on_demand_proxy_may_fetch() {
+    let plane = Plane::start(&[("a", "10.9.0.2"), ("b", "10.9.0.3")]).await;
+    let sidecar = "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: default, namespace: default}\nspec:\n  egress: [{hosts: [\"./a.default.svc.cluster.local\"]}]\n";
+    std::fs::write(plane.dir.path().join("sidecar.yaml"), sidecar).expect("write sidecar");
+    plane.running.shared.publish(store::load_dir(plane.dir.path()).expect("config dir loads"));
+    let first = DeltaDiscoveryRequest { node: Some(on_demand_node("client-1", "client")), type_url: CLUSTER.into(), ..Default::default() };
+    let mut d = Delta::open(&plane, first).await;
+    let cds = d.recv().await;
+    d.ack(&cds).await;
+    d.send(cds_subscribe(&["*", &cluster("a"), &cluster("b")])).await;
+    let cds = d.recv().await;
+    assert_eq!(names(&cds), vec![cluster("a")], "b is outside the Sidecar's egress hosts");
+    assert_eq!(cds.removed_resources, vec![cluster("b")]);
+}

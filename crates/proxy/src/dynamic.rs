@@ -380,10 +380,30 @@ impl weft_xds::ads_client::Handler for Dynamic {
     }
 
     fn wanted(&self, type_url: &'static str) -> BTreeSet<String> {
+        if type_url == CLUSTER {
+            return self.ctx.clusters.on_demand().map(|od| od.names()).unwrap_or_default();
+        }
         self.wanted.lock().get(type_url).cloned().unwrap_or_default()
     }
 
     fn connected(&self, up: bool) {
         self.ctx.store.manager.connected_state.set(i64::from(up));
+        if let Some(od) = self.ctx.clusters.on_demand() {
+            od.set_connected(up);
+        }
+    }
+
+    fn on_demand(&self) -> Option<Arc<tokio::sync::Notify>> {
+        self.ctx.clusters.on_demand().map(|od| od.subscribe.clone())
+    }
+
+    fn quiet(&self) {
+        crate::memory::trim();
+    }
+
+    fn not_found(&self, type_url: &'static str, names: &[String]) {
+        if let (CLUSTER, Some(od)) = (type_url, self.ctx.clusters.on_demand()) {
+            od.refuse(names);
+        }
     }
 }

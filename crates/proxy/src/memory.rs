@@ -29,10 +29,15 @@ pub async fn return_after_bursts() {
             continue;
         }
         last = closed;
-        #[cfg(all(target_os = "linux", target_env = "gnu"))]
-        // SAFETY: malloc_trim only walks the allocator's own free lists; it has no preconditions.
-        unsafe {
-            libc::malloc_trim(0);
-        }
+        trim();
+    }
+}
+
+/// Hands every whole free page the allocator holds back to the system.
+pub fn trim() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks the allocator's own free lists; it has no preconditions.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }

@@ -100,7 +100,9 @@ impl std::fmt::Display for Posted {
 /// spans as sent from there, whatever becomes of the report). A host-less cluster counts
 /// `upstream_cx_none_healthy`, as a routed request would.
 pub async fn post(clusters: &ClusterManager, r: Report<'_>, on_cluster: impl FnOnce()) -> Posted {
-    let Some(cluster) = clusters.get(r.cluster) else { return Posted::NoCluster };
+    // A collector is a mesh service like any other: a proxy that fetches clusters on first
+    // use fetches it with the first report.
+    let Ok(cluster) = clusters.get_or_fetch(r.cluster).await else { return Posted::NoCluster };
     on_cluster();
     let Some(host) = cluster.lb_snapshot().pick(None) else {
         cluster.stats.upstream_cx_none_healthy.inc();

@@ -120,6 +120,9 @@ pub struct Running {
     pub admin_addr: Option<std::net::SocketAddr>,
 }
 
+/// Node metadata key saying whether this proxy fetches service clusters on first use.
+pub const ON_DEMAND_META: &str = "WEFT_ON_DEMAND";
+
 /// Binds every socket, warms clusters, and starts serving. Fails with nothing left bound.
 /// With a control plane configured, the ADS client starts too; the proxy reports ready once
 /// the first clusters, listeners, endpoints and routes have been applied.
@@ -165,7 +168,16 @@ pub async fn start(config: Config, opts: Options) -> Result<Running, StartError>
     let (dynamic, xds) = match &config.ads {
         Some(ads) => {
             let d = Dynamic::new(ctx.clone(), listeners.clone(), runtimes.clone(), drain.clone(), opts.drain_time);
-            let mut node = weft_xds::ads_client::node(&config.node_id, &config.node_cluster, &config.node_metadata);
+            // Service clusters are fetched on first use unless the node metadata says
+            // WEFT_ON_DEMAND=false; the key tells the control plane to scope CDS so.
+            let mut metadata = config.node_metadata.clone();
+            let on_demand = metadata.get(ON_DEMAND_META).is_none_or(|v| v.as_str() != Some("false"));
+            metadata.insert(ON_DEMAND_META.into(), serde_json::json!(if on_demand { "true" } else { "false" }));
+            if on_demand {
+                let od = crate::upstream::on_demand::OnDemand::new(crate::upstream::on_demand::FETCH_DEADLINE);
+                clusters.enable_on_demand(od);
+            }
+            let mut node = weft_xds::ads_client::node(&config.node_id, &config.node_cluster, &metadata);
             node.locality = config.node_locality.as_ref().map(|l| envoy_types::pb::envoy::config::core::v3::Locality {
                 region: l.region.clone(),
                 zone: l.zone.clone(),

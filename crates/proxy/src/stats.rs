@@ -171,6 +171,8 @@ stat_struct!(ManagerStats {
         cluster_removed = "cluster_manager.cluster_removed",
         cds_update_success = "cluster_manager.cds.update_success",
         cds_update_rejected = "cluster_manager.cds.update_rejected",
+        on_demand_requested = "cluster_manager.on_demand.requested",
+        on_demand_failed = "cluster_manager.on_demand.failed",
     ],
     gauges: [
         total_listeners_active = "listener_manager.total_listeners_active",

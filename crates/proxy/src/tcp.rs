@@ -84,11 +84,17 @@ impl TcpProxy {
             flags: "-",
         };
         let name = self.choose().to_string();
-        let Some(cluster) = self.clusters.get(&name) else {
-            self.stats.downstream_cx_no_route.inc();
-            log.flags = "NC";
-            self.write_log(&log);
-            return;
+        let cluster = match self.clusters.get_or_fetch(&name).await {
+            Ok(c) => c,
+            Err(missing) => {
+                if !matches!(missing, crate::upstream::on_demand::Missing::Unknown(_)) {
+                    tracing::warn!(error = %missing, "TCP connection closed: no upstream cluster");
+                }
+                self.stats.downstream_cx_no_route.inc();
+                log.flags = "NC";
+                self.write_log(&log);
+                return;
+            }
         };
         log.cluster = Some(name);
         let mut up = None;

@@ -41,6 +41,39 @@ pub trait Handler: Send + Sync + 'static {
 
     /// The stream to the control plane came up or went down.
     fn connected(&self, _up: bool) {}
+
+    /// Notified when the proxy needs clusters it does not hold (`wanted(CLUSTER)` grew): the
+    /// client then subscribes to them next to the wildcard, as Envoy's on-demand CDS does.
+    fn on_demand(&self) -> Option<Arc<tokio::sync::Notify>> {
+        None
+    }
+
+    /// The control plane answered a subscription to `names` of `type_url` with "no such
+    /// resource" (delta xDS: removed without ever being sent).
+    fn not_found(&self, _type_url: &'static str, _names: &[String]) {}
+
+    /// The stream has been quiet for a while and the client let go of what it needed only
+    /// while decoding: a good moment to hand freed memory back to the system.
+    fn quiet(&self) {}
+}
+
+/// How long the client keeps the decoded descriptor pool after the last response: long enough
+/// for a burst of pushes to share one, short enough that an idle proxy does not carry it.
+const POOL_IDLE: Duration = Duration::from_secs(10);
+
+/// Waits until the pool has been unused for `POOL_IDLE` (forever when none is held).
+async fn pool_idle(pool: &Option<(proto::PoolHandle, tokio::time::Instant)>) {
+    match pool {
+        Some((_, last)) => tokio::time::sleep_until(*last + POOL_IDLE).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The pool, held from now for the next `POOL_IDLE`.
+fn pool_for_now(pool: &mut Option<(proto::PoolHandle, tokio::time::Instant)>) -> proto::PoolHandle {
+    let p = pool.take().map(|(p, _)| p).unwrap_or_else(proto::hold_pool);
+    *pool = Some((p.clone(), tokio::time::Instant::now()));
+    p
 }
 
 #[derive(Debug, Clone)]
@@ -71,7 +104,8 @@ struct TypeState {
     /// Last accepted version (SotW) and the nonce to answer with.
     version: String,
     nonce: String,
-    /// Current names for EDS/RDS; CDS and LDS are wildcard.
+    /// Current names for EDS/RDS/SDS; CDS and LDS are wildcard, CDS plus the clusters fetched
+    /// on demand.
     names: BTreeSet<String>,
     /// Accepted resources: name → (version, JSON). Delta keeps per-resource versions.
     resources: BTreeMap<String, (String, serde_json::Value)>,
@@ -178,6 +212,34 @@ fn dependents(t: &'static str) -> &'static [&'static str] {
     }
 }
 
+/// The resource names a request for `t` carries: none for a plain wildcard subscription, `*`
+/// and the on-demand names when CDS has some (Envoy's wildcard-plus-names form).
+fn request_names(t: &str, names: &BTreeSet<String>) -> Vec<String> {
+    if !proto::is_wildcard_type(t) {
+        return names.iter().cloned().collect();
+    }
+    if names.is_empty() {
+        return Vec::new();
+    }
+    std::iter::once("*".to_owned()).chain(names.iter().cloned()).collect()
+}
+
+/// Takes over the on-demand cluster names; returns the names held before when they changed.
+fn follow_demand(handler: &dyn Handler, types: &mut HashMap<&'static str, TypeState>) -> Option<BTreeSet<String>> {
+    handler.on_demand()?;
+    let want = handler.wanted(CLUSTER);
+    let st = types.get_mut(CLUSTER).expect("all types present");
+    (want != st.names).then(|| std::mem::replace(&mut st.names, want))
+}
+
+/// Waits for the handler's on-demand notification, or forever when it has none.
+async fn demanded(notify: Option<&tokio::sync::Notify>) {
+    match notify {
+        Some(n) => n.notified().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Records a stream that came up, for the status, the handler and the log.
 fn stream_up(cfg: &ClientConfig, handler: &dyn Handler, status: &Mutex<ClientStatus>, mode: &str) {
     {
@@ -218,11 +280,11 @@ fn resource_name(type_url: &str, json: &serde_json::Value) -> Option<String> {
     json.get(key).and_then(|v| v.as_str()).map(str::to_string)
 }
 
-fn decode(type_url: &str, any: &Any) -> Result<(String, serde_json::Value), String> {
+fn decode(pool: &proto::PoolHandle, type_url: &str, any: &Any) -> Result<(String, serde_json::Value), String> {
     if any.type_url != type_url {
         return Err(format!("resource of type {} in a {} response", any.type_url, proto::short_name(type_url)));
     }
-    let json = proto::from_any(any).map_err(|e| e.to_string())?;
+    let json = proto::from_any_with(pool, any).map_err(|e| e.to_string())?;
     let name = resource_name(type_url, &json).ok_or_else(|| format!("{} resource without a name", proto::short_name(type_url)))?;
     Ok((name, json))
 }
@@ -262,13 +324,16 @@ async fn stream_sotw(
     let mut request = |t: &'static str, st: &TypeState| DiscoveryRequest {
         version_info: st.version.clone(),
         node: node.take(),
-        resource_names: if proto::is_wildcard_type(t) { Vec::new() } else { st.names.iter().cloned().collect() },
+        resource_names: request_names(t, &st.names),
         type_url: t.to_string(),
         response_nonce: st.nonce.clone(),
         error_detail: None,
         ..Default::default()
     };
-    // Resume: wildcard CDS and LDS; EDS, RDS and SDS for the names already in use.
+    // Resume: wildcard CDS (and the clusters fetched on demand) and LDS; EDS, RDS and SDS
+    // for the names already in use.
+    follow_demand(handler, types);
+    let notify = handler.on_demand();
     for t in proto::ALL_TYPES {
         let st = types.get_mut(t).expect("all types present");
         st.nonce.clear();
@@ -284,8 +349,26 @@ async fn stream_sotw(
         Err(e) => return format!("ADS stream refused: {}", e.message()),
     };
     stream_up(cfg, handler, status, "state of the world");
+    let mut pool = None;
     loop {
-        let resp: DiscoveryResponse = match inbound.message().await {
+        let msg = tokio::select! {
+            m = inbound.message() => m,
+            () = pool_idle(&pool) => {
+                pool = None;
+                handler.quiet();
+                continue;
+            }
+            () = demanded(notify.as_deref()) => {
+                if follow_demand(handler, types).is_some() {
+                    let st = types.get_mut(CLUSTER).expect("all types present");
+                    if tx.send(request(CLUSTER, st)).await.is_err() {
+                        return "request channel closed".into();
+                    }
+                }
+                continue;
+            }
+        };
+        let resp: DiscoveryResponse = match msg {
             Ok(Some(r)) => r,
             Ok(None) => return "the control plane closed the stream".into(),
             Err(e) => return format!("stream error: {}", e.message()),
@@ -296,8 +379,9 @@ async fn stream_sotw(
         };
         let mut decoded = BTreeMap::new();
         let mut err = None;
+        let p = pool_for_now(&mut pool);
         for any in &resp.resources {
-            match decode(t, any) {
+            match decode(&p, t, any) {
                 Ok((name, json)) => {
                     if decoded.insert(name.clone(), json).is_some() {
                         err = Some(format!("{name}: sent twice in one response"));
@@ -339,7 +423,12 @@ async fn stream_sotw(
             return "request channel closed".into();
         }
         if result.is_ok() {
-            for (dep, _) in follow_names(handler, types, t) {
+            let mut follow: Vec<&'static str> = follow_names(handler, types, t).into_iter().map(|(dep, _)| dep).collect();
+            // After any update, not only CDS: a notification that raced a response is not lost.
+            if follow_demand(handler, types).is_some() {
+                follow.push(CLUSTER);
+            }
+            for dep in follow {
                 let ds = types.get_mut(dep).expect("all types present");
                 if tx.send(request(dep, ds)).await.is_err() {
                     return "request channel closed".into();
@@ -362,6 +451,8 @@ async fn stream_delta(
     let (tx, rx) = mpsc::channel::<DeltaDiscoveryRequest>(16);
     let mut node = Some(cfg.node.clone());
     // Resume: subscribe to what is in use and tell the server which versions are held.
+    follow_demand(handler, types);
+    let notify = handler.on_demand();
     for t in proto::ALL_TYPES {
         let st = types.get_mut(t).expect("all types present");
         let wildcard = proto::is_wildcard_type(t);
@@ -371,7 +462,7 @@ async fn stream_delta(
         let req = DeltaDiscoveryRequest {
             node: node.take(),
             type_url: t.to_string(),
-            resource_names_subscribe: if wildcard { Vec::new() } else { st.names.iter().cloned().collect() },
+            resource_names_subscribe: request_names(t, &st.names),
             initial_resource_versions: st.resources.iter().map(|(k, (v, _))| (k.clone(), v.clone())).collect(),
             ..Default::default()
         };
@@ -384,8 +475,25 @@ async fn stream_delta(
         Err(e) => return format!("delta ADS stream refused: {}", e.message()),
     };
     stream_up(cfg, handler, status, "delta");
+    let mut pool = None;
     loop {
-        let resp: DeltaDiscoveryResponse = match inbound.message().await {
+        let msg = tokio::select! {
+            m = inbound.message() => m,
+            () = pool_idle(&pool) => {
+                pool = None;
+                handler.quiet();
+                continue;
+            }
+            () = demanded(notify.as_deref()) => {
+                if let Some(before) = follow_demand(handler, types) {
+                    if tx.send(resubscribe(CLUSTER, &before, &types[CLUSTER].names)).await.is_err() {
+                        return "request channel closed".into();
+                    }
+                }
+                continue;
+            }
+        };
+        let resp: DeltaDiscoveryResponse = match msg {
             Ok(Some(r)) => r,
             Ok(None) => return "the control plane closed the stream".into(),
             Err(e) => return format!("stream error: {}", e.message()),
@@ -397,20 +505,27 @@ async fn stream_delta(
         let st = types.get_mut(t).expect("all types present");
         let mut next = st.resources.clone();
         let mut err = None;
+        let p = pool_for_now(&mut pool);
         for r in &resp.resources {
             let Some(any) = &r.resource else {
                 err = Some(format!("{}: resource without a body", r.name));
                 continue;
             };
-            match decode(t, any) {
+            match decode(&p, t, any) {
                 Ok((name, json)) => {
                     next.insert(name, (r.version.clone(), json));
                 }
                 Err(e) => err = Some(format!("{}: {e}", r.name)),
             }
         }
+        let mut never_held = Vec::new();
         for name in &resp.removed_resources {
-            next.remove(name);
+            if next.remove(name).is_none() {
+                never_held.push(name.clone());
+            }
+        }
+        if !never_held.is_empty() {
+            handler.not_found(t, &never_held);
         }
         let set: BTreeMap<String, serde_json::Value> = next.iter().map(|(k, (_, v))| (k.clone(), v.clone())).collect();
         let result = match err {
@@ -434,19 +549,29 @@ async fn stream_delta(
             return "request channel closed".into();
         }
         if result.is_ok() {
-            for (dep, before) in follow_names(handler, types, t) {
-                let now = &types[dep].names;
-                let req = DeltaDiscoveryRequest {
-                    type_url: dep.to_string(),
-                    resource_names_subscribe: now.difference(&before).cloned().collect(),
-                    resource_names_unsubscribe: before.difference(now).cloned().collect(),
-                    ..Default::default()
-                };
-                if tx.send(req).await.is_err() {
+            let mut follow = follow_names(handler, types, t);
+            follow.extend(follow_demand(handler, types).map(|before| (CLUSTER, before)));
+            for (dep, before) in follow {
+                if tx.send(resubscribe(dep, &before, &types[dep].names)).await.is_err() {
                     return "request channel closed".into();
                 }
             }
         }
+    }
+}
+
+/// A delta request moving the subscription of `t` from `before` to `now`. A wildcard type that
+/// gains its first on-demand names subscribes to `*` with them, so the wildcard stays.
+fn resubscribe(t: &'static str, before: &BTreeSet<String>, now: &BTreeSet<String>) -> DeltaDiscoveryRequest {
+    let mut subscribe: Vec<String> = now.difference(before).cloned().collect();
+    if proto::is_wildcard_type(t) && before.is_empty() && !subscribe.is_empty() {
+        subscribe.insert(0, "*".to_owned());
+    }
+    DeltaDiscoveryRequest {
+        type_url: t.to_string(),
+        resource_names_subscribe: subscribe,
+        resource_names_unsubscribe: before.difference(now).cloned().collect(),
+        ..Default::default()
     }
 }
 

@@ -4,8 +4,9 @@
 //! arriving over xDS feed the same serde types (and the same "not supported" rule) as a
 //! bootstrap file.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock, Weak};
 
+use parking_lot::Mutex;
 use prost::Message;
 use prost_reflect::{DescriptorPool, DynamicMessage, SerializeOptions};
 
@@ -75,11 +76,33 @@ pub fn descriptor_roots() -> Vec<&'static str> {
     roots
 }
 
-fn pool() -> &'static DescriptorPool {
-    static POOL: OnceLock<DescriptorPool> = OnceLock::new();
+/// The decoded descriptor pool, while anyone holds it. A proxy needs it only while it decodes
+/// an xDS response: the ADS client holds a [`PoolHandle`] through a burst of responses and lets
+/// it go when the stream is quiet, so an idle sidecar does not carry the decoded pool (several
+/// MB) for its whole life. The control plane, which encodes all the time, keeps one.
+static SHARED: Mutex<Weak<DescriptorPool>> = Mutex::new(Weak::new());
+
+/// Keeps the decoded pool alive while held.
+#[derive(Clone)]
+pub struct PoolHandle(Arc<DescriptorPool>);
+
+/// The pool, decoded now if nobody holds it.
+pub fn hold_pool() -> PoolHandle {
+    let mut shared = SHARED.lock();
+    if let Some(p) = shared.upgrade() {
+        return PoolHandle(p);
+    }
     // The descriptor set is compiled in; failing to decode it is a build defect.
     #[allow(clippy::expect_used)]
-    POOL.get_or_init(|| DescriptorPool::decode(DESCRIPTORS).expect("Envoy descriptor set compiled into weft decodes"))
+    let p = Arc::new(DescriptorPool::decode(DESCRIPTORS).expect("Envoy descriptor set compiled into weft decodes"));
+    *shared = Arc::downgrade(&p);
+    PoolHandle(p)
+}
+
+/// A pool kept for the life of the process, for encoding (the control plane).
+fn kept_pool() -> &'static DescriptorPool {
+    static KEPT: OnceLock<PoolHandle> = OnceLock::new();
+    &KEPT.get_or_init(hold_pool).0
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -96,7 +119,7 @@ fn message_name(type_url: &str) -> &str {
 
 /// Encodes a proto3-JSON resource as the `Any` xDS carries.
 pub fn to_any(type_url: &str, json: &serde_json::Value) -> Result<Any, ProtoError> {
-    let desc = pool().get_message_by_name(message_name(type_url)).ok_or_else(|| ProtoError::UnknownType(type_url.into()))?;
+    let desc = kept_pool().get_message_by_name(message_name(type_url)).ok_or_else(|| ProtoError::UnknownType(type_url.into()))?;
     let msg =
         DynamicMessage::deserialize(desc, json).map_err(|e| ProtoError::Invalid { type_url: type_url.into(), message: e.to_string() })?;
     Ok(Any { type_url: type_url.into(), value: msg.encode_to_vec() })
@@ -105,7 +128,12 @@ pub fn to_any(type_url: &str, json: &serde_json::Value) -> Result<Any, ProtoErro
 /// Decodes an `Any` into proto3 JSON with Envoy's snake_case field names, leaving out fields
 /// at their defaults (so "set" means "sent").
 pub fn from_any(any: &Any) -> Result<serde_json::Value, ProtoError> {
-    let desc = pool().get_message_by_name(message_name(&any.type_url)).ok_or_else(|| ProtoError::UnknownType(any.type_url.clone()))?;
+    from_any_with(&hold_pool(), any)
+}
+
+/// [`from_any`] with a pool the caller holds (decoding many resources in a row).
+pub fn from_any_with(pool: &PoolHandle, any: &Any) -> Result<serde_json::Value, ProtoError> {
+    let desc = pool.0.get_message_by_name(message_name(&any.type_url)).ok_or_else(|| ProtoError::UnknownType(any.type_url.clone()))?;
     let msg = DynamicMessage::decode(desc, any.value.as_slice())
         .map_err(|e| ProtoError::Invalid { type_url: any.type_url.clone(), message: e.to_string() })?;
     let opts = SerializeOptions::new().use_proto_field_name(true).stringify_64_bit_integers(false);
@@ -141,7 +169,7 @@ mod tests {
     #[test]
     fn the_compiled_in_pool_holds_every_root() {
         for root in descriptor_roots() {
-            assert!(pool().get_message_by_name(root).is_some(), "{root} missing: run scripts/descriptors.sh");
+            assert!(kept_pool().get_message_by_name(root).is_some(), "{root} missing: run scripts/descriptors.sh");
         }
     }
 
@@ -163,6 +191,17 @@ mod tests {
         let e = from_any(&any).expect_err("unknown extension");
         assert!(e.to_string().contains("envoy.extensions.filters.http.lua.v3.Lua"), "{e}");
         assert!(e.to_string().contains("not supported"), "{e}");
+    }
+
+    #[test]
+    fn the_pool_lives_while_held_and_is_decoded_again_after() {
+        let held = hold_pool();
+        assert!(Arc::ptr_eq(&held.0, &hold_pool().0), "one pool while held");
+        let weak = Arc::downgrade(&held.0);
+        drop(held);
+        assert!(weak.upgrade().is_none(), "let go when nobody holds it");
+        let any = Any { type_url: CLUSTER.into(), value: vec![] };
+        assert!(from_any(&any).is_ok(), "decoded again on demand");
     }
 
     #[test]

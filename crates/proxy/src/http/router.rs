@@ -287,6 +287,10 @@ fn mirror(hcm: &Arc<Hcm>, fwd: &ForwardAction, parts: &Parts, headers: &HeaderMa
         }
         let Some(cluster) = hcm.clusters.get(&m.cluster) else {
             hcm.stats.no_cluster.inc();
+            // Not held yet: fetched now, so later copies reach it; this one is not delayed.
+            if let Some(od) = hcm.clusters.on_demand().filter(|_| crate::upstream::on_demand::is_lazy(&m.cluster)) {
+                od.ask(&m.cluster);
+            }
             continue;
         };
         let Some(host) = cluster.lb_snapshot().pick(None) else { continue };
@@ -384,10 +388,20 @@ pub async fn forward(
         info.flags.push("NC");
         return local_reply::build(StatusCode::SERVICE_UNAVAILABLE, Bytes::new(), grpc);
     };
-    let Some(cluster) = hcm.clusters.get(&chosen.name) else {
-        hcm.stats.no_cluster.inc();
-        info.flags.push("NC");
-        return local_reply::build(StatusCode::SERVICE_UNAVAILABLE, Bytes::new(), grpc);
+    let cluster = match hcm.clusters.get_or_fetch(&chosen.name).await {
+        Ok(c) => c,
+        Err(missing) => {
+            hcm.stats.no_cluster.inc();
+            info.flags.push("NC");
+            info.details = "cluster_not_found";
+            // Envoy answers an unknown cluster with an empty 503; when the cluster could not be
+            // fetched on demand the caller is told why.
+            let text = match missing {
+                crate::upstream::on_demand::Missing::Unknown(_) => Bytes::new(),
+                other => Bytes::from(format!("{other}\n")),
+            };
+            return local_reply::build(StatusCode::SERVICE_UNAVAILABLE, text, grpc);
+        }
     };
     let cluster = &cluster;
     info.upstream_cluster = Some(cluster.name().to_string());

@@ -5,6 +5,7 @@ pub mod error;
 pub mod health;
 pub mod host;
 pub mod lb;
+pub mod on_demand;
 pub mod pool;
 
 use std::collections::HashMap;
@@ -172,6 +173,8 @@ pub struct ClusterManager {
     /// The last endpoints EDS gave per service name, so a cluster that CDS replaces starts
     /// with them instead of empty.
     assignments: Mutex<HashMap<String, Arc<Vec<EndpointConfig>>>>,
+    /// Set when the proxy fetches service clusters on first use (`on_demand`).
+    on_demand: std::sync::OnceLock<Arc<on_demand::OnDemand>>,
 }
 
 /// How long a new cluster may take to warm (first DNS answer, first health-check round).
@@ -185,7 +188,75 @@ impl ClusterManager {
             static_names: cfgs.iter().map(|c| c.name.clone()).collect(),
             store: store.clone(),
             assignments: Mutex::new(HashMap::new()),
+            on_demand: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Turns on on-demand discovery of service clusters (a proxy fed over ADS).
+    pub fn enable_on_demand(&self, od: Arc<on_demand::OnDemand>) {
+        let _ = self.on_demand.set(od);
+    }
+
+    pub fn on_demand(&self) -> Option<&Arc<on_demand::OnDemand>> {
+        self.on_demand.get()
+    }
+
+    /// The cluster `name` once it can take traffic: held, and for an EDS cluster with its
+    /// endpoints received.
+    fn ready(&self, name: &str) -> Option<Arc<Cluster>> {
+        let c = self.get(name)?;
+        match &c.cfg.discovery {
+            Discovery::Eds { service_name } if !self.assignments.lock().contains_key(service_name) => None,
+            _ => Some(c),
+        }
+    }
+
+    /// The cluster `name`, fetched from the control plane first if it is a service cluster
+    /// this proxy has not used yet (see `on_demand`). Waits at most the fetch deadline.
+    pub async fn get_or_fetch(&self, name: &str) -> Result<Arc<Cluster>, on_demand::Missing> {
+        use on_demand::Missing;
+        let Some(od) = self.on_demand.get().filter(|_| on_demand::is_lazy(name)) else {
+            return self.get(name).ok_or_else(|| Missing::Unknown(name.to_owned()));
+        };
+        if let Some(c) = self.ready(name) {
+            return Ok(c);
+        }
+        let mut changes = od.watch();
+        if od.ask(name) {
+            self.store.manager.on_demand_requested.inc();
+            tracing::debug!(cluster = name, "fetching a cluster on first use");
+        }
+        let deadline = tokio::time::Instant::now() + od.deadline();
+        loop {
+            if let Some(c) = self.ready(name) {
+                return Ok(c);
+            }
+            let failed = if od.is_refused(name) {
+                Some(Missing::NotFound(name.to_owned()))
+            } else if !od.is_connected() {
+                Some(Missing::Unreachable(name.to_owned()))
+            } else {
+                None
+            };
+            if let Some(e) = failed {
+                // An EDS cluster that arrived without endpoints still serves (no healthy
+                // upstream) rather than being reported as missing.
+                if let Some(c) = self.get(name) {
+                    return Ok(c);
+                }
+                od.give_up(name);
+                self.store.manager.on_demand_failed.inc();
+                return Err(e);
+            }
+            if tokio::time::timeout_at(deadline, changes.changed()).await.is_err() {
+                if let Some(c) = self.get(name) {
+                    return Ok(c);
+                }
+                od.give_up(name);
+                self.store.manager.on_demand_failed.inc();
+                return Err(Missing::Timeout { name: name.to_owned(), deadline: od.deadline() });
+            }
+        }
     }
 
     pub fn get(&self, name: &str) -> Option<Arc<Cluster>> {
@@ -248,6 +319,10 @@ impl ClusterManager {
         let services = eds_services(next.values());
         self.assignments.lock().retain(|k, _| services.contains(k));
         self.clusters.store(Arc::new(next));
+        if let Some(od) = self.on_demand.get() {
+            let now = self.clusters.load();
+            od.clusters_applied(&|n| now.contains_key(n));
+        }
         services
     }
 
@@ -263,6 +338,10 @@ impl ClusterManager {
                 }
             }
             stored.insert(service, eps);
+        }
+        drop(stored);
+        if let Some(od) = self.on_demand.get() {
+            od.bump();
         }
     }
 }

@@ -2,14 +2,16 @@
 //! measures how long a config change takes to reach all of them.
 //!
 //!   weft-ads-load --xds 127.0.0.1:15010 --proxies 1000 --ip-base 10.200 [--namespaces 10]
-//!                 [--change FILE --changes 5] [--timeout 120]
+//!                 [--change FILE --changes 5] [--timeout 120] [--on-demand N]
 //!
 //! Every stream is its own HTTP/2 connection with its own Istio node id
 //! (`sidecar~10.200.X.Y~app-N-1.nsK~nsK.svc.cluster.local`, labels `app: app-N`). Each one
 //! subscribes to CDS and LDS, follows EDS and RDS names from what it receives (as Envoy does),
 //! and ACKs every response at once. With `--change`, the tool rewrites FILE (a VirtualService
 //! whose timeout changes each time), records the moment, and waits until every stream has
-//! received and ACKed a push with a new version. Prints one JSON object.
+//! received and ACKed a push with a new version. With `--on-demand N`, each stream is a weft
+//! sidecar that fetches service clusters on first use (`WEFT_ON_DEMAND`) and has used N of
+//! the mesh's services (the HTTP port of the N services after its own). Prints one JSON object.
 //! Every wait is bounded by --timeout.
 
 use std::collections::BTreeSet;
@@ -46,6 +48,10 @@ struct Args {
     timeout: Duration,
     /// A process (the control plane) whose RSS is read while every stream is still open.
     rss_of: Option<u32>,
+    /// Services each proxy has used, when it fetches clusters on demand.
+    on_demand: Option<usize>,
+    /// Services in the mesh (for the names `--on-demand` asks for).
+    services: usize,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -58,6 +64,8 @@ fn parse_args() -> Result<Args, String> {
         changes: 5,
         timeout: Duration::from_secs(120),
         rss_of: None,
+        on_demand: None,
+        services: 1000,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -72,6 +80,8 @@ fn parse_args() -> Result<Args, String> {
             "--changes" => a.changes = num(v()?)?,
             "--timeout" => a.timeout = Duration::from_secs(num(v()?)? as u64),
             "--rss-of" => a.rss_of = Some(num(v()?)? as u32),
+            "--on-demand" => a.on_demand = Some(num(v()?)?),
+            "--services" => a.services = num(v()?)?.max(1),
             other => return Err(format!("unknown flag {other}")),
         }
     }
@@ -86,7 +96,7 @@ fn s(v: &str) -> Value {
 }
 
 /// Proxy `i`'s identity: the i-th workload the benchmark's config declares.
-pub fn node(i: usize, ip_base: &str, namespaces: usize) -> Node {
+pub fn node(i: usize, ip_base: &str, namespaces: usize, on_demand: bool) -> Node {
     let ns = format!("ns{}", i % namespaces);
     let ip = format!("{ip_base}.{}.{}", i / 250, i % 250 + 1);
     let labels = Struct { fields: [("app".to_string(), s(&format!("app-{i}")))].into_iter().collect() };
@@ -97,6 +107,7 @@ pub fn node(i: usize, ip_base: &str, namespaces: usize) -> Node {
             ("CLUSTER_ID".to_string(), s("Kubernetes")),
         ]
         .into_iter()
+        .chain(on_demand.then(|| ("WEFT_ON_DEMAND".to_string(), s("true"))))
         .collect(),
     };
     Node {
@@ -172,8 +183,22 @@ async fn run_proxy(i: usize, args: Arc<Args>, p: Arc<Proxy>, connecting: Arc<tok
     drop(permit);
     let mut client = AggregatedDiscoveryServiceClient::new(ch).max_decoding_message_size(256 * 1024 * 1024);
     let (tx, rx) = mpsc::channel::<DiscoveryRequest>(8);
+    // The clusters an on-demand proxy has used: `*` (what it always gets) and those names.
+    let cds_names: Vec<String> = match args.on_demand {
+        Some(n) => std::iter::once("*".to_string())
+            .chain((1..=n).map(|k| {
+                let j = (i + k) % args.services;
+                format!("outbound|8080||svc-{j}.ns{}.svc.cluster.local", j % args.namespaces)
+            }))
+            .collect(),
+        None => Vec::new(),
+    };
     let first = |t: &str, node: Option<Node>| DiscoveryRequest { node, type_url: t.into(), ..Default::default() };
-    let _ = tx.send(first(CDS, Some(node(i, &args.ip_base, args.namespaces)))).await;
+    let cds = DiscoveryRequest {
+        resource_names: cds_names.clone(),
+        ..first(CDS, Some(node(i, &args.ip_base, args.namespaces, args.on_demand.is_some())))
+    };
+    let _ = tx.send(cds).await;
     let _ = tx.send(first(LDS, None)).await;
     let mut inbound = match client.stream_aggregated_resources(ReceiverStream::new(rx)).await {
         Ok(r) => r.into_inner(),
@@ -201,6 +226,7 @@ async fn run_proxy(i: usize, args: Arc<Args>, p: Arc<Proxy>, connecting: Arc<tok
             resource_names: match t.as_str() {
                 EDS => names(&eds),
                 RDS => names(&rds),
+                CDS => cds_names.clone(),
                 _ => Vec::new(),
             },
             ..Default::default()
