@@ -450,14 +450,20 @@ impl Conn {
         if t == SECRET && !req.resource_names.is_empty() && !self.may_have_secrets() {
             self.refuse_secrets(&req.resource_names);
         }
+        let on_demand = self.node.as_ref().is_some_and(|n| n.on_demand);
         let sub = self.subs.entry(t).or_default();
         let first = !sub.started;
         let resubscribed = sel != sub.sel;
         if first || resubscribed {
             sub.started = true;
             sub.sel = sel;
-            // A changed subscription gets the full current set for it.
-            sub.sent.clear();
+            // A changed subscription gets the full current set for it. A weft proxy that
+            // fetches on demand keeps the EDS and RDS resources a response leaves out, so it
+            // gets only what it did not have: the first use of a service does not resend every
+            // endpoint set it holds (nor the mesh's workloads).
+            if !on_demand || first {
+                sub.sent.clear();
+            }
             self.push_sotw(t, true, tx).await.map_err(|_| Status::cancelled("stream closed"))?;
         }
         Ok(())
@@ -489,7 +495,9 @@ impl Conn {
         // CDS and LDS are state of the world: every response carries every resource. EDS and
         // RDS responses need only the changed ones.
         let full = t == CLUSTER || t == LISTENER;
-        let resources: Vec<Arc<Res>> = wanted.iter().filter(|(n, r)| full || always || changed(n, r)).map(|(_, r)| r.clone()).collect();
+        // `always` answers a request, which must get a response; what it carries is still only
+        // what the proxy lacks, unless it holds nothing (`sent` cleared).
+        let resources: Vec<Arc<Res>> = wanted.iter().filter(|(n, r)| full || changed(n, r)).map(|(_, r)| r.clone()).collect();
         let count = wanted.len();
         // Not held while waiting for a slot: a fleet waiting to be admitted would each hold one.
         drop(wanted);

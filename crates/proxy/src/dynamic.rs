@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use tokio::net::TcpListener;
+use weft_xds::ads_client::Json;
 use weft_xds::proto::{ALL_TYPES, CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET};
 
 use crate::config::cluster::{endpoints_from_wire, Discovery};
@@ -52,7 +53,8 @@ pub struct Dynamic {
     state: tokio::sync::Mutex<State>,
     wanted: Mutex<HashMap<&'static str, BTreeSet<String>>>,
     /// What was last accepted, per type, for `/config_dump`.
-    raw: Mutex<BTreeMap<&'static str, BTreeMap<String, serde_json::Value>>>,
+    /// Shared with the ADS client's record, not a copy.
+    raw: Mutex<BTreeMap<&'static str, BTreeMap<String, Json>>>,
     /// Which types have been applied at least once; the proxy is ready when all have.
     received: [AtomicBool; ALL_TYPES.len()],
 }
@@ -86,7 +88,7 @@ fn decode<W: serde::de::DeserializeOwned>(json: &serde_json::Value, path: &str) 
 /// Validates every resource of an update with `convert(index, name, path, json)`; returns the
 /// results and every error (so the NACK names them all, not only the first).
 fn validate_each<T>(
-    set: &BTreeMap<String, serde_json::Value>,
+    set: &BTreeMap<String, Json>,
     kind: &str,
     convert: impl Fn(usize, &str, &str, &serde_json::Value) -> Result<T, String>,
 ) -> (Vec<(String, T)>, Vec<String>) {
@@ -134,11 +136,11 @@ impl Dynamic {
     }
 
     /// The accepted dynamic resources, as Envoy's config dump lists them.
-    pub fn dump(&self, type_url: &str) -> BTreeMap<String, serde_json::Value> {
+    pub fn dump(&self, type_url: &str) -> BTreeMap<String, Json> {
         self.raw.lock().get(type_url).cloned().unwrap_or_default()
     }
 
-    async fn apply_clusters(&self, set: &BTreeMap<String, serde_json::Value>) -> Result<(), String> {
+    async fn apply_clusters(&self, set: &BTreeMap<String, Json>) -> Result<(), String> {
         let mut st = self.state.lock().await;
         let (cfgs, errors) = validate_each(set, "cluster", |_, name, path, json| {
             if self.ctx.clusters.is_static(name) {
@@ -175,11 +177,11 @@ impl Dynamic {
         Ok(())
     }
 
-    async fn apply_endpoints(&self, set: &BTreeMap<String, serde_json::Value>) -> Result<(), String> {
+    async fn apply_endpoints(&self, set: &BTreeMap<String, Json>) -> Result<(), String> {
         // Serialised with the other types, so EDS never interleaves with a CDS update.
         let _st = self.state.lock().await;
         let workloads = set.get(crate::istio_metrics::WORKLOADS);
-        let clusters: BTreeMap<String, serde_json::Value> =
+        let clusters: BTreeMap<String, Json> =
             set.iter().filter(|(k, _)| k.as_str() != crate::istio_metrics::WORKLOADS).map(|(k, v)| (k.clone(), v.clone())).collect();
         let set = &clusters;
         let (out, errors) = validate_each(set, "endpoints", |_, name, path, json| {
@@ -190,14 +192,14 @@ impl Dynamic {
         self.ctx.clusters.apply_eds(out.into_iter().collect());
         if let Some(mesh) = &self.ctx.istio {
             // The workloads first: they carry the service accounts the service endpoints lack.
-            mesh.set_peers(workloads.into_iter().chain(set.values()));
+            mesh.set_peers(workloads.into_iter().chain(set.values()).map(|v| v.as_ref()));
         }
         self.raw.lock().insert(ENDPOINT, set.clone());
         self.received[1].store(true, Ordering::Release);
         Ok(())
     }
 
-    async fn apply_routes(&self, set: &BTreeMap<String, serde_json::Value>) -> Result<(), String> {
+    async fn apply_routes(&self, set: &BTreeMap<String, Json>) -> Result<(), String> {
         let _st = self.state.lock().await;
         let (tables, errors) = validate_each(set, "route", |_, _, path, json| {
             let rc = decode::<weft_xds::route::RouteConfiguration>(json, path)?;
@@ -210,7 +212,7 @@ impl Dynamic {
         Ok(())
     }
 
-    async fn apply_listeners(&self, set: &BTreeMap<String, serde_json::Value>) -> Result<(), String> {
+    async fn apply_listeners(&self, set: &BTreeMap<String, Json>) -> Result<(), String> {
         let mut st = self.state.lock().await;
         // 1. Validate everything.
         let (cfgs, mut errors) = validate_each(set, "listener", |i, name, path, json| {
@@ -329,7 +331,7 @@ impl Dynamic {
 
     /// SDS over ADS: the certificates a gateway's listeners name, checked whole and then
     /// swapped in; every TLS context reads them at its next handshake.
-    fn apply_secrets(&self, set: &BTreeMap<String, serde_json::Value>) -> Result<(), String> {
+    fn apply_secrets(&self, set: &BTreeMap<String, Json>) -> Result<(), String> {
         let (named, errors) = validate_each(set, "secret", |_, _, path, json| {
             let s = decode::<weft_xds::tls::Secret>(json, path)?;
             crate::tls::named_secret(&s, path).map_err(|e| e.to_string())
@@ -337,7 +339,7 @@ impl Dynamic {
         joined(errors)?;
         crate::tls::secrets::store().set_named(named.into_iter().collect());
         // Names only: a config dump never shows a key.
-        let names = set.keys().map(|n| (n.clone(), serde_json::json!({"name": n}))).collect();
+        let names = set.keys().map(|n| (n.clone(), Arc::new(serde_json::json!({"name": n})))).collect();
         self.raw.lock().insert(SECRET, names);
         self.received[type_index(SECRET)].store(true, Ordering::Release);
         Ok(())
@@ -356,7 +358,7 @@ impl weft_xds::ads_client::Handler for Dynamic {
     fn apply<'a>(
         &'a self,
         type_url: &'static str,
-        resources: &'a BTreeMap<String, serde_json::Value>,
+        resources: &'a BTreeMap<String, Json>,
     ) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>> {
         Box::pin(async move {
             let m = &self.ctx.store.manager;

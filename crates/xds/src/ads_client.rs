@@ -25,6 +25,10 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use crate::proto::{self, Any, CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET};
 
+/// One resource as proto3 JSON, shared between the client's record of what it holds and the
+/// handler's (a config dump), so a proxy keeps one copy of each.
+pub type Json = Arc<serde_json::Value>;
+
 /// Applies configuration the control plane sent.
 pub trait Handler: Send + Sync + 'static {
     /// Makes `resources` (name → proto3 JSON) the whole current set of `type_url`. `Err`
@@ -33,7 +37,7 @@ pub trait Handler: Send + Sync + 'static {
     fn apply<'a>(
         &'a self,
         type_url: &'static str,
-        resources: &'a BTreeMap<String, serde_json::Value>,
+        resources: &'a BTreeMap<String, Json>,
     ) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>>;
 
     /// The names of `type_url` (EDS, RDS or SDS) that the applied clusters or listeners refer to.
@@ -108,7 +112,7 @@ struct TypeState {
     /// on demand.
     names: BTreeSet<String>,
     /// Accepted resources: name → (version, JSON). Delta keeps per-resource versions.
-    resources: BTreeMap<String, (String, serde_json::Value)>,
+    resources: BTreeMap<String, (String, Json)>,
     /// Whether any update of this type was ever accepted: until then there is no "last good
     /// config" to keep, and the logs must not claim one.
     accepted: bool,
@@ -280,13 +284,13 @@ fn resource_name(type_url: &str, json: &serde_json::Value) -> Option<String> {
     json.get(key).and_then(|v| v.as_str()).map(str::to_string)
 }
 
-fn decode(pool: &proto::PoolHandle, type_url: &str, any: &Any) -> Result<(String, serde_json::Value), String> {
+fn decode(pool: &proto::PoolHandle, type_url: &str, any: &Any) -> Result<(String, Json), String> {
     if any.type_url != type_url {
         return Err(format!("resource of type {} in a {} response", any.type_url, proto::short_name(type_url)));
     }
     let json = proto::from_any_with(pool, any).map_err(|e| e.to_string())?;
     let name = resource_name(type_url, &json).ok_or_else(|| format!("{} resource without a name", proto::short_name(type_url)))?;
-    Ok((name, json))
+    Ok((name, Arc::new(json)))
 }
 
 fn nack_status(message: &str) -> RpcStatus {
@@ -393,7 +397,7 @@ async fn stream_sotw(
         // CDS and LDS responses carry the whole set. EDS and RDS responses may carry only the
         // named resources that changed; the others keep what they had.
         let st = types.get_mut(t).expect("all types present");
-        let mut next: BTreeMap<String, serde_json::Value> = if proto::is_wildcard_type(t) {
+        let mut next: BTreeMap<String, Json> = if proto::is_wildcard_type(t) {
             BTreeMap::new()
         } else {
             st.resources.iter().filter(|(k, _)| st.names.contains(*k)).map(|(k, (_, v))| (k.clone(), v.clone())).collect()
@@ -527,7 +531,7 @@ async fn stream_delta(
         if !never_held.is_empty() {
             handler.not_found(t, &never_held);
         }
-        let set: BTreeMap<String, serde_json::Value> = next.iter().map(|(k, (_, v))| (k.clone(), v.clone())).collect();
+        let set: BTreeMap<String, Json> = next.iter().map(|(k, (_, v))| (k.clone(), v.clone())).collect();
         let result = match err {
             Some(e) => Err(e),
             None => handler.apply(t, &set).await,

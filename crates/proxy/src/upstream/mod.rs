@@ -42,6 +42,9 @@ pub struct Cluster {
     /// Woken when a connection slot frees up, for requests waiting in the pending queue.
     pub slot_freed: tokio::sync::Notify,
     pub retries_active: AtomicU64,
+    /// Whether EDS has given this cluster its endpoints yet (always true for other kinds): an
+    /// on-demand fetch waits for them.
+    endpoints_known: std::sync::atomic::AtomicBool,
 }
 
 impl Cluster {
@@ -63,6 +66,7 @@ impl Cluster {
             original_dst: Mutex::new(HashMap::new()),
             slot_freed: tokio::sync::Notify::new(),
             retries_active: AtomicU64::new(0),
+            endpoints_known: std::sync::atomic::AtomicBool::new(!matches!(cfg.discovery, Discovery::Eds { .. })),
             cfg,
         });
         c.update_membership_stats();
@@ -120,6 +124,7 @@ impl Cluster {
     /// Replaces EDS membership, keeping hosts (and their pools, health and outlier state)
     /// whose address, weight and priority are unchanged.
     pub fn set_endpoints(&self, eps: &[EndpointConfig]) {
+        self.endpoints_known.store(true, Ordering::Release);
         let current = self.hosts.load();
         let mut next = Vec::with_capacity(eps.len());
         for e in eps {
@@ -204,11 +209,7 @@ impl ClusterManager {
     /// The cluster `name` once it can take traffic: held, and for an EDS cluster with its
     /// endpoints received.
     fn ready(&self, name: &str) -> Option<Arc<Cluster>> {
-        let c = self.get(name)?;
-        match &c.cfg.discovery {
-            Discovery::Eds { service_name } if !self.assignments.lock().contains_key(service_name) => None,
-            _ => Some(c),
-        }
+        self.get(name).filter(|c| c.endpoints_known.load(Ordering::Acquire))
     }
 
     /// The cluster `name`, fetched from the control plane first if it is a service cluster
