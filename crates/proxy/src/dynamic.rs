@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use tokio::net::TcpListener;
-use weft_xds::ads_client::Json;
+use weft_xds::ads_client::Resource;
 use weft_xds::proto::{ALL_TYPES, CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET};
 
 use crate::config::cluster::{endpoints_from_wire, Discovery};
@@ -33,15 +33,25 @@ use crate::server::BuildCtx;
 struct DynListener {
     hash: u64,
     rt: Arc<ListenerRuntime>,
+    /// The SDS secrets its TLS contexts fetch over ADS.
+    sds: Arc<BTreeSet<String>>,
     /// The bound socket's slot, for listeners with `bind_to_port`.
     slot: Option<Arc<ListenerSlot>>,
 }
 
+/// What was applied, by resource: the hash of its encoding and what it became. A resource
+/// whose hash is unchanged is not decoded or validated again.
 #[derive(Default)]
 struct State {
     listeners: BTreeMap<String, DynListener>,
-    cluster_hashes: HashMap<String, u64>,
+    clusters: HashMap<String, (u64, Arc<ClusterConfig>)>,
+    routes: HashMap<String, (u64, Arc<RouteTable>)>,
+    /// EDS resources (the mesh's workloads too), with the telemetry peers each names.
+    endpoints: HashMap<String, (u64, Arc<crate::istio_metrics::PeerSet>)>,
 }
+
+/// A listener resource validated: its hash, its config and the SDS secrets it names.
+type Checked = (u64, Arc<ListenerConfig>, Arc<BTreeSet<String>>);
 
 /// The proxy's dynamic configuration, fed by the ADS client.
 pub struct Dynamic {
@@ -52,15 +62,13 @@ pub struct Dynamic {
     drain_time: Duration,
     state: tokio::sync::Mutex<State>,
     wanted: Mutex<HashMap<&'static str, BTreeSet<String>>>,
-    /// What was last accepted, per type, for `/config_dump`.
-    /// Shared with the ADS client's record, not a copy.
-    raw: Mutex<BTreeMap<&'static str, BTreeMap<String, Json>>>,
+    /// What was last accepted, per type, for `/config_dump`: the encoded resources, shared with
+    /// the ADS client's record and decoded only when dumped.
+    raw: Mutex<BTreeMap<&'static str, BTreeMap<String, Resource>>>,
+    /// The SDS secrets last accepted, by name only.
+    secret_names: Mutex<Vec<String>>,
     /// Which types have been applied at least once; the proxy is ready when all have.
     received: [AtomicBool; ALL_TYPES.len()],
-}
-
-fn hash(v: &serde_json::Value) -> u64 {
-    xxhash_rust::xxh64::xxh64(v.to_string().as_bytes(), 0)
 }
 
 fn type_index(t: &str) -> usize {
@@ -81,21 +89,26 @@ fn joined(errors: Vec<String>) -> Result<(), String> {
 }
 
 /// Decodes one resource into its wire type; errors name the resource and the field path.
-fn decode<W: serde::de::DeserializeOwned>(json: &serde_json::Value, path: &str) -> Result<W, String> {
-    weft_xds::load::from_value::<W>(json.clone(), path).map_err(|e| e.to_string())
+fn decode<W: serde::de::DeserializeOwned>(r: &Resource, path: &str) -> Result<W, String> {
+    weft_xds::load::from_value::<W>(json(r, path)?, path).map_err(|e| e.to_string())
 }
 
-/// Validates every resource of an update with `convert(index, name, path, json)`; returns the
-/// results and every error (so the NACK names them all, not only the first).
+/// The resource as proto3 JSON; an error names the resource.
+fn json(r: &Resource, path: &str) -> Result<serde_json::Value, String> {
+    r.json().map_err(|e| format!("{path}: {e}"))
+}
+
+/// Validates every resource of an update with `convert(index, name, path, resource)`; returns
+/// the results and every error (so the NACK names them all, not only the first).
 fn validate_each<T>(
-    set: &BTreeMap<String, Json>,
+    set: &BTreeMap<String, Resource>,
     kind: &str,
-    convert: impl Fn(usize, &str, &str, &serde_json::Value) -> Result<T, String>,
+    convert: impl Fn(usize, &str, &str, &Resource) -> Result<T, String>,
 ) -> (Vec<(String, T)>, Vec<String>) {
     let mut ok = Vec::new();
     let mut errors = Vec::new();
-    for (i, (name, json)) in set.iter().enumerate() {
-        match convert(i, name, &format!("{kind} {name}"), json) {
+    for (i, (name, r)) in set.iter().enumerate() {
+        match convert(i, name, &format!("{kind} {name}"), r) {
             Ok(t) => ok.push((name.clone(), t)),
             Err(e) => errors.push(e),
         }
@@ -120,6 +133,7 @@ impl Dynamic {
             state: tokio::sync::Mutex::new(State::default()),
             wanted: Mutex::new(HashMap::new()),
             raw: Mutex::new(BTreeMap::new()),
+            secret_names: Mutex::default(),
             received: Default::default(),
         })
     }
@@ -135,37 +149,46 @@ impl Dynamic {
             && (got(SECRET) || wanted.get(SECRET).is_none_or(|w| w.is_empty()))
     }
 
-    /// The accepted dynamic resources, as Envoy's config dump lists them.
-    pub fn dump(&self, type_url: &str) -> BTreeMap<String, Json> {
-        self.raw.lock().get(type_url).cloned().unwrap_or_default()
+    /// The accepted dynamic resources, as Envoy's config dump lists them (decoded now).
+    pub fn dump(&self, type_url: &str) -> BTreeMap<String, serde_json::Value> {
+        if type_url == SECRET {
+            return self.secret_names.lock().iter().map(|n| (n.clone(), serde_json::json!({"name": n}))).collect();
+        }
+        let held = self.raw.lock().get(type_url).cloned().unwrap_or_default();
+        let _pool = weft_xds::proto::hold_pool();
+        held.into_iter().filter_map(|(n, r)| r.json().ok().map(|j| (n, j))).collect()
     }
 
-    async fn apply_clusters(&self, set: &BTreeMap<String, Json>) -> Result<(), String> {
+    async fn apply_clusters(&self, set: &BTreeMap<String, Resource>) -> Result<(), String> {
         let mut st = self.state.lock().await;
-        let (cfgs, errors) = validate_each(set, "cluster", |_, name, path, json| {
+        let old = &st.clusters;
+        let (cfgs, errors) = validate_each(set, "cluster", |_, name, path, r| {
             if self.ctx.clusters.is_static(name) {
                 return Err(format!("cluster {name:?}: a static cluster of that name exists"));
             }
-            let c = decode::<weft_xds::cluster::Cluster>(json, path)?;
+            if let Some((_, cfg)) = old.get(name).filter(|(h, _)| *h == r.hash) {
+                return Ok(cfg.clone());
+            }
+            let c = decode::<weft_xds::cluster::Cluster>(r, path)?;
             ClusterConfig::from_wire(&c, path).map(Arc::new).map_err(|e| e.to_string())
         });
         joined(errors)?;
+        let applied: HashMap<String, (u64, Arc<ClusterConfig>)> =
+            cfgs.iter().filter_map(|(n, c)| set.get(n).map(|r| (n.clone(), (r.hash, c.clone())))).collect();
         let cfgs = cfgs.into_iter().map(|(_, c)| c).collect();
-        let hashes: HashMap<String, u64> = set.iter().map(|(k, v)| (k.clone(), hash(v))).collect();
-        let old = &st.cluster_hashes;
-        let unchanged = |n: &str| old.get(n).is_some_and(|h| hashes.get(n) == Some(h));
+        let unchanged = |n: &str| old.get(n).is_some_and(|(h, _)| applied.get(n).is_some_and(|(now, _)| now == h));
         let services = self.ctx.clusters.apply_cds(cfgs, &unchanged).await;
         let m = &self.ctx.store.manager;
-        for (n, h) in &hashes {
-            match st.cluster_hashes.get(n) {
+        for (n, (h, _)) in &applied {
+            match old.get(n) {
                 None => m.cluster_added.inc(),
-                Some(o) if o != h => m.cluster_modified.inc(),
+                Some((o, _)) if o != h => m.cluster_modified.inc(),
                 Some(_) => {}
             }
         }
-        m.cluster_removed.add(st.cluster_hashes.keys().filter(|n| !hashes.contains_key(*n)).count() as u64);
+        m.cluster_removed.add(old.keys().filter(|n| !applied.contains_key(*n)).count() as u64);
         m.active_clusters.set(self.ctx.clusters.names().len() as i64);
-        st.cluster_hashes = hashes;
+        st.clusters = applied;
         self.raw.lock().insert(CLUSTER, set.clone());
         let mut eds: BTreeSet<String> = services.into_iter().collect();
         if self.ctx.istio.is_some() {
@@ -177,56 +200,94 @@ impl Dynamic {
         Ok(())
     }
 
-    async fn apply_endpoints(&self, set: &BTreeMap<String, Json>) -> Result<(), String> {
+    async fn apply_endpoints(&self, set: &BTreeMap<String, Resource>) -> Result<(), String> {
         // Serialised with the other types, so EDS never interleaves with a CDS update.
-        let _st = self.state.lock().await;
-        let workloads = set.get(crate::istio_metrics::WORKLOADS);
-        let clusters: BTreeMap<String, Json> =
-            set.iter().filter(|(k, _)| k.as_str() != crate::istio_metrics::WORKLOADS).map(|(k, v)| (k.clone(), v.clone())).collect();
-        let set = &clusters;
-        let (out, errors) = validate_each(set, "endpoints", |_, name, path, json| {
-            let la = decode::<weft_xds::cluster::ClusterLoadAssignment>(json, path)?;
-            endpoints_from_wire(&la, path, &Discovery::Eds { service_name: name.to_string() }).map_err(|e| e.to_string())
+        let mut st = self.state.lock().await;
+        let workloads = crate::istio_metrics::WORKLOADS;
+        let old = &st.endpoints;
+        // Only what is new or changed is decoded; the rest keeps its endpoints and peers.
+        let fresh: BTreeMap<String, Resource> =
+            set.iter().filter(|(n, r)| old.get(*n).is_none_or(|(h, _)| *h != r.hash)).map(|(n, r)| (n.clone(), r.clone())).collect();
+        let mesh = self.ctx.istio.as_ref();
+        let (out, errors) = validate_each(&fresh, "endpoints", |_, name, path, r| {
+            let j = json(r, path)?;
+            let peers = Arc::new(mesh.map(|m| m.peers_of(&j)).unwrap_or_default());
+            if name == workloads {
+                return Ok((None, peers));
+            }
+            let la = weft_xds::load::from_value::<weft_xds::cluster::ClusterLoadAssignment>(j, path).map_err(|e| e.to_string())?;
+            let eps = endpoints_from_wire(&la, path, &Discovery::Eds { service_name: name.to_string() }).map_err(|e| e.to_string())?;
+            Ok((Some(eps), peers))
         });
         joined(errors)?;
-        self.ctx.clusters.apply_eds(out.into_iter().collect());
-        if let Some(mesh) = &self.ctx.istio {
-            // The workloads first: they carry the service accounts the service endpoints lack.
-            mesh.set_peers(workloads.into_iter().chain(set.values()).map(|v| v.as_ref()));
+        let mut next: HashMap<String, (u64, Arc<crate::istio_metrics::PeerSet>)> =
+            set.iter().filter_map(|(n, r)| old.get(n).filter(|(h, _)| *h == r.hash).map(|e| (n.clone(), e.clone()))).collect();
+        let mut assignments = HashMap::new();
+        for (name, (eps, peers)) in out {
+            if let Some(eps) = eps {
+                assignments.insert(name.clone(), eps);
+            }
+            let hash = set.get(&name).map(|r| r.hash).unwrap_or_default();
+            next.insert(name, (hash, peers));
         }
-        self.raw.lock().insert(ENDPOINT, set.clone());
+        let peers_changed = !assignments.is_empty() || fresh.contains_key(workloads) || next.len() != old.len();
+        self.ctx.clusters.apply_eds(assignments);
+        if let (Some(mesh), true) = (mesh, peers_changed) {
+            // The workloads first: they carry the service accounts the service endpoints lack.
+            let first = next.get(workloads).map(|(_, p)| p.as_ref());
+            let mut rest: Vec<(&String, &Arc<crate::istio_metrics::PeerSet>)> =
+                next.iter().filter(|(n, _)| n.as_str() != workloads).map(|(n, (_, p))| (n, p)).collect();
+            rest.sort_by_key(|(n, _)| *n);
+            mesh.set_peer_sets(first.into_iter().chain(rest.into_iter().map(|(_, p)| p.as_ref())));
+        }
+        st.endpoints = next;
+        let clusters: BTreeMap<String, Resource> =
+            set.iter().filter(|(n, _)| n.as_str() != workloads).map(|(n, r)| (n.clone(), r.clone())).collect();
+        self.raw.lock().insert(ENDPOINT, clusters);
         self.received[1].store(true, Ordering::Release);
         Ok(())
     }
 
-    async fn apply_routes(&self, set: &BTreeMap<String, Json>) -> Result<(), String> {
-        let _st = self.state.lock().await;
-        let (tables, errors) = validate_each(set, "route", |_, _, path, json| {
-            let rc = decode::<weft_xds::route::RouteConfiguration>(json, path)?;
+    async fn apply_routes(&self, set: &BTreeMap<String, Resource>) -> Result<(), String> {
+        let mut st = self.state.lock().await;
+        let old = &st.routes;
+        let (tables, errors) = validate_each(set, "route", |_, name, path, r| {
+            if let Some((_, t)) = old.get(name).filter(|(h, _)| *h == r.hash) {
+                return Ok(t.clone());
+            }
+            let rc = decode::<weft_xds::route::RouteConfiguration>(r, path)?;
             RouteTable::from_wire(&rc, path, &ClusterNames::Dynamic).map(Arc::new).map_err(|e| e.to_string())
         });
         joined(errors)?;
+        st.routes = tables.iter().filter_map(|(n, t)| set.get(n).map(|r| (n.clone(), (r.hash, t.clone())))).collect();
         self.ctx.routes.replace(tables.into_iter().collect());
         self.raw.lock().insert(ROUTE, set.clone());
         self.received[3].store(true, Ordering::Release);
         Ok(())
     }
 
-    async fn apply_listeners(&self, set: &BTreeMap<String, Json>) -> Result<(), String> {
+    async fn apply_listeners(&self, set: &BTreeMap<String, Resource>) -> Result<(), String> {
         let mut st = self.state.lock().await;
         // 1. Validate everything.
-        let (cfgs, mut errors) = validate_each(set, "listener", |i, name, path, json| {
+        let held = &st.listeners;
+        let (cfgs, mut errors) = validate_each(set, "listener", |i, name, path, r| {
             if self.static_listeners.iter().any(|l| l.cfg.name == name) {
                 return Err(format!("listener {name:?}: a static listener of that name exists"));
             }
-            let l = decode::<weft_xds::listener::Listener>(json, path)?;
+            if let Some(l) = held.get(name).filter(|l| l.hash == r.hash) {
+                return Ok((r.hash, l.rt.cfg.clone(), l.sds.clone()));
+            }
+            let j = json(r, path)?;
+            let mut sds = BTreeSet::new();
+            crate::tls::ads_secret_names(&j, &mut sds);
+            let l = weft_xds::load::from_value::<weft_xds::listener::Listener>(j, path).map_err(|e| e.to_string())?;
             let c = ListenerConfig::from_wire(&l, path, &ClusterNames::Dynamic, i).map_err(|e| e.to_string())?;
-            Ok((hash(json), Arc::new(c)))
+            Ok((r.hash, Arc::new(c), Arc::new(sds)))
         });
-        let cfgs: BTreeMap<String, (u64, Arc<ListenerConfig>)> = cfgs.into_iter().collect();
+        let cfgs: BTreeMap<String, Checked> = cfgs.into_iter().collect();
         let mut bound_addrs: HashMap<SocketAddr, String> =
             self.static_listeners.iter().filter(|l| l.cfg.bind_to_port).map(|l| (l.cfg.address, l.cfg.name.clone())).collect();
-        for (name, (_, c)) in &cfgs {
+        for (name, (_, c, _)) in &cfgs {
             if c.bind_to_port {
                 if let Some(other) = bound_addrs.insert(c.address, name.clone()) {
                     errors.push(format!("listener {name}: address: {} is already used by listener {other:?}", c.address));
@@ -238,7 +299,7 @@ impl Dynamic {
         // 2. Build new generations and bind new sockets; nothing is live yet.
         let mut built: BTreeMap<String, Arc<ListenerRuntime>> = BTreeMap::new();
         let mut sockets: BTreeMap<String, TcpListener> = BTreeMap::new();
-        for (name, (h, cfg)) in &cfgs {
+        for (name, (h, cfg, _)) in &cfgs {
             let old = st.listeners.get(name);
             if old.is_some_and(|o| o.hash == *h) {
                 continue;
@@ -258,7 +319,7 @@ impl Dynamic {
         let mut next: BTreeMap<String, DynListener> = BTreeMap::new();
         let mut old_all = std::mem::take(&mut st.listeners);
         let m = &self.ctx.store.manager;
-        for (name, (h, cfg)) in cfgs {
+        for (name, (h, cfg, sds)) in cfgs {
             let old = old_all.remove(&name);
             match &old {
                 None => m.listener_added.inc(),
@@ -294,7 +355,7 @@ impl Dynamic {
                 }
                 (None, None) => {}
             }
-            next.insert(name, DynListener { hash: h, rt, slot });
+            next.insert(name, DynListener { hash: h, rt, slot, sds });
         }
         for (_, gone) in old_all {
             tracing::info!(listener = %gone.rt.cfg.name, "listener removed; draining");
@@ -316,10 +377,9 @@ impl Dynamic {
                 NetworkAction::Tcp(_) => None,
             })
             .collect();
+        let sds: BTreeSet<String> = next.values().flat_map(|l| l.sds.iter().cloned()).collect();
         st.listeners = next;
         self.raw.lock().insert(LISTENER, set.clone());
-        let mut sds = BTreeSet::new();
-        set.values().for_each(|l| crate::tls::ads_secret_names(l, &mut sds));
         {
             let mut wanted = self.wanted.lock();
             wanted.insert(ROUTE, rds);
@@ -331,16 +391,15 @@ impl Dynamic {
 
     /// SDS over ADS: the certificates a gateway's listeners name, checked whole and then
     /// swapped in; every TLS context reads them at its next handshake.
-    fn apply_secrets(&self, set: &BTreeMap<String, Json>) -> Result<(), String> {
-        let (named, errors) = validate_each(set, "secret", |_, _, path, json| {
-            let s = decode::<weft_xds::tls::Secret>(json, path)?;
+    fn apply_secrets(&self, set: &BTreeMap<String, Resource>) -> Result<(), String> {
+        let (named, errors) = validate_each(set, "secret", |_, _, path, r| {
+            let s = decode::<weft_xds::tls::Secret>(r, path)?;
             crate::tls::named_secret(&s, path).map_err(|e| e.to_string())
         });
         joined(errors)?;
         crate::tls::secrets::store().set_named(named.into_iter().collect());
-        // Names only: a config dump never shows a key.
-        let names = set.keys().map(|n| (n.clone(), Arc::new(serde_json::json!({"name": n})))).collect();
-        self.raw.lock().insert(SECRET, names);
+        // Names only: a config dump never shows a key (`dump` reads these, never the secrets).
+        *self.secret_names.lock() = set.keys().cloned().collect();
         self.received[type_index(SECRET)].store(true, Ordering::Release);
         Ok(())
     }
@@ -358,7 +417,7 @@ impl weft_xds::ads_client::Handler for Dynamic {
     fn apply<'a>(
         &'a self,
         type_url: &'static str,
-        resources: &'a BTreeMap<String, Json>,
+        resources: &'a BTreeMap<String, Resource>,
     ) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>> {
         Box::pin(async move {
             let m = &self.ctx.store.manager;

@@ -228,6 +228,13 @@ struct Series {
     response_bytes: Histogram<10>,
 }
 
+/// The addresses one ClusterLoadAssignment names: workloads, and service VIPs.
+#[derive(Default)]
+pub struct PeerSet {
+    workloads: Vec<(IpAddr, Arc<Workload>)>,
+    services: Vec<(IpAddr, String)>,
+}
+
 /// What an address is: a workload's, or a service's VIP.
 #[derive(Default)]
 struct Peers {
@@ -330,26 +337,44 @@ impl Mesh {
     /// Replaces the address → workload table with the `istio.workload` metadata of every
     /// endpoint in `assignments` (ClusterLoadAssignments, proto3 JSON).
     pub fn set_peers<'a>(&self, assignments: impl Iterator<Item = &'a serde_json::Value>) {
+        let sets: Vec<PeerSet> = assignments.map(|cla| self.peers_of(cla)).collect();
+        self.set_peer_sets(sets.iter());
+    }
+
+    /// The peers one ClusterLoadAssignment names, read once per version of it (the proxy
+    /// keeps these, not the assignment's JSON).
+    pub fn peers_of(&self, cla: &serde_json::Value) -> PeerSet {
+        let mut set = PeerSet::default();
+        let lbs = cla.get("endpoints").and_then(|e| e.as_array()).into_iter().flatten();
+        for lbe in lbs.flat_map(|l| l.get("lb_endpoints").and_then(|e| e.as_array()).into_iter().flatten()) {
+            let Some(ip) = lbe.pointer("/endpoint/address/socket_address/address").and_then(|a| a.as_str()).and_then(|a| a.parse().ok())
+            else {
+                continue;
+            };
+            let istio = lbe.pointer("/metadata/filter_metadata/istio");
+            if let Some(service) = istio.and_then(|i| i.get("service")).and_then(|s| s.as_str()) {
+                set.services.push((ip, service.to_owned()));
+            }
+            let Some(mut w) = istio.and_then(|i| i.get("workload")).and_then(|w| w.as_str()).and_then(Workload::from_istio) else {
+                continue;
+            };
+            if let Some(sa) = istio.and_then(|i| i.get("service_account")).and_then(|s| s.as_str()) {
+                w.principal = format!("spiffe://{}/ns/{}/sa/{sa}", self.trust_domain(), w.namespace);
+            }
+            set.workloads.push((ip, Arc::new(w)));
+        }
+        set
+    }
+
+    /// Replaces the address → workload table with `sets`; the first set naming an address wins.
+    pub fn set_peer_sets<'a>(&self, sets: impl Iterator<Item = &'a PeerSet>) {
         let mut peers = Peers::default();
-        for cla in assignments {
-            let lbs = cla.get("endpoints").and_then(|e| e.as_array()).into_iter().flatten();
-            for lbe in lbs.flat_map(|l| l.get("lb_endpoints").and_then(|e| e.as_array()).into_iter().flatten()) {
-                let Some(ip) =
-                    lbe.pointer("/endpoint/address/socket_address/address").and_then(|a| a.as_str()).and_then(|a| a.parse().ok())
-                else {
-                    continue;
-                };
-                let istio = lbe.pointer("/metadata/filter_metadata/istio");
-                if let Some(service) = istio.and_then(|i| i.get("service")).and_then(|s| s.as_str()) {
-                    peers.services.entry(ip).or_insert_with(|| service.to_owned());
-                }
-                let Some(mut w) = istio.and_then(|i| i.get("workload")).and_then(|w| w.as_str()).and_then(Workload::from_istio) else {
-                    continue;
-                };
-                if let Some(sa) = istio.and_then(|i| i.get("service_account")).and_then(|s| s.as_str()) {
-                    w.principal = format!("spiffe://{}/ns/{}/sa/{sa}", self.trust_domain(), w.namespace);
-                }
-                peers.workloads.entry(ip).or_insert_with(|| Arc::new(w));
+        for set in sets {
+            for (ip, service) in &set.services {
+                peers.services.entry(*ip).or_insert_with(|| service.clone());
+            }
+            for (ip, w) in &set.workloads {
+                peers.workloads.entry(*ip).or_insert_with(|| w.clone());
             }
         }
         self.peers.store(Arc::new(peers));

@@ -1,9 +1,9 @@
 //! The ADS client: one gRPC stream to the control plane carrying clusters, endpoints,
 //! listeners and routes, in state-of-the-world or incremental (delta) form.
 //!
-//! Resources arrive as protobuf `Any`, are decoded to proto3 JSON by reflection (so they feed
-//! the same serde types as a bootstrap file), and are handed to a [`Handler`] as the whole
-//! current set of their type. The handler's verdict becomes the ACK or the NACK. EDS and RDS
+//! Resources arrive as protobuf `Any` and are kept in that compact form; the [`Handler`] gets the
+//! whole current set of their type and decodes what is new or changed to proto3 JSON by
+//! reflection (so it feeds the same serde types as a bootstrap file). The handler's verdict becomes the ACK or the NACK. EDS and RDS
 //! names follow what the applied clusters and listeners refer to, as Envoy subscribes.
 //! When the stream breaks, everything applied stays in force, and the client reconnects with
 //! exponential backoff and full jitter, resuming from the versions it holds.
@@ -25,19 +25,46 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use crate::proto::{self, Any, CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET};
 
-/// One resource as proto3 JSON, shared between the client's record of what it holds and the
-/// handler's (a config dump), so a proxy keeps one copy of each.
-pub type Json = Arc<serde_json::Value>;
+/// One resource as it arrived: its protobuf encoding, several times smaller than its JSON, and
+/// a hash of it. Held by the client (for partial responses and resumption) and shared with the
+/// handler; decoded to proto3 JSON only when the handler needs it (a new or changed resource,
+/// a config dump).
+#[derive(Clone, Debug)]
+pub struct Resource {
+    pub type_url: &'static str,
+    /// xxHash64 of the encoding: equal hashes mean the resource did not change.
+    pub hash: u64,
+    bytes: Arc<[u8]>,
+}
+
+impl Resource {
+    pub fn new(type_url: &'static str, bytes: &[u8]) -> Resource {
+        Resource { type_url, hash: xxhash_rust::xxh64::xxh64(bytes, 0), bytes: Arc::from(bytes) }
+    }
+
+    /// The resource as proto3 JSON (Envoy's snake_case names), decoded by reflection.
+    pub fn json(&self) -> Result<serde_json::Value, String> {
+        proto::from_bytes(self.type_url, &self.bytes).map_err(|e| e.to_string())
+    }
+}
+
+/// The name of an xDS resource: field 1 of each of the types weft serves (`name`, and
+/// `cluster_name` of a ClusterLoadAssignment). Other fields are skipped unread.
+#[derive(Clone, PartialEq, prost::Message)]
+struct Named {
+    #[prost(string, tag = "1")]
+    name: String,
+}
 
 /// Applies configuration the control plane sent.
 pub trait Handler: Send + Sync + 'static {
-    /// Makes `resources` (name → proto3 JSON) the whole current set of `type_url`. `Err`
+    /// Makes `resources` the whole current set of `type_url`. `Err`
     /// rejects the update, which must then leave everything as it was; the message goes back
     /// to the control plane in the NACK.
     fn apply<'a>(
         &'a self,
         type_url: &'static str,
-        resources: &'a BTreeMap<String, Json>,
+        resources: &'a BTreeMap<String, Resource>,
     ) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>>;
 
     /// The names of `type_url` (EDS, RDS or SDS) that the applied clusters or listeners refer to.
@@ -111,8 +138,8 @@ struct TypeState {
     /// Current names for EDS/RDS/SDS; CDS and LDS are wildcard, CDS plus the clusters fetched
     /// on demand.
     names: BTreeSet<String>,
-    /// Accepted resources: name → (version, JSON). Delta keeps per-resource versions.
-    resources: BTreeMap<String, (String, Json)>,
+    /// Accepted resources: name → (version, resource). Delta keeps per-resource versions.
+    resources: BTreeMap<String, (String, Resource)>,
     /// Whether any update of this type was ever accepted: until then there is no "last good
     /// config" to keep, and the logs must not claim one.
     accepted: bool,
@@ -279,18 +306,17 @@ fn follow_names(
     changed
 }
 
-fn resource_name(type_url: &str, json: &serde_json::Value) -> Option<String> {
-    let key = if type_url == ENDPOINT { "cluster_name" } else { "name" };
-    json.get(key).and_then(|v| v.as_str()).map(str::to_string)
-}
-
-fn decode(pool: &proto::PoolHandle, type_url: &str, any: &Any) -> Result<(String, Json), String> {
+/// Checks a resource's type and reads its name; the rest is decoded by the handler when needed.
+fn decode(type_url: &'static str, any: &Any) -> Result<(String, Resource), String> {
     if any.type_url != type_url {
         return Err(format!("resource of type {} in a {} response", any.type_url, proto::short_name(type_url)));
     }
-    let json = proto::from_any_with(pool, any).map_err(|e| e.to_string())?;
-    let name = resource_name(type_url, &json).ok_or_else(|| format!("{} resource without a name", proto::short_name(type_url)))?;
-    Ok((name, Arc::new(json)))
+    let short = proto::short_name(type_url);
+    let named = <Named as prost::Message>::decode(any.value.as_slice()).map_err(|e| format!("{short} resource: {e}"))?;
+    if named.name.is_empty() {
+        return Err(format!("{short} resource without a name"));
+    }
+    Ok((named.name, Resource::new(type_url, &any.value)))
 }
 
 fn nack_status(message: &str) -> RpcStatus {
@@ -383,9 +409,10 @@ async fn stream_sotw(
         };
         let mut decoded = BTreeMap::new();
         let mut err = None;
-        let p = pool_for_now(&mut pool);
+        // Held through the burst: the handler decodes what changed with it.
+        let _pool = pool_for_now(&mut pool);
         for any in &resp.resources {
-            match decode(&p, t, any) {
+            match decode(t, any) {
                 Ok((name, json)) => {
                     if decoded.insert(name.clone(), json).is_some() {
                         err = Some(format!("{name}: sent twice in one response"));
@@ -397,7 +424,7 @@ async fn stream_sotw(
         // CDS and LDS responses carry the whole set. EDS and RDS responses may carry only the
         // named resources that changed; the others keep what they had.
         let st = types.get_mut(t).expect("all types present");
-        let mut next: BTreeMap<String, Json> = if proto::is_wildcard_type(t) {
+        let mut next: BTreeMap<String, Resource> = if proto::is_wildcard_type(t) {
             BTreeMap::new()
         } else {
             st.resources.iter().filter(|(k, _)| st.names.contains(*k)).map(|(k, (_, v))| (k.clone(), v.clone())).collect()
@@ -509,15 +536,15 @@ async fn stream_delta(
         let st = types.get_mut(t).expect("all types present");
         let mut next = st.resources.clone();
         let mut err = None;
-        let p = pool_for_now(&mut pool);
+        let _pool = pool_for_now(&mut pool);
         for r in &resp.resources {
             let Some(any) = &r.resource else {
                 err = Some(format!("{}: resource without a body", r.name));
                 continue;
             };
-            match decode(&p, t, any) {
-                Ok((name, json)) => {
-                    next.insert(name, (r.version.clone(), json));
+            match decode(t, any) {
+                Ok((name, res)) => {
+                    next.insert(name, (r.version.clone(), res));
                 }
                 Err(e) => err = Some(format!("{}: {e}", r.name)),
             }
@@ -531,7 +558,7 @@ async fn stream_delta(
         if !never_held.is_empty() {
             handler.not_found(t, &never_held);
         }
-        let set: BTreeMap<String, Json> = next.iter().map(|(k, (_, v))| (k.clone(), v.clone())).collect();
+        let set: BTreeMap<String, Resource> = next.iter().map(|(k, (_, v))| (k.clone(), v.clone())).collect();
         let result = match err {
             Some(e) => Err(e),
             None => handler.apply(t, &set).await,

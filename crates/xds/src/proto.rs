@@ -133,9 +133,18 @@ pub fn from_any(any: &Any) -> Result<serde_json::Value, ProtoError> {
 
 /// [`from_any`] with a pool the caller holds (decoding many resources in a row).
 pub fn from_any_with(pool: &PoolHandle, any: &Any) -> Result<serde_json::Value, ProtoError> {
-    let desc = pool.0.get_message_by_name(message_name(&any.type_url)).ok_or_else(|| ProtoError::UnknownType(any.type_url.clone()))?;
-    let msg = DynamicMessage::decode(desc, any.value.as_slice())
-        .map_err(|e| ProtoError::Invalid { type_url: any.type_url.clone(), message: e.to_string() })?;
+    from_bytes_with(pool, &any.type_url, &any.value)
+}
+
+/// Decodes the protobuf encoding of a message of `type_url` into proto3 JSON.
+pub fn from_bytes(type_url: &str, bytes: &[u8]) -> Result<serde_json::Value, ProtoError> {
+    from_bytes_with(&hold_pool(), type_url, bytes)
+}
+
+fn from_bytes_with(pool: &PoolHandle, type_url: &str, bytes: &[u8]) -> Result<serde_json::Value, ProtoError> {
+    let invalid = |message: String| ProtoError::Invalid { type_url: type_url.into(), message };
+    let desc = pool.0.get_message_by_name(message_name(type_url)).ok_or_else(|| ProtoError::UnknownType(type_url.into()))?;
+    let msg = DynamicMessage::decode(desc, bytes).map_err(|e| invalid(e.to_string()))?;
     let opts = SerializeOptions::new().use_proto_field_name(true).stringify_64_bit_integers(false);
     msg.serialize_with_options(serde_json::value::Serializer, &opts).map_err(|e| {
         // An `Any` inside whose type the trimmed pool lacks: an extension weft does not
@@ -145,7 +154,7 @@ pub fn from_any_with(pool: &PoolHandle, any: &Any) -> Result<serde_json::Value, 
             Some(ty) => format!("@type {ty:?} is not supported by weft"),
             None => message,
         };
-        ProtoError::Invalid { type_url: any.type_url.clone(), message }
+        invalid(message)
     })
 }
 

@@ -217,6 +217,7 @@ async fn supervise(role: Role, a: RunArgs, paths: Paths, pod: PodEnv) -> Result<
         }
     };
     cmd.kill_on_drop(true);
+    die_with_parent(&mut cmd);
     let mut child = cmd.spawn().map_err(|e| format!("start the proxy: {e}"))?;
     tracing::info!(role = ?role, pid = child.id().unwrap_or(0), "proxy started");
 
@@ -280,4 +281,20 @@ async fn start_sds(pod: &PodEnv, paths: &Paths) -> Result<(), String> {
         }
     });
     Ok(())
+}
+
+/// The proxy goes when this process goes, also when it is killed outright (SIGKILL gives no
+/// chance to stop the child, and an orphaned proxy would hold the pod's ports).
+#[allow(unsafe_code, reason = "prctl in the child before exec has no safe wrapper")]
+fn die_with_parent(cmd: &mut tokio::process::Command) {
+    // SAFETY: the closure runs in the forked child before exec and only calls prctl, which is
+    // async-signal-safe; it allocates nothing and touches no locks.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
 }
