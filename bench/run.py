@@ -332,6 +332,9 @@ def summarize(med, shapes):
               f"max rps {ratio(w['max_rps'], e['max_rps'])}")
 
 
+OTHERS = "<!-- Sections below are written by other benchmarks; bench/run.py keeps them. -->"
+
+
 def write(args, med, envoy_version):
     d = med["direct"]
     def added(c, k):
@@ -377,8 +380,16 @@ def write(args, med, envoy_version):
         lines.append(f"| {label} | {row[0]} | {row[1]} | {row[2]} |")
     lines.append(f"| new mTLS connections/s per core | | | {ratio(med['weft-mtls']['handshakes_per_core'], med['envoy-mtls']['handshakes_per_core'])} |")
     lines += ["", "Where a one-hop request's time goes, and what was tried: [PROFILE.md](PROFILE.md).", ""]
+    # Other benchmarks keep their sections after the marker (bench/sidecar_memory.py writes its
+    # ratios there); this run leaves them as they are.
+    kept = ""
+    if os.path.exists(args.out):
+        with open(args.out) as f:
+            old = f.read()
+        if OTHERS in old:
+            kept = old[old.index(OTHERS):]
     with open(args.out, "w") as f:
-        f.write("\n".join(lines) + "\n")
+        f.write("\n".join(lines) + "\n" + (kept or OTHERS + "\n"))
     print("\n".join(lines))
 
 

@@ -235,6 +235,7 @@ impl Conn {
                 connected_at: unix_now(),
                 types: BTreeMap::new(),
                 last_config: Some(self.config.clone()),
+                clusters: None,
             },
         );
         self.node = Some(node);
@@ -411,6 +412,13 @@ impl Conn {
         let nonce = self.next_nonce();
         let sub = self.subs.entry(t).or_default();
         sub.sent.replace(&self.config, &sub.sel);
+        if t == CLUSTER {
+            let sel = sub.sel.clone();
+            if let Some(p) = self.shared.proxies.lock().get_mut(&self.id) {
+                p.clusters = Some(sel);
+            }
+        }
+        let sub = self.subs.entry(t).or_default();
         sub.checked = Some(self.config.clone());
         sub.nonce = nonce.clone();
         let version = self.state.version.to_string();

@@ -76,8 +76,9 @@ fn config_dump(shared: &Shared, proxy: &str) -> Option<serde_json::Value> {
     let p = proxies.values().find(|p| p.proxy == proxy || p.node_id == proxy || p.proxy.split('.').next() == Some(proxy))?;
     let p_name = (p.proxy.clone(), p.node_id.clone());
     let c = p.last_config.clone()?;
+    let clusters = p.clusters.clone().unwrap_or(crate::push::Sel::All);
     drop(proxies);
-    let mut out = c.to_json();
+    let mut out = c.to_json(&clusters);
     out["proxy"] = json!(p_name.0);
     out["node_id"] = json!(p_name.1);
     Some(out)

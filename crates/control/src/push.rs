@@ -223,13 +223,17 @@ impl ProxyConfig {
         (Arc::ptr_eq(&self.shared, &other.shared) || self.shared.same(&other.shared)) && self.own.same(&other.own)
     }
 
-    /// The proxy's config as proto3 JSON, for the debug API.
-    pub fn to_json(&self) -> serde_json::Value {
+    /// The proxy's config as proto3 JSON, for the debug API: the clusters (and their endpoints)
+    /// its CDS subscription covers, and everything else.
+    pub fn to_json(&self, clusters: &Sel) -> serde_json::Value {
         let mut out = serde_json::Map::new();
         for (t, key) in ALL_TYPES.iter().zip(["clusters", "endpoints", "listeners", "routes"]) {
+            let sel = if *t == proto::CLUSTER || *t == proto::ENDPOINT { clusters } else { &Sel::All };
             let list: Vec<serde_json::Value> = self
                 .select(t, &Sel::All)
-                .values()
+                .iter()
+                .filter(|(n, _)| sel.covers(n) || n.as_ref() == crate::translate::peers::WORKLOADS)
+                .map(|(_, r)| r)
                 .filter_map(|r| Any::decode(r.encoded.as_ref()).ok().and_then(|a| proto::from_any(&a).ok()))
                 .collect();
             out.insert(key.to_string(), serde_json::Value::Array(list));

@@ -72,6 +72,9 @@ pub struct ProxyStatus {
     pub types: BTreeMap<String, TypeStatus>,
     #[serde(skip)]
     pub last_config: Option<crate::push::ProxyConfig>,
+    /// What its CDS subscription covers (an on-demand proxy holds only what it asked for).
+    #[serde(skip)]
+    pub clusters: Option<crate::push::Sel>,
 }
 
 /// Large pushes in flight at once: enough to keep both directions of a few dozen streams busy,
