@@ -234,11 +234,11 @@ impl Dynamic {
         self.ctx.clusters.apply_eds(assignments);
         if let (Some(mesh), true) = (mesh, peers_changed) {
             // The workloads first: they carry the service accounts the service endpoints lack.
-            let first = next.get(workloads).map(|(_, p)| p.as_ref());
+            let first = next.get(workloads).map(|(_, p)| p);
             let mut rest: Vec<(&String, &Arc<crate::istio_metrics::PeerSet>)> =
                 next.iter().filter(|(n, _)| n.as_str() != workloads).map(|(n, (_, p))| (n, p)).collect();
             rest.sort_by_key(|(n, _)| *n);
-            mesh.set_peer_sets(first.into_iter().chain(rest.into_iter().map(|(_, p)| p.as_ref())));
+            mesh.set_peer_sets(first, rest.into_iter().map(|(_, p)| p.as_ref()));
         }
         st.endpoints = next;
         let clusters: BTreeMap<String, Resource> =

@@ -237,15 +237,53 @@ pub struct PeerSet {
 
 /// What an address is: a workload's, or a service's VIP.
 #[derive(Default)]
-struct Peers {
+struct PeerMaps {
     workloads: HashMap<IpAddr, Arc<Workload>>,
     services: HashMap<IpAddr, String>,
+}
+
+impl PeerMaps {
+    /// Adds `set`'s addresses that neither this nor `under` has yet (the first to name one
+    /// wins).
+    fn add(&mut self, set: &PeerSet, under: Option<&PeerMaps>) {
+        for (ip, service) in &set.services {
+            if under.is_none_or(|u| !u.services.contains_key(ip)) {
+                self.services.entry(*ip).or_insert_with(|| service.clone());
+            }
+        }
+        for (ip, w) in &set.workloads {
+            if under.is_none_or(|u| !u.workloads.contains_key(ip)) {
+                self.workloads.entry(*ip).or_insert_with(|| w.clone());
+            }
+        }
+    }
+}
+
+/// The mesh's workloads table (built once per version of it, it names every address in the
+/// mesh) and, on top, what the endpoint sets name that it lacks: a service's first use does
+/// not rebuild the table.
+#[derive(Default)]
+struct Peers {
+    base: Arc<PeerMaps>,
+    extra: PeerMaps,
+}
+
+impl Peers {
+    fn workload(&self, ip: &IpAddr) -> Option<&Arc<Workload>> {
+        self.base.workloads.get(ip).or_else(|| self.extra.workloads.get(ip))
+    }
+
+    fn service(&self, ip: &IpAddr) -> Option<&String> {
+        self.base.services.get(ip).or_else(|| self.extra.services.get(ip))
+    }
 }
 
 /// One proxy's Istio metrics.
 pub struct Mesh {
     me: Workload,
     peers: ArcSwap<Peers>,
+    /// The base table and the set it was built from.
+    base: Mutex<Option<(Arc<PeerSet>, Arc<PeerMaps>)>>,
     series: Mutex<HashMap<String, Series>>,
     tcp: Mutex<HashMap<String, TcpSeries>>,
     dropped: AtomicU64,
@@ -284,6 +322,7 @@ impl Mesh {
         Some(Arc::new(Mesh {
             me,
             peers: ArcSwap::default(),
+            base: Mutex::default(),
             series: Mutex::default(),
             tcp: Mutex::default(),
             dropped: AtomicU64::new(0),
@@ -338,7 +377,7 @@ impl Mesh {
     /// endpoint in `assignments` (ClusterLoadAssignments, proto3 JSON).
     pub fn set_peers<'a>(&self, assignments: impl Iterator<Item = &'a serde_json::Value>) {
         let sets: Vec<PeerSet> = assignments.map(|cla| self.peers_of(cla)).collect();
-        self.set_peer_sets(sets.iter());
+        self.set_peer_sets(None, sets.iter());
     }
 
     /// The peers one ClusterLoadAssignment names, read once per version of it (the proxy
@@ -366,18 +405,31 @@ impl Mesh {
         set
     }
 
-    /// Replaces the address → workload table with `sets`; the first set naming an address wins.
-    pub fn set_peer_sets<'a>(&self, sets: impl Iterator<Item = &'a PeerSet>) {
-        let mut peers = Peers::default();
-        for set in sets {
-            for (ip, service) in &set.services {
-                peers.services.entry(*ip).or_insert_with(|| service.clone());
+    /// Replaces the address → workload table with `base` (the mesh's workloads) and then
+    /// `rest`; the first to name an address wins. The table built from `base` is kept while the
+    /// same set is passed again.
+    pub fn set_peer_sets<'a>(&self, base: Option<&Arc<PeerSet>>, rest: impl Iterator<Item = &'a PeerSet>) {
+        let base_maps = match base {
+            None => Arc::default(),
+            Some(set) => {
+                let mut cached = self.base.lock();
+                match cached.as_ref().filter(|(s, _)| Arc::ptr_eq(s, set)) {
+                    Some((_, maps)) => maps.clone(),
+                    None => {
+                        let mut maps = PeerMaps::default();
+                        maps.add(set, None);
+                        let maps = Arc::new(maps);
+                        *cached = Some((set.clone(), maps.clone()));
+                        maps
+                    }
+                }
             }
-            for (ip, w) in &set.workloads {
-                peers.workloads.entry(*ip).or_insert_with(|| w.clone());
-            }
+        };
+        let mut extra = PeerMaps::default();
+        for set in rest {
+            extra.add(set, Some(&base_maps));
         }
-        self.peers.store(Arc::new(peers));
+        self.peers.store(Arc::new(Peers { base: base_maps, extra }));
     }
 
     /// The trust domain of this proxy's own principal.
@@ -392,13 +444,13 @@ impl Mesh {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
             v4 => v4,
         };
-        self.peers.load().workloads.get(&ip).cloned()
+        self.peers.load().workload(&ip).cloned()
     }
 
     /// The service whose VIP `host` is.
     fn service_at(&self, host: &str) -> Option<String> {
         let ip: IpAddr = host.parse().ok()?;
-        self.peers.load().services.get(&ip).cloned()
+        self.peers.load().service(&ip).cloned()
     }
 
     /// Who the two sides of a request or connection are, from this proxy's side `reporter`:

@@ -171,7 +171,9 @@ pub async fn start(config: Config, opts: Options) -> Result<Running, StartError>
             // Service clusters are fetched on first use unless the node metadata says
             // WEFT_ON_DEMAND=false; the key tells the control plane to scope CDS so.
             let mut metadata = config.node_metadata.clone();
-            let on_demand = metadata.get(ON_DEMAND_META).is_none_or(|v| v.as_str() != Some("false"));
+            // A gateway serves every route it is given, so it is sent every cluster.
+            let gateway = config.node_id.starts_with("router~");
+            let on_demand = !gateway && metadata.get(ON_DEMAND_META).is_none_or(|v| v.as_str() != Some("false"));
             metadata.insert(ON_DEMAND_META.into(), serde_json::json!(if on_demand { "true" } else { "false" }));
             if on_demand {
                 let od = crate::upstream::on_demand::OnDemand::new(crate::upstream::on_demand::FETCH_DEADLINE);
