@@ -42,7 +42,9 @@ def write_mesh(d, sidecar_scoping):
     docs = []
     for i in range(SERVICES):
         ns = f"ns{i % NAMESPACES}"
-        ip = f"10.200.{i // 250}.{i % 250 + 1}"
+        # Loopback addresses: the control plane scrapes each connected proxy's address for the
+        # service graph, and the benchmark's proxies are made up.
+        ip = f"127.200.{i // 250}.{i % 250 + 1}"
         vip = f"10.100.{i // 250}.{i % 250 + 1}"
         docs.append(f"apiVersion: v1\nkind: Service\nmetadata: {{name: svc-{i}, namespace: {ns}}}\nspec:\n  clusterIP: {vip}\n"
                     f"  selector: {{app: app-{i}}}\n  ports:\n  - {{name: http, port: 8080}}\n  - {{name: tcp, port: 9090}}\n")
@@ -103,7 +105,8 @@ def scenario(proxies, sidecar_scoping, changes, on_demand=None):
         # get a push: that scenario measures bytes, not convergence.
         load_args = ["--change", os.path.join(cfg, "change.yaml"), "--changes", str(changes)] if changes else []
         out = subprocess.run([os.path.join(REL, "weft-ads-load"), "--xds", f"127.0.0.1:{xds}", "--proxies", str(proxies),
-                              "--namespaces", str(NAMESPACES), "--timeout", "300", "--rss-of", str(cp.pid)] + load_args,
+                              "--namespaces", str(NAMESPACES), "--ip-base", "127.200", "--timeout", "300",
+                              "--rss-of", str(cp.pid)] + load_args
                              + (["--on-demand", str(on_demand), "--services", str(SERVICES)] if on_demand else []),
                              capture_output=True, text=True, timeout=900)
         if out.returncode != 0:

@@ -96,7 +96,7 @@ fn start_with(api_addr: std::net::SocketAddr, tag: &str, extra: &[&str]) -> Cont
 
 fn gateway_bootstrap(xds: u16, admin: u16) -> String {
     json!({
-        "node": {"id": "router~10.1.0.9~gw-1.istio-system~istio-system.svc.cluster.local", "cluster": "gw.istio-system",
+        "node": {"id": "router~127.0.0.9~gw-1.istio-system~istio-system.svc.cluster.local", "cluster": "gw.istio-system",
                  "metadata": {"NAMESPACE": "istio-system", "LABELS": {"istio": "ingressgateway"}}},
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin}}},
         "dynamic_resources": {"ads_config": {"api_type": "GRPC", "transport_api_version": "V3", "grpc_services": [{"envoy_grpc": {"cluster_name": "xds-grpc"}}]},

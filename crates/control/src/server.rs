@@ -35,6 +35,10 @@ pub struct Options {
     pub allow_unenforced_security: bool,
     /// The service graph asks this Prometheus instead of scraping the proxies itself.
     pub prometheus: Option<crate::graph::Prometheus>,
+    /// Scrape the connected proxies' metrics (`<proxy IP>:15090`) for the service graph when
+    /// no Prometheus is given. Off by default: an embedding or a test with made-up proxy
+    /// addresses must not send traffic to them; `weft control-plane` turns it on.
+    pub scrape_proxies: bool,
 }
 
 impl Default for Options {
@@ -54,6 +58,7 @@ impl Default for Options {
             ca: None,
             allow_unenforced_security: false,
             prometheus: None,
+            scrape_proxies: false,
         }
     }
 }
@@ -246,9 +251,10 @@ pub async fn start(opts: Options) -> Result<Running, ServeError> {
     tokio::spawn(crate::debug::serve(debug, shared.clone()));
     match opts.prometheus.clone() {
         Some(p) => *shared.prometheus.write() = Some(p),
-        None => {
+        None if opts.scrape_proxies => {
             tokio::spawn(crate::graph::scrape(shared.clone(), shared.graph.clone()));
         }
+        None => {}
     }
     tokio::spawn(crate::memory::return_free_memory());
 

@@ -212,6 +212,7 @@ pub fn run(args: ControlPlaneArgs) -> ExitCode {
         }),
         allow_unenforced_security: args.allow_unenforced_security,
         prometheus,
+        scrape_proxies: true,
     };
     rt.block_on(async move {
         let running = match weft_control::server::start(opts).await {

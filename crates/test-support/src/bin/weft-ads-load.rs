@@ -1,11 +1,11 @@
 //! Holds many real ADS streams against a control plane, the way that many sidecars would, and
 //! measures how long a config change takes to reach all of them.
 //!
-//!   weft-ads-load --xds 127.0.0.1:15010 --proxies 1000 --ip-base 10.200 [--namespaces 10]
+//!   weft-ads-load --xds 127.0.0.1:15010 --proxies 1000 --ip-base 127.200 [--namespaces 10]
 //!                 [--change FILE --changes 5] [--timeout 120] [--on-demand N]
 //!
 //! Every stream is its own HTTP/2 connection with its own Istio node id
-//! (`sidecar~10.200.X.Y~app-N-1.nsK~nsK.svc.cluster.local`, labels `app: app-N`). Each one
+//! (`sidecar~127.200.X.Y~app-N-1.nsK~nsK.svc.cluster.local`, labels `app: app-N`). Each one
 //! subscribes to CDS and LDS, follows EDS and RDS names from what it receives (as Envoy does),
 //! and ACKs every response at once. With `--change`, the tool rewrites FILE (a VirtualService
 //! whose timeout changes each time), records the moment, and waits until every stream has
@@ -58,7 +58,8 @@ fn parse_args() -> Result<Args, String> {
     let mut a = Args {
         xds: String::new(),
         proxies: 100,
-        ip_base: "10.200".into(),
+        // Loopback: a control plane scrapes the proxies' addresses for its service graph.
+        ip_base: "127.200".into(),
         namespaces: 1,
         change: None,
         changes: 5,
