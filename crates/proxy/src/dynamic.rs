@@ -230,7 +230,8 @@ impl Dynamic {
             let hash = set.get(&name).map(|r| r.hash).unwrap_or_default();
             next.insert(name, (hash, peers));
         }
-        let peers_changed = !assignments.is_empty() || fresh.contains_key(workloads) || next.len() != old.len();
+        // Something new or changed, or something gone.
+        let peers_changed = !fresh.is_empty() || next.len() != old.len();
         self.ctx.clusters.apply_eds(assignments);
         if let (Some(mesh), true) = (mesh, peers_changed) {
             // The workloads first: they carry the service accounts the service endpoints lack.

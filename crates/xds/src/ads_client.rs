@@ -100,11 +100,11 @@ async fn pool_idle(pool: &Option<(proto::PoolHandle, tokio::time::Instant)>) {
     }
 }
 
-/// The pool, held from now for the next `POOL_IDLE`.
-fn pool_for_now(pool: &mut Option<(proto::PoolHandle, tokio::time::Instant)>) -> proto::PoolHandle {
+/// Holds the pool from now for the next `POOL_IDLE`, so the handler's decoding of this burst
+/// of responses shares one.
+fn keep_pool(pool: &mut Option<(proto::PoolHandle, tokio::time::Instant)>) {
     let p = pool.take().map(|(p, _)| p).unwrap_or_else(proto::hold_pool);
-    *pool = Some((p.clone(), tokio::time::Instant::now()));
-    p
+    *pool = Some((p, tokio::time::Instant::now()));
 }
 
 #[derive(Debug, Clone)]
@@ -409,8 +409,7 @@ async fn stream_sotw(
         };
         let mut decoded = BTreeMap::new();
         let mut err = None;
-        // Held through the burst: the handler decodes what changed with it.
-        let _pool = pool_for_now(&mut pool);
+        keep_pool(&mut pool);
         for any in &resp.resources {
             match decode(t, any) {
                 Ok((name, json)) => {
@@ -536,7 +535,7 @@ async fn stream_delta(
         let st = types.get_mut(t).expect("all types present");
         let mut next = st.resources.clone();
         let mut err = None;
-        let _pool = pool_for_now(&mut pool);
+        keep_pool(&mut pool);
         for r in &resp.resources {
             let Some(any) = &r.resource else {
                 err = Some(format!("{}: resource without a body", r.name));

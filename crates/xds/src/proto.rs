@@ -83,7 +83,6 @@ pub fn descriptor_roots() -> Vec<&'static str> {
 static SHARED: Mutex<Weak<DescriptorPool>> = Mutex::new(Weak::new());
 
 /// Keeps the decoded pool alive while held.
-#[derive(Clone)]
 pub struct PoolHandle(Arc<DescriptorPool>);
 
 /// The pool, decoded now if nobody holds it.
@@ -128,21 +127,13 @@ pub fn to_any(type_url: &str, json: &serde_json::Value) -> Result<Any, ProtoErro
 /// Decodes an `Any` into proto3 JSON with Envoy's snake_case field names, leaving out fields
 /// at their defaults (so "set" means "sent").
 pub fn from_any(any: &Any) -> Result<serde_json::Value, ProtoError> {
-    from_any_with(&hold_pool(), any)
-}
-
-/// [`from_any`] with a pool the caller holds (decoding many resources in a row).
-pub fn from_any_with(pool: &PoolHandle, any: &Any) -> Result<serde_json::Value, ProtoError> {
-    from_bytes_with(pool, &any.type_url, &any.value)
+    from_bytes(&any.type_url, &any.value)
 }
 
 /// Decodes the protobuf encoding of a message of `type_url` into proto3 JSON.
 pub fn from_bytes(type_url: &str, bytes: &[u8]) -> Result<serde_json::Value, ProtoError> {
-    from_bytes_with(&hold_pool(), type_url, bytes)
-}
-
-fn from_bytes_with(pool: &PoolHandle, type_url: &str, bytes: &[u8]) -> Result<serde_json::Value, ProtoError> {
     let invalid = |message: String| ProtoError::Invalid { type_url: type_url.into(), message };
+    let pool = hold_pool();
     let desc = pool.0.get_message_by_name(message_name(type_url)).ok_or_else(|| ProtoError::UnknownType(type_url.into()))?;
     let msg = DynamicMessage::decode(desc, bytes).map_err(|e| invalid(e.to_string()))?;
     let opts = SerializeOptions::new().use_proto_field_name(true).stringify_64_bit_integers(false);

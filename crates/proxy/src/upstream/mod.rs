@@ -233,30 +233,22 @@ impl ClusterManager {
                 return Ok(c);
             }
             let failed = if od.is_refused(name) {
-                Some(Missing::NotFound(name.to_owned()))
+                Missing::NotFound(name.to_owned())
             } else if !od.is_connected() {
-                Some(Missing::Unreachable(name.to_owned()))
+                Missing::Unreachable(name.to_owned())
+            } else if tokio::time::timeout_at(deadline, changes.changed()).await.is_err() {
+                Missing::Timeout { name: name.to_owned(), deadline: od.deadline() }
             } else {
-                None
+                continue;
             };
-            if let Some(e) = failed {
-                // An EDS cluster that arrived without endpoints still serves (no healthy
-                // upstream) rather than being reported as missing.
-                if let Some(c) = self.get(name) {
-                    return Ok(c);
-                }
-                od.give_up(name);
-                self.store.manager.on_demand_failed.inc();
-                return Err(e);
+            // An EDS cluster that arrived without endpoints still serves (no healthy upstream)
+            // rather than being reported as missing.
+            if let Some(c) = self.get(name) {
+                return Ok(c);
             }
-            if tokio::time::timeout_at(deadline, changes.changed()).await.is_err() {
-                if let Some(c) = self.get(name) {
-                    return Ok(c);
-                }
-                od.give_up(name);
-                self.store.manager.on_demand_failed.inc();
-                return Err(Missing::Timeout { name: name.to_owned(), deadline: od.deadline() });
-            }
+            od.give_up(name);
+            self.store.manager.on_demand_failed.inc();
+            return Err(failed);
         }
     }
 
