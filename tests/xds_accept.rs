@@ -28,7 +28,7 @@ fn errors_for(model: &Model, node_id: &str, meta: serde_json::Value) -> Vec<Stri
     let g = generate(model, &node);
     let mut errors = Vec::new();
     for (name, v) in &g.clusters {
-        match weft_xds::load::from_value::<weft_xds::cluster::Cluster>(v.clone(), name) {
+        match weft_xds::load::from_value::<weft_xds::cluster::Cluster>(v.as_ref().clone(), name) {
             Ok(c) => {
                 if let Err(e) = ClusterConfig::from_wire(&c, &format!("cluster {name}")) {
                     errors.push(e.to_string());
@@ -38,7 +38,7 @@ fn errors_for(model: &Model, node_id: &str, meta: serde_json::Value) -> Vec<Stri
         }
     }
     for (name, v) in &g.endpoints {
-        if let Err(e) = weft_xds::load::from_value::<weft_xds::cluster::ClusterLoadAssignment>(v.clone(), name) {
+        if let Err(e) = weft_xds::load::from_value::<weft_xds::cluster::ClusterLoadAssignment>(v.as_ref().clone(), name) {
             errors.push(format!("endpoints {name}: {e}"));
         }
     }
@@ -104,7 +104,8 @@ fn the_proxy_accepts_every_translation_feature() {
     // The fixture really exercises the features (so this test cannot pass vacuously).
     let meta = serde_json::json!({"NAMESPACE": "default", "LABELS": {"app": "client"}});
     let g = generate(&model, &ProxyNode::parse("sidecar~10.2.0.9~client-1.default~default.svc.cluster.local", &meta).expect("node"));
-    let text = serde_json::to_string(&(&g.clusters, &g.listeners, &g.routes)).expect("json");
+    let clusters: Vec<&serde_json::Value> = g.clusters.values().map(|c| c.as_ref()).collect();
+    let text = serde_json::to_string(&(clusters, &g.listeners, &g.routes)).expect("json");
     for feature in [
         "request_mirror_policies",
         "typed_per_filter_config",

@@ -18,7 +18,7 @@ use weft_xds::proto::{self, Any, ALL_TYPES};
 
 use crate::model::Model;
 use crate::node::{Interception, ProxyKind, ProxyNode};
-use crate::translate::{generate_inbound, generate_outbound, Generated};
+use crate::translate::{generate_inbound, generate_outbound, Generated, Reuse};
 
 /// One resource, encoded and hashed.
 #[derive(Debug)]
@@ -48,6 +48,122 @@ fn type_index(t: &str) -> Option<usize> {
 #[derive(Default)]
 pub struct Memo {
     map: Mutex<HashMap<(usize, u64), Arc<Res>>>,
+    /// This version's shared JSON (`translate::Reuse`), by address, with the `Arc` held so
+    /// the address cannot be taken by another value: hashed once, not once per group.
+    shared: Mutex<HashMap<usize, SharedRes>>,
+    /// Encoded elements of resources encoded in parts ([`SPLIT`]), by (type, hash of their
+    /// JSON); carried into the next version when used in this one.
+    parts: Mutex<HashMap<(usize, u64), Arc<Part>>>,
+}
+
+/// Resources whose one repeated field grows with the mesh (a route configuration has a virtual
+/// host per service, a listener may have a filter chain per service): they are encoded element
+/// by element, so a change to one service encodes one element again, not the mesh. The wire
+/// form of a repeated field is its elements one after another, so the parts concatenate.
+const SPLIT: [(&str, &str); 2] = [(proto::ROUTE, "virtual_hosts"), (proto::LISTENER, "filter_chains")];
+
+/// Below this many elements, encoding the resource whole costs no more.
+const SPLIT_MIN: usize = 16;
+
+struct Part {
+    bytes: Bytes,
+    used: std::sync::atomic::AtomicBool,
+}
+
+struct SharedRes {
+    /// Held so the address stays this value's.
+    _json: Arc<serde_json::Value>,
+    res: Arc<Res>,
+}
+
+impl Memo {
+    /// `v` encoded, from the memo when an equal resource was encoded before.
+    fn encoded(&self, i: usize, type_url: &str, name: &str, v: &serde_json::Value) -> Option<Arc<Res>> {
+        let key = (i, json_hash(v, i as u64));
+        if let Some(r) = self.map.lock().get(&key).cloned() {
+            return Some(r);
+        }
+        match self.encode_value(i, type_url, v).map(|value| Any { type_url: type_url.into(), value }) {
+            Ok(any) => {
+                let hash = xxhash_rust::xxh64::xxh64(&any.value, 0);
+                let r = Arc::new(Res { name: Arc::from(name), hash, encoded: any.encode_to_vec().into() });
+                self.map.lock().insert(key, r.clone());
+                Some(r)
+            }
+            Err(e) => {
+                tracing::error!(resource = %name, error = %e, "generated resource is not valid Envoy config; not sent");
+                None
+            }
+        }
+    }
+}
+
+impl Memo {
+    /// The protobuf encoding of `v`, a resource of `type_url`; in parts when it is large.
+    fn encode_value(&self, i: usize, type_url: &str, v: &serde_json::Value) -> Result<Vec<u8>, proto::ProtoError> {
+        let split = SPLIT.iter().find(|(t, _)| *t == type_url).map(|(_, field)| *field);
+        let elements = split.and_then(|f| v.get(f)).and_then(serde_json::Value::as_array).filter(|e| e.len() >= SPLIT_MIN);
+        let (Some(field), Some(elements), Some(obj)) = (split, elements, v.as_object()) else {
+            return proto::to_any(type_url, v).map(|a| a.value);
+        };
+        let Some((number, element)) = proto::repeated_message_field(type_url, field) else {
+            return proto::to_any(type_url, v).map(|a| a.value);
+        };
+        let rest: serde_json::Map<String, serde_json::Value> =
+            obj.iter().filter(|(k, _)| *k != field).map(|(k, v)| (k.clone(), v.clone())).collect();
+        let mut out = proto::to_any(type_url, &serde_json::Value::Object(rest))?.value;
+        for e in elements {
+            let key = (i, json_hash(e, u64::from(number)));
+            let held = self.parts.lock().get(&key).cloned();
+            let part = match held {
+                Some(p) => p,
+                None => {
+                    let bytes = Bytes::from(proto::encode_message(&element, e)?);
+                    let p = Arc::new(Part { bytes, used: false.into() });
+                    self.parts.lock().insert(key, p.clone());
+                    p
+                }
+            };
+            part.used.store(true, std::sync::atomic::Ordering::Relaxed);
+            prost::encoding::encode_key(number, prost::encoding::WireType::LengthDelimited, &mut out);
+            prost::encoding::encode_varint(part.bytes.len() as u64, &mut out);
+            out.extend_from_slice(&part.bytes);
+        }
+        Ok(out)
+    }
+
+    /// A memo for the next version: what this one still holds.
+    fn carried(&self) -> Memo {
+        let map = self.map.lock().iter().filter(|(_, r)| Arc::strong_count(r) > 1).map(|(k, r)| (*k, r.clone())).collect();
+        let parts = self
+            .parts
+            .lock()
+            .iter()
+            .filter(|(_, p)| p.used.load(std::sync::atomic::Ordering::Relaxed))
+            .map(|(k, p)| (*k, Arc::new(Part { bytes: p.bytes.clone(), used: false.into() })))
+            .collect();
+        Memo { map: Mutex::new(map), shared: Mutex::default(), parts: Mutex::new(parts) }
+    }
+}
+
+/// Hashes JSON as its compact text without building the text.
+struct HashWriter(xxhash_rust::xxh64::Xxh64);
+
+impl std::io::Write for HashWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn json_hash(v: &serde_json::Value, seed: u64) -> u64 {
+    let mut w = HashWriter(xxhash_rust::xxh64::Xxh64::new(seed));
+    // Writing to a hasher cannot fail, nor can serializing a `Value`.
+    let _ = serde_json::to_writer(&mut w, v);
+    w.0.digest()
 }
 
 impl Compiled {
@@ -55,25 +171,20 @@ impl Compiled {
     /// schema refuses is a weft bug: it is left out and logged, never sent.
     pub fn encode(g: &Generated, memo: &Memo) -> Compiled {
         let mut types: [Set; ALL_TYPES.len()] = Default::default();
-        for (i, t) in ALL_TYPES.iter().enumerate() {
-            let Some(set) = g.by_type(t) else { continue };
-            for (name, v) in set {
-                let key = (i, xxhash_rust::xxh64::xxh64(v.to_string().as_bytes(), i as u64));
-                if let Some(r) = memo.map.lock().get(&key).cloned() {
-                    types[i].insert(r.name.clone(), r);
+        for item in g.items() {
+            let Some(i) = type_index(item.type_url) else { continue };
+            let held = item.shared.filter(|a| Arc::strong_count(a) > 1);
+            if let Some(a) = held {
+                if let Some(s) = memo.shared.lock().get(&(Arc::as_ptr(a) as usize)) {
+                    types[i].insert(s.res.name.clone(), s.res.clone());
                     continue;
                 }
-                match proto::to_any(t, v) {
-                    Ok(any) => {
-                        let hash = xxhash_rust::xxh64::xxh64(&any.value, 0);
-                        let name: Arc<str> = Arc::from(name.as_str());
-                        let r = Arc::new(Res { name: name.clone(), hash, encoded: any.encode_to_vec().into() });
-                        memo.map.lock().insert(key, r.clone());
-                        types[i].insert(name, r);
-                    }
-                    Err(e) => tracing::error!(resource = %name, error = %e, "generated resource is not valid Envoy config; not sent"),
-                }
             }
+            let Some(r) = memo.encoded(i, item.type_url, item.name, item.value) else { continue };
+            if let Some(a) = held {
+                memo.shared.lock().insert(Arc::as_ptr(a) as usize, SharedRes { _json: a.clone(), res: r.clone() });
+            }
+            types[i].insert(r.name.clone(), r);
         }
         Compiled { types: types.map(Arc::new) }
     }
@@ -307,30 +418,33 @@ pub struct Cache {
     groups: Mutex<HashMap<GroupKey, Arc<Compiled>>>,
     /// The previous version's groups, whose unchanged type sets are taken over.
     previous: HashMap<GroupKey, Arc<Compiled>>,
-    /// Shared by the outbound groups of this version; seeded from the previous version's.
+    /// Shared by the outbound groups and the proxies' own parts of this version; seeded from
+    /// the previous version's.
     memo: Memo,
+    /// What this version's groups translate alike (service clusters, endpoints, workloads).
+    reuse: Reuse,
     /// Subscriptions by content hash; see [`Names`].
     names: Mutex<HashMap<u64, Vec<Names>>>,
+    /// When a group was last built: `reuse` is let go of after a quiet while.
+    last_build: Mutex<Option<std::time::Instant>>,
 }
 
 impl Cache {
     /// `previous`: the cache of the version this one replaces; what it encoded is reused
     /// (and what it held that this version no longer generates is dropped with it).
     pub fn new(model: &Model, previous: Option<&Cache>) -> Cache {
-        let memo = Memo::default();
-        if let Some(p) = previous {
-            // Only what something still holds (the previous version's groups): the memo is
-            // bounded by what is in use, not by history.
-            let prev = p.memo.map.lock();
-            memo.map.lock().extend(prev.iter().filter(|(_, r)| Arc::strong_count(r) > 1).map(|(k, r)| (*k, r.clone())));
-        }
+        // Only what something still holds (the previous version's groups) or used: the memo is
+        // bounded by what is in use, not by history.
+        let memo = previous.map(|p| p.memo.carried()).unwrap_or_default();
         let previous_groups = previous.map(|p| p.groups.lock().clone()).unwrap_or_default();
         Cache {
             keys: selecting_label_keys(model),
             groups: Mutex::new(HashMap::new()),
             previous: previous_groups,
             memo,
+            reuse: Reuse::default(),
             names: Mutex::default(),
+            last_build: Mutex::default(),
         }
     }
 
@@ -350,6 +464,23 @@ impl Cache {
         let names = Arc::new(names);
         bucket.push(names.clone());
         names
+    }
+
+    /// Lets go of the JSON kept for building further groups of this version when no group was
+    /// built for `quiet`. A group built later (a proxy of a namespace not seen yet) is
+    /// translated whole again; the memo still spares it the encoding.
+    pub fn release_idle(&self, quiet: std::time::Duration) {
+        let mut last = self.last_build.lock();
+        if last.is_some_and(|t| t.elapsed() >= quiet) {
+            *last = None;
+            self.reuse.clear();
+            self.memo.shared.lock().clear();
+        }
+    }
+
+    #[cfg(test)]
+    fn reuse_is_empty(&self) -> bool {
+        self.memo.shared.lock().is_empty() && self.reuse.is_empty()
     }
 
     /// Number of distinct outbound groups built so far.
@@ -375,15 +506,24 @@ impl Cache {
         let shared = match existing {
             Some(s) => s,
             None => {
-                let mut built = Compiled::encode(&generate_outbound(model, node), &self.memo);
+                let mut built = Compiled::encode(&generate_outbound(model, node, &self.reuse), &self.memo);
                 if let Some(prev) = self.previous.get(&key) {
                     built = built.reuse(prev);
                 }
                 let built = Arc::new(built);
-                self.groups.lock().entry(key).or_insert(built).clone()
+                *self.last_build.lock() = Some(std::time::Instant::now());
+                let (shared, count) = {
+                    let mut groups = self.groups.lock();
+                    (groups.entry(key).or_insert(built).clone(), groups.len())
+                };
+                // Every group of the version before is rebuilt: the change has fanned out.
+                if !self.previous.is_empty() && count >= self.previous.len() {
+                    self.release_idle(std::time::Duration::ZERO);
+                }
+                shared
             }
         };
-        let mut own = Compiled::encode(&generate_inbound(model, node), &Memo::default());
+        let mut own = Compiled::encode(&generate_inbound(model, node), &self.memo);
         if let Some(b) = before {
             own = own.reuse(&b.own);
         }
@@ -453,5 +593,66 @@ mod tests {
         assert!(two.select(proto::LISTENER, &Sel::All).contains_key("127.77.0.4_15080"));
         assert!(one.select(proto::ROUTE, &Sel::All).contains_key("http_proxy"));
         assert!(!one.select(proto::LISTENER, &Sel::All).contains_key("virtualOutbound"));
+    }
+
+    #[test]
+    fn namespaces_share_a_services_clusters_unless_their_destination_rules_differ() {
+        let other = |ip: &str| {
+            let meta = serde_json::json!({"NAMESPACE": "other", "LABELS": {"app": "c"}});
+            ProxyNode::parse(&format!("sidecar~{ip}~c-1.other~other.svc.cluster.local"), &meta).expect("node")
+        };
+        let dr = "---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: a, namespace: other}\nspec:\n  host: a.default.svc.cluster.local\n  trafficPolicy: {outlierDetection: {consecutive5xxErrors: 3}}\n";
+        let m = model(&format!("{MESH}{dr}"));
+        let cache = Cache::new(&m, None);
+        let here = cache.config(&m, &node("10.0.0.1", "a"), None);
+        let there = cache.config(&m, &other("10.0.0.3"), None);
+        assert_eq!(cache.groups(), 2);
+        let cluster = |c: &ProxyConfig, name: &str| c.select(proto::CLUSTER, &Sel::All)[name].clone();
+        let (b, a) = ("outbound|80||b.default.svc.cluster.local", "outbound|80||a.default.svc.cluster.local");
+        assert!(Arc::ptr_eq(&cluster(&here, b), &cluster(&there, b)), "b has no rule: one cluster for both namespaces");
+        // `other`'s DestinationRule applies to its own proxies only.
+        let json = |r: Arc<Res>| proto::from_any(&Any::decode(r.encoded.as_ref()).expect("any")).expect("cluster");
+        assert!(json(cluster(&there, a)).get("outlier_detection").is_some(), "other's rule applies in other");
+        assert!(json(cluster(&here, a)).get("outlier_detection").is_none(), "and not in default");
+        // Once the version's spare JSON is let go of, a later group is built whole again and
+        // still shares the encoded resources.
+        cache.release_idle(std::time::Duration::ZERO);
+        assert!(cache.reuse_is_empty());
+        let meta = serde_json::json!({"NAMESPACE": "third", "LABELS": {"app": "d"}});
+        let third = ProxyNode::parse("sidecar~10.0.0.4~d-1.third~third.svc.cluster.local", &meta).expect("node");
+        let late = cache.config(&m, &third, None);
+        assert!(Arc::ptr_eq(&cluster(&here, b), &cluster(&late, b)));
+        assert!(json(cluster(&late, a)).get("outlier_detection").is_none());
+    }
+
+    #[test]
+    fn a_large_route_configuration_is_encoded_in_parts_that_decode_as_the_whole() {
+        let vhost = |n: usize, cluster: &str| {
+            serde_json::json!({"name": format!("svc-{n}:80"), "domains": [format!("svc-{n}")],
+                               "routes": [{"match": {"prefix": "/"}, "route": {"cluster": cluster, "timeout": "1s"}}]})
+        };
+        let config = |changed: &str| {
+            let hosts: Vec<_> = (0..40).map(|n| vhost(n, if n == 7 { changed } else { "c" })).collect();
+            serde_json::json!({"name": "80", "validate_clusters": false, "virtual_hosts": hosts})
+        };
+        let i = type_index(proto::ROUTE).expect("route type");
+        let memo = Memo::default();
+        let v = config("c");
+        let parts = memo.encode_value(i, proto::ROUTE, &v).expect("encodes");
+        assert_eq!(memo.parts.lock().len(), 40, "a part per virtual host");
+        let whole = proto::to_any(proto::ROUTE, &v).expect("encodes").value;
+        assert_ne!(parts, whole, "encoded in another field order");
+        let decode = |b: &[u8]| proto::from_bytes(proto::ROUTE, b).expect("decodes");
+        assert_eq!(decode(&parts), decode(&whole));
+        // One virtual host changed: one more part, and the same result as encoding it whole.
+        let v2 = config("d");
+        let parts2 = memo.encode_value(i, proto::ROUTE, &v2).expect("encodes");
+        assert_eq!(memo.parts.lock().len(), 41);
+        assert_eq!(decode(&parts2), decode(&proto::to_any(proto::ROUTE, &v2).expect("encodes").value));
+        // The next version keeps the parts this one used, and the one after only those it used.
+        let next = memo.carried();
+        assert_eq!(next.parts.lock().len(), 41);
+        next.encode_value(i, proto::ROUTE, &v2).expect("encodes");
+        assert_eq!(next.carried().parts.lock().len(), 40, "the replaced virtual host is gone");
     }
 }

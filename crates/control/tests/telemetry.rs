@@ -60,10 +60,9 @@ fn node(ip: &str, app: &str) -> ProxyNode {
 }
 
 fn encode_all(g: &Generated) {
-    for (t, set) in [(proto::CLUSTER, &g.clusters), (proto::LISTENER, &g.listeners)] {
-        for (name, v) in set {
-            proto::to_any(t, v).unwrap_or_else(|e| panic!("{name}: {e}\n{v:#}"));
-        }
+    for item in g.items() {
+        let (name, v) = (item.name, item.value);
+        proto::to_any(item.type_url, v).unwrap_or_else(|e| panic!("{name}: {e}\n{v:#}"));
     }
 }
 

@@ -20,16 +20,13 @@ fn node(ip: &str, app: &str) -> ProxyNode {
 }
 
 fn encode_all(g: &Generated) {
-    for (t, set) in
-        [(proto::CLUSTER, &g.clusters), (proto::ENDPOINT, &g.endpoints), (proto::LISTENER, &g.listeners), (proto::ROUTE, &g.routes)]
-    {
-        for (name, v) in set {
-            let any = proto::to_any(t, v).unwrap_or_else(|e| panic!("{name}: {e}\n{v:#}"));
-            assert_eq!(
-                &proto::from_any(&any).expect("decode")["name"].as_str().or(v["cluster_name"].as_str()),
-                &v["name"].as_str().or(v["cluster_name"].as_str())
-            );
-        }
+    for item in g.items() {
+        let (name, v) = (item.name, item.value);
+        let any = proto::to_any(item.type_url, v).unwrap_or_else(|e| panic!("{name}: {e}\n{v:#}"));
+        assert_eq!(
+            &proto::from_any(&any).expect("decode")["name"].as_str().or(v["cluster_name"].as_str()),
+            &v["name"].as_str().or(v["cluster_name"].as_str())
+        );
     }
 }
 

@@ -118,10 +118,25 @@ fn message_name(type_url: &str) -> &str {
 
 /// Encodes a proto3-JSON resource as the `Any` xDS carries.
 pub fn to_any(type_url: &str, json: &serde_json::Value) -> Result<Any, ProtoError> {
-    let desc = kept_pool().get_message_by_name(message_name(type_url)).ok_or_else(|| ProtoError::UnknownType(type_url.into()))?;
-    let msg =
-        DynamicMessage::deserialize(desc, json).map_err(|e| ProtoError::Invalid { type_url: type_url.into(), message: e.to_string() })?;
-    Ok(Any { type_url: type_url.into(), value: msg.encode_to_vec() })
+    Ok(Any { type_url: type_url.into(), value: encode_message(message_name(type_url), json)? })
+}
+
+/// Encodes a proto3-JSON message of the named type (`envoy.config.route.v3.VirtualHost`).
+pub fn encode_message(name: &str, json: &serde_json::Value) -> Result<Vec<u8>, ProtoError> {
+    let desc = kept_pool().get_message_by_name(name).ok_or_else(|| ProtoError::UnknownType(name.into()))?;
+    let msg = DynamicMessage::deserialize(desc, json).map_err(|e| ProtoError::Invalid { type_url: name.into(), message: e.to_string() })?;
+    Ok(msg.encode_to_vec())
+}
+
+/// The number and element type of `field`, a repeated message field of `type_url`'s message:
+/// what encoding such a resource in parts needs (the wire form of a repeated field is its
+/// elements one after another, each as field number, length and encoding).
+pub fn repeated_message_field(type_url: &str, field: &str) -> Option<(u32, String)> {
+    let f = kept_pool().get_message_by_name(message_name(type_url))?.get_field_by_name(field)?;
+    match f.kind() {
+        prost_reflect::Kind::Message(m) if f.is_list() => Some((f.number(), m.full_name().to_owned())),
+        _ => None,
+    }
 }
 
 /// Decodes an `Any` into proto3 JSON with Envoy's snake_case field names, leaving out fields

@@ -1,13 +1,16 @@
 //! Clusters (CDS) and their endpoints (EDS): one per service port and per DestinationRule
 //! subset, named as Istio names them, with the DestinationRule's traffic policy applied.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Map, Value};
 use weft_api::networking::{self as net, SimpleLb};
 
 use super::mtls::{self, ClusterTls};
-use super::{duration, outbound_cluster_name, socket_address, Generated, Scope, BLACKHOLE, INBOUND_PASSTHROUGH, PASSTHROUGH};
+use super::{
+    duration, outbound_cluster_name, socket_address, ClusterKey, Generated, Reuse, Scope, BLACKHOLE, INBOUND_PASSTHROUGH, PASSTHROUGH,
+};
 use crate::model::{labels_match, Discovery, Endpoint, Service, ServicePort};
 use crate::protocol::Protocol;
 
@@ -32,20 +35,42 @@ fn http_protocol_options(h2: bool, common: Option<Map<String, Value>>) -> Value 
     json!({"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": opts})
 }
 
-pub fn outbound(scope: &Scope<'_>, out: &mut Generated) {
+/// An outbound cluster and, for EDS, its endpoint set.
+#[derive(Clone)]
+pub(super) struct Built {
+    cluster: Arc<Value>,
+    endpoints: Option<Arc<Value>>,
+}
+
+pub fn outbound(scope: &Scope<'_>, reuse: &Reuse, out: &mut Generated) {
     for svc in &scope.services {
         let dr = scope.model.destination_rule(&svc.hostname, &scope.node.namespace);
+        let rule = dr.map(|d| (d.namespace.clone(), d.name.clone()));
         for port in &svc.ports {
             if port.protocol == Protocol::Udp {
                 continue;
             }
             let top = dr.and_then(|d| d.spec.traffic_policy.as_ref());
-            let name = outbound_cluster_name(port.port, "", &svc.hostname);
-            add(scope, out, &name, svc, port, top, None);
-            for subset in dr.map(|d| d.spec.subsets.as_slice()).unwrap_or_default() {
-                let name = outbound_cluster_name(port.port, &subset.name, &svc.hostname);
-                let policy = merge_policy(top, subset.traffic_policy.as_ref());
-                add(scope, out, &name, svc, port, policy.as_ref(), Some((subset.name.as_str(), &subset.labels)));
+            let subsets = dr.map(|d| d.spec.subsets.as_slice()).unwrap_or_default();
+            let each = std::iter::once((String::new(), None)).chain(subsets.iter().map(|s| (s.name.clone(), Some(s))));
+            for (subset_name, subset) in each {
+                let name = outbound_cluster_name(port.port, &subset_name, &svc.hostname);
+                let key = ClusterKey { name, rule: rule.clone(), identity: scope.node.identity };
+                let held = reuse.clusters.lock().get(&key).cloned();
+                let built = held.unwrap_or_else(|| {
+                    let built = match subset {
+                        None => add(scope, &key.name, svc, port, top, None),
+                        Some(s) => {
+                            let policy = merge_policy(top, s.traffic_policy.as_ref());
+                            add(scope, &key.name, svc, port, policy.as_ref(), Some((s.name.as_str(), &s.labels)))
+                        }
+                    };
+                    reuse.clusters.lock().entry(key.clone()).or_insert(built).clone()
+                });
+                if let Some(e) = built.endpoints {
+                    out.endpoints.insert(key.name.clone(), e);
+                }
+                out.clusters.insert(key.name, built.cluster);
             }
         }
     }
@@ -108,13 +133,12 @@ pub fn port_policy(policy: Option<&net::TrafficPolicy>, port: u16) -> PortPolicy
 
 fn add(
     scope: &Scope<'_>,
-    out: &mut Generated,
     name: &str,
     svc: &Service,
     port: &ServicePort,
     policy: Option<&net::TrafficPolicy>,
     subset: Option<(&str, &std::collections::BTreeMap<String, String>)>,
-) {
+) -> Built {
     let pp = port_policy(policy, port.port);
     let mut c = Map::new();
     c.insert("name".into(), json!(name));
@@ -128,11 +152,12 @@ fn add(
         .collect();
     let model = scope.model;
     let in_mesh = |e: &Endpoint| mtls::endpoint_takes_mtls(model, svc, e, port.port);
+    let mut eds = None;
     match svc.discovery {
         Discovery::Eds => {
             c.insert("type".into(), json!("EDS"));
             c.insert("eds_cluster_config".into(), json!({"eds_config": {"ads": {}, "resource_api_version": "V3"}, "service_name": name}));
-            out.endpoints.insert(name.to_string(), load_assignment(name, &endpoints, port.port, &in_mesh));
+            eds = Some(Arc::new(load_assignment(name, &endpoints, port.port, &in_mesh)));
         }
         Discovery::Dns | Discovery::DnsRoundRobin => {
             c.insert("type".into(), json!(if svc.discovery == Discovery::Dns { "STRICT_DNS" } else { "LOGICAL_DNS" }));
@@ -187,7 +212,7 @@ fn add(
         let min = od.min_health_percent.unwrap_or(0);
         c.insert("common_lb_config".into(), json!({"healthy_panic_threshold": {"value": f64::from(min)}}));
     }
-    out.clusters.insert(name.to_string(), Value::Object(c));
+    Built { cluster: Arc::new(Value::Object(c)), endpoints: eds }
 }
 
 fn load_balancer(c: &mut Map<String, Value>, lb: Option<&net::LoadBalancerSettings>) {
@@ -285,12 +310,12 @@ fn load_assignment(name: &str, endpoints: &[&Endpoint], svc_port: u16, in_mesh: 
 /// The clusters every proxy has: where unknown traffic goes, and where it is dropped.
 pub fn builtin(out: &mut Generated) {
     let timeout = duration(DEFAULT_CONNECT_TIMEOUT);
-    out.clusters.insert(BLACKHOLE.into(), json!({"name": BLACKHOLE, "type": "STATIC", "connect_timeout": timeout}));
+    out.clusters.insert(BLACKHOLE.into(), Arc::new(json!({"name": BLACKHOLE, "type": "STATIC", "connect_timeout": timeout})));
     for name in [PASSTHROUGH, INBOUND_PASSTHROUGH] {
         out.clusters.insert(
             name.into(),
-            json!({"name": name, "type": "ORIGINAL_DST", "lb_policy": "CLUSTER_PROVIDED", "connect_timeout": timeout,
-                   "circuit_breakers": {"thresholds": [unlimited_thresholds()]}}),
+            Arc::new(json!({"name": name, "type": "ORIGINAL_DST", "lb_policy": "CLUSTER_PROVIDED", "connect_timeout": timeout,
+                   "circuit_breakers": {"thresholds": [unlimited_thresholds()]}})),
         );
     }
 }
@@ -308,5 +333,5 @@ pub fn inbound(out: &mut Generated, port: u16, protocol: Protocol, endpoint: std
     if protocol.is_http2() {
         c["typed_extension_protocol_options"] = http_protocol_options(true, None);
     }
-    out.clusters.insert(name, c);
+    out.clusters.insert(name, Arc::new(c));
 }

@@ -38,28 +38,81 @@ pub const INBOUND_PASSTHROUGH: &str = "InboundPassthroughCluster";
 pub const OUTBOUND_PORT: u16 = 15001;
 pub const INBOUND_PORT: u16 = 15006;
 
-/// One proxy's resources, by type URL then resource name.
+/// One proxy's resources, by type URL then resource name. Clusters and endpoint sets are
+/// shared (`Arc`) because most of them come from [`Reuse`], built once per mesh version.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Generated {
-    pub clusters: BTreeMap<String, Value>,
-    pub endpoints: BTreeMap<String, Value>,
+    pub clusters: BTreeMap<String, Arc<Value>>,
+    pub endpoints: BTreeMap<String, Arc<Value>>,
     pub listeners: BTreeMap<String, Value>,
     pub routes: BTreeMap<String, Value>,
     /// SDS secrets (`kubernetes://…`) the listeners name: a gateway's certificates.
     pub secrets: BTreeMap<String, Value>,
 }
 
+/// A resource of a [`Generated`]: its JSON, and the `Arc` it is shared through when it has one.
+pub struct Item<'a> {
+    pub type_url: &'static str,
+    pub name: &'a str,
+    pub value: &'a Value,
+    pub shared: Option<&'a Arc<Value>>,
+}
+
+fn shared_items<'a>(type_url: &'static str, set: &'a BTreeMap<String, Arc<Value>>) -> impl Iterator<Item = Item<'a>> {
+    set.iter().map(move |(name, v)| Item { type_url, name, value: v.as_ref(), shared: Some(v) })
+}
+
+fn plain_items<'a>(type_url: &'static str, set: &'a BTreeMap<String, Value>) -> impl Iterator<Item = Item<'a>> {
+    set.iter().map(move |(name, value)| Item { type_url, name, value, shared: None })
+}
+
 impl Generated {
-    pub fn by_type(&self, type_url: &str) -> Option<&BTreeMap<String, Value>> {
+    /// Every resource, by type in `weft_xds::proto::ALL_TYPES` order.
+    pub fn items(&self) -> impl Iterator<Item = Item<'_>> {
         use weft_xds::proto::{CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET};
-        match type_url {
-            CLUSTER => Some(&self.clusters),
-            ENDPOINT => Some(&self.endpoints),
-            LISTENER => Some(&self.listeners),
-            ROUTE => Some(&self.routes),
-            SECRET => Some(&self.secrets),
-            _ => None,
-        }
+        shared_items(CLUSTER, &self.clusters)
+            .chain(shared_items(ENDPOINT, &self.endpoints))
+            .chain(plain_items(LISTENER, &self.listeners))
+            .chain(plain_items(ROUTE, &self.routes))
+            .chain(plain_items(SECRET, &self.secrets))
+    }
+}
+
+/// What a mesh version translates the same way for many proxies, built on first use and shared
+/// by every proxy group of that version (`push::Cache` holds one per version): without it, each
+/// namespace's group rebuilt every service's clusters and endpoints and the workloads table.
+/// It matters while a change fans out to the groups; held afterwards it would only keep the
+/// version's JSON in memory, so [`Reuse::clear`] lets go of it once it goes unused.
+#[derive(Default)]
+pub struct Reuse {
+    clusters: parking_lot::Mutex<std::collections::HashMap<ClusterKey, cluster::Built>>,
+    workloads: parking_lot::Mutex<Option<Arc<Value>>>,
+}
+
+/// What an outbound cluster (and its endpoint set) depends on beyond the mesh version: its
+/// name (service, port, subset), the DestinationRule the proxy's namespace selects for it, and
+/// whether the proxy has a certificate for auto mTLS.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct ClusterKey {
+    name: String,
+    rule: Option<(String, String)>,
+    identity: bool,
+}
+
+impl Reuse {
+    fn workloads(&self, model: &Model) -> Arc<Value> {
+        self.workloads.lock().get_or_insert_with(|| Arc::new(peers::workloads(model))).clone()
+    }
+
+    #[cfg(test)]
+    pub fn is_empty(&self) -> bool {
+        self.workloads.lock().is_none() && self.clusters.lock().is_empty()
+    }
+
+    /// Drops everything held; what is asked for afterwards is built again.
+    pub fn clear(&self) {
+        *self.workloads.lock() = None;
+        self.clusters.lock().clear();
     }
 }
 
@@ -123,7 +176,7 @@ fn egress_allows(entry: &str, svc: &Service, proxy_ns: &str) -> bool {
 
 /// Every resource `node` should have.
 pub fn generate(model: &Model, node: &ProxyNode) -> Generated {
-    let mut out = generate_outbound(model, node);
+    let mut out = generate_outbound(model, node, &Reuse::default());
     let own = generate_inbound(model, node);
     out.clusters.extend(own.clusters);
     out.endpoints.extend(own.endpoints);
@@ -135,12 +188,13 @@ pub fn generate(model: &Model, node: &ProxyNode) -> Generated {
 
 /// Everything except the proxy's own inbound side: it depends only on the proxy's kind,
 /// namespace and selecting labels, so proxies that agree on those share it (`push::Cache`).
-pub fn generate_outbound(model: &Model, node: &ProxyNode) -> Generated {
+/// `reuse` must belong to `model`'s version.
+pub fn generate_outbound(model: &Model, node: &ProxyNode, reuse: &Reuse) -> Generated {
     let scope = Scope::new(model, node);
     let mut out = Generated::default();
-    cluster::outbound(&scope, &mut out);
+    cluster::outbound(&scope, reuse, &mut out);
     cluster::builtin(&mut out);
-    out.endpoints.insert(peers::WORKLOADS.into(), peers::workloads(model));
+    out.endpoints.insert(peers::WORKLOADS.into(), reuse.workloads(model));
     tracing::collectors(&scope, &mut out);
     match node.kind {
         ProxyKind::Sidecar => {

@@ -6,6 +6,7 @@
 //! trace context is propagated next to B3 unless a provider asks for B3 only.
 
 use serde_json::{json, Value};
+use std::sync::Arc;
 use weft_api::mesh::providers::{OtelProvider, ZipkinProvider};
 use weft_api::mesh::Provider;
 
@@ -179,7 +180,7 @@ fn static_cluster(name: &str, host: &str, port: u16, http2: bool) -> Value {
 pub fn collectors(scope: &Scope<'_>, out: &mut Generated) {
     if scope.telemetry.tracing.is_none() {
         if let Some((name, Some((host, port)))) = legacy_collector(scope) {
-            out.clusters.insert(name.clone(), static_cluster(&name, &host, port, false));
+            out.clusters.insert(name.clone(), Arc::new(static_cluster(&name, &host, port, false)));
         }
     }
     for side in [Side::Client, Side::Server] {
@@ -192,7 +193,7 @@ pub fn collectors(scope: &Scope<'_>, out: &mut Generated) {
         };
         let (cluster, host, port) = provider_collector(scope, "tracing", &p.name, service, port);
         if cluster.starts_with("tracing|") {
-            out.clusters.insert(cluster.clone(), static_cluster(&cluster, &host, port, grpc));
+            out.clusters.insert(cluster.clone(), Arc::new(static_cluster(&cluster, &host, port, grpc)));
         }
     }
     // Access logs over OTLP/gRPC.
@@ -201,7 +202,7 @@ pub fn collectors(scope: &Scope<'_>, out: &mut Generated) {
             if let Provider::EnvoyOtelAls(o) = &l.provider.provider {
                 let (cluster, host, port) = provider_collector(scope, "accesslog", &l.provider.name, &o.service, o.port);
                 if cluster.starts_with("accesslog|") {
-                    out.clusters.insert(cluster.clone(), static_cluster(&cluster, &host, port, true));
+                    out.clusters.insert(cluster.clone(), Arc::new(static_cluster(&cluster, &host, port, true)));
                 }
             }
         }
