@@ -76,16 +76,51 @@ struct SharedRes {
     res: Arc<Res>,
 }
 
+/// A resource of a [`SPLIT`] type with enough elements to be encoded in parts: the rest of it
+/// and its elements, each with the hash of its JSON.
+struct Split<'a> {
+    field: &'static str,
+    rest: serde_json::Value,
+    elements: Vec<(u64, &'a serde_json::Value)>,
+}
+
+impl<'a> Split<'a> {
+    fn of(i: usize, type_url: &str, v: &'a serde_json::Value) -> Option<Split<'a>> {
+        let field = SPLIT.iter().find(|(t, _)| *t == type_url).map(|(_, field)| *field)?;
+        let elements = v.get(field)?.as_array().filter(|e| e.len() >= SPLIT_MIN)?;
+        let rest = v.as_object()?.iter().filter(|(k, _)| *k != field).map(|(k, v)| (k.clone(), v.clone())).collect();
+        let elements = elements.iter().map(|e| (json_hash(e, i as u64), e)).collect();
+        Some(Split { field, rest: serde_json::Value::Object(rest), elements })
+    }
+
+    /// The whole resource's hash, from its parts' (hashing it whole again would double the
+    /// cost of the largest resources).
+    fn hash(&self, i: usize) -> u64 {
+        let mut h = xxhash_rust::xxh64::Xxh64::new(i as u64);
+        h.update(&json_hash(&self.rest, i as u64).to_le_bytes());
+        for (e, _) in &self.elements {
+            h.update(&e.to_le_bytes());
+        }
+        h.digest()
+    }
+}
+
 impl Memo {
     /// `v` encoded, from the memo when an equal resource was encoded before.
     fn encoded(&self, i: usize, type_url: &str, name: &str, v: &serde_json::Value) -> Option<Arc<Res>> {
-        let key = (i, json_hash(v, i as u64));
+        let split = Split::of(i, type_url, v);
+        let key = (i, split.as_ref().map_or_else(|| json_hash(v, i as u64), |s| s.hash(i)));
         if let Some(r) = self.map.lock().get(&key).cloned() {
             return Some(r);
         }
-        match self.encode_value(i, type_url, v).map(|value| Any { type_url: type_url.into(), value }) {
-            Ok(any) => {
-                let hash = xxhash_rust::xxh64::xxh64(&any.value, 0);
+        let value = match &split {
+            Some(s) => self.encode_parts(i, type_url, s),
+            None => proto::to_any(type_url, v).map(|a| a.value),
+        };
+        match value {
+            Ok(value) => {
+                let hash = xxhash_rust::xxh64::xxh64(&value, 0);
+                let any = Any { type_url: type_url.into(), value };
                 let r = Arc::new(Res { name: Arc::from(name), hash, encoded: any.encode_to_vec().into() });
                 self.map.lock().insert(key, r.clone());
                 Some(r)
@@ -96,38 +131,35 @@ impl Memo {
             }
         }
     }
-}
 
-impl Memo {
-    /// The protobuf encoding of `v`, a resource of `type_url`; in parts when it is large.
-    fn encode_value(&self, i: usize, type_url: &str, v: &serde_json::Value) -> Result<Vec<u8>, proto::ProtoError> {
-        let split = SPLIT.iter().find(|(t, _)| *t == type_url).map(|(_, field)| *field);
-        let elements = split.and_then(|f| v.get(f)).and_then(serde_json::Value::as_array).filter(|e| e.len() >= SPLIT_MIN);
-        let (Some(field), Some(elements), Some(obj)) = (split, elements, v.as_object()) else {
-            return proto::to_any(type_url, v).map(|a| a.value);
+    /// The protobuf encoding of a split resource: the rest, then each element as the repeated
+    /// field's entry, from the parts memo where it was encoded before.
+    fn encode_parts(&self, i: usize, type_url: &str, s: &Split<'_>) -> Result<Vec<u8>, proto::ProtoError> {
+        let Some((number, element)) = proto::repeated_message_field(type_url, s.field) else {
+            return Err(proto::ProtoError::UnknownType(format!("{type_url}.{}", s.field)));
         };
-        let Some((number, element)) = proto::repeated_message_field(type_url, field) else {
-            return proto::to_any(type_url, v).map(|a| a.value);
-        };
-        let rest: serde_json::Map<String, serde_json::Value> =
-            obj.iter().filter(|(k, _)| *k != field).map(|(k, v)| (k.clone(), v.clone())).collect();
-        let mut out = proto::to_any(type_url, &serde_json::Value::Object(rest))?.value;
-        for e in elements {
-            let key = (i, json_hash(e, u64::from(number)));
-            let held = self.parts.lock().get(&key).cloned();
+        let mut out = proto::to_any(type_url, &s.rest)?.value;
+        let mut parts = Vec::with_capacity(s.elements.len());
+        for (hash, e) in &s.elements {
+            let held = self.parts.lock().get(&(i, *hash)).cloned();
             let part = match held {
                 Some(p) => p,
                 None => {
                     let bytes = Bytes::from(proto::encode_message(&element, e)?);
                     let p = Arc::new(Part { bytes, used: false.into() });
-                    self.parts.lock().insert(key, p.clone());
+                    self.parts.lock().insert((i, *hash), p.clone());
                     p
                 }
             };
             part.used.store(true, std::sync::atomic::Ordering::Relaxed);
+            parts.push(part);
+        }
+        // A key and a length prefix are at most 5 and 10 bytes.
+        out.reserve(parts.iter().map(|p| p.bytes.len() + 15).sum());
+        for p in parts {
             prost::encoding::encode_key(number, prost::encoding::WireType::LengthDelimited, &mut out);
-            prost::encoding::encode_varint(part.bytes.len() as u64, &mut out);
-            out.extend_from_slice(&part.bytes);
+            prost::encoding::encode_varint(p.bytes.len() as u64, &mut out);
+            out.extend_from_slice(&p.bytes);
         }
         Ok(out)
     }
@@ -415,7 +447,7 @@ struct GroupKey {
 /// Per mesh version: the shared outbound parts, built on first use.
 pub struct Cache {
     keys: BTreeSet<String>,
-    groups: Mutex<HashMap<GroupKey, Arc<Compiled>>>,
+    groups: Mutex<HashMap<GroupKey, Arc<std::sync::OnceLock<Arc<Compiled>>>>>,
     /// The previous version's groups, whose unchanged type sets are taken over.
     previous: HashMap<GroupKey, Arc<Compiled>>,
     /// Shared by the outbound groups and the proxies' own parts of this version; seeded from
@@ -436,7 +468,9 @@ impl Cache {
         // Only what something still holds (the previous version's groups) or used: the memo is
         // bounded by what is in use, not by history.
         let memo = previous.map(|p| p.memo.carried()).unwrap_or_default();
-        let previous_groups = previous.map(|p| p.groups.lock().clone()).unwrap_or_default();
+        let previous_groups = previous
+            .map(|p| p.groups.lock().iter().filter_map(|(k, c)| c.get().map(|g| (k.clone(), g.clone()))).collect())
+            .unwrap_or_default();
         Cache {
             keys: selecting_label_keys(model),
             groups: Mutex::new(HashMap::new()),
@@ -485,7 +519,7 @@ impl Cache {
 
     /// Number of distinct outbound groups built so far.
     pub fn groups(&self) -> usize {
-        self.groups.lock().len()
+        self.groups.lock().values().filter(|c| c.get().is_some()).count()
     }
 
     /// The config for `node`: the group's shared part (built once per group) and its own;
@@ -500,29 +534,29 @@ impl Cache {
             namespace: node.namespace.clone(),
             labels: node.labels.iter().filter(|(k, _)| self.keys.contains(*k)).map(|(k, v)| (k.clone(), v.clone())).collect(),
         };
-        // Built outside the lock: a slow first build must not stall other groups. Two
-        // connections racing on one new group both build it; the first stored wins.
-        let existing = self.groups.lock().get(&key).cloned();
-        let shared = match existing {
-            Some(s) => s,
-            None => {
-                let mut built = Compiled::encode(&generate_outbound(model, node, &self.reuse), &self.memo);
-                if let Some(prev) = self.previous.get(&key) {
-                    built = built.reuse(prev);
-                }
-                let built = Arc::new(built);
-                *self.last_build.lock() = Some(std::time::Instant::now());
-                let (shared, count) = {
-                    let mut groups = self.groups.lock();
-                    (groups.entry(key).or_insert(built).clone(), groups.len())
-                };
-                // Every group of the version before is rebuilt: the change has fanned out.
-                if !self.previous.is_empty() && count >= self.previous.len() {
-                    self.release_idle(std::time::Duration::ZERO);
-                }
-                shared
+        // Built outside the map's lock, so a slow first build does not stall other groups; a
+        // connection of a group being built waits for that build rather than repeating it
+        // (a change wakes every connection at once, and with a worker thread per core a
+        // repeated build was often most of the change's CPU).
+        let cell = self.groups.lock().entry(key.clone()).or_default().clone();
+        let mut fresh = false;
+        let shared = cell
+            .get_or_init(|| {
+                fresh = true;
+                let built = Compiled::encode(&generate_outbound(model, node, &self.reuse), &self.memo);
+                Arc::new(match self.previous.get(&key) {
+                    Some(prev) => built.reuse(prev),
+                    None => built,
+                })
+            })
+            .clone();
+        if fresh {
+            *self.last_build.lock() = Some(std::time::Instant::now());
+            // Every group of the version before is rebuilt: the change has fanned out.
+            if !self.previous.is_empty() && self.groups() >= self.previous.len() {
+                self.release_idle(std::time::Duration::ZERO);
             }
-        };
+        }
         let mut own = Compiled::encode(&generate_inbound(model, node), &self.memo);
         if let Some(b) = before {
             own = own.reuse(&b.own);
@@ -638,21 +672,24 @@ mod tests {
         let i = type_index(proto::ROUTE).expect("route type");
         let memo = Memo::default();
         let v = config("c");
-        let parts = memo.encode_value(i, proto::ROUTE, &v).expect("encodes");
+        let parts = memo.encode_parts(i, proto::ROUTE, &Split::of(i, proto::ROUTE, &v).expect("split")).expect("encodes");
         assert_eq!(memo.parts.lock().len(), 40, "a part per virtual host");
         let whole = proto::to_any(proto::ROUTE, &v).expect("encodes").value;
         assert_ne!(parts, whole, "encoded in another field order");
         let decode = |b: &[u8]| proto::from_bytes(proto::ROUTE, b).expect("decodes");
         assert_eq!(decode(&parts), decode(&whole));
+        let r = memo.encoded(i, proto::ROUTE, "80", &v).expect("encodes");
+        assert!(Arc::ptr_eq(&r, &memo.encoded(i, proto::ROUTE, "80", &v).expect("encodes")), "the second is the memo's");
+        assert_eq!(decode(&Any::decode(r.encoded.as_ref()).expect("any").value), decode(&whole));
         // One virtual host changed: one more part, and the same result as encoding it whole.
         let v2 = config("d");
-        let parts2 = memo.encode_value(i, proto::ROUTE, &v2).expect("encodes");
+        let parts2 = memo.encode_parts(i, proto::ROUTE, &Split::of(i, proto::ROUTE, &v2).expect("split")).expect("encodes");
         assert_eq!(memo.parts.lock().len(), 41);
         assert_eq!(decode(&parts2), decode(&proto::to_any(proto::ROUTE, &v2).expect("encodes").value));
         // The next version keeps the parts this one used, and the one after only those it used.
         let next = memo.carried();
         assert_eq!(next.parts.lock().len(), 41);
-        next.encode_value(i, proto::ROUTE, &v2).expect("encodes");
+        next.encode_parts(i, proto::ROUTE, &Split::of(i, proto::ROUTE, &v2).expect("split")).expect("encodes");
         assert_eq!(next.carried().parts.lock().len(), 40, "the replaced virtual host is gone");
     }
 }

@@ -43,7 +43,7 @@ pub(super) struct Built {
 }
 
 pub fn outbound(scope: &Scope<'_>, reuse: &Reuse, out: &mut Generated) {
-    for svc in &scope.services {
+    for svc in scope.services() {
         let dr = scope.model.destination_rule(&svc.hostname, &scope.node.namespace);
         let rule = dr.map(|d| (d.namespace.clone(), d.name.clone()));
         for port in &svc.ports {

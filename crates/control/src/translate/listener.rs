@@ -214,7 +214,7 @@ pub fn outbound(scope: &Scope<'_>, out: &mut Generated) {
 
     // One listener per destination port, shared by every service on that port.
     let mut ports: BTreeMap<u16, Vec<(&crate::model::Service, Protocol)>> = BTreeMap::new();
-    for svc in &scope.services {
+    for svc in scope.services() {
         for p in &svc.ports {
             if p.protocol != Protocol::Udp && p.port != OUTBOUND_PORT && p.port != INBOUND_PORT {
                 ports.entry(p.port).or_default().push((svc, p.protocol));

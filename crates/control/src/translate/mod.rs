@@ -120,7 +120,9 @@ impl Reuse {
 pub struct Scope<'a> {
     pub model: &'a Model,
     pub node: &'a ProxyNode,
-    pub services: Vec<&'a Arc<Service>>,
+    /// The services the `Sidecar`'s egress hosts let the proxy see; `None`: all of them
+    /// (not listed, since every proxy's inbound half builds a scope too).
+    visible: Option<Vec<&'a Arc<Service>>>,
     pub outbound: OutboundMode,
     /// The `Sidecar` that applies to the proxy, if any.
     pub sidecar: Option<&'a Resource<net::Sidecar>>,
@@ -133,13 +135,21 @@ impl<'a> Scope<'a> {
         let sidecar = sidecar_for(model, node);
         let egress: Vec<&str> =
             sidecar.map(|s| s.spec.egress.iter().flat_map(|e| e.hosts.iter().map(String::as_str)).collect()).unwrap_or_default();
-        let services =
-            model.services.iter().filter(|s| egress.is_empty() || egress.iter().any(|h| egress_allows(h, s, &node.namespace))).collect();
+        let visible = (!egress.is_empty())
+            .then(|| model.services.iter().filter(|s| egress.iter().any(|h| egress_allows(h, s, &node.namespace))).collect());
         let outbound = sidecar
             .and_then(|s| s.spec.outbound_traffic_policy.as_ref().map(|p| p.mode))
             .unwrap_or(model.mesh.outbound_traffic_policy.mode);
         let telemetry = crate::telemetry::resolve(model, &node.namespace, &node.labels);
-        Scope { model, node, services, outbound, sidecar, telemetry }
+        Scope { model, node, visible, outbound, sidecar, telemetry }
+    }
+
+    /// The services this proxy sees.
+    pub fn services(&self) -> Box<dyn Iterator<Item = &'a Arc<Service>> + '_> {
+        match &self.visible {
+            Some(v) => Box::new(v.iter().copied()),
+            None => Box::new(self.model.services.iter()),
+        }
     }
 
     /// The VirtualService that routes `host` for this proxy's mesh traffic (first by

@@ -15,7 +15,7 @@ const DEFAULT_RETRY_ON: &str = "connect-failure,refused-stream,unavailable,cance
 
 pub fn outbound(scope: &Scope<'_>, out: &mut super::Generated) {
     let mut ports: BTreeMap<u16, Vec<&Service>> = BTreeMap::new();
-    for svc in &scope.services {
+    for svc in scope.services() {
         for p in &svc.ports {
             if p.protocol.is_http() || p.protocol == Protocol::Auto {
                 ports.entry(p.port).or_default().push(svc);
@@ -49,7 +49,7 @@ pub fn outbound(scope: &Scope<'_>, out: &mut super::Generated) {
 pub fn http_proxy(scope: &Scope<'_>, out: &mut super::Generated) {
     let mut used = BTreeSet::new();
     let mut vhosts = Vec::new();
-    for svc in &scope.services {
+    for svc in scope.services() {
         for p in svc.ports.iter().filter(|p| p.protocol.is_http() || p.protocol == Protocol::Auto) {
             let domains: Vec<String> = domains(svc, p.port, &scope.node.namespace)
                 .into_iter()

@@ -142,7 +142,7 @@ fn provider_host(scope: &Scope<'_>, service: &str) -> String {
 pub(super) fn provider_collector(scope: &Scope<'_>, prefix: &str, name: &str, service: &str, port: u32) -> (String, String, u16) {
     let port = u16::try_from(port).unwrap_or(0);
     let fqdn = provider_host(scope, service);
-    let known = scope.services.iter().any(|s| s.hostname == fqdn && s.ports.iter().any(|p| p.port == port));
+    let known = scope.services().any(|s| s.hostname == fqdn && s.ports.iter().any(|p| p.port == port));
     let host = service.split_once('/').map_or(service, |(_, h)| h).to_owned();
     if known {
         (outbound_cluster_name(port, "", &fqdn), fqdn, port)
@@ -156,7 +156,7 @@ fn legacy_collector(scope: &Scope<'_>) -> Option<(String, Option<(String, u16)>)
     let z = scope.model.mesh.default_config.tracing.as_ref()?.zipkin.as_ref()?;
     let (host, port) = z.host_port()?;
     let fqdn = scope.model.resolve_host(host, &scope.model.mesh.root_namespace);
-    let known = scope.services.iter().any(|s| s.hostname == fqdn && s.ports.iter().any(|p| p.port == port));
+    let known = scope.services().any(|s| s.hostname == fqdn && s.ports.iter().any(|p| p.port == port));
     Some(if known { (outbound_cluster_name(port, "", &fqdn), None) } else { (ZIPKIN_CLUSTER.to_string(), Some((host.to_owned(), port))) })
 }
 
