@@ -257,8 +257,9 @@ pub async fn start(opts: Options) -> Result<Running, ServeError> {
         None => {}
     }
     let idle = shared.clone();
-    // A change that reaches fewer groups than the version before had (a namespace gone) lets go
-    // of its spare JSON here, once no group was built for 5 s.
+    // A version lets go of its spare JSON itself once every group the version before had is
+    // rebuilt; here, once no group was built for 5 s, go the first version's and that of a
+    // change that reaches fewer groups than before (a namespace gone).
     tokio::spawn(crate::memory::return_free_memory(move || idle.current.borrow().cache.release_idle(Duration::from_secs(5))));
 
     let (ca, secure_addr, webhook_addr) = match &opts.ca {
