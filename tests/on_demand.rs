@@ -1,6 +1,7 @@
-//! On-demand clusters with real processes: `weft control-plane` and `weft proxy` sidecars fed
-//! over ADS (explicit mode, on loopback). A sidecar holds no service cluster until it uses
-//! one; the first request to a service fetches it and follows the service's VirtualService;
+//! On-demand clusters and virtual hosts (VHDS) with real processes: `weft control-plane` and
+//! `weft proxy` sidecars fed over ADS (explicit mode, on loopback). A sidecar holds no service
+//! cluster and no service virtual host until it uses one; the first request to a service
+//! fetches its virtual host and cluster and follows the service's VirtualService;
 //! a restarted sidecar of the same workload gets its working set at once; a service that
 //! leaves the mesh leaves the sidecar; and while the control plane is away, a service never
 //! used fails with a 503 that says why, while those in use keep working.
@@ -115,6 +116,21 @@ impl Sidecar {
         names
     }
 
+    /// The virtual hosts the sidecar's `http_proxy` route configuration holds, by name.
+    async fn virtual_hosts(&self) -> Vec<String> {
+        let r = client::send(&self.admin, Req::get("/config_dump")).await.expect("admin /config_dump");
+        let dump: serde_json::Value = serde_json::from_str(&r.text()).expect("config dump is JSON");
+        let routes =
+            dump["configs"].as_array().into_iter().flatten().flat_map(|c| c["dynamic_route_configs"].as_array().into_iter().flatten());
+        let mut names: Vec<String> = routes
+            .filter(|r| r["route_config"]["name"] == "http_proxy")
+            .flat_map(|r| r["route_config"]["virtual_hosts"].as_array().into_iter().flatten())
+            .filter_map(|v| v["name"].as_str().map(str::to_string))
+            .collect();
+        names.sort();
+        names
+    }
+
     async fn get(&self, host: &str, headers: &[(&str, &str)]) -> client::Reply {
         let mut req = Req::get("/").host(host);
         for (k, v) in headers {
@@ -148,6 +164,8 @@ async fn scenario(delta: bool) {
 
     let s = sidecar(&xds, "client-1", delta).await;
     assert_eq!(s.service_clusters().await, Vec::<String>::new(), "no service cluster is held before one is used");
+    let catch_all = s.virtual_hosts().await;
+    assert!(!catch_all.iter().any(|v| v.contains("mesh.test")), "no service virtual host is held before use: {catch_all:?}");
 
     // First use of b, with the header that its VirtualService sends to v2: fetched, and routed.
     let r = s.get("b.mesh.test", &[("x-version", "two")]).await;
@@ -158,6 +176,14 @@ async fn scenario(delta: bool) {
     assert_eq!(s.service_clusters().await, vec![B_V1.to_string(), B_V2.to_string()]);
     assert_eq!(s.stat("cluster_manager.on_demand.requested").await, 2);
     assert_eq!(s.stat("cluster_manager.on_demand.failed").await, 0);
+    assert_eq!(s.stat("vhds.on_demand.requested").await, 1, "b's virtual host was fetched once");
+    let held = s.virtual_hosts().await;
+    assert_eq!(held.iter().filter(|v| v.contains("b.mesh.test")).count(), 1, "{held:?}");
+    assert!(!held.iter().any(|v| v.contains("a.mesh.test")), "a, never used, is not held: {held:?}");
+    // A host the mesh does not have gets the catch-all, as with every virtual host held.
+    let r = s.get("nowhere.invalid", &[]).await;
+    assert_ne!(r.status, 200, "{}", r.text());
+    assert_eq!(s.stat("vhds.on_demand.failed").await, 0, "a host that is not in the mesh is an answer, not a failure");
 
     // The same workload restarted: its working set arrives with its first config, before any
     // request.
@@ -167,6 +193,7 @@ async fn scenario(delta: bool) {
     let r = s.get("b.mesh.test", &[("x-version", "two")]).await;
     assert_eq!(r.header("x-upstream").as_deref(), Some("b-v2"));
     assert_eq!(s.stat("cluster_manager.on_demand.requested").await, 0, "nothing had to be fetched");
+    assert_eq!(s.stat("vhds.on_demand.requested").await, 0, "b's virtual host came with the working set");
 
     // b leaves the mesh: the sidecar drops what it held of it.
     std::fs::remove_file(config.join("b-routing.yaml")).expect("remove b's routing");
@@ -185,7 +212,7 @@ async fn scenario(delta: bool) {
     let r = s.get("a.mesh.test", &[]).await;
     assert_eq!(r.status, 503, "{}", r.text());
     assert!(r.text().contains("control plane is unreachable"), "the 503 says why: {}", r.text());
-    assert!(r.text().contains("outbound|80||a.mesh.test"), "and names the cluster: {}", r.text());
+    assert!(r.text().contains("\"a.mesh.test\""), "and names the host: {}", r.text());
     assert_eq!(a.requests(), 0);
 
     // It comes back on the same address: a is fetched on first use again.

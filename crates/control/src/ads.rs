@@ -15,7 +15,7 @@ use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, Disc
 use envoy_types::pb::google::protobuf::{value::Kind, Struct};
 use tokio::sync::OwnedSemaphorePermit;
 use tonic::Status;
-use weft_xds::proto::{self, ALL_TYPES, CLUSTER, LISTENER, SECRET};
+use weft_xds::proto::{self, ALL_TYPES, CLUSTER, LISTENER, SECRET, VIRTUAL_HOST};
 
 use crate::node::ProxyNode;
 use crate::push::{Names, ProxyConfig, Res, Sel};
@@ -158,13 +158,13 @@ struct Conn {
 
 /// The workload a proxy belongs to, for its working set: replicas and restarts of one
 /// workload share it.
-fn working_set_key(node: &ProxyNode) -> String {
+fn working_set_key(t: &str, node: &ProxyNode) -> String {
     let app = ["app", "app.kubernetes.io/name", "service.istio.io/canonical-name"]
         .iter()
         .find_map(|k| node.labels.get(*k).cloned())
         .or_else(|| node.workload_name.clone())
         .unwrap_or_else(|| node.name.clone());
-    format!("{}/{}/{app}", node.namespace, node.service_account.as_deref().unwrap_or(""))
+    format!("{}:{}/{}/{app}", proto::short_name(t), node.namespace, node.service_account.as_deref().unwrap_or(""))
 }
 
 pub fn struct_to_json(s: &Struct) -> serde_json::Value {
@@ -268,13 +268,16 @@ impl Conn {
         if let Some(p) = self.shared.proxies.lock().get_mut(&self.id) {
             p.last_config = Some(self.config.clone());
         }
-        // Service clusters the mesh no longer has leave an on-demand subscription (the push
-        // removes them from the proxy); they come back if the proxy asks again.
-        if let Some(Sel::Demand(names)) = self.subs.get(CLUSTER).map(|s| s.sel.clone()) {
-            if names.iter().any(|n| self.config.hash(CLUSTER, n).is_none()) {
-                let kept = self.demand_names(None, names.iter().cloned().collect());
-                if let Some(sub) = self.subs.get_mut(CLUSTER) {
-                    sub.sel = Sel::Demand(kept);
+        // Service clusters and virtual hosts the mesh no longer has leave an on-demand
+        // subscription (the push removes them from the proxy); they come back if the proxy
+        // asks again.
+        for t in [CLUSTER, VIRTUAL_HOST] {
+            if let Some(Sel::Demand(names)) = self.subs.get(t).map(|s| s.sel.clone()) {
+                if names.iter().any(|n| self.config.hash(t, n).is_none()) {
+                    let kept = self.demand_names(t, None, names.iter().cloned().collect());
+                    if let Some(sub) = self.subs.get_mut(t) {
+                        sub.sel = Sel::Demand(kept);
+                    }
                 }
             }
         }
@@ -284,33 +287,48 @@ impl Conn {
     /// Whether type `t` is scoped to what the proxy asked for: CDS of a proxy that fetches
     /// service clusters on first use.
     fn demands(&self, t: &str) -> bool {
-        t == CLUSTER && self.node.as_ref().is_some_and(|n| n.on_demand)
+        (t == CLUSTER || t == VIRTUAL_HOST) && self.node.as_ref().is_some_and(|n| n.on_demand)
+    }
+
+    /// What a proxy asking VHDS for `names` (`<route configuration>/<host>`) means: the
+    /// virtual hosts they resolve to, and the names that resolve to none.
+    fn resolve_hosts<'a>(&self, names: impl IntoIterator<Item = &'a str>) -> (BTreeSet<Arc<str>>, Vec<Arc<str>>) {
+        let (mut found, mut missing) = (BTreeSet::new(), Vec::new());
+        for n in names {
+            match self.config.shared.aliases.resolve(n) {
+                Some(r) => {
+                    found.insert(r);
+                }
+                None => missing.push(Arc::from(n)),
+            }
+        }
+        (found, missing)
     }
 
     /// The service clusters an on-demand proxy gets: what it had, what it asks for now, and
     /// what proxies of its workload used before (so a restarted or added replica has its
     /// working set at once), less what the mesh no longer has. What it asks for joins its
     /// workload's working set.
-    fn demand_names(&self, before: Option<&BTreeSet<Arc<str>>>, listed: BTreeSet<Arc<str>>) -> Names {
+    fn demand_names(&self, t: &'static str, before: Option<&BTreeSet<Arc<str>>>, listed: BTreeSet<Arc<str>>) -> Names {
         let mut names: BTreeSet<Arc<str>> = before.map(|b| b.iter().cloned().collect()).unwrap_or_default();
         names.extend(listed.iter().cloned());
-        if let Some(key) = self.node.as_ref().map(working_set_key) {
+        if let Some(key) = self.node.as_ref().map(|n| working_set_key(t, n)) {
             let mut sets = self.shared.working_sets.lock();
             let set = sets.entry(key).or_default();
-            set.extend(listed.into_iter().filter(|n| self.config.hash(CLUSTER, n).is_some()));
-            set.retain(|n| self.config.hash(CLUSTER, n).is_some());
+            set.extend(listed.into_iter().filter(|n| self.config.hash(t, n).is_some()));
+            set.retain(|n| self.config.hash(t, n).is_some());
             names.extend(set.iter().cloned());
         }
-        names.retain(|n| self.config.hash(CLUSTER, n).is_some());
+        names.retain(|n| self.config.hash(t, n).is_some());
         self.state.cache.intern_names(names)
     }
 
     /// The proxy unsubscribed from `names` (delta): its workload no longer uses them.
-    fn forget_demand(&self, names: &[&String]) {
+    fn forget_demand(&self, t: &'static str, names: &[&String]) {
         if names.is_empty() {
             return;
         }
-        if let Some(key) = self.node.as_ref().map(working_set_key) {
+        if let Some(key) = self.node.as_ref().map(|n| working_set_key(t, n)) {
             if let Some(set) = self.shared.working_sets.lock().get_mut(&key) {
                 for n in names {
                     set.remove(n.as_str());
@@ -446,10 +464,15 @@ impl Conn {
             self.on_reply(t, req.error_detail.as_ref().map(|e| e.message.as_str()), Some(req.version_info.clone()));
         }
         let wildcard = (t == CLUSTER || t == LISTENER) && req.resource_names.is_empty() || req.resource_names.iter().any(|n| n == "*");
-        let listed = req.resource_names.iter().filter(|n| *n != "*").map(|n| self.config.intern(t, n)).collect::<BTreeSet<_>>();
+        let mut listed = req.resource_names.iter().filter(|n| *n != "*").map(|n| self.config.intern(t, n)).collect::<BTreeSet<_>>();
+        // VHDS is asked by host: each resolves to a virtual host, or is answered as having none.
+        let mut unknown_hosts = Vec::new();
+        if t == VIRTUAL_HOST {
+            (listed, unknown_hosts) = self.resolve_hosts(req.resource_names.iter().filter(|n| *n != "*").map(String::as_str));
+        }
         let sel = if wildcard && self.demands(t) {
             let before = self.subs.get(t).and_then(|s| s.sel.listed().cloned());
-            Sel::Demand(self.demand_names(before.as_deref(), listed))
+            Sel::Demand(self.demand_names(t, before.as_deref(), listed))
         } else if wildcard {
             Sel::All
         } else {
@@ -462,7 +485,8 @@ impl Conn {
         let sub = self.subs.entry(t).or_default();
         let first = !sub.started;
         let resubscribed = sel != sub.sel;
-        if first || resubscribed {
+        sub.asked.extend(unknown_hosts);
+        if first || resubscribed || !sub.asked.is_empty() {
             sub.started = true;
             sub.sel = sel;
             // A changed subscription gets the full current set for it. A weft proxy that
@@ -502,10 +526,13 @@ impl Conn {
         }
         // CDS and LDS are state of the world: every response carries every resource. EDS and
         // RDS responses need only the changed ones.
-        let full = t == CLUSTER || t == LISTENER;
+        let full = proto::is_full_state(t);
         // `always` answers a request, which must get a response; what it carries is still only
         // what the proxy lacks, unless it holds nothing (`sent` cleared).
-        let resources: Vec<Arc<Res>> = wanted.iter().filter(|(n, r)| full || changed(n, r)).map(|(_, r)| r.clone()).collect();
+        let mut resources: Vec<Arc<Res>> = wanted.iter().filter(|(n, r)| full || changed(n, r)).map(|(_, r)| r.clone()).collect();
+        // Hosts asked of VHDS that name no virtual host: said so, once, by a virtual host of
+        // that name with no domains (state of the world has no "does not exist").
+        resources.extend(std::mem::take(&mut sub.asked).into_iter().map(|alias| no_such_host(&alias)));
         let count = wanted.len();
         // Not held while waiting for a slot: a fleet waiting to be admitted would each hold one.
         drop(wanted);
@@ -549,6 +576,16 @@ impl Conn {
             if n == "*" {
                 resubscribed |= !wildcard;
                 wildcard = true;
+            } else if t == VIRTUAL_HOST {
+                // Asked by host: what it resolves to joins the subscription; a host that names
+                // no virtual host is answered as removed.
+                match self.config.shared.aliases.resolve(n) {
+                    Some(r) => resubscribed |= listed.insert(r),
+                    None => {
+                        sub.asked.insert(Arc::from(n.as_str()));
+                        resubscribed = true;
+                    }
+                }
             } else if !listed.contains(n.as_str()) {
                 let n = self.config.intern(t, n);
                 listed.insert(n.clone());
@@ -565,8 +602,8 @@ impl Conn {
             let sel = if wildcard && demands {
                 // `listed` started from what the subscription covered, so what was
                 // unsubscribed is gone from it.
-                self.forget_demand(&unsubscribed);
-                Sel::Demand(self.demand_names(None, listed))
+                self.forget_demand(t, &unsubscribed);
+                Sel::Demand(self.demand_names(t, None, listed))
             } else if wildcard {
                 Sel::All
             } else {
@@ -629,4 +666,13 @@ impl Conn {
         }
         self.shared.proxies.lock().remove(&self.id);
     }
+}
+
+/// VHDS's answer, over state of the world, to a host that names no virtual host: a virtual host
+/// of the name asked with no domains (one a proxy could never route by).
+fn no_such_host(alias: &str) -> Arc<Res> {
+    use prost::Message;
+    let vh = envoy_types::pb::envoy::config::route::v3::VirtualHost { name: alias.to_owned(), ..Default::default() };
+    let any = proto::Any { type_url: VIRTUAL_HOST.into(), value: vh.encode_to_vec() };
+    Arc::new(Res { name: Arc::from(alias), hash: 0, encoded: any.encode_to_vec().into() })
 }

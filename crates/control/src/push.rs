@@ -37,6 +37,8 @@ type Set = BTreeMap<Arc<str>, Arc<Res>>;
 #[derive(Debug, Default)]
 pub struct Compiled {
     types: [Arc<Set>; ALL_TYPES.len()],
+    /// For a group whose virtual hosts go by VHDS: which one each host asked for is.
+    pub aliases: crate::translate::vhds::Aliases,
 }
 
 fn type_index(t: &str) -> Option<usize> {
@@ -218,7 +220,7 @@ impl Compiled {
             }
             types[i].insert(r.name.clone(), r);
         }
-        Compiled { types: types.map(Arc::new) }
+        Compiled { types: types.map(Arc::new), aliases: Default::default() }
     }
 
     /// Takes `previous`'s set for every type whose resources are the same ones.
@@ -293,9 +295,10 @@ impl Sel {
     }
 }
 
-/// Service clusters: what a proxy that fetches on demand gets only when it asks.
+/// What a proxy that fetches on demand gets only when it asks: service clusters, and VHDS
+/// virtual hosts (`<route configuration>/<virtual host>`; no cluster name has a `/`).
 pub fn is_lazy(name: &str) -> bool {
-    name.starts_with("outbound|")
+    name.starts_with("outbound|") || name.contains('/')
 }
 
 /// Everything one proxy is sent: its group's shared part and its own.
@@ -440,6 +443,8 @@ struct GroupKey {
     http_proxy: bool,
     /// HTTP/1.0 accepted (`HTTP10` metadata): every connection manager says so.
     http10: bool,
+    /// A weft sidecar that fetches on first use: its virtual hosts go by VHDS.
+    vhds: bool,
     namespace: String,
     labels: BTreeMap<String, String>,
 }
@@ -531,6 +536,7 @@ impl Cache {
             interception: node.interception,
             http_proxy: node.http_proxy_port(&model.mesh).is_some(),
             http10: node.http10,
+            vhds: node.on_demand,
             namespace: node.namespace.clone(),
             labels: node.labels.iter().filter(|(k, _)| self.keys.contains(*k)).map(|(k, v)| (k.clone(), v.clone())).collect(),
         };
@@ -543,7 +549,9 @@ impl Cache {
         let shared = cell
             .get_or_init(|| {
                 fresh = true;
-                let built = Compiled::encode(&generate_outbound(model, node, &self.reuse), &self.memo);
+                let mut generated = generate_outbound(model, node, &self.reuse);
+                let aliases = if key.vhds { crate::translate::vhds::split(&mut generated) } else { Default::default() };
+                let built = Compiled { aliases, ..Compiled::encode(&generated, &self.memo) };
                 Arc::new(match self.previous.get(&key) {
                     Some(prev) => built.reuse(prev),
                     None => built,

@@ -20,13 +20,14 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use tokio::net::TcpListener;
 use weft_xds::ads_client::Resource;
-use weft_xds::proto::{ALL_TYPES, CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET};
+use weft_xds::proto::{ALL_TYPES, CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET, VIRTUAL_HOST};
 
 use crate::config::cluster::{endpoints_from_wire, Discovery};
 use crate::config::listener::{ClusterNames, NetworkAction, RouteSource};
 use crate::config::route::RouteTable;
 use crate::config::{ClusterConfig, ListenerConfig};
 use crate::drain::Drain;
+use crate::http::rds;
 use crate::listener::{accept_loop, ListenerRuntime, ListenerSlot, Listeners};
 use crate::server::BuildCtx;
 
@@ -46,6 +47,12 @@ struct State {
     listeners: BTreeMap<String, DynListener>,
     clusters: HashMap<String, (u64, Arc<ClusterConfig>)>,
     routes: HashMap<String, (u64, Arc<RouteTable>)>,
+    /// Route configurations that say `vhds`, as they arrived: their tables are built again, with
+    /// the virtual hosts fetched so far, when either changes (both are small: the catch-all, and
+    /// the hosts this proxy used).
+    vhds_routes: HashMap<String, Arc<weft_xds::route::RouteConfiguration>>,
+    /// Virtual hosts fetched over VHDS, by resource name (`<route configuration>/<name>`).
+    vhosts: HashMap<String, (u64, Arc<weft_xds::route::VirtualHost>)>,
     /// EDS resources (the mesh's workloads too), with the telemetry peers each names.
     endpoints: HashMap<String, (u64, Arc<crate::istio_metrics::PeerSet>)>,
 }
@@ -91,6 +98,20 @@ fn joined(errors: Vec<String>) -> Result<(), String> {
 /// Decodes one resource into its wire type; errors name the resource and the field path.
 fn decode<W: serde::de::DeserializeOwned>(r: &Resource, path: &str) -> Result<W, String> {
     weft_xds::load::from_value::<W>(json(r, path)?, path).map_err(|e| e.to_string())
+}
+
+/// A route configuration that says `vhds`, with the virtual hosts fetched for it.
+fn with_vhosts(
+    rc: &weft_xds::route::RouteConfiguration,
+    vhosts: &HashMap<String, (u64, Arc<weft_xds::route::VirtualHost>)>,
+    path: &str,
+) -> Result<RouteTable, String> {
+    let mut fetched: Vec<(&String, &Arc<weft_xds::route::VirtualHost>)> =
+        vhosts.iter().filter(|(n, _)| rds::split_alias(n).is_some_and(|(table, _)| table == rc.name)).map(|(n, (_, v))| (n, v)).collect();
+    fetched.sort_by(|a, b| a.0.cmp(b.0));
+    let mut whole = rc.clone();
+    whole.virtual_hosts.extend(fetched.into_iter().map(|(_, v)| (**v).clone()));
+    RouteTable::from_wire(&whole, path, &ClusterNames::Dynamic).map_err(|e| e.to_string())
 }
 
 /// The resource as proto3 JSON; an error names the resource.
@@ -147,6 +168,8 @@ impl Dynamic {
             && (got(ENDPOINT) || wanted.get(ENDPOINT).is_none_or(|w| w.is_empty()))
             && (got(ROUTE) || wanted.get(ROUTE).is_none_or(|w| w.is_empty()))
             && (got(SECRET) || wanted.get(SECRET).is_none_or(|w| w.is_empty()))
+            // The virtual hosts of the working set, once VHDS is subscribed to.
+            && (got(VIRTUAL_HOST) || self.ctx.routes.on_demand().is_none() || !self.ctx.routes.any_on_demand())
     }
 
     /// The accepted dynamic resources, as Envoy's config dump lists them (decoded now).
@@ -156,7 +179,18 @@ impl Dynamic {
         }
         let held = self.raw.lock().get(type_url).cloned().unwrap_or_default();
         let _pool = weft_xds::proto::hold_pool();
-        held.into_iter().filter_map(|(n, r)| r.json().ok().map(|j| (n, j))).collect()
+        let mut out: BTreeMap<String, serde_json::Value> = held.into_iter().filter_map(|(n, r)| r.json().ok().map(|j| (n, j))).collect();
+        if type_url == ROUTE {
+            // A route configuration that fetches virtual hosts on demand is shown with those
+            // fetched so far, as Envoy's dump shows it.
+            for (name, v) in self.dump(VIRTUAL_HOST) {
+                let table = rds::split_alias(&name).map(|(t, _)| t).unwrap_or_default();
+                if let Some(hosts) = out.get_mut(table).and_then(|rc| rc.get_mut("virtual_hosts")).and_then(|h| h.as_array_mut()) {
+                    hosts.push(v);
+                }
+            }
+        }
+        out
     }
 
     async fn apply_clusters(&self, set: &BTreeMap<String, Resource>) -> Result<(), String> {
@@ -251,19 +285,81 @@ impl Dynamic {
 
     async fn apply_routes(&self, set: &BTreeMap<String, Resource>) -> Result<(), String> {
         let mut st = self.state.lock().await;
-        let old = &st.routes;
+        let (old, old_vhds, vhosts) = (&st.routes, &st.vhds_routes, &st.vhosts);
         let (tables, errors) = validate_each(set, "route", |_, name, path, r| {
             if let Some((_, t)) = old.get(name).filter(|(h, _)| *h == r.hash) {
-                return Ok(t.clone());
+                return Ok((old_vhds.get(name).cloned(), t.clone()));
             }
             let rc = decode::<weft_xds::route::RouteConfiguration>(r, path)?;
-            RouteTable::from_wire(&rc, path, &ClusterNames::Dynamic).map(Arc::new).map_err(|e| e.to_string())
+            if rc.vhds.is_some() {
+                let t = with_vhosts(&rc, vhosts, path)?;
+                return Ok((Some(Arc::new(rc)), Arc::new(t)));
+            }
+            RouteTable::from_wire(&rc, path, &ClusterNames::Dynamic).map(|t| (None, Arc::new(t))).map_err(|e| e.to_string())
         });
         joined(errors)?;
-        st.routes = tables.iter().filter_map(|(n, t)| set.get(n).map(|r| (n.clone(), (r.hash, t.clone())))).collect();
-        self.ctx.routes.replace(tables.into_iter().collect());
+        st.vhds_routes = tables.iter().filter_map(|(n, (rc, _))| rc.clone().map(|rc| (n.clone(), rc))).collect();
+        st.routes = tables.iter().filter_map(|(n, (_, t))| set.get(n).map(|r| (n.clone(), (r.hash, t.clone())))).collect();
+        self.ctx.routes.replace(tables.into_iter().map(|(n, (_, t))| (n, t)).collect());
         self.raw.lock().insert(ROUTE, set.clone());
+        if let Some(od) = self.ctx.routes.on_demand() {
+            od.applied(&|alias| self.ctx.routes.resolves(alias));
+        }
         self.received[3].store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// VHDS: the virtual hosts fetched so far, each for the route configuration its name
+    /// starts with. Every table that fetches on demand is built again with them, and any error
+    /// rejects the whole update.
+    async fn apply_vhosts(&self, set: &BTreeMap<String, Resource>) -> Result<(), String> {
+        let mut st = self.state.lock().await;
+        let held = &st.vhosts;
+        let (decoded, errors) = validate_each(set, "virtual host", |_, name, path, r| {
+            if let Some((_, v)) = held.get(name).filter(|(h, _)| *h == r.hash) {
+                return Ok((r.hash, v.clone()));
+            }
+            if rds::split_alias(name).is_none() {
+                return Err(format!("{path}: a VHDS resource is named <route configuration>/<virtual host>"));
+            }
+            decode::<weft_xds::route::VirtualHost>(r, path).map(|v| (r.hash, Arc::new(v)))
+        });
+        joined(errors)?;
+        // A virtual host without domains is weft's control plane saying it has none for the
+        // host asked (its name is what was asked): an answer, not config.
+        let (refused, vhosts): (Vec<_>, Vec<_>) = decoded.into_iter().partition(|(_, (_, v))| v.domains.is_empty());
+        let vhosts: HashMap<String, (u64, Arc<weft_xds::route::VirtualHost>)> = vhosts.into_iter().collect();
+        let (rebuilt, errors) = {
+            let mut ok = Vec::new();
+            let mut errors = Vec::new();
+            for (name, rc) in &st.vhds_routes {
+                match with_vhosts(rc, &vhosts, &format!("route {name}")) {
+                    Ok(t) => ok.push((name.clone(), Arc::new(t))),
+                    Err(e) => errors.push(e),
+                }
+            }
+            (ok, errors)
+        };
+        joined(errors)?;
+        for (name, t) in rebuilt {
+            if let Some(entry) = st.routes.get_mut(&name) {
+                entry.1 = t;
+            }
+        }
+        st.vhosts = vhosts;
+        self.ctx.routes.replace(st.routes.iter().map(|(n, (_, t))| (n.clone(), t.clone())).collect());
+        self.raw.lock().insert(
+            VIRTUAL_HOST,
+            set.iter().filter(|(n, _)| !refused.iter().any(|(r, _)| r == *n)).map(|(n, r)| (n.clone(), r.clone())).collect(),
+        );
+        if let Some(od) = self.ctx.routes.on_demand() {
+            let refused: Vec<String> = refused.into_iter().map(|(n, _)| n).collect();
+            if !refused.is_empty() {
+                od.refuse(&refused);
+            }
+            od.applied(&|alias| self.ctx.routes.resolves(alias));
+        }
+        self.received[type_index(VIRTUAL_HOST)].store(true, Ordering::Release);
         Ok(())
     }
 
@@ -436,6 +532,11 @@ impl weft_xds::ads_client::Handler for Dynamic {
                 }
                 ROUTE => self.apply_routes(resources).await,
                 SECRET => self.apply_secrets(resources),
+                VIRTUAL_HOST => {
+                    let r = self.apply_vhosts(resources).await;
+                    if r.is_ok() { &m.vhds_update_success } else { &m.vhds_update_rejected }.inc();
+                    r
+                }
                 other => Err(format!("unsupported resource type {other}")),
             }
         })
@@ -445,12 +546,23 @@ impl weft_xds::ads_client::Handler for Dynamic {
         if type_url == CLUSTER {
             return self.ctx.clusters.on_demand().map(|od| od.names()).unwrap_or_default();
         }
+        if type_url == VIRTUAL_HOST {
+            // `*`: the virtual hosts the workload used before come at once (the control plane
+            // keeps its working set), and the hosts asked for since.
+            return match self.ctx.routes.on_demand().filter(|_| self.ctx.routes.any_on_demand()) {
+                Some(od) => std::iter::once("*".to_owned()).chain(od.names()).collect(),
+                None => BTreeSet::new(),
+            };
+        }
         self.wanted.lock().get(type_url).cloned().unwrap_or_default()
     }
 
     fn connected(&self, up: bool) {
         self.ctx.store.manager.connected_state.set(i64::from(up));
         if let Some(od) = self.ctx.clusters.on_demand() {
+            od.set_connected(up);
+        }
+        if let Some(od) = self.ctx.routes.on_demand() {
             od.set_connected(up);
         }
     }
@@ -464,8 +576,10 @@ impl weft_xds::ads_client::Handler for Dynamic {
     }
 
     fn not_found(&self, type_url: &'static str, names: &[String]) {
-        if let (CLUSTER, Some(od)) = (type_url, self.ctx.clusters.on_demand()) {
-            od.refuse(names);
-        }
+        match type_url {
+            CLUSTER => self.ctx.clusters.on_demand().map(|od| od.refuse(names)),
+            VIRTUAL_HOST => self.ctx.routes.on_demand().map(|od| od.refuse(names)),
+            _ => None,
+        };
     }
 }

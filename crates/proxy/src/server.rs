@@ -176,7 +176,9 @@ pub async fn start(config: Config, opts: Options) -> Result<Running, StartError>
             let on_demand = !gateway && metadata.get(ON_DEMAND_META).is_none_or(|v| v.as_str() != Some("false"));
             metadata.insert(ON_DEMAND_META.into(), serde_json::json!(if on_demand { "true" } else { "false" }));
             if on_demand {
-                let od = crate::upstream::on_demand::OnDemand::new(crate::upstream::on_demand::FETCH_DEADLINE);
+                use crate::upstream::on_demand::{OnDemand, FETCH_DEADLINE};
+                let od = OnDemand::new(FETCH_DEADLINE);
+                routes.enable_on_demand(OnDemand::with_notify(FETCH_DEADLINE, od.subscribe.clone()));
                 clusters.enable_on_demand(od);
             }
             let mut node = weft_xds::ads_client::node(&config.node_id, &config.node_cluster, &metadata);

@@ -173,6 +173,10 @@ stat_struct!(ManagerStats {
         cds_update_rejected = "cluster_manager.cds.update_rejected",
         on_demand_requested = "cluster_manager.on_demand.requested",
         on_demand_failed = "cluster_manager.on_demand.failed",
+        vhds_requested = "vhds.on_demand.requested",
+        vhds_failed = "vhds.on_demand.failed",
+        vhds_update_success = "vhds.update_success",
+        vhds_update_rejected = "vhds.update_rejected",
     ],
     gauges: [
         total_listeners_active = "listener_manager.total_listeners_active",

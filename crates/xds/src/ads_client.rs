@@ -23,7 +23,7 @@ use parking_lot::Mutex;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::proto::{self, Any, CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET};
+use crate::proto::{self, Any, CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET, VIRTUAL_HOST};
 
 /// One resource as it arrived: its protobuf encoding, several times smaller than its JSON, and
 /// a hash of it. Held by the client (for partial responses and resumption) and shared with the
@@ -239,6 +239,8 @@ fn dependents(t: &'static str) -> &'static [&'static str] {
     match t {
         CLUSTER => &[ENDPOINT],
         LISTENER => &[ROUTE, SECRET],
+        // A route configuration that says `vhds` starts the VHDS subscription.
+        ROUTE => &[VIRTUAL_HOST],
         _ => &[],
     }
 }
@@ -255,12 +257,21 @@ fn request_names(t: &str, names: &BTreeSet<String>) -> Vec<String> {
     std::iter::once("*".to_owned()).chain(names.iter().cloned()).collect()
 }
 
-/// Takes over the on-demand cluster names; returns the names held before when they changed.
-fn follow_demand(handler: &dyn Handler, types: &mut HashMap<&'static str, TypeState>) -> Option<BTreeSet<String>> {
-    handler.on_demand()?;
-    let want = handler.wanted(CLUSTER);
-    let st = types.get_mut(CLUSTER).expect("all types present");
-    (want != st.names).then(|| std::mem::replace(&mut st.names, want))
+/// Takes over the names fetched on demand (clusters, and the hosts of virtual hosts); returns
+/// each type whose names changed, with the names held before.
+fn follow_demand(handler: &dyn Handler, types: &mut HashMap<&'static str, TypeState>) -> Vec<(&'static str, BTreeSet<String>)> {
+    if handler.on_demand().is_none() {
+        return Vec::new();
+    }
+    let mut changed = Vec::new();
+    for t in [CLUSTER, VIRTUAL_HOST] {
+        let want = handler.wanted(t);
+        let st = types.get_mut(t).expect("all types present");
+        if want != st.names {
+            changed.push((t, std::mem::replace(&mut st.names, want)));
+        }
+    }
+    changed
 }
 
 /// Waits for the handler's on-demand notification, or forever when it has none.
@@ -300,7 +311,11 @@ fn follow_names(
         }
         let before = std::mem::replace(&mut ds.names, want);
         let names = &ds.names;
-        ds.resources.retain(|k, _| names.contains(k));
+        // A full-state type's names are not its resources' (VHDS asks by host); its next
+        // response says what it holds.
+        if !proto::is_full_state(dep) {
+            ds.resources.retain(|k, _| names.contains(k));
+        }
         changed.push((dep, before));
     }
     changed
@@ -389,9 +404,9 @@ async fn stream_sotw(
                 continue;
             }
             () = demanded(notify.as_deref()) => {
-                if follow_demand(handler, types).is_some() {
-                    let st = types.get_mut(CLUSTER).expect("all types present");
-                    if tx.send(request(CLUSTER, st)).await.is_err() {
+                for (t, _) in follow_demand(handler, types) {
+                    let st = types.get_mut(t).expect("all types present");
+                    if tx.send(request(t, st)).await.is_err() {
                         return "request channel closed".into();
                     }
                 }
@@ -423,7 +438,7 @@ async fn stream_sotw(
         // CDS and LDS responses carry the whole set. EDS and RDS responses may carry only the
         // named resources that changed; the others keep what they had.
         let st = types.get_mut(t).expect("all types present");
-        let mut next: BTreeMap<String, Resource> = if proto::is_wildcard_type(t) {
+        let mut next: BTreeMap<String, Resource> = if proto::is_full_state(t) {
             BTreeMap::new()
         } else {
             st.resources.iter().filter(|(k, _)| st.names.contains(*k)).map(|(k, (_, v))| (k.clone(), v.clone())).collect()
@@ -455,8 +470,10 @@ async fn stream_sotw(
         if result.is_ok() {
             let mut follow: Vec<&'static str> = follow_names(handler, types, t).into_iter().map(|(dep, _)| dep).collect();
             // After any update, not only CDS: a notification that raced a response is not lost.
-            if follow_demand(handler, types).is_some() {
-                follow.push(CLUSTER);
+            for (dep, _) in follow_demand(handler, types) {
+                if !follow.contains(&dep) {
+                    follow.push(dep);
+                }
             }
             for dep in follow {
                 let ds = types.get_mut(dep).expect("all types present");
@@ -515,8 +532,8 @@ async fn stream_delta(
                 continue;
             }
             () = demanded(notify.as_deref()) => {
-                if let Some(before) = follow_demand(handler, types) {
-                    if tx.send(resubscribe(CLUSTER, &before, &types[CLUSTER].names)).await.is_err() {
+                for (t, before) in follow_demand(handler, types) {
+                    if tx.send(resubscribe(t, &before, &types[t].names)).await.is_err() {
                         return "request channel closed".into();
                     }
                 }
@@ -580,7 +597,11 @@ async fn stream_delta(
         }
         if result.is_ok() {
             let mut follow = follow_names(handler, types, t);
-            follow.extend(follow_demand(handler, types).map(|before| (CLUSTER, before)));
+            for (dep, before) in follow_demand(handler, types) {
+                if !follow.iter().any(|(t, _)| *t == dep) {
+                    follow.push((dep, before));
+                }
+            }
             for (dep, before) in follow {
                 if tx.send(resubscribe(dep, &before, &types[dep].names)).await.is_err() {
                     return "request channel closed".into();

@@ -19,15 +19,26 @@ pub const ROUTE: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfigur
 /// SDS over ADS: only the certificates a gateway's `credentialName` names (`kubernetes://…`);
 /// a workload's own identity comes from its agent, never from the control plane.
 pub const SECRET: &str = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret";
+/// VHDS: the virtual hosts of a route configuration that says `vhds`, each fetched when a
+/// request first names its host (`<route configuration>/<host>`, Envoy's VHDS naming). weft's
+/// control plane sends route configurations so only to weft sidecars that fetch on demand.
+pub const VIRTUAL_HOST: &str = "type.googleapis.com/envoy.config.route.v3.VirtualHost";
 
 /// The resource types weft serves, in the order Envoy warms them (secrets come with the
 /// listeners that name them).
-pub const ALL_TYPES: [&str; 5] = [CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET];
+pub const ALL_TYPES: [&str; 6] = [CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET, VIRTUAL_HOST];
 
 /// Whether a subscription to `t` with no names means "everything" (CDS and LDS), rather than
 /// nothing (EDS, RDS and SDS name what they want).
 pub fn is_wildcard_type(t: &str) -> bool {
     t == CLUSTER || t == LISTENER
+}
+
+/// Whether every response of `t` carries the whole set the subscription covers (CDS, LDS, and
+/// VHDS, whose subscription names hosts while its resources are named by virtual host), rather
+/// than only the named resources that changed.
+pub fn is_full_state(t: &str) -> bool {
+    t == CLUSTER || t == LISTENER || t == VIRTUAL_HOST
 }
 
 /// `type_url` as one of the types weft serves, or `None` for any other.
@@ -42,6 +53,7 @@ pub fn short_name(type_url: &str) -> &'static str {
         LISTENER => "LDS",
         ROUTE => "RDS",
         SECRET => "SDS",
+        VIRTUAL_HOST => "VHDS",
         _ => "?",
     }
 }

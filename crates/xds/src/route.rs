@@ -30,15 +30,24 @@ pub struct RouteConfiguration {
     #[serde(default)]
     pub most_specific_header_mutations_wins: bool,
     pub max_direct_response_body_size_bytes: Option<u32>,
-    pub vhds: Option<Unsupported>,
+    /// Virtual hosts beyond those listed come over VHDS, each when a request names its host.
+    pub vhds: Option<Vhds>,
     pub typed_per_filter_config: Option<Unsupported>,
     pub ignore_port_in_host_matching: Option<bool>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct Vhds {
+    pub config_source: crate::core::ConfigSource,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct VirtualHost {
     pub name: String,
+    /// Empty only in VHDS's "no such host" answer; a route table refuses it.
+    #[serde(default)]
     pub domains: Vec<String>,
     #[serde(default)]
     pub routes: Vec<Route>,

@@ -18,6 +18,7 @@ mod mtls;
 pub mod peers;
 mod route;
 pub mod tracing;
+pub mod vhds;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -48,6 +49,8 @@ pub struct Generated {
     pub routes: BTreeMap<String, Value>,
     /// SDS secrets (`kubernetes://…`) the listeners name: a gateway's certificates.
     pub secrets: BTreeMap<String, Value>,
+    /// VHDS: virtual hosts sent on demand (`vhds::split`), for weft sidecars that fetch so.
+    pub virtual_hosts: BTreeMap<String, Value>,
 }
 
 /// A resource of a [`Generated`]: its JSON, and the `Arc` it is shared through when it has one.
@@ -69,12 +72,13 @@ fn plain_items<'a>(type_url: &'static str, set: &'a BTreeMap<String, Value>) -> 
 impl Generated {
     /// Every resource, by type in `weft_xds::proto::ALL_TYPES` order.
     pub fn items(&self) -> impl Iterator<Item = Item<'_>> {
-        use weft_xds::proto::{CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET};
+        use weft_xds::proto::{CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET, VIRTUAL_HOST};
         shared_items(CLUSTER, &self.clusters)
             .chain(shared_items(ENDPOINT, &self.endpoints))
             .chain(plain_items(LISTENER, &self.listeners))
             .chain(plain_items(ROUTE, &self.routes))
             .chain(plain_items(SECRET, &self.secrets))
+            .chain(plain_items(VIRTUAL_HOST, &self.virtual_hosts))
     }
 }
 

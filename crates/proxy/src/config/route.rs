@@ -27,6 +27,9 @@ pub struct RouteTable {
     pub request_headers: HeaderOps,
     pub response_headers: HeaderOps,
     pub internal_only_headers: Vec<HeaderName>,
+    /// `vhds`: virtual hosts not listed are fetched over VHDS when a request first names their
+    /// host, before the catch-all (if any) may answer it.
+    pub on_demand: bool,
 }
 
 #[derive(Debug)]
@@ -485,10 +488,14 @@ impl RouteTable {
             request_headers: HeaderOps::default(),
             response_headers: HeaderOps::default(),
             internal_only_headers: Vec::new(),
+            on_demand: false,
         }
     }
 
     pub fn from_wire(rc: &wire::RouteConfiguration, path: &str, clusters: &ClusterNames) -> Result<Self> {
+        if rc.vhds.as_ref().is_some_and(|v| v.config_source.ads.is_none()) {
+            return Err(ConfigError::new(format!("{path}.vhds.config_source"), "only ads: {} is supported"));
+        }
         let mut vhosts = Vec::new();
         let mut exact = HashMap::new();
         let mut suffixes = Vec::new();
@@ -590,6 +597,7 @@ impl RouteTable {
                 "response_headers_to_remove",
             )?,
             internal_only_headers,
+            on_demand: rc.vhds.is_some(),
         })
     }
 }

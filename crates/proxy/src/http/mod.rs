@@ -511,7 +511,18 @@ impl Hcm {
             let r = self.finish(r, &parts, &info);
             return self.complete(r, info, None);
         }
-        let table = self.routes.table(&self.cfg.routes);
+        let table = match self.routes.table_for(&self.cfg.routes, &authority, &self.store.manager).await {
+            Ok(t) => t,
+            Err(missing) => {
+                // As for a cluster that could not be fetched: a 503 that says why.
+                self.stats.no_route.inc();
+                info.flags.push("NR");
+                info.details = "vhds_unavailable";
+                let r = local_reply::build(StatusCode::SERVICE_UNAVAILABLE, Bytes::from(format!("{missing}\n")), grpc);
+                let r = self.finish(r, &parts, &info);
+                return self.complete(r, info, None);
+            }
+        };
         // Every request is external (see edge_headers), so these always go.
         for h in &table.internal_only_headers {
             parts.headers.remove(h);

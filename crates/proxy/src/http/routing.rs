@@ -49,6 +49,16 @@ impl RequestView<'_> {
 }
 
 pub fn select_vhost<'a>(table: &'a RouteTable, host: &str) -> Option<&'a VirtualHost> {
+    named_vhost(table, host).or(table.any).and_then(|i| table.vhosts.get(i))
+}
+
+/// The virtual host whose domains name `host` (exactly or by a wildcard), not the catch-all:
+/// what a table that fetches virtual hosts on demand must hold before the catch-all answers.
+pub fn names_host(table: &RouteTable, host: &str) -> bool {
+    named_vhost(table, host).is_some()
+}
+
+fn named_vhost(table: &RouteTable, host: &str) -> Option<usize> {
     let lower;
     let mut host = if host.bytes().any(|b| b.is_ascii_uppercase()) {
         lower = host.to_ascii_lowercase();
@@ -59,14 +69,12 @@ pub fn select_vhost<'a>(table: &'a RouteTable, host: &str) -> Option<&'a Virtual
     if table.ignore_port {
         host = strip_port(host);
     }
-    let idx = table
+    table
         .exact
         .get(host)
         .copied()
         .or_else(|| table.suffixes.iter().find(|(s, _)| host.len() > s.len() && host.ends_with(s.as_str())).map(|(_, i)| *i))
         .or_else(|| table.prefixes.iter().find(|(p, _)| host.len() > p.len() && host.starts_with(p.as_str())).map(|(_, i)| *i))
-        .or(table.any)?;
-    table.vhosts.get(idx)
 }
 
 fn strip_port(host: &str) -> &str {

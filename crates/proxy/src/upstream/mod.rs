@@ -314,7 +314,7 @@ impl ClusterManager {
         self.clusters.store(Arc::new(next));
         if let Some(od) = self.on_demand.get() {
             let now = self.clusters.load();
-            od.clusters_applied(&|n| now.contains_key(n));
+            od.applied(&|n| now.contains_key(n));
         }
         services
     }

@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use tokio::sync::{watch, Notify};
@@ -23,6 +23,9 @@ pub fn is_lazy(name: &str) -> bool {
 /// How long a request waits for a cluster it caused to be fetched (Envoy's on-demand CDS
 /// default is 5 s as well).
 pub const FETCH_DEADLINE: Duration = Duration::from_secs(5);
+
+/// Refusals remembered at most (names the control plane said it does not have).
+const MAX_REFUSED: usize = 4096;
 
 /// Why a cluster could not be had.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -49,8 +52,8 @@ enum Want {
 /// ADS handler (which subscribes and reports what arrived).
 pub struct OnDemand {
     wanted: Mutex<BTreeMap<String, Want>>,
-    /// Names the control plane said it does not have, until asked for again.
-    refused: Mutex<BTreeSet<String>>,
+    /// Names the control plane said it does not have, and when, until asked for again.
+    refused: Mutex<BTreeMap<String, Instant>>,
     /// Wakes the ADS client to send the changed subscription.
     pub subscribe: Arc<Notify>,
     /// Bumped whenever clusters or endpoints are applied, a name is refused or the connection
@@ -62,10 +65,16 @@ pub struct OnDemand {
 
 impl OnDemand {
     pub fn new(deadline: Duration) -> Arc<OnDemand> {
+        Self::with_notify(deadline, Arc::new(Notify::new()))
+    }
+
+    /// One whose subscription changes wake `subscribe`: the virtual hosts' and the clusters'
+    /// share the ADS client's one wake-up.
+    pub fn with_notify(deadline: Duration, subscribe: Arc<Notify>) -> Arc<OnDemand> {
         Arc::new(OnDemand {
             wanted: Mutex::default(),
             refused: Mutex::default(),
-            subscribe: Arc::new(Notify::new()),
+            subscribe,
             changed: watch::channel(0).0,
             connected: AtomicBool::new(false),
             deadline,
@@ -100,7 +109,13 @@ impl OnDemand {
     }
 
     pub fn is_refused(&self, name: &str) -> bool {
-        self.refused.lock().contains(name)
+        self.refused.lock().contains_key(name)
+    }
+
+    /// Whether the control plane refused `name` less than `within` ago: not worth asking again
+    /// yet (a service added to the mesh since is found once this has passed).
+    pub fn refused_within(&self, name: &str, within: Duration) -> bool {
+        self.refused.lock().get(name).is_some_and(|at| at.elapsed() < within)
     }
 
     /// The control plane says it has none of `names` for this proxy.
@@ -110,17 +125,23 @@ impl OnDemand {
         for n in names {
             if w.get(n) == Some(&Want::Pending) {
                 w.remove(n);
-                r.insert(n.clone());
+                // Bounded: an application naming ever new hosts must not grow the proxy. A
+                // forgotten refusal costs one more question to the control plane.
+                if r.len() >= MAX_REFUSED {
+                    r.clear();
+                }
+                r.insert(n.clone(), Instant::now());
             }
         }
         drop((w, r));
         self.bump();
     }
 
-    /// A CDS update was applied with `present` as the dynamic clusters. Names that arrived
-    /// are held; held names that are gone (the service left the mesh) are dropped from the
-    /// subscription, and will be asked for again if something uses them.
-    pub fn clusters_applied(&self, present: &dyn Fn(&str) -> bool) {
+    /// An update was applied after which `present` says which names are held (the dynamic
+    /// clusters; the hosts the route tables name). Names that arrived are held; held names that
+    /// are gone (the service left the mesh) are dropped from the subscription, and will be
+    /// asked for again if something uses them.
+    pub fn applied(&self, present: &dyn Fn(&str) -> bool) {
         let mut w = self.wanted.lock();
         w.retain(|n, state| match (present(n), *state) {
             (true, _) => {
@@ -162,9 +183,9 @@ mod tests {
         assert!(od.ask("outbound|80||a"));
         assert!(!od.ask("outbound|80||a"), "asked once");
         od.ask("outbound|80||b");
-        od.clusters_applied(&|n| n == "outbound|80||a");
+        od.applied(&|n| n == "outbound|80||a");
         assert_eq!(od.names().len(), 2, "b is still pending");
-        od.clusters_applied(&|_| false);
+        od.applied(&|_| false);
         assert_eq!(od.names(), BTreeSet::from(["outbound|80||b".to_owned()]), "a was held and is gone");
         od.refuse(&["outbound|80||b".to_owned()]);
         assert!(od.names().is_empty());
