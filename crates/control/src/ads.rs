@@ -236,6 +236,7 @@ impl Conn {
                 types: BTreeMap::new(),
                 last_config: Some(self.config.clone()),
                 clusters: None,
+                virtual_hosts: None,
             },
         );
         self.node = Some(node);
@@ -430,10 +431,14 @@ impl Conn {
         let nonce = self.next_nonce();
         let sub = self.subs.entry(t).or_default();
         sub.sent.replace(&self.config, &sub.sel);
-        if t == CLUSTER {
+        if t == CLUSTER || t == VIRTUAL_HOST {
             let sel = sub.sel.clone();
             if let Some(p) = self.shared.proxies.lock().get_mut(&self.id) {
-                p.clusters = Some(sel);
+                if t == CLUSTER {
+                    p.clusters = Some(sel);
+                } else {
+                    p.virtual_hosts = Some(sel);
+                }
             }
         }
         let sub = self.subs.entry(t).or_default();

@@ -77,8 +77,9 @@ fn config_dump(shared: &Shared, proxy: &str) -> Option<serde_json::Value> {
     let p_name = (p.proxy.clone(), p.node_id.clone());
     let c = p.last_config.clone()?;
     let clusters = p.clusters.clone().unwrap_or(crate::push::Sel::All);
+    let vhosts = p.virtual_hosts.clone().unwrap_or(crate::push::Sel::Named(Default::default()));
     drop(proxies);
-    let mut out = c.to_json(&clusters);
+    let mut out = c.to_json(&clusters, &vhosts);
     out["proxy"] = json!(p_name.0);
     out["node_id"] = json!(p_name.1);
     Some(out)

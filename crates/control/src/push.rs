@@ -370,8 +370,10 @@ impl ProxyConfig {
     }
 
     /// The proxy's config as proto3 JSON, for the debug API: the clusters (and their endpoints)
-    /// its CDS subscription covers, and everything else.
-    pub fn to_json(&self, clusters: &Sel) -> serde_json::Value {
+    /// its CDS subscription covers, the virtual hosts its VHDS subscription covers (each in its
+    /// route configuration, under its own name, as a route configuration that lists it shows
+    /// it), and everything else.
+    pub fn to_json(&self, clusters: &Sel, vhosts: &Sel) -> serde_json::Value {
         let mut out = serde_json::Map::new();
         for (t, key) in ALL_TYPES.iter().zip(["clusters", "endpoints", "listeners", "routes"]) {
             let sel = if *t == proto::CLUSTER || *t == proto::ENDPOINT { clusters } else { &Sel::All };
@@ -383,6 +385,17 @@ impl ProxyConfig {
                 .filter_map(|r| Any::decode(r.encoded.as_ref()).ok().and_then(|a| proto::from_any(&a).ok()))
                 .collect();
             out.insert(key.to_string(), serde_json::Value::Array(list));
+        }
+        let decoded = |r: &Arc<Res>| Any::decode(r.encoded.as_ref()).ok().and_then(|a| proto::from_any(&a).ok());
+        for (name, r) in self.select(proto::VIRTUAL_HOST, vhosts) {
+            let Some((table, own)) = name.split_once('/') else { continue };
+            let Some(mut vh) = decoded(&r) else { continue };
+            vh["name"] = serde_json::json!(own);
+            let routes = out.get_mut("routes").and_then(|r| r.as_array_mut());
+            let rc = routes.and_then(|rs| rs.iter_mut().find(|rc| rc["name"] == table));
+            if let Some(hosts) = rc.and_then(|rc| rc.get_mut("virtual_hosts")).and_then(|h| h.as_array_mut()) {
+                hosts.push(vh);
+            }
         }
         // Secrets by name only: their keys stay out of any dump.
         let secrets: Vec<serde_json::Value> =

@@ -75,6 +75,9 @@ pub struct ProxyStatus {
     /// What its CDS subscription covers (an on-demand proxy holds only what it asked for).
     #[serde(skip)]
     pub clusters: Option<crate::push::Sel>,
+    /// What its VHDS subscription covers (the virtual hosts an on-demand proxy used).
+    #[serde(skip)]
+    pub virtual_hosts: Option<crate::push::Sel>,
 }
 
 /// Large pushes in flight at once: enough to keep both directions of a few dozen streams busy,
