@@ -13,8 +13,9 @@ polling and its 100 ms debounce). Control-plane RSS and CPU come from /proc: "co
 read by the load tool while every stream is open and synced, 6 s after the last change (the
 control plane returns freed memory every 5 s); "peak" is VmHWM over the run. A third scenario
 adds a Sidecar per namespace (egress: own namespace only) to show the bytes scoping saves; the
-on-demand scenarios make every stream a weft sidecar that fetches service clusters on first use
-(`WEFT_ON_DEMAND`) and has used 5 services, with no Sidecar written.
+on-demand scenarios make every stream a weft sidecar that fetches service clusters and virtual
+hosts (VHDS) on first use (`WEFT_ON_DEMAND`) and has used 5 services, with no Sidecar written; one
+of them is svc-0, the service the change rewrites, so the change must reach every proxy.
 Everything binds 127.0.0.1; every wait is bounded.
 """
 import argparse

@@ -244,11 +244,13 @@ impl Dynamic {
             set.iter().filter(|(n, r)| old.get(*n).is_none_or(|(h, _)| *h != r.hash)).map(|(n, r)| (n.clone(), r.clone())).collect();
         let mesh = self.ctx.istio.as_ref();
         let (out, errors) = validate_each(&fresh, "endpoints", |_, name, path, r| {
+            if name == workloads {
+                // Indexed as it arrived, never decoded whole (see `PeerTable`).
+                let table = mesh.map(|m| m.workloads_table(r.bytes().clone())).transpose().map_err(|e| format!("{path}: {e}"))?;
+                return Ok((None, Arc::new(table.unwrap_or_default())));
+            }
             let j = json(r, path)?;
             let peers = Arc::new(mesh.map(|m| m.peers_of(&j)).unwrap_or_default());
-            if name == workloads {
-                return Ok((None, peers));
-            }
             let la = weft_xds::load::from_value::<weft_xds::cluster::ClusterLoadAssignment>(j, path).map_err(|e| e.to_string())?;
             let eps = endpoints_from_wire(&la, path, &Discovery::Eds { service_name: name.to_string() }).map_err(|e| e.to_string())?;
             Ok((Some(eps), peers))

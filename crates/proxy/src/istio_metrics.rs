@@ -228,11 +228,106 @@ struct Series {
     response_bytes: Histogram<10>,
 }
 
-/// The addresses one ClusterLoadAssignment names: workloads, and service VIPs.
+/// The addresses one ClusterLoadAssignment names: workloads, and service VIPs. The mesh's
+/// workloads table is kept as a [`PeerTable`] instead, read entry by entry.
 #[derive(Default)]
 pub struct PeerSet {
     workloads: Vec<(IpAddr, Arc<Workload>)>,
     services: Vec<(IpAddr, String)>,
+    table: Option<PeerTable>,
+}
+
+/// The mesh's workloads table (`weft.workloads`, one entry per address in the mesh) as it
+/// arrived, its protobuf encoding, with an index from address to entry: an entry is decoded
+/// when telemetry first names that address. A sidecar talks to few of the mesh's addresses, so
+/// it keeps about 40 bytes per address instead of a decoded workload for each.
+pub struct PeerTable {
+    bytes: Arc<[u8]>,
+    /// Where each address's `LbEndpoint` is in `bytes`.
+    index: HashMap<IpAddr, (u32, u32)>,
+    /// Entries decoded so far (bounded: forgotten all at once when full, and decoded again).
+    seen: Mutex<HashMap<IpAddr, Entry>>,
+    trust_domain: String,
+}
+
+/// What an address is: a workload (with the first service it backs), or a service's VIP.
+#[derive(Clone, Default)]
+struct Entry {
+    workload: Option<Arc<Workload>>,
+    service: Option<String>,
+}
+
+/// Decoded table entries kept at most.
+const SEEN_MAX: usize = 4096;
+
+impl PeerTable {
+    /// Indexes a ClusterLoadAssignment's endpoints by address; only the index is built now.
+    fn read(bytes: Arc<[u8]>, trust_domain: &str) -> Result<PeerTable, String> {
+        use envoy_types::pb::envoy::config::endpoint::v3::LbEndpoint;
+        use prost::Message;
+        let mut index = HashMap::new();
+        // ClusterLoadAssignment.endpoints (2), each LocalityLbEndpoints.lb_endpoints (2).
+        weft_xds::proto::each_message(&bytes, 2, |at, locality| {
+            weft_xds::proto::each_message(locality, 2, |within, lbe| {
+                let e = LbEndpoint::decode(lbe).map_err(|e| format!("lb_endpoint: {e}"))?;
+                if let Some(ip) = address_of(&e) {
+                    let start = u32::try_from(at + within).map_err(|_| "workloads table over 4 GiB".to_owned())?;
+                    let len = u32::try_from(lbe.len()).map_err(|_| "workloads table over 4 GiB".to_owned())?;
+                    index.entry(ip).or_insert((start, len));
+                }
+                Ok(())
+            })
+        })?;
+        Ok(PeerTable { bytes, index, seen: Mutex::default(), trust_domain: trust_domain.to_owned() })
+    }
+
+    fn contains(&self, ip: &IpAddr) -> bool {
+        self.index.contains_key(ip)
+    }
+
+    fn entry(&self, ip: &IpAddr) -> Option<Entry> {
+        let &(start, len) = self.index.get(ip)?;
+        if let Some(e) = self.seen.lock().get(ip) {
+            return Some(e.clone());
+        }
+        let slice = self.bytes.get(start as usize..start as usize + len as usize)?;
+        let e = <envoy_types::pb::envoy::config::endpoint::v3::LbEndpoint as prost::Message>::decode(slice).ok()?;
+        let entry = entry_of(&e, &self.trust_domain);
+        let mut seen = self.seen.lock();
+        if seen.len() >= SEEN_MAX {
+            seen.clear();
+        }
+        seen.insert(*ip, entry.clone());
+        Some(entry)
+    }
+}
+
+fn address_of(e: &envoy_types::pb::envoy::config::endpoint::v3::LbEndpoint) -> Option<IpAddr> {
+    use envoy_types::pb::envoy::config::core::v3::address::Address as Kind;
+    use envoy_types::pb::envoy::config::endpoint::v3::lb_endpoint::HostIdentifier;
+    let Some(HostIdentifier::Endpoint(ep)) = &e.host_identifier else { return None };
+    match ep.address.as_ref()?.address.as_ref()? {
+        Kind::SocketAddress(sa) => sa.address.parse().ok(),
+        _ => None,
+    }
+}
+
+/// The `istio` metadata of a table entry: the workload (`name;namespace;…`, with its service
+/// account as a principal) and the service.
+fn entry_of(e: &envoy_types::pb::envoy::config::endpoint::v3::LbEndpoint, trust_domain: &str) -> Entry {
+    use envoy_types::pb::google::protobuf::value::Kind;
+    let istio = e.metadata.as_ref().and_then(|m| m.filter_metadata.get("istio"));
+    let text = |k: &str| match istio.and_then(|s| s.fields.get(k)).and_then(|v| v.kind.as_ref()) {
+        Some(Kind::StringValue(s)) => Some(s.as_str()),
+        _ => None,
+    };
+    let workload = text("workload").and_then(Workload::from_istio).map(|mut w| {
+        if let Some(sa) = text("service_account") {
+            w.principal = format!("spiffe://{trust_domain}/ns/{}/sa/{sa}", w.namespace);
+        }
+        Arc::new(w)
+    });
+    Entry { workload, service: text("service").map(str::to_owned) }
 }
 
 /// What an address is: a workload's, or a service's VIP.
@@ -243,38 +338,47 @@ struct PeerMaps {
 }
 
 impl PeerMaps {
-    /// Adds `set`'s addresses that neither this nor `under` has yet (the first to name one
-    /// wins).
-    fn add(&mut self, set: &PeerSet, under: Option<&PeerMaps>) {
+    /// Adds `set`'s addresses that neither this nor the table `under` has yet (the first to
+    /// name one wins).
+    fn add(&mut self, set: &PeerSet, under: Option<&PeerTable>) {
         for (ip, service) in &set.services {
-            if under.is_none_or(|u| !u.services.contains_key(ip)) {
+            if under.is_none_or(|u| !u.contains(ip)) {
                 self.services.entry(*ip).or_insert_with(|| service.clone());
             }
         }
         for (ip, w) in &set.workloads {
-            if under.is_none_or(|u| !u.workloads.contains_key(ip)) {
+            if under.is_none_or(|u| !u.contains(ip)) {
                 self.workloads.entry(*ip).or_insert_with(|| w.clone());
             }
         }
     }
 }
 
-/// The mesh's workloads table (built once per version of it, it names every address in the
-/// mesh) and, on top, what the endpoint sets name that it lacks: a service's first use does
-/// not rebuild the table.
+/// The mesh's workloads table (it names every address in the mesh) and, on top, what the
+/// endpoint sets name that it lacks: a service's first use does not rebuild the table.
 #[derive(Default)]
 struct Peers {
-    base: Arc<PeerMaps>,
+    table: Option<Arc<PeerSet>>,
     extra: PeerMaps,
 }
 
 impl Peers {
-    fn workload(&self, ip: &IpAddr) -> Option<&Arc<Workload>> {
-        self.base.workloads.get(ip).or_else(|| self.extra.workloads.get(ip))
+    fn table(&self) -> Option<&PeerTable> {
+        self.table.as_ref().and_then(|s| s.table.as_ref())
     }
 
-    fn service(&self, ip: &IpAddr) -> Option<&String> {
-        self.base.services.get(ip).or_else(|| self.extra.services.get(ip))
+    fn workload(&self, ip: &IpAddr) -> Option<Arc<Workload>> {
+        match self.table().and_then(|t| t.entry(ip)) {
+            Some(e) => e.workload,
+            None => self.extra.workloads.get(ip).cloned(),
+        }
+    }
+
+    fn service(&self, ip: &IpAddr) -> Option<String> {
+        match self.table().and_then(|t| t.entry(ip)) {
+            Some(e) => e.service,
+            None => self.extra.services.get(ip).cloned(),
+        }
     }
 }
 
@@ -282,8 +386,6 @@ impl Peers {
 pub struct Mesh {
     me: Workload,
     peers: ArcSwap<Peers>,
-    /// The base table and the set it was built from.
-    base: Mutex<Option<(Arc<PeerSet>, Arc<PeerMaps>)>>,
     series: Mutex<HashMap<String, Series>>,
     tcp: Mutex<HashMap<String, TcpSeries>>,
     dropped: AtomicU64,
@@ -322,7 +424,6 @@ impl Mesh {
         Some(Arc::new(Mesh {
             me,
             peers: ArcSwap::default(),
-            base: Mutex::default(),
             series: Mutex::default(),
             tcp: Mutex::default(),
             dropped: AtomicU64::new(0),
@@ -405,31 +506,21 @@ impl Mesh {
         set
     }
 
+    /// The mesh's workloads table, from its protobuf encoding (see [`PeerTable`]).
+    pub fn workloads_table(&self, bytes: Arc<[u8]>) -> Result<PeerSet, String> {
+        Ok(PeerSet { table: Some(PeerTable::read(bytes, self.trust_domain())?), ..PeerSet::default() })
+    }
+
     /// Replaces the address → workload table with `base` (the mesh's workloads) and then
-    /// `rest`; the first to name an address wins. The table built from `base` is kept while the
-    /// same set is passed again.
-    pub fn set_peer_sets<'a>(&self, base: Option<&Arc<PeerSet>>, rest: impl Iterator<Item = &'a PeerSet>) {
-        let base_maps = match base {
-            None => Arc::default(),
-            Some(set) => {
-                let mut cached = self.base.lock();
-                match cached.as_ref().filter(|(s, _)| Arc::ptr_eq(s, set)) {
-                    Some((_, maps)) => maps.clone(),
-                    None => {
-                        let mut maps = PeerMaps::default();
-                        maps.add(set, None);
-                        let maps = Arc::new(maps);
-                        *cached = Some((set.clone(), maps.clone()));
-                        maps
-                    }
-                }
-            }
-        };
+    /// `rest`; the first to name an address wins.
+    pub fn set_peer_sets<'a>(&self, base: Option<&'a Arc<PeerSet>>, rest: impl Iterator<Item = &'a PeerSet>) {
+        let table = base.filter(|b| b.table.is_some()).cloned();
+        let under = table.as_ref().and_then(|t| t.table.as_ref());
         let mut extra = PeerMaps::default();
-        for set in rest {
-            extra.add(set, Some(&base_maps));
+        for set in base.filter(|b| b.table.is_none()).into_iter().map(Arc::as_ref).chain(rest) {
+            extra.add(set, under);
         }
-        self.peers.store(Arc::new(Peers { base: base_maps, extra }));
+        self.peers.store(Arc::new(Peers { table, extra }));
     }
 
     /// The trust domain of this proxy's own principal.
@@ -444,13 +535,13 @@ impl Mesh {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
             v4 => v4,
         };
-        self.peers.load().workload(&ip).cloned()
+        self.peers.load().workload(&ip)
     }
 
     /// The service whose VIP `host` is.
     fn service_at(&self, host: &str) -> Option<String> {
         let ip: IpAddr = host.parse().ok()?;
-        self.peers.load().service(&ip).cloned()
+        self.peers.load().service(&ip)
     }
 
     /// Who the two sides of a request or connection are, from this proxy's side `reporter`:

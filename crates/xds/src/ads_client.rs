@@ -42,6 +42,11 @@ impl Resource {
         Resource { type_url, hash: xxhash_rust::xxh64::xxh64(bytes, 0), bytes: Arc::from(bytes) }
     }
 
+    /// The resource's protobuf encoding (the `Any`'s value).
+    pub fn bytes(&self) -> &Arc<[u8]> {
+        &self.bytes
+    }
+
     /// The resource as proto3 JSON (Envoy's snake_case names), decoded by reflection.
     pub fn json(&self) -> Result<serde_json::Value, String> {
         proto::from_bytes(self.type_url, &self.bytes).map_err(|e| e.to_string())

@@ -153,6 +153,28 @@ pub fn repeated_message_field(type_url: &str, field: &str) -> Option<(u32, Strin
 
 /// Decodes an `Any` into proto3 JSON with Envoy's snake_case field names, leaving out fields
 /// at their defaults (so "set" means "sent").
+/// Calls `f` with each field numbered `number` of the encoded message `msg` that is itself a
+/// message (length-delimited), with its offset in `msg`: a walk over one repeated field
+/// without decoding the rest.
+pub fn each_message(msg: &[u8], number: u32, mut f: impl FnMut(usize, &[u8]) -> Result<(), String>) -> Result<(), String> {
+    use prost::encoding::{decode_key, decode_varint, skip_field, DecodeContext, WireType};
+    let mut buf = msg;
+    while !buf.is_empty() {
+        let (tag, wire) = decode_key(&mut buf).map_err(|e| e.to_string())?;
+        if tag == number && wire == WireType::LengthDelimited {
+            let len = usize::try_from(decode_varint(&mut buf).map_err(|e| e.to_string())?).unwrap_or(usize::MAX);
+            if len > buf.len() {
+                return Err(format!("field {number}: {len} bytes announced, {} left", buf.len()));
+            }
+            f(msg.len() - buf.len(), &buf[..len])?;
+            buf = &buf[len..];
+        } else {
+            skip_field(wire, tag, &mut buf, DecodeContext::default()).map_err(|e| e.to_string())?;
+        }
+    }
+    Ok(())
+}
+
 pub fn from_any(any: &Any) -> Result<serde_json::Value, ProtoError> {
     from_bytes(&any.type_url, &any.value)
 }

@@ -202,3 +202,35 @@ fn a_telemetry_plan_removes_upserts_and_disables_per_metric_and_side() {
         assert!(e.contains(says), "{bad}: {e}");
     }
 }
+
+#[test]
+fn the_workloads_table_is_read_by_address_and_wins_over_the_endpoint_sets() {
+    let m = mesh();
+    let table = serde_json::json!({"cluster_name": WORKLOADS, "endpoints": [{"lb_endpoints": [
+        {"endpoint": {"address": {"socket_address": {"address": "10.1.0.8", "port_value": 0}}},
+         "metadata": {"filter_metadata": {"istio": {"workload": "ratings-v1;default;ratings;v1;Kubernetes", "service_account": "ratings",
+                                                    "service": "ratings.default.svc.cluster.local"}}}},
+        {"endpoint": {"address": {"socket_address": {"address": "10.96.0.20", "port_value": 0}}},
+         "metadata": {"filter_metadata": {"istio": {"service": "ratings.default.svc.cluster.local"}}}}]}]});
+    let bytes: Arc<[u8]> = weft_xds::proto::to_any(weft_xds::proto::ENDPOINT, &table).expect("encodes").value.into();
+    let table = Arc::new(m.workloads_table(bytes).expect("indexes"));
+    // An endpoint set naming the same address differently, and one the table lacks.
+    let cla = serde_json::json!({"cluster_name": "x", "endpoints": [{"lb_endpoints": [
+        {"endpoint": {"address": {"socket_address": {"address": "10.1.0.8", "port_value": 9080}}},
+         "metadata": {"filter_metadata": {"istio": {"workload": "impostor;default;impostor;v9;Kubernetes"}}}},
+        {"endpoint": {"address": {"socket_address": {"address": "10.1.0.7", "port_value": 9080}}},
+         "metadata": {"filter_metadata": {"istio": {"workload": "reviews-v2;default;reviews;v2;Kubernetes"}}}}]}]});
+    let set = m.peers_of(&cla);
+    m.set_peer_sets(Some(&table), std::iter::once(&set));
+    let ratings = m.peer(Some("10.1.0.8".parse().expect("ip"))).expect("in the table");
+    assert_eq!((ratings.name.as_str(), ratings.version.as_str()), ("ratings-v1", "v1"), "the table wins");
+    assert_eq!(ratings.principal, "spiffe://cluster.local/ns/default/sa/ratings");
+    assert_eq!(
+        m.peer(Some("10.1.0.7".parse().expect("ip"))).map(|w| w.name.clone()).as_deref(),
+        Some("reviews-v2"),
+        "an address only the set has"
+    );
+    assert_eq!(m.service_at("10.96.0.20").as_deref(), Some("ratings.default.svc.cluster.local"), "a VIP");
+    assert!(m.peer(Some("10.96.0.20".parse().expect("ip"))).is_none(), "a VIP is no workload");
+    assert!(m.peer(Some("10.9.9.9".parse().expect("ip"))).is_none());
+}

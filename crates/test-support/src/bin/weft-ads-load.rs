@@ -10,8 +10,10 @@
 //! and ACKs every response at once. With `--change`, the tool rewrites FILE (a VirtualService
 //! whose timeout changes each time), records the moment, and waits until every stream has
 //! received and ACKed a push with a new version. With `--on-demand N`, each stream is a weft
-//! sidecar that fetches service clusters on first use (`WEFT_ON_DEMAND`) and has used N of
-//! the mesh's services (the HTTP port of the N services after its own). Prints one JSON object.
+//! sidecar that fetches service clusters and virtual hosts on first use (`WEFT_ON_DEMAND`) and
+//! has used N of the mesh's services: the one the change rewrites (svc-0, which every proxy
+//! calls, so the change must reach them all) and the N-1 after its own, by the HTTP port's
+//! cluster and, over VHDS, its virtual host. Prints one JSON object.
 //! Every wait is bounded by --timeout.
 
 use std::collections::BTreeSet;
@@ -36,6 +38,7 @@ const CDS: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
 const EDS: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
 const LDS: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
 const RDS: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
+const VHDS: &str = "type.googleapis.com/envoy.config.route.v3.VirtualHost";
 const HCM: &str = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
 
 struct Args {
@@ -185,15 +188,17 @@ async fn run_proxy(i: usize, args: Arc<Args>, p: Arc<Proxy>, connecting: Arc<tok
     let mut client = AggregatedDiscoveryServiceClient::new(ch).max_decoding_message_size(256 * 1024 * 1024);
     let (tx, rx) = mpsc::channel::<DiscoveryRequest>(8);
     // The clusters an on-demand proxy has used: `*` (what it always gets) and those names.
-    let cds_names: Vec<String> = match args.on_demand {
-        Some(n) => std::iter::once("*".to_string())
-            .chain((1..=n).map(|k| {
-                let j = (i + k) % args.services;
-                format!("outbound|8080||svc-{j}.ns{}.svc.cluster.local", j % args.namespaces)
-            }))
+    let used: Vec<String> = match args.on_demand {
+        Some(n) => std::iter::once(0)
+            .chain((1..n).map(|k| (i + k) % args.services))
+            .map(|j| format!("svc-{j}.ns{}.svc.cluster.local", j % args.namespaces))
             .collect(),
         None => Vec::new(),
     };
+    let demand = |names: Vec<String>| if names.is_empty() { names } else { std::iter::once("*".to_string()).chain(names).collect() };
+    let cds_names: Vec<String> = demand(used.iter().map(|h| format!("outbound|8080||{h}")).collect());
+    // The virtual hosts, asked by host on the port's route configuration, as weft's proxy asks.
+    let vhds_names: Vec<String> = demand(used.iter().map(|h| format!("8080/{h}:8080")).collect());
     let first = |t: &str, node: Option<Node>| DiscoveryRequest { node, type_url: t.into(), ..Default::default() };
     let cds = DiscoveryRequest {
         resource_names: cds_names.clone(),
@@ -201,6 +206,9 @@ async fn run_proxy(i: usize, args: Arc<Args>, p: Arc<Proxy>, connecting: Arc<tok
     };
     let _ = tx.send(cds).await;
     let _ = tx.send(first(LDS, None)).await;
+    if !vhds_names.is_empty() {
+        let _ = tx.send(DiscoveryRequest { resource_names: vhds_names.clone(), ..first(VHDS, None) }).await;
+    }
     let mut inbound = match client.stream_aggregated_resources(ReceiverStream::new(rx)).await {
         Ok(r) => r.into_inner(),
         Err(e) => {
@@ -228,6 +236,7 @@ async fn run_proxy(i: usize, args: Arc<Args>, p: Arc<Proxy>, connecting: Arc<tok
                 EDS => names(&eds),
                 RDS => names(&rds),
                 CDS => cds_names.clone(),
+                VHDS => vhds_names.clone(),
                 _ => Vec::new(),
             },
             ..Default::default()
@@ -263,8 +272,11 @@ async fn run_proxy(i: usize, args: Arc<Args>, p: Arc<Proxy>, connecting: Arc<tok
             }
         }
         seen.insert(t);
-        let all =
-            seen.contains(CDS) && seen.contains(LDS) && (eds.is_empty() || seen.contains(EDS)) && (rds.is_empty() || seen.contains(RDS));
+        let all = seen.contains(CDS)
+            && seen.contains(LDS)
+            && (eds.is_empty() || seen.contains(EDS))
+            && (rds.is_empty() || seen.contains(RDS))
+            && (vhds_names.is_empty() || seen.contains(VHDS));
         if all && p.synced_at.lock().is_none() {
             *p.synced_at.lock() = Some(now);
             p.types_seen.store(seen.len(), Ordering::Relaxed);
