@@ -11,7 +11,7 @@ and again with a namespace `Sidecar` (egress `./*`) in every namespace. Connecte
 sidecars of ns0, in explicit mode (node metadata INTERCEPTION_MODE NONE and an HTTP proxy
 port, so their only listener binds 127.0.0.x), all `--concurrency 1`:
   - one stock Envoy (it holds every cluster, endpoint set and route the mesh has);
-  - one `weft proxy` as it runs by default: service clusters fetched on first use;
+  - one `weft proxy` as it runs by default: virtual hosts, clusters and endpoints fetched on first use;
   - one `weft proxy` with WEFT_ON_DEMAND=false, holding everything as Envoy does;
   - one static `weft proxy` (one listener, one cluster, no ADS) for reference.
 Read once the control plane reports the ADS proxies SYNCED and 12 s have passed (the weft proxy
@@ -265,8 +265,8 @@ def main():
         f"(2 cores, {time.strftime('%Y-%m-%d')}); medians of {args.runs} runs. Envoy {envoy_version} and `weft proxy` (release), "
         "all `--concurrency 1`, fed by `weft control-plane` over ADS as sidecars of ns0 in explicit mode. The mesh: N services x 2 "
         "ports (HTTP 8080, TCP 9090) in 10 namespaces, one WorkloadEntry each, plus the probe services; \"Sidecar\" rows add a "
-        "namespace `Sidecar` with egress `./*` to every namespace. weft is the default proxy (service clusters fetched on first "
-        "use); \"weft, all\" is the same binary with `WEFT_ON_DEMAND=false`, holding every cluster as Envoy does. RSS is read once "
+        "namespace `Sidecar` with egress `./*` to every namespace. weft is the default proxy (virtual hosts, clusters and "
+        "endpoints fetched on first use); \"weft, all\" is the same binary with `WEFT_ON_DEMAND=false`, holding every virtual host and cluster as Envoy does. RSS is read once "
         "the proxies are SYNCED and 12 s have passed, before any request; \"after use\" after one request to each of "
         f"{args.probes} services. CPU is the proxy's CPU seconds from its start to then: taking the mesh's initial config. "
         "First request: median over the probe services of (first request to a service never used) minus (the next request to "
@@ -289,12 +289,13 @@ def main():
         "process run from the same file (every sidecar on a node, from one image), and they are most of the static "
         "proxy's RSS (its anonymous memory, in brackets, is about 1.5 MB). The anonymous part is what one more sidecar "
         "costs.",
-        "- weft fetches a service's cluster and endpoints on first use, so what grows with the mesh is what every sidecar "
-        "still holds whole: the listeners and routes (one virtual host per service and port) and the `weft.workloads` "
-        "table that names telemetry peers. \"weft, all\" shows what holding every cluster as well would cost.",
-        "- The first request to a service a sidecar has never used waits for the control plane to send that cluster and "
-        "its endpoints (two round trips on loopback here); later requests, and restarted or added replicas of the same "
-        "workload (the control plane remembers the working set), do not.",
+        "- weft fetches a service's virtual host (VHDS), cluster and endpoints on first use, so what still grows with "
+        "the mesh is the `weft.workloads` table that names telemetry peers, kept as it arrived (protobuf) with an index "
+        "by address, and the listeners. \"weft, all\" (`WEFT_ON_DEMAND=false`) holds every virtual host, cluster and "
+        "endpoint set up front, as Envoy does.",
+        "- The first request to a service a sidecar has never used waits for the control plane to send its virtual host, "
+        "then its cluster and endpoints (three round trips on loopback here); later requests, and restarted or added "
+        "replicas of the same workload (the control plane remembers the working set), do not.",
     ]
     with open(args.out, "w") as f:
         f.write("\n".join(lines) + "\n")
@@ -314,7 +315,7 @@ def write_ratios(args, rows):
         "",
         f"From `python3 bench/sidecar_memory.py --runs {args.runs} --sizes {args.sizes} --probes {args.probes}` "
         f"({time.strftime('%Y-%m-%d')}; table and method in [SIDECAR_MEMORY.md](SIDECAR_MEMORY.md)). weft as it runs by "
-        "default (service clusters fetched on first use); Envoy holding the whole mesh. Targets (issue 21): weft RSS "
+        "default (virtual hosts, clusters and endpoints fetched on first use); Envoy holding the whole mesh. Targets (issue 21): weft RSS "
         "≤ 15 MB at 10 services, ≤ 25 MB at 1000, ≤ 30 MB at 10,000.",
         "",
         "| services | Sidecar | weft RSS | Envoy RSS | RSS ratio | CPU to take the config, ratio | weft first request to a new service |",

@@ -37,6 +37,10 @@ type Set = BTreeMap<Arc<str>, Arc<Res>>;
 #[derive(Debug, Default)]
 pub struct Compiled {
     types: [Arc<Set>; ALL_TYPES.len()],
+    /// Per type, the names a proxy that fetches on demand gets without asking (not
+    /// [`is_lazy`]): an on-demand selection is these and what it lists, found without a walk
+    /// over the mesh's thousands of service clusters and virtual hosts.
+    eager: [Vec<Arc<str>>; ALL_TYPES.len()],
     /// For a group whose virtual hosts go by VHDS: which one each host asked for is.
     pub aliases: crate::translate::vhds::Aliases,
 }
@@ -220,7 +224,19 @@ impl Compiled {
             }
             types[i].insert(r.name.clone(), r);
         }
-        Compiled { types: types.map(Arc::new), aliases: Default::default() }
+        let eager = std::array::from_fn(|i| types[i].keys().filter(|n| !is_lazy(n)).cloned().collect());
+        Compiled { types: types.map(Arc::new), eager, aliases: Default::default() }
+    }
+
+    /// What `sel` covers of `set` (type index `i`), each name with its resource.
+    fn covered<'a>(&'a self, i: usize, sel: &'a Sel) -> Box<dyn Iterator<Item = (&'a Arc<str>, &'a Arc<Res>)> + 'a> {
+        let set = self.types[i].as_ref();
+        let listed = |names: &'a Names| names.iter().filter_map(move |n| set.get_key_value(n.as_ref()));
+        match sel {
+            Sel::All => Box::new(set.iter()),
+            Sel::Named(names) => Box::new(listed(names)),
+            Sel::Demand(names) => Box::new(self.eager[i].iter().filter_map(move |n| set.get_key_value(n.as_ref())).chain(listed(names))),
+        }
     }
 
     /// Takes `previous`'s set for every type whose resources are the same ones.
@@ -312,20 +328,9 @@ impl ProxyConfig {
     /// The resources of type `t` that `sel` covers.
     pub fn select(&self, t: &str, sel: &Sel) -> BTreeMap<Arc<str>, Arc<Res>> {
         let mut out = BTreeMap::new();
+        let Some(i) = type_index(t) else { return out };
         for part in [&self.shared, &self.own] {
-            if let Some(set) = part.of(t) {
-                match sel {
-                    Sel::All => out.extend(set.iter().map(|(k, v)| (k.clone(), v.clone()))),
-                    Sel::Named(names) => {
-                        for n in names.iter() {
-                            if let Some((k, v)) = set.get_key_value(n.as_ref()) {
-                                out.insert(k.clone(), v.clone());
-                            }
-                        }
-                    }
-                    Sel::Demand(_) => out.extend(set.iter().filter(|(k, _)| sel.covers(k)).map(|(k, v)| (k.clone(), v.clone()))),
-                }
-            }
+            out.extend(part.covered(i, sel).map(|(k, v)| (k.clone(), v.clone())));
         }
         out
     }
@@ -338,12 +343,8 @@ impl ProxyConfig {
     /// The names of type `t` this config has that `sel` covers (duplicates possible when both
     /// parts have a name).
     pub fn names<'a>(&'a self, t: &'a str, sel: &'a Sel) -> Box<dyn Iterator<Item = &'a Arc<str>> + 'a> {
-        let all = move || [&self.shared, &self.own].into_iter().filter_map(move |part| part.of(t)).flat_map(|set| set.keys());
-        match sel {
-            Sel::Named(names) => Box::new(names.iter().filter(move |n| self.hash(t, n).is_some())),
-            Sel::All => Box::new(all()),
-            Sel::Demand(_) => Box::new(all().filter(move |n| sel.covers(n))),
-        }
+        let Some(i) = type_index(t) else { return Box::new(std::iter::empty()) };
+        Box::new([&self.shared, &self.own].into_iter().flat_map(move |part| part.covered(i, sel).map(|(k, _)| k)))
     }
 
     /// `name` as an `Arc` shared with the resource of that name when there is one, so the
