@@ -200,6 +200,22 @@ async fn scenario(delta: bool) {
     std::fs::remove_file(config.join("b.yaml")).expect("remove b");
     let sc = &s;
     eventually(WAIT, "b's clusters to leave the sidecar", || async move { sc.service_clusters().await.is_empty().then_some(()) }).await;
+    eventually(WAIT, "b's virtual host to leave the sidecar", || async move {
+        (!sc.virtual_hosts().await.iter().any(|v| v.contains("b.mesh.test"))).then_some(())
+    })
+    .await;
+
+    // A host that is not in the mesh yet goes to the catch-all. Once its service is added, its
+    // virtual host is sent without the sidecar asking again.
+    let r = s.get("c.mesh.test", &[]).await;
+    assert_ne!(r.status, 200, "{}", r.text());
+    write(&config, "c.yaml", &service_entry("c", &[(b1.port(), "v1")]));
+    eventually(WAIT, "c's virtual host to be sent once c is in the mesh", || async move {
+        sc.virtual_hosts().await.iter().any(|v| v.contains("c.mesh.test")).then_some(())
+    })
+    .await;
+    let r = s.get("c.mesh.test", &[]).await;
+    assert_eq!((r.status, r.header("x-upstream").as_deref()), (200, Some("b-v1")), "{}", r.text());
 
     // The control plane goes away. a, never used, cannot be fetched: a 503 that says why.
     // b comes back in the files meanwhile, but nothing can tell the sidecar.

@@ -92,11 +92,23 @@ struct Sub {
     /// The config the last push (or no-op check) of this type was computed from: when the
     /// type's sets are the same `Arc`s now, nothing can have changed.
     checked: Option<ProxyConfig>,
+    /// VHDS over state of the world: the names the last request listed, so a host is answered
+    /// as having no virtual host once, when first asked, not again in every later request
+    /// (an ACK or NACK) that still lists it.
+    last_hosts: BTreeSet<String>,
 }
 
 impl Default for Sub {
     fn default() -> Sub {
-        Sub { sel: Sel::All, asked: BTreeSet::new(), sent: Sent::default(), nonce: String::new(), started: false, checked: None }
+        Sub {
+            sel: Sel::All,
+            asked: BTreeSet::new(),
+            sent: Sent::default(),
+            nonce: String::new(),
+            started: false,
+            checked: None,
+            last_hosts: BTreeSet::new(),
+        }
     }
 }
 
@@ -115,7 +127,7 @@ impl Sent {
         if self.dropped.contains(name) {
             return None;
         }
-        let sent = self.from.as_ref().filter(|(_, sel)| sel.covers(name));
+        let sent = self.from.as_ref().filter(|(_, sel)| sel.covers(t, name));
         sent.and_then(|(config, _)| config.hash(t, name)).or_else(|| self.known.get(name).copied())
     }
 
@@ -154,7 +166,13 @@ struct Conn {
     slot: Option<(&'static str, OwnedSemaphorePermit)>,
     /// The authenticated caller, on the TLS port.
     caller: Option<Caller>,
+    /// Hosts the proxy asked VHDS for that named no virtual host (bounded): asked again at each
+    /// new mesh version, so a service added since is sent without the proxy asking again.
+    unresolved_hosts: BTreeSet<Arc<str>>,
 }
+
+/// Unresolved hosts remembered per connection at most.
+const MAX_UNRESOLVED: usize = 256;
 
 /// The workload a proxy belongs to, for its working set: replicas and restarts of one
 /// workload share it.
@@ -197,6 +215,7 @@ impl Conn {
             nonce: 0,
             slot: None,
             caller: None,
+            unresolved_hosts: BTreeSet::new(),
         }
     }
 
@@ -273,12 +292,21 @@ impl Conn {
         // subscription (the push removes them from the proxy); they come back if the proxy
         // asks again.
         for t in [CLUSTER, VIRTUAL_HOST] {
-            if let Some(Sel::Demand(names)) = self.subs.get(t).map(|s| s.sel.clone()) {
-                if names.iter().any(|n| self.config.hash(t, n).is_none()) {
-                    let kept = self.demand_names(t, None, names.iter().cloned().collect());
-                    if let Some(sub) = self.subs.get_mut(t) {
-                        sub.sel = Sel::Demand(kept);
-                    }
+            let Some(Sel::Demand(names)) = self.subs.get(t).map(|s| s.sel.clone()) else { continue };
+            let mut want: BTreeSet<Arc<str>> = names.iter().cloned().collect();
+            if t == VIRTUAL_HOST {
+                // A host that named nothing may name a service added since; a wildcard held
+                // brings the more specific hosts it would shadow, also new ones.
+                let aliases = &self.config.shared.aliases;
+                want.extend(self.unresolved_hosts.iter().filter_map(|h| aliases.resolve(h)).flatten());
+                self.unresolved_hosts.retain(|h| aliases.resolve(h).is_none());
+                let companions: Vec<Arc<str>> = want.iter().flat_map(|n| aliases.companions_of(n)).collect();
+                want.extend(companions);
+            }
+            if want.len() != names.len() || names.iter().any(|n| self.config.hash(t, n).is_none()) {
+                let kept = self.demand_names(t, None, want);
+                if let Some(sub) = self.subs.get_mut(t) {
+                    sub.sel = Sel::Demand(kept);
                 }
             }
         }
@@ -293,14 +321,17 @@ impl Conn {
 
     /// What a proxy asking VHDS for `names` (`<route configuration>/<host>`) means: the
     /// virtual hosts they resolve to, and the names that resolve to none.
-    fn resolve_hosts<'a>(&self, names: impl IntoIterator<Item = &'a str>) -> (BTreeSet<Arc<str>>, Vec<Arc<str>>) {
-        let (mut found, mut missing) = (BTreeSet::new(), Vec::new());
+    fn resolve_hosts<'a>(&mut self, names: impl IntoIterator<Item = &'a str>) -> (BTreeSet<Arc<str>>, Vec<Arc<str>>) {
+        let (mut found, mut missing): (BTreeSet<Arc<str>>, Vec<Arc<str>>) = (BTreeSet::new(), Vec::new());
         for n in names {
             match self.config.shared.aliases.resolve(n) {
-                Some(r) => {
-                    found.insert(r);
-                }
+                Some(r) => found.extend(r),
                 None => missing.push(Arc::from(n)),
+            }
+        }
+        for m in &missing {
+            if self.unresolved_hosts.len() < MAX_UNRESOLVED {
+                self.unresolved_hosts.insert(m.clone());
             }
         }
         (found, missing)
@@ -474,6 +505,9 @@ impl Conn {
         let mut unknown_hosts = Vec::new();
         if t == VIRTUAL_HOST {
             (listed, unknown_hosts) = self.resolve_hosts(req.resource_names.iter().filter(|n| *n != "*").map(String::as_str));
+            let sub = self.subs.entry(t).or_default();
+            unknown_hosts.retain(|h| !sub.last_hosts.contains(h.as_ref()));
+            sub.last_hosts = req.resource_names.iter().cloned().collect();
         }
         let sel = if wildcard && self.demands(t) {
             let before = self.subs.get(t).and_then(|s| s.sel.listed().cloned());
@@ -585,9 +619,16 @@ impl Conn {
                 // Asked by host: what it resolves to joins the subscription; a host that names
                 // no virtual host is answered as removed.
                 match self.config.shared.aliases.resolve(n) {
-                    Some(r) => resubscribed |= listed.insert(r),
+                    Some(r) => {
+                        for r in r {
+                            resubscribed |= listed.insert(r);
+                        }
+                    }
                     None => {
                         sub.asked.insert(Arc::from(n.as_str()));
+                        if self.unresolved_hosts.len() < MAX_UNRESOLVED {
+                            self.unresolved_hosts.insert(Arc::from(n.as_str()));
+                        }
                         resubscribed = true;
                     }
                 }

@@ -224,7 +224,7 @@ impl Compiled {
             }
             types[i].insert(r.name.clone(), r);
         }
-        let eager = std::array::from_fn(|i| types[i].keys().filter(|n| !is_lazy(n)).cloned().collect());
+        let eager = std::array::from_fn(|i| types[i].keys().filter(|n| !is_lazy(ALL_TYPES[i], n)).cloned().collect());
         Compiled { types: types.map(Arc::new), eager, aliases: Default::default() }
     }
 
@@ -294,11 +294,12 @@ pub enum Sel {
 }
 
 impl Sel {
-    pub fn covers(&self, name: &str) -> bool {
+    /// Whether a resource `name` of type `t` is covered.
+    pub fn covers(&self, t: &str, name: &str) -> bool {
         match self {
             Sel::All => true,
             Sel::Named(n) => n.contains(name),
-            Sel::Demand(n) => !is_lazy(name) || n.contains(name),
+            Sel::Demand(n) => !is_lazy(t, name) || n.contains(name),
         }
     }
 
@@ -311,10 +312,10 @@ impl Sel {
     }
 }
 
-/// What a proxy that fetches on demand gets only when it asks: service clusters, and VHDS
-/// virtual hosts (`<route configuration>/<virtual host>`; no cluster name has a `/`).
-pub fn is_lazy(name: &str) -> bool {
-    name.starts_with("outbound|") || name.contains('/')
+/// What a proxy that fetches on demand gets only when it asks: service clusters (and their
+/// endpoint sets, by the same names), and every VHDS virtual host.
+pub fn is_lazy(t: &str, name: &str) -> bool {
+    t == proto::VIRTUAL_HOST || name.starts_with("outbound|")
 }
 
 /// Everything one proxy is sent: its group's shared part and its own.
@@ -381,7 +382,7 @@ impl ProxyConfig {
             let list: Vec<serde_json::Value> = self
                 .select(t, &Sel::All)
                 .iter()
-                .filter(|(n, _)| sel.covers(n) || n.as_ref() == crate::translate::peers::WORKLOADS)
+                .filter(|(n, _)| sel.covers(proto::CLUSTER, n) || n.as_ref() == crate::translate::peers::WORKLOADS)
                 .map(|(_, r)| r)
                 .filter_map(|r| Any::decode(r.encoded.as_ref()).ok().and_then(|a| proto::from_any(&a).ok()))
                 .collect();
@@ -713,5 +714,39 @@ mod tests {
         assert_eq!(next.parts.lock().len(), 41);
         next.encode_parts(i, proto::ROUTE, &Split::of(i, proto::ROUTE, &v2).expect("split")).expect("encodes");
         assert_eq!(next.carried().parts.lock().len(), 40, "the replaced virtual host is gone");
+    }
+
+    #[test]
+    fn an_on_demand_sidecar_gets_virtual_hosts_by_host_within_its_sidecar_and_envoy_gets_routes_whole() {
+        let extra = "---\napiVersion: v1\nkind: Service\nmetadata: {name: c, namespace: other}\nspec:\n  selector: {app: c}\n  ports: [{name: http, port: 80}]\n---\napiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: default, namespace: default}\nspec:\n  egress: [{hosts: [\"./*\"]}]\n";
+        let m = model(&format!("{MESH}{extra}"));
+        let cache = Cache::new(&m, None);
+        let meta = serde_json::json!({"NAMESPACE": "default", "LABELS": {"app": "a"}, "WEFT_ON_DEMAND": "true"});
+        let lazy = ProxyNode::parse("sidecar~10.0.0.1~a-1.default~default.svc.cluster.local", &meta).expect("node");
+        let lazy = cache.config(&m, &lazy, None);
+        let whole = cache.config(&m, &node("10.0.0.2", "b"), None);
+        let route_80 = |c: &ProxyConfig| {
+            let j = c.to_json(&Sel::All, &Sel::Named(Names::default()));
+            j["routes"].as_array().into_iter().flatten().find(|r| r["name"] == "80").cloned().expect("route configuration 80")
+        };
+        // Envoy (and a weft proxy with on-demand off) gets every virtual host in RDS, no VHDS.
+        assert!(whole.select(proto::VIRTUAL_HOST, &Sel::All).is_empty());
+        assert!(route_80(&whole)["vhds"].is_null());
+        assert!(route_80(&whole)["virtual_hosts"].as_array().is_some_and(|v| v.len() > 1));
+        // The on-demand sidecar's RDS keeps the catch-all and says vhds.
+        let rds = route_80(&lazy);
+        assert_eq!(rds["vhds"]["config_source"]["ads"], serde_json::json!({}), "{rds}");
+        assert_eq!(rds["virtual_hosts"].as_array().map(Vec::len), Some(1), "{rds}");
+        // A host resolves to its virtual host, which the VHDS set has; what the Sidecar hides
+        // resolves to nothing, so it cannot be fetched.
+        let vhosts = lazy.select(proto::VIRTUAL_HOST, &Sel::All);
+        let b = lazy.shared.aliases.resolve("80/b.default.svc.cluster.local:80").expect("b resolves")[0].clone();
+        assert!(vhosts.contains_key(&b), "{b}");
+        assert_eq!(lazy.shared.aliases.resolve("80/b:80"), Some(vec![b.clone()]), "by its short name too");
+        assert_eq!(lazy.shared.aliases.resolve("80/c.other.svc.cluster.local:80"), None, "outside the Sidecar's egress hosts");
+        assert!(!vhosts.keys().any(|k| k.contains("c.other")));
+        // An on-demand selection is what it names plus nothing lazy it did not ask for.
+        let sel = Sel::Demand(Arc::new(std::iter::once(b.clone()).collect()));
+        assert_eq!(lazy.select(proto::VIRTUAL_HOST, &sel).keys().cloned().collect::<Vec<_>>(), vec![b]);
     }
 }

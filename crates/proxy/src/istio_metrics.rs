@@ -281,10 +281,6 @@ impl PeerTable {
         Ok(PeerTable { bytes, index, seen: Mutex::default(), trust_domain: trust_domain.to_owned() })
     }
 
-    fn contains(&self, ip: &IpAddr) -> bool {
-        self.index.contains_key(ip)
-    }
-
     fn entry(&self, ip: &IpAddr) -> Option<Entry> {
         let &(start, len) = self.index.get(ip)?;
         if let Some(e) = self.seen.lock().get(ip) {
@@ -338,18 +334,14 @@ struct PeerMaps {
 }
 
 impl PeerMaps {
-    /// Adds `set`'s addresses that neither this nor the table `under` has yet (the first to
-    /// name one wins).
-    fn add(&mut self, set: &PeerSet, under: Option<&PeerTable>) {
+    /// Adds `set`'s addresses this does not have yet (the first to name one wins; the
+    /// workloads table, looked up first, wins over all of them).
+    fn add(&mut self, set: &PeerSet) {
         for (ip, service) in &set.services {
-            if under.is_none_or(|u| !u.contains(ip)) {
-                self.services.entry(*ip).or_insert_with(|| service.clone());
-            }
+            self.services.entry(*ip).or_insert_with(|| service.clone());
         }
         for (ip, w) in &set.workloads {
-            if under.is_none_or(|u| !u.contains(ip)) {
-                self.workloads.entry(*ip).or_insert_with(|| w.clone());
-            }
+            self.workloads.entry(*ip).or_insert_with(|| w.clone());
         }
     }
 }
@@ -367,18 +359,14 @@ impl Peers {
         self.table.as_ref().and_then(|s| s.table.as_ref())
     }
 
+    /// The table's answer first, then the endpoint sets', field by field (a table entry may
+    /// name a workload but no service, which an external service's endpoints then name).
     fn workload(&self, ip: &IpAddr) -> Option<Arc<Workload>> {
-        match self.table().and_then(|t| t.entry(ip)) {
-            Some(e) => e.workload,
-            None => self.extra.workloads.get(ip).cloned(),
-        }
+        self.table().and_then(|t| t.entry(ip)).and_then(|e| e.workload).or_else(|| self.extra.workloads.get(ip).cloned())
     }
 
     fn service(&self, ip: &IpAddr) -> Option<String> {
-        match self.table().and_then(|t| t.entry(ip)) {
-            Some(e) => e.service,
-            None => self.extra.services.get(ip).cloned(),
-        }
+        self.table().and_then(|t| t.entry(ip)).and_then(|e| e.service).or_else(|| self.extra.services.get(ip).cloned())
     }
 }
 
@@ -515,10 +503,9 @@ impl Mesh {
     /// `rest`; the first to name an address wins.
     pub fn set_peer_sets<'a>(&self, base: Option<&'a Arc<PeerSet>>, rest: impl Iterator<Item = &'a PeerSet>) {
         let table = base.filter(|b| b.table.is_some()).cloned();
-        let under = table.as_ref().and_then(|t| t.table.as_ref());
         let mut extra = PeerMaps::default();
         for set in base.filter(|b| b.table.is_none()).into_iter().map(Arc::as_ref).chain(rest) {
-            extra.add(set, under);
+            extra.add(set);
         }
         self.peers.store(Arc::new(Peers { table, extra }));
     }

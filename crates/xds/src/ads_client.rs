@@ -472,9 +472,11 @@ async fn stream_sotw(
         if tx.send(ack).await.is_err() {
             return "request channel closed".into();
         }
-        if result.is_ok() {
-            let mut follow: Vec<&'static str> = follow_names(handler, types, t).into_iter().map(|(dep, _)| dep).collect();
-            // After any update, not only CDS: a notification that raced a response is not lost.
+        {
+            let mut follow: Vec<&'static str> =
+                if result.is_ok() { follow_names(handler, types, t).into_iter().map(|(dep, _)| dep).collect() } else { Vec::new() };
+            // After any update, also a rejected one and not only CDS: a notification that raced
+            // a response is not lost, and names answered meanwhile leave the subscription.
             for (dep, _) in follow_demand(handler, types) {
                 if !follow.contains(&dep) {
                     follow.push(dep);
@@ -600,8 +602,8 @@ async fn stream_delta(
         if tx.send(ack).await.is_err() {
             return "request channel closed".into();
         }
-        if result.is_ok() {
-            let mut follow = follow_names(handler, types, t);
+        {
+            let mut follow = if result.is_ok() { follow_names(handler, types, t) } else { Vec::new() };
             for (dep, before) in follow_demand(handler, types) {
                 if !follow.iter().any(|(t, _)| *t == dep) {
                     follow.push((dep, before));

@@ -151,8 +151,6 @@ pub fn repeated_message_field(type_url: &str, field: &str) -> Option<(u32, Strin
     }
 }
 
-/// Decodes an `Any` into proto3 JSON with Envoy's snake_case field names, leaving out fields
-/// at their defaults (so "set" means "sent").
 /// Calls `f` with each field numbered `number` of the encoded message `msg` that is itself a
 /// message (length-delimited), with its offset in `msg`: a walk over one repeated field
 /// without decoding the rest.
@@ -175,6 +173,8 @@ pub fn each_message(msg: &[u8], number: u32, mut f: impl FnMut(usize, &[u8]) -> 
     Ok(())
 }
 
+/// Decodes an `Any` into proto3 JSON with Envoy's snake_case field names, leaving out fields
+/// at their defaults (so "set" means "sent").
 pub fn from_any(any: &Any) -> Result<serde_json::Value, ProtoError> {
     from_bytes(&any.type_url, &any.value)
 }

@@ -18,28 +18,44 @@ use super::Generated;
 #[derive(Debug, Default)]
 pub struct Aliases {
     exact: HashMap<String, Arc<str>>,
-    /// `*.suffix` and `prefix*` domains: (route configuration, pattern, resource), longest
-    /// pattern first, as a proxy matches them.
+    /// `*.suffix` and `prefix*` domains: (route configuration, pattern, resource), suffixes
+    /// before prefixes and longest first within each, as a proxy matches them.
     wildcards: Vec<(String, String, Arc<str>)>,
+    /// For a virtual host with a wildcard domain: the virtual hosts of its route configuration
+    /// that name a host the wildcard also matches, more specifically. They are sent with it, so
+    /// a proxy holding the wildcard routes those hosts as a whole route configuration would.
+    companions: HashMap<Arc<str>, Vec<Arc<str>>>,
+}
+
+/// Whether wildcard domain `pattern` (`*.suffix` or `prefix*`) matches `host`.
+fn wildcard_matches(pattern: &str, host: &str) -> bool {
+    match (pattern.strip_prefix('*'), pattern.strip_suffix('*')) {
+        (Some(suffix), _) => host.len() > suffix.len() && host.ends_with(suffix),
+        (None, Some(prefix)) => host.len() > prefix.len() && host.starts_with(prefix),
+        _ => false,
+    }
 }
 
 impl Aliases {
-    /// The virtual host resource `alias` names, if any: a domain of it, or its own name.
-    pub fn resolve(&self, alias: &str) -> Option<Arc<str>> {
+    /// The virtual host resources `alias` names, if any: the one whose domain (or name) it is,
+    /// with that one's companions.
+    pub fn resolve(&self, alias: &str) -> Option<Vec<Arc<str>>> {
         let alias = alias.to_ascii_lowercase();
-        if let Some(r) = self.exact.get(&alias) {
-            return Some(r.clone());
-        }
-        let (table, host) = alias.split_once('/')?;
-        self.wildcards
-            .iter()
-            .filter(|(t, _, _)| t == table)
-            .find(|(_, pattern, _)| match (pattern.strip_prefix('*'), pattern.strip_suffix('*')) {
-                (Some(suffix), _) => host.len() > suffix.len() && host.ends_with(suffix),
-                (None, Some(prefix)) => host.len() > prefix.len() && host.starts_with(prefix),
-                _ => false,
-            })
-            .map(|(_, _, r)| r.clone())
+        let found = match self.exact.get(&alias) {
+            Some(r) => r.clone(),
+            None => {
+                let (table, host) = alias.split_once('/')?;
+                self.wildcards.iter().find(|(t, pattern, _)| t == table && wildcard_matches(pattern, host)).map(|(_, _, r)| r.clone())?
+            }
+        };
+        let mut out = vec![found.clone()];
+        out.extend(self.companions_of(&found));
+        Some(out)
+    }
+
+    /// What must be sent with the virtual host resource `name` (see `companions`).
+    pub fn companions_of(&self, name: &str) -> impl Iterator<Item = Arc<str>> + '_ {
+        self.companions.get(name).into_iter().flatten().cloned()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -52,31 +68,51 @@ fn is_catch_all(vh: &Value) -> bool {
 }
 
 /// Moves every virtual host but the catch-all out of `g`'s route configurations into VHDS
-/// resources; returns what each host asked for resolves to.
+/// resources; returns what each host asked for resolves to. A route configuration with
+/// nothing to move is left as it is.
 pub fn split(g: &mut Generated) -> Aliases {
     let mut aliases = Aliases::default();
+    // Every moved domain, for the companions: (route configuration, domain, resource).
+    let mut domains: Vec<(String, String, Arc<str>)> = Vec::new();
     for (table, rc) in g.routes.iter_mut() {
         let Some(hosts) = rc.get_mut("virtual_hosts").and_then(Value::as_array_mut) else { continue };
+        if hosts.iter().all(is_catch_all) {
+            continue;
+        }
         let (keep, moved): (Vec<Value>, Vec<Value>) = std::mem::take(hosts).into_iter().partition(is_catch_all);
         *hosts = keep;
         rc["vhds"] = json!({"config_source": {"ads": {}, "resource_api_version": "V3"}});
         for mut vh in moved {
             let own = vh.get("name").and_then(Value::as_str).unwrap_or_default();
             let name: Arc<str> = Arc::from(format!("{table}/{own}"));
-            aliases.exact.insert(name.to_ascii_lowercase(), name.clone());
+            aliases.exact.entry(name.to_ascii_lowercase()).or_insert_with(|| name.clone());
             for d in vh.get("domains").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str) {
                 let d = d.to_ascii_lowercase();
                 if d.starts_with('*') || d.ends_with('*') {
-                    aliases.wildcards.push((table.clone(), d, name.clone()));
+                    aliases.wildcards.push((table.clone(), d.clone(), name.clone()));
                 } else {
                     aliases.exact.entry(format!("{table}/{d}")).or_insert_with(|| name.clone());
                 }
+                domains.push((table.clone(), d, name.clone()));
             }
             vh["name"] = json!(name.as_ref());
             g.virtual_hosts.insert(name.to_string(), vh);
         }
     }
-    aliases.wildcards.sort_by_key(|(_, p, _)| std::cmp::Reverse(p.len()));
+    // Wildcards are few; each is checked against every moved domain once per group.
+    for (table, pattern, owner) in &aliases.wildcards {
+        let mut with: Vec<Arc<str>> = domains
+            .iter()
+            .filter(|(t, d, r)| t == table && r != owner && d != pattern && wildcard_matches(pattern, d.trim_start_matches('*')))
+            .map(|(_, _, r)| r.clone())
+            .collect();
+        with.sort();
+        with.dedup();
+        if !with.is_empty() {
+            aliases.companions.entry(owner.clone()).or_default().extend(with);
+        }
+    }
+    aliases.wildcards.sort_by_key(|(_, p, _)| (p.ends_with('*') && !p.starts_with('*'), std::cmp::Reverse(p.len())));
     aliases
 }
 
@@ -101,11 +137,33 @@ mod tests {
         assert_eq!(rc["vhds"]["config_source"]["ads"], json!({}));
         assert_eq!(g.virtual_hosts.len(), 2);
         assert_eq!(g.virtual_hosts["8080/a.ns.svc.cluster.local:8080"]["name"], "8080/a.ns.svc.cluster.local:8080");
-        assert_eq!(aliases.resolve("8080/A.ns:8080").as_deref(), Some("8080/a.ns.svc.cluster.local:8080"));
-        assert_eq!(aliases.resolve("8080/10.0.0.1:8080").as_deref(), Some("8080/a.ns.svc.cluster.local:8080"));
-        assert_eq!(aliases.resolve("8080/a.ns.svc.cluster.local:8080").as_deref(), Some("8080/a.ns.svc.cluster.local:8080"));
-        assert_eq!(aliases.resolve("8080/api.example.com").as_deref(), Some("8080/wild"));
-        assert_eq!(aliases.resolve("9090/a.ns:8080"), None, "another route configuration's host");
-        assert_eq!(aliases.resolve("8080/elsewhere.org"), None);
+        let one = |alias: &str| aliases.resolve(alias).map(|v| v.iter().map(|n| n.to_string()).collect::<Vec<_>>());
+        let a = Some(vec!["8080/a.ns.svc.cluster.local:8080".to_string()]);
+        assert_eq!(one("8080/A.ns:8080"), a);
+        assert_eq!(one("8080/10.0.0.1:8080"), a);
+        assert_eq!(one("8080/a.ns.svc.cluster.local:8080"), a);
+        assert_eq!(one("8080/api.example.com"), Some(vec!["8080/wild".to_string()]));
+        assert_eq!(one("9090/a.ns:8080"), None, "another route configuration's host");
+        assert_eq!(one("8080/elsewhere.org"), None);
+    }
+
+    #[test]
+    fn a_wildcard_comes_with_the_more_specific_hosts_it_would_otherwise_shadow() {
+        let mut g = Generated::default();
+        g.routes.insert(
+            "80".into(),
+            json!({"name": "80", "virtual_hosts": [
+                {"name": "wild", "domains": ["*.example.com"], "routes": []},
+                {"name": "deeper", "domains": ["*.api.example.com"], "routes": []},
+                {"name": "storage", "domains": ["storage.example.com"], "routes": []},
+                {"name": "other", "domains": ["other.org"], "routes": []},
+            ]}),
+        );
+        g.routes.insert("90".into(), json!({"name": "90", "virtual_hosts": [{"name": "allow_any", "domains": ["*"], "routes": []}]}));
+        let aliases = split(&mut g);
+        let got = aliases.resolve("80/anything.example.com").expect("the wildcard");
+        assert_eq!(got.iter().map(|n| n.as_ref()).collect::<Vec<_>>(), ["80/wild", "80/deeper", "80/storage"]);
+        assert_eq!(aliases.resolve("80/x.api.example.com").map(|v| v[0].to_string()).as_deref(), Some("80/deeper"), "longest suffix");
+        assert!(g.routes["90"]["vhds"].is_null(), "nothing to move: the route configuration is left whole");
     }
 }

@@ -29,7 +29,17 @@ pub enum HostMissing {
     Unreachable { route: String, host: String },
     #[error("the virtual host for {host:?} in route configuration {route:?} was asked of the control plane and did not arrive within {}s", deadline.as_secs())]
     Timeout { route: String, host: String, deadline: Duration },
+    #[error("no virtual host for {host:?} is held yet in route configuration {route:?}, and {MAX_PENDING} other hosts are being fetched already")]
+    Busy { route: String, host: String },
 }
+
+/// Hosts asked of the control plane and not answered yet, at most: an application naming ever
+/// new hosts gets 503s rather than growing the proxy's subscription without bound.
+pub const MAX_PENDING: usize = 256;
+
+/// The longest host (with its port) that can name a virtual host: a DNS name is at most 253
+/// bytes. A longer one is not asked about; it goes to the catch-all.
+const MAX_HOST: usize = 253 + 6;
 
 /// The VHDS resource name a request for `host` on `table` subscribes to (Envoy's form).
 pub fn alias(table: &str, host: &str) -> String {
@@ -77,8 +87,14 @@ impl RouteStore {
             return Ok(table);
         }
         let alias = alias(&table.name, host);
-        if od.refused_within(&alias, REFUSAL_TTL) {
+        // Answered before (or unanswerable): the catch-all. A refusal of any age stands while
+        // the control plane is away, so calls out of the mesh keep working meanwhile.
+        if host.len() > MAX_HOST || od.refused_within(&alias, REFUSAL_TTL) || (!od.is_connected() && od.is_refused(&alias)) {
             return Ok(table);
+        }
+        if !od.is_wanted(&alias) && od.pending() >= MAX_PENDING {
+            stats.vhds_failed.inc();
+            return Err(HostMissing::Busy { route: table.name.clone(), host: host.to_owned() });
         }
         let mut changes = od.watch();
         if od.ask(&alias) {
@@ -88,7 +104,8 @@ impl RouteStore {
         let deadline = tokio::time::Instant::now() + od.deadline();
         loop {
             let table = self.table(source);
-            if crate::http::routing::names_host(&table, host) || od.is_refused(&alias) {
+            // Held now; or answered as having none (refused: no longer asked for).
+            if crate::http::routing::names_host(&table, host) || od.is_refused(&alias) || !od.is_wanted(&alias) {
                 return Ok(table);
             }
             let failed = if !od.is_connected() {

@@ -100,6 +100,16 @@ impl OnDemand {
         fresh
     }
 
+    /// Whether `name` is asked for or held (a refusal takes it out).
+    pub fn is_wanted(&self, name: &str) -> bool {
+        self.wanted.lock().contains_key(name)
+    }
+
+    /// How many names are asked for and not received yet.
+    pub fn pending(&self) -> usize {
+        self.wanted.lock().values().filter(|w| **w == Want::Pending).count()
+    }
+
     /// Stops asking for `name` (it never arrived).
     pub fn give_up(&self, name: &str) {
         let mut w = self.wanted.lock();
@@ -125,10 +135,13 @@ impl OnDemand {
         for n in names {
             if w.get(n) == Some(&Want::Pending) {
                 w.remove(n);
-                // Bounded: an application naming ever new hosts must not grow the proxy. A
-                // forgotten refusal costs one more question to the control plane.
+                // Bounded: an application naming ever new hosts must not grow the proxy. The
+                // oldest refusals go first; a forgotten one costs one more question.
                 if r.len() >= MAX_REFUSED {
-                    r.clear();
+                    let mut ages: Vec<Instant> = r.values().copied().collect();
+                    ages.sort_unstable();
+                    let cut = ages[ages.len() / 2];
+                    r.retain(|_, at| *at > cut);
                 }
                 r.insert(n.clone(), Instant::now());
             }
