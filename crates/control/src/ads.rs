@@ -298,8 +298,13 @@ impl Conn {
                 // A host that named nothing may name a service added since; a wildcard held
                 // brings the more specific hosts it would shadow, also new ones.
                 let aliases = &self.config.shared.aliases;
-                want.extend(self.unresolved_hosts.iter().filter_map(|h| aliases.resolve(h)).flatten());
-                self.unresolved_hosts.retain(|h| aliases.resolve(h).is_none());
+                self.unresolved_hosts.retain(|h| match aliases.resolve(h) {
+                    Some(found) => {
+                        want.extend(found);
+                        false
+                    }
+                    None => true,
+                });
                 let companions: Vec<Arc<str>> = want.iter().flat_map(|n| aliases.companions_of(n)).collect();
                 want.extend(companions);
             }
@@ -330,11 +335,16 @@ impl Conn {
             }
         }
         for m in &missing {
-            if self.unresolved_hosts.len() < MAX_UNRESOLVED {
-                self.unresolved_hosts.insert(m.clone());
-            }
+            self.remember_unresolved(m);
         }
         (found, missing)
+    }
+
+    /// Keeps `host`, which named no virtual host, to resolve again at each mesh version.
+    fn remember_unresolved(&mut self, host: &Arc<str>) {
+        if self.unresolved_hosts.len() < MAX_UNRESOLVED {
+            self.unresolved_hosts.insert(host.clone());
+        }
     }
 
     /// The service clusters an on-demand proxy gets: what it had, what it asks for now, and
@@ -465,11 +475,7 @@ impl Conn {
         if t == CLUSTER || t == VIRTUAL_HOST {
             let sel = sub.sel.clone();
             if let Some(p) = self.shared.proxies.lock().get_mut(&self.id) {
-                if t == CLUSTER {
-                    p.clusters = Some(sel);
-                } else {
-                    p.virtual_hosts = Some(sel);
-                }
+                *if t == CLUSTER { &mut p.clusters } else { &mut p.virtual_hosts } = Some(sel);
             }
         }
         let sub = self.subs.entry(t).or_default();
@@ -595,6 +601,13 @@ impl Conn {
             self.on_reply(t, req.error_detail.as_ref().map(|e| e.message.as_str()), None);
         }
         let demands = self.demands(t);
+        // VHDS is asked by host: what a host resolves to joins the subscription; a host that
+        // names no virtual host is answered as removed.
+        let (hosts_found, hosts_missing) = if t == VIRTUAL_HOST {
+            self.resolve_hosts(req.resource_names_subscribe.iter().filter(|n| *n != "*").map(String::as_str))
+        } else {
+            Default::default()
+        };
         let sub = self.subs.entry(t).or_default();
         let first = !sub.started;
         if first {
@@ -615,30 +628,18 @@ impl Conn {
             if n == "*" {
                 resubscribed |= !wildcard;
                 wildcard = true;
-            } else if t == VIRTUAL_HOST {
-                // Asked by host: what it resolves to joins the subscription; a host that names
-                // no virtual host is answered as removed.
-                match self.config.shared.aliases.resolve(n) {
-                    Some(r) => {
-                        for r in r {
-                            resubscribed |= listed.insert(r);
-                        }
-                    }
-                    None => {
-                        sub.asked.insert(Arc::from(n.as_str()));
-                        if self.unresolved_hosts.len() < MAX_UNRESOLVED {
-                            self.unresolved_hosts.insert(Arc::from(n.as_str()));
-                        }
-                        resubscribed = true;
-                    }
-                }
-            } else if !listed.contains(n.as_str()) {
+            } else if t != VIRTUAL_HOST && !listed.contains(n.as_str()) {
                 let n = self.config.intern(t, n);
                 listed.insert(n.clone());
                 sub.asked.insert(n);
                 resubscribed = true;
             }
         }
+        for r in hosts_found {
+            resubscribed |= listed.insert(r);
+        }
+        resubscribed |= !hosts_missing.is_empty();
+        sub.asked.extend(hosts_missing);
         for n in &req.resource_names_unsubscribe {
             listed.remove(n.as_str());
             sub.sent.remove(n);

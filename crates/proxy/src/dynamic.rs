@@ -350,10 +350,9 @@ impl Dynamic {
         }
         st.vhosts = vhosts;
         self.ctx.routes.replace(st.routes.iter().map(|(n, (_, t))| (n.clone(), t.clone())).collect());
-        self.raw.lock().insert(
-            VIRTUAL_HOST,
-            set.iter().filter(|(n, _)| !refused.iter().any(|(r, _)| r == *n)).map(|(n, r)| (n.clone(), r.clone())).collect(),
-        );
+        self.raw
+            .lock()
+            .insert(VIRTUAL_HOST, set.iter().filter(|(n, _)| st.vhosts.contains_key(*n)).map(|(n, r)| (n.clone(), r.clone())).collect());
         if let Some(od) = self.ctx.routes.on_demand() {
             let refused: Vec<String> = refused.into_iter().map(|(n, _)| n).collect();
             if !refused.is_empty() {

@@ -254,7 +254,8 @@ pub struct PeerTable {
 #[derive(Clone, Default)]
 struct Entry {
     workload: Option<Arc<Workload>>,
-    service: Option<String>,
+    /// Shared, so a lookup of the workload copies no string.
+    service: Option<Arc<str>>,
 }
 
 /// Decoded table entries kept at most.
@@ -323,7 +324,7 @@ fn entry_of(e: &envoy_types::pb::envoy::config::endpoint::v3::LbEndpoint, trust_
         }
         Arc::new(w)
     });
-    Entry { workload, service: text("service").map(str::to_owned) }
+    Entry { workload, service: text("service").map(Arc::from) }
 }
 
 /// What an address is: a workload's, or a service's VIP.
@@ -366,7 +367,11 @@ impl Peers {
     }
 
     fn service(&self, ip: &IpAddr) -> Option<String> {
-        self.table().and_then(|t| t.entry(ip)).and_then(|e| e.service).or_else(|| self.extra.services.get(ip).cloned())
+        self.table()
+            .and_then(|t| t.entry(ip))
+            .and_then(|e| e.service)
+            .map(|s| s.to_string())
+            .or_else(|| self.extra.services.get(ip).cloned())
     }
 }
 

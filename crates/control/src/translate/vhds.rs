@@ -57,10 +57,6 @@ impl Aliases {
     pub fn companions_of(&self, name: &str) -> impl Iterator<Item = Arc<str>> + '_ {
         self.companions.get(name).into_iter().flatten().cloned()
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.exact.is_empty() && self.wildcards.is_empty()
-    }
 }
 
 fn is_catch_all(vh: &Value) -> bool {
