@@ -25,10 +25,11 @@ fn model(path: &str) -> Model {
 
 fn errors_for(model: &Model, node_id: &str, meta: serde_json::Value) -> Vec<String> {
     let node = ProxyNode::parse(node_id, &meta).expect("node");
-    let g = generate(model, &node);
+    // Decoded from the encoding, as a proxy decodes what it is sent.
+    let g = generate(model, &node).to_json();
     let mut errors = Vec::new();
     for (name, v) in &g.clusters {
-        match weft_xds::load::from_value::<weft_xds::cluster::Cluster>(v.as_ref().clone(), name) {
+        match weft_xds::load::from_value::<weft_xds::cluster::Cluster>(v.clone(), name) {
             Ok(c) => {
                 if let Err(e) = ClusterConfig::from_wire(&c, &format!("cluster {name}")) {
                     errors.push(e.to_string());
@@ -38,7 +39,7 @@ fn errors_for(model: &Model, node_id: &str, meta: serde_json::Value) -> Vec<Stri
         }
     }
     for (name, v) in &g.endpoints {
-        if let Err(e) = weft_xds::load::from_value::<weft_xds::cluster::ClusterLoadAssignment>(v.as_ref().clone(), name) {
+        if let Err(e) = weft_xds::load::from_value::<weft_xds::cluster::ClusterLoadAssignment>(v.clone(), name) {
             errors.push(format!("endpoints {name}: {e}"));
         }
     }
@@ -103,8 +104,9 @@ fn the_proxy_accepts_every_translation_feature() {
     let model = model_with("tests/fixtures/features.yaml", &dir.path().display().to_string());
     // The fixture really exercises the features (so this test cannot pass vacuously).
     let meta = serde_json::json!({"NAMESPACE": "default", "LABELS": {"app": "client"}});
-    let g = generate(&model, &ProxyNode::parse("sidecar~10.2.0.9~client-1.default~default.svc.cluster.local", &meta).expect("node"));
-    let clusters: Vec<&serde_json::Value> = g.clusters.values().map(|c| c.as_ref()).collect();
+    let g =
+        generate(&model, &ProxyNode::parse("sidecar~10.2.0.9~client-1.default~default.svc.cluster.local", &meta).expect("node")).to_json();
+    let clusters: Vec<&serde_json::Value> = g.clusters.values().collect();
     let text = serde_json::to_string(&(clusters, &g.listeners, &g.routes)).expect("json");
     for feature in [
         "request_mirror_policies",
@@ -125,7 +127,8 @@ fn the_proxy_accepts_every_translation_feature() {
     let gw = generate(
         &model,
         &ProxyNode::parse("router~10.2.0.99~ingress-1.istio-system~istio-system.svc.cluster.local", &gw_meta).expect("node"),
-    );
+    )
+    .to_json();
     let text = serde_json::to_string(&(&gw.listeners, &gw.routes)).expect("json");
     for feature in ["require_tls", "server_names", "tls_inspector", "0.0.0.0_3306", "DownstreamTlsContext", "require_client_certificate"] {
         assert!(text.contains(feature), "the fixture does not exercise the gateway's {feature}");
@@ -141,4 +144,43 @@ fn the_proxy_accepts_every_translation_feature() {
     all.sort();
     all.dedup();
     assert!(all.is_empty(), "{} resources refused:\n{}", all.len(), all.join("\n"));
+}
+
+/// The encoding of a translation is a function of the mesh: built twice, every resource has
+/// the same bytes. A resource whose bytes changed is pushed again and rebuilt by the proxy
+/// (pools and health lost), so map fields, which protobuf encodes in iteration order, must
+/// not be ordered at random.
+#[test]
+fn a_translation_encodes_to_the_same_bytes_every_time() {
+    use weft_test_support::certs::{Leaf, TempDir, TestCa};
+    let dir = TempDir::new("xds-same").expect("temp dir");
+    let ca = TestCa::new(dir.path(), "gw").expect("ca");
+    ca.issue("web", Leaf { dns: &["web.example.com"], ..Default::default() }).expect("cert");
+    let model = model_with("tests/fixtures/features.yaml", &dir.path().display().to_string());
+    let nodes = [
+        (
+            "sidecar~10.2.0.9~client-1.default~default.svc.cluster.local",
+            serde_json::json!({"NAMESPACE": "default", "LABELS": {"app": "client"}, "SDS": "true"}),
+        ),
+        (
+            "sidecar~10.2.0.10~web-1.default~default.svc.cluster.local",
+            serde_json::json!({"NAMESPACE": "default", "LABELS": {"app": "web"}, "SDS": "true"}),
+        ),
+        (
+            "router~10.2.0.99~ingress-1.istio-system~istio-system.svc.cluster.local",
+            serde_json::json!({"NAMESPACE": "istio-system", "LABELS": {"istio": "ingressgateway"}}),
+        ),
+    ];
+    for (id, meta) in nodes {
+        let node = ProxyNode::parse(id, &meta).expect("node");
+        let encoded = || generate(&model, &node).items().map(|i| (i.name.to_owned(), (i.encode)())).collect::<Vec<_>>();
+        let first = encoded();
+        for _ in 0..3 {
+            let again = encoded();
+            for ((name, a), (_, b)) in first.iter().zip(&again) {
+                assert!(a == b, "{id}: {name} encoded differently");
+            }
+            assert_eq!(first.len(), again.len());
+        }
+    }
 }

@@ -49,178 +49,61 @@ fn type_index(t: &str) -> Option<usize> {
     ALL_TYPES.iter().position(|k| *k == t)
 }
 
-/// Encoded resources by (type, hash of their JSON), so a resource that did not change between
-/// versions, or that several groups share, is encoded once.
+/// Encoded resources by (type, hash of their encoding), so a resource that did not change
+/// between versions, or that several groups share, is held once: one `Arc`, sent to every
+/// proxy, and "unchanged" stays a pointer comparison.
 #[derive(Default)]
 pub struct Memo {
     map: Mutex<HashMap<(usize, u64), Arc<Res>>>,
-    /// This version's shared JSON (`translate::Reuse`), by address, with the `Arc` held so
-    /// the address cannot be taken by another value: hashed once, not once per group.
+    /// This version's shared messages (`translate::Reuse`), by address, with the `Arc` held so
+    /// the address cannot be taken by another value: encoded once, not once per group.
     shared: Mutex<HashMap<usize, SharedRes>>,
-    /// Encoded elements of resources encoded in parts ([`SPLIT`]), by (type, hash of their
-    /// JSON); carried into the next version when used in this one.
-    parts: Mutex<HashMap<(usize, u64), Arc<Part>>>,
-}
-
-/// Resources whose one repeated field grows with the mesh (a route configuration has a virtual
-/// host per service, a listener may have a filter chain per service): they are encoded element
-/// by element, so a change to one service encodes one element again, not the mesh. The wire
-/// form of a repeated field is its elements one after another, so the parts concatenate.
-const SPLIT: [(&str, &str); 2] = [(proto::ROUTE, "virtual_hosts"), (proto::LISTENER, "filter_chains")];
-
-/// Below this many elements, encoding the resource whole costs no more.
-const SPLIT_MIN: usize = 16;
-
-struct Part {
-    bytes: Bytes,
-    used: std::sync::atomic::AtomicBool,
 }
 
 struct SharedRes {
-    /// Held so the address stays this value's.
-    _json: Arc<serde_json::Value>,
+    /// Held so the address stays this message's.
+    _msg: Arc<dyn std::any::Any + Send + Sync>,
     res: Arc<Res>,
 }
 
-/// A resource of a [`SPLIT`] type with enough elements to be encoded in parts: the rest of it
-/// and its elements, each with the hash of its JSON.
-struct Split<'a> {
-    field: &'static str,
-    rest: serde_json::Value,
-    elements: Vec<(u64, &'a serde_json::Value)>,
-}
-
-impl<'a> Split<'a> {
-    fn of(i: usize, type_url: &str, v: &'a serde_json::Value) -> Option<Split<'a>> {
-        let field = SPLIT.iter().find(|(t, _)| *t == type_url).map(|(_, field)| *field)?;
-        let elements = v.get(field)?.as_array().filter(|e| e.len() >= SPLIT_MIN)?;
-        let rest = v.as_object()?.iter().filter(|(k, _)| *k != field).map(|(k, v)| (k.clone(), v.clone())).collect();
-        let elements = elements.iter().map(|e| (json_hash(e, i as u64), e)).collect();
-        Some(Split { field, rest: serde_json::Value::Object(rest), elements })
-    }
-
-    /// The whole resource's hash, from its parts' (hashing it whole again would double the
-    /// cost of the largest resources).
-    fn hash(&self, i: usize) -> u64 {
-        let mut h = xxhash_rust::xxh64::Xxh64::new(i as u64);
-        h.update(&json_hash(&self.rest, i as u64).to_le_bytes());
-        for (e, _) in &self.elements {
-            h.update(&e.to_le_bytes());
-        }
-        h.digest()
-    }
-}
-
 impl Memo {
-    /// `v` encoded, from the memo when an equal resource was encoded before.
-    fn encoded(&self, i: usize, type_url: &str, name: &str, v: &serde_json::Value) -> Option<Arc<Res>> {
-        let split = Split::of(i, type_url, v);
-        let key = (i, split.as_ref().map_or_else(|| json_hash(v, i as u64), |s| s.hash(i)));
-        if let Some(r) = self.map.lock().get(&key).cloned() {
-            return Some(r);
+    /// `bytes`, the encoding of resource `name` of type `i`: the memo's `Res` when an equal
+    /// resource was encoded before.
+    fn encoded(&self, i: usize, type_url: &str, name: &str, value: Vec<u8>) -> Arc<Res> {
+        let hash = xxhash_rust::xxh64::xxh64(&value, i as u64);
+        let mut map = self.map.lock();
+        if let Some(r) = map.get(&(i, hash)).filter(|r| *r.name == *name) {
+            return r.clone();
         }
-        let value = match &split {
-            Some(s) => self.encode_parts(i, type_url, s),
-            None => proto::to_any(type_url, v).map(|a| a.value),
-        };
-        match value {
-            Ok(value) => {
-                let hash = xxhash_rust::xxh64::xxh64(&value, 0);
-                let any = Any { type_url: type_url.into(), value };
-                let r = Arc::new(Res { name: Arc::from(name), hash, encoded: any.encode_to_vec().into() });
-                self.map.lock().insert(key, r.clone());
-                Some(r)
-            }
-            Err(e) => {
-                tracing::error!(resource = %name, error = %e, "generated resource is not valid Envoy config; not sent");
-                None
-            }
-        }
-    }
-
-    /// The protobuf encoding of a split resource: the rest, then each element as the repeated
-    /// field's entry, from the parts memo where it was encoded before.
-    fn encode_parts(&self, i: usize, type_url: &str, s: &Split<'_>) -> Result<Vec<u8>, proto::ProtoError> {
-        let Some((number, element)) = proto::repeated_message_field(type_url, s.field) else {
-            return Err(proto::ProtoError::UnknownType(format!("{type_url}.{}", s.field)));
-        };
-        let mut out = proto::to_any(type_url, &s.rest)?.value;
-        let mut parts = Vec::with_capacity(s.elements.len());
-        for (hash, e) in &s.elements {
-            let held = self.parts.lock().get(&(i, *hash)).cloned();
-            let part = match held {
-                Some(p) => p,
-                None => {
-                    let bytes = Bytes::from(proto::encode_message(&element, e)?);
-                    let p = Arc::new(Part { bytes, used: false.into() });
-                    self.parts.lock().insert((i, *hash), p.clone());
-                    p
-                }
-            };
-            part.used.store(true, std::sync::atomic::Ordering::Relaxed);
-            parts.push(part);
-        }
-        // A key and a length prefix are at most 5 and 10 bytes.
-        out.reserve(parts.iter().map(|p| p.bytes.len() + 15).sum());
-        for p in parts {
-            prost::encoding::encode_key(number, prost::encoding::WireType::LengthDelimited, &mut out);
-            prost::encoding::encode_varint(p.bytes.len() as u64, &mut out);
-            out.extend_from_slice(&p.bytes);
-        }
-        Ok(out)
+        let any = Any { type_url: type_url.into(), value };
+        let r = Arc::new(Res { name: Arc::from(name), hash, encoded: any.encode_to_vec().into() });
+        map.insert((i, hash), r.clone());
+        r
     }
 
     /// A memo for the next version: what this one still holds.
     fn carried(&self) -> Memo {
         let map = self.map.lock().iter().filter(|(_, r)| Arc::strong_count(r) > 1).map(|(k, r)| (*k, r.clone())).collect();
-        let parts = self
-            .parts
-            .lock()
-            .iter()
-            .filter(|(_, p)| p.used.load(std::sync::atomic::Ordering::Relaxed))
-            .map(|(k, p)| (*k, Arc::new(Part { bytes: p.bytes.clone(), used: false.into() })))
-            .collect();
-        Memo { map: Mutex::new(map), shared: Mutex::default(), parts: Mutex::new(parts) }
+        Memo { map: Mutex::new(map), shared: Mutex::default() }
     }
-}
-
-/// Hashes JSON as its compact text without building the text.
-struct HashWriter(xxhash_rust::xxh64::Xxh64);
-
-impl std::io::Write for HashWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.update(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-fn json_hash(v: &serde_json::Value, seed: u64) -> u64 {
-    let mut w = HashWriter(xxhash_rust::xxh64::Xxh64::new(seed));
-    // Writing to a hasher cannot fail, nor can serializing a `Value`.
-    let _ = serde_json::to_writer(&mut w, v);
-    w.0.digest()
 }
 
 impl Compiled {
-    /// Encodes every resource (reusing `memo`'s where the JSON is the same). A resource Envoy's
-    /// schema refuses is a weft bug: it is left out and logged, never sent.
+    /// Encodes every resource (reusing `memo`'s where the encoding is the same).
     pub fn encode(g: &Generated, memo: &Memo) -> Compiled {
         let mut types: [Set; ALL_TYPES.len()] = Default::default();
         for item in g.items() {
             let Some(i) = type_index(item.type_url) else { continue };
-            let held = item.shared.filter(|a| Arc::strong_count(a) > 1);
+            let held = item.shared.as_ref().filter(|a| Arc::strong_count(a) > 2);
             if let Some(a) = held {
-                if let Some(s) = memo.shared.lock().get(&(Arc::as_ptr(a) as usize)) {
+                if let Some(s) = memo.shared.lock().get(&(Arc::as_ptr(a) as *const () as usize)) {
                     types[i].insert(s.res.name.clone(), s.res.clone());
                     continue;
                 }
             }
-            let Some(r) = memo.encoded(i, item.type_url, item.name, item.value) else { continue };
+            let r = memo.encoded(i, item.type_url, item.name, (item.encode)());
             if let Some(a) = held {
-                memo.shared.lock().insert(Arc::as_ptr(a) as usize, SharedRes { _json: a.clone(), res: r.clone() });
+                memo.shared.lock().insert(Arc::as_ptr(a) as *const () as usize, SharedRes { _msg: a.clone(), res: r.clone() });
             }
             types[i].insert(r.name.clone(), r);
         }
@@ -680,40 +563,6 @@ mod tests {
         let late = cache.config(&m, &third, None);
         assert!(Arc::ptr_eq(&cluster(&here, b), &cluster(&late, b)));
         assert!(json(cluster(&late, a)).get("outlier_detection").is_none());
-    }
-
-    #[test]
-    fn a_large_route_configuration_is_encoded_in_parts_that_decode_as_the_whole() {
-        let vhost = |n: usize, cluster: &str| {
-            serde_json::json!({"name": format!("svc-{n}:80"), "domains": [format!("svc-{n}")],
-                               "routes": [{"match": {"prefix": "/"}, "route": {"cluster": cluster, "timeout": "1s"}}]})
-        };
-        let config = |changed: &str| {
-            let hosts: Vec<_> = (0..40).map(|n| vhost(n, if n == 7 { changed } else { "c" })).collect();
-            serde_json::json!({"name": "80", "validate_clusters": false, "virtual_hosts": hosts})
-        };
-        let i = type_index(proto::ROUTE).expect("route type");
-        let memo = Memo::default();
-        let v = config("c");
-        let parts = memo.encode_parts(i, proto::ROUTE, &Split::of(i, proto::ROUTE, &v).expect("split")).expect("encodes");
-        assert_eq!(memo.parts.lock().len(), 40, "a part per virtual host");
-        let whole = proto::to_any(proto::ROUTE, &v).expect("encodes").value;
-        assert_ne!(parts, whole, "encoded in another field order");
-        let decode = |b: &[u8]| proto::from_bytes(proto::ROUTE, b).expect("decodes");
-        assert_eq!(decode(&parts), decode(&whole));
-        let r = memo.encoded(i, proto::ROUTE, "80", &v).expect("encodes");
-        assert!(Arc::ptr_eq(&r, &memo.encoded(i, proto::ROUTE, "80", &v).expect("encodes")), "the second is the memo's");
-        assert_eq!(decode(&Any::decode(r.encoded.as_ref()).expect("any").value), decode(&whole));
-        // One virtual host changed: one more part, and the same result as encoding it whole.
-        let v2 = config("d");
-        let parts2 = memo.encode_parts(i, proto::ROUTE, &Split::of(i, proto::ROUTE, &v2).expect("split")).expect("encodes");
-        assert_eq!(memo.parts.lock().len(), 41);
-        assert_eq!(decode(&parts2), decode(&proto::to_any(proto::ROUTE, &v2).expect("encodes").value));
-        // The next version keeps the parts this one used, and the one after only those it used.
-        let next = memo.carried();
-        assert_eq!(next.parts.lock().len(), 41);
-        next.encode_parts(i, proto::ROUTE, &Split::of(i, proto::ROUTE, &v2).expect("split")).expect("encodes");
-        assert_eq!(next.carried().parts.lock().len(), 40, "the replaced virtual host is gone");
     }
 
     #[test]

@@ -10,8 +10,7 @@ use weft_api::load_text;
 use weft_api::mesh::MeshConfig;
 use weft_control::model::Model;
 use weft_control::node::ProxyNode;
-use weft_control::translate::{generate, Generated};
-use weft_xds::proto;
+use weft_control::translate::GeneratedJson as Generated;
 
 /// Two workloads on one machine, each with a mesh address (the WorkloadEntry, where its
 /// sidecar listens) and an application address; reviews has two versions and a
@@ -116,11 +115,15 @@ fn labels(name: &str) -> Value {
 }
 
 /// Every resource must encode through Envoy's descriptors, as the ADS server will encode it.
+/// The resources `node` gets, as a proxy decodes them.
+fn generate(model: &Model, node: &ProxyNode) -> Generated {
+    weft_control::translate::generate(model, node).to_json()
+}
+
+/// Every resource decodes and is sent under its own name.
 fn encode_all(g: &Generated) {
-    for item in g.items() {
-        let (name, v) = (item.name, item.value);
-        proto::to_any(item.type_url, v).unwrap_or_else(|e| panic!("{name}: {e}\n{v:#}"));
-    }
+    let faults = g.faults();
+    assert!(faults.is_empty(), "{faults:#?}");
 }
 
 fn chain_names(l: &Value) -> Vec<String> {

@@ -5,8 +5,7 @@ use serde_json::Value;
 use weft_api::load_text;
 use weft_control::model::Model;
 use weft_control::node::ProxyNode;
-use weft_control::translate::{generate, Generated};
-use weft_xds::proto;
+use weft_control::translate::GeneratedJson as Generated;
 
 const MESH: &str = r#"
 apiVersion: v1
@@ -97,11 +96,15 @@ fn node(ip: &str, app: &str, identity: bool) -> ProxyNode {
     ProxyNode::parse(&format!("sidecar~{ip}~{app}-1.default~default.svc.cluster.local"), &meta).expect("node")
 }
 
+/// The resources `node` gets, as a proxy decodes them.
+fn generate(model: &Model, node: &ProxyNode) -> Generated {
+    weft_control::translate::generate(model, node).to_json()
+}
+
+/// Every resource decodes and is sent under its own name.
 fn encode_all(g: &Generated) {
-    for item in g.items() {
-        let (name, v) = (item.name, item.value);
-        proto::to_any(item.type_url, v).unwrap_or_else(|e| panic!("{name}: {e}\n{v:#}"));
-    }
+    let faults = g.faults();
+    assert!(faults.is_empty(), "{faults:#?}");
 }
 
 fn chains(g: &Generated) -> Vec<Value> {

@@ -7,8 +7,7 @@ use serde_json::Value;
 use weft_api::load_text;
 use weft_control::model::Model;
 use weft_control::node::ProxyNode;
-use weft_control::translate::{generate, Generated};
-use weft_xds::proto;
+use weft_control::translate::GeneratedJson as Generated;
 
 const MESH: &str = r#"
 extensionProviders:
@@ -59,11 +58,15 @@ fn node(ip: &str, app: &str) -> ProxyNode {
     ProxyNode::parse(&format!("sidecar~{ip}~{app}-1.default~default.svc.cluster.local"), &meta).expect("node")
 }
 
+/// The resources `node` gets, as a proxy decodes them.
+fn generate(model: &Model, node: &ProxyNode) -> Generated {
+    weft_control::translate::generate(model, node).to_json()
+}
+
+/// Every resource decodes and is sent under its own name.
 fn encode_all(g: &Generated) {
-    for item in g.items() {
-        let (name, v) = (item.name, item.value);
-        proto::to_any(item.type_url, v).unwrap_or_else(|e| panic!("{name}: {e}\n{v:#}"));
-    }
+    let faults = g.faults();
+    assert!(faults.is_empty(), "{faults:#?}");
 }
 
 /// Every HTTP connection manager's config, with whether its listener is inbound.

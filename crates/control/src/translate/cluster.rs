@@ -8,6 +8,7 @@ use serde_json::{json, Map, Value};
 use weft_api::networking::{self as net, SimpleLb};
 
 use super::mtls::{self, ClusterTls};
+use super::pb;
 use super::{
     duration, outbound_cluster_name, socket_address, ClusterKey, Generated, Reuse, Scope, BLACKHOLE, INBOUND_PASSTHROUGH, PASSTHROUGH,
 };
@@ -38,8 +39,8 @@ fn http_protocol_options(h2: bool, common: Option<Map<String, Value>>) -> Value 
 /// An outbound cluster and, for EDS, its endpoint set.
 #[derive(Clone)]
 pub(super) struct Built {
-    cluster: Arc<Value>,
-    endpoints: Option<Arc<Value>>,
+    cluster: Arc<pb::Cluster>,
+    endpoints: Option<Arc<pb::Endpoints>>,
 }
 
 pub fn outbound(scope: &Scope<'_>, reuse: &Reuse, out: &mut Generated) {
@@ -57,16 +58,20 @@ pub fn outbound(scope: &Scope<'_>, reuse: &Reuse, out: &mut Generated) {
                 let name = outbound_cluster_name(port.port, &subset_name, &svc.hostname);
                 let key = ClusterKey { name, rule: rule.clone(), identity: scope.node.identity };
                 let held = reuse.clusters.lock().get(&key).cloned();
-                let built = held.unwrap_or_else(|| {
-                    let built = match subset {
-                        None => add(scope, &key.name, svc, port, top, None),
-                        Some(s) => {
-                            let policy = merge_policy(top, s.traffic_policy.as_ref());
-                            add(scope, &key.name, svc, port, policy.as_ref(), Some((s.name.as_str(), &s.labels)))
-                        }
-                    };
-                    reuse.clusters.lock().entry(key.clone()).or_insert(built).clone()
-                });
+                let built = match held {
+                    Some(b) => b,
+                    None => {
+                        let built = match subset {
+                            None => add(scope, &key.name, svc, port, top, None),
+                            Some(s) => {
+                                let policy = merge_policy(top, s.traffic_policy.as_ref());
+                                add(scope, &key.name, svc, port, policy.as_ref(), Some((s.name.as_str(), &s.labels)))
+                            }
+                        };
+                        let Some(built) = built else { continue };
+                        reuse.clusters.lock().entry(key.clone()).or_insert(built).clone()
+                    }
+                };
                 if let Some(e) = built.endpoints {
                     out.endpoints.insert(key.name.clone(), e);
                 }
@@ -138,7 +143,7 @@ fn add(
     port: &ServicePort,
     policy: Option<&net::TrafficPolicy>,
     subset: Option<(&str, &std::collections::BTreeMap<String, String>)>,
-) -> Built {
+) -> Option<Built> {
     let pp = port_policy(policy, port.port);
     let mut c = Map::new();
     c.insert("name".into(), json!(name));
@@ -157,7 +162,7 @@ fn add(
         Discovery::Eds => {
             c.insert("type".into(), json!("EDS"));
             c.insert("eds_cluster_config".into(), json!({"eds_config": {"ads": {}, "resource_api_version": "V3"}, "service_name": name}));
-            eds = Some(Arc::new(load_assignment(name, &endpoints, port.port, &in_mesh)));
+            eds = Some(Arc::new(pb::from_json(name, &load_assignment(name, &endpoints, port.port, &in_mesh))?));
         }
         Discovery::Dns | Discovery::DnsRoundRobin => {
             c.insert("type".into(), json!(if svc.discovery == Discovery::Dns { "STRICT_DNS" } else { "LOGICAL_DNS" }));
@@ -212,7 +217,7 @@ fn add(
         let min = od.min_health_percent.unwrap_or(0);
         c.insert("common_lb_config".into(), json!({"healthy_panic_threshold": {"value": f64::from(min)}}));
     }
-    Built { cluster: Arc::new(Value::Object(c)), endpoints: eds }
+    Some(Built { cluster: Arc::new(pb::from_json(name, &Value::Object(c))?), endpoints: eds })
 }
 
 fn load_balancer(c: &mut Map<String, Value>, lb: Option<&net::LoadBalancerSettings>) {
@@ -310,13 +315,12 @@ fn load_assignment(name: &str, endpoints: &[&Endpoint], svc_port: u16, in_mesh: 
 /// The clusters every proxy has: where unknown traffic goes, and where it is dropped.
 pub fn builtin(out: &mut Generated) {
     let timeout = duration(DEFAULT_CONNECT_TIMEOUT);
-    out.clusters.insert(BLACKHOLE.into(), Arc::new(json!({"name": BLACKHOLE, "type": "STATIC", "connect_timeout": timeout})));
+    let blackhole = json!({"name": BLACKHOLE, "type": "STATIC", "connect_timeout": timeout});
+    out.clusters.extend(pb::from_json(BLACKHOLE, &blackhole).map(|c| (BLACKHOLE.to_owned(), Arc::new(c))));
     for name in [PASSTHROUGH, INBOUND_PASSTHROUGH] {
-        out.clusters.insert(
-            name.into(),
-            Arc::new(json!({"name": name, "type": "ORIGINAL_DST", "lb_policy": "CLUSTER_PROVIDED", "connect_timeout": timeout,
-                   "circuit_breakers": {"thresholds": [unlimited_thresholds()]}})),
-        );
+        let c = json!({"name": name, "type": "ORIGINAL_DST", "lb_policy": "CLUSTER_PROVIDED", "connect_timeout": timeout,
+                   "circuit_breakers": {"thresholds": [unlimited_thresholds()]}});
+        out.clusters.extend(pb::from_json(name, &c).map(|c| (name.to_owned(), Arc::new(c))));
     }
 }
 
@@ -333,5 +337,7 @@ pub fn inbound(out: &mut Generated, port: u16, protocol: Protocol, endpoint: std
     if protocol.is_http2() {
         c["typed_extension_protocol_options"] = http_protocol_options(true, None);
     }
-    out.clusters.insert(name, Arc::new(c));
+    if let Some(c) = pb::from_json(&name, &c) {
+        out.clusters.insert(name, Arc::new(c));
+    }
 }

@@ -8,12 +8,12 @@
 //! caller of that namespace (see `ads`). A reference that cannot be served leaves the server's
 //! filter chain out, so the gateway's other servers keep working, and says why.
 
-use base64::Engine as _;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde_json::{json, Value};
 use weft_api::core::TlsCredential;
 
+use super::pb::{self, tls};
 use super::{Generated, Scope};
 
 /// The SDS names a terminating server's TLS context refers to.
@@ -37,11 +37,13 @@ pub fn resolve(scope: &Scope<'_>, credential_name: &str, mutual: bool, out: &mut
         return Err(format!("Secret {ns}/{name}: tls.key is not a PEM private key"));
     }
     let cert_name = format!("kubernetes://{name}");
-    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s.as_bytes());
-    out.secrets.insert(
-        cert_name.clone(),
-        json!({"name": cert_name, "tls_certificate": {"certificate_chain": {"inline_bytes": b64(chain)}, "private_key": {"inline_bytes": b64(key)}}}),
-    );
+    let tls_certificate = tls::TlsCertificate {
+        certificate_chain: pb::inline_bytes(chain.as_bytes()),
+        private_key: pb::inline_bytes(key.as_bytes()),
+        ..Default::default()
+    };
+    let cert = pb::Secret { name: cert_name.clone(), r#type: Some(tls::secret::Type::TlsCertificate(tls_certificate)) };
+    out.secrets.insert(cert_name.clone(), cert);
     if !mutual {
         return Ok(SdsNames { cert: cert_name, ca: None });
     }
@@ -52,7 +54,9 @@ pub fn resolve(scope: &Scope<'_>, credential_name: &str, mutual: bool, out: &mut
         .ok_or_else(|| format!("MUTUAL needs the CA that checks clients: ca.crt in Secret {ns}/{name}, or a Secret {ns}/{ca_secret}"))?;
     check_certificates(ca.1).map_err(|e| format!("Secret {ns}/{}: ca.crt {e}", ca.0))?;
     let ca_name = format!("kubernetes://{ca_secret}");
-    out.secrets.insert(ca_name.clone(), json!({"name": ca_name, "validation_context": {"trusted_ca": {"inline_bytes": b64(ca.1)}}}));
+    let validation = tls::CertificateValidationContext { trusted_ca: pb::inline_bytes(ca.1.as_bytes()), ..Default::default() };
+    out.secrets
+        .insert(ca_name.clone(), pb::Secret { name: ca_name.clone(), r#type: Some(tls::secret::Type::ValidationContext(validation)) });
     Ok(SdsNames { cert: cert_name, ca: Some(ca_name) })
 }
 

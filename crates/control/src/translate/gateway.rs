@@ -104,14 +104,14 @@ pub fn generate(scope: &Scope<'_>, out: &mut Generated) {
         if !plain.is_empty() {
             let name = format!("http.{port}");
             let redirect = plain.iter().any(|b| b.server.tls.as_ref().is_some_and(|t| t.https_redirect));
-            out.routes.insert(name.clone(), route_config(scope, &name, &plain, port, redirect));
+            super::pb::put(&mut out.routes, name.clone(), &route_config(scope, &name, &plain, port, redirect));
             chains.push(json!({"name": name, "filters": [hcm(scope, Side::Client, &format!("outbound_0.0.0.0_{port}"), json!(name))]}));
         }
         for b in binds.iter().filter(|b| b.kind() == Kind::Https) {
             let name = b.https_route_name();
             let mut chain = json!({"name": name, "filters": [hcm(scope, Side::Client, &format!("outbound_0.0.0.0_{port}"), json!(name))]});
             if terminate(scope, &mut chain, b, &["h2", "http/1.1"], out) {
-                out.routes.insert(name.clone(), route_config(scope, &name, &[b], port, false));
+                super::pb::put(&mut out.routes, name.clone(), &route_config(scope, &name, &[b], port, false));
                 chains.push(chain);
             }
         }
@@ -143,7 +143,7 @@ pub fn generate(scope: &Scope<'_>, out: &mut Generated) {
         if sni {
             listener["listener_filters"] = json!([super::listener::tls_inspector()]);
         }
-        out.listeners.insert(name, listener);
+        super::pb::put(&mut out.listeners, name, &listener);
     }
 }
 

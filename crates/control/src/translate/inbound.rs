@@ -98,9 +98,10 @@ pub fn inbound(scope: &Scope<'_>, out: &mut Generated) {
     if sniff {
         listener_filters.push(http_inspector());
     }
-    out.listeners.insert(
+    super::pb::put(
+        &mut out.listeners,
         "virtualInbound".into(),
-        json!({
+        &json!({
             "name": "virtualInbound",
             "address": socket_address("0.0.0.0", INBOUND_PORT),
             "traffic_direction": "INBOUND",
@@ -243,7 +244,7 @@ fn bound_listener(scope: &Scope<'_>, t: &Target, bind: IpAddr, out: &mut Generat
     if !filters.is_empty() {
         l["listener_filters"] = json!(filters);
     }
-    out.listeners.insert(name, l);
+    super::pb::put(&mut out.listeners, name, &l);
 }
 
 /// The inbound filter chains of one workload port.

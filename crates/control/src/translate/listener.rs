@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use serde_json::{json, Value};
 use weft_api::networking::{self as net, OutboundMode};
 
+use super::pb;
 use super::{outbound_cluster_name, socket_address, tcp_proxy, Generated, Scope};
 use super::{BLACKHOLE, INBOUND_PORT, OUTBOUND_PORT, PASSTHROUGH};
 use crate::node::Interception;
@@ -147,21 +148,24 @@ fn access_logs(scope: &Scope<'_>, side: Side) -> Vec<Value> {
 
 /// Puts the side's access logs on every `tcp_proxy` of `listeners` (HTTP connection managers
 /// get theirs in [`hcm`]), so a connection sent to the BlackHoleCluster is logged too.
-pub(super) fn add_tcp_access_logs(scope: &Scope<'_>, side: Side, listeners: &mut std::collections::BTreeMap<String, Value>) {
-    let logs = access_logs(scope, side);
+pub(super) fn add_tcp_access_logs(scope: &Scope<'_>, side: Side, listeners: &mut std::collections::BTreeMap<String, pb::Listener>) {
+    use prost::Message as _;
+    let logs: Vec<pb::AccessLog> = access_logs(scope, side).iter().filter_map(|l| pb::from_json("access log", l)).collect();
     if logs.is_empty() {
         return;
     }
-    let add = |chain: &mut Value| {
-        for f in chain["filters"].as_array_mut().into_iter().flatten() {
-            if f["name"] == "envoy.filters.network.tcp_proxy" {
-                f["typed_config"]["access_log"] = json!(logs.clone());
-            }
+    let add = |chain: &mut pb::listener::FilterChain| {
+        for f in chain.filters.iter_mut().filter(|f| f.name == "envoy.filters.network.tcp_proxy") {
+            let Some(pb::listener::filter::ConfigType::TypedConfig(any)) = &mut f.config_type else { continue };
+            // The proxy was built by this module a moment ago: it decodes.
+            let Ok(mut tcp) = pb::TcpProxy::decode(any.value.as_slice()) else { continue };
+            tcp.access_log = logs.clone();
+            *any = pb::any(&tcp);
         }
     };
     for l in listeners.values_mut() {
-        l["filter_chains"].as_array_mut().into_iter().flatten().for_each(add);
-        if let Some(d) = l.get_mut("default_filter_chain") {
+        l.filter_chains.iter_mut().for_each(add);
+        if let Some(d) = &mut l.default_filter_chain {
             add(d);
         }
     }
@@ -198,9 +202,10 @@ pub(super) fn hcm(scope: &Scope<'_>, side: Side, stat_prefix: &str, routes: Valu
 
 pub fn outbound(scope: &Scope<'_>, out: &mut Generated) {
     let fallback = unknown_destination(scope);
-    out.listeners.insert(
+    super::pb::put(
+        &mut out.listeners,
         "virtualOutbound".into(),
-        json!({
+        &json!({
             "name": "virtualOutbound",
             "address": socket_address("0.0.0.0", OUTBOUND_PORT),
             "use_original_dst": true,
@@ -269,7 +274,7 @@ pub fn outbound(scope: &Scope<'_>, out: &mut Generated) {
         if any_http {
             l["listener_filters"] = json!([http_inspector()]);
         }
-        out.listeners.insert(name, l);
+        super::pb::put(&mut out.listeners, name, &l);
     }
 }
 
@@ -310,9 +315,10 @@ pub fn http_proxy(scope: &Scope<'_>, port: u16, out: &mut Generated) {
     let name = format!("{bind}_{port}");
     let mut manager = hcm(scope, Side::Client, &format!("outbound_{name}"), json!(HTTP_PROXY_ROUTE));
     manager["typed_config"]["http_protocol_options"] = json!({"allow_absolute_url": true});
-    out.listeners.insert(
+    super::pb::put(
+        &mut out.listeners,
         name.clone(),
-        json!({
+        &json!({
             "name": name,
             "address": socket_address(&bind, port),
             "traffic_direction": "OUTBOUND",

@@ -1,5 +1,5 @@
-//! Istio's model → Envoy v3 resources for one proxy. Output is proto3 JSON (snake_case), the
-//! encoding both `weft proxy` and Envoy read; the ADS server turns it into protobuf.
+//! Istio's model → Envoy v3 resources for one proxy, built as `envoy-types` messages ([`pb`]):
+//! what the ADS server encodes, unchanged, for `weft proxy` and Envoy alike.
 //!
 //! Everything a proxy gets comes from its *dependency set* (`Scope`): the services its
 //! `Sidecar` egress hosts let it see, or all services when there is no `Sidecar`.
@@ -15,6 +15,7 @@ mod gateway;
 mod inbound;
 mod listener;
 mod mtls;
+pub mod pb;
 pub mod peers;
 mod route;
 pub mod tracing;
@@ -39,34 +40,41 @@ pub const INBOUND_PASSTHROUGH: &str = "InboundPassthroughCluster";
 pub const OUTBOUND_PORT: u16 = 15001;
 pub const INBOUND_PORT: u16 = 15006;
 
-/// One proxy's resources, by type URL then resource name. Clusters and endpoint sets are
-/// shared (`Arc`) because most of them come from [`Reuse`], built once per mesh version.
+/// One proxy's resources, by type then resource name. Clusters and endpoint sets are shared
+/// (`Arc`) because most of them come from [`Reuse`], built once per mesh version.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Generated {
-    pub clusters: BTreeMap<String, Arc<Value>>,
-    pub endpoints: BTreeMap<String, Arc<Value>>,
-    pub listeners: BTreeMap<String, Value>,
-    pub routes: BTreeMap<String, Value>,
+    pub clusters: BTreeMap<String, Arc<pb::Cluster>>,
+    pub endpoints: BTreeMap<String, Arc<pb::Endpoints>>,
+    pub listeners: BTreeMap<String, pb::Listener>,
+    pub routes: BTreeMap<String, pb::RouteConfiguration>,
     /// SDS secrets (`kubernetes://…`) the listeners name: a gateway's certificates.
-    pub secrets: BTreeMap<String, Value>,
+    pub secrets: BTreeMap<String, pb::Secret>,
     /// VHDS: virtual hosts sent on demand (`vhds::split`), for weft sidecars that fetch so.
-    pub virtual_hosts: BTreeMap<String, Value>,
+    pub virtual_hosts: BTreeMap<String, pb::VirtualHost>,
 }
 
-/// A resource of a [`Generated`]: its JSON, and the `Arc` it is shared through when it has one.
+/// A resource of a [`Generated`]: its protobuf encoding, and the `Arc` it is shared through
+/// when it has one (so what several groups share is encoded once).
 pub struct Item<'a> {
     pub type_url: &'static str,
     pub name: &'a str,
-    pub value: &'a Value,
-    pub shared: Option<&'a Arc<Value>>,
+    pub encode: Box<dyn Fn() -> Vec<u8> + 'a>,
+    pub shared: Option<Arc<dyn std::any::Any + Send + Sync>>,
 }
 
-fn shared_items<'a>(type_url: &'static str, set: &'a BTreeMap<String, Arc<Value>>) -> impl Iterator<Item = Item<'a>> {
-    set.iter().map(move |(name, v)| Item { type_url, name, value: v.as_ref(), shared: Some(v) })
+fn shared_items<'a, M>(type_url: &'static str, set: &'a BTreeMap<String, Arc<M>>) -> impl Iterator<Item = Item<'a>>
+where
+    M: prost::Message + Send + Sync + 'static,
+{
+    set.iter().map(move |(name, m)| {
+        let shared: Arc<dyn std::any::Any + Send + Sync> = m.clone();
+        Item { type_url, name, encode: Box::new(move || m.encode_to_vec()), shared: Some(shared) }
+    })
 }
 
-fn plain_items<'a>(type_url: &'static str, set: &'a BTreeMap<String, Value>) -> impl Iterator<Item = Item<'a>> {
-    set.iter().map(move |(name, value)| Item { type_url, name, value, shared: None })
+fn plain_items<'a, M: prost::Message>(type_url: &'static str, set: &'a BTreeMap<String, M>) -> impl Iterator<Item = Item<'a>> {
+    set.iter().map(move |(name, m)| Item { type_url, name, encode: Box::new(move || m.encode_to_vec()), shared: None })
 }
 
 impl Generated {
@@ -80,6 +88,55 @@ impl Generated {
             .chain(plain_items(SECRET, &self.secrets))
             .chain(plain_items(VIRTUAL_HOST, &self.virtual_hosts))
     }
+
+    /// Every resource in proto3 JSON, as a proxy's `/config_dump` shows it (decoded from its
+    /// encoding, as a proxy decodes it): for tests and tools, never on the way to the wire.
+    pub fn to_json(&self) -> GeneratedJson {
+        use weft_xds::proto::{CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET, VIRTUAL_HOST};
+        let mut out = GeneratedJson::default();
+        for item in self.items() {
+            let json = weft_xds::proto::from_bytes(item.type_url, &(item.encode)())
+                .unwrap_or_else(|e| Value::String(format!("does not decode: {e}")));
+            let set = match item.type_url {
+                CLUSTER => &mut out.clusters,
+                ENDPOINT => &mut out.endpoints,
+                LISTENER => &mut out.listeners,
+                ROUTE => &mut out.routes,
+                SECRET => &mut out.secrets,
+                VIRTUAL_HOST => &mut out.virtual_hosts,
+                _ => continue,
+            };
+            set.insert(item.name.to_owned(), json);
+        }
+        out
+    }
+}
+
+/// A [`Generated`] in proto3 JSON ([`Generated::to_json`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct GeneratedJson {
+    pub clusters: BTreeMap<String, Value>,
+    pub endpoints: BTreeMap<String, Value>,
+    pub listeners: BTreeMap<String, Value>,
+    pub routes: BTreeMap<String, Value>,
+    pub secrets: BTreeMap<String, Value>,
+    pub virtual_hosts: BTreeMap<String, Value>,
+}
+
+impl GeneratedJson {
+    /// Resources that do not decode as the proxy decodes them, or whose own name (or
+    /// `cluster_name`) is not the name they are sent under: `name: why`.
+    pub fn faults(&self) -> Vec<String> {
+        let sets = [&self.clusters, &self.endpoints, &self.listeners, &self.routes, &self.secrets, &self.virtual_hosts];
+        let mut out = Vec::new();
+        for (name, v) in sets.into_iter().flatten() {
+            let own = v.get("name").or_else(|| v.get("cluster_name")).and_then(Value::as_str);
+            if own != Some(name.as_str()) {
+                out.push(format!("{name}: {v}"));
+            }
+        }
+        out
+    }
 }
 
 /// What a mesh version translates the same way for many proxies, built on first use and shared
@@ -90,7 +147,7 @@ impl Generated {
 #[derive(Default)]
 pub struct Reuse {
     clusters: parking_lot::Mutex<std::collections::HashMap<ClusterKey, cluster::Built>>,
-    workloads: parking_lot::Mutex<Option<Arc<Value>>>,
+    workloads: parking_lot::Mutex<Option<Arc<pb::Endpoints>>>,
 }
 
 /// What an outbound cluster (and its endpoint set) depends on beyond the mesh version: its
@@ -104,7 +161,7 @@ struct ClusterKey {
 }
 
 impl Reuse {
-    fn workloads(&self, model: &Model) -> Arc<Value> {
+    fn workloads(&self, model: &Model) -> Arc<pb::Endpoints> {
         self.workloads.lock().get_or_insert_with(|| Arc::new(peers::workloads(model))).clone()
     }
 
@@ -233,7 +290,7 @@ pub fn generate_outbound(model: &Model, node: &ProxyNode, reuse: &Reuse) -> Gene
 /// The Telemetry API's metric changes as listener metadata (`istio.stats`), on every mesh
 /// listener, where weft proxies read them (their Istio metrics) and Envoy, which has no Istio
 /// stats filter, carries them unread. Left out when nothing changes.
-fn add_stats_plan(scope: &Scope<'_>, listeners: &mut BTreeMap<String, Value>) {
+fn add_stats_plan(scope: &Scope<'_>, listeners: &mut BTreeMap<String, pb::Listener>) {
     let m = &scope.telemetry.metrics;
     if m.is_default() {
         return;
@@ -250,10 +307,9 @@ fn add_stats_plan(scope: &Scope<'_>, listeners: &mut BTreeMap<String, Value>) {
     if let Some(d) = m.reporting_interval {
         plan["reporting_interval"] = duration(d);
     }
-    for l in listeners.values_mut() {
-        if l.get("traffic_direction").is_some() {
-            l["metadata"] = serde_json::json!({"filter_metadata": {"istio.stats": plan.clone()}});
-        }
+    let plan = plan.as_object().map(pb::json_struct).unwrap_or_default();
+    for l in listeners.values_mut().filter(|l| l.traffic_direction != 0) {
+        l.metadata = pb::metadata([("istio.stats", plan.clone())]);
     }
 }
 

@@ -7,17 +7,25 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::{json, Value};
-
 use super::cluster::CLUSTER_ID;
-use super::socket_address;
+use super::pb::{self, endpoint};
 use crate::model::{workload_of_pod, Endpoint, Model};
 
 /// The resource's name.
 pub const WORKLOADS: &str = "weft.workloads";
 
-pub fn workloads(model: &Model) -> Value {
-    let mut by_address: BTreeMap<String, Value> = BTreeMap::new();
+/// An address of the table, with its `istio` metadata.
+fn entry(address: &str, istio: Vec<(&str, pb::Value)>) -> endpoint::LbEndpoint {
+    let endpoint = endpoint::Endpoint { address: pb::socket_address(address, 0), ..Default::default() };
+    endpoint::LbEndpoint {
+        host_identifier: Some(endpoint::lb_endpoint::HostIdentifier::Endpoint(endpoint)),
+        metadata: pb::metadata([("istio", pb::fields(istio))]),
+        ..Default::default()
+    }
+}
+
+pub fn workloads(model: &Model) -> pb::Endpoints {
+    let mut by_address: BTreeMap<String, endpoint::LbEndpoint> = BTreeMap::new();
     // A workload's entry also names the first service it backs: what its own proxy reports as
     // `destination_service` for a request addressed to the workload itself (by IP), as Istio
     // takes it from the inbound cluster's service.
@@ -26,16 +34,14 @@ pub fn workloads(model: &Model) -> Value {
             return;
         }
         let Some(w) = e.istio_workload(CLUSTER_ID) else { return };
-        let mut istio = json!({"workload": w});
+        let mut istio = vec![("workload", pb::string(w))];
         if let Some(sa) = &e.service_account {
-            istio["service_account"] = json!(sa);
+            istio.push(("service_account", pb::string(sa)));
         }
         if let Some(s) = service {
-            istio["service"] = json!(s);
+            istio.push(("service", pb::string(s)));
         }
-        by_address.entry(address.to_owned()).or_insert_with(
-            || json!({"endpoint": {"address": socket_address(address, 0)}, "metadata": {"filter_metadata": {"istio": istio}}}),
-        );
+        by_address.entry(address.to_owned()).or_insert_with(|| entry(address, istio));
     };
     for s in &model.services {
         for e in &s.endpoints {
@@ -67,10 +73,13 @@ pub fn workloads(model: &Model) -> Value {
     for s in &model.services {
         if let Some(vip) = s.vip {
             let address = vip.to_string();
-            by_address.entry(address.clone()).or_insert_with(|| {
-                json!({"endpoint": {"address": socket_address(&address, 0)}, "metadata": {"filter_metadata": {"istio": {"service": s.hostname}}}})
-            });
+            by_address.entry(address.clone()).or_insert_with(|| entry(&address, vec![("service", pb::string(&s.hostname))]));
         }
     }
-    json!({"cluster_name": WORKLOADS, "endpoints": [{"lb_endpoints": by_address.into_values().collect::<Vec<_>>()}]})
+    let lb_endpoints = by_address.into_values().collect();
+    pb::Endpoints {
+        cluster_name: WORKLOADS.into(),
+        endpoints: vec![endpoint::LocalityLbEndpoints { lb_endpoints, ..Default::default() }],
+        ..Default::default()
+    }
 }

@@ -35,7 +35,7 @@ pub fn outbound(scope: &Scope<'_>, out: &mut super::Generated) {
         }
         vhosts.push(catch_all(scope));
         let name = port.to_string();
-        out.routes.insert(name.clone(), json!({"name": name, "virtual_hosts": vhosts, "validate_clusters": false}));
+        super::pb::put(&mut out.routes, name.clone(), &json!({"name": name, "virtual_hosts": vhosts, "validate_clusters": false}));
     }
 }
 
@@ -65,7 +65,7 @@ pub fn http_proxy(scope: &Scope<'_>, out: &mut super::Generated) {
     }
     vhosts.push(catch_all(scope));
     let name = super::HTTP_PROXY_ROUTE;
-    out.routes.insert(name.into(), json!({"name": name, "virtual_hosts": vhosts, "validate_clusters": false}));
+    super::pb::put(&mut out.routes, name.into(), &json!({"name": name, "virtual_hosts": vhosts, "validate_clusters": false}));
 }
 
 /// Where a request for a host no service claims goes: by the outbound traffic policy, Istio's

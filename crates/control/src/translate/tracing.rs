@@ -180,7 +180,9 @@ fn static_cluster(name: &str, host: &str, port: u16, http2: bool) -> Value {
 pub fn collectors(scope: &Scope<'_>, out: &mut Generated) {
     if scope.telemetry.tracing.is_none() {
         if let Some((name, Some((host, port)))) = legacy_collector(scope) {
-            out.clusters.insert(name.clone(), Arc::new(static_cluster(&name, &host, port, false)));
+            if let Some(c) = super::pb::from_json(&name, &static_cluster(&name, &host, port, false)) {
+                out.clusters.insert(name.clone(), Arc::new(c));
+            }
         }
     }
     for side in [Side::Client, Side::Server] {
@@ -193,7 +195,9 @@ pub fn collectors(scope: &Scope<'_>, out: &mut Generated) {
         };
         let (cluster, host, port) = provider_collector(scope, "tracing", &p.name, service, port);
         if cluster.starts_with("tracing|") {
-            out.clusters.insert(cluster.clone(), Arc::new(static_cluster(&cluster, &host, port, grpc)));
+            if let Some(c) = super::pb::from_json(&cluster, &static_cluster(&cluster, &host, port, grpc)) {
+                out.clusters.insert(cluster.clone(), Arc::new(c));
+            }
         }
     }
     // Access logs over OTLP/gRPC.
@@ -202,7 +206,9 @@ pub fn collectors(scope: &Scope<'_>, out: &mut Generated) {
             if let Provider::EnvoyOtelAls(o) = &l.provider.provider {
                 let (cluster, host, port) = provider_collector(scope, "accesslog", &l.provider.name, &o.service, o.port);
                 if cluster.starts_with("accesslog|") {
-                    out.clusters.insert(cluster.clone(), Arc::new(static_cluster(&cluster, &host, port, true)));
+                    if let Some(c) = super::pb::from_json(&cluster, &static_cluster(&cluster, &host, port, true)) {
+                        out.clusters.insert(cluster.clone(), Arc::new(c));
+                    }
                 }
             }
         }

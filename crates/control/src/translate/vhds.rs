@@ -9,8 +9,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use serde_json::{json, Value};
-
+use super::pb::{self, core, route};
 use super::Generated;
 
 /// Which virtual host resource a host asked for (`<route configuration>/<host>`) means, by the
@@ -59,8 +58,18 @@ impl Aliases {
     }
 }
 
-fn is_catch_all(vh: &Value) -> bool {
-    vh.get("domains").and_then(Value::as_array).is_some_and(|d| d.iter().any(|d| d == "*"))
+fn is_catch_all(vh: &pb::VirtualHost) -> bool {
+    vh.domains.iter().any(|d| d == "*")
+}
+
+/// VHDS over the ADS stream the route configuration came on.
+fn over_ads() -> Option<route::Vhds> {
+    let config_source = core::ConfigSource {
+        config_source_specifier: Some(core::config_source::ConfigSourceSpecifier::Ads(core::AggregatedConfigSource {})),
+        resource_api_version: core::ApiVersion::V3 as i32,
+        ..Default::default()
+    };
+    Some(route::Vhds { config_source: Some(config_source) })
 }
 
 /// Moves every virtual host but the catch-all out of `g`'s route configurations into VHDS
@@ -71,18 +80,16 @@ pub fn split(g: &mut Generated) -> Aliases {
     // Every moved domain, for the companions: (route configuration, domain, resource).
     let mut domains: Vec<(String, String, Arc<str>)> = Vec::new();
     for (table, rc) in g.routes.iter_mut() {
-        let Some(hosts) = rc.get_mut("virtual_hosts").and_then(Value::as_array_mut) else { continue };
-        if hosts.iter().all(is_catch_all) {
+        if rc.virtual_hosts.iter().all(is_catch_all) {
             continue;
         }
-        let (keep, moved): (Vec<Value>, Vec<Value>) = std::mem::take(hosts).into_iter().partition(is_catch_all);
-        *hosts = keep;
-        rc["vhds"] = json!({"config_source": {"ads": {}, "resource_api_version": "V3"}});
+        let (keep, moved): (Vec<_>, Vec<_>) = std::mem::take(&mut rc.virtual_hosts).into_iter().partition(is_catch_all);
+        rc.virtual_hosts = keep;
+        rc.vhds = over_ads();
         for mut vh in moved {
-            let own = vh.get("name").and_then(Value::as_str).unwrap_or_default();
-            let name: Arc<str> = Arc::from(format!("{table}/{own}"));
+            let name: Arc<str> = Arc::from(format!("{table}/{}", vh.name));
             aliases.exact.entry(name.to_ascii_lowercase()).or_insert_with(|| name.clone());
-            for d in vh.get("domains").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str) {
+            for d in &vh.domains {
                 let d = d.to_ascii_lowercase();
                 if d.starts_with('*') || d.ends_with('*') {
                     aliases.wildcards.push((table.clone(), d.clone(), name.clone()));
@@ -91,7 +98,7 @@ pub fn split(g: &mut Generated) -> Aliases {
                 }
                 domains.push((table.clone(), d, name.clone()));
             }
-            vh["name"] = json!(name.as_ref());
+            vh.name = name.to_string();
             g.virtual_hosts.insert(name.to_string(), vh);
         }
     }
@@ -116,23 +123,27 @@ pub fn split(g: &mut Generated) -> Aliases {
 mod tests {
     use super::*;
 
+    fn rc(name: &str, hosts: &[(&str, &[&str])]) -> pb::RouteConfiguration {
+        let vh = |(n, d): &(&str, &[&str])| pb::VirtualHost {
+            name: n.to_string(),
+            domains: d.iter().map(|d| d.to_string()).collect(),
+            ..Default::default()
+        };
+        pb::RouteConfiguration { name: name.into(), virtual_hosts: hosts.iter().map(vh).collect(), ..Default::default() }
+    }
+
     #[test]
     fn a_route_configuration_keeps_its_catch_all_and_each_host_resolves_to_its_virtual_host() {
         let mut g = Generated::default();
-        g.routes.insert(
-            "8080".into(),
-            json!({"name": "8080", "virtual_hosts": [
-                {"name": "a.ns.svc.cluster.local:8080", "domains": ["a.ns.svc.cluster.local:8080", "a.ns:8080", "10.0.0.1:8080"], "routes": []},
-                {"name": "wild", "domains": ["*.example.com"], "routes": []},
-                {"name": "allow_any", "domains": ["*"], "routes": []},
-            ]}),
-        );
+        let a: &[&str] = &["a.ns.svc.cluster.local:8080", "a.ns:8080", "10.0.0.1:8080"];
+        g.routes
+            .insert("8080".into(), rc("8080", &[("a.ns.svc.cluster.local:8080", a), ("wild", &["*.example.com"]), ("allow_any", &["*"])]));
         let aliases = split(&mut g);
         let rc = &g.routes["8080"];
-        assert_eq!(rc["virtual_hosts"].as_array().map(Vec::len), Some(1), "only the catch-all stays");
-        assert_eq!(rc["vhds"]["config_source"]["ads"], json!({}));
+        assert_eq!(rc.virtual_hosts.len(), 1, "only the catch-all stays");
+        assert_eq!(rc.vhds, over_ads());
         assert_eq!(g.virtual_hosts.len(), 2);
-        assert_eq!(g.virtual_hosts["8080/a.ns.svc.cluster.local:8080"]["name"], "8080/a.ns.svc.cluster.local:8080");
+        assert_eq!(g.virtual_hosts["8080/a.ns.svc.cluster.local:8080"].name, "8080/a.ns.svc.cluster.local:8080");
         let one = |alias: &str| aliases.resolve(alias).map(|v| v.iter().map(|n| n.to_string()).collect::<Vec<_>>());
         let a = Some(vec!["8080/a.ns.svc.cluster.local:8080".to_string()]);
         assert_eq!(one("8080/A.ns:8080"), a);
@@ -146,20 +157,18 @@ mod tests {
     #[test]
     fn a_wildcard_comes_with_the_more_specific_hosts_it_would_otherwise_shadow() {
         let mut g = Generated::default();
-        g.routes.insert(
-            "80".into(),
-            json!({"name": "80", "virtual_hosts": [
-                {"name": "wild", "domains": ["*.example.com"], "routes": []},
-                {"name": "deeper", "domains": ["*.api.example.com"], "routes": []},
-                {"name": "storage", "domains": ["storage.example.com"], "routes": []},
-                {"name": "other", "domains": ["other.org"], "routes": []},
-            ]}),
-        );
-        g.routes.insert("90".into(), json!({"name": "90", "virtual_hosts": [{"name": "allow_any", "domains": ["*"], "routes": []}]}));
+        let hosts: &[(&str, &[&str])] = &[
+            ("wild", &["*.example.com"]),
+            ("deeper", &["*.api.example.com"]),
+            ("storage", &["storage.example.com"]),
+            ("other", &["other.org"]),
+        ];
+        g.routes.insert("80".into(), rc("80", hosts));
+        g.routes.insert("90".into(), rc("90", &[("allow_any", &["*"])]));
         let aliases = split(&mut g);
         let got = aliases.resolve("80/anything.example.com").expect("the wildcard");
         assert_eq!(got.iter().map(|n| n.as_ref()).collect::<Vec<_>>(), ["80/wild", "80/deeper", "80/storage"]);
         assert_eq!(aliases.resolve("80/x.api.example.com").map(|v| v[0].to_string()).as_deref(), Some("80/deeper"), "longest suffix");
-        assert!(g.routes["90"]["vhds"].is_null(), "nothing to move: the route configuration is left whole");
+        assert!(g.routes["90"].vhds.is_none(), "nothing to move: the route configuration is left whole");
     }
 }

@@ -1,0 +1,132 @@
+//! The Envoy v3 messages the translation builds: `envoy-types`' prost structs, the wire form
+//! itself, so a misspelt field fails to compile and nothing stands between translation and
+//! the protobuf encoding (ARCHITECTURE.md, "Choice of Envoy v3 types"). Small constructors for
+//! what every module writes live here.
+
+pub use envoy_types::pb::envoy::config::cluster::v3 as cluster;
+pub use envoy_types::pb::envoy::config::core::v3 as core;
+pub use envoy_types::pb::envoy::config::endpoint::v3 as endpoint;
+pub use envoy_types::pb::envoy::config::listener::v3 as listener;
+pub use envoy_types::pb::envoy::config::route::v3 as route;
+pub use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3 as tls;
+pub use envoy_types::pb::google::protobuf::{value::Kind, Any, BoolValue, Duration, ListValue, Struct, UInt32Value, Value};
+
+use std::collections::HashMap;
+use std::hash::RandomState;
+use std::sync::LazyLock;
+
+pub use envoy_types::pb::envoy::config::accesslog::v3::AccessLog;
+pub use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::TcpProxy;
+
+pub type Cluster = cluster::Cluster;
+pub type Endpoints = endpoint::ClusterLoadAssignment;
+pub type Listener = listener::Listener;
+pub type RouteConfiguration = route::RouteConfiguration;
+pub type Secret = tls::Secret;
+pub type VirtualHost = route::VirtualHost;
+
+/// `m` packed into an `Any` under its own type name.
+pub fn any<M: prost::Message + prost::Name>(m: &M) -> Any {
+    Any { type_url: M::type_url(), value: m.encode_to_vec() }
+}
+
+pub fn duration(d: std::time::Duration) -> Option<Duration> {
+    // No Duration weft writes comes near i64 seconds.
+    Some(Duration { seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX), nanos: d.subsec_nanos() as i32 })
+}
+
+pub fn u32v(value: u32) -> Option<UInt32Value> {
+    Some(UInt32Value { value })
+}
+
+pub fn boolv(value: bool) -> Option<BoolValue> {
+    Some(BoolValue { value })
+}
+
+/// One hasher for every map the translation builds. prost encodes a map in its iteration
+/// order, and each `RandomState` orders differently: with one, equal maps built the same way
+/// encode to the same bytes, so an unchanged resource keeps its hash (and is not pushed again).
+static HASHER: LazyLock<RandomState> = LazyLock::new(RandomState::new);
+
+/// A map for a message field, with entries in key order (see [`HASHER`]).
+pub fn map<K: Ord + std::hash::Hash, V>(entries: impl IntoIterator<Item = (K, V)>) -> HashMap<K, V> {
+    let mut sorted: Vec<(K, V)> = entries.into_iter().collect();
+    sorted.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut m = HashMap::with_capacity_and_hasher(sorted.len(), HASHER.clone());
+    m.extend(sorted);
+    m
+}
+
+pub fn string(s: impl Into<String>) -> Value {
+    Value { kind: Some(Kind::StringValue(s.into())) }
+}
+
+/// A `Struct` of these fields.
+pub fn fields<K: Into<String>>(entries: impl IntoIterator<Item = (K, Value)>) -> Struct {
+    Struct { fields: map(entries.into_iter().map(|(k, v)| (k.into(), v))) }
+}
+
+pub fn struct_value(s: Struct) -> Value {
+    Value { kind: Some(Kind::StructValue(s)) }
+}
+
+/// Free-form JSON (metadata weft and Istio define as JSON) as a protobuf `Value`.
+pub fn json_value(v: &serde_json::Value) -> Value {
+    use serde_json::Value as J;
+    let kind = match v {
+        J::Null => Kind::NullValue(0),
+        J::Bool(b) => Kind::BoolValue(*b),
+        J::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or_default()),
+        J::String(s) => Kind::StringValue(s.clone()),
+        J::Array(a) => Kind::ListValue(ListValue { values: a.iter().map(json_value).collect() }),
+        J::Object(o) => Kind::StructValue(json_struct(o)),
+    };
+    Value { kind: Some(kind) }
+}
+
+pub fn json_struct(o: &serde_json::Map<String, serde_json::Value>) -> Struct {
+    fields(o.iter().map(|(k, v)| (k.clone(), json_value(v))))
+}
+
+/// `filter_metadata` of these filters.
+pub fn metadata<K: Into<String>>(filters: impl IntoIterator<Item = (K, Struct)>) -> Option<core::Metadata> {
+    Some(core::Metadata { filter_metadata: map(filters.into_iter().map(|(k, v)| (k.into(), v))), ..Default::default() })
+}
+
+pub fn inline_bytes(b: &[u8]) -> Option<core::DataSource> {
+    Some(core::DataSource { specifier: Some(core::data_source::Specifier::InlineBytes(b.to_vec())), ..Default::default() })
+}
+
+pub fn socket_address(address: &str, port: u16) -> Option<core::Address> {
+    use core::socket_address::PortSpecifier;
+    let sa =
+        core::SocketAddress { address: address.into(), port_specifier: Some(PortSpecifier::PortValue(port.into())), ..Default::default() };
+    Some(core::Address { address: Some(core::address::Address::SocketAddress(sa)) })
+}
+
+/// While modules move from JSON: inserts the message `v` means, if it is one ([`from_json`]).
+pub(super) fn put<M: prost::Message + prost::Name + Default>(
+    set: &mut std::collections::BTreeMap<String, M>,
+    name: String,
+    v: &serde_json::Value,
+) {
+    if let Some(m) = from_json(&name, v) {
+        set.insert(name, m);
+    }
+}
+
+/// While modules move from JSON to typed messages: the message a proto3-JSON value means,
+/// through Envoy's descriptors. `None` (logged) for JSON Envoy's schema refuses, a weft bug:
+/// such a resource is left out, never sent.
+pub(super) fn from_json<M: prost::Message + prost::Name + Default>(name: &str, v: &serde_json::Value) -> Option<M> {
+    let decoded = weft_xds::proto::encode_message(&M::full_name(), v)
+        .map_err(|e| e.to_string())
+        .and_then(|b| M::decode(b.as_slice()).map_err(|e| e.to_string()));
+    match decoded {
+        Ok(m) => Some(m),
+        Err(error) => {
+            tracing::error!(resource = %name, %error, "generated resource is not valid Envoy config; not sent");
+            None
+        }
+    }
+}
