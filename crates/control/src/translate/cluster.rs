@@ -4,14 +4,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::{json, Map, Value};
+use std::collections::HashMap;
+
 use weft_api::networking::{self as net, SimpleLb};
 
 use super::mtls::{self, ClusterTls};
-use super::pb;
-use super::{
-    duration, outbound_cluster_name, socket_address, ClusterKey, Generated, Reuse, Scope, BLACKHOLE, INBOUND_PASSTHROUGH, PASSTHROUGH,
-};
+use super::pb::{self, cluster, endpoint};
+use super::{outbound_cluster_name, ClusterKey, Generated, Reuse, Scope, BLACKHOLE, INBOUND_PASSTHROUGH, PASSTHROUGH};
 use crate::model::{labels_match, Discovery, Endpoint, Service, ServicePort};
 use crate::protocol::Protocol;
 
@@ -20,20 +19,39 @@ const UNLIMITED: u32 = u32::MAX;
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Circuit-breaker thresholds with Istio's defaults: no limit.
-fn unlimited_thresholds() -> Value {
-    json!({"max_connections": UNLIMITED, "max_pending_requests": UNLIMITED, "max_requests": UNLIMITED, "max_retries": UNLIMITED})
+fn unlimited_thresholds() -> Option<cluster::CircuitBreakers> {
+    Some(cluster::CircuitBreakers {
+        thresholds: vec![cluster::circuit_breakers::Thresholds {
+            max_connections: pb::u32v(UNLIMITED),
+            max_pending_requests: pb::u32v(UNLIMITED),
+            max_requests: pb::u32v(UNLIMITED),
+            max_retries: pb::u32v(UNLIMITED),
+            ..Default::default()
+        }],
+        ..Default::default()
+    })
 }
 
 /// `typed_extension_protocol_options` for the upstream HTTP protocol (and common options).
-fn http_protocol_options(h2: bool, common: Option<Map<String, Value>>) -> Value {
-    let mut opts = Map::new();
-    opts.insert("@type".into(), json!("type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions"));
-    if let Some(common) = common {
-        opts.insert("common_http_protocol_options".into(), Value::Object(common));
-    }
-    let explicit = if h2 { json!({"http2_protocol_options": {}}) } else { json!({"http_protocol_options": {}}) };
-    opts.insert("explicit_http_config".into(), explicit);
-    json!({"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": opts})
+fn http_protocol_options(h2: bool, common: Option<pb::core::HttpProtocolOptions>) -> HashMap<String, pb::Any> {
+    use envoy_types::pb::envoy::extensions::upstreams::http::v3::http_protocol_options::{
+        explicit_http_config::ProtocolConfig, ExplicitHttpConfig, UpstreamProtocolOptions,
+    };
+    use envoy_types::pb::envoy::extensions::upstreams::http::v3::HttpProtocolOptions;
+    let protocol =
+        if h2 { ProtocolConfig::Http2ProtocolOptions(Default::default()) } else { ProtocolConfig::HttpProtocolOptions(Default::default()) };
+    let opts = HttpProtocolOptions {
+        common_http_protocol_options: common,
+        upstream_protocol_options: Some(UpstreamProtocolOptions::ExplicitHttpConfig(ExplicitHttpConfig {
+            protocol_config: Some(protocol),
+        })),
+        ..Default::default()
+    };
+    pb::map([("envoy.extensions.upstreams.http.v3.HttpProtocolOptions".to_owned(), pb::any(&opts))])
+}
+
+fn discovery(t: cluster::cluster::DiscoveryType) -> Option<cluster::cluster::ClusterDiscoveryType> {
+    Some(cluster::cluster::ClusterDiscoveryType::Type(t as i32))
 }
 
 /// An outbound cluster and, for EDS, its endpoint set.
@@ -68,7 +86,6 @@ pub fn outbound(scope: &Scope<'_>, reuse: &Reuse, out: &mut Generated) {
                                 add(scope, &key.name, svc, port, policy.as_ref(), Some((s.name.as_str(), &s.labels)))
                             }
                         };
-                        let Some(built) = built else { continue };
                         reuse.clusters.lock().entry(key.clone()).or_insert(built).clone()
                     }
                 };
@@ -143,13 +160,16 @@ fn add(
     port: &ServicePort,
     policy: Option<&net::TrafficPolicy>,
     subset: Option<(&str, &std::collections::BTreeMap<String, String>)>,
-) -> Option<Built> {
+) -> Built {
+    use cluster::cluster::{DiscoveryType, DnsLookupFamily, EdsClusterConfig, LbPolicy};
     let pp = port_policy(policy, port.port);
-    let mut c = Map::new();
-    c.insert("name".into(), json!(name));
     let tcp = pp.connection_pool.as_ref().and_then(|c| c.tcp.as_ref());
     let http = pp.connection_pool.as_ref().and_then(|c| c.http.as_ref());
-    c.insert("connect_timeout".into(), duration(tcp.and_then(|t| t.connect_timeout).map(|d| d.0).unwrap_or(DEFAULT_CONNECT_TIMEOUT)));
+    let mut c = pb::Cluster {
+        name: name.into(),
+        connect_timeout: pb::duration(tcp.and_then(|t| t.connect_timeout).map(|d| d.0).unwrap_or(DEFAULT_CONNECT_TIMEOUT)),
+        ..Default::default()
+    };
     let endpoints: Vec<&Endpoint> = svc
         .endpoints
         .iter()
@@ -160,167 +180,160 @@ fn add(
     let mut eds = None;
     match svc.discovery {
         Discovery::Eds => {
-            c.insert("type".into(), json!("EDS"));
-            c.insert("eds_cluster_config".into(), json!({"eds_config": {"ads": {}, "resource_api_version": "V3"}, "service_name": name}));
-            eds = Some(Arc::new(pb::from_json(name, &load_assignment(name, &endpoints, port.port, &in_mesh))?));
+            c.cluster_discovery_type = discovery(DiscoveryType::Eds);
+            c.eds_cluster_config = Some(EdsClusterConfig { eds_config: pb::ads(), service_name: name.into() });
+            eds = Some(Arc::new(load_assignment(name, &endpoints, port.port, &in_mesh)));
         }
         Discovery::Dns | Discovery::DnsRoundRobin => {
-            c.insert("type".into(), json!(if svc.discovery == Discovery::Dns { "STRICT_DNS" } else { "LOGICAL_DNS" }));
-            c.insert("dns_lookup_family".into(), json!("V4_ONLY"));
-            c.insert("load_assignment".into(), load_assignment(name, &endpoints, port.port, &in_mesh));
+            let t = if svc.discovery == Discovery::Dns { DiscoveryType::StrictDns } else { DiscoveryType::LogicalDns };
+            c.cluster_discovery_type = discovery(t);
+            c.dns_lookup_family = DnsLookupFamily::V4Only as i32;
+            c.load_assignment = Some(load_assignment(name, &endpoints, port.port, &in_mesh));
         }
         Discovery::Passthrough => {
-            c.insert("type".into(), json!("ORIGINAL_DST"));
-            c.insert("lb_policy".into(), json!("CLUSTER_PROVIDED"));
+            c.cluster_discovery_type = discovery(DiscoveryType::OriginalDst);
+            c.lb_policy = LbPolicy::ClusterProvided as i32;
         }
     }
     if svc.discovery != Discovery::Passthrough {
         load_balancer(&mut c, pp.load_balancer.as_ref());
     }
-    let mut thresholds = unlimited_thresholds();
-    let set = |t: &mut Value, k: &str, v: Option<u32>| {
-        if let Some(v) = v.filter(|v| *v > 0) {
-            t[k] = json!(v);
-        }
-    };
-    set(&mut thresholds, "max_connections", tcp.and_then(|t| t.max_connections));
-    set(&mut thresholds, "max_pending_requests", http.and_then(|h| h.http1_max_pending_requests));
-    set(&mut thresholds, "max_requests", http.and_then(|h| h.http2_max_requests));
-    set(&mut thresholds, "max_retries", http.and_then(|h| h.max_retries));
-    c.insert("circuit_breakers".into(), json!({"thresholds": [thresholds]}));
+    let mut breakers = unlimited_thresholds();
+    if let Some(t) = breakers.as_mut().and_then(|b| b.thresholds.first_mut()) {
+        let set = |field: &mut Option<pb::UInt32Value>, v: Option<u32>| {
+            if let Some(v) = v.filter(|v| *v > 0) {
+                *field = pb::u32v(v);
+            }
+        };
+        set(&mut t.max_connections, tcp.and_then(|t| t.max_connections));
+        set(&mut t.max_pending_requests, http.and_then(|h| h.http1_max_pending_requests));
+        set(&mut t.max_requests, http.and_then(|h| h.http2_max_requests));
+        set(&mut t.max_retries, http.and_then(|h| h.max_retries));
+    }
+    c.circuit_breakers = breakers;
 
-    let mut common = Map::new();
-    if let Some(t) = http.and_then(|h| h.idle_timeout) {
-        common.insert("idle_timeout".into(), duration(t.0));
-    }
-    if let Some(n) = http.and_then(|h| h.max_requests_per_connection).filter(|n| *n > 0) {
-        common.insert("max_requests_per_connection".into(), json!(n));
-    }
+    let common = pb::core::HttpProtocolOptions {
+        idle_timeout: http.and_then(|h| h.idle_timeout).and_then(|t| pb::duration(t.0)),
+        max_requests_per_connection: http.and_then(|h| h.max_requests_per_connection).filter(|n| *n > 0).and_then(pb::u32v),
+        ..Default::default()
+    };
     let h2 = port.protocol.is_http2()
         || http.and_then(|h| h.h2_upgrade_policy) == Some(net::H2UpgradePolicy::Upgrade) && port.protocol.is_http();
-    if h2 || !common.is_empty() {
-        let common = (!common.is_empty()).then_some(common);
-        c.insert("typed_extension_protocol_options".into(), http_protocol_options(h2, common));
+    let has_common = common != Default::default();
+    if h2 || has_common {
+        c.typed_extension_protocol_options = http_protocol_options(h2, has_common.then_some(common));
     }
     match mtls::cluster_tls(scope, svc, port.port, subset.map(|(n, _)| n).unwrap_or(""), pp.tls.as_ref(), h2) {
         ClusterTls::Plain => {}
-        ClusterTls::All(ts) => {
-            c.insert("transport_socket".into(), ts);
-        }
-        ClusterTls::Auto(matches) => {
-            c.insert("transport_socket_matches".into(), matches);
-        }
+        ClusterTls::All(ts) => c.transport_socket = Some(ts),
+        ClusterTls::Auto(matches) => c.transport_socket_matches = matches,
     }
     if let Some(od) = &pp.outlier_detection {
-        c.insert("outlier_detection".into(), outlier(od));
+        c.outlier_detection = Some(outlier(od));
         // Istio always sets the panic threshold with outlier detection: minHealthPercent, else 0.
         let min = od.min_health_percent.unwrap_or(0);
-        c.insert("common_lb_config".into(), json!({"healthy_panic_threshold": {"value": f64::from(min)}}));
+        let threshold = envoy_types::pb::envoy::r#type::v3::Percent { value: f64::from(min) };
+        c.common_lb_config = Some(cluster::cluster::CommonLbConfig { healthy_panic_threshold: Some(threshold), ..Default::default() });
     }
-    Some(Built { cluster: Arc::new(pb::from_json(name, &Value::Object(c))?), endpoints: eds })
+    Built { cluster: Arc::new(c), endpoints: eds }
 }
 
-fn load_balancer(c: &mut Map<String, Value>, lb: Option<&net::LoadBalancerSettings>) {
+fn load_balancer(c: &mut pb::Cluster, lb: Option<&net::LoadBalancerSettings>) {
+    use cluster::cluster::{LbConfig, LbPolicy, MaglevLbConfig, RingHashLbConfig};
+    use envoy_types::pb::google::protobuf::UInt64Value;
     let Some(lb) = lb else { return };
     if let Some(h) = &lb.consistent_hash {
         if let Some(m) = &h.maglev {
-            c.insert("lb_policy".into(), json!("MAGLEV"));
+            c.lb_policy = LbPolicy::Maglev as i32;
             if let Some(t) = m.table_size {
-                c.insert("maglev_lb_config".into(), json!({"table_size": t}));
+                c.lb_config = Some(LbConfig::MaglevLbConfig(MaglevLbConfig { table_size: Some(UInt64Value { value: t }) }));
             }
         } else {
-            c.insert("lb_policy".into(), json!("RING_HASH"));
+            c.lb_policy = LbPolicy::RingHash as i32;
             let min = h.ring_hash.as_ref().and_then(|r| r.minimum_ring_size).or(h.minimum_ring_size);
             if let Some(min) = min {
-                c.insert("ring_hash_lb_config".into(), json!({"minimum_ring_size": min}));
+                let ring = RingHashLbConfig { minimum_ring_size: Some(UInt64Value { value: min }), ..Default::default() };
+                c.lb_config = Some(LbConfig::RingHashLbConfig(ring));
             }
         }
         return;
     }
-    let policy = match lb.simple {
-        Some(SimpleLb::Random) => "RANDOM",
-        Some(SimpleLb::RoundRobin) => "ROUND_ROBIN",
-        Some(SimpleLb::LeastConn | SimpleLb::LeastRequest) => "LEAST_REQUEST",
+    c.lb_policy = match lb.simple {
+        Some(SimpleLb::Random) => LbPolicy::Random,
+        Some(SimpleLb::RoundRobin) => LbPolicy::RoundRobin,
+        Some(SimpleLb::LeastConn | SimpleLb::LeastRequest) => LbPolicy::LeastRequest,
         _ => return,
-    };
-    c.insert("lb_policy".into(), json!(policy));
+    } as i32;
 }
 
-fn outlier(od: &net::OutlierDetection) -> Value {
-    let mut o = Map::new();
-    o.insert("enforcing_success_rate".into(), json!(0));
+fn outlier(od: &net::OutlierDetection) -> cluster::OutlierDetection {
+    let percent = |on: bool| pb::u32v(if on { 100 } else { 0 });
     let five = od.consecutive_5xx_errors.or(od.consecutive_errors);
-    match five {
-        Some(n) => {
-            o.insert("consecutive_5xx".into(), json!(n));
-            o.insert("enforcing_consecutive_5xx".into(), json!(if n > 0 { 100 } else { 0 }));
-        }
-        None => {
-            o.insert("enforcing_consecutive_5xx".into(), json!(0));
-        }
+    let gateway = od.consecutive_gateway_errors;
+    cluster::OutlierDetection {
+        enforcing_success_rate: pb::u32v(0),
+        consecutive_5xx: five.and_then(pb::u32v),
+        enforcing_consecutive_5xx: percent(five.is_some_and(|n| n > 0)),
+        consecutive_gateway_failure: gateway.and_then(pb::u32v),
+        enforcing_consecutive_gateway_failure: percent(gateway.is_some_and(|n| n > 0)),
+        interval: od.interval.and_then(|i| pb::duration(i.0)),
+        base_ejection_time: od.base_ejection_time.and_then(|b| pb::duration(b.0)),
+        max_ejection_percent: od.max_ejection_percent.filter(|m| *m > 0).and_then(pb::u32v),
+        ..Default::default()
     }
-    match od.consecutive_gateway_errors {
-        Some(n) => {
-            o.insert("consecutive_gateway_failure".into(), json!(n));
-            o.insert("enforcing_consecutive_gateway_failure".into(), json!(if n > 0 { 100 } else { 0 }));
-        }
-        None => {
-            o.insert("enforcing_consecutive_gateway_failure".into(), json!(0));
-        }
-    }
-    if let Some(i) = od.interval {
-        o.insert("interval".into(), duration(i.0));
-    }
-    if let Some(b) = od.base_ejection_time {
-        o.insert("base_ejection_time".into(), duration(b.0));
-    }
-    if let Some(m) = od.max_ejection_percent.filter(|m| *m > 0) {
-        o.insert("max_ejection_percent".into(), json!(m));
-    }
-    Value::Object(o)
 }
 
 /// The cluster the mesh's workloads are in (Istio's `CLUSTER_ID`; one cluster).
 pub const CLUSTER_ID: &str = "Kubernetes";
 
-fn load_assignment(name: &str, endpoints: &[&Endpoint], svc_port: u16, in_mesh: &dyn Fn(&Endpoint) -> bool) -> Value {
-    let lb_endpoints: Vec<Value> = endpoints
+fn load_assignment(name: &str, endpoints: &[&Endpoint], svc_port: u16, in_mesh: &dyn Fn(&Endpoint) -> bool) -> pb::Endpoints {
+    let lb_endpoints: Vec<endpoint::LbEndpoint> = endpoints
         .iter()
         .filter_map(|e| {
             let port = *e.ports.get(&svc_port)?;
-            let mut lbe = json!({"endpoint": {"address": socket_address(&e.address, port)}});
-            if let Some(w) = e.weight.filter(|w| *w > 0) {
-                lbe["load_balancing_weight"] = json!(w);
-            }
-            let mut filter = serde_json::Map::new();
+            let mut filter = Vec::new();
             if in_mesh(e) {
-                filter.extend(mtls::mesh_endpoint_metadata()["filter_metadata"].as_object().cloned().unwrap_or_default());
+                filter.push(mtls::mesh_endpoint_metadata());
             }
             // Istio's own: the workload behind the address, which telemetry names peers by.
             if let Some(w) = e.istio_workload(CLUSTER_ID) {
-                filter.insert("istio".into(), json!({"workload": w}));
+                filter.push(("istio", pb::fields([("workload", pb::string(w))])));
             }
-            if !filter.is_empty() {
-                lbe["metadata"] = json!({"filter_metadata": filter});
-            }
-            Some(lbe)
+            Some(endpoint::LbEndpoint {
+                host_identifier: Some(endpoint::lb_endpoint::HostIdentifier::Endpoint(endpoint::Endpoint {
+                    address: pb::socket_address(&e.address, port),
+                    ..Default::default()
+                })),
+                load_balancing_weight: e.weight.filter(|w| *w > 0).and_then(pb::u32v),
+                metadata: if filter.is_empty() { None } else { pb::metadata(filter) },
+                ..Default::default()
+            })
         })
         .collect();
-    if lb_endpoints.is_empty() {
-        return json!({"cluster_name": name});
+    let endpoints =
+        if lb_endpoints.is_empty() { Vec::new() } else { vec![endpoint::LocalityLbEndpoints { lb_endpoints, ..Default::default() }] };
+    pb::Endpoints { cluster_name: name.into(), endpoints, ..Default::default() }
+}
+
+/// A cluster of `discovery_type` with Istio's defaults (connect timeout, no circuit limits).
+fn plain(name: &str, t: cluster::cluster::DiscoveryType) -> pb::Cluster {
+    pb::Cluster {
+        name: name.into(),
+        cluster_discovery_type: discovery(t),
+        connect_timeout: pb::duration(DEFAULT_CONNECT_TIMEOUT),
+        circuit_breakers: unlimited_thresholds(),
+        ..Default::default()
     }
-    json!({"cluster_name": name, "endpoints": [{"lb_endpoints": lb_endpoints}]})
 }
 
 /// The clusters every proxy has: where unknown traffic goes, and where it is dropped.
 pub fn builtin(out: &mut Generated) {
-    let timeout = duration(DEFAULT_CONNECT_TIMEOUT);
-    let blackhole = json!({"name": BLACKHOLE, "type": "STATIC", "connect_timeout": timeout});
-    out.clusters.extend(pb::from_json(BLACKHOLE, &blackhole).map(|c| (BLACKHOLE.to_owned(), Arc::new(c))));
+    use cluster::cluster::{DiscoveryType, LbPolicy};
+    let blackhole = pb::Cluster { circuit_breakers: None, ..plain(BLACKHOLE, DiscoveryType::Static) };
+    out.clusters.insert(BLACKHOLE.into(), Arc::new(blackhole));
     for name in [PASSTHROUGH, INBOUND_PASSTHROUGH] {
-        let c = json!({"name": name, "type": "ORIGINAL_DST", "lb_policy": "CLUSTER_PROVIDED", "connect_timeout": timeout,
-                   "circuit_breakers": {"thresholds": [unlimited_thresholds()]}});
-        out.clusters.extend(pb::from_json(name, &c).map(|c| (name.to_owned(), Arc::new(c))));
+        let c = pb::Cluster { lb_policy: LbPolicy::ClusterProvided as i32, ..plain(name, DiscoveryType::OriginalDst) };
+        out.clusters.insert(name.into(), Arc::new(c));
     }
 }
 
@@ -328,16 +341,21 @@ pub fn builtin(out: &mut Generated) {
 /// ingress listener's `defaultEndpoint` says).
 pub fn inbound(out: &mut Generated, port: u16, protocol: Protocol, endpoint: std::net::SocketAddr) {
     let name = super::inbound_cluster_name(port);
-    let address = socket_address(&endpoint.ip().to_string(), endpoint.port());
-    let mut c = json!({
-        "name": name, "type": "STATIC", "connect_timeout": duration(DEFAULT_CONNECT_TIMEOUT),
-        "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [{"endpoint": {"address": address}}]}]},
-        "circuit_breakers": {"thresholds": [unlimited_thresholds()]},
-    });
+    let app = endpoint::LbEndpoint {
+        host_identifier: Some(endpoint::lb_endpoint::HostIdentifier::Endpoint(endpoint::Endpoint {
+            address: pb::socket_address(&endpoint.ip().to_string(), endpoint.port()),
+            ..Default::default()
+        })),
+        ..Default::default()
+    };
+    let assignment = pb::Endpoints {
+        cluster_name: name.clone(),
+        endpoints: vec![endpoint::LocalityLbEndpoints { lb_endpoints: vec![app], ..Default::default() }],
+        ..Default::default()
+    };
+    let mut c = pb::Cluster { load_assignment: Some(assignment), ..plain(&name, cluster::cluster::DiscoveryType::Static) };
     if protocol.is_http2() {
-        c["typed_extension_protocol_options"] = http_protocol_options(true, None);
+        c.typed_extension_protocol_options = http_protocol_options(true, None);
     }
-    if let Some(c) = pb::from_json(&name, &c) {
-        out.clusters.insert(name, Arc::new(c));
-    }
+    out.clusters.insert(name, Arc::new(c));
 }

@@ -10,7 +10,6 @@
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use serde_json::{json, Value};
 use weft_api::core::TlsCredential;
 
 use super::pb::{self, tls};
@@ -81,6 +80,6 @@ fn check_certificates(pem: &str) -> Result<(), String> {
 }
 
 /// An SDS reference over ADS, as Envoy and a weft proxy read it.
-pub fn sds_ref(name: &str) -> Value {
-    json!({"name": name, "sds_config": {"ads": {}, "resource_api_version": "V3"}})
+pub fn sds_ref(name: &str) -> tls::SdsSecretConfig {
+    tls::SdsSecretConfig { name: name.into(), sds_config: pb::ads() }
 }

@@ -12,13 +12,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde_json::{json, Map, Value};
 use weft_api::networking::{self as net, ServerTlsMode};
 use weft_api::Resource;
 
-use super::listener::{hcm, l4_cluster};
+use super::listener::{chain, hcm, hcm_filter, l4_cluster, listener, Routes};
+use super::pb::{self, listener::FilterChain, listener::FilterChainMatch, tls};
 use super::route::{hash_policy, vs_routes, Bound};
-use super::{credential, socket_address, tcp_proxy, Generated, Scope};
+use super::{credential, tcp_proxy, Generated, Scope};
 use crate::model::{host_matches, labels_match};
 use crate::telemetry::Side;
 
@@ -99,27 +99,28 @@ pub fn generate(scope: &Scope<'_>, out: &mut Generated) {
         }
     }
     for (port, binds) in ports {
+        let http = |name: &str| hcm_filter(&hcm(scope, Side::Client, &format!("outbound_0.0.0.0_{port}"), Routes::Rds(name.into())));
         let mut chains = Vec::new();
         let plain: Vec<&Bind<'_>> = binds.iter().filter(|b| b.kind() == Kind::Http).collect();
         if !plain.is_empty() {
             let name = format!("http.{port}");
             let redirect = plain.iter().any(|b| b.server.tls.as_ref().is_some_and(|t| t.https_redirect));
-            super::pb::put(&mut out.routes, name.clone(), &route_config(scope, &name, &plain, port, redirect));
-            chains.push(json!({"name": name, "filters": [hcm(scope, Side::Client, &format!("outbound_0.0.0.0_{port}"), json!(name))]}));
+            out.routes.insert(name.clone(), route_config(scope, &name, &plain, port, redirect));
+            chains.push(chain(&name, vec![http(&name)]));
         }
         for b in binds.iter().filter(|b| b.kind() == Kind::Https) {
             let name = b.https_route_name();
-            let mut chain = json!({"name": name, "filters": [hcm(scope, Side::Client, &format!("outbound_0.0.0.0_{port}"), json!(name))]});
-            if terminate(scope, &mut chain, b, &["h2", "http/1.1"], out) {
-                super::pb::put(&mut out.routes, name.clone(), &route_config(scope, &name, &[b], port, false));
-                chains.push(chain);
+            let mut c = chain(&name, vec![http(&name)]);
+            if terminate(scope, &mut c, b, &["h2", "http/1.1"], out) {
+                out.routes.insert(name.clone(), route_config(scope, &name, &[b], port, false));
+                chains.push(c);
             }
         }
         for b in binds.iter().filter(|b| b.kind() == Kind::TlsTerminated) {
             if let Some(cluster) = l4_route(scope, b, port) {
-                let mut chain = json!({"name": b.https_route_name(), "filters": [tcp_proxy(&cluster, &cluster)]});
-                if terminate(scope, &mut chain, b, &[], out) {
-                    chains.push(chain);
+                let mut c = chain(&b.https_route_name(), vec![tcp_proxy(&cluster, &cluster)]);
+                if terminate(scope, &mut c, b, &[], out) {
+                    chains.push(c);
                 }
             }
         }
@@ -128,22 +129,22 @@ pub fn generate(scope: &Scope<'_>, out: &mut Generated) {
         }
         for b in binds.iter().filter(|b| b.kind() == Kind::Tcp) {
             if let Some(cluster) = l4_route(scope, b, port) {
-                chains.push(json!({"name": format!("tcp.{port}"), "filters": [tcp_proxy(&cluster, &cluster)]}));
+                chains.push(chain(&format!("tcp.{port}"), vec![tcp_proxy(&cluster, &cluster)]));
             }
         }
         if chains.is_empty() {
             continue;
         }
-        let sni = chains.iter().any(|c| c.get("filter_chain_match").is_some_and(|m| m.get("server_names").is_some()))
-            || chains.iter().any(|c| c.get("transport_socket").is_some());
+        let sni = chains.iter().any(|c| c.filter_chain_match.as_ref().is_some_and(|m| !m.server_names.is_empty()))
+            || chains.iter().any(|c| c.transport_socket.is_some());
         let name = format!("0.0.0.0_{port}");
         // OUTBOUND, as istiod marks gateway listeners: what a gateway sends is the client side.
-        let mut listener =
-            json!({"name": name, "address": socket_address("0.0.0.0", port), "traffic_direction": "OUTBOUND", "filter_chains": chains});
-        if sni {
-            listener["listener_filters"] = json!([super::listener::tls_inspector()]);
-        }
-        super::pb::put(&mut out.listeners, name, &listener);
+        let l = pb::Listener {
+            filter_chains: chains,
+            listener_filters: if sni { vec![super::listener::tls_inspector()] } else { Vec::new() },
+            ..listener(&name, "0.0.0.0", port, pb::core::TrafficDirection::Outbound)
+        };
+        out.listeners.insert(name, l);
     }
 }
 
@@ -158,9 +159,9 @@ fn bound_virtual_services<'a>(scope: &Scope<'a>, b: &Bind<'_>) -> Vec<&'a Resour
 /// under a `web.example.com` server serves `web.example.com`). As Istio does at gateways,
 /// several VirtualServices for one host are merged; routes of a VirtualService naming the host
 /// exactly come before those of one matching it by wildcard.
-fn route_config(scope: &Scope<'_>, name: &str, binds: &[&Bind<'_>], port: u16, https_redirect: bool) -> Value {
+fn route_config(scope: &Scope<'_>, name: &str, binds: &[&Bind<'_>], port: u16, https_redirect: bool) -> pb::RouteConfiguration {
     // domain → (exact contributions, wildcard contributions)
-    let mut hosts: BTreeMap<String, (Vec<Value>, Vec<Value>)> = BTreeMap::new();
+    let mut hosts: BTreeMap<String, (Vec<pb::route::Route>, Vec<pb::route::Route>)> = BTreeMap::new();
     let mut order: Vec<String> = Vec::new();
     for b in binds {
         for vs in bound_virtual_services(scope, b) {
@@ -178,8 +179,9 @@ fn route_config(scope: &Scope<'_>, name: &str, binds: &[&Bind<'_>], port: u16, h
                 continue;
             }
             let dest = vs.spec.http.iter().flat_map(|r| r.route.first()).next();
-            let hash = dest.and_then(|d| hash_policy(scope, &scope.model.resolve_host(&d.destination.host, &vs.namespace), port));
-            let routes = vs_routes(scope, vs, port, b.bound(), hash.as_ref());
+            let hash =
+                dest.map(|d| hash_policy(scope, &scope.model.resolve_host(&d.destination.host, &vs.namespace), port)).unwrap_or_default();
+            let routes = vs_routes(scope, vs, port, b.bound(), &hash);
             for (domain, exact) in domains {
                 let entry = hosts.entry(domain.clone()).or_insert_with(|| {
                     order.push(domain.clone());
@@ -190,35 +192,38 @@ fn route_config(scope: &Scope<'_>, name: &str, binds: &[&Bind<'_>], port: u16, h
             }
         }
     }
-    let vhosts: Vec<Value> = order
+    let vhosts = order
         .into_iter()
         .filter_map(|h| {
             let (exact, wild) = hosts.remove(&h)?;
-            let domains = if h == "*" { json!(["*"]) } else { json!([h, format!("{h}:{port}")]) };
-            let mut vh =
-                json!({"name": format!("{h}:{port}"), "domains": domains, "routes": exact.into_iter().chain(wild).collect::<Vec<_>>()});
-            if https_redirect {
-                vh["require_tls"] = json!("ALL");
-            }
-            Some(vh)
+            let domains = if h == "*" { vec!["*".to_string()] } else { vec![h.clone(), format!("{h}:{port}")] };
+            let require_tls = if https_redirect { pb::route::virtual_host::TlsRequirementType::All } else { Default::default() };
+            Some(pb::VirtualHost {
+                name: format!("{h}:{port}"),
+                domains,
+                routes: exact.into_iter().chain(wild).collect(),
+                require_tls: require_tls as i32,
+                ..Default::default()
+            })
         })
         .collect();
-    json!({"name": name, "virtual_hosts": vhosts, "validate_clusters": false})
+    pb::RouteConfiguration { name: name.into(), virtual_hosts: vhosts, validate_clusters: pb::boolv(false), ..Default::default() }
 }
 
 /// Adds the TLS termination of `b` to `chain`: its certificate (from the files the Gateway
 /// names, or for `credentialName` the Secret sent over SDS), SNI matching its hosts, and for
 /// MUTUAL the client certificate check. False when the server's credential cannot be served:
 /// the chain is then left out (and why is logged), so the gateway's other servers still work.
-fn terminate(scope: &Scope<'_>, chain: &mut Value, b: &Bind<'_>, alpn: &[&str], out: &mut Generated) -> bool {
-    let Some(tls) = &b.server.tls else { return true };
-    let mut common = Map::new();
-    let mutual = matches!(tls.mode, Some(ServerTlsMode::Mutual | ServerTlsMode::OptionalMutual));
+fn terminate(scope: &Scope<'_>, chain: &mut FilterChain, b: &Bind<'_>, alpn: &[&str], out: &mut Generated) -> bool {
+    use tls::common_tls_context::{CombinedCertificateValidationContext, ValidationContextType};
+    let Some(server_tls) = &b.server.tls else { return true };
+    let mut common = tls::CommonTlsContext::default();
+    let mutual = matches!(server_tls.mode, Some(ServerTlsMode::Mutual | ServerTlsMode::OptionalMutual));
     let mut sds_ca = None;
-    if let Some(cred) = &tls.credential_name {
+    if let Some(cred) = &server_tls.credential_name {
         match credential::resolve(scope, cred, mutual, out) {
             Ok(names) => {
-                common.insert("tls_certificate_sds_secret_configs".into(), json!([credential::sds_ref(&names.cert)]));
+                common.tls_certificate_sds_secret_configs = vec![credential::sds_ref(&names.cert)];
                 sds_ca = names.ca;
             }
             Err(why) => {
@@ -231,66 +236,67 @@ fn terminate(scope: &Scope<'_>, chain: &mut Value, b: &Bind<'_>, alpn: &[&str], 
                 return false;
             }
         }
-    } else if let (Some(cert), Some(key)) = (&tls.server_certificate, &tls.private_key) {
-        common.insert("tls_certificates".into(), json!([{"certificate_chain": {"filename": cert}, "private_key": {"filename": key}}]));
+    } else if let (Some(cert), Some(key)) = (&server_tls.server_certificate, &server_tls.private_key) {
+        common.tls_certificates =
+            vec![tls::TlsCertificate { certificate_chain: pb::file(cert), private_key: pb::file(key), ..Default::default() }];
     }
-    if !alpn.is_empty() {
-        common.insert("alpn_protocols".into(), json!(alpn));
-    }
-    let mut params = Map::new();
-    if let Some(v) = tls_version(tls.min_protocol_version.as_deref()) {
-        params.insert("tls_minimum_protocol_version".into(), json!(v));
-    }
-    if let Some(v) = tls_version(tls.max_protocol_version.as_deref()) {
-        params.insert("tls_maximum_protocol_version".into(), json!(v));
-    }
-    if !tls.cipher_suites.is_empty() {
-        params.insert("cipher_suites".into(), json!(tls.cipher_suites));
-    }
-    if !params.is_empty() {
-        common.insert("tls_params".into(), Value::Object(params));
+    common.alpn_protocols = alpn.iter().map(|a| a.to_string()).collect();
+    let params = tls::TlsParameters {
+        tls_minimum_protocol_version: tls_version(server_tls.min_protocol_version.as_deref()) as i32,
+        tls_maximum_protocol_version: tls_version(server_tls.max_protocol_version.as_deref()) as i32,
+        cipher_suites: server_tls.cipher_suites.clone(),
+        ..Default::default()
+    };
+    if params != tls::TlsParameters::default() {
+        common.tls_params = Some(params);
     }
     if mutual {
-        let mut vc = Map::new();
-        if let Some(ca) = &tls.ca_certificates {
-            vc.insert("trusted_ca".into(), json!({"filename": ca}));
-        }
-        if !tls.subject_alt_names.is_empty() {
-            let sans: Vec<Value> = tls.subject_alt_names.iter().map(|s| json!({"san_type": "DNS", "matcher": {"exact": s}})).collect();
-            vc.insert("match_typed_subject_alt_names".into(), Value::Array(sans));
-        }
-        match &sds_ca {
-            // The CA from SDS, the SAN check from the Gateway (Istio's combined context).
-            Some(ca) => common.insert(
-                "combined_validation_context".into(),
-                json!({"default_validation_context": Value::Object(vc), "validation_context_sds_secret_config": credential::sds_ref(ca)}),
-            ),
-            None => common.insert("validation_context".into(), Value::Object(vc)),
+        use tls::subject_alt_name_matcher::SanType;
+        let sans = server_tls
+            .subject_alt_names
+            .iter()
+            .map(|s| tls::SubjectAltNameMatcher { san_type: SanType::Dns as i32, matcher: Some(pb::exact(s)), ..Default::default() })
+            .collect();
+        let vc = tls::CertificateValidationContext {
+            trusted_ca: server_tls.ca_certificates.as_deref().and_then(pb::file),
+            match_typed_subject_alt_names: sans,
+            ..Default::default()
         };
+        common.validation_context_type = Some(match &sds_ca {
+            // The CA from SDS, the SAN check from the Gateway (Istio's combined context).
+            Some(ca) => ValidationContextType::CombinedValidationContext(CombinedCertificateValidationContext {
+                default_validation_context: Some(vc),
+                validation_context_sds_secret_config: Some(credential::sds_ref(ca)),
+                ..Default::default()
+            }),
+            None => ValidationContextType::ValidationContext(vc),
+        });
     }
-    let mut ctx = json!({
-        "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
-        "common_tls_context": common,
+    let ctx = tls::DownstreamTlsContext {
+        common_tls_context: Some(common),
+        require_client_certificate: (server_tls.mode == Some(ServerTlsMode::Mutual)).then_some(pb::BoolValue { value: true }),
+        ..Default::default()
+    };
+    chain.transport_socket = Some(pb::core::TransportSocket {
+        name: "envoy.transport_sockets.tls".into(),
+        config_type: Some(pb::core::transport_socket::ConfigType::TypedConfig(pb::any(&ctx))),
     });
-    if tls.mode == Some(ServerTlsMode::Mutual) {
-        ctx["require_client_certificate"] = json!(true);
-    }
-    chain["transport_socket"] = json!({"name": "envoy.transport_sockets.tls", "typed_config": ctx});
     let names = b.server_names();
     if !names.is_empty() {
-        chain["filter_chain_match"] = json!({"server_names": names});
+        chain.filter_chain_match = Some(FilterChainMatch { server_names: names, ..Default::default() });
     }
     true
 }
 
-/// Istio's `TLSV1_2` style names in Envoy's `TLSv1_2` form.
-fn tls_version(v: Option<&str>) -> Option<&'static str> {
-    match v? {
-        "TLSV1_0" => Some("TLSv1_0"),
-        "TLSV1_1" => Some("TLSv1_1"),
-        "TLSV1_2" => Some("TLSv1_2"),
-        "TLSV1_3" => Some("TLSv1_3"),
-        _ => None,
+/// Istio's `TLSV1_2` style names as Envoy's protocol versions (`TLS_AUTO`: unset).
+fn tls_version(v: Option<&str>) -> tls::tls_parameters::TlsProtocol {
+    use tls::tls_parameters::TlsProtocol;
+    match v {
+        Some("TLSV1_0") => TlsProtocol::TlSv10,
+        Some("TLSV1_1") => TlsProtocol::TlSv11,
+        Some("TLSV1_2") => TlsProtocol::TlSv12,
+        Some("TLSV1_3") => TlsProtocol::TlSv13,
+        _ => TlsProtocol::TlsAuto,
     }
 }
 
@@ -312,7 +318,7 @@ fn l4_route(scope: &Scope<'_>, b: &Bind<'_>, port: u16) -> Option<String> {
 
 /// One filter chain per SNI name of each bound `tls` route: the stream goes, still encrypted,
 /// to the route's destination.
-fn passthrough_chains(scope: &Scope<'_>, b: &Bind<'_>, port: u16, chains: &mut Vec<Value>) {
+fn passthrough_chains(scope: &Scope<'_>, b: &Bind<'_>, port: u16, chains: &mut Vec<FilterChain>) {
     let mut seen = BTreeSet::new();
     for vs in bound_virtual_services(scope, b) {
         for r in &vs.spec.tls {
@@ -324,15 +330,12 @@ fn passthrough_chains(scope: &Scope<'_>, b: &Bind<'_>, port: u16, chains: &mut V
                 {
                     continue;
                 }
-                let names: Vec<&String> = m.sni_hosts.iter().filter(|h| b.allows(h) && seen.insert((*h).clone())).collect();
-                if names.is_empty() {
-                    continue;
-                }
-                chains.push(json!({
-                    "name": format!("tls.{port}.{}", names[0]),
-                    "filter_chain_match": {"server_names": names},
-                    "filters": [tcp_proxy(&cluster, &cluster)],
-                }));
+                let names: Vec<String> = m.sni_hosts.iter().filter(|h| b.allows(h) && seen.insert((*h).clone())).cloned().collect();
+                let Some(first) = names.first() else { continue };
+                chains.push(FilterChain {
+                    filter_chain_match: Some(FilterChainMatch { server_names: names.clone(), ..Default::default() }),
+                    ..chain(&format!("tls.{port}.{first}"), vec![tcp_proxy(&cluster, &cluster)])
+                });
             }
         }
     }

@@ -13,12 +13,12 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use serde_json::{json, Value};
 use weft_api::networking::{CaptureMode, IngressListener};
 
-use super::listener::{hcm, http_inspector, original_dst, tls_inspector, HTTP_ALPN};
+use super::listener::{chain, hcm, hcm_filter, http_alpn, http_inspector, listener, original_dst, tls_inspector, Routes};
 use super::mtls::{self, Inbound};
-use super::{cluster, inbound_cluster_name, socket_address, tcp_proxy, Generated, Scope};
+use super::pb::{self, listener::FilterChain, listener::FilterChainMatch};
+use super::{cluster, inbound_cluster_name, tcp_proxy, Generated, Scope};
 use super::{BLACKHOLE, INBOUND_PASSTHROUGH, INBOUND_PORT};
 use crate::model::labels_match;
 use crate::node::{Interception, ProxyNode};
@@ -37,7 +37,7 @@ struct Target {
 
 /// The filter chains of one port and the listener filters they need.
 struct PortChains {
-    chains: Vec<Value>,
+    chains: Vec<FilterChain>,
     tls: bool,
     sniff: bool,
 }
@@ -45,11 +45,10 @@ struct PortChains {
 pub fn inbound(scope: &Scope<'_>, out: &mut Generated) {
     let node = scope.node;
     let captured = node.interception != Interception::None;
-    let mut chains = vec![json!({
-        "name": "virtualInbound-blackhole",
-        "filter_chain_match": {"destination_port": INBOUND_PORT},
-        "filters": [tcp_proxy(BLACKHOLE, BLACKHOLE)],
-    })];
+    let mut chains = vec![FilterChain {
+        filter_chain_match: Some(FilterChainMatch { destination_port: pb::u32v(INBOUND_PORT.into()), ..Default::default() }),
+        ..chain("virtualInbound-blackhole", vec![tcp_proxy(BLACKHOLE, BLACKHOLE)])
+    }];
     let (mut sniff, mut tls) = (false, false);
     for t in targets(scope) {
         match t.bind {
@@ -73,22 +72,25 @@ pub fn inbound(scope: &Scope<'_>, out: &mut Generated) {
         return;
     }
     // Ports no Service names: passed to where the caller was going, under the workload's mode.
-    let passthrough = tcp_proxy(INBOUND_PASSTHROUGH, INBOUND_PASSTHROUGH);
+    let passthrough = || vec![tcp_proxy(INBOUND_PASSTHROUGH, INBOUND_PASSTHROUGH)];
+    let transport = |t: &str| Some(FilterChainMatch { transport_protocol: t.into(), ..Default::default() });
     match mtls::servable(scope, mtls::inbound_mode(scope.model, &node.namespace, &node.labels, None)) {
         None => {}
-        Some(Inbound::Disable) => chains.push(json!({"name": "virtualInbound", "filter_chain_match": {}, "filters": [passthrough]})),
+        Some(Inbound::Disable) => {
+            chains.push(FilterChain { filter_chain_match: Some(FilterChainMatch::default()), ..chain("virtualInbound", passthrough()) })
+        }
         Some(Inbound::Strict) => {
             tls = true;
-            chains.push(json!({"name": "virtualInbound-mtls", "filter_chain_match": {"transport_protocol": "tls"},
-                "transport_socket": mtls::inbound_transport_socket(false), "filters": [passthrough]}));
+            chains.push(FilterChain {
+                filter_chain_match: transport("tls"),
+                transport_socket: Some(mtls::inbound_transport_socket(false)),
+                ..chain("virtualInbound-mtls", passthrough())
+            });
         }
         Some(Inbound::Permissive) => {
             tls = true;
-            chains.push(
-                json!({"name": "virtualInbound", "filter_chain_match": {"transport_protocol": "raw_buffer"}, "filters": [passthrough]}),
-            );
-            chains
-                .push(json!({"name": "virtualInbound-tls", "filter_chain_match": {"transport_protocol": "tls"}, "filters": [passthrough]}));
+            chains.push(FilterChain { filter_chain_match: transport("raw_buffer"), ..chain("virtualInbound", passthrough()) });
+            chains.push(FilterChain { filter_chain_match: transport("tls"), ..chain("virtualInbound-tls", passthrough()) });
         }
     }
     let mut listener_filters = vec![original_dst()];
@@ -98,17 +100,12 @@ pub fn inbound(scope: &Scope<'_>, out: &mut Generated) {
     if sniff {
         listener_filters.push(http_inspector());
     }
-    super::pb::put(
-        &mut out.listeners,
-        "virtualInbound".into(),
-        &json!({
-            "name": "virtualInbound",
-            "address": socket_address("0.0.0.0", INBOUND_PORT),
-            "traffic_direction": "INBOUND",
-            "listener_filters": listener_filters,
-            "filter_chains": chains,
-        }),
-    );
+    let virtual_inbound = pb::Listener {
+        listener_filters,
+        filter_chains: chains,
+        ..listener("virtualInbound", "0.0.0.0", INBOUND_PORT, pb::core::TrafficDirection::Inbound)
+    };
+    out.listeners.insert("virtualInbound".into(), virtual_inbound);
 }
 
 /// The ports this workload serves, by port.
@@ -213,8 +210,12 @@ fn port_chains(scope: &Scope<'_>, t: &Target, bind: &str) -> Option<PortChains> 
             out.chains.extend(chain.mutual(true));
             // The application's own TLS, not the mesh's: passed through untouched.
             let cluster = inbound_cluster_name(t.port);
-            out.chains.push(json!({"name": format!("{}-tls", chain.name()), "filter_chain_match": {"destination_port": t.port, "transport_protocol": "tls"},
-                "filters": [tcp_proxy(&cluster, &cluster)]}));
+            let own_tls =
+                FilterChainMatch { destination_port: pb::u32v(t.port.into()), transport_protocol: "tls".into(), ..Default::default() };
+            out.chains.push(FilterChain {
+                filter_chain_match: Some(own_tls),
+                ..super::listener::chain(&format!("{}-tls", chain.name()), vec![tcp_proxy(&cluster, &cluster)])
+            });
             out.chains.extend(chain.plain(Some("raw_buffer")));
         }
     }
@@ -228,12 +229,6 @@ fn bound_listener(scope: &Scope<'_>, t: &Target, bind: IpAddr, out: &mut Generat
     let bind = bind.to_string();
     let Some(c) = port_chains(scope, t, &bind) else { return };
     let name = format!("{bind}_{}", t.port);
-    let mut l = json!({
-        "name": name,
-        "address": socket_address(&bind, t.port),
-        "traffic_direction": "INBOUND",
-        "filter_chains": c.chains,
-    });
     let mut filters = Vec::new();
     if c.tls {
         filters.push(tls_inspector());
@@ -241,10 +236,12 @@ fn bound_listener(scope: &Scope<'_>, t: &Target, bind: IpAddr, out: &mut Generat
     if c.sniff {
         filters.push(http_inspector());
     }
-    if !filters.is_empty() {
-        l["listener_filters"] = json!(filters);
-    }
-    super::pb::put(&mut out.listeners, name, &l);
+    let l = pb::Listener {
+        filter_chains: c.chains,
+        listener_filters: filters,
+        ..listener(&name, &bind, t.port, pb::core::TrafficDirection::Inbound)
+    };
+    out.listeners.insert(name, l);
 }
 
 /// The inbound filter chains of one workload port.
@@ -264,75 +261,83 @@ impl InboundPort<'_> {
     /// The inbound HTTP connection manager: one route to the application. The client's
     /// identity reaches the application in `x-forwarded-client-cert`, which a caller can never
     /// set itself (Istio's SANITIZE_SET).
-    fn hcm(&self) -> Value {
+    fn hcm(&self) -> pb::listener::Filter {
+        use pb::hcm::http_connection_manager::{ForwardClientCertDetails, SetCurrentClientCertDetails};
+        use pb::route::{route, route_action::ClusterSpecifier, route_match::PathSpecifier};
         let cluster = inbound_cluster_name(self.port);
-        let routes = json!({"name": cluster, "virtual_hosts": [{"name": format!("inbound|http|{}", self.port), "domains": ["*"],
-            "routes": [{"name": "default", "match": {"prefix": "/"}, "route": {"cluster": cluster, "timeout": "0s"}}]}]});
-        let mut f = hcm(self.scope, Side::Server, &format!("inbound_{}", self.name()), routes);
-        f["typed_config"]["forward_client_cert_details"] = json!("SANITIZE_SET");
-        f["typed_config"]["set_current_client_cert_details"] = json!({"subject": true, "dns": true, "uri": true});
-        f
+        let action = pb::route::RouteAction {
+            cluster_specifier: Some(ClusterSpecifier::Cluster(cluster.clone())),
+            timeout: pb::duration(std::time::Duration::ZERO),
+            ..Default::default()
+        };
+        let to_app = pb::route::Route {
+            name: "default".into(),
+            r#match: Some(pb::route::RouteMatch { path_specifier: Some(PathSpecifier::Prefix("/".into())), ..Default::default() }),
+            action: Some(route::Action::Route(action)),
+            ..Default::default()
+        };
+        let host = pb::VirtualHost {
+            name: format!("inbound|http|{}", self.port),
+            domains: vec!["*".into()],
+            routes: vec![to_app],
+            ..Default::default()
+        };
+        let routes = pb::RouteConfiguration { name: cluster, virtual_hosts: vec![host], ..Default::default() };
+        let mut m = hcm(self.scope, Side::Server, &format!("inbound_{}", self.name()), Routes::Inline(Box::new(routes)));
+        m.forward_client_cert_details = ForwardClientCertDetails::SanitizeSet as i32;
+        m.set_current_client_cert_details =
+            Some(SetCurrentClientCertDetails { subject: pb::boolv(true), dns: true, uri: true, ..Default::default() });
+        hcm_filter(&m)
     }
 
-    fn tcp(&self) -> Value {
+    fn tcp(&self) -> pb::listener::Filter {
         let cluster = inbound_cluster_name(self.port);
         tcp_proxy(&cluster, &cluster)
     }
 
+    fn chain(&self, name: &str, m: FilterChainMatch, filter: pb::listener::Filter, mtls: Option<bool>) -> FilterChain {
+        FilterChain { filter_chain_match: Some(m), transport_socket: mtls.map(mtls::inbound_transport_socket), ..chain(name, vec![filter]) }
+    }
+
     /// Plaintext chains; `transport` restricts them to `raw_buffer` next to TLS chains.
-    fn plain(&self, transport: Option<&str>) -> Vec<Value> {
-        let m = |alpn: Option<Value>| {
-            let mut m = json!({"destination_port": self.port});
-            if let Some(t) = transport {
-                m["transport_protocol"] = json!(t);
-            }
-            if let Some(a) = alpn {
-                m["application_protocols"] = a;
-            }
-            m
+    fn plain(&self, transport: Option<&str>) -> Vec<FilterChain> {
+        let m = |alpn: Vec<String>| FilterChainMatch {
+            destination_port: pb::u32v(self.port.into()),
+            transport_protocol: transport.unwrap_or_default().into(),
+            application_protocols: alpn,
+            ..Default::default()
         };
         let name = self.name();
         if self.proto.is_http() {
-            vec![json!({"name": name, "filter_chain_match": m(None), "filters": [self.hcm()]})]
+            vec![self.chain(&name, m(Vec::new()), self.hcm(), None)]
         } else if self.proto == Protocol::Auto {
-            vec![
-                json!({"name": format!("{name}-http"), "filter_chain_match": m(Some(json!(HTTP_ALPN))), "filters": [self.hcm()]}),
-                json!({"name": name, "filter_chain_match": m(None), "filters": [self.tcp()]}),
-            ]
+            vec![self.chain(&format!("{name}-http"), m(http_alpn()), self.hcm(), None), self.chain(&name, m(Vec::new()), self.tcp(), None)]
         } else {
-            vec![json!({"name": name, "filter_chain_match": m(None), "filters": [self.tcp()]})]
+            vec![self.chain(&name, m(Vec::new()), self.tcp(), None)]
         }
     }
 
     /// mTLS chains. `mesh_only`: next to plaintext and the application's own TLS, mesh
     /// connections are told apart by Istio's ALPN.
-    fn mutual(&self, mesh_only: bool) -> Vec<Value> {
-        let m = |alpn: Option<Value>| {
-            let mut m = json!({"destination_port": self.port, "transport_protocol": "tls"});
-            if let Some(a) = alpn {
-                m["application_protocols"] = a;
-            }
-            m
+    fn mutual(&self, mesh_only: bool) -> Vec<FilterChain> {
+        let m = |alpn: Vec<String>| FilterChainMatch {
+            destination_port: pb::u32v(self.port.into()),
+            transport_protocol: "tls".into(),
+            application_protocols: alpn,
+            ..Default::default()
         };
+        let only = |alpn: fn() -> Vec<String>| if mesh_only { alpn() } else { Vec::new() };
         let name = format!("{}-mtls", self.name());
         if self.proto.is_http() {
-            let alpn = mesh_only.then(mtls::mesh_alpn_all);
-            vec![
-                json!({"name": name, "filter_chain_match": m(alpn), "transport_socket": mtls::inbound_transport_socket(true), "filters": [self.hcm()]}),
-            ]
+            vec![self.chain(&name, m(only(mtls::mesh_alpn_all)), self.hcm(), Some(true))]
         } else if self.proto == Protocol::Auto {
             // The protocol cannot be sniffed inside TLS: Istio's clients say HTTP in the ALPN.
             vec![
-                json!({"name": format!("{name}-http"), "filter_chain_match": m(Some(mtls::mesh_http_alpn())),
-                    "transport_socket": mtls::inbound_transport_socket(true), "filters": [self.hcm()]}),
-                json!({"name": name, "filter_chain_match": m(mesh_only.then(mtls::mesh_alpn)),
-                    "transport_socket": mtls::inbound_transport_socket(false), "filters": [self.tcp()]}),
+                self.chain(&format!("{name}-http"), m(mtls::mesh_http_alpn()), self.hcm(), Some(true)),
+                self.chain(&name, m(only(mtls::mesh_alpn)), self.tcp(), Some(false)),
             ]
         } else {
-            let alpn = mesh_only.then(mtls::mesh_alpn_all);
-            vec![
-                json!({"name": name, "filter_chain_match": m(alpn), "transport_socket": mtls::inbound_transport_socket(false), "filters": [self.tcp()]}),
-            ]
+            vec![self.chain(&name, m(only(mtls::mesh_alpn_all)), self.tcp(), Some(false))]
         }
     }
 }

@@ -4,11 +4,11 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::{json, Value};
+use envoy_types::pb::envoy::extensions::access_loggers::file::v3::{file_access_log::AccessLogFormat, FileAccessLog};
 use weft_api::networking::{self as net, OutboundMode};
 
-use super::pb;
-use super::{outbound_cluster_name, socket_address, tcp_proxy, Generated, Scope};
+use super::pb::{self, hcm, listener};
+use super::{outbound_cluster_name, tcp_proxy, Generated, Scope};
 use super::{BLACKHOLE, INBOUND_PORT, OUTBOUND_PORT, PASSTHROUGH};
 use crate::node::Interception;
 use crate::protocol::Protocol;
@@ -21,19 +21,38 @@ pub(super) const HTTP_ALPN: [&str; 3] = ["http/1.0", "http/1.1", "h2c"];
 /// The route configuration of the HTTP proxy listener (Istio's `RDSHttpProxy`).
 pub const HTTP_PROXY_ROUTE: &str = "http_proxy";
 
-pub(super) fn http_inspector() -> Value {
-    json!({"name": "envoy.filters.listener.http_inspector", "typed_config": {
-        "@type": "type.googleapis.com/envoy.extensions.filters.listener.http_inspector.v3.HttpInspector"}})
+pub(super) fn http_alpn() -> Vec<String> {
+    HTTP_ALPN.iter().map(|s| s.to_string()).collect()
 }
 
-pub(super) fn tls_inspector() -> Value {
-    json!({"name": "envoy.filters.listener.tls_inspector", "typed_config": {
-        "@type": "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector"}})
+pub(super) fn http_inspector() -> listener::ListenerFilter {
+    use envoy_types::pb::envoy::extensions::filters::listener::http_inspector::v3::HttpInspector;
+    pb::listener_filter("envoy.filters.listener.http_inspector", &HttpInspector {})
 }
 
-pub(super) fn original_dst() -> Value {
-    json!({"name": "envoy.filters.listener.original_dst", "typed_config": {
-        "@type": "type.googleapis.com/envoy.extensions.filters.listener.original_dst.v3.OriginalDst"}})
+pub(super) fn tls_inspector() -> listener::ListenerFilter {
+    use envoy_types::pb::envoy::extensions::filters::listener::tls_inspector::v3::TlsInspector;
+    pb::listener_filter("envoy.filters.listener.tls_inspector", &TlsInspector::default())
+}
+
+pub(super) fn original_dst() -> listener::ListenerFilter {
+    use envoy_types::pb::envoy::extensions::filters::listener::original_dst::v3::OriginalDst;
+    pb::listener_filter("envoy.filters.listener.original_dst", &OriginalDst::default())
+}
+
+/// A listener on `address:port` with Istio's direction (`OUTBOUND` or `INBOUND`).
+pub(super) fn listener(name: &str, address: &str, port: u16, direction: pb::core::TrafficDirection) -> pb::Listener {
+    pb::Listener {
+        name: name.into(),
+        address: pb::socket_address(address, port),
+        traffic_direction: direction as i32,
+        ..Default::default()
+    }
+}
+
+/// A filter chain of these filters.
+pub(super) fn chain(name: &str, filters: Vec<listener::Filter>) -> listener::FilterChain {
+    listener::FilterChain { name: name.into(), filters, ..Default::default() }
 }
 
 fn unknown_destination(scope: &Scope<'_>) -> &'static str {
@@ -54,69 +73,78 @@ pub const ISTIO_ACCESS_LOG_FORMAT: &str = "[%START_TIME%] \"%REQ(:METHOD)% %REQ(
 
 /// A file access log: Envoy's file logger with `format` (text) or `labels` (JSON lines), and a
 /// CEL filter (Envoy's `envoy.access_loggers.extension_filters.cel`, as istiod writes it).
-fn file_log(path: &str, format: Option<&str>, labels: Option<&BTreeMap<String, String>>, filter: Option<&str>) -> Value {
-    let log_format = match labels {
-        Some(labels) => json!({"json_format": labels}),
+fn file_log(path: &str, format: Option<&str>, labels: Option<&BTreeMap<String, String>>, filter: Option<&str>) -> pb::AccessLog {
+    use pb::core::substitution_format_string::Format;
+    let format = match labels {
+        Some(labels) => Format::JsonFormat(pb::fields(labels.iter().map(|(k, v)| (k.clone(), pb::string(v))))),
         None => {
             let mut text = format.filter(|f| !f.is_empty()).unwrap_or(ISTIO_ACCESS_LOG_FORMAT).to_owned();
             if !text.ends_with('\n') {
                 text.push('\n');
             }
-            json!({"text_format_source": {"inline_string": text}})
+            let source =
+                pb::core::DataSource { specifier: Some(pb::core::data_source::Specifier::InlineString(text)), ..Default::default() };
+            Format::TextFormatSource(source)
         }
     };
-    let mut log = json!({"name": "envoy.access_loggers.file", "typed_config": {
-        "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
-        "path": path,
-        "log_format": log_format,
-    }});
-    if let Some(expression) = filter {
-        log["filter"] = cel_filter(expression);
-    }
-    log
+    let log_format = pb::core::SubstitutionFormatString { format: Some(format), ..Default::default() };
+    let config = FileAccessLog { path: path.into(), access_log_format: Some(AccessLogFormat::LogFormat(log_format)) };
+    access_log("envoy.access_loggers.file", &config, filter)
+}
+
+fn access_log<M: prost::Message + prost::Name>(name: &str, config: &M, filter: Option<&str>) -> pb::AccessLog {
+    use envoy_types::pb::envoy::config::accesslog::v3::access_log::ConfigType;
+    pb::AccessLog { name: name.into(), filter: filter.map(cel_filter), config_type: Some(ConfigType::TypedConfig(pb::any(config))) }
 }
 
 /// Envoy's OpenTelemetry access logger, as istiod writes it for an `envoyOtelAls` provider:
 /// the line (Istio's format, or the provider's `text`) as the record's body, `labels` as its
 /// attributes, to the collector over OTLP/gRPC.
-fn otel_log(scope: &Scope<'_>, name: &str, o: &weft_api::mesh::providers::OtelAlsProvider, filter: Option<&str>) -> Value {
+fn otel_log(scope: &Scope<'_>, name: &str, o: &weft_api::mesh::providers::OtelAlsProvider, filter: Option<&str>) -> pb::AccessLog {
+    use envoy_types::pb::envoy::extensions::access_loggers::grpc::v3::CommonGrpcAccessLogConfig;
+    use envoy_types::pb::envoy::extensions::access_loggers::open_telemetry::v3::OpenTelemetryAccessLogConfig;
+    use envoy_types::pb::opentelemetry::proto::common::v1::{any_value, AnyValue, KeyValue, KeyValueList};
     let (cluster, host, _) = super::tracing::provider_collector(scope, "accesslog", name, &o.service, o.port);
     let format = o.log_format.as_ref();
-    let mut cfg = json!({
-        "@type": "type.googleapis.com/envoy.extensions.access_loggers.open_telemetry.v3.OpenTelemetryAccessLogConfig",
-        "common_config": {
-            "log_name": o.log_name.clone().unwrap_or_else(|| "otel_envoy_accesslog".into()),
-            "grpc_service": {"envoy_grpc": {"cluster_name": cluster, "authority": host}},
-            "transport_api_version": "V3",
-        },
-    });
+    let text = |s: &str| Some(AnyValue { value: Some(any_value::Value::StringValue(s.into())) });
+    let common = CommonGrpcAccessLogConfig {
+        log_name: o.log_name.clone().unwrap_or_else(|| "otel_envoy_accesslog".into()),
+        grpc_service: Some(pb::envoy_grpc(&cluster, &host)),
+        transport_api_version: pb::core::ApiVersion::V3 as i32,
+        ..Default::default()
+    };
+    // Deprecated in Envoy's proto for `grpc_service`, but what istiod writes and Envoy reads.
+    #[allow(deprecated)]
+    let mut config = OpenTelemetryAccessLogConfig { common_config: Some(common), ..Default::default() };
     match format.and_then(|l| l.labels.as_ref()) {
         Some(labels) => {
-            let values: Vec<Value> = labels.iter().map(|(k, v)| json!({"key": k, "value": {"string_value": v}})).collect();
-            cfg["attributes"] = json!({"values": values});
+            let values = labels.iter().map(|(k, v)| KeyValue { key: k.clone(), value: text(v), ..Default::default() }).collect();
+            config.attributes = Some(KeyValueList { values });
         }
         None => {
-            let text = format.and_then(|l| l.text.as_deref()).filter(|t| !t.is_empty()).unwrap_or(ISTIO_ACCESS_LOG_FORMAT);
-            cfg["body"] = json!({"string_value": text});
+            let line = format.and_then(|l| l.text.as_deref()).filter(|t| !t.is_empty()).unwrap_or(ISTIO_ACCESS_LOG_FORMAT);
+            config.body = text(line);
         }
     }
-    let mut log = json!({"name": "envoy.access_loggers.open_telemetry", "typed_config": cfg});
-    if let Some(expression) = filter {
-        log["filter"] = cel_filter(expression);
-    }
-    log
+    access_log("envoy.access_loggers.open_telemetry", &config, filter)
 }
 
-fn cel_filter(expression: &str) -> Value {
-    json!({"extension_filter": {"name": "envoy.access_loggers.extension_filters.cel", "typed_config": {
-        "@type": "type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter",
-        "expression": expression,
-    }}})
+fn cel_filter(expression: &str) -> envoy_types::pb::envoy::config::accesslog::v3::AccessLogFilter {
+    use envoy_types::pb::envoy::config::accesslog::v3::{
+        access_log_filter::FilterSpecifier, extension_filter, AccessLogFilter, ExtensionFilter,
+    };
+    use envoy_types::pb::envoy::extensions::access_loggers::filters::cel::v3::ExpressionFilter;
+    let cel = ExpressionFilter { expression: expression.into(), ..Default::default() };
+    let extension = ExtensionFilter {
+        name: "envoy.access_loggers.extension_filters.cel".into(),
+        config_type: Some(extension_filter::ConfigType::TypedConfig(pb::any(&cel))),
+    };
+    AccessLogFilter { filter_specifier: Some(FilterSpecifier::ExtensionFilter(extension)) }
 }
 
 /// The access logs of one side of the proxy: the Telemetry API's providers when it says
 /// anything, else MeshConfig `accessLogFile`.
-fn access_logs(scope: &Scope<'_>, side: Side) -> Vec<Value> {
+fn access_logs(scope: &Scope<'_>, side: Side) -> Vec<pb::AccessLog> {
     match scope.telemetry.logs(side) {
         Some(specs) => specs
             .iter()
@@ -150,7 +178,7 @@ fn access_logs(scope: &Scope<'_>, side: Side) -> Vec<Value> {
 /// get theirs in [`hcm`]), so a connection sent to the BlackHoleCluster is logged too.
 pub(super) fn add_tcp_access_logs(scope: &Scope<'_>, side: Side, listeners: &mut std::collections::BTreeMap<String, pb::Listener>) {
     use prost::Message as _;
-    let logs: Vec<pb::AccessLog> = access_logs(scope, side).iter().filter_map(|l| pb::from_json("access log", l)).collect();
+    let logs = access_logs(scope, side);
     if logs.is_empty() {
         return;
     }
@@ -171,51 +199,55 @@ pub(super) fn add_tcp_access_logs(scope: &Scope<'_>, side: Side, listeners: &mut
     }
 }
 
-/// An HTTP connection manager with the mesh's filters; `routes` is an RDS name or an inline
-/// route configuration. MeshConfig `defaultConfig.tracing` becomes the percentage of requests
-/// traced and the Zipkin collector, as istiod sets them.
-pub(super) fn hcm(scope: &Scope<'_>, side: Side, stat_prefix: &str, routes: Value) -> Value {
-    let mut cfg = json!({
-        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-        "stat_prefix": stat_prefix,
-        "http_filters": [
-            {"name": "envoy.filters.http.fault", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault"}},
-            {"name": "envoy.filters.http.router", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}},
+/// Where an HTTP connection manager's routes come from.
+pub(super) enum Routes {
+    /// The route configuration of this name, over RDS.
+    Rds(String),
+    Inline(Box<pb::RouteConfiguration>),
+}
+
+/// An HTTP connection manager with the mesh's filters. MeshConfig `defaultConfig.tracing`
+/// becomes the percentage of requests traced and the Zipkin collector, as istiod sets them.
+pub(super) fn hcm(scope: &Scope<'_>, side: Side, stat_prefix: &str, routes: Routes) -> hcm::HttpConnectionManager {
+    use envoy_types::pb::envoy::extensions::filters::http::fault::v3::HttpFault;
+    use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
+    use hcm::http_connection_manager::RouteSpecifier;
+    let route_specifier = match routes {
+        Routes::Rds(name) => RouteSpecifier::Rds(hcm::Rds { route_config_name: name, config_source: pb::ads() }),
+        Routes::Inline(config) => RouteSpecifier::RouteConfig(*config),
+    };
+    hcm::HttpConnectionManager {
+        stat_prefix: stat_prefix.into(),
+        http_filters: vec![
+            pb::http_filter("envoy.filters.http.fault", &HttpFault::default()),
+            pb::http_filter("envoy.filters.http.router", &Router::default()),
         ],
-    });
-    if let Some(t) = super::tracing::hcm_tracing(scope, side) {
-        cfg["tracing"] = t;
+        tracing: super::tracing::hcm_tracing(scope, side),
+        http_protocol_options: scope.node.http10.then(|| pb::core::Http1ProtocolOptions { accept_http_10: true, ..Default::default() }),
+        access_log: access_logs(scope, side),
+        route_specifier: Some(route_specifier),
+        ..Default::default()
     }
-    if scope.node.http10 {
-        cfg["http_protocol_options"] = json!({"accept_http_10": true});
-    }
-    let logs = access_logs(scope, side);
-    if !logs.is_empty() {
-        cfg["access_log"] = json!(logs);
-    }
-    match routes {
-        Value::String(name) => cfg["rds"] = json!({"route_config_name": name, "config_source": {"ads": {}, "resource_api_version": "V3"}}),
-        inline => cfg["route_config"] = inline,
-    }
-    json!({"name": "envoy.filters.network.http_connection_manager", "typed_config": cfg})
+}
+
+/// The HTTP connection manager as a network filter.
+pub(super) fn hcm_filter(config: &hcm::HttpConnectionManager) -> listener::Filter {
+    pb::filter("envoy.filters.network.http_connection_manager", config)
 }
 
 pub fn outbound(scope: &Scope<'_>, out: &mut Generated) {
+    use pb::core::TrafficDirection::Outbound;
     let fallback = unknown_destination(scope);
-    super::pb::put(
-        &mut out.listeners,
-        "virtualOutbound".into(),
-        &json!({
-            "name": "virtualOutbound",
-            "address": socket_address("0.0.0.0", OUTBOUND_PORT),
-            "use_original_dst": true,
-            "traffic_direction": "OUTBOUND",
-            "filter_chains": [
-                {"name": "virtualOutbound-blackhole", "filter_chain_match": {"destination_port": OUTBOUND_PORT}, "filters": [tcp_proxy(BLACKHOLE, BLACKHOLE)]},
-                {"name": "virtualOutbound-catchall-tcp", "filters": [tcp_proxy(fallback, fallback)]},
-            ],
-        }),
-    );
+    let blackhole = listener::FilterChain {
+        filter_chain_match: Some(listener::FilterChainMatch { destination_port: pb::u32v(OUTBOUND_PORT.into()), ..Default::default() }),
+        ..chain("virtualOutbound-blackhole", vec![tcp_proxy(BLACKHOLE, BLACKHOLE)])
+    };
+    let virtual_outbound = pb::Listener {
+        use_original_dst: pb::boolv(true),
+        filter_chains: vec![blackhole, chain("virtualOutbound-catchall-tcp", vec![tcp_proxy(fallback, fallback)])],
+        ..listener("virtualOutbound", "0.0.0.0", OUTBOUND_PORT, Outbound)
+    };
+    out.listeners.insert("virtualOutbound".into(), virtual_outbound);
 
     // One listener per destination port, shared by every service on that port.
     let mut ports: BTreeMap<u16, Vec<(&crate::model::Service, Protocol)>> = BTreeMap::new();
@@ -228,6 +260,7 @@ pub fn outbound(scope: &Scope<'_>, out: &mut Generated) {
     }
     for (port, services) in ports {
         let name = format!("0.0.0.0_{port}");
+        let http = || hcm_filter(&hcm(scope, Side::Client, &format!("outbound_{name}"), Routes::Rds(port.to_string())));
         let mut chains = Vec::new();
         let mut any_http = false;
         for (svc, proto) in &services {
@@ -241,43 +274,35 @@ pub fn outbound(scope: &Scope<'_>, out: &mut Generated) {
             // Non-HTTP traffic is told apart by destination address, so it needs the VIP.
             let Some(vip) = svc.vip else { continue };
             let cluster = tcp_destination(scope, &svc.hostname, port);
-            chains.push(json!({
-                "name": format!("{vip}_{port}"),
-                "filter_chain_match": {"prefix_ranges": [{"address_prefix": vip.to_string(), "prefix_len": if vip.is_ipv4() { 32 } else { 128 }}]},
-                "filters": [tcp_proxy(&cluster, &cluster)],
-            }));
+            let to_vip = listener::FilterChainMatch { prefix_ranges: vec![pb::cidr(vip)], ..Default::default() };
+            chains.push(listener::FilterChain {
+                filter_chain_match: Some(to_vip.clone()),
+                ..chain(&format!("{vip}_{port}"), vec![tcp_proxy(&cluster, &cluster)])
+            });
             if *proto == Protocol::Auto {
                 // Sniffed port: HTTP to the VIP still goes through the HTTP routes.
-                chains.push(json!({
-                    "name": format!("{vip}_{port}-http"),
-                    "filter_chain_match": {"prefix_ranges": [{"address_prefix": vip.to_string(), "prefix_len": if vip.is_ipv4() { 32 } else { 128 }}],
-                                           "application_protocols": HTTP_ALPN},
-                    "filters": [hcm(scope, Side::Client, &format!("outbound_{name}"), json!(port.to_string()))],
-                }));
+                chains.push(listener::FilterChain {
+                    filter_chain_match: Some(listener::FilterChainMatch { application_protocols: http_alpn(), ..to_vip }),
+                    ..chain(&format!("{vip}_{port}-http"), vec![http()])
+                });
             }
         }
         if any_http {
-            chains.push(json!({
-                "name": name,
-                "filter_chain_match": {"application_protocols": HTTP_ALPN},
-                "filters": [hcm(scope, Side::Client, &format!("outbound_{name}"), json!(port.to_string()))],
-            }));
+            chains.push(listener::FilterChain {
+                filter_chain_match: Some(listener::FilterChainMatch { application_protocols: http_alpn(), ..Default::default() }),
+                ..chain(&name, vec![http()])
+            });
         }
-        let mut l = json!({
-            "name": name,
-            "address": socket_address("0.0.0.0", port),
-            "bind_to_port": false,
-            "traffic_direction": "OUTBOUND",
-            "filter_chains": chains,
-            "default_filter_chain": {"name": "PassthroughFilterChain", "filters": [tcp_proxy(fallback, fallback)]},
-        });
-        if any_http {
-            l["listener_filters"] = json!([http_inspector()]);
-        }
-        super::pb::put(&mut out.listeners, name, &l);
+        let l = pb::Listener {
+            bind_to_port: pb::boolv(false),
+            filter_chains: chains,
+            default_filter_chain: Some(chain("PassthroughFilterChain", vec![tcp_proxy(fallback, fallback)])),
+            listener_filters: if any_http { vec![http_inspector()] } else { Vec::new() },
+            ..listener(&name, "0.0.0.0", port, Outbound)
+        };
+        out.listeners.insert(name, l);
     }
 }
-
 /// The cluster for TCP traffic to `host:port`: a VirtualService `tcp` route when one applies
 /// (first destination; weighted TCP splits are in the route's order), else the service.
 fn tcp_destination(scope: &Scope<'_>, host: &str, port: u16) -> String {
@@ -313,16 +338,11 @@ pub fn http_proxy(scope: &Scope<'_>, port: u16, out: &mut Generated) {
         Interception::Redirect | Interception::Tproxy => "127.0.0.1".to_string(),
     };
     let name = format!("{bind}_{port}");
-    let mut manager = hcm(scope, Side::Client, &format!("outbound_{name}"), json!(HTTP_PROXY_ROUTE));
-    manager["typed_config"]["http_protocol_options"] = json!({"allow_absolute_url": true});
-    super::pb::put(
-        &mut out.listeners,
-        name.clone(),
-        &json!({
-            "name": name,
-            "address": socket_address(&bind, port),
-            "traffic_direction": "OUTBOUND",
-            "filter_chains": [{"name": name, "filters": [manager]}],
-        }),
-    );
+    let mut manager = hcm(scope, Side::Client, &format!("outbound_{name}"), Routes::Rds(HTTP_PROXY_ROUTE.into()));
+    manager.http_protocol_options.get_or_insert_with(Default::default).allow_absolute_url = pb::boolv(true);
+    let l = pb::Listener {
+        filter_chains: vec![chain(&name, vec![hcm_filter(&manager)])],
+        ..listener(&name, &bind, port, pb::core::TrafficDirection::Outbound)
+    };
+    out.listeners.insert(name, l);
 }

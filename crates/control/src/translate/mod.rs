@@ -305,7 +305,7 @@ fn add_stats_plan(scope: &Scope<'_>, listeners: &mut BTreeMap<String, pb::Listen
     };
     let mut plan = serde_json::json!({"client": side(&m.client), "server": side(&m.server)});
     if let Some(d) = m.reporting_interval {
-        plan["reporting_interval"] = duration(d);
+        plan["reporting_interval"] = Value::String(duration_text(d));
     }
     let plan = plan.as_object().map(pb::json_struct).unwrap_or_default();
     for l in listeners.values_mut().filter(|l| l.traffic_direction != 0) {
@@ -337,27 +337,21 @@ pub fn inbound_cluster_name(port: u16) -> String {
     format!("inbound|{port}||")
 }
 
-/// Envoy's `Duration` JSON form.
-pub fn duration(d: std::time::Duration) -> Value {
-    let s = d.as_secs_f64();
+/// A `Duration` in proto3 JSON, for the metadata weft writes as JSON.
+fn duration_text(d: std::time::Duration) -> String {
     if d.subsec_nanos() == 0 {
-        Value::String(format!("{}s", d.as_secs()))
+        format!("{}s", d.as_secs())
     } else {
-        Value::String(format!("{s:.9}s").trim_end_matches('0').to_string())
+        format!("{:.9}s", d.as_secs_f64()).trim_end_matches('0').to_string()
     }
 }
 
-pub fn socket_address(address: &str, port: u16) -> Value {
-    serde_json::json!({"socket_address": {"address": address, "port_value": port}})
-}
-
-pub fn tcp_proxy(stat_prefix: &str, cluster: &str) -> Value {
-    serde_json::json!({
-        "name": "envoy.filters.network.tcp_proxy",
-        "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
-            "stat_prefix": stat_prefix,
-            "cluster": cluster,
-        }
-    })
+pub fn tcp_proxy(stat_prefix: &str, cluster: &str) -> pb::listener::Filter {
+    use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::tcp_proxy::ClusterSpecifier;
+    let config = pb::TcpProxy {
+        stat_prefix: stat_prefix.into(),
+        cluster_specifier: Some(ClusterSpecifier::Cluster(cluster.into())),
+        ..Default::default()
+    };
+    pb::filter("envoy.filters.network.tcp_proxy", &config)
 }

@@ -13,10 +13,10 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::{json, Value};
 use weft_api::networking::{self as net, TlsMode};
 use weft_api::security::MtlsMode;
 
+use super::pb::{self, tls};
 use super::Scope;
 use crate::model::{labels_match, Endpoint, Model, Service};
 
@@ -110,129 +110,165 @@ pub fn endpoint_takes_mtls(model: &Model, svc: &Service, ep: &Endpoint, svc_port
     inbound_mode(model, &svc.namespace, &ep.labels, target) != Inbound::Disable
 }
 
-/// The `envoy.transport_socket_match` metadata that marks an endpoint with a sidecar.
-pub fn mesh_endpoint_metadata() -> Value {
-    json!({"filter_metadata": {SOCKET_MATCH: {"tlsMode": "istio"}}})
+/// The `envoy.transport_socket_match` metadata that marks an endpoint with a sidecar: the
+/// `filter_metadata` entry.
+pub fn mesh_endpoint_metadata() -> (&'static str, pb::Struct) {
+    (SOCKET_MATCH, pb::fields([("tlsMode", pb::string("istio"))]))
 }
 
 /// An SDS reference to `name` over the local agent.
-fn sds(name: &str) -> Value {
-    json!({"name": name, "sds_config": {
-        "api_config_source": {"api_type": "GRPC", "transport_api_version": "V3", "set_node_on_first_message_only": true,
-                              "grpc_services": [{"envoy_grpc": {"cluster_name": SDS_CLUSTER}}]},
-        "initial_fetch_timeout": "0s", "resource_api_version": "V3"}})
+fn sds(name: &str) -> tls::SdsSecretConfig {
+    use pb::core::config_source::ConfigSourceSpecifier;
+    use pb::core::grpc_service::{EnvoyGrpc, TargetSpecifier};
+    let agent = pb::core::GrpcService {
+        target_specifier: Some(TargetSpecifier::EnvoyGrpc(EnvoyGrpc { cluster_name: SDS_CLUSTER.into(), ..Default::default() })),
+        ..Default::default()
+    };
+    let api = pb::core::ApiConfigSource {
+        api_type: pb::core::api_config_source::ApiType::Grpc as i32,
+        transport_api_version: pb::core::ApiVersion::V3 as i32,
+        set_node_on_first_message_only: true,
+        grpc_services: vec![agent],
+        ..Default::default()
+    };
+    let source = pb::core::ConfigSource {
+        config_source_specifier: Some(ConfigSourceSpecifier::ApiConfigSource(api)),
+        initial_fetch_timeout: pb::duration(std::time::Duration::ZERO),
+        resource_api_version: pb::core::ApiVersion::V3 as i32,
+        ..Default::default()
+    };
+    tls::SdsSecretConfig { name: name.into(), sds_config: Some(source) }
 }
 
-fn mesh_params() -> Value {
-    json!({"tls_minimum_protocol_version": "TLSv1_2", "tls_maximum_protocol_version": "TLSv1_3"})
+fn mesh_params() -> Option<tls::TlsParameters> {
+    use tls::tls_parameters::TlsProtocol;
+    Some(tls::TlsParameters {
+        tls_minimum_protocol_version: TlsProtocol::TlSv12 as i32,
+        tls_maximum_protocol_version: TlsProtocol::TlSv13 as i32,
+        ..Default::default()
+    })
 }
 
 /// SAN matchers: a SPIFFE ID is a URI; anything else may be a DNS name or a URI, as Istio's
 /// untyped `subjectAltNames` are.
-fn san_matchers(sans: &[String]) -> Vec<Value> {
+fn san_matchers(sans: &[String]) -> Vec<tls::SubjectAltNameMatcher> {
+    use tls::subject_alt_name_matcher::SanType;
+    let one = |t: SanType, s: &str| tls::SubjectAltNameMatcher { san_type: t as i32, matcher: Some(pb::exact(s)), ..Default::default() };
     let mut out = Vec::new();
     for s in sans {
         if !s.starts_with("spiffe://") {
-            out.push(json!({"san_type": "DNS", "matcher": {"exact": s}}));
+            out.push(one(SanType::Dns, s));
         }
-        out.push(json!({"san_type": "URI", "matcher": {"exact": s}}));
+        out.push(one(SanType::Uri, s));
     }
     out
 }
 
-fn transport_socket(type_name: &str, ctx: Value) -> Value {
-    let mut ctx = ctx;
-    ctx["@type"] = json!(format!("type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.{type_name}"));
-    json!({"name": "envoy.transport_sockets.tls", "typed_config": ctx})
+fn transport_socket<M: prost::Message + prost::Name>(ctx: &M) -> pb::core::TransportSocket {
+    pb::core::TransportSocket {
+        name: "envoy.transport_sockets.tls".into(),
+        config_type: Some(pb::core::transport_socket::ConfigType::TypedConfig(pb::any(ctx))),
+    }
 }
 
-fn raw_buffer() -> Value {
-    json!({"name": "envoy.transport_sockets.raw_buffer", "typed_config": {
-        "@type": "type.googleapis.com/envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer"}})
+fn raw_buffer() -> pb::core::TransportSocket {
+    use envoy_types::pb::envoy::extensions::transport_sockets::raw_buffer::v3::RawBuffer;
+    pb::core::TransportSocket {
+        name: "envoy.transport_sockets.raw_buffer".into(),
+        config_type: Some(pb::core::transport_socket::ConfigType::TypedConfig(pb::any(&RawBuffer {}))),
+    }
+}
+
+/// The workload's SVID and the mesh bundle, with `validation` as the default context.
+fn mesh_common(validation: tls::CertificateValidationContext, alpn: Vec<String>) -> tls::CommonTlsContext {
+    let combined = tls::common_tls_context::CombinedCertificateValidationContext {
+        default_validation_context: Some(validation),
+        validation_context_sds_secret_config: Some(sds("ROOTCA")),
+        ..Default::default()
+    };
+    tls::CommonTlsContext {
+        tls_params: mesh_params(),
+        tls_certificate_sds_secret_configs: vec![sds("default")],
+        validation_context_type: Some(tls::common_tls_context::ValidationContextType::CombinedValidationContext(combined)),
+        alpn_protocols: alpn,
+        ..Default::default()
+    }
+}
+
+fn strings(s: &[&str]) -> Vec<String> {
+    s.iter().map(|s| s.to_string()).collect()
 }
 
 /// The sidecar's side of inbound mTLS: its SVID, client certificates required and verified
 /// against the mesh bundle. HTTP chains also negotiate `h2`/`http/1.1`.
-pub fn inbound_transport_socket(http: bool) -> Value {
-    let mut common = json!({
-        "tls_params": mesh_params(),
-        "tls_certificate_sds_secret_configs": [sds("default")],
-        "combined_validation_context": {"default_validation_context": {}, "validation_context_sds_secret_config": sds("ROOTCA")},
-    });
-    if http {
-        common["alpn_protocols"] = json!(["h2", "http/1.1"]);
-    }
-    transport_socket("DownstreamTlsContext", json!({"common_tls_context": common, "require_client_certificate": true}))
+pub fn inbound_transport_socket(http: bool) -> pb::core::TransportSocket {
+    let alpn = if http { strings(&["h2", "http/1.1"]) } else { Vec::new() };
+    transport_socket(&tls::DownstreamTlsContext {
+        common_tls_context: Some(mesh_common(Default::default(), alpn)),
+        require_client_certificate: pb::boolv(true),
+        ..Default::default()
+    })
 }
 
 /// `filter_chain_match` pieces for inbound chains.
-pub fn mesh_alpn() -> Value {
-    json!(MESH_ALPN)
+pub fn mesh_alpn() -> Vec<String> {
+    strings(&MESH_ALPN)
 }
 
-pub fn mesh_http_alpn() -> Value {
-    json!(MESH_HTTP_ALPN)
+pub fn mesh_http_alpn() -> Vec<String> {
+    strings(&MESH_HTTP_ALPN)
 }
 
 /// Every ALPN a mesh client may offer, for a PERMISSIVE port's mTLS chain.
-pub fn mesh_alpn_all() -> Value {
-    json!(MESH_ALPN.iter().chain(MESH_HTTP_ALPN.iter()).collect::<Vec<_>>())
+pub fn mesh_alpn_all() -> Vec<String> {
+    MESH_ALPN.iter().chain(MESH_HTTP_ALPN.iter()).map(|s| s.to_string()).collect()
 }
 
 /// ISTIO_MUTUAL towards a server expected to be one of `sans`.
-fn istio_mutual(sans: &[String], sni: &str, h2: bool) -> Value {
-    let mut alpn: Vec<&str> = MESH_ALPN.to_vec();
+fn istio_mutual(sans: &[String], sni: &str, h2: bool) -> pb::core::TransportSocket {
+    let mut alpn = mesh_alpn();
     if h2 {
-        alpn.push("h2");
+        alpn.push("h2".into());
     }
-    let mut validation = json!({});
-    if !sans.is_empty() {
-        validation["match_typed_subject_alt_names"] = json!(san_matchers(sans));
-    }
-    transport_socket(
-        "UpstreamTlsContext",
-        json!({"sni": sni, "common_tls_context": {
-            "tls_params": mesh_params(),
-            "alpn_protocols": alpn,
-            "tls_certificate_sds_secret_configs": [sds("default")],
-            "combined_validation_context": {"default_validation_context": validation, "validation_context_sds_secret_config": sds("ROOTCA")},
-        }}),
-    )
+    let validation = tls::CertificateValidationContext { match_typed_subject_alt_names: san_matchers(sans), ..Default::default() };
+    transport_socket(&tls::UpstreamTlsContext {
+        sni: sni.into(),
+        common_tls_context: Some(mesh_common(validation, alpn)),
+        ..Default::default()
+    })
 }
 
 /// SIMPLE or MUTUAL with the files a DestinationRule names.
-fn file_tls(t: &net::ClientTlsSettings, sni: &str, h2: bool) -> Value {
-    let mut common = json!({});
+fn file_tls(t: &net::ClientTlsSettings, sni: &str, h2: bool) -> pb::core::TransportSocket {
+    let mut common = tls::CommonTlsContext::default();
     if t.mode == TlsMode::Mutual {
         if let (Some(cert), Some(key)) = (&t.client_certificate, &t.private_key) {
-            common["tls_certificates"] = json!([{"certificate_chain": {"filename": cert}, "private_key": {"filename": key}}]);
+            common.tls_certificates =
+                vec![tls::TlsCertificate { certificate_chain: pb::file(cert), private_key: pb::file(key), ..Default::default() }];
         }
     }
     if t.insecure_skip_verify != Some(true) {
         let ca = t.ca_certificates.as_deref().unwrap_or(SYSTEM_ROOTS);
-        let mut v = json!({"trusted_ca": {"filename": ca}});
-        if !t.subject_alt_names.is_empty() {
-            v["match_typed_subject_alt_names"] = json!(san_matchers(&t.subject_alt_names));
-        }
-        common["validation_context"] = v;
+        let v = tls::CertificateValidationContext {
+            trusted_ca: pb::file(ca),
+            match_typed_subject_alt_names: san_matchers(&t.subject_alt_names),
+            ..Default::default()
+        };
+        common.validation_context_type = Some(tls::common_tls_context::ValidationContextType::ValidationContext(v));
     }
     if h2 {
-        common["alpn_protocols"] = json!(["h2"]);
+        common.alpn_protocols = strings(&["h2"]);
     }
-    let mut ctx = json!({"common_tls_context": common});
-    if !sni.is_empty() {
-        ctx["sni"] = json!(sni);
-    }
-    transport_socket("UpstreamTlsContext", ctx)
+    transport_socket(&tls::UpstreamTlsContext { sni: sni.into(), common_tls_context: Some(common), ..Default::default() })
 }
 
 /// How one outbound cluster reaches its endpoints.
 pub enum ClusterTls {
     Plain,
     /// One transport socket for every endpoint.
-    All(Value),
+    All(pb::core::TransportSocket),
     /// `transport_socket_matches`: mTLS for endpoints marked as in the mesh, plaintext else.
-    Auto(Value),
+    Auto(Vec<pb::cluster::cluster::TransportSocketMatch>),
 }
 
 /// The cluster's TLS: the DestinationRule's `tls` (port-level first) when it has one, else
@@ -265,11 +301,20 @@ pub fn cluster_tls(
             && !svc.external
             && svc.discovery != crate::model::Discovery::Passthrough =>
         {
+            use pb::cluster::cluster::TransportSocketMatch;
             let mtls = istio_mutual(&service_identities(model, svc), &istio_sni, h2);
-            ClusterTls::Auto(json!([
-                {"name": "tlsMode-istio", "match": {"tlsMode": "istio"}, "transport_socket": mtls},
-                {"name": "tlsMode-disabled", "match": {}, "transport_socket": raw_buffer()},
-            ]))
+            ClusterTls::Auto(vec![
+                TransportSocketMatch {
+                    name: "tlsMode-istio".into(),
+                    r#match: Some(pb::fields([("tlsMode", pb::string("istio"))])),
+                    transport_socket: Some(mtls),
+                },
+                TransportSocketMatch {
+                    name: "tlsMode-disabled".into(),
+                    r#match: Some(pb::Struct::default()),
+                    transport_socket: Some(raw_buffer()),
+                },
+            ])
         }
         None => ClusterTls::Plain,
     }

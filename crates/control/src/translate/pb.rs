@@ -16,6 +16,7 @@ use std::hash::RandomState;
 use std::sync::LazyLock;
 
 pub use envoy_types::pb::envoy::config::accesslog::v3::AccessLog;
+pub use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3 as hcm;
 pub use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::TcpProxy;
 
 pub type Cluster = cluster::Cluster;
@@ -28,6 +29,37 @@ pub type VirtualHost = route::VirtualHost;
 /// `m` packed into an `Any` under its own type name.
 pub fn any<M: prost::Message + prost::Name>(m: &M) -> Any {
     Any { type_url: M::type_url(), value: m.encode_to_vec() }
+}
+
+/// A network filter: `name` with `config` as its `typed_config`.
+pub fn filter<M: prost::Message + prost::Name>(name: &str, config: &M) -> listener::Filter {
+    listener::Filter { name: name.into(), config_type: Some(listener::filter::ConfigType::TypedConfig(any(config))) }
+}
+
+/// A listener filter: `name` with `config` as its `typed_config`.
+pub fn listener_filter<M: prost::Message + prost::Name>(name: &str, config: &M) -> listener::ListenerFilter {
+    listener::ListenerFilter {
+        name: name.into(),
+        config_type: Some(listener::listener_filter::ConfigType::TypedConfig(any(config))),
+        ..Default::default()
+    }
+}
+
+/// An HTTP filter: `name` with `config` as its `typed_config`.
+pub fn http_filter<M: prost::Message + prost::Name>(name: &str, config: &M) -> hcm::HttpFilter {
+    hcm::HttpFilter { name: name.into(), config_type: Some(hcm::http_filter::ConfigType::TypedConfig(any(config))), ..Default::default() }
+}
+
+/// A gRPC service reached through the cluster of this name, with `authority` as `:authority`.
+pub fn envoy_grpc(cluster: &str, authority: &str) -> core::GrpcService {
+    use core::grpc_service::{EnvoyGrpc, TargetSpecifier};
+    let target = EnvoyGrpc { cluster_name: cluster.into(), authority: authority.into(), ..Default::default() };
+    core::GrpcService { target_specifier: Some(TargetSpecifier::EnvoyGrpc(target)), ..Default::default() }
+}
+
+/// `address/len`, a whole address's range.
+pub fn cidr(ip: std::net::IpAddr) -> core::CidrRange {
+    core::CidrRange { address_prefix: ip.to_string(), prefix_len: u32v(if ip.is_ipv4() { 32 } else { 128 }) }
 }
 
 pub fn duration(d: std::time::Duration) -> Option<Duration> {
@@ -93,6 +125,24 @@ pub fn metadata<K: Into<String>>(filters: impl IntoIterator<Item = (K, Struct)>)
     Some(core::Metadata { filter_metadata: map(filters.into_iter().map(|(k, v)| (k.into(), v))), ..Default::default() })
 }
 
+/// The ADS stream the resource that names it came on (`{ads: {}, resource_api_version: V3}`).
+pub fn ads() -> Option<core::ConfigSource> {
+    Some(core::ConfigSource {
+        config_source_specifier: Some(core::config_source::ConfigSourceSpecifier::Ads(core::AggregatedConfigSource {})),
+        resource_api_version: core::ApiVersion::V3 as i32,
+        ..Default::default()
+    })
+}
+
+pub fn exact(s: &str) -> envoy_types::pb::envoy::r#type::matcher::v3::StringMatcher {
+    use envoy_types::pb::envoy::r#type::matcher::v3::{string_matcher::MatchPattern, StringMatcher};
+    StringMatcher { match_pattern: Some(MatchPattern::Exact(s.into())), ..Default::default() }
+}
+
+pub fn file(path: &str) -> Option<core::DataSource> {
+    Some(core::DataSource { specifier: Some(core::data_source::Specifier::Filename(path.into())), ..Default::default() })
+}
+
 pub fn inline_bytes(b: &[u8]) -> Option<core::DataSource> {
     Some(core::DataSource { specifier: Some(core::data_source::Specifier::InlineBytes(b.to_vec())), ..Default::default() })
 }
@@ -102,31 +152,4 @@ pub fn socket_address(address: &str, port: u16) -> Option<core::Address> {
     let sa =
         core::SocketAddress { address: address.into(), port_specifier: Some(PortSpecifier::PortValue(port.into())), ..Default::default() };
     Some(core::Address { address: Some(core::address::Address::SocketAddress(sa)) })
-}
-
-/// While modules move from JSON: inserts the message `v` means, if it is one ([`from_json`]).
-pub(super) fn put<M: prost::Message + prost::Name + Default>(
-    set: &mut std::collections::BTreeMap<String, M>,
-    name: String,
-    v: &serde_json::Value,
-) {
-    if let Some(m) = from_json(&name, v) {
-        set.insert(name, m);
-    }
-}
-
-/// While modules move from JSON to typed messages: the message a proto3-JSON value means,
-/// through Envoy's descriptors. `None` (logged) for JSON Envoy's schema refuses, a weft bug:
-/// such a resource is left out, never sent.
-pub(super) fn from_json<M: prost::Message + prost::Name + Default>(name: &str, v: &serde_json::Value) -> Option<M> {
-    let decoded = weft_xds::proto::encode_message(&M::full_name(), v)
-        .map_err(|e| e.to_string())
-        .and_then(|b| M::decode(b.as_slice()).map_err(|e| e.to_string()));
-    match decoded {
-        Ok(m) => Some(m),
-        Err(error) => {
-            tracing::error!(resource = %name, %error, "generated resource is not valid Envoy config; not sent");
-            None
-        }
-    }
 }

@@ -2,16 +2,29 @@
 //! service's VirtualService routes, then the catch-all that the outbound traffic policy decides.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
-use serde_json::{json, Map, Value};
+use envoy_types::pb::envoy::extensions::filters::common::fault::v3 as common_fault;
+use envoy_types::pb::envoy::extensions::filters::http::fault::v3 as fault;
+use envoy_types::pb::envoy::extensions::retry::host::previous_hosts::v3::PreviousHostsPredicate;
+use envoy_types::pb::envoy::r#type::matcher::v3::{string_matcher::MatchPattern, RegexMatchAndSubstitute, RegexMatcher, StringMatcher};
+use envoy_types::pb::envoy::r#type::v3::{fractional_percent::DenominatorType, FractionalPercent};
 use weft_api::networking::{self as net, OutboundMode, StringMatch};
 use weft_api::Resource;
 
-use super::{duration, outbound_cluster_name, Scope, PASSTHROUGH};
+use super::pb::{self, core, route};
+use super::{outbound_cluster_name, Scope, PASSTHROUGH};
 use crate::model::{labels_match, Service};
 use crate::protocol::Protocol;
 
+use route::route::Action;
+use route::route_action::{ClusterSpecifier, HashPolicy};
+use route::route_match::PathSpecifier;
+
 const DEFAULT_RETRY_ON: &str = "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes";
+
+/// The HTTP filter a route's `typed_per_filter_config` configures fault injection for.
+const FAULT_FILTER: &str = "envoy.filters.http.fault";
 
 pub fn outbound(scope: &Scope<'_>, out: &mut super::Generated) {
     let mut ports: BTreeMap<u16, Vec<&Service>> = BTreeMap::new();
@@ -31,11 +44,11 @@ pub fn outbound(scope: &Scope<'_>, out: &mut super::Generated) {
                 continue;
             }
             let routes = routes_for(scope, svc, port);
-            vhosts.push(json!({"name": format!("{}:{port}", svc.hostname), "domains": domains, "routes": routes}));
+            vhosts.push(virtual_host(format!("{}:{port}", svc.hostname), domains, routes));
         }
         vhosts.push(catch_all(scope));
         let name = port.to_string();
-        super::pb::put(&mut out.routes, name.clone(), &json!({"name": name, "virtual_hosts": vhosts, "validate_clusters": false}));
+        out.routes.insert(name.clone(), route_configuration(name, vhosts));
     }
 }
 
@@ -60,23 +73,49 @@ pub fn http_proxy(scope: &Scope<'_>, out: &mut super::Generated) {
                 continue;
             }
             let routes = routes_for(scope, svc, p.port);
-            vhosts.push(json!({"name": format!("{}:{}", svc.hostname, p.port), "domains": domains, "routes": routes}));
+            vhosts.push(virtual_host(format!("{}:{}", svc.hostname, p.port), domains, routes));
         }
     }
     vhosts.push(catch_all(scope));
     let name = super::HTTP_PROXY_ROUTE;
-    super::pb::put(&mut out.routes, name.into(), &json!({"name": name, "virtual_hosts": vhosts, "validate_clusters": false}));
+    out.routes.insert(name.into(), route_configuration(name.into(), vhosts));
+}
+
+/// A route configuration of these virtual hosts. The clusters its routes name are not checked
+/// against the clusters Envoy has (`validate_clusters: false`).
+fn route_configuration(name: String, virtual_hosts: Vec<pb::VirtualHost>) -> pb::RouteConfiguration {
+    pb::RouteConfiguration { name, virtual_hosts, validate_clusters: pb::boolv(false), ..Default::default() }
+}
+
+fn virtual_host(name: String, domains: Vec<String>, routes: Vec<route::Route>) -> pb::VirtualHost {
+    pb::VirtualHost { name, domains, routes, ..Default::default() }
 }
 
 /// Where a request for a host no service claims goes: by the outbound traffic policy, Istio's
 /// `allow_any` (PassthroughCluster) or `block_all` (502).
-fn catch_all(scope: &Scope<'_>) -> Value {
-    match scope.outbound {
-        OutboundMode::AllowAny => json!({"name": "allow_any", "domains": ["*"], "routes": [
-            {"name": "allow_any", "match": {"prefix": "/"}, "route": {"cluster": PASSTHROUGH, "timeout": "0s"}}]}),
-        OutboundMode::RegistryOnly => json!({"name": "block_all", "domains": ["*"], "routes": [
-            {"name": "block_all", "match": {"prefix": "/"}, "direct_response": {"status": 502}}]}),
+fn catch_all(scope: &Scope<'_>) -> pb::VirtualHost {
+    let (name, action) = match scope.outbound {
+        OutboundMode::AllowAny => ("allow_any", Action::Route(forward_to(PASSTHROUGH.into()))),
+        OutboundMode::RegistryOnly => {
+            ("block_all", Action::DirectResponse(route::DirectResponseAction { status: 502, ..Default::default() }))
+        }
+    };
+    let every_request = route::Route { name: name.into(), r#match: match_all(), action: Some(action), ..Default::default() };
+    virtual_host(name.into(), vec!["*".into()], vec![every_request])
+}
+
+/// Forwarding to `cluster` with the route timeout off (`0s`), Istio's default.
+fn forward_to(cluster: String) -> route::RouteAction {
+    route::RouteAction {
+        cluster_specifier: Some(ClusterSpecifier::Cluster(cluster)),
+        timeout: pb::duration(Duration::ZERO),
+        ..Default::default()
     }
+}
+
+/// Every path (prefix `/`).
+fn match_all() -> Option<route::RouteMatch> {
+    Some(route::RouteMatch { path_specifier: Some(PathSpecifier::Prefix("/".into())), ..Default::default() })
 }
 
 /// The names a caller may use for `svc`: Istio's list (FQDN, `name.ns.svc`, `name.ns`, the short
@@ -102,17 +141,22 @@ pub fn domains(svc: &Service, port: u16, proxy_ns: &str) -> Vec<String> {
     out
 }
 
-fn routes_for(scope: &Scope<'_>, svc: &Service, port: u16) -> Vec<Value> {
+fn routes_for(scope: &Scope<'_>, svc: &Service, port: u16) -> Vec<route::Route> {
     let hash = hash_policy(scope, &svc.hostname, port);
     let Some(vs) = scope.virtual_service(&svc.hostname) else {
-        let mut action =
-            json!({"cluster": outbound_cluster_name(port, "", &svc.hostname), "timeout": "0s", "retry_policy": default_retry()});
-        if let Some(h) = &hash {
-            action["hash_policy"] = h.clone();
-        }
-        return vec![json!({"name": "default", "match": {"prefix": "/"}, "route": action})];
+        let action = route::RouteAction {
+            retry_policy: Some(default_retry()),
+            hash_policy: hash,
+            ..forward_to(outbound_cluster_name(port, "", &svc.hostname))
+        };
+        return vec![route::Route {
+            name: "default".into(),
+            r#match: match_all(),
+            action: Some(Action::Route(action)),
+            ..Default::default()
+        }];
     };
-    vs_routes(scope, vs, port, Bound::Mesh, hash.as_ref())
+    vs_routes(scope, vs, port, Bound::Mesh, &hash)
 }
 
 /// What a VirtualService's routes are being built for: sidecars (`mesh`) or one gateway.
@@ -143,7 +187,13 @@ impl Bound<'_> {
 }
 
 /// The routes of `vs` for traffic on `port`, in order, for `bound`.
-pub fn vs_routes(scope: &Scope<'_>, vs: &Resource<net::VirtualService>, port: u16, bound: Bound<'_>, hash: Option<&Value>) -> Vec<Value> {
+pub fn vs_routes(
+    scope: &Scope<'_>,
+    vs: &Resource<net::VirtualService>,
+    port: u16,
+    bound: Bound<'_>,
+    hash: &[HashPolicy],
+) -> Vec<route::Route> {
     let mut routes = Vec::new();
     for r in &vs.spec.http {
         let matches: Vec<&net::HttpMatchRequest> =
@@ -151,31 +201,28 @@ pub fn vs_routes(scope: &Scope<'_>, vs: &Resource<net::VirtualService>, port: u1
         if !r.matches.is_empty() && matches.is_empty() {
             continue;
         }
-        let mut base = action(scope, r, &vs.namespace, port, hash);
-        // Which VirtualService a route came from, where Istio writes it (istioctl's
-        // `proxy-config routes` VIRTUAL SERVICE column reads it).
-        base["metadata"] = json!({"filter_metadata": {"istio": {
-            "config": format!("/apis/networking.istio.io/v1/namespaces/{}/virtual-service/{}", vs.namespace, vs.name)
-        }}});
+        let base = route::Route { metadata: origin(vs), ..action(scope, r, &vs.namespace, port, hash) };
         let name = r.name.clone().unwrap_or_default();
         if matches.is_empty() {
-            let mut e = base.clone();
-            e["match"] = json!({"prefix": "/"});
-            e["name"] = json!(name);
-            routes.push(e);
+            routes.push(route::Route { name: name.clone(), r#match: match_all(), ..base.clone() });
         }
         for m in matches {
-            let mut e = base.clone();
-            e["match"] = route_match(m);
-            e["name"] = json!(match &m.name {
+            let name = match &m.name {
                 Some(mn) if !name.is_empty() => format!("{name}.{mn}"),
                 Some(mn) => mn.clone(),
                 None => name.clone(),
-            });
-            routes.push(e);
+            };
+            routes.push(route::Route { name, r#match: Some(route_match(m)), ..base.clone() });
         }
     }
     routes
+}
+
+/// Which VirtualService a route came from, where Istio writes it (istioctl's
+/// `proxy-config routes` VIRTUAL SERVICE column reads it).
+fn origin(vs: &Resource<net::VirtualService>) -> Option<core::Metadata> {
+    let config = format!("/apis/networking.istio.io/v1/namespaces/{}/virtual-service/{}", vs.namespace, vs.name);
+    pb::metadata([("istio", pb::fields([("config", pb::string(config))]))])
 }
 
 /// Match conditions Envoy cannot see (port, source labels, source namespace, gateways) are
@@ -188,87 +235,201 @@ fn match_applies(scope: &Scope<'_>, m: &net::HttpMatchRequest, port: u16, bound:
         && bound.admits(&m.gateways, vs_ns)
 }
 
-fn string_matcher(sm: &StringMatch) -> Value {
-    match sm {
-        StringMatch::Exact(s) => json!({"exact": s}),
-        StringMatch::Prefix(s) => json!({"prefix": s}),
-        StringMatch::Regex(s) => json!({"safe_regex": {"regex": s}}),
+/// An RE2 regex (no engine named: Envoy's default, Google RE2).
+fn regex(r: &str) -> RegexMatcher {
+    RegexMatcher { regex: r.into(), ..Default::default() }
+}
+
+fn string_matcher(sm: &StringMatch) -> StringMatcher {
+    let pattern = match sm {
+        StringMatch::Exact(s) => MatchPattern::Exact(s.clone()),
+        StringMatch::Prefix(s) => MatchPattern::Prefix(s.clone()),
+        StringMatch::Regex(s) => MatchPattern::SafeRegex(regex(s)),
+    };
+    StringMatcher { match_pattern: Some(pattern), ..Default::default() }
+}
+
+/// A header condition; `invert_match` for Istio's `withoutHeaders`.
+fn header_matcher(name: &str, sm: &StringMatch, invert_match: bool) -> route::HeaderMatcher {
+    use route::header_matcher::HeaderMatchSpecifier;
+    route::HeaderMatcher {
+        name: name.into(),
+        invert_match,
+        header_match_specifier: Some(HeaderMatchSpecifier::StringMatch(string_matcher(sm))),
+        ..Default::default()
     }
 }
 
-fn route_match(m: &net::HttpMatchRequest) -> Value {
-    let mut out = Map::new();
-    match &m.uri {
-        Some(StringMatch::Exact(p)) => out.insert("path".into(), json!(p)),
-        Some(StringMatch::Prefix(p)) => out.insert("prefix".into(), json!(p)),
-        Some(StringMatch::Regex(r)) => out.insert("safe_regex".into(), json!({"regex": r})),
-        None => out.insert("prefix".into(), json!("/")),
-    };
-    if m.ignore_uri_case {
-        out.insert("case_sensitive".into(), json!(false));
+fn query_matcher(name: &str, sm: &StringMatch) -> route::QueryParameterMatcher {
+    use route::query_parameter_matcher::QueryParameterMatchSpecifier;
+    route::QueryParameterMatcher {
+        name: name.into(),
+        query_parameter_match_specifier: Some(QueryParameterMatchSpecifier::StringMatch(string_matcher(sm))),
     }
+}
+
+fn route_match(m: &net::HttpMatchRequest) -> route::RouteMatch {
+    let path = match &m.uri {
+        Some(StringMatch::Exact(p)) => PathSpecifier::Path(p.clone()),
+        Some(StringMatch::Prefix(p)) => PathSpecifier::Prefix(p.clone()),
+        Some(StringMatch::Regex(r)) => PathSpecifier::SafeRegex(regex(r)),
+        None => PathSpecifier::Prefix("/".into()),
+    };
     let mut headers = Vec::new();
     for (name, sm) in &m.headers {
-        headers.push(json!({"name": name, "string_match": string_matcher(sm)}));
+        headers.push(header_matcher(name, sm, false));
     }
     for (name, sm) in &m.without_headers {
-        headers.push(json!({"name": name, "string_match": string_matcher(sm), "invert_match": true}));
+        headers.push(header_matcher(name, sm, true));
     }
     for (pseudo, sm) in [(":method", &m.method), (":authority", &m.authority), (":scheme", &m.scheme)] {
         if let Some(sm) = sm {
-            headers.push(json!({"name": pseudo, "string_match": string_matcher(sm)}));
+            headers.push(header_matcher(pseudo, sm, false));
         }
     }
-    if !headers.is_empty() {
-        out.insert("headers".into(), Value::Array(headers));
+    route::RouteMatch {
+        path_specifier: Some(path),
+        case_sensitive: if m.ignore_uri_case { pb::boolv(false) } else { None },
+        headers,
+        query_parameters: m.query_params.iter().map(|(name, sm)| query_matcher(name, sm)).collect(),
+        ..Default::default()
     }
-    let qp: Vec<Value> = m.query_params.iter().map(|(name, sm)| json!({"name": name, "string_match": string_matcher(sm)})).collect();
-    if !qp.is_empty() {
-        out.insert("query_parameters".into(), Value::Array(qp));
-    }
-    Value::Object(out)
 }
 
 /// Istio's retry policy shape: retry on other hosts than those already tried.
-fn retry_policy(retry_on: &str, attempts: i64) -> Value {
-    json!({"retry_on": retry_on, "num_retries": attempts, "host_selection_retry_max_attempts": 5,
-           "retry_host_predicate": [{"name": "envoy.retry_host_predicates.previous_hosts",
-               "typed_config": {"@type": "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"}}]})
+fn retry_policy(retry_on: String, attempts: u32) -> route::RetryPolicy {
+    use route::retry_policy::{retry_host_predicate::ConfigType, RetryHostPredicate};
+    let previous_hosts = RetryHostPredicate {
+        name: "envoy.retry_host_predicates.previous_hosts".into(),
+        config_type: Some(ConfigType::TypedConfig(pb::any(&PreviousHostsPredicate {}))),
+    };
+    route::RetryPolicy {
+        retry_on,
+        num_retries: pb::u32v(attempts),
+        host_selection_retry_max_attempts: 5,
+        retry_host_predicate: vec![previous_hosts],
+        ..Default::default()
+    }
 }
 
-fn default_retry() -> Value {
-    retry_policy(DEFAULT_RETRY_ON, 2)
+fn default_retry() -> route::RetryPolicy {
+    retry_policy(DEFAULT_RETRY_ON.into(), 2)
+}
+
+/// A route's retries: Istio's default when it sets none, none when it sets 0 attempts.
+fn retries(r: Option<&net::HttpRetry>) -> Option<route::RetryPolicy> {
+    match r {
+        None => Some(default_retry()),
+        Some(rt) if rt.attempts > 0 => Some(configured_retry(rt)),
+        Some(_) => None,
+    }
+}
+
+/// `rt` as a retry policy: status codes in `retryOn` become retriable status codes, with
+/// `retriable-status-codes` among the conditions so Envoy retries on them.
+fn configured_retry(rt: &net::HttpRetry) -> route::RetryPolicy {
+    let mut on: Vec<String> = Vec::new();
+    let mut codes = Vec::new();
+    for c in rt.retry_on.as_deref().unwrap_or(DEFAULT_RETRY_ON).split(',').map(str::trim) {
+        match c.parse::<u32>() {
+            Ok(code) => codes.push(code),
+            Err(_) => on.push(c.to_string()),
+        }
+    }
+    if !codes.is_empty() && !on.iter().any(|c| c == "retriable-status-codes") {
+        on.push("retriable-status-codes".into());
+    }
+    // Only positive attempts come here; past u32 they are as good as unlimited.
+    let attempts = u32::try_from(rt.attempts).unwrap_or(u32::MAX);
+    route::RetryPolicy {
+        retriable_status_codes: codes,
+        per_try_timeout: rt.per_try_timeout.and_then(|t| pb::duration(t.0)),
+        ..retry_policy(on.join(","), attempts)
+    }
 }
 
 /// Istio's percentages become Envoy's fractional percents per million.
-fn fraction(p: f64) -> Value {
-    json!({"numerator": (p * 10_000.0).round() as u64, "denominator": "MILLION"})
+fn fraction(p: f64) -> Option<FractionalPercent> {
+    // `as` saturates: a percentage outside 0-100 cannot wrap around.
+    Some(FractionalPercent { numerator: (p * 10_000.0).round() as u32, denominator: DenominatorType::Million as i32 })
 }
 
-fn header_ops(target: &mut Value, prefix: &str, ops: &net::HeaderOperations) {
-    let mut add = Vec::new();
-    for (k, v) in &ops.set {
-        add.push(json!({"header": {"key": k, "value": v}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}));
+/// An Istio `headers:` block as Envoy's four header lists, on a route or a weighted cluster.
+#[derive(Default)]
+struct HeaderLists {
+    request_add: Vec<core::HeaderValueOption>,
+    request_remove: Vec<String>,
+    response_add: Vec<core::HeaderValueOption>,
+    response_remove: Vec<String>,
+}
+
+impl HeaderLists {
+    fn of(h: Option<&net::Headers>) -> Self {
+        let (request_add, request_remove) = header_ops(h.and_then(|h| h.request.as_ref()));
+        let (response_add, response_remove) = header_ops(h.and_then(|h| h.response.as_ref()));
+        HeaderLists { request_add, request_remove, response_add, response_remove }
     }
-    for (k, v) in &ops.add {
-        add.push(json!({"header": {"key": k, "value": v}, "append_action": "APPEND_IF_EXISTS_OR_ADD"}));
+
+    /// These lists with each one `later` has (non-empty) in place of this one's: a single
+    /// destination's `headers:` list replaces its route's, it is not appended to it.
+    fn overridden_by(self, later: HeaderLists) -> Self {
+        fn pick<T>(earlier: Vec<T>, later: Vec<T>) -> Vec<T> {
+            if later.is_empty() {
+                earlier
+            } else {
+                later
+            }
+        }
+        HeaderLists {
+            request_add: pick(self.request_add, later.request_add),
+            request_remove: pick(self.request_remove, later.request_remove),
+            response_add: pick(self.response_add, later.response_add),
+            response_remove: pick(self.response_remove, later.response_remove),
+        }
     }
-    if !add.is_empty() {
-        target[format!("{prefix}_headers_to_add")] = Value::Array(add);
+
+    /// A route doing `action` with these header changes.
+    fn route(self, action: Action) -> route::Route {
+        route::Route {
+            request_headers_to_add: self.request_add,
+            request_headers_to_remove: self.request_remove,
+            response_headers_to_add: self.response_add,
+            response_headers_to_remove: self.response_remove,
+            action: Some(action),
+            ..Default::default()
+        }
     }
-    if !ops.remove.is_empty() {
-        target[format!("{prefix}_headers_to_remove")] = json!(ops.remove);
+
+    /// A weighted cluster with these header changes.
+    fn cluster_weight(self, name: String, weight: u32) -> route::weighted_cluster::ClusterWeight {
+        route::weighted_cluster::ClusterWeight {
+            name,
+            weight: pb::u32v(weight),
+            request_headers_to_add: self.request_add,
+            request_headers_to_remove: self.request_remove,
+            response_headers_to_add: self.response_add,
+            response_headers_to_remove: self.response_remove,
+            ..Default::default()
+        }
     }
 }
 
-fn headers(target: &mut Value, h: Option<&net::Headers>) {
-    if let Some(h) = h {
-        if let Some(r) = &h.request {
-            header_ops(target, "request", r);
-        }
-        if let Some(r) = &h.response {
-            header_ops(target, "response", r);
-        }
+/// `set` (overwrite) then `add` (append) headers, and the headers to remove.
+fn header_ops(ops: Option<&net::HeaderOperations>) -> (Vec<core::HeaderValueOption>, Vec<String>) {
+    use core::header_value_option::HeaderAppendAction;
+    let Some(ops) = ops else {
+        return Default::default();
+    };
+    let set = ops.set.iter().map(|(k, v)| header_value(k, v, HeaderAppendAction::OverwriteIfExistsOrAdd));
+    let add = ops.add.iter().map(|(k, v)| header_value(k, v, HeaderAppendAction::AppendIfExistsOrAdd));
+    (set.chain(add).collect(), ops.remove.clone())
+}
+
+fn header_value(key: &str, value: &str, action: core::header_value_option::HeaderAppendAction) -> core::HeaderValueOption {
+    core::HeaderValueOption {
+        header: Some(core::HeaderValue { key: key.into(), value: value.into(), ..Default::default() }),
+        append_action: action as i32,
+        ..Default::default()
     }
 }
 
@@ -284,137 +445,140 @@ fn destination_cluster(scope: &Scope<'_>, d: &net::Destination, vs_ns: &str, por
     outbound_cluster_name(dport, d.subset.as_deref().unwrap_or(""), &host)
 }
 
-fn action(scope: &Scope<'_>, r: &net::HttpRoute, vs_ns: &str, port: u16, hash: Option<&Value>) -> Value {
-    let mut e = json!({});
-    headers(&mut e, r.headers.as_ref());
+/// What `r` does — redirect, respond, or forward — as a route with no match or name yet.
+fn action(scope: &Scope<'_>, r: &net::HttpRoute, vs_ns: &str, port: u16, hash: &[HashPolicy]) -> route::Route {
+    let headers = HeaderLists::of(r.headers.as_ref());
     if let Some(rd) = &r.redirect {
-        let mut red = Map::new();
-        if let Some(u) = &rd.uri {
-            red.insert("path_redirect".into(), json!(u));
-        }
-        if let Some(a) = &rd.authority {
-            red.insert("host_redirect".into(), json!(a));
-        }
-        if let Some(p) = rd.port {
-            red.insert("port_redirect".into(), json!(p));
-        }
-        if let Some(s) = &rd.scheme {
-            red.insert("scheme_redirect".into(), json!(s));
-        }
-        let code = match rd.redirect_code.unwrap_or(301) {
-            302 => "FOUND",
-            303 => "SEE_OTHER",
-            307 => "TEMPORARY_REDIRECT",
-            308 => "PERMANENT_REDIRECT",
-            _ => "MOVED_PERMANENTLY",
-        };
-        red.insert("response_code".into(), json!(code));
-        e["redirect"] = Value::Object(red);
-        return e;
+        return headers.route(Action::Redirect(redirect(rd)));
     }
     if let Some(dr) = &r.direct_response {
-        let mut d = json!({"status": dr.status});
-        if let Some(s) = dr.body.as_ref().and_then(|b| b.string.as_ref()) {
-            d["body"] = json!({"inline_string": s});
-        }
-        e["direct_response"] = d;
-        return e;
+        return headers.route(Action::DirectResponse(direct_response(dr)));
     }
     let live: Vec<&net::HttpRouteDestination> = r.route.iter().filter(|d| d.weight != Some(0) || r.route.len() == 1).collect();
-    let mut a = Map::new();
-    if live.len() == 1 {
-        a.insert("cluster".into(), json!(destination_cluster(scope, &live[0].destination, vs_ns, port)));
-        headers(&mut e, live[0].headers.as_ref());
-    } else {
-        let clusters: Vec<Value> = live
-            .iter()
-            .map(|d| {
-                let mut c = json!({"name": destination_cluster(scope, &d.destination, vs_ns, port), "weight": d.weight.unwrap_or(0)});
-                headers(&mut c, d.headers.as_ref());
-                c
-            })
-            .collect();
-        a.insert("weighted_clusters".into(), json!({"clusters": clusters}));
-    }
-    a.insert("timeout".into(), r.timeout.map(|t| duration(t.0)).unwrap_or(json!("0s")));
-    match &r.retries {
-        None => {
-            a.insert("retry_policy".into(), default_retry());
-        }
-        Some(rt) if rt.attempts > 0 => {
-            let mut on: Vec<String> = Vec::new();
-            let mut codes = Vec::new();
-            for c in rt.retry_on.as_deref().unwrap_or(DEFAULT_RETRY_ON).split(',').map(str::trim) {
-                match c.parse::<u32>() {
-                    Ok(code) => codes.push(code),
-                    Err(_) => on.push(c.to_string()),
-                }
-            }
-            if !codes.is_empty() && !on.iter().any(|c| c == "retriable-status-codes") {
-                on.push("retriable-status-codes".into());
-            }
-            let mut p = retry_policy(&on.join(","), rt.attempts);
-            if !codes.is_empty() {
-                p["retriable_status_codes"] = json!(codes);
-            }
-            if let Some(t) = rt.per_try_timeout {
-                p["per_try_timeout"] = duration(t.0);
-            }
-            a.insert("retry_policy".into(), p);
-        }
-        Some(_) => {}
-    }
+    let (target, headers) = match live.as_slice() {
+        [only] => (
+            ClusterSpecifier::Cluster(destination_cluster(scope, &only.destination, vs_ns, port)),
+            headers.overridden_by(HeaderLists::of(only.headers.as_ref())),
+        ),
+        _ => (ClusterSpecifier::WeightedClusters(weighted_clusters(scope, &live, vs_ns, port)), headers),
+    };
+    let mut forward = route::RouteAction {
+        cluster_specifier: Some(target),
+        timeout: pb::duration(r.timeout.map_or(Duration::ZERO, |t| t.0)),
+        retry_policy: retries(r.retries.as_ref()),
+        request_mirror_policies: mirrors(scope, r, vs_ns, port),
+        hash_policy: hash.to_vec(),
+        ..Default::default()
+    };
     if let Some(rw) = &r.rewrite {
-        if let Some(u) = &rw.uri {
-            a.insert("prefix_rewrite".into(), json!(u));
-        }
-        if let Some(au) = &rw.authority {
-            a.insert("host_rewrite_literal".into(), json!(au));
-        }
-        if let Some(rr) = &rw.uri_regex_rewrite {
-            a.insert("regex_rewrite".into(), json!({"pattern": {"regex": rr.pattern}, "substitution": rr.rewrite}));
-        }
+        rewrite(&mut forward, rw);
     }
-    let mut mirrors = Vec::new();
-    if let Some(m) = &r.mirror {
-        let pct = r.mirror_percentage.map(|p| p.value).or(r.mirror_percent.map(f64::from)).unwrap_or(100.0);
-        if pct > 0.0 {
-            mirrors
-                .push(json!({"cluster": destination_cluster(scope, m, vs_ns, port), "runtime_fraction": {"default_value": fraction(pct)}}));
-        }
-    }
-    for m in &r.mirrors {
-        let pct = m.percentage.map(|p| p.value).unwrap_or(100.0);
-        if pct > 0.0 {
-            mirrors.push(json!({"cluster": destination_cluster(scope, &m.destination, vs_ns, port), "runtime_fraction": {"default_value": fraction(pct)}}));
-        }
-    }
-    if !mirrors.is_empty() {
-        a.insert("request_mirror_policies".into(), Value::Array(mirrors));
-    }
-    if let Some(h) = hash {
-        a.insert("hash_policy".into(), h.clone());
-    }
-    e["route"] = Value::Object(a);
+    let mut out = headers.route(Action::Route(forward));
     if let Some(f) = &r.fault {
-        let mut fault = json!({"@type": "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault"});
-        if let Some(d) = &f.delay {
-            let pct = d.percentage.map(|p| p.value).or(d.percent.map(f64::from)).unwrap_or(100.0);
-            if let Some(fd) = d.fixed_delay {
-                fault["delay"] = json!({"fixed_delay": duration(fd.0), "percentage": fraction(pct)});
-            }
-        }
-        if let Some(ab) = &f.abort {
-            let pct = ab.percentage.map(|p| p.value).unwrap_or(100.0);
-            if let Some(s) = ab.http_status {
-                fault["abort"] = json!({"http_status": s, "percentage": fraction(pct)});
-            } else if let Some(g) = &ab.grpc_status {
-                fault["abort"] = json!({"grpc_status": grpc_code(g), "percentage": fraction(pct)});
-            }
-        }
-        e["typed_per_filter_config"] = json!({"envoy.filters.http.fault": fault});
+        out.typed_per_filter_config = pb::map([(FAULT_FILTER.to_string(), pb::any(&http_fault(f)))]);
     }
-    e
+    out
+}
+
+fn redirect(rd: &net::HttpRedirect) -> route::RedirectAction {
+    use route::redirect_action::{PathRewriteSpecifier, RedirectResponseCode as Code, SchemeRewriteSpecifier};
+    let code = match rd.redirect_code.unwrap_or(301) {
+        302 => Code::Found,
+        303 => Code::SeeOther,
+        307 => Code::TemporaryRedirect,
+        308 => Code::PermanentRedirect,
+        _ => Code::MovedPermanently,
+    };
+    route::RedirectAction {
+        path_rewrite_specifier: rd.uri.clone().map(PathRewriteSpecifier::PathRedirect),
+        host_redirect: rd.authority.clone().unwrap_or_default(),
+        port_redirect: rd.port.unwrap_or_default(),
+        scheme_rewrite_specifier: rd.scheme.clone().map(SchemeRewriteSpecifier::SchemeRedirect),
+        response_code: code as i32,
+        ..Default::default()
+    }
+}
+
+fn direct_response(dr: &net::HttpDirectResponse) -> route::DirectResponseAction {
+    let body = dr.body.as_ref().and_then(|b| b.string.as_deref()).and_then(inline_string);
+    route::DirectResponseAction { status: dr.status, body, ..Default::default() }
+}
+
+fn inline_string(s: &str) -> Option<core::DataSource> {
+    Some(core::DataSource { specifier: Some(core::data_source::Specifier::InlineString(s.into())), ..Default::default() })
+}
+
+/// The clusters of a split, with their weights and their own header changes.
+fn weighted_clusters(scope: &Scope<'_>, split: &[&net::HttpRouteDestination], vs_ns: &str, port: u16) -> route::WeightedCluster {
+    let clusters = split
+        .iter()
+        .map(|d| {
+            // Validation keeps weights within 0-100.
+            let weight = u32::try_from(d.weight.unwrap_or(0)).unwrap_or(0);
+            let name = destination_cluster(scope, &d.destination, vs_ns, port);
+            HeaderLists::of(d.headers.as_ref()).cluster_weight(name, weight)
+        })
+        .collect();
+    route::WeightedCluster { clusters, ..Default::default() }
+}
+
+fn rewrite(forward: &mut route::RouteAction, rw: &net::HttpRewrite) {
+    use route::route_action::HostRewriteSpecifier;
+    if let Some(u) = &rw.uri {
+        forward.prefix_rewrite = u.clone();
+    }
+    if let Some(au) = &rw.authority {
+        forward.host_rewrite_specifier = Some(HostRewriteSpecifier::HostRewriteLiteral(au.clone()));
+    }
+    if let Some(rr) = &rw.uri_regex_rewrite {
+        forward.regex_rewrite = Some(RegexMatchAndSubstitute { pattern: Some(regex(&rr.pattern)), substitution: rr.rewrite.clone() });
+    }
+}
+
+/// `r`'s mirrors (the older single `mirror`, then `mirrors`), each to its share of requests;
+/// one with a 0% share is left out.
+fn mirrors(scope: &Scope<'_>, r: &net::HttpRoute, vs_ns: &str, port: u16) -> Vec<route::route_action::RequestMirrorPolicy> {
+    let single = r.mirror.as_ref().map(|m| (m, r.mirror_percentage.map(|p| p.value).or(r.mirror_percent.map(f64::from))));
+    let listed = r.mirrors.iter().map(|m| (&m.destination, m.percentage.map(|p| p.value)));
+    single
+        .into_iter()
+        .chain(listed)
+        .map(|(d, pct)| (d, pct.unwrap_or(100.0)))
+        .filter(|(_, pct)| *pct > 0.0)
+        .map(|(d, pct)| route::route_action::RequestMirrorPolicy {
+            cluster: destination_cluster(scope, d, vs_ns, port),
+            runtime_fraction: Some(core::RuntimeFractionalPercent { default_value: fraction(pct), ..Default::default() }),
+            ..Default::default()
+        })
+        .collect()
+}
+
+/// `f` as the fault filter's per-route configuration.
+fn http_fault(f: &net::HttpFaultInjection) -> fault::HttpFault {
+    fault::HttpFault { delay: f.delay.as_ref().and_then(fault_delay), abort: f.abort.as_ref().and_then(fault_abort), ..Default::default() }
+}
+
+/// A fixed delay; none without one.
+fn fault_delay(d: &net::FaultDelay) -> Option<common_fault::FaultDelay> {
+    use common_fault::fault_delay::FaultDelaySecifier;
+    let fixed = d.fixed_delay?;
+    let pct = d.percentage.map(|p| p.value).or(d.percent.map(f64::from)).unwrap_or(100.0);
+    Some(common_fault::FaultDelay {
+        percentage: fraction(pct),
+        fault_delay_secifier: pb::duration(fixed.0).map(FaultDelaySecifier::FixedDelay),
+    })
+}
+
+/// An abort with an HTTP status, else a gRPC one; none with neither.
+fn fault_abort(ab: &net::FaultAbort) -> Option<fault::FaultAbort> {
+    use fault::fault_abort::ErrorType;
+    let error = match (ab.http_status, &ab.grpc_status) {
+        (Some(s), _) => ErrorType::HttpStatus(s),
+        (None, Some(g)) => ErrorType::GrpcStatus(grpc_code(g)),
+        (None, None) => return None,
+    };
+    let pct = ab.percentage.map(|p| p.value).unwrap_or(100.0);
+    Some(fault::FaultAbort { percentage: fraction(pct), error_type: Some(error), ..Default::default() })
 }
 
 fn grpc_code(name: &str) -> u32 {
@@ -440,28 +604,28 @@ fn grpc_code(name: &str) -> u32 {
     CODES.iter().position(|c| *c == name).map(|i| i as u32).or_else(|| name.parse().ok()).unwrap_or(2)
 }
 
-/// Consistent-hash keys from the DestinationRule become the route's hash policy.
-pub fn hash_policy(scope: &Scope<'_>, host: &str, port: u16) -> Option<Value> {
+/// Consistent-hash keys from the DestinationRule become the route's hash policy (empty: none).
+pub fn hash_policy(scope: &Scope<'_>, host: &str, port: u16) -> Vec<HashPolicy> {
+    hash_key(scope, host, port).map(|key| HashPolicy { policy_specifier: Some(key), ..Default::default() }).into_iter().collect()
+}
+
+/// The key the DestinationRule for `host` hashes `port`'s requests on, if it names one.
+fn hash_key(scope: &Scope<'_>, host: &str, port: u16) -> Option<route::route_action::hash_policy::PolicySpecifier> {
+    use route::route_action::hash_policy::{ConnectionProperties, Cookie, Header, PolicySpecifier, QueryParameter};
     let dr = scope.model.destination_rule(host, &scope.node.namespace)?;
     let pp = super::cluster::port_policy(dr.spec.traffic_policy.as_ref(), port);
     let h = pp.load_balancer?.consistent_hash?;
-    let one = if let Some(name) = &h.http_header_name {
-        json!({"header": {"header_name": name}})
-    } else if let Some(c) = &h.http_cookie {
-        let mut cookie = json!({"name": c.name});
-        if let Some(p) = &c.path {
-            cookie["path"] = json!(p);
-        }
-        if let Some(t) = c.ttl {
-            cookie["ttl"] = duration(t.0);
-        }
-        json!({"cookie": cookie})
+    let key = if let Some(header_name) = h.http_header_name {
+        PolicySpecifier::Header(Header { header_name, ..Default::default() })
+    } else if let Some(c) = h.http_cookie {
+        let ttl = c.ttl.and_then(|t| pb::duration(t.0));
+        PolicySpecifier::Cookie(Cookie { name: c.name, path: c.path.unwrap_or_default(), ttl, ..Default::default() })
     } else if h.use_source_ip == Some(true) {
-        json!({"connection_properties": {"source_ip": true}})
-    } else if let Some(q) = &h.http_query_parameter_name {
-        json!({"query_parameter": {"name": q}})
+        PolicySpecifier::ConnectionProperties(ConnectionProperties { source_ip: true })
+    } else if let Some(name) = h.http_query_parameter_name {
+        PolicySpecifier::QueryParameter(QueryParameter { name })
     } else {
         return None;
     };
-    Some(json!([one]))
+    Some(key)
 }

@@ -5,12 +5,21 @@
 //! otherwise from MeshConfig `defaultConfig.tracing` (sampling and the Zipkin collector). W3C
 //! trace context is propagated next to B3 unless a provider asks for B3 only.
 
-use serde_json::{json, Value};
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
+
+use envoy_types::pb::envoy::config::trace::v3::tracing::{http::ConfigType, Http};
+use envoy_types::pb::envoy::config::trace::v3::zipkin_config::{CollectorEndpointVersion, TraceContextOption};
+use envoy_types::pb::envoy::config::trace::v3::{OpenTelemetryConfig, ZipkinConfig};
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_connection_manager::Tracing;
+use envoy_types::pb::envoy::r#type::tracing::v3::{custom_tag, CustomTag};
+use envoy_types::pb::envoy::r#type::v3::Percent;
 use weft_api::mesh::providers::{OtelProvider, ZipkinProvider};
 use weft_api::mesh::Provider;
 
-use super::{duration, outbound_cluster_name, socket_address, Generated, Scope};
+use super::pb::{self, cluster, endpoint};
+use super::{outbound_cluster_name, Generated, Scope};
 use crate::telemetry::{Side, TracingSpec};
 
 /// The cluster for a `tracing.zipkin.address` collector outside the registry.
@@ -19,7 +28,7 @@ pub const ZIPKIN_CLUSTER: &str = "zipkin";
 const DEFAULT_SAMPLING: f64 = 1.0;
 
 /// The HCM `tracing` block for `side`, or `None` when that side does not trace.
-pub fn hcm_tracing(scope: &Scope<'_>, side: Side) -> Option<Value> {
+pub fn hcm_tracing(scope: &Scope<'_>, side: Side) -> Option<Tracing> {
     match scope.telemetry.tracing(side) {
         Some(spec) => from_telemetry(scope, spec),
         None => legacy(scope),
@@ -27,39 +36,39 @@ pub fn hcm_tracing(scope: &Scope<'_>, side: Side) -> Option<Value> {
 }
 
 /// MeshConfig `defaultConfig.tracing`, as before the Telemetry API.
-fn legacy(scope: &Scope<'_>) -> Option<Value> {
+fn legacy(scope: &Scope<'_>) -> Option<Tracing> {
     if !scope.model.mesh.enable_tracing {
         return None;
     }
     let t = scope.model.mesh.default_config.tracing.as_ref()?;
     let collector = legacy_collector(scope);
     let sampling = t.sampling.or(collector.as_ref().map(|_| DEFAULT_SAMPLING))?;
-    let mut v = json!({"random_sampling": {"value": sampling}});
-    if let Some((cluster, _)) = collector {
-        v["provider"] = zipkin_tracer(&cluster, "/api/v2/spans", true, true, None);
-    }
-    Some(v)
+    let provider = collector.map(|(cluster, _)| zipkin_tracer(&cluster, "/api/v2/spans", true, true, None));
+    Some(Tracing { random_sampling: Some(Percent { value: sampling }), provider, ..Default::default() })
 }
 
-fn zipkin_tracer(cluster: &str, endpoint: &str, trace_id_128bit: bool, w3c: bool, hostname: Option<&str>) -> Value {
-    let mut cfg = json!({
-        "@type": "type.googleapis.com/envoy.config.trace.v3.ZipkinConfig",
-        "collector_cluster": cluster,
-        "collector_endpoint": endpoint,
-        "collector_endpoint_version": "HTTP_JSON",
-        "trace_id_128bit": trace_id_128bit,
-        "shared_span_context": false,
+/// A tracer provider (`name` with its config packed in `typed_config`).
+fn typed_tracer<M: prost::Message + prost::Name>(name: &str, config: &M) -> Http {
+    Http { name: name.into(), config_type: Some(ConfigType::TypedConfig(pb::any(config))) }
+}
+
+fn zipkin_tracer(cluster: &str, endpoint: &str, trace_id_128bit: bool, w3c: bool, hostname: Option<&str>) -> Http {
+    let cfg = ZipkinConfig {
+        collector_cluster: cluster.into(),
+        collector_endpoint: endpoint.into(),
+        collector_endpoint_version: CollectorEndpointVersion::HttpJson as i32,
+        trace_id_128bit,
+        shared_span_context: pb::boolv(false),
         // W3C `traceparent` in and out next to B3, so callers that speak only W3C (most
         // OpenTelemetry SDKs) stay in one trace across the mesh.
-        "trace_context_option": if w3c { "USE_B3_WITH_W3C_PROPAGATION" } else { "USE_B3" },
-    });
-    if let Some(h) = hostname {
-        cfg["collector_hostname"] = json!(h);
-    }
-    json!({"name": "envoy.tracers.zipkin", "typed_config": cfg})
+        trace_context_option: if w3c { TraceContextOption::UseB3WithW3cPropagation } else { TraceContextOption::UseB3 } as i32,
+        collector_hostname: hostname.unwrap_or_default().into(),
+        ..Default::default()
+    };
+    typed_tracer("envoy.tracers.zipkin", &cfg)
 }
 
-fn from_telemetry(scope: &Scope<'_>, spec: &TracingSpec) -> Option<Value> {
+fn from_telemetry(scope: &Scope<'_>, spec: &TracingSpec) -> Option<Tracing> {
     if spec.disabled {
         return None;
     }
@@ -77,56 +86,70 @@ fn from_telemetry(scope: &Scope<'_>, spec: &TracingSpec) -> Option<Value> {
     };
     let sampling =
         spec.sampling.or_else(|| scope.model.mesh.default_config.tracing.as_ref().and_then(|t| t.sampling)).unwrap_or(DEFAULT_SAMPLING);
-    let mut v = json!({"random_sampling": {"value": sampling}, "provider": tracer});
-    let tags: Vec<Value> = spec
+    let custom_tags: Vec<CustomTag> = spec
         .custom_tags
         .iter()
         .filter_map(|(name, tag)| {
-            if let Some(l) = &tag.literal {
-                Some(json!({"tag": name, "literal": {"value": l.value}}))
+            let r#type = if let Some(l) = &tag.literal {
+                custom_tag::Type::Literal(custom_tag::Literal { value: l.value.clone() })
             } else if let Some(e) = &tag.environment {
-                Some(json!({"tag": name, "environment": {"name": e.name, "default_value": e.default_value.clone().unwrap_or_default()}}))
+                custom_tag::Type::Environment(custom_tag::Environment {
+                    name: e.name.clone(),
+                    default_value: e.default_value.clone().unwrap_or_default(),
+                })
             } else {
-                tag.header
-                    .as_ref()
-                    .map(|h| json!({"tag": name, "request_header": {"name": h.name, "default_value": h.default_value.clone().unwrap_or_default()}}))
-            }
+                let h = tag.header.as_ref()?;
+                custom_tag::Type::RequestHeader(custom_tag::Header {
+                    name: h.name.clone(),
+                    default_value: h.default_value.clone().unwrap_or_default(),
+                })
+            };
+            Some(CustomTag { tag: name.clone(), r#type: Some(r#type) })
         })
         .collect();
-    if !tags.is_empty() {
-        v["custom_tags"] = json!(tags);
-    }
-    Some(v)
+    Some(Tracing { random_sampling: Some(Percent { value: sampling }), provider: Some(tracer), custom_tags, ..Default::default() })
 }
 
-fn zipkin_provider(z: &ZipkinProvider, cluster: &str, host: &str) -> Value {
+fn zipkin_provider(z: &ZipkinProvider, cluster: &str, host: &str) -> Http {
     let w3c = z.trace_context_option.as_deref() != Some("USE_B3");
     zipkin_tracer(cluster, z.path.as_deref().unwrap_or("/api/v2/spans"), z.enable_64bit_trace_id != Some(true), w3c, Some(host))
 }
 
-/// Envoy's OpenTelemetry tracer: OTLP over gRPC to the collector, or over HTTP when the
-/// provider says `http` (Jaeger takes both, on 4317 and 4318).
 /// The labels a workload's canonical service name is read from, in Istio's order.
 pub const CANONICAL_LABELS: [&str; 3] = ["service.istio.io/canonical-name", "app.kubernetes.io/name", "app"];
 
-fn otel_provider(scope: &Scope<'_>, o: &OtelProvider, cluster: &str, host: &str, port: u16) -> Value {
-    let mut cfg = json!({"@type": "type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig"});
+/// Envoy's OpenTelemetry tracer: OTLP over gRPC to the collector, or over HTTP when the
+/// provider says `http` (Jaeger takes both, on 4317 and 4318).
+fn otel_provider(scope: &Scope<'_>, o: &OtelProvider, cluster: &str, host: &str, port: u16) -> Http {
+    let mut cfg = OpenTelemetryConfig::default();
     // Spans name the workload as Istio's do, `canonical service.namespace`, from labels only
     // (`push::selecting_label_keys` keeps proxies that differ in them apart).
     if let Some(service) = CANONICAL_LABELS.iter().find_map(|l| scope.node.labels.get(*l)) {
-        cfg["service_name"] = json!(format!("{service}.{}", scope.node.namespace));
+        cfg.service_name = format!("{service}.{}", scope.node.namespace);
     }
     match &o.http {
         Some(h) => {
             let path = h.path.as_deref().unwrap_or("/v1/traces");
             let path = if path.starts_with('/') { path.to_owned() } else { format!("/{path}") };
-            let timeout = h.timeout.map(|t| t.0).unwrap_or(std::time::Duration::from_secs(1));
-            cfg["http_service"] =
-                json!({"http_uri": {"uri": format!("http://{host}:{port}{path}"), "cluster": cluster, "timeout": duration(timeout)}});
+            let timeout = h.timeout.map(|t| t.0).unwrap_or(Duration::from_secs(1));
+            cfg.http_service = Some(pb::core::HttpService {
+                http_uri: Some(pb::core::HttpUri {
+                    uri: format!("http://{host}:{port}{path}"),
+                    http_upstream_type: Some(pb::core::http_uri::HttpUpstreamType::Cluster(cluster.into())),
+                    timeout: pb::duration(timeout),
+                }),
+                ..Default::default()
+            });
         }
-        None => cfg["grpc_service"] = json!({"envoy_grpc": {"cluster_name": cluster, "authority": host}}),
+        None => {
+            let grpc = pb::core::grpc_service::EnvoyGrpc { cluster_name: cluster.into(), authority: host.into(), ..Default::default() };
+            cfg.grpc_service = Some(pb::core::GrpcService {
+                target_specifier: Some(pb::core::grpc_service::TargetSpecifier::EnvoyGrpc(grpc)),
+                ..Default::default()
+            });
+        }
     }
-    json!({"name": "envoy.tracers.opentelemetry", "typed_config": cfg})
+    typed_tracer("envoy.tracers.opentelemetry", &cfg)
 }
 
 /// A provider's `service` (`host`, or `namespace/host`) as a registry host, if it is one.
@@ -160,19 +183,42 @@ fn legacy_collector(scope: &Scope<'_>) -> Option<(String, Option<(String, u16)>)
     Some(if known { (outbound_cluster_name(port, "", &fqdn), None) } else { (ZIPKIN_CLUSTER.to_string(), Some((host.to_owned(), port))) })
 }
 
-fn static_cluster(name: &str, host: &str, port: u16, http2: bool) -> Value {
-    let kind = if host.parse::<std::net::IpAddr>().is_ok() { "STATIC" } else { "STRICT_DNS" };
-    let mut c = json!({
-        "name": name, "type": kind, "connect_timeout": duration(std::time::Duration::from_secs(10)),
-        "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [{"endpoint": {"address": socket_address(host, port)}}]}]},
-    });
-    if http2 {
-        c["typed_extension_protocol_options"] = json!({"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-            "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-            "explicit_http_config": {"http2_protocol_options": {}},
-        }});
+/// `typed_extension_protocol_options` that make the upstream HTTP/2 (for gRPC collectors).
+fn http2_protocol_options() -> HashMap<String, pb::Any> {
+    use envoy_types::pb::envoy::extensions::upstreams::http::v3::http_protocol_options::{
+        explicit_http_config::ProtocolConfig, ExplicitHttpConfig, UpstreamProtocolOptions,
+    };
+    use envoy_types::pb::envoy::extensions::upstreams::http::v3::HttpProtocolOptions;
+    let explicit = ExplicitHttpConfig { protocol_config: Some(ProtocolConfig::Http2ProtocolOptions(Default::default())) };
+    let opts = HttpProtocolOptions {
+        upstream_protocol_options: Some(UpstreamProtocolOptions::ExplicitHttpConfig(explicit)),
+        ..Default::default()
+    };
+    pb::map([("envoy.extensions.upstreams.http.v3.HttpProtocolOptions".to_owned(), pb::any(&opts))])
+}
+
+fn static_cluster(name: &str, host: &str, port: u16, http2: bool) -> pb::Cluster {
+    use cluster::cluster::{ClusterDiscoveryType, DiscoveryType};
+    let kind = if host.parse::<std::net::IpAddr>().is_ok() { DiscoveryType::Static } else { DiscoveryType::StrictDns };
+    let lb_endpoint = endpoint::LbEndpoint {
+        host_identifier: Some(endpoint::lb_endpoint::HostIdentifier::Endpoint(endpoint::Endpoint {
+            address: pb::socket_address(host, port),
+            ..Default::default()
+        })),
+        ..Default::default()
+    };
+    pb::Cluster {
+        name: name.into(),
+        cluster_discovery_type: Some(ClusterDiscoveryType::Type(kind as i32)),
+        connect_timeout: pb::duration(Duration::from_secs(10)),
+        load_assignment: Some(pb::Endpoints {
+            cluster_name: name.into(),
+            endpoints: vec![endpoint::LocalityLbEndpoints { lb_endpoints: vec![lb_endpoint], ..Default::default() }],
+            ..Default::default()
+        }),
+        typed_extension_protocol_options: if http2 { http2_protocol_options() } else { pb::map([]) },
+        ..Default::default()
     }
-    c
 }
 
 /// The clusters of collectors outside the registry that this proxy's tracing and access logs
@@ -180,9 +226,8 @@ fn static_cluster(name: &str, host: &str, port: u16, http2: bool) -> Value {
 pub fn collectors(scope: &Scope<'_>, out: &mut Generated) {
     if scope.telemetry.tracing.is_none() {
         if let Some((name, Some((host, port)))) = legacy_collector(scope) {
-            if let Some(c) = super::pb::from_json(&name, &static_cluster(&name, &host, port, false)) {
-                out.clusters.insert(name.clone(), Arc::new(c));
-            }
+            let c = static_cluster(&name, &host, port, false);
+            out.clusters.insert(name, Arc::new(c));
         }
     }
     for side in [Side::Client, Side::Server] {
@@ -195,9 +240,8 @@ pub fn collectors(scope: &Scope<'_>, out: &mut Generated) {
         };
         let (cluster, host, port) = provider_collector(scope, "tracing", &p.name, service, port);
         if cluster.starts_with("tracing|") {
-            if let Some(c) = super::pb::from_json(&cluster, &static_cluster(&cluster, &host, port, grpc)) {
-                out.clusters.insert(cluster.clone(), Arc::new(c));
-            }
+            let c = static_cluster(&cluster, &host, port, grpc);
+            out.clusters.insert(cluster, Arc::new(c));
         }
     }
     // Access logs over OTLP/gRPC.
@@ -206,9 +250,8 @@ pub fn collectors(scope: &Scope<'_>, out: &mut Generated) {
             if let Provider::EnvoyOtelAls(o) = &l.provider.provider {
                 let (cluster, host, port) = provider_collector(scope, "accesslog", &l.provider.name, &o.service, o.port);
                 if cluster.starts_with("accesslog|") {
-                    if let Some(c) = super::pb::from_json(&cluster, &static_cluster(&cluster, &host, port, true)) {
-                        out.clusters.insert(cluster.clone(), Arc::new(c));
-                    }
+                    let c = static_cluster(&cluster, &host, port, true);
+                    out.clusters.insert(cluster, Arc::new(c));
                 }
             }
         }

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::pb::{self, core, route};
+use super::pb::{self, route};
 use super::Generated;
 
 /// Which virtual host resource a host asked for (`<route configuration>/<host>`) means, by the
@@ -64,12 +64,7 @@ fn is_catch_all(vh: &pb::VirtualHost) -> bool {
 
 /// VHDS over the ADS stream the route configuration came on.
 fn over_ads() -> Option<route::Vhds> {
-    let config_source = core::ConfigSource {
-        config_source_specifier: Some(core::config_source::ConfigSourceSpecifier::Ads(core::AggregatedConfigSource {})),
-        resource_api_version: core::ApiVersion::V3 as i32,
-        ..Default::default()
-    };
-    Some(route::Vhds { config_source: Some(config_source) })
+    Some(route::Vhds { config_source: pb::ads() })
 }
 
 /// Moves every virtual host but the catch-all out of `g`'s route configurations into VHDS
