@@ -4,7 +4,7 @@
 //! arriving over xDS feed the same serde types (and the same "not supported" rule) as a
 //! bootstrap file.
 
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::{Arc, Weak};
 
 use parking_lot::Mutex;
 use prost::Message;
@@ -91,7 +91,8 @@ pub fn descriptor_roots() -> Vec<&'static str> {
 /// The decoded descriptor pool, while anyone holds it. A proxy needs it only while it decodes
 /// an xDS response: the ADS client holds a [`PoolHandle`] through a burst of responses and lets
 /// it go when the stream is quiet, so an idle sidecar does not carry the decoded pool (several
-/// MB) for its whole life. The control plane, which encodes all the time, keeps one.
+/// MB) for its whole life. The control plane builds typed messages and needs no pool to encode
+/// them; its debug views decode through a pool held only while they run.
 static SHARED: Mutex<Weak<DescriptorPool>> = Mutex::new(Weak::new());
 
 /// Keeps the decoded pool alive while held.
@@ -108,12 +109,6 @@ pub fn hold_pool() -> PoolHandle {
     let p = Arc::new(DescriptorPool::decode(DESCRIPTORS).expect("Envoy descriptor set compiled into weft decodes"));
     *shared = Arc::downgrade(&p);
     PoolHandle(p)
-}
-
-/// A pool kept for the life of the process, for encoding (the control plane).
-fn kept_pool() -> &'static DescriptorPool {
-    static KEPT: OnceLock<PoolHandle> = OnceLock::new();
-    &KEPT.get_or_init(hold_pool).0
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -133,22 +128,13 @@ pub fn to_any(type_url: &str, json: &serde_json::Value) -> Result<Any, ProtoErro
     Ok(Any { type_url: type_url.into(), value: encode_message(message_name(type_url), json)? })
 }
 
-/// Encodes a proto3-JSON message of the named type (`envoy.config.route.v3.VirtualHost`).
+/// Encodes a proto3-JSON message of the named type (`envoy.config.route.v3.VirtualHost`):
+/// for tests and tools that write resources as JSON; the control plane builds typed messages.
 pub fn encode_message(name: &str, json: &serde_json::Value) -> Result<Vec<u8>, ProtoError> {
-    let desc = kept_pool().get_message_by_name(name).ok_or_else(|| ProtoError::UnknownType(name.into()))?;
+    let pool = hold_pool();
+    let desc = pool.0.get_message_by_name(name).ok_or_else(|| ProtoError::UnknownType(name.into()))?;
     let msg = DynamicMessage::deserialize(desc, json).map_err(|e| ProtoError::Invalid { type_url: name.into(), message: e.to_string() })?;
     Ok(msg.encode_to_vec())
-}
-
-/// The number and element type of `field`, a repeated message field of `type_url`'s message:
-/// what encoding such a resource in parts needs (the wire form of a repeated field is its
-/// elements one after another, each as field number, length and encoding).
-pub fn repeated_message_field(type_url: &str, field: &str) -> Option<(u32, String)> {
-    let f = kept_pool().get_message_by_name(message_name(type_url))?.get_field_by_name(field)?;
-    match f.kind() {
-        prost_reflect::Kind::Message(m) if f.is_list() => Some((f.number(), m.full_name().to_owned())),
-        _ => None,
-    }
 }
 
 /// Calls `f` with each field numbered `number` of the encoded message `msg` that is itself a
@@ -218,7 +204,7 @@ mod tests {
     #[test]
     fn the_compiled_in_pool_holds_every_root() {
         for root in descriptor_roots() {
-            assert!(kept_pool().get_message_by_name(root).is_some(), "{root} missing: run scripts/descriptors.sh");
+            assert!(hold_pool().0.get_message_by_name(root).is_some(), "{root} missing: run scripts/descriptors.sh");
         }
     }
 

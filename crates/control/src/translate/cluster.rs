@@ -33,7 +33,7 @@ fn unlimited_thresholds() -> Option<cluster::CircuitBreakers> {
 }
 
 /// `typed_extension_protocol_options` for the upstream HTTP protocol (and common options).
-fn http_protocol_options(h2: bool, common: Option<pb::core::HttpProtocolOptions>) -> HashMap<String, pb::Any> {
+pub(super) fn http_protocol_options(h2: bool, common: Option<pb::core::HttpProtocolOptions>) -> HashMap<String, pb::Any> {
     use envoy_types::pb::envoy::extensions::upstreams::http::v3::http_protocol_options::{
         explicit_http_config::ProtocolConfig, ExplicitHttpConfig, UpstreamProtocolOptions,
     };
@@ -341,18 +341,7 @@ pub fn builtin(out: &mut Generated) {
 /// ingress listener's `defaultEndpoint` says).
 pub fn inbound(out: &mut Generated, port: u16, protocol: Protocol, endpoint: std::net::SocketAddr) {
     let name = super::inbound_cluster_name(port);
-    let app = endpoint::LbEndpoint {
-        host_identifier: Some(endpoint::lb_endpoint::HostIdentifier::Endpoint(endpoint::Endpoint {
-            address: pb::socket_address(&endpoint.ip().to_string(), endpoint.port()),
-            ..Default::default()
-        })),
-        ..Default::default()
-    };
-    let assignment = pb::Endpoints {
-        cluster_name: name.clone(),
-        endpoints: vec![endpoint::LocalityLbEndpoints { lb_endpoints: vec![app], ..Default::default() }],
-        ..Default::default()
-    };
+    let assignment = pb::one_endpoint(&name, &endpoint.ip().to_string(), endpoint.port());
     let mut c = pb::Cluster { load_assignment: Some(assignment), ..plain(&name, cluster::cluster::DiscoveryType::Static) };
     if protocol.is_http2() {
         c.typed_extension_protocol_options = http_protocol_options(true, None);

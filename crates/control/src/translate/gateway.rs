@@ -277,10 +277,7 @@ fn terminate(scope: &Scope<'_>, chain: &mut FilterChain, b: &Bind<'_>, alpn: &[&
         require_client_certificate: (server_tls.mode == Some(ServerTlsMode::Mutual)).then_some(pb::BoolValue { value: true }),
         ..Default::default()
     };
-    chain.transport_socket = Some(pb::core::TransportSocket {
-        name: "envoy.transport_sockets.tls".into(),
-        config_type: Some(pb::core::transport_socket::ConfigType::TypedConfig(pb::any(&ctx))),
-    });
+    chain.transport_socket = Some(super::mtls::transport_socket(&ctx));
     let names = b.server_names();
     if !names.is_empty() {
         chain.filter_chain_match = Some(FilterChainMatch { server_names: names, ..Default::default() });

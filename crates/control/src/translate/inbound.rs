@@ -262,18 +262,13 @@ impl InboundPort<'_> {
     /// identity reaches the application in `x-forwarded-client-cert`, which a caller can never
     /// set itself (Istio's SANITIZE_SET).
     fn hcm(&self) -> pb::listener::Filter {
+        use super::route::{forward_to, match_all};
         use pb::hcm::http_connection_manager::{ForwardClientCertDetails, SetCurrentClientCertDetails};
-        use pb::route::{route, route_action::ClusterSpecifier, route_match::PathSpecifier};
         let cluster = inbound_cluster_name(self.port);
-        let action = pb::route::RouteAction {
-            cluster_specifier: Some(ClusterSpecifier::Cluster(cluster.clone())),
-            timeout: pb::duration(std::time::Duration::ZERO),
-            ..Default::default()
-        };
         let to_app = pb::route::Route {
             name: "default".into(),
-            r#match: Some(pb::route::RouteMatch { path_specifier: Some(PathSpecifier::Prefix("/".into())), ..Default::default() }),
-            action: Some(route::Action::Route(action)),
+            r#match: match_all(),
+            action: Some(pb::route::route::Action::Route(forward_to(cluster.clone()))),
             ..Default::default()
         };
         let host = pb::VirtualHost {

@@ -82,9 +82,7 @@ fn file_log(path: &str, format: Option<&str>, labels: Option<&BTreeMap<String, S
             if !text.ends_with('\n') {
                 text.push('\n');
             }
-            let source =
-                pb::core::DataSource { specifier: Some(pb::core::data_source::Specifier::InlineString(text)), ..Default::default() };
-            Format::TextFormatSource(source)
+            Format::TextFormatSource(pb::inline_string(&text).unwrap_or_default())
         }
     };
     let log_format = pb::core::SubstitutionFormatString { format: Some(format), ..Default::default() };

@@ -164,7 +164,7 @@ fn san_matchers(sans: &[String]) -> Vec<tls::SubjectAltNameMatcher> {
     out
 }
 
-fn transport_socket<M: prost::Message + prost::Name>(ctx: &M) -> pb::core::TransportSocket {
+pub(super) fn transport_socket<M: prost::Message + prost::Name>(ctx: &M) -> pb::core::TransportSocket {
     pb::core::TransportSocket {
         name: "envoy.transport_sockets.tls".into(),
         config_type: Some(pb::core::transport_socket::ConfigType::TypedConfig(pb::any(ctx))),

@@ -143,6 +143,26 @@ pub fn file(path: &str) -> Option<core::DataSource> {
     Some(core::DataSource { specifier: Some(core::data_source::Specifier::Filename(path.into())), ..Default::default() })
 }
 
+pub fn inline_string(s: &str) -> Option<core::DataSource> {
+    Some(core::DataSource { specifier: Some(core::data_source::Specifier::InlineString(s.into())), ..Default::default() })
+}
+
+/// An endpoint set of one address, for `cluster`.
+pub fn one_endpoint(cluster: &str, address: &str, port: u16) -> Endpoints {
+    let lb_endpoint = endpoint::LbEndpoint {
+        host_identifier: Some(endpoint::lb_endpoint::HostIdentifier::Endpoint(endpoint::Endpoint {
+            address: socket_address(address, port),
+            ..Default::default()
+        })),
+        ..Default::default()
+    };
+    Endpoints {
+        cluster_name: cluster.into(),
+        endpoints: vec![endpoint::LocalityLbEndpoints { lb_endpoints: vec![lb_endpoint], ..Default::default() }],
+        ..Default::default()
+    }
+}
+
 pub fn inline_bytes(b: &[u8]) -> Option<core::DataSource> {
     Some(core::DataSource { specifier: Some(core::data_source::Specifier::InlineBytes(b.to_vec())), ..Default::default() })
 }

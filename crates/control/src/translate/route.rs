@@ -105,7 +105,7 @@ fn catch_all(scope: &Scope<'_>) -> pb::VirtualHost {
 }
 
 /// Forwarding to `cluster` with the route timeout off (`0s`), Istio's default.
-fn forward_to(cluster: String) -> route::RouteAction {
+pub(super) fn forward_to(cluster: String) -> route::RouteAction {
     route::RouteAction {
         cluster_specifier: Some(ClusterSpecifier::Cluster(cluster)),
         timeout: pb::duration(Duration::ZERO),
@@ -114,7 +114,7 @@ fn forward_to(cluster: String) -> route::RouteAction {
 }
 
 /// Every path (prefix `/`).
-fn match_all() -> Option<route::RouteMatch> {
+pub(super) fn match_all() -> Option<route::RouteMatch> {
     Some(route::RouteMatch { path_specifier: Some(PathSpecifier::Prefix("/".into())), ..Default::default() })
 }
 
@@ -500,12 +500,8 @@ fn redirect(rd: &net::HttpRedirect) -> route::RedirectAction {
 }
 
 fn direct_response(dr: &net::HttpDirectResponse) -> route::DirectResponseAction {
-    let body = dr.body.as_ref().and_then(|b| b.string.as_deref()).and_then(inline_string);
+    let body = dr.body.as_ref().and_then(|b| b.string.as_deref()).and_then(pb::inline_string);
     route::DirectResponseAction { status: dr.status, body, ..Default::default() }
-}
-
-fn inline_string(s: &str) -> Option<core::DataSource> {
-    Some(core::DataSource { specifier: Some(core::data_source::Specifier::InlineString(s.into())), ..Default::default() })
 }
 
 /// The clusters of a split, with their weights and their own header changes.

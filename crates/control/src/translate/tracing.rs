@@ -5,7 +5,6 @@
 //! otherwise from MeshConfig `defaultConfig.tracing` (sampling and the Zipkin collector). W3C
 //! trace context is propagated next to B3 unless a provider asks for B3 only.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,7 +17,7 @@ use envoy_types::pb::envoy::r#type::v3::Percent;
 use weft_api::mesh::providers::{OtelProvider, ZipkinProvider};
 use weft_api::mesh::Provider;
 
-use super::pb::{self, cluster, endpoint};
+use super::pb::{self, cluster};
 use super::{outbound_cluster_name, Generated, Scope};
 use crate::telemetry::{Side, TracingSpec};
 
@@ -183,40 +182,16 @@ fn legacy_collector(scope: &Scope<'_>) -> Option<(String, Option<(String, u16)>)
     Some(if known { (outbound_cluster_name(port, "", &fqdn), None) } else { (ZIPKIN_CLUSTER.to_string(), Some((host.to_owned(), port))) })
 }
 
-/// `typed_extension_protocol_options` that make the upstream HTTP/2 (for gRPC collectors).
-fn http2_protocol_options() -> HashMap<String, pb::Any> {
-    use envoy_types::pb::envoy::extensions::upstreams::http::v3::http_protocol_options::{
-        explicit_http_config::ProtocolConfig, ExplicitHttpConfig, UpstreamProtocolOptions,
-    };
-    use envoy_types::pb::envoy::extensions::upstreams::http::v3::HttpProtocolOptions;
-    let explicit = ExplicitHttpConfig { protocol_config: Some(ProtocolConfig::Http2ProtocolOptions(Default::default())) };
-    let opts = HttpProtocolOptions {
-        upstream_protocol_options: Some(UpstreamProtocolOptions::ExplicitHttpConfig(explicit)),
-        ..Default::default()
-    };
-    pb::map([("envoy.extensions.upstreams.http.v3.HttpProtocolOptions".to_owned(), pb::any(&opts))])
-}
-
 fn static_cluster(name: &str, host: &str, port: u16, http2: bool) -> pb::Cluster {
     use cluster::cluster::{ClusterDiscoveryType, DiscoveryType};
     let kind = if host.parse::<std::net::IpAddr>().is_ok() { DiscoveryType::Static } else { DiscoveryType::StrictDns };
-    let lb_endpoint = endpoint::LbEndpoint {
-        host_identifier: Some(endpoint::lb_endpoint::HostIdentifier::Endpoint(endpoint::Endpoint {
-            address: pb::socket_address(host, port),
-            ..Default::default()
-        })),
-        ..Default::default()
-    };
     pb::Cluster {
         name: name.into(),
         cluster_discovery_type: Some(ClusterDiscoveryType::Type(kind as i32)),
         connect_timeout: pb::duration(Duration::from_secs(10)),
-        load_assignment: Some(pb::Endpoints {
-            cluster_name: name.into(),
-            endpoints: vec![endpoint::LocalityLbEndpoints { lb_endpoints: vec![lb_endpoint], ..Default::default() }],
-            ..Default::default()
-        }),
-        typed_extension_protocol_options: if http2 { http2_protocol_options() } else { pb::map([]) },
+        load_assignment: Some(pb::one_endpoint(name, host, port)),
+        // gRPC collectors take HTTP/2.
+        typed_extension_protocol_options: if http2 { super::cluster::http_protocol_options(true, None) } else { Default::default() },
         ..Default::default()
     }
 }
