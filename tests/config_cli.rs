@@ -59,9 +59,7 @@ fn analyze_says_what_to_use_instead_of_kinds_it_does_not_read() {
     let f = write(
         dir.path(),
         "old.yaml",
-        "apiVersion: config.istio.io/v1alpha2\nkind: EgressRule\nmetadata: {name: google}\nspec: {destination: {service: \"*.google.com\"}}\n---\n\
-         apiVersion: config.istio.io/v1alpha2\nkind: RouteRule\nmetadata: {name: r}\nspec: {}\n---\n\
-         apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: i, annotations: {kubernetes.io/ingress.class: istio}}\nspec: {}\n---\n\
+        "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: i, annotations: {kubernetes.io/ingress.class: istio}}\nspec: {}\n---\n\
          apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\nspec: {}\n---\n\
          apiVersion: networking.istio.io/v1beta1\nkind: ProxyConfig\nmetadata: {name: t}\nspec: {}\n",
     );
@@ -69,8 +67,6 @@ fn analyze_says_what_to_use_instead_of_kinds_it_does_not_read() {
     let t = text(&out);
     assert_eq!(out.status.code(), Some(0), "warnings alone do not fail: {t}");
     for want in [
-        "old.yaml:1: EgressRule default/google: config.istio.io/v1alpha2 EgressRule is ignored: Istio 0.x egress rules are not read: write a ServiceEntry",
-        "RouteRule is ignored: Istio 0.x route rules are not read: write a VirtualService",
         "Ingress is ignored: a Kubernetes Ingress is read from the API server (class istio), not from files",
         "Deployment is ignored: weft does not run Kubernetes workloads",
         "ProxyConfig is ignored: not read: set proxy settings in MeshConfig defaultConfig",
@@ -80,6 +76,68 @@ fn analyze_says_what_to_use_instead_of_kinds_it_does_not_read() {
     // --failure-threshold Warning makes warnings fail, as in istioctl.
     let out = weft(&["analyze", "--failure-threshold", "warning", f.to_str().expect("utf-8")]);
     assert_eq!(out.status.code(), Some(79), "{}", text(&out));
+}
+
+fn fixture(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures").join(rel)
+}
+
+/// Istio 0.x routing as 2018 files wrote it becomes the v1 resources the golden file holds
+/// (`WEFT_UPDATE_GOLDEN=1` rewrites it), with a note for each field whose meaning changes; the
+/// output is a whole replacement file (a Service in it passes through) that weft loads.
+#[test]
+fn convert_prints_2018_routing_as_v1_resources() {
+    let golden = fixture("legacy/2018.golden.yaml");
+    // From the repository root, so the comments name the input as the golden file does.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let out = Command::new(WEFT)
+        .current_dir(&root)
+        .args(["convert", "-f", "tests/fixtures/legacy/2018.yaml"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run weft");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let got = String::from_utf8_lossy(&out.stdout).to_string();
+    if std::env::var_os("WEFT_UPDATE_GOLDEN").is_some() {
+        std::fs::write(&golden, &got).expect("write golden");
+    }
+    let want = std::fs::read_to_string(&golden).expect("golden file (WEFT_UPDATE_GOLDEN=1 writes it)");
+    assert_eq!(got, want, "weft convert output differs from {}", golden.display());
+    let summary = String::from_utf8_lossy(&out.stderr);
+    assert!(summary.contains("7 Istio 0.x resources → 8 v1 resources; 3 notes"), "{summary}");
+    // weft reads what it wrote: no errors (warnings about hosts outside this file are fine).
+    let dir = TempDir::new("convert-out").expect("tmp");
+    let converted = write(dir.path(), "v1.yaml", &got);
+    let out = weft(&["analyze", converted.to_str().expect("utf-8")]);
+    assert!(!text(&out).contains("Error ["), "{}", text(&out));
+}
+
+#[test]
+fn istio_0x_routing_is_refused_with_its_conversion_and_bad_input_names_the_line() {
+    let input = fixture("legacy/2018.yaml");
+    let out = weft(&["analyze", input.to_str().expect("utf-8")]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(79), "{t}");
+    assert!(t.contains("Error [WFT0008]"), "{t}");
+    assert!(
+        t.contains("EgressRule default/mysql: config.istio.io/v1alpha2 EgressRule is Istio 0.x routing, which weft does not read; refused"),
+        "{t}"
+    );
+    assert!(t.contains("prints a ServiceEntry"), "{t}");
+    assert!(t.contains("The v1 resources that mean the same as"), "the conversion is shown: {t}");
+    assert!(t.contains("kind: ServiceEntry") && t.contains("198.51.100.7"), "{t}");
+
+    let dir = TempDir::new("convert-bad").expect("tmp");
+    let bad = write(
+        dir.path(),
+        "bad.yaml",
+        "apiVersion: config.istio.io/v1alpha2\nkind: RouteRule\nmetadata: {name: r}\nspec:\n  destination: {name: a}\n  precednce: 2\n",
+    );
+    let out = weft(&["convert", bad.to_str().expect("utf-8")]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(t.contains("bad.yaml:6: RouteRule default/r: spec.precednce: unknown field; did you mean precedence?"), "{t}");
+    assert!(out.stdout.is_empty(), "nothing printed half way: {t}");
 }
 
 #[test]

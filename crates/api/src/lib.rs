@@ -8,6 +8,7 @@
 
 pub mod core;
 pub mod duration;
+pub mod legacy;
 pub mod load;
 pub mod locate;
 pub mod mesh;

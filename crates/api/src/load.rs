@@ -162,6 +162,9 @@ pub mod codes {
     pub const REGISTRY_ONLY_NOTHING_OUTSIDE: &str = "WFT0006";
     /// No node can run a mesh component: each has a taint it does not tolerate.
     pub const UNTOLERATED_TAINTS: &str = "WFT0007";
+    /// Istio 0.x routing (RouteRule, DestinationPolicy, EgressRule): refused, with what
+    /// `weft convert` makes of it.
+    pub const LEGACY_ROUTING: &str = "WFT0008";
     /// A Telemetry names a provider MeshConfig does not define, or one of the wrong kind
     /// (Istio's InvalidTelemetryProvider).
     pub const INVALID_TELEMETRY_PROVIDER: &str = "IST0157";
@@ -356,6 +359,14 @@ fn load_doc(doc: serde_yaml::Value, file: &str, lines: &DocLines, out: &mut Load
                          with --allow-unenforced-security to accept running without it"
                     ),
                 ),
+                Some(Treatment::Legacy(becomes)) => (
+                    Level::Error,
+                    codes::LEGACY_ROUTING,
+                    format!(
+                        "{api_version} {kind} is Istio 0.x routing, which weft does not read; refused rather than ignored, since \
+                         what it routes would silently change. `weft convert -f {file}` prints {becomes} that mean the same"
+                    ),
+                ),
                 Some(Treatment::Instead(instead)) => {
                     (Level::Warning, codes::UNREAD_KIND, format!("{api_version} {kind} is ignored: {instead}"))
                 }
@@ -451,7 +462,7 @@ fn remove_at(doc: &mut serde_yaml::Value, path: &str, field: &str) -> bool {
 }
 
 /// serde words an unknown field as "unknown field `x`, expected one of …"; name the full path.
-fn shape(path: String, message: String) -> (String, String) {
+pub(crate) fn shape(path: String, message: String) -> (String, String) {
     let path = if path == "." { String::new() } else { path };
     if let Some(rest) = message.strip_prefix("unknown field `") {
         let field = rest.split('`').next().unwrap_or_default();

@@ -10,6 +10,9 @@ pub enum Treatment {
     Unenforced(&'static str),
     /// Not read; the text says what to use instead.
     Instead(&'static str),
+    /// Istio 0.x routing, which `weft convert` turns into v1 resources: refused (the routing it
+    /// asks for would silently not happen), with the text naming what it becomes.
+    Legacy(&'static str),
     /// Ordinary Kubernetes objects that carry nothing the mesh reads in a file (a
     /// ServiceAccount's name comes from the workload, a Namespace's from each resource).
     Quiet,
@@ -31,9 +34,9 @@ const KINDS: &[(&str, &str, Treatment)] = &[
     ("config.istio.io", "redisquota", Treatment::Unenforced("Mixer rate limits are not applied")),
     ("config.istio.io", "QuotaSpec", Treatment::Unenforced("Mixer rate limits are not applied")),
     ("config.istio.io", "QuotaSpecBinding", Treatment::Unenforced("Mixer rate limits are not applied")),
-    ("config.istio.io", "EgressRule", Treatment::Instead("Istio 0.x egress rules are not read: write a ServiceEntry (networking.istio.io/v1) for the external host")),
-    ("config.istio.io", "RouteRule", Treatment::Instead("Istio 0.x route rules are not read: write a VirtualService (networking.istio.io/v1)")),
-    ("config.istio.io", "DestinationPolicy", Treatment::Instead("Istio 0.x destination policies are not read: write a DestinationRule (networking.istio.io/v1)")),
+    ("config.istio.io", "EgressRule", Treatment::Legacy("a ServiceEntry (and, for https, a DestinationRule)")),
+    ("config.istio.io", "RouteRule", Treatment::Legacy("a VirtualService (and a DestinationRule for its subsets)")),
+    ("config.istio.io", "DestinationPolicy", Treatment::Legacy("a DestinationRule")),
     ("config.istio.io", "*", Treatment::Instead("Mixer configuration (removed in Istio 1.8) is not read: metrics, logs and traces come from the sidecars (MeshConfig accessLogFile, defaultConfig.tracing)")),
     ("networking.istio.io", "ProxyConfig", Treatment::Instead("not read: set proxy settings in MeshConfig defaultConfig")),
     ("networking.istio.io", "WorkloadGroup", Treatment::Instead("not read: write a WorkloadEntry per workload")),
@@ -71,8 +74,8 @@ mod tests {
         assert!(matches!(treatment("security.istio.io/v1beta1", "RequestAuthentication"), Some(Treatment::Unenforced(_))));
         assert!(matches!(treatment("networking.istio.io/v1alpha3", "EnvoyFilter"), Some(Treatment::Unenforced(_))));
         assert!(matches!(treatment("rbac.istio.io/v1alpha1", "ServiceRole"), Some(Treatment::Unenforced(_))));
-        assert!(matches!(treatment("config.istio.io/v1alpha2", "RouteRule"), Some(Treatment::Instead(t)) if t.contains("VirtualService")));
-        assert!(matches!(treatment("config.istio.io/v1alpha2", "EgressRule"), Some(Treatment::Instead(t)) if t.contains("ServiceEntry")));
+        assert!(matches!(treatment("config.istio.io/v1alpha2", "RouteRule"), Some(Treatment::Legacy(t)) if t.contains("VirtualService")));
+        assert!(matches!(treatment("config.istio.io/v1alpha2", "EgressRule"), Some(Treatment::Legacy(t)) if t.contains("ServiceEntry")));
         assert!(matches!(treatment("apps/v1", "Deployment"), Some(Treatment::Instead(t)) if t.contains("weft up")));
         assert_eq!(treatment("v1", "ServiceAccount"), Some(Treatment::Quiet));
         assert_eq!(treatment("example.com/v1", "Widget"), None);

@@ -274,6 +274,7 @@ pub fn analyze(args: AnalyzeArgs) -> ExitCode {
             for d in &diags {
                 say!("{} [{}] {d}", level_word(d.level), d.code.unwrap_or("-"));
             }
+            suggest_conversions(&diags);
             if diags.is_empty() {
                 let mut names: Vec<String> = args.config_dir.iter().chain(&inputs).map(|p| p.display().to_string()).collect();
                 if kube {
@@ -296,6 +297,23 @@ pub fn analyze(args: AnalyzeArgs) -> ExitCode {
         ExitCode::from(FOUND_ISSUES)
     } else {
         ExitCode::SUCCESS
+    }
+}
+
+/// For files refused for Istio 0.x routing: the v1 resources `weft convert` makes of their
+/// 0.x resources, printed after the messages so the fix is on the screen.
+fn suggest_conversions(diags: &[Diagnostic]) {
+    let mut files: Vec<&str> =
+        diags.iter().filter(|d| d.code == Some(weft_api::load::codes::LEGACY_ROUTING)).map(|d| d.file.as_str()).collect();
+    files.dedup();
+    for file in files {
+        // Stdin cannot be read again; the message already says to run `weft convert`.
+        let Ok(text) = std::fs::read_to_string(file) else { continue };
+        let c = weft_api::legacy::convert(&[(text, file.to_string())]);
+        if c.diagnostics.is_empty() {
+            say!("\nThe v1 resources that mean the same as {file}'s Istio 0.x routing (`weft convert -f {file}`):\n");
+            say!("{}", c.converted_yaml().trim_end());
+        }
     }
 }
 

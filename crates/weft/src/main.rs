@@ -17,6 +17,7 @@ mod capture_cmd;
 mod cni_cmd;
 mod cni_install_cmd;
 mod control_plane_cmd;
+mod convert_cmd;
 mod dashboard_cmd;
 mod demo_cmd;
 mod identity_args;
@@ -56,6 +57,9 @@ enum Command {
     Dashboard(dashboard_cmd::DashboardArgs),
     /// Validate config files or directories and point out common mistakes (istioctl analyze).
     Analyze(analyze_cmd::AnalyzeArgs),
+    /// Print Istio 0.x routing (RouteRule, DestinationPolicy, EgressRule) as the v1 resources
+    /// that mean the same (VirtualService, DestinationRule, ServiceEntry).
+    Convert(convert_cmd::ConvertArgs),
     /// Capture the namespace's traffic into the sidecar with iptables (what istio-iptables does).
     Capture(capture_cmd::CaptureArgs),
     /// The CNI node agent (istio-cni's install-cni): put weft-cni on the node, chain it into
@@ -120,6 +124,7 @@ fn main() -> std::process::ExitCode {
         Command::ProxyStatus(args) => ops_cmd::proxy_status(args),
         Command::ProxyConfig(args) => ops_cmd::proxy_config(args),
         Command::Analyze(args) => analyze_cmd::analyze(args),
+        Command::Convert(args) => convert_cmd::convert(args),
         Command::Dashboard(args) => dashboard_cmd::run(args),
         Command::Capture(args) => capture_cmd::run(args),
         Command::CniInstall(args) => cni_install_cmd::run(args),
