@@ -59,15 +59,13 @@ fn analyze_says_what_to_use_instead_of_kinds_it_does_not_read() {
     let f = write(
         dir.path(),
         "old.yaml",
-        "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: i, annotations: {kubernetes.io/ingress.class: istio}}\nspec: {}\n---\n\
-         apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\nspec: {}\n---\n\
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\nspec: {}\n---\n\
          apiVersion: networking.istio.io/v1beta1\nkind: ProxyConfig\nmetadata: {name: t}\nspec: {}\n",
     );
     let out = weft(&["analyze", f.to_str().expect("utf-8")]);
     let t = text(&out);
     assert_eq!(out.status.code(), Some(0), "warnings alone do not fail: {t}");
     for want in [
-        "Ingress is ignored: a Kubernetes Ingress is read from the API server (class istio), not from files",
         "Deployment is ignored: weft does not run Kubernetes workloads",
         "ProxyConfig is ignored: not read: set proxy settings in MeshConfig defaultConfig",
     ] {
@@ -110,6 +108,31 @@ fn convert_prints_2018_routing_as_v1_resources() {
     let converted = write(dir.path(), "v1.yaml", &got);
     let out = weft(&["analyze", converted.to_str().expect("utf-8")]);
     assert!(!text(&out).contains("Error ["), "{}", text(&out));
+}
+
+/// An Ingress in a file is read as the ingress gateway serves it, in 2018's form too; analyze
+/// says which path will 404 and which backend port is not HTTP to the mesh, at the Ingress.
+#[test]
+fn analyze_explains_an_ingress_path_that_404s_and_a_port_that_is_not_http() {
+    let dir = TempDir::new("analyze-ingress").expect("tmp");
+    let f = write(
+        dir.path(),
+        "ing.yaml",
+        "apiVersion: v1\nkind: Service\nmetadata: {name: qd}\nspec:\n  ports: [{name: web, port: 8080}]\n---\n\
+         apiVersion: extensions/v1beta1\nkind: Ingress\nmetadata:\n  name: gw\n  annotations: {kubernetes.io/ingress.class: istio}\nspec:\n  rules:\n  - http:\n      paths:\n      - path: /qingdaoliuyi\n        backend: {serviceName: qd, servicePort: 8080}\n---\n\
+         apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: other, annotations: {kubernetes.io/ingress.class: nginx}}\nspec: {}\n",
+    );
+    let out = weft(&["analyze", f.to_str().expect("utf-8")]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(0), "warnings only: {t}");
+    for want in [
+        "ing.yaml:7: Ingress default/gw: spec.rules[0].http.paths[0].path: \"/qingdaoliuyi\" matches only /qingdaoliuyi itself",
+        "write /qingdaoliuyi/.* or pathType: Prefix",
+        "ing.yaml:7: Ingress default/gw: spec.rules[0].http.paths[0].backend: Service default/qd port 8080 (named \"web\") selects no HTTP protocol",
+        "Ingress default/other: not of class istio",
+    ] {
+        assert!(t.contains(want), "missing {want:?} in:\n{t}");
+    }
 }
 
 #[test]

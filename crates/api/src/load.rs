@@ -71,6 +71,27 @@ impl Object {
             Object::Secret(r) => m(r),
         }
     }
+
+    /// Says the object comes from `origin` (one made from another document, an Ingress).
+    pub fn set_origin(&mut self, origin: Origin) {
+        fn set<S>(r: &mut Resource<S>, o: Origin) {
+            r.origin = o;
+        }
+        match self {
+            Object::VirtualService(r) => set(r, origin),
+            Object::DestinationRule(r) => set(r, origin),
+            Object::ServiceEntry(r) => set(r, origin),
+            Object::Gateway(r) => set(r, origin),
+            Object::Sidecar(r) => set(r, origin),
+            Object::WorkloadEntry(r) => set(r, origin),
+            Object::PeerAuthentication(r) => set(r, origin),
+            Object::Telemetry(r) => set(r, origin),
+            Object::Service(r) => set(r, origin),
+            Object::Endpoints(r) => set(r, origin),
+            Object::EndpointSlice(r) => set(r, origin),
+            Object::Secret(r) => set(r, origin),
+        }
+    }
 }
 
 /// Drops every object whose kind, namespace and name an earlier one already has, with an error
@@ -204,6 +225,9 @@ impl fmt::Display for Diagnostic {
 pub struct Loaded {
     pub objects: Vec<Object>,
     pub diagnostics: Vec<Diagnostic>,
+    /// Ingresses and IngressClasses as written: they become mesh config once the Services they
+    /// name are known, so whoever gathers the files calls [`crate::ingress::expand`].
+    pub ingress_docs: Vec<crate::ingress::IngressDoc>,
 }
 
 #[derive(Deserialize)]
@@ -341,6 +365,19 @@ fn load_doc(doc: serde_yaml::Value, file: &str, lines: &DocLines, out: &mut Load
         ("Endpoints", _, _, "v1") => typed::<EndpointsDoc>(&doc).map(|d| Object::Endpoints(res(&meta, &namespace, &origin, d.inner))),
         ("EndpointSlice", _, _, "discovery.k8s.io/v1") => {
             typed::<SliceDoc>(&doc).map(|d| Object::EndpointSlice(res(&meta, &namespace, &origin, d.inner)))
+        }
+        ("Ingress", _, _, "networking.k8s.io/v1" | "networking.k8s.io/v1beta1" | "extensions/v1beta1")
+        | ("IngressClass", _, _, "networking.k8s.io/v1") => {
+            match serde_json::to_value(&doc) {
+                Ok(mut json) => {
+                    if json.pointer("/metadata/namespace").is_none() && kind == "Ingress" {
+                        json["metadata"]["namespace"] = serde_json::Value::String(namespace.clone());
+                    }
+                    out.ingress_docs.push(crate::ingress::IngressDoc { doc: json, origin, class: kind == "IngressClass" });
+                }
+                Err(e) => out.diagnostics.push(diag(Level::Error, Some(label), "", format!("cannot be read: {e}"))),
+            }
+            return;
         }
         ("Secret", _, _, "v1") => match core::TlsCredential::from_secret(&doc) {
             Ok(Some(c)) => Ok(Object::Secret(res(&meta, &namespace, &origin, c))),

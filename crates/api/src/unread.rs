@@ -40,8 +40,6 @@ const KINDS: &[(&str, &str, Treatment)] = &[
     ("config.istio.io", "*", Treatment::Instead("Mixer configuration (removed in Istio 1.8) is not read: metrics, logs and traces come from the sidecars (MeshConfig accessLogFile, defaultConfig.tracing)")),
     ("networking.istio.io", "ProxyConfig", Treatment::Instead("not read: set proxy settings in MeshConfig defaultConfig")),
     ("networking.istio.io", "WorkloadGroup", Treatment::Instead("not read: write a WorkloadEntry per workload")),
-    ("networking.k8s.io", "Ingress", Treatment::Instead("a Kubernetes Ingress is read from the API server (class istio), not from files: write an Istio Gateway (selector istio: ingressgateway) and a VirtualService bound to it")),
-    ("extensions", "Ingress", Treatment::Instead("extensions/v1beta1 Ingress is gone from Kubernetes: write an Istio Gateway (selector istio: ingressgateway) and a VirtualService bound to it, or a networking.k8s.io/v1 Ingress of class istio")),
     ("gateway.networking.k8s.io", "*", Treatment::Instead("the Kubernetes Gateway API is not read yet: write an Istio Gateway and VirtualServices")),
     ("apps", "Deployment", Treatment::Instead(WORKLOAD)),
     ("apps", "StatefulSet", Treatment::Instead(WORKLOAD)),

@@ -59,6 +59,7 @@ pub fn load_dir(dir: &Path) -> std::io::Result<Snapshot> {
     config_files(dir, &mut files)?;
     files.sort();
     let mut snap = Snapshot::default();
+    let mut ingresses = Vec::new();
     for f in files {
         let shown = f.strip_prefix(dir).unwrap_or(&f).display().to_string();
         match std::fs::read_to_string(&f) {
@@ -66,6 +67,7 @@ pub fn load_dir(dir: &Path) -> std::io::Result<Snapshot> {
                 let loaded = load_text(&text, &shown);
                 snap.objects.extend(loaded.objects);
                 snap.diagnostics.extend(loaded.diagnostics);
+                ingresses.extend(loaded.ingress_docs);
             }
             Err(e) => snap.diagnostics.push(Diagnostic {
                 level: Level::Error,
@@ -78,6 +80,8 @@ pub fn load_dir(dir: &Path) -> std::io::Result<Snapshot> {
             }),
         }
     }
+    // Ingresses of class istio, once every Service they may name is loaded.
+    weft_api::ingress::expand(&mut snap.objects, &mut snap.diagnostics, &ingresses);
     weft_api::drop_duplicates(&mut snap.objects, &mut snap.diagnostics);
     Ok(snap)
 }

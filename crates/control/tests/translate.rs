@@ -303,3 +303,33 @@ fn http10_metadata_lets_every_connection_manager_accept_http_10() {
     let plain = generate(&model, &node("10.1.0.2", "productpage"));
     assert!(!serde_json::to_string(&plain.listeners).expect("json").contains("accept_http_10"));
 }
+
+/// A 2018 `extensions/v1beta1` Ingress of class istio in the config directory is served by the
+/// ingress gateway: port 80 routes its paths (`/zipkin/.*` as a prefix) to the Services the
+/// backends name, as the API server's Ingresses are; the path that will 404 is said.
+#[test]
+fn an_ingress_in_a_config_file_is_served_by_the_ingress_gateway() {
+    let dir = weft_test_support::certs::TempDir::new("ingress-file").expect("temp dir");
+    let text = "apiVersion: v1\nkind: Service\nmetadata: {name: zipkin}\nspec:\n  selector: {app: zipkin}\n  ports: [{name: http-query, port: 9411}]\n---\n\
+                apiVersion: extensions/v1beta1\nkind: Ingress\nmetadata:\n  name: tracing\n  annotations: {kubernetes.io/ingress.class: istio}\nspec:\n  rules:\n  - http:\n      paths:\n      - path: /zipkin/.*\n        backend: {serviceName: zipkin, servicePort: 9411}\n      - path: /qingdaoliuyi\n        backend: {serviceName: zipkin, servicePort: 9411}\n";
+    std::fs::write(dir.path().join("ingress.yaml"), text).expect("write");
+    let snap = weft_control::store::load_dir(dir.path()).expect("load");
+    let warnings: Vec<String> = snap.diagnostics.iter().map(|d| d.to_string()).collect();
+    assert_eq!(warnings.len(), 1, "{warnings:#?}");
+    assert!(
+        warnings[0]
+            .starts_with("ingress.yaml:8: Ingress default/tracing: spec.rules[0].http.paths[1].path: \"/qingdaoliuyi\" matches only"),
+        "{warnings:#?}"
+    );
+    let model = Model::build(&snap.objects, Default::default());
+    let meta = serde_json::json!({"NAMESPACE": "istio-system", "LABELS": {"istio": "ingressgateway"}});
+    let gw = ProxyNode::parse("router~10.3.0.9~ingress-1.istio-system~istio-system.svc.cluster.local", &meta).expect("node");
+    let g = generate(&model, &gw);
+    encode_all(&g);
+    assert!(g.listeners.contains_key("0.0.0.0_80"), "{:?}", g.listeners.keys());
+    let routes = &g.routes["http.80"]["virtual_hosts"][0]["routes"];
+    let matches: Vec<&serde_json::Value> = routes.as_array().expect("routes").iter().map(|r| &r["match"]).collect();
+    assert_eq!(matches[0]["path"], "/qingdaoliuyi", "{routes:#}");
+    assert_eq!(matches[1]["prefix"], "/zipkin/", "{routes:#}");
+    assert_eq!(routes[1]["route"]["cluster"], "outbound|9411||zipkin.default.svc.cluster.local");
+}

@@ -5,7 +5,6 @@
 
 pub mod admission;
 pub mod ca_store;
-pub mod ingress;
 pub mod install;
 pub mod meshconfig;
 pub mod pitfalls;

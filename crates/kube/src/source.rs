@@ -221,7 +221,7 @@ fn snapshot(watched: &[Watched], pods: &Store<Pod>) -> View {
             }
         }
     }
-    let (derived, warnings) = crate::ingress::convert(&ingresses, &classes, &services, INGRESS_GATEWAY_NAMESPACE);
+    let (derived, warnings) = weft_api::ingress::convert(&ingresses, &classes, &services, INGRESS_GATEWAY_NAMESPACE);
     for m in derived {
         load(&m, &mut view);
     }
@@ -232,7 +232,7 @@ fn snapshot(watched: &[Watched], pods: &Store<Pod>) -> View {
             line: None,
             resource: None,
             field_path: String::new(),
-            message: w,
+            message: w.to_string(),
             code: None,
         });
     }

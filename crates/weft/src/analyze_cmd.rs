@@ -109,6 +109,7 @@ fn load(config_dir: Option<&PathBuf>, inputs: &[PathBuf]) -> Result<weft_control
         Some(dir) => weft_control::store::load_dir(dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))?,
         None => weft_control::store::Snapshot::default(),
     };
+    let mut ingresses = Vec::new();
     for input in inputs {
         let (text, shown) = if input.as_os_str() == "-" {
             let mut text = String::new();
@@ -134,7 +135,9 @@ fn load(config_dir: Option<&PathBuf>, inputs: &[PathBuf]) -> Result<weft_control
         }
         snap.objects.extend(loaded.objects);
         snap.diagnostics.extend(loaded.diagnostics);
+        ingresses.extend(loaded.ingress_docs);
     }
+    weft_api::ingress::expand(&mut snap.objects, &mut snap.diagnostics, &ingresses);
     // Duplicates across inputs; load_dir has already reported those inside one directory.
     let (objects, mut diagnostics) = (std::mem::take(&mut snap.objects), std::mem::take(&mut snap.diagnostics));
     let mut objects = objects;

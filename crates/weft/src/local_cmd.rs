@@ -291,7 +291,7 @@ pub fn apply(args: ApplyArgs) -> ExitCode {
         if !errors.is_empty() {
             return Err(format!("nothing applied:\n{}", errors.join("\n")));
         }
-        if loaded.objects.is_empty() {
+        if loaded.objects.is_empty() && loaded.ingress_docs.is_empty() {
             return Err(format!("{}: no mesh resource in it", args.file.display()));
         }
         let Some(dir) = target.parent() else { return Err(format!("{}: no directory", target.display())) };
