@@ -309,6 +309,12 @@ fn an_unprivileged_user_runs_a_mesh_whose_clients_call_through_their_sidecar_ove
         client_log().lines().any(|l| l.contains("\"unknown.example:9080\"") && l.contains(" 502 ") && l.contains("block_all")).then_some(())
     })
     .unwrap_or_else(|e| panic!("{e}\n{}", client_log()));
+    // The sidecar keeps what it refused; `weft analyze --proxy` reports it with the
+    // ServiceEntry that would allow it.
+    let analyze = run(Command::new(WEFT).args(["analyze", "--proxy", &format!("{client}:15000")]));
+    let said = text(&analyze);
+    assert!(said.contains("Warning [WFT0009] proxy ") && said.contains("call to unknown.example:9080 (HTTP) refused"), "{said}");
+    assert!(said.contains("- unknown.example\n") && said.contains("resolution: DNS") && said.contains("name: http-9080"), "{said}");
 
     // Everything runs as the unprivileged user.
     if weft_local::rundir::effective_uid() == Some(0) {

@@ -186,6 +186,8 @@ pub mod codes {
     /// Istio 0.x routing (RouteRule, DestinationPolicy, EgressRule): refused, with what
     /// `weft convert` makes of it.
     pub const LEGACY_ROUTING: &str = "WFT0008";
+    /// A proxy's REGISTRY_ONLY policy refused calls to a destination no ServiceEntry declares.
+    pub const BLOCKED_OUTBOUND: &str = "WFT0009";
     /// A Telemetry names a provider MeshConfig does not define, or one of the wrong kind
     /// (Istio's InvalidTelemetryProvider).
     pub const INVALID_TELEMETRY_PROVIDER: &str = "IST0157";

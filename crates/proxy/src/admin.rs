@@ -106,6 +106,7 @@ fn handle(req: Request<Incoming>, s: &Shared) -> Response<Body> {
         }
         "/config_dump" => reply(StatusCode::OK, "application/json", config_dump(s).to_string()),
         "/certs" => reply(StatusCode::OK, "application/json", crate::tls::secrets::certs_json().to_string()),
+        "/blocked" => reply(StatusCode::OK, "application/json", crate::blocked::json().to_string()),
         "/clusters" => {
             if q.get("format").map(String::as_str) == Some("json") {
                 reply(StatusCode::OK, "application/json", clusters_json(s).to_string())
@@ -160,6 +161,7 @@ type HelpEntry = (&'static str, bool, &'static str, &'static [(&'static str, &'s
 
 const HELP: &[HelpEntry] = &[
     ("/", false, "Admin home page (this list)", &[]),
+    ("/blocked", false, "outbound calls REGISTRY_ONLY refused, by destination (weft)", &[]),
     ("/certs", false, "print certs on machine", &[]),
     ("/clusters", false, "upstream cluster status", &[("format", "File format to use; One of (text, json)")]),
     ("/config_dump", false, "dump current Envoy configs", &[]),

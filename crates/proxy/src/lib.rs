@@ -14,6 +14,7 @@ pub mod admin;
 pub mod agent;
 pub mod applog;
 pub mod attributes;
+pub mod blocked;
 pub mod body;
 pub mod config;
 pub mod drain;

@@ -84,6 +84,9 @@ impl TcpProxy {
             flags: "-",
         };
         let name = self.choose().to_string();
+        if name == crate::blocked::BLACKHOLE_CLUSTER {
+            crate::blocked::record_connection(conn.original_dst, conn.sni.as_deref());
+        }
         let cluster = match self.clusters.get_or_fetch(&name).await {
             Ok(c) => c,
             Err(missing) => {

@@ -37,6 +37,11 @@ pub struct AnalyzeArgs {
     /// The kubeconfig for --kube (implies it).
     #[arg(long)]
     kubeconfig: Option<PathBuf>,
+    /// A proxy's admin address (`HOST:PORT`, its port 15000): the outbound calls its
+    /// REGISTRY_ONLY policy refused are reported, with the ServiceEntry that would allow each.
+    /// May be repeated.
+    #[arg(long = "proxy")]
+    proxies: Vec<std::net::SocketAddr>,
     /// The lowest level that makes the exit status non-zero (79).
     #[arg(long = "failure-threshold", value_enum, default_value = "error")]
     failure_threshold: Threshold,
@@ -220,8 +225,8 @@ pub fn analyze(args: AnalyzeArgs) -> ExitCode {
     let mut inputs: Vec<PathBuf> = args.files.clone();
     inputs.extend(args.filename.iter().cloned());
     let kube = args.kube || args.kubeconfig.is_some();
-    if inputs.is_empty() && args.config_dir.is_none() && !kube {
-        eprintln!("weft analyze: nothing to analyze: give files or directories (-f FILE, `-` for stdin), --config-dir DIR or --kube");
+    if inputs.is_empty() && args.config_dir.is_none() && !kube && args.proxies.is_empty() {
+        eprintln!("weft analyze: nothing to analyze: give files or directories (-f FILE, `-` for stdin), --config-dir DIR, --kube or --proxy ADMIN");
         return ExitCode::from(2);
     }
     let (mesh, mesh_warnings) = match crate::control_plane_cmd::load_mesh(args.mesh.as_ref()) {
@@ -268,6 +273,17 @@ pub fn analyze(args: AnalyzeArgs) -> ExitCode {
     let model = weft_control::model::Model::build_with_pods(&snapshot.objects, &snapshot.pods, mesh);
     let mut diags = mesh_warnings;
     diags.extend(cluster);
+    let mut blocked = Vec::new();
+    for admin in &args.proxies {
+        match blocked_calls(*admin) {
+            Ok(calls) => blocked.extend(calls),
+            Err(e) => {
+                eprintln!("weft analyze: {e}");
+                return ExitCode::from(1);
+            }
+        }
+    }
+    diags.extend(blocked.iter().map(|b| b.diagnostic()));
     diags.extend(weft_control::analyze::analyze(&snapshot, &model));
     diags.retain(|d| !suppressions.iter().any(|s| s.matches(d)));
     let failing =
@@ -278,6 +294,7 @@ pub fn analyze(args: AnalyzeArgs) -> ExitCode {
                 say!("{} [{}] {d}", level_word(d.level), d.code.unwrap_or("-"));
             }
             suggest_conversions(&diags);
+            suggest_service_entries(&blocked);
             if diags.is_empty() {
                 let mut names: Vec<String> = args.config_dir.iter().chain(&inputs).map(|p| p.display().to_string()).collect();
                 if kube {
@@ -301,6 +318,93 @@ pub fn analyze(args: AnalyzeArgs) -> ExitCode {
     } else {
         ExitCode::SUCCESS
     }
+}
+
+/// Outbound calls one proxy's REGISTRY_ONLY policy refused (its admin's `/blocked`).
+struct Blocked {
+    proxy: std::net::SocketAddr,
+    host: String,
+    port: u16,
+    protocol: String,
+    calls: u64,
+}
+
+impl Blocked {
+    fn diagnostic(&self) -> Diagnostic {
+        Diagnostic {
+            level: Level::Warning,
+            file: format!("proxy {}", self.proxy),
+            line: None,
+            resource: None,
+            field_path: String::new(),
+            message: format!(
+                "{} call{} to {}:{} ({}) refused: outboundTrafficPolicy is REGISTRY_ONLY and no ServiceEntry declares it",
+                self.calls,
+                if self.calls == 1 { "" } else { "s" },
+                self.host,
+                self.port,
+                self.protocol
+            ),
+            code: Some(weft_api::codes::BLOCKED_OUTBOUND),
+        }
+    }
+}
+
+fn blocked_calls(admin: std::net::SocketAddr) -> Result<Vec<Blocked>, String> {
+    let (status, body) =
+        crate::ops_cmd::http_get(admin, "/blocked").map_err(|e| format!("cannot reach the proxy's admin at {admin}: {e}"))?;
+    if status != 200 {
+        return Err(format!("the proxy's admin at {admin} answered {status} for /blocked (is it a weft proxy?)"));
+    }
+    let v: serde_json::Value = serde_json::from_str(&body).map_err(|e| format!("{admin}/blocked: {e}"))?;
+    Ok(v["blocked"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| {
+            Some(Blocked {
+                proxy: admin,
+                host: e["host"].as_str()?.to_owned(),
+                port: u16::try_from(e["port"].as_u64()?).ok()?,
+                protocol: e["protocol"].as_str()?.to_owned(),
+                calls: e["calls"].as_u64().unwrap_or(0),
+            })
+        })
+        .collect())
+}
+
+/// The ServiceEntry that would allow each blocked destination, one per host with its ports:
+/// a name resolved by DNS; an address declared as such (`addresses`, resolution NONE).
+fn suggest_service_entries(blocked: &[Blocked]) {
+    let mut by_host: std::collections::BTreeMap<&str, BTreeSet<(u16, &str)>> = Default::default();
+    for b in blocked {
+        by_host.entry(&b.host).or_default().insert((b.port, &b.protocol));
+    }
+    if by_host.is_empty() {
+        return;
+    }
+    say!("\nServiceEntries that would allow the refused calls (check each host is one the apps should reach):\n");
+    let mut docs = Vec::new();
+    for (host, ports) in by_host {
+        let is_ip = host.parse::<std::net::IpAddr>().is_ok();
+        let name: String = host.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
+        let ports: Vec<serde_json::Value> = ports
+            .iter()
+            .map(|(port, protocol)| serde_json::json!({"number": port, "name": format!("{}-{port}", protocol.to_ascii_lowercase()), "protocol": protocol}))
+            .collect();
+        let mut spec = serde_json::json!({"location": "MESH_EXTERNAL", "ports": ports});
+        if is_ip {
+            spec["hosts"] = serde_json::json!([format!("{name}.external")]);
+            spec["addresses"] = serde_json::json!([host]);
+            spec["resolution"] = serde_json::json!("NONE");
+        } else {
+            spec["hosts"] = serde_json::json!([host]);
+            spec["resolution"] = serde_json::json!("DNS");
+        }
+        let se = serde_json::json!({"apiVersion": "networking.istio.io/v1", "kind": "ServiceEntry", "metadata": {"name": name.trim_matches('-')}, "spec": spec});
+        docs.push(serde_yaml::to_string(&se).unwrap_or_default());
+    }
+    say!("{}", docs.join("---\n").trim_end());
 }
 
 /// For files refused for Istio 0.x routing: the v1 resources `weft convert` makes of their

@@ -583,6 +583,9 @@ impl Hcm {
                 }
                 (Some(vh), Some(route)) => {
                     info.route_name = route.name.clone();
+                    if route.name == crate::blocked::BLOCK_ALL_ROUTE {
+                        crate::blocked::record_request(&authority, conn.original_dst.unwrap_or(conn.local).port());
+                    }
                     let mut r = match &route.action {
                         RouteAction::Direct { status, body } => {
                             stats.rq_direct_response.inc();
