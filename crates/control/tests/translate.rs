@@ -333,3 +333,35 @@ fn an_ingress_in_a_config_file_is_served_by_the_ingress_gateway() {
     assert_eq!(matches[1]["prefix"], "/zipkin/", "{routes:#}");
     assert_eq!(routes[1]["route"]["cluster"], "outbound|9411||zipkin.default.svc.cluster.local");
 }
+
+/// An ISTIO_MUTUAL server (Istio's egress gateway takes the mesh's mTLS so) terminates with the
+/// gateway's own SVID and requires the caller's, checked against the mesh bundle; a gateway
+/// without a workload certificate leaves the server out rather than serve it another way.
+#[test]
+fn an_istio_mutual_gateway_server_takes_the_mesh_mtls() {
+    let text = "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: egress, namespace: istio-system}\nspec:\n  selector: {istio: egressgateway}\n  servers:\n  - port: {number: 443, name: https, protocol: HTTPS}\n    hosts: [edition.cnn.com]\n    tls: {mode: ISTIO_MUTUAL}\n---\n\
+                apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: cnn}\nspec:\n  hosts: [edition.cnn.com]\n  location: MESH_EXTERNAL\n  resolution: DNS\n  ports: [{number: 80, name: http, protocol: HTTP}]\n---\n\
+                apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: cnn}\nspec:\n  hosts: [edition.cnn.com]\n  gateways: [istio-system/egress]\n  http:\n  - route: [{destination: {host: edition.cnn.com, port: {number: 80}}}]\n";
+    let loaded = load_text(text, "egress.yaml");
+    assert!(loaded.diagnostics.is_empty(), "{:#?}", loaded.diagnostics);
+    let model = Model::build(&loaded.objects, Default::default());
+    let gw = |sds: bool| {
+        let mut meta = serde_json::json!({"NAMESPACE": "istio-system", "LABELS": {"istio": "egressgateway"}});
+        if sds {
+            meta["SDS"] = serde_json::json!("true");
+        }
+        ProxyNode::parse("router~10.3.0.7~egress-1.istio-system~istio-system.svc.cluster.local", &meta).expect("node")
+    };
+    let g = generate(&model, &gw(true));
+    encode_all(&g);
+    let chain = &g.listeners["0.0.0.0_443"]["filter_chains"][0];
+    assert_eq!(chain["filter_chain_match"]["server_names"], serde_json::json!(["edition.cnn.com"]), "{chain:#}");
+    let ctx = &chain["transport_socket"]["typed_config"];
+    assert_eq!(ctx["require_client_certificate"], true, "{ctx:#}");
+    let common = &ctx["common_tls_context"];
+    assert_eq!(common["tls_certificate_sds_secret_configs"][0]["name"], "default", "the gateway's own SVID: {common:#}");
+    assert_eq!(common["combined_validation_context"]["validation_context_sds_secret_config"]["name"], "ROOTCA", "{common:#}");
+    assert!(g.routes.contains_key("https.443.https.egress.istio-system"), "{:?}", g.routes.keys());
+    let without = generate(&model, &gw(false));
+    assert!(!without.listeners.contains_key("0.0.0.0_443"), "no certificate: the server is left out, not served in plaintext");
+}

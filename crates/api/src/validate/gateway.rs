@@ -31,6 +31,13 @@ pub(super) fn gateway(g: &net::Gateway, c: &mut Check) {
             c.error(format!("{p}.tls"), format!("is required for protocol {proto}"));
         }
         if let Some(t) = &s.tls {
+            if t.mode == Some(net::ServerTlsMode::AutoPassthrough) {
+                c.unsupported(
+                    format!("{p}.tls.mode"),
+                    "AUTO_PASSTHROUGH (a multi-network gateway routing by SNI to any service, with no VirtualService) is not \
+                     implemented, and treating it as PASSTHROUGH would route nothing; use PASSTHROUGH with tls routes",
+                );
+            }
             if t.mode == Some(net::ServerTlsMode::Simple)
                 && t.credential_name.is_none()
                 && (t.server_certificate.is_none() || t.private_key.is_none())
@@ -90,6 +97,9 @@ mod tests {
     #[test]
     fn credential_name_is_one_secret_in_the_gateway_namespace() {
         assert!(errors("{mode: SIMPLE, credentialName: web}").is_empty());
+        assert!(errors("{mode: ISTIO_MUTUAL}").is_empty());
+        let e = errors("{mode: AUTO_PASSTHROUGH}");
+        assert!(e.iter().any(|m| m.contains("AUTO_PASSTHROUGH") && m.contains("not supported by weft yet")), "{e:?}");
         assert!(errors("{mode: MUTUAL, credentialName: kubernetes://web}").is_empty());
         let e = errors("{mode: SIMPLE, credentialName: other-ns/web}");
         assert!(e[0].starts_with("spec.servers[0].tls.credentialName") && e[0].contains("another namespace"), "{e:?}");

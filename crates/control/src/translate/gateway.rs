@@ -49,7 +49,10 @@ impl Bind<'_> {
     fn kind(&self) -> Kind {
         let proto = self.server.port.protocol.as_deref().unwrap_or("").to_ascii_uppercase();
         let mode = self.server.tls.as_ref().and_then(|t| t.mode);
-        let terminates = matches!(mode, Some(ServerTlsMode::Simple | ServerTlsMode::Mutual | ServerTlsMode::OptionalMutual));
+        let terminates = matches!(
+            mode,
+            Some(ServerTlsMode::Simple | ServerTlsMode::Mutual | ServerTlsMode::OptionalMutual | ServerTlsMode::IstioMutual)
+        );
         match proto.as_str() {
             "HTTP" | "HTTP2" | "GRPC" => Kind::Http,
             "HTTPS" if terminates => Kind::Https,
@@ -217,6 +220,25 @@ fn route_config(scope: &Scope<'_>, name: &str, binds: &[&Bind<'_>], port: u16, h
 fn terminate(scope: &Scope<'_>, chain: &mut FilterChain, b: &Bind<'_>, alpn: &[&str], out: &mut Generated) -> bool {
     use tls::common_tls_context::{CombinedCertificateValidationContext, ValidationContextType};
     let Some(server_tls) = &b.server.tls else { return true };
+    if server_tls.mode == Some(ServerTlsMode::IstioMutual) {
+        // The mesh's own mTLS, as a sidecar's inbound side: the gateway's SVID, the caller's
+        // certificate required and checked against the mesh bundle (Istio's egress gateway).
+        if !scope.node.identity {
+            ::tracing::warn!(
+                gateway = %format!("{}/{}", b.gateway.namespace, b.gateway.name),
+                server = b.index,
+                proxy = %scope.node.id,
+                "ISTIO_MUTUAL needs the gateway's workload certificate, which this proxy has not got, so this server is left out"
+            );
+            return false;
+        }
+        chain.transport_socket = Some(super::mtls::inbound_transport_socket(!alpn.is_empty()));
+        let names = b.server_names();
+        if !names.is_empty() {
+            chain.filter_chain_match = Some(FilterChainMatch { server_names: names, ..Default::default() });
+        }
+        return true;
+    }
     let mut common = tls::CommonTlsContext::default();
     let mutual = matches!(server_tls.mode, Some(ServerTlsMode::Mutual | ServerTlsMode::OptionalMutual));
     let mut sds_ca = None;
