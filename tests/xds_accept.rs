@@ -184,3 +184,16 @@ fn a_translation_encodes_to_the_same_bytes_every_time() {
         }
     }
 }
+
+/// TLS told apart by SNI (wildcard server names, tls routes): the proxy takes those chains.
+#[test]
+fn the_proxy_accepts_sni_chains_for_tls_services() {
+    let text = "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: apis}\nspec:\n  hosts: [\"*.api.example.com\", db.example.com]\n  location: MESH_EXTERNAL\n  resolution: NONE\n  ports: [{number: 443, name: tls, protocol: TLS}]\n---\n\
+                apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: api}\nspec:\n  hosts: [\"*.api.example.com\"]\n  tls:\n  - match: [{port: 443, sniHosts: [v2.api.example.com]}]\n    route: [{destination: {host: db.example.com, port: {number: 443}}}]\n";
+    let loaded = load_text(text, "tls.yaml");
+    assert!(loaded.diagnostics.is_empty(), "{:#?}", loaded.diagnostics);
+    let model = Model::build(&loaded.objects, Default::default());
+    let meta = serde_json::json!({"NAMESPACE": "default", "LABELS": {"app": "client"}});
+    let errors = errors_for(&model, "sidecar~10.2.0.9~client-1.default~default.svc.cluster.local", meta);
+    assert!(errors.is_empty(), "{errors:#?}");
+}

@@ -25,6 +25,7 @@ fn app() -> PathBuf {
 
 struct Bookinfo {
     mesh: Mesh,
+    sidecar: Sidecar,
     cp_args: Vec<String>,
     config: PathBuf,
     productpage: Pod,
@@ -149,7 +150,8 @@ fn start(tag: &str, delta: bool, sidecar: Sidecar) -> anyhow::Result<Bookinfo> {
     mesh.spawn("ext-app", Some(&ext.ns), false, &app, &["serve", "0.0.0.0:80", "ext"])?;
     mesh.spawn("stranger-app", Some(&stranger.ns), false, &app, &["serve", "0.0.0.0:80", "stranger"])?;
 
-    let bi = Bookinfo { mesh, cp_args, config, productpage, _reviews: reviews.into_iter().map(|(p, _)| p).collect(), ext, stranger };
+    let bi =
+        Bookinfo { mesh, sidecar, cp_args, config, productpage, _reviews: reviews.into_iter().map(|(p, _)| p).collect(), ext, stranger };
     bi.wait_synced(4)?;
     Ok(bi)
 }
@@ -310,6 +312,35 @@ fn scenarios(bi: &Bookinfo) {
     // by the sidecar, never reaching the stranger.
     let tcp = bi.get(&format!("http://{}:81/", bi.stranger.ip), 1, &[]);
     assert!(tcp.keys().all(|k| k.starts_with("error")), "{tcp:?}");
+    // A weft sidecar keeps what it refused, for `weft analyze --proxy`: the HTTP host and the
+    // TCP destination.
+    if bi.sidecar == Sidecar::Weft {
+        let blocked = bi.mesh.run(&bi.productpage.ns, &weft(), &["admin-get", "127.0.0.1:15000", "/blocked"]).expect("admin-get /blocked");
+        let v: serde_json::Value = serde_json::from_str(blocked.trim()).unwrap_or_else(|e| panic!("{blocked}: {e}"));
+        let has = |host: &str, port: u64, proto: &str| {
+            v["blocked"].as_array().into_iter().flatten().any(|e| e["host"] == host && e["port"] == port && e["protocol"] == proto)
+        };
+        assert!(has("stranger.example.com", 80, "HTTP"), "{v:#}");
+        assert!(has(&bi.stranger.ip, 81, "TCP"), "{v:#}");
+    }
+    // A TCP service by address and port (2018's MySQL-by-IP egress rule): a ServiceEntry that
+    // declares the address lets plain TCP through to it, whatever the HTTP host.
+    write(
+        &bi.config,
+        "stranger-se.yaml",
+        &format!(
+            "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: stranger-tcp}}\nspec:\n  hosts: [stranger.tcp.example]\n  addresses: [{}]\n  location: MESH_EXTERNAL\n  resolution: NONE\n  ports: [{{number: 80, name: tcp, protocol: TCP}}]\n",
+            bi.stranger.ip
+        ),
+    );
+    Mesh::wait_for(Duration::from_secs(15), "the stranger reached by its declared address", || {
+        let got = bi.get(&format!("http://{}:80/", bi.stranger.ip), 2, &["host:stranger.example.com"]);
+        (count(&got, "200 stranger") == 2).then_some(())
+    })
+    .unwrap_or_else(|e| {
+        panic!("{e}: {:?}\n{}", bi.get(&format!("http://{}:80/", bi.stranger.ip), 2, &["host:stranger.example.com"]), bi.status())
+    });
+    std::fs::remove_file(bi.config.join("stranger-se.yaml")).expect("remove stranger-se.yaml");
 }
 
 #[test]

@@ -365,3 +365,34 @@ fn an_istio_mutual_gateway_server_takes_the_mesh_mtls() {
     let without = generate(&model, &gw(false));
     assert!(!without.listeners.contains_key("0.0.0.0_443"), "no certificate: the server is left out, not served in plaintext");
 }
+
+/// TLS services by SNI: a ServiceEntry host without addresses (wildcards too) is told apart by
+/// the ClientHello's server name on its port, and a VirtualService's `tls` routes send their
+/// `sniHosts` where they say; both were dropped before (the chain needed a VIP).
+#[test]
+fn tls_services_and_tls_routes_are_told_apart_by_sni() {
+    let text = "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: apis}\nspec:\n  hosts: [\"*.api.example.com\", db.example.com]\n  location: MESH_EXTERNAL\n  resolution: NONE\n  ports: [{number: 443, name: tls, protocol: TLS}]\n---\n\
+                apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: legacy}\nspec:\n  hosts: [legacy.example.com]\n  location: MESH_EXTERNAL\n  resolution: DNS\n  ports: [{number: 443, name: https, protocol: HTTPS}]\n---\n\
+                apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: legacy}\nspec:\n  hosts: [legacy.example.com]\n  tls:\n  - match: [{port: 443, sniHosts: [legacy.example.com]}]\n    route: [{destination: {host: db.example.com, port: {number: 443}}}]\n";
+    let loaded = load_text(text, "tls.yaml");
+    assert!(loaded.diagnostics.is_empty(), "{:#?}", loaded.diagnostics);
+    let model = Model::build(&loaded.objects, Default::default());
+    let g = generate(&model, &node("10.1.0.2", "productpage"));
+    encode_all(&g);
+    let l = &g.listeners["0.0.0.0_443"];
+    assert!(
+        l["listener_filters"].as_array().expect("filters").iter().any(|f| f["name"] == "envoy.filters.listener.tls_inspector"),
+        "{l:#}"
+    );
+    let by_sni = |name: &str| {
+        l["filter_chains"]
+            .as_array()
+            .expect("chains")
+            .iter()
+            .find(|c| c["filter_chain_match"]["server_names"].as_array().is_some_and(|n| n.iter().any(|n| n == name)))
+            .map(|c| c["filters"][0]["typed_config"]["cluster"].clone())
+    };
+    assert_eq!(by_sni("*.api.example.com"), Some(serde_json::json!("outbound|443||*.api.example.com")), "{l:#}");
+    assert_eq!(by_sni("db.example.com"), Some(serde_json::json!("outbound|443||db.example.com")));
+    assert_eq!(by_sni("legacy.example.com"), Some(serde_json::json!("outbound|443||db.example.com")), "the tls route wins");
+}

@@ -261,6 +261,7 @@ pub fn outbound(scope: &Scope<'_>, out: &mut Generated) {
         let http = || hcm_filter(&hcm(scope, Side::Client, &format!("outbound_{name}"), Routes::Rds(port.to_string())));
         let mut chains = Vec::new();
         let mut any_http = false;
+        let mut sni = SniChains::default();
         for (svc, proto) in &services {
             if proto.is_http() {
                 any_http = true;
@@ -269,7 +270,10 @@ pub fn outbound(scope: &Scope<'_>, out: &mut Generated) {
             if *proto == Protocol::Auto {
                 any_http = true;
             }
-            // Non-HTTP traffic is told apart by destination address, so it needs the VIP.
+            if matches!(proto, Protocol::Tls | Protocol::Https) {
+                sni.add(scope, svc, port);
+            }
+            // Other non-HTTP traffic is told apart by destination address, so it needs the VIP.
             let Some(vip) = svc.vip else { continue };
             let cluster = tcp_destination(scope, &svc.hostname, port);
             let to_vip = listener::FilterChainMatch { prefix_ranges: vec![pb::cidr(vip)], ..Default::default() };
@@ -291,16 +295,76 @@ pub fn outbound(scope: &Scope<'_>, out: &mut Generated) {
                 ..chain(&name, vec![http()])
             });
         }
+        let any_tls = !sni.chains.is_empty();
+        chains.extend(sni.chains);
+        let mut listener_filters = Vec::new();
+        if any_tls {
+            listener_filters.push(tls_inspector());
+        }
+        if any_http {
+            listener_filters.push(http_inspector());
+        }
         let l = pb::Listener {
             bind_to_port: pb::boolv(false),
             filter_chains: chains,
             default_filter_chain: Some(chain("PassthroughFilterChain", vec![tcp_proxy(fallback, fallback)])),
-            listener_filters: if any_http { vec![http_inspector()] } else { Vec::new() },
+            listener_filters,
             ..listener(&name, "0.0.0.0", port, Outbound)
         };
         out.listeners.insert(name, l);
     }
 }
+/// A port's filter chains for TLS told apart by SNI (Istio's TLS and HTTPS service ports):
+/// a VirtualService's `tls` routes by their `sniHosts`, and a service with no VIP (a
+/// ServiceEntry host, wildcards too) by its own name; a service with a VIP is also reached by
+/// address. One chain per server name: Envoy refuses two that match alike.
+#[derive(Default)]
+struct SniChains {
+    chains: Vec<listener::FilterChain>,
+    names: std::collections::BTreeSet<String>,
+}
+
+impl SniChains {
+    fn add(&mut self, scope: &Scope<'_>, svc: &crate::model::Service, port: u16) {
+        let ranges: Vec<pb::core::CidrRange> = svc.vip.map(pb::cidr).into_iter().collect();
+        if let Some(vs) = scope.virtual_service(&svc.hostname) {
+            let node = scope.node;
+            for r in &vs.spec.tls {
+                let Some(d) = r.route.first() else { continue };
+                let cluster = l4_cluster(scope, &d.destination, &vs.namespace, port);
+                for m in &r.matches {
+                    let applies = m.port.is_none_or(|p| p == u32::from(port))
+                        && super::route::Bound::Mesh.admits(&m.gateways, &vs.namespace)
+                        && crate::model::labels_match(&m.source_labels, &node.labels)
+                        && m.source_namespace.as_ref().is_none_or(|ns| *ns == node.namespace);
+                    if applies {
+                        self.push(&m.sni_hosts, &ranges, &cluster, port);
+                    }
+                }
+            }
+        }
+        if svc.vip.is_none() {
+            let cluster = outbound_cluster_name(port, "", &svc.hostname);
+            self.push(std::slice::from_ref(&svc.hostname), &[], &cluster, port);
+        }
+    }
+
+    fn push(&mut self, names: &[String], ranges: &[pb::core::CidrRange], cluster: &str, port: u16) {
+        let names: Vec<String> = names.iter().map(|n| n.to_ascii_lowercase()).filter(|n| self.names.insert(n.clone())).collect();
+        let Some(first) = names.first() else { return };
+        let m = listener::FilterChainMatch {
+            server_names: names.clone(),
+            transport_protocol: "tls".into(),
+            prefix_ranges: ranges.to_vec(),
+            ..Default::default()
+        };
+        self.chains.push(listener::FilterChain {
+            filter_chain_match: Some(m),
+            ..chain(&format!("{first}_{port}"), vec![tcp_proxy(cluster, cluster)])
+        });
+    }
+}
+
 /// The cluster for TCP traffic to `host:port`: a VirtualService `tcp` route when one applies
 /// (first destination; weighted TCP splits are in the route's order), else the service.
 fn tcp_destination(scope: &Scope<'_>, host: &str, port: u16) -> String {
