@@ -137,12 +137,10 @@ fn refused_fields_are_named() {
         (NET, "DestinationRule", "  host: a\n  trafficPolicy: {tls: {mode: SIMPLE, caCrl: /etc/crl.pem}}\n".into(), "spec.trafficPolicy.tls.caCrl"),
         (NET, "DestinationRule", "  host: a\n  trafficPolicy: {tls: {mode: MUTUAL, credentialName: client}}\n".into(), "spec.trafficPolicy.tls.credentialName"),
         (NET, "DestinationRule", "  host: a\n  workloadSelector: {matchLabels: {app: client}}\n  trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}\n".into(), "spec.workloadSelector"),
-        (NET, "DestinationRule", "  host: a\n  exportTo: [\".\"]\n".into(), "spec.exportTo[0]"),
         (NET, "VirtualService", "  hosts: [a]\n  http:\n  - redirect: {prefixRewrite: /new}\n".into(), "spec.http[0].redirect.prefixRewrite"),
         (NET, "VirtualService", "  hosts: [a]\n  tcp:\n  - match: [{sourceSubnet: 10.0.0.0/8}]\n    route: [{destination: {host: a}}]\n".into(), "spec.tcp[0].match[0].sourceSubnet"),
         (NET, "VirtualService", "  hosts: [a]\n  tcp:\n  - match: [{destinationSubnets: [10.0.0.0/8]}]\n    route: [{destination: {host: a}}]\n".into(), "spec.tcp[0].match[0].destinationSubnets"),
         (NET, "VirtualService", "  hosts: [a]\n  tls:\n  - match: [{sniHosts: [a], destinationSubnets: [10.0.0.1]}]\n    route: [{destination: {host: a}}]\n".into(), "spec.tls[0].match[0].destinationSubnets"),
-        (NET, "VirtualService", "  hosts: [a]\n  exportTo: [other]\n  http: [{route: [{destination: {host: a}}]}]\n".into(), "spec.exportTo[0]"),
         (NET, "Gateway", "  servers:\n  - port: {number: 80, name: http, protocol: HTTP}\n    hosts: [\"*\"]\n    bind: 10.0.0.1\n".into(), "spec.servers[0].bind"),
         (NET, "Gateway", gw("caCrl: /etc/crl.pem"), "spec.servers[0].tls.caCrl"),
         (NET, "Gateway", gw("caCertCredentialName: ca"), "spec.servers[0].tls.caCertCredentialName"),
@@ -157,7 +155,6 @@ fn refused_fields_are_named() {
         (NET, "Sidecar", "  egress:\n  - captureMode: NONE\n    hosts: [\"./*\"]\n".into(), "spec.egress[0].captureMode"),
         (NET, "ServiceEntry", "  hosts: [\"*.example.org\"]\n  ports: [{number: 443, name: tls, protocol: TLS}]\n  resolution: DYNAMIC_DNS\n".into(), "spec.resolution"),
         (NET, "ServiceEntry", "  hosts: [a.example.org]\n  subjectAltNames: [spiffe://td/ns/a/sa/b]\n".into(), "spec.subjectAltNames"),
-        (NET, "ServiceEntry", "  hosts: [a.example.org]\n  exportTo: [\"~\"]\n".into(), "spec.exportTo[0]"),
         (NET, "WorkloadEntry", "  address: unix:///var/run/app.sock\n".into(), "spec.address"),
     ];
     for (api, kind, spec, path) in cases {
@@ -168,6 +165,25 @@ fn refused_fields_are_named() {
         assert!(d.message.contains("not supported by weft yet"), "{d}");
         assert!(d.line.is_some_and(|n| n >= 5), "the line of {path}: {d}");
     }
+}
+
+#[test]
+fn export_to_takes_istios_forms_and_refuses_anything_else() {
+    for ok in ["[\".\"]", "[\"*\"]", "[\"~\"]", "[other, \".\"]"] {
+        let l = load_text(&doc(NET, "ServiceEntry", &format!("  hosts: [a.example.org]\n  exportTo: {ok}\n")), "se.yaml");
+        assert!(l.diagnostics.is_empty(), "{ok}: {:#?}", shown(&l));
+    }
+    let l = load_text(&doc(NET, "DestinationRule", "  host: a\n  exportTo: [\"Not A Namespace\"]\n"), "dr.yaml");
+    assert!(
+        shown(&l).iter().any(|d| d.contains("spec.exportTo[0]") && d.contains("not `.`, `*`, `~` or a namespace name")),
+        "{:#?}",
+        shown(&l)
+    );
+    let l = load_text(
+        &doc(NET, "VirtualService", "  hosts: [a]\n  exportTo: [\"~\", other]\n  http: [{route: [{destination: {host: a}}]}]\n"),
+        "vs.yaml",
+    );
+    assert!(shown(&l).iter().any(|d| d.contains("cannot be combined")), "{:#?}", shown(&l));
 }
 
 #[test]

@@ -28,6 +28,15 @@ pub struct Service {
     pub endpoints: Vec<Endpoint>,
     pub discovery: Discovery,
     pub external: bool,
+    /// Istio's `exportTo`: the namespaces whose proxies see it (`.` its own, `*` all, `~`
+    /// none); empty: all. See [`exported_to`].
+    pub export_to: Vec<String>,
+}
+
+/// Whether a resource of `own` namespace with `export_to` is visible to proxies in
+/// `namespace` (Istio's exportTo; empty means every namespace).
+pub fn exported_to(export_to: &[String], own: &str, namespace: &str) -> bool {
+    export_to.is_empty() || export_to.iter().any(|e| e == "*" || e == namespace || (e == "." && own == namespace))
 }
 
 /// How a service's endpoints are found by the proxy.
@@ -309,6 +318,12 @@ impl Model {
             endpoints,
             discovery: Discovery::Eds,
             external: false,
+            // Istio's annotation on a Kubernetes Service.
+            export_to: r
+                .annotations
+                .get("networking.istio.io/exportTo")
+                .map(|v| v.split(',').map(|e| e.trim().to_owned()).filter(|e| !e.is_empty()).collect())
+                .unwrap_or_default(),
         }
     }
 
@@ -409,6 +424,7 @@ impl Model {
                     endpoints,
                     discovery,
                     external: se.location == net::Location::MeshExternal,
+                    export_to: se.export_to.clone(),
                 }
             })
             .collect()
@@ -434,11 +450,12 @@ impl Model {
         let svc_ns = self.service(host).map(|s| s.namespace.as_str());
         let order = [Some(proxy_ns), svc_ns, Some(self.mesh.root_namespace.as_str())];
         for ns in order.into_iter().flatten() {
-            if let Some(dr) = self
-                .destination_rules
-                .iter()
-                .find(|d| d.namespace == ns && self.resolve_host(&d.spec.host, &d.namespace) == host && d.spec.workload_selector.is_none())
-            {
+            if let Some(dr) = self.destination_rules.iter().find(|d| {
+                d.namespace == ns
+                    && self.resolve_host(&d.spec.host, &d.namespace) == host
+                    && d.spec.workload_selector.is_none()
+                    && exported_to(&d.spec.export_to, &d.namespace, proxy_ns)
+            }) {
                 return Some(dr);
             }
         }

@@ -396,3 +396,39 @@ fn tls_services_and_tls_routes_are_told_apart_by_sni() {
     assert_eq!(by_sni("db.example.com"), Some(serde_json::json!("outbound|443||db.example.com")));
     assert_eq!(by_sni("legacy.example.com"), Some(serde_json::json!("outbound|443||db.example.com")), "the tls route wins");
 }
+
+/// exportTo: what another namespace keeps to itself (`.`) is not in a proxy's config, what it
+/// exports to the proxy's namespace by name is; a Kubernetes Service's annotation counts too.
+#[test]
+fn export_to_bounds_which_namespaces_see_a_resource() {
+    let text = "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: private, namespace: other}\nspec:\n  hosts: [private.example.com]\n  exportTo: [\".\"]\n  location: MESH_EXTERNAL\n  resolution: DNS\n  ports: [{number: 80, name: http, protocol: HTTP}]\n---\n\
+                apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: shared, namespace: other}\nspec:\n  hosts: [shared.example.com]\n  exportTo: [\".\", default]\n  location: MESH_EXTERNAL\n  resolution: DNS\n  ports: [{number: 80, name: http, protocol: HTTP}]\n---\n\
+                apiVersion: v1\nkind: Service\nmetadata:\n  name: internal\n  namespace: other\n  annotations: {networking.istio.io/exportTo: \".\"}\nspec:\n  ports: [{name: http, port: 8080}]\n---\n\
+                apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: shared, namespace: other}\nspec:\n  hosts: [shared.example.com]\n  exportTo: [\".\"]\n  http: [{timeout: 3s, route: [{destination: {host: shared.example.com}}]}]\n";
+    let loaded = load_text(text, "export.yaml");
+    assert!(loaded.diagnostics.is_empty(), "{:#?}", loaded.diagnostics);
+    let model = Model::build(&loaded.objects, Default::default());
+    let at = |ns: &str| {
+        let meta = serde_json::json!({"NAMESPACE": ns, "LABELS": {"app": "client"}});
+        generate(&model, &ProxyNode::parse(&format!("sidecar~10.1.0.9~client-1.{ns}~{ns}.svc.cluster.local"), &meta).expect("node"))
+    };
+    let (here, there) = (at("default"), at("other"));
+    let has = |g: &weft_control::translate::GeneratedJson, c: &str| g.clusters.contains_key(c);
+    assert!(!has(&here, "outbound|80||private.example.com"), "kept to its own namespace");
+    assert!(has(&there, "outbound|80||private.example.com"));
+    assert!(has(&here, "outbound|80||shared.example.com"), "exported to default by name");
+    assert!(!has(&at("third"), "outbound|80||shared.example.com"), "and to no other namespace");
+    assert!(!has(&here, "outbound|8080||internal.other.svc.cluster.local"), "the Service's annotation");
+    assert!(has(&there, "outbound|8080||internal.other.svc.cluster.local"));
+    // The VirtualService (a 3 s timeout) applies in its own namespace only.
+    let timeout = |g: &weft_control::translate::GeneratedJson| {
+        g.routes["80"]["virtual_hosts"]
+            .as_array()
+            .expect("vhosts")
+            .iter()
+            .find(|v| v["name"] == "shared.example.com:80")
+            .map(|v| v["routes"][0]["route"]["timeout"].clone())
+    };
+    assert_eq!(timeout(&there), Some(serde_json::json!("3s")), "{:#}", there.routes["80"]);
+    assert_eq!(timeout(&here), Some(serde_json::json!("0s")), "not exported to default: the default route");
+}

@@ -278,16 +278,17 @@ fn selector(labels: &BTreeMap<String, String>, path: &str, key: &str, c: &mut Ch
     }
 }
 
-/// `exportTo`. weft makes every resource visible to every namespace, which is what `*` asks
-/// for; any narrower visibility would make the resource apply where it is not exported.
+/// `exportTo`: `.` (the resource's own namespace), `*` (every one), `~` (none), or namespace
+/// names.
 fn export_to(list: &[String], path: &str, c: &mut Check) {
     for (i, e) in list.iter().enumerate() {
-        if e != "*" {
-            c.unsupported(
-                format!("{path}[{i}]"),
-                &format!("{e:?}: weft makes every resource visible in every namespace (only \"*\" is accepted)"),
-            );
+        let ok = matches!(e.as_str(), "." | "*" | "~") || dns_label(e);
+        if !ok {
+            c.error(format!("{path}[{i}]"), format!("{e:?} is not `.`, `*`, `~` or a namespace name"));
         }
+    }
+    if list.len() > 1 && list.iter().any(|e| e == "~") {
+        c.error(path, "`~` (export to no namespace) cannot be combined with other entries");
     }
 }
 

@@ -154,7 +154,13 @@ pub fn generate(scope: &Scope<'_>, out: &mut Generated) {
 /// The VirtualServices bound to `b`'s gateway.
 fn bound_virtual_services<'a>(scope: &Scope<'a>, b: &Bind<'_>) -> Vec<&'a Resource<net::VirtualService>> {
     let bound = b.bound();
-    scope.model.virtual_services.iter().filter(|vs| bound.named_in(&vs.spec.gateways, &vs.namespace)).collect()
+    let ns = &scope.node.namespace;
+    scope
+        .model
+        .virtual_services
+        .iter()
+        .filter(|vs| bound.named_in(&vs.spec.gateways, &vs.namespace) && crate::model::exported_to(&vs.spec.export_to, &vs.namespace, ns))
+        .collect()
 }
 
 /// A route configuration with a virtual host per host the servers and the bound

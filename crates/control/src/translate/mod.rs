@@ -196,8 +196,17 @@ impl<'a> Scope<'a> {
         let sidecar = sidecar_for(model, node);
         let egress: Vec<&str> =
             sidecar.map(|s| s.spec.egress.iter().flat_map(|e| e.hosts.iter().map(String::as_str)).collect()).unwrap_or_default();
-        let visible = (!egress.is_empty())
-            .then(|| model.services.iter().filter(|s| egress.iter().any(|h| egress_allows(h, s, &node.namespace))).collect());
+        // Not listed when the proxy sees everything (the usual case), since every proxy's
+        // inbound half builds a scope too.
+        let narrowed = !egress.is_empty() || model.services.iter().any(|s| !s.export_to.is_empty());
+        let visible = narrowed.then(|| {
+            model
+                .services
+                .iter()
+                .filter(|s| crate::model::exported_to(&s.export_to, &s.namespace, &node.namespace))
+                .filter(|s| egress.is_empty() || egress.iter().any(|h| egress_allows(h, s, &node.namespace)))
+                .collect()
+        });
         let outbound = sidecar
             .and_then(|s| s.spec.outbound_traffic_policy.as_ref().map(|p| p.mode))
             .unwrap_or(model.mesh.outbound_traffic_policy.mode);
@@ -218,6 +227,7 @@ impl<'a> Scope<'a> {
     pub fn virtual_service(&self, host: &str) -> Option<&'a Resource<net::VirtualService>> {
         self.model.virtual_services.iter().find(|vs| {
             route::Bound::Mesh.named_in(&vs.spec.gateways, &vs.namespace)
+                && crate::model::exported_to(&vs.spec.export_to, &vs.namespace, &self.node.namespace)
                 && vs.spec.hosts.iter().any(|h| host_matches(&self.model.resolve_host(h, &vs.namespace), host))
         })
     }
