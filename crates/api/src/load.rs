@@ -294,15 +294,7 @@ pub fn load_text(text: &str, file: &str) -> Loaded {
     }
     let index = LineIndex::build(text);
     for (n, doc) in docs.into_iter().enumerate() {
-        let fallback;
-        let lines = match index.docs.get(n) {
-            Some(l) => l,
-            None => {
-                fallback = DocLines::starting_at(crate::locate::document_start(text, n));
-                &fallback
-            }
-        };
-        load_doc(doc, file, lines, &mut out);
+        load_doc(doc, file, &index.doc(text, n), &mut out);
     }
     out
 }

@@ -13,7 +13,7 @@ pub struct LineIndex {
     pub docs: Vec<DocLines>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct DocLines {
     pub start: usize,
     lines: HashMap<String, usize>,
@@ -93,6 +93,15 @@ impl MarkedEventReceiver for Collect {
 }
 
 impl LineIndex {
+    /// The lines of document `n` of `text`, the text this index was built from; for a
+    /// document the index does not hold, its start from the separators alone.
+    pub fn doc(&self, text: &str, n: usize) -> std::borrow::Cow<'_, DocLines> {
+        match self.docs.get(n) {
+            Some(l) => std::borrow::Cow::Borrowed(l),
+            None => std::borrow::Cow::Owned(DocLines::starting_at(document_start(text, n))),
+        }
+    }
+
     /// Indexes `text`. A text the YAML parser rejects is indexed up to the error: the
     /// documents before it still load and need their lines (serde reports the syntax error
     /// with its own line).

@@ -47,23 +47,26 @@ static BLOCKED: Mutex<Record> = Mutex::new(Record { calls: BTreeMap::new(), othe
 
 fn record(host: &str, port: u16, protocol: Protocol) {
     let host = host.to_ascii_lowercase();
-    let mut r = BLOCKED.lock();
-    let key = (host, port, protocol);
-    if let Some(n) = r.calls.get_mut(&key) {
-        *n += 1;
-        return;
+    {
+        let mut r = BLOCKED.lock();
+        let key = (host.clone(), port, protocol);
+        if let Some(n) = r.calls.get_mut(&key) {
+            *n += 1;
+            return;
+        }
+        if r.calls.len() >= MAX {
+            r.others += 1;
+            return;
+        }
+        r.calls.insert(key, 1);
     }
-    if r.calls.len() >= MAX {
-        r.others += 1;
-        return;
-    }
+    // Logged outside the lock: writing a log line must not hold up other connections' counts.
     tracing::warn!(
-        host = %key.0,
+        host = %host,
         port,
         protocol = protocol.name(),
         "outbound call blocked: outboundTrafficPolicy is REGISTRY_ONLY and no ServiceEntry declares this host (`weft analyze --proxy` suggests one)"
     );
-    r.calls.insert(key, 1);
 }
 
 /// A request the `block_all` route answered: `authority` as the client sent it; the port,

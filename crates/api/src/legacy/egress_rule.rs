@@ -20,7 +20,7 @@ impl Converter {
             return Err(("ports".into(), "at least one port is required".into()));
         }
         let mut notes = Vec::new();
-        let mut note = |field: &str, text: String| notes.push(format!("{}: spec.{field}: {text}", src.label()));
+        let mut note = |field: &str, text: String| notes.push(src.note(field, text));
         let address = is_address(&service);
         // A ServiceEntry's hosts are names; an address-only entry is named after the rule.
         let host = if address { format!("{}.{}.external", src.name, src.namespace) } else { service.clone() };

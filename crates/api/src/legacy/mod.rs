@@ -47,6 +47,11 @@ impl Source {
     fn label(&self) -> String {
         format!("{} {}/{}", self.kind, self.namespace, self.name)
     }
+
+    /// A note on `field` (under `spec`) of this resource.
+    fn note(&self, field: &str, text: String) -> String {
+        format!("{}: spec.{field}: {text}", self.label())
+    }
 }
 
 /// One v1 resource being built, with the sources and notes that go above it.
@@ -165,15 +170,7 @@ pub fn convert(inputs: &[(String, String)]) -> Conversion {
         }
         let index = LineIndex::build(text);
         for (n, doc) in docs.into_iter().enumerate() {
-            let fallback;
-            let lines = match index.docs.get(n) {
-                Some(l) => l,
-                None => {
-                    fallback = DocLines::starting_at(crate::locate::document_start(text, n));
-                    &fallback
-                }
-            };
-            c.document(doc, file, lines, &mut out);
+            c.document(doc, file, &index.doc(text, n), &mut out);
         }
     }
     c.finish(&mut out);

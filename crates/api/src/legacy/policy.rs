@@ -11,7 +11,7 @@ impl Converter {
     pub(super) fn destination_policy(&mut self, src: &Source, p: DestinationPolicy) -> Result<(), Problem> {
         let host = host_of(&p.destination, &src.namespace, "destination")?;
         let mut notes = Vec::new();
-        let mut note = |field: &str, text: String| notes.push(format!("{}: spec.{field}: {text}", src.label()));
+        let mut note = |field: &str, text: String| notes.push(src.note(field, text));
         let mut policy = Map::new();
         if let Some(lb) = &p.load_balancing {
             if let Some(name) = &lb.name {

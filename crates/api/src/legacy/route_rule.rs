@@ -16,7 +16,7 @@ impl Converter {
         let ns = src.namespace.clone();
         let host = host_of(&rule.destination, &ns, "destination")?;
         let mut notes = Vec::new();
-        let mut note = |field: &str, text: String| notes.push(format!("{}: spec.{field}: {text}", src.label()));
+        let mut note = |field: &str, text: String| notes.push(src.note(field, text));
         if !rule.destination.labels.is_empty() {
             note(
                 "destination.labels",

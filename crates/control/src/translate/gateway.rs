@@ -239,10 +239,7 @@ fn terminate(scope: &Scope<'_>, chain: &mut FilterChain, b: &Bind<'_>, alpn: &[&
             return false;
         }
         chain.transport_socket = Some(super::mtls::inbound_transport_socket(!alpn.is_empty()));
-        let names = b.server_names();
-        if !names.is_empty() {
-            chain.filter_chain_match = Some(FilterChainMatch { server_names: names, ..Default::default() });
-        }
+        match_server_names(chain, b);
         return true;
     }
     let mut common = tls::CommonTlsContext::default();
@@ -306,11 +303,16 @@ fn terminate(scope: &Scope<'_>, chain: &mut FilterChain, b: &Bind<'_>, alpn: &[&
         ..Default::default()
     };
     chain.transport_socket = Some(super::mtls::transport_socket(&ctx));
+    match_server_names(chain, b);
+    true
+}
+
+/// A terminating chain matches the server's hosts by SNI (none when one is `*`).
+fn match_server_names(chain: &mut FilterChain, b: &Bind<'_>) {
     let names = b.server_names();
     if !names.is_empty() {
         chain.filter_chain_match = Some(FilterChainMatch { server_names: names, ..Default::default() });
     }
-    true
 }
 
 /// Istio's `TLSV1_2` style names as Envoy's protocol versions (`TLS_AUTO`: unset).

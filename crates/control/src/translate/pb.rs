@@ -98,12 +98,8 @@ pub fn fields<K: Into<String>>(entries: impl IntoIterator<Item = (K, Value)>) ->
     Struct { fields: map(entries.into_iter().map(|(k, v)| (k.into(), v))) }
 }
 
-pub fn struct_value(s: Struct) -> Value {
-    Value { kind: Some(Kind::StructValue(s)) }
-}
-
 /// Free-form JSON (metadata weft and Istio define as JSON) as a protobuf `Value`.
-pub fn json_value(v: &serde_json::Value) -> Value {
+fn json_value(v: &serde_json::Value) -> Value {
     use serde_json::Value as J;
     let kind = match v {
         J::Null => Kind::NullValue(0),
