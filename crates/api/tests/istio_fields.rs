@@ -411,7 +411,8 @@ fn a_service_entry_tcp_port_without_addresses_is_warned_about() {
     );
     let se = |extra: &str| load_text(&doc(NET, "ServiceEntry", &format!("  hosts: [db.example.com]\n{ports}{extra}")), "se.yaml");
     const WHY: &str = "addresses are required for ports serving TCP (or unset) protocol when IP autoallocation is not enabled \
-                       (weft does not allocate addresses)";
+                       (weft allocates one only for sidecars with ISTIO_META_DNS_CAPTURE and ISTIO_META_DNS_AUTO_ALLOCATE, \
+                       and never for resolution NONE)";
     let want = [
         (W, format!("se.yaml:7: ServiceEntry default/probe: spec.ports[0]: {WHY}")),
         (W, format!("se.yaml:9: ServiceEntry default/probe: spec.ports[2]: {WHY}")),

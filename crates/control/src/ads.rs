@@ -15,7 +15,7 @@ use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, Disc
 use envoy_types::pb::google::protobuf::{value::Kind, Struct};
 use tokio::sync::OwnedSemaphorePermit;
 use tonic::Status;
-use weft_xds::proto::{self, ALL_TYPES, CLUSTER, LISTENER, SECRET, VIRTUAL_HOST};
+use weft_xds::proto::{self, ALL_TYPES, CLUSTER, SECRET, VIRTUAL_HOST};
 
 use crate::node::ProxyNode;
 use crate::push::{Names, ProxyConfig, Res, Sel};
@@ -505,7 +505,7 @@ impl Conn {
             }
             self.on_reply(t, req.error_detail.as_ref().map(|e| e.message.as_str()), Some(req.version_info.clone()));
         }
-        let wildcard = (t == CLUSTER || t == LISTENER) && req.resource_names.is_empty() || req.resource_names.iter().any(|n| n == "*");
+        let wildcard = proto::is_wildcard_type(t) && req.resource_names.is_empty() || req.resource_names.iter().any(|n| n == "*");
         let mut listed = req.resource_names.iter().filter(|n| *n != "*").map(|n| self.config.intern(t, n)).collect::<BTreeSet<_>>();
         // VHDS is asked by host: each resolves to a virtual host, or is answered as having none.
         let mut unknown_hosts = Vec::new();
@@ -612,7 +612,7 @@ impl Conn {
         let first = !sub.started;
         if first {
             sub.started = true;
-            let wildcard = (t == CLUSTER || t == LISTENER) && req.resource_names_subscribe.is_empty();
+            let wildcard = proto::is_wildcard_type(t) && req.resource_names_subscribe.is_empty();
             sub.sel = if wildcard { Sel::All } else { Sel::Named(Names::default()) };
             // What the proxy already has (after a reconnect) need not be sent again.
             for (n, v) in &req.initial_resource_versions {

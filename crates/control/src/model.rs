@@ -23,7 +23,17 @@ pub struct Service {
     pub namespace: String,
     /// The Kubernetes name, for short-name domains; `None` for ServiceEntry hosts.
     pub short_name: Option<String>,
+    /// The address the service is called at: a cluster IP, or a ServiceEntry's first address
+    /// when it is a single one.
     pub vip: Option<IpAddr>,
+    /// Every address range traffic to the service may be sent to: the cluster IP, or all of a
+    /// ServiceEntry's `addresses` (CIDR ranges included, the "authorise this IP range" case).
+    pub ranges: Vec<ipnet::IpNet>,
+    /// For a ServiceEntry host with no address (not a wildcard, resolution not NONE): the
+    /// address weft allocated for it (Istio's DNS auto-allocation, 240.240.0.0/16). Used only
+    /// for proxies that resolve DNS through their sidecar with auto-allocation on; see
+    /// [`Service::vip_for`].
+    pub auto_vip: Option<IpAddr>,
     pub ports: Vec<ServicePort>,
     pub endpoints: Vec<Endpoint>,
     pub discovery: Discovery,
@@ -31,6 +41,53 @@ pub struct Service {
     /// Istio's `exportTo`: the namespaces whose proxies see it (`.` its own, `*` all, `~`
     /// none); empty: all. See [`exported_to`].
     pub export_to: Vec<String>,
+}
+
+impl Service {
+    /// The address `node`'s proxy knows the service by: its own, or, for a proxy with DNS
+    /// auto-allocation on, the one weft allocated.
+    pub fn vip_for(&self, auto_allocated: bool) -> Option<IpAddr> {
+        self.vip.or(self.auto_vip.filter(|_| auto_allocated))
+    }
+
+    /// The address ranges traffic to the service is told apart by, as [`Service::vip_for`].
+    pub fn ranges_for(&self, auto_allocated: bool) -> Vec<ipnet::IpNet> {
+        match self.auto_vip.filter(|_| auto_allocated && self.ranges.is_empty()) {
+            Some(a) => vec![a.into()],
+            None => self.ranges.clone(),
+        }
+    }
+}
+
+/// Slots of 240.240.0.0/16 handed out: third octet 0–253, fourth 1–254 (never a `.0` or
+/// `.255`, which some stacks treat specially).
+const AUTO_SLOTS: u32 = 254 * 254;
+
+/// Gives each ServiceEntry host without an address an address of 240.240.0.0/16, as Istio's
+/// DNS auto-allocation does: only hosts that are not wildcards and whose resolution is not
+/// NONE (a NONE service is reached at the address the application resolved itself). A host's
+/// slot comes from a hash of `namespace/hostname`, probing on to the next free one, in host
+/// order: the same mesh gets the same addresses on every control plane and after a restart,
+/// and a host added later moves no other (unless it collides first in the order).
+fn auto_allocate(services: &mut [Service]) {
+    let mut taken = std::collections::HashSet::new();
+    for s in services.iter_mut() {
+        let wants = s.short_name.is_none() && s.ranges.is_empty() && !s.hostname.starts_with('*') && s.discovery != Discovery::Passthrough;
+        if !wants || taken.len() as u32 >= AUTO_SLOTS {
+            continue;
+        }
+        let mut slot = fnv1a(format!("{}/{}", s.namespace, s.hostname).as_bytes()) % AUTO_SLOTS;
+        while !taken.insert(slot) {
+            slot = (slot + 1) % AUTO_SLOTS;
+        }
+        let (third, fourth) = ((slot / 254) as u8, (slot % 254 + 1) as u8);
+        s.auto_vip = Some(IpAddr::V4(std::net::Ipv4Addr::new(240, 240, third, fourth)));
+    }
+}
+
+/// 32-bit FNV-1a: stable across builds and platforms, unlike the standard hasher.
+fn fnv1a(bytes: &[u8]) -> u32 {
+    bytes.iter().fold(0x811c_9dc5u32, |h, b| (h ^ u32::from(*b)).wrapping_mul(0x0100_0193))
 }
 
 /// Whether a resource of `own` namespace with `export_to` is visible to proxies in
@@ -208,6 +265,7 @@ impl Model {
         // The first definition of a host wins (Kubernetes services sort before ServiceEntries of
         // the same name only by hostname order; duplicates are reported by `analyze`).
         services.dedup_by(|a, b| a.hostname == b.hostname);
+        auto_allocate(&mut services);
         m.services = services.into_iter().map(Arc::new).collect();
         m.by_host = m.services.iter().enumerate().map(|(i, s)| (s.hostname.clone(), i)).collect();
         m
@@ -314,6 +372,8 @@ impl Model {
             namespace: r.namespace.clone(),
             short_name: Some(r.name.clone()),
             vip: r.spec.cluster_ip.as_deref().and_then(|ip| ip.parse().ok()),
+            ranges: r.spec.cluster_ip.as_deref().and_then(|ip| ip.parse::<IpAddr>().ok()).map(ipnet::IpNet::from).into_iter().collect(),
+            auto_vip: None,
             ports,
             endpoints,
             discovery: Discovery::Eds,
@@ -380,7 +440,13 @@ impl Model {
             Resolution::Dns => Discovery::Dns,
             Resolution::DnsRoundRobin => Discovery::DnsRoundRobin,
         };
-        let vip = se.addresses.first().and_then(|a| a.split('/').next()).and_then(|a| a.parse().ok());
+        // Validation refused anything that is not an address or a CIDR range.
+        let ranges: Vec<ipnet::IpNet> = se
+            .addresses
+            .iter()
+            .filter_map(|a| a.parse::<ipnet::IpNet>().ok().or_else(|| a.parse::<IpAddr>().ok().map(Into::into)))
+            .collect();
+        let vip = ranges.first().filter(|r| r.prefix_len() == r.max_prefix_len()).map(|r| r.addr());
         se.hosts
             .iter()
             .map(|host| {
@@ -420,6 +486,8 @@ impl Model {
                     namespace: r.namespace.clone(),
                     short_name: None,
                     vip,
+                    ranges: ranges.clone(),
+                    auto_vip: None,
                     ports: ports.clone(),
                     endpoints,
                     discovery,

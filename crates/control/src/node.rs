@@ -27,6 +27,25 @@ pub enum Interception {
     None,
 }
 
+/// Whether the proxy answers its workload's DNS (Istio's `DNS_CAPTURE` node metadata, which
+/// pilot-agent sets from `ISTIO_META_DNS_CAPTURE`), and with addresses allocated for
+/// ServiceEntry hosts that have none (`DNS_AUTO_ALLOCATE`, which means nothing without it).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum Dns {
+    #[default]
+    Off,
+    /// Sent the name table (NDS): mesh services and ServiceEntry hosts with addresses.
+    Capture,
+    /// The same, and ServiceEntry hosts without an address get one, and a listener for it.
+    AutoAllocate,
+}
+
+impl Dns {
+    pub fn auto_allocated(self) -> bool {
+        self == Dns::AutoAllocate
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProxyNode {
     pub id: String,
@@ -54,6 +73,8 @@ pub struct ProxyNode {
     /// weft's `WEFT_ON_DEMAND: "true"` metadata: the proxy fetches service clusters when it
     /// first uses them, so CDS is scoped to what it asked for (sidecars only).
     pub on_demand: bool,
+    /// DNS capture (sidecars only).
+    pub dns: Dns,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -95,11 +116,7 @@ impl ProxyNode {
             service_account: meta("SERVICE_ACCOUNT"),
             workload_name: meta("WORKLOAD_NAME"),
             cluster_id: meta("CLUSTER_ID"),
-            identity: match metadata.get("SDS") {
-                Some(serde_json::Value::Bool(b)) => *b,
-                Some(serde_json::Value::String(s)) => s == "true",
-                _ => false,
-            },
+            identity: flag(metadata, "SDS"),
             interception: match metadata.get("INTERCEPTION_MODE").and_then(|v| v.as_str()) {
                 Some("NONE") => Interception::None,
                 Some("TPROXY") => Interception::Tproxy,
@@ -108,6 +125,11 @@ impl ProxyNode {
             http_proxy_port: http_proxy_port(id, metadata.get("HTTP_PROXY_PORT")),
             http10: metadata.get("HTTP10").and_then(|v| v.as_str()) == Some("1"),
             on_demand: kind == ProxyKind::Sidecar && metadata.get("WEFT_ON_DEMAND").and_then(|v| v.as_str()) == Some("true"),
+            dns: match (kind, flag(metadata, "DNS_CAPTURE"), flag(metadata, "DNS_AUTO_ALLOCATE")) {
+                (ProxyKind::Sidecar, true, true) => Dns::AutoAllocate,
+                (ProxyKind::Sidecar, true, false) => Dns::Capture,
+                _ => Dns::Off,
+            },
         })
     }
 
@@ -134,6 +156,15 @@ impl ProxyNode {
                 self.service_account = w.service_account.clone();
             }
         }
+    }
+}
+
+/// A boolean metadata value: Istio's agent sends `"true"`; a JSON `true` is taken too.
+fn flag(metadata: &serde_json::Value, key: &str) -> bool {
+    match metadata.get(key) {
+        Some(serde_json::Value::Bool(b)) => *b,
+        Some(serde_json::Value::String(s)) => s.eq_ignore_ascii_case("true"),
+        _ => false,
     }
 }
 

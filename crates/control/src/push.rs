@@ -343,6 +343,8 @@ struct GroupKey {
     http10: bool,
     /// A weft sidecar that fetches on first use: its virtual hosts go by VHDS.
     vhds: bool,
+    /// DNS capture: a name table, and with auto-allocation, listeners for allocated addresses.
+    dns: crate::node::Dns,
     namespace: String,
     labels: BTreeMap<String, String>,
 }
@@ -435,6 +437,7 @@ impl Cache {
             http_proxy: node.http_proxy_port(&model.mesh).is_some(),
             http10: node.http10,
             vhds: node.on_demand,
+            dns: node.dns,
             namespace: node.namespace.clone(),
             labels: node.labels.iter().filter(|(k, _)| self.keys.contains(*k)).map(|(k, v)| (k.clone(), v.clone())).collect(),
         };

@@ -432,3 +432,71 @@ fn export_to_bounds_which_namespaces_see_a_resource() {
     assert_eq!(timeout(&there), Some(serde_json::json!("3s")), "{:#}", there.routes["80"]);
     assert_eq!(timeout(&here), Some(serde_json::json!("0s")), "not exported to default: the default route");
 }
+
+/// DNS capture (NDS): a sidecar whose metadata says DNS_CAPTURE gets a name table of the
+/// services it may call that have an address; with DNS_AUTO_ALLOCATE a ServiceEntry host
+/// without one (not a wildcard, resolution not NONE) gets an address of 240.240.0.0/16, the
+/// same for every proxy, and a TCP port of it a filter chain for that address. A CIDR in
+/// `addresses` matches the whole range. A proxy without DNS capture gets neither.
+#[test]
+fn dns_capture_sends_a_name_table_and_auto_allocates_service_entry_addresses() {
+    let text = std::fs::read_to_string(format!("{}/tests/fixtures/bookinfo.yaml", env!("CARGO_MANIFEST_DIR"))).expect("fixture")
+        + "---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: db, namespace: default}\nspec:\n  hosts: [db.example.com]\n  location: MESH_EXTERNAL\n  resolution: DNS\n  ports: [{number: 3306, name: mysql, protocol: TCP}]\n---\n\
+           apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: range, namespace: default}\nspec:\n  hosts: [range.example.com]\n  addresses: [10.20.0.0/16]\n  location: MESH_EXTERNAL\n  resolution: STATIC\n  endpoints: [{address: 10.20.0.1}]\n  ports: [{number: 6379, name: redis, protocol: TCP}]\n---\n\
+           apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: passthrough, namespace: default}\nspec:\n  hosts: [any.example.com]\n  location: MESH_EXTERNAL\n  resolution: NONE\n  ports: [{number: 9300, name: es, protocol: TCP}]\n";
+    let loaded = load_text(&text, "dns.yaml");
+    // Only the warning that TCP ports without an address need allocation.
+    assert!(loaded.diagnostics.iter().all(|d| d.message.starts_with("addresses are required")), "{:#?}", loaded.diagnostics);
+    let model = Model::build(&loaded.objects, Default::default());
+    let dns_node = |auto: bool| {
+        let mut meta = serde_json::json!({"NAMESPACE": "default", "LABELS": {"app": "productpage"}, "DNS_CAPTURE": "true"});
+        if auto {
+            meta["DNS_AUTO_ALLOCATE"] = serde_json::json!("true");
+        }
+        ProxyNode::parse("sidecar~10.1.0.2~productpage-1.default~default.svc.cluster.local", &meta).expect("node")
+    };
+    let plain = weft_control::translate::generate(&model, &node("10.1.0.2", "productpage"));
+    assert!(plain.name_table.is_none(), "no DNS capture, no name table");
+
+    let captured = weft_control::translate::generate(&model, &dns_node(false));
+    let table = captured.name_table.as_ref().expect("a name table");
+    let reviews = &table.table["reviews.default.svc.cluster.local"];
+    assert_eq!((reviews.ips.as_slice(), reviews.registry.as_str()), (&["10.96.0.11".to_owned()][..], "Kubernetes"));
+    assert_eq!((reviews.shortname.as_str(), reviews.namespace.as_str()), ("reviews", "default"));
+    assert!(!table.table.contains_key("db.example.com"), "no address without auto-allocation: left to upstream DNS");
+    assert!(!table.table.contains_key("range.example.com"), "a CIDR range is no address to answer with");
+    assert!(!table.table.contains_key("any.example.com"));
+
+    let auto = weft_control::translate::generate(&model, &dns_node(true));
+    let table = auto.name_table.as_ref().expect("a name table");
+    let db = &table.table["db.example.com"].ips;
+    assert_eq!(db.len(), 1);
+    assert!(db[0].starts_with("240.240."), "{db:?}");
+    assert!(!table.table.contains_key("any.example.com"), "resolution NONE is never allocated");
+    let again = weft_control::translate::generate(&model, &dns_node(true));
+    assert_eq!(again.name_table, auto.name_table, "the same address every time");
+
+    let json = auto.to_json();
+    encode_all(&json);
+    let chain_cluster = |l: &serde_json::Value, prefix: &str, len: u64| {
+        l["filter_chains"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|c| {
+                c["filter_chain_match"]["prefix_ranges"]
+                    .as_array()
+                    .is_some_and(|r| r.iter().any(|r| r["address_prefix"] == prefix && r["prefix_len"] == len))
+            })
+            .map(|c| c["filters"][0]["typed_config"]["cluster"].clone())
+    };
+    assert_eq!(chain_cluster(&json.listeners["0.0.0.0_3306"], &db[0], 32), Some(serde_json::json!("outbound|3306||db.example.com")));
+    assert_eq!(
+        chain_cluster(&json.listeners["0.0.0.0_6379"], "10.20.0.0", 16),
+        Some(serde_json::json!("outbound|6379||range.example.com")),
+        "the whole range, not its first address"
+    );
+    let without = plain.to_json();
+    let plain_3306 = without.listeners.get("0.0.0.0_3306").cloned().unwrap_or_default();
+    assert_eq!(chain_cluster(&plain_3306, &db[0], 32), None, "no allocated address without auto-allocation");
+}

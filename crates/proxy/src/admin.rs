@@ -102,6 +102,13 @@ fn handle(req: Request<Incoming>, s: &Shared) -> Response<Body> {
             if let Some(mesh) = s.istio.as_ref().filter(|_| filter.is_none()) {
                 text.push_str(&mesh.render());
             }
+            // The DNS proxy's counters, under the names Istio's agent exports them by.
+            if let Some(dns) = s.dynamic.as_ref().and_then(|d| d.dns()).filter(|_| filter.is_none()) {
+                for (name, v) in dns.stat_lines() {
+                    let name = format!("istio_agent_{}", name.replace('.', "_"));
+                    let _ = write!(text, "# TYPE {name} counter\n{name} {v}\n");
+                }
+            }
             reply(StatusCode::OK, "text/plain; version=0.0.4", text)
         }
         "/config_dump" => reply(StatusCode::OK, "application/json", config_dump(s).to_string()),

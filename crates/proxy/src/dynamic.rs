@@ -20,7 +20,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use tokio::net::TcpListener;
 use weft_xds::ads_client::Resource;
-use weft_xds::proto::{ALL_TYPES, CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET, VIRTUAL_HOST};
+use weft_xds::proto::{ALL_TYPES, CLUSTER, ENDPOINT, LISTENER, NAME_TABLE, ROUTE, SECRET, VIRTUAL_HOST};
 
 use crate::config::cluster::{endpoints_from_wire, Discovery};
 use crate::config::listener::{ClusterNames, NetworkAction, RouteSource};
@@ -76,6 +76,8 @@ pub struct Dynamic {
     secret_names: Mutex<Vec<String>>,
     /// Which types have been applied at least once; the proxy is ready when all have.
     received: [AtomicBool; ALL_TYPES.len()],
+    /// The DNS proxy, fed the name table (NDS).
+    dns: Option<Arc<crate::dns::Dns>>,
 }
 
 fn type_index(t: &str) -> usize {
@@ -144,6 +146,7 @@ impl Dynamic {
         static_listeners: Vec<Arc<ListenerRuntime>>,
         drain: Drain,
         drain_time: Duration,
+        dns: Option<Arc<crate::dns::Dns>>,
     ) -> Arc<Self> {
         Arc::new(Dynamic {
             ctx,
@@ -156,7 +159,26 @@ impl Dynamic {
             raw: Mutex::new(BTreeMap::new()),
             secret_names: Mutex::default(),
             received: Default::default(),
+            dns,
         })
+    }
+
+    /// The DNS proxy, if this sidecar runs one.
+    pub fn dns(&self) -> Option<&Arc<crate::dns::Dns>> {
+        self.dns.as_ref()
+    }
+
+    /// Hands the name table to the DNS proxy. An update with no table (a control plane that
+    /// sends none for this proxy) leaves the proxy answering nothing itself.
+    fn apply_names(&self, set: &BTreeMap<String, Resource>) -> Result<(), String> {
+        let Some(dns) = &self.dns else { return Err("a name table, but this proxy runs no DNS proxy".into()) };
+        let table = match set.values().next() {
+            Some(r) => <weft_xds::name_table::NameTable as prost::Message>::decode(r.bytes().as_ref())
+                .map_err(|e| format!("NDS name table: {e}"))?,
+            None => Default::default(),
+        };
+        dns.update(&table);
+        Ok(())
     }
 
     /// True once clusters, listeners, and the endpoints and routes they name have arrived.
@@ -170,6 +192,8 @@ impl Dynamic {
             && (got(SECRET) || wanted.get(SECRET).is_none_or(|w| w.is_empty()))
             // The virtual hosts of the working set, once VHDS is subscribed to.
             && (got(VIRTUAL_HOST) || self.ctx.routes.on_demand().is_none() || !self.ctx.routes.any_on_demand())
+            // The workload's DNS is answered once names have arrived.
+            && self.dns.as_ref().is_none_or(|d| d.ready())
     }
 
     /// The accepted dynamic resources, as Envoy's config dump lists them (decoded now).
@@ -538,6 +562,7 @@ impl weft_xds::ads_client::Handler for Dynamic {
                     if r.is_ok() { &m.vhds_update_success } else { &m.vhds_update_rejected }.inc();
                     r
                 }
+                NAME_TABLE => self.apply_names(resources),
                 other => Err(format!("unsupported resource type {other}")),
             }
         })

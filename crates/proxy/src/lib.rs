@@ -17,6 +17,7 @@ pub mod attributes;
 pub mod blocked;
 pub mod body;
 pub mod config;
+pub mod dns;
 pub mod drain;
 pub mod dynamic;
 #[doc(hidden)]

@@ -33,6 +33,9 @@ pub struct Options {
     /// Every Envoy component's log level at start (`-l`, `--component-log-level`), which
     /// `/logging` lists and changes.
     pub log_levels: crate::applog::LogLevels,
+    /// The DNS proxy, for a sidecar whose node metadata says `DNS_CAPTURE` (it answers from
+    /// the name table the control plane sends, so only with ADS).
+    pub dns: Option<crate::dns::DnsOptions>,
 }
 
 static NODE_ADDRESS: std::sync::OnceLock<(std::net::IpAddr, String)> = std::sync::OnceLock::new();
@@ -66,6 +69,8 @@ pub enum StartError {
     AdminBind { addr: std::net::SocketAddr, source: std::io::Error },
     #[error("cannot open access log: {0}")]
     AccessLog(std::io::Error),
+    #[error(transparent)]
+    Dns(#[from] crate::dns::DnsError),
 }
 
 /// What building a listener's filter chains needs.
@@ -167,7 +172,12 @@ pub async fn start(config: Config, opts: Options) -> Result<Running, StartError>
     listeners.all.store(Arc::new(runtimes.clone()));
     let (dynamic, xds) = match &config.ads {
         Some(ads) => {
-            let d = Dynamic::new(ctx.clone(), listeners.clone(), runtimes.clone(), drain.clone(), opts.drain_time);
+            let dns = match &opts.dns {
+                Some(o) => Some(crate::dns::Dns::start(o.clone()).await?),
+                None => None,
+            };
+            let name_table = dns.is_some();
+            let d = Dynamic::new(ctx.clone(), listeners.clone(), runtimes.clone(), drain.clone(), opts.drain_time, dns);
             // Service clusters are fetched on first use unless the node metadata says
             // WEFT_ON_DEMAND=false; the key tells the control plane to scope CDS so.
             let mut metadata = config.node_metadata.clone();
@@ -194,6 +204,8 @@ pub async fn start(config: Config, opts: Options) -> Result<Running, StartError>
                     delta: ads.delta,
                     backoff_base: Duration::from_millis(500),
                     backoff_max: Duration::from_secs(5),
+                    envoy_types: true,
+                    name_table,
                 },
                 d.clone(),
             );

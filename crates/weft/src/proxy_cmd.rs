@@ -106,6 +106,12 @@ pub struct ProxyArgs {
     node_meta: Vec<String>,
     #[command(flatten)]
     ca: crate::identity_args::CaArgs,
+    /// With node metadata DNS_CAPTURE=true (ISTIO_META_DNS_CAPTURE): the resolver
+    /// configuration whose nameservers get the queries the mesh's names do not answer, and
+    /// whose search list the answers follow. The DNS proxy listens on DNS_PROXY_ADDR from the
+    /// environment, as Istio's agent does (default 127.0.0.1:15053).
+    #[arg(long = "dns-resolv-conf", value_name = "PATH", default_value = "/etc/resolv.conf")]
+    dns_resolv_conf: std::path::PathBuf,
     /// serve (default) or validate (check the config and exit).
     #[arg(long, default_value = "serve")]
     mode: String,
@@ -390,6 +396,13 @@ pub fn run(args: ProxyArgs) -> ExitCode {
         // Tells the control plane this proxy can present a workload certificate.
         config.node_metadata.insert("SDS".into(), serde_json::json!("true"));
     }
+    let dns = match dns_options(&args, &env, &config) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("weft proxy: {e}");
+            return ExitCode::from(1);
+        }
+    };
     let concurrency = settings.concurrency;
     let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(concurrency).enable_all().build() {
         Ok(rt) => rt,
@@ -410,6 +423,7 @@ pub fn run(args: ProxyArgs) -> ExitCode {
         local_address_v6: settings.local_address_v6,
         static_unknown_fields: ignored.len() as u64,
         log_levels: settings.log_levels.clone(),
+        dns,
     };
     rt.block_on(async move {
         if let Some(i) = identity {
@@ -426,6 +440,43 @@ pub fn run(args: ProxyArgs) -> ExitCode {
             }
         }
     })
+}
+
+/// The DNS proxy a sidecar runs when its node metadata says `DNS_CAPTURE` (as pilot-agent runs
+/// one for `ISTIO_META_DNS_CAPTURE`). Its names come from the control plane, so it needs ADS.
+fn dns_options(
+    args: &ProxyArgs,
+    env: &[(String, String)],
+    config: &weft_proxy::Config,
+) -> anyhow::Result<Option<weft_proxy::dns::DnsOptions>> {
+    let on = match config.node_metadata.get("DNS_CAPTURE") {
+        Some(serde_json::Value::Bool(b)) => *b,
+        Some(serde_json::Value::String(s)) => s.eq_ignore_ascii_case("true"),
+        _ => false,
+    };
+    if !on {
+        return Ok(None);
+    }
+    if config.ads.is_none() {
+        bail!("node metadata DNS_CAPTURE: the DNS proxy answers from the control plane's name table; give --xds-address");
+    }
+    if !config.node_id.starts_with("sidecar~") {
+        bail!("node metadata DNS_CAPTURE: only a sidecar answers its workload's DNS (node id {:?})", config.node_id);
+    }
+    let listen = match env.iter().find(|(k, _)| k == "DNS_PROXY_ADDR").map(|(_, v)| v.as_str()).filter(|v| !v.is_empty()) {
+        Some(a) => a.parse().map_err(|_| anyhow::anyhow!("DNS_PROXY_ADDR {a:?}: expected IP:PORT"))?,
+        None => weft_proxy::dns::DEFAULT_LISTEN.parse()?,
+    };
+    // `sidecar~ip~pod.ns~ns.svc.cluster.local`: the namespace, then the cluster's domain.
+    let domain_part = config.node_id.split('~').nth(3).unwrap_or_default();
+    let (id_ns, domain) = domain_part.split_once('.').unwrap_or((domain_part, "svc.cluster.local"));
+    let namespace = config.node_metadata.get("NAMESPACE").and_then(|v| v.as_str()).unwrap_or(id_ns).to_owned();
+    Ok(Some(weft_proxy::dns::DnsOptions {
+        listen: vec![listen],
+        resolv_conf: args.dns_resolv_conf.clone(),
+        namespace,
+        domain: domain.to_owned(),
+    }))
 }
 
 /// The workload identity to maintain, when a CA is given; the namespace and service account

@@ -23,7 +23,7 @@ use parking_lot::Mutex;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::proto::{self, Any, CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET, VIRTUAL_HOST};
+use crate::proto::{self, Any, CLUSTER, ENDPOINT, LISTENER, NAME_TABLE, ROUTE, SECRET, VIRTUAL_HOST};
 
 /// One resource as it arrived: its protobuf encoding, several times smaller than its JSON, and
 /// a hash of it. Held by the client (for partial responses and resumption) and shared with the
@@ -120,6 +120,21 @@ pub struct ClientConfig {
     pub delta: bool,
     pub backoff_base: Duration,
     pub backoff_max: Duration,
+    /// Subscribe to Envoy's types (a proxy), or not (`weft agent`, which wants only names).
+    pub envoy_types: bool,
+    /// Subscribe to the NDS name table (a sidecar that answers its workload's DNS).
+    pub name_table: bool,
+}
+
+impl ClientConfig {
+    /// Whether the client subscribes to `t` at all.
+    fn subscribes(&self, t: &str) -> bool {
+        if t == NAME_TABLE {
+            self.name_table
+        } else {
+            self.envoy_types
+        }
+    }
 }
 
 /// What the client knows, for the admin interface and logs.
@@ -332,6 +347,10 @@ fn decode(type_url: &'static str, any: &Any) -> Result<(String, Resource), Strin
         return Err(format!("resource of type {} in a {} response", any.type_url, proto::short_name(type_url)));
     }
     let short = proto::short_name(type_url);
+    if type_url == NAME_TABLE {
+        // One unnamed table, as istiod sends it; the handler decodes it.
+        return Ok((String::new(), Resource::new(type_url, &any.value)));
+    }
     let named = <Named as prost::Message>::decode(any.value.as_slice()).map_err(|e| format!("{short} resource: {e}"))?;
     if named.name.is_empty() {
         return Err(format!("{short} resource without a name"));
@@ -387,7 +406,7 @@ async fn stream_sotw(
     for t in proto::ALL_TYPES {
         let st = types.get_mut(t).expect("all types present");
         st.nonce.clear();
-        if !proto::is_wildcard_type(t) && st.names.is_empty() {
+        if !proto::is_wildcard_type(t) && st.names.is_empty() || !cfg.subscribes(t) {
             continue;
         }
         if tx.send(request(t, st)).await.is_err() {
@@ -510,7 +529,7 @@ async fn stream_delta(
     for t in proto::ALL_TYPES {
         let st = types.get_mut(t).expect("all types present");
         let wildcard = proto::is_wildcard_type(t);
-        if !wildcard && st.names.is_empty() {
+        if !wildcard && st.names.is_empty() || !cfg.subscribes(t) {
             continue;
         }
         let req = DeltaDiscoveryRequest {

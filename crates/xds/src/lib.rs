@@ -17,6 +17,7 @@ pub mod filters;
 pub mod istio_ca;
 pub mod listener;
 pub mod load;
+pub mod name_table;
 pub mod proto;
 pub mod route;
 pub mod sds_server;

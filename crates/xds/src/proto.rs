@@ -24,21 +24,27 @@ pub const SECRET: &str = "type.googleapis.com/envoy.extensions.transport_sockets
 /// control plane sends route configurations so only to weft sidecars that fetch on demand.
 pub const VIRTUAL_HOST: &str = "type.googleapis.com/envoy.config.route.v3.VirtualHost";
 
-/// The resource types weft serves, in the order Envoy warms them (secrets come with the
-/// listeners that name them).
-pub const ALL_TYPES: [&str; 6] = [CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET, VIRTUAL_HOST];
+pub use crate::name_table::NAME_TABLE;
+
+/// Envoy's resource types weft serves, in the order Envoy warms them (secrets come with the
+/// listeners that name them): the ones the descriptor pool holds.
+pub const ENVOY_TYPES: [&str; 6] = [CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET, VIRTUAL_HOST];
+
+/// Every resource type weft serves: Envoy's, then Istio's NDS name table (asked for only by
+/// sidecars that answer their workload's DNS; typed by prost, never reflected).
+pub const ALL_TYPES: [&str; 7] = [CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET, VIRTUAL_HOST, NAME_TABLE];
 
 /// Whether a subscription to `t` with no names means "everything" (CDS and LDS), rather than
 /// nothing (EDS, RDS and SDS name what they want).
 pub fn is_wildcard_type(t: &str) -> bool {
-    t == CLUSTER || t == LISTENER
+    t == CLUSTER || t == LISTENER || t == NAME_TABLE
 }
 
 /// Whether every response of `t` carries the whole set the subscription covers (CDS, LDS, and
 /// VHDS, whose subscription names hosts while its resources are named by virtual host), rather
 /// than only the named resources that changed.
 pub fn is_full_state(t: &str) -> bool {
-    t == CLUSTER || t == LISTENER || t == VIRTUAL_HOST
+    t == CLUSTER || t == LISTENER || t == VIRTUAL_HOST || t == NAME_TABLE
 }
 
 /// `type_url` as one of the types weft serves, or `None` for any other.
@@ -54,6 +60,7 @@ pub fn short_name(type_url: &str) -> &'static str {
         ROUTE => "RDS",
         SECRET => "SDS",
         VIRTUAL_HOST => "VHDS",
+        NAME_TABLE => "NDS",
         _ => "?",
     }
 }
@@ -67,7 +74,7 @@ static DESCRIPTORS: &[u8] = include_bytes!("../descriptors/envoy.binpb");
 /// reach comes with them.
 pub fn descriptor_roots() -> Vec<&'static str> {
     use crate::{cluster, filters, tls};
-    let mut roots: Vec<&'static str> = ALL_TYPES.iter().map(|t| message_name(t)).collect();
+    let mut roots: Vec<&'static str> = ENVOY_TYPES.iter().map(|t| message_name(t)).collect();
     for types in [
         cluster::ProtocolOptionsConfig::TYPES,
         filters::ListenerFilterConfig::TYPES,

@@ -69,12 +69,14 @@ pub(super) fn service_entry(se: &net::ServiceEntry, c: &mut Check) {
             port_number(t, &format!("{pp}.targetPort"), c);
         }
         // Istio warns when it will not allocate an address itself (PILOT_ENABLE_IP_AUTOALLOCATE
-        // off, resolution NONE, or the entry opting out); weft never allocates one.
+        // off, resolution NONE, or the entry opting out); weft allocates one only for sidecars
+        // that capture DNS with auto-allocation, which a file cannot know of.
         if se.addresses.is_empty() && p.protocol.as_deref().is_none_or(|proto| proto.is_empty() || proto.eq_ignore_ascii_case("tcp")) {
             c.warn(
                 pp.as_str(),
                 "addresses are required for ports serving TCP (or unset) protocol when IP autoallocation is not enabled \
-                 (weft does not allocate addresses)",
+                 (weft allocates one only for sidecars with ISTIO_META_DNS_CAPTURE and ISTIO_META_DNS_AUTO_ALLOCATE, \
+                 and never for resolution NONE)",
             );
         }
     }

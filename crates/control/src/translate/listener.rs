@@ -273,10 +273,12 @@ pub fn outbound(scope: &Scope<'_>, out: &mut Generated) {
             if matches!(proto, Protocol::Tls | Protocol::Https) {
                 sni.add(scope, svc, port);
             }
-            // Other non-HTTP traffic is told apart by destination address, so it needs the VIP.
-            let Some(vip) = svc.vip else { continue };
+            // Other non-HTTP traffic is told apart by destination address, so it needs one.
+            let ranges = svc.ranges_for(scope.node.dns.auto_allocated());
+            let Some(first) = ranges.first() else { continue };
+            let vip = if first.prefix_len() == first.max_prefix_len() { first.addr().to_string() } else { first.to_string() };
             let cluster = tcp_destination(scope, &svc.hostname, port);
-            let to_vip = listener::FilterChainMatch { prefix_ranges: vec![pb::cidr(vip)], ..Default::default() };
+            let to_vip = listener::FilterChainMatch { prefix_ranges: ranges.iter().map(pb::cidr_range).collect(), ..Default::default() };
             chains.push(listener::FilterChain {
                 filter_chain_match: Some(to_vip.clone()),
                 ..chain(&format!("{vip}_{port}"), vec![tcp_proxy(&cluster, &cluster)])
@@ -326,7 +328,8 @@ struct SniChains {
 
 impl SniChains {
     fn add(&mut self, scope: &Scope<'_>, svc: &crate::model::Service, port: u16) {
-        let ranges: Vec<pb::core::CidrRange> = svc.vip.map(pb::cidr).into_iter().collect();
+        let auto = scope.node.dns.auto_allocated();
+        let ranges: Vec<pb::core::CidrRange> = svc.ranges_for(auto).iter().map(pb::cidr_range).collect();
         if let Some(vs) = scope.virtual_service(&svc.hostname) {
             let node = scope.node;
             for r in &vs.spec.tls {
@@ -343,7 +346,7 @@ impl SniChains {
                 }
             }
         }
-        if svc.vip.is_none() {
+        if svc.vip_for(auto).is_none() {
             let cluster = outbound_cluster_name(port, "", &svc.hostname);
             self.push(std::slice::from_ref(&svc.hostname), &[], &cluster, port);
         }

@@ -15,6 +15,7 @@ mod gateway;
 mod inbound;
 mod listener;
 mod mtls;
+mod names;
 pub mod pb;
 pub mod peers;
 mod route;
@@ -52,6 +53,8 @@ pub struct Generated {
     pub secrets: BTreeMap<String, pb::Secret>,
     /// VHDS: virtual hosts sent on demand (`vhds::split`), for weft sidecars that fetch so.
     pub virtual_hosts: BTreeMap<String, pb::VirtualHost>,
+    /// NDS: the name table, for a sidecar that answers its workload's DNS.
+    pub name_table: Option<weft_xds::name_table::NameTable>,
 }
 
 /// A resource of a [`Generated`]: its protobuf encoding, and the `Arc` it is shared through
@@ -87,6 +90,13 @@ impl Generated {
             .chain(plain_items(ROUTE, &self.routes))
             .chain(plain_items(SECRET, &self.secrets))
             .chain(plain_items(VIRTUAL_HOST, &self.virtual_hosts))
+            .chain(self.name_table.iter().map(|t| Item {
+                type_url: weft_xds::name_table::NAME_TABLE,
+                // Istio's one table has no name.
+                name: "",
+                encode: Box::new(move || prost::Message::encode_to_vec(t)),
+                shared: None,
+            }))
     }
 
     /// Every resource in proto3 JSON, as a proxy's `/config_dump` shows it (decoded from its
@@ -288,6 +298,9 @@ pub fn generate_outbound(model: &Model, node: &ProxyNode, reuse: &Reuse) -> Gene
             }
             if node.http_proxy_port(&model.mesh).is_some() {
                 route::http_proxy(&scope, &mut out);
+            }
+            if node.dns != crate::node::Dns::Off {
+                out.name_table = Some(names::build(&scope));
             }
         }
         ProxyKind::Router => gateway::generate(&scope, &mut out),

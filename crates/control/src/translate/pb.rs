@@ -62,6 +62,10 @@ pub fn cidr(ip: std::net::IpAddr) -> core::CidrRange {
     core::CidrRange { address_prefix: ip.to_string(), prefix_len: u32v(if ip.is_ipv4() { 32 } else { 128 }) }
 }
 
+pub fn cidr_range(net: &ipnet::IpNet) -> core::CidrRange {
+    core::CidrRange { address_prefix: net.network().to_string(), prefix_len: u32v(net.prefix_len().into()) }
+}
+
 pub fn duration(d: std::time::Duration) -> Option<Duration> {
     // No Duration weft writes comes near i64 seconds.
     Some(Duration { seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX), nanos: d.subsec_nanos() as i32 })

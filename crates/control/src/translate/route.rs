@@ -39,7 +39,7 @@ pub fn outbound(scope: &Scope<'_>, out: &mut super::Generated) {
         let mut used = BTreeSet::new();
         let mut vhosts = Vec::new();
         for svc in services {
-            let domains: Vec<String> = domains(svc, port, &scope.node.namespace).into_iter().filter(|d| used.insert(d.clone())).collect();
+            let domains: Vec<String> = domains(svc, port, scope.node).into_iter().filter(|d| used.insert(d.clone())).collect();
             if domains.is_empty() {
                 continue;
             }
@@ -64,7 +64,7 @@ pub fn http_proxy(scope: &Scope<'_>, out: &mut super::Generated) {
     let mut vhosts = Vec::new();
     for svc in scope.services() {
         for p in svc.ports.iter().filter(|p| p.protocol.is_http() || p.protocol == Protocol::Auto) {
-            let domains: Vec<String> = domains(svc, p.port, &scope.node.namespace)
+            let domains: Vec<String> = domains(svc, p.port, scope.node)
                 .into_iter()
                 .filter(|d| p.port == 80 || d.contains(':'))
                 .filter(|d| used.insert(d.clone()))
@@ -121,7 +121,8 @@ pub(super) fn match_all() -> Option<route::RouteMatch> {
 /// The names a caller may use for `svc`: Istio's list (FQDN, `name.ns.svc`, `name.ns`, the short
 /// name from the same namespace, the VIP), each with and without `:port` so matching does not
 /// depend on `ignore_port_in_host_matching`.
-pub fn domains(svc: &Service, port: u16, proxy_ns: &str) -> Vec<String> {
+pub fn domains(svc: &Service, port: u16, node: &crate::node::ProxyNode) -> Vec<String> {
+    let proxy_ns = node.namespace.as_str();
     let mut names = vec![svc.hostname.clone()];
     if let Some(short) = &svc.short_name {
         names.push(format!("{short}.{}.svc", svc.namespace));
@@ -130,7 +131,7 @@ pub fn domains(svc: &Service, port: u16, proxy_ns: &str) -> Vec<String> {
             names.push(short.clone());
         }
     }
-    if let Some(vip) = svc.vip {
+    if let Some(vip) = svc.vip_for(node.dns.auto_allocated()) {
         names.push(vip.to_string());
     }
     let mut out = Vec::new();
