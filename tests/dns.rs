@@ -90,16 +90,38 @@ fn until<T>(what: &str, logs: &Path, mut f: impl FnMut() -> Option<T>) -> T {
     }
 }
 
+/// Who answers the workload's DNS.
+#[derive(Clone, Copy)]
+enum Answerer {
+    /// A `weft proxy` sidecar.
+    Sidecar,
+    /// `weft agent`, as pilot-agent next to a stock Envoy (which has no part in DNS).
+    Agent,
+}
+
 #[test]
 fn a_sidecar_answers_mesh_names_and_forwards_the_rest() {
+    answers_mesh_names_and_forwards_the_rest(Answerer::Sidecar);
+}
+
+#[test]
+fn the_agent_next_to_envoy_answers_mesh_names_and_forwards_the_rest() {
+    answers_mesh_names_and_forwards_the_rest(Answerer::Agent);
+}
+
+fn answers_mesh_names_and_forwards_the_rest(who: Answerer) {
     if let Err(e) = weft_test_support::netns::require_root_netadmin() {
         panic!("{e}");
     }
     assert!(Command::new("python3").arg("--version").output().is_ok(), "this test needs python3 (scripts/setup.sh)");
-    let ns = Netns::new("dns").expect("netns");
+    let tag = match who {
+        Answerer::Sidecar => "dns",
+        Answerer::Agent => "dnsag",
+    };
+    let ns = Netns::new(tag).expect("netns");
     // The cluster's nameserver lives on another host: a namespace of its own, one veth away.
-    let outside = Netns::new("dnsup").expect("netns");
-    let peer = format!("wd{}", std::process::id() % 100_000);
+    let outside = Netns::new(&format!("{tag}up")).expect("netns");
+    let peer = format!("w{tag}{}", std::process::id() % 100_000);
     weft_test_support::netns::sh(
         "ip",
         &["-n", &ns.name, "link", "add", "eth0", "type", "veth", "peer", "name", &peer, "netns", &outside.name],
@@ -147,10 +169,14 @@ fn a_sidecar_answers_mesh_names_and_forwards_the_rest() {
     let xds = line.split("xDS on ").nth(1).and_then(|r| r.split(',').next()).unwrap_or_default().trim().to_owned();
     assert!(xds.starts_with("127.0.0.1:"), "control plane did not start: {line}");
     ns.exec(WEFT, &["capture", "--redirect-dns", "-i", "", "-b", ""]).expect("weft capture --redirect-dns");
+    let args: Vec<&str> = match who {
+        Answerer::Sidecar => vec![WEFT, "proxy", "--xds-address", &xds, "--concurrency", "1", "-l", "info"],
+        Answerer::Agent => vec![WEFT, "agent", "--xds-address", &xds, "-l", "info"],
+    };
     let _sidecar = spawn_in(
         &ns,
         true,
-        &[WEFT, "proxy", "--xds-address", &xds, "--concurrency", "1", "-l", "info"],
+        &args,
         &[
             ("POD_NAME", "client-1"),
             ("POD_NAMESPACE", "default"),

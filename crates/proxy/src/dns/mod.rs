@@ -139,3 +139,32 @@ impl Dns {
         ]
     }
 }
+
+/// An ADS handler that takes only the name table: what `weft agent` subscribes to next to a
+/// stock Envoy, whose own stream carries the rest (pilot-agent intercepts NDS on Envoy's
+/// stream; a stream of its own is simpler and carries the same table).
+pub struct NamesOnly(pub Arc<Dns>);
+
+impl weft_xds::ads_client::Handler for NamesOnly {
+    fn apply<'a>(
+        &'a self,
+        type_url: &'static str,
+        resources: &'a std::collections::BTreeMap<String, weft_xds::ads_client::Resource>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + 'a>> {
+        Box::pin(async move {
+            if type_url != weft_xds::name_table::NAME_TABLE {
+                return Err(format!("{type_url}: the agent takes only the name table"));
+            }
+            let table = match resources.values().next() {
+                Some(r) => <NameTable as prost::Message>::decode(r.bytes().as_ref()).map_err(|e| format!("NDS name table: {e}"))?,
+                None => NameTable::default(),
+            };
+            self.0.update(&table);
+            Ok(())
+        })
+    }
+
+    fn wanted(&self, _type_url: &'static str) -> std::collections::BTreeSet<String> {
+        std::collections::BTreeSet::new()
+    }
+}
