@@ -537,3 +537,74 @@ spec:
         "{client}"
     );
 }
+
+/// DNS capture in `weft up` (MeshConfig `defaultConfig.proxyMetadata.ISTIO_META_DNS_CAPTURE`):
+/// a workload's `/etc/hosts` holds only itself and its resolver is a pod's (search list,
+/// `ndots:5`); the sidecar answers the mesh's names, so an unmodified client still calls
+/// services by short name, and a ServiceEntry host without an address gets an allocated one.
+#[test]
+fn with_dns_capture_the_sidecar_answers_names_instead_of_etc_hosts() {
+    let file = r#"
+apiVersion: weft.dev/v1alpha1
+kind: MeshConfig
+spec:
+  defaultConfig:
+    concurrency: 1
+    proxyMetadata: {ISTIO_META_DNS_CAPTURE: "true", ISTIO_META_DNS_AUTO_ALLOCATE: "true"}
+---
+apiVersion: weft.dev/v1alpha1
+kind: Workload
+metadata: {name: client, labels: {app: client}}
+spec:
+  serviceAccount: client
+  command: [sleep, "600"]
+---
+apiVersion: weft.dev/v1alpha1
+kind: Workload
+metadata: {name: reviews-v1, labels: {app: reviews, version: v1}}
+spec:
+  serviceAccount: bookinfo-reviews
+  command: [weft, sample, reviews, --version, v1]
+  ports: [{containerPort: 9080}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: reviews}
+spec:
+  selector: {app: reviews}
+  ports: [{name: http, port: 9080}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: db}
+spec:
+  hosts: [db.example.com]
+  location: MESH_EXTERNAL
+  resolution: DNS
+  ports: [{number: 3306, name: mysql, protocol: TCP}]
+"#;
+    let (run, out) = up("dnsup", file, "10.233.69.0/24");
+    assert!(out.status.success(), "weft up failed:\n{}", text(&out));
+    let (netns, _) = run.workload("default/client");
+    let hosts = std::fs::read_to_string(Path::new("/etc/netns").join(&netns).join("hosts")).expect("hosts");
+    assert!(!hosts.contains("reviews"), "no /etc/hosts trick with DNS capture:\n{hosts}");
+
+    let (code, body) = Mesh::wait_for(Duration::from_secs(30), "reviews by name through the sidecar's DNS", || {
+        let (code, body) = run.curl("default/client", "http://reviews:9080/reviews/0");
+        (code == "200").then_some((code, body))
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", run.log("default.client.sidecar.log")));
+    let json: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {code} {body}"));
+    assert_eq!(json["peer"], "spiffe://cluster.local/ns/default/sa/client", "{body}");
+    let getent = |name: &str| {
+        let out = Command::new("ip").args(["netns", "exec", &netns, "getent", "hosts", name]).output().expect("getent");
+        String::from_utf8_lossy(&out.stdout).split_whitespace().next().map(str::to_owned)
+    };
+    let vip = getent("reviews.default.svc.cluster.local").expect("the service's address");
+    assert_eq!(getent("reviews.default").as_deref(), Some(vip.as_str()));
+    let db = getent("db.example.com").expect("an allocated address");
+    assert!(db.starts_with("240.240."), "{db}");
+    let started = std::time::Instant::now();
+    assert_eq!(getent("nowhere.example"), None, "a name outside the mesh is not answered");
+    assert!(started.elapsed() < Duration::from_secs(10), "and fails at once, not after resolver timeouts: {:?}", started.elapsed());
+}

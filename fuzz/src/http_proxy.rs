@@ -157,6 +157,7 @@ fn start() -> Result<Proxy, String> {
             local_address_v6: false,
             static_unknown_fields: 0,
             log_levels: weft_proxy::applog::LogLevels::parse("info", None)?,
+            dns: None,
         };
         let running = weft_proxy::start(config, opts).await.map_err(|e| e.to_string())?;
         let addr = |name: &str| running.listener_addrs.iter().find(|(n, _)| n == name).map(|(_, a)| *a);

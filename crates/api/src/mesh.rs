@@ -60,6 +60,11 @@ pub struct ProxyConfig {
     pub concurrency: Option<u32>,
     #[serde(default)]
     pub tracing: Option<Tracing>,
+    /// Environment every proxy gets (Istio's injector puts it in the sidecar's env); the
+    /// `ISTIO_META_*` keys become node metadata. weft's own uses: `ISTIO_META_DNS_CAPTURE` and
+    /// `ISTIO_META_DNS_AUTO_ALLOCATE` (the sidecar answers the workload's DNS).
+    #[serde(default, alias = "proxy_metadata")]
+    pub proxy_metadata: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]

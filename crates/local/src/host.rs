@@ -149,6 +149,28 @@ pub fn write_etc(netns: &str, hosts: &str) -> Result<(), LocalError> {
     .map_err(io_err(&resolv))
 }
 
+/// `/etc/netns/<netns>` for a workload whose sidecar answers its DNS: `hosts` (the workload
+/// itself), a pod's `resolv.conf` (its namespace's search list, `ndots:5`, nameserver
+/// 127.0.0.1, which capture sends to the sidecar; nothing listens there, so a name outside the
+/// mesh fails at once), and `nsswitch.conf` (files, then DNS: no host mDNS module claiming
+/// `.local` names first).
+pub fn write_etc_dns(netns: &str, hosts: &str, namespace: &str) -> Result<(), LocalError> {
+    let dir = etc_dir(netns);
+    std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+    let resolv = format!(
+        "# weft up: the sidecar answers the mesh's names (DNS capture)\nnameserver {DNS_NAMESERVER}\n\
+         search {namespace}.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:5 attempts:2 timeout:2\n"
+    );
+    for (name, text) in [("hosts", hosts), ("resolv.conf", resolv.as_str()), ("nsswitch.conf", "hosts: files dns\n")] {
+        let file = dir.join(name);
+        std::fs::write(&file, text).map_err(io_err(&file))?;
+    }
+    Ok(())
+}
+
+/// The nameserver a DNS-capturing workload's resolv.conf names.
+pub const DNS_NAMESERVER: &str = "127.0.0.1";
+
 /// The directory `ip netns exec` mounts over /etc for `netns`.
 pub fn etc_dir(netns: &str) -> PathBuf {
     PathBuf::from("/etc/netns").join(netns)

@@ -115,7 +115,17 @@ impl Workload {
     /// The capture this workload's annotations ask for, checked as `weft capture` checks its
     /// flags; the error names the annotation and what is wrong with its value.
     pub fn capture(&self) -> Result<weft_capture::CaptureConfig, String> {
+        self.capture_with_dns(false)
+    }
+
+    /// [`Workload::capture`], with DNS to the resolv.conf nameserver sent to the sidecar
+    /// (istio-iptables' `--redirect-dns`).
+    pub fn capture_with_dns(&self, dns: bool) -> Result<weft_capture::CaptureConfig, String> {
         let mut raw = weft_capture::RawOptions::default();
+        if dns {
+            raw.redirect_dns = true;
+            raw.dns_servers = vec![crate::host::DNS_NAMESERVER.to_owned()];
+        }
         for (k, v) in &self.annotations {
             let Some(name) = k.strip_prefix(CAPTURE_ANNOTATION_PREFIX) else { continue };
             if name == "interceptionMode" || !raw.set_annotation(name, v) {

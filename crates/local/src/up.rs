@@ -119,11 +119,19 @@ pub fn up(opts: &UpOptions, progress: &mut dyn FnMut(&str)) -> Result<Running, L
         }
     }
     let concurrency = mesh.mesh_config.as_ref().and_then(|m| m.get("defaultConfig")?.get("concurrency")?.as_u64());
+    let dns = dns_capture(&mesh);
+    if dns.is_some() && matches!(mode, Mode::Explicit { .. }) {
+        warnings.push(
+            "MeshConfig defaultConfig.proxyMetadata ISTIO_META_DNS_CAPTURE: explicit mode captures nothing, so no DNS either; \
+             names come from the sidecars' HTTP proxy"
+                .into(),
+        );
+    }
     let proxy_http_port = match &mode {
         Mode::Explicit { proxy_port, .. } => Some(*proxy_port),
         Mode::Namespaces { .. } => None,
     };
-    let mut run = Builder { opts, mode, state: State::default(), warnings, concurrency };
+    let mut run = Builder { opts, mode, state: State::default(), warnings, concurrency, dns };
     match run.build(&mesh, progress) {
         Ok(services) => Ok(Running { state: run.state, services, warnings: run.warnings, proxy_http_port }),
         Err(e) => {
@@ -147,6 +155,22 @@ struct Builder<'a> {
     warnings: Vec<String>,
     /// MeshConfig `defaultConfig.concurrency`.
     concurrency: Option<u64>,
+    /// DNS capture from MeshConfig `defaultConfig.proxyMetadata`.
+    dns: Option<Dns>,
+}
+
+/// `ISTIO_META_DNS_CAPTURE` (and `ISTIO_META_DNS_AUTO_ALLOCATE`) in MeshConfig
+/// `defaultConfig.proxyMetadata`, as Istio's injector hands them to every sidecar.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dns {
+    pub auto_allocate: bool,
+}
+
+pub fn dns_capture(mesh: &MeshFile) -> Option<Dns> {
+    let meta = mesh.mesh_config.as_ref()?.get("defaultConfig")?.get("proxyMetadata")?;
+    let on = |k: &str| meta.get(k).and_then(|v| v.as_str().map(str::to_owned).or_else(|| v.as_bool().map(|b| b.to_string())));
+    let yes = |k: &str| on(k).is_some_and(|v| v.eq_ignore_ascii_case("true"));
+    yes("ISTIO_META_DNS_CAPTURE").then(|| Dns { auto_allocate: yes("ISTIO_META_DNS_AUTO_ALLOCATE") })
 }
 
 struct Plan {
@@ -381,7 +405,12 @@ impl Builder<'_> {
         if let (Mode::Namespaces { subnet }, Some(netns), Some(bridge)) = (&self.mode, &netns, &plan.bridge) {
             host::create_netns(netns)?;
             host::attach(netns, bridge, &format!("wv{}{i:03}", plan.id), address, *subnet)?;
-            host::write_etc(netns, &hosts_file(w, address, &plan.services))?;
+            match self.dns.filter(|_| w.sidecar()) {
+                // The sidecar answers names: /etc/hosts holds only the workload itself, and
+                // resolv.conf is a pod's (nameserver 127.0.0.1, captured to the sidecar).
+                Some(_) => host::write_etc_dns(netns, &hosts_file(w, address, &[]), &w.namespace)?,
+                None => host::write_etc(netns, &hosts_file(w, address, &plan.services))?,
+            }
         }
         if !w.sidecar() {
             return Ok(());
@@ -391,7 +420,9 @@ impl Builder<'_> {
         if let Some(netns) = &netns {
             // Capture first, as Istio's init container does: the app starts into a captured
             // namespace and never sees a moment without its sidecar.
-            let capture = w.capture().map_err(|e| LocalError::Spec(format!("Workload {}: metadata.annotations: {e}", w.id())))?;
+            let capture = w
+                .capture_with_dns(self.dns.is_some())
+                .map_err(|e| LocalError::Spec(format!("Workload {}: metadata.annotations: {e}", w.id())))?;
             let target = weft_capture::Target::Netns(Path::new("/var/run/netns").join(netns));
             let captured = weft_capture::Backend::detect(&target)
                 .and_then(|(backend, _)| weft_capture::apply(&weft_capture::Ruleset::build(&capture), backend, &target));
@@ -414,7 +445,14 @@ impl Builder<'_> {
             labels: &labels,
             explicit: explicit_port,
         };
-        let boot = bootstrap::sidecar(&node, SocketAddr::from((plan.control_plane, XDS_PORT)));
+        let mut boot = bootstrap::sidecar(&node, SocketAddr::from((plan.control_plane, XDS_PORT)));
+        if let (Some(dns), Some(_)) = (self.dns, &netns) {
+            // As pilot-agent passes ISTIO_META_* on: the control plane sends the name table.
+            boot["node"]["metadata"]["DNS_CAPTURE"] = serde_json::json!("true");
+            if dns.auto_allocate {
+                boot["node"]["metadata"]["DNS_AUTO_ALLOCATE"] = serde_json::json!("true");
+            }
+        }
         let boot_path = wdir.join("bootstrap.json");
         std::fs::write(&boot_path, serde_json::to_vec_pretty(&boot).unwrap_or_default()).map_err(io_err(&boot_path))?;
 

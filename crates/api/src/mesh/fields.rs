@@ -180,7 +180,7 @@ pub(super) const PROXY_CONFIG: Message = Message {
         ignored("sds", Obj),
         ignored("envoy_access_log_service", Obj),
         ignored("envoy_metrics_service", Obj),
-        ignored("proxy_metadata", Obj),
+        acted("proxy_metadata", Obj),
         ignored("runtime_values", Obj),
         ignored("status_port", Int),
         ignored("extra_stat_tags", List),

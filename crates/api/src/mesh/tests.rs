@@ -55,25 +55,32 @@ fn mesh_config_with_every_field_loads() {
 
     let (mesh, warnings) = load_mesh_checked(EVERY_FIELD, "mesh-every-field.yaml").expect("every Istio field loads");
     assert!(warnings.iter().all(|w| w.level == Level::Warning), "{warnings:#?}");
-    // One warning per field weft does not act on: 39 of MeshConfig, 38 of ProxyConfig, 8 of
+    // One warning per field weft does not act on: 39 of MeshConfig, 37 of ProxyConfig, 8 of
     // tracing and outboundTrafficPolicy.tls; and one for the external authorization provider.
-    assert_eq!(warnings.len(), 39 + 38 + 8 + 1 + 1, "{warnings:#?}");
+    assert_eq!(warnings.len(), 39 + 37 + 8 + 1 + 1, "{warnings:#?}");
     let mut paths: Vec<_> = warnings.iter().map(|w| w.field_path.as_str()).collect();
     paths.sort_unstable();
     paths.dedup();
     assert_eq!(paths.len(), warnings.len(), "one warning per field");
-    for acted in
-        ["enableTracing", "proxyHttpPort", "defaultConfig.concurrency", "defaultConfig.tracing.sampling", "trustDomain", "rootNamespace"]
-    {
+    for acted in [
+        "enableTracing",
+        "proxyHttpPort",
+        "defaultConfig.concurrency",
+        "defaultConfig.tracing.sampling",
+        "defaultConfig.proxyMetadata",
+        "trustDomain",
+        "rootNamespace",
+    ] {
         assert!(!paths.contains(&acted), "{acted} is acted on, not warned");
     }
 
     let find = |path: &str| warnings.iter().find(|w| w.field_path == path).unwrap_or_else(|| panic!("no warning for {path}"));
-    let metadata = find("defaultConfig.proxyMetadata");
-    assert!(metadata.message.contains("weft does not act on this field yet"), "{}", metadata.message);
-    assert!(!metadata.message.contains("security"), "{}", metadata.message);
-    assert_eq!(metadata.line, Some(EVERY_FIELD.lines().position(|l| l.starts_with("  proxyMetadata:")).map(|i| i + 1).expect("line")));
-    assert_eq!(metadata.file, "mesh-every-field.yaml");
+    let drain = find("defaultConfig.drainDuration");
+    assert!(drain.message.contains("weft does not act on this field yet"), "{}", drain.message);
+    assert!(!drain.message.contains("security"), "{}", drain.message);
+    assert_eq!(drain.line, Some(EVERY_FIELD.lines().position(|l| l.starts_with("  drainDuration:")).map(|i| i + 1).expect("line")));
+    assert_eq!(drain.file, "mesh-every-field.yaml");
+    assert_eq!(mesh.default_config.proxy_metadata.get("ISTIO_META_DNS_CAPTURE").map(String::as_str), Some("true"));
     assert!(find("extensionProviders[0].envoyExtAuthzHttp").message.contains("does not call external authorization providers"));
     assert_eq!(mesh.default_providers.metrics, vec!["prometheus".to_owned()]);
     assert!(find("meshMTLS").message.contains("weaken security"));
@@ -117,6 +124,7 @@ enableTracing: false
         default_config: ProxyConfig {
             concurrency: Some(4),
             tracing: Some(Tracing { sampling: Some(10.0), zipkin: Some(ZipkinTracing { address: "zipkin:9411".into() }) }),
+            proxy_metadata: Default::default(),
         },
         trust_domain: "td.example".into(),
         enable_auto_mtls: false,
