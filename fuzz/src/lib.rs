@@ -13,6 +13,7 @@
 mod bootstrap;
 mod capture;
 mod cni;
+mod dns;
 mod framing_scan;
 mod http_proxy;
 mod istio;
@@ -23,6 +24,7 @@ mod xds;
 pub use bootstrap::bootstrap;
 pub use capture::capture_options;
 pub use cni::cni;
+pub use dns::dns;
 pub use framing_scan::framing_scan;
 pub use http_proxy::{h2, http1};
 pub use istio::istio;
@@ -45,6 +47,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("capture_options", capture_options),
     ("path_norm", path_norm),
     ("sniff", sniff),
+    ("dns", dns),
 ];
 
 /// Whether a configuration value names a device or process file anywhere (a `DataSource`

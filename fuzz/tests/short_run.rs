@@ -237,4 +237,4 @@ macro_rules! short_runs {
     };
 }
 
-short_runs!(http1, h2, framing_scan, bootstrap, xds, istio, cni, capture_options, path_norm, sniff);
+short_runs!(http1, h2, framing_scan, bootstrap, xds, istio, cni, capture_options, path_norm, sniff, dns);

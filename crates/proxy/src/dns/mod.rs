@@ -25,6 +25,35 @@ use weft_xds::name_table::NameTable;
 
 pub use table::Place;
 
+/// The reply the proxy gives `msg` from a fixed table (the fuzz target's entry): `None` when it
+/// is not answered or would go upstream.
+#[doc(hidden)]
+pub fn fuzz_reply(msg: &[u8], tcp: bool) -> Option<Vec<u8>> {
+    static TABLE: std::sync::OnceLock<table::Table> = std::sync::OnceLock::new();
+    let table = TABLE.get_or_init(|| {
+        let mut nt = NameTable::default();
+        let info = |ips: &[&str], short: &str| weft_xds::name_table::NameInfo {
+            ips: ips.iter().map(|s| s.to_string()).collect(),
+            registry: weft_xds::name_table::KUBERNETES.into(),
+            shortname: short.into(),
+            namespace: "default".into(),
+            ..Default::default()
+        };
+        nt.table.insert("reviews.default.svc.cluster.local".into(), info(&["10.96.0.11", "fd00::11"], "reviews"));
+        let many: Vec<String> = (0..200).map(|i| format!("10.1.{}.{}", i / 250, i % 250 + 1)).collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        nt.table.insert("headless.default.svc.cluster.local".into(), info(&many, "headless"));
+        nt.table.insert("*.example.com".into(), weft_xds::name_table::NameInfo { ips: vec!["240.240.0.1".into()], ..Default::default() });
+        let place =
+            Place { namespace: "default".into(), domain: "svc.cluster.local".into(), search: vec!["default.svc.cluster.local".into()] };
+        table::Table::build(&nt, &place)
+    });
+    match server::local(Some(table), msg, tcp) {
+        server::Local::Reply(r) => Some(r),
+        server::Local::Drop | server::Local::Forward(_) => None,
+    }
+}
+
 /// Where Istio's agent listens.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:15053";
 const MAX_INFLIGHT: usize = 256;

@@ -81,25 +81,54 @@ async fn write_framed(stream: &mut TcpStream, msg: &[u8]) -> std::io::Result<()>
     stream.write_all(&out).await
 }
 
+/// What the proxy does with one message before any upstream is asked.
+pub(crate) enum Local {
+    /// Not answered at all (no header, or a response).
+    Drop,
+    Reply(Vec<u8>),
+    /// Not the table's to answer: forward it.
+    Forward(Query),
+}
+
+/// The answer from `table` (`None`: before the first table), or what else to do.
+pub(crate) fn local(table: Option<&super::table::Table>, msg: &[u8], tcp: bool) -> Local {
+    let q = match Query::parse(msg) {
+        Ok(q) => q,
+        Err(Refusal::Drop) => return Local::Drop,
+        Err(Refusal::Answer { id, rd, rcode }) => return Local::Reply(refusal(id, rd, rcode)),
+    };
+    let limit = reply_limit(&q, tcp);
+    let Some(table) = table else {
+        tracing::debug!(name = %q.name, "DNS proxy: query before the first name table; SERVFAIL");
+        return Local::Reply(q.answer(RCODE_SERVFAIL, &[], limit));
+    };
+    if q.is_internet() {
+        if let Some(records) = table.lookup(&q.name, q.qtype) {
+            return Local::Reply(q.answer(0, &records, limit));
+        }
+    }
+    Local::Forward(q)
+}
+
+/// The largest reply the asker takes: any over TCP, its UDP size over UDP.
+pub(crate) fn reply_limit(q: &Query, tcp: bool) -> usize {
+    if tcp {
+        MAX_MESSAGE
+    } else {
+        q.udp_size
+    }
+}
+
 impl Dns {
     /// The reply to one message, or `None` when it is not answered at all.
     async fn handle(&self, msg: &[u8], tcp: bool) -> Option<Vec<u8>> {
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
-        let q = match Query::parse(msg) {
-            Ok(q) => q,
-            Err(Refusal::Drop) => return None,
-            Err(Refusal::Answer { id, rd, rcode }) => return Some(refusal(id, rd, rcode)),
+        let table = self.table.load_full();
+        let q = match local(table.as_deref(), msg, tcp) {
+            Local::Drop => return None,
+            Local::Reply(r) => return Some(r),
+            Local::Forward(q) => q,
         };
-        let limit = if tcp { MAX_MESSAGE } else { q.udp_size };
-        let Some(table) = self.table.load_full() else {
-            tracing::debug!(name = %q.name, "DNS proxy: query before the first name table; SERVFAIL");
-            return Some(q.answer(RCODE_SERVFAIL, &[], limit));
-        };
-        if q.is_internet() {
-            if let Some(records) = table.lookup(&q.name, q.qtype) {
-                return Some(q.answer(0, &records, limit));
-            }
-        }
         self.stats.upstream_requests.fetch_add(1, Ordering::Relaxed);
         for upstream in &self.upstreams {
             let reply = if tcp { forward_tcp(*upstream, msg).await } else { forward_udp(*upstream, msg, &q).await };
@@ -110,7 +139,7 @@ impl Dns {
             }
         }
         self.stats.upstream_failures.fetch_add(1, Ordering::Relaxed);
-        Some(q.answer(RCODE_SERVFAIL, &[], limit))
+        Some(q.answer(RCODE_SERVFAIL, &[], reply_limit(&q, tcp)))
     }
 }
 
