@@ -254,7 +254,7 @@ fn a_mesh_config_with_istio_fields_loads_with_warnings_and_typos_are_refused() {
     let mesh = write(
         dir.path(),
         "mesh.yaml",
-        "enableEnvoyAccessLogService: true\naccessLogFile: /dev/stdout\ndefaultConfig:\n  proxyMetadata: {ISTIO_META_DNS_CAPTURE: \"true\"}\nenableTracing: true\n",
+        "enableEnvoyAccessLogService: true\naccessLogFile: /dev/stdout\ndefaultConfig:\n  drainDuration: 45s\n  proxyMetadata: {ISTIO_META_DNS_CAPTURE: \"true\"}\nenableTracing: true\n",
     );
     let cfg = dir.path().join("svc.yaml");
     let out = weft(&["analyze", "--mesh", mesh.to_str().expect("utf-8"), cfg.to_str().expect("utf-8")]);
@@ -262,7 +262,8 @@ fn a_mesh_config_with_istio_fields_loads_with_warnings_and_typos_are_refused() {
     assert_eq!(out.status.code(), Some(0), "{t}");
     assert!(t.contains("mesh.yaml:1: MeshConfig: enableEnvoyAccessLogService: accepted, but weft does not act on this field yet"), "{t}");
     assert!(!t.contains("enableTracing"), "enableTracing is acted on:\n{t}");
-    assert!(t.contains("mesh.yaml:4: MeshConfig: defaultConfig.proxyMetadata: accepted, but weft does not act on this field yet"), "{t}");
+    assert!(t.contains("mesh.yaml:4: MeshConfig: defaultConfig.drainDuration: accepted, but weft does not act on this field yet"), "{t}");
+    assert!(!t.contains("proxyMetadata"), "proxyMetadata is acted on (the injector and weft up hand it to proxies):\n{t}");
 
     let bad = write(dir.path(), "bad-mesh.yaml", "enableTracng: true\n");
     let out = weft(&["analyze", "--mesh", bad.to_str().expect("utf-8"), cfg.to_str().expect("utf-8")]);

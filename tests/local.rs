@@ -608,3 +608,134 @@ spec:
     assert_eq!(getent("nowhere.example"), None, "a name outside the mesh is not answered");
     assert!(started.elapsed() < Duration::from_secs(10), "and fails at once, not after resolver timeouts: {:?}", started.elapsed());
 }
+
+/// An egress gateway in `weft up` (Istio's "egress gateway" task with mTLS): a workload with
+/// `inject.istio.io/templates: gateway` runs only its proxy, as a gateway; a client's call to an
+/// outside host (a workload without a sidecar, declared by a ServiceEntry that selects it) is
+/// sent by the client's sidecar to the gateway over the mesh's mTLS and by the gateway to the
+/// outside host.
+#[test]
+fn an_egress_gateway_carries_calls_out_of_the_mesh() {
+    let file = r#"
+apiVersion: weft.dev/v1alpha1
+kind: MeshConfig
+spec:
+  outboundTrafficPolicy: {mode: REGISTRY_ONLY}
+  defaultConfig: {concurrency: 1}
+---
+apiVersion: weft.dev/v1alpha1
+kind: Workload
+metadata: {name: client, labels: {app: client}}
+spec:
+  serviceAccount: client
+  command: [sleep, "600"]
+---
+apiVersion: weft.dev/v1alpha1
+kind: Workload
+metadata:
+  name: egress
+  namespace: istio-system
+  labels: {istio: egressgateway}
+  annotations: {inject.istio.io/templates: gateway}
+spec:
+  serviceAccount: egress
+---
+apiVersion: weft.dev/v1alpha1
+kind: Workload
+metadata:
+  name: outside
+  labels: {app: outside}
+  annotations: {sidecar.istio.io/inject: "false"}
+spec:
+  command: [weft, sample, ratings]
+  ports: [{containerPort: 9080}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: istio-egressgateway, namespace: istio-system}
+spec:
+  selector: {istio: egressgateway}
+  ports: [{name: https, port: 443}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: api}
+spec:
+  hosts: [api.example.com]
+  location: MESH_EXTERNAL
+  resolution: STATIC
+  workloadSelector: {labels: {app: outside}}
+  ports: [{number: 80, name: http, protocol: HTTP, targetPort: 9080}]
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: egress, namespace: istio-system}
+spec:
+  selector: {istio: egressgateway}
+  servers:
+  - port: {number: 443, name: https, protocol: HTTPS}
+    hosts: [api.example.com]
+    tls: {mode: ISTIO_MUTUAL}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: egress-for-api}
+spec:
+  host: istio-egressgateway.istio-system.svc.cluster.local
+  subsets:
+  - name: api
+    trafficPolicy:
+      portLevelSettings:
+      - port: {number: 443}
+        tls: {mode: ISTIO_MUTUAL, sni: api.example.com}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: api-through-egress}
+spec:
+  hosts: [api.example.com]
+  gateways: [istio-system/egress, mesh]
+  http:
+  - match: [{gateways: [mesh], port: 80}]
+    route: [{destination: {host: istio-egressgateway.istio-system.svc.cluster.local, subset: api, port: {number: 443}}}]
+  - match: [{gateways: [istio-system/egress], port: 443}]
+    route: [{destination: {host: api.example.com, port: {number: 80}}}]
+"#;
+    let (run, out) = up("egressgw", file, "10.233.70.0/24");
+    assert!(out.status.success(), "weft up failed:\n{}", text(&out));
+    let table = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(table.lines().any(|l| l.contains("istio-system/egress") && l.contains("gateway")), "up names the gateway:\n{table}");
+    let (netns, _) = run.workload("default/client");
+    let call = || {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &netns, "curl", "-s", "-m", "5", "--resolve", "api.example.com:80:192.0.2.1"])
+            .args(["-o", "/dev/stdout", "-w", "\n%{http_code}", "http://api.example.com/ratings/0"])
+            .output()
+            .expect("curl");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", "000"));
+        (code.to_owned(), body.to_owned())
+    };
+    let (_, body) = Mesh::wait_for(Duration::from_secs(30), "the call out through the egress gateway", || {
+        let (code, body) = call();
+        (code == "200").then_some((code, body))
+    })
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e}\nclient: {:?}\n{}\ngateway:\n{}",
+            call(),
+            run.log("default.client.sidecar.log"),
+            run.log("istio-system.egress.sidecar.log")
+        )
+    });
+    assert!(body.contains("ratings"), "the outside host answered: {body}");
+    // The gateway's own counters (its admin, inside its namespace), by Envoy's full names.
+    let (gateway_netns, _) = run.workload("istio-system/egress");
+    let out = Command::new("ip").args(["netns", "exec", &gateway_netns, "curl", "-s", "127.0.0.1:15000/stats"]).output().expect("curl");
+    let gw = String::from_utf8_lossy(&out.stdout).into_owned();
+    let counter = |name: &str| gw.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(": ")?.trim().parse::<u64>().ok());
+    let carried = counter("cluster.outbound|80||api.example.com.upstream_rq_total");
+    assert!(carried.is_some_and(|n| n >= 1), "the gateway carried the call to the outside host:\n{gw}");
+    let handshakes = counter("listener.0.0.0.0_443.ssl.handshake");
+    assert!(handshakes.is_some_and(|n| n >= 1), "the client's sidecar reached the gateway over TLS on 443:\n{gw}");
+}

@@ -135,7 +135,7 @@ fn injected_pods_run_with_weft_and_envoy_sidecars_talking_mtls() {
     }
     let s = |p: &Path| p.display().to_string();
     let ca = format!("{HUB_IP}:{CA_PORT}");
-    let ca_root = start_control_plane_with_ca(&mut mesh, &config, &tokens, &cacerts).expect("control plane");
+    let ca_root = start_control_plane_with_ca(&mut mesh, &config, &tokens, &cacerts, &[]).expect("control plane");
 
     // kube-inject, with the addresses of this mesh in its values and mesh config.
     let envoy = weft_test_support::envoy_path().unwrap_or_else(|e| panic!("{e:#}"));

@@ -3,6 +3,7 @@
 //! over ADS, and what callers see follows the VirtualServices, DestinationRules,
 //! ServiceEntries and the outbound traffic policy. `gateway.rs`: an ingress gateway.
 
+mod egress;
 mod gateway;
 mod injected;
 mod mtls;
@@ -55,29 +56,86 @@ const DESTINATION_RULE: &str = "apiVersion: networking.istio.io/v1\nkind: Destin
 const CA_PORT: u16 = 15012;
 
 /// Starts the control plane in the hub with its CA (bootstrap tokens in `tokens`, root kept in
-/// `cacerts`) and waits for the root; its path.
-fn start_control_plane_with_ca(mesh: &mut Mesh, config: &Path, tokens: &Path, cacerts: &Path) -> anyhow::Result<PathBuf> {
+/// `cacerts`) and waits for the root; its path. `extra`: more flags (`--mesh FILE`).
+fn start_control_plane_with_ca(mesh: &mut Mesh, config: &Path, tokens: &Path, cacerts: &Path, extra: &[&str]) -> anyhow::Result<PathBuf> {
     let s = |p: &Path| p.display().to_string();
     let (xds, ca) = (format!("{HUB_IP}:{XDS_PORT}"), format!("{HUB_IP}:{CA_PORT}"));
-    let cp = [
+    let root = cacerts.join("root-cert.pem");
+    let (config, cacerts, tokens) = (s(config), s(cacerts), s(tokens));
+    let mut cp = vec![
         "control-plane",
         "--config-dir",
-        &s(config),
+        &config,
         "--xds-address",
         &xds,
         "--ca-dir",
-        &s(cacerts),
+        &cacerts,
         "--ca-token-dir",
-        &s(tokens),
+        &tokens,
         "--secure-address",
         &ca,
         "--debounce",
         "50ms",
     ];
+    cp.extend_from_slice(extra);
     mesh.spawn("control-plane", None, false, &weft(), &cp)?;
-    let root = cacerts.join("root-cert.pem");
     Mesh::wait_for(Duration::from_secs(20), "the CA's root", || root.exists().then_some(()))?;
     Ok(root)
+}
+
+/// A workload's bootstrap token: the CA's entry in `tokens`, and the file the proxy reads
+/// (`<dir>/<pod>.token`).
+fn issue_token(mesh: &Mesh, tokens: &Path, pod: &Pod, namespace: &str) -> anyhow::Result<()> {
+    let token = format!("{}-bootstrap-token-{}", pod.name, std::process::id());
+    let entry = serde_json::json!({"token": token, "namespace": namespace, "serviceAccount": pod.name});
+    std::fs::write(tokens.join(format!("{}.json", pod.name)), entry.to_string())?;
+    std::fs::write(mesh.dir.join(format!("{}.token", pod.name)), token)?;
+    Ok(())
+}
+
+/// Starts `pod`'s proxy with a workload identity from the CA at `ca` (its token from
+/// [`issue_token`]): `weft proxy` making its own, or a stock Envoy with `weft agent` serving it
+/// over SDS. A sidecar (service account `pod.name` in `default`) or, with `gateway`, a gateway
+/// (`router~`, in `istio-system`, no capture).
+fn start_proxy_with_identity(
+    mesh: &mut Mesh,
+    pod: &Pod,
+    kind: Sidecar,
+    labels: &[(&str, &str)],
+    (ca, root): (&str, &Path),
+    gateway: bool,
+) -> anyhow::Result<()> {
+    let s = |p: &Path| p.to_str().unwrap_or_default().to_string();
+    let token = s(&mesh.dir.join(format!("{}.token", pod.name)));
+    let ca_flags = ["--ca-address", ca, "--ca-root-cert", &s(root), "--ca-token-file", &token];
+    let namespace = if gateway { "istio-system" } else { "default" };
+    match kind {
+        Sidecar::Envoy => {
+            let sock = mesh.dir.join(format!("{}-sds.sock", pod.name));
+            let sock_s = s(&sock);
+            let mut agent = vec!["agent", "--namespace", namespace, "--service-account", &pod.name, "--sds-socket", &sock_s];
+            agent.extend_from_slice(&ca_flags);
+            // The agent talks to the CA from inside the pod, so it runs as the proxy's group.
+            mesh.spawn(&format!("{}-agent", pod.name), Some(&pod.ns), true, &weft(), &agent)?;
+            let boot = match gateway {
+                true => mesh.gateway_bootstrap_with_sds(pod, labels, &sock)?,
+                false => mesh.sidecar_bootstrap_with_sds(pod, labels, &sock)?,
+            };
+            let envoy = weft_test_support::envoy_path()?;
+            let args = ["-c", &s(&boot), "--disable-hot-restart", "-l", "warning"];
+            mesh.spawn(&format!("{}-sidecar", pod.name), Some(&pod.ns), true, &envoy, &args)
+        }
+        Sidecar::Weft => {
+            let boot = match gateway {
+                true => mesh.gateway_bootstrap(pod, labels, false)?,
+                false => mesh.sidecar_bootstrap(pod, labels, false)?,
+            };
+            let boot = s(&boot);
+            let mut args = vec!["proxy", "-c", &boot, "--disable-hot-restart", "-l", "info", "--drain-time-s", "5"];
+            args.extend_from_slice(&ca_flags);
+            mesh.spawn(&format!("{}-sidecar", pod.name), Some(&pod.ns), true, &weft(), &args)
+        }
+    }
 }
 
 fn write(dir: &Path, name: &str, text: &str) {

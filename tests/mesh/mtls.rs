@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use weft_test_support::mesh::{Mesh, Pod, Sidecar, HUB_IP};
 
-use super::{app, start_control_plane_with_ca, weft, write, CA_PORT};
+use super::{app, issue_token, start_control_plane_with_ca, start_proxy_with_identity, weft, write, CA_PORT};
 
 const SE_VIP: &str = "10.96.0.21";
 const SW_VIP: &str = "10.96.0.22";
@@ -58,51 +58,17 @@ fn start(tag: &str) -> anyhow::Result<MtlsMesh> {
     let apps: Vec<(&Pod, &str)> = pods.iter().map(|(p, _)| (p, if p.name.starts_with('c') { "client" } else { p.name.as_str() })).collect();
     write(&config, "mesh.yaml", &resources(&apps));
     for (p, _) in &pods {
-        let token = format!("{}-bootstrap-token-{}", p.name, std::process::id());
-        std::fs::write(
-            tokens.join(format!("{}.json", p.name)),
-            serde_json::json!({"token": token, "namespace": "default", "serviceAccount": p.name}).to_string(),
-        )?;
-        std::fs::write(mesh.dir.join(format!("{}.token", p.name)), token)?;
+        issue_token(&mesh, &tokens, p, "default")?;
     }
 
-    let s = |p: &Path| p.to_str().unwrap_or_default().to_string();
     let ca = format!("{HUB_IP}:{CA_PORT}");
-    let root = start_control_plane_with_ca(&mut mesh, &config, &tokens, &cacerts)?;
-
-    let envoy = weft_test_support::envoy_path()?;
+    let root = start_control_plane_with_ca(&mut mesh, &config, &tokens, &cacerts, &[])?;
     for (pod, kind) in &pods {
         let app_name = if pod.name.starts_with('c') { "client" } else { pod.name.as_str() };
         mesh.capture(pod)?;
         mesh.spawn(&format!("{}-app", pod.name), Some(&pod.ns), false, &app(), &["serve", "0.0.0.0:8080", &pod.name])?;
-        let token = s(&mesh.dir.join(format!("{}.token", pod.name)));
-        let ca_flags = ["--ca-address", &ca, "--ca-root-cert", &s(&root), "--ca-token-file", &token];
         let labels = [("app", app_name), ("security.istio.io/tlsMode", "istio")];
-        match kind {
-            Sidecar::Envoy => {
-                let sock = mesh.dir.join(format!("{}-sds.sock", pod.name));
-                let mut agent = vec!["agent", "--namespace", "default", "--service-account", &pod.name, "--sds-socket"];
-                let sock_s = s(&sock);
-                agent.push(&sock_s);
-                agent.extend_from_slice(&ca_flags);
-                // The agent talks to the CA from inside the pod, so it runs as the proxy's group.
-                mesh.spawn(&format!("{}-agent", pod.name), Some(&pod.ns), true, &weft(), &agent)?;
-                let boot = s(&mesh.sidecar_bootstrap_with_sds(pod, &labels, &sock)?);
-                mesh.spawn(
-                    &format!("{}-sidecar", pod.name),
-                    Some(&pod.ns),
-                    true,
-                    &envoy,
-                    &["-c", &boot, "--disable-hot-restart", "-l", "warning"],
-                )?;
-            }
-            Sidecar::Weft => {
-                let boot = s(&mesh.sidecar_bootstrap(pod, &labels, false)?);
-                let mut args = vec!["proxy", "-c", &boot, "--disable-hot-restart", "-l", "info", "--drain-time-s", "5"];
-                args.extend_from_slice(&ca_flags);
-                mesh.spawn(&format!("{}-sidecar", pod.name), Some(&pod.ns), true, &weft(), &args)?;
-            }
-        }
+        start_proxy_with_identity(&mut mesh, pod, *kind, &labels, (&ca, &root), false)?;
     }
     mesh.spawn("plain-app", Some(&plain.ns), false, &app(), &["serve", "0.0.0.0:8080", "plain"])?;
     let m = MtlsMesh { mesh, config, pods, plain };

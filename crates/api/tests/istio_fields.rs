@@ -154,7 +154,6 @@ fn refused_fields_are_named() {
         (NET, "Sidecar", "  egress:\n  - bind: 127.0.0.2\n    hosts: [\"./*\"]\n".into(), "spec.egress[0].bind"),
         (NET, "Sidecar", "  egress:\n  - captureMode: NONE\n    hosts: [\"./*\"]\n".into(), "spec.egress[0].captureMode"),
         (NET, "ServiceEntry", "  hosts: [\"*.example.org\"]\n  ports: [{number: 443, name: tls, protocol: TLS}]\n  resolution: DYNAMIC_DNS\n".into(), "spec.resolution"),
-        (NET, "ServiceEntry", "  hosts: [a.example.org]\n  subjectAltNames: [spiffe://td/ns/a/sa/b]\n".into(), "spec.subjectAltNames"),
         (NET, "WorkloadEntry", "  address: unix:///var/run/app.sock\n".into(), "spec.address"),
     ];
     for (api, kind, spec, path) in cases {

@@ -41,6 +41,9 @@ pub struct Service {
     /// Istio's `exportTo`: the namespaces whose proxies see it (`.` its own, `*` all, `~`
     /// none); empty: all. See [`exported_to`].
     pub export_to: Vec<String>,
+    /// A ServiceEntry's `subjectAltNames`: identities its servers may present under mTLS,
+    /// besides those of its endpoints' service accounts.
+    pub subject_alt_names: Vec<String>,
 }
 
 impl Service {
@@ -384,6 +387,7 @@ impl Model {
                 .get("networking.istio.io/exportTo")
                 .map(|v| v.split(',').map(|e| e.trim().to_owned()).filter(|e| !e.is_empty()).collect())
                 .unwrap_or_default(),
+            subject_alt_names: Vec::new(),
         }
     }
 
@@ -419,6 +423,8 @@ impl Model {
             })
             .collect();
         // Endpoints in WorkloadEntry shape, whether listed inline or selected.
+        // A selector picks WorkloadEntries and, from an API server, running pods of the
+        // entry's namespace, as Istio's does.
         let entries: Vec<net::WorkloadEntry> = match &se.workload_selector {
             Some(sel) => self
                 .workloads
@@ -431,6 +437,14 @@ impl Model {
                     service_account: w.service_account.clone(),
                     ..Default::default()
                 })
+                .chain(self.pods.iter().filter(|p| p.namespace == r.namespace && labels_match(&sel.labels, &p.labels)).map(|p| {
+                    net::WorkloadEntry {
+                        address: p.ip.clone(),
+                        labels: p.labels.clone(),
+                        service_account: p.service_account.clone(),
+                        ..Default::default()
+                    }
+                }))
                 .collect(),
             None => se.endpoints.clone(),
         };
@@ -493,6 +507,7 @@ impl Model {
                     discovery,
                     external: se.location == net::Location::MeshExternal,
                     export_to: se.export_to.clone(),
+                    subject_alt_names: se.subject_alt_names.clone(),
                 }
             })
             .collect()

@@ -500,3 +500,26 @@ fn dns_capture_sends_a_name_table_and_auto_allocates_service_entry_addresses() {
     let plain_3306 = without.listeners.get("0.0.0.0_3306").cloned().unwrap_or_default();
     assert_eq!(chain_cluster(&plain_3306, &db[0], 32), None, "no allocated address without auto-allocation");
 }
+
+/// A ServiceEntry's `subjectAltNames` are identities its servers may present under mesh mTLS:
+/// with `ISTIO_MUTUAL` (no SANs of its own) the cluster accepts them besides the endpoints'
+/// service accounts. Its `workloadSelector` picks WorkloadEntries of its namespace.
+#[test]
+fn service_entry_subject_alt_names_and_workload_selector() {
+    let text = "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: vm, namespace: default}\nspec:\n  hosts: [vm.example.com]\n  location: MESH_INTERNAL\n  resolution: STATIC\n  subjectAltNames: [\"spiffe://cluster.local/ns/vms/sa/legacy\"]\n  workloadSelector: {labels: {app: vm}}\n  ports: [{number: 8080, name: http, protocol: HTTP}]\n---\n\
+                apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {name: vm-1, namespace: default}\nspec: {address: 10.9.0.1, labels: {app: vm, security.istio.io/tlsMode: istio}, serviceAccount: vm}\n---\n\
+                apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {name: other, namespace: default}\nspec: {address: 10.9.0.2, labels: {app: other}}\n---\n\
+                apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: vm, namespace: default}\nspec:\n  host: vm.example.com\n  trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}\n";
+    let loaded = load_text(text, "se.yaml");
+    assert!(loaded.diagnostics.is_empty(), "{:#?}", loaded.diagnostics);
+    let model = Model::build(&loaded.objects, Default::default());
+    let meta = serde_json::json!({"NAMESPACE": "default", "LABELS": {"app": "client"}, "SDS": "true"});
+    let node = ProxyNode::parse("sidecar~10.1.0.2~client-1.default~default.svc.cluster.local", &meta).expect("node");
+    let g = generate(&model, &node);
+    encode_all(&g);
+    let c = &g.clusters["outbound|8080||vm.example.com"].to_string();
+    assert!(c.contains("spiffe://cluster.local/ns/vms/sa/legacy"), "{c}");
+    assert!(c.contains("spiffe://cluster.local/ns/default/sa/vm"), "{c}");
+    let eps = g.endpoints["outbound|8080||vm.example.com"].to_string();
+    assert!(eps.contains("10.9.0.1") && !eps.contains("10.9.0.2"), "only the selected workload: {eps}");
+}

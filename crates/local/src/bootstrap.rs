@@ -59,6 +59,15 @@ pub fn sidecar(node: &Node<'_>, xds: std::net::SocketAddr) -> Value {
     boot
 }
 
+/// The bootstrap of a gateway workload: the same, as a `router~` node (a gateway proxy, never
+/// captured, binding the ports its Gateways' servers name).
+pub fn gateway(node: &Node<'_>, xds: std::net::SocketAddr) -> Value {
+    let mut boot = sidecar(node, xds);
+    let ns = node.namespace;
+    boot["node"]["id"] = json!(format!("router~{}~{}.{ns}~{ns}.svc.cluster.local", node.address, node.name));
+    boot
+}
+
 /// A pod's bootstrap, as pilot-agent writes it in a Kubernetes pod: ADS through the agent's
 /// xDS proxy on a Unix socket (`xds_pipe`), and for a stock Envoy its identity over SDS on
 /// another (`sds_pipe`).

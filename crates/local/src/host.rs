@@ -112,6 +112,13 @@ pub fn delete_netns(name: &str) {
     let _ = run("ip", &["netns", "del", name]);
 }
 
+/// Lets a gateway's proxy (UID 1337) bind ports below 1024 in its own namespace, as Istio's
+/// gateway pods do (`net.ipv4.ip_unprivileged_port_start=0` in their security context): the
+/// sysctl is per network namespace.
+pub fn allow_low_ports(netns: &str) -> Result<(), LocalError> {
+    in_netns(netns, "sysctl", &["-q", "-w", "net.ipv4.ip_unprivileged_port_start=0"]).map(|_| ())
+}
+
 /// Runs a command inside a namespace.
 fn in_netns(netns: &str, cmd: &str, args: &[&str]) -> Result<String, LocalError> {
     let mut full = vec!["netns", "exec", netns, cmd];

@@ -15,7 +15,10 @@
 //!
 //! Istio's pod annotations apply: `sidecar.istio.io/inject: "false"` runs the workload with no
 //! sidecar and no capture; `traffic.sidecar.istio.io/includeOutboundIPRanges` and its siblings
-//! shape the capture as they do in Kubernetes.
+//! shape the capture as they do in Kubernetes; `inject.istio.io/templates: gateway` (Istio's
+//! gateway injection) makes the workload a gateway: only its proxy runs, as a `router`, with no
+//! capture and no command — an ingress or egress gateway, chosen by its labels and the
+//! `Gateway` resources that select them.
 
 use std::collections::BTreeMap;
 
@@ -50,10 +53,20 @@ pub struct Workload {
     pub ports: Vec<u16>,
 }
 
+/// Istio's annotation choosing the injection template; `gateway` makes a gateway.
+pub const TEMPLATES_ANNOTATION: &str = "inject.istio.io/templates";
+
 impl Workload {
-    /// Whether it gets a sidecar (Istio's `sidecar.istio.io/inject`, default yes).
+    /// Whether it gets a proxy (Istio's `sidecar.istio.io/inject`, default yes): a sidecar, or
+    /// the gateway itself.
     pub fn sidecar(&self) -> bool {
         self.annotations.get("sidecar.istio.io/inject").map(|v| v != "false").unwrap_or(true)
+    }
+
+    /// Whether it is a gateway (`inject.istio.io/templates: gateway`): its proxy is all that
+    /// runs, as a `router`, uncaptured.
+    pub fn gateway(&self) -> bool {
+        self.annotations.get(TEMPLATES_ANNOTATION).is_some_and(|t| t == "gateway")
     }
 
     /// `namespace/name`, how the workload is named to the user.
@@ -90,6 +103,8 @@ struct WorkloadMeta {
 struct WorkloadSpec {
     #[serde(default)]
     service_account: Option<String>,
+    /// Required, except for a gateway, which runs nothing but its proxy.
+    #[serde(default)]
     command: Vec<String>,
     #[serde(default)]
     env: BTreeMap<String, String>,
@@ -265,7 +280,17 @@ fn check_workload(w: &Workload) -> Option<(&'static str, String)> {
     if !dns_label(&w.service_account) {
         return Some(("spec.serviceAccount", format!("{:?} is not a DNS label", w.service_account)));
     }
-    if w.command.is_empty() || w.command[0].is_empty() {
+    if let Some(t) = w.annotations.get(TEMPLATES_ANNOTATION).filter(|t| *t != "gateway" && *t != "sidecar") {
+        return Some(("metadata.annotations", format!("{TEMPLATES_ANNOTATION}: {t:?}: weft up knows the templates sidecar and gateway")));
+    }
+    if w.gateway() {
+        if !w.command.is_empty() {
+            return Some(("spec.command", "a gateway runs only its proxy; leave the command out".into()));
+        }
+        if !w.sidecar() {
+            return Some(("metadata.annotations", "a gateway is its proxy: sidecar.istio.io/inject: \"false\" would leave nothing".into()));
+        }
+    } else if w.command.is_empty() || w.command[0].is_empty() {
         return Some(("spec.command", "needs at least the program to run".into()));
     }
     if w.ports.contains(&0) {

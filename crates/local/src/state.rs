@@ -51,6 +51,9 @@ pub struct WorkloadState {
     #[serde(default)]
     pub app_address: Option<String>,
     pub sidecar: bool,
+    /// A gateway workload: its proxy is all that runs.
+    #[serde(default)]
+    pub gateway: bool,
     pub ports: Vec<u16>,
 }
 

@@ -83,6 +83,14 @@ pub fn up(opts: &UpOptions, progress: &mut dyn FnMut(&str)) -> Result<Running, L
             Mode::Namespaces { subnet }
         }
         Network::Explicit { loopback } => {
+            if let Some(g) = mesh.workloads.iter().find(|w| w.gateway()) {
+                // A gateway binds the ports its Gateway servers name on every address; on one
+                // machine without namespaces those are the machine's own.
+                return Err(LocalError::Spec(format!(
+                    "Workload {}: a gateway (inject.istio.io/templates: gateway) needs network namespaces; run weft up as root without --explicit",
+                    g.id()
+                )));
+            }
             explicit::check_range(loopback).map_err(LocalError::Spec)?;
             let addresses = explicit::addresses(loopback, mesh.workloads.len())?;
             let proxy_port = explicit::proxy_http_port(&mesh);
@@ -236,7 +244,12 @@ impl Builder<'_> {
                 }
                 Mode::Explicit { .. } => plan.addresses[i].to_string(),
             };
-            progress(&format!("workload {} at {at}{}", w.id(), if w.sidecar() { "" } else { " (no sidecar)" }));
+            let what = match (w.gateway(), w.sidecar()) {
+                (true, _) => " (gateway)",
+                (false, true) => "",
+                (false, false) => " (no sidecar)",
+            };
+            progress(&format!("workload {} at {at}{what}", w.id()));
             self.start_workload(w, i, &plan, uid_ok)?;
         }
         self.wait_sidecars_ready(mesh, &plan, progress)?;
@@ -399,13 +412,14 @@ impl Builder<'_> {
             address: address.to_string(),
             app_address: app_address.filter(|_| w.sidecar()),
             sidecar: w.sidecar(),
+            gateway: w.gateway(),
             ports: w.ports.clone(),
         });
         self.state.save(dir)?;
         if let (Mode::Namespaces { subnet }, Some(netns), Some(bridge)) = (&self.mode, &netns, &plan.bridge) {
             host::create_netns(netns)?;
             host::attach(netns, bridge, &format!("wv{}{i:03}", plan.id), address, *subnet)?;
-            match self.dns.filter(|_| w.sidecar()) {
+            match self.dns.filter(|_| w.sidecar() && !w.gateway()) {
                 // The sidecar answers names: /etc/hosts holds only the workload itself, and
                 // resolv.conf is a pod's (nameserver 127.0.0.1, captured to the sidecar).
                 Some(_) => host::write_etc_dns(netns, &hosts_file(w, address, &[]), &w.namespace)?,
@@ -417,7 +431,10 @@ impl Builder<'_> {
         }
         let wdir = workload_dir(dir, w)?;
 
-        if let Some(netns) = &netns {
+        if let Some(netns) = netns.as_ref().filter(|_| w.gateway()) {
+            host::allow_low_ports(netns)?;
+        }
+        if let Some(netns) = netns.as_ref().filter(|_| !w.gateway()) {
             // Capture first, as Istio's init container does: the app starts into a captured
             // namespace and never sees a moment without its sidecar.
             let capture = w
@@ -445,8 +462,9 @@ impl Builder<'_> {
             labels: &labels,
             explicit: explicit_port,
         };
-        let mut boot = bootstrap::sidecar(&node, SocketAddr::from((plan.control_plane, XDS_PORT)));
-        if let (Some(dns), Some(_)) = (self.dns, &netns) {
+        let xds = SocketAddr::from((plan.control_plane, XDS_PORT));
+        let mut boot = if w.gateway() { bootstrap::gateway(&node, xds) } else { bootstrap::sidecar(&node, xds) };
+        if let (Some(dns), Some(_), false) = (self.dns, &netns, w.gateway()) {
             // As pilot-agent passes ISTIO_META_* on: the control plane sends the name table.
             boot["node"]["metadata"]["DNS_CAPTURE"] = serde_json::json!("true");
             if dns.auto_allocate {
@@ -557,6 +575,10 @@ impl Builder<'_> {
     }
 
     fn start_app(&mut self, w: &Workload, plan: &Plan, i: usize) -> Result<(), LocalError> {
+        if w.gateway() {
+            // Nothing but the proxy runs in a gateway.
+            return Ok(());
+        }
         let dir = &self.opts.run_dir;
         let mut argv: Vec<String> = match &self.mode {
             Mode::Namespaces { .. } => vec!["ip".into(), "netns".into(), "exec".into(), plan.netns(w)],

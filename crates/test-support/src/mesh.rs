@@ -137,6 +137,12 @@ impl Mesh {
         self.bootstrap(pod, "sidecar", "default", labels, false, Some(sds_socket))
     }
 
+    /// A gateway bootstrap that names the `sds-grpc` cluster (a stock Envoy gateway whose
+    /// identity `weft agent` serves).
+    pub fn gateway_bootstrap_with_sds(&self, pod: &Pod, labels: &[(&str, &str)], sds_socket: &Path) -> anyhow::Result<PathBuf> {
+        self.bootstrap(pod, "router", "istio-system", labels, false, Some(sds_socket))
+    }
+
     /// The same for a gateway (`router~` node) in `istio-system`.
     pub fn gateway_bootstrap(&self, pod: &Pod, labels: &[(&str, &str)], delta: bool) -> anyhow::Result<PathBuf> {
         self.bootstrap(pod, "router", "istio-system", labels, delta, None)

@@ -166,7 +166,12 @@ pub fn print_running(opts: &UpOptions, running: &Running) {
     } else {
         say!("\n  {:<32} {:<15} {:<8} NETNS", "WORKLOAD", "ADDRESS", "SIDECAR");
         for w in &running.state.workloads {
-            say!("  {:<32} {:<15} {:<8} {}", w.id, w.address, if w.sidecar { "yes" } else { "no" }, w.netns.as_deref().unwrap_or("-"));
+            let proxy = match (w.gateway, w.sidecar) {
+                (true, _) => "gateway",
+                (false, true) => "yes",
+                (false, false) => "no",
+            };
+            say!("  {:<32} {:<15} {:<8} {}", w.id, w.address, proxy, w.netns.as_deref().unwrap_or("-"));
         }
     }
     say!("\n  {:<32} {:<15} PORTS", "SERVICE", "ADDRESS");

@@ -28,8 +28,8 @@ pub struct ServiceEntry {
     /// Refused by validation unless `*`, as on every kind.
     #[serde(default)]
     pub export_to: Vec<String>,
-    /// Refused by validation when set: Istio also accepts these identities from the service's
-    /// endpoints, and weft does not read them yet.
+    /// Identities the service's servers may present under mesh mTLS, besides its endpoints'
+    /// service accounts (what auto mTLS and `ISTIO_MUTUAL` without `subjectAltNames` check).
     #[serde(default)]
     pub subject_alt_names: Vec<String>,
 }

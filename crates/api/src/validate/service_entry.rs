@@ -112,9 +112,6 @@ pub(super) fn service_entry(se: &net::ServiceEntry, c: &mut Check) {
     for (i, e) in se.endpoints.iter().enumerate() {
         workload_entry(e, &format!("spec.endpoints[{i}]"), EntryOf::ServiceEntry(se), c);
     }
-    if !se.subject_alt_names.is_empty() {
-        c.unsupported("spec.subjectAltNames", "weft would not accept these identities from the service's endpoints");
-    }
     export_to(&se.export_to, "spec.exportTo", c);
 }
 

@@ -328,6 +328,7 @@ fn service_identities(model: &Model, svc: &Service) -> Vec<String> {
         .iter()
         .filter(|e| e.labels.get(TLS_MODE_LABEL).map(String::as_str) == Some("istio"))
         .map(|e| spiffe_id(&model.mesh.trust_domain, &svc.namespace, e.service_account.as_deref().unwrap_or("default")))
+        .chain(svc.subject_alt_names.iter().cloned())
         .collect();
     ids.sort();
     ids.dedup();
