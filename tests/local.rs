@@ -739,3 +739,163 @@ spec:
     let handshakes = counter("listener.0.0.0.0_443.ssl.handshake");
     assert!(handshakes.is_some_and(|n| n >= 1), "the client's sidecar reached the gateway over TLS on 443:\n{gw}");
 }
+
+/// The Kubernetes Gateway API in `weft up`: a `Gateway` of class istio is served by the
+/// gateway workload labelled with its name, and an `HTTPRoute` routes by header and path
+/// (a prefix matching whole segments), rewrites a prefix, redirects, sets response headers;
+/// an `HTTPRoute` whose parent is a Service (GAMMA) routes sidecar traffic; `weft analyze`
+/// shows each object's status.
+#[test]
+fn gateway_api_routes_through_a_gateway_workload_and_in_the_mesh() {
+    let app = std::path::PathBuf::from(WEFT).with_file_name("weft-test-app");
+    assert!(app.exists(), "{} is missing: build the workspace first", app.display());
+    let app = app.display().to_string();
+    let file = format!(
+        r#"
+apiVersion: weft.dev/v1alpha1
+kind: MeshConfig
+spec: {{defaultConfig: {{concurrency: 1}}}}
+---
+apiVersion: weft.dev/v1alpha1
+kind: Workload
+metadata: {{name: client, labels: {{app: client}}}}
+spec: {{command: [sleep, "600"]}}
+---
+apiVersion: weft.dev/v1alpha1
+kind: Workload
+metadata:
+  name: web-gw
+  labels: {{gateway.networking.k8s.io/gateway-name: web}}
+  annotations: {{inject.istio.io/templates: gateway}}
+spec: {{}}
+---
+apiVersion: weft.dev/v1alpha1
+kind: Workload
+metadata: {{name: web-v1, labels: {{app: web, version: v1}}}}
+spec: {{command: [{app}, serve, "0.0.0.0:8080", v1], ports: [{{containerPort: 8080}}]}}
+---
+apiVersion: weft.dev/v1alpha1
+kind: Workload
+metadata: {{name: web-v2, labels: {{app: web2, version: v2}}}}
+spec: {{command: [{app}, serve, "0.0.0.0:8080", v2], ports: [{{containerPort: 8080}}]}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: web}}
+spec: {{selector: {{app: web}}, ports: [{{name: http, port: 8080}}]}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: web2}}
+spec: {{selector: {{app: web2}}, ports: [{{name: http, port: 8080}}]}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: web}}
+spec:
+  gatewayClassName: istio
+  listeners: [{{name: http, port: 80, protocol: HTTP, hostname: "*.example.com"}}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: shop}}
+spec:
+  parentRefs: [{{name: web}}]
+  hostnames: [shop.example.com]
+  rules:
+  - matches: [{{path: {{type: PathPrefix, value: /api}}}}]
+    filters: [{{type: URLRewrite, urlRewrite: {{path: {{type: ReplacePrefixMatch, replacePrefixMatch: /v2}}}}}}]
+    backendRefs: [{{name: web2, port: 8080}}]
+  - matches: [{{path: {{type: Exact, value: /old}}}}]
+    filters: [{{type: RequestRedirect, requestRedirect: {{path: {{type: ReplaceFullPath, replaceFullPath: /new}}, statusCode: 301}}}}]
+  - matches: [{{headers: [{{name: x-version, value: v2}}]}}]
+    backendRefs: [{{name: web2, port: 8080}}]
+  - filters: [{{type: ResponseHeaderModifier, responseHeaderModifier: {{set: [{{name: x-served-by, value: gateway-api}}]}}}}]
+    backendRefs: [{{name: web, port: 8080}}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: canary}}
+spec:
+  parentRefs: [{{group: "", kind: Service, name: web, port: 8080}}]
+  rules:
+  - matches: [{{headers: [{{name: x-canary, value: "yes"}}]}}]
+    backendRefs: [{{name: web2, port: 8080}}]
+  - backendRefs: [{{name: web, port: 8080}}]
+"#
+    );
+    let (run, out) = up("gwapi", &file, "10.233.71.0/24");
+    assert!(out.status.success(), "weft up failed:\n{}", text(&out));
+    let (_, gw) = run.workload("default/web-gw");
+    // From the machine to the gateway's address, as a client outside the mesh.
+    let get = |path: &str, headers: &[&str]| {
+        let mut args =
+            vec!["-s".to_owned(), "-m".into(), "5".into(), "-D".into(), "-".into(), "-H".into(), "Host: shop.example.com".into()];
+        for h in headers {
+            args.extend(["-H".to_owned(), (*h).to_owned()]);
+        }
+        args.push(format!("http://{gw}{path}"));
+        let out = weft_test_support::tool("curl").args(&args).output().expect("curl");
+        String::from_utf8_lossy(&out.stdout).to_ascii_lowercase()
+    };
+    let first = Mesh::wait_for(Duration::from_secs(30), "the Gateway served", || {
+        let r = get("/", &[]);
+        r.starts_with("http/1.1 200").then_some(r)
+    })
+    .unwrap_or_else(|e| panic!("{e}: {:?}\n{}", get("/", &[]), run.log("default.web-gw.sidecar.log")));
+    assert!(first.ends_with("v1") && first.contains("x-served-by: gateway-api"), "the default rule, with its response header:\n{first}");
+    assert!(get("/", &["x-version: v2"]).ends_with("v2"), "a header match");
+    let rewritten = get("/api/items", &[]);
+    assert!(rewritten.contains("x-path: /v2/items") && rewritten.ends_with("v2"), "the prefix rewritten:\n{rewritten}");
+    assert!(get("/apix", &[]).ends_with("v1"), "a path prefix matches whole segments: /apix is not under /api");
+    let moved = get("/old", &[]);
+    assert!(moved.starts_with("http/1.1 301") && moved.contains("location: http://shop.example.com/new"), "{moved}");
+    let other = get_host(&gw, "other.org");
+    assert!(other.starts_with("http/1.1 404"), "a host no route attaches for:\n{other}");
+
+    // GAMMA: the client's sidecar routes a call to web by the route whose parent is web.
+    let (code, body) = Mesh::wait_for(Duration::from_secs(30), "the mesh route", || {
+        let (netns, _) = run.workload("default/client");
+        let out = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &netns,
+                "curl",
+                "-s",
+                "-m",
+                "5",
+                "-H",
+                "x-canary: yes",
+                "-o",
+                "/dev/stdout",
+                "-w",
+                "\n%{http_code}",
+                "http://web:8080/",
+            ])
+            .output()
+            .expect("curl");
+        let t = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (b, c) = t.rsplit_once('\n').map(|(b, c)| (b.to_owned(), c.to_owned())).unwrap_or_default();
+        (c == "200" && b == "v2").then_some((c, b))
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", run.log("default.client.sidecar.log")));
+    assert_eq!((code.as_str(), body.as_str()), ("200", "v2"));
+
+    let file_path = run.tmp.path().join("mesh.yaml");
+    let out = weft(&["analyze", file_path.to_str().expect("utf-8")]);
+    let t = text(&out);
+    assert!(
+        t.contains("HTTPRoute default/shop\n  parent Gateway default/web: Accepted=True (Accepted), ResolvedRefs=True (ResolvedRefs)"),
+        "{t}"
+    );
+    assert!(t.contains("listener http: attachedRoutes=1"), "{t}");
+}
+
+fn get_host(address: &str, host: &str) -> String {
+    let out = weft_test_support::tool("curl")
+        .args(["-s", "-m", "5", "-D", "-", "-H", &format!("Host: {host}"), &format!("http://{address}/")])
+        .output()
+        .expect("curl");
+    String::from_utf8_lossy(&out.stdout).to_ascii_lowercase()
+}

@@ -8,6 +8,7 @@
 
 pub mod core;
 pub mod duration;
+pub mod gateway_api;
 pub mod ingress;
 pub mod legacy;
 pub mod load;

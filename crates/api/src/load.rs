@@ -230,6 +230,9 @@ pub struct Loaded {
     /// Ingresses and IngressClasses as written: they become mesh config once the Services they
     /// name are known, so whoever gathers the files calls [`crate::ingress::expand`].
     pub ingress_docs: Vec<crate::ingress::IngressDoc>,
+    /// Gateway API documents (and Namespaces, whose labels its selectors read): they become
+    /// mesh config once everything is loaded, through [`crate::gateway_api::expand`].
+    pub gateway_api_docs: Vec<crate::gateway_api::GatewayApiDoc>,
 }
 
 #[derive(Deserialize)]
@@ -368,6 +371,18 @@ fn load_doc(doc: serde_yaml::Value, file: &str, lines: &DocLines, out: &mut Load
                         json["metadata"]["namespace"] = serde_json::Value::String(namespace.clone());
                     }
                     out.ingress_docs.push(crate::ingress::IngressDoc { doc: json, origin, class: kind == "IngressClass" });
+                }
+                Err(e) => out.diagnostics.push(diag(Level::Error, Some(label), "", format!("cannot be read: {e}"))),
+            }
+            return;
+        }
+        (k, _, _, v) if crate::gateway_api::reads(v, k) || (k == "Namespace" && v == "v1") => {
+            match serde_json::to_value(&doc) {
+                Ok(mut json) => {
+                    if json.pointer("/metadata/namespace").is_none() && kind != "Namespace" && kind != "GatewayClass" {
+                        json["metadata"]["namespace"] = serde_json::Value::String(namespace.clone());
+                    }
+                    out.gateway_api_docs.push(crate::gateway_api::GatewayApiDoc { kind: kind.clone(), doc: json, origin });
                 }
                 Err(e) => out.diagnostics.push(diag(Level::Error, Some(label), "", format!("cannot be read: {e}"))),
             }

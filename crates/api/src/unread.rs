@@ -40,7 +40,7 @@ const KINDS: &[(&str, &str, Treatment)] = &[
     ("config.istio.io", "*", Treatment::Instead("Mixer configuration (removed in Istio 1.8) is not read: metrics, logs and traces come from the sidecars (MeshConfig accessLogFile, defaultConfig.tracing)")),
     ("networking.istio.io", "ProxyConfig", Treatment::Instead("not read: set proxy settings in MeshConfig defaultConfig")),
     ("networking.istio.io", "WorkloadGroup", Treatment::Instead("not read: write a WorkloadEntry per workload")),
-    ("gateway.networking.k8s.io", "*", Treatment::Instead("the Kubernetes Gateway API is not read yet: write an Istio Gateway and VirtualServices")),
+    ("gateway.networking.k8s.io", "*", Treatment::Instead("not read by weft yet (it reads GatewayClass, Gateway, HTTPRoute, GRPCRoute, TLSRoute, TCPRoute and ReferenceGrant): write an Istio Gateway and VirtualServices")),
     ("apps", "Deployment", Treatment::Instead(WORKLOAD)),
     ("apps", "StatefulSet", Treatment::Instead(WORKLOAD)),
     ("apps", "DaemonSet", Treatment::Instead(WORKLOAD)),

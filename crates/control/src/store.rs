@@ -13,6 +13,8 @@ pub struct Snapshot {
     pub diagnostics: Vec<Diagnostic>,
     /// Running pods, when an API server is a source.
     pub pods: Vec<weft_api::core::PodInfo>,
+    /// What the Gateway API objects' `status` would say.
+    pub gateway_api: Vec<weft_api::gateway_api::ObjectStatus>,
 }
 
 impl Snapshot {
@@ -60,6 +62,7 @@ pub fn load_dir(dir: &Path) -> std::io::Result<Snapshot> {
     files.sort();
     let mut snap = Snapshot::default();
     let mut ingresses = Vec::new();
+    let mut gateway_api = Vec::new();
     for f in files {
         let shown = f.strip_prefix(dir).unwrap_or(&f).display().to_string();
         match std::fs::read_to_string(&f) {
@@ -68,6 +71,7 @@ pub fn load_dir(dir: &Path) -> std::io::Result<Snapshot> {
                 snap.objects.extend(loaded.objects);
                 snap.diagnostics.extend(loaded.diagnostics);
                 ingresses.extend(loaded.ingress_docs);
+                gateway_api.extend(loaded.gateway_api_docs);
             }
             Err(e) => snap.diagnostics.push(Diagnostic {
                 level: Level::Error,
@@ -82,6 +86,8 @@ pub fn load_dir(dir: &Path) -> std::io::Result<Snapshot> {
     }
     // Ingresses of class istio, once every Service they may name is loaded.
     weft_api::ingress::expand(&mut snap.objects, &mut snap.diagnostics, &ingresses);
+    // Gateway API resources, once every Service, Secret and ReferenceGrant is loaded.
+    snap.gateway_api = weft_api::gateway_api::expand(&mut snap.objects, &mut snap.diagnostics, &gateway_api);
     weft_api::drop_duplicates(&mut snap.objects, &mut snap.diagnostics);
     Ok(snap)
 }

@@ -202,7 +202,7 @@ spec:
 "#;
     let full = format!("{text}\n---\n{ROOT}\n---\n{bad}");
     let loaded = load_text(&full, "bookinfo.yaml");
-    let snapshot = weft_control::store::Snapshot { objects: loaded.objects, diagnostics: loaded.diagnostics, pods: Vec::new() };
+    let snapshot = weft_control::store::Snapshot { objects: loaded.objects, diagnostics: loaded.diagnostics, ..Default::default() };
     let m = Model::build(&snapshot.objects, weft_api::mesh::load_mesh(MESH, "mesh.yaml").expect("mesh"));
     let found: Vec<String> = weft_control::analyze::analyze(&snapshot, &m).iter().map(|d| d.to_string()).collect();
     for want in [

@@ -115,6 +115,7 @@ fn load(config_dir: Option<&PathBuf>, inputs: &[PathBuf]) -> Result<weft_control
         None => weft_control::store::Snapshot::default(),
     };
     let mut ingresses = Vec::new();
+    let mut gateway_api = Vec::new();
     for input in inputs {
         let (text, shown) = if input.as_os_str() == "-" {
             let mut text = String::new();
@@ -124,6 +125,7 @@ fn load(config_dir: Option<&PathBuf>, inputs: &[PathBuf]) -> Result<weft_control
             let dir = weft_control::store::load_dir(input).map_err(|e| format!("cannot read {}: {e}", input.display()))?;
             let prefix = input.display().to_string();
             snap.objects.extend(dir.objects);
+            snap.gateway_api.extend(dir.gateway_api);
             // load_dir names files relative to the directory; name them as the user can find them.
             snap.diagnostics.extend(dir.diagnostics.into_iter().map(|mut d| {
                 d.file = format!("{}/{}", prefix.trim_end_matches('/'), d.file);
@@ -141,15 +143,18 @@ fn load(config_dir: Option<&PathBuf>, inputs: &[PathBuf]) -> Result<weft_control
         snap.objects.extend(loaded.objects);
         snap.diagnostics.extend(loaded.diagnostics);
         ingresses.extend(loaded.ingress_docs);
+        gateway_api.extend(loaded.gateway_api_docs);
     }
     weft_api::ingress::expand(&mut snap.objects, &mut snap.diagnostics, &ingresses);
+    let statuses = weft_api::gateway_api::expand(&mut snap.objects, &mut snap.diagnostics, &gateway_api);
+    snap.gateway_api.extend(statuses);
     // Duplicates across inputs; load_dir has already reported those inside one directory.
     let (objects, mut diagnostics) = (std::mem::take(&mut snap.objects), std::mem::take(&mut snap.diagnostics));
     let mut objects = objects;
     weft_api::drop_duplicates(&mut objects, &mut diagnostics);
     let mut seen = BTreeSet::new();
     diagnostics.retain(|d| seen.insert(d.to_string()));
-    Ok(weft_control::store::Snapshot { objects, diagnostics, pods: Vec::new() })
+    Ok(weft_control::store::Snapshot { objects, diagnostics, pods: Vec::new(), gateway_api: snap.gateway_api })
 }
 
 /// A `weft up` file: its Workloads are checked as `weft up` checks them and stand in the
@@ -295,6 +300,12 @@ pub fn analyze(args: AnalyzeArgs) -> ExitCode {
             }
             suggest_conversions(&diags);
             suggest_service_entries(&blocked);
+            if !snapshot.gateway_api.is_empty() {
+                say!("\nGateway API status (as weft would write it):");
+                for s in &snapshot.gateway_api {
+                    say!("{s}");
+                }
+            }
             if diags.is_empty() {
                 let mut names: Vec<String> = args.config_dir.iter().chain(&inputs).map(|p| p.display().to_string()).collect();
                 if kube {

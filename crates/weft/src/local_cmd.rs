@@ -296,7 +296,7 @@ pub fn apply(args: ApplyArgs) -> ExitCode {
         if !errors.is_empty() {
             return Err(format!("nothing applied:\n{}", errors.join("\n")));
         }
-        if loaded.objects.is_empty() && loaded.ingress_docs.is_empty() {
+        if loaded.objects.is_empty() && loaded.ingress_docs.is_empty() && loaded.gateway_api_docs.is_empty() {
             return Err(format!("{}: no mesh resource in it", args.file.display()));
         }
         let Some(dir) = target.parent() else { return Err(format!("{}: no directory", target.display())) };
@@ -305,7 +305,8 @@ pub fn apply(args: ApplyArgs) -> ExitCode {
         let tmp = dir.join(".weft-apply.tmp");
         std::fs::write(&tmp, &text).map_err(|e| format!("{}: {e}", tmp.display()))?;
         std::fs::rename(&tmp, &target).map_err(|e| format!("{}: {e}", target.display()))?;
-        let names: Vec<String> = loaded.objects.iter().map(|o| o.kind().to_string()).collect();
+        let mut names: Vec<String> = loaded.objects.iter().map(|o| o.kind().to_string()).collect();
+        names.extend(loaded.gateway_api_docs.iter().map(|d| d.kind.clone()));
         Ok(format!("applied {} ({})", args.file.display(), names.join(", ")))
     })();
     match result {
