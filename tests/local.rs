@@ -747,6 +747,11 @@ spec:
 /// shows each object's status.
 #[test]
 fn gateway_api_routes_through_a_gateway_workload_and_in_the_mesh() {
+    require_root_netadmin().unwrap_or_else(|e| panic!("{e:#}"));
+    let pki = TempDir::new("gwapi-pki").expect("temp dir");
+    let ca = weft_test_support::certs::TestCa::new(pki.path(), "secure").expect("ca");
+    let leaf = ca.issue("secure", weft_test_support::certs::Leaf { dns: &["secure.example.com"], ..Default::default() }).expect("leaf");
+    let (cert, key, root) = (leaf.cert_str(), leaf.key_str(), ca.root_str());
     let app = std::path::PathBuf::from(WEFT).with_file_name("weft-test-app");
     assert!(app.exists(), "{} is missing: build the workspace first", app.display());
     let app = app.display().to_string();
@@ -784,17 +789,47 @@ kind: Service
 metadata: {{name: web}}
 spec: {{selector: {{app: web}}, ports: [{{name: http, port: 8080}}]}}
 ---
+apiVersion: weft.dev/v1alpha1
+kind: Workload
+metadata:
+  name: secure
+  labels: {{app: secure}}
+  annotations: {{sidecar.istio.io/inject: "false"}}
+spec: {{command: [openssl, s_server, -accept, "8443", -cert, {cert}, -key, {key}, -www, -quiet], ports: [{{containerPort: 8443}}]}}
+---
 apiVersion: v1
 kind: Service
 metadata: {{name: web2}}
 spec: {{selector: {{app: web2}}, ports: [{{name: http, port: 8080}}]}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: secure}}
+spec: {{selector: {{app: secure}}, ports: [{{name: tls, port: 8443}}]}}
 ---
 apiVersion: gateway.networking.k8s.io/v1
 kind: Gateway
 metadata: {{name: web}}
 spec:
   gatewayClassName: istio
-  listeners: [{{name: http, port: 80, protocol: HTTP, hostname: "*.example.com"}}]
+  listeners:
+  - {{name: http, port: 80, protocol: HTTP, hostname: "*.example.com"}}
+  - {{name: tls, port: 443, protocol: TLS, hostname: secure.example.com, tls: {{mode: Passthrough}}}}
+  - {{name: db, port: 5432, protocol: TCP}}
+---
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: TLSRoute
+metadata: {{name: secure}}
+spec:
+  parentRefs: [{{name: web, sectionName: tls}}]
+  rules: [{{backendRefs: [{{name: secure, port: 8443}}]}}]
+---
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: TCPRoute
+metadata: {{name: db}}
+spec:
+  parentRefs: [{{name: web, sectionName: db}}]
+  rules: [{{backendRefs: [{{name: web, port: 8080}}]}}]
 ---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
@@ -853,6 +888,21 @@ spec:
     let other = get_host(&gw, "other.org");
     assert!(other.starts_with("http/1.1 404"), "a host no route attaches for:\n{other}");
 
+    // TLSRoute: TLS passed through by SNI (curl checks the backend's own certificate);
+    // TCPRoute: bytes forwarded as they are.
+    let resolve = format!("secure.example.com:443:{gw}");
+    let tls = weft_test_support::tool("curl")
+        .args(["-s", "-m", "5", "--resolve", &resolve, "--cacert", &root, "https://secure.example.com/"])
+        .output()
+        .expect("curl");
+    assert!(
+        String::from_utf8_lossy(&tls.stdout).contains("s_server"),
+        "TLS through the TLSRoute: {:?}",
+        String::from_utf8_lossy(&tls.stderr)
+    );
+    let tcp = get_host(&format!("{gw}:5432"), "anything");
+    assert!(tcp.starts_with("http/1.1 200") && tcp.ends_with("v1"), "TCP through the TCPRoute:\n{tcp}");
+
     // GAMMA: the client's sidecar routes a call to web by the route whose parent is web.
     let (code, body) = Mesh::wait_for(Duration::from_secs(30), "the mesh route", || {
         let (netns, _) = run.workload("default/client");
@@ -890,6 +940,7 @@ spec:
         "{t}"
     );
     assert!(t.contains("listener http: attachedRoutes=1"), "{t}");
+    assert!(t.contains("TLSRoute default/secure\n  parent Gateway default/web/tls: Accepted=True (Accepted)"), "{t}");
 }
 
 fn get_host(address: &str, host: &str) -> String {

@@ -120,8 +120,27 @@ fn backends(ctx: &mut Ctx<'_>, refs: &[BackendRef], http: bool) -> Result<Option
         if let Some(o) = out[0].as_object_mut() {
             o.remove("weight");
         }
+    } else {
+        let weights: Vec<u64> = out.iter().map(|d| d["weight"].as_u64().unwrap_or(0)).collect();
+        for (d, w) in out.iter_mut().zip(percentages(&weights)) {
+            d["weight"] = json!(w);
+        }
     }
     Ok(Some(out))
+}
+
+/// Relative weights (Gateway API's) as percentages adding up to exactly 100 (Istio's): each
+/// rounded down, the points left over going to the largest remainders, earliest first.
+fn percentages(weights: &[u64]) -> Vec<u64> {
+    let total: u64 = weights.iter().sum::<u64>().max(1);
+    let mut out: Vec<u64> = weights.iter().map(|w| w * 100 / total).collect();
+    let mut rest: Vec<(u64, usize)> = weights.iter().enumerate().map(|(i, w)| (w * 100 % total, i)).collect();
+    rest.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    let left = 100 - out.iter().sum::<u64>();
+    for (_, i) in rest.into_iter().take(left as usize) {
+        out[i] += 1;
+    }
+    out
 }
 
 fn backend_headers(filters: &[HttpFilter]) -> Result<Option<Value>, RuleError> {
@@ -447,5 +466,16 @@ pub(super) fn l4_rule(ctx: &mut Ctx<'_>, rule: &L4Rule) -> Result<Converted, Rul
         // Nothing to send to: the connection is refused (Istio sends it to a cluster that
         // does not exist); an empty route list is not valid, so the rule is left out.
         None => Ok(Converted::L4(Vec::new())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn relative_weights_become_percentages_adding_up_to_100() {
+        assert_eq!(super::percentages(&[1, 1, 1]), vec![34, 33, 33]);
+        assert_eq!(super::percentages(&[3, 1]), vec![75, 25]);
+        assert_eq!(super::percentages(&[1, 999]), vec![0, 100]);
+        assert_eq!(super::percentages(&[90, 10]), vec![90, 10]);
     }
 }

@@ -163,3 +163,48 @@ fn unknown_fields_are_refused_with_their_path() {
     let d = diagnostics.iter().find(|d| d.level == Level::Error).unwrap_or_else(|| panic!("{diagnostics:#?}"));
     assert!(d.field_path.contains("rules[0].backendRefs[0]") && d.message.contains("wieght"), "{d}");
 }
+
+#[test]
+fn grpc_tls_and_tcp_routes_become_istio_routes_on_their_listeners() {
+    let text = format!(
+        "{BASE}---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: l4, namespace: default}}\nspec:\n  gatewayClassName: istio\n  listeners:\n  - {{name: tls, port: 443, protocol: TLS, hostname: \"*.example.com\", tls: {{mode: Passthrough}}}}\n  - {{name: db, port: 5432, protocol: TCP}}\n  - {{name: grpc, port: 8443, protocol: HTTP}}\n---\n\
+         apiVersion: gateway.networking.k8s.io/v1alpha2\nkind: TLSRoute\nmetadata: {{name: secure, namespace: default}}\nspec:\n  parentRefs: [{{name: l4, sectionName: tls}}]\n  hostnames: [secure.example.com]\n  rules: [{{backendRefs: [{{name: web, port: 8443}}]}}]\n---\n\
+         apiVersion: gateway.networking.k8s.io/v1alpha2\nkind: TCPRoute\nmetadata: {{name: db, namespace: default}}\nspec:\n  parentRefs: [{{name: l4, sectionName: db}}]\n  rules: [{{backendRefs: [{{name: web, port: 5432, weight: 3}}, {{name: web-v2, port: 5432, weight: 1}}]}}]\n---\n\
+         apiVersion: gateway.networking.k8s.io/v1\nkind: GRPCRoute\nmetadata: {{name: rpc, namespace: default}}\nspec:\n  parentRefs: [{{name: l4, sectionName: grpc}}]\n  rules:\n  - matches: [{{method: {{service: shop.Cart, method: Add}}}}]\n    backendRefs: [{{name: web-v2, port: 8080}}]\n  - matches: [{{method: {{service: shop.Cart}}}}]\n    backendRefs: [{{name: web, port: 8080}}]\n---\n\
+         apiVersion: gateway.networking.k8s.io/v1alpha2\nkind: TCPRoute\nmetadata: {{name: wrong-listener, namespace: default}}\nspec:\n  parentRefs: [{{name: l4, sectionName: tls}}]\n  rules: [{{backendRefs: [{{name: web, port: 1}}]}}]\n"
+    );
+    let (objects, diagnostics, statuses) = expanded(&text);
+    assert!(diagnostics.iter().all(|d| d.level != Level::Error), "{diagnostics:#?}");
+    let vss = virtual_services(&objects);
+    let tls = vss.iter().find(|v| !v.spec.tls.is_empty()).expect("a tls VirtualService");
+    assert_eq!(tls.spec.hosts, vec!["secure.example.com"]);
+    assert_eq!(tls.spec.tls[0].matches[0].sni_hosts, vec!["secure.example.com"]);
+    assert_eq!(tls.spec.tls[0].route[0].destination.host, "web.default.svc.cluster.local");
+    let tcp = vss.iter().find(|v| !v.spec.tcp.is_empty()).expect("a tcp VirtualService");
+    assert_eq!(tcp.spec.gateways, vec!["default/l4-db-k8s-gateway"]);
+    let weights: Vec<Option<i64>> = tcp.spec.tcp[0].route.iter().map(|d| d.weight).collect();
+    assert_eq!(weights, vec![Some(75), Some(25)], "Gateway API's relative weights as Istio's percentages");
+    let grpc = vss.iter().find(|v| v.spec.gateways == vec!["default/l4-grpc-k8s-gateway"]).expect("a gRPC VirtualService");
+    assert_eq!(grpc.spec.http[0].matches[0].uri, Some(StringMatch::Exact("/shop.Cart/Add".into())), "a method before a service");
+    assert_eq!(grpc.spec.http[1].matches[0].uri, Some(StringMatch::Prefix("/shop.Cart/".into())));
+    let wrong = status_of(&statuses, "TCPRoute", "wrong-listener");
+    assert_eq!(wrong.parents[0].conditions[0].reason, "NotAllowedByListeners", "{wrong}");
+}
+
+/// The shape of Istio's httpbin Gateway API sample (a Gateway with an HTTP listener from
+/// all namespaces and an HTTPRoute with two path prefixes and a header set), written here.
+#[test]
+fn an_httpbin_style_sample_loads_and_is_accepted() {
+    let text = "apiVersion: v1\nkind: Service\nmetadata: {name: httpbin, namespace: default}\nspec: {ports: [{name: http, port: 8000}]}\n---\n\
+                apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: gateway, namespace: istio-ingress}\nspec:\n  gatewayClassName: istio\n  listeners:\n  - name: default\n    hostname: \"*.example.com\"\n    port: 80\n    protocol: HTTP\n    allowedRoutes:\n      namespaces:\n        from: All\n---\n\
+                apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: http, namespace: default}\nspec:\n  parentRefs:\n  - name: gateway\n    namespace: istio-ingress\n  hostnames: [\"httpbin.example.com\"]\n  rules:\n  - matches:\n    - path:\n        type: PathPrefix\n        value: /get\n    - path:\n        type: PathPrefix\n        value: /headers\n    filters:\n    - type: RequestHeaderModifier\n      requestHeaderModifier:\n        add:\n        - name: my-added-header\n          value: added-value\n    backendRefs:\n    - name: httpbin\n      port: 8000\n";
+    let (objects, diagnostics, statuses) = expanded(text);
+    assert!(diagnostics.is_empty(), "{diagnostics:#?}");
+    let vs = virtual_services(&objects).into_iter().next().expect("a VirtualService");
+    assert_eq!(vs.namespace, "istio-ingress");
+    assert_eq!(vs.spec.hosts, vec!["httpbin.example.com"]);
+    assert_eq!(vs.spec.http.len(), 4, "two prefixes, each as a whole segment and below it");
+    for s in &statuses {
+        assert!(s.unwell().is_empty(), "{s}");
+    }
+}
