@@ -523,3 +523,33 @@ fn service_entry_subject_alt_names_and_workload_selector() {
     let eps = g.endpoints["outbound|8080||vm.example.com"].to_string();
     assert!(eps.contains("10.9.0.1") && !eps.contains("10.9.0.2"), "only the selected workload: {eps}");
 }
+
+/// A VirtualService's `tcp` and `tls` routes split by weight (Envoy's weighted clusters), at
+/// sidecars and gateways; a Gateway server host `ns/name` admits only that namespace's
+/// VirtualServices.
+#[test]
+fn weighted_tcp_routes_and_namespaced_gateway_hosts() {
+    let text = "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: db, namespace: default}\nspec:\n  hosts: [db.example.com]\n  addresses: [10.30.0.1]\n  location: MESH_EXTERNAL\n  resolution: STATIC\n  endpoints: [{address: 10.30.0.1}, {address: 10.30.0.2, labels: {v: two}}]\n  ports: [{number: 5432, name: tcp, protocol: TCP}]\n---\n\
+                apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: db, namespace: default}\nspec:\n  host: db.example.com\n  subsets: [{name: two, labels: {v: two}}]\n---\n\
+                apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: db, namespace: default}\nspec:\n  hosts: [db.example.com]\n  tcp:\n  - route:\n    - {destination: {host: db.example.com}, weight: 80}\n    - {destination: {host: db.example.com, subset: two}, weight: 20}\n---\n\
+                apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: gw, namespace: default}\nspec:\n  selector: {istio: ingressgateway}\n  servers:\n  - port: {number: 8080, name: http, protocol: HTTP}\n    hosts: [\"other/web.example.com\"]\n  - port: {number: 8081, name: http2, protocol: HTTP}\n    hosts: [\"./web.example.com\"]\n---\n\
+                apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: web, namespace: default}\nspec:\n  hosts: [web.example.com]\n  gateways: [gw]\n  http: [{route: [{destination: {host: db.example.com, port: {number: 5432}}}]}]\n";
+    let loaded = load_text(text, "w.yaml");
+    assert!(loaded.diagnostics.iter().all(|d| d.level != weft_api::Level::Error), "{:#?}", loaded.diagnostics);
+    let model = Model::build(&loaded.objects, Default::default());
+    let g = generate(&model, &node("10.1.0.2", "productpage"));
+    encode_all(&g);
+    let l = g.listeners["0.0.0.0_5432"].to_string();
+    assert!(l.contains("weighted_clusters") && l.contains("\"weight\":80") && l.contains("outbound|5432|two|db.example.com"), "{l}");
+
+    let gw = ProxyNode::parse(
+        "router~10.1.0.9~gw-1.default~default.svc.cluster.local",
+        &serde_json::json!({"LABELS": {"istio": "ingressgateway"}}),
+    )
+    .expect("router");
+    let g = generate(&model, &gw);
+    let routes = serde_json::to_string(&g.routes).unwrap_or_default();
+    let hosts = |rc: &str| g.routes.get(rc).map(|r| r["virtual_hosts"].to_string()).unwrap_or_default();
+    assert!(!hosts("http.8080").contains("web.example.com"), "a server for namespace other takes no VirtualService of default: {routes}");
+    assert!(hosts("http.8081").contains("web.example.com"), "`.` admits the gateway's own namespace: {routes}");
+}

@@ -172,13 +172,7 @@ impl Dynamic {
     /// sends none for this proxy) leaves the proxy answering nothing itself.
     fn apply_names(&self, set: &BTreeMap<String, Resource>) -> Result<(), String> {
         let Some(dns) = &self.dns else { return Err("a name table, but this proxy runs no DNS proxy".into()) };
-        let table = match set.values().next() {
-            Some(r) => <weft_xds::name_table::NameTable as prost::Message>::decode(r.bytes().as_ref())
-                .map_err(|e| format!("NDS name table: {e}"))?,
-            None => Default::default(),
-        };
-        dns.update(&table);
-        Ok(())
+        dns.apply(set)
     }
 
     /// True once clusters, listeners, and the endpoints and routes they name have arrived.

@@ -166,10 +166,7 @@ fn dns_job(args: &AgentArgs, env: &[(String, String)]) -> anyhow::Result<Option<
     }
     metadata.insert("NAMESPACE".into(), serde_json::Value::String(ns.clone()));
     let id = format!("sidecar~{ip}~{pod}.{ns}~{ns}.svc.cluster.local");
-    let listen = match var("DNS_PROXY_ADDR") {
-        Some(a) => a.parse().map_err(|_| anyhow::anyhow!("DNS_PROXY_ADDR {a:?}: expected IP:PORT"))?,
-        None => weft_proxy::dns::DEFAULT_LISTEN.parse()?,
-    };
+    let listen = weft_proxy::dns::listen_address(env).map_err(|e| anyhow::anyhow!(e))?;
     Ok(Some(DnsJob {
         options: weft_proxy::dns::DnsOptions {
             listen: vec![listen],

@@ -463,10 +463,7 @@ fn dns_options(
     if !config.node_id.starts_with("sidecar~") {
         bail!("node metadata DNS_CAPTURE: only a sidecar answers its workload's DNS (node id {:?})", config.node_id);
     }
-    let listen = match env.iter().find(|(k, _)| k == "DNS_PROXY_ADDR").map(|(_, v)| v.as_str()).filter(|v| !v.is_empty()) {
-        Some(a) => a.parse().map_err(|_| anyhow::anyhow!("DNS_PROXY_ADDR {a:?}: expected IP:PORT"))?,
-        None => weft_proxy::dns::DEFAULT_LISTEN.parse()?,
-    };
+    let listen = weft_proxy::dns::listen_address(env).map_err(|e| anyhow::anyhow!(e))?;
     // `sidecar~ip~pod.ns~ns.svc.cluster.local`: the namespace, then the cluster's domain.
     let domain_part = config.node_id.split('~').nth(3).unwrap_or_default();
     let (id_ns, domain) = domain_part.split_once('.').unwrap_or((domain_part, "svc.cluster.local"));

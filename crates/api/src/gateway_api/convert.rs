@@ -271,10 +271,18 @@ fn route<R>(
 ) -> ObjectStatus {
     let label = format!("{kind} {}/{}", m.namespace, m.name);
     let mut st = status(m, kind, Vec::new());
-    let convert_all = |gateway_parent: bool| -> (Result<Vec<Converted>, RuleError>, Vec<RuleError>) {
+    // Each rule on its own: one that cannot be served is left out (and said so), the others
+    // are served.
+    let convert_all = |gateway_parent: bool| -> (Vec<Converted>, Vec<RuleError>, Vec<RuleError>) {
         let mut ctx = Ctx { input, kind, meta: m, gateway_parent, soft: Vec::new() };
-        let r: Result<Vec<Converted>, RuleError> = (0..spec.rules.len()).map(|i| rule(&mut ctx, i)).collect();
-        (r, ctx.soft)
+        let (mut ok, mut failed) = (Vec::new(), Vec::new());
+        for i in 0..spec.rules.len() {
+            match rule(&mut ctx, i) {
+                Ok(c) => ok.push(c),
+                Err(e) => failed.push(RuleError { reason: e.reason, message: format!("rules[{i}]: {}", e.message) }),
+            }
+        }
+        (ok, failed, ctx.soft)
     };
     let hostnames: Vec<String> = if spec.hostnames.is_empty() { vec!["*".into()] } else { spec.hostnames.clone() };
     for p in &spec.parent_refs {
@@ -297,10 +305,9 @@ fn route<R>(
                     conditions.push(Condition::no("Accepted", "NoMatchingParent", format!("parent service: {:?} not found", p.name)));
                 } else {
                     let host = format!("{}.{pns}.{DOMAIN}", p.name);
-                    let (converted, soft) = convert_all(false);
-                    conditions.push(Condition::yes("Accepted", "Accepted", "Route was valid"));
-                    conditions.push(resolved(&converted, &soft));
-                    if let Ok(list) = converted {
+                    let (list, failed, soft) = convert_all(false);
+                    conditions.extend(accepted_conditions(spec.rules.len(), &failed, &soft));
+                    {
                         let entry = routes.mesh_http.entry((m.namespace.clone(), host, p.port)).or_insert((pns != m.namespace, Vec::new()));
                         for c in list {
                             let Converted::Http(rs) = c else { continue };
@@ -379,15 +386,13 @@ fn route<R>(
                     st.parents.push(ParentStatus { parent, conditions });
                     continue;
                 }
-                let (converted, soft) = convert_all(true);
-                conditions.push(Condition::yes("Accepted", "Accepted", "Route was valid"));
-                conditions.push(resolved(&converted, &soft));
+                let (list, failed, soft) = convert_all(true);
+                conditions.extend(accepted_conditions(spec.rules.len(), &failed, &soft));
                 for (i, hosts) in accepted {
                     listeners[i].attached += 1;
-                    let Ok(list) = &converted else { continue };
                     let b = &listeners[i];
                     for host in hosts {
-                        for c in list {
+                        for c in &list {
                             match c {
                                 Converted::Http(rs) => {
                                     for (prec, r) in rs {
@@ -403,7 +408,8 @@ fn route<R>(
                                     }
                                 }
                                 Converted::L4(rs) => {
-                                    let tls = kind == "TLSRoute";
+                                    // A terminating TLS listener carries its TLSRoutes as TCP.
+                                    let tls = kind == "TLSRoute" && b.passthrough;
                                     for r in rs {
                                         let mut r = r.clone();
                                         let m_port = json!({"port": b.port});
@@ -435,11 +441,24 @@ fn route<R>(
     st
 }
 
-fn resolved(converted: &Result<Vec<Converted>, RuleError>, soft: &[RuleError]) -> Condition {
-    match (converted, soft.first()) {
-        (Err(e), _) | (Ok(_), Some(e)) => Condition::no("ResolvedRefs", e.reason, e.message.clone()),
-        (Ok(_), None) => Condition::yes("ResolvedRefs", "ResolvedRefs", "All references resolved"),
+/// A parent's `Accepted` (False when no rule can be served), `PartiallyInvalid` when some
+/// cannot, and `ResolvedRefs` from the references that do not resolve.
+fn accepted_conditions(rules: usize, failed: &[RuleError], soft: &[RuleError]) -> Vec<Condition> {
+    let joined = |es: &[RuleError]| es.iter().map(|e| e.message.as_str()).collect::<Vec<_>>().join("; ");
+    let mut out = Vec::new();
+    match failed.first() {
+        Some(_) if failed.len() == rules => out.push(Condition::no("Accepted", "UnsupportedValue", joined(failed))),
+        Some(_) => {
+            out.push(Condition::yes("Accepted", "Accepted", "Route was valid"));
+            out.push(Condition::yes("PartiallyInvalid", "UnsupportedValue", &format!("rules left out: {}", joined(failed))));
+        }
+        None => out.push(Condition::yes("Accepted", "Accepted", "Route was valid")),
     }
+    out.push(match soft.first() {
+        Some(e) => Condition::no("ResolvedRefs", e.reason, joined(soft)),
+        None => Condition::yes("ResolvedRefs", "ResolvedRefs", "All references resolved"),
+    });
+    out
 }
 
 /// Adds `port` to every match of an HTTP route (a Service parent's port).

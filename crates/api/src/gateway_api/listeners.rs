@@ -17,6 +17,9 @@ pub(super) struct Bound {
     pub listener: String,
     pub port: u32,
     pub hostname: Option<String>,
+    /// A TLS listener that passes TLS through (its TLSRoutes go by SNI); a terminating one
+    /// carries TLSRoutes as TCP.
+    pub passthrough: bool,
     /// The Istio Gateway made for it (`ns/name`).
     pub istio: String,
     pub namespaces: Allowed,
@@ -178,7 +181,20 @@ pub(super) fn gateway(input: &Input, m: &Meta, g: &GatewaySpec, bound: &mut Vec<
             valid += 1;
             seen.push((l.port, l.protocol.clone(), host.clone()));
             let istio_name = format!("{}-{}-k8s-gateway", m.name, l.name);
-            let mut server = json!({"port": {"number": l.port, "name": l.name, "protocol": l.protocol}, "hosts": [host]});
+            // `ns/host`: only what the listener's allowedRoutes admit binds to the server (the
+            // routes made here live in the Gateway's namespace).
+            let hosts: Vec<String> = match &namespaces {
+                Allowed::All => vec![format!("*/{host}")],
+                Allowed::Same => vec![format!("{}/{host}", m.namespace)],
+                Allowed::Selected(set) => std::iter::once(&m.namespace)
+                    .chain(set.iter())
+                    .map(|ns| format!("{ns}/{host}"))
+                    .collect::<BTreeSet<_>>()
+                    .into_iter()
+                    .collect(),
+            };
+            let passthrough = tls.get("mode") == Some(&json!("PASSTHROUGH"));
+            let mut server = json!({"port": {"number": l.port, "name": l.name, "protocol": l.protocol}, "hosts": hosts});
             if !tls.is_null() {
                 server["tls"] = tls;
             }
@@ -193,6 +209,7 @@ pub(super) fn gateway(input: &Input, m: &Meta, g: &GatewaySpec, bound: &mut Vec<
                 listener: l.name.clone(),
                 port: l.port,
                 hostname: l.hostname.clone(),
+                passthrough,
                 istio: format!("{}/{istio_name}", m.namespace),
                 namespaces,
                 kinds,

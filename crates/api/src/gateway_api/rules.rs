@@ -23,6 +23,9 @@ pub(super) struct Precedence {
     query: usize,
 }
 
+/// The precedence of the path prefix `/` (also that of a rule without matches).
+const ROOT: Precedence = Precedence { path_kind: 2, path_len: 1, method: false, headers: 0, query: 0 };
+
 /// A rule that cannot be served: the route's ResolvedRefs reason and message.
 pub(super) struct RuleError {
     pub reason: &'static str,
@@ -207,22 +210,26 @@ enum PrefixPart {
     Root,
 }
 
+/// Header (names case-insensitive) or query parameter matches; a name given twice: the first
+/// counts, as Gateway API says.
+fn value_matches(list: &[ValueMatch], lower: bool) -> Result<Value, RuleError> {
+    let mut out = Map::new();
+    for x in list {
+        let name = if lower { x.name.to_ascii_lowercase() } else { x.name.clone() };
+        if !out.contains_key(&name) {
+            out.insert(name, string_match(x.kind.as_deref(), &x.value)?);
+        }
+    }
+    Ok(Value::Object(out))
+}
+
 fn http_match(m: &HttpMatch) -> Result<MatchParts, RuleError> {
     let mut v = json!({});
     if !m.headers.is_empty() {
-        // A name given twice: the last one counts, as in Istio.
-        let mut h = Map::new();
-        for x in &m.headers {
-            h.insert(x.name.to_ascii_lowercase(), string_match(x.kind.as_deref(), &x.value)?);
-        }
-        v["headers"] = Value::Object(h);
+        v["headers"] = value_matches(&m.headers, true)?;
     }
     if !m.query_params.is_empty() {
-        let mut q = Map::new();
-        for p in &m.query_params {
-            q.insert(p.name.clone(), string_match(p.kind.as_deref(), &p.value)?);
-        }
-        v["queryParams"] = Value::Object(q);
+        v["queryParams"] = value_matches(&m.query_params, false)?;
     }
     if let Some(method) = &m.method {
         v["method"] = json!({"exact": method});
@@ -238,7 +245,7 @@ fn http_match(m: &HttpMatch) -> Result<MatchParts, RuleError> {
             let trimmed = if value == "/" { value.clone() } else { value.trim_end_matches('/').to_owned() };
             if trimmed == "/" {
                 v["uri"] = json!({"prefix": "/"});
-                (2, 1, vec![(v, Some(PrefixPart::Root))])
+                (ROOT.path_kind, ROOT.path_len, vec![(v, Some(PrefixPart::Root))])
             } else {
                 let mut whole = v.clone();
                 whole["uri"] = json!({"exact": trimmed});
@@ -307,8 +314,9 @@ pub(super) fn http_rule(ctx: &mut Ctx<'_>, rule: &HttpRule, index: usize) -> Res
         Some(_) => None,
         None => backends(ctx, &rule.backend_refs, true)?,
     };
+    // No matches is Gateway API's default match, the path prefix `/`.
     let matches: Vec<MatchParts> = if rule.matches.is_empty() {
-        vec![MatchParts { matches: vec![(Value::Null, None)], precedence: Precedence::default() }]
+        vec![MatchParts { matches: vec![(Value::Null, Some(PrefixPart::Root))], precedence: ROOT }]
     } else {
         rule.matches.iter().map(http_match).collect::<Result<_, _>>()?
     };
@@ -416,7 +424,7 @@ pub(super) fn grpc_rule(ctx: &mut Ctx<'_>, rule: &GrpcRule, index: usize) -> Res
     let Converted::Http(base) = http_rule(ctx, &http, index)? else { return Ok(Converted::Http(Vec::new())) };
     let Some((_, template)) = base.into_iter().next() else { return Ok(Converted::Http(Vec::new())) };
     if rule.matches.is_empty() {
-        return Ok(Converted::Http(vec![(Precedence::default(), template)]));
+        return Ok(Converted::Http(vec![(ROOT, template)]));
     }
     let mut out = Vec::new();
     for m in &rule.matches {
@@ -447,11 +455,7 @@ pub(super) fn grpc_rule(ctx: &mut Ctx<'_>, rule: &GrpcRule, index: usize) -> Res
             v["uri"] = uri;
         }
         if !m.headers.is_empty() {
-            let mut h = Map::new();
-            for x in &m.headers {
-                h.insert(x.name.to_ascii_lowercase(), string_match(x.kind.as_deref(), &x.value)?);
-            }
-            v["headers"] = Value::Object(h);
+            v["headers"] = value_matches(&m.headers, true)?;
         }
         let mut r = template.clone();
         r["match"] = json!([v]);

@@ -19,10 +19,10 @@ impl Condition {
     pub(super) fn no(kind: &'static str, reason: &str, message: impl Into<String>) -> Condition {
         Condition { kind, ok: false, reason: reason.into(), message: message.into() }
     }
-    /// Whether the condition is as a working object's is (`Conflicted` is the one whose good
-    /// value is False).
+    /// Whether the condition is as a working object's is (`Conflicted` and `PartiallyInvalid`
+    /// are the ones whose good value is False).
     fn well(&self) -> bool {
-        if self.kind == "Conflicted" {
+        if matches!(self.kind, "Conflicted" | "PartiallyInvalid") {
             !self.ok
         } else {
             self.ok

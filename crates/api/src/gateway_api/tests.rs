@@ -52,7 +52,7 @@ fn a_gateway_listener_becomes_an_istio_gateway_its_proxies_are_selected_by_label
     assert_eq!(gws.len(), 2);
     let http = gws.iter().find(|g| g.name == "edge-http-k8s-gateway").expect("listener http");
     assert_eq!(http.spec.selector.get(GATEWAY_NAME_LABEL).map(String::as_str), Some("edge"));
-    assert_eq!(http.spec.servers[0].hosts, vec!["*.example.com"]);
+    assert_eq!(http.spec.servers[0].hosts, vec!["default/*.example.com"], "only the Gateway's namespace binds (allowedRoutes: Same)");
     assert_eq!(http.spec.servers[0].port.number, 80);
     let st = status_of(&statuses, "Gateway", "edge");
     assert!(st.conditions.iter().all(|c| c.ok), "{st}");
@@ -207,4 +207,19 @@ fn an_httpbin_style_sample_loads_and_is_accepted() {
     for s in &statuses {
         assert!(s.unwell().is_empty(), "{s}");
     }
+}
+
+#[test]
+fn a_rule_that_cannot_be_served_is_left_out_and_the_rest_served() {
+    let route = "---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: mixed, namespace: default}\nspec:\n  parentRefs: [{name: edge, sectionName: http}]\n  hostnames: [shop.example.com]\n  rules:\n  - matches: [{path: {value: /ext}}]\n    filters: [{type: ExtensionRef, extensionRef: {group: example.com, kind: Thing, name: t}}]\n    backendRefs: [{name: web, port: 8080}]\n  - matches: [{headers: [{name: x-a, value: first}, {name: X-A, value: second}]}]\n    backendRefs: [{name: web, port: 8080}]\n";
+    let (objects, _, statuses) = expanded(&format!("{BASE}{route}"));
+    let st = status_of(&statuses, "HTTPRoute", "mixed");
+    let has =
+        |kind: &str, ok: bool, reason: &str| st.parents[0].conditions.iter().any(|c| c.kind == kind && c.ok == ok && c.reason == reason);
+    assert!(has("Accepted", true, "Accepted") && has("PartiallyInvalid", true, "UnsupportedValue"), "{st}");
+    assert!(st.unwell().iter().any(|(_, c)| c.message.contains("ExtensionRef")), "{st}");
+    let vs = virtual_services(&objects).into_iter().next().expect("the good rule is served");
+    assert_eq!(vs.spec.http.len(), 1);
+    let header = vs.spec.http[0].matches[0].headers.get("x-a").cloned();
+    assert_eq!(header, Some(StringMatch::Exact("first".into())), "a header named twice: the first counts");
 }

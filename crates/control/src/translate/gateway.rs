@@ -15,10 +15,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use weft_api::networking::{self as net, ServerTlsMode};
 use weft_api::Resource;
 
-use super::listener::{chain, hcm, hcm_filter, l4_cluster, listener, Routes};
+use super::listener::{chain, hcm, hcm_filter, l4_clusters, listener, Routes};
 use super::pb::{self, listener::FilterChain, listener::FilterChainMatch, tls};
 use super::route::{hash_policy, vs_routes, Bound};
-use super::{credential, tcp_proxy, Generated, Scope};
+use super::{credential, tcp_proxy_to, Generated, Scope};
 use crate::model::{host_matches, labels_match};
 use crate::telemetry::Side;
 
@@ -60,6 +60,16 @@ impl Bind<'_> {
             "HTTPS" | "TLS" => Kind::Passthrough,
             _ => Kind::Tcp,
         }
+    }
+
+    /// Whether a VirtualService of `ns` may bind to the server: a host `ns/name` admits only
+    /// that namespace's (`.` the gateway's own, `*` any, `~` none), a host without one any.
+    fn admits_namespace(&self, ns: &str) -> bool {
+        self.server.hosts.iter().any(|h| match h.split_once('/') {
+            None | Some(("*", _)) => true,
+            Some((".", _)) => ns == self.gateway.namespace,
+            Some((n, _)) => n == ns,
+        })
     }
 
     /// The server's hosts without their `namespace/` part.
@@ -120,8 +130,8 @@ pub fn generate(scope: &Scope<'_>, out: &mut Generated) {
             }
         }
         for b in binds.iter().filter(|b| b.kind() == Kind::TlsTerminated) {
-            if let Some(cluster) = l4_route(scope, b, port) {
-                let mut c = chain(&b.https_route_name(), vec![tcp_proxy(&cluster, &cluster)]);
+            if let Some(clusters) = l4_route(scope, b, port) {
+                let mut c = chain(&b.https_route_name(), vec![tcp_proxy_to(&clusters)]);
                 if terminate(scope, &mut c, b, &[], out) {
                     chains.push(c);
                 }
@@ -131,8 +141,8 @@ pub fn generate(scope: &Scope<'_>, out: &mut Generated) {
             passthrough_chains(scope, b, port, &mut chains);
         }
         for b in binds.iter().filter(|b| b.kind() == Kind::Tcp) {
-            if let Some(cluster) = l4_route(scope, b, port) {
-                chains.push(chain(&format!("tcp.{port}"), vec![tcp_proxy(&cluster, &cluster)]));
+            if let Some(clusters) = l4_route(scope, b, port) {
+                chains.push(chain(&format!("tcp.{port}"), vec![tcp_proxy_to(&clusters)]));
             }
         }
         if chains.is_empty() {
@@ -160,6 +170,7 @@ fn bound_virtual_services<'a>(scope: &Scope<'a>, b: &Bind<'_>) -> Vec<&'a Resour
         .virtual_services
         .iter()
         .filter(|vs| bound.named_in(&vs.spec.gateways, &vs.namespace) && crate::model::exported_to(&vs.spec.export_to, &vs.namespace, ns))
+        .filter(|vs| b.admits_namespace(&vs.namespace))
         .collect()
 }
 
@@ -327,16 +338,17 @@ fn tls_version(v: Option<&str>) -> tls::tls_parameters::TlsProtocol {
     }
 }
 
-/// The destination of the first bound `tcp` route that applies to `b`'s port.
-fn l4_route(scope: &Scope<'_>, b: &Bind<'_>, port: u16) -> Option<String> {
+/// The destinations, by weight, of the first bound `tcp` route that applies to `b`'s port.
+fn l4_route(scope: &Scope<'_>, b: &Bind<'_>, port: u16) -> Option<Vec<(String, u32)>> {
     for vs in bound_virtual_services(scope, b) {
         if !vs.spec.hosts.iter().any(|h| b.allows(h)) {
             continue;
         }
         for r in &vs.spec.tcp {
             let applies = r.matches.is_empty() || r.matches.iter().any(|m| b.l4_match_applies(m.port, &m.gateways, &vs.namespace));
-            if let (true, Some(d)) = (applies, r.route.first()) {
-                return Some(l4_cluster(scope, &d.destination, &vs.namespace, port));
+            let clusters = l4_clusters(scope, &r.route, &vs.namespace, port);
+            if applies && !clusters.is_empty() {
+                return Some(clusters);
             }
         }
     }
@@ -349,8 +361,10 @@ fn passthrough_chains(scope: &Scope<'_>, b: &Bind<'_>, port: u16, chains: &mut V
     let mut seen = BTreeSet::new();
     for vs in bound_virtual_services(scope, b) {
         for r in &vs.spec.tls {
-            let Some(d) = r.route.first() else { continue };
-            let cluster = l4_cluster(scope, &d.destination, &vs.namespace, port);
+            let clusters = l4_clusters(scope, &r.route, &vs.namespace, port);
+            if clusters.is_empty() {
+                continue;
+            }
             for m in &r.matches {
                 if m.port.is_some_and(|p| p != u32::from(port))
                     || !(m.gateways.is_empty() || b.bound().named_in(&m.gateways, &vs.namespace))
@@ -361,7 +375,7 @@ fn passthrough_chains(scope: &Scope<'_>, b: &Bind<'_>, port: u16, chains: &mut V
                 let Some(first) = names.first() else { continue };
                 chains.push(FilterChain {
                     filter_chain_match: Some(FilterChainMatch { server_names: names.clone(), ..Default::default() }),
-                    ..chain(&format!("tls.{port}.{first}"), vec![tcp_proxy(&cluster, &cluster)])
+                    ..chain(&format!("tls.{port}.{first}"), vec![tcp_proxy_to(&clusters)])
                 });
             }
         }

@@ -277,11 +277,11 @@ pub fn outbound(scope: &Scope<'_>, out: &mut Generated) {
             let ranges = svc.ranges_for(scope.node.dns.auto_allocated());
             let Some(first) = ranges.first() else { continue };
             let vip = if first.prefix_len() == first.max_prefix_len() { first.addr().to_string() } else { first.to_string() };
-            let cluster = tcp_destination(scope, &svc.hostname, port);
+            let clusters = tcp_destination(scope, &svc.hostname, port);
             let to_vip = listener::FilterChainMatch { prefix_ranges: ranges.iter().map(pb::cidr_range).collect(), ..Default::default() };
             chains.push(listener::FilterChain {
                 filter_chain_match: Some(to_vip.clone()),
-                ..chain(&format!("{vip}_{port}"), vec![tcp_proxy(&cluster, &cluster)])
+                ..chain(&format!("{vip}_{port}"), vec![super::tcp_proxy_to(&clusters)])
             });
             if *proto == Protocol::Auto {
                 // Sniffed port: HTTP to the VIP still goes through the HTTP routes.
@@ -333,26 +333,28 @@ impl SniChains {
         if let Some(vs) = scope.virtual_service(&svc.hostname) {
             let node = scope.node;
             for r in &vs.spec.tls {
-                let Some(d) = r.route.first() else { continue };
-                let cluster = l4_cluster(scope, &d.destination, &vs.namespace, port);
+                let clusters = l4_clusters(scope, &r.route, &vs.namespace, port);
+                if clusters.is_empty() {
+                    continue;
+                }
                 for m in &r.matches {
                     let applies = m.port.is_none_or(|p| p == u32::from(port))
                         && super::route::Bound::Mesh.admits(&m.gateways, &vs.namespace)
                         && crate::model::labels_match(&m.source_labels, &node.labels)
                         && m.source_namespace.as_ref().is_none_or(|ns| *ns == node.namespace);
                     if applies {
-                        self.push(&m.sni_hosts, &ranges, &cluster, port);
+                        self.push(&m.sni_hosts, &ranges, &clusters, port);
                     }
                 }
             }
         }
         if svc.vip_for(auto).is_none() {
             let cluster = outbound_cluster_name(port, "", &svc.hostname);
-            self.push(std::slice::from_ref(&svc.hostname), &[], &cluster, port);
+            self.push(std::slice::from_ref(&svc.hostname), &[], &[(cluster, 100)], port);
         }
     }
 
-    fn push(&mut self, names: &[String], ranges: &[pb::core::CidrRange], cluster: &str, port: u16) {
+    fn push(&mut self, names: &[String], ranges: &[pb::core::CidrRange], clusters: &[(String, u32)], port: u16) {
         let names: Vec<String> = names.iter().map(|n| n.to_ascii_lowercase()).filter(|n| self.names.insert(n.clone())).collect();
         let Some(first) = names.first() else { return };
         let m = listener::FilterChainMatch {
@@ -363,23 +365,31 @@ impl SniChains {
         };
         self.chains.push(listener::FilterChain {
             filter_chain_match: Some(m),
-            ..chain(&format!("{first}_{port}"), vec![tcp_proxy(cluster, cluster)])
+            ..chain(&format!("{first}_{port}"), vec![super::tcp_proxy_to(clusters)])
         });
     }
 }
 
-/// The cluster for TCP traffic to `host:port`: a VirtualService `tcp` route when one applies
-/// (first destination; weighted TCP splits are in the route's order), else the service.
-fn tcp_destination(scope: &Scope<'_>, host: &str, port: u16) -> String {
+/// The clusters for TCP traffic to `host:port`, by weight: a VirtualService `tcp` route's
+/// destinations when one applies, else the service.
+fn tcp_destination(scope: &Scope<'_>, host: &str, port: u16) -> Vec<(String, u32)> {
     if let Some(vs) = scope.virtual_service(host) {
         for r in &vs.spec.tcp {
             let applies = r.matches.is_empty() || r.matches.iter().any(|m| m.port.is_none_or(|p| p == u32::from(port)));
-            if let (true, Some(d)) = (applies, r.route.first()) {
-                return l4_cluster(scope, &d.destination, &vs.namespace, port);
+            let clusters = l4_clusters(scope, &r.route, &vs.namespace, port);
+            if applies && !clusters.is_empty() {
+                return clusters;
             }
         }
     }
-    outbound_cluster_name(port, "", host)
+    vec![(outbound_cluster_name(port, "", host), 100)]
+}
+
+/// The clusters of an L4 (`tcp`/`tls`) route's destinations with their weights (validation
+/// holds them to 100 in all; a route of one destination takes everything).
+pub(super) fn l4_clusters(scope: &Scope<'_>, route: &[net::RouteDestination], vs_ns: &str, port: u16) -> Vec<(String, u32)> {
+    let weight = |w: Option<i64>| if route.len() == 1 { 100 } else { u32::try_from(w.unwrap_or(0).clamp(0, 100)).unwrap_or(0) };
+    route.iter().map(|d| (l4_cluster(scope, &d.destination, vs_ns, port), weight(d.weight))).collect()
 }
 
 /// The cluster of an L4 (`tcp`/`tls`) route destination; its port defaults to `port`.

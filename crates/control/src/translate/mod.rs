@@ -369,6 +369,30 @@ fn duration_text(d: std::time::Duration) -> String {
     }
 }
 
+/// A TCP proxy to `clusters` by weight (a VirtualService `tcp` or `tls` route's
+/// destinations); one cluster takes everything. Stats go under the first one's name.
+pub fn tcp_proxy_to(clusters: &[(String, u32)]) -> pb::listener::Filter {
+    use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::tcp_proxy::{
+        weighted_cluster::ClusterWeight, ClusterSpecifier, WeightedCluster,
+    };
+    let stat = clusters.first().map(|c| c.0.as_str()).unwrap_or(BLACKHOLE);
+    if clusters.len() < 2 {
+        return tcp_proxy(stat, stat);
+    }
+    let weighted = WeightedCluster {
+        clusters: clusters
+            .iter()
+            .map(|(name, weight)| ClusterWeight { name: name.clone(), weight: *weight, ..Default::default() })
+            .collect(),
+    };
+    let config = pb::TcpProxy {
+        stat_prefix: stat.into(),
+        cluster_specifier: Some(ClusterSpecifier::WeightedClusters(weighted)),
+        ..Default::default()
+    };
+    pb::filter("envoy.filters.network.tcp_proxy", &config)
+}
+
 pub fn tcp_proxy(stat_prefix: &str, cluster: &str) -> pb::listener::Filter {
     use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::tcp_proxy::ClusterSpecifier;
     let config = pb::TcpProxy {

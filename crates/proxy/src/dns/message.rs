@@ -18,6 +18,10 @@ pub const RCODE_NOTIMP: u8 = 4;
 const HEADER: usize = 12;
 /// What a UDP answer may be without EDNS (RFC 1035 4.2.1).
 pub const UDP_PLAIN: usize = 512;
+/// The OPT record of an answer to an EDNS query: root owner, type 41, our UDP payload size
+/// (1232, the size DNS flag day 2020 settled on), no extended flags, no options.
+const OPT_RECORD: [u8; 11] = [0, 0, 41, 0x04, 0xD0, 0, 0, 0, 0, 0, 0];
+
 /// A name's longest wire form (RFC 1035 2.3.4).
 const MAX_NAME: usize = 255;
 /// Seconds a local answer may be cached: short, so a changed address is seen soon (Istio's).
@@ -37,6 +41,8 @@ pub struct Query {
     question: Vec<u8>,
     /// The largest UDP answer the asker takes (512 without EDNS).
     pub udp_size: usize,
+    /// The query carried an OPT record: the answer carries one too (RFC 6891 7).
+    edns: bool,
 }
 
 /// Why a message is not a query weft answers.
@@ -77,14 +83,16 @@ impl Query {
         // The additional section may carry an OPT record with the asker's UDP payload size.
         let mut at = end + 4;
         let mut udp_size = UDP_PLAIN;
+        let mut edns = false;
         for _ in 0..u32::from(ns) + u32::from(ar) {
             let Some((kind, class, next)) = skip_record(msg, at) else { return refuse(RCODE_FORMERR) };
             if kind == TYPE_OPT {
                 udp_size = usize::from(class).max(UDP_PLAIN);
+                edns = true;
             }
             at = next;
         }
-        Ok(Query { id, rd, name, qtype, qclass, question, udp_size })
+        Ok(Query { id, rd, name, qtype, qclass, question, udp_size, edns })
     }
 
     /// The answer with `rcode` and `answers` (authoritative: weft knows these names), cut to
@@ -96,15 +104,20 @@ impl Query {
         out.extend_from_slice(&[0; HEADER]);
         out.extend_from_slice(&self.question);
         let mut truncated = false;
+        // Room kept for the OPT record an EDNS asker gets back.
+        let room = if self.edns { limit.saturating_sub(OPT_RECORD.len()) } else { limit };
         for r in answers {
             let mark = out.len();
             r.write(&mut out);
-            if out.len() > limit {
+            if out.len() > room {
                 out.truncate(mark);
                 truncated = true;
                 break;
             }
             written += 1;
+        }
+        if self.edns {
+            out.extend_from_slice(&OPT_RECORD);
         }
         // QR, AA, RD as asked, RA (the sidecar forwards what it does not know).
         let mut flags: u16 = 0x8000 | 0x0400 | 0x0080 | u16::from(rcode & 0xF);
@@ -119,6 +132,7 @@ impl Query {
         h[2..4].copy_from_slice(&flags.to_be_bytes());
         h[4..6].copy_from_slice(&1u16.to_be_bytes());
         h[6..8].copy_from_slice(&written.to_be_bytes());
+        h[10..12].copy_from_slice(&u16::from(self.edns).to_be_bytes());
         out
     }
 
@@ -227,12 +241,16 @@ fn read_name(msg: &[u8], mut at: usize) -> Option<(String, usize)> {
             return None;
         }
         let label = msg.get(at..at + len)?;
-        // Only what a hostname may hold, plus `_` (service names) and `*`: anything else in
-        // a name would be taken as something it is not when matched or logged.
-        if !label.iter().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'*')) {
-            return None;
+        // What a hostname may hold (and `_`, `*`) as itself; any other byte as `\DDD`, the
+        // presentation form: such a name matches nothing in the table and goes upstream
+        // unchanged, and cannot be mistaken for another when matched or logged.
+        for b in label {
+            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'*') {
+                name.push(char::from(b.to_ascii_lowercase()));
+            } else {
+                name.push_str(&format!("\\{b:03}"));
+            }
         }
-        name.push_str(&String::from_utf8_lossy(label).to_ascii_lowercase());
         name.push('.');
         at += len;
     }
@@ -312,7 +330,7 @@ mod tests {
         assert!(matches!(Query::parse(&pointer), Err(Refusal::Answer { rcode: RCODE_FORMERR, .. })));
         let mut odd = query(5, "a.b", TYPE_A, None);
         odd[13] = b' ';
-        assert!(matches!(Query::parse(&odd), Err(Refusal::Answer { rcode: RCODE_FORMERR, .. })), "a space in a name");
+        assert_eq!(Query::parse(&odd).map(|q| q.name), Ok("\\032.b.".to_owned()), "a space in a name is kept, escaped, to go upstream");
         let long = format!("{}.{}.{}.{}.{}", "a".repeat(60), "b".repeat(60), "c".repeat(60), "d".repeat(60), "e".repeat(20));
         assert!(matches!(Query::parse(&query(6, &long, TYPE_A, None)), Err(Refusal::Answer { rcode: RCODE_FORMERR, .. })));
         let mut notify = query(9, "a.b", TYPE_A, None);
@@ -333,6 +351,10 @@ mod tests {
         assert_eq!(cut[2] & 0x02, 0x02, "TC set");
         assert_eq!(usize::from(u16::from_be_bytes([cut[6], cut[7]])), (UDP_PLAIN - 12 - 12) / 16);
         assert!(q.answered_by(&full));
+        let edns = Query::parse(&query(10, "web.ns", TYPE_A, Some(4096))).expect("parse");
+        let with_opt = edns.answer(0, &recs[..2], 512);
+        assert_eq!(u16::from_be_bytes([with_opt[10], with_opt[11]]), 1, "an EDNS asker gets an OPT record back");
+        assert_eq!(&with_opt[with_opt.len() - 11..], &OPT_RECORD);
         let other = Query::parse(&query(9, "web.other", TYPE_A, None)).expect("parse");
         assert!(!other.answered_by(&full), "a reply to another question");
     }

@@ -56,6 +56,15 @@ pub fn fuzz_reply(msg: &[u8], tcp: bool) -> Option<Vec<u8>> {
 
 /// Where Istio's agent listens.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:15053";
+
+/// Where the DNS proxy listens: `DNS_PROXY_ADDR` from the environment (Istio's agent
+/// variable), else [`DEFAULT_LISTEN`].
+pub fn listen_address(env: &[(String, String)]) -> Result<SocketAddr, String> {
+    match env.iter().find(|(k, _)| k == "DNS_PROXY_ADDR").map(|(_, v)| v.as_str()).filter(|v| !v.is_empty()) {
+        Some(a) => a.parse().map_err(|_| format!("DNS_PROXY_ADDR {a:?}: expected IP:PORT")),
+        None => DEFAULT_LISTEN.parse().map_err(|_| format!("{DEFAULT_LISTEN}: not an address")),
+    }
+}
 const MAX_INFLIGHT: usize = 256;
 const MAX_TCP: usize = 64;
 const TCP_IDLE: Duration = Duration::from_secs(10);
@@ -146,6 +155,16 @@ impl Dns {
         Ok(dns)
     }
 
+    /// Takes the name table an xDS update carries (none: an empty table).
+    pub fn apply(&self, resources: &std::collections::BTreeMap<String, weft_xds::ads_client::Resource>) -> Result<(), String> {
+        let table = match resources.values().next() {
+            Some(r) => <NameTable as prost::Message>::decode(r.bytes().as_ref()).map_err(|e| format!("NDS name table: {e}"))?,
+            None => NameTable::default(),
+        };
+        self.update(&table);
+        Ok(())
+    }
+
     /// Takes a new name table from the control plane.
     pub fn update(&self, nt: &NameTable) {
         let t = table::Table::build(nt, &self.place);
@@ -184,12 +203,7 @@ impl weft_xds::ads_client::Handler for NamesOnly {
             if type_url != weft_xds::name_table::NAME_TABLE {
                 return Err(format!("{type_url}: the agent takes only the name table"));
             }
-            let table = match resources.values().next() {
-                Some(r) => <NameTable as prost::Message>::decode(r.bytes().as_ref()).map_err(|e| format!("NDS name table: {e}"))?,
-                None => NameTable::default(),
-            };
-            self.0.update(&table);
-            Ok(())
+            self.0.apply(resources)
         })
     }
 

@@ -42,7 +42,15 @@ pub async fn serve_udp(dns: Arc<Dns>, sock: Arc<UdpSocket>) {
 
 pub async fn serve_tcp(dns: Arc<Dns>, listener: TcpListener) {
     loop {
-        let Ok((stream, peer)) = listener.accept().await else { continue };
+        let (stream, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                // Out of descriptors, most likely: wait rather than spin.
+                tracing::debug!(error = %e, "DNS proxy: TCP accept");
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                continue;
+            }
+        };
         let Ok(slot) = dns.tcp_slots.clone().try_acquire_owned() else {
             tracing::debug!(%peer, "DNS proxy: too many TCP connections; closed");
             continue;
@@ -59,7 +67,8 @@ pub async fn serve_tcp(dns: Arc<Dns>, listener: TcpListener) {
 async fn serve_stream(dns: &Dns, mut stream: TcpStream) {
     while let Some(msg) = read_framed(&mut stream).await {
         let Some(reply) = dns.handle(&msg, true).await else { return };
-        if write_framed(&mut stream, &reply).await.is_err() {
+        // A client that does not read its answers gives its slot back after the idle time.
+        if !matches!(tokio::time::timeout(TCP_IDLE, write_framed(&mut stream, &reply)).await, Ok(Ok(()))) {
             return;
         }
     }

@@ -60,7 +60,8 @@ impl Table {
                 names.insert(form.clone(), Entry::Addresses { v4: v4.clone(), v6: v6.clone() });
             }
             if let Some(search) = &first_search {
-                for form in &forms {
+                // Not for a wildcard: its expansion would alias a name no resolver takes.
+                for form in forms.iter().filter(|f| !f.starts_with('*')) {
                     if form.ends_with(&format!("{search}.")) {
                         continue;
                     }
