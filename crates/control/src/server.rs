@@ -474,6 +474,7 @@ fn merge(file: Option<&store::Snapshot>, kube: Option<&weft_kube::source::View>)
         snap.objects.extend(v.objects.iter().cloned());
         snap.diagnostics.extend(v.diagnostics.iter().cloned());
         snap.pods = v.pods.clone();
+        snap.gateway_api.extend(v.gateway_api.iter().cloned());
         weft_api::drop_duplicates(&mut snap.objects, &mut snap.diagnostics);
     }
     snap

@@ -32,6 +32,8 @@ pub struct View {
     /// Every namespace's labels (injection reads `weft.io/data-plane` from them), when the API
     /// server serves namespaces to this client.
     pub namespaces: BTreeMap<String, BTreeMap<String, String>>,
+    /// What the Gateway API objects' `status` would say (not written back yet).
+    pub gateway_api: Vec<weft_api::gateway_api::ObjectStatus>,
 }
 
 /// The file name diagnostics from the API server carry.
@@ -58,6 +60,14 @@ const KINDS: &[(&str, &str, &str, &str)] = &[
     // Ingresses of class istio become a Gateway and VirtualServices (`ingress`).
     ("networking.k8s.io", "v1", "Ingress", "ingresses"),
     ("networking.k8s.io", "v1", "IngressClass", "ingressclasses"),
+    // The Kubernetes Gateway API (`weft_api::gateway_api`), at the versions its CRDs serve.
+    ("gateway.networking.k8s.io", "v1", "GatewayClass", "gatewayclasses"),
+    ("gateway.networking.k8s.io", "v1", "Gateway", "gateways"),
+    ("gateway.networking.k8s.io", "v1", "HTTPRoute", "httproutes"),
+    ("gateway.networking.k8s.io", "v1", "GRPCRoute", "grpcroutes"),
+    ("gateway.networking.k8s.io", "v1alpha2", "TLSRoute", "tlsroutes"),
+    ("gateway.networking.k8s.io", "v1alpha2", "TCPRoute", "tcproutes"),
+    ("gateway.networking.k8s.io", "v1beta1", "ReferenceGrant", "referencegrants"),
     // TLS credentials a Gateway's credentialName (or an Ingress's secretName) names.
     ("", "v1", "Secret", "secrets"),
     // Their labels, for injection (not mesh objects).
@@ -200,6 +210,7 @@ where
 fn snapshot(watched: &[Watched], pods: &Store<Pod>) -> View {
     let mut view = View::default();
     let (mut ingresses, mut classes, mut services) = (Vec::new(), Vec::new(), Vec::new());
+    let mut gateway_api = Vec::new();
     for w in watched {
         let mut objects = w.store.state();
         objects.sort_by(|a, b| (&a.metadata.namespace, &a.metadata.name).cmp(&(&b.metadata.namespace, &b.metadata.name)));
@@ -209,6 +220,7 @@ fn snapshot(watched: &[Watched], pods: &Store<Pod>) -> View {
                 "Namespace" => {
                     let labels = o.metadata.labels.clone().unwrap_or_default().into_iter().collect();
                     view.namespaces.insert(o.metadata.name.clone().unwrap_or_default(), labels);
+                    gateway_api.extend(weft_api::load_text(&manifest.to_string(), ORIGIN).gateway_api_docs);
                 }
                 "Ingress" => ingresses.push(manifest),
                 "IngressClass" => classes.push(manifest),
@@ -216,7 +228,7 @@ fn snapshot(watched: &[Watched], pods: &Store<Pod>) -> View {
                     if kind == "Service" {
                         services.push(manifest.clone());
                     }
-                    load(&manifest, &mut view);
+                    gateway_api.extend(load(&manifest, &mut view));
                 }
             }
         }
@@ -236,6 +248,8 @@ fn snapshot(watched: &[Watched], pods: &Store<Pod>) -> View {
             code: None,
         });
     }
+    // Gateway API objects, once every Service, Secret and ReferenceGrant is in the view.
+    view.gateway_api = weft_api::gateway_api::expand(&mut view.objects, &mut view.diagnostics, &gateway_api);
     let mut infos: Vec<PodInfo> = pods.state().iter().filter_map(|p| pod_info(p)).collect();
     infos.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
     view.pods = infos;
@@ -243,11 +257,13 @@ fn snapshot(watched: &[Watched], pods: &Store<Pod>) -> View {
     view
 }
 
-/// Loads one manifest into the view, through the loader files go through.
-fn load(manifest: &Value, view: &mut View) {
+/// Loads one manifest into the view, through the loader files go through; a Gateway API
+/// document is returned, to be expanded once the view is whole.
+fn load(manifest: &Value, view: &mut View) -> Vec<weft_api::gateway_api::GatewayApiDoc> {
     let loaded = weft_api::load_text(&manifest.to_string(), ORIGIN);
     view.objects.extend(loaded.objects);
     view.diagnostics.extend(loaded.diagnostics);
+    loaded.gateway_api_docs
 }
 
 /// The object as a manifest the loader reads: list items come without `apiVersion` and

@@ -204,3 +204,72 @@ async fn the_api_server_is_read_listed_watched_and_relisted() {
     let v = until(&mut rx, "the re-listed services", |v| !kinds(v).contains(&"Service")).await;
     assert!(kinds(&v).contains(&"EndpointSlice") && kinds(&v).contains(&"VirtualService"), "the other kinds stay: {:?}", kinds(&v));
 }
+
+/// The Gateway API from the API server (its CRDs served): a Gateway and an HTTPRoute become an
+/// Istio Gateway and a VirtualService in the view, with their status; a route to a Service in
+/// another namespace resolves only once a ReferenceGrant allows it.
+#[tokio::test]
+async fn gateway_api_objects_from_the_api_server_become_mesh_config_with_status() {
+    let api = cluster();
+    let group = "gateway.networking.k8s.io";
+    api.set(
+        &format!("/apis/{group}/v1"),
+        resource_list(&format!("{group}/v1"), &[("gateways", "Gateway", true), ("httproutes", "HTTPRoute", true)]),
+    );
+    api.set(&format!("/apis/{group}/v1beta1"), resource_list(&format!("{group}/v1beta1"), &[("referencegrants", "ReferenceGrant", true)]));
+    api.set(
+        &format!("/apis/{group}/v1/gateways"),
+        list("Gateway", &format!("{group}/v1"), "100", vec![json!({"metadata": meta("edge", "gw", "20"),
+            "spec": {"gatewayClassName": "istio", "listeners": [{"name": "http", "port": 80, "protocol": "HTTP", "allowedRoutes": {"namespaces": {"from": "All"}}}]}})]),
+    );
+    api.set(
+        &format!("/apis/{group}/v1/httproutes"),
+        list(
+            "HTTPRoute",
+            &format!("{group}/v1"),
+            "100",
+            vec![json!({"metadata": meta("reviews", "gw", "21"),
+            "spec": {"parentRefs": [{"name": "edge"}], "hostnames": ["shop.example.com"],
+                     "rules": [{"backendRefs": [{"name": "reviews", "namespace": "shop", "port": 9080}]}]}})],
+        ),
+    );
+    api.set(&format!("/apis/{group}/v1beta1/referencegrants"), list("ReferenceGrant", &format!("{group}/v1beta1"), "100", vec![]));
+    let addr = api.serve().await;
+    let config = kube::Config::new(format!("http://{addr}").parse().expect("url"));
+    let client = kube::Client::try_from(config).expect("client");
+    let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+    tokio::spawn(run(client, Duration::from_millis(20), tx));
+
+    let v = next(&mut rx, "the first view").await;
+    let istio_gateway =
+        v.objects.iter().any(|o| matches!(o, Object::Gateway(g) if g.name == "edge-http-k8s-gateway" && g.namespace == "gw"));
+    assert!(istio_gateway, "{:#?}", kinds(&v));
+    let route = v.gateway_api.iter().find(|s| s.kind == "HTTPRoute").expect("the route's status");
+    assert!(route.to_string().contains("ResolvedRefs=False (RefNotPermitted)"), "{route}");
+
+    let grants = format!("/apis/{group}/v1beta1/referencegrants");
+    for _ in 0..100 {
+        if api.watchers(&grants) > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    api.push(
+        &grants,
+        event(
+            "ADDED",
+            json!({"apiVersion": format!("{group}/v1beta1"), "kind": "ReferenceGrant", "metadata": meta("from-gw", "shop", "101"),
+            "spec": {"from": [{"group": group, "kind": "HTTPRoute", "namespace": "gw"}], "to": [{"group": "", "kind": "Service"}]}}),
+        ),
+    );
+    let v = until(&mut rx, "the grant resolving the backend", |v| {
+        v.gateway_api.iter().any(|s| s.kind == "HTTPRoute" && s.to_string().contains("ResolvedRefs=True"))
+    })
+    .await;
+    let vs = v.objects.iter().find_map(|o| match o {
+        Object::VirtualService(r) if r.spec.hosts == ["shop.example.com"] && r.namespace == "gw" => Some(r),
+        _ => None,
+    });
+    let vs = vs.unwrap_or_else(|| panic!("the route's VirtualService: {:#?}", kinds(&v)));
+    assert_eq!(vs.spec.http[0].route[0].destination.host, "reviews.shop.svc.cluster.local");
+}

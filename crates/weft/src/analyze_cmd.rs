@@ -266,6 +266,7 @@ pub fn analyze(args: AnalyzeArgs) -> ExitCode {
                 snapshot.objects.extend(view.objects);
                 snapshot.diagnostics.extend(view.diagnostics);
                 snapshot.pods = view.pods;
+                snapshot.gateway_api.extend(view.gateway_api);
                 weft_api::drop_duplicates(&mut snapshot.objects, &mut snapshot.diagnostics);
                 cluster = pitfalls;
             }

@@ -16,8 +16,8 @@
 //!   `Programmed`, listener `Conflicted`…), with its reasons: `weft analyze` shows them, and a
 //!   condition that is not as it should be is a warning at the object's line.
 //!
-//! Not read yet, and said so: the API server as a source of these kinds (files only), status
-//! written back, `UDPRoute` and the experimental kinds.
+//! Read from files and (through `weft-kube`'s source) from the API server. Not yet, and
+//! said so: status written back to the API server, `UDPRoute` and the experimental kinds.
 
 mod convert;
 mod listeners;
