@@ -197,6 +197,8 @@ fn control_plane(plan: &Plan, out: &mut Vec<Manifest>) -> Result<(), String> {
             rule(&[""], &["configmaps"], &["create", "update", "patch"]),
             rule(&[""], &["events"], &["create", "patch"]),
             rule(&["networking.k8s.io"], &["ingresses", "ingressclasses"], &read),
+            // The Kubernetes Gateway API, read as config (its status is not written yet).
+            rule(&["gateway.networking.k8s.io"], &["*"], &read),
             // A gateway's credentialName names a Secret in the gateway's namespace.
             rule(&[""], &["secrets"], &read),
         ]),
