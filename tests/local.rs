@@ -845,8 +845,25 @@ spec:
     filters: [{{type: RequestRedirect, requestRedirect: {{path: {{type: ReplaceFullPath, replaceFullPath: /new}}, statusCode: 301}}}}]
   - matches: [{{headers: [{{name: x-version, value: v2}}]}}]
     backendRefs: [{{name: web2, port: 8080}}]
+  - matches: [{{path: {{type: PathPrefix, value: /hdr}}}}]
+    filters: [{{type: RequestHeaderModifier, requestHeaderModifier: {{set: [{{name: x-added, value: by-gateway}}], remove: [x-drop]}}}}]
+    backendRefs: [{{name: web, port: 8080}}]
+  - matches: [{{path: {{type: PathPrefix, value: /mirrored}}}}]
+    filters: [{{type: RequestMirror, requestMirror: {{backendRef: {{name: web2, port: 8080}}}}}}]
+    backendRefs: [{{name: web, port: 8080}}]
   - filters: [{{type: ResponseHeaderModifier, responseHeaderModifier: {{set: [{{name: x-served-by, value: gateway-api}}]}}}}]
     backendRefs: [{{name: web, port: 8080}}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {{name: rpc}}
+spec:
+  parentRefs: [{{name: web, sectionName: http}}]
+  hostnames: [rpc.example.com]
+  rules:
+  - matches: [{{method: {{service: shop.Cart, method: Add}}}}]
+    backendRefs: [{{name: web2, port: 8080}}]
+  - backendRefs: [{{name: web, port: 8080}}]
 ---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
@@ -885,6 +902,39 @@ spec:
     assert!(get("/apix", &[]).ends_with("v1"), "a path prefix matches whole segments: /apix is not under /api");
     let moved = get("/old", &[]);
     assert!(moved.starts_with("http/1.1 301") && moved.contains("location: http://shop.example.com/new"), "{moved}");
+    let headers = get("/hdr/headers", &["x-drop: secret", "x-keep: yes"]);
+    assert!(headers.contains("x-added: by-gateway") && headers.contains("x-keep: yes") && !headers.contains("x-drop"), "{headers}");
+    let (_, web2) = run.workload("default/web-v2");
+    let served = || {
+        let out = weft_test_support::tool("curl").args(["-s", "-m", "5", &format!("http://{web2}:8080/served")]).output().ok()?;
+        String::from_utf8_lossy(&out.stdout).trim().parse::<u64>().ok()
+    };
+    let before = served().expect("web2 counts what it serves");
+    assert!(get("/mirrored", &[]).ends_with("v1"), "the caller gets the primary's answer");
+    Mesh::wait_for(Duration::from_secs(10), "the mirror's copy at web2", || served().filter(|n| *n > before))
+        .unwrap_or_else(|e| panic!("{e}: web2 served {:?} (before {before})", served()));
+    // GRPCRoute: gRPC's paths over HTTP/2, routed by method.
+    let rpc = |method: &str| {
+        let out = weft_test_support::tool("curl")
+            .args([
+                "-s",
+                "-m",
+                "5",
+                "--http2-prior-knowledge",
+                "-X",
+                "POST",
+                "-H",
+                "Host: rpc.example.com",
+                "-H",
+                "content-type: application/grpc",
+            ])
+            .arg(format!("http://{gw}/{method}"))
+            .output()
+            .expect("curl");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(rpc("shop.Cart/Add"), "v2", "the method's rule");
+    assert_eq!(rpc("shop.Cart/List"), "v1", "the service's other methods take the default rule");
     let other = get_host(&gw, "other.org");
     assert!(other.starts_with("http/1.1 404"), "a host no route attaches for:\n{other}");
 
@@ -939,7 +989,8 @@ spec:
         t.contains("HTTPRoute default/shop\n  parent Gateway default/web: Accepted=True (Accepted), ResolvedRefs=True (ResolvedRefs)"),
         "{t}"
     );
-    assert!(t.contains("listener http: attachedRoutes=1"), "{t}");
+    assert!(t.contains("listener http: attachedRoutes=2"), "the HTTPRoute and the GRPCRoute: {t}");
+    assert_eq!(out.status.code(), Some(0), "no error in a working mesh file: {t}");
     assert!(t.contains("TLSRoute default/secure\n  parent Gateway default/web/tls: Accepted=True (Accepted)"), "{t}");
 }
 

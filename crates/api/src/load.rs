@@ -338,7 +338,8 @@ fn load_doc(doc: serde_yaml::Value, file: &str, lines: &DocLines, out: &mut Load
     let meta = header.metadata.unwrap_or_default();
     let namespace = meta.namespace.clone().unwrap_or_else(|| "default".into());
     let label = format!("{kind} {namespace}/{}", meta.name);
-    if meta.name.is_empty() {
+    // `weft up`'s own kinds (a MeshConfig needs no name) are `weft up`'s to check.
+    if meta.name.is_empty() && !api_version.starts_with("weft.dev/") {
         out.diagnostics.push(diag(Level::Error, Some(label), "metadata.name", "is required".into()));
         return;
     }

@@ -55,7 +55,8 @@ pub fn analyze(snapshot: &Snapshot, model: &Model) -> Vec<Diagnostic> {
                     owners.push(vs.key());
                 }
             }
-            if !host.contains('*') && model.service(&host).is_none() {
+            // A gateway's hosts are the names clients outside call, not services.
+            if mesh_bound && !host.contains('*') && model.service(&host).is_none() {
                 out.push(at(
                     vs,
                     "VirtualService",

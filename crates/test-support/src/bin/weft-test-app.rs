@@ -3,7 +3,9 @@
 //! `weft-test-app serve ADDR NAME`: answers every request with `NAME` (and headers `x-app`, and
 //!   `x-path` with the path it was asked for); `/status/<code>` answers with that status;
 //!   `/flaky` answers 503 to every other request (the first, third, …), for retry tests;
-//!   `/peer` answers `NAME peer=<x-forwarded-client-cert or none>`.
+//!   `/peer` answers `NAME peer=<x-forwarded-client-cert or none>`; a path ending in
+//!   `/headers` answers the request's headers, one `name: value` a line, sorted; `/served`
+//!   answers how many other requests this process has served (a mirror's copies count).
 //! `weft-test-app get URL COUNT [NAME:VALUE…]`: sends COUNT requests one after another and
 //!   prints a JSON object counting each `"<status> <body>"` (`"error <reason>"` for failures).
 
@@ -15,6 +17,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
+
+/// Requests served so far (but `/served`), in this process.
+static SERVED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// Requests to `/flaky` so far, in this process.
 static FLAKY: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -64,9 +69,20 @@ async fn serve(addr: String, name: String) -> ExitCode {
                         status = 503;
                     }
                     // `/peer`: who the sidecar says called, as the application sees it.
-                    let body = if req.uri().path() == "/peer" {
+                    let path = req.uri().path();
+                    if path != "/served" {
+                        SERVED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    let body = if path == "/peer" {
                         let xfcc = req.headers().get("x-forwarded-client-cert").and_then(|v| v.to_str().ok());
                         format!("{name} peer={}", xfcc.unwrap_or("none"))
+                    } else if path.ends_with("/headers") {
+                        let mut lines: Vec<String> =
+                            req.headers().iter().map(|(k, v)| format!("{k}: {}", String::from_utf8_lossy(v.as_bytes()))).collect();
+                        lines.sort();
+                        lines.join("\n")
+                    } else if path == "/served" {
+                        SERVED.load(std::sync::atomic::Ordering::Relaxed).to_string()
                     } else {
                         name.clone()
                     };
