@@ -127,6 +127,31 @@ spec:
   ports: [{name: http, port: 9080}]
 "#;
 
+/// A client and reviews v1 behind a Service, as several tests run them.
+const CLIENT_AND_REVIEWS: &str = r#"---
+apiVersion: weft.dev/v1alpha1
+kind: Workload
+metadata: {name: client, labels: {app: client}}
+spec:
+  serviceAccount: client
+  command: [sleep, "600"]
+---
+apiVersion: weft.dev/v1alpha1
+kind: Workload
+metadata: {name: reviews-v1, labels: {app: reviews, version: v1}}
+spec:
+  serviceAccount: bookinfo-reviews
+  command: [weft, sample, reviews, --version, v1]
+  ports: [{containerPort: 9080}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: reviews}
+spec:
+  selector: {app: reviews}
+  ports: [{name: http, port: 9080}]
+"#;
+
 fn stats(address: &str) -> String {
     let out = weft_test_support::tool("curl")
         .args(["-s", "-m", "5", &format!("http://{address}:15090/stats/prometheus")])
@@ -444,7 +469,9 @@ fn a_real_prometheus_scrapes_istios_metrics_from_a_weft_up_mesh() {
 /// request method, and whose tracing sends nothing — and the sidecars do exactly that.
 #[test]
 fn a_telemetry_resource_shapes_the_sidecars_logs_and_metrics() {
-    let mesh = r#"
+    let mesh = format!(
+        "{}{CLIENT_AND_REVIEWS}",
+        r#"
 apiVersion: weft.dev/v1alpha1
 kind: MeshConfig
 spec:
@@ -469,30 +496,9 @@ spec:
       tagOverrides:
         response_code: {operation: REMOVE}
         request_method: {value: request.method}
----
-apiVersion: weft.dev/v1alpha1
-kind: Workload
-metadata: {name: client, labels: {app: client}}
-spec:
-  serviceAccount: client
-  command: [sleep, "600"]
----
-apiVersion: weft.dev/v1alpha1
-kind: Workload
-metadata: {name: reviews-v1, labels: {app: reviews, version: v1}}
-spec:
-  serviceAccount: bookinfo-reviews
-  command: [weft, sample, reviews, --version, v1]
-  ports: [{containerPort: 9080}]
----
-apiVersion: v1
-kind: Service
-metadata: {name: reviews}
-spec:
-  selector: {app: reviews}
-  ports: [{name: http, port: 9080}]
-"#;
-    let (run, out) = up("telemetry", mesh, "10.233.68.0/24");
+"#
+    );
+    let (run, out) = up("telemetry", &mesh, "10.233.68.0/24");
     assert!(out.status.success(), "weft up failed:\n{}", text(&out));
     Mesh::wait_for(Duration::from_secs(30), "reviews through both sidecars", || {
         (run.curl("default/client", "http://reviews:9080/reviews/0").0 == "200").then_some(())
@@ -544,36 +550,17 @@ spec:
 /// services by short name, and a ServiceEntry host without an address gets an allocated one.
 #[test]
 fn with_dns_capture_the_sidecar_answers_names_instead_of_etc_hosts() {
-    let file = r#"
+    let file = format!(
+        "{}{CLIENT_AND_REVIEWS}{}",
+        r#"
 apiVersion: weft.dev/v1alpha1
 kind: MeshConfig
 spec:
   defaultConfig:
     concurrency: 1
     proxyMetadata: {ISTIO_META_DNS_CAPTURE: "true", ISTIO_META_DNS_AUTO_ALLOCATE: "true"}
----
-apiVersion: weft.dev/v1alpha1
-kind: Workload
-metadata: {name: client, labels: {app: client}}
-spec:
-  serviceAccount: client
-  command: [sleep, "600"]
----
-apiVersion: weft.dev/v1alpha1
-kind: Workload
-metadata: {name: reviews-v1, labels: {app: reviews, version: v1}}
-spec:
-  serviceAccount: bookinfo-reviews
-  command: [weft, sample, reviews, --version, v1]
-  ports: [{containerPort: 9080}]
----
-apiVersion: v1
-kind: Service
-metadata: {name: reviews}
-spec:
-  selector: {app: reviews}
-  ports: [{name: http, port: 9080}]
----
+"#,
+        r#"---
 apiVersion: networking.istio.io/v1
 kind: ServiceEntry
 metadata: {name: db}
@@ -582,8 +569,9 @@ spec:
   location: MESH_EXTERNAL
   resolution: DNS
   ports: [{number: 3306, name: mysql, protocol: TCP}]
-"#;
-    let (run, out) = up("dnsup", file, "10.233.69.0/24");
+"#
+    );
+    let (run, out) = up("dnsup", &file, "10.233.69.0/24");
     assert!(out.status.success(), "weft up failed:\n{}", text(&out));
     let (netns, _) = run.workload("default/client");
     let hosts = std::fs::read_to_string(Path::new("/etc/netns").join(&netns).join("hosts")).expect("hosts");

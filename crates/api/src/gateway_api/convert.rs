@@ -96,34 +96,10 @@ pub fn convert(input: &Input) -> Output {
         gateway(input, m, g, &mut listeners, &mut out);
     }
     let mut routes = Routes::default();
-    let mut http: Vec<&(Meta, RouteSpec<HttpRule>)> = input.http.iter().collect();
-    http.sort_by(|a, b| (&a.0.namespace, &a.0.name).cmp(&(&b.0.namespace, &b.0.name)));
-    for (m, r) in http {
-        let s = route(input, m, "HTTPRoute", r, &mut listeners, &mut routes, |ctx, rule_index| {
-            http_rule(ctx, &r.rules[rule_index], rule_index)
-        });
-        out.statuses.push(s);
-    }
-    let mut grpc: Vec<&(Meta, RouteSpec<GrpcRule>)> = input.grpc.iter().collect();
-    grpc.sort_by(|a, b| (&a.0.namespace, &a.0.name).cmp(&(&b.0.namespace, &b.0.name)));
-    for (m, r) in grpc {
-        let s = route(input, m, "GRPCRoute", r, &mut listeners, &mut routes, |ctx, rule_index| {
-            grpc_rule(ctx, &r.rules[rule_index], rule_index)
-        });
-        out.statuses.push(s);
-    }
-    let mut tls: Vec<&(Meta, RouteSpec<L4Rule>)> = input.tls.iter().collect();
-    tls.sort_by(|a, b| (&a.0.namespace, &a.0.name).cmp(&(&b.0.namespace, &b.0.name)));
-    for (m, r) in tls {
-        let s = route(input, m, "TLSRoute", r, &mut listeners, &mut routes, |ctx, rule_index| l4_rule(ctx, &r.rules[rule_index]));
-        out.statuses.push(s);
-    }
-    let mut tcp: Vec<&(Meta, RouteSpec<L4Rule>)> = input.tcp.iter().collect();
-    tcp.sort_by(|a, b| (&a.0.namespace, &a.0.name).cmp(&(&b.0.namespace, &b.0.name)));
-    for (m, r) in tcp {
-        let s = route(input, m, "TCPRoute", r, &mut listeners, &mut routes, |ctx, rule_index| l4_rule(ctx, &r.rules[rule_index]));
-        out.statuses.push(s);
-    }
+    attach_all(input, "HTTPRoute", &input.http, &mut listeners, &mut routes, &mut out, http_rule);
+    attach_all(input, "GRPCRoute", &input.grpc, &mut listeners, &mut routes, &mut out, grpc_rule);
+    attach_all(input, "TLSRoute", &input.tls, &mut listeners, &mut routes, &mut out, |ctx, r, _| l4_rule(ctx, r));
+    attach_all(input, "TCPRoute", &input.tcp, &mut listeners, &mut routes, &mut out, |ctx, r, _| l4_rule(ctx, r));
     routes.emit(&mut out);
     // Listener statuses, now that routes are counted.
     for st in out.statuses.iter_mut().filter(|s| s.kind == "Gateway") {
@@ -134,6 +110,24 @@ pub fn convert(input: &Input) -> Output {
         }
     }
     out
+}
+
+/// Every route of one kind, in (namespace, name) order: attached, converted, its status kept.
+fn attach_all<R>(
+    input: &Input,
+    kind: &str,
+    list: &[(Meta, RouteSpec<R>)],
+    listeners: &mut [Bound],
+    routes: &mut Routes,
+    out: &mut Output,
+    rule: impl Fn(&mut Ctx<'_>, &R, usize) -> Result<Converted, RuleError>,
+) {
+    let mut sorted: Vec<&(Meta, RouteSpec<R>)> = list.iter().collect();
+    sorted.sort_by(|a, b| (&a.0.namespace, &a.0.name).cmp(&(&b.0.namespace, &b.0.name)));
+    for (m, r) in sorted {
+        let s = route(input, m, kind, r, listeners, routes, |ctx, i| rule(ctx, &r.rules[i], i));
+        out.statuses.push(s);
+    }
 }
 
 pub(super) fn status(m: &Meta, kind: &str, conditions: Vec<Condition>) -> ObjectStatus {
