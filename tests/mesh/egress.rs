@@ -11,7 +11,8 @@
 //!   refused (503);
 //! - the egress gateway (Istio's "egress gateway" task with mTLS): the same call goes from the
 //!   sidecar to a `router~` egress gateway over the mesh's mTLS (`ISTIO_MUTUAL`), and from the
-//!   gateway to the outside host; the gateway's counters show it carried the request.
+//!   gateway to the outside host; the gateway's counters show it carried the request; then
+//!   the same for TLS the client speaks itself, passed through by SNI at both hops.
 
 use std::path::Path;
 use std::time::Duration;
@@ -49,7 +50,7 @@ fn start(tag: &str, kind: Sidecar) -> anyhow::Result<Egress> {
         "workloads.yaml",
         &format!(
             "apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {{name: client, namespace: default}}\nspec: {{address: {}, labels: {{app: client, security.istio.io/tlsMode: istio}}, serviceAccount: client}}\n---\n\
-             apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {{name: egress, namespace: istio-system}}\nspec: {{address: {}, labels: {{istio: egressgateway, security.istio.io/tlsMode: istio}}, serviceAccount: egress}}\n---\n\
+             apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {{name: egress, namespace: istio-system}}\nspec: {{address: {}, labels: {{istio: egressgateway}}, serviceAccount: egress}}\n---\n\
              apiVersion: v1\nkind: Service\nmetadata: {{name: istio-egressgateway, namespace: istio-system}}\nspec:\n  clusterIP: {EGRESS_VIP}\n  selector: {{istio: egressgateway}}\n  ports: [{{name: http2, port: 80}}, {{name: https, port: 443}}]\n",
             client.ip, gateway.ip
         ),
@@ -201,6 +202,30 @@ fn egress(tag: &str, kind: Sidecar) {
     assert!(body.contains("s_server"), "the outside host answered through the gateway: {body}");
     let handshakes = e.stat(&e.gateway, &["listener.0.0.0.0_443.ssl.handshake"]);
     assert!(handshakes >= 1, "the gateway terminated the sidecar's mTLS on 443 ({handshakes} handshakes)");
+
+    // The egress gateway for TLS the application speaks itself (the task's HTTPS variant):
+    // mesh → gateway and gateway → outside by SNI, the TLS untouched end to end.
+    let passed = |e: &Egress| e.stat(&e.gateway, &["cluster.outbound|443||api.example.com.upstream_cx_total"]);
+    let before = passed(&e);
+    write(
+        &e.config,
+        "egress.yaml",
+        "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: egress, namespace: istio-system}\nspec:\n  selector: {istio: egressgateway}\n  servers:\n  - port: {number: 443, name: tls, protocol: TLS}\n    hosts: [api.example.com]\n    tls: {mode: PASSTHROUGH}\n---\n\
+         apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: api-through-egress, namespace: default}\nspec:\n  hosts: [api.example.com]\n  gateways: [istio-system/egress, mesh]\n  tls:\n  - match: [{gateways: [mesh], port: 443, sniHosts: [api.example.com]}]\n    route: [{destination: {host: istio-egressgateway.istio-system.svc.cluster.local, port: {number: 443}}}]\n  - match: [{gateways: [istio-system/egress], port: 443, sniHosts: [api.example.com]}]\n    route: [{destination: {host: api.example.com, port: {number: 443}}}]\n",
+    );
+    let (_, body) = e.wait(
+        "TLS passed through the egress gateway",
+        || {
+            let r = e.curl("https", "api.example.com", 443, &verify);
+            if passed(&e) > before {
+                r
+            } else {
+                ("not through the gateway yet".into(), r.1)
+            }
+        },
+        |c| c == "200",
+    );
+    assert!(body.contains("s_server"), "curl verified the outside host's own certificate through the gateway: {body}");
 }
 
 #[test]
