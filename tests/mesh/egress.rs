@@ -1,8 +1,10 @@
 //! Calls out of the mesh, to a host in a namespace of its own that is not in the mesh (an
-//! `openssl s_server` with a certificate from its own CA for `api.example.com` on 443, and a
-//! plain HTTP server on 80), from a captured client under REGISTRY_ONLY — once with Envoy
-//! proxies (identities from `weft agent`), once with weft proxies:
+//! `openssl s_server` with a certificate from its own CA for `api.example.com` on 443, a
+//! plain HTTP server on 80, and one on 3306 that the mesh sees as opaque TCP), from a captured
+//! client under REGISTRY_ONLY — once with Envoy proxies (identities from `weft agent`), once
+//! with weft proxies:
 //!
+//! - TCP to an address on 3306 is black-holed until a ServiceEntry declares it by address;
 //! - TLS the application speaks itself is blocked until a ServiceEntry declares the host, then
 //!   passed through by SNI untouched (curl checks the server's own certificate); another name
 //!   on the same address stays blocked;
@@ -75,6 +77,8 @@ fn start(tag: &str, kind: Sidecar) -> anyhow::Result<Egress> {
         &["s_server", "-accept", "443", "-cert", &cert, "-key", &key, "-www", "-quiet"],
     )?;
     mesh.spawn("outside-http", Some(&outside.ns), false, &app(), &["serve", "0.0.0.0:80", "outside"])?;
+    // A database's port: what crosses it is opaque TCP to the mesh.
+    mesh.spawn("outside-db", Some(&outside.ns), false, &app(), &["serve", "0.0.0.0:3306", "db"])?;
 
     mesh.capture(&client)?;
     start_proxy_with_identity(
@@ -146,6 +150,27 @@ fn egress(tag: &str, kind: Sidecar) {
     let e = start(tag, kind).unwrap_or_else(|err| panic!("{err:#}"));
     let root = e.ca.root_str();
     let verify = ["--cacert", root.as_str()];
+
+    // A TCP service by address (2018's "MySQL on 3306" EgressRule): blocked, then declared.
+    let db = format!("http://{}:3306/", e.outside.ip);
+    let call_db = || {
+        let out =
+            e.client.ns.command("curl").args(["-s", "-m", "5", "-o", "/dev/stdout", "-w", "\n%{http_code}", &db]).output().expect("curl");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", "000"));
+        (code.to_owned(), body.to_owned())
+    };
+    assert_eq!(call_db().0, "000", "REGISTRY_ONLY blackholes TCP to an undeclared address");
+    write(
+        &e.config,
+        "db.yaml",
+        &format!(
+            "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: mysql, namespace: default}}\nspec:\n  hosts: [mysql.example.com]\n  addresses: [{}/32]\n  location: MESH_EXTERNAL\n  resolution: STATIC\n  endpoints: [{{address: {}}}]\n  ports: [{{number: 3306, name: tcp, protocol: TCP}}]\n",
+            e.outside.ip, e.outside.ip
+        ),
+    );
+    let (_, body) = e.wait("TCP to 3306 once declared by address", call_db, |c| c == "200");
+    assert_eq!(body, "db");
 
     // TLS the application speaks itself: blocked until declared, then passed through by SNI.
     let (code, _) = e.curl("https", "api.example.com", 443, &verify);
