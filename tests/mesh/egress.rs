@@ -114,6 +114,21 @@ impl Egress {
         (code.to_owned(), body.to_owned())
     }
 
+    /// Polls `call` until it answers 200 and the gateway's counter `counter` has grown past
+    /// what it was before: the call was carried by the gateway. The last answer.
+    fn wait_through_gateway(&self, what: &str, counter: &str, call: impl Fn() -> (String, String)) -> (String, String) {
+        let before = self.stat(&self.gateway, &[counter]);
+        let through = || {
+            let r = call();
+            if self.stat(&self.gateway, &[counter]) > before {
+                r
+            } else {
+                ("not through the gateway yet".into(), r.1)
+            }
+        };
+        self.wait(what, through, |c| c == "200")
+    }
+
     /// Polls `call` until `ok` accepts its status code; the last answer.
     fn wait(&self, what: &str, call: impl Fn() -> (String, String), ok: impl Fn(&str) -> bool) -> (String, String) {
         let mut last = (String::new(), String::new());
@@ -152,14 +167,7 @@ fn egress(tag: &str, kind: Sidecar) {
     let verify = ["--cacert", root.as_str()];
 
     // A TCP service by address (2018's "MySQL on 3306" EgressRule): blocked, then declared.
-    let db = format!("http://{}:3306/", e.outside.ip);
-    let call_db = || {
-        let out =
-            e.client.ns.command("curl").args(["-s", "-m", "5", "-o", "/dev/stdout", "-w", "\n%{http_code}", &db]).output().expect("curl");
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let (body, code) = text.rsplit_once('\n').unwrap_or(("", "000"));
-        (code.to_owned(), body.to_owned())
-    };
+    let call_db = || e.curl("http", "mysql.example.com", 3306, &[]);
     assert_eq!(call_db().0, "000", "REGISTRY_ONLY blackholes TCP to an undeclared address");
     write(
         &e.config,
@@ -203,8 +211,6 @@ fn egress(tag: &str, kind: Sidecar) {
     e.wait("origination back", || e.curl("http", "api.example.com", 80, &[]), |c| c == "200");
 
     // The egress gateway: mesh → gateway over mTLS (ISTIO_MUTUAL), gateway → outside.
-    let carried = |e: &Egress| e.stat(&e.gateway, &["cluster.outbound|80||api.example.com.upstream_rq_2"]);
-    let before = carried(&e);
     write(
         &e.config,
         "egress.yaml",
@@ -212,44 +218,26 @@ fn egress(tag: &str, kind: Sidecar) {
          apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: egress-for-api, namespace: default}\nspec:\n  host: istio-egressgateway.istio-system.svc.cluster.local\n  subsets:\n  - name: api\n    trafficPolicy:\n      portLevelSettings:\n      - port: {number: 443}\n        tls: {mode: ISTIO_MUTUAL, sni: api.example.com}\n---\n\
          apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: api-through-egress, namespace: default}\nspec:\n  hosts: [api.example.com]\n  gateways: [istio-system/egress, mesh]\n  http:\n  - match: [{gateways: [mesh], port: 80}]\n    route: [{destination: {host: istio-egressgateway.istio-system.svc.cluster.local, subset: api, port: {number: 443}}}]\n  - match: [{gateways: [istio-system/egress], port: 443}]\n    route: [{destination: {host: api.example.com, port: {number: 80}}}]\n",
     );
-    let (_, body) = e.wait(
-        "the call carried by the egress gateway",
-        || {
-            let r = e.curl("http", "api.example.com", 80, &[]);
-            if carried(&e) > before {
-                r
-            } else {
-                ("not through the gateway yet".into(), r.1)
-            }
-        },
-        |c| c == "200",
-    );
+    let (_, body) =
+        e.wait_through_gateway("the call carried by the egress gateway", "cluster.outbound|80||api.example.com.upstream_rq_2", || {
+            e.curl("http", "api.example.com", 80, &[])
+        });
     assert!(body.contains("s_server"), "the outside host answered through the gateway: {body}");
     let handshakes = e.stat(&e.gateway, &["listener.0.0.0.0_443.ssl.handshake"]);
     assert!(handshakes >= 1, "the gateway terminated the sidecar's mTLS on 443 ({handshakes} handshakes)");
 
     // The egress gateway for TLS the application speaks itself (the task's HTTPS variant):
     // mesh → gateway and gateway → outside by SNI, the TLS untouched end to end.
-    let passed = |e: &Egress| e.stat(&e.gateway, &["cluster.outbound|443||api.example.com.upstream_cx_total"]);
-    let before = passed(&e);
     write(
         &e.config,
         "egress.yaml",
         "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: egress, namespace: istio-system}\nspec:\n  selector: {istio: egressgateway}\n  servers:\n  - port: {number: 443, name: tls, protocol: TLS}\n    hosts: [api.example.com]\n    tls: {mode: PASSTHROUGH}\n---\n\
          apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: api-through-egress, namespace: default}\nspec:\n  hosts: [api.example.com]\n  gateways: [istio-system/egress, mesh]\n  tls:\n  - match: [{gateways: [mesh], port: 443, sniHosts: [api.example.com]}]\n    route: [{destination: {host: istio-egressgateway.istio-system.svc.cluster.local, port: {number: 443}}}]\n  - match: [{gateways: [istio-system/egress], port: 443, sniHosts: [api.example.com]}]\n    route: [{destination: {host: api.example.com, port: {number: 443}}}]\n",
     );
-    let (_, body) = e.wait(
-        "TLS passed through the egress gateway",
-        || {
-            let r = e.curl("https", "api.example.com", 443, &verify);
-            if passed(&e) > before {
-                r
-            } else {
-                ("not through the gateway yet".into(), r.1)
-            }
-        },
-        |c| c == "200",
-    );
+    let (_, body) =
+        e.wait_through_gateway("TLS passed through the egress gateway", "cluster.outbound|443||api.example.com.upstream_cx_total", || {
+            e.curl("https", "api.example.com", 443, &verify)
+        });
     assert!(body.contains("s_server"), "curl verified the outside host's own certificate through the gateway: {body}");
 }
 

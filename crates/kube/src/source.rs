@@ -220,7 +220,9 @@ fn snapshot(watched: &[Watched], pods: &Store<Pod>) -> View {
                 "Namespace" => {
                     let labels = o.metadata.labels.clone().unwrap_or_default().into_iter().collect();
                     view.namespaces.insert(o.metadata.name.clone().unwrap_or_default(), labels);
-                    gateway_api.extend(weft_api::load_text(&manifest.to_string(), ORIGIN).gateway_api_docs);
+                    // Its labels, for Gateway API `allowedRoutes` selectors.
+                    let origin = weft_api::Origin { file: ORIGIN.into(), line: 0 };
+                    gateway_api.push(weft_api::gateway_api::GatewayApiDoc { kind: "Namespace".into(), doc: manifest, origin });
                 }
                 "Ingress" => ingresses.push(manifest),
                 "IngressClass" => classes.push(manifest),

@@ -154,18 +154,12 @@ fn dns_job(args: &AgentArgs, env: &[(String, String)]) -> anyhow::Result<Option<
     let xds = args.xds_address.clone().ok_or_else(|| {
         anyhow::anyhow!("ISTIO_META_DNS_CAPTURE=true: the DNS proxy answers from the control plane's name table; give --xds-address")
     })?;
-    let (Some(pod), Some(ns), Some(ip)) = (var("POD_NAME"), args.namespace.clone().or_else(|| var("POD_NAMESPACE")), var("INSTANCE_IP"))
-    else {
+    let ns = args.namespace.clone().or_else(|| var("POD_NAMESPACE"));
+    let (Some(id), mut metadata) = crate::proxy_cmd::pod_node(env, ns.as_deref()) else {
         anyhow::bail!("ISTIO_META_DNS_CAPTURE=true: POD_NAME, POD_NAMESPACE (or --namespace) and INSTANCE_IP name the node, as for Envoy");
     };
-    let mut metadata = serde_json::Map::new();
-    for (k, v) in env {
-        if let Some(key) = k.strip_prefix("ISTIO_META_") {
-            metadata.insert(key.to_owned(), serde_json::Value::String(v.clone()));
-        }
-    }
+    let ns = ns.unwrap_or_default();
     metadata.insert("NAMESPACE".into(), serde_json::Value::String(ns.clone()));
-    let id = format!("sidecar~{ip}~{pod}.{ns}~{ns}.svc.cluster.local");
     let listen = weft_proxy::dns::listen_address(env).map_err(|e| anyhow::anyhow!(e))?;
     Ok(Some(DnsJob {
         options: weft_proxy::dns::DnsOptions {

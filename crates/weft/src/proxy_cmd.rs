@@ -284,9 +284,10 @@ fn meta_value(v: &str) -> serde_json::Value {
     }
 }
 
-/// Node id, cluster, metadata and control plane from flags and the environment, the way
-/// Istio's agent derives them (`POD_NAME`, `POD_NAMESPACE`, `INSTANCE_IP`, `ISTIO_META_*`).
-fn node_overrides(args: &ProxyArgs, env: &[(String, String)]) -> anyhow::Result<NodeOverrides> {
+/// The node Istio's agent makes of a pod's environment: every `ISTIO_META_<KEY>` as metadata
+/// `KEY` (a JSON object, like LABELS, as one), `NAMESPACE` from `namespace` unless given, and
+/// the sidecar node id when `INSTANCE_IP`, `POD_NAME` and `namespace` are all there.
+pub(crate) fn pod_node(env: &[(String, String)], namespace: Option<&str>) -> (Option<String>, serde_json::Map<String, serde_json::Value>) {
     let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()).filter(|v| !v.is_empty());
     let mut metadata = serde_json::Map::new();
     for (k, v) in env {
@@ -294,20 +295,28 @@ fn node_overrides(args: &ProxyArgs, env: &[(String, String)]) -> anyhow::Result<
             metadata.insert(key.to_string(), meta_value(v));
         }
     }
+    if let Some(ns) = namespace {
+        metadata.entry("NAMESPACE").or_insert_with(|| serde_json::Value::String(ns.to_owned()));
+    }
+    let id = match (get("INSTANCE_IP"), get("POD_NAME"), namespace) {
+        (Some(ip), Some(pod), Some(ns)) => Some(format!("sidecar~{ip}~{pod}.{ns}~{ns}.svc.cluster.local")),
+        _ => None,
+    };
+    (id, metadata)
+}
+
+/// Node id, cluster, metadata and control plane from flags and the environment, the way
+/// Istio's agent derives them (`POD_NAME`, `POD_NAMESPACE`, `INSTANCE_IP`, `ISTIO_META_*`).
+fn node_overrides(args: &ProxyArgs, env: &[(String, String)]) -> anyhow::Result<NodeOverrides> {
+    let ns = env.iter().find(|(n, _)| n == "POD_NAMESPACE").map(|(_, v)| v.as_str()).filter(|v| !v.is_empty());
+    let (pod_id, mut metadata) = pod_node(env, ns);
     for kv in &args.node_meta {
         let Some((k, v)) = kv.split_once('=').filter(|(k, _)| !k.is_empty()) else {
             bail!("--node-meta {kv:?}: expected KEY=VALUE");
         };
         metadata.insert(k.to_string(), meta_value(v));
     }
-    let ns = get("POD_NAMESPACE");
-    if let Some(ns) = &ns {
-        metadata.entry("NAMESPACE").or_insert_with(|| serde_json::Value::String(ns.clone()));
-    }
-    let id = args.service_node.clone().or_else(|| match (get("INSTANCE_IP"), get("POD_NAME"), &ns) {
-        (Some(ip), Some(pod), Some(ns)) => Some(format!("sidecar~{ip}~{pod}.{ns}~{ns}.svc.cluster.local")),
-        _ => None,
-    });
+    let id = args.service_node.clone().or(pod_id);
     let ads = match &args.xds_address {
         Some(a) => {
             if a.rsplit_once(':').is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err()) {

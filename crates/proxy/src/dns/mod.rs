@@ -166,7 +166,7 @@ impl Dns {
     }
 
     /// Takes a new name table from the control plane.
-    pub fn update(&self, nt: &NameTable) {
+    fn update(&self, nt: &NameTable) {
         let t = table::Table::build(nt, &self.place);
         tracing::debug!(hosts = nt.table.len(), names = t.name_count(), "DNS name table updated");
         self.table.store(Some(Arc::new(t)));
